@@ -1,0 +1,305 @@
+//! Signed policy bundles, verified the way TUF verifies metadata.
+//!
+//! A bundle is a JSON envelope around one payload (the canonical bytes of the policy, the
+//! digest of the trust root it was signed for, and optionally the next trust root) and the
+//! admins' Ed25519 signatures. Each signature covers a domain-separated SHA-256 of exactly
+//! the payload bytes. [`verify`] checks, in this order, and stops at the first refusal:
+//!
+//! 1. size, before any parsing;
+//! 2. envelope shape and payload type;
+//! 3. the current root's threshold, counted by distinct public key, over the raw bytes;
+//! 4. only then is the payload parsed: strictly, and it must be canonical;
+//! 5. vault id and trust-root binding;
+//! 6. a root rotation, if carried: exactly version N+1, same vault, and the new root's own
+//!    threshold met too;
+//! 7. version strictly above the accepted one (rollback);
+//! 8. not expired at the vault's time (raised to its time floor: freeze), not issued in the
+//!    future;
+//! 9. the policy within the caps of the root that will be in force.
+//!
+//! What the caller applies is parsed from the verified bytes alone, so a stick that changes
+//! after it was read cannot change what is applied.
+
+use std::collections::BTreeSet;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+
+use crate::canonical::{self, check_size};
+use crate::error::{Error, Result};
+use crate::keys::{domain_hash, hex, PublicKey, SigningKey, SIGNATURE_LEN};
+use crate::policy::{Policy, PolicyDoc};
+use crate::root::{RootDoc, TrustRoot};
+use crate::state::VaultState;
+use crate::units::Timestamp;
+
+/// Everything about a bundle is bounded before it is parsed.
+pub const MAX_BUNDLE_BYTES: usize = 1024 * 1024;
+pub const MAX_SIGNATURES: usize = 64;
+pub const PAYLOAD_TYPE: &str = "application/vnd.airgap-vault.policy+json;version=1";
+const SIGNING_CONTEXT: &str = "airgap-vault/policy-bundle/v1";
+/// How far a bundle's `issued` may be ahead of the vault's clock. The same tolerance bounds
+/// how far the clock may read behind the time floor before the vault refuses to open.
+pub const CLOCK_TOLERANCE_SECS: i64 = 300;
+
+/// The file on the stick.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    pub payload_type: String,
+    /// Base64 of the canonical payload bytes: the only bytes anyone signs.
+    pub payload: String,
+    pub signatures: Vec<SignatureEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignatureEntry {
+    /// Hex SHA-256 of the signer's public key (see [`PublicKey::key_id`]).
+    pub keyid: String,
+    /// Base64 of the 64-byte Ed25519 signature.
+    pub sig: String,
+}
+
+/// What the admins sign.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payload {
+    /// Digest of the trust root the signers meant ([`TrustRoot::digest`]).
+    pub signed_for_root: String,
+    pub policy: Policy,
+    /// A rotation: the root that takes over once this bundle is accepted.
+    pub new_root: Option<TrustRoot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadDoc {
+    pub signed_for_root: String,
+    pub policy: PolicyDoc,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_root: Option<RootDoc>,
+}
+
+impl Payload {
+    pub fn to_doc(&self) -> PayloadDoc {
+        PayloadDoc {
+            signed_for_root: self.signed_for_root.clone(),
+            policy: self.policy.to_doc(),
+            new_root: self.new_root.as_ref().map(TrustRoot::to_doc),
+        }
+    }
+
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        canonical::encode(&self.to_doc())
+    }
+
+    /// Strict decoding: unknown fields refused, every value valid, `issued` present, and the
+    /// bytes must be exactly the canonical encoding of the result.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Payload> {
+        let doc: PayloadDoc = canonical::decode(bytes, "bundle payload")?;
+        let policy = Policy::from_doc(&doc.policy)?;
+        if policy.issued.is_none() {
+            return Err(Error::InvalidField { field: "issued".into(), reason: "missing in a signed policy".into() });
+        }
+        let payload = Payload {
+            signed_for_root: doc.signed_for_root.clone(),
+            policy,
+            new_root: doc.new_root.as_ref().map(TrustRoot::from_doc).transpose()?,
+        };
+        canonical::require_canonical(bytes, &payload.to_doc(), "bundle payload")?;
+        Ok(payload)
+    }
+}
+
+/// The message an admin's key signs for a payload.
+pub fn signing_message(payload: &[u8]) -> [u8; 32] {
+    domain_hash(SIGNING_CONTEXT, payload)
+}
+
+impl Envelope {
+    /// A bundle with no signatures yet, ready for the first admin.
+    pub fn new(payload: &Payload) -> Envelope {
+        Envelope {
+            payload_type: PAYLOAD_TYPE.to_string(),
+            payload: BASE64.encode(payload.canonical_bytes()),
+            signatures: Vec::new(),
+        }
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Envelope> {
+        check_size(bytes.len(), MAX_BUNDLE_BYTES, "bundle")?;
+        let envelope: Envelope = canonical::decode(bytes, "bundle")?;
+        if envelope.payload_type != PAYLOAD_TYPE {
+            return Err(Error::WrongPayloadType { found: envelope.payload_type, expected: PAYLOAD_TYPE });
+        }
+        if envelope.signatures.len() > MAX_SIGNATURES {
+            return Err(Error::TooManySignatures { count: envelope.signatures.len(), limit: MAX_SIGNATURES });
+        }
+        Ok(envelope)
+    }
+
+    /// Human-friendly (the envelope itself is not signed, only its payload).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec_pretty(self).expect("envelopes serialize");
+        out.push(b'\n');
+        out
+    }
+
+    pub fn payload_bytes(&self) -> Result<Vec<u8>> {
+        BASE64
+            .decode(&self.payload)
+            .map_err(|e| Error::Malformed { what: "bundle payload", reason: format!("not base64 ({e})") })
+    }
+
+    /// The payload without any signature check: for display only, never for applying.
+    pub fn unverified_payload(&self) -> Result<Payload> {
+        Payload::from_bytes(&self.payload_bytes()?)
+    }
+
+    /// Adds one admin's signature. A key that already signed is refused, not added twice.
+    pub fn sign(&mut self, key: &SigningKey) -> Result<()> {
+        let public = key.public_key();
+        let keyid = public.key_id();
+        if self.signatures.iter().any(|s| s.keyid == keyid) {
+            return Err(Error::InvalidField {
+                field: "signatures".into(),
+                reason: format!("already signed by key {keyid}"),
+            });
+        }
+        let message = signing_message(&self.payload_bytes()?);
+        self.signatures.push(SignatureEntry { keyid, sig: BASE64.encode(key.sign(&message)) });
+        Ok(())
+    }
+
+    pub fn key_ids(&self) -> impl Iterator<Item = &str> {
+        self.signatures.iter().map(|s| s.keyid.as_str())
+    }
+}
+
+/// The outcome of counting signatures against one root.
+#[derive(Debug, Default)]
+struct Tally {
+    signers: BTreeSet<PublicKey>,
+    invalid: usize,
+    unknown: usize,
+    repeated: usize,
+}
+
+/// Counts the signatures of `root`'s admins over `message`, once per distinct public key.
+fn tally(root: &TrustRoot, message: &[u8], signatures: &[SignatureEntry]) -> Tally {
+    let mut tally = Tally::default();
+    for entry in signatures {
+        let Some(admin) = root.admin_by_key_id(&entry.keyid) else {
+            tally.unknown += 1;
+            continue;
+        };
+        let sig_ok = BASE64
+            .decode(&entry.sig)
+            .ok()
+            .filter(|sig| sig.len() == SIGNATURE_LEN)
+            .is_some_and(|sig| admin.key.verify(message, &sig));
+        if !sig_ok {
+            tally.invalid += 1;
+        } else if !tally.signers.insert(admin.key) {
+            tally.repeated += 1;
+        }
+    }
+    tally
+}
+
+fn require_threshold(role: String, root: &TrustRoot, message: &[u8], signatures: &[SignatureEntry]) -> Result<Vec<String>> {
+    let t = tally(root, message, signatures);
+    if t.signers.len() < root.threshold as usize {
+        return Err(Error::ThresholdNotMet {
+            role,
+            valid: t.signers.len(),
+            threshold: root.threshold,
+            invalid: t.invalid,
+            unknown: t.unknown,
+            repeated: t.repeated,
+        });
+    }
+    Ok(t.signers.iter().filter_map(|k| root.admin_with_key(k)).map(|a| a.name.clone()).collect())
+}
+
+/// A bundle that passed every check, and the state the vault moves to by accepting it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub policy: Policy,
+    /// The root in force after acceptance (the new one, after a rotation).
+    pub root: TrustRoot,
+    pub rotated: bool,
+    /// Names of the admins whose signatures counted (under the root that was in force).
+    pub signers: Vec<String>,
+    /// Hex SHA-256 of the payload bytes: names exactly what was applied.
+    pub payload_sha256: String,
+    pub new_state: VaultState,
+}
+
+/// Verifies a bundle read once into memory. `baked_root` is the image's root; `state` may
+/// hold a newer, rotated one. `now` is the vault's clock.
+pub fn verify(bundle: &[u8], baked_root: &TrustRoot, state: &VaultState, now: Timestamp) -> Result<Verified> {
+    let root = state.current_root(baked_root)?;
+    let envelope = Envelope::from_bytes(bundle)?;
+    let payload_bytes = envelope.payload_bytes()?;
+    let message = signing_message(&payload_bytes);
+    let signers = require_threshold(format!("root v{}", root.version), &root, &message, &envelope.signatures)?;
+
+    let payload = Payload::from_bytes(&payload_bytes)?;
+    let policy = payload.policy;
+    if policy.vault_id != root.vault_id {
+        return Err(Error::WrongVault { bundle: policy.vault_id, vault: root.vault_id });
+    }
+    let vault_root_digest = root.digest();
+    if payload.signed_for_root != vault_root_digest {
+        return Err(Error::WrongTrustRoot { bundle: payload.signed_for_root, vault: vault_root_digest });
+    }
+
+    let next_root = match payload.new_root {
+        None => root,
+        Some(new_root) => {
+            let expected = root.version + 1;
+            if new_root.version != expected {
+                return Err(Error::RotationVersion { current: root.version, expected, found: new_root.version });
+            }
+            if new_root.vault_id != root.vault_id {
+                return Err(Error::RotationVault { found: new_root.vault_id, vault: root.vault_id });
+            }
+            require_threshold(format!("new root v{}", new_root.version), &new_root, &message, &envelope.signatures)?;
+            new_root
+        }
+    };
+    let rotated = next_root.version != state.current_root(baked_root)?.version;
+
+    if policy.version <= state.accepted_version {
+        return Err(Error::Rollback { version: policy.version, accepted: state.accepted_version });
+    }
+    let vault_now = now.max(state.time_floor);
+    if policy.expires <= vault_now {
+        return Err(Error::Expired { expires: policy.expires, now: vault_now });
+    }
+    let issued = policy.issued.expect("Payload::from_bytes requires issued");
+    if issued.secs_since(now) > CLOCK_TOLERANCE_SECS {
+        return Err(Error::IssuedInFuture { issued, now, tolerance_secs: CLOCK_TOLERANCE_SECS });
+    }
+    policy.check_against_root(&next_root)?;
+
+    let new_state = VaultState {
+        accepted_version: policy.version,
+        time_floor: state.time_floor.max(issued),
+        rotated_root: if rotated { Some(next_root.clone()) } else { state.rotated_root.clone() },
+    };
+    Ok(Verified {
+        policy,
+        root: next_root,
+        rotated,
+        signers,
+        payload_sha256: hex(ring::digest::digest(&ring::digest::SHA256, &payload_bytes).as_ref()),
+        new_state,
+    })
+}
+
+#[cfg(test)]
+#[path = "bundle_tests.rs"]
+mod tests;

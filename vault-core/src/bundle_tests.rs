@@ -1,0 +1,376 @@
+//! Every "Signed policy bundles" threat in shared/THREATS.md, each asserting its refusal.
+
+use super::*;
+use crate::keys::test_keys::key;
+use crate::policy::tests::example_toml;
+use crate::root::tests::root_with;
+use crate::units::Duration;
+
+const ADMINS: [u8; 3] = [1, 2, 3];
+const NEW_ADMINS: [u8; 3] = [11, 12, 13];
+
+fn now() -> Timestamp {
+    Timestamp::parse("2026-11-25T10:00:00Z").unwrap()
+}
+
+fn root() -> TrustRoot {
+    root_with("vault-01", 1, 2, &ADMINS)
+}
+
+fn policy() -> Policy {
+    Policy::from_toml(&example_toml()).unwrap()
+}
+
+fn payload_for(policy: Policy, root: &TrustRoot) -> Payload {
+    Payload { signed_for_root: root.digest(), policy, new_root: None }
+}
+
+fn signed(payload: &Payload, seeds: &[u8]) -> Envelope {
+    let mut envelope = Envelope::new(payload);
+    for seed in seeds {
+        envelope.sign(&key(*seed)).unwrap();
+    }
+    envelope
+}
+
+fn bundle(policy: Policy, seeds: &[u8]) -> Vec<u8> {
+    signed(&payload_for(policy, &root()), seeds).to_bytes()
+}
+
+fn verify_fresh(bytes: &[u8]) -> Result<Verified> {
+    verify(bytes, &root(), &VaultState::default(), now())
+}
+
+fn with_policy(edit: impl FnOnce(&mut Policy)) -> Policy {
+    let mut p = policy();
+    edit(&mut p);
+    p
+}
+
+#[test]
+fn a_good_bundle_is_accepted_and_moves_the_floors() {
+    let verified = verify_fresh(&bundle(policy(), &[1, 3])).unwrap();
+    assert_eq!(verified.policy, policy());
+    assert_eq!(verified.signers, vec!["admin1".to_string(), "admin3".to_string()]);
+    assert_eq!(verified.new_state.accepted_version, 7);
+    assert_eq!(verified.new_state.time_floor, Timestamp::parse("2026-11-20T00:00:00Z").unwrap());
+    assert!(!verified.rotated);
+}
+
+#[test]
+fn tampered_payload_is_refused() {
+    let mut envelope = signed(&payload_for(policy(), &root()), &[1, 2]);
+    let tampered = payload_for(with_policy(|p| p.pushers[0].quota = crate::units::ByteSize::from_bytes(1 << 50)), &root());
+    envelope.payload = BASE64.encode(tampered.canonical_bytes());
+    let err = verify_fresh(&envelope.to_bytes()).unwrap_err();
+    assert!(matches!(err, Error::ThresholdNotMet { valid: 0, invalid: 2, .. }), "{err}");
+}
+
+#[test]
+fn forged_signature_is_refused() {
+    let mut envelope = signed(&payload_for(policy(), &root()), &[1, 2]);
+    let mut sig = BASE64.decode(&envelope.signatures[1].sig).unwrap();
+    sig[10] ^= 1;
+    envelope.signatures[1].sig = BASE64.encode(sig);
+    let err = verify_fresh(&envelope.to_bytes()).unwrap_err();
+    assert!(matches!(err, Error::ThresholdNotMet { valid: 1, invalid: 1, .. }), "{err}");
+    assert!(err.to_string().starts_with("threshold not met for root v1: 1 valid"), "{err}");
+}
+
+#[test]
+fn signatures_over_other_bytes_do_not_carry_over() {
+    // Signatures made over payload A, shipped with payload B.
+    let a = signed(&payload_for(policy(), &root()), &[1, 2]);
+    let mut b = Envelope::new(&payload_for(with_policy(|p| p.version = 8), &root()));
+    b.signatures = a.signatures.clone();
+    let err = verify_fresh(&b.to_bytes()).unwrap_err();
+    assert!(matches!(err, Error::ThresholdNotMet { valid: 0, invalid: 2, .. }), "{err}");
+}
+
+#[test]
+fn what_is_applied_is_exactly_what_was_verified() {
+    let bytes = bundle(policy(), &[1, 2]);
+    let verified = verify_fresh(&bytes).unwrap();
+    let payload_bytes = Envelope::from_bytes(&bytes).unwrap().payload_bytes().unwrap();
+    assert_eq!(verified.payload_sha256, hex(ring::digest::digest(&ring::digest::SHA256, &payload_bytes).as_ref()));
+    assert_eq!(verified.policy, Payload::from_bytes(&payload_bytes).unwrap().policy);
+}
+
+#[test]
+fn fewer_signatures_than_the_threshold_are_refused() {
+    let err = verify_fresh(&bundle(policy(), &[2])).unwrap_err();
+    assert_eq!(
+        err,
+        Error::ThresholdNotMet { role: "root v1".into(), valid: 1, threshold: 2, invalid: 0, unknown: 0, repeated: 0 }
+    );
+    let err = verify_fresh(&bundle(policy(), &[])).unwrap_err();
+    assert!(matches!(err, Error::ThresholdNotMet { valid: 0, .. }), "{err}");
+}
+
+#[test]
+fn a_repeated_signature_counts_once() {
+    let mut envelope = signed(&payload_for(policy(), &root()), &[1]);
+    envelope.signatures.push(envelope.signatures[0].clone());
+    let err = verify_fresh(&envelope.to_bytes()).unwrap_err();
+    assert!(matches!(err, Error::ThresholdNotMet { valid: 1, repeated: 1, .. }), "{err}");
+}
+
+#[test]
+fn a_second_key_id_for_the_same_key_counts_once() {
+    // The same signature under a differently spelled key id is not a second signer.
+    let mut envelope = signed(&payload_for(policy(), &root()), &[1]);
+    let mut alias = envelope.signatures[0].clone();
+    alias.keyid = alias.keyid.to_uppercase();
+    envelope.signatures.push(alias);
+    let err = verify_fresh(&envelope.to_bytes()).unwrap_err();
+    assert!(matches!(err, Error::ThresholdNotMet { valid: 1, unknown: 1, .. }), "{err}");
+
+    // A root that names one public key twice (as loading refuses, see root tests) still
+    // counts that key once when built by hand.
+    let mut two_names = root();
+    two_names.admins[1].key = two_names.admins[0].key;
+    let envelope = signed(&payload_for(policy(), &two_names), &[1]);
+    let err = verify(&envelope.to_bytes(), &two_names, &VaultState::default(), now()).unwrap_err();
+    assert!(matches!(err, Error::ThresholdNotMet { valid: 1, .. }), "{err}");
+}
+
+#[test]
+fn signatures_from_keys_outside_the_root_do_not_count() {
+    let err = verify_fresh(&bundle(policy(), &[1, 7, 8])).unwrap_err();
+    assert!(matches!(err, Error::ThresholdNotMet { valid: 1, unknown: 2, .. }), "{err}");
+}
+
+#[test]
+fn the_same_key_cannot_sign_twice_through_the_api() {
+    let mut envelope = signed(&payload_for(policy(), &root()), &[1]);
+    let err = envelope.sign(&key(1)).unwrap_err();
+    assert!(err.to_string().contains("already signed"), "{err}");
+}
+
+#[test]
+fn rollback_is_refused() {
+    let state = VaultState { accepted_version: 5, ..VaultState::default() };
+    let err = verify(&bundle(with_policy(|p| p.version = 3), &[1, 2]), &root(), &state, now()).unwrap_err();
+    assert_eq!(err.to_string(), "rollback: version 3 <= accepted 5");
+    let err = verify(&bundle(with_policy(|p| p.version = 5), &[1, 2]), &root(), &state, now()).unwrap_err();
+    assert_eq!(err, Error::Rollback { version: 5, accepted: 5 });
+}
+
+#[test]
+fn an_expired_bundle_is_refused() {
+    let late = Timestamp::parse("2027-02-01T00:00:00Z").unwrap();
+    let err = verify(&bundle(policy(), &[1, 2]), &root(), &VaultState::default(), late).unwrap_err();
+    assert_eq!(err.to_string(), "expired: bundle expired at 2027-01-31T00:00:00Z, vault time is 2027-02-01T00:00:00Z");
+}
+
+#[test]
+fn freeze_with_the_clock_turned_back_is_refused_by_the_time_floor() {
+    // The clock says 2026-11-25, but the vault has already seen (signed) time past expiry.
+    let state = VaultState { time_floor: Timestamp::parse("2027-03-01T00:00:00Z").unwrap(), ..VaultState::default() };
+    let err = verify(&bundle(policy(), &[1, 2]), &root(), &state, now()).unwrap_err();
+    assert!(matches!(err, Error::Expired { now, .. } if now == state.time_floor), "{err}");
+}
+
+#[test]
+fn issued_in_the_future_is_refused() {
+    let p = with_policy(|p| p.issued = Some(now().saturating_add(Duration::from_secs(3600).unwrap())));
+    let err = verify_fresh(&bundle(p, &[1, 2])).unwrap_err();
+    assert!(matches!(err, Error::IssuedInFuture { .. }), "{err}");
+}
+
+#[test]
+fn a_bundle_for_another_vault_is_refused() {
+    let p = with_policy(|p| p.vault_id = "vault-02".into());
+    let err = verify_fresh(&bundle(p, &[1, 2])).unwrap_err();
+    assert_eq!(err.to_string(), "wrong vault: bundle is for vault `vault-02`, this is vault `vault-01`");
+}
+
+#[test]
+fn a_bundle_for_another_trust_root_is_refused() {
+    // Same admins, same vault id, but signed for a root with other caps.
+    let mut other_root = root();
+    other_root.caps.max_window = Duration::from_secs(24 * 3600).unwrap();
+    let envelope = signed(&payload_for(policy(), &other_root), &[1, 2]);
+    let err = verify_fresh(&envelope.to_bytes()).unwrap_err();
+    assert!(matches!(err, Error::WrongTrustRoot { ref vault, .. } if *vault == root().digest()), "{err}");
+}
+
+// ---- trust-root rotation -------------------------------------------------------------------
+
+fn new_root(version: u64) -> TrustRoot {
+    root_with("vault-01", version, 2, &NEW_ADMINS)
+}
+
+fn rotation(new: TrustRoot, seeds: &[u8]) -> Vec<u8> {
+    let payload = Payload { signed_for_root: root().digest(), policy: policy(), new_root: Some(new) };
+    signed(&payload, seeds).to_bytes()
+}
+
+#[test]
+fn rotation_to_the_next_version_signed_by_both_sets_is_accepted() {
+    let verified = verify_fresh(&rotation(new_root(2), &[1, 2, 11, 13])).unwrap();
+    assert!(verified.rotated);
+    assert_eq!(verified.root, new_root(2));
+    assert_eq!(verified.new_state.rotated_root, Some(new_root(2)));
+
+    // From now on the new keys alone sign, and the old ones no longer suffice.
+    let state = verified.new_state;
+    let next = with_policy(|p| p.version = 8);
+    let by_new = signed(&payload_for(next.clone(), &new_root(2)), &[11, 12]).to_bytes();
+    assert_eq!(verify(&by_new, &root(), &state, now()).unwrap().policy.version, 8);
+    let by_old = signed(&payload_for(next, &new_root(2)), &[1, 2]).to_bytes();
+    let err = verify(&by_old, &root(), &state, now()).unwrap_err();
+    assert!(matches!(err, Error::ThresholdNotMet { ref role, valid: 0, unknown: 2, .. } if role == "root v2"), "{err}");
+}
+
+#[test]
+fn rotation_that_skips_a_version_is_refused() {
+    let err = verify_fresh(&rotation(new_root(3), &[1, 2, 11, 12])).unwrap_err();
+    assert_eq!(err.to_string(), "root rotation: must go from version 1 to exactly 2, bundle carries version 3");
+    let err = verify_fresh(&rotation(new_root(1), &[1, 2, 11, 12])).unwrap_err();
+    assert!(matches!(err, Error::RotationVersion { found: 1, .. }), "{err}");
+}
+
+#[test]
+fn rotation_signed_by_the_new_keys_alone_is_refused() {
+    let err = verify_fresh(&rotation(new_root(2), &[11, 12, 13])).unwrap_err();
+    assert!(matches!(err, Error::ThresholdNotMet { ref role, valid: 0, .. } if role == "root v1"), "{err}");
+}
+
+#[test]
+fn rotation_signed_by_the_old_keys_alone_is_refused() {
+    let err = verify_fresh(&rotation(new_root(2), &[1, 2, 3])).unwrap_err();
+    assert!(matches!(err, Error::ThresholdNotMet { ref role, valid: 0, .. } if role == "new root v2"), "{err}");
+    let err = verify_fresh(&rotation(new_root(2), &[1, 2, 11])).unwrap_err();
+    assert!(matches!(err, Error::ThresholdNotMet { ref role, valid: 1, .. } if role == "new root v2"), "{err}");
+}
+
+#[test]
+fn rotation_to_another_vault_is_refused() {
+    let err = verify_fresh(&rotation(root_with("vault-02", 2, 2, &NEW_ADMINS), &[1, 2, 11, 12])).unwrap_err();
+    assert!(matches!(err, Error::RotationVault { .. }), "{err}");
+}
+
+#[test]
+fn caps_of_the_new_root_apply_to_a_rotation_bundle() {
+    let mut tight = new_root(2);
+    tight.caps.max_window = Duration::from_secs(30 * 60).unwrap();
+    let err = verify_fresh(&rotation(tight, &[1, 2, 11, 12])).unwrap_err();
+    assert!(matches!(err, Error::CapExceeded { ref what, .. } if what == "window[0] length"), "{err}");
+}
+
+// ---- endless data --------------------------------------------------------------------------
+
+#[test]
+fn a_huge_bundle_is_refused_before_parsing() {
+    let huge = vec![b'{'; MAX_BUNDLE_BYTES + 1];
+    let err = verify_fresh(&huge).unwrap_err();
+    assert_eq!(err, Error::TooLarge { what: "bundle", size: MAX_BUNDLE_BYTES + 1, limit: MAX_BUNDLE_BYTES });
+}
+
+#[test]
+fn deep_nesting_is_refused_without_a_crash() {
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    assert!(matches!(verify_fresh(deep.as_bytes()), Err(Error::Malformed { what: "bundle", .. })));
+
+    // Nesting inside a properly signed payload is refused by the payload parser too.
+    let mut envelope = Envelope::new(&payload_for(policy(), &root()));
+    let nested = format!("{}{}", "[".repeat(50_000), "]".repeat(50_000));
+    envelope.payload = BASE64.encode(nested.as_bytes());
+    envelope.sign(&key(1)).unwrap();
+    envelope.sign(&key(2)).unwrap();
+    let err = verify_fresh(&envelope.to_bytes()).unwrap_err();
+    assert!(matches!(err, Error::Malformed { what: "bundle payload", .. }), "{err}");
+}
+
+#[test]
+fn unknown_fields_are_refused_in_envelope_and_payload() {
+    let mut value: serde_json::Value = serde_json::from_slice(&bundle(policy(), &[1, 2])).unwrap();
+    value["comment"] = "hi".into();
+    let err = verify_fresh(&serde_json::to_vec(&value).unwrap()).unwrap_err();
+    assert!(err.to_string().contains("unknown field `comment`"), "{err}");
+
+    let mut payload: serde_json::Value = serde_json::from_slice(&payload_for(policy(), &root()).canonical_bytes()).unwrap();
+    payload["policy"]["network"]["dhcp"] = true.into();
+    let bytes = serde_json::to_vec(&payload).unwrap();
+    let mut envelope = Envelope::new(&payload_for(policy(), &root()));
+    envelope.payload = BASE64.encode(&bytes);
+    envelope.sign(&key(1)).unwrap();
+    envelope.sign(&key(2)).unwrap();
+    let err = verify_fresh(&envelope.to_bytes()).unwrap_err();
+    assert!(err.to_string().contains("unknown field `dhcp`"), "{err}");
+}
+
+#[test]
+fn too_many_signatures_are_refused() {
+    let mut envelope = signed(&payload_for(policy(), &root()), &[1]);
+    envelope.signatures = vec![envelope.signatures[0].clone(); MAX_SIGNATURES + 1];
+    let err = verify_fresh(&envelope.to_bytes()).unwrap_err();
+    assert_eq!(err, Error::TooManySignatures { count: MAX_SIGNATURES + 1, limit: MAX_SIGNATURES });
+}
+
+#[test]
+fn a_non_canonical_payload_is_refused_even_when_signed() {
+    let canonical = payload_for(policy(), &root()).canonical_bytes();
+    let text = String::from_utf8(canonical).unwrap().replace("\"45m\"", "\"2700s\"");
+    let mut envelope = Envelope::new(&payload_for(policy(), &root()));
+    envelope.payload = BASE64.encode(text.as_bytes());
+    envelope.sign(&key(1)).unwrap();
+    envelope.sign(&key(2)).unwrap();
+    let err = verify_fresh(&envelope.to_bytes()).unwrap_err();
+    assert_eq!(err, Error::NonCanonical { what: "bundle payload" });
+}
+
+#[test]
+fn a_wrong_payload_type_is_refused() {
+    let mut envelope = signed(&payload_for(policy(), &root()), &[1, 2]);
+    envelope.payload_type = "application/json".into();
+    assert!(matches!(verify_fresh(&envelope.to_bytes()), Err(Error::WrongPayloadType { .. })));
+}
+
+// ---- policy beyond the root's caps ---------------------------------------------------------
+
+#[test]
+fn a_window_longer_than_the_cap_is_refused() {
+    let p = with_policy(|p| {
+        p.windows[1] = crate::policy::Window::Once {
+            from: Timestamp::parse("2026-12-01T02:00:00Z").unwrap(),
+            until: Timestamp::parse("2026-12-01T07:00:00Z").unwrap(),
+        }
+    });
+    let err = verify_fresh(&bundle(p, &[1, 2])).unwrap_err();
+    assert_eq!(err.to_string(), "cap exceeded: window[1] length is 5h, the trust root allows at most 4h");
+}
+
+#[test]
+fn too_much_open_time_in_a_day_is_refused() {
+    // Three 3h one-shots on one day: each within the 4h window cap, 9h > 8h together.
+    let p = with_policy(|p| {
+        p.windows.truncate(1);
+        for h in [4, 8, 12] {
+            p.windows.push(crate::policy::Window::Once {
+                from: Timestamp::parse(&format!("2026-12-05T{h:02}:00:00Z")).unwrap(),
+                until: Timestamp::parse(&format!("2026-12-05T{:02}:00:00Z", h + 3)).unwrap(),
+            });
+        }
+    });
+    let err = verify_fresh(&bundle(p, &[1, 2])).unwrap_err();
+    assert_eq!(err.to_string(), "cap exceeded: open time on 2026-12-05 is 9h, the trust root allows at most 8h");
+}
+
+#[test]
+fn validity_and_grace_beyond_the_caps_are_refused() {
+    let p = with_policy(|p| p.expires = Timestamp::parse("2027-06-01T00:00:00Z").unwrap());
+    let err = verify_fresh(&bundle(p, &[1, 2])).unwrap_err();
+    assert!(matches!(err, Error::CapExceeded { ref what, .. } if what.starts_with("validity")), "{err}");
+    let p = with_policy(|p| p.close.grace = Duration::from_secs(3600).unwrap());
+    let err = verify_fresh(&bundle(p, &[1, 2])).unwrap_err();
+    assert_eq!(err.to_string(), "cap exceeded: close.grace is 1h, the trust root allows at most 15m");
+}
+
+#[test]
+fn a_pusher_holding_an_admin_key_is_refused() {
+    let p = with_policy(|p| p.pushers[0].key = key(2).public_key());
+    let err = verify_fresh(&bundle(p, &[1, 2])).unwrap_err();
+    assert_eq!(err.to_string(), "pusher `db-backup` uses admin key `admin2`: admin keys may not push");
+}

@@ -1,0 +1,66 @@
+//! The one error type of the core. Each refusal is its own variant, and its message names
+//! the rule that refused and the values that broke it, so an operator reading a console line
+//! knows what to fix without reading code.
+
+use crate::units::Timestamp;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    // --- input that cannot even be read -------------------------------------------------
+    #[error("too large: {what} is {size} bytes, limit {limit}")]
+    TooLarge { what: &'static str, size: usize, limit: usize },
+    #[error("malformed {what}: {reason}")]
+    Malformed { what: &'static str, reason: String },
+    #[error("non-canonical {what}: the signed bytes are not the canonical encoding of what they decode to")]
+    NonCanonical { what: &'static str },
+    #[error("invalid field `{field}`: {reason}")]
+    InvalidField { field: String, reason: String },
+
+    // --- trust root -----------------------------------------------------------------------
+    #[error("root: admin key {key_id} is listed more than once (as `{first}` and `{second}`)")]
+    DuplicateAdminKey { key_id: String, first: String, second: String },
+    #[error("root: threshold {threshold} must be between 1 and the number of admin keys ({admins})")]
+    BadThreshold { threshold: u32, admins: usize },
+    #[error("state: stored trust root v{stored} and baked trust root v{baked} differ at the same version")]
+    RootConflict { stored: u64, baked: u64 },
+
+    // --- bundle verification, in the order the checks run ---------------------------------
+    #[error("wrong payload type: `{found}`, expected `{expected}`")]
+    WrongPayloadType { found: String, expected: &'static str },
+    #[error("too many signatures: {count}, limit {limit}")]
+    TooManySignatures { count: usize, limit: usize },
+    #[error("threshold not met for {role}: {valid} valid signature(s) from distinct admin keys, need {threshold} ({invalid} invalid, {unknown} from unknown key ids, {repeated} repeated)")]
+    ThresholdNotMet {
+        role: String,
+        valid: usize,
+        threshold: u32,
+        invalid: usize,
+        unknown: usize,
+        repeated: usize,
+    },
+    #[error("wrong vault: bundle is for vault `{bundle}`, this is vault `{vault}`")]
+    WrongVault { bundle: String, vault: String },
+    #[error("wrong trust root: bundle was signed for root {bundle}, this vault trusts root {vault}")]
+    WrongTrustRoot { bundle: String, vault: String },
+    #[error("root rotation: must go from version {current} to exactly {expected}, bundle carries version {found}")]
+    RotationVersion { current: u64, expected: u64, found: u64 },
+    #[error("root rotation: new root is for vault `{found}`, this is vault `{vault}`")]
+    RotationVault { found: String, vault: String },
+    #[error("rollback: version {version} <= accepted {accepted}")]
+    Rollback { version: u64, accepted: u64 },
+    #[error("expired: bundle expired at {expires}, vault time is {now}")]
+    Expired { expires: Timestamp, now: Timestamp },
+    #[error("issued in the future: issued {issued}, vault time is {now} (tolerance {tolerance_secs}s)")]
+    IssuedInFuture { issued: Timestamp, now: Timestamp, tolerance_secs: i64 },
+    #[error("cap exceeded: {what} is {value}, the trust root allows at most {cap}")]
+    CapExceeded { what: String, value: String, cap: String },
+    #[error("pusher `{pusher}` uses admin key `{admin}`: admin keys may not push")]
+    PusherIsAdmin { pusher: String, admin: String },
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Shorthand for the most common refusal: a field with a bad value.
+pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {
+    Error::InvalidField { field: field.into(), reason: reason.into() }
+}

@@ -1,0 +1,155 @@
+//! Ed25519 keys as the policy and the trust root spell them (`ed25519:<base64>`), their
+//! key ids, and signature checks. All cryptography is ring's; this module only names things.
+
+use std::fmt;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use ring::signature::{self, Ed25519KeyPair, KeyPair as _};
+
+use crate::error::{Error, Result};
+
+pub const PUBLIC_KEY_LEN: usize = 32;
+pub const SIGNATURE_LEN: usize = 64;
+const KEY_PREFIX: &str = "ed25519:";
+
+/// An Ed25519 public key. Equality is on the 32 key bytes, which is what thresholds count.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PublicKey([u8; PUBLIC_KEY_LEN]);
+
+impl PublicKey {
+    pub fn from_bytes(bytes: [u8; PUBLIC_KEY_LEN]) -> PublicKey {
+        PublicKey(bytes)
+    }
+
+    pub fn as_bytes(&self) -> &[u8; PUBLIC_KEY_LEN] {
+        &self.0
+    }
+
+    /// Parses `ed25519:<base64 of 32 bytes>`; `field` names the place for the error.
+    pub fn parse(text: &str, field: &str) -> Result<PublicKey> {
+        let encoded = text.trim().strip_prefix(KEY_PREFIX).ok_or_else(|| Error::InvalidField {
+            field: field.to_string(),
+            reason: format!("key must start with `{KEY_PREFIX}`"),
+        })?;
+        let bytes = BASE64.decode(encoded).map_err(|e| Error::InvalidField {
+            field: field.to_string(),
+            reason: format!("key is not valid base64 ({e})"),
+        })?;
+        let bytes: [u8; PUBLIC_KEY_LEN] = bytes.try_into().map_err(|b: Vec<u8>| Error::InvalidField {
+            field: field.to_string(),
+            reason: format!("key is {} bytes, an Ed25519 public key is {PUBLIC_KEY_LEN}", b.len()),
+        })?;
+        Ok(PublicKey(bytes))
+    }
+
+    /// The key id: lowercase hex SHA-256 of the raw key bytes. Derived, never chosen, so one
+    /// key cannot hide behind two ids.
+    pub fn key_id(&self) -> String {
+        hex(ring::digest::digest(&ring::digest::SHA256, &self.0).as_ref())
+    }
+
+    pub fn verify(&self, message: &[u8], sig: &[u8]) -> bool {
+        signature::UnparsedPublicKey::new(&signature::ED25519, &self.0).verify(message, sig).is_ok()
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{KEY_PREFIX}{}", BASE64.encode(self.0))
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({self})")
+    }
+}
+
+/// A secret Ed25519 key loaded from its PKCS#8 document. Signing is deterministic and pure;
+/// generating a key needs randomness and so lives in the CLI.
+pub struct SigningKey(Ed25519KeyPair);
+
+impl SigningKey {
+    pub fn from_pkcs8(der: &[u8]) -> Result<SigningKey> {
+        Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
+            .map(SigningKey)
+            .map_err(|e| Error::Malformed { what: "secret key", reason: e.to_string() })
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        let bytes: [u8; PUBLIC_KEY_LEN] =
+            self.0.public_key().as_ref().try_into().expect("ring Ed25519 public keys are 32 bytes");
+        PublicKey(bytes)
+    }
+
+    pub fn sign(&self, message: &[u8]) -> [u8; SIGNATURE_LEN] {
+        let sig = self.0.sign(message);
+        sig.as_ref().try_into().expect("ring Ed25519 signatures are 64 bytes")
+    }
+}
+
+/// Lowercase hex, for digests and key ids.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of `context || 0x00 || data`: every hash the vault signs or compares is bound to
+/// what it is for, so bytes signed as one thing can never be replayed as another.
+pub fn domain_hash(context: &str, data: &[u8]) -> [u8; 32] {
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    ctx.update(context.as_bytes());
+    ctx.update(&[0]);
+    ctx.update(data);
+    ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
+}
+
+#[cfg(test)]
+pub(crate) mod test_keys {
+    //! Deterministic keys for tests: PKCS#8 built from fixed seeds, no RNG needed.
+    use super::SigningKey;
+
+    /// The PKCS#8 v1 prefix for an Ed25519 private key, followed by the 32-byte seed.
+    const PKCS8_V1_PREFIX: [u8; 16] =
+        [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+
+    pub fn key(seed: u8) -> SigningKey {
+        let mut der = PKCS8_V1_PREFIX.to_vec();
+        der.extend_from_slice(&[seed; 32]);
+        SigningKey::from_pkcs8(&der).expect("valid test key")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_and_display_round_trip() {
+        let key = test_keys::key(1).public_key();
+        assert_eq!(PublicKey::parse(&key.to_string(), "k").unwrap(), key);
+    }
+
+    #[test]
+    fn parse_refuses_with_reason() {
+        let err = |s: &str| PublicKey::parse(s, "pusher[0].key").unwrap_err().to_string();
+        assert!(err("rsa:AAAA").contains("must start with `ed25519:`"));
+        assert!(err("ed25519:!!!").contains("not valid base64"));
+        assert!(err("ed25519:AAAA").contains("is 3 bytes"));
+        assert!(err("ed25519:AAAA").contains("pusher[0].key"));
+    }
+
+    #[test]
+    fn signatures_verify_only_for_their_message_and_key() {
+        let (a, b) = (test_keys::key(1), test_keys::key(2));
+        let sig = a.sign(b"hello");
+        assert!(a.public_key().verify(b"hello", &sig));
+        assert!(!a.public_key().verify(b"hellO", &sig));
+        assert!(!b.public_key().verify(b"hello", &sig));
+    }
+
+    #[test]
+    fn domain_hash_separates_contexts() {
+        assert_ne!(domain_hash("a", b"bc"), domain_hash("ab", b"c"));
+    }
+}

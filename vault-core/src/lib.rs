@@ -1,0 +1,28 @@
+//! The pure core of the air-gap vault.
+//!
+//! Everything that decides *whether* the vault may open and *who* may push lives here, as
+//! plain functions over bytes and values: no sockets, no files, no clocks, no netlink. Time
+//! is always passed in. The daemon (`gatekeeper`) and the CLI (`vaultctl`) do the I/O and
+//! call into this crate, so every rule can be read top to bottom and tested without root.
+//!
+//! Reading order:
+//! - [`units`]: timestamps, durations and byte sizes as people write them.
+//! - [`keys`]: Ed25519 public keys, key ids, signature checks (ring).
+//! - [`root`]: the trust root baked into the image: admin keys, threshold, hard caps.
+//! - [`policy`]: the policy people author in TOML, validated into typed rules.
+//! - [`schedule`]: when the link may be up, as a pure function of (policy, time).
+//! - [`bundle`]: the signed bundle and its verification, following TUF's rules.
+//! - [`state`]: what the vault remembers between bundles (version floor, time floor, root).
+#![forbid(unsafe_code)]
+
+pub mod bundle;
+pub mod canonical;
+pub mod error;
+pub mod keys;
+pub mod policy;
+pub mod root;
+pub mod schedule;
+pub mod state;
+pub mod units;
+
+pub use error::Error;

@@ -1,0 +1,233 @@
+//! The trust root: which admin keys exist, how many must sign, and the hard caps that no
+//! policy may exceed. It is baked into the image and replaced only by a rotation bundle
+//! signed by the threshold of both the old and the new admin sets (see [`crate::bundle`]).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::canonical::{self, check_identifier, check_size};
+use crate::error::{invalid, Error, Result};
+use crate::keys::{domain_hash, hex, PublicKey};
+use crate::units::{Duration, SECS_PER_DAY};
+
+pub const MAX_ROOT_BYTES: usize = 64 * 1024;
+pub const MAX_ADMINS: usize = 32;
+const ROOT_DIGEST_CONTEXT: &str = "airgap-vault/root/v1";
+
+/// Limits that every policy signed under this root must respect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caps {
+    /// Longest single window (recurring or one-shot).
+    pub max_window: Duration,
+    /// Most open time in any one UTC day, all windows together.
+    pub max_open_per_day: Duration,
+    /// Longest time between a bundle's `issued` and its `expires`.
+    pub max_validity: Duration,
+    /// Longest time an in-flight push may run past its window's end.
+    pub max_grace: Duration,
+}
+
+impl Default for Caps {
+    fn default() -> Self {
+        Caps {
+            max_window: Duration::from_secs(4 * 3600).unwrap(),
+            max_open_per_day: Duration::from_secs(8 * 3600).unwrap(),
+            max_validity: Duration::from_secs(90 * SECS_PER_DAY).unwrap(),
+            max_grace: Duration::from_secs(15 * 60).unwrap(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admin {
+    pub name: String,
+    pub key: PublicKey,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrustRoot {
+    pub vault_id: String,
+    pub version: u64,
+    pub threshold: u32,
+    pub admins: Vec<Admin>,
+    pub caps: Caps,
+}
+
+/// The written form, shared by `root.toml` and the canonical JSON inside rotation bundles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootDoc {
+    pub vault_id: String,
+    pub version: u64,
+    pub threshold: u32,
+    #[serde(rename = "admin")]
+    pub admins: Vec<AdminDoc>,
+    pub caps: CapsDoc,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminDoc {
+    pub name: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapsDoc {
+    pub max_window: String,
+    pub max_open_per_day: String,
+    pub max_validity: String,
+    pub max_grace: String,
+}
+
+impl TrustRoot {
+    pub fn from_toml(text: &str) -> Result<TrustRoot> {
+        check_size(text.len(), MAX_ROOT_BYTES, "trust root")?;
+        let doc: RootDoc = toml::from_str(text)
+            .map_err(|e| Error::Malformed { what: "trust root TOML", reason: e.to_string() })?;
+        TrustRoot::from_doc(&doc)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(&self.to_doc()).expect("root documents serialize to TOML")
+    }
+
+    pub fn from_doc(doc: &RootDoc) -> Result<TrustRoot> {
+        check_identifier("vault_id", &doc.vault_id)?;
+        if doc.version == 0 {
+            return Err(invalid("version", "root versions start at 1"));
+        }
+        if doc.admins.is_empty() || doc.admins.len() > MAX_ADMINS {
+            return Err(invalid("admin", format!("{} admin keys; a root has 1 to {MAX_ADMINS}", doc.admins.len())));
+        }
+        let mut admins = Vec::with_capacity(doc.admins.len());
+        let mut seen_keys: BTreeMap<PublicKey, String> = BTreeMap::new();
+        for (i, admin) in doc.admins.iter().enumerate() {
+            check_identifier(&format!("admin[{i}].name"), &admin.name)?;
+            if admins.iter().any(|a: &Admin| a.name == admin.name) {
+                return Err(invalid(format!("admin[{i}].name"), format!("`{}` is listed twice", admin.name)));
+            }
+            let key = PublicKey::parse(&admin.key, &format!("admin[{i}].key"))?;
+            if let Some(first) = seen_keys.insert(key, admin.name.clone()) {
+                return Err(Error::DuplicateAdminKey { key_id: key.key_id(), first, second: admin.name.clone() });
+            }
+            admins.push(Admin { name: admin.name.clone(), key });
+        }
+        if doc.threshold == 0 || doc.threshold as usize > admins.len() {
+            return Err(Error::BadThreshold { threshold: doc.threshold, admins: admins.len() });
+        }
+        let caps = Caps {
+            max_window: cap_field("caps.max_window", &doc.caps.max_window, SECS_PER_DAY)?,
+            max_open_per_day: cap_field("caps.max_open_per_day", &doc.caps.max_open_per_day, SECS_PER_DAY)?,
+            max_validity: cap_field("caps.max_validity", &doc.caps.max_validity, 3660 * SECS_PER_DAY)?,
+            max_grace: cap_field("caps.max_grace", &doc.caps.max_grace, SECS_PER_DAY)?,
+        };
+        Ok(TrustRoot { vault_id: doc.vault_id.clone(), version: doc.version, threshold: doc.threshold, admins, caps })
+    }
+
+    pub fn to_doc(&self) -> RootDoc {
+        RootDoc {
+            vault_id: self.vault_id.clone(),
+            version: self.version,
+            threshold: self.threshold,
+            admins: self.admins.iter().map(|a| AdminDoc { name: a.name.clone(), key: a.key.to_string() }).collect(),
+            caps: CapsDoc {
+                max_window: self.caps.max_window.to_string(),
+                max_open_per_day: self.caps.max_open_per_day.to_string(),
+                max_validity: self.caps.max_validity.to_string(),
+                max_grace: self.caps.max_grace.to_string(),
+            },
+        }
+    }
+
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        canonical::encode(&self.to_doc())
+    }
+
+    /// Names this exact root (keys, threshold, caps, version): bundles say which root they
+    /// were signed for, so a bundle made for another trust root is refused by name.
+    pub fn digest(&self) -> String {
+        hex(&domain_hash(ROOT_DIGEST_CONTEXT, &self.canonical_bytes()))
+    }
+
+    pub fn admin_by_key_id(&self, key_id: &str) -> Option<&Admin> {
+        self.admins.iter().find(|a| a.key.key_id() == key_id)
+    }
+
+    pub fn admin_with_key(&self, key: &PublicKey) -> Option<&Admin> {
+        self.admins.iter().find(|a| a.key == *key)
+    }
+}
+
+fn cap_field(field: &str, text: &str, max_secs: i64) -> Result<Duration> {
+    let value = Duration::parse(text).map_err(|reason| invalid(field, reason))?;
+    if value.secs() == 0 && field != "caps.max_grace" {
+        return Err(invalid(field, "must be longer than 0s"));
+    }
+    if value.secs() > max_secs {
+        return Err(invalid(field, format!("{value} is more than {}", Duration::from_secs(max_secs).unwrap())));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::keys::test_keys::key;
+
+    pub fn root_with(vault_id: &str, version: u64, threshold: u32, seeds: &[u8]) -> TrustRoot {
+        TrustRoot {
+            vault_id: vault_id.to_string(),
+            version,
+            threshold,
+            admins: seeds
+                .iter()
+                .map(|s| Admin { name: format!("admin{s}"), key: key(*s).public_key() })
+                .collect(),
+            caps: Caps::default(),
+        }
+    }
+
+    #[test]
+    fn toml_round_trip() {
+        let root = root_with("vault-01", 1, 2, &[1, 2, 3]);
+        assert_eq!(TrustRoot::from_toml(&root.to_toml()).unwrap(), root);
+    }
+
+    #[test]
+    fn digest_changes_with_any_field() {
+        let root = root_with("vault-01", 1, 2, &[1, 2, 3]);
+        let mut other = root.clone();
+        other.caps.max_window = Duration::from_secs(60).unwrap();
+        assert_ne!(root.digest(), other.digest());
+        assert_ne!(root.digest(), root_with("vault-01", 1, 1, &[1, 2, 3]).digest());
+    }
+
+    #[test]
+    fn same_key_under_two_names_is_refused() {
+        let mut doc = root_with("vault-01", 1, 2, &[1, 2, 3]).to_doc();
+        doc.admins[2].key = doc.admins[0].key.clone();
+        let err = TrustRoot::from_doc(&doc).unwrap_err();
+        assert!(matches!(err, Error::DuplicateAdminKey { ref first, ref second, .. } if first == "admin1" && second == "admin3"), "{err}");
+    }
+
+    #[test]
+    fn threshold_out_of_range_is_refused() {
+        let mut doc = root_with("vault-01", 1, 2, &[1, 2]).to_doc();
+        doc.threshold = 3;
+        assert_eq!(TrustRoot::from_doc(&doc).unwrap_err(), Error::BadThreshold { threshold: 3, admins: 2 });
+        doc.threshold = 0;
+        assert_eq!(TrustRoot::from_doc(&doc).unwrap_err(), Error::BadThreshold { threshold: 0, admins: 2 });
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_caps_are_refused() {
+        let text = root_with("vault-01", 1, 1, &[1]).to_toml();
+        let err = TrustRoot::from_toml(&format!("colour = \"red\"\n{text}")).unwrap_err().to_string();
+        assert!(err.contains("unknown field `colour`"), "{err}");
+        let err = TrustRoot::from_toml(&text.replace("max_window = \"4h\"", "max_window = \"2d\"")).unwrap_err();
+        assert!(err.to_string().contains("caps.max_window"), "{err}");
+    }
+}

@@ -1,0 +1,111 @@
+//! What the vault remembers between bundles: the highest policy version it accepted (the
+//! rollback floor), the time floor (the vault has no NTP; signed `issued` times and the
+//! highest clock reading it has seen are lower bounds on the real time), and the trust root
+//! it rotated to, if any. The daemon persists this; the core only encodes and decides.
+
+use serde::{Deserialize, Serialize};
+
+use crate::canonical::{self, check_size};
+use crate::error::{invalid, Error, Result};
+use crate::root::{RootDoc, TrustRoot};
+use crate::units::Timestamp;
+
+pub const MAX_STATE_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VaultState {
+    /// Highest accepted policy version; 0 before the first bundle.
+    pub accepted_version: u64,
+    /// No instant before this can be "now".
+    pub time_floor: Timestamp,
+    /// The trust root a rotation bundle installed; `None` means the baked root is in force.
+    pub rotated_root: Option<TrustRoot>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateDoc {
+    pub accepted_version: u64,
+    pub time_floor: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotated_root: Option<RootDoc>,
+}
+
+impl Default for VaultState {
+    fn default() -> Self {
+        VaultState { accepted_version: 0, time_floor: Timestamp::EPOCH, rotated_root: None }
+    }
+}
+
+impl VaultState {
+    pub fn from_bytes(bytes: &[u8]) -> Result<VaultState> {
+        check_size(bytes.len(), MAX_STATE_BYTES, "vault state")?;
+        let doc: StateDoc = canonical::decode(bytes, "vault state")?;
+        Ok(VaultState {
+            accepted_version: doc.accepted_version,
+            time_floor: Timestamp::parse(&doc.time_floor).map_err(|reason| invalid("time_floor", reason))?,
+            rotated_root: doc.rotated_root.as_ref().map(TrustRoot::from_doc).transpose()?,
+        })
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        canonical::encode(&StateDoc {
+            accepted_version: self.accepted_version,
+            time_floor: self.time_floor.to_string(),
+            rotated_root: self.rotated_root.as_ref().map(TrustRoot::to_doc),
+        })
+    }
+
+    /// The root in force: the newer of the baked one and the rotated one. Two different
+    /// roots claiming the same version, or a root for another vault, is a hard error.
+    pub fn current_root(&self, baked: &TrustRoot) -> Result<TrustRoot> {
+        let Some(rotated) = &self.rotated_root else { return Ok(baked.clone()) };
+        if rotated.vault_id != baked.vault_id {
+            return Err(Error::WrongVault { bundle: rotated.vault_id.clone(), vault: baked.vault_id.clone() });
+        }
+        match rotated.version.cmp(&baked.version) {
+            std::cmp::Ordering::Greater => Ok(rotated.clone()),
+            std::cmp::Ordering::Less => Ok(baked.clone()),
+            std::cmp::Ordering::Equal if rotated == baked => Ok(baked.clone()),
+            std::cmp::Ordering::Equal => Err(Error::RootConflict { stored: rotated.version, baked: baked.version }),
+        }
+    }
+
+    /// Raises the time floor to `seen` if it is later.
+    pub fn observe_time(&mut self, seen: Timestamp) {
+        self.time_floor = self.time_floor.max(seen);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::root::tests::root_with;
+
+    #[test]
+    fn round_trips_and_refuses_unknown_fields() {
+        let state = VaultState {
+            accepted_version: 5,
+            time_floor: Timestamp::parse("2026-11-25T00:00:00Z").unwrap(),
+            rotated_root: Some(root_with("vault-01", 2, 1, &[9])),
+        };
+        assert_eq!(VaultState::from_bytes(&state.to_bytes()).unwrap(), state);
+        let err = VaultState::from_bytes(br#"{"accepted_version":1,"time_floor":"2026-11-25T00:00:00Z","x":1}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `x`"), "{err}");
+        let huge = vec![b' '; MAX_STATE_BYTES + 1];
+        assert!(matches!(VaultState::from_bytes(&huge), Err(Error::TooLarge { .. })));
+    }
+
+    #[test]
+    fn newer_root_wins_and_conflicts_are_refused() {
+        let baked = root_with("vault-01", 1, 1, &[1]);
+        let rotated = root_with("vault-01", 2, 1, &[2]);
+        let mut state = VaultState { rotated_root: Some(rotated.clone()), ..VaultState::default() };
+        assert_eq!(state.current_root(&baked).unwrap(), rotated);
+        assert_eq!(state.current_root(&root_with("vault-01", 3, 1, &[3])).unwrap().version, 3);
+        state.rotated_root = Some(root_with("vault-01", 1, 1, &[4]));
+        assert_eq!(state.current_root(&baked).unwrap_err(), Error::RootConflict { stored: 1, baked: 1 });
+        state.rotated_root = Some(root_with("vault-02", 2, 1, &[4]));
+        assert!(matches!(state.current_root(&baked), Err(Error::WrongVault { .. })));
+    }
+}
