@@ -220,7 +220,7 @@ fn require_threshold(role: String, root: &TrustRoot, message: &[u8], signatures:
             repeated: t.repeated,
         });
     }
-    Ok(t.signers.iter().filter_map(|k| root.admin_with_key(k)).map(|a| a.name.clone()).collect())
+    Ok(root.admins.iter().filter(|a| t.signers.contains(&a.key)).map(|a| a.name.clone()).collect())
 }
 
 /// A bundle that passed every check, and the state the vault moves to by accepting it.

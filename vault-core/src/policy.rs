@@ -309,6 +309,50 @@ impl Policy {
     }
 }
 
+impl Policy {
+    /// Plain lines for terminals and the console: what this policy lets happen.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = vec![
+            format!("vault {} policy v{}", self.vault_id, self.version),
+            format!(
+                "valid {} until {}",
+                self.issued.map_or_else(|| "(not yet issued)".to_string(), |t| t.to_string()),
+                self.expires
+            ),
+            format!(
+                "network: {} address {}/{} port {}",
+                match &self.network.nic {
+                    NicSelector::Name(name) => format!("interface {name}"),
+                    NicSelector::Mac(mac) => format!("NIC with MAC {}", format_mac(mac)),
+                },
+                self.network.address,
+                self.network.prefix_len,
+                self.network.port
+            ),
+        ];
+        for (i, window) in self.windows.iter().enumerate() {
+            lines.push(match window {
+                Window::Weekly { days, start_secs, duration } => format!(
+                    "window[{i}]: every {} at {:02}:{:02} UTC for {duration}",
+                    days.indices().map(|d| DAY_NAMES[d]).collect::<Vec<_>>().join(","),
+                    start_secs / SECS_PER_HOUR,
+                    (start_secs % SECS_PER_HOUR) / SECS_PER_MINUTE
+                ),
+                Window::Once { from, until } => format!("window[{i}]: once, {from} until {until}"),
+            });
+        }
+        for p in &self.pushers {
+            lines.push(format!("pusher {}: key {} quota {} per window, retain {}", p.name, p.key, p.quota, p.retain));
+        }
+        lines.push(format!(
+            "close: {}, grace {}",
+            if self.close.early { "early once every pusher has committed" } else { "at window end" },
+            self.close.grace
+        ));
+        lines
+    }
+}
+
 fn exceeds(what: String, value: Duration, cap: Duration) -> Result<()> {
     if value > cap {
         return Err(Error::CapExceeded { what, value: value.to_string(), cap: cap.to_string() });

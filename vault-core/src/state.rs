@@ -11,6 +11,8 @@ use crate::root::{RootDoc, TrustRoot};
 use crate::units::Timestamp;
 
 pub const MAX_STATE_BYTES: usize = 256 * 1024;
+/// The state's file name inside the vault's state directory.
+pub const STATE_FILE: &str = "state.json";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VaultState {

@@ -149,8 +149,9 @@ impl fmt::Display for Duration {
         if self.0 == 0 {
             return f.write_str("0s");
         }
+        // Weeks are accepted on input but printed as days: "90d" reads better than "12w6d".
         let mut rest = self.0;
-        for (unit, size) in DURATION_UNITS {
+        for (unit, size) in DURATION_UNITS.into_iter().filter(|(unit, _)| *unit != 'w') {
             if rest >= size {
                 write!(f, "{}{unit}", rest / size)?;
                 rest %= size;
@@ -239,7 +240,7 @@ mod tests {
     fn durations_parse_and_refuse() {
         assert_eq!(Duration::parse("45m").unwrap().secs(), 2700);
         assert_eq!(Duration::parse("1h30m").unwrap().secs(), 5400);
-        assert_eq!(Duration::parse("35d").unwrap().to_string(), "5w");
+        assert_eq!(Duration::parse("5w").unwrap().to_string(), "35d");
         assert_eq!(Duration::parse("0s").unwrap(), Duration::ZERO);
         for bad in ["", "5", "m", "5x", "30m1h", "1h1h", "-5m", "5 m", "99999999999999d"] {
             assert!(Duration::parse(bad).is_err(), "{bad} should be refused");

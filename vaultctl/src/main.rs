@@ -1,1 +1,359 @@
-fn main(){}
+//! `vaultctl`: the operator's side of the air-gap vault. Keys, the trust root, signing and
+//! checking policy bundles, and the schedule they give. A thin shell: every rule it applies
+//! is vault-core's; this file reads and writes files and prints.
+
+mod error;
+mod keyfile;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use vault_core::bundle::{self, Envelope, Payload, MAX_BUNDLE_BYTES};
+use vault_core::policy::{Policy, MAX_POLICY_TOML_BYTES};
+use vault_core::root::{Admin, Caps, TrustRoot, MAX_ROOT_BYTES};
+use vault_core::schedule::{self, WindowState};
+use vault_core::state::{VaultState, MAX_STATE_BYTES, STATE_FILE};
+use vault_core::units::{Duration, Timestamp};
+
+use crate::error::{CliError, Result};
+
+#[derive(Parser)]
+#[command(name = "vaultctl", version, about = "Keys, trust root and signed policy for the air-gap vault")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Ed25519 keys for admins and pushers.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// The trust root baked into the vault image.
+    #[command(subcommand)]
+    Root(RootCommand),
+    /// Signed policy bundles.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// The openings a policy gives, in UTC.
+    Schedule {
+        /// A bundle or a policy.toml.
+        #[arg(long)]
+        policy: PathBuf,
+        /// Start of the listing (RFC 3339); default now.
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long, default_value_t = 7)]
+        days: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeyCommand {
+    /// Writes NAME.key (secret, mode 0600) and NAME.pub, and prints the public key.
+    Gen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum RootCommand {
+    /// Writes a new trust root (root.toml).
+    Init(RootInit),
+}
+
+#[derive(Args)]
+struct RootInit {
+    #[arg(long)]
+    vault_id: String,
+    /// How many distinct admins must sign a bundle.
+    #[arg(long)]
+    threshold: u32,
+    /// An admin's public key file (NAME.pub); the admin is named NAME. Repeat for each admin.
+    #[arg(long = "admin", required = true)]
+    admins: Vec<PathBuf>,
+    /// Root version: 1 for a new vault, N+1 for a rotation.
+    #[arg(long, default_value_t = 1)]
+    version: u64,
+    #[arg(long, default_value = "4h")]
+    max_window: String,
+    #[arg(long, default_value = "8h")]
+    max_open_per_day: String,
+    #[arg(long, default_value = "90d")]
+    max_validity: String,
+    #[arg(long, default_value = "15m")]
+    max_grace: String,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Starts a bundle from a policy.toml, or adds one more signature to a bundle.
+    Sign(PolicySign),
+    /// Verifies a bundle as the vault would; exit 0 and a summary, or non-zero and the reason.
+    Verify {
+        #[arg(long)]
+        root: PathBuf,
+        /// The vault's state directory (version and time floors, rotated root).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Check as of this time (RFC 3339) instead of now.
+        #[arg(long)]
+        at: Option<String>,
+        bundle: PathBuf,
+    },
+    /// Shows what a bundle says, without verifying it.
+    Show {
+        #[arg(long)]
+        json: bool,
+        bundle: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct PolicySign {
+    /// The signing admin's secret key (NAME.key).
+    #[arg(long)]
+    key: PathBuf,
+    /// The trust root in force; needed to start a bundle, checked against when adding.
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Rotate to this trust root (version N+1); both admin sets must then sign.
+    #[arg(long)]
+    new_root: Option<PathBuf>,
+    /// The bundle's issue time (RFC 3339); default now. Only when starting a bundle.
+    #[arg(long)]
+    issued: Option<String>,
+    /// policy.toml to start a bundle, or a bundle to add a signature to.
+    input: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("vaultctl: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Key(KeyCommand::Gen { out }) => {
+            let public = keyfile::generate(&out)?;
+            let (secret_path, public_path) = keyfile::key_paths(&out);
+            eprintln!("wrote {} (secret, mode 0600) and {}", secret_path.display(), public_path.display());
+            println!("{public}");
+            Ok(())
+        }
+        Command::Root(RootCommand::Init(args)) => root_init(args),
+        Command::Policy(PolicyCommand::Sign(args)) => policy_sign(args),
+        Command::Policy(PolicyCommand::Verify { root, state, at, bundle }) => {
+            policy_verify(&root, state.as_deref(), at.as_deref(), &bundle)
+        }
+        Command::Policy(PolicyCommand::Show { json, bundle }) => policy_show(&bundle, json),
+        Command::Schedule { policy, from, days } => show_schedule(&policy, from.as_deref(), days),
+    }
+}
+
+fn now() -> Timestamp {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    Timestamp::from_unix(secs).unwrap_or(Timestamp::EPOCH)
+}
+
+fn time_arg(text: Option<&str>, flag: &str) -> Result<Timestamp> {
+    match text {
+        None => Ok(now()),
+        Some(t) => Timestamp::parse(t).map_err(|e| CliError::Usage(format!("{flag}: {e}"))),
+    }
+}
+
+fn read_text(path: &Path, limit: usize) -> Result<String> {
+    let bytes = vault_io::read_bounded(path, limit)?;
+    String::from_utf8(bytes).map_err(|_| CliError::Usage(format!("{}: not UTF-8 text", path.display())))
+}
+
+fn load_root(path: &Path) -> Result<TrustRoot> {
+    Ok(TrustRoot::from_toml(&read_text(path, MAX_ROOT_BYTES)?)?)
+}
+
+fn root_init(args: RootInit) -> Result<()> {
+    let mut admins = Vec::new();
+    for path in &args.admins {
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .ok_or_else(|| CliError::Usage(format!("{}: cannot name an admin after this path", path.display())))?;
+        admins.push(Admin { name, key: keyfile::load_public(path)? });
+    }
+    let duration = |flag: &str, text: &str| Duration::parse(text).map_err(|e| CliError::Usage(format!("--{flag}: {e}")));
+    let caps = Caps {
+        max_window: duration("max-window", &args.max_window)?,
+        max_open_per_day: duration("max-open-per-day", &args.max_open_per_day)?,
+        max_validity: duration("max-validity", &args.max_validity)?,
+        max_grace: duration("max-grace", &args.max_grace)?,
+    };
+    let draft = TrustRoot { vault_id: args.vault_id, version: args.version, threshold: args.threshold, admins, caps };
+    // Round-trip through the validating parser: the file written is one the vault accepts.
+    let root = TrustRoot::from_doc(&draft.to_doc())?;
+    vault_io::write_new(&args.out, root.to_toml().as_bytes(), 0o644)?;
+    eprintln!(
+        "wrote {}: vault {} root v{}, {} of {} admins must sign",
+        args.out.display(),
+        root.vault_id,
+        root.version,
+        root.threshold,
+        root.admins.len()
+    );
+    println!("{}", root.digest());
+    Ok(())
+}
+
+/// A bundle file starts with `{`; anything else is taken as policy TOML.
+fn looks_like_bundle(bytes: &[u8]) -> bool {
+    bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+}
+
+fn policy_sign(args: PolicySign) -> Result<()> {
+    let key = keyfile::load_secret(&args.key)?;
+    let input = vault_io::read_bounded(&args.input, MAX_BUNDLE_BYTES.max(MAX_POLICY_TOML_BYTES))?;
+    let root = args.root.as_deref().map(load_root).transpose()?;
+    let mut envelope = if looks_like_bundle(&input) {
+        if args.new_root.is_some() || args.issued.is_some() {
+            return Err(CliError::Usage("--new-root and --issued only apply when starting a bundle from policy.toml".into()));
+        }
+        Envelope::from_bytes(&input)?
+    } else {
+        let root = root.as_ref().ok_or_else(|| {
+            CliError::Usage("--root is needed to start a bundle: the bundle names the trust root it is signed for".into())
+        })?;
+        let text = String::from_utf8(input).map_err(|_| CliError::Usage(format!("{}: not UTF-8 text", args.input.display())))?;
+        let mut policy = Policy::from_toml(&text)?;
+        if policy.vault_id != root.vault_id {
+            return Err(vault_core::Error::WrongVault { bundle: policy.vault_id, vault: root.vault_id.clone() }.into());
+        }
+        if args.issued.is_some() || policy.issued.is_none() {
+            policy.issued = Some(time_arg(args.issued.as_deref(), "--issued")?);
+        }
+        let new_root = args.new_root.as_deref().map(load_root).transpose()?;
+        policy.check_against_root(new_root.as_ref().unwrap_or(root))?;
+        Envelope::new(&Payload { signed_for_root: root.digest(), policy, new_root })
+    };
+    let payload = envelope.unverified_payload()?;
+    if let Some(root) = &root {
+        let signer = key.public_key();
+        let is_admin = root.admin_with_key(&signer).is_some()
+            || payload.new_root.as_ref().is_some_and(|r| r.admin_with_key(&signer).is_some());
+        if !is_admin {
+            return Err(CliError::Usage(format!("key {} is not an admin of root v{}", signer.key_id(), root.version)));
+        }
+    }
+    envelope.sign(&key)?;
+    vault_io::write_atomic(&args.out, &envelope.to_bytes(), 0o644)?;
+    eprintln!(
+        "signed vault {} policy v{} as key {}; the bundle now has {} signature(s): {}",
+        payload.policy.vault_id,
+        payload.policy.version,
+        key.public_key().key_id(),
+        envelope.signatures.len(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn load_state(dir: Option<&Path>) -> Result<VaultState> {
+    let Some(dir) = dir else { return Ok(VaultState::default()) };
+    let path = dir.join(STATE_FILE);
+    if !path.exists() {
+        return Ok(VaultState::default());
+    }
+    Ok(VaultState::from_bytes(&vault_io::read_bounded(&path, MAX_STATE_BYTES)?)?)
+}
+
+fn policy_verify(root_path: &Path, state_dir: Option<&Path>, at: Option<&str>, bundle_path: &Path) -> Result<()> {
+    let root = load_root(root_path)?;
+    let state = load_state(state_dir)?;
+    let at = time_arg(at, "--at")?;
+    let bytes = vault_io::read_bounded(bundle_path, MAX_BUNDLE_BYTES)?;
+    let verified = bundle::verify(&bytes, &root, &state, at)?;
+    println!("OK: {} verifies against root v{} at {at}", bundle_path.display(), state.current_root(&root)?.version);
+    println!(
+        "signed by {} (threshold {}); payload sha256 {}",
+        verified.signers.join(", "),
+        state.current_root(&root)?.threshold,
+        verified.payload_sha256
+    );
+    if verified.rotated {
+        println!("rotates the trust root to v{} ({} of {} admins)", verified.root.version, verified.root.threshold, verified.root.admins.len());
+    }
+    for line in verified.policy.describe() {
+        println!("  {line}");
+    }
+    Ok(())
+}
+
+fn policy_show(path: &Path, json: bool) -> Result<()> {
+    let envelope = Envelope::from_bytes(&vault_io::read_bounded(path, MAX_BUNDLE_BYTES)?)?;
+    let payload = envelope.unverified_payload()?;
+    let key_ids: Vec<&str> = envelope.key_ids().collect();
+    if json {
+        let value = serde_json::json!({
+            "verified": false,
+            "payload_sha256": vault_core::keys::hex(ring::digest::digest(&ring::digest::SHA256, &envelope.payload_bytes()?).as_ref()),
+            "signed_for_root": payload.signed_for_root,
+            "signature_key_ids": key_ids,
+            "policy": payload.policy.to_doc(),
+            "new_root": payload.new_root.as_ref().map(TrustRoot::to_doc),
+        });
+        println!("{}", serde_json::to_string_pretty(&value).expect("JSON values serialize"));
+        return Ok(());
+    }
+    println!("NOT VERIFIED (use `vaultctl policy verify` for that)");
+    for line in payload.policy.describe() {
+        println!("{line}");
+    }
+    println!("signed for trust root {}", payload.signed_for_root);
+    if let Some(new_root) = &payload.new_root {
+        println!("rotates to trust root v{} ({} of {} admins)", new_root.version, new_root.threshold, new_root.admins.len());
+    }
+    println!("{} signature(s), key ids:", key_ids.len());
+    for id in key_ids {
+        println!("  {id}");
+    }
+    Ok(())
+}
+
+fn load_policy_any(path: &Path) -> Result<Policy> {
+    let bytes = vault_io::read_bounded(path, MAX_BUNDLE_BYTES.max(MAX_POLICY_TOML_BYTES))?;
+    if looks_like_bundle(&bytes) {
+        return Ok(Envelope::from_bytes(&bytes)?.unverified_payload()?.policy);
+    }
+    let text = String::from_utf8(bytes).map_err(|_| CliError::Usage(format!("{}: not UTF-8 text", path.display())))?;
+    Ok(Policy::from_toml(&text)?)
+}
+
+fn show_schedule(path: &Path, from: Option<&str>, days: u32) -> Result<()> {
+    let policy = load_policy_any(path)?;
+    let from = time_arg(from, "--from")?;
+    match schedule::state_at(&policy, from) {
+        WindowState::Open { until } => println!("at {from}: OPEN until {until}"),
+        WindowState::Closed { next_open: Some(next) } => println!("at {from}: closed, next opening {next}"),
+        WindowState::Closed { next_open: None } => println!("at {from}: closed, no opening before expiry {}", policy.expires),
+    }
+    let openings = schedule::openings(&policy, from, days);
+    println!("{} opening(s) in the {days} day(s) from {from} (UTC):", openings.len());
+    for iv in openings {
+        let length = Duration::from_secs(iv.length_secs()).unwrap_or_default();
+        println!("  {} .. {}  ({length})", iv.start, iv.end);
+    }
+    Ok(())
+}

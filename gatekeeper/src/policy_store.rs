@@ -1,0 +1,74 @@
+//! Applying a policy bundle to the vault's state directory: read the file once into memory,
+//! verify those bytes, and persist exactly them. The bundle is written before the state that
+//! names its version, so a crash in between leaves a newer bundle that simply verifies again.
+
+use std::path::Path;
+
+use vault_core::bundle::{self, Verified, MAX_BUNDLE_BYTES};
+use vault_core::root::{TrustRoot, MAX_ROOT_BYTES};
+use vault_core::state::{VaultState, MAX_STATE_BYTES, STATE_FILE};
+use vault_core::units::Timestamp;
+
+use crate::error::{GatekeeperError, Result};
+use crate::events::{Event, EventLog};
+
+/// The last accepted bundle, as verified, inside the state directory.
+pub const ACCEPTED_BUNDLE_FILE: &str = "accepted.bundle";
+
+pub fn load_root(path: &Path) -> Result<TrustRoot> {
+    let bytes = vault_io::read_bounded(path, MAX_ROOT_BYTES)?;
+    let text = String::from_utf8(bytes).map_err(|_| GatekeeperError::RootNotText { path: path.display().to_string() })?;
+    Ok(TrustRoot::from_toml(&text)?)
+}
+
+pub fn load_state(state_dir: &Path) -> Result<VaultState> {
+    let path = state_dir.join(STATE_FILE);
+    if !path.exists() {
+        return Ok(VaultState::default());
+    }
+    Ok(VaultState::from_bytes(&vault_io::read_bounded(&path, MAX_STATE_BYTES)?)?)
+}
+
+/// Verifies the bundle at `source` and, if it passes, makes it the vault's policy. Every
+/// outcome is an event; a refusal leaves the state directory untouched.
+pub fn apply_bundle(
+    baked_root: &TrustRoot,
+    state_dir: &Path,
+    source: &Path,
+    now: Timestamp,
+    events: &mut EventLog,
+) -> Result<Verified> {
+    let outcome = read_and_verify(baked_root, state_dir, source, now);
+    match &outcome {
+        Ok((verified, previous_root_version, _)) => {
+            if verified.rotated {
+                events.emit(now, &Event::RootRotated { from_version: *previous_root_version, to_version: verified.root.version });
+            }
+            events.emit(
+                now,
+                &Event::PolicyAccepted {
+                    version: verified.policy.version,
+                    payload_sha256: verified.payload_sha256.clone(),
+                    signers: verified.signers.clone(),
+                    expires: verified.policy.expires.to_string(),
+                },
+            );
+        }
+        Err(err) => {
+            events.emit(now, &Event::PolicyRefused { source: source.display().to_string(), reason: err.to_string() });
+        }
+    }
+    let (verified, _, bytes) = outcome?;
+    vault_io::write_atomic(&state_dir.join(ACCEPTED_BUNDLE_FILE), &bytes, 0o600)?;
+    vault_io::write_atomic(&state_dir.join(STATE_FILE), &verified.new_state.to_bytes(), 0o600)?;
+    Ok(verified)
+}
+
+fn read_and_verify(baked_root: &TrustRoot, state_dir: &Path, source: &Path, now: Timestamp) -> Result<(Verified, u64, Vec<u8>)> {
+    let state = load_state(state_dir)?;
+    let previous_root_version = state.current_root(baked_root)?.version;
+    // Read once; from here on only these bytes matter, whatever happens to the file.
+    let bytes = vault_io::read_bounded(source, MAX_BUNDLE_BYTES)?;
+    let verified = bundle::verify(&bytes, baked_root, &state, now)?;
+    Ok((verified, previous_root_version, bytes))
+}

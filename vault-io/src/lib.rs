@@ -1,0 +1,110 @@
+//! File operations shared by the daemon and the CLI. Two rules live here so they are
+//! written once: never read more than a known bound, and make a write durable before it
+//! becomes visible (temp file, fsync, rename, fsync of the directory).
+#![forbid(unsafe_code)]
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IoError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {size} bytes is over the limit of {limit} for this file")]
+    TooLarge { path: PathBuf, size: u64, limit: usize },
+    #[error("{path}: not a regular file")]
+    NotRegular { path: PathBuf },
+    #[error("{path}: already exists; refusing to overwrite")]
+    Exists { path: PathBuf },
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IoError + '_ {
+    move |source| IoError::Io { path: path.to_path_buf(), source }
+}
+
+/// Reads a regular file of at most `limit` bytes, once. Symlinks are not followed, device
+/// files and FIFOs are refused, and a file that grows while it is read is cut off and
+/// refused rather than read without end.
+pub fn read_bounded(path: &Path, limit: usize) -> Result<Vec<u8>, IoError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io_err(path))?;
+    let meta = file.metadata().map_err(io_err(path))?;
+    if !meta.file_type().is_file() {
+        return Err(IoError::NotRegular { path: path.to_path_buf() });
+    }
+    if meta.len() > limit as u64 {
+        return Err(IoError::TooLarge { path: path.to_path_buf(), size: meta.len(), limit });
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(limit as u64 + 1).read_to_end(&mut bytes).map_err(io_err(path))?;
+    if bytes.len() > limit {
+        return Err(IoError::TooLarge { path: path.to_path_buf(), size: bytes.len() as u64, limit });
+    }
+    Ok(bytes)
+}
+
+/// Writes `bytes` to `path` so that after a crash the path holds either the old content or
+/// the new, never a mix: temp file in the same directory, fsync, rename, fsync directory.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IoError> {
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let file_name = path.file_name().ok_or_else(|| IoError::NotRegular { path: path.to_path_buf() })?;
+    let tmp = dir.join(format!(".{}.tmp", file_name.to_string_lossy()));
+    let _ = fs::remove_file(&tmp);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    file.write_all(bytes).map_err(io_err(&tmp))?;
+    file.set_permissions(fs::Permissions::from_mode(mode)).map_err(io_err(&tmp))?;
+    file.sync_all().map_err(io_err(&tmp))?;
+    drop(file);
+    fs::rename(&tmp, path).map_err(io_err(path))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
+}
+
+/// Like [`write_atomic`] but refuses to replace an existing file (keys are never overwritten).
+pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IoError> {
+    if fs::symlink_metadata(path).is_ok() {
+        return Err(IoError::Exists { path: path.to_path_buf() });
+    }
+    write_atomic(path, bytes, mode)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_read_refuses_big_files_links_and_devices() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small");
+        fs::write(&small, b"hello").unwrap();
+        assert_eq!(read_bounded(&small, 5).unwrap(), b"hello");
+        assert!(matches!(read_bounded(&small, 4), Err(IoError::TooLarge { size: 5, limit: 4, .. })));
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&small, &link).unwrap();
+        assert!(matches!(read_bounded(&link, 100), Err(IoError::Io { .. })), "symlinks are not followed");
+        assert!(matches!(read_bounded(Path::new("/dev/zero"), 100), Err(IoError::NotRegular { .. })));
+        assert!(matches!(read_bounded(dir.path(), 100), Err(IoError::NotRegular { .. })));
+    }
+
+    #[test]
+    fn atomic_write_replaces_and_write_new_refuses_existing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        write_atomic(&path, b"one", 0o600).unwrap();
+        write_atomic(&path, b"two", 0o600).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"two");
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(matches!(write_new(&path, b"three", 0o600), Err(IoError::Exists { .. })));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left behind");
+    }
+}

@@ -1,0 +1,58 @@
+//! Key files. The secret key is a PKCS#8 document (as ring generates it) in PEM, mode 0600;
+//! the public key is one line, `ed25519:<base64>`, the same spelling policies and roots use.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use ring::rand::SystemRandom;
+use ring::signature::Ed25519KeyPair;
+use vault_core::keys::{PublicKey, SigningKey};
+
+use crate::error::{CliError, Result};
+
+const PEM_TAG: &str = "PRIVATE KEY";
+const MAX_KEY_FILE_BYTES: usize = 16 * 1024;
+
+/// `NAME` -> (`NAME.key`, `NAME.pub`); a name already ending in `.key` is taken as is.
+pub fn key_paths(name: &Path) -> (PathBuf, PathBuf) {
+    let base = if name.extension().is_some_and(|e| e == "key") { name.with_extension("") } else { name.to_path_buf() };
+    let with_suffix = |suffix: &str| {
+        let mut s = base.clone().into_os_string();
+        s.push(suffix);
+        PathBuf::from(s)
+    };
+    (with_suffix(".key"), with_suffix(".pub"))
+}
+
+/// Generates a key pair from the OS's randomness and writes both files; refuses to overwrite.
+pub fn generate(name: &Path) -> Result<PublicKey> {
+    let (secret_path, public_path) = key_paths(name);
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
+        .map_err(|_| CliError::KeyFile { path: secret_path.display().to_string(), reason: "the OS gave no randomness".into() })?;
+    let public = SigningKey::from_pkcs8(pkcs8.as_ref())?.public_key();
+    let pem_text = pem::encode(&pem::Pem::new(PEM_TAG, pkcs8.as_ref().to_vec()));
+    vault_io::write_new(&secret_path, pem_text.as_bytes(), 0o600)?;
+    vault_io::write_new(&public_path, format!("{public}\n").as_bytes(), 0o644)?;
+    Ok(public)
+}
+
+pub fn load_secret(path: &Path) -> Result<SigningKey> {
+    let bad = |reason: String| CliError::KeyFile { path: path.display().to_string(), reason };
+    let bytes = vault_io::read_bounded(path, MAX_KEY_FILE_BYTES)?;
+    let mode = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(bad(format!("secret key is readable by others (mode {:04o}); run chmod 600", mode & 0o7777)));
+    }
+    let parsed = pem::parse(&bytes).map_err(|e| bad(format!("not a PEM secret key ({e})")))?;
+    if parsed.tag() != PEM_TAG {
+        return Err(bad(format!("PEM block is `{}`, expected `{PEM_TAG}`", parsed.tag())));
+    }
+    Ok(SigningKey::from_pkcs8(parsed.contents())?)
+}
+
+pub fn load_public(path: &Path) -> Result<PublicKey> {
+    let bytes = vault_io::read_bounded(path, MAX_KEY_FILE_BYTES)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| CliError::KeyFile { path: path.display().to_string(), reason: "not UTF-8 text".into() })?;
+    Ok(PublicKey::parse(&text, &path.display().to_string())?)
+}
