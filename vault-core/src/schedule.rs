@@ -103,14 +103,14 @@ pub fn state_at(policy: &Policy, now: Timestamp) -> WindowState {
     // one-shot window or a long merged run may need the horizon pushed out to the expiry.
     let mut lookahead = 8 * SECS_PER_DAY;
     loop {
-        let horizon = now.saturating_add(Duration::from_secs(lookahead).unwrap_or_default()).min(policy.expires);
+        // Grows until it reaches the expiry (at the latest Timestamp::MAX), so this ends.
+        let horizon = Timestamp::from_unix(now.unix().saturating_add(lookahead)).unwrap_or(Timestamp::MAX).min(policy.expires);
         let at_expiry = horizon == policy.expires;
         match merged_intervals(policy, now, horizon).first() {
-            Some(first) if first.start <= now => {
-                if first.end < horizon || at_expiry {
-                    return WindowState::Open { until: first.end };
-                }
+            Some(first) if first.start <= now && (first.end < horizon || at_expiry) => {
+                return WindowState::Open { until: first.end };
             }
+            Some(first) if first.start <= now => {}
             Some(first) => return WindowState::Closed { next_open: Some(first.start) },
             None if at_expiry => return WindowState::Closed { next_open: None },
             None => {}
@@ -222,6 +222,13 @@ mod tests {
         assert_eq!(state_at(&p, t("2026-11-30T01:10:00Z")), WindowState::Open { until: t("2026-11-30T01:30:00Z") });
         assert_eq!(state_at(&p, t("2026-11-30T01:30:00Z")), WindowState::Closed { next_open: None });
         assert_eq!(state_at(&p, t("2026-11-29T00:00:00Z")), WindowState::Closed { next_open: Some(t("2026-11-30T01:00:00Z")) });
+    }
+
+    #[test]
+    fn an_always_open_policy_ends_at_a_far_expiry() {
+        // Every day, all day, until 9999: the look-ahead must still end.
+        let p = policy(vec![weekly(&[0, 1, 2, 3, 4, 5, 6], "00:00", 1440)], Timestamp::MAX);
+        assert_eq!(state_at(&p, t("2026-11-25T00:00:00Z")), WindowState::Open { until: Timestamp::MAX });
     }
 
     #[test]

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what the build and tests need on a fresh Debian machine, and nothing if it is
+# already there. Called by the Makefile; safe to run again.
+set -euo pipefail
+
+need_apt=()
+command -v cc >/dev/null || need_apt+=(gcc libc6-dev)
+command -v make >/dev/null || need_apt+=(make)
+command -v git >/dev/null || need_apt+=(git)
+if ((${#need_apt[@]})); then
+  echo "ensure-tools: installing ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
+
+if ! command -v cargo >/dev/null; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    echo "ensure-tools: cargo is in ~/.cargo/bin; add it to PATH" >&2
+  else
+    echo "ensure-tools: installing Debian's cargo and rustc"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cargo rustc
+  fi
+fi
+if ! cargo clippy --version >/dev/null 2>&1 && command -v rustup >/dev/null; then
+  rustup component add clippy
+fi
