@@ -14,9 +14,11 @@ tools:
 build: tools
 	$(CARGO) build --workspace --release --locked
 
-# Unit, property and integration tests of every crate, then lints as errors.
+# Unit, property and integration tests of every crate, a short fuzz run of each decoder
+# (so the targets keep building and the seeds keep passing), then lints as errors.
 test: tools
 	$(CARGO) test --workspace --locked
+	scripts/fuzz.sh 10
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 lint: tools
