@@ -11,7 +11,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use vault_core::schedule::{self, WindowState};
-use vault_core::units::Timestamp;
 
 use crate::events::EventLog;
 
@@ -36,20 +35,12 @@ enum Command {
     Status,
 }
 
-fn vault_now() -> Timestamp {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    Timestamp::from_unix(secs).unwrap_or(Timestamp::EPOCH)
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::ApplyBundle { bundle } => policy_store::load_root(&cli.root).and_then(|root| {
             std::fs::create_dir_all(&cli.state).map_err(|source| vault_io::IoError::Io { path: cli.state.clone(), source })?;
-            policy_store::apply_bundle(&root, &cli.state, &bundle, vault_now(), &mut EventLog::default()).map(|_| ())
+            policy_store::apply_bundle(&root, &cli.state, &bundle, vault_io::clock_now(), &mut EventLog::default()).map(|_| ())
         }),
         Command::Status => status(&cli.root, &cli.state),
     };
@@ -66,7 +57,7 @@ fn status(root_path: &std::path::Path, state_dir: &std::path::Path) -> error::Re
     let baked = policy_store::load_root(root_path)?;
     let state = policy_store::load_state(state_dir)?;
     let root = state.current_root(&baked)?;
-    let now = vault_now();
+    let now = vault_io::clock_now();
     println!("vault {} trust root v{}; time floor {}", root.vault_id, root.version, state.time_floor);
     let bundle_path = state_dir.join(policy_store::ACCEPTED_BUNDLE_FILE);
     if state.accepted_version == 0 || !bundle_path.exists() {

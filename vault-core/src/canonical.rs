@@ -18,6 +18,12 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8], what: &'static str) -> Result<T
     serde_json::from_slice(bytes).map_err(|e| Error::Malformed { what, reason: e.to_string() })
 }
 
+/// Authored TOML (policy.toml, root.toml): bounded, then strictly decoded.
+pub fn decode_toml<T: DeserializeOwned>(text: &str, limit: usize, what: &'static str) -> Result<T> {
+    check_size(text.len(), limit, what)?;
+    toml::from_str(text).map_err(|e| Error::Malformed { what, reason: e.to_string() })
+}
+
 /// Refuses `signed` unless it is byte for byte the canonical encoding of `canonical_doc`.
 pub fn require_canonical<T: Serialize>(signed: &[u8], canonical_doc: &T, what: &'static str) -> Result<()> {
     if encode(canonical_doc) == signed {

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::canonical::{check_identifier, check_size};
+use crate::canonical::{check_identifier, decode_toml};
 use crate::error::{invalid, Error, Result};
 use crate::keys::PublicKey;
 use crate::root::TrustRoot;
@@ -179,10 +179,7 @@ pub struct Close {
 impl Policy {
     /// Parses and validates an authored policy. Size-capped before the parser sees it.
     pub fn from_toml(text: &str) -> Result<Policy> {
-        check_size(text.len(), MAX_POLICY_TOML_BYTES, "policy TOML")?;
-        let doc: PolicyDoc = toml::from_str(text)
-            .map_err(|e| Error::Malformed { what: "policy TOML", reason: e.to_string() })?;
-        Policy::from_doc(&doc)
+        Policy::from_doc(&decode_toml(text, MAX_POLICY_TOML_BYTES, "policy TOML")?)
     }
 
     pub fn from_doc(doc: &PolicyDoc) -> Result<Policy> {
@@ -701,5 +698,15 @@ grace = "2m"
         assert!(err.contains("`window[2]`") && err.contains("mixes"), "{err}");
         let err = refusal(&(example_toml() + "[[window]]\ndays = [\"sat\"]\nstart = \"01:00\"\n"));
         assert!(err.contains("`window[2].duration`"), "{err}");
+    }
+
+    #[test]
+    fn deep_nesting_and_huge_input_are_refused_without_a_crash() {
+        let deep = format!("x = {}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(matches!(Policy::from_toml(&deep), Err(Error::Malformed { .. })));
+        let deep_tables = format!("x = {}1{}", "{a = ".repeat(50_000), "}".repeat(50_000));
+        assert!(matches!(Policy::from_toml(&deep_tables), Err(Error::Malformed { .. })));
+        let huge = " ".repeat(MAX_POLICY_TOML_BYTES + 1);
+        assert!(matches!(Policy::from_toml(&huge), Err(Error::TooLarge { .. })));
     }
 }

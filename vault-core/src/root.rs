@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::canonical::{self, check_identifier, check_size};
+use crate::canonical::{self, check_identifier, decode_toml};
 use crate::error::{invalid, Error, Result};
 use crate::keys::{domain_hash, hex, PublicKey};
 use crate::units::{Duration, SECS_PER_DAY};
@@ -84,10 +84,7 @@ pub struct CapsDoc {
 
 impl TrustRoot {
     pub fn from_toml(text: &str) -> Result<TrustRoot> {
-        check_size(text.len(), MAX_ROOT_BYTES, "trust root")?;
-        let doc: RootDoc = toml::from_str(text)
-            .map_err(|e| Error::Malformed { what: "trust root TOML", reason: e.to_string() })?;
-        TrustRoot::from_doc(&doc)
+        TrustRoot::from_doc(&decode_toml(text, MAX_ROOT_BYTES, "trust root TOML")?)
     }
 
     pub fn to_toml(&self) -> String {

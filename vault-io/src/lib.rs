@@ -1,4 +1,4 @@
-//! File operations shared by the daemon and the CLI. Two rules live here so they are
+//! Host I/O shared by the daemon and the CLI: the clock, and file operations. Two rules live here so they are
 //! written once: never read more than a known bound, and make a write durable before it
 //! becomes visible (temp file, fsync, rename, fsync of the directory).
 #![forbid(unsafe_code)]
@@ -7,6 +7,17 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+use vault_core::units::Timestamp;
+
+/// The host's clock as a vault timestamp (the core never reads a clock; callers pass this in).
+/// A clock before 1970 reads as the epoch, which every time floor is above.
+pub fn clock_now() -> Timestamp {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    Timestamp::from_unix(secs).unwrap_or(Timestamp::MAX)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum IoError {

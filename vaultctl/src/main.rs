@@ -162,17 +162,9 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn now() -> Timestamp {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    Timestamp::from_unix(secs).unwrap_or(Timestamp::EPOCH)
-}
-
 fn time_arg(text: Option<&str>, flag: &str) -> Result<Timestamp> {
     match text {
-        None => Ok(now()),
+        None => Ok(vault_io::clock_now()),
         Some(t) => Timestamp::parse(t).map_err(|e| CliError::Usage(format!("{flag}: {e}"))),
     }
 }
