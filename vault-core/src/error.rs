@@ -56,6 +56,28 @@ pub enum Error {
     CapExceeded { what: String, value: String, cap: String },
     #[error("pusher `{pusher}` uses admin key `{admin}`: admin keys may not push")]
     PusherIsAdmin { pusher: String, admin: String },
+
+    // --- push sessions: each is also a refusal the vault sends before closing -------------
+    #[error("unsupported protocol version {found}, this vault speaks {supported}")]
+    ProtocolVersion { found: u8, supported: u8 },
+    #[error("unknown verb 0x{verb:02x}: a pusher may only begin, ask have, send chunks and commit")]
+    UnknownVerb { verb: u8 },
+    #[error("frame of {size} bytes is over the limit of {limit}")]
+    FrameTooLarge { size: usize, limit: usize },
+    #[error("out of order: `{verb}` is not allowed {phase}")]
+    OutOfOrder { verb: &'static str, phase: &'static str },
+    #[error("invalid name `{name}`: {reason}")]
+    BadName { name: String, reason: &'static str },
+    #[error("chunk hash mismatch: claimed {claimed}, bytes hash to {actual}")]
+    ChunkHashMismatch { claimed: String, actual: String },
+    #[error("quota exceeded: pusher `{pusher}` may send {quota} bytes per window, this chunk would make {would_be}")]
+    QuotaExceeded { pusher: String, quota: u64, would_be: u64 },
+    #[error("manifest names chunk {id} ({path}), which the vault neither has nor received")]
+    MissingChunk { id: String, path: String },
+    #[error("manifest hash mismatch: commit says {claimed}, received manifest hashes to {actual}")]
+    ManifestHashMismatch { claimed: String, actual: String },
+    #[error("receipt signature does not verify against vault key {vault_key}")]
+    BadReceiptSignature { vault_key: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

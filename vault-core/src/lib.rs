@@ -13,16 +13,25 @@
 //! - [`schedule`]: when the link may be up, as a pure function of (policy, time).
 //! - [`bundle`]: the signed bundle and its verification, following TUF's rules.
 //! - [`state`]: what the vault remembers between bundles (version floor, time floor, root).
+//! - [`chunk`], [`manifest`], [`protocol`]: the push protocol's data and frames.
+//! - [`ingest`]: the vault's side of a push session, as a sans-IO state machine.
+//! - [`receipt`]: what the vault signs when it seals a snapshot.
 #![forbid(unsafe_code)]
 
 pub mod bundle;
 pub mod canonical;
+pub mod chunk;
 pub mod error;
+pub mod ingest;
 pub mod keys;
+pub mod manifest;
 pub mod policy;
+pub mod protocol;
+pub mod receipt;
 pub mod root;
 pub mod schedule;
 pub mod state;
 pub mod units;
+pub mod wire;
 
 pub use error::Error;

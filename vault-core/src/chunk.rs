@@ -1,0 +1,46 @@
+//! Content addressing: a chunk's id is the SHA-256 of its plaintext bytes. The vault
+//! re-hashes every chunk it receives; an id is a claim until then.
+
+use std::fmt;
+
+use crate::keys::hex;
+
+/// The largest chunk either side will handle (FastCDC's maximum is set below this).
+pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ChunkId(pub [u8; 32]);
+
+impl ChunkId {
+    pub fn of(data: &[u8]) -> ChunkId {
+        let digest = ring::digest::digest(&ring::digest::SHA256, data);
+        ChunkId(digest.as_ref().try_into().expect("SHA-256 is 32 bytes"))
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+
+    pub fn from_hex(text: &str) -> Option<ChunkId> {
+        if text.len() != 64 {
+            return None;
+        }
+        let mut out = [0u8; 32];
+        for (i, byte) in out.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Some(ChunkId(out))
+    }
+}
+
+impl fmt::Display for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for ChunkId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChunkId({})", &self.to_hex()[..16])
+    }
+}

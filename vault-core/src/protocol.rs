@@ -1,0 +1,307 @@
+//! The push protocol's frames. Every frame is `u32 length | u8 version | u8 verb | body`,
+//! big-endian, with the length checked against [`MAX_FRAME_BYTES`] before anything is
+//! allocated for the body.
+//!
+//! The pusher has exactly five verbs and the vault exactly four answers, as the two enums
+//! below. There is no verb to read, list, overwrite or delete: adding one means adding a
+//! variant here, a code in [`ClientFrame::decode`], and a phase rule in
+//! [`crate::ingest`], all of which a reviewer sees. Any other verb byte is refused and the
+//! session closed.
+
+use crate::chunk::{ChunkId, MAX_CHUNK_BYTES};
+use crate::error::{Error, Result};
+use crate::wire::{Reader, Writer};
+
+pub const PROTOCOL_VERSION: u8 = 1;
+/// The largest frame: a chunk at its maximum size plus its header.
+pub const MAX_FRAME_BYTES: usize = MAX_CHUNK_BYTES + 64;
+/// Length prefix size.
+pub const LENGTH_PREFIX: usize = 4;
+/// Most chunk ids one `Have` may ask about.
+pub const MAX_HAVE_IDS: usize = 4096;
+/// Largest manifest part in one frame.
+pub const MAX_MANIFEST_PART: usize = 1024 * 1024;
+
+// Verb bytes. Pusher verbs are below 0x80, vault answers above.
+const VERB_BEGIN: u8 = 0x01;
+const VERB_HAVE: u8 = 0x02;
+const VERB_CHUNK: u8 = 0x03;
+const VERB_MANIFEST: u8 = 0x04;
+const VERB_COMMIT: u8 = 0x05;
+const VERB_READY: u8 = 0x81;
+const VERB_NEED: u8 = 0x82;
+const VERB_RECEIPT: u8 = 0x83;
+const VERB_REFUSED: u8 = 0x84;
+
+/// Everything a pusher can say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientFrame {
+    /// Declares a snapshot of `dataset`. `client_time` is recorded, never trusted.
+    Begin { dataset: String, client_time: i64 },
+    /// Which of these chunks does the vault still need?
+    Have { ids: Vec<ChunkId> },
+    /// One chunk; the vault re-hashes it.
+    Chunk { id: ChunkId, data: Vec<u8> },
+    /// The next part of the manifest.
+    ManifestPart { bytes: Vec<u8> },
+    /// Seal the snapshot whose manifest (all parts together) has this hash and length.
+    Commit { manifest_sha256: [u8; 32], manifest_len: u64 },
+}
+
+/// Everything the vault can answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VaultFrame {
+    /// The snapshot is open; `quota_left` bytes may still be sent in this window.
+    Ready { quota_left: u64 },
+    /// One flag per id of the matching `Have`: true = send it.
+    Need { needed: Vec<bool> },
+    /// The signed receipt (see [`crate::receipt`]).
+    Receipt { body: Vec<u8>, signature: [u8; 64] },
+    /// The session is refused and will be closed; `reason` names the rule and values.
+    Refused { reason: String },
+}
+
+impl ClientFrame {
+    pub fn verb_name(&self) -> &'static str {
+        match self {
+            ClientFrame::Begin { .. } => "begin",
+            ClientFrame::Have { .. } => "have",
+            ClientFrame::Chunk { .. } => "chunk",
+            ClientFrame::ManifestPart { .. } => "manifest",
+            ClientFrame::Commit { .. } => "commit",
+        }
+    }
+
+    /// The frame with its length prefix.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        match self {
+            ClientFrame::Begin { dataset, client_time } => {
+                w.u8(VERB_BEGIN).short_bytes(dataset.as_bytes()).i64(*client_time);
+            }
+            ClientFrame::Have { ids } => {
+                w.u8(VERB_HAVE).u16(ids.len() as u16);
+                for id in ids {
+                    w.raw(&id.0);
+                }
+            }
+            ClientFrame::Chunk { id, data } => return encode_chunk_frame(id, data),
+            ClientFrame::ManifestPart { bytes } => {
+                w.u8(VERB_MANIFEST).raw(bytes);
+            }
+            ClientFrame::Commit { manifest_sha256, manifest_len } => {
+                w.u8(VERB_COMMIT).raw(manifest_sha256).u64(*manifest_len);
+            }
+        }
+        with_prefix(&w.bytes)
+    }
+
+    /// Decodes a frame body (after the length prefix). Strict: exact lengths, known verbs.
+    pub fn decode(body: &[u8]) -> Result<ClientFrame> {
+        let mut r = Reader::new(body, "frame");
+        let verb = check_header(&mut r)?;
+        let frame = match verb {
+            VERB_BEGIN => {
+                let dataset = String::from_utf8(r.short_bytes("dataset")?.to_vec())
+                    .map_err(|_| Error::BadName { name: "(not UTF-8)".into(), reason: "dataset names are UTF-8" })?;
+                ClientFrame::Begin { dataset, client_time: r.i64("client time")? }
+            }
+            VERB_HAVE => {
+                let n = r.u16("id count")? as usize;
+                if n > MAX_HAVE_IDS {
+                    return Err(r.malformed(format!("{n} ids in one have, at most {MAX_HAVE_IDS}")));
+                }
+                let ids = (0..n).map(|_| r.array("chunk id").map(ChunkId)).collect::<Result<Vec<_>>>()?;
+                ClientFrame::Have { ids }
+            }
+            VERB_CHUNK => {
+                let id = ChunkId(r.array("chunk id")?);
+                let data = r.rest();
+                if data.is_empty() || data.len() > MAX_CHUNK_BYTES {
+                    return Err(r.malformed(format!("chunk of {} bytes, must be 1..={MAX_CHUNK_BYTES}", data.len())));
+                }
+                ClientFrame::Chunk { id, data: data.to_vec() }
+            }
+            VERB_MANIFEST => {
+                let bytes = r.rest();
+                if bytes.is_empty() || bytes.len() > MAX_MANIFEST_PART {
+                    return Err(r.malformed(format!("manifest part of {} bytes, must be 1..={MAX_MANIFEST_PART}", bytes.len())));
+                }
+                ClientFrame::ManifestPart { bytes: bytes.to_vec() }
+            }
+            VERB_COMMIT => ClientFrame::Commit { manifest_sha256: r.array("manifest hash")?, manifest_len: r.u64("manifest length")? },
+            verb => return Err(Error::UnknownVerb { verb }),
+        };
+        r.finish()?;
+        Ok(frame)
+    }
+}
+
+/// A chunk frame straight from a borrowed slice, so the pusher does not copy chunk data.
+pub fn encode_chunk_frame(id: &ChunkId, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(LENGTH_PREFIX + 2 + 32 + data.len());
+    out.extend_from_slice(&((2 + 32 + data.len()) as u32).to_be_bytes());
+    out.extend_from_slice(&[PROTOCOL_VERSION, VERB_CHUNK]);
+    out.extend_from_slice(&id.0);
+    out.extend_from_slice(data);
+    out
+}
+
+impl VaultFrame {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        match self {
+            VaultFrame::Ready { quota_left } => {
+                w.u8(VERB_READY).u64(*quota_left);
+            }
+            VaultFrame::Need { needed } => {
+                w.u8(VERB_NEED).u16(needed.len() as u16);
+                for byte in needed.chunks(8) {
+                    w.u8(byte.iter().enumerate().fold(0u8, |acc, (i, need)| acc | (u8::from(*need) << i)));
+                }
+            }
+            VaultFrame::Receipt { body, signature } => {
+                w.u8(VERB_RECEIPT).u32(body.len() as u32).raw(body).raw(signature);
+            }
+            VaultFrame::Refused { reason } => {
+                let reason = truncate_utf8(reason, 1024);
+                w.u8(VERB_REFUSED).short_bytes(reason.as_bytes());
+            }
+        }
+        with_prefix(&w.bytes)
+    }
+
+    pub fn decode(body: &[u8]) -> Result<VaultFrame> {
+        let mut r = Reader::new(body, "vault frame");
+        let verb = check_header(&mut r)?;
+        let frame = match verb {
+            VERB_READY => VaultFrame::Ready { quota_left: r.u64("quota")? },
+            VERB_NEED => {
+                let n = r.u16("id count")? as usize;
+                let bits = r.take(n.div_ceil(8), "need flags")?;
+                VaultFrame::Need { needed: (0..n).map(|i| bits[i / 8] & (1 << (i % 8)) != 0).collect() }
+            }
+            VERB_RECEIPT => {
+                let len = r.u32("receipt length")? as usize;
+                let body = r.take(len, "receipt")?.to_vec();
+                VaultFrame::Receipt { body, signature: r.array("receipt signature")? }
+            }
+            VERB_REFUSED => VaultFrame::Refused { reason: String::from_utf8_lossy(r.short_bytes("reason")?).into_owned() },
+            verb => return Err(Error::UnknownVerb { verb }),
+        };
+        r.finish()?;
+        Ok(frame)
+    }
+}
+
+fn check_header(r: &mut Reader<'_>) -> Result<u8> {
+    let version = r.u8("version")?;
+    if version != PROTOCOL_VERSION {
+        return Err(Error::ProtocolVersion { found: version, supported: PROTOCOL_VERSION });
+    }
+    r.u8("verb")
+}
+
+fn with_prefix(body_after_version: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(LENGTH_PREFIX + 1 + body_after_version.len());
+    out.extend_from_slice(&((1 + body_after_version.len()) as u32).to_be_bytes());
+    out.push(PROTOCOL_VERSION);
+    out.extend_from_slice(body_after_version);
+    out
+}
+
+/// Reads a length prefix and refuses it if over the cap, before the body is read.
+pub fn frame_len(prefix: [u8; LENGTH_PREFIX]) -> Result<usize> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(Error::FrameTooLarge { size: len, limit: MAX_FRAME_BYTES });
+    }
+    if len < 2 {
+        return Err(Error::Malformed { what: "frame", reason: format!("length {len} is shorter than a header") });
+    }
+    Ok(len)
+}
+
+fn truncate_utf8(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn round_trip_client(frame: ClientFrame) {
+        let bytes = frame.encode();
+        let len = frame_len(bytes[..4].try_into().unwrap()).unwrap();
+        assert_eq!(len, bytes.len() - 4);
+        assert_eq!(ClientFrame::decode(&bytes[4..]).unwrap(), frame);
+    }
+
+    #[test]
+    fn client_frames_round_trip() {
+        round_trip_client(ClientFrame::Begin { dataset: "db".into(), client_time: -5 });
+        round_trip_client(ClientFrame::Have { ids: vec![ChunkId::of(b"a"), ChunkId::of(b"b")] });
+        round_trip_client(ClientFrame::Chunk { id: ChunkId::of(b"a"), data: b"a".to_vec() });
+        round_trip_client(ClientFrame::ManifestPart { bytes: vec![1, 2, 3] });
+        round_trip_client(ClientFrame::Commit { manifest_sha256: [7; 32], manifest_len: 99 });
+    }
+
+    #[test]
+    fn vault_frames_round_trip() {
+        for frame in [
+            VaultFrame::Ready { quota_left: 5 },
+            VaultFrame::Need { needed: vec![true, false, true, true, false, false, false, false, true] },
+            VaultFrame::Receipt { body: b"{}".to_vec(), signature: [3; 64] },
+            VaultFrame::Refused { reason: "no".into() },
+        ] {
+            let bytes = frame.encode();
+            assert_eq!(VaultFrame::decode(&bytes[4..]).unwrap(), frame);
+        }
+    }
+
+    #[test]
+    fn no_verb_reads_lists_overwrites_or_deletes() {
+        // Every verb byte a pusher could send: only the five known ones decode to a frame.
+        let mut accepted = vec![];
+        for verb in 0..=255u8 {
+            match ClientFrame::decode(&[PROTOCOL_VERSION, verb]) {
+                Err(Error::UnknownVerb { verb: v }) => assert_eq!(v, verb),
+                _ => accepted.push(verb),
+            }
+        }
+        assert_eq!(accepted, vec![VERB_BEGIN, VERB_HAVE, VERB_CHUNK, VERB_MANIFEST, VERB_COMMIT]);
+        let err = ClientFrame::decode(&[PROTOCOL_VERSION, 0x10, b'x']).unwrap_err();
+        assert_eq!(err.to_string(), "unknown verb 0x10: a pusher may only begin, ask have, send chunks and commit");
+    }
+
+    #[test]
+    fn oversize_prefix_and_other_versions_are_refused() {
+        let err = frame_len(((MAX_FRAME_BYTES + 1) as u32).to_be_bytes()).unwrap_err();
+        assert_eq!(err, Error::FrameTooLarge { size: MAX_FRAME_BYTES + 1, limit: MAX_FRAME_BYTES });
+        assert!(frame_len(u32::MAX.to_be_bytes()).is_err());
+        assert_eq!(ClientFrame::decode(&[2, VERB_BEGIN]).unwrap_err(), Error::ProtocolVersion { found: 2, supported: 1 });
+        assert_eq!(ClientFrame::decode(&[0, VERB_BEGIN]).unwrap_err(), Error::ProtocolVersion { found: 0, supported: 1 });
+    }
+
+    #[test]
+    fn bodies_must_be_exact() {
+        let mut begin = ClientFrame::Begin { dataset: "db".into(), client_time: 0 }.encode();
+        begin.push(0);
+        assert!(ClientFrame::decode(&begin[4..]).unwrap_err().to_string().contains("trailing"));
+        let empty_chunk = [PROTOCOL_VERSION, VERB_CHUNK].iter().copied().chain([0u8; 32]).collect::<Vec<_>>();
+        assert!(ClientFrame::decode(&empty_chunk).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = ClientFrame::decode(&bytes);
+            let _ = VaultFrame::decode(&bytes);
+        }
+    }
+}
