@@ -129,6 +129,57 @@ impl Receipt {
     }
 }
 
+/// A receipt as kept on disk (in the vault's snapshot and in the pusher's receipts folder):
+/// the exact signed bytes and the signature, so it can be re-verified at any time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedReceipt {
+    pub body: Vec<u8>,
+    pub signature: [u8; SIGNATURE_LEN],
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignedReceiptDoc {
+    receipt: String,
+    signature: String,
+}
+
+impl SignedReceipt {
+    pub fn to_file_bytes(&self) -> Vec<u8> {
+        use base64::Engine as _;
+        let doc = SignedReceiptDoc {
+            receipt: String::from_utf8_lossy(&self.body).into_owned(),
+            signature: base64::engine::general_purpose::STANDARD.encode(self.signature),
+        };
+        let mut out = serde_json::to_vec_pretty(&doc).expect("receipt files serialize");
+        out.push(b'\n');
+        out
+    }
+
+    pub fn from_file_bytes(bytes: &[u8]) -> Result<SignedReceipt> {
+        use base64::Engine as _;
+        canonical::check_size(bytes.len(), 2 * MAX_RECEIPT_BYTES, "receipt file")?;
+        let doc: SignedReceiptDoc = canonical::decode(bytes, "receipt file")?;
+        let signature = base64::engine::general_purpose::STANDARD
+            .decode(&doc.signature)
+            .ok()
+            .and_then(|s| <[u8; SIGNATURE_LEN]>::try_from(s).ok())
+            .ok_or_else(|| invalid("signature", "not a base64 Ed25519 signature"))?;
+        Ok(SignedReceipt { body: doc.receipt.into_bytes(), signature })
+    }
+
+    /// Verifies against a vault key (the one the pusher pinned, or the one in the receipt).
+    pub fn verify(&self, vault_key: &PublicKey) -> Result<Receipt> {
+        Receipt::verify(&self.body, &self.signature, vault_key)
+    }
+
+    /// The receipt's own claim of which key signed it, checked against that key.
+    pub fn verify_self_consistent(&self) -> Result<Receipt> {
+        let claimed = Receipt::from_bytes(&self.body)?;
+        self.verify(&claimed.vault_key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +217,15 @@ mod tests {
         let pos = tampered.iter().position(|b| *b == b'7').unwrap();
         tampered[pos] = b'8';
         assert!(Receipt::verify(&tampered, &sig, &vault.public_key()).is_err());
+    }
+
+    #[test]
+    fn receipt_files_round_trip() {
+        let vault = key(40);
+        let (body, signature) = example(&vault).sign(&vault);
+        let signed = SignedReceipt { body, signature };
+        let back = SignedReceipt::from_file_bytes(&signed.to_file_bytes()).unwrap();
+        assert_eq!(back, signed);
+        assert_eq!(back.verify_self_consistent().unwrap(), example(&vault));
     }
 }
