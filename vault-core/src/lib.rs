@@ -12,12 +12,14 @@
 //! - [`policy`]: the policy people author in TOML, validated into typed rules.
 //! - [`schedule`]: when the link may be up, as a pure function of (policy, time).
 //! - [`bundle`]: the signed bundle and its verification, following TUF's rules.
+//! - [`egress`]: which frames the vault NIC may send while open (ARP replies, listener TCP).
 //! - [`gate`]: the gatekeeper state machine (Sealed, Opening, Open, Closing), sans I/O.
 //! - [`state`]: what the vault remembers between bundles (version floor, time floor, root).
 #![forbid(unsafe_code)]
 
 pub mod bundle;
 pub mod canonical;
+pub mod egress;
 pub mod error;
 pub mod gate;
 pub mod keys;
