@@ -78,7 +78,8 @@ pub enum Input {
     PolicyApplied(Box<Policy>),
     /// Netlink confirmed the NIC up with carrier and the static address on it.
     LinkConfirmedUp,
-    /// Bring-up failed (no such NIC, no carrier in time, netlink error, ...).
+    /// Bring-up failed (no such NIC, no carrier in time, netlink error, the listener could
+    /// not bind, ...).
     LinkUpFailed { reason: String },
     /// Netlink confirmed the NIC down with no address.
     LinkConfirmedDown,
@@ -362,7 +363,7 @@ impl Gate {
             Input::LinkUpFailed { reason } => {
                 let alarm = Alarm::LinkUpFailed { reason };
                 out.actions.push(Action::RaiseAlarm(alarm.clone()));
-                if self.phase == Phase::Opening {
+                if matches!(self.phase, Phase::Opening | Phase::Open) {
                     self.retry_open_at = Some(self.now.saturating_add(secs(OPEN_RETRY_SECS)));
                     self.close_now(Reason::Alarm(alarm), false, &mut out);
                 }
