@@ -7,6 +7,9 @@ need_apt=()
 command -v cc >/dev/null || need_apt+=(gcc libc6-dev)
 command -v make >/dev/null || need_apt+=(make)
 command -v git >/dev/null || need_apt+=(git)
+# The link-control host tests make network namespaces and veth pairs (issue 5).
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v sysctl >/dev/null || need_apt+=(procps)
 if ((${#need_apt[@]})); then
   echo "ensure-tools: installing ${need_apt[*]}"
   apt-get update -qq

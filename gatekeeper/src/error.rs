@@ -8,6 +8,26 @@ pub enum GatekeeperError {
     File(#[from] vault_io::IoError),
     #[error("trust root {path}: not UTF-8 text")]
     RootNotText { path: String },
+    #[error("accepted policy v{found} does not match the state's accepted version {expected}; refusing to use it")]
+    AcceptedMismatch { found: u64, expected: u64 },
+    #[error("{what}: {source}")]
+    Io { what: &'static str, source: std::io::Error },
+    #[error("netlink {what}: {source}")]
+    Netlink { what: &'static str, source: rtnetlink::Error },
+    #[error("sysctl {path} = {value}: {source}")]
+    Sysctl { path: String, value: String, source: std::io::Error },
+    #[error("no NIC matches {selector} (present: {present})")]
+    NicNotFound { selector: String, present: String },
+    #[error("NIC with index {index} vanished")]
+    NicVanished { index: u32 },
+    #[error("NIC {nic} has no Ethernet MAC address; the egress guard needs one")]
+    NoMac { nic: String },
+    #[error("link not confirmed {what} by netlink: saw {seen}")]
+    NotConfirmed { what: &'static str, seen: String },
+    #[error("no carrier on {nic} within {within_ms} ms (operstate {operstate})")]
+    NoCarrier { nic: String, within_ms: u64, operstate: String },
+    #[error("egress guard: {reason}")]
+    Guard { reason: String },
 }
 
 pub type Result<T> = std::result::Result<T, GatekeeperError>;

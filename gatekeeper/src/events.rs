@@ -1,10 +1,13 @@
 //! Every event is one JSON line on stdout (the console), numbered and stamped with the
-//! vault's time, so an operator or a test harness can follow the box from outside.
+//! vault's time, so an operator or a test harness can follow the box from outside. The
+//! hash-chained audit log (later) will take the same `Event` values.
 
 use std::io::Write;
 
 use serde::Serialize;
 use vault_core::units::Timestamp;
+
+use crate::link::LinkConfirmation;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
@@ -12,6 +15,22 @@ pub enum Event {
     PolicyAccepted { version: u64, payload_sha256: String, signers: Vec<String>, expires: String },
     RootRotated { from_version: u64, to_version: u64 },
     PolicyRefused { source: String, reason: String },
+    /// The daemon started; what it runs under.
+    Started { policy_version: Option<u64>, time_floor: String },
+    /// A gate phase change, with why.
+    StateChanged { from: String, to: String, reason: String },
+    /// Netlink confirmed a NIC up (or down) after the gatekeeper asked.
+    LinkUp { why: String, confirmation: LinkConfirmation },
+    LinkDown { why: String, confirmation: LinkConfirmation },
+    Listening { address: String },
+    StopAccepting,
+    SessionsAborted,
+    SessionStarted { peer: String },
+    SessionEnded { peer: String },
+    Committed { pusher: String },
+    Alarm { rule: String, detail: String },
+    TimeFloorPersisted { floor: String },
+    Stopped { reason: String },
 }
 
 #[derive(Serialize)]
@@ -26,6 +45,9 @@ struct Line<'a> {
 #[derive(Debug, Default)]
 pub struct EventLog {
     next_seq: u64,
+    /// Keep a copy of each line with when it was emitted (tests read them back).
+    pub keep: bool,
+    pub kept: Vec<(std::time::Instant, String)>,
 }
 
 impl EventLog {
@@ -37,6 +59,9 @@ impl EventLog {
         // The console is best effort: a full pipe must never stop the vault from closing.
         let _ = writeln!(out, "{line}");
         let _ = out.flush();
+        if self.keep {
+            self.kept.push((std::time::Instant::now(), line.clone()));
+        }
         line
     }
 }

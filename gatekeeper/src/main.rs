@@ -1,18 +1,12 @@
-//! The gatekeeper: the one service of the vault appliance. This is its skeleton: the policy
-//! path (verify a bundle, persist the floors) and the status the console shows. Link
-//! control, sessions and the store arrive with their issues.
-
-mod error;
-mod events;
-mod policy_store;
+//! The gatekeeper binary: `run` (the daemon), `apply-bundle`, `status`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use gatekeeper::events::EventLog;
+use gatekeeper::{error, policy_store};
 use vault_core::schedule::{self, WindowState};
-
-use crate::events::EventLog;
 
 #[derive(Parser)]
 #[command(name = "gatekeeper", version, about = "The air-gap vault's gatekeeper")]
@@ -33,6 +27,12 @@ enum Command {
     ApplyBundle { bundle: PathBuf },
     /// Prints the policy in force and what the schedule says now.
     Status,
+    /// The daemon: seals every NIC, then opens the vault NIC only inside the policy's windows.
+    Run {
+        /// How long to wait for carrier when a window opens before giving up on it.
+        #[arg(long, default_value_t = 5000)]
+        carrier_timeout_ms: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -43,6 +43,7 @@ fn main() -> ExitCode {
             policy_store::apply_bundle(&root, &cli.state, &bundle, vault_io::clock_now(), &mut EventLog::default()).map(|_| ())
         }),
         Command::Status => status(&cli.root, &cli.state),
+        Command::Run { carrier_timeout_ms } => run(&cli.root, &cli.state, carrier_timeout_ms),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -51,6 +52,22 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run(root: &std::path::Path, state: &std::path::Path, carrier_timeout_ms: u64) -> error::Result<()> {
+    // One thread is plenty: the work is netlink round trips and timers. The egress guard
+    // reads frames on its own thread.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| error::GatekeeperError::Io { what: "tokio runtime", source })?;
+    let options = gatekeeper::run::RunOptions {
+        carrier_within: std::time::Duration::from_millis(carrier_timeout_ms),
+        server: gatekeeper::sessions_api::default_server(),
+        shutdown: gatekeeper::run::on_signal(),
+        events: EventLog::default(),
+    };
+    runtime.block_on(gatekeeper::run::run(root, state, options)).map(|_| ())
 }
 
 fn status(root_path: &std::path::Path, state_dir: &std::path::Path) -> error::Result<()> {

@@ -72,3 +72,24 @@ fn read_and_verify(baked_root: &TrustRoot, state_dir: &Path, source: &Path, now:
     let verified = bundle::verify(&bytes, baked_root, &state, now)?;
     Ok((verified, previous_root_version, bytes))
 }
+
+/// The policy of the accepted bundle in the state directory, or `None` before the first.
+/// The bundle was verified when it was applied and the state directory is the vault's own;
+/// here it is checked to be the one the state names and for this vault's root in force.
+pub fn load_accepted(baked_root: &TrustRoot, state_dir: &Path) -> Result<Option<vault_core::policy::Policy>> {
+    let state = load_state(state_dir)?;
+    let path = state_dir.join(ACCEPTED_BUNDLE_FILE);
+    if state.accepted_version == 0 || !path.exists() {
+        return Ok(None);
+    }
+    let root = state.current_root(baked_root)?;
+    let bytes = vault_io::read_bounded(&path, MAX_BUNDLE_BYTES)?;
+    let policy = bundle::Envelope::from_bytes(&bytes)?.unverified_payload()?.policy;
+    if policy.version != state.accepted_version {
+        return Err(GatekeeperError::AcceptedMismatch { found: policy.version, expected: state.accepted_version });
+    }
+    if policy.vault_id != root.vault_id {
+        return Err(vault_core::Error::WrongVault { bundle: policy.vault_id, vault: root.vault_id }.into());
+    }
+    Ok(Some(policy))
+}

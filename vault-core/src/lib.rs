@@ -12,6 +12,8 @@
 //! - [`policy`]: the policy people author in TOML, validated into typed rules.
 //! - [`schedule`]: when the link may be up, as a pure function of (policy, time).
 //! - [`bundle`]: the signed bundle and its verification, following TUF's rules.
+//! - [`egress`]: which frames the vault NIC may send while open (ARP replies, listener TCP).
+//! - [`gate`]: the gatekeeper state machine (Sealed, Opening, Open, Closing), sans I/O.
 //! - [`state`]: what the vault remembers between bundles (version floor, time floor, root).
 //! - [`chunk`], [`manifest`], [`protocol`]: the push protocol's data and frames.
 //! - [`ingest`]: the vault's side of a push session, as a sans-IO state machine.
@@ -21,7 +23,9 @@
 pub mod bundle;
 pub mod canonical;
 pub mod chunk;
+pub mod egress;
 pub mod error;
+pub mod gate;
 pub mod ingest;
 pub mod keys;
 pub mod manifest;

@@ -1,0 +1,273 @@
+//! The daemon loop: drives the pure [`Gate`] with tokio timers and the I/O inputs (session
+//! reports, watchdog sightings, egress-guard alarms), carries out its actions through a
+//! [`LinkOps`], and emits every transition, confirmation and alarm as an event.
+//!
+//! The loop wakes at the gate's next deadline (a window start or end, a grace deadline, a
+//! retry), measured on the vault clock, and at least once a second to check the clock.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use vault_core::gate::{Action, Gate, Input, Sighting};
+use vault_core::policy::{NicSelector, Policy};
+use vault_core::units::Timestamp;
+
+use crate::error::Result;
+use crate::events::{Event, EventLog};
+use crate::link::LinkConfirmation;
+use crate::sessions_api::{SessionContext, SessionReport, SessionServer, Stop};
+use crate::watchdog::Seen;
+
+/// The longest the loop sleeps between clock checks.
+pub const CLOCK_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The vault's clock, and where on tokio's timeline a vault instant falls.
+pub trait VaultClock {
+    fn now(&self) -> Timestamp;
+    /// The tokio instant at which `now()` reaches `at` (now if already past).
+    fn instant_of(&self, at: Timestamp) -> Instant;
+}
+
+/// The host clock.
+pub struct SystemClock;
+
+impl VaultClock for SystemClock {
+    fn now(&self) -> Timestamp {
+        vault_io::clock_now()
+    }
+
+    fn instant_of(&self, at: Timestamp) -> Instant {
+        let target = std::time::UNIX_EPOCH + std::time::Duration::from_secs(at.unix().max(0) as u64);
+        let ahead = target.duration_since(std::time::SystemTime::now()).unwrap_or_default();
+        Instant::now() + ahead
+    }
+}
+
+/// What a watchdog sighting turned out to be once checked against netlink.
+pub enum Recheck {
+    /// On the vault NIC and still true: the gate decides.
+    Vault(Sighting),
+    /// On another NIC: it was taken down (the vault has one link to the world).
+    Foreign { nic: String, taken_down: Result<LinkConfirmation> },
+    /// No longer true (an old event): nothing to do.
+    Stale,
+}
+
+/// Link operations on the vault NIC. Generic (not `dyn`): the daemon owns exactly one.
+#[allow(async_fn_in_trait)]
+pub trait LinkOps {
+    async fn bring_up(&mut self, nic: &NicSelector, address: IpAddr, prefix: u8) -> Result<LinkConfirmation>;
+    async fn take_down(&mut self) -> Result<LinkConfirmation>;
+    async fn recheck(&mut self, seen: &Seen) -> Recheck;
+}
+
+/// Where the driver's inputs come from.
+pub struct Inputs {
+    pub sessions: mpsc::Receiver<SessionReport>,
+    pub watchdog: mpsc::Receiver<Seen>,
+    pub guard: mpsc::Receiver<String>,
+}
+
+pub struct Driver<L, C> {
+    pub gate: Gate,
+    pub link: L,
+    pub clock: C,
+    pub events: EventLog,
+    pub server: SessionServer,
+    /// Where session reports go (a clone is handed to each window's server).
+    pub session_reports: mpsc::Sender<SessionReport>,
+    /// Writes the time floor to the state directory.
+    pub persist_floor: Box<dyn FnMut(Timestamp) -> Result<()>>,
+    /// Tests bind the listener here instead of the policy address.
+    pub bind_override: Option<SocketAddr>,
+    stop: Option<watch::Sender<Stop>>,
+}
+
+impl<L: LinkOps, C: VaultClock> Driver<L, C> {
+    pub fn new(
+        gate: Gate,
+        link: L,
+        clock: C,
+        server: SessionServer,
+        session_reports: mpsc::Sender<SessionReport>,
+        persist_floor: Box<dyn FnMut(Timestamp) -> Result<()>>,
+    ) -> Self {
+        Driver { gate, link, clock, events: EventLog::default(), server, session_reports, persist_floor, bind_override: None, stop: None }
+    }
+
+    fn emit(&mut self, event: Event) {
+        self.events.emit(self.gate.now(), &event);
+    }
+
+    /// Applies a policy, then ticks at once so the gate decides without waiting.
+    pub async fn apply_policy(&mut self, policy: Policy) {
+        self.feed(Input::PolicyApplied(Box::new(policy))).await;
+        let clock = self.clock.now();
+        self.feed(Input::Tick { clock }).await;
+    }
+
+    /// Runs until `shutdown` completes, then closes everything and takes the link down.
+    pub async fn run(&mut self, mut inputs: Inputs, shutdown: impl Future<Output = String>) {
+        tokio::pin!(shutdown);
+        loop {
+            let check_by = Instant::now() + CLOCK_CHECK_EVERY;
+            let wake = match self.gate.next_deadline() {
+                // A millisecond late rather than early: the clock then reads the deadline.
+                Some(at) => self.clock.instant_of(at).max(Instant::now()).min(check_by) + std::time::Duration::from_millis(1),
+                None => check_by,
+            };
+            tokio::select! {
+                biased;
+                reason = &mut shutdown => {
+                    self.shut_down(reason).await;
+                    return;
+                }
+                Some(summary) = inputs.guard.recv() => self.feed(Input::UnsolicitedFrame { summary }).await,
+                Some(seen) = inputs.watchdog.recv() => self.on_seen(seen).await,
+                Some(report) = inputs.sessions.recv() => self.on_report(report).await,
+                _ = tokio::time::sleep_until(wake) => {
+                    let clock = self.clock.now();
+                    self.feed(Input::Tick { clock }).await;
+                }
+            }
+        }
+    }
+
+    async fn on_report(&mut self, report: SessionReport) {
+        let input = match report {
+            SessionReport::Started { peer } => {
+                self.emit(Event::SessionStarted { peer: peer.to_string() });
+                Input::SessionStarted
+            }
+            SessionReport::Ended { peer } => {
+                self.emit(Event::SessionEnded { peer: peer.to_string() });
+                Input::SessionEnded
+            }
+            SessionReport::Committed { pusher } => {
+                self.emit(Event::Committed { pusher: pusher.clone() });
+                Input::Committed { pusher }
+            }
+        };
+        self.feed(input).await;
+    }
+
+    async fn on_seen(&mut self, seen: Seen) {
+        match self.link.recheck(&seen).await {
+            Recheck::Vault(sighting) => self.feed(Input::Watchdog(sighting)).await,
+            Recheck::Stale => {}
+            Recheck::Foreign { nic, taken_down } => {
+                let detail = format!("watchdog: {:?} on {nic}, which is not the vault NIC; taken down", seen.sighting);
+                self.emit(Event::Alarm { rule: "watchdog_foreign_nic".into(), detail });
+                match taken_down {
+                    Ok(confirmation) => self.emit(Event::LinkDown { why: "watchdog".into(), confirmation }),
+                    Err(e) => self.emit(Event::Alarm { rule: "link_down_failed".into(), detail: format!("{nic}: {e}") }),
+                }
+            }
+        }
+    }
+
+    /// Hands one input to the gate and carries out what it asks, feeding results back.
+    pub async fn feed(&mut self, first: Input) {
+        let mut queue = VecDeque::from([first]);
+        while let Some(input) = queue.pop_front() {
+            let out = self.gate.handle(input);
+            for t in &out.transitions {
+                let event = Event::StateChanged { from: t.from.to_string(), to: t.to.to_string(), reason: t.reason.to_string() };
+                self.emit(event);
+            }
+            for action in out.actions {
+                if let Some(next) = self.perform(action).await {
+                    queue.push_back(next);
+                }
+            }
+        }
+    }
+
+    async fn perform(&mut self, action: Action) -> Option<Input> {
+        match action {
+            Action::BringLinkUp { nic, address, prefix } => match self.link.bring_up(&nic, address, prefix).await {
+                Ok(confirmation) => {
+                    self.emit(Event::LinkUp { why: "window opening".into(), confirmation });
+                    Some(Input::LinkConfirmedUp)
+                }
+                Err(e) => Some(Input::LinkUpFailed { reason: e.to_string() }),
+            },
+            Action::StartListening { address, port } => match self.start_listening(address, port).await {
+                Ok(bound) => {
+                    self.emit(Event::Listening { address: bound.to_string() });
+                    None
+                }
+                Err(e) => Some(Input::LinkUpFailed { reason: format!("listen on {address}:{port}: {e}") }),
+            },
+            Action::StopAccepting => {
+                if let Some(stop) = &self.stop {
+                    let _ = stop.send(Stop::StopAccepting);
+                }
+                self.emit(Event::StopAccepting);
+                None
+            }
+            Action::CloseSessions => {
+                if let Some(stop) = &self.stop {
+                    let _ = stop.send(Stop::AbortAll);
+                }
+                self.emit(Event::SessionsAborted);
+                None
+            }
+            Action::TakeLinkDown => {
+                // Nothing of a window outlives its link.
+                if let Some(stop) = self.stop.take() {
+                    let _ = stop.send(Stop::AbortAll);
+                }
+                match self.link.take_down().await {
+                    Ok(confirmation) => {
+                        self.emit(Event::LinkDown { why: "gate".into(), confirmation });
+                        Some(Input::LinkConfirmedDown)
+                    }
+                    Err(e) => Some(Input::LinkDownFailed { reason: e.to_string() }),
+                }
+            }
+            Action::RaiseAlarm(alarm) => {
+                self.emit(Event::Alarm { rule: alarm.rule().into(), detail: alarm.to_string() });
+                None
+            }
+            Action::PersistTimeFloor(floor) => {
+                match (self.persist_floor)(floor) {
+                    Ok(()) => self.emit(Event::TimeFloorPersisted { floor: floor.to_string() }),
+                    Err(e) => self.emit(Event::Alarm { rule: "time_floor_not_persisted".into(), detail: format!("floor {floor}: {e}") }),
+                }
+                None
+            }
+        }
+    }
+
+    async fn start_listening(&mut self, address: IpAddr, port: u16) -> std::io::Result<SocketAddr> {
+        let at = self.bind_override.unwrap_or(SocketAddr::new(address, port));
+        let listener = tokio::net::TcpListener::bind(at).await?;
+        let bound = listener.local_addr()?;
+        let (stop_tx, stop_rx) = watch::channel(Stop::Running);
+        let policy = Arc::new(self.gate.policy().cloned().expect("listening implies a policy"));
+        let ctx = SessionContext { listener, policy, stop: stop_rx, reports: self.session_reports.clone() };
+        tokio::spawn((self.server)(ctx));
+        self.stop = Some(stop_tx);
+        Ok(bound)
+    }
+
+    async fn shut_down(&mut self, reason: String) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(Stop::AbortAll);
+        }
+        match self.link.take_down().await {
+            Ok(confirmation) => self.emit(Event::LinkDown { why: "shutdown".into(), confirmation }),
+            Err(e) => self.emit(Event::Alarm { rule: "link_down_failed".into(), detail: format!("at shutdown: {e}") }),
+        }
+        self.emit(Event::Stopped { reason });
+    }
+}
+
+#[cfg(test)]
+#[path = "daemon_tests.rs"]
+mod tests;

@@ -1,0 +1,176 @@
+//! The daemon loop against a fake link and a clock on tokio's (paused) timeline: schedule
+//! decisions in virtual time, no real waits.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use tokio::sync::mpsc;
+use vault_core::gate::Gate;
+use vault_core::keys::SigningKey;
+use vault_core::policy::{Close, Network, Pusher, Window};
+use vault_core::units::{ByteSize, Duration};
+
+use super::*;
+use crate::sessions_api::default_server;
+
+const BASE: i64 = 1_800_000_000;
+
+fn at(secs: i64) -> Timestamp {
+    Timestamp::from_unix(secs).unwrap()
+}
+
+/// Vault time = BASE + seconds elapsed on tokio's clock since the test started.
+struct TestClock {
+    start: Instant,
+}
+
+impl VaultClock for TestClock {
+    fn now(&self) -> Timestamp {
+        at(BASE + self.start.elapsed().as_secs() as i64)
+    }
+    fn instant_of(&self, t: Timestamp) -> Instant {
+        self.start + StdDuration::from_secs((t.unix() - BASE).max(0) as u64)
+    }
+}
+
+#[derive(Clone, Default)]
+struct FakeLink {
+    calls: Arc<Mutex<Vec<(&'static str, Instant)>>>,
+}
+
+fn confirmation(up: bool) -> LinkConfirmation {
+    LinkConfirmation {
+        nic: "vault0".into(),
+        ifindex: 2,
+        admin_up: up,
+        carrier: up,
+        operstate: if up { "up" } else { "down" }.into(),
+        addresses: if up { vec!["192.0.2.10".into()] } else { vec![] },
+        took_ms: 0,
+    }
+}
+
+impl LinkOps for FakeLink {
+    async fn bring_up(&mut self, _: &NicSelector, _: IpAddr, _: u8) -> Result<LinkConfirmation> {
+        self.calls.lock().unwrap().push(("up", Instant::now()));
+        Ok(confirmation(true))
+    }
+    async fn take_down(&mut self) -> Result<LinkConfirmation> {
+        self.calls.lock().unwrap().push(("down", Instant::now()));
+        Ok(confirmation(false))
+    }
+    async fn recheck(&mut self, seen: &Seen) -> Recheck {
+        Recheck::Vault(seen.sighting.clone())
+    }
+}
+
+fn pusher_key() -> vault_core::keys::PublicKey {
+    let der = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap();
+    SigningKey::from_pkcs8(der.as_ref()).unwrap().public_key()
+}
+
+fn policy(from: i64, until: i64, early: bool) -> Policy {
+    Policy {
+        vault_id: "vault-01".into(),
+        version: 1,
+        issued: Some(at(BASE - 60)),
+        expires: at(BASE + 86_400),
+        network: Network { nic: NicSelector::Name("vault0".into()), address: "192.0.2.10".parse().unwrap(), prefix_len: 24, port: 7400 },
+        windows: vec![Window::Once { from: at(BASE + from), until: at(BASE + until) }],
+        pushers: vec![Pusher { name: "db".into(), key: pusher_key(), quota: ByteSize::from_bytes(1 << 20), retain: Duration::from_secs(86_400).unwrap() }],
+        close: Close { early, grace: Duration::from_secs(2).unwrap() },
+    }
+}
+
+struct Harness {
+    driver: Driver<FakeLink, TestClock>,
+    calls: Arc<Mutex<Vec<(&'static str, Instant)>>>,
+    reports: mpsc::Sender<SessionReport>,
+    inputs: Inputs,
+    start: Instant,
+    _guard_tx: mpsc::Sender<String>,
+    _seen_tx: mpsc::Sender<Seen>,
+}
+
+fn harness(floor: Timestamp) -> Harness {
+    let link = FakeLink::default();
+    let calls = link.calls.clone();
+    let start = Instant::now();
+    let (reports, sessions) = mpsc::channel(8);
+    let (guard_tx, guard) = mpsc::channel(8);
+    let (seen_tx, watchdog) = mpsc::channel(8);
+    let mut driver = Driver::new(Gate::new(floor), link, TestClock { start }, default_server(), reports.clone(), Box::new(|_| Ok(())));
+    driver.bind_override = Some("127.0.0.1:0".parse().unwrap());
+    driver.events.keep = true;
+    Harness { driver, calls, reports, inputs: Inputs { sessions, watchdog, guard }, start, _guard_tx: guard_tx, _seen_tx: seen_tx }
+}
+
+fn calls_at(h: &Harness) -> Vec<(&'static str, u128)> {
+    h.calls.lock().unwrap().iter().map(|(what, when)| (*what, (*when - h.start).as_millis())).collect()
+}
+
+fn kept(h: &Harness) -> Vec<serde_json::Value> {
+    h.driver.events.kept.iter().map(|(_, l)| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_link_follows_the_window_to_the_millisecond_in_virtual_time() {
+    let mut h = harness(at(BASE));
+    h.driver.apply_policy(policy(3, 6, false)).await;
+    let inputs = std::mem::replace(&mut h.inputs, Inputs { sessions: mpsc::channel(1).1, watchdog: mpsc::channel(1).1, guard: mpsc::channel(1).1 });
+    h.driver.run(inputs, async { tokio::time::sleep(StdDuration::from_secs(10)).await; "test over".to_string() }).await;
+    let calls = calls_at(&h);
+    // Up when the window opens, down when it ends (the loop wakes 1 ms after a deadline),
+    // then down again at shutdown.
+    assert_eq!(calls.iter().map(|c| c.0).collect::<Vec<_>>(), ["up", "down", "down"], "{calls:?}");
+    assert!((3000..=3002).contains(&calls[0].1), "{calls:?}");
+    assert!((6000..=6002).contains(&calls[1].1), "{calls:?}");
+    let states: Vec<String> = kept(&h).iter().filter(|e| e["event"] == "state_changed").map(|e| format!("{}>{}", e["from"], e["to"]).replace('"', "")).collect();
+    assert_eq!(states, ["sealed>opening", "opening>open", "open>closing", "closing>sealed"]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn early_close_downs_the_link_at_the_commit_instant() {
+    let mut h = harness(at(BASE));
+    h.driver.apply_policy(policy(1, 60, true)).await;
+    let reports = h.reports.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(StdDuration::from_millis(4_500)).await;
+        let peer = "192.0.2.1:50000".parse().unwrap();
+        reports.send(SessionReport::Started { peer }).await.unwrap();
+        reports.send(SessionReport::Committed { pusher: "db".into() }).await.unwrap();
+    });
+    let inputs = std::mem::replace(&mut h.inputs, Inputs { sessions: mpsc::channel(1).1, watchdog: mpsc::channel(1).1, guard: mpsc::channel(1).1 });
+    h.driver.run(inputs, async { tokio::time::sleep(StdDuration::from_secs(8)).await; "test over".to_string() }).await;
+    let calls = calls_at(&h);
+    assert_eq!(calls[1].0, "down");
+    assert_eq!(calls[1].1, 4_500, "link down at the commit instant, not at the window end: {calls:?}");
+    let events = kept(&h);
+    let reason = events.iter().find(|e| e["event"] == "state_changed" && e["to"] == "closing").unwrap()["reason"].as_str().unwrap().to_string();
+    assert!(reason.contains("every listed pusher committed (db)"), "{reason}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_floor_ahead_of_the_clock_keeps_it_sealed_through_the_window() {
+    let mut h = harness(at(BASE + 86_400));
+    h.driver.apply_policy(policy(2, 5, false)).await;
+    let inputs = std::mem::replace(&mut h.inputs, Inputs { sessions: mpsc::channel(1).1, watchdog: mpsc::channel(1).1, guard: mpsc::channel(1).1 });
+    h.driver.run(inputs, async { tokio::time::sleep(StdDuration::from_secs(10)).await; "test over".to_string() }).await;
+    assert!(!calls_at(&h).iter().any(|c| c.0 == "up"));
+    let alarm = kept(&h).into_iter().find(|e| e["event"] == "alarm").expect("an alarm");
+    assert_eq!(alarm["rule"], "clock_behind_floor");
+}
+
+/// Not a timed assertion: prints how long the loop takes from a commit report to asking the
+/// link down, on the real clock (the link itself is measured by the host test).
+#[tokio::test]
+async fn measure_commit_to_link_down_dispatch() {
+    let mut h = harness(at(BASE));
+    h.driver.apply_policy(policy(0, 60, true)).await;
+    assert_eq!(h.driver.gate.phase(), vault_core::gate::Phase::Open);
+    let started = Instant::now();
+    h.driver.feed(vault_core::gate::Input::SessionStarted).await;
+    h.driver.feed(vault_core::gate::Input::Committed { pusher: "db".into() }).await;
+    let down = h.calls.lock().unwrap().iter().rev().find(|c| c.0 == "down").expect("link down").1;
+    println!("MEASURE state machine: last commit -> link down requested: {:?}", down - started);
+}

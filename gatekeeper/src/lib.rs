@@ -1,0 +1,13 @@
+//! The gatekeeper: the one service of the vault appliance. The pure rules live in
+//! `vault-core`; this crate is the I/O shell: the policy store, link control over rtnetlink,
+//! the netlink watchdog, the pnet egress guard, the daemon loop and the session seam.
+
+pub mod daemon;
+pub mod egress_guard;
+pub mod error;
+pub mod events;
+pub mod link;
+pub mod policy_store;
+pub mod run;
+pub mod sessions_api;
+pub mod watchdog;

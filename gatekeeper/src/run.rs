@@ -1,0 +1,214 @@
+//! `gatekeeper run`: the daemon on a real host. Seals every NIC first, then starts the
+//! watchdog, loads the accepted policy, starts the egress guard and hands over to the
+//! [`Driver`].
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use vault_core::egress::EgressRule;
+use vault_core::gate::{Gate, Sighting};
+use vault_core::policy::{NicSelector, Policy};
+use vault_core::state::STATE_FILE;
+
+use crate::daemon::{Driver, Inputs, LinkOps, Recheck, SystemClock};
+use crate::egress_guard::{self, GuardControl};
+use crate::error::{GatekeeperError, Result};
+use crate::events::{Event, EventLog};
+use crate::link::{LinkConfirmation, Nic, RtLink};
+use crate::policy_store;
+use crate::sessions_api::SessionServer;
+use crate::watchdog::{self, Seen};
+
+/// The vault NIC under rtnetlink, with its egress guard.
+pub struct RtVaultLink {
+    rt: RtLink,
+    nic: Option<Nic>,
+    port: u16,
+    carrier_within: Duration,
+    guard: Arc<GuardControl>,
+    guard_started: bool,
+    guard_tx: mpsc::Sender<String>,
+    /// Bumped on every bring-up, so a delayed "stop replying" never lands in a newer window.
+    generation: Arc<AtomicU64>,
+    loopback: BTreeSet<u32>,
+}
+
+impl RtVaultLink {
+    fn start_guard(&mut self, nic: &Nic, address: IpAddr) -> Result<()> {
+        if self.guard_started {
+            return Ok(());
+        }
+        let IpAddr::V4(address) = address else {
+            return Err(GatekeeperError::Guard { reason: format!("{address} is not IPv4") });
+        };
+        let mac = nic.mac.ok_or_else(|| GatekeeperError::NoMac { nic: nic.name.clone() })?;
+        let rule = EgressRule { mac, address, port: self.port };
+        egress_guard::start(nic.index, rule, self.guard.clone(), self.guard_tx.clone())?;
+        self.guard_started = true;
+        Ok(())
+    }
+}
+
+impl LinkOps for RtVaultLink {
+    async fn bring_up(&mut self, selector: &NicSelector, address: IpAddr, prefix: u8) -> Result<LinkConfirmation> {
+        let nic = self.rt.find(selector).await?;
+        // The guard watches before the first frame can leave.
+        self.start_guard(&nic, address)?;
+        self.nic = Some(nic.clone());
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.guard.may_reply.store(true, Ordering::SeqCst);
+        self.rt.bring_up(&nic, address, prefix, self.carrier_within).await
+    }
+
+    async fn take_down(&mut self) -> Result<LinkConfirmation> {
+        let Some(nic) = self.nic.clone() else {
+            return Err(GatekeeperError::Guard { reason: "no vault NIC resolved yet".into() });
+        };
+        let confirmation = self.rt.take_down(&nic).await?;
+        // Frames sent before the link went down may still be in the guard's queue: stop
+        // counting replies as owed a moment later, unless a new window started meanwhile.
+        let (guard, generation, at) = (self.guard.clone(), self.generation.clone(), self.generation.load(Ordering::SeqCst));
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            if generation.load(Ordering::SeqCst) == at {
+                guard.may_reply.store(false, Ordering::SeqCst);
+            }
+        });
+        Ok(confirmation)
+    }
+
+    async fn recheck(&mut self, seen: &Seen) -> Recheck {
+        if self.loopback.contains(&seen.ifindex) {
+            return Recheck::Stale;
+        }
+        let vault = self.nic.clone().filter(|n| n.index == seen.ifindex);
+        let nic = vault.clone().unwrap_or(Nic { index: seen.ifindex, name: format!("ifindex {}", seen.ifindex), mac: None });
+        let Ok(now) = self.rt.confirm(&nic, Instant::now()).await else { return Recheck::Stale };
+        let still_true = match &seen.sighting {
+            Sighting::LinkUp => now.admin_up,
+            Sighting::NewAddress(ip) => now.addresses.contains(&ip.to_string()),
+        };
+        match (still_true, vault) {
+            (false, _) => Recheck::Stale,
+            (true, Some(_)) => Recheck::Vault(seen.sighting.clone()),
+            (true, None) => {
+                let nic = Nic { name: now.nic.clone(), ..nic };
+                Recheck::Foreign { nic: nic.name.clone(), taken_down: self.rt.take_down(&nic).await }
+            }
+        }
+    }
+}
+
+/// Persists a raised time floor into the state file (read, raise, write atomically).
+fn floor_writer(state_dir: PathBuf) -> Box<dyn FnMut(vault_core::units::Timestamp) -> Result<()>> {
+    Box::new(move |floor| {
+        let mut state = policy_store::load_state(&state_dir)?;
+        state.observe_time(floor);
+        vault_io::write_atomic(&state_dir.join(STATE_FILE), &state.to_bytes(), 0o600)?;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() -> String {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM".into(),
+        _ = int.recv() => "SIGINT".into(),
+    }
+}
+
+/// How the daemon is run: production passes the default server and the signal handler;
+/// tests pass their own session server double and a shutdown trigger.
+pub struct RunOptions<S> {
+    pub carrier_within: Duration,
+    pub server: SessionServer,
+    pub shutdown: S,
+    pub events: EventLog,
+}
+
+/// The production shutdown: SIGTERM or SIGINT.
+pub async fn on_signal() -> String {
+    shutdown_signal().await
+}
+
+/// The daemon. Returns on shutdown or a start-up failure (the link is down either way), with
+/// the event log.
+pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, state_dir: &Path, options: RunOptions<S>) -> Result<EventLog> {
+    let RunOptions { carrier_within, server, shutdown, mut events } = options;
+    let rt = RtLink::connect()?;
+    // 1. Before anything else: every NIC but loopback down, addresses flushed, quiet.
+    let all = rt.all_links().await?;
+    let loopback: BTreeSet<u32> = all
+        .iter()
+        .filter(|m| m.header.link_layer_type == netlink_packet_route::link::LinkLayerType::Loopback)
+        .map(|m| m.header.index)
+        .collect();
+    for nic in rt.non_loopback().await? {
+        let confirmation = rt.take_down(&nic).await?;
+        events.emit(vault_io::clock_now(), &Event::LinkDown { why: "start: sealed before anything else".into(), confirmation });
+    }
+    // 2. The watchdog, subscribed before the policy is even read.
+    let (seen_tx, seen_rx) = mpsc::channel(64);
+    watchdog::start(seen_tx)?;
+
+    // 3. The policy in force, if any. Without one the vault stays sealed.
+    let state = policy_store::load_state(state_dir)?;
+    let policy: Option<Policy> = match policy_store::load_root(root_path).and_then(|root| policy_store::load_accepted(&root, state_dir)) {
+        Ok(policy) => policy,
+        Err(e) => {
+            events.emit(vault_io::clock_now(), &Event::PolicyRefused { source: state_dir.display().to_string(), reason: e.to_string() });
+            None
+        }
+    };
+    events.emit(
+        vault_io::clock_now(),
+        &Event::Started { policy_version: policy.as_ref().map(|p| p.version), time_floor: state.time_floor.to_string() },
+    );
+
+    let (guard_tx, guard_rx) = mpsc::channel(16);
+    let mut link = RtVaultLink {
+        rt: rt.clone(),
+        nic: None,
+        port: policy.as_ref().map_or(0, |p| p.network.port),
+        carrier_within,
+        guard: Arc::new(GuardControl::default()),
+        guard_started: false,
+        guard_tx,
+        generation: Arc::new(AtomicU64::new(0)),
+        loopback,
+    };
+    if let Some(policy) = &policy {
+        // Resolve the NIC and start the guard now, so frames sent while sealed are caught too.
+        match rt.find(&policy.network.nic).await {
+            Ok(nic) => {
+                if let Err(e) = link.start_guard(&nic, policy.network.address) {
+                    events.emit(vault_io::clock_now(), &Event::Alarm { rule: "egress_guard_not_started".into(), detail: e.to_string() });
+                }
+                link.nic = Some(nic);
+            }
+            Err(e) => {
+                events.emit(vault_io::clock_now(), &Event::Alarm { rule: "nic_not_found".into(), detail: e.to_string() });
+            }
+        }
+    }
+
+    let (reports_tx, reports_rx) = mpsc::channel(64);
+    let mut driver = Driver::new(Gate::new(state.time_floor), link, SystemClock, server, reports_tx, floor_writer(state_dir.to_path_buf()));
+    driver.events = events;
+    if let Some(policy) = policy {
+        driver.apply_policy(policy).await;
+    } else {
+        let clock = vault_io::clock_now();
+        driver.feed(vault_core::gate::Input::Tick { clock }).await;
+    }
+    driver.run(Inputs { sessions: reports_rx, watchdog: seen_rx, guard: guard_rx }, shutdown).await;
+    Ok(driver.events)
+}

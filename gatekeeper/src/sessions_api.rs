@@ -1,0 +1,90 @@
+//! The seam between link control (issue 5) and the push-session server (issue 4).
+//!
+//! When a window opens and netlink has confirmed the link up, the daemon binds one
+//! [`TcpListener`] to the policy's static address and port (never a wildcard address) and
+//! calls the session server once with a [`SessionContext`]. The server:
+//! - accepts connections from `listener` until `stop` says [`Stop::StopAccepting`] (then it
+//!   drops the listener and lets in-flight sessions finish) or [`Stop::AbortAll`] (then it
+//!   closes every session at once and returns);
+//! - reports through `reports`, in order: [`SessionReport::Started`] when it accepts a
+//!   connection, [`SessionReport::Committed`] once a pusher's snapshot is durable **and** the
+//!   acknowledgement was written to the client, [`SessionReport::Ended`] when the connection
+//!   is gone (every `Started` is matched by exactly one `Ended`);
+//! - returns when the listener is dropped and no session is left.
+//!
+//! The gate counts sessions from these reports (grace: the link goes down when the last one
+//! ends or `close.grace` runs out) and closes early once every pusher listed in the policy has
+//! committed. A server must never report a commit it did not make durable.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use vault_core::policy::Policy;
+
+/// What the daemon asks of the running session server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Keep accepting.
+    Running,
+    /// The window is closing: accept nothing more; in-flight sessions may finish.
+    StopAccepting,
+    /// Grace ran out or an alarm fired: close every session now.
+    AbortAll,
+}
+
+/// What a session server tells the gatekeeper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionReport {
+    Started { peer: SocketAddr },
+    Ended { peer: SocketAddr },
+    /// `pusher` is the policy's name for the authenticated key.
+    Committed { pusher: String },
+}
+
+/// Everything a session server gets for one window.
+pub struct SessionContext {
+    /// Bound to exactly the policy's address and port.
+    pub listener: TcpListener,
+    /// The policy in force for this window (pusher keys, quotas, retention).
+    pub policy: Arc<Policy>,
+    pub stop: watch::Receiver<Stop>,
+    pub reports: mpsc::Sender<SessionReport>,
+}
+
+/// A session server: called once per window, runs until its sessions are done.
+pub type SessionServer = Arc<dyn Fn(SessionContext) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// The production session server.
+pub fn default_server() -> SessionServer {
+    Arc::new(|ctx| Box::pin(serve(ctx)))
+}
+
+/// HAND-OVER POINT FOR ISSUE 4 (the push protocol). Until it lands, this accepts each
+/// connection and closes it at once: it authenticates no one, stores nothing, and therefore
+/// reports no commit. It does report `Started`/`Ended`, so the gate's session accounting and
+/// grace handling run against real connections.
+pub async fn serve(mut ctx: SessionContext) {
+    loop {
+        tokio::select! {
+            changed = ctx.stop.changed() => {
+                if changed.is_err() || *ctx.stop.borrow() != Stop::Running {
+                    return;
+                }
+            }
+            accepted = ctx.listener.accept() => {
+                let Ok((stream, peer)) = accepted else { continue };
+                if ctx.reports.send(SessionReport::Started { peer }).await.is_err() {
+                    return;
+                }
+                drop(stream);
+                if ctx.reports.send(SessionReport::Ended { peer }).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

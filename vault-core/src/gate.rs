@@ -1,0 +1,608 @@
+//! The gatekeeper's state machine, sans I/O: Sealed -> Opening -> Open -> Closing -> Sealed.
+//!
+//! The daemon feeds it [`Input`]s (clock ticks, netlink confirmations, session reports,
+//! watchdog and egress-guard sightings) and carries out the [`Action`]s it returns, feeding
+//! each action's outcome back in as another input. Every phase change comes out as a
+//! [`Transition`] with a [`Reason`], so the console shows why the link moved.
+//!
+//! Rules, in the order they are checked on a clock tick:
+//! 1. Clock: a reading more than [`CLOCK_TOLERANCE_SECS`] behind the time floor, or one that
+//!    jumps past the policy's expiry, seals the vault and raises an alarm. The fault is
+//!    latched until a new policy is applied: the box has no NTP, so nothing it sees later can
+//!    prove the clock good again. Only plausible readings raise the floor.
+//! 2. Schedule: [`schedule::state_at`] at `max(clock, floor)` decides whether a window is open.
+//! 3. A window that was closed early (all pushers committed) or by an alarm does not reopen
+//!    before its scheduled end.
+//!
+//! Fail closed: anything unexpected (an alarm, a failed bring-up, a link seen up outside a
+//! window) ends in `TakeLinkDown`; only `LinkConfirmedDown` lets the gate call itself Sealed.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::bundle::CLOCK_TOLERANCE_SECS;
+use crate::policy::{NicSelector, Policy};
+use crate::schedule::{self, WindowState};
+use crate::units::{Duration, Timestamp};
+
+/// The floor is persisted when it has risen this much since the last write: a power cut loses
+/// at most this much of it, well inside the clock tolerance.
+pub const FLOOR_PERSIST_STEP_SECS: i64 = 60;
+/// After a failed bring-up, wait this long before trying again within the same window.
+pub const OPEN_RETRY_SECS: i64 = 10;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    /// Link down, addresses flushed, nothing listening.
+    Sealed,
+    /// The link is being brought up for a window.
+    Opening,
+    /// Link up, listening on the policy address and port.
+    Open,
+    /// No new sessions; in-flight ones may finish within `close.grace`, then the link goes down.
+    Closing,
+}
+
+impl Phase {
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Sealed => "sealed",
+            Phase::Opening => "opening",
+            Phase::Open => "open",
+            Phase::Closing => "closing",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the watchdog saw on the vault NIC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sighting {
+    /// The NIC reported IFF_UP.
+    LinkUp,
+    /// An address appeared on the NIC.
+    NewAddress(IpAddr),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// A clock reading (the host clock, as vault time). Ticks drive the schedule.
+    Tick { clock: Timestamp },
+    /// A verified policy is now in force (at start, or a new bundle).
+    PolicyApplied(Box<Policy>),
+    /// Netlink confirmed the NIC up with carrier and the static address on it.
+    LinkConfirmedUp,
+    /// Bring-up failed (no such NIC, no carrier in time, netlink error, the listener could
+    /// not bind, ...).
+    LinkUpFailed { reason: String },
+    /// Netlink confirmed the NIC down with no address.
+    LinkConfirmedDown,
+    /// Taking the link down failed; the gate asks again on the next tick.
+    LinkDownFailed { reason: String },
+    SessionStarted,
+    SessionEnded,
+    /// A pusher's snapshot is durable and acknowledged.
+    Committed { pusher: String },
+    /// The netlink watchdog saw something on the vault NIC.
+    Watchdog(Sighting),
+    /// The egress guard saw the vault NIC send a frame it does not owe.
+    UnsolicitedFrame { summary: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Set the NIC's sysctls so it sends nothing by itself, add the address, set it up, wait
+    /// for carrier, confirm from netlink; answer with `LinkConfirmedUp` or `LinkUpFailed`.
+    BringLinkUp { nic: NicSelector, address: IpAddr, prefix: u8 },
+    /// Bind the listener to exactly this address and port and start the session server.
+    StartListening { address: IpAddr, port: u16 },
+    /// Close the listener; in-flight sessions continue.
+    StopAccepting,
+    /// Abort every in-flight session now.
+    CloseSessions,
+    /// Flush addresses, set the NIC down, confirm; answer with `LinkConfirmedDown` or
+    /// `LinkDownFailed`.
+    TakeLinkDown,
+    RaiseAlarm(Alarm),
+    /// Write this time floor to the state file.
+    PersistTimeFloor(Timestamp),
+}
+
+/// Something the admins must hear about. Each names its rule and the values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Alarm {
+    ClockBehindFloor { clock: Timestamp, floor: Timestamp, tolerance_secs: i64 },
+    ClockPastExpiry { clock: Timestamp, expires: Timestamp, previous: Option<Timestamp> },
+    ClockFaultLatched { clock: Timestamp },
+    WatchdogLinkUp { phase: Phase },
+    WatchdogNewAddress { address: IpAddr, phase: Phase },
+    UnsolicitedFrame { summary: String, phase: Phase },
+    LinkUpFailed { reason: String },
+    LinkDownFailed { reason: String },
+    UnknownPusherCommitted { pusher: String },
+    UnsupportedAddress { address: IpAddr },
+}
+
+impl Alarm {
+    /// A stable name for the rule, for machines reading the console.
+    pub fn rule(&self) -> &'static str {
+        match self {
+            Alarm::ClockBehindFloor { .. } => "clock_behind_floor",
+            Alarm::ClockPastExpiry { .. } => "clock_past_expiry",
+            Alarm::ClockFaultLatched { .. } => "clock_fault_latched",
+            Alarm::WatchdogLinkUp { .. } => "watchdog_link_up",
+            Alarm::WatchdogNewAddress { .. } => "watchdog_new_address",
+            Alarm::UnsolicitedFrame { .. } => "unsolicited_frame",
+            Alarm::LinkUpFailed { .. } => "link_up_failed",
+            Alarm::LinkDownFailed { .. } => "link_down_failed",
+            Alarm::UnknownPusherCommitted { .. } => "unknown_pusher_committed",
+            Alarm::UnsupportedAddress { .. } => "unsupported_address",
+        }
+    }
+}
+
+impl fmt::Display for Alarm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Alarm::ClockBehindFloor { clock, floor, tolerance_secs } => write!(
+                f,
+                "clock behind floor: clock reads {clock}, time floor is {floor} (tolerance {tolerance_secs}s); sealed until a new policy is applied"
+            ),
+            Alarm::ClockPastExpiry { clock, expires, previous } => write!(
+                f,
+                "clock past expiry: clock reads {clock}, policy expires {expires} (previous reading {}); sealed until a new policy is applied",
+                previous.map_or_else(|| "none".to_string(), |t| t.to_string())
+            ),
+            Alarm::ClockFaultLatched { clock } => {
+                write!(f, "clock fault latched: clock reads {clock}; sealed until a new policy is applied")
+            }
+            Alarm::WatchdogLinkUp { phase } => {
+                write!(f, "watchdog: the vault NIC went up while {phase}; taken down again")
+            }
+            Alarm::WatchdogNewAddress { address, phase } => {
+                write!(f, "watchdog: address {address} appeared on the vault NIC while {phase}; link taken down")
+            }
+            Alarm::UnsolicitedFrame { summary, phase } => {
+                write!(f, "egress guard: the vault NIC sent an unsolicited frame while {phase} ({summary}); window closed")
+            }
+            Alarm::LinkUpFailed { reason } => write!(f, "link up failed: {reason}; link taken down"),
+            Alarm::LinkDownFailed { reason } => write!(f, "link down failed: {reason}; retrying"),
+            Alarm::UnknownPusherCommitted { pusher } => {
+                write!(f, "commit from `{pusher}`, which the policy does not list; not counted for early close")
+            }
+            Alarm::UnsupportedAddress { address } => {
+                write!(f, "policy address {address}: only IPv4 vault addresses are supported by link control; staying sealed")
+            }
+        }
+    }
+}
+
+/// Why the phase changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    WindowOpened { until: Timestamp },
+    LinkConfirmedUp,
+    WindowEnded { until: Timestamp },
+    PolicyExpired { expires: Timestamp },
+    AllPushersCommitted { pushers: Vec<String> },
+    PolicyReplaced { version: u64 },
+    SessionsDrained,
+    GraceExpired { deadline: Timestamp, sessions: u32 },
+    LinkConfirmedDown,
+    Alarm(Alarm),
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::WindowOpened { until } => write!(f, "window open until {until}"),
+            Reason::LinkConfirmedUp => f.write_str("netlink confirmed the link up"),
+            Reason::WindowEnded { until } => write!(f, "window ended at {until}"),
+            Reason::PolicyExpired { expires } => write!(f, "policy expired at {expires}"),
+            Reason::AllPushersCommitted { pushers } => {
+                write!(f, "early close: every listed pusher committed ({})", pushers.join(", "))
+            }
+            Reason::PolicyReplaced { version } => write!(f, "policy v{version} applied"),
+            Reason::SessionsDrained => f.write_str("the last session ended"),
+            Reason::GraceExpired { deadline, sessions } => {
+                write!(f, "grace ran out at {deadline} with {sessions} session(s) in flight; closed")
+            }
+            Reason::LinkConfirmedDown => f.write_str("netlink confirmed the link down"),
+            Reason::Alarm(alarm) => write!(f, "alarm {}: {alarm}", alarm.rule()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    pub from: Phase,
+    pub to: Phase,
+    pub reason: Reason,
+}
+
+/// What one input produced: actions to carry out in order, and the phase changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Output {
+    pub actions: Vec<Action>,
+    pub transitions: Vec<Transition>,
+}
+
+impl Output {
+    pub fn alarms(&self) -> impl Iterator<Item = &Alarm> {
+        self.actions.iter().filter_map(|a| match a {
+            Action::RaiseAlarm(alarm) => Some(alarm),
+            _ => None,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Gate {
+    phase: Phase,
+    policy: Option<Policy>,
+    floor: Timestamp,
+    persisted_floor: Timestamp,
+    last_clock: Option<Timestamp>,
+    /// The effective vault time: max(last plausible clock reading, floor).
+    now: Timestamp,
+    clock_fault: bool,
+    /// End of the window being served (set on opening).
+    window_until: Option<Timestamp>,
+    /// A window closed early or by an alarm stays closed until this instant.
+    done_until: Option<Timestamp>,
+    retry_open_at: Option<Timestamp>,
+    committed: BTreeSet<String>,
+    sessions: u32,
+    grace_deadline: Option<Timestamp>,
+    listening: bool,
+    down_requested: bool,
+    /// A TakeLinkDown failed; the next tick asks again.
+    down_retry: bool,
+}
+
+impl Gate {
+    /// A sealed gate with no policy. `time_floor` is the persisted floor (`VaultState::time_floor`).
+    pub fn new(time_floor: Timestamp) -> Gate {
+        Gate {
+            phase: Phase::Sealed,
+            policy: None,
+            floor: time_floor,
+            persisted_floor: time_floor,
+            last_clock: None,
+            now: time_floor,
+            clock_fault: false,
+            window_until: None,
+            done_until: None,
+            retry_open_at: None,
+            committed: BTreeSet::new(),
+            sessions: 0,
+            grace_deadline: None,
+            listening: false,
+            down_requested: false,
+            down_retry: false,
+        }
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    pub fn time_floor(&self) -> Timestamp {
+        self.floor
+    }
+
+    /// The effective vault time the gate last decided on.
+    pub fn now(&self) -> Timestamp {
+        self.now
+    }
+
+    pub fn clock_fault(&self) -> bool {
+        self.clock_fault
+    }
+
+    pub fn sessions(&self) -> u32 {
+        self.sessions
+    }
+
+    pub fn policy(&self) -> Option<&Policy> {
+        self.policy.as_ref()
+    }
+
+    /// The next instant at which a tick changes something (a window opens or ends, grace
+    /// runs out, a retry is due). The daemon wakes then; it also ticks periodically to check
+    /// the clock.
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        let policy = self.policy.as_ref()?;
+        if self.clock_fault {
+            return None;
+        }
+        match self.phase {
+            Phase::Sealed => {
+                let mut at = match schedule::state_at(policy, self.now) {
+                    WindowState::Open { until } => {
+                        if self.done_until.is_some_and(|d| self.now < d) {
+                            self.done_until.map(|d| d.min(until))
+                        } else {
+                            Some(self.now)
+                        }
+                    }
+                    WindowState::Closed { next_open } => next_open,
+                };
+                if let Some(retry) = self.retry_open_at.filter(|r| *r > self.now) {
+                    at = at.map(|a| a.max(retry));
+                }
+                at
+            }
+            Phase::Opening | Phase::Open => self.window_until,
+            Phase::Closing if self.down_requested => None,
+            Phase::Closing => self.grace_deadline,
+        }
+    }
+
+    pub fn handle(&mut self, input: Input) -> Output {
+        let mut out = Output::default();
+        match input {
+            Input::Tick { clock } => self.on_tick(clock, &mut out),
+            Input::PolicyApplied(policy) => self.on_policy(*policy, &mut out),
+            Input::LinkConfirmedUp => {
+                if self.phase == Phase::Opening {
+                    let policy = self.policy.as_ref().expect("opening implies a policy");
+                    let (address, port) = (policy.network.address, policy.network.port);
+                    self.listening = true;
+                    out.actions.push(Action::StartListening { address, port });
+                    self.go(Phase::Open, Reason::LinkConfirmedUp, &mut out);
+                }
+                // In any other phase a close is already under way and TakeLinkDown follows.
+            }
+            Input::LinkUpFailed { reason } => {
+                let alarm = Alarm::LinkUpFailed { reason };
+                out.actions.push(Action::RaiseAlarm(alarm.clone()));
+                if matches!(self.phase, Phase::Opening | Phase::Open) {
+                    self.retry_open_at = Some(self.now.saturating_add(secs(OPEN_RETRY_SECS)));
+                    self.close_now(Reason::Alarm(alarm), false, &mut out);
+                }
+            }
+            Input::LinkConfirmedDown => {
+                if self.phase == Phase::Closing && self.down_requested {
+                    self.down_requested = false;
+                    self.grace_deadline = None;
+                    self.go(Phase::Sealed, Reason::LinkConfirmedDown, &mut out);
+                }
+            }
+            Input::LinkDownFailed { reason } => {
+                out.actions.push(Action::RaiseAlarm(Alarm::LinkDownFailed { reason }));
+                // Not sealed until netlink says so; the next tick asks again.
+                self.down_retry = true;
+            }
+            Input::SessionStarted => self.sessions = self.sessions.saturating_add(1),
+            Input::SessionEnded => {
+                self.sessions = self.sessions.saturating_sub(1);
+                if self.phase == Phase::Closing && !self.down_requested && self.sessions == 0 {
+                    self.down_requested = true;
+                    out.actions.push(Action::TakeLinkDown);
+                    // Phase stays Closing until the confirmation; note why it moves on.
+                    out.transitions.push(Transition { from: Phase::Closing, to: Phase::Closing, reason: Reason::SessionsDrained });
+                }
+            }
+            Input::Committed { pusher } => self.on_commit(pusher, &mut out),
+            Input::Watchdog(sighting) => self.on_watchdog(sighting, &mut out),
+            Input::UnsolicitedFrame { summary } => {
+                let alarm = Alarm::UnsolicitedFrame { summary, phase: self.phase };
+                out.actions.push(Action::RaiseAlarm(alarm.clone()));
+                if self.phase == Phase::Sealed {
+                    out.actions.push(Action::TakeLinkDown);
+                } else {
+                    self.close_now(Reason::Alarm(alarm), true, &mut out);
+                }
+            }
+        }
+        out
+    }
+
+    fn go(&mut self, to: Phase, reason: Reason, out: &mut Output) {
+        out.transitions.push(Transition { from: self.phase, to, reason });
+        self.phase = to;
+    }
+
+    fn on_tick(&mut self, clock: Timestamp, out: &mut Output) {
+        let previous = self.last_clock;
+        self.last_clock = Some(clock);
+        if std::mem::take(&mut self.down_retry) {
+            out.actions.push(Action::TakeLinkDown);
+        }
+        if self.clock_fault {
+            // Already alarmed; keep the link down if anything is still up.
+            return;
+        }
+        let tolerance = secs(CLOCK_TOLERANCE_SECS);
+        if clock < self.floor.saturating_sub(tolerance) {
+            let alarm = Alarm::ClockBehindFloor { clock, floor: self.floor, tolerance_secs: CLOCK_TOLERANCE_SECS };
+            self.latch_clock_fault(alarm, out);
+            return;
+        }
+        if let Some(policy) = &self.policy {
+            let expires = policy.expires;
+            let jumped = previous.is_none_or(|p| p < expires && clock.secs_since(p) > CLOCK_TOLERANCE_SECS);
+            if clock >= expires && jumped && self.floor < expires {
+                let alarm = Alarm::ClockPastExpiry { clock, expires, previous };
+                self.latch_clock_fault(alarm, out);
+                return;
+            }
+        }
+        self.floor = self.floor.max(clock);
+        self.now = self.floor;
+        if self.floor.secs_since(self.persisted_floor) >= FLOOR_PERSIST_STEP_SECS {
+            self.persisted_floor = self.floor;
+            out.actions.push(Action::PersistTimeFloor(self.floor));
+        }
+        self.follow_schedule(out);
+    }
+
+    fn latch_clock_fault(&mut self, alarm: Alarm, out: &mut Output) {
+        self.clock_fault = true;
+        out.actions.push(Action::RaiseAlarm(alarm.clone()));
+        if self.phase != Phase::Sealed {
+            self.close_now(Reason::Alarm(alarm), true, out);
+        }
+    }
+
+    /// Moves the phase to what the schedule wants at `self.now`.
+    fn follow_schedule(&mut self, out: &mut Output) {
+        let Some(policy) = &self.policy else { return };
+        let wanted = schedule::state_at(policy, self.now);
+        let expires = policy.expires;
+        match self.phase {
+            Phase::Sealed => {
+                let WindowState::Open { until } = wanted else { return };
+                if self.done_until.is_some_and(|d| self.now < d) || self.retry_open_at.is_some_and(|r| self.now < r) {
+                    return;
+                }
+                let network = policy.network.clone();
+                if !network.address.is_ipv4() {
+                    // Alarm once per window rather than every tick.
+                    self.done_until = Some(until);
+                    out.actions.push(Action::RaiseAlarm(Alarm::UnsupportedAddress { address: network.address }));
+                    return;
+                }
+                self.window_until = Some(until);
+                self.committed.clear();
+                self.retry_open_at = None;
+                out.actions.push(Action::BringLinkUp { nic: network.nic, address: network.address, prefix: network.prefix_len });
+                self.go(Phase::Opening, Reason::WindowOpened { until }, out);
+            }
+            Phase::Opening | Phase::Open => {
+                let until = self.window_until.unwrap_or(self.now);
+                if self.now >= until || matches!(wanted, WindowState::Closed { .. }) {
+                    let reason = if self.now >= expires {
+                        Reason::PolicyExpired { expires }
+                    } else {
+                        Reason::WindowEnded { until }
+                    };
+                    let grace = policy.close.grace;
+                    self.begin_closing(reason, until.saturating_add(grace), out);
+                }
+            }
+            Phase::Closing => {
+                if !self.down_requested {
+                    if let Some(deadline) = self.grace_deadline.filter(|d| self.now >= *d) {
+                        let sessions = self.sessions;
+                        if sessions > 0 {
+                            out.actions.push(Action::CloseSessions);
+                        }
+                        self.down_requested = true;
+                        out.actions.push(Action::TakeLinkDown);
+                        out.transitions.push(Transition {
+                            from: Phase::Closing,
+                            to: Phase::Closing,
+                            reason: Reason::GraceExpired { deadline, sessions },
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Orderly close: stop accepting, let sessions finish until `deadline`.
+    fn begin_closing(&mut self, reason: Reason, deadline: Timestamp, out: &mut Output) {
+        if self.listening {
+            self.listening = false;
+            out.actions.push(Action::StopAccepting);
+        }
+        self.grace_deadline = Some(deadline);
+        if self.sessions == 0 || self.phase == Phase::Opening {
+            self.down_requested = true;
+            if self.sessions > 0 {
+                out.actions.push(Action::CloseSessions);
+            }
+            out.actions.push(Action::TakeLinkDown);
+        }
+        self.go(Phase::Closing, reason, out);
+    }
+
+    /// Immediate close: no grace. `window_done` keeps the window from reopening.
+    fn close_now(&mut self, reason: Reason, window_done: bool, out: &mut Output) {
+        if window_done {
+            self.done_until = self.window_until;
+        }
+        if self.listening {
+            self.listening = false;
+            out.actions.push(Action::StopAccepting);
+        }
+        if self.sessions > 0 {
+            out.actions.push(Action::CloseSessions);
+        }
+        self.down_requested = true;
+        self.grace_deadline = Some(self.now);
+        out.actions.push(Action::TakeLinkDown);
+        if self.phase == Phase::Closing {
+            out.transitions.push(Transition { from: Phase::Closing, to: Phase::Closing, reason });
+        } else {
+            self.go(Phase::Closing, reason, out);
+        }
+    }
+
+    fn on_policy(&mut self, policy: Policy, out: &mut Output) {
+        if let Some(issued) = policy.issued {
+            // A verified policy's issue time is a lower bound on the real time.
+            self.floor = self.floor.max(issued);
+            self.now = self.now.max(self.floor);
+        }
+        let version = policy.version;
+        self.policy = Some(policy);
+        self.clock_fault = false;
+        self.done_until = None;
+        self.retry_open_at = None;
+        if matches!(self.phase, Phase::Opening | Phase::Open) {
+            // Re-evaluated from Sealed under the new policy, which may use another address.
+            let grace = self.policy.as_ref().map_or(Duration::ZERO, |p| p.close.grace);
+            self.begin_closing(Reason::PolicyReplaced { version }, self.now.saturating_add(grace), out);
+        }
+        // Opening waits for the next clock reading: only a tick opens the link.
+    }
+
+    fn on_commit(&mut self, pusher: String, out: &mut Output) {
+        let Some(policy) = &self.policy else { return };
+        if !policy.pushers.iter().any(|p| p.name == pusher) {
+            out.actions.push(Action::RaiseAlarm(Alarm::UnknownPusherCommitted { pusher }));
+            return;
+        }
+        self.committed.insert(pusher);
+        let everyone = policy.pushers.iter().all(|p| self.committed.contains(&p.name));
+        if policy.close.early && everyone && self.phase == Phase::Open {
+            let pushers = policy.pushers.iter().map(|p| p.name.clone()).collect();
+            // Every listed pusher is done, so nothing in flight is owed more time.
+            self.close_now(Reason::AllPushersCommitted { pushers }, true, out);
+        }
+    }
+
+    fn on_watchdog(&mut self, sighting: Sighting, out: &mut Output) {
+        let ours = self.policy.as_ref().map(|p| p.network.address);
+        let expected_up = matches!(self.phase, Phase::Opening | Phase::Open) || (self.phase == Phase::Closing && !self.down_requested);
+        let alarm = match sighting {
+            Sighting::LinkUp if expected_up => return,
+            Sighting::NewAddress(address) if expected_up && Some(address) == ours => return,
+            Sighting::LinkUp => Alarm::WatchdogLinkUp { phase: self.phase },
+            Sighting::NewAddress(address) => Alarm::WatchdogNewAddress { address, phase: self.phase },
+        };
+        out.actions.push(Action::RaiseAlarm(alarm.clone()));
+        if self.phase == Phase::Sealed {
+            out.actions.push(Action::TakeLinkDown);
+        } else {
+            self.close_now(Reason::Alarm(alarm), true, out);
+        }
+    }
+}
+
+fn secs(n: i64) -> Duration {
+    Duration::from_secs(n).expect("small constant")
+}
+
+#[cfg(test)]
+#[path = "gate_tests.rs"]
+mod tests;
