@@ -85,10 +85,11 @@ impl StoreReader {
         let mut data = vec![0u8; loc.len as usize];
         {
             let mut open = self.open_packs.lock().expect("pack file cache");
-            if !open.contains_key(&loc.pack) {
-                open.insert(loc.pack, File::open(pack_path).map_err(|e| io_error(pack_path, e))?);
-            }
-            open[&loc.pack].read_exact_at(&mut data, loc.offset).map_err(|e| io_error(pack_path, e))?;
+            let file = match open.entry(loc.pack) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => e.insert(File::open(pack_path).map_err(|e| io_error(pack_path, e))?),
+            };
+            file.read_exact_at(&mut data, loc.offset).map_err(|e| io_error(pack_path, e))?;
         }
         let actual = ChunkId::of(&data);
         if actual != *id {
