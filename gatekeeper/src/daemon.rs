@@ -151,6 +151,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
                 self.emit(Event::Committed { pusher: pusher.clone() });
                 Input::Committed { pusher }
             }
+            SessionReport::Note(event) => return self.emit(event),
         };
         self.feed(input).await;
     }

@@ -11,7 +11,7 @@ use vault_core::policy::{Close, Network, Pusher, Window};
 use vault_core::units::{ByteSize, Duration};
 
 use super::*;
-use crate::sessions_api::default_server;
+use crate::sessions_api::{SessionServer, Stop};
 
 const BASE: i64 = 1_800_000_000;
 
@@ -92,6 +92,16 @@ struct Harness {
     _seen_tx: mpsc::Sender<Seen>,
 }
 
+/// The tests play the sessions themselves (they send the reports); this server only holds
+/// the listener until the driver says stop.
+fn holding_server() -> SessionServer {
+    Arc::new(|mut ctx| {
+        Box::pin(async move {
+            while ctx.stop.changed().await.is_ok() && *ctx.stop.borrow() == Stop::Running {}
+        })
+    })
+}
+
 fn harness(floor: Timestamp) -> Harness {
     let link = FakeLink::default();
     let calls = link.calls.clone();
@@ -99,7 +109,7 @@ fn harness(floor: Timestamp) -> Harness {
     let (reports, sessions) = mpsc::channel(8);
     let (guard_tx, guard) = mpsc::channel(8);
     let (seen_tx, watchdog) = mpsc::channel(8);
-    let mut driver = Driver::new(Gate::new(floor), link, TestClock { start }, default_server(), reports.clone(), Box::new(|_| Ok(())));
+    let mut driver = Driver::new(Gate::new(floor), link, TestClock { start }, holding_server(), reports.clone(), Box::new(|_| Ok(())));
     driver.bind_override = Some("127.0.0.1:0".parse().unwrap());
     driver.events.keep = true;
     Harness { driver, calls, reports, inputs: Inputs { sessions, watchdog, guard }, start, _guard_tx: guard_tx, _seen_tx: seen_tx }

@@ -28,6 +28,12 @@ pub enum GatekeeperError {
     NoCarrier { nic: String, within_ms: u64, operstate: String },
     #[error("egress guard: {reason}")]
     Guard { reason: String },
+    #[error(transparent)]
+    Store(#[from] vault_store::StoreError),
+    #[error(transparent)]
+    Tls(#[from] vault_tls::TlsError),
+    #[error("vault identity key {path}: {reason}")]
+    Identity { path: String, reason: String },
 }
 
 pub type Result<T> = std::result::Result<T, GatekeeperError>;

@@ -28,6 +28,16 @@ pub enum Event {
     SessionStarted { peer: String },
     SessionEnded { peer: String },
     Committed { pusher: String },
+    /// The vault's public key (pushers pin it), printed at every start.
+    VaultIdentity { key: String },
+    /// The store after start-up recovery.
+    StoreOpened { snapshots: usize, chunks: usize, staging_removed: usize, orphan_packs_removed: usize },
+    SessionAccepted { peer: String, pusher: String },
+    /// A connection or session refused, with the rule and values.
+    SessionRefused { peer: String, pusher: Option<String>, reason: String },
+    SnapshotSealed { snapshot: String, pusher: String, dataset: String, files: u64, logical_bytes: u64, bytes_new: u64, retain_until: String },
+    /// The filesystem would not mark a sealed file immutable; it was made read-only instead.
+    ImmutableFallback { path: String, reason: String },
     Alarm { rule: String, detail: String },
     TimeFloorPersisted { floor: String },
     Stopped { reason: String },

@@ -4,7 +4,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use gatekeeper::events::EventLog;
+use std::sync::Arc;
+
+use gatekeeper::events::{Event, EventLog};
+use gatekeeper::push_server::{Limits, PushService};
 use gatekeeper::{error, policy_store};
 use vault_core::schedule::{self, WindowState};
 
@@ -14,9 +17,12 @@ struct Cli {
     /// The trust root baked into the image.
     #[arg(long, default_value = "/etc/vault/root.toml")]
     root: PathBuf,
-    /// Where the vault keeps its floors and its accepted policy.
+    /// Where the vault keeps its floors, its accepted policy and its identity key.
     #[arg(long, default_value = "/data/state")]
     state: PathBuf,
+    /// The write-once store of sealed snapshots.
+    #[arg(long, default_value = "/data/store")]
+    store: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
@@ -27,6 +33,8 @@ enum Command {
     ApplyBundle { bundle: PathBuf },
     /// Prints the policy in force and what the schedule says now.
     Status,
+    /// Prints the vault's public key (made on first use), for pushers to pin.
+    Identity,
     /// The daemon: seals every NIC, then opens the vault NIC only inside the policy's windows.
     Run {
         /// How long to wait for carrier when a window opens before giving up on it.
@@ -43,7 +51,8 @@ fn main() -> ExitCode {
             policy_store::apply_bundle(&root, &cli.state, &bundle, vault_io::clock_now(), &mut EventLog::default()).map(|_| ())
         }),
         Command::Status => status(&cli.root, &cli.state),
-        Command::Run { carrier_timeout_ms } => run(&cli.root, &cli.state, carrier_timeout_ms),
+        Command::Identity => gatekeeper::identity::VaultIdentity::load_or_create(&cli.state).map(|id| println!("{}", id.public)),
+        Command::Run { carrier_timeout_ms } => run(&cli.root, &cli.state, &cli.store, carrier_timeout_ms),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -54,20 +63,43 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(root: &std::path::Path, state: &std::path::Path, carrier_timeout_ms: u64) -> error::Result<()> {
-    // One thread is plenty: the work is netlink round trips and timers. The egress guard
-    // reads frames on its own thread.
-    let runtime = tokio::runtime::Builder::new_current_thread()
+fn run(root: &std::path::Path, state: &std::path::Path, store: &std::path::Path, carrier_timeout_ms: u64) -> error::Result<()> {
+    // Two workers: sessions decrypt and re-hash on them while the gate's timers stay
+    // responsive. The egress guard reads frames on its own thread.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|source| error::GatekeeperError::Io { what: "tokio runtime", source })?;
     let options = gatekeeper::run::RunOptions {
         carrier_within: std::time::Duration::from_millis(carrier_timeout_ms),
-        server: gatekeeper::sessions_api::default_server(),
+        server: push_server_factory(state.to_path_buf(), store.to_path_buf()),
         shutdown: gatekeeper::run::on_signal(),
         events: EventLog::default(),
     };
     runtime.block_on(gatekeeper::run::run(root, state, options)).map(|_| ())
+}
+
+/// Opens the store (cleaning what a crash left) and loads the vault key, after the daemon has
+/// taken the NICs down.
+fn push_server_factory(state: PathBuf, store_dir: PathBuf) -> gatekeeper::sessions_api::ServerFactory {
+    Box::new(move |events| {
+        let now = vault_io::clock_now();
+        let identity = gatekeeper::identity::VaultIdentity::load_or_create(&state)?;
+        events.emit(now, &Event::VaultIdentity { key: identity.public.to_string() });
+        let (store, recovery) = vault_store::Store::open(&store_dir)?;
+        events.emit(
+            now,
+            &Event::StoreOpened {
+                snapshots: recovery.snapshots,
+                chunks: recovery.chunks,
+                staging_removed: recovery.staging_removed,
+                orphan_packs_removed: recovery.orphan_packs_removed,
+            },
+        );
+        let service = PushService { store: Arc::new(store), identity: Arc::new(identity), limits: Limits::default() };
+        Ok(gatekeeper::push_server::server(Arc::new(service)))
+    })
 }
 
 fn status(root_path: &std::path::Path, state_dir: &std::path::Path) -> error::Result<()> {

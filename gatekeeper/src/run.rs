@@ -21,7 +21,7 @@ use crate::error::{GatekeeperError, Result};
 use crate::events::{Event, EventLog};
 use crate::link::{LinkConfirmation, Nic, RtLink};
 use crate::policy_store;
-use crate::sessions_api::SessionServer;
+use crate::sessions_api::ServerFactory;
 use crate::watchdog::{self, Seen};
 
 /// The vault NIC under rtnetlink, with its egress guard.
@@ -129,7 +129,7 @@ async fn shutdown_signal() -> String {
 /// tests pass their own session server double and a shutdown trigger.
 pub struct RunOptions<S> {
     pub carrier_within: Duration,
-    pub server: SessionServer,
+    pub server: ServerFactory,
     pub shutdown: S,
     pub events: EventLog,
 }
@@ -159,7 +159,10 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
     let (seen_tx, seen_rx) = mpsc::channel(64);
     watchdog::start(seen_tx)?;
 
-    // 3. The policy in force, if any. Without one the vault stays sealed.
+    // 3. The store and the vault key; without them the vault stays sealed.
+    let server = server(&mut events)?;
+
+    // 4. The policy in force, if any. Without one the vault stays sealed.
     let state = policy_store::load_state(state_dir)?;
     let policy: Option<Policy> = match policy_store::load_root(root_path).and_then(|root| policy_store::load_accepted(&root, state_dir)) {
         Ok(policy) => policy,

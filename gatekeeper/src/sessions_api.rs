@@ -43,6 +43,9 @@ pub enum SessionReport {
     Ended { peer: SocketAddr },
     /// `pusher` is the policy's name for the authenticated key.
     Committed { pusher: String },
+    /// An event for the console (session accepted or refused, snapshot sealed); it does not
+    /// change the gate.
+    Note(crate::events::Event),
 }
 
 /// Everything a session server gets for one window.
@@ -55,36 +58,10 @@ pub struct SessionContext {
     pub reports: mpsc::Sender<SessionReport>,
 }
 
-/// A session server: called once per window, runs until its sessions are done.
+/// A session server: called once per window, runs until its sessions are done. The
+/// production one is [`crate::push_server::server`].
 pub type SessionServer = Arc<dyn Fn(SessionContext) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
-/// The production session server.
-pub fn default_server() -> SessionServer {
-    Arc::new(|ctx| Box::pin(serve(ctx)))
-}
-
-/// HAND-OVER POINT FOR ISSUE 4 (the push protocol). Until it lands, this accepts each
-/// connection and closes it at once: it authenticates no one, stores nothing, and therefore
-/// reports no commit. It does report `Started`/`Ended`, so the gate's session accounting and
-/// grace handling run against real connections.
-pub async fn serve(mut ctx: SessionContext) {
-    loop {
-        tokio::select! {
-            changed = ctx.stop.changed() => {
-                if changed.is_err() || *ctx.stop.borrow() != Stop::Running {
-                    return;
-                }
-            }
-            accepted = ctx.listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
-                if ctx.reports.send(SessionReport::Started { peer }).await.is_err() {
-                    return;
-                }
-                drop(stream);
-                if ctx.reports.send(SessionReport::Ended { peer }).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
+/// Makes the session server once the NICs are down (opening the store, loading the vault
+/// key), reporting what it found on the event log. An error keeps the vault sealed.
+pub type ServerFactory = Box<dyn FnOnce(&mut crate::events::EventLog) -> crate::error::Result<SessionServer> + Send>;
