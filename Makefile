@@ -17,6 +17,7 @@ build: tools
 # Unit, property and integration tests of every crate, a short fuzz run of each decoder
 # (so the targets keep building and the seeds keep passing), then lints as errors.
 test: tools
+	$(CARGO) build --workspace --locked
 	$(CARGO) test --workspace --locked
 	scripts/fuzz.sh 10
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings

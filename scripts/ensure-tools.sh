@@ -10,6 +10,10 @@ command -v git >/dev/null || need_apt+=(git)
 # The link-control host tests make network namespaces and veth pairs (issue 5).
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v sysctl >/dev/null || need_apt+=(procps)
+# The store tests lift the immutable flag to clean up (chattr); the push tests try a TLS 1.2
+# downgrade with openssl s_client.
+command -v chattr >/dev/null || need_apt+=(e2fsprogs)
+command -v openssl >/dev/null || need_apt+=(openssl)
 if ((${#need_apt[@]})); then
   echo "ensure-tools: installing ${need_apt[*]}"
   apt-get update -qq

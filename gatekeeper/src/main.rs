@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use std::sync::Arc;
+use std::time::Duration;
 
 use gatekeeper::events::{Event, EventLog};
 use gatekeeper::push_server::{Limits, PushService};
@@ -40,6 +41,15 @@ enum Command {
         /// How long to wait for carrier when a window opens before giving up on it.
         #[arg(long, default_value_t = 5000)]
         carrier_timeout_ms: u64,
+        /// From TCP accept to a finished TLS handshake.
+        #[arg(long, default_value_t = 10_000)]
+        handshake_timeout_ms: u64,
+        /// Longest wait for the next frame of a session.
+        #[arg(long, default_value_t = 30_000)]
+        idle_timeout_ms: u64,
+        /// Concurrent push sessions; more are closed at once.
+        #[arg(long, default_value_t = 16)]
+        max_connections: usize,
     },
 }
 
@@ -52,7 +62,14 @@ fn main() -> ExitCode {
         }),
         Command::Status => status(&cli.root, &cli.state),
         Command::Identity => gatekeeper::identity::VaultIdentity::load_or_create(&cli.state).map(|id| println!("{}", id.public)),
-        Command::Run { carrier_timeout_ms } => run(&cli.root, &cli.state, &cli.store, carrier_timeout_ms),
+        Command::Run { carrier_timeout_ms, handshake_timeout_ms, idle_timeout_ms, max_connections } => {
+            let limits = Limits {
+                handshake: Duration::from_millis(handshake_timeout_ms),
+                idle: Duration::from_millis(idle_timeout_ms),
+                max_connections,
+            };
+            run(&cli.root, &cli.state, &cli.store, carrier_timeout_ms, limits)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -63,7 +80,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(root: &std::path::Path, state: &std::path::Path, store: &std::path::Path, carrier_timeout_ms: u64) -> error::Result<()> {
+fn run(root: &std::path::Path, state: &std::path::Path, store: &std::path::Path, carrier_timeout_ms: u64, limits: Limits) -> error::Result<()> {
     // Two workers: sessions decrypt and re-hash on them while the gate's timers stay
     // responsive. The egress guard reads frames on its own thread.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -72,8 +89,8 @@ fn run(root: &std::path::Path, state: &std::path::Path, store: &std::path::Path,
         .build()
         .map_err(|source| error::GatekeeperError::Io { what: "tokio runtime", source })?;
     let options = gatekeeper::run::RunOptions {
-        carrier_within: std::time::Duration::from_millis(carrier_timeout_ms),
-        server: push_server_factory(state.to_path_buf(), store.to_path_buf()),
+        carrier_within: Duration::from_millis(carrier_timeout_ms),
+        server: push_server_factory(state.to_path_buf(), store.to_path_buf(), limits),
         shutdown: gatekeeper::run::on_signal(),
         events: EventLog::default(),
     };
@@ -82,7 +99,7 @@ fn run(root: &std::path::Path, state: &std::path::Path, store: &std::path::Path,
 
 /// Opens the store (cleaning what a crash left) and loads the vault key, after the daemon has
 /// taken the NICs down.
-fn push_server_factory(state: PathBuf, store_dir: PathBuf) -> gatekeeper::sessions_api::ServerFactory {
+fn push_server_factory(state: PathBuf, store_dir: PathBuf, limits: Limits) -> gatekeeper::sessions_api::ServerFactory {
     Box::new(move |events| {
         let now = vault_io::clock_now();
         let identity = gatekeeper::identity::VaultIdentity::load_or_create(&state)?;
@@ -97,7 +114,7 @@ fn push_server_factory(state: PathBuf, store_dir: PathBuf) -> gatekeeper::sessio
                 orphan_packs_removed: recovery.orphan_packs_removed,
             },
         );
-        let service = PushService { store: Arc::new(store), identity: Arc::new(identity), limits: Limits::default() };
+        let service = PushService { store: Arc::new(store), identity: Arc::new(identity), limits };
         Ok(gatekeeper::push_server::server(Arc::new(service)))
     })
 }

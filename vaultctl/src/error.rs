@@ -10,6 +10,24 @@ pub enum CliError {
     KeyFile { path: String, reason: String },
     #[error("{0}")]
     Usage(String),
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    #[error(transparent)]
+    Store(#[from] vault_store::StoreError),
+}
+
+impl CliError {
+    /// Exit codes scripts can tell apart: 3 the vault refused, 4 it could not be reached
+    /// (closed window or no route), 1 anything else (2 is clap's for bad arguments).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Refused(_) => 3,
+            CliError::Unreachable(_) => 4,
+            _ => 1,
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, CliError>;

@@ -37,6 +37,12 @@ pub fn generate(name: &Path) -> Result<PublicKey> {
 }
 
 pub fn load_secret(path: &Path) -> Result<SigningKey> {
+    let (der, _) = load_secret_der(path)?;
+    Ok(SigningKey::from_pkcs8(&der)?)
+}
+
+/// The PKCS#8 document (for TLS) and its public key.
+pub fn load_secret_der(path: &Path) -> Result<(Vec<u8>, PublicKey)> {
     let bad = |reason: String| CliError::KeyFile { path: path.display().to_string(), reason };
     let bytes = vault_io::read_bounded(path, MAX_KEY_FILE_BYTES)?;
     let mode = std::fs::metadata(path).map_err(|e| bad(e.to_string()))?.permissions().mode();
@@ -47,7 +53,16 @@ pub fn load_secret(path: &Path) -> Result<SigningKey> {
     if parsed.tag() != PEM_TAG {
         return Err(bad(format!("PEM block is `{}`, expected `{PEM_TAG}`", parsed.tag())));
     }
-    Ok(SigningKey::from_pkcs8(parsed.contents())?)
+    let public = SigningKey::from_pkcs8(parsed.contents())?.public_key();
+    Ok((parsed.contents().to_vec(), public))
+}
+
+/// A public key given on the command line: `ed25519:...` itself, or a file holding it.
+pub fn public_key_arg(text: &str) -> Result<PublicKey> {
+    if text.starts_with("ed25519:") {
+        return Ok(PublicKey::parse(text, "--vault-key")?);
+    }
+    load_public(Path::new(text))
 }
 
 pub fn load_public(path: &Path) -> Result<PublicKey> {

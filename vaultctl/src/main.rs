@@ -4,6 +4,8 @@
 
 mod error;
 mod keyfile;
+mod push;
+mod restore;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -36,6 +38,31 @@ enum Command {
     /// Signed policy bundles.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Pushes a directory tree, a file or stdin (`-`) into the vault as one snapshot.
+    Push(PushCli),
+    /// Rebuilds a sealed snapshot from the vault's store (offline), re-hashing every chunk.
+    Restore {
+        /// The vault's store directory (its data disk, or a copy).
+        #[arg(long)]
+        store: PathBuf,
+        #[arg(long)]
+        snapshot: String,
+        /// A new or empty directory.
+        #[arg(long)]
+        to: PathBuf,
+        /// Also insist that the receipt is signed by this vault key (or file).
+        #[arg(long)]
+        vault_key: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lists the sealed snapshots in a vault store (offline).
+    Snapshots {
+        #[arg(long)]
+        store: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
     /// The openings a policy gives, in UTC.
     Schedule {
         /// A bundle or a policy.toml.
@@ -47,6 +74,37 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         days: u32,
     },
+}
+
+#[derive(Args)]
+struct PushCli {
+    /// The vault's address inside the window, HOST:PORT.
+    #[arg(long)]
+    vault: String,
+    /// The vault's public key (`ed25519:...` or a file): the only key this push will talk to.
+    #[arg(long)]
+    vault_key: String,
+    /// This pusher's secret key.
+    #[arg(long)]
+    key: PathBuf,
+    #[arg(long)]
+    dataset: String,
+    /// Where receipts are kept (default ~/.local/share/vaultctl/receipts).
+    #[arg(long)]
+    receipts: Option<PathBuf>,
+    /// The chunk cache file (default ~/.cache/vaultctl/<vault>-<dataset>.json).
+    #[arg(long)]
+    cache: Option<PathBuf>,
+    /// Read every file again, ignoring the cache.
+    #[arg(long)]
+    no_cache: bool,
+    #[arg(long, default_value_t = 10)]
+    connect_timeout_secs: u64,
+    /// A JSON summary on stdout instead of text.
+    #[arg(long)]
+    json: bool,
+    /// A directory, a file, or `-` for stdin.
+    source: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -138,7 +196,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("vaultctl: {err}");
-            ExitCode::FAILURE
+            ExitCode::from(err.exit_code())
         }
     }
 }
@@ -159,7 +217,104 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Policy(PolicyCommand::Show { json, bundle }) => policy_show(&bundle, json),
         Command::Schedule { policy, from, days } => show_schedule(&policy, from.as_deref(), days),
+        Command::Push(args) => push_command(args),
+        Command::Restore { store, snapshot, to, vault_key, json } => {
+            let pinned = vault_key.as_deref().map(keyfile::public_key_arg).transpose()?;
+            let stats = restore::restore(&store, &snapshot, &to, pinned.as_ref())?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&stats).expect("stats serialize"));
+            } else {
+                println!(
+                    "restored {snapshot} to {}: {} files, {} dirs, {} symlinks, {} bytes; {} chunks re-hashed and verified",
+                    to.display(),
+                    stats.files,
+                    stats.dirs,
+                    stats.symlinks,
+                    stats.bytes,
+                    stats.chunks_verified
+                );
+            }
+            Ok(())
+        }
+        Command::Snapshots { store, json } => list_snapshots(&store, json),
     }
+}
+
+fn home_dir(sub: &str) -> PathBuf {
+    std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from).join(sub)
+}
+
+fn push_command(args: PushCli) -> Result<()> {
+    let vault_key = keyfile::public_key_arg(&args.vault_key)?;
+    let cache = if args.no_cache || args.source.as_os_str() == "-" {
+        None
+    } else {
+        let name = format!("{}-{}.json", &vault_key.key_id()[..16], args.dataset);
+        Some(args.cache.unwrap_or_else(|| home_dir(".cache/vaultctl").join(name)))
+    };
+    let push_args = push::PushArgs {
+        vault: args.vault,
+        vault_key,
+        key_file: args.key,
+        dataset: args.dataset,
+        source: args.source,
+        cache,
+        receipts: args.receipts.unwrap_or_else(|| home_dir(".local/share/vaultctl/receipts")),
+        connect_timeout: std::time::Duration::from_secs(args.connect_timeout_secs),
+        progress: !args.json,
+    };
+    let outcome = push::push(&push_args)?;
+    let r = &outcome.receipt;
+    let secs = outcome.elapsed.as_secs_f64();
+    if args.json {
+        let value = serde_json::json!({
+            "snapshot": r.snapshot_id,
+            "receipt": outcome.receipt_path,
+            "received_at": r.received_at.to_string(),
+            "retain_until": r.retain_until.to_string(),
+            "files": r.files,
+            "logical_bytes": r.logical_bytes,
+            "chunks_total": r.chunks_total,
+            "chunks_new": r.chunks_new,
+            "bytes_new": r.bytes_new,
+            "stats": outcome.stats,
+            "elapsed_s": secs,
+        });
+        println!("{}", serde_json::to_string_pretty(&value).expect("JSON values serialize"));
+    } else {
+        println!("sealed {} in vault {} at {} (vault time)", r.snapshot_id, r.vault_id, r.received_at);
+        println!("  {} files, {} bytes; {} of {} chunks new ({} bytes sent) in {secs:.1}s", r.files, r.logical_bytes, r.chunks_new, r.chunks_total, outcome.stats.bytes_sent);
+        println!("  retained until {}; receipt verified and kept at {}", r.retain_until, outcome.receipt_path.display());
+    }
+    Ok(())
+}
+
+fn list_snapshots(store: &Path, json: bool) -> Result<()> {
+    let reader = vault_store::StoreReader::open(store)?;
+    let snapshots = reader.snapshots()?;
+    if json {
+        let list: Vec<_> = snapshots
+            .iter()
+            .map(|s| serde_json::json!({
+                "snapshot": s.id,
+                "dataset": s.receipt.dataset,
+                "pusher": s.receipt.pusher,
+                "received_at": s.receipt.received_at.to_string(),
+                "retain_until": s.receipt.retain_until.to_string(),
+                "files": s.receipt.files,
+                "logical_bytes": s.receipt.logical_bytes,
+                "vault_key": s.receipt.vault_key.to_string(),
+            }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list).expect("JSON values serialize"));
+        return Ok(());
+    }
+    println!("{} sealed snapshot(s)", snapshots.len());
+    for s in snapshots {
+        let r = &s.receipt;
+        println!("  {}  {} by {}: {} files, {} bytes, retain until {}", s.id, r.dataset, r.pusher, r.files, r.logical_bytes, r.retain_until);
+    }
+    Ok(())
 }
 
 fn time_arg(text: Option<&str>, flag: &str) -> Result<Timestamp> {

@@ -1,0 +1,391 @@
+//! Shared by the host tests: two network namespaces joined by a veth pair (192.0.2.0/24
+//! only), a vault's files (trust root, signed policy, state, store), the gatekeeper daemon
+//! running in the vault namespace, and the peer side's probes. Needs root.
+#![allow(dead_code)] // each test file uses its own part of this
+
+use std::io::{BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration as StdDuration, Instant, SystemTime, UNIX_EPOCH};
+
+use pnet_datalink::{Channel, Config};
+use ring::rand::SystemRandom;
+use ring::signature::Ed25519KeyPair;
+use vault_core::bundle::{Envelope, Payload};
+use vault_core::keys::SigningKey;
+use vault_core::policy::Policy;
+use vault_core::root::{Admin, Caps, TrustRoot};
+use vault_core::units::Timestamp;
+
+pub const VAULT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+pub const PEER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+pub fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+pub fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// Two namespaces and a veth between them; deleted on drop, even when the test fails.
+pub struct Net {
+    pub vault_ns: String,
+    pub peer_ns: String,
+}
+
+impl Net {
+    pub fn new(tag: &str) -> Net {
+        assert!(nix_is_root(), "these tests create network namespaces and must run as root");
+        let id = format!("{tag}-{}", std::process::id());
+        let net = Net { vault_ns: format!("gk5v-{id}"), peer_ns: format!("gk5p-{id}") };
+        sh(&["ip", "netns", "add", &net.vault_ns]);
+        sh(&["ip", "netns", "add", &net.peer_ns]);
+        sh(&["ip", "-n", &net.peer_ns, "link", "add", "tp0", "type", "veth", "peer", "name", "vault0", "netns", &net.vault_ns]);
+        // The peer side: quiet too, so the capture only holds what the test sends and the vault says.
+        sh(&["ip", "netns", "exec", &net.peer_ns, "sysctl", "-qw", "net.ipv6.conf.tp0.disable_ipv6=1"]);
+        sh(&["ip", "-n", &net.peer_ns, "addr", "add", "192.0.2.1/24", "dev", "tp0"]);
+        sh(&["ip", "-n", &net.peer_ns, "link", "set", "tp0", "up"]);
+        net
+    }
+
+    pub fn link_json(&self) -> serde_json::Value {
+        let out = Command::new("ip").args(["-n", &self.vault_ns, "-j", "addr", "show", "vault0"]).output().unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0].clone()
+    }
+
+    pub fn vault_mac(&self) -> [u8; 6] {
+        let text = self.link_json()["address"].as_str().unwrap().to_string();
+        let mut mac = [0u8; 6];
+        for (b, part) in mac.iter_mut().zip(text.split(':')) {
+            *b = u8::from_str_radix(part, 16).unwrap();
+        }
+        mac
+    }
+}
+
+impl Drop for Net {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.vault_ns]).status();
+        let _ = Command::new("ip").args(["netns", "del", &self.peer_ns]).status();
+    }
+}
+
+pub fn nix_is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false)
+}
+
+/// Runs `f` on a thread inside the namespace `ns`.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+}
+
+/// A frame the peer side received, with its arrival time (Unix seconds).
+#[derive(Clone)]
+pub struct Seen {
+    pub at: f64,
+    pub frame: Vec<u8>,
+}
+
+/// From the peer namespace: an ARP request for the vault address every 50 ms, and a capture
+/// of every frame that arrives on tp0 (everything the vault side sends).
+pub struct Prober {
+    stop: Arc<AtomicBool>,
+    frames: Arc<Mutex<Vec<Seen>>>,
+    probes: Arc<Mutex<Vec<f64>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prober {
+    pub fn start(net: &Net) -> Prober {
+        let (stop, frames, probes) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+        let (s, f, p) = (stop.clone(), frames.clone(), probes.clone());
+        let thread = in_netns(&net.peer_ns, move || {
+            let iface = pnet_datalink::interfaces().into_iter().find(|i| i.name == "tp0").unwrap();
+            let our_mac = iface.mac.unwrap().octets();
+            let config = Config { read_timeout: Some(StdDuration::from_millis(5)), promiscuous: false, ..Config::default() };
+            let Ok(Channel::Ethernet(mut tx, mut rx)) = pnet_datalink::channel(&iface, config) else { panic!("no channel") };
+            let mut next_probe = Instant::now();
+            while !s.load(Ordering::Relaxed) {
+                if Instant::now() >= next_probe {
+                    // While the vault side is down the veth has no carrier and the kernel refuses
+                    // the frame (ENOBUFS): that probe simply goes unanswered.
+                    let _ = tx.send_to(&arp_request(our_mac), None);
+                    p.lock().unwrap().push(unix_now());
+                    next_probe += StdDuration::from_millis(50);
+                }
+                if let Ok(frame) = rx.next() {
+                    if frame.get(6..12) != Some(&our_mac[..]) {
+                        f.lock().unwrap().push(Seen { at: unix_now(), frame: frame.to_vec() });
+                    }
+                }
+            }
+        });
+        Prober { stop, frames, probes, thread: Some(thread) }
+    }
+
+    pub fn finish(mut self) -> (Vec<Seen>, Vec<f64>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        (self.frames.lock().unwrap().clone(), self.probes.lock().unwrap().clone())
+    }
+}
+
+pub fn arp_request(src_mac: [u8; 6]) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&PEER_IP.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&VAULT_IP.octets());
+    f
+}
+
+pub fn is_arp_reply(frame: &[u8]) -> bool {
+    frame.len() >= 22 && frame[12..14] == [0x08, 0x06] && frame[20..22] == [0, 2]
+}
+
+// ---- the vault's files ----------------------------------------------------------------
+
+pub fn new_key() -> SigningKey {
+    let der = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+    SigningKey::from_pkcs8(der.as_ref()).unwrap()
+}
+
+pub fn ts(secs: i64) -> Timestamp {
+    Timestamp::from_unix(secs).unwrap()
+}
+
+pub struct Vault {
+    pub dir: tempfile::TempDir,
+    /// Pusher name -> its secret key file (vaultctl's format), when made with [`VaultSpec`].
+    pub pusher_keys: Vec<(String, PathBuf)>,
+}
+
+/// What a test's vault looks like: one one-shot window and its pushers.
+pub struct VaultSpec {
+    /// [from, until), Unix seconds.
+    pub window: (i64, i64),
+    /// (name, quota) of each pusher; keys are made with `vaultctl key gen`.
+    pub pushers: Vec<(&'static str, &'static str)>,
+    pub early: bool,
+    pub grace: &'static str,
+}
+
+/// vaultctl, built beside the gatekeeper by `cargo test --workspace` (the Makefile builds
+/// every binary first).
+pub fn vaultctl_bin() -> PathBuf {
+    let path = std::path::Path::new(env!("CARGO_BIN_EXE_gatekeeper")).with_file_name("vaultctl");
+    assert!(path.exists(), "{} is missing: run `cargo build --workspace` first", path.display());
+    path
+}
+
+impl Vault {
+    /// A vault whose accepted policy has one one-shot window [from, until) (Unix seconds)
+    /// and one pusher nobody holds the key of.
+    pub fn with_window(from: i64, until: i64) -> Vault {
+        Vault::build(VaultSpec { window: (from, until), pushers: vec![], early: true, grace: "1s" })
+    }
+
+    pub fn build(spec: VaultSpec) -> Vault {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (new_key(), new_key());
+        let root = TrustRoot {
+            vault_id: "vault-01".into(),
+            version: 1,
+            threshold: 2,
+            admins: vec![Admin { name: "alice".into(), key: a.public_key() }, Admin { name: "bob".into(), key: b.public_key() }],
+            caps: Caps::default(),
+        };
+        let mut pusher_keys = Vec::new();
+        let mut pushers_toml = String::new();
+        for (name, quota) in &spec.pushers {
+            let base = dir.path().join(name);
+            let out = Command::new(vaultctl_bin()).args(["key", "gen", "--out"]).arg(&base).output().unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let public = String::from_utf8(out.stdout).unwrap();
+            pushers_toml += &format!("[[pusher]]\nname = \"{name}\"\nkey = \"{}\"\nquota = \"{quota}\"\nretain = \"1d\"\n", public.trim());
+            pusher_keys.push((name.to_string(), base.with_extension("key")));
+        }
+        if spec.pushers.is_empty() {
+            pushers_toml = format!("[[pusher]]\nname = \"db\"\nkey = \"{}\"\nquota = \"1GiB\"\nretain = \"1d\"\n", new_key().public_key());
+        }
+        let now = unix_now() as i64;
+        let policy = Policy::from_toml(&format!(
+            r#"
+vault_id = "vault-01"
+version = 1
+issued = "{}"
+expires = "{}"
+[network]
+interface = "vault0"
+address = "192.0.2.10/24"
+port = 7400
+[[window]]
+from = "{}"
+until = "{}"
+{pushers_toml}
+[close]
+early = {}
+grace = "{}"
+"#,
+            ts(now - 60),
+            ts(now + 86_400),
+            ts(spec.window.0),
+            ts(spec.window.1),
+            spec.early,
+            spec.grace,
+        ))
+        .unwrap();
+        let mut envelope = Envelope::new(&Payload { signed_for_root: root.digest(), policy, new_root: None });
+        envelope.sign(&a).unwrap();
+        envelope.sign(&b).unwrap();
+        std::fs::write(dir.path().join("root.toml"), root.to_toml()).unwrap();
+        std::fs::create_dir(dir.path().join("state")).unwrap();
+        std::fs::write(dir.path().join("policy.bundle"), envelope.to_bytes()).unwrap();
+        let vault = Vault { dir, pusher_keys };
+        let out = Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
+            .arg("--root")
+            .arg(vault.root())
+            .arg("--state")
+            .arg(vault.state())
+            .arg("apply-bundle")
+            .arg(vault.dir.path().join("policy.bundle"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+        vault
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root.toml")
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    pub fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    pub fn pusher_key(&self, name: &str) -> PathBuf {
+        self.pusher_keys.iter().find(|(n, _)| n == name).map(|(_, p)| p.clone()).expect("a pusher of this vault")
+    }
+
+    /// The vault's public key (made now if this is its first use), as pushers pin it.
+    pub fn identity(&self) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_gatekeeper")).arg("--state").arg(self.state()).arg("identity").output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+}
+
+impl Drop for Vault {
+    fn drop(&mut self) {
+        // Sealed files are immutable: lift that so the temporary directory can go.
+        let _ = Command::new("chattr").args(["-R", "-i"]).arg(self.dir.path()).output();
+    }
+}
+
+/// The gatekeeper daemon running in the vault namespace; its events, as they arrive.
+pub struct Daemon {
+    pub child: Child,
+    pub events: Arc<Mutex<Vec<(f64, serde_json::Value)>>>,
+}
+
+impl Daemon {
+    pub fn start(net: &Net, vault: &Vault) -> Daemon {
+        Daemon::start_with(net, vault, &[])
+    }
+
+    /// `extra`: more `gatekeeper run` flags (limits).
+    pub fn start_with(net: &Net, vault: &Vault, extra: &[&str]) -> Daemon {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &net.vault_ns, env!("CARGO_BIN_EXE_gatekeeper")])
+            .arg("--root")
+            .arg(vault.root())
+            .arg("--state")
+            .arg(vault.state())
+            .arg("--store")
+            .arg(vault.store())
+            .args(["run", "--carrier-timeout-ms", "3000"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        let stdout = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+                let value: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+                sink.lock().unwrap().push((unix_now(), value));
+            }
+        });
+        let daemon = Daemon { child, events };
+        daemon.wait_for("started", 10.0);
+        daemon
+    }
+
+    pub fn wait_for(&self, event: &str, within_secs: f64) -> (f64, serde_json::Value) {
+        let deadline = unix_now() + within_secs;
+        loop {
+            if let Some(found) = self.events.lock().unwrap().iter().find(|(_, e)| e["event"] == event) {
+                return found.clone();
+            }
+            assert!(unix_now() < deadline, "no `{event}` event within {within_secs}s: {:#?}", self.events.lock().unwrap());
+            std::thread::sleep(StdDuration::from_millis(10));
+        }
+    }
+
+    pub fn wait_for_matching(&self, matches: impl Fn(&serde_json::Value) -> bool, within_secs: f64) -> (f64, serde_json::Value) {
+        let deadline = unix_now() + within_secs;
+        loop {
+            if let Some(found) = self.events.lock().unwrap().iter().find(|(_, e)| matches(e)) {
+                return found.clone();
+            }
+            assert!(unix_now() < deadline, "no matching event within {within_secs}s: {:#?}", self.events.lock().unwrap());
+            std::thread::sleep(StdDuration::from_millis(10));
+        }
+    }
+
+    pub fn all(&self) -> Vec<serde_json::Value> {
+        self.events.lock().unwrap().iter().map(|(_, e)| e.clone()).collect()
+    }
+
+    pub fn stop(mut self) -> Vec<serde_json::Value> {
+        sh(&["kill", "-TERM", &self.child.id().to_string()]);
+        let _ = self.child.wait();
+        std::thread::sleep(StdDuration::from_millis(50));
+        self.all()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn tcp_connect_from(net: &Net) -> std::io::Result<()> {
+    in_netns(&net.peer_ns, || {
+        let stream = std::net::TcpStream::connect_timeout(&"192.0.2.10:7400".parse().unwrap(), StdDuration::from_secs(1))?;
+        drop(stream);
+        Ok(())
+    })
+    .join()
+    .unwrap()
+}
+

@@ -1,0 +1,430 @@
+//! `vaultctl push`: send a directory tree, a file or stdin into the vault as one snapshot.
+//!
+//! Files are cut into content-defined chunks (FastCDC), each named by its SHA-256. The
+//! vault is asked which chunks it lacks, in batches, and only those are sent; a local cache
+//! (device, inode, size, mtime, ctime -> chunk list) means an unchanged file is not even
+//! read again. The push ends with the manifest, the commit, and the vault's signed receipt,
+//! checked against the vault key the operator pinned and kept on disk.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{IsTerminal, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use fastcdc::v2020::{FastCDC, StreamCDC};
+use serde::{Deserialize, Serialize};
+use vault_core::chunk::ChunkId;
+use vault_core::keys::PublicKey;
+use vault_core::manifest::{ChunkRef, Entry, EntryKind, Manifest};
+use vault_core::protocol::{encode_chunk_frame, frame_len, ClientFrame, VaultFrame, LENGTH_PREFIX, MAX_HAVE_IDS, MAX_MANIFEST_PART};
+use vault_core::receipt::{Receipt, SignedReceipt};
+use vault_tls::rustls::{ClientConnection, StreamOwned};
+
+use crate::error::{CliError, Result};
+
+/// FastCDC sizes: big enough that per-chunk costs vanish, small enough that a small change
+/// re-sends little.
+const MIN_CHUNK: u32 = 32 * 1024;
+const AVG_CHUNK: u32 = 128 * 1024;
+const MAX_CHUNK: u32 = 512 * 1024;
+/// Files up to this size are read whole and chunked in memory.
+const IN_MEMORY_FILE: u64 = 8 * 1024 * 1024;
+/// Ask the vault about this much chunk data at a time.
+const BATCH_BYTES: usize = 32 * 1024 * 1024;
+const MAX_CACHE_BYTES: usize = 512 * 1024 * 1024;
+
+pub struct PushArgs {
+    pub vault: String,
+    pub vault_key: PublicKey,
+    pub key_file: PathBuf,
+    pub dataset: String,
+    /// A directory, a file, or `-` for stdin.
+    pub source: PathBuf,
+    pub cache: Option<PathBuf>,
+    pub receipts: PathBuf,
+    pub connect_timeout: Duration,
+    pub progress: bool,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct PushStats {
+    pub files: u64,
+    pub files_from_cache: u64,
+    pub bytes_read: u64,
+    pub chunks_sent: u64,
+    pub bytes_sent: u64,
+    pub skipped_special_files: u64,
+}
+
+pub struct Outcome {
+    pub receipt: Receipt,
+    pub receipt_path: PathBuf,
+    pub stats: PushStats,
+    pub elapsed: Duration,
+}
+
+// ---- the connection -----------------------------------------------------------------
+
+struct Conn {
+    tls: StreamOwned<ClientConnection, TcpStream>,
+}
+
+impl Conn {
+    fn open(args: &PushArgs) -> Result<Conn> {
+        let (secret, public) = crate::keyfile::load_secret_der(&args.key_file)?;
+        let config = vault_tls::client_config(&secret, &public, args.vault_key).map_err(|e| CliError::Usage(e.to_string()))?;
+        let unreachable = |why: String| CliError::Unreachable(format!("{}: {why} (is the window open?)", args.vault));
+        let addrs: Vec<_> = args.vault.to_socket_addrs().map_err(|e| CliError::Usage(format!("--vault {}: {e}", args.vault)))?.collect();
+        let addr = addrs.first().ok_or_else(|| CliError::Usage(format!("--vault {}: no address", args.vault)))?;
+        let tcp = TcpStream::connect_timeout(addr, args.connect_timeout).map_err(|e| unreachable(e.to_string()))?;
+        tcp.set_nodelay(true).ok();
+        // The vault closes idle sessions; a stuck vault must not hang the pusher either.
+        tcp.set_read_timeout(Some(Duration::from_secs(120))).ok();
+        let conn = ClientConnection::new(config, vault_tls::server_name()).map_err(|e| CliError::Usage(e.to_string()))?;
+        let mut tls = StreamOwned::new(conn, tcp);
+        while tls.conn.is_handshaking() {
+            tls.conn.complete_io(&mut tls.sock).map_err(|e| CliError::Refused(format!("TLS handshake: {e}")))?;
+        }
+        Ok(Conn { tls })
+    }
+
+    fn send(&mut self, frame: &[u8]) -> Result<()> {
+        match self.tls.write_all(frame) {
+            Ok(()) => Ok(()),
+            // The vault closes after a refusal; its reason is waiting to be read.
+            Err(write_err) => match self.recv() {
+                Err(refused @ CliError::Refused(_)) => Err(refused),
+                _ => Err(CliError::Refused(format!("connection closed by the vault: {write_err}"))),
+            },
+        }
+    }
+
+    fn recv(&mut self) -> Result<VaultFrame> {
+        let mut prefix = [0u8; LENGTH_PREFIX];
+        self.tls.read_exact(&mut prefix).map_err(|e| CliError::Refused(format!("connection closed by the vault: {e}")))?;
+        let len = frame_len(prefix)?;
+        let mut body = vec![0u8; len];
+        self.tls.read_exact(&mut body).map_err(|e| CliError::Refused(format!("connection closed mid-frame: {e}")))?;
+        match VaultFrame::decode(&body)? {
+            VaultFrame::Refused { reason } => Err(CliError::Refused(reason)),
+            frame => Ok(frame),
+        }
+    }
+}
+
+// ---- the cache ------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct CachedFile {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    /// (hex chunk id, length)
+    chunks: Vec<(String, u32)>,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Cache {
+    files: BTreeMap<String, CachedFile>,
+}
+
+fn identity_of(meta: &std::fs::Metadata) -> (u64, u64, u64, i128, i128) {
+    let ns = |secs: i64, nanos: i64| i128::from(secs) * 1_000_000_000 + i128::from(nanos);
+    (meta.dev(), meta.ino(), meta.size(), ns(meta.mtime(), meta.mtime_nsec()), ns(meta.ctime(), meta.ctime_nsec()))
+}
+
+impl Cache {
+    fn load(path: Option<&Path>) -> Cache {
+        // A cache that is missing or unreadable only costs a re-read.
+        path.and_then(|p| vault_io::read_bounded(p, MAX_CACHE_BYTES).ok())
+            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+            .unwrap_or_default()
+    }
+
+    fn lookup(&self, rel: &str, meta: &std::fs::Metadata) -> Option<Vec<ChunkRef>> {
+        let cached = self.files.get(rel)?;
+        let (dev, ino, size, mtime_ns, ctime_ns) = identity_of(meta);
+        if (cached.dev, cached.ino, cached.size, cached.mtime_ns, cached.ctime_ns) != (dev, ino, size, mtime_ns, ctime_ns) {
+            return None;
+        }
+        cached.chunks.iter().map(|(id, len)| Some(ChunkRef { id: ChunkId::from_hex(id)?, len: *len })).collect()
+    }
+
+    fn record(&mut self, rel: String, meta: &std::fs::Metadata, chunks: &[ChunkRef]) {
+        let (dev, ino, size, mtime_ns, ctime_ns) = identity_of(meta);
+        let chunks = chunks.iter().map(|c| (c.id.to_hex(), c.len)).collect();
+        self.files.insert(rel, CachedFile { dev, ino, size, mtime_ns, ctime_ns, chunks });
+    }
+}
+
+// ---- batching "have?" and sending chunks ----------------------------------------------
+
+struct Pending {
+    id: ChunkId,
+    data: Option<Vec<u8>>,
+    /// Which file to re-read if the vault needs a chunk the cache named.
+    file: usize,
+}
+
+struct Uploader<'a> {
+    conn: &'a mut Conn,
+    /// Chunks the vault has or was sent in this session.
+    settled: HashSet<ChunkId>,
+    pending: Vec<Pending>,
+    pending_bytes: usize,
+    /// Cached files whose chunks the vault turned out not to have.
+    reread: HashSet<usize>,
+    stats: &'a mut PushStats,
+}
+
+impl Uploader<'_> {
+    fn add(&mut self, id: ChunkId, data: Option<Vec<u8>>, file: usize) -> Result<()> {
+        if self.settled.contains(&id) {
+            return Ok(());
+        }
+        self.pending_bytes += data.as_ref().map_or(0, Vec::len);
+        self.pending.push(Pending { id, data, file });
+        if self.pending.len() >= MAX_HAVE_IDS || self.pending_bytes >= BATCH_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.pending);
+        self.pending_bytes = 0;
+        self.conn.send(&ClientFrame::Have { ids: batch.iter().map(|p| p.id).collect() }.encode())?;
+        let VaultFrame::Need { needed } = self.conn.recv()? else {
+            return Err(CliError::Refused("vault answered `have` with something other than `need`".into()));
+        };
+        if needed.len() != batch.len() {
+            return Err(CliError::Refused(format!("vault answered {} flags for {} ids", needed.len(), batch.len())));
+        }
+        for (pending, need) in batch.into_iter().zip(needed) {
+            if self.settled.contains(&pending.id) {
+                continue; // the same chunk twice in one batch
+            }
+            match (need, pending.data) {
+                (false, _) => {
+                    self.settled.insert(pending.id);
+                }
+                (true, Some(data)) => {
+                    self.conn.send(&encode_chunk_frame(&pending.id, &data))?;
+                    self.stats.chunks_sent += 1;
+                    self.stats.bytes_sent += data.len() as u64;
+                    self.settled.insert(pending.id);
+                }
+                (true, None) => {
+                    self.reread.insert(pending.file);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---- reading the source ---------------------------------------------------------------
+
+/// Chunks a reader, handing each chunk to `each`; returns the chunk list.
+fn chunk_reader(source: impl Read, size_hint: Option<u64>, mut each: impl FnMut(ChunkId, Vec<u8>) -> Result<()>) -> Result<Vec<ChunkRef>> {
+    let mut refs = Vec::new();
+    if let Some(size) = size_hint.filter(|s| *s <= IN_MEMORY_FILE) {
+        let mut buf = Vec::with_capacity(size as usize);
+        source.take(IN_MEMORY_FILE + 1).read_to_end(&mut buf).map_err(|e| CliError::Usage(format!("read: {e}")))?;
+        for cut in FastCDC::new(&buf, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
+            let data = buf[cut.offset..cut.offset + cut.length].to_vec();
+            let id = ChunkId::of(&data);
+            refs.push(ChunkRef { id, len: data.len() as u32 });
+            each(id, data)?;
+        }
+        return Ok(refs);
+    }
+    for chunk in StreamCDC::new(source, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
+        let chunk = chunk.map_err(|e| CliError::Usage(format!("read: {e}")))?;
+        let id = ChunkId::of(&chunk.data);
+        refs.push(ChunkRef { id, len: chunk.length as u32 });
+        each(id, chunk.data)?;
+    }
+    Ok(refs)
+}
+
+struct FileToRead {
+    path: PathBuf,
+    rel: String,
+    entry: usize,
+}
+
+/// Walks `root` depth-first without following symlinks. Returns the manifest entries (in
+/// walk order; sorted later) and the regular files to read.
+fn walk(root: &Path, stats: &mut PushStats) -> Result<(Vec<Entry>, Vec<(FileToRead, std::fs::Metadata)>)> {
+    let mut entries = Vec::new();
+    let mut files = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel_dir) = stack.pop() {
+        let dir = root.join(&rel_dir);
+        let mut children: Vec<_> = std::fs::read_dir(&dir)
+            .map_err(|e| CliError::Usage(format!("{}: {e}", dir.display())))?
+            .collect::<std::io::Result<Vec<_>>>()
+            .map_err(|e| CliError::Usage(format!("{}: {e}", dir.display())))?;
+        children.sort_by_key(|c| c.file_name());
+        let mut subdirs = Vec::new();
+        for child in children {
+            let rel = rel_dir.join(child.file_name());
+            let path = child.path();
+            let meta = std::fs::symlink_metadata(&path).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+            let rel_bytes = rel.as_os_str().as_bytes().to_vec();
+            let mode = meta.permissions().mode() & 0o7777;
+            let kind = meta.file_type();
+            if kind.is_dir() {
+                entries.push(Entry { path: rel_bytes, mode, mtime: meta.mtime(), kind: EntryKind::Dir });
+                subdirs.push(rel);
+            } else if kind.is_symlink() {
+                let target = std::fs::read_link(&path).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+                entries.push(Entry { path: rel_bytes, mode, mtime: meta.mtime(), kind: EntryKind::Symlink { target: target.as_os_str().as_bytes().to_vec() } });
+            } else if kind.is_file() {
+                entries.push(Entry { path: rel_bytes, mode, mtime: meta.mtime(), kind: EntryKind::File { size: 0, chunks: vec![] } });
+                files.push((FileToRead { path, rel: rel.to_string_lossy().into_owned(), entry: entries.len() - 1 }, meta));
+            } else {
+                stats.skipped_special_files += 1;
+            }
+        }
+        // Depth-first, each directory's children in name order.
+        stack.extend(subdirs.into_iter().rev());
+    }
+    Ok((entries, files))
+}
+
+pub fn push(args: &PushArgs) -> Result<Outcome> {
+    let started = Instant::now();
+    let mut stats = PushStats::default();
+    let mut conn = Conn::open(args)?;
+    conn.send(&ClientFrame::Begin { dataset: args.dataset.clone(), client_time: vault_io::clock_now().unix() }.encode())?;
+    let VaultFrame::Ready { .. } = conn.recv()? else {
+        return Err(CliError::Refused("vault did not answer `begin` with `ready`".into()));
+    };
+    let progress = progress_bar(args.progress);
+    let cache = Cache::load(args.cache.as_deref());
+    let mut fresh_cache = Cache::default();
+
+    let manifest = if args.source.as_os_str() == "-" {
+        let mut uploader = Uploader { conn: &mut conn, settled: HashSet::new(), pending: vec![], pending_bytes: 0, reread: HashSet::new(), stats: &mut stats };
+        let mut read = 0u64;
+        let chunks = chunk_reader(std::io::stdin().lock(), None, |id, data| {
+            read += data.len() as u64;
+            progress.set_position(read);
+            uploader.add(id, Some(data), 0)
+        })?;
+        uploader.flush()?;
+        stats.bytes_read = read;
+        stats.files = 1;
+        let size = chunks.iter().map(|c| u64::from(c.len)).sum();
+        Manifest { entries: vec![Entry { path: b"stream".to_vec(), mode: 0o600, mtime: vault_io::clock_now().unix(), kind: EntryKind::Stream { size, chunks } }] }
+    } else {
+        let meta = std::fs::symlink_metadata(&args.source).map_err(|e| CliError::Usage(format!("{}: {e}", args.source.display())))?;
+        let (mut entries, files) = if meta.is_dir() {
+            walk(&args.source, &mut stats)?
+        } else if meta.is_file() {
+            let name = args.source.file_name().ok_or_else(|| CliError::Usage(format!("{}: no file name", args.source.display())))?;
+            let entry = Entry { path: name.as_bytes().to_vec(), mode: meta.permissions().mode() & 0o7777, mtime: meta.mtime(), kind: EntryKind::File { size: 0, chunks: vec![] } };
+            (vec![entry], vec![(FileToRead { path: args.source.clone(), rel: name.to_string_lossy().into_owned(), entry: 0 }, meta)])
+        } else {
+            return Err(CliError::Usage(format!("{}: not a directory, a regular file or `-`", args.source.display())));
+        };
+        let mut uploader = Uploader { conn: &mut conn, settled: HashSet::new(), pending: vec![], pending_bytes: 0, reread: HashSet::new(), stats: &mut stats };
+        let mut file_chunks: HashMap<usize, Vec<ChunkRef>> = HashMap::new();
+        let mut read = 0u64;
+        for (index, (file, meta)) in files.iter().enumerate() {
+            let chunks = match cache.lookup(&file.rel, meta) {
+                Some(chunks) => {
+                    for c in &chunks {
+                        uploader.add(c.id, None, index)?;
+                    }
+                    uploader.stats.files_from_cache += 1;
+                    chunks
+                }
+                None => {
+                    let f = std::fs::File::open(&file.path).map_err(|e| CliError::Usage(format!("{}: {e}", file.path.display())))?;
+                    chunk_reader(f, Some(meta.size()), |id, data| {
+                        read += data.len() as u64;
+                        progress.set_position(read);
+                        uploader.add(id, Some(data), index)
+                    })?
+                }
+            };
+            file_chunks.insert(index, chunks);
+        }
+        uploader.flush()?;
+        // Cached files whose chunks the vault lacks (another vault, or a lost store): read
+        // them now, and insist they still cut into the chunks the cache promised.
+        for index in std::mem::take(&mut uploader.reread) {
+            let (file, meta) = &files[index];
+            let f = std::fs::File::open(&file.path).map_err(|e| CliError::Usage(format!("{}: {e}", file.path.display())))?;
+            let chunks = chunk_reader(f, Some(meta.size()), |id, data| {
+                read += data.len() as u64;
+                uploader.add(id, Some(data), index)
+            })?;
+            if chunks != file_chunks[&index] {
+                return Err(CliError::Usage(format!("{}: changed while being pushed; push again", file.path.display())));
+            }
+        }
+        uploader.flush()?;
+        stats.bytes_read = read;
+        for (index, (file, meta)) in files.iter().enumerate() {
+            let chunks = file_chunks.remove(&index).expect("every file was chunked");
+            fresh_cache.record(file.rel.clone(), meta, &chunks);
+            let size = chunks.iter().map(|c| u64::from(c.len)).sum();
+            entries[file.entry].kind = EntryKind::File { size, chunks };
+        }
+        stats.files = files.len() as u64;
+        entries.sort_by(|a, b| a.path.cmp(&b.path));
+        Manifest { entries }
+    };
+    progress.finish_and_clear();
+    manifest.validate()?;
+
+    let bytes = manifest.encode();
+    for part in bytes.chunks(MAX_MANIFEST_PART) {
+        conn.send(&ClientFrame::ManifestPart { bytes: part.to_vec() }.encode())?;
+    }
+    let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
+    conn.send(&ClientFrame::Commit { manifest_sha256: digest.as_ref().try_into().expect("32 bytes"), manifest_len: bytes.len() as u64 }.encode())?;
+    let VaultFrame::Receipt { body, signature } = conn.recv()? else {
+        return Err(CliError::Refused("vault did not answer the commit with a receipt".into()));
+    };
+    let signed = SignedReceipt { body, signature };
+    let receipt = signed.verify(&args.vault_key)?;
+    let expected_manifest = vault_core::keys::hex(digest.as_ref());
+    if receipt.manifest_sha256 != expected_manifest || receipt.dataset != args.dataset {
+        return Err(CliError::Refused(format!("receipt is for another push (manifest {}, dataset {})", receipt.manifest_sha256, receipt.dataset)));
+    }
+    std::fs::create_dir_all(&args.receipts).map_err(|e| CliError::Usage(format!("{}: {e}", args.receipts.display())))?;
+    let receipt_path = args.receipts.join(format!("{}.json", receipt.snapshot_id));
+    vault_io::write_atomic(&receipt_path, &signed.to_file_bytes(), 0o644)?;
+    if let Some(cache_path) = &args.cache {
+        if let Some(parent) = cache_path.parent() {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        vault_io::write_atomic(cache_path, &serde_json::to_vec(&fresh_cache).expect("cache serializes"), 0o600)?;
+    }
+    Ok(Outcome { receipt, receipt_path, stats, elapsed: started.elapsed() })
+}
+
+fn progress_bar(wanted: bool) -> indicatif::ProgressBar {
+    if !wanted || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {bytes} read ({bytes_per_sec}) [{elapsed}]").expect("valid template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
