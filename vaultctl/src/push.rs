@@ -259,12 +259,14 @@ fn chunk_reader(source: impl Read, size_hint: Option<u64>, mut each: impl FnMut(
 struct FileToRead {
     path: PathBuf,
     rel: String,
+    /// Its place in the manifest entries.
     entry: usize,
+    meta: std::fs::Metadata,
 }
 
 /// Walks `root` depth-first without following symlinks. Returns the manifest entries (in
 /// walk order; sorted later) and the regular files to read.
-fn walk(root: &Path, stats: &mut PushStats) -> Result<(Vec<Entry>, Vec<(FileToRead, std::fs::Metadata)>)> {
+fn walk(root: &Path, stats: &mut PushStats) -> Result<(Vec<Entry>, Vec<FileToRead>)> {
     let mut entries = Vec::new();
     let mut files = Vec::new();
     let mut stack = vec![PathBuf::new()];
@@ -291,7 +293,7 @@ fn walk(root: &Path, stats: &mut PushStats) -> Result<(Vec<Entry>, Vec<(FileToRe
                 entries.push(Entry { path: rel_bytes, mode, mtime: meta.mtime(), kind: EntryKind::Symlink { target: target.as_os_str().as_bytes().to_vec() } });
             } else if kind.is_file() {
                 entries.push(Entry { path: rel_bytes, mode, mtime: meta.mtime(), kind: EntryKind::File { size: 0, chunks: vec![] } });
-                files.push((FileToRead { path, rel: rel.to_string_lossy().into_owned(), entry: entries.len() - 1 }, meta));
+                files.push(FileToRead { path, rel: rel.to_string_lossy().into_owned(), entry: entries.len() - 1, meta });
             } else {
                 stats.skipped_special_files += 1;
             }
@@ -334,14 +336,15 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
         } else if meta.is_file() {
             let name = args.source.file_name().ok_or_else(|| CliError::Usage(format!("{}: no file name", args.source.display())))?;
             let entry = Entry { path: name.as_bytes().to_vec(), mode: meta.permissions().mode() & 0o7777, mtime: meta.mtime(), kind: EntryKind::File { size: 0, chunks: vec![] } };
-            (vec![entry], vec![(FileToRead { path: args.source.clone(), rel: name.to_string_lossy().into_owned(), entry: 0 }, meta)])
+            (vec![entry], vec![FileToRead { path: args.source.clone(), rel: name.to_string_lossy().into_owned(), entry: 0, meta }])
         } else {
             return Err(CliError::Usage(format!("{}: not a directory, a regular file or `-`", args.source.display())));
         };
         let mut uploader = Uploader { conn: &mut conn, settled: HashSet::new(), pending: vec![], pending_bytes: 0, reread: HashSet::new(), stats: &mut stats };
         let mut file_chunks: HashMap<usize, Vec<ChunkRef>> = HashMap::new();
         let mut read = 0u64;
-        for (index, (file, meta)) in files.iter().enumerate() {
+        for (index, file) in files.iter().enumerate() {
+            let meta = &file.meta;
             let chunks = match cache.lookup(&file.rel, meta) {
                 Some(chunks) => {
                     for c in &chunks {
@@ -365,7 +368,7 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
         // Cached files whose chunks the vault lacks (another vault, or a lost store): read
         // them now, and insist they still cut into the chunks the cache promised.
         for index in std::mem::take(&mut uploader.reread) {
-            let (file, meta) = &files[index];
+            let (file, meta) = (&files[index], &files[index].meta);
             let f = std::fs::File::open(&file.path).map_err(|e| CliError::Usage(format!("{}: {e}", file.path.display())))?;
             let chunks = chunk_reader(f, Some(meta.size()), |id, data| {
                 read += data.len() as u64;
@@ -377,9 +380,9 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
         }
         uploader.flush()?;
         stats.bytes_read = read;
-        for (index, (file, meta)) in files.iter().enumerate() {
+        for (index, file) in files.iter().enumerate() {
             let chunks = file_chunks.remove(&index).expect("every file was chunked");
-            fresh_cache.record(file.rel.clone(), meta, &chunks);
+            fresh_cache.record(file.rel.clone(), &file.meta, &chunks);
             let size = chunks.iter().map(|c| u64::from(c.len)).sum();
             entries[file.entry].kind = EntryKind::File { size, chunks };
         }
