@@ -95,10 +95,29 @@ impl Conn {
         match self.tls.write_all(frame) {
             Ok(()) => Ok(()),
             // The vault closes after a refusal; its reason is waiting to be read.
-            Err(write_err) => match self.recv() {
-                Err(refused @ CliError::Refused(_)) => Err(refused),
-                _ => Err(CliError::Refused(format!("connection closed by the vault: {write_err}"))),
-            },
+            Err(write_err) => Err(CliError::Refused(
+                self.refusal_after_failed_write().unwrap_or_else(|| format!("connection closed by the vault: {write_err}")),
+            )),
+        }
+    }
+
+    /// The refusal the vault sent before hanging up on a write, if it is in the socket.
+    /// Read straight from the socket: the stream's own read first flushes what is still
+    /// queued to send, which fails again (broken pipe) before anything is read.
+    fn refusal_after_failed_write(&mut self) -> Option<String> {
+        let mut plaintext = Vec::new();
+        // The peer is gone, so this ends at its close (or reset), without waiting.
+        while let Ok(n) = self.tls.conn.read_tls(&mut self.tls.sock) {
+            if n == 0 || self.tls.conn.process_new_packets().is_err() {
+                break;
+            }
+            // WouldBlock only means no more plaintext yet; what was read is kept.
+            let _ = self.tls.conn.reader().read_to_end(&mut plaintext);
+        }
+        let len = frame_len(plaintext.get(..LENGTH_PREFIX)?.try_into().ok()?).ok()?;
+        match VaultFrame::decode(plaintext.get(LENGTH_PREFIX..LENGTH_PREFIX + len)?) {
+            Ok(VaultFrame::Refused { reason }) => Some(reason),
+            _ => None,
         }
     }
 
