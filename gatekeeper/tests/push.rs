@@ -4,34 +4,11 @@
 
 mod support;
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use support::*;
-
-/// Runs vaultctl in the peer namespace.
-fn vaultctl_in(net: &Net, args: &[&str]) -> Output {
-    Command::new("ip").args(["netns", "exec", &net.peer_ns]).arg(vaultctl_bin()).args(args).output().unwrap()
-}
-
-fn push(net: &Net, vault: &Vault, pusher: &str, dataset: &str, source: &Path, work: &Path) -> Output {
-    let key = vault.pusher_key(pusher);
-    let identity = vault.identity();
-    let (receipts, cache) = (work.join("receipts"), work.join(format!("{pusher}-{dataset}.cache")));
-    vaultctl_in(
-        net,
-        &[
-            "push", "--vault", "192.0.2.10:7400", "--vault-key", &identity, "--key", key.to_str().unwrap(), "--dataset", dataset,
-            "--receipts", receipts.to_str().unwrap(), "--cache", cache.to_str().unwrap(), "--json", source.to_str().unwrap(),
-        ],
-    )
-}
-
-fn json_of(out: &Output) -> serde_json::Value {
-    assert!(out.status.success(), "vaultctl failed ({:?}): {}", out.status.code(), String::from_utf8_lossy(&out.stderr));
-    serde_json::from_slice(&out.stdout).unwrap()
-}
 
 /// A small mixed tree: nested dirs, an empty file, a multi-chunk file, a symlink, odd modes.
 fn make_tree(root: &Path) {
@@ -40,44 +17,11 @@ fn make_tree(root: &Path) {
     std::fs::write(root.join("etc/hosts"), b"192.0.2.10 vault\n").unwrap();
     std::fs::write(root.join("etc/conf.d/empty"), b"").unwrap();
     std::fs::set_permissions(root.join("etc/hosts"), std::fs::Permissions::from_mode(0o640)).unwrap();
-    let mut big = Vec::with_capacity(3 << 20);
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    while big.len() < 3 << 20 {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        big.extend_from_slice(&x.to_le_bytes());
-    }
-    std::fs::write(root.join("var/lib/db/data.bin"), &big).unwrap();
+    std::fs::write(root.join("var/lib/db/data.bin"), pseudo_random_bytes(3 << 20, 0x9e37_79b9_7f4a_7c15)).unwrap();
     for i in 0..50 {
         std::fs::write(root.join(format!("var/lib/db/small-{i:02}.txt")), format!("row {i}\n").repeat(i + 1)).unwrap();
     }
     std::os::unix::fs::symlink("../etc/hosts", root.join("var/hosts-link")).unwrap();
-}
-
-/// Every path under `root` with its kind, permission bits and content (or link target).
-fn describe(root: &Path) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            let what = if meta.is_symlink() {
-                format!("link -> {}", std::fs::read_link(&path).unwrap().display())
-            } else if meta.is_dir() {
-                stack.push(path.clone());
-                format!("dir {:o}", meta.mode() & 0o777)
-            } else {
-                let data = std::fs::read(&path).unwrap();
-                format!("file {:o} {} bytes sha256 {}", meta.mode() & 0o777, data.len(), vault_core::keys::hex(ring::digest::digest(&ring::digest::SHA256, &data).as_ref()))
-            };
-            out.push((rel, what));
-        }
-    }
-    out.sort();
-    out
 }
 
 #[test]
@@ -92,14 +36,14 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     daemon.wait_for("listening", 8.0);
 
     // First push: everything is new.
-    let first = json_of(&push(&net, &vault, "db", "db", &tree, work.path()));
+    let first = json_of(&vaultctl_push(&net, &vault, "db", "db", &tree, work.path()));
     assert_eq!(first["files"], 53);
     assert_eq!(first["chunks_new"], first["chunks_total"]);
     assert_eq!(first["stats"]["files_from_cache"], 0);
 
     // Change one file: the second push reads only it and sends only its new chunks.
     std::fs::write(tree.join("var/lib/db/small-07.txt"), b"changed\n").unwrap();
-    let second = json_of(&push(&net, &vault, "db", "db", &tree, work.path()));
+    let second = json_of(&vaultctl_push(&net, &vault, "db", "db", &tree, work.path()));
     assert_eq!(second["stats"]["files_from_cache"], 52, "{second:#}");
     assert_eq!(second["chunks_new"], 1, "{second:#}");
     assert_eq!(second["bytes_new"], 8);
@@ -118,7 +62,7 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     assert!(!daemon.all().iter().any(|e| e["event"] == "link_down" && e["why"] == "gate"));
     let logs = work.path().join("logs.txt");
     std::fs::write(&logs, b"one log line\n").unwrap();
-    json_of(&push(&net, &vault, "logs", "syslog", &logs, work.path()));
+    json_of(&vaultctl_push(&net, &vault, "logs", "syslog", &logs, work.path()));
     let (committed_at, _) = daemon.events.lock().unwrap().iter().rfind(|(_, e)| e["event"] == "committed").cloned().unwrap();
     let (down_at, _) = daemon.wait_for_matching(|e| e["event"] == "link_down" && e["why"] == "gate", 5.0);
     println!("MEASURE last commit -> link down (event times): {:.1} ms", (down_at - committed_at) * 1000.0);
@@ -129,17 +73,9 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
 
     // Offline: list and restore each snapshot from the store, compare with the source.
     let store = vault.store();
-    let list = Command::new(vaultctl_bin()).args(["snapshots", "--json", "--store"]).arg(&store).output().unwrap();
-    let list: serde_json::Value = json_of(&list);
-    assert_eq!(list.as_array().unwrap().len(), 3);
+    assert_eq!(vaultctl_snapshots(&store).len(), 3);
     let restored = work.path().join("restored");
-    let out = Command::new(vaultctl_bin())
-        .args(["restore", "--store"])
-        .arg(&store)
-        .args(["--snapshot", second["snapshot"].as_str().unwrap(), "--vault-key", &vault.identity(), "--to"])
-        .arg(&restored)
-        .output()
-        .unwrap();
+    let out = vaultctl_restore(&store, second["snapshot"].as_str().unwrap(), &vault.identity(), &restored);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(describe(&restored), describe(&tree));
     // Restoring into a non-empty directory is refused.

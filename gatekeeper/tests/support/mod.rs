@@ -3,10 +3,14 @@
 //! running in the vault namespace, and the peer side's probes. Needs root.
 #![allow(dead_code)] // each test file uses its own part of this
 
+pub mod raw_client;
+
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration as StdDuration, Instant, SystemTime, UNIX_EPOCH};
@@ -211,10 +215,8 @@ impl Vault {
         let mut pushers_toml = String::new();
         for (name, quota) in &spec.pushers {
             let base = dir.path().join(name);
-            let out = Command::new(vaultctl_bin()).args(["key", "gen", "--out"]).arg(&base).output().unwrap();
-            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-            let public = String::from_utf8(out.stdout).unwrap();
-            pushers_toml += &format!("[[pusher]]\nname = \"{name}\"\nkey = \"{}\"\nquota = \"{quota}\"\nretain = \"1d\"\n", public.trim());
+            let public = vaultctl_key_gen(&base);
+            pushers_toml += &format!("[[pusher]]\nname = \"{name}\"\nkey = \"{public}\"\nquota = \"{quota}\"\nretain = \"1d\"\n");
             pusher_keys.push((name.to_string(), base.with_extension("key")));
         }
         if spec.pushers.is_empty() {
@@ -350,14 +352,35 @@ impl Daemon {
     }
 
     pub fn wait_for_matching(&self, matches: impl Fn(&serde_json::Value) -> bool, within_secs: f64) -> (f64, serde_json::Value) {
+        self.wait_for_matching_after(0, matches, within_secs)
+    }
+
+    /// How many events have arrived so far: pass it to the `_after` waits to look only at
+    /// what a later action caused.
+    pub fn mark(&self) -> usize {
+        self.events.lock().unwrap().len()
+    }
+
+    pub fn wait_for_matching_after(&self, mark: usize, matches: impl Fn(&serde_json::Value) -> bool, within_secs: f64) -> (f64, serde_json::Value) {
         let deadline = unix_now() + within_secs;
         loop {
-            if let Some(found) = self.events.lock().unwrap().iter().find(|(_, e)| matches(e)) {
+            if let Some(found) = self.events.lock().unwrap().iter().skip(mark).find(|(_, e)| matches(e)) {
                 return found.clone();
             }
-            assert!(unix_now() < deadline, "no matching event within {within_secs}s: {:#?}", self.events.lock().unwrap());
+            assert!(unix_now() < deadline, "no matching event within {within_secs}s: {:#?}", &self.events.lock().unwrap()[mark..]);
             std::thread::sleep(StdDuration::from_millis(10));
         }
+    }
+
+    /// The reason of the first `session_refused` event after `mark`.
+    pub fn refusal_after(&self, mark: usize, within_secs: f64) -> String {
+        let (_, event) = self.wait_for_matching_after(mark, |e| e["event"] == "session_refused", within_secs);
+        event["reason"].as_str().unwrap().to_string()
+    }
+
+    /// Events named `event` after `mark`.
+    pub fn count_after(&self, mark: usize, event: &str) -> usize {
+        self.events.lock().unwrap().iter().skip(mark).filter(|(_, e)| e["event"] == event).count()
     }
 
     pub fn all(&self) -> Vec<serde_json::Value> {
@@ -379,6 +402,14 @@ impl Drop for Daemon {
     }
 }
 
+/// A TCP connection from the peer namespace to the vault's listener. The socket stays in
+/// that namespace, so the caller may use it from any thread.
+pub fn peer_connect(net: &Net) -> std::io::Result<std::net::TcpStream> {
+    in_netns(&net.peer_ns, || std::net::TcpStream::connect_timeout(&"192.0.2.10:7400".parse().unwrap(), StdDuration::from_secs(2)))
+        .join()
+        .unwrap()
+}
+
 pub fn tcp_connect_from(net: &Net) -> std::io::Result<()> {
     in_netns(&net.peer_ns, || {
         let stream = std::net::TcpStream::connect_timeout(&"192.0.2.10:7400".parse().unwrap(), StdDuration::from_secs(1))?;
@@ -389,3 +420,177 @@ pub fn tcp_connect_from(net: &Net) -> std::io::Result<()> {
     .unwrap()
 }
 
+
+// ---- vaultctl, as operators run it ------------------------------------------------------
+
+/// `vaultctl key gen --out BASE`: writes BASE.key and BASE.pub, returns the public key.
+pub fn vaultctl_key_gen(base: &Path) -> String {
+    let out = Command::new(vaultctl_bin()).args(["key", "gen", "--out"]).arg(base).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Runs vaultctl in the peer namespace.
+pub fn vaultctl_in(net: &Net, args: &[&str]) -> Output {
+    Command::new("ip").args(["netns", "exec", &net.peer_ns]).arg(vaultctl_bin()).args(args).output().unwrap()
+}
+
+/// `vaultctl push --json` from the peer namespace with any pinned vault key and secret key
+/// file; receipts and the chunk cache go under `work`. Not yet started.
+pub fn vaultctl_push_command(net: &Net, vault_key: &str, key_file: &Path, dataset: &str, source: &Path, work: &Path) -> Command {
+    let cache_name = format!("{}-{dataset}.cache", key_file.file_stem().unwrap().to_string_lossy());
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", &net.peer_ns])
+        .arg(vaultctl_bin())
+        .args(["push", "--vault", "192.0.2.10:7400", "--vault-key", vault_key, "--key"])
+        .arg(key_file)
+        .args(["--dataset", dataset, "--receipts"])
+        .arg(work.join("receipts"))
+        .arg("--cache")
+        .arg(work.join(cache_name))
+        .arg("--json")
+        .arg(source);
+    command
+}
+
+/// A push by one of the vault's pushers, pinning the vault's real key.
+pub fn vaultctl_push(net: &Net, vault: &Vault, pusher: &str, dataset: &str, source: &Path, work: &Path) -> Output {
+    vaultctl_push_command(net, &vault.identity(), &vault.pusher_key(pusher), dataset, source, work).output().unwrap()
+}
+
+/// stdout of a vaultctl run that must have succeeded, as JSON.
+pub fn json_of(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "vaultctl failed ({:?}): {}", out.status.code(), String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Asserts vaultctl exited with 3 (the vault refused) and returns its stderr.
+pub fn refused_stderr(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(3), "expected a refusal (exit 3); stderr: {stderr}");
+    stderr
+}
+
+/// Offline `vaultctl restore` of one snapshot into `to`, checked against the vault key.
+pub fn vaultctl_restore(store: &Path, snapshot: &str, vault_key: &str, to: &Path) -> Output {
+    Command::new(vaultctl_bin()).args(["restore", "--store"]).arg(store).args(["--snapshot", snapshot, "--vault-key", vault_key, "--to"]).arg(to).output().unwrap()
+}
+
+/// The ids of the sealed snapshots, as offline `vaultctl snapshots` lists them.
+pub fn vaultctl_snapshots(store: &Path) -> Vec<String> {
+    let out = Command::new(vaultctl_bin()).args(["snapshots", "--json", "--store"]).arg(store).output().unwrap();
+    let list = json_of(&out);
+    let mut ids: Vec<String> = list.as_array().unwrap().iter().map(|s| s["snapshot"].as_str().unwrap().to_string()).collect();
+    ids.sort();
+    ids
+}
+
+// ---- data to push, and comparing trees --------------------------------------------------
+
+/// Deterministic incompressible bytes (xorshift64); different seeds share no chunks.
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    let mut x = seed;
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A directory holding `files` pseudo-random files of `each` bytes, seeded from `seed`.
+pub fn random_tree(root: &Path, files: usize, each: usize, seed: u64) {
+    std::fs::create_dir_all(root).unwrap();
+    for i in 0..files {
+        std::fs::write(root.join(format!("file-{i:03}.bin")), pseudo_random_bytes(each, seed.wrapping_add(i as u64 * 7919))).unwrap();
+    }
+}
+
+/// Every path under `root` with its kind, permission bits and content (or link target).
+pub fn describe(root: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let what = if meta.is_symlink() {
+                format!("link -> {}", std::fs::read_link(&path).unwrap().display())
+            } else if meta.is_dir() {
+                stack.push(path.clone());
+                format!("dir {:o}", meta.mode() & 0o777)
+            } else {
+                let data = std::fs::read(&path).unwrap();
+                format!("file {:o} {} bytes sha256 {}", meta.mode() & 0o777, data.len(), vault_core::keys::hex(ring::digest::digest(&ring::digest::SHA256, &data).as_ref()))
+            };
+            out.push((rel, what));
+        }
+    }
+    out.sort();
+    out
+}
+
+// ---- the store, seen from outside -------------------------------------------------------
+
+/// Every file under the store (path -> size), except `staging/`: what a refused session
+/// must leave exactly as it was.
+pub fn store_listing(store: &Path) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![store.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(store).unwrap().to_string_lossy().into_owned();
+            if rel == vault_store::STAGING_DIR {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                stack.push(path);
+            } else {
+                out.insert(rel, meta.len());
+            }
+        }
+    }
+    out
+}
+
+/// What is left in `staging/` (nothing, once every session has ended).
+pub fn staging_entries(store: &Path) -> Vec<String> {
+    std::fs::read_dir(store.join(vault_store::STAGING_DIR)).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+}
+
+/// The store is as `before` (at least one sealed snapshot in it) and staging is empty.
+pub fn assert_store_unchanged(store: &Path, before: &BTreeMap<String, u64>, case: &str) {
+    assert!(before.keys().any(|path| path.starts_with(vault_store::SNAPSHOTS_DIR)), "{case}: compare against a store with a sealed snapshot");
+    assert_eq!(&store_listing(store), before, "{case}: the store changed");
+    assert_eq!(staging_entries(store), Vec::<String>::new(), "{case}: staging is not empty");
+}
+
+/// A small tmpfs mounted at a directory (made if missing), unmounted on drop.
+pub struct TmpfsMount {
+    pub path: PathBuf,
+}
+
+impl TmpfsMount {
+    pub fn new(path: &Path, size: &str) -> TmpfsMount {
+        std::fs::create_dir_all(path).unwrap();
+        sh(&["mount", "-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs", path.to_str().unwrap()]);
+        TmpfsMount { path: path.to_path_buf() }
+    }
+}
+
+impl Drop for TmpfsMount {
+    fn drop(&mut self) {
+        let status = Command::new("umount").arg(&self.path).status();
+        if !status.is_ok_and(|s| s.success()) {
+            // Still busy (a test failed with the daemon running): detach it anyway.
+            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        }
+    }
+}

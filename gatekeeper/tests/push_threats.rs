@@ -1,0 +1,358 @@
+//! Every threat of ../shared/THREATS.md "The network side" that applies to a push session,
+//! on a real kernel: the gatekeeper in one network namespace, `vaultctl` or a raw protocol
+//! client in the other, across a veth pair (192.0.2.0/24). Each case asserts the refusal
+//! both sides see (the pusher's error or `Refused` frame, and the vault's `session_refused`
+//! event naming the rule and values) and that the store is exactly as it was after an
+//! earlier good push. Needs root.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::raw_client::{manifest_of, RawClient, Recorder};
+use support::*;
+use vault_core::chunk::ChunkId;
+use vault_core::protocol::{ClientFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+
+/// A vault inside an open window, and a scratch directory on the pusher's side.
+/// Fields drop in order: the daemon before the store's mount, the mount before the vault.
+struct Rig {
+    daemon: Daemon,
+    _store_mount: Option<TmpfsMount>,
+    vault: Vault,
+    vault_key: String,
+    work: tempfile::TempDir,
+    net: Net,
+}
+
+impl Rig {
+    /// `store_tmpfs`: mount a tmpfs of this size as the store before the daemon starts.
+    fn start(tag: &str, pushers: Vec<(&'static str, &'static str)>, run_flags: &[&str], store_tmpfs: Option<&str>) -> Rig {
+        let net = Net::new(tag);
+        let now = unix_now() as i64;
+        // No early close: the window stays open for every case after the good push.
+        let vault = Vault::build(VaultSpec { window: (now + 1, now + 300), pushers, early: false, grace: "1s" });
+        let store_mount = store_tmpfs.map(|size| TmpfsMount::new(&vault.store(), size));
+        let daemon = Daemon::start_with(&net, &vault, run_flags);
+        daemon.wait_for("listening", 8.0);
+        let vault_key = vault.identity();
+        Rig { daemon, _store_mount: store_mount, vault, vault_key, work: tempfile::tempdir().unwrap(), net }
+    }
+
+    fn store(&self) -> PathBuf {
+        self.vault.store()
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.work.path().join(name)
+    }
+
+    fn push(&self, pusher: &str, dataset: &str, source: &Path) -> Output {
+        vaultctl_push(&self.net, &self.vault, pusher, dataset, source, self.work.path())
+    }
+
+    /// A good push of a small tree by `pusher`; returns the store listing after it.
+    fn baseline(&self, pusher: &str) -> std::collections::BTreeMap<String, u64> {
+        let tree = self.path("baseline");
+        random_tree(&tree, 3, 10_000, 0xba5e);
+        json_of(&self.push(pusher, "baseline", &tree));
+        store_listing(&self.store())
+    }
+
+    /// A TCP connection from the pusher's side that gives up reading after 5 s.
+    fn tcp(&self) -> TcpStream {
+        let tcp = peer_connect(&self.net).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        tcp
+    }
+
+    /// An authenticated raw session as `pusher`.
+    fn raw(&self, pusher: &str) -> RawClient<TcpStream> {
+        RawClient::handshake(self.tcp(), &self.vault.pusher_key(pusher), &self.vault_key).unwrap()
+    }
+
+    /// Runs `send` in a fresh raw session of pusher `db`; asserts the vault answers with a
+    /// refusal containing `expected`, logs the same reason, and leaves the store as `before`.
+    fn refused_session(&self, before: &std::collections::BTreeMap<String, u64>, case: &str, expected: &str, send: impl FnOnce(&mut RawClient<TcpStream>)) {
+        let mark = self.daemon.mark();
+        let mut client = self.raw("db");
+        send(&mut client);
+        let told = client.refusal();
+        assert!(told.contains(expected), "{case}: the pusher was told {told:?}, expected {expected:?}");
+        assert_eq!(self.daemon.refusal_after(mark, 5.0), told, "{case}: the vault logs what it told the pusher");
+        assert_store_unchanged(&self.store(), before, case);
+    }
+}
+
+/// Reads until the peer closes (or resets); returns how long that took.
+fn time_until_closed(sock: &mut TcpStream) -> Duration {
+    let started = Instant::now();
+    let mut buf = [0u8; 4096];
+    loop {
+        match sock.read(&mut buf) {
+            Ok(0) => return started.elapsed(),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return started.elapsed(),
+            Err(e) => panic!("the vault did not close the connection: {e}"),
+        }
+    }
+}
+
+fn assert_between(what: &str, took: Duration, min_secs: f64, max_secs: f64) {
+    let secs = took.as_secs_f64();
+    assert!((min_secs..max_secs).contains(&secs), "{what}: took {secs:.2}s, expected {min_secs}..{max_secs}s");
+}
+
+#[test]
+fn tls_refuses_unknown_keys_wrong_vault_keys_replays_downgrades_and_silent_peers() {
+    let rig = Rig::start("tls", vec![("db", "1GiB")], &["--handshake-timeout-ms", "1000"], None);
+
+    // The good push is a raw client whose every written byte is kept, to be replayed below.
+    let recorder = Recorder::new(rig.tcp());
+    let recorded = recorder.written.clone();
+    let mut client = RawClient::handshake(recorder, &rig.vault.pusher_key("db"), &rig.vault_key).unwrap();
+    let receipt = client.push("recorded", 0, &[(b"data.bin", &pseudo_random_bytes(50_000, 3))], &rig.vault_key);
+    drop(client);
+    rig.daemon.wait_for_matching(|e| e["event"] == "snapshot_sealed" && e["snapshot"] == receipt.snapshot_id.as_str(), 5.0);
+    let before = store_listing(&rig.store());
+    let tree = rig.path("tree");
+    random_tree(&tree, 2, 20_000, 0x7e57);
+
+    // 1. A key the policy does not list: the vault refuses it during the handshake.
+    let stranger = vaultctl_key_gen(&rig.path("stranger"));
+    let mark = rig.daemon.mark();
+    let out = vaultctl_push_command(&rig.net, &rig.vault_key, &rig.path("stranger.key"), "db", &tree, rig.work.path()).output().unwrap();
+    let stderr = refused_stderr(&out);
+    // TLS alerts carry no text: the pusher learns its certificate (key) was refused.
+    assert!(stderr.contains("received fatal alert: CertificateUnknown"), "unknown key: {stderr}");
+    let reason = rig.daemon.refusal_after(mark, 5.0);
+    assert!(reason.contains(&format!("unknown pusher key {stranger}")), "unknown key: {reason}");
+    assert_store_unchanged(&rig.store(), &before, "unknown pusher key");
+
+    // 2. The pusher pinned another vault key: the pusher refuses the vault, naming the key it got.
+    let impostor = vaultctl_key_gen(&rig.path("impostor"));
+    let mark = rig.daemon.mark();
+    let out = vaultctl_push_command(&rig.net, &impostor, &rig.vault.pusher_key("db"), "db", &tree, rig.work.path()).output().unwrap();
+    let stderr = refused_stderr(&out);
+    assert!(stderr.contains(&format!("unknown vault key {}", rig.vault_key)), "wrong vault key: {stderr}");
+    assert_eq!(rig.daemon.refusal_after(mark, 5.0), "TLS handshake failed: received fatal alert: CertificateUnknown");
+    assert_store_unchanged(&rig.store(), &before, "wrong vault key");
+
+    // 3. Every byte of the good session, replayed on a new connection: the vault's fresh
+    //    handshake keys do not match the recorded ones, so nothing after the hello decrypts.
+    let mark = rig.daemon.mark();
+    let mut replay = rig.tcp();
+    // The vault may hang up before all of it is written; that is the point.
+    let _ = replay.write_all(&recorded.lock().unwrap());
+    assert_between("replayed handshake closed", time_until_closed(&mut replay), 0.0, 2.0);
+    assert_eq!(rig.daemon.refusal_after(mark, 5.0), "TLS handshake failed: cannot decrypt peer's message");
+    assert_eq!(rig.daemon.count_after(mark, "session_accepted"), 0, "the replay was accepted as a pusher");
+    assert_store_unchanged(&rig.store(), &before, "replayed handshake");
+
+    // 4. Downgrade: a TLS 1.2-only client gets no session.
+    let mark = rig.daemon.mark();
+    let out = Command::new("ip")
+        .args(["netns", "exec", &rig.net.peer_ns, "openssl", "s_client", "-tls1_2", "-connect", "192.0.2.10:7400"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "openssl -tls1_2 connected: {said}");
+    assert!(said.contains("alert protocol version"), "downgrade: {said}");
+    assert_eq!(rig.daemon.refusal_after(mark, 5.0), "TLS handshake failed: peer is incompatible: SupportedVersionsExtensionRequired");
+    assert_store_unchanged(&rig.store(), &before, "TLS 1.2 downgrade");
+
+    // 7a. Slowloris before TLS: a connection that says nothing is closed at the handshake deadline.
+    let mark = rig.daemon.mark();
+    let mut silent = rig.tcp();
+    assert_between("silent connection closed", time_until_closed(&mut silent), 0.9, 2.5);
+    assert_eq!(rig.daemon.refusal_after(mark, 2.0), "TLS handshake not finished within 1s");
+    assert_store_unchanged(&rig.store(), &before, "silent connection");
+}
+
+#[test]
+fn frame_rules_refuse_and_close_the_session() {
+    let rig = Rig::start("frames", vec![("db", "1GiB")], &["--idle-timeout-ms", "1000"], None);
+    let before = rig.baseline("db");
+    // A well-formed frame apart from its version or verb: length 3, version, verb, one byte.
+    let frame = |version: u8, verb: u8| [&3u32.to_be_bytes()[..], &[version, verb, 0]].concat();
+
+    // 5. Oversize length prefix: refused from the prefix alone, before any body is read.
+    rig.refused_session(&before, "oversize prefix", &format!("frame of 4294967295 bytes is over the limit of {MAX_FRAME_BYTES}"), |c| {
+        c.send_bytes(&[0xff; 4]).unwrap();
+    });
+    rig.refused_session(&before, "unknown verb", "unknown verb 0x10: a pusher may only begin, ask have, send chunks and commit", |c| {
+        c.send_bytes(&frame(PROTOCOL_VERSION, 0x10)).unwrap();
+    });
+    rig.refused_session(&before, "future protocol version", "unsupported protocol version 2, this vault speaks 1", |c| {
+        c.send_bytes(&frame(PROTOCOL_VERSION + 1, 0x01)).unwrap();
+    });
+
+    // 6. Inside an open snapshot no other verb exists: not read, list, overwrite or delete,
+    //    and not the vault's own answer verbs either.
+    for verb in [0x06u8, 0x10, 0x20, 0x7f, 0x81, 0x84, 0xff] {
+        rig.refused_session(&before, &format!("verb 0x{verb:02x} after begin"), &format!("unknown verb 0x{verb:02x}:"), |c| {
+            c.begin("db", 0);
+            c.send_bytes(&frame(PROTOCOL_VERSION, verb)).unwrap();
+        });
+    }
+
+    // 7b. Slowloris after TLS: half a length prefix, then nothing, until the idle deadline.
+    let started = Instant::now();
+    rig.refused_session(&before, "stalled frame", "idle: no frame within 1s", |c| {
+        c.begin("db", 0);
+        c.send_bytes(&[0, 0]).unwrap();
+    });
+    assert_between("stalled session closed", started.elapsed(), 0.9, 3.0);
+
+    // 9. A chunk whose bytes are not what its id claims.
+    let claimed = ChunkId::of(b"what the manifest will say");
+    rig.refused_session(&before, "chunk hash mismatch", &format!("chunk hash mismatch: claimed {claimed}, bytes hash to {}", ChunkId::of(b"other bytes")), |c| {
+        c.begin("db", 0);
+        c.send(&ClientFrame::Chunk { id: claimed, data: b"other bytes".to_vec() });
+    });
+
+    // 10. A manifest naming a chunk that was never sent and is not in the store.
+    let absent = pseudo_random_bytes(5000, 10);
+    rig.refused_session(&before, "missing chunk", &format!("manifest names chunk {} (absent.bin), which the vault neither has nor received", ChunkId::of(&absent)), |c| {
+        c.begin("db", 0);
+        c.send(&ClientFrame::Chunk { id: ChunkId::of(b"sent"), data: b"sent".to_vec() });
+        c.send_manifest_and_commit(&manifest_of(&[(b"present.bin", b"sent"), (b"absent.bin", &absent)]));
+    });
+
+    // 11. Names that would escape a restore's target or hide a NUL.
+    for (name, reason) in [
+        (&b"../etc/cron.d/evil"[..], "invalid name `../etc/cron.d/evil`: `..` component"),
+        (b"data/../../etc/passwd", "invalid name `data/../../etc/passwd`: `..` component"),
+        (b"/etc/passwd", "invalid name `/etc/passwd`: absolute path"),
+        (b"innocent\0.txt", "invalid name `innocent\\u{0}.txt`: NUL byte in path"),
+    ] {
+        rig.refused_session(&before, &format!("name {:?}", String::from_utf8_lossy(name)), reason, |c| {
+            c.begin("db", 0);
+            c.send_tree(&[(name, b"payload")]);
+        });
+    }
+}
+
+#[test]
+fn backdated_and_future_client_times_do_not_move_retention() {
+    let rig = Rig::start("times", vec![("db", "1GiB")], &[], None);
+    // 1970-01-01T00:00:01Z and 2100-01-01T00:00:00Z.
+    for (label, client_time) in [("1970", 1i64), ("2100", 4_102_444_800)] {
+        let sent_at = unix_now() as i64;
+        let data = pseudo_random_bytes(20_000, client_time as u64);
+        let receipt = rig.raw("db").push(&format!("claims-{label}"), client_time, &[(b"data.bin", &data)], &rig.vault_key);
+        let received_at = receipt.received_at.unix();
+        assert!((sent_at - 1..=unix_now() as i64 + 1).contains(&received_at), "{label}: received_at {} is not the vault's clock (now {sent_at})", receipt.received_at);
+        assert_eq!(receipt.retain_until.secs_since(receipt.received_at), 86_400, "{label}: retention counts from the vault's clock");
+        assert_eq!(receipt.client_time, client_time, "{label}: the claim is kept, as information");
+        let (_, sealed) = rig.daemon.wait_for_matching(|e| e["event"] == "snapshot_sealed" && e["snapshot"] == receipt.snapshot_id.as_str(), 5.0);
+        assert_eq!(sealed["retain_until"], receipt.retain_until.to_string());
+    }
+}
+
+#[test]
+fn a_connection_over_the_cap_is_closed_at_once() {
+    let rig = Rig::start("conncap", vec![("db", "1GiB")], &["--max-connections", "2"], None);
+    let before = rig.baseline("db");
+
+    // 8. Two connections hold both slots (silent, well inside the 10 s handshake deadline).
+    let mark = rig.daemon.mark();
+    let held = [rig.tcp(), rig.tcp()];
+    rig.daemon.wait_for_matching_after(mark, |e| e["event"] == "session_started", 2.0);
+    let mut third = rig.tcp();
+    assert_between("third connection closed", time_until_closed(&mut third), 0.0, 0.5);
+    assert_eq!(rig.daemon.refusal_after(mark, 2.0), "too many connections: 2 already open");
+    drop(held);
+    assert_store_unchanged(&rig.store(), &before, "too many connections");
+
+    // The slots come back once the held connections are gone.
+    rig.daemon.wait_for_matching_after(mark, |e| e["event"] == "session_ended", 3.0);
+    let tree = rig.path("after");
+    random_tree(&tree, 1, 1000, 0xaf7e);
+    json_of(&rig.push("db", "after", &tree));
+}
+
+#[test]
+fn quota_stops_a_flooding_pusher_and_spares_the_others() {
+    let rig = Rig::start("quota", vec![("db", "1GiB"), ("flood", "64KiB")], &[], None);
+    let before = rig.baseline("db");
+
+    // 13. 200 KiB against a 64 KiB quota.
+    let flood = rig.path("flood");
+    random_tree(&flood, 1, 200 * 1024, 0xf100d);
+    let mark = rig.daemon.mark();
+    let stderr = refused_stderr(&rig.push("flood", "flood", &flood));
+    let expected = "quota exceeded: pusher `flood` may send 65536 bytes per window, this chunk would make";
+    assert!(stderr.contains(expected), "flood: {stderr}");
+    let reason = rig.daemon.refusal_after(mark, 5.0);
+    assert!(reason.starts_with(expected), "flood: {reason}");
+    assert_store_unchanged(&rig.store(), &before, "quota exceeded");
+
+    // Another pusher in the same window is not charged for it.
+    let pushed = json_of(&rig.push("db", "db", &flood));
+    assert_eq!(pushed["bytes_new"], 200 * 1024);
+}
+
+#[test]
+fn disk_full_refuses_the_push_and_keeps_earlier_snapshots_restorable() {
+    let rig = Rig::start("diskfull", vec![("db", "1GiB")], &[], Some("4m"));
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(mounts.lines().any(|m| m.starts_with(&format!("tmpfs {} ", rig.store().display()))), "the store is not the small tmpfs");
+    let small = rig.path("small");
+    random_tree(&small, 4, 256 * 1024, 0x5a11);
+    let first = json_of(&rig.push("db", "db", &small));
+    let before = store_listing(&rig.store());
+
+    // 14. 10 MiB into what is left of 4 MiB.
+    let big = rig.path("big");
+    random_tree(&big, 10, 1024 * 1024, 0xb16);
+    let mark = rig.daemon.mark();
+    let stderr = refused_stderr(&rig.push("db", "db", &big));
+    assert!(stderr.contains("disk full while writing"), "disk full: {stderr}");
+    let reason = rig.daemon.refusal_after(mark, 5.0);
+    assert!(reason.starts_with("disk full while writing") && reason.ends_with("push refused, sealed snapshots untouched"), "disk full: {reason}");
+    assert_store_unchanged(&rig.store(), &before, "disk full");
+
+    // The earlier snapshot still restores byte for byte.
+    let restored = rig.path("restored");
+    let out = vaultctl_restore(&rig.store(), first["snapshot"].as_str().unwrap(), &rig.vault_key, &restored);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(describe(&restored), describe(&small));
+}
+
+#[test]
+fn a_push_killed_mid_way_leaves_nothing_visible() {
+    let rig = Rig::start("killed", vec![("db", "1GiB")], &[], None);
+    let before = rig.baseline("db");
+    let earlier = vaultctl_snapshots(&rig.store());
+
+    // 15. A 50 MiB push, killed once the vault has started staging its chunks.
+    let big = rig.path("big");
+    random_tree(&big, 25, 2 * 1024 * 1024, 0x4b111);
+    let mark = rig.daemon.mark();
+    let mut push = vaultctl_push_command(&rig.net, &rig.vault_key, &rig.vault.pusher_key("db"), "db", &big, rig.work.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while staging_entries(&rig.store()).is_empty() {
+        assert!(Instant::now() < deadline, "the push never started staging chunks");
+        assert!(push.try_wait().unwrap().is_none(), "the push ended before it could be killed");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    push.kill().unwrap();
+    push.wait().unwrap();
+
+    let reason = rig.daemon.refusal_after(mark, 5.0);
+    let gone = ["connection closed before commit", "connection lost mid-frame", "read failed"];
+    assert!(gone.iter().any(|g| reason.starts_with(g)), "killed push: {reason}");
+    assert_eq!(rig.daemon.count_after(mark, "snapshot_sealed"), 0);
+    assert_store_unchanged(&rig.store(), &before, "killed push");
+    assert_eq!(vaultctl_snapshots(&rig.store()), earlier);
+}
