@@ -34,9 +34,10 @@ demo:
 	@echo "Until then, README.md's 'Sign your first policy' section walks the working part by hand." >&2
 	@exit 1
 
-bench:
-	@echo "make bench: push and ingest benchmarks against rsync and sha256sum land with issue 4." >&2
-	@exit 1
+# Push vs rsync (daemon mode over TCP) and sha256sum on a generated 2 GiB dataset, between
+# two network namespaces; 8 concurrent pushes for the gatekeeper's peak RSS. Needs root.
+bench: tools
+	scripts/bench.sh
 
 image:
 	@echo "make image: the appliance image (kernel, initramfs, UKI, GPT disk) lands with issue 6." >&2

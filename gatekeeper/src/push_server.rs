@@ -139,7 +139,7 @@ impl PushService {
         let _ = stream.set_nodelay(true);
         let mut stream = match tokio::time::timeout(self.limits.handshake, tls.accept(stream)).await {
             Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return refuse(None, format!("TLS handshake failed: {e}")).await,
+            Ok(Err(e)) => return refuse(None, format!("TLS handshake failed: {}", vault_tls::explain(&e))).await,
             Err(_) => return refuse(None, format!("TLS handshake not finished within {:?}", self.limits.handshake)).await,
         };
         let pusher = vault_tls::peer_key(stream.get_ref().1.peer_certificates()).and_then(|key| policy.pusher_by_key(&key));

@@ -104,9 +104,10 @@ impl Store {
         Ok(StagingPack { path, file: Some(BufWriter::with_capacity(PACK_BUFFER_BYTES, file)), entries: Vec::new(), offset: 0 })
     }
 
-    /// Seals a snapshot: its new chunks become a live pack, then the snapshot directory
-    /// appears in one rename. On error nothing new is visible (a pack without index and
-    /// staging leftovers are removed at the next open).
+    /// Seals a snapshot: its files are written durably in staging, its new chunks become a
+    /// live pack, then the snapshot directory appears in one rename. On error no snapshot
+    /// is visible (staging leftovers and a pack without index go at the next open; a pack
+    /// indexed just before a failed rename only holds chunks, and dedups later pushes).
     pub fn seal(&self, mut pack: StagingPack, input: SealInput<'_>) -> Result<Sealed> {
         vault_core::canonical::check_identifier("snapshot id", input.snapshot_id)?;
         let final_dir = self.root.join(SNAPSHOTS_DIR).join(input.snapshot_id);
@@ -120,7 +121,16 @@ impl Store {
             }
         };
 
-        // 1. The pack: durable, renamed into place, indexed, immutable.
+        // 1. The snapshot's files, durable in staging first: a full disk fails here, before
+        //    anything becomes live.
+        let staging_dir = self.root.join(STAGING_DIR).join(format!("snapshot-{}", random_hex(8)));
+        fs::create_dir(&staging_dir).map_err(|e| io_error(&staging_dir, e))?;
+        for (name, bytes) in [(MANIFEST_FILE, input.manifest.to_vec()), (RECEIPT_FILE, input.receipt.to_file_bytes())] {
+            write_durable(&staging_dir.join(name), &bytes)?;
+        }
+        sync_dir(&staging_dir)?;
+
+        // 2. The pack: durable, renamed into place, indexed (the index makes it live), immutable.
         let file = pack.file.take().expect("a staging pack is sealed once");
         let file = file.into_inner().map_err(|e| io_error(&pack.path, e.into_error()))?;
         file.sync_all().map_err(|e| io_error(&pack.path, e))?;
@@ -140,13 +150,7 @@ impl Store {
             Some((pack_path, std::mem::take(&mut pack.entries)))
         };
 
-        // 2. The snapshot: written in staging, made durable, then one rename makes it visible.
-        let staging_dir = self.root.join(STAGING_DIR).join(format!("snapshot-{}", random_hex(8)));
-        fs::create_dir(&staging_dir).map_err(|e| io_error(&staging_dir, e))?;
-        for (name, bytes) in [(MANIFEST_FILE, input.manifest.to_vec()), (RECEIPT_FILE, input.receipt.to_file_bytes())] {
-            write_durable(&staging_dir.join(name), &bytes)?;
-        }
-        sync_dir(&staging_dir)?;
+        // 3. One rename makes the snapshot visible; it needs no new space.
         fs::rename(&staging_dir, &final_dir).map_err(|e| io_error(&final_dir, e))?;
         sync_dir(&self.root.join(SNAPSHOTS_DIR))?;
         for name in [MANIFEST_FILE, RECEIPT_FILE] {

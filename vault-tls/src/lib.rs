@@ -179,6 +179,16 @@ pub fn server_name() -> ServerName<'static> {
     ServerName::try_from(VAULT_SERVER_NAME).expect("a valid DNS name")
 }
 
+/// A handshake failure in plain words: the reason our verifier gave (`unknown pusher key
+/// ed25519:...`) rather than rustls' nested debug form, or the error as it is.
+pub fn explain(err: &std::io::Error) -> String {
+    let reason = err.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()).and_then(|tls| match tls {
+        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => Some(other.to_string()),
+        _ => None,
+    });
+    reason.unwrap_or_else(|| err.to_string())
+}
+
 /// The authenticated peer key of a finished handshake.
 pub fn peer_key(certificates: Option<&[CertificateDer<'_>]>) -> Option<PublicKey> {
     certificates?.first().and_then(|c| key_of_spki(c.as_ref()))

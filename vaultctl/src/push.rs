@@ -86,7 +86,7 @@ impl Conn {
         let conn = ClientConnection::new(config, vault_tls::server_name()).map_err(|e| CliError::Usage(e.to_string()))?;
         let mut tls = StreamOwned::new(conn, tcp);
         while tls.conn.is_handshaking() {
-            tls.conn.complete_io(&mut tls.sock).map_err(|e| CliError::Refused(format!("TLS handshake: {e}")))?;
+            tls.conn.complete_io(&mut tls.sock).map_err(|e| CliError::Refused(format!("TLS handshake: {}", vault_tls::explain(&e))))?;
         }
         Ok(Conn { tls })
     }

@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# make bench: the push path against rsync (daemon mode over TCP) and sha256sum, measured in
+# the same run on the same data, between two network namespaces joined by a veth pair.
+#
+#   1. a generated 2 GiB mixed dataset (16 000 small files + 8 large ones, in 8 parts);
+#   2. initial push vs initial rsync; sha256sum over the same files;
+#   3. 1% of the data changed; incremental push (with its cache) vs incremental rsync;
+#   4. 8 concurrent pushes (one per part) into a fresh store: the gatekeeper's peak RSS.
+# Prints throughput and ratios; the targets are in issue 4 and README.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WORK=${BENCH_DIR:-/var/tmp/vault-bench}
+SMALL_PER_PART=${SMALL_PER_PART:-2000}
+LARGE_MIB=${LARGE_MIB:-192}
+PARTS=8
+VAULT_NS=vbench-vault-$$
+PEER_NS=vbench-peer-$$
+# rsync gets its own namespace and veth: the gatekeeper's egress guard rightly closes the
+# window if anything but its listener talks on the vault NIC, and its watchdog downs any
+# other NIC in its namespace.
+RSYNC_NS=vbench-rsync-$$
+VAULT_IP=192.0.2.10
+PEER_IP=192.0.2.1
+RSYNC_IP=198.51.100.10
+RSYNC_PEER_IP=198.51.100.1
+GK=$PWD/target/release/gatekeeper
+VC=$PWD/target/release/vaultctl
+GK_PID=""
+RSYNCD_PID=""
+
+command -v rsync >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsync; }
+cargo build --release --workspace --locked
+
+cleanup() {
+  [ -n "$GK_PID" ] && kill "$GK_PID" 2>/dev/null || true
+  [ -n "$RSYNCD_PID" ] && kill "$RSYNCD_PID" 2>/dev/null || true
+  ip netns del "$VAULT_NS" 2>/dev/null || true
+  ip netns del "$PEER_NS" 2>/dev/null || true
+  ip netns del "$RSYNC_NS" 2>/dev/null || true
+  chattr -R -i "$WORK/vault" 2>/dev/null || true
+}
+trap cleanup EXIT
+
+now() { date +%s.%N; }
+elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
+rate() { python3 -c "print(f'{$1 / ($2) / 1e6:.1f}')"; } # bytes, seconds -> MB/s
+
+# ---- 1. the dataset ---------------------------------------------------------------------
+DATA=$WORK/data
+if [ ! -f "$WORK/data.done" ]; then
+  rm -rf "$WORK"
+  mkdir -p "$DATA"
+  echo "== generating the dataset in $DATA"
+  python3 - "$DATA" "$PARTS" "$SMALL_PER_PART" "$LARGE_MIB" <<'PY'
+import os, random, sys
+root, parts, small, large_mib = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rng = random.Random(20261125)
+for p in range(parts):
+    for d in range(small // 100):
+        os.makedirs(f"{root}/part{p}/dir{d:03}", exist_ok=True)
+    for i in range(small):
+        size = rng.randint(1024, 64 * 1024)
+        with open(f"{root}/part{p}/dir{i // 100:03}/file{i:05}.dat", "wb") as f:
+            f.write(os.urandom(size))
+    with open(f"{root}/part{p}/large.bin", "wb") as f:
+        for _ in range(large_mib):
+            f.write(os.urandom(1 << 20))
+PY
+  touch "$WORK/data.done"
+fi
+BYTES=$(du -sb --apparent-size "$DATA" | cut -f1)
+FILES=$(find "$DATA" -type f | wc -l)
+echo "dataset: $FILES files, $BYTES bytes"
+# Everything read from the page cache alike: warm it once for all contenders.
+find "$DATA" -type f -print0 | xargs -0 cat > /dev/null
+
+# ---- the network and the vault -----------------------------------------------------------
+ip netns add "$VAULT_NS"
+ip netns add "$PEER_NS"
+ip -n "$PEER_NS" link add tp0 type veth peer name vault0 netns "$VAULT_NS"
+ip -n "$PEER_NS" addr add "$PEER_IP/24" dev tp0
+ip -n "$PEER_NS" link set tp0 up
+ip -n "$PEER_NS" link set lo up
+ip netns add "$RSYNC_NS"
+ip -n "$PEER_NS" link add rsp0 type veth peer name rs0 netns "$RSYNC_NS"
+ip -n "$PEER_NS" addr add "$RSYNC_PEER_IP/24" dev rsp0
+ip -n "$PEER_NS" link set rsp0 up
+ip -n "$RSYNC_NS" addr add "$RSYNC_IP/24" dev rs0
+ip -n "$RSYNC_NS" link set rs0 up
+ip -n "$RSYNC_NS" link set lo up
+
+KEYS=$WORK/keys
+rm -rf "$KEYS" "$WORK/vault" "$WORK/rsync-dst" "$WORK/pusher"
+mkdir -p "$KEYS" "$WORK/vault" "$WORK/rsync-dst" "$WORK/pusher"
+( cd "$KEYS"
+  "$VC" key gen --out alice >/dev/null 2>&1
+  "$VC" key gen --out bob >/dev/null 2>&1
+  "$VC" key gen --out bench >/dev/null 2>&1
+  "$VC" root init --vault-id bench --threshold 2 --admin alice.pub --admin bob.pub --max-window 4h --out root.toml >/dev/null 2>&1
+  cat > policy.toml <<TOML
+vault_id = "bench"
+version = 1
+expires = "$(date -u -d '+2 days' +%Y-%m-%dT%H:%M:%SZ)"
+[network]
+interface = "vault0"
+address = "$VAULT_IP/24"
+port = 7400
+[[window]]
+from = "$(date -u -d '-1 minute' +%Y-%m-%dT%H:%M:00Z)"
+until = "$(date -u -d '+3 hours' +%Y-%m-%dT%H:%M:00Z)"
+[[pusher]]
+name = "bench"
+key = "$(cat bench.pub)"
+quota = "1TiB"
+retain = "1d"
+[close]
+early = false
+grace = "1m"
+TOML
+  "$VC" policy sign --root root.toml --key alice.key policy.toml --out policy.bundle 2>/dev/null
+  "$VC" policy sign --root root.toml --key bob.key policy.bundle --out policy.bundle 2>/dev/null )
+
+start_vault() { # $1: store directory
+  "$GK" --root "$KEYS/root.toml" --state "$WORK/vault/state" apply-bundle "$KEYS/policy.bundle" >/dev/null 2>&1 || true
+  ip netns exec "$VAULT_NS" "$GK" --root "$KEYS/root.toml" --state "$WORK/vault/state" --store "$1" run > "$WORK/vault/events-$(basename "$1").log" &
+  GK_PID=$!
+  for _ in $(seq 100); do grep -q '"event":"listening"' "$WORK/vault/events-$(basename "$1").log" && return; sleep 0.1; done
+  echo "the vault did not open its window"; cat "$WORK/vault/events-$(basename "$1").log"; exit 1
+}
+stop_vault() { kill "$GK_PID"; wait "$GK_PID" 2>/dev/null || true; GK_PID=""; }
+
+VAULT_KEY=$("$GK" --state "$WORK/vault/state" identity)
+push() { # $1 dataset, $2 source, then extra flags
+  local dataset=$1 source=$2; shift 2
+  ip netns exec "$PEER_NS" "$VC" push --vault "$VAULT_IP:7400" --vault-key "$VAULT_KEY" --key "$KEYS/bench.key" \
+    --dataset "$dataset" --receipts "$WORK/pusher/receipts" --cache "$WORK/pusher/$dataset.cache" --json "$@" "$source"
+}
+
+start_vault "$WORK/vault/store"
+
+# rsync's daemon in its own namespace behind its own veth, plain TCP.
+cat > "$WORK/rsyncd.conf" <<CONF
+use chroot = no
+[bench]
+path = $WORK/rsync-dst
+read only = false
+uid = root
+gid = root
+CONF
+ip netns exec "$RSYNC_NS" rsync --daemon --no-detach --address "$RSYNC_IP" --port 8730 --config "$WORK/rsyncd.conf" &
+RSYNCD_PID=$!
+sleep 0.5
+
+rsync_run() { ip netns exec "$PEER_NS" rsync -a "$DATA/" "rsync://$RSYNC_IP:8730/bench/"; }
+
+# ---- 2. initial ----------------------------------------------------------------------------
+echo "== initial push"
+t0=$(now); push all "$DATA" > "$WORK/push1.json"; t1=$(now)
+PUSH1=$(elapsed "$t0" "$t1")
+echo "== initial rsync"
+t0=$(now); rsync_run; t1=$(now)
+RSYNC1=$(elapsed "$t0" "$t1")
+echo "== sha256sum"
+t0=$(now); find "$DATA" -type f -print0 | xargs -0 sha256sum > /dev/null; t1=$(now)
+SHA=$(elapsed "$t0" "$t1")
+
+# ---- 3. 1% changed -------------------------------------------------------------------------
+echo "== changing 1% of the data"
+CHANGED=$(python3 - "$DATA" "$PARTS" "$SMALL_PER_PART" <<'PY'
+import os, random, sys
+root, parts, small = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = random.Random()
+changed = 0
+for p in range(parts):
+    for i in rng.sample(range(small), small // 100):
+        path = f"{root}/part{p}/dir{i // 100:03}/file{i:05}.dat"
+        size = os.path.getsize(path)
+        with open(path, "r+b") as f:
+            f.seek(rng.randrange(size))
+            f.write(os.urandom(512))
+        changed += 512
+    if p % 4 == 0:  # two large files get an 8 MiB region rewritten
+        with open(f"{root}/part{p}/large.bin", "r+b") as f:
+            f.seek(rng.randrange(64 << 20))
+            f.write(os.urandom(8 << 20))
+        changed += 8 << 20
+print(changed)
+PY
+)
+find "$DATA" -type f -print0 | xargs -0 cat > /dev/null
+echo "== incremental push"
+t0=$(now); push all "$DATA" > "$WORK/push2.json"; t1=$(now)
+PUSH2=$(elapsed "$t0" "$t1")
+echo "== incremental rsync"
+t0=$(now); rsync_run; t1=$(now)
+RSYNC2=$(elapsed "$t0" "$t1")
+stop_vault
+
+# ---- 4. 8 concurrent pushes into a fresh store: peak RSS -------------------------------------
+echo "== 8 concurrent pushes"
+start_vault "$WORK/vault/store-concurrent"
+t0=$(now)
+pids=()
+for p in $(seq 0 $((PARTS - 1))); do
+  push "part$p" "$DATA/part$p" --no-cache > "$WORK/concurrent-$p.json" &
+  pids+=($!)
+done
+for pid in "${pids[@]}"; do wait "$pid"; done
+t1=$(now)
+CONC=$(elapsed "$t0" "$t1")
+RSS_KB=$(awk '/VmHWM/ {print $2}' "/proc/$GK_PID/status")
+stop_vault
+
+NEW2=$(python3 -c "import json; print(json.load(open('$WORK/push2.json'))['bytes_new'])")
+python3 - <<PY
+bytes_, push1, rsync1, sha = $BYTES, $PUSH1, $RSYNC1, $SHA
+push2, rsync2, conc, rss_kb, changed, new2 = $PUSH2, $RSYNC2, $CONC, $RSS_KB, $CHANGED, $NEW2
+mb = lambda s: bytes_ / s / 1e6
+print()
+print(f"dataset              {bytes_ / 2**30:.2f} GiB in $FILES files")
+print(f"initial push         {push1:7.2f} s  {mb(push1):7.1f} MB/s")
+print(f"initial rsync        {rsync1:7.2f} s  {mb(rsync1):7.1f} MB/s")
+print(f"sha256sum            {sha:7.2f} s  {mb(sha):7.1f} MB/s")
+print(f"incremental push     {push2:7.2f} s  ({new2 / 2**20:.1f} MiB new chunks sent; {changed / 2**20:.1f} MiB changed)")
+print(f"incremental rsync    {rsync2:7.2f} s")
+print(f"8 concurrent pushes  {conc:7.2f} s  {mb(conc):7.1f} MB/s; gatekeeper peak RSS {rss_kb / 1024:.1f} MiB")
+print()
+print(f"RATIO initial push / rsync throughput   {rsync1 / push1:.2f}x   (target >= 1.0)")
+print(f"RATIO incremental push / rsync time      {push2 / rsync2:.2f}x   (target <= 1.0)")
+print(f"RATIO ingest / sha256sum rate            {sha / push1:.2f}x   (target >= 0.60)")
+print(f"RSS   gatekeeper peak, 8 pushes          {rss_kb / 1024:.1f} MiB (target <= 64)")
+PY
