@@ -35,7 +35,8 @@ pub enum Event {
     SessionAccepted { peer: String, pusher: String },
     /// A connection or session refused, with the rule and values.
     SessionRefused { peer: String, pusher: Option<String>, reason: String },
-    SnapshotSealed { snapshot: String, pusher: String, dataset: String, files: u64, logical_bytes: u64, bytes_new: u64, retain_until: String },
+    /// `seal_ms`: from the commit to the snapshot being durable and visible (fsyncs, renames).
+    SnapshotSealed { snapshot: String, pusher: String, dataset: String, files: u64, logical_bytes: u64, bytes_new: u64, retain_until: String, seal_ms: u64 },
     /// The filesystem would not mark a sealed file immutable; it was made read-only instead.
     ImmutableFallback { path: String, reason: String },
     Alarm { rule: String, detail: String },

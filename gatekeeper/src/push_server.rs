@@ -24,7 +24,7 @@ use vault_core::policy::Policy;
 use vault_core::protocol::{frame_len, ClientFrame, VaultFrame, LENGTH_PREFIX};
 use vault_core::receipt::{Receipt, SignedReceipt};
 use vault_core::units::Timestamp;
-use vault_store::{SealInput, StagingPack, Store};
+use vault_store::{SealInput, Sealed, StagingPack, Store};
 
 use crate::events::Event;
 use crate::identity::VaultIdentity;
@@ -148,8 +148,11 @@ impl PushService {
         };
         let _ = reports.send(SessionReport::Note(Event::SessionAccepted { peer: peer.to_string(), pusher: pusher.name.clone() })).await;
         match self.ingest(&mut stream, &policy, pusher, &quotas).await {
-            Ok(receipt) => {
+            Ok((receipt, sealed, seal_ms)) => {
                 let _ = stream.shutdown().await;
+                for (path, reason) in sealed.fallbacks {
+                    let _ = reports.send(SessionReport::Note(Event::ImmutableFallback { path: path.display().to_string(), reason })).await;
+                }
                 let _ = reports
                     .send(SessionReport::Note(Event::SnapshotSealed {
                         snapshot: receipt.snapshot_id.clone(),
@@ -159,6 +162,7 @@ impl PushService {
                         logical_bytes: receipt.logical_bytes,
                         bytes_new: receipt.bytes_new,
                         retain_until: receipt.retain_until.to_string(),
+                        seal_ms,
                     }))
                     .await;
                 let _ = reports.send(SessionReport::Committed { pusher: pusher.name.clone() }).await;
@@ -185,7 +189,7 @@ impl PushService {
         policy: &Policy,
         pusher: &vault_core::policy::Pusher,
         quotas: &WindowQuotas,
-    ) -> Result<Receipt, Refusal> {
+    ) -> Result<(Receipt, Sealed, u64), Refusal> {
         let mut session = IngestSession::new(&pusher.name);
         let mut env = Env { store: &self.store, quotas, pusher: &pusher.name, quota: pusher.quota.bytes() };
         let mut pack: Option<StagingPack> = None;
@@ -207,16 +211,17 @@ impl PushService {
                         Some(pack) => pack,
                         None => self.store.begin().map_err(Refusal::from)?,
                     };
-                    let (receipt, signed) = self.seal(policy, pusher, pack, request).await?;
+                    let seal_started = std::time::Instant::now();
+                    let (receipt, signed, sealed) = self.seal(policy, pusher, pack, request).await?;
                     session.sealed();
                     write_frame(stream, &VaultFrame::Receipt { body: signed.body, signature: signed.signature }.encode()).await?;
-                    return Ok(receipt);
+                    return Ok((receipt, sealed, seal_started.elapsed().as_millis() as u64));
                 }
             }
         }
     }
 
-    async fn seal(&self, policy: &Policy, pusher: &vault_core::policy::Pusher, pack: StagingPack, request: SealRequest) -> Result<(Receipt, SignedReceipt), Refusal> {
+    async fn seal(&self, policy: &Policy, pusher: &vault_core::policy::Pusher, pack: StagingPack, request: SealRequest) -> Result<(Receipt, SignedReceipt, Sealed), Refusal> {
         // Retention counts from the vault's clock at sealing, never from the pusher's.
         let received_at = vault_io::clock_now();
         let snapshot_id = format!("{}-{}-{}", compact(received_at), request.dataset, &random_suffix());
@@ -242,11 +247,11 @@ impl PushService {
         let store = self.store.clone();
         let (manifest, signed_for_store) = (request.manifest_bytes, signed.clone());
         // fsyncs and renames: off the async threads.
-        tokio::task::spawn_blocking(move || store.seal(pack, SealInput { snapshot_id: &snapshot_id, manifest: &manifest, receipt: &signed_for_store }))
+        let sealed = tokio::task::spawn_blocking(move || store.seal(pack, SealInput { snapshot_id: &snapshot_id, manifest: &manifest, receipt: &signed_for_store }))
             .await
             .map_err(|e| Refusal::internal(format!("sealing task failed: {e}")))?
             .map_err(Refusal::from)?;
-        Ok((receipt, signed))
+        Ok((receipt, signed, sealed))
     }
 }
 
