@@ -33,6 +33,13 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     let tree = work.path().join("tree");
     make_tree(&tree);
     let daemon = Daemon::start(&net, &vault);
+    // Before the window: no answer at all, which vaultctl reports as such (exit 5).
+    let early = vaultctl_push_command(&net, &vault.identity(), &vault.pusher_key("db"), "db", &tree, work.path())
+        .args(["--connect-timeout-secs", "1"])
+        .output()
+        .unwrap();
+    assert_eq!(early.status.code(), Some(5), "{}", String::from_utf8_lossy(&early.stderr));
+    assert!(String::from_utf8_lossy(&early.stderr).contains("window is closed"));
     daemon.wait_for("listening", 8.0);
 
     // First push: everything is new.

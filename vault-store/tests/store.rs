@@ -1,5 +1,6 @@
 //! The store on a real filesystem: sealing, immutability, recovery after a crash, disk full.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -216,4 +217,46 @@ fn disk_full_refuses_the_push_and_keeps_what_was_sealed() {
     let ids: Vec<String> = reader.snapshots().unwrap().into_iter().map(|s| s.id).collect();
     assert_eq!(ids, ["before"]);
     assert_eq!(reader.read_chunk(&ChunkId::of(b"small")).unwrap(), b"small");
+}
+
+#[test]
+fn where_the_filesystem_refuses_immutability_files_are_made_read_only_and_it_is_said() {
+    // ramfs has no FS_IOC_SETFLAGS (tmpfs and ext4 do).
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = Command::new("mount").args(["-t", "ramfs", "ramfs"]).arg(dir.path()).status().unwrap();
+    assert!(mounted.success(), "mounting ramfs needs root");
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(dir.path());
+    let key = vault_key();
+    let (store, _) = Store::open(&dir.path().join("store")).unwrap();
+    let mut pack = store.begin().unwrap();
+    pack.append(ChunkId::of(b"x"), b"x").unwrap();
+    let (_, bytes) = manifest_for(&[("a", b"x")]);
+    let r = receipt(&key, "s1", &bytes);
+    let sealed = store.seal(pack, SealInput { snapshot_id: "s1", manifest: &bytes, receipt: &r }).unwrap();
+    assert!(!sealed.fallbacks.is_empty());
+    assert!(sealed.fallbacks.iter().all(|(_, reason)| reason.contains("made read-only instead")), "{:?}", sealed.fallbacks);
+    let mode = std::fs::metadata(sealed.snapshot_dir.join("manifest")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o222, 0, "no write bit left: {mode:o}");
+}
+
+#[test]
+fn a_manifest_changed_on_disk_is_refused_against_its_signed_receipt() {
+    let tmp = TempStore::new();
+    let key = vault_key();
+    let (store, _) = Store::open(&tmp.root()).unwrap();
+    let dir = seal(&store, &key, "s1", &[("a", b"alpha")]);
+    // Someone with the disk swaps in a manifest that would write outside the target.
+    Command::new("chattr").args(["-R", "-i"]).arg(&dir).output().unwrap();
+    std::fs::set_permissions(dir.join("manifest"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (_, evil) = manifest_for(&[("a", b"alpha")]);
+    let evil = evil.iter().map(|b| if *b == b'a' { b'b' } else { *b }).collect::<Vec<u8>>();
+    std::fs::write(dir.join("manifest"), evil).unwrap();
+    let err = StoreReader::open(&tmp.root()).unwrap().manifest("s1").unwrap_err();
+    assert!(err.to_string().contains("receipt says"), "{err}");
 }

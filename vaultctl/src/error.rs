@@ -14,17 +14,21 @@ pub enum CliError {
     Refused(String),
     #[error("unreachable: {0}")]
     Unreachable(String),
+    #[error("no answer: {0}")]
+    NoAnswer(String),
     #[error(transparent)]
     Store(#[from] vault_store::StoreError),
 }
 
 impl CliError {
-    /// Exit codes scripts can tell apart: 3 the vault refused, 4 it could not be reached
-    /// (closed window or no route), 1 anything else (2 is clap's for bad arguments).
+    /// Exit codes scripts can tell apart: 3 the vault refused, 4 unreachable (no route, or
+    /// something answered "connection refused"), 5 no answer at all (what a closed window
+    /// looks like: the vault's link is down), 1 anything else (2 is clap's for bad arguments).
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Refused(_) => 3,
             CliError::Unreachable(_) => 4,
+            CliError::NoAnswer(_) => 5,
             _ => 1,
         }
     }

@@ -76,10 +76,17 @@ impl Conn {
     fn open(args: &PushArgs) -> Result<Conn> {
         let (secret, public) = crate::keyfile::load_secret_der(&args.key_file)?;
         let config = vault_tls::client_config(&secret, &public, args.vault_key).map_err(|e| CliError::Usage(e.to_string()))?;
-        let unreachable = |why: String| CliError::Unreachable(format!("{}: {why} (is the window open?)", args.vault));
+        // A closed window gives no answer at all (no ARP reply): a timeout or "host
+        // unreachable". Anything else that fails to connect is plain unreachable.
+        let connect_failed = |e: std::io::Error| match e.kind() {
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::HostUnreachable => {
+                CliError::NoAnswer(format!("{}: {e} (the vault's window is closed, or it is off)", args.vault))
+            }
+            _ => CliError::Unreachable(format!("{}: {e}", args.vault)),
+        };
         let addrs: Vec<_> = args.vault.to_socket_addrs().map_err(|e| CliError::Usage(format!("--vault {}: {e}", args.vault)))?.collect();
         let addr = addrs.first().ok_or_else(|| CliError::Usage(format!("--vault {}: no address", args.vault)))?;
-        let tcp = TcpStream::connect_timeout(addr, args.connect_timeout).map_err(|e| unreachable(e.to_string()))?;
+        let tcp = TcpStream::connect_timeout(addr, args.connect_timeout).map_err(connect_failed)?;
         tcp.set_nodelay(true).ok();
         // The vault closes idle sessions; a stuck vault must not hang the pusher either.
         tcp.set_read_timeout(Some(Duration::from_secs(120))).ok();
