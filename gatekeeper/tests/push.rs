@@ -65,6 +65,18 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     assert_eq!(retain.secs_since(received), 86_400);
     assert!((received.unix() - unix_now() as i64).abs() < 30);
 
+    // A stream from stdin (`tar c ... | vaultctl push ... -`) is one snapshot too.
+    let dump = pseudo_random_bytes(1 << 20, 7);
+    let mut piped = vaultctl_push_command(&net, &vault.identity(), &vault.pusher_key("db"), "dump", Path::new("-"), work.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut piped.stdin.take().unwrap(), &dump).unwrap();
+    let stream = json_of(&piped.wait_with_output().unwrap());
+    assert_eq!(stream["logical_bytes"], dump.len());
+
     // The link stays up for the other pusher, then closes early once it has committed.
     assert!(!daemon.all().iter().any(|e| e["event"] == "link_down" && e["why"] == "gate"));
     let logs = work.path().join("logs.txt");
@@ -75,16 +87,20 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     println!("MEASURE last commit -> link down (event times): {:.1} ms", (down_at - committed_at) * 1000.0);
     assert!(unix_now() < (start + 60) as f64, "closed early, well before the window end");
     let events = daemon.stop();
-    assert_eq!(events.iter().filter(|e| e["event"] == "snapshot_sealed").count(), 3);
+    assert_eq!(events.iter().filter(|e| e["event"] == "snapshot_sealed").count(), 4);
     assert!(!events.iter().any(|e| e["event"] == "session_refused"), "{events:#?}");
 
     // Offline: list and restore each snapshot from the store, compare with the source.
     let store = vault.store();
-    assert_eq!(vaultctl_snapshots(&store).len(), 3);
+    assert_eq!(vaultctl_snapshots(&store).len(), 4);
     let restored = work.path().join("restored");
     let out = vaultctl_restore(&store, second["snapshot"].as_str().unwrap(), &vault.identity(), &restored);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(describe(&restored), describe(&tree));
+    let restored_stream = work.path().join("restored-stream");
+    let out = vaultctl_restore(&store, stream["snapshot"].as_str().unwrap(), &vault.identity(), &restored_stream);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(restored_stream.join("stream")).unwrap(), dump);
     // Restoring into a non-empty directory is refused.
     let again = Command::new(vaultctl_bin()).args(["restore", "--store"]).arg(&store).args(["--snapshot", second["snapshot"].as_str().unwrap(), "--to"]).arg(&restored).output().unwrap();
     assert!(!again.status.success());
