@@ -16,7 +16,13 @@ pub enum Event {
     RootRotated { from_version: u64, to_version: u64 },
     PolicyRefused { source: String, reason: String },
     /// The daemon started; what it runs under.
-    Started { policy_version: Option<u64>, time_floor: String },
+    /// `uptime_ms`: milliseconds since the kernel started (boot time, on the appliance).
+    Started { policy_version: Option<u64>, time_floor: String, uptime_ms: Option<u64> },
+    /// PID 1 is up (the appliance): pseudo filesystems mounted.
+    Boot { uptime_ms: Option<u64> },
+    ModuleLoadFailed { module: String, reason: String },
+    /// The data partition, found by its GPT name, mounted nosuid, nodev, noexec.
+    DataMounted { device: String, at: String },
     /// A gate phase change, with why.
     StateChanged { from: String, to: String, reason: String },
     /// Netlink confirmed a NIC up (or down) after the gatekeeper asked.

@@ -7,6 +7,7 @@ pub mod egress_guard;
 pub mod error;
 pub mod events;
 pub mod identity;
+pub mod init;
 pub mod link;
 pub mod policy_store;
 pub mod push_server;

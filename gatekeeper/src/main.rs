@@ -54,6 +54,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // On the appliance the kernel starts us as /init, with its own idea of arguments.
+    if gatekeeper::init::is_pid1() {
+        boot_as_init();
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::ApplyBundle { bundle } => policy_store::load_root(&cli.root).and_then(|root| {
@@ -68,7 +72,7 @@ fn main() -> ExitCode {
                 idle: Duration::from_millis(idle_timeout_ms),
                 max_connections,
             };
-            run(&cli.root, &cli.state, &cli.store, carrier_timeout_ms, limits)
+            run(&cli.root, &cli.state, &cli.store, carrier_timeout_ms, limits, EventLog::default())
         }
     };
     match result {
@@ -80,7 +84,32 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(root: &std::path::Path, state: &std::path::Path, store: &std::path::Path, carrier_timeout_ms: u64, limits: Limits) -> error::Result<()> {
+/// PID 1: mount, load modules, mount the data partition, then the daemon, for ever.
+fn boot_as_init() -> ! {
+    use gatekeeper::init;
+    if let Err(e) = init::mount_pseudo_filesystems() {
+        init::halt(&e.to_string());
+    }
+    init::start_reaper();
+    let mut events = EventLog::default();
+    let now = vault_io::clock_now();
+    events.emit(now, &Event::Boot { uptime_ms: init::uptime_ms() });
+    for (module, reason) in init::load_modules(std::path::Path::new(init::MODULES_LIST)) {
+        events.emit(now, &Event::ModuleLoadFailed { module, reason });
+    }
+    match init::mount_data() {
+        Ok(device) => events.emit(vault_io::clock_now(), &Event::DataMounted { device: device.display().to_string(), at: init::DATA_MOUNT.into() }),
+        Err(e) => init::halt(&e.to_string()),
+    };
+    let data = std::path::Path::new(init::DATA_MOUNT);
+    let outcome = run(std::path::Path::new(init::ROOT_TOML), &data.join("state"), &data.join("store"), 5000, Limits::default(), events);
+    init::halt(&match outcome {
+        Ok(()) => "the daemon stopped".to_string(),
+        Err(e) => format!("the daemon stopped: {e}"),
+    })
+}
+
+fn run(root: &std::path::Path, state: &std::path::Path, store: &std::path::Path, carrier_timeout_ms: u64, limits: Limits, events: EventLog) -> error::Result<()> {
     // Two workers: sessions decrypt and re-hash on them while the gate's timers stay
     // responsive. The egress guard reads frames on its own thread.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -92,7 +121,7 @@ fn run(root: &std::path::Path, state: &std::path::Path, store: &std::path::Path,
         carrier_within: Duration::from_millis(carrier_timeout_ms),
         server: push_server_factory(state.to_path_buf(), store.to_path_buf(), limits),
         shutdown: gatekeeper::run::on_signal(),
-        events: EventLog::default(),
+        events,
     };
     runtime.block_on(gatekeeper::run::run(root, state, options)).map(|_| ())
 }

@@ -173,7 +173,11 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
     };
     events.emit(
         vault_io::clock_now(),
-        &Event::Started { policy_version: policy.as_ref().map(|p| p.version), time_floor: state.time_floor.to_string() },
+        &Event::Started {
+            policy_version: policy.as_ref().map(|p| p.version),
+            time_floor: state.time_floor.to_string(),
+            uptime_ms: crate::init::uptime_ms(),
+        },
     );
 
     let (guard_tx, guard_rx) = mpsc::channel(16);

@@ -1,0 +1,142 @@
+//! PID 1 on the appliance. The image has no other init, no shell and no getty: the kernel
+//! runs the gatekeeper as `/init` from the initramfs, and this module does the little an init
+//! must before the daemon starts: mount /proc, /sys, /dev and /run, load exactly the kernel
+//! modules the build resolved (`/etc/vault/modules.list`, in dependency order, with
+//! finit_module), find the data partition by its GPT name (never by device name, so virtio,
+//! SATA and NVMe disks all work), mount it nosuid, nodev, noexec, and reap any child. Then
+//! it runs the daemon, which seals every NIC before anything else.
+//!
+//! A fatal error never returns (PID 1 exiting would panic the kernel): it is printed on the
+//! console, the links stay down (nothing ever brought them up), and the process waits.
+
+use std::ffi::CString;
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::mount::{mount, MsFlags};
+
+use crate::error::{GatekeeperError, Result};
+
+/// Paths inside the image.
+pub const ROOT_TOML: &str = "/etc/vault/root.toml";
+pub const MODULES_LIST: &str = "/etc/vault/modules.list";
+pub const DATA_MOUNT: &str = "/data";
+/// The data partition's GPT partition name, set by the image builder.
+pub const DATA_PARTNAME: &str = "vault-data";
+const DATA_WAIT: Duration = Duration::from_secs(20);
+
+pub fn is_pid1() -> bool {
+    std::process::id() == 1
+}
+
+/// Milliseconds since the kernel started (for boot-time reports).
+pub fn uptime_ms() -> Option<u64> {
+    let secs: f64 = std::fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()?;
+    Some((secs * 1000.0) as u64)
+}
+
+fn mount_err(what: &'static str) -> impl FnOnce(nix::Error) -> GatekeeperError {
+    move |errno| GatekeeperError::Io { what, source: std::io::Error::from(errno) }
+}
+
+/// The kernel's own filesystems.
+pub fn mount_pseudo_filesystems() -> Result<()> {
+    let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+    for (source, target, fstype, flags) in [
+        ("proc", "/proc", "proc", hardened),
+        ("sysfs", "/sys", "sysfs", hardened),
+        ("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC),
+        ("tmpfs", "/run", "tmpfs", hardened),
+    ] {
+        let _ = std::fs::create_dir_all(target);
+        mount(Some(source), target, Some(fstype), flags, None::<&str>).map_err(mount_err(target_name(target)))?;
+    }
+    Ok(())
+}
+
+fn target_name(target: &str) -> &'static str {
+    match target {
+        "/proc" => "mount /proc",
+        "/sys" => "mount /sys",
+        "/dev" => "mount /dev",
+        _ => "mount /run",
+    }
+}
+
+/// Loads each module named in the list (paths, dependencies first). A module that is
+/// already there is fine; any other failure is reported and loading goes on, so one
+/// missing driver cannot keep the vault from sealing its links and saying why.
+pub fn load_modules(list: &Path) -> Vec<(String, String)> {
+    let mut failures = Vec::new();
+    let Ok(text) = std::fs::read_to_string(list) else { return failures };
+    for module in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        let outcome = std::fs::File::open(module).map_err(|e| e.to_string()).and_then(|file| {
+            let no_params = CString::default();
+            nix::kmod::finit_module(file.as_fd(), &no_params, nix::kmod::ModuleInitFlags::empty()).map_err(|e| e.to_string())
+        });
+        match outcome {
+            Ok(()) => {}
+            Err(e) if e.contains("EEXIST") || e.contains("exists") => {}
+            Err(e) => failures.push((module.to_string(), e)),
+        }
+    }
+    failures
+}
+
+/// The block device whose GPT partition name is `name`, from sysfs uevents.
+pub fn find_partition(sys_block: &Path, name: &str) -> Option<PathBuf> {
+    for entry in std::fs::read_dir(sys_block).ok()?.flatten() {
+        let uevent = std::fs::read_to_string(entry.path().join("uevent")).unwrap_or_default();
+        let partname = uevent.lines().find_map(|l| l.strip_prefix("PARTNAME="));
+        let devname = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME="));
+        if let (Some(partname), Some(devname)) = (partname, devname) {
+            if partname == name {
+                return Some(Path::new("/dev").join(devname));
+            }
+        }
+    }
+    None
+}
+
+/// Waits for the data partition (drivers probe asynchronously), then mounts it.
+pub fn mount_data() -> Result<PathBuf> {
+    let started = Instant::now();
+    let device = loop {
+        if let Some(device) = find_partition(Path::new("/sys/class/block"), DATA_PARTNAME) {
+            break device;
+        }
+        if started.elapsed() > DATA_WAIT {
+            return Err(GatekeeperError::Io {
+                what: "find the data partition",
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("no block device with GPT name `{DATA_PARTNAME}` after {DATA_WAIT:?}")),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::fs::create_dir_all(DATA_MOUNT).map_err(|source| GatekeeperError::Io { what: "create /data", source })?;
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_NOATIME;
+    mount(Some(&device), DATA_MOUNT, Some("ext4"), flags, None::<&str>).map_err(mount_err("mount the data partition"))?;
+    Ok(device)
+}
+
+/// Reaps every child that exits (PID 1 inherits orphans).
+pub fn start_reaper() {
+    std::thread::spawn(|| loop {
+        match nix::sys::wait::waitpid(None, None) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::ECHILD) => std::thread::sleep(Duration::from_secs(1)),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    });
+}
+
+/// Never returns: says why on the console, keeps everything down, waits.
+pub fn halt(reason: &str) -> ! {
+    let line = serde_json::json!({ "event": "fatal", "reason": reason, "uptime_ms": uptime_ms() });
+    println!("{line}");
+    eprintln!("gatekeeper: FATAL: {reason}; the vault stays sealed");
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
