@@ -14,12 +14,14 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use vault_core::gate::{Action, Gate, Input, Sighting};
 use vault_core::policy::{NicSelector, Policy};
+use vault_core::schedule::{self, WindowState};
 use vault_core::units::Timestamp;
 
 use crate::error::Result;
 use crate::events::{Event, EventLog};
 use crate::link::LinkConfirmation;
 use crate::sessions_api::{SessionContext, SessionReport, SessionServer, Stop};
+use crate::usb::UsbReport;
 use crate::watchdog::Seen;
 
 /// The longest the loop sleeps between clock checks.
@@ -63,6 +65,11 @@ pub trait LinkOps {
     async fn bring_up(&mut self, nic: &NicSelector, address: IpAddr, prefix: u8) -> Result<LinkConfirmation>;
     async fn take_down(&mut self) -> Result<LinkConfirmation>;
     async fn recheck(&mut self, seen: &Seen) -> Recheck;
+    /// A policy is about to be handed to the gate: resolve its NIC and watch it (the egress
+    /// guard) before the gate can ask for the link.
+    async fn adopt_policy(&mut self, _policy: &Policy) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Where the driver's inputs come from.
@@ -70,7 +77,23 @@ pub struct Inputs {
     pub sessions: mpsc::Receiver<SessionReport>,
     pub watchdog: mpsc::Receiver<Seen>,
     pub guard: mpsc::Receiver<String>,
+    /// Policy sticks (the USB watcher); a closed channel when there is no watcher.
+    pub usb: mpsc::Receiver<UsbReport>,
 }
+
+impl Inputs {
+    /// Inputs that never deliver anything.
+    pub fn none() -> Inputs {
+        Inputs { sessions: mpsc::channel(1).1, watchdog: mpsc::channel(1).1, guard: mpsc::channel(1).1, usb: mpsc::channel(1).1 }
+    }
+}
+
+/// Verifies and persists bundle bytes read from `source`, emitting the outcome; returns the
+/// policy to hand to the gate.
+pub type BundleApplier = Box<dyn FnMut(&str, Vec<u8>, Timestamp, &mut EventLog) -> Result<Policy>>;
+
+/// How often the console shows the state even when nothing changes.
+pub const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 pub struct Driver<L, C> {
     pub gate: Gate,
@@ -82,9 +105,13 @@ pub struct Driver<L, C> {
     pub session_reports: mpsc::Sender<SessionReport>,
     /// Writes the time floor to the state directory.
     pub persist_floor: Box<dyn FnMut(Timestamp) -> Result<()>>,
+    /// Verifies bundles that arrive on a stick (the daemon is the state directory's only writer).
+    pub apply_bundle: Option<BundleApplier>,
     /// Tests bind the listener here instead of the policy address.
     pub bind_override: Option<SocketAddr>,
     stop: Option<watch::Sender<Stop>>,
+    last_commit: Option<(String, Timestamp)>,
+    status_due: Instant,
 }
 
 impl<L: LinkOps, C: VaultClock> Driver<L, C> {
@@ -96,7 +123,20 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         session_reports: mpsc::Sender<SessionReport>,
         persist_floor: Box<dyn FnMut(Timestamp) -> Result<()>>,
     ) -> Self {
-        Driver { gate, link, clock, events: EventLog::default(), server, session_reports, persist_floor, bind_override: None, stop: None }
+        Driver {
+            gate,
+            link,
+            clock,
+            events: EventLog::default(),
+            server,
+            session_reports,
+            persist_floor,
+            apply_bundle: None,
+            bind_override: None,
+            stop: None,
+            last_commit: None,
+            status_due: Instant::now(),
+        }
     }
 
     fn emit(&mut self, event: Event) {
@@ -105,6 +145,10 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
 
     /// Applies a policy, then ticks at once so the gate decides without waiting.
     pub async fn apply_policy(&mut self, policy: Policy) {
+        if let Err(e) = self.link.adopt_policy(&policy).await {
+            // The gate still gets the policy: bring-up will fail and be retried, link down.
+            self.emit(Event::Alarm { rule: "nic_not_ready".into(), detail: e.to_string() });
+        }
         self.feed(Input::PolicyApplied(Box::new(policy))).await;
         let clock = self.clock.now();
         self.feed(Input::Tick { clock }).await;
@@ -129,7 +173,8 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
                 Some(summary) = inputs.guard.recv() => self.feed(Input::UnsolicitedFrame { summary }).await,
                 Some(seen) = inputs.watchdog.recv() => self.on_seen(seen).await,
                 Some(report) = inputs.sessions.recv() => self.on_report(report).await,
-                _ = tokio::time::sleep_until(wake) => {
+                Some(stick) = inputs.usb.recv() => self.on_stick(stick).await,
+                _ = tokio::time::sleep_until(wake.min(self.status_due)) => {
                     let clock = self.clock.now();
                     self.feed(Input::Tick { clock }).await;
                 }
@@ -149,11 +194,48 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             }
             SessionReport::Committed { pusher } => {
                 self.emit(Event::Committed { pusher: pusher.clone() });
+                self.last_commit = Some((pusher.clone(), self.gate.now()));
                 Input::Committed { pusher }
             }
             SessionReport::Note(event) => return self.emit(event),
         };
         self.feed(input).await;
+    }
+
+    async fn on_stick(&mut self, report: UsbReport) {
+        match report {
+            UsbReport::Inserted { device } => self.emit(Event::UsbInserted { device }),
+            UsbReport::Removed { device } => self.emit(Event::UsbRemoved { device }),
+            UsbReport::Unreadable { device, reason } => self.emit(Event::PolicyRefused { source: device, reason }),
+            UsbReport::Bundle { device, bytes } => {
+                let now = self.clock.now();
+                let Some(apply) = self.apply_bundle.as_mut() else { return };
+                if let Ok(policy) = apply(&device, bytes, now, &mut self.events) {
+                    self.apply_policy(policy).await;
+                }
+            }
+        }
+    }
+
+    /// The console's view of the vault: state, policy version, window, last commit.
+    fn emit_status(&mut self) {
+        let policy = self.gate.policy();
+        let window = policy.map(|p| schedule::state_at(p, self.gate.now()));
+        let (open_until, next_open) = match window {
+            Some(WindowState::Open { until }) => (Some(until.to_string()), None),
+            Some(WindowState::Closed { next_open }) => (None, next_open.map(|t| t.to_string())),
+            None => (None, None),
+        };
+        let event = Event::Status {
+            state: self.gate.phase().to_string(),
+            policy_version: policy.map(|p| p.version),
+            open_until,
+            next_open,
+            last_commit: self.last_commit.as_ref().map(|(pusher, at)| format!("{pusher} at {at}")),
+            alarms_latched: self.gate.clock_fault(),
+        };
+        self.emit(event);
+        self.status_due = Instant::now() + STATUS_EVERY;
     }
 
     async fn on_seen(&mut self, seen: Seen) {
@@ -174,17 +256,22 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
     /// Hands one input to the gate and carries out what it asks, feeding results back.
     pub async fn feed(&mut self, first: Input) {
         let mut queue = VecDeque::from([first]);
+        let mut changed = false;
         while let Some(input) = queue.pop_front() {
             let out = self.gate.handle(input);
             for t in &out.transitions {
                 let event = Event::StateChanged { from: t.from.to_string(), to: t.to.to_string(), reason: t.reason.to_string() };
                 self.emit(event);
             }
+            changed |= !out.transitions.is_empty();
             for action in out.actions {
                 if let Some(next) = self.perform(action).await {
                     queue.push_back(next);
                 }
             }
+        }
+        if changed || Instant::now() >= self.status_due {
+            self.emit_status();
         }
     }
 

@@ -112,7 +112,7 @@ fn harness(floor: Timestamp) -> Harness {
     let mut driver = Driver::new(Gate::new(floor), link, TestClock { start }, holding_server(), reports.clone(), Box::new(|_| Ok(())));
     driver.bind_override = Some("127.0.0.1:0".parse().unwrap());
     driver.events.keep = true;
-    Harness { driver, calls, reports, inputs: Inputs { sessions, watchdog, guard }, start, _guard_tx: guard_tx, _seen_tx: seen_tx }
+    Harness { driver, calls, reports, inputs: Inputs { sessions, watchdog, guard, usb: mpsc::channel(1).1 }, start, _guard_tx: guard_tx, _seen_tx: seen_tx }
 }
 
 fn calls_at(h: &Harness) -> Vec<(&'static str, u128)> {
@@ -127,7 +127,7 @@ fn kept(h: &Harness) -> Vec<serde_json::Value> {
 async fn the_link_follows_the_window_to_the_millisecond_in_virtual_time() {
     let mut h = harness(at(BASE));
     h.driver.apply_policy(policy(3, 6, false)).await;
-    let inputs = std::mem::replace(&mut h.inputs, Inputs { sessions: mpsc::channel(1).1, watchdog: mpsc::channel(1).1, guard: mpsc::channel(1).1 });
+    let inputs = std::mem::replace(&mut h.inputs, Inputs::none());
     h.driver.run(inputs, async { tokio::time::sleep(StdDuration::from_secs(10)).await; "test over".to_string() }).await;
     let calls = calls_at(&h);
     // Up when the window opens, down when it ends (the loop wakes 1 ms after a deadline),
@@ -150,7 +150,7 @@ async fn early_close_downs_the_link_at_the_commit_instant() {
         reports.send(SessionReport::Started { peer }).await.unwrap();
         reports.send(SessionReport::Committed { pusher: "db".into() }).await.unwrap();
     });
-    let inputs = std::mem::replace(&mut h.inputs, Inputs { sessions: mpsc::channel(1).1, watchdog: mpsc::channel(1).1, guard: mpsc::channel(1).1 });
+    let inputs = std::mem::replace(&mut h.inputs, Inputs::none());
     h.driver.run(inputs, async { tokio::time::sleep(StdDuration::from_secs(8)).await; "test over".to_string() }).await;
     let calls = calls_at(&h);
     assert_eq!(calls[1].0, "down");
@@ -164,7 +164,7 @@ async fn early_close_downs_the_link_at_the_commit_instant() {
 async fn a_floor_ahead_of_the_clock_keeps_it_sealed_through_the_window() {
     let mut h = harness(at(BASE + 86_400));
     h.driver.apply_policy(policy(2, 5, false)).await;
-    let inputs = std::mem::replace(&mut h.inputs, Inputs { sessions: mpsc::channel(1).1, watchdog: mpsc::channel(1).1, guard: mpsc::channel(1).1 });
+    let inputs = std::mem::replace(&mut h.inputs, Inputs::none());
     h.driver.run(inputs, async { tokio::time::sleep(StdDuration::from_secs(10)).await; "test over".to_string() }).await;
     assert!(!calls_at(&h).iter().any(|c| c.0 == "up"));
     let alarm = kept(&h).into_iter().find(|e| e["event"] == "alarm").expect("an alarm");

@@ -10,6 +10,8 @@ pub enum GatekeeperError {
     RootNotText { path: String },
     #[error("accepted policy v{found} does not match the state's accepted version {expected}; refusing to use it")]
     AcceptedMismatch { found: u64, expected: u64 },
+    #[error("already in force: this bundle is policy v{version}, the one the vault runs; nothing to do")]
+    AlreadyInForce { version: u64 },
     #[error("{what}: {source}")]
     Io { what: &'static str, source: std::io::Error },
     #[error("netlink {what}: {source}")]

@@ -48,6 +48,21 @@ pub enum Event {
     Alarm { rule: String, detail: String },
     TimeFloorPersisted { floor: String },
     Stopped { reason: String },
+    /// The console's summary line: on every state change and every minute.
+    Status {
+        state: String,
+        policy_version: Option<u64>,
+        open_until: Option<String>,
+        next_open: Option<String>,
+        last_commit: Option<String>,
+        alarms_latched: bool,
+    },
+    UsbInserted { device: String },
+    UsbRemoved { device: String },
+    /// Capabilities left after start-up; every other one is gone for good.
+    CapabilitiesDropped { kept: Vec<String> },
+    /// The root filesystem (the initramfs) was made read-only.
+    RootReadOnly,
 }
 
 #[derive(Serialize)]
@@ -65,9 +80,17 @@ pub struct EventLog {
     /// Keep a copy of each line with when it was emitted (tests read them back).
     pub keep: bool,
     pub kept: Vec<(std::time::Instant, String)>,
+    /// The screen (tty0) on the appliance; the serial console is stdout.
+    screen: Option<std::fs::File>,
 }
 
 impl EventLog {
+    /// Also writes every line to the screen, so the same image is watched on a monitor as on
+    /// the serial port. Best effort: a box without a screen has none.
+    pub fn mirror_to_screen(&mut self) {
+        self.screen = std::fs::OpenOptions::new().write(true).open("/dev/tty0").ok();
+    }
+
     pub fn emit(&mut self, now: Timestamp, event: &Event) -> String {
         self.next_seq += 1;
         let line = serde_json::to_string(&Line { seq: self.next_seq, time: now.to_string(), event })
@@ -76,6 +99,9 @@ impl EventLog {
         // The console is best effort: a full pipe must never stop the vault from closing.
         let _ = writeln!(out, "{line}");
         let _ = out.flush();
+        if let Some(screen) = &mut self.screen {
+            let _ = writeln!(screen, "{line}");
+        }
         if self.keep {
             self.kept.push((std::time::Instant::now(), line.clone()));
         }

@@ -22,6 +22,8 @@ use crate::error::{GatekeeperError, Result};
 pub const ROOT_TOML: &str = "/etc/vault/root.toml";
 pub const MODULES_LIST: &str = "/etc/vault/modules.list";
 pub const DATA_MOUNT: &str = "/data";
+/// Where a policy stick is mounted while its bundle is read (on the /run tmpfs).
+pub const USB_MOUNT: &str = "/run/usb";
 /// The data partition's GPT partition name, set by the image builder.
 pub const DATA_PARTNAME: &str = "vault-data";
 const DATA_WAIT: Duration = Duration::from_secs(20);
@@ -118,6 +120,38 @@ pub fn mount_data() -> Result<PathBuf> {
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_NOATIME;
     mount(Some(&device), DATA_MOUNT, Some("ext4"), flags, None::<&str>).map_err(mount_err("mount the data partition"))?;
     Ok(device)
+}
+
+/// Makes the root filesystem (the initramfs) read-only: nothing on it changes after boot.
+pub fn seal_root_filesystem() -> Result<()> {
+    let flags = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).map_err(mount_err("remount / read-only"))
+}
+
+/// What the daemon still needs once booted: link control and sysctls (NET_ADMIN), the egress
+/// guard's packet sockets (NET_RAW), mounting a policy stick (SYS_ADMIN), and marking sealed
+/// files immutable (LINUX_IMMUTABLE). Module loading, raw I/O, ptrace, time, reboot and the
+/// rest are gone from every set, the bounding set included, and no exec can gain them back.
+pub const KEPT_CAPABILITIES: [caps::Capability; 4] =
+    [caps::Capability::CAP_NET_ADMIN, caps::Capability::CAP_NET_RAW, caps::Capability::CAP_SYS_ADMIN, caps::Capability::CAP_LINUX_IMMUTABLE];
+
+/// Drops every capability but [`KEPT_CAPABILITIES`]; returns the names kept.
+pub fn drop_capabilities() -> Result<Vec<String>> {
+    use caps::CapSet;
+    let failed = |what: &'static str| move |e: caps::errors::CapsError| GatekeeperError::Io { what, source: std::io::Error::other(e.to_string()) };
+    let keep: caps::CapsHashSet = KEPT_CAPABILITIES.into_iter().collect();
+    // The bounding set first: that needs CAP_SETPCAP, which is about to go.
+    for cap in caps::all().difference(&keep) {
+        caps::drop(None, CapSet::Bounding, *cap).map_err(failed("drop from the bounding set"))?;
+    }
+    caps::clear(None, CapSet::Ambient).map_err(failed("clear ambient capabilities"))?;
+    caps::clear(None, CapSet::Inheritable).map_err(failed("clear inheritable capabilities"))?;
+    caps::set(None, CapSet::Effective, &keep).map_err(failed("set effective capabilities"))?;
+    caps::set(None, CapSet::Permitted, &keep).map_err(failed("set permitted capabilities"))?;
+    nix::sys::prctl::set_no_new_privs().map_err(mount_err("no_new_privs"))?;
+    let mut kept: Vec<String> = caps::read(None, CapSet::Permitted).map_err(failed("read capabilities"))?.iter().map(|c| c.to_string()).collect();
+    kept.sort();
+    Ok(kept)
 }
 
 /// Reaps every child that exits (PID 1 inherits orphans).

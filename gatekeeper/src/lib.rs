@@ -13,4 +13,5 @@ pub mod policy_store;
 pub mod push_server;
 pub mod run;
 pub mod sessions_api;
+pub mod usb;
 pub mod watchdog;

@@ -50,6 +50,9 @@ enum Command {
         /// Concurrent push sessions; more are closed at once.
         #[arg(long, default_value_t = 16)]
         max_connections: usize,
+        /// Watch for USB policy sticks and mount them here (the appliance does; off on a host).
+        #[arg(long)]
+        usb_mount: Option<PathBuf>,
     },
 }
 
@@ -66,13 +69,14 @@ fn main() -> ExitCode {
         }),
         Command::Status => status(&cli.root, &cli.state),
         Command::Identity => gatekeeper::identity::VaultIdentity::load_or_create(&cli.state).map(|id| println!("{}", id.public)),
-        Command::Run { carrier_timeout_ms, handshake_timeout_ms, idle_timeout_ms, max_connections } => {
+        Command::Run { carrier_timeout_ms, handshake_timeout_ms, idle_timeout_ms, max_connections, usb_mount } => {
             let limits = Limits {
                 handshake: Duration::from_millis(handshake_timeout_ms),
                 idle: Duration::from_millis(idle_timeout_ms),
                 max_connections,
             };
-            run(&cli.root, &cli.state, &cli.store, carrier_timeout_ms, limits, EventLog::default())
+            let paths = Paths { root: cli.root, state: cli.state, store: cli.store, usb_mount };
+            run(&paths, carrier_timeout_ms, limits, EventLog::default())
         }
     };
     match result {
@@ -84,7 +88,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// PID 1: mount, load modules, mount the data partition, then the daemon, for ever.
+/// PID 1: mount, load modules, mount the data partition, seal the root filesystem, drop
+/// capabilities, then the daemon, for ever.
 fn boot_as_init() -> ! {
     use gatekeeper::init;
     if let Err(e) = init::mount_pseudo_filesystems() {
@@ -92,6 +97,7 @@ fn boot_as_init() -> ! {
     }
     init::start_reaper();
     let mut events = EventLog::default();
+    events.mirror_to_screen();
     let now = vault_io::clock_now();
     events.emit(now, &Event::Boot { uptime_ms: init::uptime_ms() });
     for (module, reason) in init::load_modules(std::path::Path::new(init::MODULES_LIST)) {
@@ -101,17 +107,39 @@ fn boot_as_init() -> ! {
         Ok(device) => events.emit(vault_io::clock_now(), &Event::DataMounted { device: device.display().to_string(), at: init::DATA_MOUNT.into() }),
         Err(e) => init::halt(&e.to_string()),
     };
+    if let Err(e) = init::seal_root_filesystem() {
+        init::halt(&e.to_string());
+    }
+    events.emit(vault_io::clock_now(), &Event::RootReadOnly);
+    match init::drop_capabilities() {
+        Ok(kept) => events.emit(vault_io::clock_now(), &Event::CapabilitiesDropped { kept }),
+        Err(e) => init::halt(&e.to_string()),
+    };
     let data = std::path::Path::new(init::DATA_MOUNT);
-    let outcome = run(std::path::Path::new(init::ROOT_TOML), &data.join("state"), &data.join("store"), 5000, Limits::default(), events);
+    let paths = Paths {
+        root: init::ROOT_TOML.into(),
+        state: data.join("state"),
+        store: data.join("store"),
+        usb_mount: Some(init::USB_MOUNT.into()),
+    };
+    let outcome = run(&paths, 5000, Limits::default(), events);
     init::halt(&match outcome {
         Ok(()) => "the daemon stopped".to_string(),
         Err(e) => format!("the daemon stopped: {e}"),
     })
 }
 
-fn run(root: &std::path::Path, state: &std::path::Path, store: &std::path::Path, carrier_timeout_ms: u64, limits: Limits, events: EventLog) -> error::Result<()> {
+/// Where the daemon finds its inputs and keeps its data.
+struct Paths {
+    root: PathBuf,
+    state: PathBuf,
+    store: PathBuf,
+    usb_mount: Option<PathBuf>,
+}
+
+fn run(paths: &Paths, carrier_timeout_ms: u64, limits: Limits, events: EventLog) -> error::Result<()> {
     // Two workers: sessions decrypt and re-hash on them while the gate's timers stay
-    // responsive. The egress guard reads frames on its own thread.
+    // responsive. The egress guard and the USB watcher read on their own threads.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -119,11 +147,12 @@ fn run(root: &std::path::Path, state: &std::path::Path, store: &std::path::Path,
         .map_err(|source| error::GatekeeperError::Io { what: "tokio runtime", source })?;
     let options = gatekeeper::run::RunOptions {
         carrier_within: Duration::from_millis(carrier_timeout_ms),
-        server: push_server_factory(state.to_path_buf(), store.to_path_buf(), limits),
+        server: push_server_factory(paths.state.clone(), paths.store.clone(), limits),
         shutdown: gatekeeper::run::on_signal(),
         events,
+        usb_mount: paths.usb_mount.clone(),
     };
-    runtime.block_on(gatekeeper::run::run(root, state, options)).map(|_| ())
+    runtime.block_on(gatekeeper::run::run(&paths.root, &paths.state, options)).map(|_| ())
 }
 
 /// Opens the store (cleaning what a crash left) and loads the vault key, after the daemon has

@@ -31,16 +31,25 @@ pub fn load_state(state_dir: &Path) -> Result<VaultState> {
 
 /// Verifies the bundle at `source` and, if it passes, makes it the vault's policy. Every
 /// outcome is an event; a refusal leaves the state directory untouched.
-pub fn apply_bundle(
-    baked_root: &TrustRoot,
-    state_dir: &Path,
-    source: &Path,
-    now: Timestamp,
-    events: &mut EventLog,
-) -> Result<Verified> {
-    let outcome = read_and_verify(baked_root, state_dir, source, now);
+pub fn apply_bundle(baked_root: &TrustRoot, state_dir: &Path, source: &Path, now: Timestamp, events: &mut EventLog) -> Result<Verified> {
+    let label = source.display().to_string();
+    // Read once; from here on only these bytes matter, whatever happens to the file.
+    match vault_io::read_bounded(source, MAX_BUNDLE_BYTES) {
+        Ok(bytes) => apply_bytes(baked_root, state_dir, &label, bytes, now, events),
+        Err(e) => {
+            let err = GatekeeperError::from(e);
+            events.emit(now, &Event::PolicyRefused { source: label, reason: err.to_string() });
+            Err(err)
+        }
+    }
+}
+
+/// Verifies bundle bytes that were read once (from a file or a USB stick) and, if they pass,
+/// persists exactly them. Every outcome is an event; a refusal changes nothing.
+pub fn apply_bytes(baked_root: &TrustRoot, state_dir: &Path, source: &str, bytes: Vec<u8>, now: Timestamp, events: &mut EventLog) -> Result<Verified> {
+    let outcome = verify_bytes(baked_root, state_dir, &bytes, now);
     match &outcome {
-        Ok((verified, previous_root_version, _)) => {
+        Ok((verified, previous_root_version)) => {
             if verified.rotated {
                 events.emit(now, &Event::RootRotated { from_version: *previous_root_version, to_version: verified.root.version });
             }
@@ -55,22 +64,25 @@ pub fn apply_bundle(
             );
         }
         Err(err) => {
-            events.emit(now, &Event::PolicyRefused { source: source.display().to_string(), reason: err.to_string() });
+            events.emit(now, &Event::PolicyRefused { source: source.to_string(), reason: err.to_string() });
         }
     }
-    let (verified, _, bytes) = outcome?;
+    let (verified, _) = outcome?;
     vault_io::write_atomic(&state_dir.join(ACCEPTED_BUNDLE_FILE), &bytes, 0o600)?;
     vault_io::write_atomic(&state_dir.join(STATE_FILE), &verified.new_state.to_bytes(), 0o600)?;
     Ok(verified)
 }
 
-fn read_and_verify(baked_root: &TrustRoot, state_dir: &Path, source: &Path, now: Timestamp) -> Result<(Verified, u64, Vec<u8>)> {
+fn verify_bytes(baked_root: &TrustRoot, state_dir: &Path, bytes: &[u8], now: Timestamp) -> Result<(Verified, u64)> {
     let state = load_state(state_dir)?;
     let previous_root_version = state.current_root(baked_root)?.version;
-    // Read once; from here on only these bytes matter, whatever happens to the file.
-    let bytes = vault_io::read_bounded(source, MAX_BUNDLE_BYTES)?;
-    let verified = bundle::verify(&bytes, baked_root, &state, now)?;
-    Ok((verified, previous_root_version, bytes))
+    // The stick left in at the next boot: say so plainly rather than call it a rollback.
+    let accepted = state_dir.join(ACCEPTED_BUNDLE_FILE);
+    if state.accepted_version > 0 && vault_io::read_bounded(&accepted, MAX_BUNDLE_BYTES).is_ok_and(|current| current == bytes) {
+        return Err(GatekeeperError::AlreadyInForce { version: state.accepted_version });
+    }
+    let verified = bundle::verify(bytes, baked_root, &state, now)?;
+    Ok((verified, previous_root_version))
 }
 
 /// The policy of the accepted bundle in the state directory, or `None` before the first.

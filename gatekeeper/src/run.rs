@@ -31,7 +31,8 @@ pub struct RtVaultLink {
     port: u16,
     carrier_within: Duration,
     guard: Arc<GuardControl>,
-    guard_started: bool,
+    /// The NIC and rule the running guard judges by, if one runs.
+    guard_on: Option<(u32, EgressRule)>,
     guard_tx: mpsc::Sender<String>,
     /// Bumped on every bring-up, so a delayed "stop replying" never lands in a newer window.
     generation: Arc<AtomicU64>,
@@ -39,17 +40,22 @@ pub struct RtVaultLink {
 }
 
 impl RtVaultLink {
+    /// Starts the guard on `nic`, or restarts it when a new policy changed the NIC or the rule.
     fn start_guard(&mut self, nic: &Nic, address: IpAddr) -> Result<()> {
-        if self.guard_started {
-            return Ok(());
-        }
         let IpAddr::V4(address) = address else {
             return Err(GatekeeperError::Guard { reason: format!("{address} is not IPv4") });
         };
         let mac = nic.mac.ok_or_else(|| GatekeeperError::NoMac { nic: nic.name.clone() })?;
-        let rule = EgressRule { mac, address, port: self.port };
-        egress_guard::start(nic.index, rule, self.guard.clone(), self.guard_tx.clone())?;
-        self.guard_started = true;
+        let wanted = (nic.index, EgressRule { mac, address, port: self.port });
+        if self.guard_on.as_ref() == Some(&wanted) {
+            return Ok(());
+        }
+        if self.guard_on.take().is_some() {
+            self.guard.stop.store(true, Ordering::SeqCst);
+            self.guard = Arc::new(GuardControl::default());
+        }
+        egress_guard::start(wanted.0, wanted.1, self.guard.clone(), self.guard_tx.clone())?;
+        self.guard_on = Some(wanted);
         Ok(())
     }
 }
@@ -80,6 +86,14 @@ impl LinkOps for RtVaultLink {
             }
         });
         Ok(confirmation)
+    }
+
+    async fn adopt_policy(&mut self, policy: &Policy) -> Result<()> {
+        self.port = policy.network.port;
+        let nic = self.rt.find(&policy.network.nic).await?;
+        self.nic = Some(nic.clone());
+        // Watch now, so a frame sent while sealed is caught too.
+        self.start_guard(&nic, policy.network.address)
     }
 
     async fn recheck(&mut self, seen: &Seen) -> Recheck {
@@ -114,6 +128,14 @@ fn floor_writer(state_dir: PathBuf) -> Box<dyn FnMut(vault_core::units::Timestam
     })
 }
 
+/// Verifies a bundle from a stick against the baked root and the state directory, persists it.
+fn bundle_applier(root_path: PathBuf, state_dir: PathBuf) -> crate::daemon::BundleApplier {
+    Box::new(move |source, bytes, now, events| {
+        let root = policy_store::load_root(&root_path)?;
+        Ok(policy_store::apply_bytes(&root, &state_dir, source, bytes, now, events)?.policy)
+    })
+}
+
 async fn shutdown_signal() -> String {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
@@ -132,6 +154,8 @@ pub struct RunOptions<S> {
     pub server: ServerFactory,
     pub shutdown: S,
     pub events: EventLog,
+    /// Watch for policy sticks and mount them here (the appliance); `None` on a host.
+    pub usb_mount: Option<PathBuf>,
 }
 
 /// The production shutdown: SIGTERM or SIGINT.
@@ -142,7 +166,7 @@ pub async fn on_signal() -> String {
 /// The daemon. Returns on shutdown or a start-up failure (the link is down either way), with
 /// the event log.
 pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, state_dir: &Path, options: RunOptions<S>) -> Result<EventLog> {
-    let RunOptions { carrier_within, server, shutdown, mut events } = options;
+    let RunOptions { carrier_within, server, shutdown, mut events, usb_mount } = options;
     let rt = RtLink::connect()?;
     // 1. Before anything else: every NIC but loopback down, addresses flushed, quiet.
     let all = rt.all_links().await?;
@@ -181,41 +205,35 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
     );
 
     let (guard_tx, guard_rx) = mpsc::channel(16);
-    let mut link = RtVaultLink {
+    let link = RtVaultLink {
         rt: rt.clone(),
         nic: None,
-        port: policy.as_ref().map_or(0, |p| p.network.port),
+        port: 0,
         carrier_within,
         guard: Arc::new(GuardControl::default()),
-        guard_started: false,
+        guard_on: None,
         guard_tx,
         generation: Arc::new(AtomicU64::new(0)),
         loopback,
     };
-    if let Some(policy) = &policy {
-        // Resolve the NIC and start the guard now, so frames sent while sealed are caught too.
-        match rt.find(&policy.network.nic).await {
-            Ok(nic) => {
-                if let Err(e) = link.start_guard(&nic, policy.network.address) {
-                    events.emit(vault_io::clock_now(), &Event::Alarm { rule: "egress_guard_not_started".into(), detail: e.to_string() });
-                }
-                link.nic = Some(nic);
-            }
-            Err(e) => {
-                events.emit(vault_io::clock_now(), &Event::Alarm { rule: "nic_not_found".into(), detail: e.to_string() });
-            }
+    // 5. Policy sticks, on the appliance (a host running tests has its own USB devices).
+    let (usb_tx, usb_rx) = mpsc::channel(8);
+    if let Some(mount_point) = usb_mount {
+        if let Err(e) = crate::usb::start(mount_point, usb_tx) {
+            events.emit(vault_io::clock_now(), &Event::Alarm { rule: "usb_watcher_not_started".into(), detail: e.to_string() });
         }
     }
 
     let (reports_tx, reports_rx) = mpsc::channel(64);
     let mut driver = Driver::new(Gate::new(state.time_floor), link, SystemClock, server, reports_tx, floor_writer(state_dir.to_path_buf()));
     driver.events = events;
+    driver.apply_bundle = Some(bundle_applier(root_path.to_path_buf(), state_dir.to_path_buf()));
     if let Some(policy) = policy {
         driver.apply_policy(policy).await;
     } else {
         let clock = vault_io::clock_now();
         driver.feed(vault_core::gate::Input::Tick { clock }).await;
     }
-    driver.run(Inputs { sessions: reports_rx, watchdog: seen_rx, guard: guard_rx }, shutdown).await;
+    driver.run(Inputs { sessions: reports_rx, watchdog: seen_rx, guard: guard_rx, usb: usb_rx }, shutdown).await;
     Ok(driver.events)
 }

@@ -140,7 +140,8 @@ fn refusals_leave_the_state_untouched() {
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("under-threshold", bundle(policy(6), &root, None, &[&b]), "threshold not met for root v1: 1 valid"),
         ("rollback", bundle(policy(3), &root, None, &[&a, &b]), "rollback: version 3 <= accepted 5"),
-        ("replay", bundle(policy(5), &root, None, &[&a, &b]), "rollback: version 5 <= accepted 5"),
+        ("replay", bundle(policy(5), &root, None, &[&a, &b]), "already in force: this bundle is policy v5"),
+        ("same version, other bytes", bundle(policy(5), &root, None, &[&a, &c]), "rollback: version 5 <= accepted 5"),
         ("garbage", b"\x00\x01garbage".to_vec(), "malformed bundle"),
         ("huge", vec![b' '; 2 << 20], "over the limit of 1048576"),
     ];

@@ -6,6 +6,7 @@ mod error;
 mod keyfile;
 mod push;
 mod restore;
+mod usb;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,6 +39,9 @@ enum Command {
     /// Signed policy bundles.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// USB stick images that carry a policy bundle to the vault.
+    #[command(subcommand)]
+    Usb(UsbCommand),
     /// Pushes a directory tree, a file or stdin (`-`) into the vault as one snapshot.
     Push(PushCli),
     /// Rebuilds a sealed snapshot from the vault's store (offline), re-hashing every chunk.
@@ -113,6 +117,19 @@ enum KeyCommand {
     Gen {
         #[arg(long)]
         out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsbCommand {
+    /// Writes a FAT image holding the bundle as vault-policy.bundle (attach it, or dd it to a stick).
+    Write {
+        bundle: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// Skip the size and shape checks: for testing the vault's refusals.
+        #[arg(long, hide = true)]
+        unchecked: bool,
     },
 }
 
@@ -237,6 +254,15 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Snapshots { store, json } => list_snapshots(&store, json),
+        Command::Usb(UsbCommand::Write { bundle, out, unchecked }) => {
+            // Unchecked contents may be oversized on purpose, but never without bound.
+            let limit = if unchecked { 256 << 20 } else { MAX_BUNDLE_BYTES };
+            let bytes = vault_io::read_bounded(&bundle, limit)?;
+            let contents = if unchecked { usb::Contents::Unchecked(&bytes) } else { usb::Contents::Bundle(&bytes) };
+            let size = usb::write_image(contents, &out)?;
+            println!("wrote {} ({size} bytes, FAT): {} as {}", out.display(), bundle.display(), usb::BUNDLE_FILE);
+            Ok(())
+        }
     }
 }
 

@@ -1,0 +1,257 @@
+//! Policy from a USB stick, the vault's only admin input. The appliance has no udev: this
+//! watcher hears the kernel announce block devices (uevents over netlink), and for one that
+//! sits under a USB device it mounts the stick read-only, nosuid, nodev, noexec, reads
+//! `vault-policy.bundle` once (size-capped, no symlinks, no device files), unmounts, and hands
+//! the bytes to the daemon. The daemon verifies those bytes in memory and applies exactly
+//! them: whatever happens to the stick afterwards cannot change what was verified.
+
+use std::path::{Path, PathBuf};
+
+use netlink_sys::{protocols::NETLINK_KOBJECT_UEVENT, Socket, SocketAddr};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use tokio::sync::mpsc;
+use vault_core::bundle::MAX_BUNDLE_BYTES;
+
+use crate::error::{GatekeeperError, Result};
+
+/// The one file the vault reads from a stick (what `vaultctl usb write` puts there).
+pub const BUNDLE_FILE: &str = "vault-policy.bundle";
+/// The kernel's uevent multicast group (udev's would be 2; there is no udev here).
+const KERNEL_UEVENTS: u32 = 1;
+
+/// What the watcher tells the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsbReport {
+    /// A USB disk appeared.
+    Inserted { device: String },
+    /// The bundle's bytes, read once from the stick.
+    Bundle { device: String, bytes: Vec<u8> },
+    /// The stick gave no bundle, and why (bad filesystem, no file, too big, pulled mid-read).
+    Unreadable { device: String, reason: String },
+    Removed { device: String },
+}
+
+/// A kernel uevent, as far as the watcher needs one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uevent {
+    pub action: String,
+    pub devpath: String,
+    pub subsystem: String,
+    pub devname: Option<String>,
+    pub devtype: Option<String>,
+}
+
+impl Uevent {
+    /// Builds one from the `KEY=VALUE` lines of a uevent (a datagram or a sysfs `uevent` file).
+    fn from_pairs<'a>(action: Option<&str>, devpath: Option<&str>, pairs: impl Iterator<Item = &'a str>) -> Option<Uevent> {
+        let mut event = Uevent { action: action.unwrap_or_default().into(), devpath: devpath.unwrap_or_default().into(), subsystem: String::new(), devname: None, devtype: None };
+        for pair in pairs {
+            let Some((key, value)) = pair.split_once('=') else { continue };
+            match key {
+                "ACTION" => event.action = value.into(),
+                "DEVPATH" => event.devpath = value.into(),
+                "SUBSYSTEM" => event.subsystem = value.into(),
+                "DEVNAME" => event.devname = Some(value.into()),
+                "DEVTYPE" => event.devtype = Some(value.into()),
+                _ => {}
+            }
+        }
+        (!event.action.is_empty() && !event.devpath.is_empty()).then_some(event)
+    }
+
+    /// A block device under a USB device: a stick (or a card reader, or a USB disk).
+    pub fn is_usb_block(&self) -> bool {
+        self.subsystem == "block" && self.devname.is_some() && is_under_usb(&self.devpath)
+    }
+}
+
+/// Parses one kernel uevent datagram, `ACTION@DEVPATH\0KEY=VALUE\0...`. Anything else (udev's
+/// `libudev` messages, garbage) is `None`.
+pub fn parse_uevent(datagram: &[u8]) -> Option<Uevent> {
+    let text = std::str::from_utf8(datagram).ok()?;
+    let mut fields = text.split('\0');
+    let (action, devpath) = fields.next()?.split_once('@')?;
+    Uevent::from_pairs(Some(action), Some(devpath), fields)
+}
+
+/// True when a sysfs device path passes through a USB bus (`/devices/.../usb1/1-1/...`).
+pub fn is_under_usb(devpath: &str) -> bool {
+    devpath.split('/').any(|segment| segment.strip_prefix("usb").is_some_and(|bus| !bus.is_empty() && bus.bytes().all(|b| b.is_ascii_digit())))
+}
+
+/// Starts the watcher thread. It subscribes before it looks at what is already plugged in,
+/// so a stick inserted during start-up is not missed.
+pub fn start(mount_point: PathBuf, to_daemon: mpsc::Sender<UsbReport>) -> Result<()> {
+    let io = |what| move |source| GatekeeperError::Io { what, source };
+    let mut socket = Socket::new(NETLINK_KOBJECT_UEVENT).map_err(io("uevent socket"))?;
+    socket.bind(&SocketAddr::new(0, KERNEL_UEVENTS)).map_err(io("uevent subscription"))?;
+    std::fs::create_dir_all(&mount_point).map_err(io("USB mount point"))?;
+    std::thread::Builder::new()
+        .name("usb-policy".into())
+        .spawn(move || {
+            let watcher = Watcher { sys: PathBuf::from("/sys"), dev: PathBuf::from("/dev"), mount_point, to_daemon };
+            for event in present_block_devices(&watcher.sys) {
+                if !watcher.handle(&event) {
+                    return;
+                }
+            }
+            loop {
+                let Ok((datagram, _)) = socket.recv_from_full() else { continue };
+                if let Some(event) = parse_uevent(&datagram) {
+                    if !watcher.handle(&event) {
+                        return;
+                    }
+                }
+            }
+        })
+        .map_err(io("USB watcher thread"))?;
+    Ok(())
+}
+
+/// Block devices already there at start, as `add` events.
+fn present_block_devices(sys: &Path) -> Vec<Uevent> {
+    let Ok(entries) = std::fs::read_dir(sys.join("class/block")) else { return Vec::new() };
+    let mut events: Vec<Uevent> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let real = std::fs::canonicalize(entry.path()).ok()?;
+            let devpath = real.strip_prefix(sys).ok()?.to_str()?.to_string();
+            let text = std::fs::read_to_string(real.join("uevent")).ok()?;
+            let mut event = Uevent::from_pairs(Some("add"), Some(&format!("/{devpath}")), text.lines())?;
+            event.subsystem = "block".into();
+            Some(event)
+        })
+        .collect();
+    // Disks before their partitions, as the kernel announces them.
+    events.sort_by(|a, b| a.devpath.cmp(&b.devpath));
+    events
+}
+
+struct Watcher {
+    sys: PathBuf,
+    dev: PathBuf,
+    mount_point: PathBuf,
+    to_daemon: mpsc::Sender<UsbReport>,
+}
+
+impl Watcher {
+    /// Returns false once the daemon is gone.
+    fn handle(&self, event: &Uevent) -> bool {
+        if !event.is_usb_block() {
+            return true;
+        }
+        let name = event.devname.clone().unwrap_or_default();
+        let device = self.dev.join(&name).display().to_string();
+        let is_disk = event.devtype.as_deref() == Some("disk");
+        let mut reports = Vec::new();
+        match event.action.as_str() {
+            "add" => {
+                if is_disk {
+                    reports.push(UsbReport::Inserted { device: device.clone() });
+                }
+                // A partitioned stick is read through its partitions, which are announced next;
+                // an empty card reader has nothing to read.
+                let sysfs = self.sys.join(event.devpath.trim_start_matches('/'));
+                let read_through_partitions = is_disk && has_partitions(&sysfs, &name);
+                if !read_through_partitions && !is_empty_medium(&sysfs) {
+                    reports.push(match read_bundle(Path::new(&device), &self.mount_point) {
+                        Ok(bytes) => UsbReport::Bundle { device, bytes },
+                        Err(reason) => UsbReport::Unreadable { device, reason },
+                    });
+                }
+            }
+            "remove" if is_disk => reports.push(UsbReport::Removed { device }),
+            _ => {}
+        }
+        reports.into_iter().all(|report| self.to_daemon.blocking_send(report).is_ok())
+    }
+}
+
+fn has_partitions(sysfs: &Path, name: &str) -> bool {
+    std::fs::read_dir(sysfs).map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().starts_with(name) && e.path().join("partition").exists())).unwrap_or(false)
+}
+
+fn is_empty_medium(sysfs: &Path) -> bool {
+    std::fs::read_to_string(sysfs.join("size")).map(|s| s.trim() == "0").unwrap_or(false)
+}
+
+/// Mounts the stick read-only and reads the bundle once; always unmounts. The error is a
+/// sentence for the `policy_refused` event.
+pub fn read_bundle(device: &Path, mount_point: &Path) -> std::result::Result<Vec<u8>, String> {
+    let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_NOATIME;
+    mount(Some(device), mount_point, Some("vfat"), flags, None::<&str>).map_err(|errno| match errno {
+        nix::errno::Errno::EINVAL => "stick: not a FAT filesystem (or a damaged one); nothing read".to_string(),
+        other => format!("stick: mount failed ({other}); nothing read"),
+    })?;
+    let read = vault_io::read_bounded(&mount_point.join(BUNDLE_FILE), MAX_BUNDLE_BYTES);
+    // Lazily: a stick pulled mid-read must not leave the mount point busy for the next one.
+    let _ = umount2(mount_point, MntFlags::MNT_DETACH);
+    read.map_err(|e| match e {
+        vault_io::IoError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => format!("stick: no {BUNDLE_FILE} at its top level"),
+        vault_io::IoError::Io { source, .. } if source.raw_os_error() == Some(nix::libc::ELOOP) => format!("stick: {BUNDLE_FILE} is a symlink; refused"),
+        vault_io::IoError::Io { source, .. } => format!("stick: reading {BUNDLE_FILE} failed ({source}); was it pulled out?"),
+        other => format!("stick: {other}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn datagram(parts: &[&str]) -> Vec<u8> {
+        parts.join("\0").into_bytes()
+    }
+
+    const STICK: &str = "/devices/pci0000:00/0000:00:04.0/usb2/2-1/2-1:1.0/host0/target0:0:0/0:0:0:0/block/sda";
+
+    #[test]
+    fn parses_a_kernel_block_uevent() {
+        let bytes = datagram(&[&format!("add@{STICK}"), "ACTION=add", &format!("DEVPATH={STICK}"), "SUBSYSTEM=block", "MAJOR=8", "MINOR=0", "DEVNAME=sda", "DEVTYPE=disk", "SEQNUM=1234"]);
+        let event = parse_uevent(&bytes).expect("a uevent");
+        assert_eq!(event, Uevent { action: "add".into(), devpath: STICK.into(), subsystem: "block".into(), devname: Some("sda".into()), devtype: Some("disk".into()) });
+        assert!(event.is_usb_block());
+    }
+
+    #[test]
+    fn a_disk_on_a_pci_controller_is_not_a_stick() {
+        let disk = "/devices/pci0000:00/0000:00:05.0/virtio2/block/vda";
+        let bytes = datagram(&[&format!("add@{disk}"), "ACTION=add", &format!("DEVPATH={disk}"), "SUBSYSTEM=block", "DEVNAME=vda", "DEVTYPE=disk"]);
+        assert!(!parse_uevent(&bytes).unwrap().is_usb_block());
+    }
+
+    #[test]
+    fn usb_devices_that_are_not_block_devices_are_ignored() {
+        let hub = "/devices/pci0000:00/0000:00:04.0/usb2/2-1";
+        let bytes = datagram(&[&format!("add@{hub}"), "ACTION=add", &format!("DEVPATH={hub}"), "SUBSYSTEM=usb", "DEVNAME=bus/usb/002/002", "DEVTYPE=usb_device"]);
+        assert!(!parse_uevent(&bytes).unwrap().is_usb_block());
+    }
+
+    #[test]
+    fn udev_messages_and_garbage_are_not_uevents() {
+        assert_eq!(parse_uevent(b"libudev\0\xfe\xed\xca\xfe"), None);
+        assert_eq!(parse_uevent(b"no at sign here"), None);
+        assert_eq!(parse_uevent(&[0xff, 0xfe, b'@']), None);
+        assert_eq!(parse_uevent(b"add@"), None);
+    }
+
+    #[test]
+    fn usb_ancestry_needs_a_bus_segment() {
+        assert!(is_under_usb(STICK));
+        assert!(is_under_usb("/devices/platform/usb10/10-1/block/sdb"));
+        assert!(!is_under_usb("/devices/virtual/block/usbdisk"));
+        assert!(!is_under_usb("/devices/pci0000:00/usb/block/sdb"));
+        assert!(!is_under_usb("/devices/virtual/block/loop0"));
+    }
+
+    #[test]
+    fn reading_a_device_that_is_not_a_filesystem_is_refused_with_the_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let not_a_device = dir.path().join("garbage");
+        std::fs::write(&not_a_device, b"not a filesystem").unwrap();
+        let mount_point = dir.path().join("mnt");
+        std::fs::create_dir(&mount_point).unwrap();
+        let reason = read_bundle(&not_a_device, &mount_point).unwrap_err();
+        assert!(reason.starts_with("stick: "), "{reason}");
+        assert!(reason.contains("nothing read"), "{reason}");
+    }
+}

@@ -1,0 +1,341 @@
+//! The end-to-end harness: boots the real appliance image (`make image`'s `out/`) under QEMU
+//! (TCG), reads the gatekeeper's JSON event lines from the serial console, and drives the
+//! box from outside the way an operator would: USB sticks hot-plugged over QMP, resets,
+//! power cuts. Each VM gets a fresh copy-on-write overlay of the data disk, and its console
+//! log stays under `target/qemu-logs/<test>/` when a test fails.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// Where the image and the keys its trust root was made from are.
+#[derive(Debug, Clone)]
+pub struct Artifacts {
+    pub out: PathBuf,
+    /// `root.toml` and the admin keys (`alice.key`, ...) the test image was built with.
+    pub keys: PathBuf,
+}
+
+impl Artifacts {
+    /// `VAULT_IMAGE_DIR` (default `<workspace>/out`) and `VAULT_TEST_KEYS` (default
+    /// `<out>/test-keys`). A missing artifact is a test failure that says how to make it.
+    pub fn from_env() -> Artifacts {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf();
+        let out = std::env::var_os("VAULT_IMAGE_DIR").map_or_else(|| workspace.join("out"), PathBuf::from);
+        let keys = std::env::var_os("VAULT_TEST_KEYS").map_or_else(|| out.join("test-keys"), PathBuf::from);
+        for needed in ["vmlinuz", "initramfs.cpio.gz", "vault.qcow2", "vault.efi"] {
+            assert!(out.join(needed).exists(), "{} is missing: run `make test-image` (or `make test`) first", out.join(needed).display());
+        }
+        assert!(keys.join("root.toml").exists(), "{} is missing: run `make test-image` first", keys.join("root.toml").display());
+        Artifacts { out, keys }
+    }
+
+    /// The workspace's `vaultctl` (built by `make test` before this suite runs).
+    pub fn vaultctl(&self) -> PathBuf {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace");
+        let release = workspace.join("target/release/vaultctl");
+        if release.exists() {
+            return release;
+        }
+        workspace.join("target/debug/vaultctl")
+    }
+}
+
+/// How the VM boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Boot {
+    /// `-kernel` / `-initrd` with the data disk on virtio.
+    Direct,
+    /// OVMF firmware from the GPT disk's ESP (the UKI), with the disk on NVMe: the
+    /// gatekeeper must find its data partition by GPT name, whatever the bus.
+    Firmware,
+}
+
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// One running appliance.
+pub struct Vm {
+    pub name: String,
+    pub dir: PathBuf,
+    pub console: PathBuf,
+    qemu: Option<Child>,
+    qmp: Option<Qmp>,
+    /// How many console lines have been consumed by `wait_for`.
+    cursor: usize,
+    started: Instant,
+    keep_logs: bool,
+    sticks: u32,
+}
+
+/// Options of a boot beyond the defaults.
+#[derive(Debug, Clone, Default)]
+pub struct VmOptions {
+    /// Extra QEMU arguments (the network tests add a tap NIC).
+    pub extra: Vec<String>,
+    /// Boot on this disk instead of a fresh overlay (a reboot after a power cut).
+    pub disk: Option<PathBuf>,
+}
+
+impl Vm {
+    /// Boots the image. `name` names the log folder (`target/qemu-logs/<name>`).
+    pub fn boot(artifacts: &Artifacts, name: &str, boot: Boot, options: VmOptions) -> Vm {
+        let dir = log_root().join(name);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("log dir");
+        let disk = options.disk.clone().unwrap_or_else(|| {
+            let overlay = dir.join("data.qcow2");
+            let base = std::fs::canonicalize(artifacts.out.join("vault.qcow2")).expect("vault.qcow2");
+            run_ok(Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"]).arg(base).arg(&overlay));
+            overlay
+        });
+        let console = dir.join("console.log");
+        let qmp_path = dir.join("qmp.sock");
+        let mut cmd = Command::new("qemu-system-x86_64");
+        cmd.args(["-machine", "q35", "-accel", "tcg", "-m", "512", "-smp", "1", "-nodefaults", "-no-user-config"])
+            .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+            .arg("-serial")
+            .arg(format!("file:{}", console.display()))
+            .arg("-qmp")
+            .arg(format!("unix:{},server=on,wait=off", qmp_path.display()))
+            .args(["-device", "qemu-xhci,id=xhci"]);
+        match boot {
+            Boot::Direct => {
+                cmd.arg("-kernel").arg(artifacts.out.join("vmlinuz")).arg("-initrd").arg(artifacts.out.join("initramfs.cpio.gz"));
+                cmd.args(["-append", "console=ttyS0,115200 loglevel=4 panic=0"]);
+                cmd.arg("-drive").arg(format!("file={},format=qcow2,if=virtio,cache=unsafe", disk.display()));
+            }
+            Boot::Firmware => {
+                let vars = dir.join("OVMF_VARS.fd");
+                std::fs::copy(OVMF_VARS, &vars).expect("copy OVMF vars (is the ovmf package installed?)");
+                cmd.arg("-drive").arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"));
+                cmd.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+                cmd.arg("-drive").arg(format!("file={},format=qcow2,if=none,id=disk0,cache=unsafe", disk.display()));
+                cmd.args(["-device", "nvme,drive=disk0,serial=vault0"]);
+            }
+        }
+        cmd.args(&options.extra);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(dir.join("qemu.stderr")).expect("stderr file"));
+        let started = Instant::now();
+        let qemu = cmd.spawn().expect("start qemu-system-x86_64 (is qemu-system-x86 installed?)");
+        let mut vm = Vm { name: name.to_string(), dir, console, qemu: Some(qemu), qmp: None, cursor: 0, started, keep_logs: true, sticks: 0 };
+        vm.qmp = Some(vm.connect_qmp());
+        vm
+    }
+
+    fn connect_qmp(&mut self) -> Qmp {
+        let path = self.dir.join("qmp.sock");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(stream) = UnixStream::connect(&path) {
+                return Qmp::handshake(stream);
+            }
+            if let Some(status) = self.qemu.as_mut().and_then(|q| q.try_wait().ok().flatten()) {
+                self.fail(&format!("QEMU exited at start ({status})"));
+            }
+            assert!(Instant::now() < deadline, "no QMP socket at {}", path.display());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Seconds of wall time since QEMU started.
+    pub fn wall_secs(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Every gatekeeper event printed so far (lines of JSON with an `event` field).
+    pub fn events(&self) -> Vec<Value> {
+        console_events(&std::fs::read_to_string(&self.console).unwrap_or_default())
+    }
+
+    /// Waits for the next event (after those already consumed) that `matches`, or fails with
+    /// the console's tail.
+    pub fn wait_for(&mut self, what: &str, timeout: Duration, matches: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let events = self.events();
+            if let Some((i, event)) = events.iter().enumerate().skip(self.cursor).find(|(_, e)| matches(e)) {
+                self.cursor = i + 1;
+                return event.clone();
+            }
+            if let Some(status) = self.qemu.as_mut().and_then(|q| q.try_wait().ok().flatten()) {
+                self.fail(&format!("QEMU exited ({status}) while waiting for {what}"));
+            }
+            if Instant::now() > deadline {
+                self.fail(&format!("no {what} within {timeout:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for an event by name.
+    pub fn wait_event(&mut self, name: &str, timeout: Duration) -> Value {
+        self.wait_for(name, timeout, |e| e["event"] == name)
+    }
+
+    /// Fails the test with the last lines of the console.
+    pub fn fail(&self, why: &str) -> ! {
+        panic!("{}: {why}\n--- console tail ({}) ---\n{}", self.name, self.console.display(), self.console_tail(40));
+    }
+
+    pub fn console_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.console).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    fn qmp(&mut self) -> &mut Qmp {
+        self.qmp.as_mut().expect("QMP connected")
+    }
+
+    /// Plugs a USB stick made from `image` into the xHCI controller; returns its id.
+    pub fn plug_stick(&mut self, image: &Path) -> String {
+        self.sticks += 1;
+        let id = format!("stick{}", self.sticks);
+        let node = format!("{id}-node");
+        self.qmp().execute("blockdev-add", json!({
+            "node-name": node, "driver": "raw", "read-only": true,
+            "file": { "driver": "file", "filename": image.display().to_string(), "read-only": true }
+        }));
+        self.qmp().execute("device_add", json!({ "driver": "usb-storage", "bus": "xhci.0", "drive": node, "id": id, "removable": true }));
+        id
+    }
+
+    /// Pulls a stick out (as fast as a hand can).
+    pub fn unplug_stick(&mut self, id: &str) {
+        self.qmp().execute("device_del", json!({ "id": id }));
+        self.qmp().wait_qmp_event("DEVICE_DELETED", Duration::from_secs(20));
+        self.qmp().execute("blockdev-del", json!({ "node-name": format!("{id}-node") }));
+    }
+
+    /// A power cut: QEMU killed, no shutdown of any kind.
+    pub fn power_cut(mut self) -> PathBuf {
+        self.kill();
+        self.keep_logs = false;
+        self.dir.join("data.qcow2")
+    }
+
+    /// The test passed: its logs can go.
+    pub fn pass(mut self) {
+        self.keep_logs = false;
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut qemu) = self.qemu.take() {
+            let _ = qemu.kill();
+            let _ = qemu.wait();
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.kill();
+        if self.keep_logs {
+            eprintln!("{}: logs kept in {}", self.name, self.dir.display());
+        }
+    }
+}
+
+/// Failed scenarios leave their logs here (CI prints their tails).
+pub fn log_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").join("target/qemu-logs")
+}
+
+/// The gatekeeper's event lines in a console log; kernel messages and anything else skipped.
+pub fn console_events(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|line| line.find('{').map(|i| &line[i..]))
+        .filter_map(|json| serde_json::from_str::<Value>(json).ok())
+        .filter(|v| v.get("event").is_some() && v.get("seq").is_some())
+        .collect()
+}
+
+/// Runs a command that must succeed.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A QMP connection (QEMU's JSON control socket).
+pub struct Qmp {
+    reader: BufReader<UnixStream>,
+    writer: UnixStream,
+    /// Asynchronous events read while waiting for a command's answer.
+    pending_events: Vec<Value>,
+}
+
+impl Qmp {
+    fn handshake(stream: UnixStream) -> Qmp {
+        stream.set_read_timeout(Some(Duration::from_secs(30))).expect("QMP timeout");
+        let writer = stream.try_clone().expect("QMP clone");
+        let mut qmp = Qmp { reader: BufReader::new(stream), writer, pending_events: Vec::new() };
+        let greeting = qmp.read();
+        assert!(greeting.get("QMP").is_some(), "not a QMP greeting: {greeting}");
+        qmp.execute("qmp_capabilities", json!({}));
+        qmp
+    }
+
+    fn read(&mut self) -> Value {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("QMP read");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("QMP sent {line:?}: {e}"))
+    }
+
+    /// Runs a command; panics with QEMU's error if it fails.
+    pub fn execute(&mut self, command: &str, arguments: Value) -> Value {
+        let request = json!({ "execute": command, "arguments": arguments });
+        writeln!(self.writer, "{request}").expect("QMP write");
+        loop {
+            let answer = self.read();
+            if answer.get("event").is_some() {
+                self.pending_events.push(answer);
+                continue;
+            }
+            if let Some(error) = answer.get("error") {
+                panic!("QMP {command} failed: {error}");
+            }
+            return answer["return"].clone();
+        }
+    }
+
+    /// Waits for an asynchronous QMP event by name.
+    pub fn wait_qmp_event(&mut self, name: &str, timeout: Duration) -> Value {
+        if let Some(i) = self.pending_events.iter().position(|e| e["event"] == name) {
+            return self.pending_events.remove(i);
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let event = self.read();
+            if event["event"] == name {
+                return event;
+            }
+        }
+        panic!("no QMP event {name} within {timeout:?}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_events_skips_kernel_lines_and_keeps_event_lines() {
+        let log = "[    1.234] virtio_blk virtio1: [vda] 1056768 512-byte logical blocks\n\
+                   {\"seq\":1,\"time\":\"2026-11-26T00:00:00Z\",\"event\":\"boot\",\"uptime_ms\":1900}\n\
+                   garbage {not json\n\
+                   \r{\"seq\":2,\"time\":\"2026-11-26T00:00:00Z\",\"event\":\"status\",\"state\":\"sealed\"}\n\
+                   {\"QMP\":{}}\n";
+        let events = console_events(log);
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0]["event"], "boot");
+        assert_eq!(events[1]["state"], "sealed");
+    }
+}
