@@ -14,6 +14,10 @@ command -v sysctl >/dev/null || need_apt+=(procps)
 # downgrade with openssl s_client.
 command -v chattr >/dev/null || need_apt+=(e2fsprogs)
 command -v openssl >/dev/null || need_apt+=(openssl)
+# The QEMU suite boots the appliance image directly and through UEFI firmware (issues 6, 7).
+command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)
+command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
+[ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || need_apt+=(ovmf)
 if ((${#need_apt[@]})); then
   echo "ensure-tools: installing ${need_apt[*]}"
   apt-get update -qq

@@ -66,24 +66,39 @@ fn target_name(target: &str) -> &'static str {
     }
 }
 
-/// Loads each module named in the list (paths, dependencies first). A module that is
-/// already there is fine; any other failure is reported and loading goes on, so one
-/// missing driver cannot keep the vault from sealing its links and saying why.
+/// Loads the modules in the list: lines of `LEVEL PATH`, where a module's level is one more
+/// than its deepest dependency's (the build resolves them from modules.dep). Each level is
+/// loaded in parallel, since drivers spend their init probing hardware and waiting on it.
+/// A module already there, or one for hardware this box lacks (ENODEV), is fine; any other
+/// failure is reported and loading goes on, so one missing driver cannot keep the vault from
+/// sealing its links and saying why.
 pub fn load_modules(list: &Path) -> Vec<(String, String)> {
+    let Ok(text) = std::fs::read_to_string(list) else { return Vec::new() };
+    let mut levels: std::collections::BTreeMap<u32, Vec<String>> = std::collections::BTreeMap::new();
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+        match line.split_once(' ').and_then(|(level, path)| Some((level.parse::<u32>().ok()?, path))) {
+            Some((level, path)) => levels.entry(level).or_default().push(path.to_string()),
+            None => return vec![(line.to_string(), "not a `LEVEL PATH` line in the module list".to_string())],
+        }
+    }
     let mut failures = Vec::new();
-    let Ok(text) = std::fs::read_to_string(list) else { return failures };
-    for module in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        let outcome = std::fs::File::open(module).map_err(|e| e.to_string()).and_then(|file| {
-            let no_params = CString::default();
-            nix::kmod::finit_module(file.as_fd(), &no_params, nix::kmod::ModuleInitFlags::empty()).map_err(|e| e.to_string())
-        });
-        match outcome {
-            Ok(()) => {}
-            Err(e) if e.contains("EEXIST") || e.contains("exists") => {}
-            Err(e) => failures.push((module.to_string(), e)),
+    for modules in levels.into_values() {
+        let loading: Vec<_> = modules.into_iter().map(|module| std::thread::spawn(move || (load_module(&module), module))).collect();
+        for handle in loading {
+            if let Ok((Err(reason), module)) = handle.join() {
+                failures.push((module, reason));
+            }
         }
     }
     failures
+}
+
+fn load_module(path: &str) -> std::result::Result<(), String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    match nix::kmod::finit_module(file.as_fd(), &CString::default(), nix::kmod::ModuleInitFlags::empty()) {
+        Ok(()) | Err(nix::errno::Errno::EEXIST) | Err(nix::errno::Errno::ENODEV) => Ok(()),
+        Err(errno) => Err(errno.to_string()),
+    }
 }
 
 /// The block device whose GPT partition name is `name`, from sysfs uevents.

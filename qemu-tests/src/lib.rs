@@ -339,3 +339,126 @@ mod tests {
         assert_eq!(events[1]["state"], "sealed");
     }
 }
+
+/// A scratch directory for one test's policies and sticks (removed when dropped).
+pub struct Workbench {
+    pub artifacts: Artifacts,
+    pub dir: PathBuf,
+}
+
+impl Workbench {
+    pub fn new(artifacts: &Artifacts, name: &str) -> Workbench {
+        let dir = log_root().join(format!("{name}-bench"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("bench dir");
+        Workbench { artifacts: artifacts.clone(), dir }
+    }
+
+    fn vaultctl(&self) -> Command {
+        Command::new(self.artifacts.vaultctl())
+    }
+
+    /// A policy for the test vault: one window of `window_minutes` starting `opens_in_secs`
+    /// from the host's now, listing the test pushers, written as TOML.
+    pub fn policy_toml(&self, version: u64, vault_id: &str, opens_in_secs: i64, window_minutes: u32) -> PathBuf {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let from = rfc3339(now + opens_in_secs);
+        let until = rfc3339(now + opens_in_secs + i64::from(window_minutes) * 60);
+        let expires = rfc3339(now + 30 * 86_400);
+        let key = |name: &str| std::fs::read_to_string(self.artifacts.keys.join(format!("{name}.pub"))).expect("pusher key").trim().to_string();
+        let text = format!(
+            "vault_id = \"{vault_id}\"\nversion = {version}\nexpires = \"{expires}\"\n\n[network]\ninterface = \"eth0\"\naddress = \"192.0.2.10/24\"\nport = 7400\n\n\
+             [[window]]\nfrom = \"{from}\"\nuntil = \"{until}\"\n\n\
+             [[pusher]]\nname = \"db-backup\"\nkey = \"{}\"\nquota = \"1GiB\"\nretain = \"35d\"\n\n\
+             [[pusher]]\nname = \"web-backup\"\nkey = \"{}\"\nquota = \"1GiB\"\nretain = \"35d\"\n\n[close]\nearly = true\ngrace = \"1m\"\n",
+            key("db-backup"),
+            key("web-backup")
+        );
+        let path = self.dir.join(format!("policy-v{version}-{vault_id}.toml"));
+        std::fs::write(&path, text).expect("policy.toml");
+        path
+    }
+
+    /// Signs `policy` with each named admin in turn, for the test image's trust root.
+    pub fn sign(&self, policy: &Path, admins: &[&str], out_name: &str) -> PathBuf {
+        self.sign_for(&self.artifacts.keys.join("root.toml"), policy, admins, out_name)
+    }
+
+    /// A trust root for another vault id with the same admins (for mix-and-match bundles).
+    pub fn other_root(&self, vault_id: &str) -> PathBuf {
+        let out = self.dir.join(format!("root-{vault_id}.toml"));
+        let keys = &self.artifacts.keys;
+        let mut cmd = self.vaultctl();
+        cmd.args(["root", "init", "--vault-id", vault_id, "--threshold", "2", "--out"]).arg(&out);
+        for admin in ["alice", "bob", "carol"] {
+            cmd.arg("--admin").arg(keys.join(format!("{admin}.pub")));
+        }
+        run_ok(&mut cmd);
+        out
+    }
+
+    /// Signs `policy` with each named admin in turn, for the trust root at `root`.
+    pub fn sign_for(&self, root: &Path, policy: &Path, admins: &[&str], out_name: &str) -> PathBuf {
+        let out = self.dir.join(out_name);
+        let mut input = policy.to_path_buf();
+        for admin in admins {
+            let key = self.artifacts.keys.join(format!("{admin}.key"));
+            run_ok(self.vaultctl().args(["policy", "sign", "--root"]).arg(root).arg("--key").arg(key).arg(&input).arg("--out").arg(&out));
+            input = out.clone();
+        }
+        out
+    }
+
+    /// A stick image holding `bundle` (checked by vaultctl unless `unchecked`).
+    pub fn stick(&self, bundle: &Path, unchecked: bool) -> PathBuf {
+        let out = self.dir.join(format!("{}.img", bundle.file_name().unwrap().to_string_lossy()));
+        let _ = std::fs::remove_file(&out);
+        let mut cmd = self.vaultctl();
+        cmd.args(["usb", "write"]).arg(bundle).arg("--out").arg(&out);
+        if unchecked {
+            cmd.arg("--unchecked");
+        }
+        run_ok(&mut cmd);
+        out
+    }
+
+    /// A file of `bytes` in the bench.
+    pub fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(&path, bytes).expect("bench file");
+        path
+    }
+}
+
+impl Drop for Workbench {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Unix seconds as RFC 3339 UTC (civil-from-days, so the harness needs no date crate).
+pub fn rfc3339(unix: i64) -> String {
+    let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs % 3600 / 60, secs % 60)
+}
+
+#[cfg(test)]
+mod time_tests {
+    #[test]
+    fn rfc3339_matches_known_instants() {
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(super::rfc3339(1_798_761_599), "2026-12-31T23:59:59Z");
+    }
+}

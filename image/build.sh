@@ -1,0 +1,159 @@
+#!/usr/bin/env bash
+# make image: the appliance from Debian packages (pinned in image/packages.lock) and the
+# gatekeeper built here. Writes to out/:
+#   vmlinuz, initramfs.cpio.gz   direct kernel boot (QEMU -kernel/-initrd)
+#   vault.efi                    a UKI: systemd's EFI stub + kernel + initramfs + cmdline + os-release
+#   vault.img, vault.qcow2       GPT disk: ESP (\EFI\BOOT\BOOTX64.EFI) + ext4 data partition
+#   MANIFEST, SHA256SUMS         what it was built from; checksums
+# Reproducible: same inputs, same SHA256SUMS (SOURCE_DATE_EPOCH, sorted cpio, fixed ids).
+#
+# usage: ROOT=path/to/root.toml [VARIANT=production] [OUT=out] image/build.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TOP=$PWD
+
+ROOT=${ROOT:-}
+VARIANT=${VARIANT:-production}
+OUT=${OUT:-$TOP/out}
+CACHE=${IMAGE_CACHE:-$HOME/.cache/vault-image}
+LOCK=$TOP/image/packages.lock
+OVERLAY=$TOP/buildroot-overlay/board/vault/rootfs_overlay
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$TOP" log -1 --format=%ct 2>/dev/null || echo 1764000000)}
+export TZ=UTC LC_ALL=C
+umask 022
+
+die() { echo "image: $*" >&2; exit 1; }
+[ -n "$ROOT" ] || die "say which trust root to bake in: make image ROOT=path/to/root.toml (vaultctl root init makes one; make demo makes its own)"
+[ -f "$ROOT" ] || die "ROOT=$ROOT: no such file"
+[ "$VARIANT" = production ] || die "VARIANT=$VARIANT: only the production variant exists (no shell is ever in the image)"
+
+# ---- tools ----------------------------------------------------------------------------------
+need=()
+command -v dpkg-deb >/dev/null || need+=(dpkg)
+command -v depmod >/dev/null || need+=(kmod)
+command -v objcopy >/dev/null || need+=(binutils)
+command -v mkfs.fat >/dev/null || need+=(dosfstools)
+command -v mcopy >/dev/null || need+=(mtools)
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+command -v sfdisk >/dev/null || need+=(fdisk)
+command -v qemu-img >/dev/null || need+=(qemu-utils)
+command -v python3 >/dev/null || need+=(python3)
+if ((${#need[@]})); then
+  echo "image: installing ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+WORK=$(mktemp -d /tmp/vault-image.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$OUT" "$CACHE"
+
+# ---- 1. pinned Debian packages --------------------------------------------------------------
+fetch() { # $1 package, $2 version, $3 sha256 -> path of the verified .deb
+  local pkg=$1 ver=$2 sum=$3 deb
+  deb="$CACHE/${pkg}_${ver//:/%3a}_amd64.deb"
+  if [ ! -f "$deb" ]; then
+    [ -n "${APT_UPDATED:-}" ] || { apt-get update -qq; APT_UPDATED=1; }
+    if ! (cd "$CACHE" && apt-get download -q "$pkg=$ver" >/dev/null 2>"$WORK/apt.err"); then
+      cat "$WORK/apt.err" >&2
+      die "pinned $pkg $ver is no longer served by the Debian mirrors (superseded, e.g. by a kernel security update). Run 'make pins' to pin what is served now, review the diff of image/packages.lock, and build again."
+    fi
+  fi
+  local got
+  got=$(sha256sum "$deb" | cut -d' ' -f1)
+  [ "$got" = "$sum" ] || die "$deb: SHA-256 $got does not match the pin $sum in image/packages.lock; refusing to build from it"
+  echo "$deb"
+}
+KERNEL_PKG=$(awk '$1 ~ /^linux-image-/ {print $1}' "$LOCK")
+read -r _ KERNEL_VER KERNEL_SUM < <(grep "^$KERNEL_PKG " "$LOCK")
+read -r _ STUB_VER STUB_SUM < <(grep "^systemd-boot-efi " "$LOCK")
+KERNEL_DEB=$(fetch "$KERNEL_PKG" "$KERNEL_VER" "$KERNEL_SUM")
+STUB_DEB=$(fetch systemd-boot-efi "$STUB_VER" "$STUB_SUM")
+dpkg-deb -x "$KERNEL_DEB" "$WORK/kernel"
+dpkg-deb -x "$STUB_DEB" "$WORK/stub"
+KVER=$(ls "$WORK/kernel/lib/modules")
+VMLINUZ=$WORK/kernel/boot/vmlinuz-$KVER
+STUB=$WORK/stub/usr/lib/systemd/boot/efi/linuxx64.efi.stub
+depmod -b "$WORK/kernel" "$KVER"
+
+# ---- 2. the gatekeeper, static, with no build paths inside ------------------------------------
+echo "image: building the gatekeeper (static)"
+CARGO_HOME_DIR=${CARGO_HOME:-$HOME/.cargo}
+RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=$TOP=/build --remap-path-prefix=$CARGO_HOME_DIR=/cargo" \
+  cargo build --release --locked --target x86_64-unknown-linux-gnu -p gatekeeper -q
+GATEKEEPER=${CARGO_TARGET_DIR:-$TOP/target}/x86_64-unknown-linux-gnu/release/gatekeeper
+# The trust root must be one the gatekeeper accepts.
+"$GATEKEEPER" --root "$ROOT" --state "$WORK/check-state" status >/dev/null || die "ROOT=$ROOT is not a valid trust root"
+
+# ---- 3. the initramfs -----------------------------------------------------------------------
+TREE=$WORK/initramfs
+mkdir -p "$TREE"/{dev,proc,sys,run,data,mnt,etc/vault,lib/modules/"$KVER"}
+cp -a "$OVERLAY"/. "$TREE"/
+rm -f "$TREE/etc/vault/README"
+install -m 0755 "$GATEKEEPER" "$TREE/init"
+install -m 0644 "$ROOT" "$TREE/etc/vault/root.toml"
+# Modules: the closure of image/modules.txt over modules.dep, as `LEVEL PATH` lines: a
+# module's level is one more than its deepest dependency's, and the gatekeeper loads each
+# level in parallel.
+python3 - "$WORK/kernel/lib/modules/$KVER" "$TOP/image/modules.txt" "$KVER" > "$WORK/modules.levels" <<'PY'
+import sys
+base, wanted_file, kver = sys.argv[1], sys.argv[2], sys.argv[3]
+deps = {}
+for line in open(f"{base}/modules.dep"):
+    path, _, rest = line.partition(":")
+    deps[path] = rest.split()
+by_name = {p.rsplit("/", 1)[1].removesuffix(".ko").replace("-", "_"): p for p in deps}
+level = {}
+def visit(path):
+    if path not in level:
+        level[path] = 1 + max((visit(d) for d in deps[path]), default=-1)
+    return level[path]
+for raw in open(wanted_file):
+    name = raw.split("#")[0].strip()
+    if not name:
+        continue
+    key = name.replace("-", "_")
+    if key not in by_name:
+        sys.exit(f"image: module {name} is not in kernel {kver}")
+    visit(by_name[key])
+for path in sorted(level, key=lambda p: (level[p], p)):
+    print(level[path], path)
+PY
+while read -r level module; do
+  install -D -m 0644 "$WORK/kernel/lib/modules/$KVER/$module" "$TREE/lib/modules/$KVER/$module"
+  echo "$level /lib/modules/$KVER/$module"
+done < "$WORK/modules.levels" > "$TREE/etc/vault/modules.list"
+python3 "$TOP/image/mkcpio.py" "$TREE" "$OUT/initramfs.cpio.gz" dev/console:c:5:1
+install -m 0644 "$VMLINUZ" "$OUT/vmlinuz"
+
+# ---- 4. the UKI, 5. the GPT disk (one definition for this builder and Buildroot's) ----------
+# shellcheck source=../buildroot-overlay/board/vault/uki-disk.bash
+. "$TOP/buildroot-overlay/board/vault/uki-disk.bash"
+CMDLINE=$VAULT_CMDLINE
+vault_uki "$STUB" "$OUT/vmlinuz" "$OUT/initramfs.cpio.gz" "$TREE/etc/os-release" "$WORK" "$OUT/vault.efi" || die "UKI failed"
+UKI_SIZE=$(stat -c %s "$OUT/vault.efi")
+IMG=$OUT/vault.img
+vault_disk "$OUT/vault.efi" "${DATA_MIB:-512}" "$WORK" "$IMG"
+rm -f "$OUT/vault.qcow2"
+qemu-img convert -q -f raw -O qcow2 "$IMG" "$OUT/vault.qcow2"
+
+# ---- 6. manifest and checksums ---------------------------------------------------------------
+{
+  echo "image: air-gap vault ($VARIANT)"
+  echo "source_date_epoch: $SOURCE_DATE_EPOCH"
+  echo "git: $(git -C "$TOP" rev-parse HEAD 2>/dev/null || echo unknown)"
+  echo "kernel: $KERNEL_PKG $KERNEL_VER sha256:$KERNEL_SUM ($KVER)"
+  echo "efi-stub: systemd-boot-efi $STUB_VER sha256:$STUB_SUM"
+  echo "gatekeeper: sha256:$(sha256sum "$GATEKEEPER" | cut -d' ' -f1)"
+  echo "trust-root: sha256:$(sha256sum "$ROOT" | cut -d' ' -f1)"
+  echo "cmdline: $CMDLINE"
+  echo "modules:"
+  sed 's/^/  /' "$TREE/etc/vault/modules.list"
+} > "$OUT/MANIFEST"
+(cd "$OUT" && sha256sum MANIFEST vmlinuz initramfs.cpio.gz vault.efi vault.img vault.qcow2 > SHA256SUMS)
+
+echo "image: built in $OUT"
+for f in vmlinuz initramfs.cpio.gz vault.efi vault.img vault.qcow2; do
+  printf '  %-18s %10s bytes (%s on disk)\n' "$f" "$(stat -c %s "$OUT/$f")" "$(du -h "$OUT/$f" | cut -f1)"
+done
+echo "  UKI limit 16 MiB: $UKI_SIZE bytes, ok"

@@ -1,0 +1,48 @@
+//! The image boots to Sealed, directly and through firmware, with no policy: the smoke test of
+//! the appliance (issue 6). Prints the guest uptime at the moment the gatekeeper reports
+//! Sealed (goal: <= 3.0 s under TCG).
+
+use std::time::Duration;
+
+use qemu_tests::{Artifacts, Boot, Vm, VmOptions};
+
+fn boots_to_sealed(boot: Boot, name: &str) {
+    let artifacts = Artifacts::from_env();
+    let mut vm = Vm::boot(&artifacts, name, boot, VmOptions::default());
+    let first = vm.wait_event("boot", Duration::from_secs(120));
+    let mounted = vm.wait_event("data_mounted", Duration::from_secs(60));
+    vm.wait_event("root_read_only", Duration::from_secs(10));
+    let caps = vm.wait_event("capabilities_dropped", Duration::from_secs(10));
+    let started = vm.wait_event("started", Duration::from_secs(60));
+    let status = vm.wait_event("status", Duration::from_secs(30));
+    let wall = vm.wall_secs();
+
+    assert_eq!(status["state"], "sealed", "{status}");
+    assert_eq!(status["policy_version"], serde_json::Value::Null, "a fresh disk has no policy: {status}");
+    assert_eq!(started["policy_version"], serde_json::Value::Null);
+    assert_eq!(caps["kept"], serde_json::json!(["CAP_LINUX_IMMUTABLE", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SYS_ADMIN"]), "{caps}");
+    // Found by its GPT name whatever the bus: virtio for a direct boot, NVMe through firmware.
+    let expected_device = if boot == Boot::Direct { "/dev/vda2" } else { "/dev/nvme0n1p2" };
+    assert_eq!(mounted["device"], expected_device, "{mounted}");
+    let events = vm.events();
+    assert!(!events.iter().any(|e| e["event"] == "link_up"), "no link may come up without a policy");
+    assert!(!events.iter().any(|e| e["event"] == "module_load_failed"), "a module failed: {events:?}");
+    assert!(!events.iter().any(|e| e["event"] == "fatal"), "fatal: {events:?}");
+
+    println!(
+        "{name}: Sealed at guest uptime {:.2} s (userspace from {:.2} s), {wall:.1} s wall",
+        started["uptime_ms"].as_u64().unwrap() as f64 / 1000.0,
+        first["uptime_ms"].as_u64().unwrap() as f64 / 1000.0,
+    );
+    vm.pass();
+}
+
+#[test]
+fn direct_kernel_boot_reports_sealed() {
+    boots_to_sealed(Boot::Direct, "boot-direct");
+}
+
+#[test]
+fn firmware_boot_of_the_gpt_disk_reports_sealed() {
+    boots_to_sealed(Boot::Firmware, "boot-firmware");
+}
