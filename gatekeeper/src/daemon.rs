@@ -152,6 +152,8 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         self.feed(Input::PolicyApplied(Box::new(policy))).await;
         let clock = self.clock.now();
         self.feed(Input::Tick { clock }).await;
+        // A new policy is news on the console even when the gate stays sealed.
+        self.emit_status();
     }
 
     /// Runs until `shutdown` completes, then closes everything and takes the link down.

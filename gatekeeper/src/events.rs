@@ -22,7 +22,7 @@ pub enum Event {
     Boot { uptime_ms: Option<u64> },
     ModuleLoadFailed { module: String, reason: String },
     /// The data partition, found by its GPT name, mounted nosuid, nodev, noexec.
-    DataMounted { device: String, at: String },
+    DataMounted { device: String, at: String, uptime_ms: Option<u64> },
     /// A gate phase change, with why.
     StateChanged { from: String, to: String, reason: String },
     /// Netlink confirmed a NIC up (or down) after the gatekeeper asked.

@@ -104,7 +104,7 @@ fn boot_as_init() -> ! {
         events.emit(now, &Event::ModuleLoadFailed { module, reason });
     }
     match init::mount_data() {
-        Ok(device) => events.emit(vault_io::clock_now(), &Event::DataMounted { device: device.display().to_string(), at: init::DATA_MOUNT.into() }),
+        Ok(device) => events.emit(vault_io::clock_now(), &Event::DataMounted { device: device.display().to_string(), at: init::DATA_MOUNT.into(), uptime_ms: init::uptime_ms() }),
         Err(e) => init::halt(&e.to_string()),
     };
     if let Err(e) = init::seal_root_filesystem() {

@@ -96,7 +96,9 @@ impl Vm {
         let console = dir.join("console.log");
         let qmp_path = dir.join("qmp.sock");
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-machine", "q35", "-accel", "tcg", "-m", "512", "-smp", "1", "-nodefaults", "-no-user-config"])
+        // `-cpu max` gives the guest RDRAND, so the kernel's entropy pool is ready at once, as on
+        // real hardware (otherwise the first key generation waits a second for it).
+        cmd.args(["-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m", "512", "-smp", "1", "-nodefaults", "-no-user-config"])
             .args(["-display", "none", "-monitor", "none", "-no-reboot"])
             .arg("-serial")
             .arg(format!("file:{}", console.display()))
@@ -208,7 +210,8 @@ impl Vm {
     /// Pulls a stick out (as fast as a hand can).
     pub fn unplug_stick(&mut self, id: &str) {
         self.qmp().execute("device_del", json!({ "id": id }));
-        self.qmp().wait_qmp_event("DEVICE_DELETED", Duration::from_secs(20));
+        // The stick's inner SCSI device goes first, with no id; wait for the stick itself.
+        self.qmp().wait_qmp_event("DEVICE_DELETED", Duration::from_secs(20), |data| data["device"] == id);
         self.qmp().execute("blockdev-del", json!({ "node-name": format!("{id}-node") }));
     }
 
@@ -306,15 +309,16 @@ impl Qmp {
         }
     }
 
-    /// Waits for an asynchronous QMP event by name.
-    pub fn wait_qmp_event(&mut self, name: &str, timeout: Duration) -> Value {
-        if let Some(i) = self.pending_events.iter().position(|e| e["event"] == name) {
+    /// Waits for an asynchronous QMP event by name whose `data` matches.
+    pub fn wait_qmp_event(&mut self, name: &str, timeout: Duration, matches: impl Fn(&Value) -> bool) -> Value {
+        let wanted = |e: &Value| e["event"] == name && matches(&e["data"]);
+        if let Some(i) = self.pending_events.iter().position(wanted) {
             return self.pending_events.remove(i);
         }
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             let event = self.read();
-            if event["event"] == name {
+            if wanted(&event) {
                 return event;
             }
         }
