@@ -16,7 +16,7 @@ ROOT=${ROOT:-}
 VARIANT=${VARIANT:-production}
 OUT=${OUT:-$TOP/out}
 CACHE=${IMAGE_CACHE:-$HOME/.cache/vault-image}
-LOCK=$TOP/image/packages.lock
+LOCK=${PACKAGES_LOCK:-$TOP/image/packages.lock}
 OVERLAY=$TOP/buildroot-overlay/board/vault/rootfs_overlay
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$TOP" log -1 --format=%ct 2>/dev/null || echo 1764000000)}
 export TZ=UTC LC_ALL=C

@@ -4,10 +4,10 @@
 # never for a real vault.
 set -euo pipefail
 dir=${1:?usage: test-keys.sh DIR}
-vaultctl=${VAULTCTL:-$(dirname "$0")/../target/release/vaultctl}
+vaultctl=${VAULTCTL:-$(cd "$(dirname "$0")/.." && pwd)/target/release/vaultctl}
 mkdir -p "$dir"
 cd "$dir"
-for name in alice bob carol db-backup web-backup; do
+for name in alice bob carol db-backup web-backup log-backup; do
   [ -f "$name.key" ] || "$vaultctl" key gen --out "$name" >/dev/null
 done
 [ -f root.toml ] || "$vaultctl" root init --vault-id vault-test --threshold 2 \

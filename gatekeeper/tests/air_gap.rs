@@ -16,7 +16,7 @@ fn arp_is_answered_only_inside_the_window_and_nothing_unsolicited_is_sent() {
     let start = unix_now().ceil() as i64;
     let (from, until) = (start + 3, start + 6);
     let vault = Vault::with_window(from, until);
-    let prober = Prober::start(&net);
+    let prober = Prober::start(&net.probe_site());
     let daemon = Daemon::start(&net, &vault);
     let mac = net.vault_mac();
 
@@ -74,7 +74,7 @@ fn the_watchdog_undoes_a_link_brought_up_outside_a_window() {
     let net = Net::new("dog");
     let now = unix_now() as i64;
     let vault = Vault::with_window(now + 3_600, now + 3_700);
-    let prober = Prober::start(&net);
+    let prober = Prober::start(&net.probe_site());
     let daemon = Daemon::start(&net, &vault);
 
     sh(&["ip", "-n", &net.vault_ns, "link", "set", "vault0", "up"]);
@@ -115,7 +115,7 @@ fn a_clock_behind_the_floor_keeps_it_sealed_with_an_alarm() {
     state.time_floor = ts(now + 86_400);
     std::fs::write(&state_path, state.to_bytes()).unwrap();
 
-    let prober = Prober::start(&net);
+    let prober = Prober::start(&net.probe_site());
     let daemon = Daemon::start(&net, &vault);
     let (_, alarm) = daemon.wait_for("alarm", 3.0);
     assert_eq!(alarm["rule"], "clock_behind_floor");

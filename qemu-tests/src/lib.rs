@@ -79,6 +79,10 @@ pub struct VmOptions {
     pub extra: Vec<String>,
     /// Boot on this disk instead of a fresh overlay (a reboot after a power cut).
     pub disk: Option<PathBuf>,
+    /// Boot with no data disk at all (direct boot only).
+    pub no_disk: bool,
+    /// Wire the vault NIC (virtio, becomes eth0) to the tap in this namespace ([`VaultNet`]).
+    pub netns: Option<String>,
 }
 
 impl Vm {
@@ -95,7 +99,17 @@ impl Vm {
         });
         let console = dir.join("console.log");
         let qmp_path = dir.join("qmp.sock");
-        let mut cmd = Command::new("qemu-system-x86_64");
+        // QEMU runs inside the test's namespace, where its tap is: nothing reaches the host.
+        let mut cmd = match &options.netns {
+            Some(ns) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", ns, "qemu-system-x86_64"]);
+                cmd.args(["-netdev", &format!("tap,id=vaultnic,ifname={TAP},script=no,downscript=no")]);
+                cmd.args(["-device", &format!("virtio-net-pci,netdev=vaultnic,mac={VAULT_MAC}")]);
+                cmd
+            }
+            None => Command::new("qemu-system-x86_64"),
+        };
         // `-cpu max` gives the guest RDRAND, so the kernel's entropy pool is ready at once, as on
         // real hardware (otherwise the first key generation waits a second for it).
         cmd.args(["-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m", "512", "-smp", "1", "-nodefaults", "-no-user-config"])
@@ -109,14 +123,16 @@ impl Vm {
             Boot::Direct => {
                 cmd.arg("-kernel").arg(artifacts.out.join("vmlinuz")).arg("-initrd").arg(artifacts.out.join("initramfs.cpio.gz"));
                 cmd.args(["-append", "console=ttyS0,115200 loglevel=4 panic=0"]);
-                cmd.arg("-drive").arg(format!("file={},format=qcow2,if=virtio,cache=unsafe", disk.display()));
+                if !options.no_disk {
+                    cmd.arg("-drive").arg(format!("file={},format=qcow2,if=virtio", disk.display()));
+                }
             }
             Boot::Firmware => {
                 let vars = dir.join("OVMF_VARS.fd");
                 std::fs::copy(OVMF_VARS, &vars).expect("copy OVMF vars (is the ovmf package installed?)");
                 cmd.arg("-drive").arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"));
                 cmd.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
-                cmd.arg("-drive").arg(format!("file={},format=qcow2,if=none,id=disk0,cache=unsafe", disk.display()));
+                cmd.arg("-drive").arg(format!("file={},format=qcow2,if=none,id=disk0", disk.display()));
                 cmd.args(["-device", "nvme,drive=disk0,serial=vault0"]);
             }
         }
@@ -215,8 +231,8 @@ impl Vm {
         self.qmp().execute("blockdev-del", json!({ "node-name": format!("{id}-node") }));
     }
 
-    /// A power cut: QEMU killed, no shutdown of any kind.
-    pub fn power_cut(mut self) -> PathBuf {
+    /// A power cut: QEMU killed, no shutdown of any kind. Returns the disk.
+    pub fn power_cut(&mut self) -> PathBuf {
         self.kill();
         self.keep_logs = false;
         self.dir.join("data.qcow2")
@@ -243,6 +259,59 @@ impl Drop for Vm {
         if self.keep_logs {
             eprintln!("{}: logs kept in {}", self.name, self.dir.display());
         }
+    }
+}
+
+/// The vault NIC's MAC and the test network (192.0.2.0/24 only, inside the test's namespace).
+pub const VAULT_MAC: &str = "52:54:00:12:34:56";
+pub const VAULT_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 0, 2, 10);
+pub const PEER_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 0, 2, 1);
+pub const VAULT_PORT: u16 = 7400;
+const TAP: &str = "vtap0";
+
+/// A network namespace holding the tap the vault's NIC is wired to, with the pusher's side
+/// (192.0.2.1/24) on it. Deleted on drop, pass or fail.
+#[derive(Debug)]
+pub struct VaultNet {
+    pub ns: String,
+}
+
+impl VaultNet {
+    pub fn new(tag: &str) -> VaultNet {
+        assert!(test_net::is_root(), "the network scenarios create namespaces and must run as root");
+        let ns = format!("qt-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &ns]).stderr(Stdio::null()).status();
+        test_net::sh(&["ip", "netns", "add", &ns]);
+        let net = VaultNet { ns };
+        test_net::sh(&["ip", "-n", &net.ns, "tuntap", "add", "dev", TAP, "mode", "tap"]);
+        // The pusher's side is quiet too, so the capture holds what the test sends and the vault says.
+        test_net::sh(&["ip", "netns", "exec", &net.ns, "sysctl", "-qw", &format!("net.ipv6.conf.{TAP}.disable_ipv6=1")]);
+        test_net::sh(&["ip", "-n", &net.ns, "addr", "add", &format!("{PEER_IP}/24"), "dev", TAP]);
+        test_net::sh(&["ip", "-n", &net.ns, "link", "set", TAP, "up"]);
+        net
+    }
+
+    /// Where the prober stands: on the tap, asking for the vault's address.
+    pub fn probe_site(&self) -> test_net::ProbeSite {
+        test_net::ProbeSite { ns: self.ns.clone(), iface: TAP.into(), peer_ip: PEER_IP, vault_ip: VAULT_IP }
+    }
+
+    /// Boot options wiring a VM to this network.
+    pub fn vm_options(&self) -> VmOptions {
+        VmOptions { netns: Some(self.ns.clone()), ..VmOptions::default() }
+    }
+
+    /// A command run inside the namespace (the pusher's side).
+    pub fn command(&self, program: &Path) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns]).arg(program);
+        cmd
+    }
+}
+
+impl Drop for VaultNet {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
     }
 }
 
@@ -363,22 +432,30 @@ impl Workbench {
     }
 
     /// A policy for the test vault: one window of `window_minutes` starting `opens_in_secs`
-    /// from the host's now, listing the test pushers, written as TOML.
+    /// from the host's now, listing both test pushers.
     pub fn policy_toml(&self, version: u64, vault_id: &str, opens_in_secs: i64, window_minutes: u32) -> PathBuf {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-        let from = rfc3339(now + opens_in_secs);
-        let until = rfc3339(now + opens_in_secs + i64::from(window_minutes) * 60);
-        let expires = rfc3339(now + 30 * 86_400);
+        let from = now_secs() + opens_in_secs;
+        let spec = PolicySpec { windows: vec![(from, from + i64::from(window_minutes) * 60)], ..PolicySpec::new(version, vault_id) };
+        self.write_policy(&spec)
+    }
+
+    /// Writes a policy.toml for `spec`.
+    pub fn write_policy(&self, spec: &PolicySpec) -> PathBuf {
         let key = |name: &str| std::fs::read_to_string(self.artifacts.keys.join(format!("{name}.pub"))).expect("pusher key").trim().to_string();
-        let text = format!(
-            "vault_id = \"{vault_id}\"\nversion = {version}\nexpires = \"{expires}\"\n\n[network]\ninterface = \"eth0\"\naddress = \"192.0.2.10/24\"\nport = 7400\n\n\
-             [[window]]\nfrom = \"{from}\"\nuntil = \"{until}\"\n\n\
-             [[pusher]]\nname = \"db-backup\"\nkey = \"{}\"\nquota = \"1GiB\"\nretain = \"35d\"\n\n\
-             [[pusher]]\nname = \"web-backup\"\nkey = \"{}\"\nquota = \"1GiB\"\nretain = \"35d\"\n\n[close]\nearly = true\ngrace = \"1m\"\n",
-            key("db-backup"),
-            key("web-backup")
+        let mut text = format!(
+            "vault_id = \"{}\"\nversion = {}\nexpires = \"{}\"\n\n[network]\ninterface = \"eth0\"\naddress = \"{VAULT_IP}/24\"\nport = {VAULT_PORT}\n\n",
+            spec.vault_id,
+            spec.version,
+            rfc3339(now_secs() + 30 * 86_400)
         );
-        let path = self.dir.join(format!("policy-v{version}-{vault_id}.toml"));
+        for (from, until) in &spec.windows {
+            text += &format!("[[window]]\nfrom = \"{}\"\nuntil = \"{}\"\n\n", rfc3339(*from), rfc3339(*until));
+        }
+        for (name, quota) in &spec.pushers {
+            text += &format!("[[pusher]]\nname = \"{name}\"\nkey = \"{}\"\nquota = \"{quota}\"\nretain = \"35d\"\n\n", key(name));
+        }
+        text += &format!("[close]\nearly = {}\ngrace = \"30s\"\n", spec.early_close);
+        let path = self.dir.join(format!("policy-v{}-{}.toml", spec.version, spec.vault_id));
         std::fs::write(&path, text).expect("policy.toml");
         path
     }
@@ -442,6 +519,33 @@ impl Drop for Workbench {
     }
 }
 
+/// What a test policy says: windows as Unix seconds, pushers with their quotas.
+#[derive(Debug, Clone)]
+pub struct PolicySpec {
+    pub version: u64,
+    pub vault_id: String,
+    pub windows: Vec<(i64, i64)>,
+    pub pushers: Vec<(String, String)>,
+    pub early_close: bool,
+}
+
+impl PolicySpec {
+    /// Both test pushers (1 GiB each), early close, no window yet.
+    pub fn new(version: u64, vault_id: &str) -> PolicySpec {
+        PolicySpec {
+            version,
+            vault_id: vault_id.into(),
+            windows: Vec::new(),
+            pushers: vec![("db-backup".into(), "1GiB".into()), ("web-backup".into(), "1GiB".into())],
+            early_close: true,
+        }
+    }
+}
+
+pub fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+}
+
 /// Unix seconds as RFC 3339 UTC (civil-from-days, so the harness needs no date crate).
 pub fn rfc3339(unix: i64) -> String {
     let (days, secs) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
@@ -465,4 +569,161 @@ mod time_tests {
         assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(super::rfc3339(1_798_761_599), "2026-12-31T23:59:59Z");
     }
+}
+
+impl Vm {
+    /// Quits QEMU in an orderly way (its caches flushed to the disk file); returns the disk.
+    pub fn shut_off(mut self) -> PathBuf {
+        if let Some(qmp) = self.qmp.as_mut() {
+            let _ = writeln!(qmp.writer, "{}", json!({ "execute": "quit" }));
+        }
+        if let Some(mut qemu) = self.qemu.take() {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while qemu.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = qemu.kill();
+            let _ = qemu.wait();
+        }
+        self.keep_logs = false;
+        self.dir.join("data.qcow2")
+    }
+
+    /// The vault key from the `vault_identity` event (what a pusher pins).
+    pub fn vault_key(&self) -> String {
+        let events = self.events();
+        let identity = events.iter().find(|e| e["event"] == "vault_identity").unwrap_or_else(|| self.fail("no vault_identity event"));
+        identity["key"].as_str().unwrap().to_string()
+    }
+}
+
+/// The data partition's offset in the disk (uki-disk.bash: 1 MiB, then a 32 MiB ESP).
+const DATA_OFFSET_MIB: u64 = 33;
+
+/// Copies the vault's store out of its disk without mounting anything: the qcow2 to raw, the
+/// data partition out of it, and `debugfs rdump` of `/store`. Returns the store directory.
+pub fn extract_store(disk: &Path, into: &Path) -> PathBuf {
+    std::fs::create_dir_all(into).expect("extract dir");
+    let raw = into.join("disk.raw");
+    run_ok(Command::new("qemu-img").args(["convert", "-f", "qcow2", "-O", "raw"]).arg(disk).arg(&raw));
+    let part = into.join("data.ext4");
+    run_ok(Command::new("dd").arg(format!("if={}", raw.display())).arg(format!("of={}", part.display())).args(["bs=1M", &format!("skip={DATA_OFFSET_MIB}"), "conv=sparse", "status=none"]));
+    let _ = std::fs::remove_file(&raw);
+    run_ok(Command::new("debugfs").arg("-R").arg(format!("rdump /store {}", into.display())).arg(&part));
+    let _ = std::fs::remove_file(&part);
+    into.join("store")
+}
+
+/// `vaultctl push` from the pusher's side of the test network, JSON summary on stdout.
+pub fn push(net: &VaultNet, bench: &Workbench, pusher: &str, vault_key: &str, dataset: &str, source: &Path) -> std::process::Output {
+    push_command(net, bench, pusher, vault_key, dataset, source).output().expect("run vaultctl push")
+}
+
+/// The `vaultctl push` command of [`push`], to run in the background.
+pub fn push_command(net: &VaultNet, bench: &Workbench, pusher: &str, vault_key: &str, dataset: &str, source: &Path) -> Command {
+    let keys = &bench.artifacts.keys;
+    let mut cmd = net.command(&bench.artifacts.vaultctl());
+    cmd
+        .args(["push", "--json", "--connect-timeout-secs", "3", "--vault", &format!("{VAULT_IP}:{VAULT_PORT}"), "--vault-key", vault_key])
+        .arg("--key")
+        .arg(keys.join(format!("{pusher}.key")))
+        .args(["--dataset", dataset])
+        .arg("--receipts")
+        .arg(bench.dir.join("receipts"))
+        .arg("--cache")
+        .arg(bench.dir.join(format!("cache-{pusher}-{dataset}.json")))
+        .arg(source)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// `vaultctl restore` of one snapshot from an extracted store; panics unless it succeeds.
+pub fn restore(bench: &Workbench, store: &Path, snapshot: &str, vault_key: &str, to: &Path) {
+    run_ok(Command::new(bench.artifacts.vaultctl()).args(["restore", "--store"]).arg(store).args(["--snapshot", snapshot, "--vault-key", vault_key]).arg("--to").arg(to));
+}
+
+/// Sealed snapshot ids in an extracted store.
+pub fn snapshots(bench: &Workbench, store: &Path) -> Vec<String> {
+    let out = run_ok(Command::new(bench.artifacts.vaultctl()).args(["snapshots", "--json", "--store"]).arg(store));
+    let list: Vec<Value> = serde_json::from_str(&out).expect("snapshots JSON");
+    list.iter().map(|s| s["snapshot"].as_str().unwrap().to_string()).collect()
+}
+
+/// Frames the vault sent that its egress rule does not allow (anything but ARP replies for
+/// its address and TCP from its listener), as one-line summaries.
+pub fn unsolicited(frames: &[test_net::Seen]) -> Vec<String> {
+    let mac: Vec<u8> = VAULT_MAC.split(':').map(|b| u8::from_str_radix(b, 16).unwrap()).collect();
+    let rule = vault_core::egress::EgressRule { mac: mac.try_into().unwrap(), address: VAULT_IP, port: VAULT_PORT };
+    frames
+        .iter()
+        .filter_map(|seen| match vault_core::egress::classify(&seen.frame, &rule) {
+            vault_core::egress::Verdict::Unsolicited(what) => Some(format!("{:.3}: {what}", seen.at)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Times of the ARP replies the vault sent.
+pub fn arp_replies(frames: &[test_net::Seen]) -> Vec<f64> {
+    frames.iter().filter(|s| test_net::is_arp_reply(&s.frame)).map(|s| s.at).collect()
+}
+
+/// One appliance on its own test network, watched from the pusher's side from power-on: the
+/// prober sends an ARP request every 50 ms and captures every frame the vault sends.
+pub struct Appliance {
+    pub vm: Vm,
+    pub prober: Option<test_net::Prober>,
+    pub bench: Workbench,
+    pub net: VaultNet,
+}
+
+impl Appliance {
+    /// Boots a fresh appliance and waits until it reports Sealed.
+    pub fn boot(name: &str, boot: Boot) -> Appliance {
+        let artifacts = Artifacts::from_env();
+        let net = VaultNet::new(&name.chars().filter(char::is_ascii_alphanumeric).take(8).collect::<String>());
+        let bench = Workbench::new(&artifacts, name);
+        let prober = Some(test_net::Prober::start(&net.probe_site()));
+        let mut vm = Vm::boot(&artifacts, name, boot, net.vm_options());
+        vm.wait_for("sealed", Duration::from_secs(120), |e| e["event"] == "status" && e["state"] == "sealed");
+        Appliance { vm, prober, bench, net }
+    }
+
+    /// Signs `spec` with alice and bob, presents it on a stick, waits for it to be accepted.
+    pub fn apply_policy(&mut self, spec: &PolicySpec) {
+        let toml = self.bench.write_policy(spec);
+        let bundle = self.bench.sign(&toml, &["alice", "bob"], &format!("v{}.bundle", spec.version));
+        let stick = self.bench.stick(&bundle, false);
+        let id = self.vm.plug_stick(&stick);
+        let verdict = self.vm.wait_for("the policy verdict", Duration::from_secs(60), |e| e["event"] == "policy_accepted" || e["event"] == "policy_refused");
+        assert_eq!(verdict["event"], "policy_accepted", "{verdict}");
+        self.vm.unplug_stick(&id);
+    }
+
+    /// Pulls the plug, then boots again on the same disk and the same network.
+    pub fn power_cut_and_reboot(&mut self, name: &str) {
+        let disk = self.vm.power_cut();
+        self.vm = Vm::boot(&self.bench.artifacts, name, Boot::Direct, VmOptions { disk: Some(disk), ..self.net.vm_options() });
+    }
+
+    pub fn push(&self, pusher: &str, dataset: &str, source: &Path) -> std::process::Output {
+        push(&self.net, &self.bench, pusher, &self.vm.vault_key(), dataset, source)
+    }
+
+    /// Every frame captured so far.
+    pub fn frames(&self) -> Vec<test_net::Seen> {
+        self.prober.as_ref().map(|p| p.frames()).unwrap_or_default()
+    }
+
+    /// Stops the prober; returns what it captured.
+    pub fn finish_capture(&mut self) -> Vec<test_net::Seen> {
+        self.prober.take().map(|p| p.finish().0).unwrap_or_default()
+    }
+}
+
+/// The JSON summary `vaultctl push --json` printed; panics with stderr unless it succeeded.
+pub fn push_summary(out: &std::process::Output) -> Value {
+    assert!(out.status.success(), "push failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("push --json output")
 }

@@ -46,3 +46,18 @@ fn direct_kernel_boot_reports_sealed() {
 fn firmware_boot_of_the_gpt_disk_reports_sealed() {
     boots_to_sealed(Boot::Firmware, "boot-firmware");
 }
+
+#[test]
+fn without_its_data_partition_the_vault_says_why_and_stays_sealed() {
+    let artifacts = Artifacts::from_env();
+    let mut vm = Vm::boot(&artifacts, "boot-no-data", Boot::Direct, VmOptions { no_disk: true, ..VmOptions::default() });
+    let fatal = vm.wait_event("fatal", Duration::from_secs(120));
+    let reason = fatal["reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("no block device with GPT name `vault-data`"), "{fatal}");
+    // PID 1 did not exit (that would panic the kernel): the console stays quiet, nothing came up.
+    std::thread::sleep(Duration::from_secs(3));
+    let console = std::fs::read_to_string(&vm.console).unwrap();
+    assert!(!console.contains("Kernel panic"), "{}", vm.console_tail(20));
+    assert!(!vm.events().iter().any(|e| e["event"] == "link_up" || e["event"] == "started"));
+    vm.pass();
+}

@@ -5,17 +5,17 @@
 
 pub mod raw_client;
 
+#[allow(unused_imports)] // each test file uses its own part of the kit
+pub use test_net::{describe, in_netns, is_arp_reply, is_root, pseudo_random_bytes, random_tree, sh, unix_now, ProbeSite, Prober, Seen};
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration as StdDuration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration as StdDuration;
 
-use pnet_datalink::{Channel, Config};
 use ring::rand::SystemRandom;
 use ring::signature::Ed25519KeyPair;
 use vault_core::bundle::{Envelope, Payload};
@@ -27,15 +27,6 @@ use vault_core::units::Timestamp;
 pub const VAULT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
 pub const PEER_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 
-pub fn sh(args: &[&str]) {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-pub fn unix_now() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
-}
-
 /// Two namespaces and a veth between them; deleted on drop, even when the test fails.
 pub struct Net {
     pub vault_ns: String,
@@ -44,7 +35,7 @@ pub struct Net {
 
 impl Net {
     pub fn new(tag: &str) -> Net {
-        assert!(nix_is_root(), "these tests create network namespaces and must run as root");
+        assert!(is_root(), "these tests create network namespaces and must run as root");
         let id = format!("{tag}-{}", std::process::id());
         let net = Net { vault_ns: format!("gk5v-{id}"), peer_ns: format!("gk5p-{id}") };
         sh(&["ip", "netns", "add", &net.vault_ns]);
@@ -72,91 +63,18 @@ impl Net {
     }
 }
 
+impl Net {
+    /// From the peer namespace, probing the vault address.
+    pub fn probe_site(&self) -> ProbeSite {
+        ProbeSite { ns: self.peer_ns.clone(), iface: "tp0".into(), peer_ip: PEER_IP, vault_ip: VAULT_IP }
+    }
+}
+
 impl Drop for Net {
     fn drop(&mut self) {
         let _ = Command::new("ip").args(["netns", "del", &self.vault_ns]).status();
         let _ = Command::new("ip").args(["netns", "del", &self.peer_ns]).status();
     }
-}
-
-pub fn nix_is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false)
-}
-
-/// Runs `f` on a thread inside the namespace `ns`.
-pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap();
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-        f()
-    })
-}
-
-/// A frame the peer side received, with its arrival time (Unix seconds).
-#[derive(Clone)]
-pub struct Seen {
-    pub at: f64,
-    pub frame: Vec<u8>,
-}
-
-/// From the peer namespace: an ARP request for the vault address every 50 ms, and a capture
-/// of every frame that arrives on tp0 (everything the vault side sends).
-pub struct Prober {
-    stop: Arc<AtomicBool>,
-    frames: Arc<Mutex<Vec<Seen>>>,
-    probes: Arc<Mutex<Vec<f64>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Prober {
-    pub fn start(net: &Net) -> Prober {
-        let (stop, frames, probes) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
-        let (s, f, p) = (stop.clone(), frames.clone(), probes.clone());
-        let thread = in_netns(&net.peer_ns, move || {
-            let iface = pnet_datalink::interfaces().into_iter().find(|i| i.name == "tp0").unwrap();
-            let our_mac = iface.mac.unwrap().octets();
-            let config = Config { read_timeout: Some(StdDuration::from_millis(5)), promiscuous: false, ..Config::default() };
-            let Ok(Channel::Ethernet(mut tx, mut rx)) = pnet_datalink::channel(&iface, config) else { panic!("no channel") };
-            let mut next_probe = Instant::now();
-            while !s.load(Ordering::Relaxed) {
-                if Instant::now() >= next_probe {
-                    // While the vault side is down the veth has no carrier and the kernel refuses
-                    // the frame (ENOBUFS): that probe simply goes unanswered.
-                    let _ = tx.send_to(&arp_request(our_mac), None);
-                    p.lock().unwrap().push(unix_now());
-                    next_probe += StdDuration::from_millis(50);
-                }
-                if let Ok(frame) = rx.next() {
-                    if frame.get(6..12) != Some(&our_mac[..]) {
-                        f.lock().unwrap().push(Seen { at: unix_now(), frame: frame.to_vec() });
-                    }
-                }
-            }
-        });
-        Prober { stop, frames, probes, thread: Some(thread) }
-    }
-
-    pub fn finish(mut self) -> (Vec<Seen>, Vec<f64>) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().unwrap().join().unwrap();
-        (self.frames.lock().unwrap().clone(), self.probes.lock().unwrap().clone())
-    }
-}
-
-pub fn arp_request(src_mac: [u8; 6]) -> Vec<u8> {
-    let mut f = vec![0xff; 6];
-    f.extend_from_slice(&src_mac);
-    f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
-    f.extend_from_slice(&src_mac);
-    f.extend_from_slice(&PEER_IP.octets());
-    f.extend_from_slice(&[0; 6]);
-    f.extend_from_slice(&VAULT_IP.octets());
-    f
-}
-
-pub fn is_arp_reply(frame: &[u8]) -> bool {
-    frame.len() >= 22 && frame[12..14] == [0x08, 0x06] && frame[20..22] == [0, 2]
 }
 
 // ---- the vault's files ----------------------------------------------------------------
@@ -487,53 +405,6 @@ pub fn vaultctl_snapshots(store: &Path) -> Vec<String> {
 }
 
 // ---- data to push, and comparing trees --------------------------------------------------
-
-/// Deterministic incompressible bytes (xorshift64); different seeds share no chunks.
-pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut out = Vec::with_capacity(len + 8);
-    let mut x = seed;
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
-
-/// A directory holding `files` pseudo-random files of `each` bytes, seeded from `seed`.
-pub fn random_tree(root: &Path, files: usize, each: usize, seed: u64) {
-    std::fs::create_dir_all(root).unwrap();
-    for i in 0..files {
-        std::fs::write(root.join(format!("file-{i:03}.bin")), pseudo_random_bytes(each, seed.wrapping_add(i as u64 * 7919))).unwrap();
-    }
-}
-
-/// Every path under `root` with its kind, permission bits and content (or link target).
-pub fn describe(root: &Path) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            let what = if meta.is_symlink() {
-                format!("link -> {}", std::fs::read_link(&path).unwrap().display())
-            } else if meta.is_dir() {
-                stack.push(path.clone());
-                format!("dir {:o}", meta.mode() & 0o777)
-            } else {
-                let data = std::fs::read(&path).unwrap();
-                format!("file {:o} {} bytes sha256 {}", meta.mode() & 0o777, data.len(), vault_core::keys::hex(ring::digest::digest(&ring::digest::SHA256, &data).as_ref()))
-            };
-            out.push((rel, what));
-        }
-    }
-    out.sort();
-    out
-}
 
 // ---- the store, seen from outside -------------------------------------------------------
 

@@ -1,0 +1,234 @@
+//! The appliance seen from outside, as an operator or an attacker sees it: the real image in
+//! QEMU, its NIC on a tap in a namespace of the test's own, the pusher (`vaultctl`) on the
+//! other side, an ARP probe every 50 ms and a capture of every frame the vault sends for the
+//! whole test. The vault's store is read back from its disk without mounting it and restored
+//! with `vaultctl restore`, byte for byte.
+
+use std::path::Path;
+use std::time::Duration;
+
+use qemu_tests::{arp_replies, extract_store, now_secs, push_summary, restore, snapshots, unsolicited, Appliance, Boot, PolicySpec, Vm};
+use test_net::{describe, pseudo_random_bytes, random_tree, unix_now};
+
+const EVENT_WAIT: Duration = Duration::from_secs(90);
+
+/// A tree with nested directories, a symlink and files of several sizes.
+fn sample_tree(root: &Path, seed: u64) {
+    random_tree(&root.join("db"), 6, 300_000, seed);
+    random_tree(&root.join("etc/conf.d"), 4, 2_000, seed + 1);
+    std::fs::write(root.join("README"), b"nightly dump\n").unwrap();
+    std::os::unix::fs::symlink("db/file-000.bin", root.join("latest")).unwrap();
+}
+
+/// ARP replies outside every `[open, close]` interval (Unix seconds, with slack for the
+/// guest's whole-second clock and the capture's own latency).
+fn replies_outside(replies: &[f64], open: &[(f64, f64)]) -> Vec<f64> {
+    replies.iter().copied().filter(|t| !open.iter().any(|(a, b)| *t >= a - 1.0 && *t <= b + 1.0)).collect()
+}
+
+fn wait_listening(vm: &mut Vm) {
+    vm.wait_event("listening", EVENT_WAIT);
+}
+
+#[test]
+fn a_sealed_vault_sends_nothing_at_all() {
+    let mut box_ = Appliance::boot("sealed-silent", Boot::Direct);
+    std::thread::sleep(Duration::from_secs(8));
+    let frames = box_.finish_capture();
+    assert!(frames.is_empty(), "the sealed vault sent {} frame(s), first: {:02x?}", frames.len(), frames.first().map(|f| &f.frame));
+    box_.vm.pass();
+}
+
+#[test]
+fn push_receipt_early_close_restore_and_an_incremental_push() {
+    let mut box_ = Appliance::boot("push-restore", Boot::Direct);
+    let t = now_secs();
+    let (w1, w2) = ((t + 20, t + 80), (t + 95, t + 155));
+    let spec = PolicySpec { windows: vec![w1, w2], pushers: vec![("db-backup".into(), "1GiB".into())], ..PolicySpec::new(1, "vault-test") };
+    box_.apply_policy(&spec);
+
+    let tree = box_.bench.dir.join("tree");
+    sample_tree(&tree, 0x5eed);
+    wait_listening(&mut box_.vm);
+    let first = push_summary(&box_.push("db-backup", "nightly", &tree));
+    let first_receipt_at = unix_now();
+    let closed = box_.vm.wait_for("early close", EVENT_WAIT, |e| e["event"] == "state_changed" && e["to"] == "closing");
+    assert!(closed["reason"].as_str().unwrap().contains("every pusher"), "{closed}");
+    box_.vm.wait_event("link_down", EVENT_WAIT);
+    let first_down_seen = unix_now();
+
+    // Second window: one file changed, one added; only their new chunks travel.
+    let changed = tree.join("db/file-002.bin");
+    let mut bytes = std::fs::read(&changed).unwrap();
+    bytes[1000..1100].copy_from_slice(&pseudo_random_bytes(100, 42));
+    std::fs::write(&changed, bytes).unwrap();
+    std::fs::write(tree.join("db/new.bin"), pseudo_random_bytes(50_000, 43)).unwrap();
+    wait_listening(&mut box_.vm);
+    let second = push_summary(&box_.push("db-backup", "nightly", &tree));
+    let second_receipt_at = unix_now();
+    box_.vm.wait_event("link_down", EVENT_WAIT);
+    let second_down_seen = unix_now();
+
+    let (total, new) = (second["chunks_total"].as_u64().unwrap(), second["chunks_new"].as_u64().unwrap());
+    println!("incremental push: {new} of {total} chunks new, {} of {} bytes sent", second["bytes_new"], second["logical_bytes"]);
+    assert!(new >= 2 && new * 4 <= total, "the incremental push sent {new} of {total} chunks");
+    assert!(second["bytes_new"].as_u64().unwrap() * 5 < second["logical_bytes"].as_u64().unwrap());
+
+    // The wire: nothing unsolicited, ARP answered only inside the windows.
+    let frames = box_.finish_capture();
+    assert_eq!(unsolicited(&frames), Vec::<String>::new());
+    let replies = arp_replies(&frames);
+    let open = [(w1.0 as f64, first_down_seen), (w2.0 as f64, second_down_seen)];
+    assert_eq!(replies_outside(&replies, &open), Vec::<f64>::new(), "ARP replies outside the windows");
+    for (receipt_at, (start, down)) in [(first_receipt_at, open[0]), (second_receipt_at, open[1])] {
+        let last = replies.iter().copied().filter(|t| *t >= start - 1.0 && *t <= down + 1.0).fold(f64::MIN, f64::max);
+        println!("receipt at the pusher -> last ARP reply: {:+.0} ms", (last - receipt_at) * 1000.0);
+    }
+
+    // Back from the disk, byte for byte (the first snapshot too: nothing was overwritten).
+    let vault_key = box_.vm.vault_key();
+    let disk = box_.vm.shut_off();
+    let store = extract_store(&disk, &box_.bench.dir.join("extracted"));
+    let sealed = snapshots(&box_.bench, &store);
+    assert_eq!(sealed.len(), 2, "{sealed:?}");
+    let restored = box_.bench.dir.join("restored-2");
+    restore(&box_.bench, &store, second["snapshot"].as_str().unwrap(), &vault_key, &restored);
+    assert_eq!(describe(&restored), describe(&tree));
+    let restored_first = box_.bench.dir.join("restored-1");
+    restore(&box_.bench, &store, first["snapshot"].as_str().unwrap(), &vault_key, &restored_first);
+    assert_ne!(describe(&restored_first), describe(&tree), "the first snapshot is the tree before the change");
+    assert_eq!(describe(&restored_first).len() + 1, describe(&tree).len());
+}
+
+#[test]
+fn outside_the_window_no_answer_inside_it_strangers_are_refused_and_it_closes_on_time() {
+    let mut box_ = Appliance::boot("window-refusals", Boot::Direct);
+    let t = now_secs();
+    let window = (t + 25, t + 70);
+    let spec = PolicySpec { windows: vec![window], pushers: vec![("db-backup".into(), "1GiB".into())], ..PolicySpec::new(1, "vault-test") };
+    box_.apply_policy(&spec);
+    let tree = box_.bench.dir.join("tree");
+    random_tree(&tree, 2, 10_000, 7);
+
+    let before = box_.push("db-backup", "early", &tree);
+    assert_eq!(before.status.code(), Some(5), "before the window: {}", String::from_utf8_lossy(&before.stderr));
+
+    wait_listening(&mut box_.vm);
+    // A key the policy does not list.
+    let stranger = box_.push("log-backup", "intruder", &tree);
+    assert_eq!(stranger.status.code(), Some(3), "unknown key: {}", String::from_utf8_lossy(&stranger.stderr));
+    let refused = box_.vm.wait_event("session_refused", EVENT_WAIT);
+    println!("unknown pusher key: {}", refused["reason"]);
+    // A pusher that pins the wrong vault key talks to nobody.
+    let alice = std::fs::read_to_string(box_.bench.artifacts.keys.join("alice.pub")).unwrap();
+    let wrong = qemu_tests::push(&box_.net, &box_.bench, "db-backup", alice.trim(), "misled", &tree);
+    assert_eq!(wrong.status.code(), Some(3), "wrong vault key: {}", String::from_utf8_lossy(&wrong.stderr));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("TLS"), "{}", String::from_utf8_lossy(&wrong.stderr));
+
+    // No valid push: the window closes at its end, and then nobody answers again.
+    box_.vm.wait_event("link_down", EVENT_WAIT);
+    let down_seen = unix_now();
+    let after = box_.push("db-backup", "late", &tree);
+    assert_eq!(after.status.code(), Some(5), "after the window: {}", String::from_utf8_lossy(&after.stderr));
+
+    let frames = box_.finish_capture();
+    assert_eq!(unsolicited(&frames), Vec::<String>::new());
+    let replies = arp_replies(&frames);
+    assert!(!replies.is_empty(), "the vault never answered inside its window");
+    assert_eq!(replies_outside(&replies, &[(window.0 as f64, window.1 as f64)]), Vec::<f64>::new());
+    let last = replies.iter().copied().fold(f64::MIN, f64::max);
+    println!("window end -> last ARP reply: {:+.0} ms (link_down seen by the harness {:+.0} ms)", (last - window.1 as f64) * 1000.0, (down_seen - window.1 as f64) * 1000.0);
+    assert!(last <= window.1 as f64 + 1.0, "replies went on {:.1} s after the window end", last - window.1 as f64);
+    box_.vm.pass();
+}
+
+#[test]
+fn two_pushers_within_their_quotas_and_one_over_it() {
+    let mut box_ = Appliance::boot("quotas", Boot::Direct);
+    let t = now_secs();
+    let window = (t + 20, t + 80);
+    let pushers = vec![("db-backup".into(), "1GiB".into()), ("web-backup".into(), "1GiB".into()), ("log-backup".into(), "200KiB".into())];
+    box_.apply_policy(&PolicySpec { windows: vec![window], pushers, ..PolicySpec::new(1, "vault-test") });
+    let (db, web, logs) = (box_.bench.dir.join("db"), box_.bench.dir.join("web"), box_.bench.dir.join("logs"));
+    random_tree(&db, 3, 200_000, 1);
+    random_tree(&web, 3, 50_000, 2);
+    random_tree(&logs, 1, 1 << 20, 3);
+
+    wait_listening(&mut box_.vm);
+    let a = push_summary(&box_.push("db-backup", "db", &db));
+    let b = push_summary(&box_.push("web-backup", "web", &web));
+    let over = box_.push("log-backup", "logs", &logs);
+    assert_eq!(over.status.code(), Some(3), "over quota: {}", String::from_utf8_lossy(&over.stderr));
+    let refused = box_.vm.wait_for("the quota refusal", EVENT_WAIT, |e| e["event"] == "session_refused" && e["reason"].as_str().is_some_and(|r| r.contains("quota")));
+    println!("over quota: {}", refused["reason"]);
+    // log-backup never committed, so no early close: the window runs to its end.
+    box_.vm.wait_event("link_down", EVENT_WAIT);
+    assert!(unix_now() >= window.1 as f64 - 1.0, "closed before the window end");
+
+    let vault_key = box_.vm.vault_key();
+    let disk = box_.vm.shut_off();
+    let store = extract_store(&disk, &box_.bench.dir.join("extracted"));
+    let mut sealed = snapshots(&box_.bench, &store);
+    sealed.sort();
+    let mut expected = vec![a["snapshot"].as_str().unwrap().to_string(), b["snapshot"].as_str().unwrap().to_string()];
+    expected.sort();
+    assert_eq!(sealed, expected, "exactly the two pushes within quota are sealed");
+    for (summary, tree) in [(&a, &db), (&b, &web)] {
+        let to = box_.bench.dir.join(format!("restored-{}", summary["snapshot"].as_str().unwrap()));
+        restore(&box_.bench, &store, summary["snapshot"].as_str().unwrap(), &vault_key, &to);
+        assert_eq!(describe(&to), describe(tree));
+    }
+}
+
+#[test]
+fn power_cuts_after_a_seal_and_mid_push_lose_nothing_sealed() {
+    let mut box_ = Appliance::boot("power-cut", Boot::Direct);
+    let t = now_secs();
+    // One long window, no early close, so every boot finds it open.
+    let spec = PolicySpec { windows: vec![(t + 20, t + 20 + 1800)], pushers: vec![("db-backup".into(), "1GiB".into())], early_close: false, ..PolicySpec::new(1, "vault-test") };
+    box_.apply_policy(&spec);
+    let small = box_.bench.dir.join("small");
+    random_tree(&small, 3, 100_000, 11);
+    let big = box_.bench.dir.join("big");
+    random_tree(&big, 8, 4 << 20, 12);
+
+    // Cut 1: the instant the vault reports the snapshot sealed.
+    wait_listening(&mut box_.vm);
+    let first = push_summary(&box_.push("db-backup", "small", &small));
+    box_.vm.wait_event("snapshot_sealed", EVENT_WAIT);
+    let vault_key = box_.vm.vault_key();
+    box_.power_cut_and_reboot("power-cut-2");
+    let opened = box_.vm.wait_event("store_opened", EVENT_WAIT);
+    assert_eq!(opened["snapshots"], 1, "{opened}");
+    let started = box_.vm.wait_event("started", EVENT_WAIT);
+    assert_eq!(started["policy_version"], 1, "the policy and its version floor survive: {started}");
+
+    // Cut 2: in the middle of a big push.
+    wait_listening(&mut box_.vm);
+    let mut pushing = qemu_tests::push_command(&box_.net, &box_.bench, "db-backup", &vault_key, "big", &big).spawn().unwrap();
+    box_.vm.wait_event("session_accepted", EVENT_WAIT);
+    std::thread::sleep(Duration::from_millis(1500));
+    box_.power_cut_and_reboot("power-cut-3");
+    let _ = pushing.kill();
+    let _ = pushing.wait();
+    let opened = box_.vm.wait_event("store_opened", EVENT_WAIT);
+    assert_eq!(opened["snapshots"], 1, "the interrupted push is not visible: {opened}");
+    println!("after the mid-push cut: {opened}");
+
+    // The vault takes pushes again, and everything sealed restores.
+    wait_listening(&mut box_.vm);
+    let third = push_summary(&box_.push("db-backup", "small-again", &small));
+    let disk = box_.vm.shut_off();
+    let store = extract_store(&disk, &box_.bench.dir.join("extracted"));
+    let mut sealed = snapshots(&box_.bench, &store);
+    sealed.sort();
+    let mut expected = vec![first["snapshot"].as_str().unwrap().to_string(), third["snapshot"].as_str().unwrap().to_string()];
+    expected.sort();
+    assert_eq!(sealed, expected);
+    for summary in [&first, &third] {
+        let to = box_.bench.dir.join(format!("restored-{}", summary["snapshot"].as_str().unwrap()));
+        restore(&box_.bench, &store, summary["snapshot"].as_str().unwrap(), &vault_key, &to);
+        assert_eq!(describe(&to), describe(&small));
+    }
+    assert!(std::fs::read_dir(store.join("staging")).map(|d| d.count() == 0).unwrap_or(true), "staging left over");
+}

@@ -1,0 +1,176 @@
+//! What the host tests (gatekeeper/tests) and the QEMU suite (qemu-tests) both need to watch
+//! the vault from outside: threads inside a network namespace, an ARP prober that also
+//! captures every frame the vault side sends, and deterministic test data with a way to
+//! compare trees byte for byte. Needs root for the namespaces and packet sockets.
+
+use std::net::Ipv4Addr;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use pnet_datalink::{Channel, Config};
+
+/// Runs a command that must succeed.
+pub fn sh(args: &[&str]) {
+    let out = Command::new(args[0]).args(&args[1..]).output().unwrap();
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+pub fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+pub fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false)
+}
+
+/// Runs `f` on a thread inside the namespace `ns`.
+pub fn in_netns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> std::thread::JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        f()
+    })
+}
+
+/// A frame the peer side received, with its arrival time (Unix seconds).
+#[derive(Clone)]
+pub struct Seen {
+    pub at: f64,
+    pub frame: Vec<u8>,
+}
+
+/// Where the prober stands: its namespace and interface, its address, and the vault's.
+#[derive(Debug, Clone)]
+pub struct ProbeSite {
+    pub ns: String,
+    pub iface: String,
+    pub peer_ip: Ipv4Addr,
+    pub vault_ip: Ipv4Addr,
+}
+
+/// From the peer side: an ARP request for the vault address every 50 ms, and a capture of
+/// every frame that arrives on the interface that the peer did not send itself (everything
+/// the vault side sends).
+pub struct Prober {
+    stop: Arc<AtomicBool>,
+    frames: Arc<Mutex<Vec<Seen>>>,
+    probes: Arc<Mutex<Vec<f64>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Prober {
+    pub fn start(site: &ProbeSite) -> Prober {
+        let (stop, frames, probes) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(Vec::new())), Arc::new(Mutex::new(Vec::new())));
+        let (s, f, p, site) = (stop.clone(), frames.clone(), probes.clone(), site.clone());
+        let thread = in_netns(&site.ns.clone(), move || {
+            let iface = pnet_datalink::interfaces().into_iter().find(|i| i.name == site.iface).unwrap_or_else(|| panic!("no {} in {}", site.iface, site.ns));
+            let our_mac = iface.mac.unwrap().octets();
+            let config = Config { read_timeout: Some(Duration::from_millis(5)), promiscuous: false, ..Config::default() };
+            let Ok(Channel::Ethernet(mut tx, mut rx)) = pnet_datalink::channel(&iface, config) else { panic!("no channel") };
+            let request = arp_request(our_mac, site.peer_ip, site.vault_ip);
+            let mut next_probe = Instant::now();
+            while !s.load(Ordering::Relaxed) {
+                if Instant::now() >= next_probe {
+                    // While the vault side is down the link has no carrier and the kernel refuses
+                    // the frame (ENOBUFS): that probe simply goes unanswered.
+                    let _ = tx.send_to(&request, None);
+                    p.lock().unwrap().push(unix_now());
+                    next_probe += Duration::from_millis(50);
+                }
+                if let Ok(frame) = rx.next() {
+                    if frame.get(6..12) != Some(&our_mac[..]) {
+                        f.lock().unwrap().push(Seen { at: unix_now(), frame: frame.to_vec() });
+                    }
+                }
+            }
+        });
+        Prober { stop, frames, probes, thread: Some(thread) }
+    }
+
+    /// Frames captured so far.
+    pub fn frames(&self) -> Vec<Seen> {
+        self.frames.lock().unwrap().clone()
+    }
+
+    /// Stops; returns every captured frame and the time of every probe sent.
+    pub fn finish(mut self) -> (Vec<Seen>, Vec<f64>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        (self.frames.lock().unwrap().clone(), self.probes.lock().unwrap().clone())
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+pub fn arp_request(src_mac: [u8; 6], src_ip: Ipv4Addr, target_ip: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0xff; 6];
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 1]);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&src_ip.octets());
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target_ip.octets());
+    f
+}
+
+pub fn is_arp_reply(frame: &[u8]) -> bool {
+    frame.len() >= 22 && frame[12..14] == [0x08, 0x06] && frame[20..22] == [0, 2]
+}
+
+/// Deterministic incompressible bytes (xorshift64); different seeds share no chunks.
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    let mut x = seed;
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// A directory holding `files` pseudo-random files of `each` bytes, seeded from `seed`.
+pub fn random_tree(root: &Path, files: usize, each: usize, seed: u64) {
+    std::fs::create_dir_all(root).unwrap();
+    for i in 0..files {
+        std::fs::write(root.join(format!("file-{i:03}.bin")), pseudo_random_bytes(each, seed.wrapping_add(i as u64 * 7919))).unwrap();
+    }
+}
+
+/// Every path under `root` with its kind, permission bits and content (or link target).
+pub fn describe(root: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            let what = if meta.is_symlink() {
+                format!("link -> {}", std::fs::read_link(&path).unwrap().display())
+            } else if meta.is_dir() {
+                stack.push(path.clone());
+                format!("dir {:o}", meta.mode() & 0o777)
+            } else {
+                let data = std::fs::read(&path).unwrap();
+                let digest = ring::digest::digest(&ring::digest::SHA256, &data);
+                let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+                format!("file {:o} {} bytes sha256 {hex}", meta.mode() & 0o777, data.len())
+            };
+            out.push((rel, what));
+        }
+    }
+    out.sort();
+    out
+}
