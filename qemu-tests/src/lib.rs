@@ -63,6 +63,8 @@ pub struct Vm {
     pub name: String,
     pub dir: PathBuf,
     pub console: PathBuf,
+    /// The data disk this VM runs on (its own overlay, or the one it was given).
+    pub disk: PathBuf,
     qemu: Option<Child>,
     qmp: Option<Qmp>,
     /// How many console lines have been consumed by `wait_for`.
@@ -140,7 +142,7 @@ impl Vm {
         cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(std::fs::File::create(dir.join("qemu.stderr")).expect("stderr file"));
         let started = Instant::now();
         let qemu = cmd.spawn().expect("start qemu-system-x86_64 (is qemu-system-x86 installed?)");
-        let mut vm = Vm { name: name.to_string(), dir, console, qemu: Some(qemu), qmp: None, cursor: 0, started, keep_logs: true, sticks: 0 };
+        let mut vm = Vm { name: name.to_string(), dir, console, disk, qemu: Some(qemu), qmp: None, cursor: 0, started, keep_logs: true, sticks: 0 };
         vm.qmp = Some(vm.connect_qmp());
         vm
     }
@@ -235,7 +237,7 @@ impl Vm {
     pub fn power_cut(&mut self) -> PathBuf {
         self.kill();
         self.keep_logs = false;
-        self.dir.join("data.qcow2")
+        self.disk.clone()
     }
 
     /// The test passed: its logs can go.
@@ -417,6 +419,8 @@ mod tests {
 pub struct Workbench {
     pub artifacts: Artifacts,
     pub dir: PathBuf,
+    /// Leave the files when done (the demo shows where they are).
+    pub keep: bool,
 }
 
 impl Workbench {
@@ -424,7 +428,7 @@ impl Workbench {
         let dir = log_root().join(format!("{name}-bench"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("bench dir");
-        Workbench { artifacts: artifacts.clone(), dir }
+        Workbench { artifacts: artifacts.clone(), dir, keep: false }
     }
 
     fn vaultctl(&self) -> Command {
@@ -513,7 +517,7 @@ impl Workbench {
 
 impl Drop for Workbench {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
+        if !std::thread::panicking() && !self.keep {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
@@ -586,7 +590,7 @@ impl Vm {
             let _ = qemu.wait();
         }
         self.keep_logs = false;
-        self.dir.join("data.qcow2")
+        self.disk.clone()
     }
 
     /// The vault key from the `vault_identity` event (what a pusher pins).
@@ -601,7 +605,8 @@ impl Vm {
 const DATA_OFFSET_MIB: u64 = 33;
 
 /// Copies the vault's store out of its disk without mounting anything: the qcow2 to raw, the
-/// data partition out of it, and `debugfs rdump` of `/store`. Returns the store directory.
+/// data partition out of it, its journal replayed, and `debugfs rdump` of `/store`. Returns
+/// the store directory.
 pub fn extract_store(disk: &Path, into: &Path) -> PathBuf {
     std::fs::create_dir_all(into).expect("extract dir");
     let raw = into.join("disk.raw");
@@ -609,6 +614,10 @@ pub fn extract_store(disk: &Path, into: &Path) -> PathBuf {
     let part = into.join("data.ext4");
     run_ok(Command::new("dd").arg(format!("if={}", raw.display())).arg(format!("of={}", part.display())).args(["bs=1M", &format!("skip={DATA_OFFSET_MIB}"), "conv=sparse", "status=none"]));
     let _ = std::fs::remove_file(&raw);
+    // What was fsynced may still sit in ext4's journal (the vault was never unmounted, as after
+    // a power cut): replay it into this copy first, as a mount would. debugfs reads no journal.
+    let fsck = Command::new("e2fsck").args(["-E", "journal_only", "-y"]).arg(&part).output().expect("e2fsck");
+    assert!(matches!(fsck.status.code(), Some(0..=1)), "e2fsck journal replay failed: {}", String::from_utf8_lossy(&fsck.stderr));
     run_ok(Command::new("debugfs").arg("-R").arg(format!("rdump /store {}", into.display())).arg(&part));
     let _ = std::fs::remove_file(&part);
     into.join("store")
