@@ -48,6 +48,9 @@ pub enum Event {
     Alarm { rule: String, detail: String },
     TimeFloorPersisted { floor: String },
     Stopped { reason: String },
+    /// PID 1 cannot go on: why. The links stay down and the process waits (exiting would
+    /// panic the kernel).
+    Fatal { reason: String, uptime_ms: Option<u64> },
     /// The console's summary line: on every state change and every minute.
     Status {
         state: String,
@@ -73,10 +76,13 @@ struct Line<'a> {
     event: &'a Event,
 }
 
+/// One sequence per process, whichever log prints: a line printed after the daemon has
+/// stopped (PID 1's last words) still follows the daemon's last.
+static LAST_SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// Numbers events in the order they happen.
 #[derive(Debug, Default)]
 pub struct EventLog {
-    next_seq: u64,
     /// Keep a copy of each line with when it was emitted (tests read them back).
     pub keep: bool,
     pub kept: Vec<(std::time::Instant, String)>,
@@ -92,8 +98,8 @@ impl EventLog {
     }
 
     pub fn emit(&mut self, now: Timestamp, event: &Event) -> String {
-        self.next_seq += 1;
-        let line = serde_json::to_string(&Line { seq: self.next_seq, time: now.to_string(), event })
+        let seq = LAST_SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        let line = serde_json::to_string(&Line { seq, time: now.to_string(), event })
             .expect("events serialize");
         let mut out = std::io::stdout().lock();
         // The console is best effort: a full pipe must never stop the vault from closing.

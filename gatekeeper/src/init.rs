@@ -180,10 +180,11 @@ pub fn start_reaper() {
     });
 }
 
-/// Never returns: says why on the console, keeps everything down, waits.
+/// Never returns: says why on the console (a `fatal` event), keeps everything down, waits.
 pub fn halt(reason: &str) -> ! {
-    let line = serde_json::json!({ "event": "fatal", "reason": reason, "uptime_ms": uptime_ms() });
-    println!("{line}");
+    let mut events = crate::events::EventLog::default();
+    events.mirror_to_screen();
+    events.emit(vault_io::clock_now(), &crate::events::Event::Fatal { reason: reason.to_string(), uptime_ms: uptime_ms() });
     eprintln!("gatekeeper: FATAL: {reason}; the vault stays sealed");
     loop {
         std::thread::sleep(Duration::from_secs(3600));

@@ -192,6 +192,20 @@ impl Vm {
         }
     }
 
+    /// Like [`Vm::wait_for`], but a timeout is an answer (`None`), not a failure.
+    pub fn skip_until(&mut self, timeout: Duration, matches: impl Fn(&Value) -> bool) -> Option<Value> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let events = self.events();
+            if let Some((i, event)) = events.iter().enumerate().skip(self.cursor).find(|(_, e)| matches(e)) {
+                self.cursor = i + 1;
+                return Some(event.clone());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
     /// Waits for an event by name.
     pub fn wait_event(&mut self, name: &str, timeout: Duration) -> Value {
         self.wait_for(name, timeout, |e| e["event"] == name)
@@ -577,7 +591,7 @@ mod time_tests {
 
 impl Vm {
     /// Quits QEMU in an orderly way (its caches flushed to the disk file); returns the disk.
-    pub fn shut_off(mut self) -> PathBuf {
+    pub fn shut_off(&mut self) -> PathBuf {
         if let Some(qmp) = self.qmp.as_mut() {
             let _ = writeln!(qmp.writer, "{}", json!({ "execute": "quit" }));
         }

@@ -26,6 +26,26 @@ fn replies_outside(replies: &[f64], open: &[(f64, f64)]) -> Vec<f64> {
     replies.iter().copied().filter(|t| !open.iter().any(|(a, b)| *t >= a - 1.0 && *t <= b + 1.0)).collect()
 }
 
+/// Powers the vault off, reads its store off the disk, and checks that exactly these pushes
+/// are sealed and that each restores to its tree byte for byte.
+fn assert_sealed_exactly(box_: &mut Appliance, pushes: &[(&serde_json::Value, &Path)]) {
+    let vault_key = box_.vm.vault_key();
+    let disk = box_.vm.shut_off();
+    let store = extract_store(&disk, &box_.bench.dir.join("extracted"));
+    let mut sealed = snapshots(&box_.bench, &store);
+    sealed.sort();
+    let mut expected: Vec<String> = pushes.iter().map(|(summary, _)| summary["snapshot"].as_str().unwrap().to_string()).collect();
+    expected.sort();
+    assert_eq!(sealed, expected, "the sealed snapshots");
+    for (summary, tree) in pushes {
+        let snapshot = summary["snapshot"].as_str().unwrap();
+        let to = box_.bench.dir.join(format!("restored-{snapshot}"));
+        restore(&box_.bench, &store, snapshot, &vault_key, &to);
+        assert_eq!(describe(&to), describe(tree), "{snapshot} restores to what was pushed");
+    }
+    assert!(std::fs::read_dir(store.join("staging")).map(|d| d.count() == 0).unwrap_or(true), "staging left over");
+}
+
 fn wait_listening(vm: &mut Vm) {
     vm.wait_event("listening", EVENT_WAIT);
 }
@@ -58,6 +78,8 @@ fn push_receipt_early_close_restore_and_an_incremental_push() {
     let first_down_seen = unix_now();
 
     // Second window: one file changed, one added; only their new chunks travel.
+    let tree_v1 = box_.bench.dir.join("tree-v1");
+    qemu_tests::run_ok(std::process::Command::new("cp").arg("-a").arg(&tree).arg(&tree_v1));
     let changed = tree.join("db/file-002.bin");
     let mut bytes = std::fs::read(&changed).unwrap();
     bytes[1000..1100].copy_from_slice(&pseudo_random_bytes(100, 42));
@@ -86,18 +108,7 @@ fn push_receipt_early_close_restore_and_an_incremental_push() {
     }
 
     // Back from the disk, byte for byte (the first snapshot too: nothing was overwritten).
-    let vault_key = box_.vm.vault_key();
-    let disk = box_.vm.shut_off();
-    let store = extract_store(&disk, &box_.bench.dir.join("extracted"));
-    let sealed = snapshots(&box_.bench, &store);
-    assert_eq!(sealed.len(), 2, "{sealed:?}");
-    let restored = box_.bench.dir.join("restored-2");
-    restore(&box_.bench, &store, second["snapshot"].as_str().unwrap(), &vault_key, &restored);
-    assert_eq!(describe(&restored), describe(&tree));
-    let restored_first = box_.bench.dir.join("restored-1");
-    restore(&box_.bench, &store, first["snapshot"].as_str().unwrap(), &vault_key, &restored_first);
-    assert_ne!(describe(&restored_first), describe(&tree), "the first snapshot is the tree before the change");
-    assert_eq!(describe(&restored_first).len() + 1, describe(&tree).len());
+    assert_sealed_exactly(&mut box_, &[(&first, &tree_v1), (&second, &tree)]);
 }
 
 #[test]
@@ -164,20 +175,11 @@ fn two_pushers_within_their_quotas_and_one_over_it() {
     // log-backup never committed, so no early close: the window runs to its end.
     box_.vm.wait_event("link_down", EVENT_WAIT);
     assert!(unix_now() >= window.1 as f64 - 1.0, "closed before the window end");
+    let frames = box_.finish_capture();
+    assert_eq!(unsolicited(&frames), Vec::<String>::new());
+    assert_eq!(replies_outside(&arp_replies(&frames), &[(window.0 as f64, window.1 as f64)]), Vec::<f64>::new());
 
-    let vault_key = box_.vm.vault_key();
-    let disk = box_.vm.shut_off();
-    let store = extract_store(&disk, &box_.bench.dir.join("extracted"));
-    let mut sealed = snapshots(&box_.bench, &store);
-    sealed.sort();
-    let mut expected = vec![a["snapshot"].as_str().unwrap().to_string(), b["snapshot"].as_str().unwrap().to_string()];
-    expected.sort();
-    assert_eq!(sealed, expected, "exactly the two pushes within quota are sealed");
-    for (summary, tree) in [(&a, &db), (&b, &web)] {
-        let to = box_.bench.dir.join(format!("restored-{}", summary["snapshot"].as_str().unwrap()));
-        restore(&box_.bench, &store, summary["snapshot"].as_str().unwrap(), &vault_key, &to);
-        assert_eq!(describe(&to), describe(tree));
-    }
+    assert_sealed_exactly(&mut box_, &[(&a, &db), (&b, &web)]);
 }
 
 #[test]
@@ -218,17 +220,7 @@ fn power_cuts_after_a_seal_and_mid_push_lose_nothing_sealed() {
     // The vault takes pushes again, and everything sealed restores.
     wait_listening(&mut box_.vm);
     let third = push_summary(&box_.push("db-backup", "small-again", &small));
-    let disk = box_.vm.shut_off();
-    let store = extract_store(&disk, &box_.bench.dir.join("extracted"));
-    let mut sealed = snapshots(&box_.bench, &store);
-    sealed.sort();
-    let mut expected = vec![first["snapshot"].as_str().unwrap().to_string(), third["snapshot"].as_str().unwrap().to_string()];
-    expected.sort();
-    assert_eq!(sealed, expected);
-    for summary in [&first, &third] {
-        let to = box_.bench.dir.join(format!("restored-{}", summary["snapshot"].as_str().unwrap()));
-        restore(&box_.bench, &store, summary["snapshot"].as_str().unwrap(), &vault_key, &to);
-        assert_eq!(describe(&to), describe(&small));
-    }
-    assert!(std::fs::read_dir(store.join("staging")).map(|d| d.count() == 0).unwrap_or(true), "staging left over");
+    // Three boots on one wire: nothing the egress rule forbids, ever.
+    assert_eq!(unsolicited(&box_.finish_capture()), Vec::<String>::new());
+    assert_sealed_exactly(&mut box_, &[(&first, &small), (&third, &small)]);
 }

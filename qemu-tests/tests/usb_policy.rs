@@ -68,12 +68,27 @@ fn a_signed_stick_is_applied_and_bad_sticks_are_refused_with_their_reason() {
     // None of that moved the policy in force.
     vm.wait_for("status with policy v2", Duration::from_secs(90), |e| e["event"] == "status" && e["policy_version"] == 2);
 
+    // A stick pulled out as soon as it is in: whatever the vault managed to read, it says what
+    // happened, keeps a consistent policy, and takes the next stick as usual.
+    let v3_stick = bench.stick(&bench.dir.join("v3.bundle"), false);
+    let id = vm.plug_stick(&v3_stick);
+    let inserted = vm.wait_event("usb_inserted", EVENT_WAIT);
+    vm.unplug_stick(&id);
+    let removed = vm.wait_event("usb_removed", EVENT_WAIT);
+    let between: Vec<Value> = vm.events().into_iter().filter(|e| e["seq"].as_u64() > inserted["seq"].as_u64() && e["seq"].as_u64() < removed["seq"].as_u64()).collect();
+    println!("stick pulled as it was read: {between:?}");
+    let next = bench.stick(&bench.sign(&bench.policy_toml(5, "vault-test", 86_400, 30), &["bob", "carol"], "v5.bundle"), false);
+    let verdict = present(&mut vm, &next);
+    assert_eq!(verdict["event"], "policy_accepted", "the stick after a pulled one: {verdict}");
+    assert_eq!(verdict["version"], 5);
+    assert!(!vm.events().iter().any(|e| e["event"] == "fatal"));
+
     // A power cut, then a boot on the same disk: the policy and its version floor hold.
     let disk = vm.power_cut();
     let mut vm = Vm::boot(&artifacts, "usb-policy-reboot", Boot::Direct, VmOptions { disk: Some(disk), ..VmOptions::default() });
     let started = vm.wait_event("started", Duration::from_secs(120));
-    assert_eq!(started["policy_version"], 2, "{started}");
-    refused_because(&mut vm, &bench.stick(&bench.dir.join("old.bundle"), false), "rollback: version 1 <= accepted 2");
+    assert_eq!(started["policy_version"], 5, "{started}");
+    refused_because(&mut vm, &bench.stick(&bench.dir.join("v3.bundle"), false), "rollback: version 3 <= accepted 5");
     vm.pass();
 }
 

@@ -404,8 +404,6 @@ pub fn vaultctl_snapshots(store: &Path) -> Vec<String> {
     ids
 }
 
-// ---- data to push, and comparing trees --------------------------------------------------
-
 // ---- the store, seen from outside -------------------------------------------------------
 
 /// Every file under the store (path -> size), except `staging/`: what a refused session
