@@ -115,7 +115,7 @@ impl Vm {
         // `-cpu max` gives the guest RDRAND, so the kernel's entropy pool is ready at once, as on
         // real hardware (otherwise the first key generation waits a second for it).
         cmd.args(["-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m", "512", "-smp", "1", "-nodefaults", "-no-user-config"])
-            .args(["-display", "none", "-monitor", "none", "-no-reboot"])
+            .args(["-display", "none", "-monitor", "none"])
             .arg("-serial")
             .arg(format!("file:{}", console.display()))
             .arg("-qmp")
@@ -245,6 +245,11 @@ impl Vm {
         // The stick's inner SCSI device goes first, with no id; wait for the stick itself.
         self.qmp().wait_qmp_event("DEVICE_DELETED", Duration::from_secs(20), |data| data["device"] == id);
         self.qmp().execute("blockdev-del", json!({ "node-name": format!("{id}-node") }));
+    }
+
+    /// The reset button (QMP `system_reset`): a warm reboot on the same disk, same console.
+    pub fn reset(&mut self) {
+        self.qmp().execute("system_reset", json!({}));
     }
 
     /// A power cut: QEMU killed, no shutdown of any kind. Returns the disk.

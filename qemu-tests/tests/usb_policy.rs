@@ -89,6 +89,11 @@ fn a_signed_stick_is_applied_and_bad_sticks_are_refused_with_their_reason() {
     let started = vm.wait_event("started", Duration::from_secs(120));
     assert_eq!(started["policy_version"], 5, "{started}");
     refused_because(&mut vm, &bench.stick(&bench.dir.join("v3.bundle"), false), "rollback: version 3 <= accepted 5");
+
+    // The reset button: a warm reboot keeps it all too.
+    vm.reset();
+    let started = vm.wait_event("started", Duration::from_secs(120));
+    assert_eq!(started["policy_version"], 5, "after a reset: {started}");
     vm.pass();
 }
 
