@@ -150,10 +150,11 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             self.emit(Event::Alarm { rule: "nic_not_ready".into(), detail: e.to_string() });
         }
         self.feed(Input::PolicyApplied(Box::new(policy))).await;
+        // A new policy is news on the console even when the gate stays sealed: the status
+        // line is due at the end of the next feed.
+        self.status_due = Instant::now();
         let clock = self.clock.now();
         self.feed(Input::Tick { clock }).await;
-        // A new policy is news on the console even when the gate stays sealed.
-        self.emit_status();
     }
 
     /// Runs until `shutdown` completes, then closes everything and takes the link down.

@@ -94,14 +94,17 @@ impl EventLog {
     /// Also writes every line to the screen, so the same image is watched on a monitor as on
     /// the serial port. Best effort: a box without a screen has none.
     pub fn mirror_to_screen(&mut self) {
-        self.screen = std::fs::OpenOptions::new().write(true).open("/dev/tty0").ok();
+        use std::os::unix::fs::OpenOptionsExt;
+        // Non-blocking: a screen stopped with Scroll Lock must not stop the vault.
+        self.screen = std::fs::OpenOptions::new().write(true).custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY).open("/dev/tty0").ok();
     }
 
     pub fn emit(&mut self, now: Timestamp, event: &Event) -> String {
+        // Numbered under the console lock, so lines from two threads print in order.
+        let mut out = std::io::stdout().lock();
         let seq = LAST_SEQ.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
         let line = serde_json::to_string(&Line { seq, time: now.to_string(), event })
             .expect("events serialize");
-        let mut out = std::io::stdout().lock();
         // The console is best effort: a full pipe must never stop the vault from closing.
         let _ = writeln!(out, "{line}");
         let _ = out.flush();

@@ -144,11 +144,17 @@ pub fn seal_root_filesystem() -> Result<()> {
 }
 
 /// What the daemon still needs once booted: link control and sysctls (NET_ADMIN), the egress
-/// guard's packet sockets (NET_RAW), mounting a policy stick (SYS_ADMIN), and marking sealed
-/// files immutable (LINUX_IMMUTABLE). Module loading, raw I/O, ptrace, time, reboot and the
+/// guard's packet sockets (NET_RAW), mounting a policy stick (SYS_ADMIN), marking sealed
+/// files immutable (LINUX_IMMUTABLE), and listening on the policy's port (NET_BIND_SERVICE). Module loading, raw I/O, ptrace, time, reboot and the
 /// rest are gone from every set, the bounding set included, and no exec can gain them back.
-pub const KEPT_CAPABILITIES: [caps::Capability; 4] =
-    [caps::Capability::CAP_NET_ADMIN, caps::Capability::CAP_NET_RAW, caps::Capability::CAP_SYS_ADMIN, caps::Capability::CAP_LINUX_IMMUTABLE];
+pub const KEPT_CAPABILITIES: [caps::Capability; 5] = [
+    caps::Capability::CAP_NET_ADMIN,
+    caps::Capability::CAP_NET_RAW,
+    caps::Capability::CAP_SYS_ADMIN,
+    caps::Capability::CAP_LINUX_IMMUTABLE,
+    // A policy may name a port below 1024.
+    caps::Capability::CAP_NET_BIND_SERVICE,
+];
 
 /// Drops every capability but [`KEPT_CAPABILITIES`]; returns the names kept.
 pub fn drop_capabilities() -> Result<Vec<String>> {
@@ -167,6 +173,16 @@ pub fn drop_capabilities() -> Result<Vec<String>> {
     let mut kept: Vec<String> = caps::read(None, CapSet::Permitted).map_err(failed("read capabilities"))?.iter().map(|c| c.to_string()).collect();
     kept.sort();
     Ok(kept)
+}
+
+/// Makes the console (stdin, stdout and stderr share /dev/console) non-blocking: a serial
+/// line held by flow control (XOFF) loses lines instead of stopping the vault.
+pub fn console_never_blocks() -> Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    let stdout = std::io::stdout();
+    let flags = fcntl(&stdout, FcntlArg::F_GETFL).map_err(mount_err("console flags"))?;
+    fcntl(&stdout, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK)).map_err(mount_err("console flags"))?;
+    Ok(())
 }
 
 /// Reaps every child that exits (PID 1 inherits orphans).

@@ -96,10 +96,14 @@ fn boot_as_init() -> ! {
         init::halt(&e.to_string());
     }
     init::start_reaper();
+    let console_blocks = init::console_never_blocks().err();
     let mut events = EventLog::default();
     events.mirror_to_screen();
     let now = vault_io::clock_now();
     events.emit(now, &Event::Boot { uptime_ms: init::uptime_ms() });
+    if let Some(e) = console_blocks {
+        events.emit(now, &Event::Alarm { rule: "console_may_block".into(), detail: e.to_string() });
+    }
     for (module, reason) in init::load_modules(std::path::Path::new(init::MODULES_LIST)) {
         events.emit(now, &Event::ModuleLoadFailed { module, reason });
     }

@@ -47,7 +47,12 @@ pub fn apply_bundle(baked_root: &TrustRoot, state_dir: &Path, source: &Path, now
 /// Verifies bundle bytes that were read once (from a file or a USB stick) and, if they pass,
 /// persists exactly them. Every outcome is an event; a refusal changes nothing.
 pub fn apply_bytes(baked_root: &TrustRoot, state_dir: &Path, source: &str, bytes: Vec<u8>, now: Timestamp, events: &mut EventLog) -> Result<Verified> {
-    let outcome = verify_bytes(baked_root, state_dir, &bytes, now);
+    let outcome = verify_bytes(baked_root, state_dir, &bytes, now).and_then(|(verified, previous_root_version)| {
+        vault_io::write_atomic(&state_dir.join(ACCEPTED_BUNDLE_FILE), &bytes, 0o600)?;
+        vault_io::write_atomic(&state_dir.join(STATE_FILE), &verified.new_state.to_bytes(), 0o600)?;
+        Ok((verified, previous_root_version))
+    });
+    // Said only once it is true: accepted means verified and durable.
     match &outcome {
         Ok((verified, previous_root_version)) => {
             if verified.rotated {
@@ -67,18 +72,20 @@ pub fn apply_bytes(baked_root: &TrustRoot, state_dir: &Path, source: &str, bytes
             events.emit(now, &Event::PolicyRefused { source: source.to_string(), reason: err.to_string() });
         }
     }
-    let (verified, _) = outcome?;
-    vault_io::write_atomic(&state_dir.join(ACCEPTED_BUNDLE_FILE), &bytes, 0o600)?;
-    vault_io::write_atomic(&state_dir.join(STATE_FILE), &verified.new_state.to_bytes(), 0o600)?;
-    Ok(verified)
+    outcome.map(|(verified, _)| verified)
 }
 
 fn verify_bytes(baked_root: &TrustRoot, state_dir: &Path, bytes: &[u8], now: Timestamp) -> Result<(Verified, u64)> {
     let state = load_state(state_dir)?;
     let previous_root_version = state.current_root(baked_root)?.version;
-    // The stick left in at the next boot: say so plainly rather than call it a rollback.
+    // The stick left in at the next boot: say so plainly rather than call it a rollback. Only
+    // when the state names this very bundle: after a crash between writing the bundle and the
+    // state, the same stick must verify and complete the apply.
     let accepted = state_dir.join(ACCEPTED_BUNDLE_FILE);
-    if state.accepted_version > 0 && vault_io::read_bounded(&accepted, MAX_BUNDLE_BYTES).is_ok_and(|current| current == bytes) {
+    let in_force = state.accepted_version > 0
+        && vault_io::read_bounded(&accepted, MAX_BUNDLE_BYTES).is_ok_and(|current| current == bytes)
+        && bundle::Envelope::from_bytes(bytes).and_then(|e| e.unverified_payload()).is_ok_and(|p| p.policy.version == state.accepted_version);
+    if in_force {
         return Err(GatekeeperError::AlreadyInForce { version: state.accepted_version });
     }
     let verified = bundle::verify(bytes, baked_root, &state, now)?;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use vault_core::egress::EgressRule;
 use vault_core::gate::{Gate, Sighting};
-use vault_core::policy::{NicSelector, Policy};
+use vault_core::policy::{Network, NicSelector, Policy};
 use vault_core::state::STATE_FILE;
 
 use crate::daemon::{Driver, Inputs, LinkOps, Recheck, SystemClock};
@@ -27,7 +27,13 @@ use crate::watchdog::{self, Seen};
 /// The vault NIC under rtnetlink, with its egress guard.
 pub struct RtVaultLink {
     rt: RtLink,
+    /// The vault NIC of the policy in force.
     nic: Option<Nic>,
+    /// The NIC a window brought up, until netlink confirms it down: what `take_down` downs,
+    /// even if a new policy names another NIC meanwhile.
+    up: Option<Nic>,
+    /// A new policy's network, adopted once the link it replaces is down.
+    pending: Option<Network>,
     port: u16,
     carrier_within: Duration,
     guard: Arc<GuardControl>,
@@ -60,22 +66,38 @@ impl RtVaultLink {
     }
 }
 
+impl RtVaultLink {
+    async fn adopt_network(&mut self, network: &Network) -> Result<()> {
+        self.port = network.port;
+        let nic = self.rt.find(&network.nic).await?;
+        self.nic = Some(nic.clone());
+        // Watch now, so a frame sent while sealed is caught too.
+        self.start_guard(&nic, network.address)
+    }
+}
+
 impl LinkOps for RtVaultLink {
     async fn bring_up(&mut self, selector: &NicSelector, address: IpAddr, prefix: u8) -> Result<LinkConfirmation> {
         let nic = self.rt.find(selector).await?;
         // The guard watches before the first frame can leave.
         self.start_guard(&nic, address)?;
         self.nic = Some(nic.clone());
+        self.up = Some(nic.clone());
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.guard.may_reply.store(true, Ordering::SeqCst);
         self.rt.bring_up(&nic, address, prefix, self.carrier_within).await
     }
 
     async fn take_down(&mut self) -> Result<LinkConfirmation> {
-        let Some(nic) = self.nic.clone() else {
+        let Some(nic) = self.up.clone().or_else(|| self.nic.clone()) else {
             return Err(GatekeeperError::Guard { reason: "no vault NIC resolved yet".into() });
         };
         let confirmation = self.rt.take_down(&nic).await?;
+        self.up = None;
+        if let Some(network) = self.pending.take() {
+            // Failing to resolve the new NIC here is seen again, and raised, at the next bring-up.
+            let _ = self.adopt_network(&network).await;
+        }
         // Frames sent before the link went down may still be in the guard's queue: stop
         // counting replies as owed a moment later, unless a new window started meanwhile.
         let (guard, generation, at) = (self.guard.clone(), self.generation.clone(), self.generation.load(Ordering::SeqCst));
@@ -89,11 +111,13 @@ impl LinkOps for RtVaultLink {
     }
 
     async fn adopt_policy(&mut self, policy: &Policy) -> Result<()> {
-        self.port = policy.network.port;
-        let nic = self.rt.find(&policy.network.nic).await?;
-        self.nic = Some(nic.clone());
-        // Watch now, so a frame sent while sealed is caught too.
-        self.start_guard(&nic, policy.network.address)
+        if self.up.is_some() {
+            // The link of the policy being replaced is still up, guarded as it was; switch NIC
+            // and guard only once it is confirmed down.
+            self.pending = Some(policy.network.clone());
+            return Ok(());
+        }
+        self.adopt_network(&policy.network).await
     }
 
     async fn recheck(&mut self, seen: &Seen) -> Recheck {
@@ -131,7 +155,9 @@ fn floor_writer(state_dir: PathBuf) -> Box<dyn FnMut(vault_core::units::Timestam
 /// Verifies a bundle from a stick against the baked root and the state directory, persists it.
 fn bundle_applier(root_path: PathBuf, state_dir: PathBuf) -> crate::daemon::BundleApplier {
     Box::new(move |source, bytes, now, events| {
-        let root = policy_store::load_root(&root_path)?;
+        let root = policy_store::load_root(&root_path).inspect_err(|e| {
+            events.emit(now, &Event::PolicyRefused { source: source.to_string(), reason: format!("trust root unreadable: {e}") });
+        })?;
         Ok(policy_store::apply_bytes(&root, &state_dir, source, bytes, now, events)?.policy)
     })
 }
@@ -208,6 +234,8 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
     let link = RtVaultLink {
         rt: rt.clone(),
         nic: None,
+        up: None,
+        pending: None,
         port: 0,
         carrier_within,
         guard: Arc::new(GuardControl::default()),

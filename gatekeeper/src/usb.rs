@@ -96,8 +96,16 @@ pub fn start(mount_point: PathBuf, to_daemon: mpsc::Sender<UsbReport>) -> Result
                 }
             }
             loop {
-                let Ok((datagram, _)) = socket.recv_from_full() else { continue };
-                if let Some(event) = parse_uevent(&datagram) {
+                let events = match socket.recv_from_full() {
+                    Ok((datagram, _)) => parse_uevent(&datagram).into_iter().collect(),
+                    // The kernel dropped uevents (a burst): look at what is there now.
+                    Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => present_block_devices(&watcher.sys),
+                    Err(_) => {
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        Vec::new()
+                    }
+                };
+                for event in events {
                     if !watcher.handle(&event) {
                         return;
                     }

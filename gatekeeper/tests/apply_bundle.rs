@@ -204,3 +204,22 @@ fn what_is_kept_is_what_was_read_even_if_the_stick_changes() {
     std::fs::write(&stick, bundle(policy(9), &root, None, &[&a])).unwrap();
     assert_eq!(std::fs::read(vault.state_dir().join("accepted.bundle")).unwrap(), original);
 }
+
+#[test]
+fn a_crash_between_bundle_and_state_is_completed_by_the_same_stick() {
+    let (a, b) = (new_key(), new_key());
+    let root = root_of(1, &[&a, &b]);
+    let vault = Vault::new(&root);
+    assert!(vault.apply(&vault.stick_file("v5.bundle", &bundle(policy(5), &root, None, &[&a, &b]))).0);
+    // The bundle was written, then the power went before state.json named it.
+    let v6 = bundle(policy(6), &root, None, &[&a, &b]);
+    std::fs::write(vault.state_dir().join("accepted.bundle"), &v6).unwrap();
+    let (ok, events) = vault.apply(&vault.stick_file("v6.bundle", &v6));
+    assert!(ok, "the same stick must complete the apply: {events:?}");
+    assert_eq!(events[0]["event"], "policy_accepted");
+    assert_eq!(events[0]["version"], 6);
+    // And now it is in force: the same stick again is nothing to do.
+    let (ok, events) = vault.apply(&vault.stick_file("v6-again.bundle", &v6));
+    assert!(!ok);
+    assert!(events[0]["reason"].as_str().unwrap().starts_with("already in force"), "{events:?}");
+}

@@ -20,7 +20,7 @@ fn boots_to_sealed(boot: Boot, name: &str) {
     assert_eq!(status["state"], "sealed", "{status}");
     assert_eq!(status["policy_version"], serde_json::Value::Null, "a fresh disk has no policy: {status}");
     assert_eq!(started["policy_version"], serde_json::Value::Null);
-    assert_eq!(caps["kept"], serde_json::json!(["CAP_LINUX_IMMUTABLE", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_SYS_ADMIN"]), "{caps}");
+    assert_eq!(caps["kept"], serde_json::json!(["CAP_LINUX_IMMUTABLE", "CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_ADMIN"]), "{caps}");
     // Found by its GPT name whatever the bus: virtio for a direct boot, NVMe through firmware.
     let expected_device = if boot == Boot::Direct { "/dev/vda2" } else { "/dev/nvme0n1p2" };
     assert_eq!(mounted["device"], expected_device, "{mounted}");
