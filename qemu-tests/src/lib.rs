@@ -175,35 +175,44 @@ impl Vm {
     /// Waits for the next event (after those already consumed) that `matches`, or fails with
     /// the console's tail.
     pub fn wait_for(&mut self, what: &str, timeout: Duration, matches: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let events = self.events();
-            if let Some((i, event)) = events.iter().enumerate().skip(self.cursor).find(|(_, e)| matches(e)) {
-                self.cursor = i + 1;
-                return event.clone();
-            }
-            if let Some(status) = self.qemu.as_mut().and_then(|q| q.try_wait().ok().flatten()) {
-                self.fail(&format!("QEMU exited ({status}) while waiting for {what}"));
-            }
-            if Instant::now() > deadline {
-                self.fail(&format!("no {what} within {timeout:?}"));
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        match self.next_event(timeout, matches) {
+            Ok(event) => event,
+            Err(why) => self.fail(&format!("{why} while waiting for {what}")),
         }
     }
 
     /// Like [`Vm::wait_for`], but a timeout is an answer (`None`), not a failure.
     pub fn skip_until(&mut self, timeout: Duration, matches: impl Fn(&Value) -> bool) -> Option<Value> {
+        self.next_event(timeout, matches).ok()
+    }
+
+    fn next_event(&mut self, timeout: Duration, matches: impl Fn(&Value) -> bool) -> Result<Value, String> {
         let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
+        loop {
             let events = self.events();
             if let Some((i, event)) = events.iter().enumerate().skip(self.cursor).find(|(_, e)| matches(e)) {
                 self.cursor = i + 1;
-                return Some(event.clone());
+                return Ok(event.clone());
+            }
+            if let Some(status) = self.qemu.as_mut().and_then(|q| q.try_wait().ok().flatten()) {
+                return Err(format!("QEMU exited ({status})"));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("nothing within {timeout:?}"));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        None
+    }
+
+    /// Plugs a stick, waits for the vault's verdict on it (`policy_accepted` or
+    /// `policy_refused`), pulls it out and waits until the vault has seen it go.
+    pub fn present_stick(&mut self, stick: &Path) -> Value {
+        let id = self.plug_stick(stick);
+        self.wait_event("usb_inserted", Duration::from_secs(60));
+        let verdict = self.wait_for("the policy verdict", Duration::from_secs(60), |e| e["event"] == "policy_accepted" || e["event"] == "policy_refused");
+        self.unplug_stick(&id);
+        self.wait_event("usb_removed", Duration::from_secs(60));
+        verdict
     }
 
     /// Waits for an event by name.
@@ -723,10 +732,8 @@ impl Appliance {
         let toml = self.bench.write_policy(spec);
         let bundle = self.bench.sign(&toml, &["alice", "bob"], &format!("v{}.bundle", spec.version));
         let stick = self.bench.stick(&bundle, false);
-        let id = self.vm.plug_stick(&stick);
-        let verdict = self.vm.wait_for("the policy verdict", Duration::from_secs(60), |e| e["event"] == "policy_accepted" || e["event"] == "policy_refused");
+        let verdict = self.vm.present_stick(&stick);
         assert_eq!(verdict["event"], "policy_accepted", "{verdict}");
-        self.vm.unplug_stick(&id);
     }
 
     /// Pulls the plug, then boots again on the same disk and the same network.

@@ -9,18 +9,8 @@ use serde_json::Value;
 
 const EVENT_WAIT: Duration = Duration::from_secs(60);
 
-/// Plugs the stick, waits for the verdict, pulls the stick.
-fn present(vm: &mut Vm, stick: &std::path::Path) -> Value {
-    let id = vm.plug_stick(stick);
-    vm.wait_event("usb_inserted", EVENT_WAIT);
-    let verdict = vm.wait_for("policy_accepted or policy_refused", EVENT_WAIT, |e| e["event"] == "policy_accepted" || e["event"] == "policy_refused");
-    vm.unplug_stick(&id);
-    vm.wait_event("usb_removed", EVENT_WAIT);
-    verdict
-}
-
 fn refused_because(vm: &mut Vm, stick: &std::path::Path, reason: &str) {
-    let verdict = present(vm, stick);
+    let verdict = vm.present_stick(stick);
     assert_eq!(verdict["event"], "policy_refused", "{} was not refused: {verdict}", stick.display());
     let said = verdict["reason"].as_str().unwrap_or_default();
     assert!(said.contains(reason), "{}: expected `{reason}` in `{said}`", stick.display());
@@ -36,7 +26,7 @@ fn a_signed_stick_is_applied_and_bad_sticks_are_refused_with_their_reason() {
     // A valid bundle, 2 of 3 admins: accepted, and the console shows it in force.
     let v2 = bench.policy_toml(2, "vault-test", 86_400, 30);
     let good = bench.stick(&bench.sign(&v2, &["alice", "carol"], "v2.bundle"), false);
-    let verdict = present(&mut vm, &good);
+    let verdict = vm.present_stick(&good);
     assert_eq!(verdict["event"], "policy_accepted", "{verdict}");
     assert_eq!(verdict["version"], 2);
     let status = vm.wait_for("status with policy v2", EVENT_WAIT, |e| e["event"] == "status" && e["policy_version"] == 2);
@@ -78,7 +68,7 @@ fn a_signed_stick_is_applied_and_bad_sticks_are_refused_with_their_reason() {
     let between: Vec<Value> = vm.events().into_iter().filter(|e| e["seq"].as_u64() > inserted["seq"].as_u64() && e["seq"].as_u64() < removed["seq"].as_u64()).collect();
     println!("stick pulled as it was read: {between:?}");
     let next = bench.stick(&bench.sign(&bench.policy_toml(5, "vault-test", 86_400, 30), &["bob", "carol"], "v5.bundle"), false);
-    let verdict = present(&mut vm, &next);
+    let verdict = vm.present_stick(&next);
     assert_eq!(verdict["event"], "policy_accepted", "the stick after a pulled one: {verdict}");
     assert_eq!(verdict["version"], 5);
     assert!(!vm.events().iter().any(|e| e["event"] == "fatal"));

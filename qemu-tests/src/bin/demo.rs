@@ -33,11 +33,9 @@ fn main() {
     println!("    vaultctl usb write -> {}", stick.display());
 
     say("Inserting the USB stick. The vault mounts it read-only, reads the bundle once, verifies it in memory.");
-    let id = vault.vm.plug_stick(&stick);
-    let verdict = vault.vm.wait_for("the verdict", Duration::from_secs(60), |e| e["event"] == "policy_accepted" || e["event"] == "policy_refused");
+    let verdict = vault.vm.present_stick(&stick);
     println!("    {verdict}");
     assert_eq!(verdict["event"], "policy_accepted", "the demo policy was refused");
-    vault.vm.unplug_stick(&id);
 
     say("Waiting for the window. Until it opens the vault does not answer the probe at all.");
     let sample = sample_directory(bench);
