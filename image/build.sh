@@ -92,37 +92,56 @@ cp -a "$OVERLAY"/. "$TREE"/
 rm -f "$TREE/etc/vault/README"
 install -m 0755 "$GATEKEEPER" "$TREE/init"
 install -m 0644 "$ROOT" "$TREE/etc/vault/root.toml"
-# Modules: the closure of image/modules.txt over modules.dep, as `LEVEL PATH` lines: a
-# module's level is one more than its deepest dependency's, and the gatekeeper loads each
-# level in parallel.
-python3 - "$WORK/kernel/lib/modules/$KVER" "$TOP/image/modules.txt" "$KVER" > "$WORK/modules.levels" <<'PY'
+# Modules: the plan the gatekeeper follows at boot (gatekeeper/src/modules.rs): every module in
+# the closure of image/modules.txt over modules.dep with its direct dependencies, what to load
+# when, and the kernel's device aliases of the modules loaded only for present hardware.
+python3 - "$WORK/kernel/lib/modules/$KVER" "$TOP/image/modules.txt" "$KVER" > "$WORK/modules.plan" <<'PY'
 import sys
 base, wanted_file, kver = sys.argv[1], sys.argv[2], sys.argv[3]
+def name_of(path):
+    return path.rsplit("/", 1)[1].removesuffix(".ko").replace("-", "_")
 deps = {}
 for line in open(f"{base}/modules.dep"):
     path, _, rest = line.partition(":")
-    deps[path] = rest.split()
-by_name = {p.rsplit("/", 1)[1].removesuffix(".ko").replace("-", "_"): p for p in deps}
-level = {}
-def visit(path):
-    if path not in level:
-        level[path] = 1 + max((visit(d) for d in deps[path]), default=-1)
-    return level[path]
-for raw in open(wanted_file):
-    name = raw.split("#")[0].strip()
-    if not name:
+    deps[name_of(path)] = (path, [name_of(d) for d in rest.split()])
+aliases = {}
+for line in open(f"{base}/modules.alias"):
+    if line.startswith("alias "):
+        _, pattern, owner = line.split()
+        # Device aliases only (bus:...), not crypto-, fs-, block-major- or devname: names.
+        if ":" in pattern and not pattern.startswith("devname:"):
+            aliases.setdefault(owner, []).append(pattern)
+level, loads = {}, []
+def visit(name):
+    if name not in level:
+        level[name] = 1 + max((visit(d) for d in deps[name][1]), default=-1)
+    return level[name]
+for number, raw in enumerate(open(wanted_file), 1):
+    words = raw.split("#")[0].split()
+    if not words:
         continue
-    key = name.replace("-", "_")
-    if key not in by_name:
+    if len(words) != 3 or words[0] not in ("disk", "boot", "usb") or words[1] not in ("present", "always"):
+        sys.exit(f"image: modules.txt line {number}: expected `disk|boot|usb present|always NAME`: {raw.strip()}")
+    phase, when, name = words[0], words[1], words[2].replace("-", "_")
+    if name not in deps:
         sys.exit(f"image: module {name} is not in kernel {kver}")
-    visit(by_name[key])
-for path in sorted(level, key=lambda p: (level[p], p)):
-    print(level[path], path)
+    if when == "present" and not aliases.get(name):
+        sys.exit(f"image: module {name} has no device aliases, so `present` would never load it")
+    visit(name)
+    loads.append((phase, when, name))
+print(f"# Module plan for kernel {kver}, written by image/build.sh from image/modules.txt.")
+for name in sorted(level, key=lambda n: (level[n], n)):
+    print("module", name, f"/lib/modules/{kver}/{deps[name][0]}", *deps[name][1])
+for phase, when, name in loads:
+    print("load", phase, when, name)
+for name in sorted({n for _, w, n in loads if w == "present"}):
+    for pattern in aliases[name]:
+        print("alias", pattern, name)
 PY
-while read -r level module; do
-  install -D -m 0644 "$WORK/kernel/lib/modules/$KVER/$module" "$TREE/lib/modules/$KVER/$module"
-  echo "$level /lib/modules/$KVER/$module"
-done < "$WORK/modules.levels" > "$TREE/etc/vault/modules.list"
+awk '$1 == "module" {print $3}' "$WORK/modules.plan" | while read -r module; do
+  install -D -m 0644 "$WORK/kernel$module" "$TREE$module"
+done
+install -m 0644 "$WORK/modules.plan" "$TREE/etc/vault/modules.list"
 python3 "$TOP/image/mkcpio.py" "$TREE" "$OUT/initramfs.cpio.gz" dev/console:c:5:1
 install -m 0644 "$VMLINUZ" "$OUT/vmlinuz"
 
@@ -147,8 +166,8 @@ qemu-img convert -q -f raw -O qcow2 "$IMG" "$OUT/vault.qcow2"
   echo "gatekeeper: sha256:$(sha256sum "$GATEKEEPER" | cut -d' ' -f1)"
   echo "trust-root: sha256:$(sha256sum "$ROOT" | cut -d' ' -f1)"
   echo "cmdline: $CMDLINE"
-  echo "modules:"
-  sed 's/^/  /' "$TREE/etc/vault/modules.list"
+  echo "modules (aliases left out):"
+  grep -v '^alias ' "$TREE/etc/vault/modules.list" | sed 's/^/  /'
 } > "$OUT/MANIFEST"
 (cd "$OUT" && sha256sum MANIFEST vmlinuz initramfs.cpio.gz vault.efi vault.img vault.qcow2 > SHA256SUMS)
 

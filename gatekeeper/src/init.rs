@@ -1,14 +1,15 @@
 //! PID 1 on the appliance. The image has no other init, no shell and no getty: the kernel
 //! runs the gatekeeper as `/init` from the initramfs, and this module does the little an init
-//! must before the daemon starts: mount /proc, /sys, /dev and /run, load exactly the kernel
-//! modules the build resolved (`/etc/vault/modules.list`, in dependency order, with
-//! finit_module), find the data partition by its GPT name (never by device name, so virtio,
+//! must before the daemon starts: mount /proc, /sys, /dev and /run, load the kernel modules
+//! the build resolved that this hardware needs (`/etc/vault/modules.list`, see
+//! [`crate::modules`]; dependencies first, with finit_module), find the data partition by its GPT name (never by device name, so virtio,
 //! SATA and NVMe disks all work), mount it nosuid, nodev, noexec, and reap any child. Then
 //! it runs the daemon, which seals every NIC before anything else.
 //!
 //! A fatal error never returns (PID 1 exiting would panic the kernel): it is printed on the
 //! console, the links stay down (nothing ever brought them up), and the process waits.
 
+use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
@@ -17,6 +18,7 @@ use std::time::{Duration, Instant};
 use nix::mount::{mount, MsFlags};
 
 use crate::error::{GatekeeperError, Result};
+use crate::modules::{ModulePlan, Phase};
 
 /// Paths inside the image.
 pub const ROOT_TOML: &str = "/etc/vault/root.toml";
@@ -66,31 +68,116 @@ fn target_name(target: &str) -> &'static str {
     }
 }
 
-/// Loads the modules in the list: lines of `LEVEL PATH`, where a module's level is one more
-/// than its deepest dependency's (the build resolves them from modules.dep). Each level is
-/// loaded in parallel, since drivers spend their init probing hardware and waiting on it.
+/// Reads the image's module plan ([`ModulePlan`]); a plan that does not parse is fatal, since
+/// the image is then not the one that was built.
+pub fn read_module_plan(path: &Path) -> Result<ModulePlan> {
+    let text = std::fs::read_to_string(path).map_err(|source| GatekeeperError::Io { what: "read the module plan", source })?;
+    ModulePlan::parse(&text).map_err(|reason| GatekeeperError::Io { what: "read the module plan", source: std::io::Error::new(std::io::ErrorKind::InvalidData, reason) })
+}
+
+/// What one phase of module loading did.
+#[derive(Debug, Default)]
+pub struct Coldplug {
+    /// Every module tried, loaded or not (a failure is reported once, not retried).
+    pub tried: BTreeSet<String>,
+    /// In load order.
+    pub loaded: Vec<String>,
+    pub failures: Vec<(String, String)>,
+    /// The data partition, once its disk has appeared (boot phase only).
+    pub data: Option<PathBuf>,
+}
+
+impl Coldplug {
+    /// Loads `names` (dependencies first) that were not tried yet; returns how many it tried.
+    fn load(&mut self, plan: &ModulePlan, names: &[&str]) -> usize {
+        let order = plan.load_order(names, &self.tried);
+        for (name, path) in &order {
+            match load_module(path) {
+                Ok(()) => self.loaded.push(name.clone()),
+                Err(reason) => self.failures.push((name.clone(), reason)),
+            }
+            self.tried.insert(name.clone());
+        }
+        order.len()
+    }
+}
+
+/// Everything before sealing. First the disk controllers, one at a time in the plan's order,
+/// rescanning after each (virtio_pci's children, the disks behind ahci appear as they probe),
+/// until the data partition shows or [`DATA_WAIT`] runs out. Then the data filesystem and the
+/// NIC drivers for the NICs that are here, so the daemon seals every NIC there will be.
 /// A module already there, or one for hardware this box lacks (ENODEV), is fine; any other
-/// failure is reported and loading goes on, so one missing driver cannot keep the vault from
+/// failure is reported and loading goes on, so one broken driver cannot keep the vault from
 /// sealing its links and saying why.
-pub fn load_modules(list: &Path) -> Vec<(String, String)> {
-    let Ok(text) = std::fs::read_to_string(list) else { return Vec::new() };
-    let mut levels: std::collections::BTreeMap<u32, Vec<String>> = std::collections::BTreeMap::new();
-    for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
-        match line.split_once(' ').and_then(|(level, path)| Some((level.parse::<u32>().ok()?, path))) {
-            Some((level, path)) => levels.entry(level).or_default().push(path.to_string()),
-            None => return vec![(line.to_string(), "not a `LEVEL PATH` line in the module list".to_string())],
+pub fn coldplug_boot(plan: &ModulePlan) -> Coldplug {
+    let started = Instant::now();
+    let mut coldplug = Coldplug::default();
+    loop {
+        coldplug.data = find_partition(Path::new("/sys/class/block"), DATA_PARTNAME);
+        if coldplug.data.is_some() || started.elapsed() > DATA_WAIT {
+            break;
+        }
+        let next = plan.wanted(Phase::Disk, &device_modaliases(Path::new(SYSFS_BUS))).into_iter().find(|name| !coldplug.tried.contains(*name));
+        match next {
+            Some(driver) => {
+                coldplug.load(plan, &[driver]);
+            }
+            None => std::thread::sleep(Duration::from_millis(20)),
         }
     }
-    let mut failures = Vec::new();
-    for modules in levels.into_values() {
-        let loading: Vec<_> = modules.into_iter().map(|module| std::thread::spawn(move || (load_module(&module), module))).collect();
-        for handle in loading {
-            if let Ok((Err(reason), module)) = handle.join() {
-                failures.push((module, reason));
+    while coldplug.load(plan, &plan.wanted(Phase::Boot, &device_modaliases(Path::new(SYSFS_BUS)))) > 0 {}
+    coldplug
+}
+
+/// The USB phase, on a thread of its own at idle priority so it never delays sealing: what a
+/// policy stick needs (vfat, code pages, sd_mod, usb-storage, uas), then the host controllers
+/// that are here, last, so no stick shows before its drivers. It must start before
+/// [`drop_capabilities`]: capabilities belong to threads, so this one keeps PID 1's, and only
+/// until it has loaded its modules and ended.
+pub fn start_usb_coldplug(plan: ModulePlan, tried_at_boot: BTreeSet<String>) {
+    std::thread::spawn(move || {
+        lower_own_priority();
+        let mut coldplug = Coldplug { tried: tried_at_boot, ..Coldplug::default() };
+        coldplug.load(&plan, &plan.wanted(Phase::Usb, &device_modaliases(Path::new(SYSFS_BUS))));
+        let mut events = crate::events::EventLog::default();
+        events.mirror_to_screen();
+        report_coldplug(&mut events, "usb", &coldplug);
+    });
+}
+
+/// `modules_loaded` (and one `module_load_failed` per failure) for a phase.
+pub fn report_coldplug(events: &mut crate::events::EventLog, phase: &str, coldplug: &Coldplug) {
+    use crate::events::Event;
+    for (module, reason) in &coldplug.failures {
+        events.emit(vault_io::clock_now(), &Event::ModuleLoadFailed { module: module.clone(), reason: reason.clone() });
+    }
+    events.emit(vault_io::clock_now(), &Event::ModulesLoaded { phase: phase.into(), modules: coldplug.loaded.clone(), uptime_ms: uptime_ms() });
+}
+
+/// SCHED_IDLE for the calling thread: it runs only when nothing else wants the CPU.
+fn lower_own_priority() {
+    let param = nix::libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler only reads `param`, a live local; pid 0 is the calling
+    // thread. A failure leaves the priority as it was, which is harmless.
+    unsafe {
+        nix::libc::sched_setscheduler(0, nix::libc::SCHED_IDLE, &param);
+    }
+}
+
+/// Where the kernel lists devices by bus.
+const SYSFS_BUS: &str = "/sys/bus";
+
+/// The modalias of every device on every bus (`/sys/bus/*/devices/*/modalias`).
+pub fn device_modaliases(sys_bus: &Path) -> Vec<String> {
+    let mut found = Vec::new();
+    for bus in std::fs::read_dir(sys_bus).into_iter().flatten().flatten() {
+        for device in std::fs::read_dir(bus.path().join("devices")).into_iter().flatten().flatten() {
+            if let Ok(alias) = std::fs::read_to_string(device.path().join("modalias")) {
+                found.push(alias.trim().to_string());
             }
         }
     }
-    failures
+    found
 }
 
 fn load_module(path: &str) -> std::result::Result<(), String> {
@@ -116,21 +203,12 @@ pub fn find_partition(sys_block: &Path, name: &str) -> Option<PathBuf> {
     None
 }
 
-/// Waits for the data partition (drivers probe asynchronously), then mounts it.
-pub fn mount_data() -> Result<PathBuf> {
-    let started = Instant::now();
-    let device = loop {
-        if let Some(device) = find_partition(Path::new("/sys/class/block"), DATA_PARTNAME) {
-            break device;
-        }
-        if started.elapsed() > DATA_WAIT {
-            return Err(GatekeeperError::Io {
-                what: "find the data partition",
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("no block device with GPT name `{DATA_PARTNAME}` after {DATA_WAIT:?}")),
-            });
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+/// Mounts the data partition the boot phase found.
+pub fn mount_data(device: Option<PathBuf>) -> Result<PathBuf> {
+    let device = device.ok_or_else(|| GatekeeperError::Io {
+        what: "find the data partition",
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("no block device with GPT name `{DATA_PARTNAME}` after {DATA_WAIT:?}")),
+    })?;
     std::fs::create_dir_all(DATA_MOUNT).map_err(|source| GatekeeperError::Io { what: "create /data", source })?;
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_NOATIME;
     mount(Some(&device), DATA_MOUNT, Some("ext4"), flags, None::<&str>).map_err(mount_err("mount the data partition"))?;

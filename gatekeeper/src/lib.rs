@@ -9,6 +9,7 @@ pub mod events;
 pub mod identity;
 pub mod init;
 pub mod link;
+pub mod modules;
 pub mod policy_store;
 pub mod push_server;
 pub mod run;

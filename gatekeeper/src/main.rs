@@ -88,14 +88,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// PID 1: mount, load modules, mount the data partition, seal the root filesystem, drop
-/// capabilities, then the daemon, for ever.
+/// PID 1: mount, load the boot drivers, mount the data partition, load the USB drivers in the
+/// background, seal the root filesystem, drop capabilities, then the daemon, for ever.
 fn boot_as_init() -> ! {
     use gatekeeper::init;
     if let Err(e) = init::mount_pseudo_filesystems() {
         init::halt(&e.to_string());
     }
-    init::start_reaper();
     let console_blocks = init::console_never_blocks().err();
     let mut events = EventLog::default();
     events.mirror_to_screen();
@@ -104,13 +103,15 @@ fn boot_as_init() -> ! {
     if let Some(e) = console_blocks {
         events.emit(now, &Event::Alarm { rule: "console_may_block".into(), detail: e.to_string() });
     }
-    for (module, reason) in init::load_modules(std::path::Path::new(init::MODULES_LIST)) {
-        events.emit(now, &Event::ModuleLoadFailed { module, reason });
-    }
-    match init::mount_data() {
+    let plan = init::read_module_plan(std::path::Path::new(init::MODULES_LIST)).unwrap_or_else(|e| init::halt(&e.to_string()));
+    let boot = init::coldplug_boot(&plan);
+    init::report_coldplug(&mut events, "boot", &boot);
+    match init::mount_data(boot.data) {
         Ok(device) => events.emit(vault_io::clock_now(), &Event::DataMounted { device: device.display().to_string(), at: init::DATA_MOUNT.into(), uptime_ms: init::uptime_ms() }),
         Err(e) => init::halt(&e.to_string()),
     };
+    // Before the capabilities go: the loader thread keeps CAP_SYS_MODULE until it ends.
+    init::start_usb_coldplug(plan, boot.tried);
     if let Err(e) = init::seal_root_filesystem() {
         init::halt(&e.to_string());
     }
@@ -119,6 +120,8 @@ fn boot_as_init() -> ! {
         Ok(kept) => events.emit(vault_io::clock_now(), &Event::CapabilitiesDropped { kept }),
         Err(e) => init::halt(&e.to_string()),
     };
+    // Only now: capabilities belong to threads, and a thread started before the drop keeps them.
+    init::start_reaper();
     let data = std::path::Path::new(init::DATA_MOUNT);
     let paths = Paths {
         root: init::ROOT_TOML.into(),

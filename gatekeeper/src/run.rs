@@ -84,6 +84,7 @@ impl LinkOps for RtVaultLink {
         self.nic = Some(nic.clone());
         self.up = Some(nic.clone());
         self.generation.fetch_add(1, Ordering::SeqCst);
+        self.guard.window.fetch_add(1, Ordering::SeqCst);
         self.guard.may_reply.store(true, Ordering::SeqCst);
         self.rt.bring_up(&nic, address, prefix, self.carrier_within).await
     }

@@ -4,10 +4,11 @@
 
 mod support;
 
+use std::io::Write;
 use std::time::Duration as StdDuration;
 
 use support::*;
-use vault_core::egress::{classify, EgressRule, Verdict};
+use vault_core::egress::{EgressJudge, EgressRule, Verdict};
 use vault_core::state::VaultState;
 
 #[test]
@@ -45,9 +46,9 @@ fn arp_is_answered_only_inside_the_window_and_nothing_unsolicited_is_sent() {
     println!("MEASURE window end -> first unanswered probe: {:+.1} ms", (first_unanswered - until as f64) * 1000.0);
 
     // Every frame from the vault side is a reply it owed: no RS, MLD, DAD, gratuitous ARP.
-    let rule = EgressRule { mac, address: VAULT_IP, port: 7400 };
+    let mut judge = EgressJudge::new(EgressRule { mac, address: VAULT_IP, port: 7400 });
     for seen in &frames {
-        match classify(&seen.frame, &rule) {
+        match judge.judge(&seen.frame) {
             Verdict::Allowed => {}
             other => panic!("unsolicited frame from the vault at {}: {other:?} {:02x?}", seen.at, seen.frame),
         }
@@ -67,6 +68,97 @@ fn arp_is_answered_only_inside_the_window_and_nothing_unsolicited_is_sent() {
     assert!(!events.iter().any(|e| e["event"] == "alarm"), "{events:#?}");
     let down = net.link_json();
     assert!(!down["flags"].as_array().unwrap().iter().any(|f| f == "UP"), "{down}");
+}
+
+/// An ARP request from the vault to the pusher's MAC, `who-has 192.0.2.1 tell 192.0.2.10`:
+/// the kernel re-checking its neighbour entry (STALE -> DELAY -> PROBE). Recognised here from
+/// the bytes, not by the rule under test.
+fn is_unicast_probe_for_the_peer(frame: &[u8], vault_mac: [u8; 6], peer_mac: [u8; 6]) -> bool {
+    frame.len() >= 42 && frame[0..6] == peer_mac && frame[6..12] == vault_mac && frame[12..14] == [0x08, 0x06] && frame[20..22] == [0, 1] && frame[28..32] == VAULT_IP.octets() && frame[38..42] == PEER_IP.octets()
+}
+
+/// Makes the vault's neighbour entry for the pusher STALE (its MAC unchanged): the next frame
+/// the vault sends it starts DELAY, and PROBE follows unless something confirms the entry.
+fn make_the_peer_stale(net: &Net, peer_mac: [u8; 6]) {
+    let mac = peer_mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
+    sh(&["ip", "-n", &net.vault_ns, "neigh", "replace", "192.0.2.1", "dev", "vault0", "lladdr", &mac, "nud", "stale"]);
+}
+
+#[test]
+fn the_kernels_arp_probe_for_the_pusher_keeps_the_window_open_and_a_real_unsolicited_frame_closes_it() {
+    let net = Net::new("prb");
+    // The kernel probes a neighbour 1 s after a frame to it that nothing confirmed (5 s by
+    // default), so the probe comes while the test watches.
+    sh(&["ip", "netns", "exec", &net.vault_ns, "sysctl", "-qw", "net.ipv4.neigh.vault0.delay_first_probe_time=1"]);
+    let start = unix_now().ceil() as i64;
+    let (from, until) = (start + 3, start + 60);
+    let vault = Vault::build(VaultSpec { window: (from, until), pushers: vec![("db", "1GiB")], early: false, grace: "1s" });
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    random_tree(&tree, 20, 64 << 10, 0x5eed);
+    let (vault_mac, peer_mac) = (net.vault_mac(), net.peer_mac());
+    let prober = Prober::start(&net.probe_site());
+    let daemon = Daemon::start(&net, &vault);
+    daemon.wait_for("listening", 8.0);
+    let probes_in = |frames: &[Seen]| frames.iter().filter(|s| is_unicast_probe_for_the_peer(&s.frame, vault_mac, peer_mac)).count();
+
+    // A connection from the pusher's address that sends the first byte of a TLS record and
+    // waits. The entry is made stale, the vault ACKs a second byte, and nothing confirms the
+    // entry within a second: the kernel probes it.
+    let mut idle = peer_connect(&net).expect("the listener accepts inside the window");
+    idle.write_all(&[0x16]).unwrap();
+    std::thread::sleep(StdDuration::from_millis(1_500));
+    make_the_peer_stale(&net, peer_mac);
+    idle.write_all(&[0x03]).unwrap();
+    let deadline = unix_now() + 5.0;
+    while probes_in(&prober.frames()) == 0 {
+        assert!(unix_now() < deadline, "the vault's kernel sent no unicast ARP probe for the pusher");
+        std::thread::sleep(StdDuration::from_millis(50));
+    }
+    // The guard judged it too (an alarm is an event within a millisecond or so): no alarm.
+    std::thread::sleep(StdDuration::from_millis(200));
+    assert!(!daemon.all().iter().any(|e| e["event"] == "alarm"), "{:#?}", daemon.all());
+    drop(idle);
+
+    // A push with the entry stale again as it starts: it goes through, receipt and all.
+    make_the_peer_stale(&net, peer_mac);
+    let pushed = json_of(&vaultctl_push(&net, &vault, "db", "db", &tree, work.path()));
+    assert!(std::path::Path::new(pushed["receipt"].as_str().unwrap()).exists(), "{pushed:#}");
+    // Time for a probe the push's last replies may cause (1 s) to be sent and judged.
+    std::thread::sleep(StdDuration::from_millis(1_500));
+
+    // The window is still open: no alarm, the link never taken down, the listener accepting.
+    let events = daemon.all();
+    assert!(!events.iter().any(|e| e["event"] == "alarm" || (e["event"] == "link_down" && e["why"] == "gate")), "{events:#?}");
+    assert!(tcp_connect_from(&net).is_ok(), "the listener stopped accepting inside the window");
+    let frames = prober.frames();
+    let probes = probes_in(&frames);
+    println!("MEASURE unicast ARP probes for the pusher while the window was open: {probes} (of {} frames from the vault)", frames.len());
+    assert!(probes >= 1);
+    // The product's rule, over the capture in order, allows every frame, probes included.
+    let mut judge = EgressJudge::new(EgressRule { mac: vault_mac, address: VAULT_IP, port: 7400 });
+    for seen in &frames {
+        assert_eq!(judge.judge(&seen.frame), Verdict::Allowed, "at {}: {:02x?}", seen.at, seen.frame);
+    }
+
+    // A frame the vault does not owe: a datagram from its namespace to an address it never
+    // replied to. The kernel first asks for that address by broadcast ARP: unsolicited, and
+    // the guard closes the window long before its end.
+    let sent_at = unix_now();
+    in_netns(&net.vault_ns, || std::net::UdpSocket::bind("192.0.2.10:0")?.send_to(b"leak", "192.0.2.77:9")).join().unwrap().expect("send from the vault namespace");
+    let (alarm_at, alarm) = daemon.wait_for_matching(|e| e["event"] == "alarm", 3.0);
+    assert_eq!(alarm["rule"], "unsolicited_frame", "{alarm}");
+    let detail = alarm["detail"].as_str().unwrap();
+    assert!(detail.contains("ARP request who-has 192.0.2.77 tell 192.0.2.10: 192.0.2.77 is not a peer the vault replied to in this window"), "{detail}");
+    let (down_at, _) = daemon.wait_for_matching(|e| e["event"] == "link_down" && e["why"] == "gate", 5.0);
+    println!("MEASURE unsolicited frame sent -> alarm: {:.1} ms, -> link down: {:.1} ms", (alarm_at - sent_at) * 1000.0, (down_at - sent_at) * 1000.0);
+    assert!(down_at < until as f64 - 30.0, "the window was not closed early");
+    assert!(tcp_connect_from(&net).is_err(), "connected after the unsolicited frame");
+    let events = daemon.stop();
+    let (frames, _) = prober.finish();
+    assert!(events.iter().filter(|e| e["event"] == "alarm").all(|e| e["rule"] == "unsolicited_frame"), "{events:#?}");
+    let broadcast = frames.iter().find(|s| s.frame.len() >= 42 && s.frame[0..6] == [0xff; 6] && s.frame[12..14] == [0x08, 0x06] && s.frame[20..22] == [0, 1]).expect("the broadcast ARP request was on the wire");
+    assert_eq!(broadcast.frame[38..42], [192, 0, 2, 77]);
 }
 
 #[test]
@@ -97,9 +189,9 @@ fn the_watchdog_undoes_a_link_brought_up_outside_a_window() {
     let (frames, _) = prober.finish();
     // With IPv6 off and ARP answering only for an address that is flushed at once, the
     // forced-up link may have answered no probe at all; it must never have spoken first.
-    let rule = EgressRule { mac: net.vault_mac(), address: VAULT_IP, port: 7400 };
+    let mut judge = EgressJudge::new(EgressRule { mac: net.vault_mac(), address: VAULT_IP, port: 7400 });
     for seen in &frames {
-        assert!(matches!(classify(&seen.frame, &rule), Verdict::Allowed), "unsolicited: {:02x?}", seen.frame);
+        assert!(matches!(judge.judge(&seen.frame), Verdict::Allowed), "unsolicited: {:02x?}", seen.frame);
     }
     assert!(!events.iter().any(|e| e["event"] == "link_up"));
 }

@@ -27,7 +27,7 @@ impl Artifacts {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf();
         let out = std::env::var_os("VAULT_IMAGE_DIR").map_or_else(|| workspace.join("out"), PathBuf::from);
         let keys = std::env::var_os("VAULT_TEST_KEYS").map_or_else(|| out.join("test-keys"), PathBuf::from);
-        for needed in ["vmlinuz", "initramfs.cpio.gz", "vault.qcow2", "vault.efi"] {
+        for needed in ["vmlinuz", "initramfs.cpio.gz", "vault.qcow2", "vault.efi", "MANIFEST"] {
             assert!(out.join(needed).exists(), "{} is missing: run `make test-image` (or `make test`) first", out.join(needed).display());
         }
         assert!(keys.join("root.toml").exists(), "{} is missing: run `make test-image` first", keys.join("root.toml").display());
@@ -42,6 +42,13 @@ impl Artifacts {
             return release;
         }
         workspace.join("target/debug/vaultctl")
+    }
+
+    /// The kernel command line the image was built with (the UKI's, from the MANIFEST), so a
+    /// direct boot runs the kernel exactly as the firmware boot does.
+    pub fn cmdline(&self) -> String {
+        let manifest = std::fs::read_to_string(self.out.join("MANIFEST")).expect("MANIFEST (run `make test-image`)");
+        manifest.lines().find_map(|l| l.strip_prefix("cmdline: ")).expect("a cmdline line in the MANIFEST").to_string()
     }
 }
 
@@ -124,7 +131,7 @@ impl Vm {
         match boot {
             Boot::Direct => {
                 cmd.arg("-kernel").arg(artifacts.out.join("vmlinuz")).arg("-initrd").arg(artifacts.out.join("initramfs.cpio.gz"));
-                cmd.args(["-append", "console=ttyS0,115200 loglevel=4 panic=0"]);
+                cmd.arg("-append").arg(artifacts.cmdline());
                 if !options.no_disk {
                     cmd.arg("-drive").arg(format!("file={},format=qcow2,if=virtio", disk.display()));
                 }
@@ -179,6 +186,15 @@ impl Vm {
             Ok(event) => event,
             Err(why) => self.fail(&format!("{why} while waiting for {what}")),
         }
+    }
+
+    /// Waits for an event that `matches` anywhere in the log, before or after those consumed
+    /// (for what a background thread prints at its own pace); the cursor stays where it is.
+    pub fn wait_anywhere(&mut self, what: &str, timeout: Duration, matches: impl Fn(&Value) -> bool) -> Value {
+        let cursor = std::mem::take(&mut self.cursor);
+        let found = self.next_event(timeout, matches);
+        self.cursor = cursor;
+        found.unwrap_or_else(|why| self.fail(&format!("{why} while waiting for {what}")))
     }
 
     /// Like [`Vm::wait_for`], but a timeout is an answer (`None`), not a failure.
@@ -688,26 +704,18 @@ pub fn snapshots(bench: &Workbench, store: &Path) -> Vec<String> {
 }
 
 /// Frames the vault sent that its egress rule does not allow (anything but ARP replies for
-/// its address and TCP from its listener), as one-line summaries.
+/// its address, TCP from its listener, and unicast ARP probes for the peers that TCP went to),
+/// judged in capture order as the gatekeeper's guard judges them, as one-line summaries.
 pub fn unsolicited(frames: &[test_net::Seen]) -> Vec<String> {
     let mac: Vec<u8> = VAULT_MAC.split(':').map(|b| u8::from_str_radix(b, 16).unwrap()).collect();
-    let rule = vault_core::egress::EgressRule { mac: mac.try_into().unwrap(), address: VAULT_IP, port: VAULT_PORT };
+    let mut judge = vault_core::egress::EgressJudge::new(vault_core::egress::EgressRule { mac: mac.try_into().unwrap(), address: VAULT_IP, port: VAULT_PORT });
     frames
         .iter()
-        // The vault's kernel re-checks the pusher's MAC (a unicast ARP request for 192.0.2.1)
-        // when it owes it a TCP reply: an ARP probe for a reply, which the threat model allows.
-        // The gatekeeper's own guard is stricter and closes the window on it (see the README).
-        .filter(|seen| !is_probe_for_the_peer(&seen.frame))
-        .filter_map(|seen| match vault_core::egress::classify(&seen.frame, &rule) {
+        .filter_map(|seen| match judge.judge(&seen.frame) {
             vault_core::egress::Verdict::Unsolicited(what) => Some(format!("{:.3}: {what}", seen.at)),
             _ => None,
         })
         .collect()
-}
-
-/// An ARP request from the vault's address for the pusher's (`who-has 192.0.2.1 tell 192.0.2.10`).
-fn is_probe_for_the_peer(frame: &[u8]) -> bool {
-    frame.len() >= 42 && frame[12..14] == [0x08, 0x06] && frame[20..22] == [0, 1] && frame[28..32] == VAULT_IP.octets() && frame[38..42] == PEER_IP.octets()
 }
 
 /// Times of the ARP replies the vault sent.

@@ -46,13 +46,16 @@ fn the_initramfs_holds_the_gatekeeper_and_nothing_to_log_in_with() {
     assert!(!has_interpreter(&cpio["init"].1), "/init must be statically linked");
     let baked = &cpio["etc/vault/root.toml"].1;
     assert_eq!(baked, &std::fs::read(artifacts.keys.join("root.toml")).unwrap(), "the trust root baked in is the build's ROOT");
+    // The module plan parses as the gatekeeper parses it, and every module it names is there.
     let modules = String::from_utf8(cpio["etc/vault/modules.list"].1.clone()).unwrap();
-    for line in modules.lines() {
-        let (level, path) = line.split_once(' ').expect("LEVEL PATH");
-        level.parse::<u32>().expect("a level");
+    gatekeeper::modules::ModulePlan::parse(&modules).expect("the module plan parses");
+    let paths: Vec<&str> = modules.lines().filter_map(|l| l.strip_prefix("module ")).map(|l| l.split_whitespace().nth(1).unwrap()).collect();
+    for path in &paths {
         assert!(cpio.contains_key(path.trim_start_matches('/')), "{path} is listed but not in the image");
     }
-    assert!(modules.lines().count() >= 10, "the module list is too short: {modules}");
+    let shipped = cpio.keys().filter(|p| p.ends_with(".ko")).count();
+    assert_eq!(shipped, paths.len(), "modules in the image that the plan does not name");
+    assert!(paths.len() >= 10, "the module plan is too short: {modules}");
 }
 
 /// PE section name -> contents.

@@ -12,7 +12,8 @@
 //! - [`policy`]: the policy people author in TOML, validated into typed rules.
 //! - [`schedule`]: when the link may be up, as a pure function of (policy, time).
 //! - [`bundle`]: the signed bundle and its verification, following TUF's rules.
-//! - [`egress`]: which frames the vault NIC may send while open (ARP replies, listener TCP).
+//! - [`egress`]: which frames the vault NIC may send while open (ARP replies, listener TCP,
+//!   unicast ARP probes for the peers it replies to).
 //! - [`gate`]: the gatekeeper state machine (Sealed, Opening, Open, Closing), sans I/O.
 //! - [`state`]: what the vault remembers between bundles (version floor, time floor, root).
 //! - [`chunk`], [`manifest`], [`protocol`]: the push protocol's data and frames.

@@ -4,7 +4,7 @@
 #
 # The appliance runs one program, the gatekeeper, as /init. This script:
 #   - keeps only the overlay's os-release (Buildroot writes its own);
-#   - writes /etc/vault/modules.list: every driver is built into this kernel
+#   - writes /etc/vault/modules.list, an empty module plan: every driver is built into this kernel
 #     (board/vault/linux.fragment, CONFIG_MODULES off), so it lists nothing;
 #   - checks /init is statically linked (no ELF interpreter), then removes
 #     the shared objects the toolchain installed, which nothing can use;

@@ -54,13 +54,23 @@ impl Net {
     }
 
     pub fn vault_mac(&self) -> [u8; 6] {
-        let text = self.link_json()["address"].as_str().unwrap().to_string();
-        let mut mac = [0u8; 6];
-        for (b, part) in mac.iter_mut().zip(text.split(':')) {
-            *b = u8::from_str_radix(part, 16).unwrap();
-        }
-        mac
+        parse_mac(self.link_json()["address"].as_str().unwrap())
     }
+
+    /// The MAC of the peer side (tp0), where the pusher's frames come from.
+    pub fn peer_mac(&self) -> [u8; 6] {
+        let out = Command::new("ip").args(["-n", &self.peer_ns, "-j", "link", "show", "tp0"]).output().unwrap();
+        parse_mac(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()[0]["address"].as_str().unwrap())
+    }
+}
+
+/// `02:00:5e:00:00:10` -> bytes.
+pub fn parse_mac(text: &str) -> [u8; 6] {
+    let mut mac = [0u8; 6];
+    for (b, part) in mac.iter_mut().zip(text.split(':')) {
+        *b = u8::from_str_radix(part, 16).unwrap();
+    }
+    mac
 }
 
 impl Net {
