@@ -132,13 +132,19 @@ pub fn coldplug_boot(plan: &ModulePlan) -> Coldplug {
 /// The USB phase, on a thread of its own at idle priority so it never delays sealing: what a
 /// policy stick needs (vfat, code pages, sd_mod, usb-storage, uas), then the host controllers
 /// that are here, last, so no stick shows before its drivers. It must start before
-/// [`drop_capabilities`]: capabilities belong to threads, so this one keeps PID 1's, and only
-/// until it has loaded its modules and ended.
+/// [`drop_capabilities`]: capabilities belong to threads, so this one keeps CAP_SYS_MODULE
+/// (and drops the rest at once), and only until it has loaded its modules and ended.
 pub fn start_usb_coldplug(plan: ModulePlan, tried_at_boot: BTreeSet<String>) {
     std::thread::spawn(move || {
         lower_own_priority();
         let mut coldplug = Coldplug { tried: tried_at_boot, ..Coldplug::default() };
-        coldplug.load(&plan, &plan.wanted(Phase::Usb, &device_modaliases(Path::new(SYSFS_BUS))));
+        match keep_only_capabilities(&[caps::Capability::CAP_SYS_MODULE]) {
+            Ok(_) => {
+                coldplug.load(&plan, &plan.wanted(Phase::Usb, &device_modaliases(Path::new(SYSFS_BUS))));
+            }
+            // Loading with more privilege than it needs is not an option: no USB, and say so.
+            Err(e) => coldplug.failures.push(("(the USB phase)".into(), e.to_string())),
+        }
         let mut events = crate::events::EventLog::default();
         events.mirror_to_screen();
         report_coldplug(&mut events, "usb", &coldplug);
@@ -236,9 +242,15 @@ pub const KEPT_CAPABILITIES: [caps::Capability; 5] = [
 
 /// Drops every capability but [`KEPT_CAPABILITIES`]; returns the names kept.
 pub fn drop_capabilities() -> Result<Vec<String>> {
+    keep_only_capabilities(&KEPT_CAPABILITIES)
+}
+
+/// Drops, for the calling thread and what it starts, every capability but `keep`; returns the
+/// names kept.
+fn keep_only_capabilities(keep: &[caps::Capability]) -> Result<Vec<String>> {
     use caps::CapSet;
     let failed = |what: &'static str| move |e: caps::errors::CapsError| GatekeeperError::Io { what, source: std::io::Error::other(e.to_string()) };
-    let keep: caps::CapsHashSet = KEPT_CAPABILITIES.into_iter().collect();
+    let keep: caps::CapsHashSet = keep.iter().copied().collect();
     // The bounding set first: that needs CAP_SETPCAP, which is about to go.
     for cap in caps::all().difference(&keep) {
         caps::drop(None, CapSet::Bounding, *cap).map_err(failed("drop from the bounding set"))?;

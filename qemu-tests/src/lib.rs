@@ -90,6 +90,9 @@ pub struct VmOptions {
     pub disk: Option<PathBuf>,
     /// Boot with no data disk at all (direct boot only).
     pub no_disk: bool,
+    /// Attach the data disk to the board's SATA (AHCI) controller instead of virtio (direct
+    /// boot only).
+    pub sata: bool,
     /// Wire the vault NIC (virtio, becomes eth0) to the tap in this namespace ([`VaultNet`]).
     pub netns: Option<String>,
 }
@@ -132,7 +135,12 @@ impl Vm {
             Boot::Direct => {
                 cmd.arg("-kernel").arg(artifacts.out.join("vmlinuz")).arg("-initrd").arg(artifacts.out.join("initramfs.cpio.gz"));
                 cmd.arg("-append").arg(artifacts.cmdline());
-                if !options.no_disk {
+                if options.sata {
+                    // q35's ICH9 AHCI controller is bus `ide`: port 2 of 6, so the driver has
+                    // empty ports to probe too.
+                    cmd.arg("-drive").arg(format!("file={},format=qcow2,if=none,id=disk0", disk.display()));
+                    cmd.args(["-device", "ide-hd,drive=disk0,bus=ide.2"]);
+                } else if !options.no_disk {
                     cmd.arg("-drive").arg(format!("file={},format=qcow2,if=virtio", disk.display()));
                 }
             }

@@ -6,9 +6,18 @@ use std::time::Duration;
 
 use qemu_tests::{Artifacts, Boot, Vm, VmOptions};
 
-fn boots_to_sealed(boot: Boot, name: &str) {
+/// Where the data disk sits, and what the vault must then load and mount.
+struct DataDisk {
+    options: VmOptions,
+    device: &'static str,
+    driver: &'static str,
+    /// Disk drivers this machine could use but must not load (the data partition was found).
+    unneeded: &'static [&'static str],
+}
+
+fn boots_to_sealed(boot: Boot, name: &str, disk: DataDisk) {
     let artifacts = Artifacts::from_env();
-    let mut vm = Vm::boot(&artifacts, name, boot, VmOptions::default());
+    let mut vm = Vm::boot(&artifacts, name, boot, disk.options);
     let first = vm.wait_event("boot", Duration::from_secs(120));
     let drivers = vm.wait_event("modules_loaded", Duration::from_secs(60));
     let mounted = vm.wait_event("data_mounted", Duration::from_secs(60));
@@ -22,17 +31,15 @@ fn boots_to_sealed(boot: Boot, name: &str) {
     assert_eq!(status["policy_version"], serde_json::Value::Null, "a fresh disk has no policy: {status}");
     assert_eq!(started["policy_version"], serde_json::Value::Null);
     assert_eq!(caps["kept"], serde_json::json!(["CAP_LINUX_IMMUTABLE", "CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_ADMIN"]), "{caps}");
-    // Found by its GPT name whatever the bus: virtio for a direct boot, NVMe through firmware.
-    let expected_device = if boot == Boot::Direct { "/dev/vda2" } else { "/dev/nvme0n1p2" };
-    assert_eq!(mounted["device"], expected_device, "{mounted}");
+    // Found by its GPT name whatever the bus: virtio or SATA for a direct boot, NVMe through firmware.
+    assert_eq!(mounted["device"], disk.device, "{mounted}");
     // Only drivers for what this machine has, and of the disk drivers only the one the data
-    // partition needed: the q35 board's AHCI controller has no disk, so ahci is not loaded.
+    // partition needed.
     let loaded: Vec<&str> = drivers["modules"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
     assert_eq!(drivers["phase"], "boot", "{drivers}");
-    let (needed, absent) = if boot == Boot::Direct { ("virtio_blk", "nvme") } else { ("nvme", "virtio_blk") };
-    assert!(loaded.contains(&needed) && loaded.contains(&"ext4"), "{drivers}");
-    for never in [absent, "ahci", "e1000", "e1000e", "igb", "virtio_net", "usb_storage"] {
-        assert!(!loaded.contains(&never), "{never} loaded at boot on a machine that does not need it: {drivers}");
+    assert!(loaded.contains(&disk.driver) && loaded.contains(&"ext4"), "{drivers}");
+    for never in disk.unneeded.iter().chain(&["e1000", "e1000e", "igb", "virtio_net", "usb_storage"]) {
+        assert!(!loaded.contains(never), "{never} loaded at boot on a machine that does not need it: {drivers}");
     }
     // The USB phase follows in the background: the board's xHCI, no EHCI, what sticks need.
     let usb = vm.wait_anywhere("usb drivers", Duration::from_secs(60), |e| e["event"] == "modules_loaded" && e["phase"] == "usb");
@@ -60,12 +67,22 @@ fn boots_to_sealed(boot: Boot, name: &str) {
 
 #[test]
 fn direct_kernel_boot_reports_sealed() {
-    boots_to_sealed(Boot::Direct, "boot-direct");
+    // The q35 board's AHCI controller is there, with no disk: ahci is not loaded.
+    let disk = DataDisk { options: VmOptions::default(), device: "/dev/vda2", driver: "virtio_blk", unneeded: &["ahci", "nvme", "sd_mod"] };
+    boots_to_sealed(Boot::Direct, "boot-direct", disk);
 }
 
 #[test]
 fn firmware_boot_of_the_gpt_disk_reports_sealed() {
-    boots_to_sealed(Boot::Firmware, "boot-firmware");
+    let disk = DataDisk { options: VmOptions::default(), device: "/dev/nvme0n1p2", driver: "nvme", unneeded: &["ahci", "virtio_blk", "sd_mod"] };
+    boots_to_sealed(Boot::Firmware, "boot-firmware", disk);
+}
+
+#[test]
+fn a_data_disk_on_sata_is_found_behind_ahci() {
+    // The disk shows only once ahci has probed its ports and sd_mod is loaded for it.
+    let disk = DataDisk { options: VmOptions { sata: true, ..VmOptions::default() }, device: "/dev/sda2", driver: "sd_mod", unneeded: &["nvme", "virtio_blk"] };
+    boots_to_sealed(Boot::Direct, "boot-sata", disk);
 }
 
 #[test]
