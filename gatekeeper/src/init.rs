@@ -2,8 +2,9 @@
 //! runs the gatekeeper as `/init` from the initramfs, and this module does the little an init
 //! must before the daemon starts: mount /proc, /sys, /dev and /run, load the kernel modules
 //! the build resolved that this hardware needs (`/etc/vault/modules.list`, see
-//! [`crate::modules`]; dependencies first, with finit_module), find the data partition by its GPT name (never by device name, so virtio,
-//! SATA and NVMe disks all work), mount it nosuid, nodev, noexec, and reap any child. Then
+//! [`crate::modules`]; dependencies first, with finit_module), find the data partition by its
+//! GPT name (never by device name, so virtio, SATA and NVMe disks all work), mount it nosuid,
+//! nodev, noexec, and reap any child. Then
 //! it runs the daemon, which seals every NIC before anything else.
 //!
 //! A fatal error never returns (PID 1 exiting would panic the kernel): it is printed on the

@@ -715,8 +715,8 @@ pub fn snapshots(bench: &Workbench, store: &Path) -> Vec<String> {
 /// its address, TCP from its listener, and unicast ARP probes for the peers that TCP went to),
 /// judged in capture order as the gatekeeper's guard judges them, as one-line summaries.
 pub fn unsolicited(frames: &[test_net::Seen]) -> Vec<String> {
-    let mac: Vec<u8> = VAULT_MAC.split(':').map(|b| u8::from_str_radix(b, 16).unwrap()).collect();
-    let mut judge = vault_core::egress::EgressJudge::new(vault_core::egress::EgressRule { mac: mac.try_into().unwrap(), address: VAULT_IP, port: VAULT_PORT });
+    let mac = vault_core::policy::parse_mac(VAULT_MAC).expect("VAULT_MAC");
+    let mut judge = vault_core::egress::EgressJudge::new(vault_core::egress::EgressRule { mac, address: VAULT_IP, port: VAULT_PORT });
     frames
         .iter()
         .filter_map(|seen| match judge.judge(&seen.frame) {

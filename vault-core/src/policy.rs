@@ -405,7 +405,8 @@ fn parse_network(doc: &NetworkDoc) -> Result<Network> {
     Ok(Network { nic, address, prefix_len, port: doc.port })
 }
 
-fn parse_mac(text: &str) -> Result<[u8; 6]> {
+/// A unicast MAC address written `52:54:00:12:34:56`.
+pub fn parse_mac(text: &str) -> Result<[u8; 6]> {
     let bad = || invalid("network.mac", format!("`{}` is not a MAC address like 52:54:00:12:34:56", text.escape_default()));
     let parts: Vec<&str> = text.split(':').collect();
     if parts.len() != 6 {

@@ -66,11 +66,7 @@ impl Net {
 
 /// `02:00:5e:00:00:10` -> bytes.
 pub fn parse_mac(text: &str) -> [u8; 6] {
-    let mut mac = [0u8; 6];
-    for (b, part) in mac.iter_mut().zip(text.split(':')) {
-        *b = u8::from_str_radix(part, 16).unwrap();
-    }
-    mac
+    vault_core::policy::parse_mac(text).unwrap()
 }
 
 impl Net {
