@@ -21,8 +21,9 @@ pub enum Event {
     /// PID 1 is up (the appliance): pseudo filesystems mounted.
     Boot { uptime_ms: Option<u64> },
     ModuleLoadFailed { module: String, reason: String },
-    /// The drivers a phase (`boot` before sealing, `usb` after) loaded for this hardware.
-    ModulesLoaded { phase: String, modules: Vec<String>, uptime_ms: Option<u64> },
+    /// The drivers a phase (`boot` before sealing, `usb` after) loaded for this hardware, and
+    /// whether the kernel refuses unsigned modules (`module.sig_enforce`; None: unknown).
+    ModulesLoaded { phase: String, modules: Vec<String>, signatures_enforced: Option<bool>, uptime_ms: Option<u64> },
     /// The data partition, found by its GPT name, mounted nosuid, nodev, noexec.
     DataMounted { device: String, at: String, uptime_ms: Option<u64> },
     /// A gate phase change, with why.

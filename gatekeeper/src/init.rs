@@ -158,7 +158,8 @@ pub fn report_coldplug(events: &mut crate::events::EventLog, phase: &str, coldpl
     for (module, reason) in &coldplug.failures {
         events.emit(vault_io::clock_now(), &Event::ModuleLoadFailed { module: module.clone(), reason: reason.clone() });
     }
-    events.emit(vault_io::clock_now(), &Event::ModulesLoaded { phase: phase.into(), modules: coldplug.loaded.clone(), uptime_ms: uptime_ms() });
+    let signatures_enforced = std::fs::read_to_string("/sys/module/module/parameters/sig_enforce").ok().map(|v| v.trim() == "Y");
+    events.emit(vault_io::clock_now(), &Event::ModulesLoaded { phase: phase.into(), modules: coldplug.loaded.clone(), signatures_enforced, uptime_ms: uptime_ms() });
 }
 
 /// SCHED_IDLE for the calling thread: it runs only when nothing else wants the CPU.

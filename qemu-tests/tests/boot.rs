@@ -37,6 +37,7 @@ fn boots_to_sealed(boot: Boot, name: &str, disk: DataDisk) {
     // partition needed.
     let loaded: Vec<&str> = drivers["modules"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
     assert_eq!(drivers["phase"], "boot", "{drivers}");
+    assert_eq!(drivers["signatures_enforced"], true, "the kernel must refuse unsigned modules: {drivers}");
     assert!(loaded.contains(&disk.driver) && loaded.contains(&"ext4"), "{drivers}");
     for never in disk.unneeded.iter().chain(&["e1000", "e1000e", "igb", "virtio_net", "usb_storage"]) {
         assert!(!loaded.contains(never), "{never} loaded at boot on a machine that does not need it: {drivers}");

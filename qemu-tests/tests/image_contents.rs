@@ -84,6 +84,7 @@ fn the_uki_carries_kernel_initramfs_cmdline_and_os_release() {
     let sections = pe_sections(&uki);
     let cmdline = String::from_utf8(sections[".cmdline"].clone()).unwrap();
     assert!(cmdline.contains("console=ttyS0") && cmdline.contains("console=tty0"), "{cmdline}");
+    assert!(cmdline.split(' ').any(|arg| arg == "module.sig_enforce=1"), "only signed modules may load: {cmdline}");
     assert!(String::from_utf8_lossy(&sections[".osrel"]).contains("ID=airgap-vault"));
     assert_eq!(sections[".linux"], std::fs::read(artifacts.out.join("vmlinuz")).unwrap());
     assert_eq!(sections[".initrd"], std::fs::read(artifacts.out.join("initramfs.cpio.gz")).unwrap());

@@ -11,7 +11,9 @@
 # skips the kernel's crypto known-answer self-tests (most of a second of boot under emulation):
 # the vault's own cryptography is ring in userspace, and the kernel's is only used for module
 # signatures and ext4 checksums, whose algorithms still run, untested at boot.
-VAULT_CMDLINE="console=tty0 console=ttyS0,115200 loglevel=4 panic=0 cryptomgr.notests"
+# module.sig_enforce=1: the kernel loads only modules signed by the kernel's builder (Debian),
+# whatever a process with CAP_SYS_MODULE asks for.
+VAULT_CMDLINE="console=tty0 console=ttyS0,115200 loglevel=4 panic=0 cryptomgr.notests module.sig_enforce=1"
 VAULT_UKI_LIMIT=$((16 * 1024 * 1024))
 # GPT: a 32 MiB ESP then the data partition, found by the gatekeeper by its name.
 VAULT_ESP_MIB=32
