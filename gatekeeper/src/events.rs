@@ -24,6 +24,9 @@ pub enum Event {
     /// The drivers a phase (`boot` before sealing, `usb` after) loaded for this hardware, and
     /// whether the kernel refuses unsigned modules (`module.sig_enforce`; None: unknown).
     ModulesLoaded { phase: String, modules: Vec<String>, signatures_enforced: Option<bool>, uptime_ms: Option<u64> },
+    /// The last module is loaded; `modules_disabled`: the kernel now refuses any other until
+    /// it reboots, and the thread that could load them has ended.
+    ModuleLoadingEnded { modules_disabled: bool },
     /// The data partition, found by its GPT name, mounted nosuid, nodev, noexec.
     DataMounted { device: String, at: String, uptime_ms: Option<u64> },
     /// A gate phase change, with why.

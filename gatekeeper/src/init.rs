@@ -133,24 +133,44 @@ pub fn coldplug_boot(plan: &ModulePlan) -> Coldplug {
 /// The USB phase, on a thread of its own at idle priority so it never delays sealing: what a
 /// policy stick needs (vfat, code pages, sd_mod, usb-storage, uas), then the host controllers
 /// that are here, last, so no stick shows before its drivers. It must start before
-/// [`drop_capabilities`]: capabilities belong to threads, so this one keeps CAP_SYS_MODULE
-/// (and drops the rest at once), and only until it has loaded its modules and ended.
+/// [`drop_capabilities`]: capabilities belong to threads, so this one keeps CAP_SYS_MODULE, and
+/// only that: it drops the rest before this function returns. When it is done it switches
+/// module loading off for good (`kernel.modules_disabled`), then ends.
 pub fn start_usb_coldplug(plan: ModulePlan, tried_at_boot: BTreeSet<String>) {
+    let (narrowed_tx, narrowed) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
+        let narrowed = keep_only_capabilities(&[caps::Capability::CAP_SYS_MODULE]);
+        let _ = narrowed_tx.send(());
         lower_own_priority();
         let mut coldplug = Coldplug { tried: tried_at_boot, ..Coldplug::default() };
-        match keep_only_capabilities(&[caps::Capability::CAP_SYS_MODULE]) {
+        let modules_disabled = match narrowed {
             Ok(_) => {
                 coldplug.load(&plan, &plan.wanted(Phase::Usb, &device_modaliases(Path::new(SYSFS_BUS))));
+                match std::fs::write(MODULES_DISABLED, "1") {
+                    Ok(()) => true,
+                    Err(e) => {
+                        coldplug.failures.push(("(switching module loading off)".into(), e.to_string()));
+                        false
+                    }
+                }
             }
             // Loading with more privilege than it needs is not an option: no USB, and say so.
-            Err(e) => coldplug.failures.push(("(the USB phase)".into(), e.to_string())),
-        }
+            Err(e) => {
+                coldplug.failures.push(("(the USB phase)".into(), e.to_string()));
+                false
+            }
+        };
         let mut events = crate::events::EventLog::default();
         events.mirror_to_screen();
         report_coldplug(&mut events, "usb", &coldplug);
+        events.emit(vault_io::clock_now(), &crate::events::Event::ModuleLoadingEnded { modules_disabled });
     });
+    // Whatever happened there, the thread holds at most CAP_SYS_MODULE from here on.
+    let _ = narrowed.recv();
 }
+
+/// Once `1`, the kernel loads no module until it reboots (a one-way switch).
+const MODULES_DISABLED: &str = "/proc/sys/kernel/modules_disabled";
 
 /// `modules_loaded` (and one `module_load_failed` per failure) for a phase.
 pub fn report_coldplug(events: &mut crate::events::EventLog, phase: &str, coldplug: &Coldplug) {

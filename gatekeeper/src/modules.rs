@@ -282,7 +282,7 @@ alias pci:v*d*sv*sd*bc0Csc03i30* xhci_pci
         assert!(m("a[!0-9]c", "abc") && !m("a[!0-9]c", "a1c") && m("a[^x]c", "abc"));
         assert!(m("a[]]c", "a]c") && m("a?c", "axc") && !m("a?c", "ac"));
         assert!(m("*", "") && m("", "") && !m("", "a") && m("a**b", "ab") && m("*b*", "abc"));
-        assert!(!m("a[bc", "ab"), "an unclosed set matches nothing");
+        assert!(!m("a[bc", "ab"), "an unclosed set matches nothing (and `parse` refuses it)");
     }
 
     #[test]
@@ -298,9 +298,13 @@ alias pci:v*d*sv*sd*bc0Csc03i30* xhci_pci
     }
 
     proptest::proptest! {
+        // Most random patterns with a `[` leave it unclosed; those are skipped, not failures.
+        #![proptest_config(proptest::test_runner::Config { max_global_rejects: 1_000_000, ..proptest::test_runner::Config::default() })]
         /// The same answers as the C library's fnmatch, which modprobe uses.
         #[test]
-        fn fnmatch_agrees_with_libc(pattern in "[ab*?!^\\[\\]-]{0,8}", text in "[ab\\]!-]{0,6}") {
+        fn fnmatch_agrees_with_libc(pattern in "[ab*?!^\\[\\]-]{0,8}", text in "[ab*?!^\\[\\]-]{0,6}") {
+            // An unclosed `[` is a literal to glibc and a refused plan line here.
+            proptest::prop_assume!(brackets_close(pattern.as_bytes()));
             let (p, t) = (std::ffi::CString::new(pattern.clone()).unwrap(), std::ffi::CString::new(text.clone()).unwrap());
             // SAFETY: both are NUL-terminated strings that outlive the call; fnmatch only reads them.
             let libc = unsafe { nix::libc::fnmatch(p.as_ptr(), t.as_ptr(), 0) } == 0;

@@ -49,6 +49,8 @@ fn boots_to_sealed(boot: Boot, name: &str, disk: DataDisk) {
         assert!(usb_loaded.contains(&module), "{module} missing: {usb}");
     }
     assert!(!usb_loaded.contains(&"ehci_pci"), "{usb}");
+    let ended = vm.wait_anywhere("module loading switched off", Duration::from_secs(60), |e| e["event"] == "module_loading_ended");
+    assert_eq!(ended["modules_disabled"], true, "{ended}");
     let events = vm.events();
     assert!(!events.iter().any(|e| e["event"] == "link_up"), "no link may come up without a policy");
     assert!(!events.iter().any(|e| e["event"] == "module_load_failed"), "a module failed: {events:?}");

@@ -222,6 +222,12 @@ fn judge_ipv4(ip: &[u8], destination: &[u8; 6], rule: &EgressRule) -> (Verdict, 
     let protocol = ip[9];
     let src = ipv4_at(ip, 12).unwrap_or(Ipv4Addr::UNSPECIFIED);
     let dst = ipv4_at(ip, 16).unwrap_or(Ipv4Addr::UNSPECIFIED);
+    // Flags and fragment offset: the vault's TCP never fragments (Linux sets DF on TCP), and a
+    // later fragment's "ports" would be payload bytes.
+    let fragment = be16(ip, 6).unwrap_or(0);
+    if fragment & 0x3fff != 0 {
+        return (Verdict::Unsolicited(format!("fragmented IPv4 {src} -> {dst} (flags/offset {fragment:#06x})")), None);
+    }
     if protocol != IPPROTO_TCP {
         let name = match protocol {
             1 => "ICMP".to_string(),
@@ -386,6 +392,13 @@ mod tests {
         assert!(named(arp(2, Ipv4Addr::new(192, 0, 2, 99), PEER)).contains("not our 192.0.2.10"));
         assert!(named(tcp(7400, TCP_SYN)).contains("the vault opening a connection"));
         assert!(named(tcp(22, TCP_ACK)).contains("not from the listener"));
+        // A listener segment split into fragments: more-fragments set, or a later fragment.
+        for (flags, offset) in [(0x20u8, 0u8), (0x00, 0x01)] {
+            let mut fragment = tcp(7400, TCP_ACK);
+            fragment[14 + 6] = flags;
+            fragment[14 + 7] = offset;
+            assert!(named(fragment).starts_with("fragmented IPv4 192.0.2.10 -> 192.0.2.1"));
+        }
         let mut rs = vec![0x60, 0, 0, 0, 0, 8, 58, 255];
         rs.extend_from_slice(&[0u8; 32]);
         rs.extend_from_slice(&[133, 0, 0, 0]);
