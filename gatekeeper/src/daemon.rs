@@ -17,6 +17,7 @@ use vault_core::policy::{NicSelector, Policy};
 use vault_core::schedule::{self, WindowState};
 use vault_core::units::Timestamp;
 
+use crate::egress_guard::GuardReport;
 use crate::error::Result;
 use crate::events::{Event, EventLog};
 use crate::link::LinkConfirmation;
@@ -76,7 +77,7 @@ pub trait LinkOps {
 pub struct Inputs {
     pub sessions: mpsc::Receiver<SessionReport>,
     pub watchdog: mpsc::Receiver<Seen>,
-    pub guard: mpsc::Receiver<String>,
+    pub guard: mpsc::Receiver<GuardReport>,
     /// Policy sticks (the USB watcher); a closed channel when there is no watcher.
     pub usb: mpsc::Receiver<UsbReport>,
 }
@@ -173,7 +174,10 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
                     self.shut_down(reason).await;
                     return;
                 }
-                Some(summary) = inputs.guard.recv() => self.feed(Input::UnsolicitedFrame { summary }).await,
+                Some(report) = inputs.guard.recv() => self.feed(match report {
+                    GuardReport::Unsolicited(summary) => Input::UnsolicitedFrame { summary },
+                    GuardReport::Unjudged(reason) | GuardReport::Stopped(reason) => Input::EgressUnwatched { reason },
+                }).await,
                 Some(seen) = inputs.watchdog.recv() => self.on_seen(seen).await,
                 Some(report) = inputs.sessions.recv() => self.on_report(report).await,
                 Some(stick) = inputs.usb.recv() => self.on_stick(stick).await,

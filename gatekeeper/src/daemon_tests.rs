@@ -88,7 +88,7 @@ struct Harness {
     reports: mpsc::Sender<SessionReport>,
     inputs: Inputs,
     start: Instant,
-    _guard_tx: mpsc::Sender<String>,
+    _guard_tx: mpsc::Sender<crate::egress_guard::GuardReport>,
     _seen_tx: mpsc::Sender<Seen>,
 }
 

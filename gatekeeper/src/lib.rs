@@ -1,6 +1,6 @@
 //! The gatekeeper: the one service of the vault appliance. The pure rules live in
 //! `vault-core`; this crate is the I/O shell: the policy store, link control over rtnetlink,
-//! the netlink watchdog, the pnet egress guard, the daemon loop and the session seam.
+//! the netlink watchdog, the egress guard, the daemon loop and the session seam.
 
 pub mod daemon;
 pub mod egress_guard;
@@ -10,6 +10,7 @@ pub mod identity;
 pub mod init;
 pub mod link;
 pub mod modules;
+pub mod outgoing_frames;
 pub mod policy_store;
 pub mod push_server;
 pub mod run;

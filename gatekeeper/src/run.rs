@@ -39,7 +39,7 @@ pub struct RtVaultLink {
     guard: Arc<GuardControl>,
     /// The NIC and rule the running guard judges by, if one runs.
     guard_on: Option<(u32, EgressRule)>,
-    guard_tx: mpsc::Sender<String>,
+    guard_tx: mpsc::Sender<egress_guard::GuardReport>,
     /// Bumped on every bring-up, so a delayed "stop replying" never lands in a newer window.
     generation: Arc<AtomicU64>,
     loopback: BTreeSet<u32>,

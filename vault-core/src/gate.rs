@@ -93,6 +93,9 @@ pub enum Input {
     Watchdog(Sighting),
     /// The egress guard saw the vault NIC send a frame it does not owe.
     UnsolicitedFrame { summary: String },
+    /// The egress guard cannot vouch for what the NIC sent: frames went by unjudged, or it
+    /// stopped reading. Handled like an unsolicited frame: nobody watches, nothing may pass.
+    EgressUnwatched { reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,6 +126,7 @@ pub enum Alarm {
     WatchdogLinkUp { phase: Phase },
     WatchdogNewAddress { address: IpAddr, phase: Phase },
     UnsolicitedFrame { summary: String, phase: Phase },
+    EgressUnwatched { reason: String, phase: Phase },
     LinkUpFailed { reason: String },
     LinkDownFailed { reason: String },
     UnknownPusherCommitted { pusher: String },
@@ -139,6 +143,7 @@ impl Alarm {
             Alarm::WatchdogLinkUp { .. } => "watchdog_link_up",
             Alarm::WatchdogNewAddress { .. } => "watchdog_new_address",
             Alarm::UnsolicitedFrame { .. } => "unsolicited_frame",
+            Alarm::EgressUnwatched { .. } => "egress_unwatched",
             Alarm::LinkUpFailed { .. } => "link_up_failed",
             Alarm::LinkDownFailed { .. } => "link_down_failed",
             Alarm::UnknownPusherCommitted { .. } => "unknown_pusher_committed",
@@ -170,6 +175,9 @@ impl fmt::Display for Alarm {
             }
             Alarm::UnsolicitedFrame { summary, phase } => {
                 write!(f, "egress guard: the vault NIC sent an unsolicited frame while {phase} ({summary}); window closed")
+            }
+            Alarm::EgressUnwatched { reason, phase } => {
+                write!(f, "egress guard: the vault NIC's frames went unjudged while {phase} ({reason}); window closed")
             }
             Alarm::LinkUpFailed { reason } => write!(f, "link up failed: {reason}; link taken down"),
             Alarm::LinkDownFailed { reason } => write!(f, "link down failed: {reason}; retrying"),
@@ -392,17 +400,20 @@ impl Gate {
             }
             Input::Committed { pusher } => self.on_commit(pusher, &mut out),
             Input::Watchdog(sighting) => self.on_watchdog(sighting, &mut out),
-            Input::UnsolicitedFrame { summary } => {
-                let alarm = Alarm::UnsolicitedFrame { summary, phase: self.phase };
-                out.actions.push(Action::RaiseAlarm(alarm.clone()));
-                if self.phase == Phase::Sealed {
-                    out.actions.push(Action::TakeLinkDown);
-                } else {
-                    self.close_now(Reason::Alarm(alarm), true, &mut out);
-                }
-            }
+            Input::UnsolicitedFrame { summary } => self.close_for_egress(Alarm::UnsolicitedFrame { summary, phase: self.phase }, &mut out),
+            Input::EgressUnwatched { reason } => self.close_for_egress(Alarm::EgressUnwatched { reason, phase: self.phase }, &mut out),
         }
         out
+    }
+
+    /// What the egress guard reports closes the window now, or keeps a sealed link down.
+    fn close_for_egress(&mut self, alarm: Alarm, out: &mut Output) {
+        out.actions.push(Action::RaiseAlarm(alarm.clone()));
+        if self.phase == Phase::Sealed {
+            out.actions.push(Action::TakeLinkDown);
+        } else {
+            self.close_now(Reason::Alarm(alarm), true, out);
+        }
     }
 
     fn go(&mut self, to: Phase, reason: Reason, out: &mut Output) {

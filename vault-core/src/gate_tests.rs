@@ -257,6 +257,22 @@ fn an_unsolicited_frame_closes_the_window_for_good() {
 }
 
 #[test]
+fn frames_the_guard_could_not_judge_close_the_window_too() {
+    let mut gate = open_gate(policy(&["db"], false));
+    let out = gate.handle(Input::EgressUnwatched { reason: "3 frames dropped unjudged".into() });
+    let alarm = out.alarms().next().unwrap();
+    assert_eq!(alarm.rule(), "egress_unwatched");
+    assert!(alarm.to_string().contains("3 frames dropped unjudged"), "{alarm}");
+    assert_eq!(out.actions[1..], [Action::StopAccepting, Action::TakeLinkDown]);
+    gate.handle(Input::LinkConfirmedDown);
+    assert!(!tick(&mut gate, OPEN_AT + 5).actions.iter().any(|a| matches!(a, Action::BringLinkUp { .. })));
+    // While sealed it only makes sure the link is down.
+    let out = gate.handle(Input::EgressUnwatched { reason: "stopped reading".into() });
+    assert_eq!(out.actions[1..], [Action::TakeLinkDown]);
+    assert_eq!(gate.phase(), Phase::Sealed);
+}
+
+#[test]
 fn a_failed_bring_up_goes_down_and_retries_later_in_the_window() {
     let mut gate = gate_with(policy(&["db"], false));
     tick(&mut gate, OPEN_AT);
@@ -323,6 +339,7 @@ fn arbitrary_input() -> impl Strategy<Value = Input> {
         2 => prop::sample::select(vec!["db", "files", "mallory"]).prop_map(|p| Input::Committed { pusher: p.into() }),
         1 => Just(Input::Watchdog(Sighting::LinkUp)),
         1 => Just(Input::UnsolicitedFrame { summary: "x".into() }),
+        1 => Just(Input::EgressUnwatched { reason: "x".into() }),
     ]
 }
 

@@ -1,0 +1,96 @@
+//! The egress guard's socket on a real kernel: it queues only what the NIC sends, however much
+//! arrives, and it says when it had no room for a frame (the guard then closes the window, as
+//! `vault_core::gate` tests). Namespaces and a veth from the shared test support; root only.
+
+mod support;
+
+use std::net::UdpSocket;
+use std::time::Duration;
+
+use gatekeeper::outgoing_frames::OutgoingFrames;
+use support::*;
+use test_net::{in_netns, sh};
+
+/// A socket on the vault's end of the veth, opened inside its namespace.
+fn open_on_vault0(net: &Net, queue_bytes: usize) -> OutgoingFrames {
+    in_netns(&net.vault_ns, move || {
+        // SAFETY: a NUL-terminated literal, only read.
+        let index = unsafe { nix::libc::if_nametoindex(c"vault0".as_ptr()) };
+        assert_ne!(index, 0, "no vault0");
+        OutgoingFrames::open(index, queue_bytes, Duration::from_millis(100))
+    })
+    .join()
+    .unwrap()
+    .expect("open the packet socket")
+}
+
+/// Every frame queued now, until the socket has nothing more.
+fn read_all(frames: &mut OutgoingFrames) -> Vec<Vec<u8>> {
+    let mut all = Vec::new();
+    while let Ok(frame) = frames.read_next() {
+        all.push(frame.to_vec());
+    }
+    all
+}
+
+fn send_from(ns: &str, from: &'static str, to: &'static str, count: usize) {
+    in_netns(ns, move || {
+        let socket = UdpSocket::bind(from).unwrap();
+        for i in 0..count {
+            // The queue may be full for a moment (the kernel's own, not the guard's).
+            while socket.send_to(&(i as u32).to_be_bytes(), to).is_err() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    })
+    .join()
+    .unwrap();
+}
+
+fn vault_side_up(net: &Net) {
+    sh(&["ip", "netns", "exec", &net.vault_ns, "sysctl", "-qw", "net.ipv6.conf.vault0.disable_ipv6=1"]);
+    sh(&["ip", "-n", &net.vault_ns, "addr", "add", "192.0.2.10/24", "dev", "vault0"]);
+    sh(&["ip", "-n", &net.vault_ns, "link", "set", "vault0", "up"]);
+}
+
+#[test]
+fn a_flood_towards_the_vault_never_enters_the_guards_queue() {
+    let net = Net::new("ofl");
+    vault_side_up(&net);
+    let vault_mac = net.vault_mac();
+    let mut frames = open_on_vault0(&net, 64 << 10);
+    // A sink, so the vault's kernel answers the flood with nothing but the ARP reply.
+    let _sink = in_netns(&net.vault_ns, || UdpSocket::bind("192.0.2.10:9").unwrap()).join().unwrap();
+
+    send_from(&net.peer_ns, "192.0.2.1:0", "192.0.2.10:9", 5_000);
+    std::thread::sleep(Duration::from_millis(300));
+    let seen = read_all(&mut frames);
+    assert!(seen.iter().all(|f| f.len() >= 14 && f[6..12] == vault_mac), "a frame the vault did not send was queued: {:02x?}", seen.iter().find(|f| f[6..12] != vault_mac));
+    assert!(seen.len() <= 4, "{} frames queued for 5000 that came in", seen.len());
+    assert_eq!(frames.take_drops().unwrap(), 0, "frames dropped while the vault sent next to nothing");
+
+    // What the vault sends is there, in order.
+    send_from(&net.vault_ns, "192.0.2.10:0", "192.0.2.1:9", 20);
+    std::thread::sleep(Duration::from_millis(200));
+    let sent: Vec<Vec<u8>> = read_all(&mut frames).into_iter().filter(|f| f.len() >= 42 && f[12..14] == [0x08, 0x00] && f[23] == 17).collect();
+    let numbers: Vec<u32> = sent.iter().map(|f| u32::from_be_bytes(f[42..46].try_into().unwrap())).collect();
+    assert_eq!(numbers, (0..20).collect::<Vec<u32>>());
+    println!("MEASURE frames queued while 5000 came in: {}", seen.len());
+}
+
+#[test]
+fn frames_the_guard_had_no_room_for_are_counted_once() {
+    let net = Net::new("ofd");
+    vault_side_up(&net);
+    // The smallest queue the kernel allows, and a guard that is not reading.
+    let mut frames = open_on_vault0(&net, 1);
+    send_from(&net.vault_ns, "192.0.2.10:0", "192.0.2.1:9", 500);
+    std::thread::sleep(Duration::from_millis(200));
+    let dropped = frames.take_drops().unwrap();
+    let queued = read_all(&mut frames).len();
+    println!("MEASURE a full queue: {queued} frames queued, {dropped} dropped and counted");
+    assert!(dropped > 0, "nothing counted as dropped with {queued} of 500+ frames queued");
+    assert!(queued as u32 + dropped >= 500, "{queued} queued + {dropped} dropped < 500 sent");
+    // The kernel's count starts again from zero once reported.
+    assert_eq!(frames.take_drops().unwrap(), 0);
+}
