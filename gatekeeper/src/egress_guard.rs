@@ -36,6 +36,9 @@ pub struct GuardControl {
     /// `may_reply` never went false in between.
     pub window: AtomicU64,
     pub stop: AtomicBool,
+    /// Set when the guard thread has ended, however (a failure it reported, a panic): the
+    /// next bring-up starts a fresh guard instead of trusting this one.
+    pub ended: AtomicBool,
 }
 
 /// How long the guard may be unable to read before it counts as blind.
@@ -55,71 +58,152 @@ fn is_timeout(e: &std::io::Error) -> bool {
     matches!(e.kind(), std::io::ErrorKind::TimedOut | std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted)
 }
 
+/// At most this many frames are judged from the queue of a guard being stopped.
+const DRAIN_AT_MOST: usize = 65_536;
+
 /// Starts the guard thread on `nic`. Frames are read with a short timeout so `stop` is seen.
 pub fn start(nic_index: u32, rule: EgressRule, control: Arc<GuardControl>, to_daemon: mpsc::Sender<GuardReport>) -> Result<()> {
-    let mut frames = OutgoingFrames::open(nic_index, QUEUE_BYTES, READ_TIMEOUT).map_err(|source| GatekeeperError::Io { what: "egress guard packet socket", source })?;
+    let frames = OutgoingFrames::open(nic_index, QUEUE_BYTES, READ_TIMEOUT).map_err(|source| GatekeeperError::Io { what: "egress guard packet socket", source })?;
+    let window = control.window.load(Ordering::SeqCst);
+    let mut guard = Guard { frames, nic_index, judging: Judging { judge: EgressJudge::new(rule), window, control: control.clone() } };
     std::thread::Builder::new()
         .name("egress-guard".into())
         .spawn(move || {
-            let mut judge = EgressJudge::new(rule);
-            let mut window = control.window.load(Ordering::SeqCst);
-            let mut failing_since: Option<std::time::Instant> = None;
-            let mut since_drops_counted = 0u32;
-            while !control.stop.load(Ordering::Relaxed) {
-                let mut reports = Vec::new();
-                let read = frames.read_next().map(|frame| {
-                    // Read once the frame is in hand: the peers of a window are forgotten
-                    // before any frame is judged once its replies are no longer owed, or once
-                    // a new window has started.
-                    let may_reply = control.may_reply.load(Ordering::SeqCst);
-                    let now = control.window.load(Ordering::SeqCst);
-                    if !may_reply || now != window {
-                        judge.forget_peers();
-                        window = now;
-                    }
-                    match judge.judge(frame) {
-                        Verdict::NotOurs => None,
-                        Verdict::Allowed if may_reply => None,
-                        Verdict::Allowed => Some("a reply while sealed".to_string()),
-                        Verdict::Unsolicited(what) => Some(what),
-                    }
-                });
-                let idle = match read {
-                    Ok(verdict) => {
-                        failing_since = None;
-                        reports.extend(verdict.map(GuardReport::Unsolicited));
-                        false
-                    }
-                    // ENETDOWN: the NIC went down, or the socket was bound while it was down
-                    // (every guard started while sealed). The kernel delivers again once the
-                    // NIC is up, frames queued before still in order behind the error.
-                    Err(e) if is_timeout(&e) || e.raw_os_error() == Some(nix::libc::ENETDOWN) => true,
-                    Err(e) => {
-                        let since = *failing_since.get_or_insert_with(std::time::Instant::now);
-                        if since.elapsed() > BLIND_AFTER {
-                            reports.push(GuardReport::Stopped(format!("egress guard stopped: {e}")));
-                        }
-                        std::thread::sleep(Duration::from_millis(5));
-                        true
-                    }
-                };
-                since_drops_counted += 1;
-                if idle || since_drops_counted >= DROPS_EVERY {
-                    since_drops_counted = 0;
-                    match frames.take_drops() {
-                        Ok(0) => {}
-                        Ok(dropped) => reports.push(GuardReport::Unjudged(format!("{dropped} frame(s) the NIC sent were dropped from the guard's full queue before it judged them"))),
-                        Err(e) => reports.push(GuardReport::Unjudged(format!("egress guard cannot count dropped frames: {e}"))),
-                    }
-                }
-                for report in reports {
-                    let stopped = matches!(report, GuardReport::Stopped(_));
-                    if to_daemon.blocking_send(report).is_err() || stopped {
-                        return;
-                    }
-                }
-            }
+            let _ended = MarkEnded(control);
+            guard.run(&to_daemon);
         })
         .map_err(|source| GatekeeperError::Io { what: "egress guard thread", source })?;
     Ok(())
+}
+
+/// Sets [`GuardControl::ended`] when the guard thread ends, panics included.
+struct MarkEnded(Arc<GuardControl>);
+
+impl Drop for MarkEnded {
+    fn drop(&mut self) {
+        self.0.ended.store(true, Ordering::SeqCst);
+    }
+}
+
+struct Guard {
+    frames: OutgoingFrames,
+    nic_index: u32,
+    judging: Judging,
+}
+
+/// The judge and what it needs to know about the gate's phase.
+struct Judging {
+    judge: EgressJudge,
+    window: u64,
+    control: Arc<GuardControl>,
+}
+
+impl Judging {
+    /// What is wrong with a frame the NIC sent, if anything.
+    fn verdict(&mut self, frame: &[u8]) -> Option<String> {
+        // Read once the frame is in hand: the peers of a window are forgotten before any
+        // frame is judged once its replies are no longer owed, or once a new window started.
+        let may_reply = self.judging_phase();
+        match self.judge.judge(frame) {
+            // The socket holds only what this NIC sends: another source MAC was sent too.
+            Verdict::NotOurs => Some(format!("a frame from source MAC {:02x?}, not the vault NIC's", &frame[6.min(frame.len())..12.min(frame.len())])),
+            Verdict::Allowed if may_reply => None,
+            Verdict::Allowed => Some("a reply while sealed".to_string()),
+            Verdict::Unsolicited(what) => Some(what),
+        }
+    }
+
+    fn judging_phase(&mut self) -> bool {
+        let may_reply = self.control.may_reply.load(Ordering::SeqCst);
+        let now = self.control.window.load(Ordering::SeqCst);
+        if !may_reply || now != self.window {
+            self.judge.forget_peers();
+            self.window = now;
+        }
+        may_reply
+    }
+}
+
+impl Guard {
+    fn run(&mut self, to_daemon: &mpsc::Sender<GuardReport>) {
+        let mut failing_since: Option<std::time::Instant> = None;
+        let mut since_counted = 0u32;
+        while !self.judging.control.stop.load(Ordering::Relaxed) {
+            let mut reports = Vec::new();
+            let idle = match self.frames.read_next() {
+                Ok(frame) => {
+                    failing_since = None;
+                    reports.extend(self.judging.verdict(frame).map(GuardReport::Unsolicited));
+                    false
+                }
+                Err(e) if is_timeout(&e) => true,
+                // The NIC went down, or the socket was bound while it was down (every guard
+                // started while sealed): the kernel delivers again once it is up, frames
+                // queued before still in order behind the error. Unless the NIC is gone:
+                // then nothing ever comes again, and silence would look like a quiet NIC.
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENETDOWN) => {
+                    match self.frames.bound_ifindex() {
+                        Ok(index) if index == self.nic_index as i32 => {}
+                        Ok(_) => reports.push(GuardReport::Stopped("egress guard stopped: the vault NIC was unregistered under it".into())),
+                        Err(e) => reports.push(GuardReport::Stopped(format!("egress guard stopped: {e}"))),
+                    }
+                    true
+                }
+                Err(e) => {
+                    let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                    if since.elapsed() > BLIND_AFTER {
+                        reports.push(GuardReport::Stopped(format!("egress guard stopped: {e}")));
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                    true
+                }
+            };
+            since_counted += 1;
+            if idle || since_counted >= DROPS_EVERY {
+                since_counted = 0;
+                reports.extend(self.dropped());
+            }
+            if !send_all(to_daemon, reports) {
+                return;
+            }
+        }
+        self.finish(to_daemon);
+    }
+
+    /// Stopped (a new NIC or rule): what is still queued was sent too, so it is judged, and
+    /// the drops counted, before the thread ends.
+    fn finish(&mut self, to_daemon: &mpsc::Sender<GuardReport>) {
+        let mut reports = Vec::new();
+        for _ in 0..DRAIN_AT_MOST {
+            match self.frames.read_queued() {
+                Ok(frame) => reports.extend(self.judging.verdict(frame).map(GuardReport::Unsolicited)),
+                Err(e) if e.raw_os_error() == Some(nix::libc::ENETDOWN) => continue,
+                Err(_) => break,
+            }
+        }
+        reports.extend(self.dropped());
+        send_all(to_daemon, reports);
+    }
+
+    /// Frames the kernel dropped from the full queue since last asked: they went unjudged.
+    fn dropped(&self) -> Option<GuardReport> {
+        match self.frames.take_counts() {
+            Ok(counts) if counts.dropped == 0 => None,
+            Ok(counts) => Some(GuardReport::Unjudged(format!("{} of {} frame(s) the NIC sent were dropped from the guard's full queue before it judged them", counts.dropped, counts.sent))),
+            // Unable to tell from now on: a guard that cannot count is no guard.
+            Err(e) => Some(GuardReport::Stopped(format!("egress guard stopped: {e}"))),
+        }
+    }
+}
+
+/// Sends the reports in order; false once the thread must end (the daemon is gone, or the
+/// guard reported that it stopped).
+fn send_all(to_daemon: &mpsc::Sender<GuardReport>, reports: Vec<GuardReport>) -> bool {
+    for report in reports {
+        let stopped = matches!(report, GuardReport::Stopped(_));
+        if to_daemon.blocking_send(report).is_err() || stopped {
+            return false;
+        }
+    }
+    true
 }

@@ -1,6 +1,6 @@
 //! A packet socket that receives only the frames this host sends on one NIC, and counts the
 //! ones it had no room for. The egress guard reads from it: a frame the kernel dropped from a
-//! full queue was never judged, so the guard must know it happened (see [`OutgoingFrames::take_drops`]).
+//! full queue was never judged, so the guard must know it happened (see [`OutgoingFrames::take_counts`]).
 //!
 //! The kernel does the filtering (a classic BPF program on the frame's direction): a flood of
 //! frames *to* the vault never reaches this queue, so it cannot push the vault's own frames out
@@ -96,24 +96,56 @@ impl OutgoingFrames {
     }
 
     /// The next frame. `TimedOut`/`WouldBlock` after the read timeout; `ENETDOWN` once when
-    /// the NIC went down (or the socket was bound while it was down): the socket stays usable.
+    /// the NIC went down (or the socket was bound while it was down): the socket stays usable
+    /// while the NIC exists (see [`OutgoingFrames::bound_ifindex`]).
     pub fn read_next(&mut self) -> io::Result<&[u8]> {
+        self.receive(0)
+    }
+
+    /// The next frame already queued, without waiting (`WouldBlock` when there is none).
+    pub fn read_queued(&mut self) -> io::Result<&[u8]> {
+        self.receive(libc::MSG_DONTWAIT)
+    }
+
+    fn receive(&mut self, flags: libc::c_int) -> io::Result<&[u8]> {
         // SAFETY: `buf` is a live, writable buffer of the length passed.
-        let got = unsafe { libc::recv(self.fd.as_raw_fd(), self.buf.as_mut_ptr().cast(), self.buf.len(), 0) };
+        let got = unsafe { libc::recv(self.fd.as_raw_fd(), self.buf.as_mut_ptr().cast(), self.buf.len(), flags) };
         if got < 0 {
             return Err(io::Error::last_os_error());
         }
         Ok(&self.buf[..got as usize])
     }
 
-    /// Frames the NIC sent that the kernel dropped because this queue was full, since the
-    /// last call (the kernel resets the count as it reports it).
-    pub fn take_drops(&self) -> io::Result<u32> {
+    /// The NIC the socket is bound to now: the one it was opened on until that NIC is
+    /// unregistered (deleted, or moved to another namespace), then -1, for good; the socket
+    /// then receives nothing and reports no error.
+    pub fn bound_ifindex(&self) -> io::Result<i32> {
+        // SAFETY: sockaddr_ll is plain data; all-zero is a valid value to be overwritten.
+        let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: `address` and `len` are live locals; the kernel writes at most `len` bytes.
+        let result = unsafe { libc::getsockname(self.fd.as_raw_fd(), (&mut address as *mut libc::sockaddr_ll).cast(), &mut len) };
+        check("the socket's NIC", result)?;
+        Ok(address.sll_ifindex)
+    }
+
+    /// Frames that passed the filter and those of them the kernel dropped because this queue
+    /// was full, since the last call (the kernel resets both as it reports them).
+    pub fn take_counts(&self) -> io::Result<FrameCounts> {
         let mut stats = TpacketStats::default();
         let mut len = std::mem::size_of::<TpacketStats>() as libc::socklen_t;
         // SAFETY: `stats` and `len` are live locals; the kernel writes at most `len` bytes.
         let result = unsafe { libc::getsockopt(self.fd.as_raw_fd(), libc::SOL_PACKET, PACKET_STATISTICS, (&mut stats as *mut TpacketStats).cast(), &mut len) };
         check("packet statistics", result)?;
-        Ok(stats.drops)
+        Ok(FrameCounts { sent: stats.packets, dropped: stats.drops })
     }
+}
+
+/// From [`OutgoingFrames::take_counts`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameCounts {
+    /// Frames the NIC sent (queued or dropped).
+    pub sent: u32,
+    /// Of those, the ones dropped unread.
+    pub dropped: u32,
 }

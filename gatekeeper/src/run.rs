@@ -53,7 +53,8 @@ impl RtVaultLink {
         };
         let mac = nic.mac.ok_or_else(|| GatekeeperError::NoMac { nic: nic.name.clone() })?;
         let wanted = (nic.index, EgressRule { mac, address, port: self.port });
-        if self.guard_on.as_ref() == Some(&wanted) {
+        // A guard that ended (it could no longer vouch for the NIC, and said so) is replaced.
+        if self.guard_on.as_ref() == Some(&wanted) && !self.guard.ended.load(Ordering::SeqCst) {
             return Ok(());
         }
         if self.guard_on.take().is_some() {

@@ -12,16 +12,15 @@ use support::*;
 use test_net::{in_netns, sh};
 
 /// A socket on the vault's end of the veth, opened inside its namespace.
-fn open_on_vault0(net: &Net, queue_bytes: usize) -> OutgoingFrames {
+fn open_on_vault0(net: &Net, queue_bytes: usize) -> (OutgoingFrames, u32) {
     in_netns(&net.vault_ns, move || {
         // SAFETY: a NUL-terminated literal, only read.
         let index = unsafe { nix::libc::if_nametoindex(c"vault0".as_ptr()) };
         assert_ne!(index, 0, "no vault0");
-        OutgoingFrames::open(index, queue_bytes, Duration::from_millis(100))
+        (OutgoingFrames::open(index, queue_bytes, Duration::from_millis(100)).expect("open the packet socket"), index)
     })
     .join()
     .unwrap()
-    .expect("open the packet socket")
 }
 
 /// Every frame queued now, until the socket has nothing more.
@@ -38,7 +37,10 @@ fn send_from(ns: &str, from: &'static str, to: &'static str, count: usize) {
         let socket = UdpSocket::bind(from).unwrap();
         for i in 0..count {
             // The queue may be full for a moment (the kernel's own, not the guard's).
-            while socket.send_to(&(i as u32).to_be_bytes(), to).is_err() {
+            let mut tries = 0;
+            while let Err(e) = socket.send_to(&(i as u32).to_be_bytes(), to) {
+                tries += 1;
+                assert!(tries < 1_000, "sending from {from}: {e}");
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
@@ -58,7 +60,7 @@ fn a_flood_towards_the_vault_never_enters_the_guards_queue() {
     let net = Net::new("ofl");
     vault_side_up(&net);
     let vault_mac = net.vault_mac();
-    let mut frames = open_on_vault0(&net, 64 << 10);
+    let (mut frames, _) = open_on_vault0(&net, 64 << 10);
     // A sink, so the vault's kernel answers the flood with nothing but the ARP reply.
     let _sink = in_netns(&net.vault_ns, || UdpSocket::bind("192.0.2.10:9").unwrap()).join().unwrap();
 
@@ -67,7 +69,7 @@ fn a_flood_towards_the_vault_never_enters_the_guards_queue() {
     let seen = read_all(&mut frames);
     assert!(seen.iter().all(|f| f.len() >= 14 && f[6..12] == vault_mac), "a frame the vault did not send was queued: {:02x?}", seen.iter().find(|f| f[6..12] != vault_mac));
     assert!(seen.len() <= 4, "{} frames queued for 5000 that came in", seen.len());
-    assert_eq!(frames.take_drops().unwrap(), 0, "frames dropped while the vault sent next to nothing");
+    assert_eq!(frames.take_counts().unwrap().dropped, 0, "frames dropped while the vault sent next to nothing");
 
     // What the vault sends is there, in order.
     send_from(&net.vault_ns, "192.0.2.10:0", "192.0.2.1:9", 20);
@@ -83,14 +85,60 @@ fn frames_the_guard_had_no_room_for_are_counted_once() {
     let net = Net::new("ofd");
     vault_side_up(&net);
     // The smallest queue the kernel allows, and a guard that is not reading.
-    let mut frames = open_on_vault0(&net, 1);
+    let (mut frames, _) = open_on_vault0(&net, 1);
     send_from(&net.vault_ns, "192.0.2.10:0", "192.0.2.1:9", 500);
     std::thread::sleep(Duration::from_millis(200));
-    let dropped = frames.take_drops().unwrap();
-    let queued = read_all(&mut frames).len();
-    println!("MEASURE a full queue: {queued} frames queued, {dropped} dropped and counted");
-    assert!(dropped > 0, "nothing counted as dropped with {queued} of 500+ frames queued");
-    assert!(queued as u32 + dropped >= 500, "{queued} queued + {dropped} dropped < 500 sent");
+    let counts = frames.take_counts().unwrap();
+    let queued = read_all(&mut frames).len() as u32;
+    println!("MEASURE a full queue: {} frames sent, {queued} queued, {} dropped and counted", counts.sent, counts.dropped);
+    assert!(counts.dropped > 0 && queued > 0, "{counts:?}, {queued} queued");
+    // Every frame the NIC sent is either read or counted as dropped, none twice.
+    assert_eq!(counts.sent, queued + counts.dropped, "{counts:?}, {queued} queued");
+    assert!(counts.sent >= 400, "{counts:?}: the vault sent fewer frames than expected");
     // The kernel's count starts again from zero once reported.
-    assert_eq!(frames.take_drops().unwrap(), 0);
+    assert_eq!(frames.take_counts().unwrap().dropped, 0);
+}
+
+/// The vault's own datagrams among `frames`, by the number each carries.
+fn datagram_numbers(frames: &[Vec<u8>]) -> Vec<u32> {
+    frames.iter().filter(|f| f.len() >= 46 && f[12..14] == [0x08, 0x00] && f[23] == 17).map(|f| u32::from_be_bytes(f[42..46].try_into().unwrap())).collect()
+}
+
+#[test]
+fn the_socket_follows_its_nic_down_and_up_and_says_when_the_nic_is_gone() {
+    let net = Net::new("ofu");
+    sh(&["ip", "netns", "exec", &net.vault_ns, "sysctl", "-qw", "net.ipv6.conf.vault0.disable_ipv6=1"]);
+    // Opened while the NIC is down, as every guard started while sealed is.
+    let (mut frames, index) = open_on_vault0(&net, 64 << 10);
+    sh(&["ip", "-n", &net.vault_ns, "addr", "add", "192.0.2.10/24", "dev", "vault0"]);
+    sh(&["ip", "-n", &net.vault_ns, "link", "set", "vault0", "up"]);
+    send_from(&net.vault_ns, "192.0.2.10:0", "192.0.2.1:9", 3);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(datagram_numbers(&read_all_after_errors(&mut frames)), vec![0, 1, 2], "bound while down, then up");
+
+    sh(&["ip", "-n", &net.vault_ns, "link", "set", "vault0", "down"]);
+    sh(&["ip", "-n", &net.vault_ns, "link", "set", "vault0", "up"]);
+    sh(&["ip", "-n", &net.vault_ns, "addr", "replace", "192.0.2.10/24", "dev", "vault0"]);
+    std::thread::sleep(Duration::from_millis(200));
+    send_from(&net.vault_ns, "192.0.2.10:0", "192.0.2.1:9", 3);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(datagram_numbers(&read_all_after_errors(&mut frames)), vec![0, 1, 2], "after a down and up");
+    assert_eq!(frames.bound_ifindex().unwrap(), index as i32);
+
+    // Gone: the socket stays bound to nothing, which only asking shows.
+    sh(&["ip", "-n", &net.vault_ns, "link", "del", "vault0"]);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(frames.bound_ifindex().unwrap(), -1);
+}
+
+/// Like [`read_all`], past the ENETDOWN a socket reports once after its NIC went down.
+fn read_all_after_errors(frames: &mut OutgoingFrames) -> Vec<Vec<u8>> {
+    let mut all = Vec::new();
+    loop {
+        match frames.read_next() {
+            Ok(frame) => all.push(frame.to_vec()),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENETDOWN) => continue,
+            Err(_) => return all,
+        }
+    }
 }

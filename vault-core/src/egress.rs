@@ -13,8 +13,9 @@
 //! Everything else the NIC sends is unsolicited: a broadcast ARP request (even for a peer), a
 //! request for an address the vault has replied to no one at, a request before any reply in
 //! the window, gratuitous ARP, IPv6 of any kind, ICMP, UDP, TCP from another port, VLAN tags,
-//! ... The guard tells frames the NIC sent from frames it received by the source MAC, so a peer
-//! that forges our MAC as its source only gets the window closed: fail closed.
+//! ... A frame from another source MAC is [`Verdict::NotOurs`]: a capture of the whole wire
+//! (the QEMU tests) skips those; the appliance's guard reads only what its NIC sends (the
+//! kernel filters by direction), so there another source MAC is one more unsolicited frame.
 //!
 //! The third kind needs memory, so the rule is applied by an [`EgressJudge`] fed every frame
 //! the NIC sends, in order; [`EgressJudge::forget_peers`] ends a window's memory. The rule
