@@ -103,7 +103,7 @@ impl Judging {
     fn verdict(&mut self, frame: &[u8]) -> Option<String> {
         // Read once the frame is in hand: the peers of a window are forgotten before any
         // frame is judged once its replies are no longer owed, or once a new window started.
-        let may_reply = self.judging_phase();
+        let may_reply = self.may_reply_now();
         match self.judge.judge(frame) {
             // The socket holds only what this NIC sends: another source MAC was sent too.
             Verdict::NotOurs => Some(format!("a frame from source MAC {:02x?}, not the vault NIC's", &frame[6.min(frame.len())..12.min(frame.len())])),
@@ -113,7 +113,8 @@ impl Judging {
         }
     }
 
-    fn judging_phase(&mut self) -> bool {
+    /// Whether replies are owed now; a new window or one whose replies are over forgets its peers.
+    fn may_reply_now(&mut self) -> bool {
         let may_reply = self.control.may_reply.load(Ordering::SeqCst);
         let now = self.control.window.load(Ordering::SeqCst);
         if !may_reply || now != self.window {
