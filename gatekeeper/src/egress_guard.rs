@@ -106,7 +106,7 @@ impl Judging {
         let may_reply = self.may_reply_now();
         match self.judge.judge(frame) {
             // The socket holds only what this NIC sends: another source MAC was sent too.
-            Verdict::NotOurs => Some(format!("a frame from source MAC {:02x?}, not the vault NIC's", &frame[6.min(frame.len())..12.min(frame.len())])),
+            Verdict::NotOurs => Some(format!("a frame from source MAC {:02x?}, not the vault NIC's", frame.get(6..12).unwrap_or_default())),
             Verdict::Allowed if may_reply => None,
             Verdict::Allowed => Some("a reply while sealed".to_string()),
             Verdict::Unsolicited(what) => Some(what),
