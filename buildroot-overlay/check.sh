@@ -231,7 +231,7 @@ for def in "${defconfigs[@]}"; do
       /^CONFIG_[A-Za-z0-9_]+=(y|m|-?[0-9]+|0x[0-9a-fA-F]+|".*")$/ { sym = substr($0, 1, index($0, "=") - 1) }
       !/^CONFIG_[A-Za-z0-9_]+=(y|m|-?[0-9]+|0x[0-9a-fA-F]+|".*")$/ && !/^# CONFIG_[A-Za-z0-9_]+ is not set$/ { print NR ": not a kernel config line"; next }
       { if (sym in seen) print NR ": " sym " is set twice"; else seen[sym] = NR }' "$frag")
-    for opt in EFI EFI_STUB BLK_DEV_INITRD RD_GZIP DEVTMPFS TMPFS SERIAL_8250_CONSOLE EFI_PARTITION \
+    for opt in EFI EFI_STUB BLK_DEV_INITRD RD_LZ4 DEVTMPFS TMPFS SERIAL_8250_CONSOLE EFI_PARTITION \
       VIRTIO_PCI VIRTIO_BLK VIRTIO_NET SATA_AHCI BLK_DEV_NVME BLK_DEV_SD EXT4_FS VFAT_FS \
       NLS_CODEPAGE_437 NLS_UTF8 USB_XHCI_HCD USB_EHCI_HCD USB_STORAGE USB_UAS E1000 E1000E IGB \
       NET INET PACKET RTC_HCTOSYS; do

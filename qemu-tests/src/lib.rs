@@ -27,7 +27,7 @@ impl Artifacts {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf();
         let out = std::env::var_os("VAULT_IMAGE_DIR").map_or_else(|| workspace.join("out"), PathBuf::from);
         let keys = std::env::var_os("VAULT_TEST_KEYS").map_or_else(|| out.join("test-keys"), PathBuf::from);
-        for needed in ["vmlinuz", "initramfs.cpio.gz", "vault.qcow2", "vault.efi", "MANIFEST"] {
+        for needed in ["vmlinuz", "initramfs.cpio.lz4", "vault.qcow2", "vault.efi", "MANIFEST"] {
             assert!(out.join(needed).exists(), "{} is missing: run `make test-image` (or `make test`) first", out.join(needed).display());
         }
         assert!(keys.join("root.toml").exists(), "{} is missing: run `make test-image` first", keys.join("root.toml").display());
@@ -133,7 +133,7 @@ impl Vm {
             .args(["-device", "qemu-xhci,id=xhci"]);
         match boot {
             Boot::Direct => {
-                cmd.arg("-kernel").arg(artifacts.out.join("vmlinuz")).arg("-initrd").arg(artifacts.out.join("initramfs.cpio.gz"));
+                cmd.arg("-kernel").arg(artifacts.out.join("vmlinuz")).arg("-initrd").arg(artifacts.out.join("initramfs.cpio.lz4"));
                 cmd.arg("-append").arg(artifacts.cmdline());
                 if options.sata {
                     // q35's ICH9 AHCI controller is bus `ide`: port 2 of 6, so the driver has

@@ -7,10 +7,27 @@ use std::io::Read;
 
 use qemu_tests::Artifacts;
 
-/// (path -> (mode, contents)) of a gzip'd newc cpio.
-fn read_cpio(gz: &[u8]) -> BTreeMap<String, (u32, Vec<u8>)> {
-    let mut data = Vec::new();
-    flate2::read::GzDecoder::new(gz).read_to_end(&mut data).expect("gunzip the initramfs");
+/// lz4's legacy format, the one the kernel unpacks: a magic number, then blocks of 8 MiB
+/// each (the last one shorter), every one preceded by its compressed size.
+fn unlz4_legacy(compressed: &[u8]) -> Vec<u8> {
+    const MAGIC: [u8; 4] = 0x184C_2102u32.to_le_bytes();
+    const BLOCK: usize = 8 << 20;
+    assert_eq!(compressed[..4], MAGIC, "not lz4's legacy format (what the kernel reads)");
+    let (mut at, mut data) = (4, Vec::new());
+    while at < compressed.len() {
+        let size = u32::from_le_bytes(compressed[at..at + 4].try_into().unwrap()) as usize;
+        at += 4;
+        let mut block = vec![0; BLOCK];
+        let n = lz4_flex::block::decompress_into(&compressed[at..at + size], &mut block).expect("an lz4 block");
+        data.extend_from_slice(&block[..n]);
+        at += size;
+    }
+    data
+}
+
+/// (path -> (mode, contents)) of the image's newc cpio.
+fn read_cpio(lz4: &[u8]) -> BTreeMap<String, (u32, Vec<u8>)> {
+    let data = unlz4_legacy(lz4);
     let field = |at: usize, i: usize| u32::from_str_radix(std::str::from_utf8(&data[at + 6 + i * 8..at + 14 + i * 8]).unwrap(), 16).unwrap() as usize;
     let (mut at, mut entries) = (0, BTreeMap::new());
     loop {
@@ -37,7 +54,7 @@ fn has_interpreter(elf: &[u8]) -> bool {
 #[test]
 fn the_initramfs_holds_the_gatekeeper_and_nothing_to_log_in_with() {
     let artifacts = Artifacts::from_env();
-    let cpio = read_cpio(&std::fs::read(artifacts.out.join("initramfs.cpio.gz")).unwrap());
+    let cpio = read_cpio(&std::fs::read(artifacts.out.join("initramfs.cpio.lz4")).unwrap());
     let executables: Vec<&String> = cpio.iter().filter(|(_, (mode, _))| mode & 0o170000 == 0o100000 && mode & 0o111 != 0).map(|(p, _)| p).collect();
     assert_eq!(executables, ["init"], "one program in the image");
     for forbidden in ["sh", "busybox", "getty", "agetty", "sshd", "login", "dropbear"] {
@@ -87,7 +104,7 @@ fn the_uki_carries_kernel_initramfs_cmdline_and_os_release() {
     assert!(cmdline.split(' ').any(|arg| arg == "module.sig_enforce=1"), "only signed modules may load: {cmdline}");
     assert!(String::from_utf8_lossy(&sections[".osrel"]).contains("ID=airgap-vault"));
     assert_eq!(sections[".linux"], std::fs::read(artifacts.out.join("vmlinuz")).unwrap());
-    assert_eq!(sections[".initrd"], std::fs::read(artifacts.out.join("initramfs.cpio.gz")).unwrap());
+    assert_eq!(sections[".initrd"], std::fs::read(artifacts.out.join("initramfs.cpio.lz4")).unwrap());
 }
 
 #[test]

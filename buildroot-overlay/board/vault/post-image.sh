@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Buildroot post-image script (BR2_ROOTFS_POST_IMAGE_SCRIPT), run with BINARIES_DIR as $1.
-# Makes, from Buildroot's bzImage and rootfs.cpio.gz, what image/build.sh makes from Debian's
+# Makes, from Buildroot's bzImage and rootfs.cpio.lz4, what image/build.sh makes from Debian's
 # packages, in the same layout: the UKI and the disk come from uki-disk.bash, which build.sh
 # sources too. Writes to BINARIES_DIR:
-#   vmlinuz, initramfs.cpio.gz   direct kernel boot (copies of bzImage and rootfs.cpio.gz)
+#   vmlinuz, initramfs.cpio.lz4   direct kernel boot (copies of bzImage and rootfs.cpio.lz4)
 #   vault.efi                    a UKI: systemd's EFI stub + kernel + initramfs + cmdline + os-release
 #   vault.img                    GPT disk: ESP (\EFI\BOOT\BOOTX64.EFI) + ext4 data partition
 #   MANIFEST, SHA256SUMS         what it was built from; checksums
@@ -55,17 +55,17 @@ objcopy() { "$OBJCOPY" "$@"; }
 [ -f "$STUB" ] || die "no EFI stub at $STUB (see the header of $0)"
 [ "$(head -c 2 "$STUB")" = MZ ] || die "$STUB is not a PE file"
 [ -f "$OUT/bzImage" ] || die "no $OUT/bzImage (BR2_LINUX_KERNEL_BZIMAGE)"
-[ -f "$OUT/rootfs.cpio.gz" ] || die "no $OUT/rootfs.cpio.gz (BR2_TARGET_ROOTFS_CPIO_GZIP)"
+[ -f "$OUT/rootfs.cpio.lz4" ] || die "no $OUT/rootfs.cpio.lz4 (BR2_TARGET_ROOTFS_CPIO_LZ4)"
 WORK=$(mktemp -d "${BUILD_DIR:-/tmp}/vault-image.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 install -m 0644 "$OUT/bzImage" "$OUT/vmlinuz"
-install -m 0644 "$OUT/rootfs.cpio.gz" "$OUT/initramfs.cpio.gz"
+install -m 0644 "$OUT/rootfs.cpio.lz4" "$OUT/initramfs.cpio.lz4"
 
 # ---- 4. the UKI, 5. the GPT disk: the same functions image/build.sh uses -------------------
 # shellcheck source=uki-disk.bash
 . "$BOARD_DIR/uki-disk.bash"
 CMDLINE=$VAULT_CMDLINE
-vault_uki "$STUB" "$OUT/vmlinuz" "$OUT/initramfs.cpio.gz" "$TREE/etc/os-release" "$WORK" "$OUT/vault.efi" || die "UKI failed"
+vault_uki "$STUB" "$OUT/vmlinuz" "$OUT/initramfs.cpio.lz4" "$TREE/etc/os-release" "$WORK" "$OUT/vault.efi" || die "UKI failed"
 vault_disk "$OUT/vault.efi" "${DATA_MIB:-512}" "$WORK" "$OUT/vault.img"
 
 # ---- 6. manifest and checksums ---------------------------------------------------------------
@@ -79,9 +79,9 @@ sha() { sha256sum "$1" | cut -d' ' -f1; }
   echo "trust-root: sha256:$(sha "$TREE/etc/vault/root.toml")"
   echo "cmdline: $CMDLINE"
 } > "$OUT/MANIFEST"
-(cd "$OUT" && sha256sum MANIFEST vmlinuz initramfs.cpio.gz vault.efi vault.img > SHA256SUMS)
+(cd "$OUT" && sha256sum MANIFEST vmlinuz initramfs.cpio.lz4 vault.efi vault.img > SHA256SUMS)
 
 echo "post-image: built in $OUT"
-for f in vmlinuz initramfs.cpio.gz vault.efi vault.img; do
+for f in vmlinuz initramfs.cpio.lz4 vault.efi vault.img; do
   printf '  %-18s %10s bytes\n' "$f" "$(stat -c %s "$OUT/$f")"
 done
