@@ -169,21 +169,21 @@ fn the_watchdog_undoes_a_link_brought_up_outside_a_window() {
     let prober = Prober::start(&net.probe_site());
     let daemon = Daemon::start(&net, &vault);
 
+    let before = daemon.mark();
     sh(&["ip", "-n", &net.vault_ns, "link", "set", "vault0", "up"]);
     let (_, alarm) = daemon.wait_for("alarm", 3.0);
     assert_eq!(alarm["rule"], "watchdog_link_up", "{alarm}");
-    std::thread::sleep(StdDuration::from_millis(200));
+    // The state is read once the daemon says it took the link down, not after a guess.
+    let taken_down = |e: &serde_json::Value| e["event"] == "link_down" && e["why"] == "gate";
+    daemon.wait_for_matching_after(before, taken_down, 3.0);
     let link = net.link_json();
     assert!(!link["flags"].as_array().unwrap().iter().any(|f| f == "UP"), "still up: {link}");
 
     // Someone adds the vault address by hand: gone again, with an alarm naming it.
+    let before = daemon.mark();
     sh(&["ip", "-n", &net.vault_ns, "addr", "add", "192.0.2.10/24", "dev", "vault0"]);
-    let deadline = unix_now() + 3.0;
-    while !daemon.all().iter().any(|e| e["rule"] == "watchdog_new_address") {
-        assert!(unix_now() < deadline, "no alarm for the new address: {:#?}", daemon.all());
-        std::thread::sleep(StdDuration::from_millis(10));
-    }
-    std::thread::sleep(StdDuration::from_millis(200));
+    daemon.wait_for_matching_after(before, |e| e["rule"] == "watchdog_new_address", 3.0);
+    daemon.wait_for_matching_after(before, taken_down, 3.0);
     assert_eq!(net.link_json()["addr_info"], serde_json::json!([]));
     let events = daemon.stop();
     let (frames, _) = prober.finish();
