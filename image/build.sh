@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # make image: the appliance from Debian packages (pinned in image/packages.lock) and the
 # gatekeeper built here. Writes to out/:
-#   vmlinuz, initramfs.cpio.lz4   direct kernel boot (QEMU -kernel/-initrd)
+#   vmlinuz, initramfs.cpio.lz4  direct kernel boot (QEMU -kernel/-initrd)
 #   vault.efi                    a UKI: systemd's EFI stub + kernel + initramfs + cmdline + os-release
 #   vault.img, vault.qcow2       GPT disk: ESP (\EFI\BOOT\BOOTX64.EFI) + ext4 data partition
 #   MANIFEST, SHA256SUMS         what it was built from; checksums

@@ -3,7 +3,7 @@
 # Makes, from Buildroot's bzImage and rootfs.cpio.lz4, what image/build.sh makes from Debian's
 # packages, in the same layout: the UKI and the disk come from uki-disk.bash, which build.sh
 # sources too. Writes to BINARIES_DIR:
-#   vmlinuz, initramfs.cpio.lz4   direct kernel boot (copies of bzImage and rootfs.cpio.lz4)
+#   vmlinuz, initramfs.cpio.lz4  direct kernel boot (copies of bzImage and rootfs.cpio.lz4)
 #   vault.efi                    a UKI: systemd's EFI stub + kernel + initramfs + cmdline + os-release
 #   vault.img                    GPT disk: ESP (\EFI\BOOT\BOOTX64.EFI) + ext4 data partition
 #   MANIFEST, SHA256SUMS         what it was built from; checksums
