@@ -95,6 +95,8 @@ pub fn start(nic_index: u32, rule: EgressRule, control: Arc<GuardControl>, to_da
     spawn(frames, nic_index, rule, control, to_daemon, BLIND_AFTER).map(drop)
 }
 
+/// The guard thread over any frame source; the daemon keeps no handle (the guard reports and
+/// [`GuardControl::ended`] say how it is), the tests join it.
 fn spawn<S: FrameSource>(frames: S, nic_index: u32, rule: EgressRule, control: Arc<GuardControl>, to_daemon: mpsc::Sender<GuardReport>, blind_after: Duration) -> Result<std::thread::JoinHandle<()>> {
     let window = control.window.load(Ordering::SeqCst);
     let mut guard = Guard { frames, nic_index, blind_after, judging: Judging { judge: EgressJudge::new(rule), window, control: control.clone() } };
