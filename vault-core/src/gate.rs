@@ -400,14 +400,15 @@ impl Gate {
             }
             Input::Committed { pusher } => self.on_commit(pusher, &mut out),
             Input::Watchdog(sighting) => self.on_watchdog(sighting, &mut out),
-            Input::UnsolicitedFrame { summary } => self.close_for_egress(Alarm::UnsolicitedFrame { summary, phase: self.phase }, &mut out),
-            Input::EgressUnwatched { reason } => self.close_for_egress(Alarm::EgressUnwatched { reason, phase: self.phase }, &mut out),
+            Input::UnsolicitedFrame { summary } => self.close_on_alarm(Alarm::UnsolicitedFrame { summary, phase: self.phase }, &mut out),
+            Input::EgressUnwatched { reason } => self.close_on_alarm(Alarm::EgressUnwatched { reason, phase: self.phase }, &mut out),
         }
         out
     }
 
-    /// What the egress guard reports closes the window now, or keeps a sealed link down.
-    fn close_for_egress(&mut self, alarm: Alarm, out: &mut Output) {
+    /// What the watchdog and the egress guard report: the alarm, then the window closed now, or
+    /// a sealed link taken down again.
+    fn close_on_alarm(&mut self, alarm: Alarm, out: &mut Output) {
         out.actions.push(Action::RaiseAlarm(alarm.clone()));
         if self.phase == Phase::Sealed {
             out.actions.push(Action::TakeLinkDown);
@@ -601,12 +602,7 @@ impl Gate {
             Sighting::LinkUp => Alarm::WatchdogLinkUp { phase: self.phase },
             Sighting::NewAddress(address) => Alarm::WatchdogNewAddress { address, phase: self.phase },
         };
-        out.actions.push(Action::RaiseAlarm(alarm.clone()));
-        if self.phase == Phase::Sealed {
-            out.actions.push(Action::TakeLinkDown);
-        } else {
-            self.close_now(Reason::Alarm(alarm), true, out);
-        }
+        self.close_on_alarm(alarm, out);
     }
 }
 
