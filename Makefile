@@ -5,8 +5,9 @@ CARGO ?= cargo
 FUZZ_SECONDS ?= 60
 ROOT ?=
 VARIANT ?= production
+KERNEL ?= debian
 
-.PHONY: all tools build test test-image reproducible lint demo bench image pins fuzz clean
+.PHONY: all tools build test test-keys test-image test-image-minimal test-minimal reproducible lint demo bench image pins fuzz clean
 
 all: build
 
@@ -18,8 +19,9 @@ build: tools
 
 # Unit, property and integration tests of every crate, a short fuzz run of each decoder
 # (so the targets keep building and the seeds keep passing), lints as errors, the Buildroot
-# tree's checks, then the appliance: the test image built twice (reproducible), and the
-# QEMU suite booting it.
+# tree's checks, then the appliance: the test image built twice (reproducible), the QEMU
+# suite booting it, and the image with the minimal kernel through the suite's boot, USB and
+# push tests.
 test: tools
 	$(CARGO) build --workspace --locked
 	$(CARGO) test --workspace --locked --exclude qemu-tests
@@ -29,12 +31,27 @@ test: tools
 	$(MAKE) reproducible
 	image/test-pins.sh out/test-keys/root.toml
 	$(CARGO) test -p qemu-tests --locked -- --test-threads=1 --nocapture
+	$(MAKE) test-minimal
+
+# The test image again with KERNEL=minimal (out/minimal), the same test keys.
+test-image-minimal: test-keys
+	KERNEL=minimal ROOT=out/test-keys/root.toml OUT=$(CURDIR)/out/minimal image/build.sh
+
+# What the kernel changes: booting (every disk bus, through firmware), the image's contents,
+# USB sticks, and a push through its network stack.
+test-minimal: test-image-minimal
+	VAULT_IMAGE_DIR=$(CURDIR)/out/minimal VAULT_TEST_KEYS=$(CURDIR)/out/test-keys \
+	  $(CARGO) test -p qemu-tests --locked --test boot --test image_contents --test usb_policy -- --test-threads=1 --nocapture
+	VAULT_IMAGE_DIR=$(CURDIR)/out/minimal VAULT_TEST_KEYS=$(CURDIR)/out/test-keys \
+	  $(CARGO) test -p qemu-tests --locked --test scenarios -- --test-threads=1 --nocapture push_receipt_early_close_restore_and_an_incremental_push
 
 # The image the QEMU suite boots: a trust root from test keys (out/test-keys, made once).
-test-image: tools
+test-image: test-keys
+	ROOT=out/test-keys/root.toml OUT=$(CURDIR)/out image/build.sh
+
+test-keys: tools
 	$(CARGO) build --release --locked -p vaultctl
 	scripts/test-keys.sh out/test-keys
-	ROOT=out/test-keys/root.toml OUT=$(CURDIR)/out image/build.sh
 
 # Two builds from the same inputs, the second with a fresh cargo target dir, must give the
 # same SHA256SUMS.
@@ -64,9 +81,10 @@ demo: tools
 bench: tools
 	scripts/bench.sh
 
-# The appliance image under out/ (see image/build.sh). ROOT is the trust root to bake in.
+# The appliance image under out/ (see image/build.sh). ROOT is the trust root to bake in;
+# KERNEL=minimal builds the kernel from Debian's source package, every driver built in.
 image: tools
-	ROOT="$(ROOT)" VARIANT="$(VARIANT)" image/build.sh
+	ROOT="$(ROOT)" VARIANT="$(VARIANT)" KERNEL="$(KERNEL)" image/build.sh
 
 # Moves image/packages.lock to the Debian package versions served now (review the diff).
 pins: tools

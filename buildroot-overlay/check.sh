@@ -9,7 +9,7 @@
 #     two blank lines in a row, ASCII only, executable bits;
 #   - every $(BR2_EXTERNAL_<NAME>_PATH)/... a defconfig names exists in the tree;
 #   - the appliance's invariants in the defconfig (no init but the gatekeeper, no busybox,
-#     no shell) and in the kernel fragment;
+#     no shell) and in the kernel configuration;
 #   - the board scripts parse (bash -n; shellcheck too where it is installed);
 #   - post-image.sh and image/build.sh both make the UKI and the disk with board/vault/uki-disk.bash.
 # Prints one line per problem and exits 1 if there is any; exits 0 otherwise.
@@ -216,27 +216,30 @@ for def in "${defconfigs[@]}"; do
     'BR2_TARGET_ROOTFS_CPIO=y' 'BR2_PACKAGE_GATEKEEPER=y' 'BR2_LINUX_KERNEL=y'; do
     grep -qxF "$want" "$def" || fail "$def: missing '$want'"
   done
-  for sym in BR2_ROOTFS_OVERLAY BR2_ROOTFS_POST_BUILD_SCRIPT BR2_ROOTFS_POST_IMAGE_SCRIPT BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES; do
+  for sym in BR2_ROOTFS_OVERLAY BR2_ROOTFS_POST_BUILD_SCRIPT BR2_ROOTFS_POST_IMAGE_SCRIPT BR2_LINUX_KERNEL_CUSTOM_CONFIG_FILE; do
     grep -qE "^$sym=\"\\\$\\($VAR\\)/" "$def" || fail "$def: $sym must name a file of this tree through \$($VAR)"
   done
-  # Kernel fragments: Kconfig lines only, each symbol once, the appliance's options on.
-  read -ra frags < <(sed -n 's/^BR2_LINUX_KERNEL_CONFIG_FRAGMENT_FILES="\(.*\)"$/\1/p' "$def") || true
-  for frag in "${frags[@]}"; do
-    frag=${frag#"\$($VAR)/"}
-    [ -f "$frag" ] || continue
-    while IFS= read -r msg; do fail "$frag:$msg"; done < <(awk '
+  # The kernel configuration: Kconfig lines only, each symbol once, the appliance's options on,
+  # modules off (image/build.sh KERNEL=minimal also checks every line took in a real build).
+  grep -qx 'BR2_LINUX_KERNEL_USE_CUSTOM_CONFIG=y' "$def" || fail "$def: missing BR2_LINUX_KERNEL_USE_CUSTOM_CONFIG=y"
+  read -ra kconfigs < <(sed -n 's/^BR2_LINUX_KERNEL_CUSTOM_CONFIG_FILE="\(.*\)"$/\1/p' "$def") || true
+  for kconfig in "${kconfigs[@]}"; do
+    kconfig=${kconfig#"\$($VAR)/"}
+    [ -f "$kconfig" ] || continue
+    while IFS= read -r msg; do fail "$kconfig:$msg"; done < <(awk '
       /^$/ { next }
       /^# CONFIG_[A-Za-z0-9_]+ is not set$/ { sym = $2 }
       /^#/ && !/^# CONFIG_[A-Za-z0-9_]+ is not set$/ { next }
       /^CONFIG_[A-Za-z0-9_]+=(y|m|-?[0-9]+|0x[0-9a-fA-F]+|".*")$/ { sym = substr($0, 1, index($0, "=") - 1) }
       !/^CONFIG_[A-Za-z0-9_]+=(y|m|-?[0-9]+|0x[0-9a-fA-F]+|".*")$/ && !/^# CONFIG_[A-Za-z0-9_]+ is not set$/ { print NR ": not a kernel config line"; next }
-      { if (sym in seen) print NR ": " sym " is set twice"; else seen[sym] = NR }' "$frag")
+      { if (sym in seen) print NR ": " sym " is set twice"; else seen[sym] = NR }' "$kconfig")
     for opt in EFI EFI_STUB BLK_DEV_INITRD RD_LZ4 DEVTMPFS TMPFS SERIAL_8250_CONSOLE EFI_PARTITION \
       VIRTIO_PCI VIRTIO_BLK VIRTIO_NET SATA_AHCI BLK_DEV_NVME BLK_DEV_SD EXT4_FS VFAT_FS \
       NLS_CODEPAGE_437 NLS_UTF8 USB_XHCI_HCD USB_EHCI_HCD USB_STORAGE USB_UAS E1000 E1000E IGB \
       NET INET PACKET RTC_HCTOSYS; do
-      grep -qx "CONFIG_$opt=y" "$frag" || fail "$frag: CONFIG_$opt=y missing"
+      grep -qx "CONFIG_$opt=y" "$kconfig" || fail "$kconfig: CONFIG_$opt=y missing"
     done
+    grep -qx "# CONFIG_MODULES is not set" "$kconfig" || fail "$kconfig: loadable modules must be off (# CONFIG_MODULES is not set)"
   done
 done
 

@@ -7,13 +7,22 @@
 #   MANIFEST, SHA256SUMS         what it was built from; checksums
 # Reproducible: same inputs, same SHA256SUMS (SOURCE_DATE_EPOCH, sorted cpio, fixed ids).
 #
-# usage: ROOT=path/to/root.toml [VARIANT=production] [OUT=out] image/build.sh
+# KERNEL picks the kernel:
+#   debian   (default) Debian's signed kernel package; the gatekeeper loads the few modules this
+#            machine needs at boot (image/modules.txt), module signatures enforced
+#   minimal  the same Debian kernel release built here from Debian's linux-source package with
+#            buildroot-overlay/board/vault/linux.config: every driver built in, no module
+#            support at all, much less kernel; boots in about two thirds of the time
+#
+# usage: ROOT=path/to/root.toml [KERNEL=debian|minimal] [VARIANT=production] [OUT=out] image/build.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TOP=$PWD
 
 ROOT=${ROOT:-}
 VARIANT=${VARIANT:-production}
+KERNEL=${KERNEL:-debian}
+KERNEL_CONFIG=$TOP/buildroot-overlay/board/vault/linux.config
 OUT=${OUT:-$TOP/out}
 CACHE=${IMAGE_CACHE:-$HOME/.cache/vault-image}
 LOCK=${PACKAGES_LOCK:-$TOP/image/packages.lock}
@@ -26,6 +35,7 @@ die() { echo "image: $*" >&2; exit 1; }
 [ -n "$ROOT" ] || die "say which trust root to bake in: make image ROOT=path/to/root.toml (vaultctl root init makes one; make demo makes its own)"
 [ -f "$ROOT" ] || die "ROOT=$ROOT: no such file"
 [ "$VARIANT" = production ] || die "VARIANT=$VARIANT: only the production variant exists (no shell is ever in the image)"
+case $KERNEL in debian|minimal) ;; *) die "KERNEL=$KERNEL: expected debian (the signed kernel package) or minimal (built from its source package)" ;; esac
 
 # ---- tools ----------------------------------------------------------------------------------
 need=()
@@ -39,6 +49,16 @@ command -v sfdisk >/dev/null || need+=(fdisk)
 command -v qemu-img >/dev/null || need+=(qemu-utils)
 command -v python3 >/dev/null || need+=(python3)
 command -v lz4 >/dev/null || need+=(lz4)
+if [ "$KERNEL" = minimal ]; then
+  command -v gcc >/dev/null || need+=(gcc)
+  command -v make >/dev/null || need+=(make)
+  command -v bc >/dev/null || need+=(bc)
+  command -v bison >/dev/null || need+=(bison)
+  command -v flex >/dev/null || need+=(flex)
+  command -v xz >/dev/null || need+=(xz-utils)
+  [ -f /usr/include/libelf.h ] || need+=(libelf-dev)
+  [ -f /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+fi
 if ((${#need[@]})); then
   echo "image: installing ${need[*]}"
   apt-get update -qq
@@ -50,15 +70,23 @@ trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$OUT" "$CACHE"
 
 # ---- 1. pinned Debian packages --------------------------------------------------------------
+debfile() { # $1 package, $2 version -> where apt-get download puts it (amd64 or all)
+  local arch
+  for arch in amd64 all; do
+    [ -f "$CACHE/${1}_${2//:/%3a}_$arch.deb" ] && { echo "$CACHE/${1}_${2//:/%3a}_$arch.deb"; return; }
+  done
+  echo "$CACHE/${1}_${2//:/%3a}_amd64.deb"
+}
 fetch() { # $1 package, $2 version, $3 sha256 -> path of the verified .deb
   local pkg=$1 ver=$2 sum=$3 deb
-  deb="$CACHE/${pkg}_${ver//:/%3a}_amd64.deb"
+  deb=$(debfile "$pkg" "$ver")
   if [ ! -f "$deb" ]; then
     [ -n "${APT_UPDATED:-}" ] || { apt-get update -qq; APT_UPDATED=1; }
     if ! (cd "$CACHE" && apt-get download -q "$pkg=$ver" >/dev/null 2>"$WORK/apt.err"); then
       cat "$WORK/apt.err" >&2
       die "pinned $pkg $ver is no longer served by the Debian mirrors (superseded, e.g. by a kernel security update). Run 'make pins' to pin what is served now, review the diff of image/packages.lock, and build again."
     fi
+    deb=$(debfile "$pkg" "$ver")
   fi
   local got
   got=$(sha256sum "$deb" | cut -d' ' -f1)
@@ -68,14 +96,27 @@ fetch() { # $1 package, $2 version, $3 sha256 -> path of the verified .deb
 KERNEL_PKG=$(awk '$1 ~ /^linux-image-/ {print $1}' "$LOCK")
 read -r _ KERNEL_VER KERNEL_SUM < <(grep "^$KERNEL_PKG " "$LOCK")
 read -r _ STUB_VER STUB_SUM < <(grep "^systemd-boot-efi " "$LOCK")
-KERNEL_DEB=$(fetch "$KERNEL_PKG" "$KERNEL_VER" "$KERNEL_SUM")
 STUB_DEB=$(fetch systemd-boot-efi "$STUB_VER" "$STUB_SUM")
-dpkg-deb -x "$KERNEL_DEB" "$WORK/kernel"
 dpkg-deb -x "$STUB_DEB" "$WORK/stub"
-KVER=$(ls "$WORK/kernel/lib/modules")
-VMLINUZ=$WORK/kernel/boot/vmlinuz-$KVER
 STUB=$WORK/stub/usr/lib/systemd/boot/efi/linuxx64.efi.stub
-depmod -b "$WORK/kernel" "$KVER"
+if [ "$KERNEL" = debian ]; then
+  KERNEL_DEB=$(fetch "$KERNEL_PKG" "$KERNEL_VER" "$KERNEL_SUM")
+  dpkg-deb -x "$KERNEL_DEB" "$WORK/kernel"
+  KVER=$(ls "$WORK/kernel/lib/modules")
+  VMLINUZ=$WORK/kernel/boot/vmlinuz-$KVER
+  depmod -b "$WORK/kernel" "$KVER"
+  KERNEL_MANIFEST="$KERNEL_PKG $KERNEL_VER sha256:$KERNEL_SUM ($KVER)"
+else
+  # The same release as the kernel package, so both images run the same (security-patched) code.
+  SOURCE_PKG=$(awk '$1 ~ /^linux-source-/ {print $1}' "$LOCK")
+  read -r _ SOURCE_VER SOURCE_SUM < <(grep "^$SOURCE_PKG " "$LOCK")
+  [ "$SOURCE_VER" = "$KERNEL_VER" ] || die "image/packages.lock pins $SOURCE_PKG $SOURCE_VER but $KERNEL_PKG $KERNEL_VER; the minimal kernel must be the same release (make pins pins both)"
+  SOURCE_DEB=$(fetch "$SOURCE_PKG" "$SOURCE_VER" "$SOURCE_SUM")
+  . "$TOP/image/kernel.bash"
+  VMLINUZ=$(minimal_kernel "$SOURCE_DEB" "$KERNEL_CONFIG" "$CACHE/kernels" "$WORK/ksrc")
+  KVER=$(cat "$VMLINUZ.release")
+  KERNEL_MANIFEST="built from $SOURCE_PKG $SOURCE_VER sha256:$SOURCE_SUM with linux.config sha256:$(sha256sum "$KERNEL_CONFIG" | cut -d' ' -f1) ($KVER, no modules)"
+fi
 
 # ---- 2. the gatekeeper, static, with no build paths inside ------------------------------------
 echo "image: building the gatekeeper (static)"
@@ -88,65 +129,23 @@ GATEKEEPER=${CARGO_TARGET_DIR:-$TOP/target}/x86_64-unknown-linux-gnu/release/gat
 
 # ---- 3. the initramfs -----------------------------------------------------------------------
 TREE=$WORK/initramfs
-mkdir -p "$TREE"/{dev,proc,sys,run,data,mnt,etc/vault,lib/modules/"$KVER"}
+mkdir -p "$TREE"/{dev,proc,sys,run,data,mnt,etc/vault}
 cp -a "$OVERLAY"/. "$TREE"/
 rm -f "$TREE/etc/vault/README"
 install -m 0755 "$GATEKEEPER" "$TREE/init"
 install -m 0644 "$ROOT" "$TREE/etc/vault/root.toml"
-# Modules: the plan the gatekeeper follows at boot (gatekeeper/src/modules.rs): every module in
-# the closure of image/modules.txt over modules.dep with its direct dependencies, what to load
-# when, and the kernel's device aliases of the modules loaded only for present hardware.
-python3 - "$WORK/kernel/lib/modules/$KVER" "$TOP/image/modules.txt" "$KVER" > "$WORK/modules.plan" <<'PY'
-import sys
-base, wanted_file, kver = sys.argv[1], sys.argv[2], sys.argv[3]
-def name_of(path):
-    return path.rsplit("/", 1)[1].removesuffix(".ko").replace("-", "_")
-deps = {}
-for line in open(f"{base}/modules.dep"):
-    path, _, rest = line.partition(":")
-    deps[name_of(path)] = (path, [name_of(d) for d in rest.split()])
-aliases = {}
-for line in open(f"{base}/modules.alias"):
-    if line.startswith("alias "):
-        _, pattern, owner = line.split()
-        # Device aliases only (bus:...), not crypto-, fs-, block-major- or devname: names.
-        if ":" in pattern and not pattern.startswith("devname:"):
-            # The gatekeeper's fnmatch has no escapes and no [:classes:]; no kernel alias uses them.
-            if "\\" in pattern or "[:" in pattern:
-                sys.exit(f"image: alias {pattern} of {owner} uses an escape or a character class")
-            aliases.setdefault(owner, []).append(pattern)
-level, loads = {}, []
-def visit(name):
-    if name not in level:
-        level[name] = 1 + max((visit(d) for d in deps[name][1]), default=-1)
-    return level[name]
-for number, raw in enumerate(open(wanted_file), 1):
-    words = raw.split("#")[0].split()
-    if not words:
-        continue
-    if len(words) != 3 or words[0] not in ("disk", "boot", "usb") or words[1] not in ("present", "always"):
-        sys.exit(f"image: modules.txt line {number}: expected `disk|boot|usb present|always NAME`: {raw.strip()}")
-    phase, when, name = words[0], words[1], words[2].replace("-", "_")
-    if name not in deps:
-        sys.exit(f"image: module {name} is not in kernel {kver}")
-    if when == "present" and not aliases.get(name):
-        sys.exit(f"image: module {name} has no device aliases, so `present` would never load it")
-    visit(name)
-    loads.append((phase, when, name))
-print(f"# Module plan for kernel {kver}, written by image/build.sh from image/modules.txt.")
-for name in sorted(level, key=lambda n: (level[n], n)):
-    print("module", name, f"/lib/modules/{kver}/{deps[name][0]}", *deps[name][1])
-for phase, when, name in loads:
-    print("load", phase, when, name)
-for name in sorted({n for _, w, n in loads if w == "present"}):
-    for pattern in aliases[name]:
-        print("alias", pattern, name)
-PY
-awk '$1 == "module" {print $3}' "$WORK/modules.plan" | while read -r module; do
-  # The kernel runs with module.sig_enforce=1: an unsigned module would never load.
-  [ "$(tail -c 28 "$WORK/kernel$module")" = "~Module signature appended~" ] || die "$module is not signed; the appliance kernel would refuse it"
-  install -D -m 0644 "$WORK/kernel$module" "$TREE$module"
-done
+if [ "$KERNEL" = debian ]; then
+  # Modules: what this machine needs of the kernel package's, and when (image/module-plan.py).
+  python3 "$TOP/image/module-plan.py" "$WORK/kernel/lib/modules/$KVER" "$TOP/image/modules.txt" "$KVER" > "$WORK/modules.plan"
+  awk '$1 == "module" {print $3}' "$WORK/modules.plan" | while read -r module; do
+    # The kernel runs with module.sig_enforce=1: an unsigned module would never load.
+    [ "$(tail -c 28 "$WORK/kernel$module")" = "~Module signature appended~" ] || die "$module is not signed; the appliance kernel would refuse it"
+    install -D -m 0644 "$WORK/kernel$module" "$TREE$module"
+  done
+else
+  # Every driver is built into the minimal kernel, which cannot load modules at all.
+  echo "# Module plan for kernel $KVER: every driver is built in (buildroot-overlay/board/vault/linux.config); nothing to load." > "$WORK/modules.plan"
+fi
 install -m 0644 "$WORK/modules.plan" "$TREE/etc/vault/modules.list"
 python3 "$TOP/image/mkcpio.py" "$TREE" "$OUT/initramfs.cpio.lz4" dev/console:c:5:1
 install -m 0644 "$VMLINUZ" "$OUT/vmlinuz"
@@ -167,7 +166,8 @@ qemu-img convert -q -f raw -O qcow2 "$IMG" "$OUT/vault.qcow2"
   echo "image: air-gap vault ($VARIANT)"
   echo "source_date_epoch: $SOURCE_DATE_EPOCH"
   echo "git: $(git -C "$TOP" rev-parse HEAD 2>/dev/null || echo unknown)"
-  echo "kernel: $KERNEL_PKG $KERNEL_VER sha256:$KERNEL_SUM ($KVER)"
+  echo "kernel-kind: $KERNEL"
+  echo "kernel: $KERNEL_MANIFEST"
   echo "efi-stub: systemd-boot-efi $STUB_VER sha256:$STUB_SUM"
   echo "gatekeeper: sha256:$(sha256sum "$GATEKEEPER" | cut -d' ' -f1)"
   echo "trust-root: sha256:$(sha256sum "$ROOT" | cut -d' ' -f1)"

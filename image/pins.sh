@@ -11,10 +11,14 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 {
   sed -n '/^#/p' "$LOCK"
-  for pkg in "$kernel" systemd-boot-efi; do
+  # The minimal kernel's source is pinned at the kernel package's version: the same release.
+  kernel_ver=$(apt-cache policy "$kernel" | awk '/Candidate:/ {print $2}')
+  source=linux-source-$(cut -d. -f1,2 <<<"$kernel_ver")
+  for pkg in "$kernel" systemd-boot-efi "$source"; do
     ver=$(apt-cache policy "$pkg" | awk '/Candidate:/ {print $2}')
-    (cd "$tmp" && apt-get download -q "$pkg=$ver" >/dev/null 2>&1)
-    sum=$(sha256sum "$tmp/${pkg}_${ver//:/%3a}_amd64.deb" | cut -d' ' -f1)
+    [ "$pkg" != "$source" ] || ver=$kernel_ver
+    (cd "$tmp" && apt-get download -q "$pkg=$ver" >/dev/null 2>&1) || { echo "pins: Debian does not serve $pkg $ver" >&2; exit 1; }
+    sum=$(sha256sum "$tmp/${pkg}_${ver//:/%3a}"_*.deb | cut -d' ' -f1)
     printf '%-30s %-21s %s\n' "$pkg" "$ver" "$sum"
   done
 } > "$tmp/lock"

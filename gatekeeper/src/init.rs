@@ -146,7 +146,7 @@ pub fn start_usb_coldplug(plan: ModulePlan, tried_at_boot: BTreeSet<String>) {
         let modules_disabled = match narrowed {
             Ok(_) => {
                 coldplug.load(&plan, &plan.wanted(Phase::Usb, &device_modaliases(Path::new(SYSFS_BUS))));
-                match std::fs::write(MODULES_DISABLED, "1") {
+                match switch_module_loading_off() {
                     Ok(()) => true,
                     Err(e) => {
                         coldplug.failures.push(("(switching module loading off)".into(), e.to_string()));
@@ -171,6 +171,18 @@ pub fn start_usb_coldplug(plan: ModulePlan, tried_at_boot: BTreeSet<String>) {
 
 /// Once `1`, the kernel loads no module until it reboots (a one-way switch).
 const MODULES_DISABLED: &str = "/proc/sys/kernel/modules_disabled";
+
+/// The kernel lists its loaded modules here only if it can load any (CONFIG_MODULES).
+const PROC_MODULES: &str = "/proc/modules";
+
+/// Makes the kernel refuse every module until it reboots. A kernel built without module
+/// support (the minimal kernel) refuses them already and has no switch to turn.
+fn switch_module_loading_off() -> std::io::Result<()> {
+    if !Path::new(PROC_MODULES).exists() {
+        return Ok(());
+    }
+    std::fs::write(MODULES_DISABLED, "1")
+}
 
 /// `modules_loaded` (and one `module_load_failed` per failure) for a phase.
 pub fn report_coldplug(events: &mut crate::events::EventLog, phase: &str, coldplug: &Coldplug) {

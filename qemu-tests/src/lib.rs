@@ -44,12 +44,35 @@ impl Artifacts {
         workspace.join("target/debug/vaultctl")
     }
 
+    /// Which kernel the image was built with (`kernel-kind:` in the MANIFEST).
+    pub fn kernel(&self) -> KernelKind {
+        match self.manifest_field("kernel-kind").as_str() {
+            "debian" => KernelKind::Debian,
+            "minimal" => KernelKind::Minimal,
+            other => panic!("MANIFEST: unknown kernel-kind `{other}`"),
+        }
+    }
+
+    fn manifest_field(&self, field: &str) -> String {
+        let manifest = std::fs::read_to_string(self.out.join("MANIFEST")).expect("MANIFEST (run `make test-image`)");
+        let prefix = format!("{field}: ");
+        manifest.lines().find_map(|l| l.strip_prefix(prefix.as_str())).unwrap_or_else(|| panic!("a `{field}:` line in the MANIFEST")).to_string()
+    }
+
     /// The kernel command line the image was built with (the UKI's, from the MANIFEST), so a
     /// direct boot runs the kernel exactly as the firmware boot does.
     pub fn cmdline(&self) -> String {
-        let manifest = std::fs::read_to_string(self.out.join("MANIFEST")).expect("MANIFEST (run `make test-image`)");
-        manifest.lines().find_map(|l| l.strip_prefix("cmdline: ")).expect("a cmdline line in the MANIFEST").to_string()
+        self.manifest_field("cmdline")
     }
+}
+
+/// The two kernels `make image` can build with (`KERNEL=`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelKind {
+    /// Debian's signed kernel package: the gatekeeper loads the modules the machine needs.
+    Debian,
+    /// The same release built from its source package with every driver built in: no modules.
+    Minimal,
 }
 
 /// How the VM boots.

@@ -5,7 +5,7 @@
 # The appliance runs one program, the gatekeeper, as /init. This script:
 #   - keeps only the overlay's os-release (Buildroot writes its own);
 #   - writes /etc/vault/modules.list, an empty module plan: every driver is built into this kernel
-#     (board/vault/linux.fragment, CONFIG_MODULES off), so it lists nothing;
+#     (board/vault/linux.config, CONFIG_MODULES off), so it lists nothing;
 #   - checks /init is statically linked (no ELF interpreter), then removes
 #     the shared objects the toolchain installed, which nothing can use;
 #   - refuses an image holding any other executable, or a /bin/sh: no shell,
@@ -34,7 +34,7 @@ fi
 rm -f "$TARGET_DIR/usr/lib/os-release"
 
 install -d -m 0755 "$TARGET_DIR/etc/vault"
-printf '%s\n' "# Every driver is built into the kernel (board/vault/linux.fragment): nothing to load." \
+printf '%s\n' "# Every driver is built into the kernel (board/vault/linux.config): nothing to load." \
   > "$TARGET_DIR/etc/vault/modules.list"
 
 find "$TARGET_DIR" \( -type f -o -type l \) \( -name '*.so' -o -name '*.so.*' \) -delete
