@@ -112,6 +112,7 @@ else
   read -r _ SOURCE_VER SOURCE_SUM < <(grep "^$SOURCE_PKG " "$LOCK")
   [ "$SOURCE_VER" = "$KERNEL_VER" ] || die "image/packages.lock pins $SOURCE_PKG $SOURCE_VER but $KERNEL_PKG $KERNEL_VER; the minimal kernel must be the same release (make pins pins both)"
   SOURCE_DEB=$(fetch "$SOURCE_PKG" "$SOURCE_VER" "$SOURCE_SUM")
+  # shellcheck source=kernel.bash
   . "$TOP/image/kernel.bash"
   VMLINUZ=$(minimal_kernel "$SOURCE_DEB" "$KERNEL_CONFIG" "$CACHE/kernels" "$WORK/ksrc")
   KVER=$(cat "$VMLINUZ.release")
