@@ -14,7 +14,7 @@ minimal_kernel() {
   local key dir
   key=$( { sha256sum "$deb" "$config" | cut -d' ' -f1; gcc --version | head -1; ld --version | head -1; sed -n '/^minimal_kernel()/,/^}/p' "${BASH_SOURCE[0]}"; } | sha256sum | cut -c1-16)
   dir=$cache/$key
-  if [ -f "$dir/bzImage" ] && [ -z "${KERNEL_REBUILD:-}" ]; then
+  if [ -f "$dir/bzImage.release" ] && [ -z "${KERNEL_REBUILD:-}" ]; then
     echo "image: minimal kernel from the cache ($dir)" >&2
     echo "$dir/bzImage"
     return
@@ -48,11 +48,13 @@ minimal_kernel() {
   ((${#missing[@]} == 0)) || die "kernel configuration: $(basename "$config") asks for ${missing[*]}, which this kernel release does not take"
   KBUILD_BUILD_TIMESTAMP=$stamp KBUILD_BUILD_USER=vault KBUILD_BUILD_HOST=airgap-vault KBUILD_BUILD_VERSION=1 \
     make -s -C "$src" -j"$(nproc)" bzImage >&2 || die "the minimal kernel did not build"
-  rm -rf "$dir"
-  mkdir -p "$dir"
-  install -m 0644 "$src/arch/x86/boot/bzImage" "$dir/bzImage"
-  install -m 0644 "$src/.config" "$dir/config"
-  make -s -C "$src" kernelrelease > "$dir/bzImage.release"
+  # Into the cache whole or not at all: an interrupted copy must not pass for a build.
+  rm -rf "$dir" "$dir.new"
+  mkdir -p "$dir.new"
+  install -m 0644 "$src/arch/x86/boot/bzImage" "$dir.new/bzImage"
+  install -m 0644 "$src/.config" "$dir.new/config"
+  make -s -C "$src" kernelrelease > "$dir.new/bzImage.release"
+  mv "$dir.new" "$dir"
   rm -rf "$work"
   echo "$dir/bzImage"
 }
