@@ -77,11 +77,12 @@ fuzz: tools
 
 # The whole product, narrated: demo keys and trust root, the image built with it, booted in
 # QEMU, a policy stick, a push in the window, the receipt, the link going down, an offline
-# restore from the vault's disk. Needs root (network namespace, tap).
+# restore from the vault's disk. Needs root (network namespace, tap). KERNEL=minimal for the
+# image with the minimal kernel.
 demo: tools
 	$(CARGO) build --release --locked -p vaultctl -p qemu-tests
 	scripts/test-keys.sh out/demo/keys
-	ROOT=out/demo/keys/root.toml OUT=$(CURDIR)/out/demo/image image/build.sh
+	KERNEL="$(KERNEL)" ROOT=out/demo/keys/root.toml OUT=$(CURDIR)/out/demo/image image/build.sh
 	VAULT_IMAGE_DIR=$(CURDIR)/out/demo/image VAULT_TEST_KEYS=$(CURDIR)/out/demo/keys target/release/demo
 
 # Push vs rsync (daemon mode over TCP) and sha256sum on a generated 2 GiB dataset, between
