@@ -30,8 +30,11 @@ minimal_kernel() {
   local stamp
   stamp=$(zcat "$work/usr/share/doc/$pkg/changelog.Debian.gz" | sed -n 's/^ -- .*>  //p' | head -1)
   [ -n "$stamp" ] || die "$(basename "$deb"): no upload date in its changelog"
+  # The kernel's own make, clear of any make this build runs under (`make test`): its flags
+  # would make it print directories into what is read back, and bring its job server.
+  kmake() { env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory -s -C "$src" "$@"; }
   cp "$config" "$src/.config"
-  make -s -C "$src" olddefconfig >&2
+  kmake olddefconfig >&2
   # Every symbol the configuration names must have taken its value: a newer kernel release
   # that renamed or hid one would otherwise build something else, silently.
   local line symbol missing=()
@@ -47,13 +50,16 @@ minimal_kernel() {
   done < "$config"
   ((${#missing[@]} == 0)) || die "kernel configuration: $(basename "$config") asks for ${missing[*]}, which this kernel release does not take"
   KBUILD_BUILD_TIMESTAMP=$stamp KBUILD_BUILD_USER=vault KBUILD_BUILD_HOST=airgap-vault KBUILD_BUILD_VERSION=1 \
-    make -s -C "$src" -j"$(nproc)" bzImage >&2 || die "the minimal kernel did not build"
+    kmake -j"$(nproc)" bzImage >&2 || die "the minimal kernel did not build"
+  local release
+  release=$(kmake kernelrelease)
+  [[ $release =~ ^[0-9]+\.[0-9]+\.[0-9]+-vault$ ]] || die "the minimal kernel's release is \`$release\`, not VERSION-vault"
   # Into the cache whole or not at all: an interrupted copy must not pass for a build.
   rm -rf "$dir" "$dir.new"
   mkdir -p "$dir.new"
   install -m 0644 "$src/arch/x86/boot/bzImage" "$dir.new/bzImage"
   install -m 0644 "$src/.config" "$dir.new/config"
-  make -s -C "$src" kernelrelease > "$dir.new/bzImage.release"
+  echo "$release" > "$dir.new/bzImage.release"
   mv "$dir.new" "$dir"
   rm -rf "$work"
   echo "$dir/bzImage"
