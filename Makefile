@@ -39,11 +39,10 @@ test-image-minimal: test-keys
 
 # What the kernel changes: booting (every disk bus, through firmware), the image's contents,
 # USB sticks, and a push through its network stack.
+MINIMAL_SUITE = VAULT_IMAGE_DIR=$(CURDIR)/out/minimal VAULT_TEST_KEYS=$(CURDIR)/out/test-keys $(CARGO) test -p qemu-tests --locked
 test-minimal: test-image-minimal
-	VAULT_IMAGE_DIR=$(CURDIR)/out/minimal VAULT_TEST_KEYS=$(CURDIR)/out/test-keys \
-	  $(CARGO) test -p qemu-tests --locked --test boot --test image_contents --test usb_policy -- --test-threads=1 --nocapture
-	VAULT_IMAGE_DIR=$(CURDIR)/out/minimal VAULT_TEST_KEYS=$(CURDIR)/out/test-keys \
-	  $(CARGO) test -p qemu-tests --locked --test scenarios -- --test-threads=1 --nocapture push_receipt_early_close_restore_and_an_incremental_push
+	$(MINIMAL_SUITE) --test boot --test image_contents --test usb_policy -- --test-threads=1 --nocapture
+	$(MINIMAL_SUITE) --test scenarios -- --test-threads=1 --nocapture push_receipt_early_close_restore_and_an_incremental_push
 
 # The image the QEMU suite boots: a trust root from test keys (out/test-keys, made once).
 test-image: test-keys
