@@ -12,7 +12,7 @@
 #            machine needs at boot (image/modules.txt), module signatures enforced
 #   minimal  the same Debian kernel release built here from Debian's linux-source package with
 #            buildroot-overlay/board/vault/linux.config: every driver built in, no module
-#            support at all, much less kernel; boots in about two thirds of the time
+#            support at all, much less kernel; reaches Sealed in half to two thirds of the time
 #
 # usage: ROOT=path/to/root.toml [KERNEL=debian|minimal] [VARIANT=production] [OUT=out] image/build.sh
 set -euo pipefail
