@@ -3,11 +3,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vault_core::manifest::Manifest;
+use vault_core::push::manifest::Manifest;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(manifest) = Manifest::decode(data) {
         manifest.validate().expect("decode validates");
-        assert_eq!(manifest.encode(), data);
+        assert_eq!(manifest.encode().unwrap(), data);
     }
 });

@@ -38,6 +38,12 @@ pub trait VaultClock {
 /// The host clock.
 pub struct SystemClock;
 
+impl vault_core::units::TimeProvider for SystemClock {
+    fn now(&self) -> Timestamp {
+        vault_io::clock_now()
+    }
+}
+
 impl VaultClock for SystemClock {
     fn now(&self) -> Timestamp {
         vault_io::clock_now()
@@ -110,6 +116,8 @@ pub struct Driver<L, C> {
     pub apply_bundle: Option<BundleApplier>,
     /// Tests bind the listener here instead of the policy address.
     pub bind_override: Option<SocketAddr>,
+    /// The store, whose filesystem's used and free bytes the status line shows.
+    pub store_dir: Option<std::path::PathBuf>,
     stop: Option<watch::Sender<Stop>>,
     last_commit: Option<(String, Timestamp)>,
     status_due: Instant,
@@ -134,6 +142,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             persist_floor,
             apply_bundle: None,
             bind_override: None,
+            store_dir: None,
             stop: None,
             last_commit: None,
             status_due: Instant::now(),
@@ -226,6 +235,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
 
     /// The console's view of the vault: state, policy version, window, last commit.
     fn emit_status(&mut self) {
+        let space = self.store_dir.as_deref().and_then(|dir| vault_store::fs_space(dir).ok());
         let policy = self.gate.policy();
         let window = policy.map(|p| schedule::state_at(p, self.gate.now()));
         let (open_until, next_open) = match window {
@@ -240,6 +250,8 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             next_open,
             last_commit: self.last_commit.as_ref().map(|(pusher, at)| format!("{pusher} at {at}")),
             alarms_latched: self.gate.clock_fault(),
+            store_used_bytes: space.map(|s| s.used_bytes),
+            store_free_bytes: space.map(|s| s.free_bytes),
         };
         self.emit(event);
         self.status_due = Instant::now() + STATUS_EVERY;
@@ -345,7 +357,8 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         let bound = listener.local_addr()?;
         let (stop_tx, stop_rx) = watch::channel(Stop::Running);
         let policy = Arc::new(self.gate.policy().cloned().expect("listening implies a policy"));
-        let ctx = SessionContext { listener, policy, stop: stop_rx, reports: self.session_reports.clone() };
+        let clock = Arc::new(vault_core::units::FlooredClock { clock: SystemClock, floor: self.gate.time_floor() });
+        let ctx = SessionContext { listener, policy, stop: stop_rx, reports: self.session_reports.clone(), clock };
         tokio::spawn((self.server)(ctx));
         self.stop = Some(stop_tx);
         Ok(bound)

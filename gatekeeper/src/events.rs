@@ -42,8 +42,10 @@ pub enum Event {
     Committed { pusher: String },
     /// The vault's public key (pushers pin it), printed at every start.
     VaultIdentity { key: String },
-    /// The store after start-up recovery.
-    StoreOpened { snapshots: usize, chunks: usize, staging_removed: usize, orphan_packs_removed: usize },
+    /// The store after start-up recovery. `immutable_fixed`: sealed paths that had lost their
+    /// immutable flag (a power cut inside a seal) and got it back, at most
+    /// [`MAX_LISTED_PATHS`] of them, then how many more.
+    StoreOpened { snapshots: usize, chunks: usize, staging_removed: usize, orphan_packs_removed: usize, immutable_fixed: Vec<String> },
     SessionAccepted { peer: String, pusher: String },
     /// A connection or session refused, with the rule and values.
     SessionRefused { peer: String, pusher: Option<String>, reason: String },
@@ -51,6 +53,8 @@ pub enum Event {
     SnapshotSealed { snapshot: String, pusher: String, dataset: String, files: u64, logical_bytes: u64, bytes_new: u64, retain_until: String, seal_ms: u64 },
     /// The filesystem would not mark a sealed file immutable; it was made read-only instead.
     ImmutableFallback { path: String, reason: String },
+    /// A seal passed a step (the power-cut tests cut at each; see [`vault_store::SealStep`]).
+    SealStep { snapshot: String, step: vault_store::SealStep },
     Alarm { rule: String, detail: String },
     TimeFloorPersisted { floor: String },
     Stopped { reason: String },
@@ -65,6 +69,10 @@ pub enum Event {
         next_open: Option<String>,
         last_commit: Option<String>,
         alarms_latched: bool,
+        /// The store's filesystem (statvfs): bytes in use, and free for an unprivileged
+        /// writer; `None` when it cannot be read. Pushes stop at the reserve above zero.
+        store_used_bytes: Option<u64>,
+        store_free_bytes: Option<u64>,
     },
     UsbInserted { device: String },
     UsbRemoved { device: String },
@@ -72,6 +80,26 @@ pub enum Event {
     CapabilitiesDropped { kept: Vec<String> },
     /// The root filesystem (the initramfs) was made read-only.
     RootReadOnly,
+}
+
+/// How many paths an event lists before it only counts the rest (one console line each).
+pub const MAX_LISTED_PATHS: usize = 32;
+
+/// `paths` for an event: the first [`MAX_LISTED_PATHS`], then `... and N more`.
+pub fn listed_paths<I: IntoIterator<Item = String>>(paths: I) -> Vec<String> {
+    let mut listed = Vec::new();
+    let mut more = 0usize;
+    for path in paths {
+        if listed.len() < MAX_LISTED_PATHS {
+            listed.push(path);
+        } else {
+            more += 1;
+        }
+    }
+    if more > 0 {
+        listed.push(format!("... and {more} more"));
+    }
+    listed
 }
 
 #[derive(Serialize)]

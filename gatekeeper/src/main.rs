@@ -179,7 +179,7 @@ fn push_server_factory(state: PathBuf, store_dir: PathBuf, limits: Limits) -> ga
                 orphan_packs_removed: recovery.orphan_packs_removed,
             },
         );
-        let service = PushService { store: Arc::new(store), identity: Arc::new(identity), limits };
+        let service = PushService::new(Arc::new(store), Arc::new(identity), limits);
         Ok(gatekeeper::push_server::server(Arc::new(service)))
     })
 }

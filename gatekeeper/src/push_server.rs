@@ -3,7 +3,7 @@
 //! Per connection: a connection slot (or refusal), a TLS 1.3 handshake within a deadline
 //! (only keys the policy lists get through), then frames, each read within the idle
 //! deadline and size-checked before its body is read, fed to the pure
-//! [`vault_core::ingest::IngestSession`]. Verified chunks go to a staging pack; a commit
+//! [`vault_core::push::ingest::IngestSession`]. Verified chunks go to a staging pack; a commit
 //! seals the snapshot in the store, signs the receipt, sends it, and only then reports the
 //! commit to the gate. Any refusal is sent with its reason, logged, and closes the session;
 //! what it staged is removed.
@@ -18,13 +18,14 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
-use vault_core::chunk::ChunkId;
-use vault_core::ingest::{IngestEnv, IngestSession, SealRequest, Step};
+use vault_core::push::chunk::ChunkId;
 use vault_core::policy::Policy;
-use vault_core::protocol::{frame_len, ClientFrame, VaultFrame, LENGTH_PREFIX};
-use vault_core::receipt::{Receipt, SignedReceipt};
-use vault_core::units::Timestamp;
-use vault_store::{SealInput, Sealed, StagingPack, Store};
+use vault_core::push::ingest::{IngestEnv, IngestSession, SealRequest, Step};
+use vault_core::push::limits::WindowAccount;
+use vault_core::push::protocol::{ClientFrame, Filled, FrameReader, VaultFrame};
+use vault_core::push::receipt::{snapshot_id, Receipt, SignedReceipt};
+use vault_core::units::TimeProvider;
+use vault_store::{SealInput, Sealed, StagedTable, StagingPack, Store};
 
 use crate::events::Event;
 use crate::identity::VaultIdentity;
@@ -51,6 +52,14 @@ pub struct PushService {
     pub store: Arc<Store>,
     pub identity: Arc<VaultIdentity>,
     pub limits: Limits,
+    /// One commit is checked and sealed at a time (see [`PushService::ingest`]).
+    pub commits: Semaphore,
+}
+
+impl PushService {
+    pub fn new(store: Arc<Store>, identity: Arc<VaultIdentity>, limits: Limits) -> PushService {
+        PushService { store, identity, limits, commits: Semaphore::new(1) }
+    }
 }
 
 /// The production server for [`crate::sessions_api`].
@@ -58,8 +67,8 @@ pub fn server(service: Arc<PushService>) -> SessionServer {
     Arc::new(move |ctx| Box::pin(service.clone().serve_window(ctx)))
 }
 
-/// Bytes each pusher sent in this window (shared by that pusher's concurrent sessions).
-type WindowQuotas = Arc<Mutex<HashMap<String, u64>>>;
+/// What each pusher spent in this window (shared by that pusher's concurrent sessions).
+type WindowAccounts = Arc<Mutex<HashMap<String, WindowAccount>>>;
 
 impl PushService {
     async fn serve_window(self: Arc<Self>, mut ctx: SessionContext) {
@@ -78,7 +87,7 @@ impl PushService {
                 return;
             }
         };
-        let quotas: WindowQuotas = Arc::default();
+        let quotas: WindowAccounts = Arc::default();
         let slots = Arc::new(Semaphore::new(self.limits.max_connections));
         let mut sessions: JoinSet<()> = JoinSet::new();
         let mut peers: HashMap<tokio::task::Id, SocketAddr> = HashMap::new();
@@ -109,9 +118,9 @@ impl PushService {
                     };
                     let _ = ctx.reports.send(SessionReport::Started { peer }).await;
                     let service = self.clone();
-                    let (tls, policy, quotas, reports) = (tls.clone(), ctx.policy.clone(), quotas.clone(), ctx.reports.clone());
+                    let (tls, policy, quotas, reports, clock) = (tls.clone(), ctx.policy.clone(), quotas.clone(), ctx.reports.clone(), ctx.clock.clone());
                     let handle = sessions.spawn(async move {
-                        service.run_session(stream, peer, tls, policy, quotas, reports).await;
+                        service.run_session(stream, peer, tls, Window { policy, accounts: quotas, clock }, reports).await;
                         drop(slot);
                     });
                     peers.insert(handle.id(), peer);
@@ -129,7 +138,7 @@ impl PushService {
         }
     }
 
-    async fn run_session(&self, stream: TcpStream, peer: SocketAddr, tls: TlsAcceptor, policy: Arc<Policy>, quotas: WindowQuotas, reports: mpsc::Sender<SessionReport>) {
+    async fn run_session(&self, stream: TcpStream, peer: SocketAddr, tls: TlsAcceptor, window: Window, reports: mpsc::Sender<SessionReport>) {
         let refuse = |pusher: Option<String>, reason: String| {
             let reports = reports.clone();
             async move {
@@ -142,12 +151,12 @@ impl PushService {
             Ok(Err(e)) => return refuse(None, format!("TLS handshake failed: {}", vault_tls::explain(&e))).await,
             Err(_) => return refuse(None, format!("TLS handshake not finished within {:?}", self.limits.handshake)).await,
         };
-        let pusher = vault_tls::peer_key(stream.get_ref().1.peer_certificates()).and_then(|key| policy.pusher_by_key(&key));
+        let pusher = vault_tls::peer_key(stream.get_ref().1.peer_certificates()).and_then(|key| window.policy.pusher_by_key(&key));
         let Some(pusher) = pusher else {
             return refuse(None, "authenticated key is not a pusher of this policy".into()).await;
         };
         let _ = reports.send(SessionReport::Note(Event::SessionAccepted { peer: peer.to_string(), pusher: pusher.name.clone() })).await;
-        match self.ingest(&mut stream, &policy, pusher, &quotas).await {
+        match self.ingest(&mut stream, &window, pusher).await {
             Ok((receipt, sealed, seal_ms)) => {
                 let _ = stream.shutdown().await;
                 for (path, reason) in sealed.fallbacks {
@@ -169,7 +178,7 @@ impl PushService {
             }
             Err(Refusal { reason, tell_peer }) => {
                 if tell_peer {
-                    let frame = VaultFrame::Refused { reason: reason.clone() }.encode();
+                    let frame = VaultFrame::Refused { reason: reason.clone() }.encode().unwrap_or_default();
                     let _ = tokio::time::timeout(Duration::from_secs(2), async {
                         let _ = stream.write_all(&frame).await;
                         let _ = stream.shutdown().await;
@@ -183,59 +192,71 @@ impl PushService {
 
     /// One push, from `begin` to the receipt. Every `Err` is a refusal; the staging pack
     /// is dropped with it, so nothing of the session remains.
-    async fn ingest<S: AsyncRead + AsyncWrite + Unpin>(
-        &self,
-        stream: &mut S,
-        policy: &Policy,
-        pusher: &vault_core::policy::Pusher,
-        quotas: &WindowQuotas,
-    ) -> Result<(Receipt, Sealed, u64), Refusal> {
-        let mut session = IngestSession::new(&pusher.name);
-        let mut env = Env { store: &self.store, quotas, pusher: &pusher.name, quota: pusher.quota.bytes() };
-        let mut pack: Option<StagingPack> = None;
-        let mut buf = Vec::new();
+    async fn ingest<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: &mut S, window: &Window, pusher: &vault_core::policy::Pusher) -> Result<(Receipt, Sealed, u64), Refusal> {
+        let mut env = Env { store: &self.store, accounts: &window.accounts, pusher: &pusher.name };
+        let mut session = IngestSession::start(&pusher.name, pusher.quota.bytes(), &mut env).map_err(Refusal::from)?;
+        let mut staging: Option<StagingPack> = None;
+        let mut frames = FrameReader::default();
         loop {
-            let frame = read_frame(stream, &mut buf, self.limits.idle).await?;
-            let step = session.on_frame(frame, &mut env).map_err(Refusal::from)?;
+            let (frame, wire_bytes) = read_frame(stream, &mut frames, self.limits.idle).await?;
+            let step = session.on_frame(frame, wire_bytes, &mut env).map_err(Refusal::from)?;
             match step {
-                Step::Reply(reply) => write_frame(stream, &reply.encode()).await?,
-                Step::Store { id, data } => {
-                    if pack.is_none() {
-                        pack = Some(self.store.begin().map_err(Refusal::from)?);
-                    }
-                    pack.as_mut().expect("just made").append(id, &data).map_err(Refusal::from)?;
-                }
+                Step::Reply(reply) => write_frame(stream, &reply.encode().map_err(Refusal::from)?).await?,
+                Step::Store { id, data } => self.staging(&mut staging)?.append(id, &data).map_err(Refusal::from)?,
+                Step::StoreManifest { bytes } => self.staging(&mut staging)?.append_manifest(&bytes).map_err(Refusal::from)?,
                 Step::Nothing => {}
-                Step::Seal(request) => {
-                    let pack = match pack.take() {
+                Step::CheckManifest => {
+                    let mut pack = match staging.take() {
                         Some(pack) => pack,
                         None => self.store.begin().map_err(Refusal::from)?,
                     };
+                    // One commit at a time: reading back a session's manifest and chunk table
+                    // is the only place a session's memory grows with what it sent.
+                    let _commit = self.commits.acquire().await.map_err(|e| Refusal::internal(format!("commit slot: {e}")))?;
+                    let (manifest, table) = pack.read_back().map_err(Refusal::from)?;
+                    let request = session.check_manifest(&manifest, &table, &mut env).map_err(Refusal::from)?;
                     let seal_started = std::time::Instant::now();
-                    let (receipt, signed, sealed) = self.seal(policy, pusher, pack, request).await?;
+                    let (receipt, signed, sealed) = self.seal(window, pusher, pack, table, manifest, request).await?;
                     session.sealed();
-                    write_frame(stream, &VaultFrame::Receipt { body: signed.body, signature: signed.signature }.encode()).await?;
-                    return Ok((receipt, sealed, seal_started.elapsed().as_millis() as u64));
+                    let frame = VaultFrame::Receipt { body: signed.body, signature: signed.signature }.encode().map_err(Refusal::from)?;
+                    write_frame(stream, &frame).await?;
+                    return Ok((receipt, sealed, u64::try_from(seal_started.elapsed().as_millis()).unwrap_or(u64::MAX)));
                 }
             }
         }
     }
 
-    async fn seal(&self, policy: &Policy, pusher: &vault_core::policy::Pusher, pack: StagingPack, request: SealRequest) -> Result<(Receipt, SignedReceipt, Sealed), Refusal> {
-        // Retention counts from the vault's clock at sealing, never from the pusher's.
-        let received_at = vault_io::clock_now();
-        let snapshot_id = format!("{}-{}-{}", compact(received_at), request.dataset, &random_suffix());
+    /// The session's staging files, made at its first chunk or manifest part.
+    fn staging<'a>(&self, staging: &'a mut Option<StagingPack>) -> Result<&'a mut StagingPack, Refusal> {
+        if staging.is_none() {
+            *staging = Some(self.store.begin().map_err(Refusal::from)?);
+        }
+        Ok(staging.as_mut().expect("just made"))
+    }
+
+    async fn seal(
+        &self,
+        window: &Window,
+        pusher: &vault_core::policy::Pusher,
+        pack: StagingPack,
+        table: StagedTable,
+        manifest: Vec<u8>,
+        request: SealRequest,
+    ) -> Result<(Receipt, SignedReceipt, Sealed), Refusal> {
+        // Retention counts from the vault's time at sealing, never from the pusher's.
+        let received_at = window.clock.now();
+        let snapshot_id = snapshot_id(received_at, &request.dataset, random_suffix()).map_err(Refusal::from)?;
         let receipt = Receipt {
-            vault_id: policy.vault_id.clone(),
+            vault_id: window.policy.vault_id.clone(),
             vault_key: self.identity.public,
-            policy_version: policy.version,
+            policy_version: window.policy.version,
             snapshot_id: snapshot_id.clone(),
             dataset: request.dataset.clone(),
             pusher: pusher.name.clone(),
             manifest_sha256: request.manifest_sha256.clone(),
-            files: request.manifest.file_count(),
-            logical_bytes: request.manifest.total_size(),
-            chunks_total: request.manifest.chunk_refs().count() as u64,
+            files: request.summary.files,
+            logical_bytes: request.summary.total_size,
+            chunks_total: request.summary.chunk_refs,
             chunks_new: request.chunks_new,
             bytes_new: request.bytes_new,
             received_at,
@@ -245,26 +266,30 @@ impl PushService {
         let (body, signature) = receipt.sign(&self.identity.key);
         let signed = SignedReceipt { body, signature };
         let store = self.store.clone();
-        let (manifest, signed_for_store) = (request.manifest_bytes, signed.clone());
+        let (signed_for_store, referenced) = (signed.clone(), request.referenced);
         // fsyncs and renames: off the async threads.
-        let sealed = tokio::task::spawn_blocking(move || store.seal(pack, SealInput { snapshot_id: &snapshot_id, manifest: &manifest, receipt: &signed_for_store }))
-            .await
-            .map_err(|e| Refusal::internal(format!("sealing task failed: {e}")))?
-            .map_err(Refusal::from)?;
+        let sealed = tokio::task::spawn_blocking(move || {
+            store.seal(pack, table, &referenced, SealInput { snapshot_id: &snapshot_id, manifest: &manifest, receipt: &signed_for_store })
+        })
+        .await
+        .map_err(|e| Refusal::internal(format!("sealing task failed: {e}")))?
+        .map_err(Refusal::from)?;
         Ok((receipt, signed, sealed))
     }
 }
 
-/// `2026-11-25T10:15:00Z` -> `20261125T101500Z`: sortable, safe in a file name.
-fn compact(t: Timestamp) -> String {
-    t.to_string().chars().filter(|c| *c != '-' && *c != ':').collect()
+/// What every session of one window shares.
+struct Window {
+    policy: Arc<Policy>,
+    accounts: WindowAccounts,
+    clock: Arc<dyn TimeProvider>,
 }
 
-fn random_suffix() -> String {
+fn random_suffix() -> [u8; 4] {
     use ring::rand::SecureRandom as _;
     let mut bytes = [0u8; 4];
     ring::rand::SystemRandom::new().fill(&mut bytes).expect("the OS gives randomness");
-    vault_core::keys::hex(&bytes)
+    bytes
 }
 
 /// Why a session ended early, and whether the peer should be told.
@@ -297,48 +322,42 @@ impl From<vault_store::StoreError> for Refusal {
 
 struct Env<'a> {
     store: &'a Store,
-    quotas: &'a WindowQuotas,
+    accounts: &'a WindowAccounts,
     pusher: &'a str,
-    quota: u64,
 }
 
 impl IngestEnv for Env<'_> {
-    fn has_chunk(&self, id: &ChunkId) -> bool {
-        self.store.has_chunk(id)
+    fn sealed_len(&self, id: &ChunkId) -> Option<u32> {
+        self.store.chunk_len(id)
     }
 
-    fn take_quota(&mut self, bytes: u64) -> Result<u64, (u64, u64)> {
-        let mut used = self.quotas.lock().expect("quota lock");
-        let used = used.entry(self.pusher.to_string()).or_insert(0);
-        let would_be = used.saturating_add(bytes);
-        if would_be > self.quota {
-            return Err((self.quota, would_be));
-        }
-        *used = would_be;
-        Ok(self.quota - would_be)
+    fn account<R>(&mut self, charge: impl FnOnce(&mut WindowAccount) -> R) -> R {
+        let mut accounts = self.accounts.lock().expect("window accounts lock");
+        charge(accounts.entry(self.pusher.to_string()).or_default())
     }
 }
 
-/// Reads one frame: the length first (refused if over the cap, before the body is read),
-/// then the body; each within the idle deadline.
-async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>, idle: Duration) -> Result<ClientFrame, Refusal> {
-    let mut prefix = [0u8; LENGTH_PREFIX];
-    match tokio::time::timeout(idle, stream.read_exact(&mut prefix)).await {
-        Err(_) => return Err(Refusal::internal(format!("idle: no frame within {idle:?}"))),
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            return Err(Refusal::gone("connection closed before commit".into()))
+/// Reads one frame through the protocol's frame reader: the length prefix is checked before
+/// room is made for the body, and each part (prefix, body) must arrive within the idle
+/// deadline, so a slow trickle ends there. Returns the frame and its size on the wire.
+async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S, frames: &mut FrameReader, idle: Duration) -> Result<(ClientFrame, usize), Refusal> {
+    let mut deadline = tokio::time::Instant::now() + idle;
+    loop {
+        let at_boundary = frames.at_frame_boundary();
+        let n = match tokio::time::timeout_at(deadline, stream.read(frames.unfilled())).await {
+            Err(_) if at_boundary => return Err(Refusal::internal(format!("idle: no frame within {idle:?}"))),
+            Err(_) => return Err(Refusal::internal(format!("idle: frame not received within {idle:?}"))),
+            Ok(Ok(0)) if at_boundary => return Err(Refusal::gone("connection closed before commit".into())),
+            Ok(Ok(0)) => return Err(Refusal::gone("connection lost mid-frame".into())),
+            Ok(Err(e)) => return Err(Refusal::gone(format!("read failed: {e}"))),
+            Ok(Ok(n)) => n,
+        };
+        match frames.filled(n).map_err(Refusal::from)? {
+            Filled::More => {}
+            Filled::BodyNext { .. } => deadline = tokio::time::Instant::now() + idle,
+            Filled::Frame { body, wire_bytes } => return Ok((ClientFrame::decode(body).map_err(Refusal::from)?, wire_bytes)),
         }
-        Ok(Err(e)) => return Err(Refusal::gone(format!("read failed: {e}"))),
-        Ok(Ok(_)) => {}
     }
-    let len = frame_len(prefix).map_err(Refusal::from)?;
-    buf.resize(len, 0);
-    match tokio::time::timeout(idle, stream.read_exact(buf)).await {
-        Err(_) => return Err(Refusal::internal(format!("idle: frame body of {len} bytes not received within {idle:?}"))),
-        Ok(Err(e)) => return Err(Refusal::gone(format!("connection lost mid-frame: {e}"))),
-        Ok(Ok(_)) => {}
-    }
-    ClientFrame::decode(buf).map_err(Refusal::from)
 }
 
 async fn write_frame<S: AsyncWrite + Unpin>(stream: &mut S, frame: &[u8]) -> Result<(), Refusal> {

@@ -184,6 +184,8 @@ pub struct RunOptions<S> {
     pub events: EventLog,
     /// Watch for policy sticks and mount them here (the appliance); `None` on a host.
     pub usb_mount: Option<PathBuf>,
+    /// The store, for the status line's used and free bytes.
+    pub store_dir: Option<PathBuf>,
 }
 
 /// The production shutdown: SIGTERM or SIGINT.
@@ -194,7 +196,7 @@ pub async fn on_signal() -> String {
 /// The daemon. Returns on shutdown or a start-up failure (the link is down either way), with
 /// the event log.
 pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, state_dir: &Path, options: RunOptions<S>) -> Result<EventLog> {
-    let RunOptions { carrier_within, server, shutdown, mut events, usb_mount } = options;
+    let RunOptions { carrier_within, server, shutdown, mut events, usb_mount, store_dir } = options;
     let rt = RtLink::connect()?;
     // 1. Before anything else: every NIC but loopback down, addresses flushed, quiet.
     let all = rt.all_links().await?;
@@ -258,6 +260,7 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
     let mut driver = Driver::new(Gate::new(state.time_floor), link, SystemClock, server, reports_tx, floor_writer(state_dir.to_path_buf()));
     driver.events = events;
     driver.apply_bundle = Some(bundle_applier(root_path.to_path_buf(), state_dir.to_path_buf()));
+    driver.store_dir = store_dir;
     if let Some(policy) = policy {
         driver.apply_policy(policy).await;
     } else {

@@ -56,6 +56,9 @@ pub struct SessionContext {
     pub policy: Arc<Policy>,
     pub stop: watch::Receiver<Stop>,
     pub reports: mpsc::Sender<SessionReport>,
+    /// The vault's time for this window (receipts' `received_at`, the retention base): the
+    /// clock, never before the time floor the gate held when the window opened.
+    pub clock: Arc<dyn vault_core::units::TimeProvider>,
 }
 
 /// A session server: called once per window, runs until its sessions are done. The

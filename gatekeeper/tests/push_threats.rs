@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use support::raw_client::{manifest_of, RawClient, Recorder};
 use support::*;
-use vault_core::chunk::ChunkId;
-use vault_core::protocol::{ClientFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use vault_core::push::chunk::ChunkId;
+use vault_core::push::protocol::{ClientFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 
 /// A vault inside an open window, and a scratch directory on the pusher's side.
 /// Fields drop in order: the daemon before the store's mount, the mount before the vault.

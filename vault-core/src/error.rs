@@ -72,6 +72,10 @@ pub enum Error {
     ChunkHashMismatch { claimed: String, actual: String },
     #[error("quota exceeded: pusher `{pusher}` may send {quota} bytes per window, this chunk would make {would_be}")]
     QuotaExceeded { pusher: String, quota: u64, would_be: u64 },
+    #[error("short chunk: chunk {index} of `{path}` is {len} bytes; every chunk but a file's last must be at least {min} bytes (cut with FastCDC's minimum, as vaultctl push does)")]
+    ShortChunk { path: String, index: usize, len: u32, min: usize },
+    #[error("limit `{limit}`: {detail}")]
+    Limit { limit: &'static str, detail: String },
     #[error("manifest names chunk {id} ({path}), which the vault neither has nor received")]
     MissingChunk { id: String, path: String },
     #[error("manifest hash mismatch: commit says {claimed}, received manifest hashes to {actual}")]

@@ -16,23 +16,20 @@
 //!   unicast ARP probes for the peers it replies to).
 //! - [`gate`]: the gatekeeper state machine (Sealed, Opening, Open, Closing), sans I/O.
 //! - [`state`]: what the vault remembers between bundles (version floor, time floor, root).
-//! - [`chunk`], [`manifest`], [`protocol`]: the push protocol's data and frames.
-//! - [`ingest`]: the vault's side of a push session, as a sans-IO state machine.
-//! - [`receipt`]: what the vault signs when it seals a snapshot.
+//! - [`push`]: a push, in the order its data flows: [`push::chunk`] and [`push::manifest`]
+//!   (what is sent), [`push::protocol`] (the frames, checked then parsed), [`push::limits`]
+//!   (every bound a session and a window are held to), [`push::ingest`] (the vault's side of a
+//!   session, sans-IO), [`push::receipt`] (what the vault signs when it seals).
 #![forbid(unsafe_code)]
 
 pub mod bundle;
 pub mod canonical;
-pub mod chunk;
 pub mod egress;
 pub mod error;
 pub mod gate;
-pub mod ingest;
 pub mod keys;
-pub mod manifest;
 pub mod policy;
-pub mod protocol;
-pub mod receipt;
+pub mod push;
 pub mod root;
 pub mod schedule;
 pub mod state;

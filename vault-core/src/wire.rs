@@ -55,8 +55,14 @@ impl<'a> Reader<'a> {
 
     /// A u16 length, then that many bytes.
     pub fn short_bytes(&mut self, field: &str) -> Result<&'a [u8]> {
-        let len = self.u16(field)? as usize;
+        let len = usize::from(self.u16(field)?);
         self.take(len, field)
+    }
+
+    /// A u32 count or length, as a usize (checked: a 16-bit target would refuse, not wrap).
+    pub fn len_u32(&mut self, field: &str) -> Result<usize> {
+        let value = self.u32(field)?;
+        usize::try_from(value).map_err(|_| self.malformed(format!("{field} {value} does not fit this machine")))
     }
 
     pub fn rest(&mut self) -> &'a [u8] {
@@ -109,9 +115,15 @@ impl Writer {
         self.bytes.extend_from_slice(v);
         self
     }
-    /// Callers bound `v` to u16::MAX (names and paths are validated before encoding).
-    pub fn short_bytes(&mut self, v: &[u8]) -> &mut Self {
-        let len = u16::try_from(v.len()).expect("short fields are validated to fit a u16 length");
-        self.u16(len).raw(v)
+    /// A u16 length, then the bytes; longer than a u16 can say is refused, never cut.
+    pub fn short_bytes(&mut self, v: &[u8]) -> Result<&mut Self> {
+        let len = u16::try_from(v.len()).map_err(|_| Error::TooLarge { what: "short field", size: v.len(), limit: usize::from(u16::MAX) })?;
+        Ok(self.u16(len).raw(v))
+    }
+
+    /// A length or count as a u32; more than a u32 can say is refused, never cut.
+    pub fn len_u32(&mut self, len: usize, what: &'static str) -> Result<&mut Self> {
+        let value = u32::try_from(len).map_err(|_| Error::TooLarge { what, size: len, limit: u32::MAX as usize })?;
+        Ok(self.u32(value))
     }
 }

@@ -8,6 +8,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use vault_core::push::protocol::{Filled, FrameReader};
 use vault_core::units::Timestamp;
 
 /// The host's clock as a vault timestamp (the core never reads a clock; callers pass this in).
@@ -87,6 +88,30 @@ pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IoError> {
         return Err(IoError::Exists { path: path.to_path_buf() });
     }
     write_atomic(path, bytes, mode)
+}
+
+/// Reads the next frame off a blocking stream through the protocol's one reader
+/// ([`FrameReader`]: the prefix is checked before room is made for the body) and decodes it.
+/// `Ok(None)`: the peer closed between frames. A close inside a frame is `UnexpectedEof`; a
+/// prefix or body the protocol refuses is `InvalidData` carrying the protocol's reason.
+pub fn read_frame<T>(
+    source: &mut impl Read,
+    reader: &mut FrameReader,
+    decode: impl Fn(&[u8]) -> vault_core::error::Result<T>,
+) -> io::Result<Option<T>> {
+    loop {
+        let n = match source.read(reader.unfilled()) {
+            Ok(0) if reader.at_frame_boundary() => return Ok(None),
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed mid-frame")),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        match reader.filled(n).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))? {
+            Filled::Frame { body, .. } => return decode(body).map(Some).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+            Filled::More | Filled::BodyNext { .. } => {}
+        }
+    }
 }
 
 #[cfg(test)]

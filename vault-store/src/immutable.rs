@@ -1,6 +1,10 @@
 //! Marking sealed files immutable with FS_IOC_SETFLAGS / FS_IMMUTABLE_FL (what `chattr +i`
-//! does). Where the filesystem cannot (tmpfs in a unit test, some FUSE mounts), fall back to
-//! removing write permission, and say so: the caller logs it.
+//! does), durably: the inode is fsynced after the flag changes (ext4 journals the flag as
+//! inode metadata; the fsync commits it). Where the filesystem cannot (ramfs, some FUSE
+//! mounts), fall back to removing write permission, and say so: the caller logs it.
+//!
+//! Linux refuses to rename or unlink an immutable inode (even a directory's own rename by
+//! its parent), so a file or directory is flagged only once it has its final name.
 
 use std::fs::File;
 use std::os::fd::AsRawFd;
@@ -25,34 +29,75 @@ pub enum Sealing {
     ReadOnlyFallback { reason: String },
 }
 
+fn get_flags(file: &File) -> nix::Result<libc::c_long> {
+    let mut flags: libc::c_long = 0;
+    // SAFETY: the descriptor is valid for the call (borrowed from a live File), and `flags`
+    // is a live, writable c_long; the kernel writes at most an int into it.
+    unsafe { fs_ioc_getflags(file.as_raw_fd(), &mut flags) }?;
+    Ok(flags)
+}
+
+fn set_flags(file: &File, flags: libc::c_long) -> nix::Result<()> {
+    // SAFETY: as in get_flags; the kernel only reads an int from `flags`, which outlives the call.
+    unsafe { fs_ioc_setflags(file.as_raw_fd(), &flags) }.map(|_| ())
+}
+
+/// Sets the immutable flag on `path` (a file or a directory) and fsyncs it, so the flag
+/// survives a power cut; where the filesystem has no such flag, removes the write bits.
 pub fn make_immutable(path: &Path) -> Result<Sealing> {
     let file = File::open(path).map_err(|e| io_error(path, e))?;
-    let fd = file.as_raw_fd();
-    let mut flags: libc::c_long = 0;
-    // SAFETY: `fd` is a valid open descriptor owned by `file` for this whole call, and
-    // `flags` is a live, writable c_long; the kernel writes at most an int into it.
-    let got = unsafe { fs_ioc_getflags(fd, &mut flags) };
-    let outcome = got.and_then(|_| {
-        let wanted = flags | FS_IMMUTABLE_FL;
-        // SAFETY: as above; the kernel only reads an int from `wanted`, which outlives the call.
-        unsafe { fs_ioc_setflags(fd, &wanted) }
-    });
-    match outcome {
-        Ok(_) => Ok(Sealing::Immutable),
+    seal_open(&file, path)
+}
+
+fn seal_open(file: &File, path: &Path) -> Result<Sealing> {
+    let outcome = match get_flags(file).and_then(|flags| set_flags(file, flags | FS_IMMUTABLE_FL)) {
+        Ok(()) => Sealing::Immutable,
         Err(errno) => {
             let meta = file.metadata().map_err(|e| io_error(path, e))?;
             let mode = meta.permissions().mode() & !0o222;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| io_error(path, e))?;
-            Ok(Sealing::ReadOnlyFallback { reason: format!("FS_IOC_SETFLAGS refused ({errno}); made read-only instead") })
+            Sealing::ReadOnlyFallback { reason: format!("FS_IOC_SETFLAGS refused ({errno}); made read-only instead") }
         }
+    };
+    file.sync_all().map_err(|e| io_error(path, e))?;
+    Ok(outcome)
+}
+
+/// Seals `path` if it is not sealed yet; `None` when it already was. (Every start re-checks.)
+pub fn ensure_immutable(path: &Path) -> Result<Option<Sealing>> {
+    let file = File::open(path).map_err(|e| io_error(path, e))?;
+    if sealed(&file, path)? {
+        return Ok(None);
+    }
+    seal_open(&file, path).map(Some)
+}
+
+/// Was `path` sealed: the flag set or, where the filesystem has no flags, no write bit left?
+pub(crate) fn is_sealed(path: &Path) -> Result<bool> {
+    let file = File::open(path).map_err(|e| io_error(path, e))?;
+    sealed(&file, path)
+}
+
+fn sealed(file: &File, path: &Path) -> Result<bool> {
+    match get_flags(file) {
+        Ok(flags) => Ok(flags & FS_IMMUTABLE_FL != 0),
+        Err(_) => Ok(file.metadata().map_err(|e| io_error(path, e))?.permissions().mode() & 0o222 == 0),
     }
 }
 
 /// Is the immutable attribute set? (For tests and recovery checks.)
 pub fn is_immutable(path: &Path) -> Result<bool> {
     let file = File::open(path).map_err(|e| io_error(path, e))?;
-    let mut flags: libc::c_long = 0;
-    // SAFETY: valid descriptor held by `file`; `flags` is writable for the call.
-    let got = unsafe { fs_ioc_getflags(file.as_raw_fd(), &mut flags) };
-    Ok(got.is_ok() && flags & FS_IMMUTABLE_FL != 0)
+    Ok(get_flags(&file).is_ok_and(|flags| flags & FS_IMMUTABLE_FL != 0))
+}
+
+/// Clears the flag so a staging leftover can be removed. Only for `staging/`: a seal that
+/// died after flagging its files but before its snapshot became visible leaves them there,
+/// and nothing references them. A filesystem without flags has nothing to clear.
+pub(crate) fn lift_immutable(path: &Path) -> Result<()> {
+    let file = File::open(path).map_err(|e| io_error(path, e))?;
+    match get_flags(&file) {
+        Ok(flags) if flags & FS_IMMUTABLE_FL != 0 => set_flags(&file, flags & !FS_IMMUTABLE_FL).map_err(|errno| io_error(path, errno.into())),
+        _ => Ok(()),
+    }
 }

@@ -1,16 +1,23 @@
 //! Pack index files: which chunk is where in a pack, closed by a SHA-256 of the rest so a
 //! torn or altered index is refused rather than trusted.
+//!
+//! One bad pack never costs the store: [`PackSet::load`] sets aside a pack whose index is
+//! unreadable, oversized, truncated or altered, or whose pack is missing or shorter than its
+//! index says, as a [`DamagedPack`], and loads every other pack.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use vault_core::chunk::ChunkId;
-use vault_core::wire::{Reader, Writer};
+use vault_core::push::chunk::ChunkId;
+use vault_core::wire::Writer;
 
-use crate::{StoreError, Result, PACKS_DIR};
+use crate::{Result, PACKS_DIR};
 
 const INDEX_MAGIC: &[u8; 4] = b"VIDX";
 const INDEX_VERSION: u8 = 1;
+/// Magic, version, entry count.
+const HEADER_BYTES: usize = 4 + 1 + 4;
+const TRAILER_BYTES: usize = 32;
 const ENTRY_BYTES: usize = 32 + 8 + 4;
 /// An index of a pack can never list more chunks than this.
 const MAX_INDEX_BYTES: usize = 512 * 1024 * 1024;
@@ -21,6 +28,14 @@ pub struct ChunkLocation {
     pub pack: u32,
     pub offset: u64,
     pub len: u32,
+}
+
+/// A pack that is not used, and why: its chunks count as missing from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedPack {
+    pub pack: PathBuf,
+    pub index: PathBuf,
+    pub reason: String,
 }
 
 pub fn encode(entries: &[(ChunkId, u64, u32)]) -> Vec<u8> {
@@ -34,77 +49,188 @@ pub fn encode(entries: &[(ChunkId, u64, u32)]) -> Vec<u8> {
     w.bytes
 }
 
-fn decode(path: &Path, bytes: &[u8], pack_len: u64) -> Result<Vec<(ChunkId, u64, u32)>> {
-    let corrupt = |reason: String| StoreError::Corrupt { path: path.to_path_buf(), reason };
-    if bytes.len() < 9 + 32 {
-        return Err(corrupt("too short".into()));
-    }
-    let (body, trailer) = bytes.split_at(bytes.len() - 32);
-    if ring::digest::digest(&ring::digest::SHA256, body).as_ref() != trailer {
-        return Err(corrupt("checksum does not match".into()));
-    }
-    let mut r = Reader::new(body, "pack index");
-    if r.take(4, "magic")? != INDEX_MAGIC || r.u8("version")? != INDEX_VERSION {
-        return Err(corrupt("not a version 1 pack index".into()));
-    }
-    let count = r.u32("count")? as usize;
-    if count.checked_mul(ENTRY_BYTES) != Some(r.remaining()) {
-        return Err(corrupt(format!("{count} entries do not match {} bytes", r.remaining())));
-    }
-    let mut out = Vec::with_capacity(count);
-    for _ in 0..count {
-        let (id, offset, len) = (ChunkId(r.array("id")?), r.u64("offset")?, r.u32("len")?);
-        if offset.checked_add(u64::from(len)).is_none_or(|end| end > pack_len) {
-            return Err(corrupt(format!("chunk {id} at {offset}+{len} lies past the pack's {pack_len} bytes")));
-        }
-        out.push((id, offset, len));
-    }
-    Ok(out)
+/// One 44-byte entry: id, offset, length (big-endian, as [`Writer`] writes them).
+fn parse_entry(raw: &[u8]) -> (ChunkId, u64, u32) {
+    let (id, rest) = raw.split_at(32);
+    let (offset, len) = rest.split_at(8);
+    (
+        ChunkId(id.try_into().expect("32-byte id")),
+        u64::from_be_bytes(offset.try_into().expect("8-byte offset")),
+        u32::from_be_bytes(len.try_into().expect("4-byte length")),
+    )
 }
 
-/// Every live pack (one with an index) and where each chunk is.
+/// Checks a whole index (checksum, header, count, every chunk inside the pack's
+/// `pack_len` bytes) before any of it is used, and returns its entries' bytes. Checking first
+/// keeps a pack all-or-nothing and needs no memory per entry. The error is the reason.
+fn check(bytes: &[u8], pack_len: u64) -> std::result::Result<&[u8], String> {
+    if bytes.len() < HEADER_BYTES + TRAILER_BYTES {
+        return Err(format!("index is {} bytes, shorter than the {} of an empty one (truncated)", bytes.len(), HEADER_BYTES + TRAILER_BYTES));
+    }
+    let (body, trailer) = bytes.split_at(bytes.len() - TRAILER_BYTES);
+    if ring::digest::digest(&ring::digest::SHA256, body).as_ref() != trailer {
+        return Err("index checksum does not match its contents (truncated or altered)".into());
+    }
+    let (header, entries) = body.split_at(HEADER_BYTES);
+    if &header[..4] != INDEX_MAGIC || header[4] != INDEX_VERSION {
+        return Err("not a version 1 pack index".into());
+    }
+    let count = u32::from_be_bytes(header[5..9].try_into().expect("4-byte count"));
+    let fits = usize::try_from(count).ok().and_then(|c| c.checked_mul(ENTRY_BYTES)) == Some(entries.len());
+    if !fits {
+        return Err(format!("index says {count} entries but holds {} bytes of entries", entries.len()));
+    }
+    for raw in entries.chunks_exact(ENTRY_BYTES) {
+        let (id, offset, len) = parse_entry(raw);
+        if offset.checked_add(u64::from(len)).is_none_or(|end| end > pack_len) {
+            return Err(format!("chunk {id} at {offset}+{len} lies past the pack's {pack_len} bytes (pack truncated)"));
+        }
+    }
+    Ok(entries)
+}
+
+/// Why a pack cannot be used, if it cannot: reads its index (bounded) and checks it against
+/// the pack's length.
+fn read_index(pack: &Path, index: &Path) -> std::result::Result<Vec<u8>, String> {
+    let pack_len = match std::fs::symlink_metadata(pack) {
+        Ok(meta) if meta.is_file() => meta.len(),
+        Ok(_) => return Err("pack is not a regular file".into()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("pack file is missing (its index names chunks in it)".into()),
+        Err(e) => return Err(format!("pack unreadable: {e}")),
+    };
+    let bytes = vault_io::read_bounded(index, MAX_INDEX_BYTES).map_err(|e| match e {
+        vault_io::IoError::TooLarge { size, limit, .. } => format!("index is {size} bytes, over the {limit}-byte limit of an index"),
+        vault_io::IoError::NotRegular { .. } => "index is not a regular file".into(),
+        vault_io::IoError::Io { source, .. } => format!("index unreadable: {source}"),
+        other => other.to_string(),
+    })?;
+    check(&bytes, pack_len)?;
+    Ok(bytes)
+}
+
+/// The chunk ids a damaged pack's index names, read without trusting it (no bounds on the
+/// pack): only to tell which snapshots lost what, never to read data. `true` with them when
+/// the index is sound (its checksum matches), so it names every chunk of its pack; an index
+/// that is not may have lost or altered some ids, and one that cannot be read names none.
+pub fn named_by_damaged(damaged: &DamagedPack) -> (Vec<ChunkId>, bool) {
+    let Ok(bytes) = vault_io::read_bounded(&damaged.index, MAX_INDEX_BYTES) else { return (Vec::new(), false) };
+    let sound = bytes.len() >= HEADER_BYTES + TRAILER_BYTES && {
+        let (body, trailer) = bytes.split_at(bytes.len() - TRAILER_BYTES);
+        ring::digest::digest(&ring::digest::SHA256, body).as_ref() == trailer
+    };
+    let entries = bytes.get(HEADER_BYTES..).unwrap_or_default();
+    // A trailer (32 bytes) never makes a whole entry (44), so no false id comes from it.
+    (entries.chunks_exact(ENTRY_BYTES).map(|raw| parse_entry(raw).0).collect(), sound)
+}
+
+/// Every live pack (one with a sound index) and where each chunk is.
 #[derive(Debug, Default)]
 pub struct PackSet {
     pub packs: Vec<PathBuf>,
     pub chunks: HashMap<ChunkId, ChunkLocation>,
     /// Packs without an index: a seal that did not finish. Never referenced by a snapshot.
     pub orphans: Vec<PathBuf>,
+    /// Packs set aside, with why; every other pack is live.
+    pub damaged: Vec<DamagedPack>,
 }
 
 impl PackSet {
+    /// Fails only when `packs/` itself cannot be listed; a bad pack or index lands in
+    /// [`PackSet::damaged`].
     pub fn load(store: &Path) -> Result<PackSet> {
         let dir = store.join(PACKS_DIR);
         let mut set = PackSet::default();
-        let mut names: Vec<String> = std::fs::read_dir(&dir)
-            .map_err(|e| crate::io_error(&dir, e))?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        for name in &names {
-            let Some(stem) = name.strip_suffix(".pack") else { continue };
-            let pack = dir.join(name);
-            let index_path = dir.join(format!("{stem}.idx"));
-            if !index_path.exists() {
+        // stem -> (has a pack, has an index); sorted, so pack numbers are stable.
+        let mut stems: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).map_err(|e| crate::io_error(&dir, e))?.filter_map(|e| e.ok()) {
+            // The writer names packs in hex; a name that is not UTF-8 is not one of ours.
+            let Ok(name) = entry.file_name().into_string() else { continue };
+            if let Some(stem) = name.strip_suffix(".pack") {
+                stems.entry(stem.to_string()).or_default().0 = true;
+            } else if let Some(stem) = name.strip_suffix(".idx") {
+                stems.entry(stem.to_string()).or_default().1 = true;
+            }
+        }
+        for (stem, (has_pack, has_index)) in stems {
+            let pack = dir.join(format!("{stem}.pack"));
+            let index = dir.join(format!("{stem}.idx"));
+            if !has_index {
                 set.orphans.push(pack);
                 continue;
             }
-            let pack_len = std::fs::metadata(&pack).map_err(|e| crate::io_error(&pack, e))?.len();
-            let bytes = vault_io::read_bounded(&index_path, MAX_INDEX_BYTES)?;
-            let pack_number = set.packs.len() as u32;
-            for (id, offset, len) in decode(&index_path, &bytes, pack_len)? {
-                set.chunks.entry(id).or_insert(ChunkLocation { pack: pack_number, offset, len });
+            let loaded = if has_pack { read_index(&pack, &index) } else { Err("pack file is missing (its index names chunks in it)".into()) };
+            let numbered = loaded.and_then(|bytes| match u32::try_from(set.packs.len()) {
+                Ok(number) => Ok((bytes, number)),
+                Err(_) => Err(format!("the store has more than {} live packs, more than a reader can number", u32::MAX)),
+            });
+            match numbered {
+                Ok((bytes, number)) => set.insert(pack, number, &bytes),
+                Err(reason) => set.damaged.push(DamagedPack { pack, index, reason }),
             }
-            set.packs.push(pack);
         }
         Ok(set)
     }
 
+    /// `bytes` is an index [`check`] accepted.
+    fn insert(&mut self, pack: PathBuf, number: u32, bytes: &[u8]) {
+        let entries = &bytes[HEADER_BYTES..bytes.len() - TRAILER_BYTES];
+        for raw in entries.chunks_exact(ENTRY_BYTES) {
+            let (id, offset, len) = parse_entry(raw);
+            self.chunks.entry(id).or_insert(ChunkLocation { pack: number, offset, len });
+        }
+        self.packs.push(pack);
+    }
+
     pub fn add_pack(&mut self, pack: PathBuf, entries: &[(ChunkId, u64, u32)]) {
-        let pack_number = self.packs.len() as u32;
+        // Every pack is two files, and the vault's filesystem has at most 2^32 inodes.
+        let pack_number = u32::try_from(self.packs.len()).expect("fewer than 2^32 packs on one filesystem");
         self.packs.push(pack);
         for (id, offset, len) in entries {
             self.chunks.entry(*id).or_insert(ChunkLocation { pack: pack_number, offset: *offset, len: *len });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index_of(chunks: &[&[u8]]) -> (Vec<u8>, u64) {
+        let mut offset = 0u64;
+        let mut entries = Vec::new();
+        for data in chunks {
+            let len = u32::try_from(data.len()).unwrap();
+            entries.push((ChunkId::of(data), offset, len));
+            offset += u64::from(len);
+        }
+        (encode(&entries), offset)
+    }
+
+    #[test]
+    fn a_sound_index_is_accepted_and_every_flaw_is_named() {
+        let (bytes, pack_len) = index_of(&[b"alpha", b"beta"]);
+        assert_eq!(check(&bytes, pack_len).unwrap().len(), 2 * ENTRY_BYTES);
+        assert!(check(&bytes, pack_len - 1).unwrap_err().contains("lies past the pack's 8 bytes (pack truncated)"));
+        assert!(check(&bytes[..bytes.len() - 1], pack_len).unwrap_err().contains("checksum does not match"));
+        assert!(check(&bytes[..10], pack_len).unwrap_err().contains("shorter than the 41 of an empty one"));
+        let mut flipped = bytes.clone();
+        flipped[12] ^= 1;
+        assert!(check(&flipped, pack_len).unwrap_err().contains("checksum does not match"));
+    }
+
+    #[test]
+    fn a_damaged_index_still_names_its_chunks_for_the_report() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut bytes, _) = index_of(&[b"alpha", b"beta"]);
+        let index = dir.path().join("sound.idx");
+        std::fs::write(&index, &bytes).unwrap();
+        let damaged = DamagedPack { pack: dir.path().join("sound.pack"), index, reason: String::new() };
+        assert!(named_by_damaged(&damaged).1, "a sound index of a missing pack names all its chunks");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        let index = dir.path().join("x.idx");
+        std::fs::write(&index, &bytes).unwrap();
+        let damaged = DamagedPack { pack: dir.path().join("x.pack"), index, reason: String::new() };
+        assert_eq!(named_by_damaged(&damaged), (vec![ChunkId::of(b"alpha"), ChunkId::of(b"beta")], false));
     }
 }

@@ -8,24 +8,44 @@
 //!   staging/               sessions in flight                  (emptied at every start)
 //! ```
 //!
-//! A push writes its new chunks to one staging pack. Sealing fsyncs the pack, renames it
-//! into `packs/`, writes its index (fsync, rename), then writes the snapshot into a staging
-//! directory (fsync) and renames that into `snapshots/` in one step: a snapshot is either
-//! fully there or not there at all. Every sealed file is marked immutable
-//! (FS_IMMUTABLE_FL), so not even the gatekeeper can change it. Nothing here deletes
-//! anything sealed.
+//! A push writes its new chunks to one staging pack. Sealing ([`Store::seal_observed`], one
+//! [`SealStep`] each):
+//!
+//! 1. writes the snapshot's manifest and receipt into a staging directory, each fsynced;
+//! 2. fsyncs the pack; 3. renames it into `packs/`; 4. writes its index (fsync, rename, fsync
+//!    `packs/`): the pack is live;
+//! 5. marks pack, index, manifest and receipt immutable (FS_IMMUTABLE_FL), fsyncing each so
+//!    the flag is durable;
+//! 6. renames the staging directory into `snapshots/`: the snapshot is visible, fully there
+//!    or not at all;
+//! 7. marks the snapshot directory immutable and fsyncs it and `snapshots/`; only then does
+//!    the gatekeeper send the receipt.
+//!
+//! Linux refuses to rename an immutable inode, so each file is flagged once it has its final
+//! name, and the directory right after its rename. An error before step 6 refuses the push
+//! and leaves no snapshot; from step 6 on the snapshot exists and a failure is a warning in
+//! [`Sealed`], never a refusal. [`Store::open`] removes staging leftovers and packs without an
+//! index, and re-applies the flag to every sealed file and directory that lacks it (a power
+//! cut between steps 6 and 7, or flags lifted offline), reporting each in [`Recovery`].
+//!
+//! The store shares its filesystem with the vault's state, so pushes stop short of a full
+//! disk: a [`Reserve`] (64 MiB and 1024 inodes by default) that `begin`, every few MiB of
+//! staged data and every seal check against statvfs, counting what concurrent pushes were
+//! promised. Nothing here deletes anything sealed.
 
 mod immutable;
 mod index;
 mod reader;
+mod space;
 mod writer;
 
 use std::path::PathBuf;
 
-pub use immutable::{is_immutable, make_immutable, Sealing};
-pub use index::ChunkLocation;
-pub use reader::{SnapshotInfo, StoreReader};
-pub use writer::{SealInput, Sealed, StagingPack, Store};
+pub use immutable::{ensure_immutable, is_immutable, make_immutable, Sealing};
+pub use index::{ChunkLocation, DamagedPack};
+pub use reader::{DamagedChunks, SnapshotHealth, StoreReader, MAX_OPEN_PACKS};
+pub use space::{fs_space, FsSpace, Reserve};
+pub use writer::{Recovery, SealInput, SealStep, Sealed, StagedTable, StagingPack, Store};
 
 pub const PACKS_DIR: &str = "packs";
 pub const SNAPSHOTS_DIR: &str = "snapshots";
@@ -45,6 +65,14 @@ pub enum StoreError {
     NoSnapshot { id: String },
     #[error("snapshot `{id}` already exists; refusing to overwrite")]
     SnapshotExists { id: String },
+    /// A push would leave less than the reserve free (see [`Reserve`]).
+    #[error("{}", space::disk_reserve_message(.free, .promised, .need, .reserve))]
+    DiskReserve { free: u64, promised: u64, need: u64, reserve: u64 },
+    #[error(
+        "inode reserve: {free} inodes free on the store's filesystem, this push needs {need} more; pushes stop at {reserve} free so the vault's state can still be written: \
+         expire or export snapshots, or give the vault a larger data disk"
+    )]
+    InodeReserve { free: u64, need: u64, reserve: u64 },
     #[error(transparent)]
     Core(#[from] vault_core::Error),
     #[error(transparent)]

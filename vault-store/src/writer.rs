@@ -3,13 +3,14 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
-use vault_core::chunk::ChunkId;
-use vault_core::receipt::SignedReceipt;
+use vault_core::push::chunk::ChunkId;
+use vault_core::push::receipt::SignedReceipt;
 
-use crate::immutable::{make_immutable, Sealing};
+use crate::immutable::{ensure_immutable, is_sealed, lift_immutable, make_immutable, Sealing};
 use crate::index::{self, PackSet};
+use crate::space::{Need, Reserve, Space};
 use crate::{io_error, random_hex, Result, StoreError, MANIFEST_FILE, PACKS_DIR, RECEIPT_FILE, SNAPSHOTS_DIR, STAGING_DIR};
 
 /// Large enough that chunk writes become few big writes.
@@ -18,10 +19,67 @@ const PACK_BUFFER_BYTES: usize = 1024 * 1024;
 /// little left to write instead of the whole push (the kernel would otherwise hold up to
 /// gigabytes of dirty pages until then).
 const WRITEBACK_EVERY: u64 = 32 * 1024 * 1024;
+/// Files a session stages (`begin`): pack, chunk records, manifest parts.
+const STAGING_FILES: u64 = 3;
+/// Inodes sealing adds at its peak: staging directory, manifest, receipt, index and its
+/// temporary name.
+const SEAL_INODES: u64 = 5;
+/// What sealing writes besides its files' bytes (directory blocks, each file's last block),
+/// and the least a push must find above the reserve to start.
+const SEAL_OVERHEAD_BYTES: u64 = 64 * 1024;
 
 pub struct Store {
     root: PathBuf,
     packs: RwLock<PackSet>,
+    space: Arc<Space>,
+}
+
+/// The steps of [`Store::seal_observed`], in order; the gatekeeper reports each as a
+/// `seal_step` event (the power-cut tests cut at each). A seal without new chunks skips
+/// `PackRenamed` and `IndexWritten`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SealStep {
+    /// Manifest and receipt written and fsynced in a staging directory.
+    StagedFiles,
+    /// The staging pack fsynced.
+    PackDurable,
+    /// The pack renamed into `packs/`, without an index yet (removed at the next open if the
+    /// seal stops here).
+    PackRenamed,
+    /// Its index written durably: the pack is live.
+    IndexWritten,
+    /// Pack, index, manifest and receipt carry the immutable flag, each fsynced.
+    FilesImmutable,
+    /// The snapshot directory renamed into `snapshots/`: from here the push is sealed.
+    SnapshotVisible,
+    /// The snapshot directory flagged and fsynced, and `snapshots/` fsynced: the receipt may go.
+    DirSynced,
+}
+
+impl SealStep {
+    pub const ALL: [SealStep; 7] = [
+        SealStep::StagedFiles,
+        SealStep::PackDurable,
+        SealStep::PackRenamed,
+        SealStep::IndexWritten,
+        SealStep::FilesImmutable,
+        SealStep::SnapshotVisible,
+        SealStep::DirSynced,
+    ];
+
+    /// The step as events and the test harness name it (`pack_durable`).
+    pub fn name(self) -> &'static str {
+        match self {
+            SealStep::StagedFiles => "staged_files",
+            SealStep::PackDurable => "pack_durable",
+            SealStep::PackRenamed => "pack_renamed",
+            SealStep::IndexWritten => "index_written",
+            SealStep::FilesImmutable => "files_immutable",
+            SealStep::SnapshotVisible => "snapshot_visible",
+            SealStep::DirSynced => "dir_synced",
+        }
+    }
 }
 
 /// What [`Store::open`] found and did.
@@ -34,16 +92,56 @@ pub struct Recovery {
     pub live_packs: usize,
     pub chunks: usize,
     pub snapshots: usize,
+    /// Packs set aside because they or their index are unreadable, oversized, truncated or
+    /// altered (path, why): only the snapshots that need their chunks are unrestorable.
+    pub damaged_packs: Vec<(PathBuf, String)>,
+    /// Sealed files and directories that lacked the immutable flag, and what was done: a
+    /// power cut inside a seal, or flags lifted offline.
+    pub immutable_fixed: Vec<(PathBuf, Sealing)>,
+    /// Sealed paths whose flag could not be checked or set (path, why).
+    pub immutable_failed: Vec<(PathBuf, String)>,
+    /// Packs without an index that are sealed (immutable): a pack is flagged only after its
+    /// index is durable, so its index was lost since. Kept, never removed.
+    pub sealed_orphans_kept: Vec<PathBuf>,
 }
 
-/// A session's chunks on their way in. Removed on drop unless sealed.
+/// A session's chunks and manifest on their way in, all in staging: the chunk bytes (the
+/// pack), one 44-byte record per chunk (id, offset, length), and the manifest parts. Nothing
+/// per chunk is kept in memory, so a session's memory does not grow with what it sends; the
+/// records are read back once, at commit. Removed on drop unless sealed.
 pub struct StagingPack {
     path: PathBuf,
     file: Option<BufWriter<File>>,
-    entries: Vec<(ChunkId, u64, u32)>,
+    records_path: PathBuf,
+    records: BufWriter<File>,
+    manifest_path: PathBuf,
+    manifest: BufWriter<File>,
+    count: u64,
     offset: u64,
     /// Bytes already handed to writeback.
     written_back: u64,
+    space: Arc<Space>,
+    /// Bytes of the reserve check this pack holds (see [`crate::space`]).
+    granted: u64,
+    /// Bytes staged so far (pack, records, manifest parts), and up to where the grant covers.
+    staged: u64,
+    room_until: u64,
+}
+
+/// A session's staged chunks, read back at commit and sorted by id: what the manifest is
+/// checked against, and (the ones it names) the new pack's index.
+pub struct StagedTable {
+    entries: Vec<(ChunkId, u64, u32)>,
+}
+
+impl vault_core::push::ingest::StagedChunks for StagedTable {
+    fn count(&self) -> usize {
+        self.entries.len()
+    }
+
+    fn find(&self, id: &ChunkId) -> Option<(usize, u32)> {
+        self.entries.binary_search_by(|(c, _, _)| c.cmp(id)).ok().map(|i| (i, self.entries[i].2))
+    }
 }
 
 /// What sealing needs besides the pack.
@@ -53,17 +151,27 @@ pub struct SealInput<'a> {
     pub receipt: &'a SignedReceipt,
 }
 
-/// What sealing did; `fallbacks` lists files the filesystem would not mark immutable.
+/// What sealing did. The snapshot exists: the receipt is owed.
 #[derive(Debug)]
 pub struct Sealed {
     pub snapshot_dir: PathBuf,
+    /// Files the filesystem would not mark immutable (made read-only instead).
     pub fallbacks: Vec<(PathBuf, String)>,
+    /// What failed after the snapshot became visible, each naming the problem and what to do.
+    pub warnings: Vec<String>,
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `root`, and cleans what a crash left: every
-    /// staging entry and every pack that never got its index. Sealed data is not touched.
+    /// [`Store::open_with`] the default [`Reserve`].
     pub fn open(root: &Path) -> Result<(Store, Recovery)> {
+        Store::open_with(root, Reserve::DEFAULT)
+    }
+
+    /// Opens (creating if needed) the store at `root`, and cleans what a crash left: every
+    /// staging entry and every pack that never got its index. Sealed data is not touched,
+    /// except that every sealed file and directory gets back an immutable flag it lacks.
+    /// Pushes keep `reserve` free on the filesystem.
+    pub fn open_with(root: &Path, reserve: Reserve) -> Result<(Store, Recovery)> {
         for dir in [PACKS_DIR, SNAPSHOTS_DIR, STAGING_DIR] {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(|e| io_error(&path, e))?;
@@ -71,21 +179,25 @@ impl Store {
         let mut recovery = Recovery::default();
         let staging = root.join(STAGING_DIR);
         for entry in fs::read_dir(&staging).map_err(|e| io_error(&staging, e))? {
-            let path = entry.map_err(|e| io_error(&staging, e))?.path();
-            let removed = if path.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
-            removed.map_err(|e| io_error(&path, e))?;
+            remove_staging_entry(&entry.map_err(|e| io_error(&staging, e))?.path())?;
             recovery.staging_removed += 1;
         }
         let mut packs = PackSet::load(root)?;
         for orphan in std::mem::take(&mut packs.orphans) {
+            if is_sealed(&orphan)? {
+                recovery.sealed_orphans_kept.push(orphan);
+                continue;
+            }
             fs::remove_file(&orphan).map_err(|e| io_error(&orphan, e))?;
             recovery.orphan_packs_removed += 1;
         }
+        reseal(root, &mut recovery)?;
         recovery.live_packs = packs.packs.len();
         recovery.chunks = packs.chunks.len();
+        recovery.damaged_packs = packs.damaged.iter().map(|d| (d.pack.clone(), d.reason.clone())).collect();
         let snapshots = root.join(SNAPSHOTS_DIR);
         recovery.snapshots = fs::read_dir(&snapshots).map_err(|e| io_error(&snapshots, e))?.count();
-        Ok((Store { root: root.to_path_buf(), packs: RwLock::new(packs) }, recovery))
+        Ok((Store { root: root.to_path_buf(), packs: RwLock::new(packs), space: Arc::new(Space::new(root, reserve)) }, recovery))
     }
 
     pub fn root(&self) -> &Path {
@@ -93,7 +205,12 @@ impl Store {
     }
 
     pub fn has_chunk(&self, id: &ChunkId) -> bool {
-        self.packs.read().expect("pack index lock").chunks.contains_key(id)
+        self.chunk_len(id).is_some()
+    }
+
+    /// The length of a sealed chunk, if the store has it.
+    pub fn chunk_len(&self, id: &ChunkId) -> Option<u32> {
+        self.packs.read().expect("pack index lock").chunks.get(id).map(|loc| loc.len)
     }
 
     pub fn chunk_count(&self) -> usize {
@@ -104,44 +221,107 @@ impl Store {
         self.root.join(SNAPSHOTS_DIR).join(id).exists()
     }
 
+    /// Starts a push's staging files; refused by the reserve rule before anything is created.
     pub fn begin(&self) -> Result<StagingPack> {
-        let path = self.root.join(STAGING_DIR).join(format!("{}.pack", random_hex(8)));
-        let file = OpenOptions::new().write(true).create_new(true).open(&path).map_err(|e| io_error(&path, e))?;
-        Ok(StagingPack { path, file: Some(BufWriter::with_capacity(PACK_BUFFER_BYTES, file)), entries: Vec::new(), offset: 0, written_back: 0 })
+        let granted = self.space.grant(Need { bytes: SEAL_OVERHEAD_BYTES, inodes: STAGING_FILES + SEAL_INODES }, 0)?;
+        self.begin_granted(granted).inspect_err(|_| self.space.release(granted))
     }
 
-    /// Seals a snapshot: its files are written durably in staging, its new chunks become a
-    /// live pack, then the snapshot directory appears in one rename. On error no snapshot
-    /// is visible (staging leftovers and a pack without index go at the next open; a pack
-    /// indexed just before a failed rename only holds chunks, and dedups later pushes).
-    pub fn seal(&self, mut pack: StagingPack, input: SealInput<'_>) -> Result<Sealed> {
+    fn begin_granted(&self, granted: u64) -> Result<StagingPack> {
+        let stem = self.root.join(STAGING_DIR).join(random_hex(8));
+        let create = |suffix: &str| -> Result<(PathBuf, File)> {
+            let path = stem.with_extension(suffix);
+            let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(|e| io_error(&path, e))?;
+            Ok((path, file))
+        };
+        let (path, file) = create("pack")?;
+        let (records_path, records) = create("records")?;
+        let (manifest_path, manifest) = create("manifest")?;
+        Ok(StagingPack {
+            path,
+            file: Some(BufWriter::with_capacity(PACK_BUFFER_BYTES, file)),
+            records_path,
+            records: BufWriter::new(records),
+            manifest_path,
+            manifest: BufWriter::new(manifest),
+            count: 0,
+            offset: 0,
+            written_back: 0,
+            space: self.space.clone(),
+            granted,
+            staged: 0,
+            room_until: granted,
+        })
+    }
+
+    /// Seals with every staged chunk indexed: for callers that staged exactly the chunks
+    /// their manifest names (tools, tests). The gatekeeper seals what its manifest check
+    /// marked ([`Store::seal`]).
+    pub fn seal_all(&self, mut pack: StagingPack, input: SealInput<'_>) -> Result<Sealed> {
+        let (_, table) = pack.read_back()?;
+        let referenced = vec![true; table.entries.len()];
+        self.seal(pack, table, &referenced, input)
+    }
+
+    /// [`Store::seal_observed`] with no one watching the steps.
+    pub fn seal(&self, pack: StagingPack, table: StagedTable, referenced: &[bool], input: SealInput<'_>) -> Result<Sealed> {
+        self.seal_observed(pack, table, referenced, input, &|_| {})
+    }
+
+    /// Seals a snapshot in the order of [`SealStep`], calling `observe` after each step. Every
+    /// file carries the immutable flag, durably, before the snapshot becomes visible; its
+    /// directory gets it right after its rename (Linux refuses to rename an immutable inode).
+    ///
+    /// An `Err` is a refusal: no snapshot is visible, and what staging held is removed (a
+    /// pack indexed before the error only holds chunks, and dedups later pushes). Once the
+    /// rename has made the snapshot visible nothing is an `Err` any more: what fails after it
+    /// is a warning in [`Sealed`], and the receipt is owed.
+    pub fn seal_observed(&self, mut pack: StagingPack, table: StagedTable, referenced: &[bool], input: SealInput<'_>, observe: &dyn Fn(SealStep)) -> Result<Sealed> {
         vault_core::canonical::check_identifier("snapshot id", input.snapshot_id)?;
         let final_dir = self.root.join(SNAPSHOTS_DIR).join(input.snapshot_id);
         if final_dir.exists() {
             return Err(StoreError::SnapshotExists { id: input.snapshot_id.to_string() });
         }
+        // Only the chunks the manifest names are indexed (sorted by id); the rest stay dead
+        // bytes in the pack, paid for by the pusher's quota.
+        let mut entries = table.entries;
+        let mut position = 0;
+        entries.retain(|_| {
+            position += 1;
+            referenced.get(position - 1).copied().unwrap_or(false)
+        });
+        let index_bytes = index::encode(&entries);
+        let receipt_bytes = input.receipt.to_file_bytes();
+
+        // 0. Room above the reserve for everything sealing writes.
+        let files = [input.manifest.len(), receipt_bytes.len(), index_bytes.len()];
+        let need = files.iter().fold(SEAL_OVERHEAD_BYTES, |sum, len| sum.saturating_add(u64::try_from(*len).unwrap_or(u64::MAX)));
+        pack.ask_room(Need { bytes: need, inodes: SEAL_INODES })?;
+
         let mut fallbacks = Vec::new();
-        let mut note = |path: &Path, sealing: Sealing| {
-            if let Sealing::ReadOnlyFallback { reason } = sealing {
+        let mut flag = |path: &Path| -> Result<()> {
+            if let Sealing::ReadOnlyFallback { reason } = make_immutable(path)? {
                 fallbacks.push((path.to_path_buf(), reason));
             }
+            Ok(())
         };
 
-        // 1. The snapshot's files, durable in staging first: a full disk fails here, before
-        //    anything becomes live.
-        let staging_dir = self.root.join(STAGING_DIR).join(format!("snapshot-{}", random_hex(8)));
-        fs::create_dir(&staging_dir).map_err(|e| io_error(&staging_dir, e))?;
-        for (name, bytes) in [(MANIFEST_FILE, input.manifest.to_vec()), (RECEIPT_FILE, input.receipt.to_file_bytes())] {
-            write_durable(&staging_dir.join(name), &bytes)?;
-        }
-        sync_dir(&staging_dir)?;
+        // 1. The snapshot's files, durable in staging first.
+        let staged = StagedSnapshot::create(&self.root)?;
+        write_durable(&staged.path.join(MANIFEST_FILE), input.manifest)?;
+        write_durable(&staged.path.join(RECEIPT_FILE), &receipt_bytes)?;
+        sync_dir(&staged.path)?;
+        observe(SealStep::StagedFiles);
 
-        // 2. The pack: durable, renamed into place, indexed (the index makes it live), immutable.
+        // 2. The pack, durable.
         let file = pack.file.take().expect("a staging pack is sealed once");
         let file = file.into_inner().map_err(|e| io_error(&pack.path, e.into_error()))?;
         file.sync_all().map_err(|e| io_error(&pack.path, e))?;
         drop(file);
-        let new_pack = if pack.entries.is_empty() {
+        observe(SealStep::PackDurable);
+
+        // 3, 4. Renamed into place and indexed (the index makes it live).
+        let new_pack = if entries.is_empty() {
             fs::remove_file(&pack.path).map_err(|e| io_error(&pack.path, e))?;
             None
         } else {
@@ -149,26 +329,153 @@ impl Store {
             let packs_dir = self.root.join(PACKS_DIR);
             let pack_path = packs_dir.join(format!("{name}.pack"));
             fs::rename(&pack.path, &pack_path).map_err(|e| io_error(&pack_path, e))?;
+            observe(SealStep::PackRenamed);
             let index_path = packs_dir.join(format!("{name}.idx"));
-            vault_io::write_atomic(&index_path, &index::encode(&pack.entries), 0o444).map_err(disk_full_aware)?;
-            note(&pack_path, make_immutable(&pack_path)?);
-            note(&index_path, make_immutable(&index_path)?);
-            Some((pack_path, std::mem::take(&mut pack.entries)))
+            if let Err(e) = vault_io::write_atomic(&index_path, &index_bytes, 0o444) {
+                // Not live without its index: it goes now rather than at the next open.
+                let _ = fs::remove_file(&pack_path);
+                return Err(disk_full_aware(e));
+            }
+            observe(SealStep::IndexWritten);
+            Some((pack_path, index_path))
         };
 
-        // 3. One rename makes the snapshot visible; it needs no new space.
-        fs::rename(&staging_dir, &final_dir).map_err(|e| io_error(&final_dir, e))?;
-        sync_dir(&self.root.join(SNAPSHOTS_DIR))?;
-        for name in [MANIFEST_FILE, RECEIPT_FILE] {
-            let path = final_dir.join(name);
-            note(&path, make_immutable(&path)?);
+        // 5. Every file flagged and fsynced under its final name (the snapshot's files keep
+        //    theirs when their directory moves).
+        if let Some((pack_path, index_path)) = &new_pack {
+            flag(pack_path)?;
+            flag(index_path)?;
         }
-        note(&final_dir, make_immutable(&final_dir)?);
-
-        if let Some((pack_path, entries)) = new_pack {
+        flag(&staged.path.join(MANIFEST_FILE))?;
+        flag(&staged.path.join(RECEIPT_FILE))?;
+        if let Some((pack_path, _)) = new_pack {
             self.packs.write().expect("pack index lock").add_pack(pack_path, &entries);
         }
-        Ok(Sealed { snapshot_dir: final_dir, fallbacks })
+        observe(SealStep::FilesImmutable);
+
+        // 6. The boundary: one rename makes the snapshot visible (it needs no new space).
+        //    Before it, a refusal; after it, sealed.
+        fs::rename(&staged.path, &final_dir).map_err(|e| io_error(&final_dir, e))?;
+        staged.published();
+        observe(SealStep::SnapshotVisible);
+
+        // 7. Nothing below may refuse the push.
+        let warnings = self.confirm(input.snapshot_id, &final_dir, &mut fallbacks);
+        observe(SealStep::DirSynced);
+        Ok(Sealed { snapshot_dir: final_dir, fallbacks, warnings })
+    }
+
+    /// The last step of a seal, after the snapshot became visible: flags its directory and
+    /// makes the rename durable. Cannot fail; says what went wrong instead.
+    fn confirm(&self, id: &str, dir: &Path, fallbacks: &mut Vec<(PathBuf, String)>) -> Vec<String> {
+        let mut warnings = Vec::new();
+        match make_immutable(dir) {
+            Ok(Sealing::Immutable) => {}
+            Ok(Sealing::ReadOnlyFallback { reason }) => fallbacks.push((dir.to_path_buf(), reason)),
+            Err(e) => warnings.push(format!(
+                "snapshot `{id}` is sealed, but its directory could not be marked immutable ({e}); the next start re-applies the flag: restart the vault once the data disk is healthy"
+            )),
+        }
+        let snapshots = self.root.join(SNAPSHOTS_DIR);
+        if let Err(e) = sync_dir(&snapshots) {
+            warnings.push(format!(
+                "snapshot `{id}` is sealed, but syncing {} failed ({e}): the snapshot may not survive a power cut; check the data disk, and push again if it is gone after a restart",
+                snapshots.display()
+            ));
+        }
+        warnings
+    }
+}
+
+/// A snapshot directory in staging, removed (flags lifted) unless sealing published it.
+struct StagedSnapshot {
+    path: PathBuf,
+    published: bool,
+}
+
+impl StagedSnapshot {
+    fn create(root: &Path) -> Result<StagedSnapshot> {
+        let path = root.join(STAGING_DIR).join(format!("snapshot-{}", random_hex(8)));
+        fs::create_dir(&path).map_err(|e| io_error(&path, e))?;
+        Ok(StagedSnapshot { path, published: false })
+    }
+
+    fn published(mut self) {
+        self.published = true;
+    }
+}
+
+impl Drop for StagedSnapshot {
+    fn drop(&mut self) {
+        if !self.published {
+            // Best effort: what is left goes at the next open.
+            let _ = remove_staging_entry(&self.path);
+        }
+    }
+}
+
+/// Removes a staging entry: a session's file, or a snapshot directory of files. A seal that
+/// stopped after flagging its files and before publishing them left them immutable; lifting
+/// the flag is safe only here, where nothing refers to them.
+fn remove_staging_entry(path: &Path) -> Result<()> {
+    let meta = fs::symlink_metadata(path).map_err(|e| io_error(path, e))?;
+    if !meta.is_dir() {
+        if meta.is_file() {
+            lift_immutable(path)?;
+        }
+        return fs::remove_file(path).map_err(|e| io_error(path, e));
+    }
+    lift_immutable(path)?;
+    for entry in fs::read_dir(path).map_err(|e| io_error(path, e))? {
+        let child = entry.map_err(|e| io_error(path, e))?.path();
+        if fs::symlink_metadata(&child).is_ok_and(|m| m.is_file()) {
+            lift_immutable(&child)?;
+        }
+    }
+    fs::remove_dir_all(path).map_err(|e| io_error(path, e))
+}
+
+/// The entries of `dir`, sorted (so reports come in a stable order).
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut paths = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
+        paths.push(entry.map_err(|e| io_error(dir, e))?.path());
+    }
+    paths.sort();
+    Ok(paths)
+}
+
+/// Gives every sealed file and directory back an immutable flag it lacks: live packs and
+/// indexes, each snapshot's files, then its directory. One open and one ioctl per sealed
+/// path, at every start. A path that cannot be checked is reported, not fatal.
+fn reseal(root: &Path, recovery: &mut Recovery) -> Result<()> {
+    // Orphans are gone or kept by now; a `.tmp` left by an interrupted index write is not sealed.
+    for path in sorted_entries(&root.join(PACKS_DIR))? {
+        if path.extension().is_some_and(|ext| ext == "pack" || ext == "idx") {
+            reseal_one(path, recovery);
+        }
+    }
+    for snapshot in sorted_entries(&root.join(SNAPSHOTS_DIR))? {
+        if fs::symlink_metadata(&snapshot).is_ok_and(|m| m.is_dir()) {
+            match sorted_entries(&snapshot) {
+                Ok(files) => files.into_iter().for_each(|file| reseal_one(file, recovery)),
+                Err(e) => recovery.immutable_failed.push((snapshot.clone(), e.to_string())),
+            }
+        }
+        reseal_one(snapshot, recovery);
+    }
+    Ok(())
+}
+
+fn reseal_one(path: PathBuf, recovery: &mut Recovery) {
+    // Regular files and directories only: a symlink planted offline is not followed.
+    if !fs::symlink_metadata(&path).is_ok_and(|m| m.is_file() || m.is_dir()) {
+        return;
+    }
+    match ensure_immutable(&path) {
+        Ok(None) => {}
+        Ok(Some(sealing)) => recovery.immutable_fixed.push((path, sealing)),
+        Err(e) => recovery.immutable_failed.push((path, e.to_string())),
     }
 }
 
@@ -200,13 +507,24 @@ fn sync_dir(path: &Path) -> Result<()> {
     File::open(path).and_then(|d| d.sync_all()).map_err(|e| io_error(path, e))
 }
 
+/// A staged chunk record: id, offset in the pack, length (the pack index's entry).
+const RECORD_BYTES: usize = 32 + 8 + 4;
+const RECORD_BYTES_U64: u64 = 32 + 8 + 4;
+
 impl StagingPack {
-    /// Appends a verified chunk. A full disk is reported as such.
+    /// Appends a verified chunk and its record. A full disk is reported as such.
     pub fn append(&mut self, id: ChunkId, data: &[u8]) -> Result<()> {
+        let len = u32::try_from(data.len()).map_err(|_| StoreError::Corrupt { path: self.path.clone(), reason: format!("chunk of {} bytes", data.len()) })?;
+        self.ensure_room(u64::from(len).saturating_add(RECORD_BYTES_U64))?;
         let file = self.file.as_mut().expect("append before seal");
         file.write_all(data).map_err(|e| io_error(&self.path, e))?;
-        self.entries.push((id, self.offset, data.len() as u32));
-        self.offset += data.len() as u64;
+        let mut record = [0u8; RECORD_BYTES];
+        record[..32].copy_from_slice(&id.0);
+        record[32..40].copy_from_slice(&self.offset.to_be_bytes());
+        record[40..].copy_from_slice(&len.to_be_bytes());
+        self.records.write_all(&record).map_err(|e| io_error(&self.records_path, e))?;
+        self.count += 1;
+        self.offset += u64::from(len);
         if self.offset - self.written_back >= WRITEBACK_EVERY {
             file.flush().map_err(|e| io_error(&self.path, e))?;
             start_writeback(file.get_ref(), self.written_back, self.offset - self.written_back);
@@ -218,6 +536,62 @@ impl StagingPack {
     pub fn bytes(&self) -> u64 {
         self.offset
     }
+
+    /// Appends the next part of the manifest.
+    pub fn append_manifest(&mut self, part: &[u8]) -> Result<()> {
+        self.ensure_room(u64::try_from(part.len()).unwrap_or(u64::MAX))?;
+        self.manifest.write_all(part).map_err(|e| io_error(&self.manifest_path, e))
+    }
+
+    /// Checks the reserve before `bytes` more are staged: cheap while the last grant covers
+    /// them, a statvfs when it does not (every few MiB; every write close to the reserve).
+    fn ensure_room(&mut self, bytes: u64) -> Result<()> {
+        let end = self.staged.saturating_add(bytes);
+        if end > self.room_until {
+            self.ask_room(Need { bytes, inodes: 0 })?;
+        }
+        self.staged = end;
+        Ok(())
+    }
+
+    /// Replaces this pack's grant with one for `need`, after flushing what it buffered so
+    /// statvfs counts every byte it staged.
+    fn ask_room(&mut self, need: Need) -> Result<()> {
+        if let Some(file) = self.file.as_mut() {
+            file.flush().map_err(|e| io_error(&self.path, e))?;
+        }
+        self.records.flush().map_err(|e| io_error(&self.records_path, e))?;
+        self.manifest.flush().map_err(|e| io_error(&self.manifest_path, e))?;
+        self.granted = self.space.grant(need, self.granted)?;
+        self.room_until = self.staged.saturating_add(self.granted);
+        Ok(())
+    }
+
+    /// The staged manifest and chunk table, read back once at commit (bounded by the
+    /// session's limits before anything is allocated for them).
+    pub fn read_back(&mut self) -> Result<(Vec<u8>, StagedTable)> {
+        use vault_core::push::limits::MAX_SESSION_NEW_CHUNKS;
+        use vault_core::push::manifest::MAX_MANIFEST_BYTES;
+        self.manifest.flush().map_err(|e| io_error(&self.manifest_path, e))?;
+        self.records.flush().map_err(|e| io_error(&self.records_path, e))?;
+        let manifest = vault_io::read_bounded(&self.manifest_path, MAX_MANIFEST_BYTES)?;
+        let max_records = usize::try_from(MAX_SESSION_NEW_CHUNKS).unwrap_or(usize::MAX).saturating_mul(RECORD_BYTES);
+        let raw = vault_io::read_bounded(&self.records_path, max_records)?;
+        if raw.len() % RECORD_BYTES != 0 || u64::try_from(raw.len() / RECORD_BYTES) != Ok(self.count) {
+            return Err(StoreError::Corrupt { path: self.records_path.clone(), reason: format!("{} bytes of records for {} chunks", raw.len(), self.count) });
+        }
+        let mut entries = Vec::with_capacity(raw.len() / RECORD_BYTES);
+        for record in raw.chunks_exact(RECORD_BYTES) {
+            let id = ChunkId(record[..32].try_into().expect("32 bytes"));
+            let offset = u64::from_be_bytes(record[32..40].try_into().expect("8 bytes"));
+            let len = u32::from_be_bytes(record[40..].try_into().expect("4 bytes"));
+            entries.push((id, offset, len));
+        }
+        drop(raw);
+        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        entries.dedup_by(|a, b| a.0 == b.0);
+        Ok((manifest, StagedTable { entries }))
+    }
 }
 
 impl Drop for StagingPack {
@@ -227,5 +601,8 @@ impl Drop for StagingPack {
         if self.file.take().is_some() || self.path.exists() {
             let _ = fs::remove_file(&self.path);
         }
+        let _ = fs::remove_file(&self.records_path);
+        let _ = fs::remove_file(&self.manifest_path);
+        self.space.release(self.granted);
     }
 }

@@ -18,17 +18,26 @@ pub enum CliError {
     NoAnswer(String),
     #[error(transparent)]
     Store(#[from] vault_store::StoreError),
+    /// A receipt that does not verify under the pinned vault key.
+    #[error("not trusted: {0}")]
+    Untrusted(String),
+    /// Done as far as it could go, with what is missing already reported.
+    #[error("incomplete: {0}")]
+    Incomplete(String),
 }
 
 impl CliError {
     /// Exit codes scripts can tell apart: 3 the vault refused, 4 unreachable (no route, or
     /// something answered "connection refused"), 5 no answer at all (what a closed window
-    /// looks like: the vault's link is down), 1 anything else (2 is clap's for bad arguments).
+    /// looks like: the vault's link is down), 6 incomplete (`restore --keep-going` left files
+    /// out, `snapshots` found snapshots not verified or not restorable; each is listed), 1
+    /// anything else (2 is clap's for bad arguments).
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Refused(_) => 3,
             CliError::Unreachable(_) => 4,
             CliError::NoAnswer(_) => 5,
+            CliError::Incomplete(_) => 6,
             _ => 1,
         }
     }

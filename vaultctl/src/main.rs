@@ -45,25 +45,33 @@ enum Command {
     /// Pushes a directory tree, a file or stdin (`-`) into the vault as one snapshot.
     Push(PushCli),
     /// Rebuilds a sealed snapshot from the vault's store (offline), re-hashing every chunk.
+    /// Exit 0 restored whole, 6 incomplete (`--keep-going` left files out, listed), 1 error.
     Restore {
         /// The vault's store directory (its data disk, or a copy).
         #[arg(long)]
         store: PathBuf,
         #[arg(long)]
         snapshot: String,
-        /// A new or empty directory.
+        /// A new or empty directory, or one holding an unfinished restore of this snapshot
+        /// (resumed: files already there that verify are kept).
         #[arg(long)]
         to: PathBuf,
-        /// Also insist that the receipt is signed by this vault key (or file).
+        #[command(flatten)]
+        trust: TrustArgs,
+        /// Go on past a bad or missing chunk: every file that cannot be restored whole is left
+        /// out (never partial) and listed at the end.
         #[arg(long)]
-        vault_key: Option<String>,
+        keep_going: bool,
         #[arg(long)]
         json: bool,
     },
-    /// Lists the sealed snapshots in a vault store (offline).
+    /// Lists the sealed snapshots in a vault store (offline), each verified and checked
+    /// restorable. Exit 6 if any is NOT VERIFIED or UNRESTORABLE.
     Snapshots {
         #[arg(long)]
         store: PathBuf,
+        #[command(flatten)]
+        trust: TrustArgs,
         #[arg(long)]
         json: bool,
     },
@@ -78,6 +86,19 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         days: u32,
     },
+}
+
+/// Whose receipts `restore` and `snapshots` believe: one of the two is required.
+#[derive(Args)]
+struct TrustArgs {
+    /// The vault's public key (`ed25519:...` or a file holding it): receipts signed by any
+    /// other key are refused.
+    #[arg(long)]
+    vault_key: Option<String>,
+    /// Believe receipts whatever key signed them: a store re-signed by someone else would be
+    /// trusted. Prints a warning.
+    #[arg(long, conflicts_with = "vault_key")]
+    insecure_any_vault_key: bool,
 }
 
 #[derive(Args)]
@@ -235,25 +256,25 @@ fn run(cli: Cli) -> Result<()> {
         Command::Policy(PolicyCommand::Show { json, bundle }) => policy_show(&bundle, json),
         Command::Schedule { policy, from, days } => show_schedule(&policy, from.as_deref(), days),
         Command::Push(args) => push_command(args),
-        Command::Restore { store, snapshot, to, vault_key, json } => {
-            let pinned = vault_key.as_deref().map(keyfile::public_key_arg).transpose()?;
-            let stats = restore::restore(&store, &snapshot, &to, pinned.as_ref())?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&stats).expect("stats serialize"));
-            } else {
-                println!(
-                    "restored {snapshot} to {}: {} files, {} dirs, {} symlinks, {} bytes; {} chunks re-hashed and verified",
-                    to.display(),
-                    stats.files,
-                    stats.dirs,
-                    stats.symlinks,
-                    stats.bytes,
-                    stats.chunks_verified
-                );
+        Command::Restore { store, snapshot, to, trust, keep_going, json } => {
+            let trust = restore::Trust::from_args(trust.vault_key.as_deref(), trust.insecure_any_vault_key, "restore")?;
+            let report = restore::restore(&store, &snapshot, &to, &trust, keep_going)?;
+            print_restore_report(&report, json);
+            if report.complete() {
+                return Ok(());
             }
-            Ok(())
+            Err(CliError::Incomplete(format!(
+                "{} file(s) of snapshot {snapshot} could not be restored (listed); none of them is in {} even in part, and {}/ \
+                 stays there so the same command resumes once the store is repaired",
+                report.not_restored.len(),
+                to.display(),
+                to.join(restore::MARKER_DIR).display()
+            )))
         }
-        Command::Snapshots { store, json } => list_snapshots(&store, json),
+        Command::Snapshots { store, trust, json } => {
+            let trust = restore::Trust::from_args(trust.vault_key.as_deref(), trust.insecure_any_vault_key, "snapshots")?;
+            restore::list_snapshots(&store, &trust, json)
+        }
         Command::Usb(UsbCommand::Write { bundle, out, unchecked }) => {
             // Unchecked contents may be oversized on purpose, but never without bound.
             let limit = if unchecked { 256 << 20 } else { MAX_BUNDLE_BYTES };
@@ -315,32 +336,30 @@ fn push_command(args: PushCli) -> Result<()> {
     Ok(())
 }
 
-fn list_snapshots(store: &Path, json: bool) -> Result<()> {
-    let reader = vault_store::StoreReader::open(store)?;
-    let snapshots = reader.snapshots()?;
+fn print_restore_report(report: &restore::RestoreReport, json: bool) {
     if json {
-        let list: Vec<_> = snapshots
-            .iter()
-            .map(|s| serde_json::json!({
-                "snapshot": s.id,
-                "dataset": s.receipt.dataset,
-                "pusher": s.receipt.pusher,
-                "received_at": s.receipt.received_at.to_string(),
-                "retain_until": s.receipt.retain_until.to_string(),
-                "files": s.receipt.files,
-                "logical_bytes": s.receipt.logical_bytes,
-                "vault_key": s.receipt.vault_key.to_string(),
-            }))
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&list).expect("JSON values serialize"));
-        return Ok(());
+        let mut value = serde_json::to_value(report).expect("reports serialize");
+        value["complete"] = report.complete().into();
+        println!("{}", serde_json::to_string_pretty(&value).expect("JSON values serialize"));
+        return;
     }
-    println!("{} sealed snapshot(s)", snapshots.len());
-    for s in snapshots {
-        let r = &s.receipt;
-        println!("  {}  {} by {}: {} files, {} bytes, retain until {}", s.id, r.dataset, r.pusher, r.files, r.logical_bytes, r.retain_until);
+    println!(
+        "restored {} to {}: {} files written, {} kept (already there, re-hashed), {} dirs, {} symlinks, {} bytes; {} chunks re-hashed and verified",
+        report.snapshot,
+        report.to.display(),
+        report.files,
+        report.files_kept,
+        report.dirs,
+        report.symlinks,
+        report.bytes,
+        report.chunks_verified
+    );
+    if !report.complete() {
+        println!("NOT RESTORED: {} file(s), left out whole:", report.not_restored.len());
+        for missing in &report.not_restored {
+            println!("  {}: {}", missing.path, missing.reason);
+        }
     }
-    Ok(())
 }
 
 fn time_arg(text: Option<&str>, flag: &str) -> Result<Timestamp> {

@@ -16,11 +16,11 @@ use std::time::{Duration, Instant};
 
 use fastcdc::v2020::{FastCDC, StreamCDC};
 use serde::{Deserialize, Serialize};
-use vault_core::chunk::ChunkId;
+use vault_core::push::chunk::ChunkId;
 use vault_core::keys::PublicKey;
-use vault_core::manifest::{ChunkRef, Entry, EntryKind, Manifest};
-use vault_core::protocol::{encode_chunk_frame, frame_len, ClientFrame, VaultFrame, LENGTH_PREFIX, MAX_HAVE_IDS, MAX_MANIFEST_PART};
-use vault_core::receipt::{Receipt, SignedReceipt};
+use vault_core::push::manifest::{ChunkRef, Entry, EntryKind, Manifest};
+use vault_core::push::protocol::{encode_chunk_frame, ClientFrame, FrameReader, VaultFrame, MAX_HAVE_IDS, MAX_MANIFEST_PART};
+use vault_core::push::receipt::{Receipt, SignedReceipt};
 use vault_tls::rustls::{ClientConnection, StreamOwned};
 
 use crate::error::{CliError, Result};
@@ -70,6 +70,7 @@ pub struct Outcome {
 
 struct Conn {
     tls: StreamOwned<ClientConnection, TcpStream>,
+    frames: FrameReader,
 }
 
 impl Conn {
@@ -95,10 +96,14 @@ impl Conn {
         while tls.conn.is_handshaking() {
             tls.conn.complete_io(&mut tls.sock).map_err(|e| CliError::Refused(format!("TLS handshake: {}", vault_tls::explain(&e))))?;
         }
-        Ok(Conn { tls })
+        Ok(Conn { tls, frames: FrameReader::default() })
     }
 
-    fn send(&mut self, frame: &[u8]) -> Result<()> {
+    fn send(&mut self, frame: &ClientFrame) -> Result<()> {
+        self.send_encoded(&frame.encode()?)
+    }
+
+    fn send_encoded(&mut self, frame: &[u8]) -> Result<()> {
         match self.tls.write_all(frame) {
             Ok(()) => Ok(()),
             // The vault closes after a refusal; its reason is waiting to be read.
@@ -121,20 +126,17 @@ impl Conn {
             // WouldBlock only means no more plaintext yet; what was read is kept.
             let _ = self.tls.conn.reader().read_to_end(&mut plaintext);
         }
-        let len = frame_len(plaintext.get(..LENGTH_PREFIX)?.try_into().ok()?).ok()?;
-        match VaultFrame::decode(plaintext.get(LENGTH_PREFIX..LENGTH_PREFIX + len)?) {
-            Ok(VaultFrame::Refused { reason }) => Some(reason),
+        match vault_io::read_frame(&mut plaintext.as_slice(), &mut FrameReader::default(), VaultFrame::decode) {
+            Ok(Some(VaultFrame::Refused { reason })) => Some(reason),
             _ => None,
         }
     }
 
     fn recv(&mut self) -> Result<VaultFrame> {
-        let mut prefix = [0u8; LENGTH_PREFIX];
-        self.tls.read_exact(&mut prefix).map_err(|e| CliError::Refused(format!("connection closed by the vault: {e}")))?;
-        let len = frame_len(prefix)?;
-        let mut body = vec![0u8; len];
-        self.tls.read_exact(&mut body).map_err(|e| CliError::Refused(format!("connection closed mid-frame: {e}")))?;
-        match VaultFrame::decode(&body)? {
+        let frame = vault_io::read_frame(&mut self.tls, &mut self.frames, VaultFrame::decode)
+            .map_err(|e| CliError::Refused(format!("connection to the vault: {e}")))?
+            .ok_or_else(|| CliError::Refused("connection closed by the vault".into()))?;
+        match frame {
             VaultFrame::Refused { reason } => Err(CliError::Refused(reason)),
             frame => Ok(frame),
         }
@@ -227,7 +229,7 @@ impl Uploader<'_> {
         }
         let batch = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
-        self.conn.send(&ClientFrame::Have { ids: batch.iter().map(|p| p.id).collect() }.encode())?;
+        self.conn.send(&ClientFrame::Have { ids: batch.iter().map(|p| p.id).collect() })?;
         let VaultFrame::Need { needed } = self.conn.recv()? else {
             return Err(CliError::Refused("vault answered `have` with something other than `need`".into()));
         };
@@ -243,7 +245,7 @@ impl Uploader<'_> {
                     self.settled.insert(pending.id);
                 }
                 (true, Some(data)) => {
-                    self.conn.send(&encode_chunk_frame(&pending.id, &data))?;
+                    self.conn.send_encoded(&encode_chunk_frame(&pending.id, &data)?)?;
                     self.stats.chunks_sent += 1;
                     self.stats.bytes_sent += data.len() as u64;
                     self.settled.insert(pending.id);
@@ -334,7 +336,7 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
     let started = Instant::now();
     let mut stats = PushStats::default();
     let mut conn = Conn::open(args)?;
-    conn.send(&ClientFrame::Begin { dataset: args.dataset.clone(), client_time: vault_io::clock_now().unix() }.encode())?;
+    conn.send(&ClientFrame::Begin { dataset: args.dataset.clone(), client_time: vault_io::clock_now().unix() })?;
     let VaultFrame::Ready { .. } = conn.recv()? else {
         return Err(CliError::Refused("vault did not answer `begin` with `ready`".into()));
     };
@@ -419,12 +421,12 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
     progress.finish_and_clear();
     manifest.validate()?;
 
-    let bytes = manifest.encode();
+    let bytes = manifest.encode()?;
     for part in bytes.chunks(MAX_MANIFEST_PART) {
-        conn.send(&ClientFrame::ManifestPart { bytes: part.to_vec() }.encode())?;
+        conn.send(&ClientFrame::ManifestPart { bytes: part.to_vec() })?;
     }
     let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
-    conn.send(&ClientFrame::Commit { manifest_sha256: digest.as_ref().try_into().expect("32 bytes"), manifest_len: bytes.len() as u64 }.encode())?;
+    conn.send(&ClientFrame::Commit { manifest_sha256: digest.as_ref().try_into().expect("32 bytes"), manifest_len: u64::try_from(bytes.len()).expect("manifest fits a u64") })?;
     let VaultFrame::Receipt { body, signature } = conn.recv()? else {
         return Err(CliError::Refused("vault did not answer the commit with a receipt".into()));
     };

@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 
 struct Run {
     ok: bool,
+    code: Option<i32>,
     stdout: String,
     stderr: String,
 }
@@ -13,7 +14,12 @@ struct Run {
 fn vaultctl(dir: &Path, args: &[&str]) -> Run {
     let Output { status, stdout, stderr } =
         Command::new(env!("CARGO_BIN_EXE_vaultctl")).args(args).current_dir(dir).output().unwrap();
-    Run { ok: status.success(), stdout: String::from_utf8_lossy(&stdout).into(), stderr: String::from_utf8_lossy(&stderr).into() }
+    Run {
+        ok: status.success(),
+        code: status.code(),
+        stdout: String::from_utf8_lossy(&stdout).into(),
+        stderr: String::from_utf8_lossy(&stderr).into(),
+    }
 }
 
 fn ok(dir: &Path, args: &[&str]) -> Run {
@@ -170,4 +176,317 @@ fn root_rotation_through_the_cli() {
     ok(d, &["policy", "sign", "--root", "root.toml", "--key", "y.key", "rot.bundle", "--out", "rot.bundle"]);
     let run = ok(d, &["policy", "verify", "--root", "root.toml", "--at", "2026-11-25T00:00:00Z", "rot.bundle"]);
     assert!(run.stdout.contains("rotates the trust root to v2 (2 of 2 admins)"), "{}", run.stdout);
+}
+
+// ---- offline restore and listing: only the pinned vault key is trusted ------------------
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
+
+use ring::rand::SystemRandom;
+use ring::signature::Ed25519KeyPair;
+use vault_core::keys::SigningKey;
+use vault_core::push::chunk::ChunkId;
+use vault_core::push::manifest::{ChunkRef, Entry, EntryKind, Manifest};
+use vault_core::push::receipt::{Receipt, SignedReceipt};
+use vault_core::units::Timestamp;
+use vault_store::{SealInput, Store};
+
+/// A vault store in a temp dir; clears the immutable flags sealing set so it can be removed.
+struct TestStore {
+    dir: tempfile::TempDir,
+}
+
+impl TestStore {
+    fn new() -> TestStore {
+        let store = TestStore { dir: tempfile::tempdir().unwrap() };
+        Store::open(&store.root()).unwrap();
+        store
+    }
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    fn root_arg(&self) -> String {
+        self.root().display().to_string()
+    }
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").args(["-R", "-i"]).arg(self.dir.path()).output();
+    }
+}
+
+fn signing_key() -> SigningKey {
+    SigningKey::from_pkcs8(Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap().as_ref()).unwrap()
+}
+
+/// One snapshot's tree: files (one chunk each), a directory and a symlink.
+#[derive(Clone, Copy)]
+enum Item {
+    File(&'static [u8]),
+    Dir,
+    Link(&'static str),
+}
+
+/// Seals `items` (sorted by path) as snapshot `id`, its receipt signed by `key`, retained
+/// until `retain_until`.
+fn seal_snapshot(store: &TestStore, key: &SigningKey, id: &str, retain_until: i64, items: &[(&str, Item)]) {
+    let (vault, _) = Store::open(&store.root()).unwrap();
+    let mut pack = vault.begin().unwrap();
+    let mut entries = Vec::new();
+    for (path, item) in items {
+        let kind = match item {
+            Item::File(data) => {
+                let id = ChunkId::of(data);
+                if !vault.has_chunk(&id) {
+                    pack.append(id, data).unwrap();
+                }
+                EntryKind::File { size: u64::try_from(data.len()).unwrap(), chunks: vec![ChunkRef { id, len: u32::try_from(data.len()).unwrap() }] }
+            }
+            Item::Dir => EntryKind::Dir,
+            Item::Link(target) => EntryKind::Symlink { target: target.as_bytes().to_vec() },
+        };
+        entries.push(Entry { path: path.as_bytes().to_vec(), mode: if matches!(item, Item::Dir) { 0o750 } else { 0o640 }, mtime: 1_700_000_000, kind });
+    }
+    let manifest = Manifest { entries }.encode().unwrap();
+    let receipt = Receipt {
+        vault_id: "vault-01".into(),
+        vault_key: key.public_key(),
+        policy_version: 1,
+        snapshot_id: id.into(),
+        dataset: "db".into(),
+        pusher: "db-backup".into(),
+        manifest_sha256: vault_core::keys::hex(ring::digest::digest(&ring::digest::SHA256, &manifest).as_ref()),
+        files: 1,
+        logical_bytes: 0,
+        chunks_total: 1,
+        chunks_new: 1,
+        bytes_new: 0,
+        received_at: Timestamp::from_unix(1_800_000_000).unwrap(),
+        retain_until: Timestamp::from_unix(retain_until).unwrap(),
+        client_time: 0,
+    };
+    let (body, signature) = receipt.sign(key);
+    vault.seal_all(pack, SealInput { snapshot_id: id, manifest: &manifest, receipt: &SignedReceipt { body, signature } }).unwrap();
+}
+
+const RETAINED: i64 = 1_900_000_000; // 2030-03-17
+const TREE: [(&str, Item); 6] = [
+    ("a", Item::File(b"alpha: kept whole")),
+    ("b", Item::File(b"bravo: the chunk that goes bad")),
+    ("c", Item::File(b"charlie")),
+    ("d", Item::Dir),
+    ("d/e", Item::File(b"echo, inside a directory")),
+    ("link", Item::Link("a")),
+];
+
+/// What a restored tree must hold: path -> file content or `-> target`; the marker must be gone.
+fn expected_tree() -> BTreeMap<String, String> {
+    TREE.iter()
+        .filter_map(|(path, item)| match item {
+            Item::File(data) => Some((path.to_string(), String::from_utf8_lossy(data).into_owned())),
+            Item::Link(target) => Some((path.to_string(), format!("-> {target}"))),
+            Item::Dir => None,
+        })
+        .collect()
+}
+
+/// Files and symlinks under `dir` (not the marker), as [`expected_tree`] spells them.
+fn tree_of(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.strip_prefix(dir).unwrap().display().to_string();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_symlink() {
+                out.insert(name, format!("-> {}", std::fs::read_link(&path).unwrap().display()));
+            } else if meta.is_dir() {
+                if name != ".vault-restore" {
+                    stack.push(path);
+                }
+            } else {
+                out.insert(name, String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned());
+            }
+        }
+    }
+    out
+}
+
+/// Flips one byte of `data` where it lies in a pack (lifting the seal first, as someone with
+/// the disk could); flipping again repairs it.
+fn flip_in_pack(store: &TestStore, data: &[u8]) -> (PathBuf, usize) {
+    for entry in std::fs::read_dir(store.root().join("packs")).unwrap() {
+        let pack = entry.unwrap().path();
+        let bytes = std::fs::read(&pack).unwrap();
+        if let Some(pos) = bytes.windows(data.len()).position(|w| w == data) {
+            flip_at(&pack, pos);
+            return (pack, pos);
+        }
+    }
+    panic!("no pack holds the chunk");
+}
+
+fn flip_at(pack: &Path, pos: usize) {
+    Command::new("chattr").arg("-i").arg(pack).output().unwrap();
+    std::fs::set_permissions(pack, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let mut bytes = std::fs::read(pack).unwrap();
+    bytes[pos] ^= 0x20;
+    std::fs::write(pack, bytes).unwrap();
+}
+
+/// A store with snapshot `s1` of [`TREE`] sealed by the vault; returns it, the vault's
+/// public key as `--vault-key` takes it, and the key.
+fn sealed_store() -> (TestStore, String, SigningKey) {
+    let store = TestStore::new();
+    let vault = signing_key();
+    seal_snapshot(&store, &vault, "s1", RETAINED, &TREE);
+    let public = vault.public_key().to_string();
+    (store, public, vault)
+}
+
+#[test]
+fn restore_and_snapshots_need_the_pinned_vault_key() {
+    let (store, vault_key, _) = sealed_store();
+    let d = store.path();
+    let root = store.root_arg();
+    for args in [vec!["restore", "--store", &root, "--snapshot", "s1", "--to", "out"], vec!["snapshots", "--store", &root]] {
+        let run = vaultctl(d, &args);
+        assert_eq!(run.code, Some(1), "{args:?}: {}", run.stderr);
+        for part in ["needs --vault-key", "`ed25519:...`, or a file holding it", "pass --insecure-any-vault-key instead"] {
+            assert!(run.stderr.contains(part), "{args:?}: `{part}` in {}", run.stderr);
+        }
+    }
+    assert!(!d.join("out").exists(), "nothing is written without a key");
+    let both = vaultctl(d, &["snapshots", "--store", &root, "--vault-key", &vault_key, "--insecure-any-vault-key"]);
+    assert_eq!(both.code, Some(2), "{}", both.stderr);
+
+    // The opt-out works, loudly.
+    let run = ok(d, &["snapshots", "--store", &root, "--insecure-any-vault-key"]);
+    assert!(run.stderr.contains("WARNING: --insecure-any-vault-key"), "{}", run.stderr);
+    assert!(run.stdout.contains("receipts NOT checked against a pinned key"), "{}", run.stdout);
+
+    // The key as a string or as a file.
+    std::fs::write(d.join("vault.pub"), format!("{vault_key}\n")).unwrap();
+    let run = ok(d, &["snapshots", "--store", &root, "--vault-key", "vault.pub"]);
+    assert!(run.stdout.contains("  s1  db by db-backup: 1 files, 0 bytes, retain until 2030-03-17T17:46:40Z  ok"), "{}", run.stdout);
+    let run = ok(d, &["restore", "--store", &root, "--snapshot", "s1", "--to", "out", "--vault-key", &vault_key]);
+    assert!(run.stdout.contains("restored s1 to out: 4 files written, 0 kept"), "{}", run.stdout);
+    assert_eq!(tree_of(&d.join("out")), expected_tree());
+    assert!(!d.join("out/.vault-restore").exists(), "a whole restore leaves no marker");
+    assert_eq!(std::fs::metadata(d.join("out/d")).unwrap().permissions().mode() & 0o777, 0o750);
+    // Done is done: the same directory is no longer new, empty or unfinished.
+    refused(d, &["restore", "--store", &root, "--snapshot", "s1", "--to", "out", "--vault-key", &vault_key], "out: must be a new or empty directory");
+}
+
+#[test]
+fn a_store_signed_by_another_key_is_refused_by_restore_and_flagged_by_snapshots() {
+    let (store, vault_key, vault) = sealed_store();
+    let d = store.path();
+    let root = store.root_arg();
+    // Someone with the disk seals a snapshot of their own, claiming a longer retention.
+    let forger = signing_key();
+    seal_snapshot(&store, &forger, "s2", 4_000_000_000, &TREE);
+
+    let run = vaultctl(d, &["restore", "--store", &root, "--snapshot", "s2", "--to", "out", "--vault-key", &vault_key]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    let expected = format!(
+        "snapshot s2: its receipt is signed by vault key id {}, not the pinned vault key id {}",
+        forger.public_key().key_id(),
+        vault.public_key().key_id()
+    );
+    assert!(run.stderr.contains(&expected), "{}", run.stderr);
+    assert!(!d.join("out").exists(), "nothing is written for an untrusted snapshot");
+
+    let run = vaultctl(d, &["snapshots", "--store", &root, "--vault-key", &vault_key]);
+    assert_eq!(run.code, Some(6), "{}", run.stderr);
+    assert!(run.stdout.contains("  s1  db by db-backup") && run.stdout.contains("  s2  NOT VERIFIED: "), "{}", run.stdout);
+    assert!(!run.stdout.contains("2096"), "the forged retention date is not shown: {}", run.stdout);
+    assert!(run.stderr.contains("1 of 2 snapshot(s) are NOT VERIFIED or UNRESTORABLE"), "{}", run.stderr);
+    let json: serde_json::Value = serde_json::from_str(&vaultctl(d, &["snapshots", "--json", "--store", &root, "--vault-key", &vault_key]).stdout).unwrap();
+    assert_eq!((json[0]["verified"].as_bool(), json[0]["restorable"].as_bool()), (Some(true), Some(true)), "{json}");
+    assert_eq!(json[1]["verified"], false, "{json}");
+    assert!(json[1]["error"].as_str().unwrap().contains(&expected) && json[1].get("retain_until").is_none(), "{json}");
+}
+
+#[test]
+fn keep_going_restores_the_rest_reports_and_leaves_nothing_partial() {
+    let (store, vault_key, _) = sealed_store();
+    let d = store.path();
+    let root = store.root_arg();
+    flip_in_pack(&store, b"bravo: the chunk that goes bad");
+
+    // Without --keep-going: the first bad chunk stops it, and b is not there even in part.
+    let run = vaultctl(d, &["restore", "--store", &root, "--snapshot", "s1", "--to", "plain", "--vault-key", &vault_key]);
+    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    for part in ["restore of snapshot s1 stopped at `b`: ", "reads back as", "Nothing partial was left", "Pass --keep-going"] {
+        assert!(run.stderr.contains(part), "`{part}` in {}", run.stderr);
+    }
+    assert!(!d.join("plain/b").exists());
+    assert_eq!(std::fs::read_dir(d.join("plain/.vault-restore")).unwrap().count(), 1, "only the marker's snapshot file, no temp left");
+
+    // With it: everything else, a report, exit 6.
+    let run = vaultctl(d, &["restore", "--json", "--keep-going", "--store", &root, "--snapshot", "s1", "--to", "kept", "--vault-key", &vault_key]);
+    assert_eq!(run.code, Some(6), "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!((report["complete"].as_bool(), report["files"].as_u64(), report["symlinks"].as_u64()), (Some(false), Some(3), Some(1)), "{report}");
+    let missing = report["not_restored"].as_array().unwrap();
+    assert_eq!(missing.len(), 1, "{report}");
+    assert_eq!(missing[0]["path"], "b");
+    assert!(missing[0]["reason"].as_str().unwrap().contains("reads back as"), "{report}");
+    assert!(run.stderr.contains("1 file(s) of snapshot s1 could not be restored"), "{}", run.stderr);
+    let mut expected = expected_tree();
+    expected.remove("b");
+    assert_eq!(tree_of(&d.join("kept")), expected, "every other file whole, b absent");
+
+    let run = vaultctl(d, &["restore", "--keep-going", "--store", &root, "--snapshot", "s1", "--to", "text", "--vault-key", &vault_key]);
+    assert_eq!(run.code, Some(6), "{}", run.stderr);
+    assert!(run.stdout.contains("NOT RESTORED: 1 file(s), left out whole:\n  b: "), "{}", run.stdout);
+}
+
+#[test]
+fn an_unfinished_restore_resumes_into_the_same_directory() {
+    let (store, vault_key, vault) = sealed_store();
+    seal_snapshot(&store, &vault, "s2", RETAINED, &TREE[..1]);
+    let d = store.path();
+    let root = store.root_arg();
+    let (pack, pos) = flip_in_pack(&store, b"bravo: the chunk that goes bad");
+    let restore = |to: &str, snapshot: &str| vaultctl(d, &["restore", "--json", "--keep-going", "--store", &root, "--snapshot", snapshot, "--to", to, "--vault-key", &vault_key]);
+    assert_eq!(restore("out", "s1").code, Some(6));
+    let out = d.join("out");
+
+    // Since then: a temp file of a run that was killed, a restored file altered in place, and
+    // one replaced by a symlink pointing out of the target.
+    std::fs::write(out.join(".vault-restore/9.partial"), b"half").unwrap();
+    std::fs::write(out.join("a"), b"ALPHA: kept whole").unwrap();
+    std::fs::write(d.join("outside"), b"not to be touched").unwrap();
+    std::fs::remove_file(out.join("c")).unwrap();
+    std::os::unix::fs::symlink(d.join("outside"), out.join("c")).unwrap();
+    let untouched = std::fs::metadata(out.join("d/e")).unwrap().ino();
+
+    // Another snapshot, or a directory without the marker, is refused.
+    let run = restore("out", "s2");
+    assert!(run.stderr.contains("out: holds an unfinished restore of snapshot s1, not s2"), "{}", run.stderr);
+    std::fs::create_dir(d.join("other")).unwrap();
+    std::fs::write(d.join("other/x"), b"x").unwrap();
+    let run = restore("other", "s1");
+    assert!(run.stderr.contains("other: must be a new or empty directory, or one holding an unfinished restore of snapshot s1"), "{}", run.stderr);
+
+    // The store is repaired; the same command finishes the job.
+    flip_at(&pack, pos);
+    let run = restore("out", "s1");
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    assert!(run.stderr.contains("resuming the earlier restore of s1"), "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!((report["files_kept"].as_u64(), report["files"].as_u64()), (Some(1), Some(3)), "d/e kept; a, b, c written: {report}");
+    assert_eq!(tree_of(&out), expected_tree());
+    assert_eq!(std::fs::metadata(out.join("d/e")).unwrap().ino(), untouched, "a verified file is kept as it is");
+    assert_eq!(std::fs::read(d.join("outside")).unwrap(), b"not to be touched");
+    assert!(!out.join(".vault-restore").exists(), "the marker goes once the restore is whole");
 }

@@ -7,11 +7,11 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use vault_core::chunk::{ChunkId, MAX_CHUNK_BYTES};
+use vault_core::push::chunk::{ChunkId, MAX_CHUNK_BYTES};
 use vault_core::keys::{PublicKey, SigningKey};
-use vault_core::manifest::{ChunkRef, Entry, EntryKind, Manifest};
-use vault_core::protocol::{frame_len, ClientFrame, VaultFrame, LENGTH_PREFIX};
-use vault_core::receipt::Receipt;
+use vault_core::push::manifest::{ChunkRef, Entry, EntryKind, Manifest};
+use vault_core::push::protocol::{ClientFrame, FrameReader, VaultFrame};
+use vault_core::push::receipt::Receipt;
 use vault_tls::rustls::{ClientConnection, StreamOwned};
 
 /// A pusher's secret key file (PEM PKCS#8, as `vaultctl key gen` writes it): the PKCS#8
@@ -25,6 +25,7 @@ pub fn load_pusher_key(path: &Path) -> (Vec<u8>, PublicKey) {
 
 pub struct RawClient<S: Read + Write> {
     tls: StreamOwned<ClientConnection, S>,
+    frames: FrameReader,
 }
 
 impl<S: Read + Write> RawClient<S> {
@@ -38,7 +39,7 @@ impl<S: Read + Write> RawClient<S> {
         while tls.conn.is_handshaking() {
             tls.conn.complete_io(&mut tls.sock).map_err(|e| e.to_string())?;
         }
-        Ok(RawClient { tls })
+        Ok(RawClient { tls, frames: FrameReader::default() })
     }
 
     pub fn send_bytes(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -47,16 +48,11 @@ impl<S: Read + Write> RawClient<S> {
     }
 
     pub fn send(&mut self, frame: &ClientFrame) {
-        self.send_bytes(&frame.encode()).unwrap();
+        self.send_bytes(&frame.encode().unwrap()).unwrap();
     }
 
     pub fn recv(&mut self) -> std::io::Result<VaultFrame> {
-        let mut prefix = [0u8; LENGTH_PREFIX];
-        self.tls.read_exact(&mut prefix)?;
-        let len = frame_len(prefix).map_err(std::io::Error::other)?;
-        let mut body = vec![0u8; len];
-        self.tls.read_exact(&mut body)?;
-        VaultFrame::decode(&body).map_err(std::io::Error::other)
+        vault_io::read_frame(&mut self.tls, &mut self.frames, VaultFrame::decode)?.ok_or_else(|| std::io::ErrorKind::UnexpectedEof.into())
     }
 
     /// The reason of the `Refused` frame that must come next; then the vault closes.
@@ -134,7 +130,7 @@ pub fn manifest_of(files: &[(&[u8], &[u8])]) -> Vec<u8> {
         })
         .collect();
     entries.sort_by(|a, b| a.path.cmp(&b.path));
-    Manifest { entries }.encode()
+    Manifest { entries }.encode().unwrap()
 }
 
 /// Wraps a socket and keeps a copy of every byte written to it (to replay it later).

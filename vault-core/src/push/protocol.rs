@@ -1,14 +1,16 @@
 //! The push protocol's frames. Every frame is `u32 length | u8 version | u8 verb | body`,
 //! big-endian, with the length checked against [`MAX_FRAME_BYTES`] before anything is
-//! allocated for the body.
+//! allocated for the body. Both sides read frames through one [`FrameReader`] (check the
+//! prefix, then parse the body: mini-redis's `Frame::check` / `Frame::parse`), and every
+//! encoder checks its lengths instead of casting them.
 //!
 //! The pusher has exactly five verbs and the vault exactly four answers, as the two enums
 //! below. There is no verb to read, list, overwrite or delete: adding one means adding a
 //! variant here, a code in [`ClientFrame::decode`], and a phase rule in
-//! [`crate::ingest`], all of which a reviewer sees. Any other verb byte is refused and the
+//! [`crate::push::ingest`], all of which a reviewer sees. Any other verb byte is refused and the
 //! session closed.
 
-use crate::chunk::{ChunkId, MAX_CHUNK_BYTES};
+use crate::push::chunk::{ChunkId, MAX_CHUNK_BYTES};
 use crate::error::{Error, Result};
 use crate::wire::{Reader, Writer};
 
@@ -55,7 +57,7 @@ pub enum VaultFrame {
     Ready { quota_left: u64 },
     /// One flag per id of the matching `Have`: true = send it.
     Need { needed: Vec<bool> },
-    /// The signed receipt (see [`crate::receipt`]).
+    /// The signed receipt (see [`crate::push::receipt`]).
     Receipt { body: Vec<u8>, signature: [u8; 64] },
     /// The session is refused and will be closed; `reason` names the rule and values.
     Refused { reason: String },
@@ -72,21 +74,26 @@ impl ClientFrame {
         }
     }
 
-    /// The frame with its length prefix.
-    pub fn encode(&self) -> Vec<u8> {
+    /// The frame with its length prefix. What the decoder would refuse (too many ids, a
+    /// chunk or manifest part out of range) is refused here too, never cut.
+    pub fn encode(&self) -> Result<Vec<u8>> {
         let mut w = Writer::default();
         match self {
             ClientFrame::Begin { dataset, client_time } => {
-                w.u8(VERB_BEGIN).short_bytes(dataset.as_bytes()).i64(*client_time);
+                w.u8(VERB_BEGIN).short_bytes(dataset.as_bytes())?.i64(*client_time);
             }
             ClientFrame::Have { ids } => {
-                w.u8(VERB_HAVE).u16(ids.len() as u16);
+                if ids.len() > MAX_HAVE_IDS {
+                    return Err(Error::TooLarge { what: "have ids", size: ids.len(), limit: MAX_HAVE_IDS });
+                }
+                w.u8(VERB_HAVE).u16(u16::try_from(ids.len()).expect("MAX_HAVE_IDS fits a u16"));
                 for id in ids {
                     w.raw(&id.0);
                 }
             }
             ClientFrame::Chunk { id, data } => return encode_chunk_frame(id, data),
             ClientFrame::ManifestPart { bytes } => {
+                check_range("manifest part", bytes.len(), MAX_MANIFEST_PART)?;
                 w.u8(VERB_MANIFEST).raw(bytes);
             }
             ClientFrame::Commit { manifest_sha256, manifest_len } => {
@@ -107,7 +114,7 @@ impl ClientFrame {
                 ClientFrame::Begin { dataset, client_time: r.i64("client time")? }
             }
             VERB_HAVE => {
-                let n = r.u16("id count")? as usize;
+                let n = usize::from(r.u16("id count")?);
                 if n > MAX_HAVE_IDS {
                     return Err(r.malformed(format!("{n} ids in one have, at most {MAX_HAVE_IDS}")));
                 }
@@ -138,34 +145,55 @@ impl ClientFrame {
 }
 
 /// A chunk frame straight from a borrowed slice, so the pusher does not copy chunk data.
-pub fn encode_chunk_frame(id: &ChunkId, data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(LENGTH_PREFIX + 2 + 32 + data.len());
-    out.extend_from_slice(&((2 + 32 + data.len()) as u32).to_be_bytes());
+pub fn encode_chunk_frame(id: &ChunkId, data: &[u8]) -> Result<Vec<u8>> {
+    check_range("chunk", data.len(), MAX_CHUNK_BYTES)?;
+    let body_len = 2 + 32 + data.len();
+    let mut out = Vec::with_capacity(LENGTH_PREFIX + body_len);
+    out.extend_from_slice(&prefix_of(body_len)?);
     out.extend_from_slice(&[PROTOCOL_VERSION, VERB_CHUNK]);
     out.extend_from_slice(&id.0);
     out.extend_from_slice(data);
-    out
+    Ok(out)
+}
+
+/// `len` must be 1..=`max`.
+fn check_range(what: &'static str, len: usize, max: usize) -> Result<()> {
+    if len == 0 || len > max {
+        return Err(Error::Malformed { what: "frame", reason: format!("{what} of {len} bytes, must be 1..={max}") });
+    }
+    Ok(())
+}
+
+/// The length prefix of a body of `body_len` bytes, refused past [`MAX_FRAME_BYTES`].
+fn prefix_of(body_len: usize) -> Result<[u8; LENGTH_PREFIX]> {
+    if body_len > MAX_FRAME_BYTES {
+        return Err(Error::FrameTooLarge { size: body_len, limit: MAX_FRAME_BYTES });
+    }
+    Ok(u32::try_from(body_len).expect("MAX_FRAME_BYTES fits a u32").to_be_bytes())
 }
 
 impl VaultFrame {
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Result<Vec<u8>> {
         let mut w = Writer::default();
         match self {
             VaultFrame::Ready { quota_left } => {
                 w.u8(VERB_READY).u64(*quota_left);
             }
             VaultFrame::Need { needed } => {
-                w.u8(VERB_NEED).u16(needed.len() as u16);
+                if needed.len() > MAX_HAVE_IDS {
+                    return Err(Error::TooLarge { what: "need flags", size: needed.len(), limit: MAX_HAVE_IDS });
+                }
+                w.u8(VERB_NEED).u16(u16::try_from(needed.len()).expect("MAX_HAVE_IDS fits a u16"));
                 for byte in needed.chunks(8) {
                     w.u8(byte.iter().enumerate().fold(0u8, |acc, (i, need)| acc | (u8::from(*need) << i)));
                 }
             }
             VaultFrame::Receipt { body, signature } => {
-                w.u8(VERB_RECEIPT).u32(body.len() as u32).raw(body).raw(signature);
+                w.u8(VERB_RECEIPT).len_u32(body.len(), "receipt")?.raw(body).raw(signature);
             }
             VaultFrame::Refused { reason } => {
                 let reason = truncate_utf8(reason, 1024);
-                w.u8(VERB_REFUSED).short_bytes(reason.as_bytes());
+                w.u8(VERB_REFUSED).short_bytes(reason.as_bytes())?;
             }
         }
         with_prefix(&w.bytes)
@@ -177,12 +205,12 @@ impl VaultFrame {
         let frame = match verb {
             VERB_READY => VaultFrame::Ready { quota_left: r.u64("quota")? },
             VERB_NEED => {
-                let n = r.u16("id count")? as usize;
+                let n = usize::from(r.u16("id count")?);
                 let bits = r.take(n.div_ceil(8), "need flags")?;
                 VaultFrame::Need { needed: (0..n).map(|i| bits[i / 8] & (1 << (i % 8)) != 0).collect() }
             }
             VERB_RECEIPT => {
-                let len = r.u32("receipt length")? as usize;
+                let len = r.len_u32("receipt length")?;
                 let body = r.take(len, "receipt")?.to_vec();
                 VaultFrame::Receipt { body, signature: r.array("receipt signature")? }
             }
@@ -202,17 +230,18 @@ fn check_header(r: &mut Reader<'_>) -> Result<u8> {
     r.u8("verb")
 }
 
-fn with_prefix(body_after_version: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(LENGTH_PREFIX + 1 + body_after_version.len());
-    out.extend_from_slice(&((1 + body_after_version.len()) as u32).to_be_bytes());
+fn with_prefix(body_after_version: &[u8]) -> Result<Vec<u8>> {
+    let body_len = 1 + body_after_version.len();
+    let mut out = Vec::with_capacity(LENGTH_PREFIX + body_len);
+    out.extend_from_slice(&prefix_of(body_len)?);
     out.push(PROTOCOL_VERSION);
     out.extend_from_slice(body_after_version);
-    out
+    Ok(out)
 }
 
-/// Reads a length prefix and refuses it if over the cap, before the body is read.
+/// Checks a length prefix: refused over the cap or under a header, before the body is read.
 pub fn frame_len(prefix: [u8; LENGTH_PREFIX]) -> Result<usize> {
-    let len = u32::from_be_bytes(prefix) as usize;
+    let len = usize::try_from(u32::from_be_bytes(prefix)).unwrap_or(usize::MAX);
     if len > MAX_FRAME_BYTES {
         return Err(Error::FrameTooLarge { size: len, limit: MAX_FRAME_BYTES });
     }
@@ -220,6 +249,80 @@ pub fn frame_len(prefix: [u8; LENGTH_PREFIX]) -> Result<usize> {
         return Err(Error::Malformed { what: "frame", reason: format!("length {len} is shorter than a header") });
     }
     Ok(len)
+}
+
+/// Reads frames off a byte stream for either side, sans-IO: the caller reads into
+/// [`FrameReader::unfilled`] and reports with [`FrameReader::filled`]. The prefix is checked
+/// ([`frame_len`]) the moment it is whole, before any room is made for the body, and a
+/// complete body is handed back for [`ClientFrame::decode`] or [`VaultFrame::decode`].
+#[derive(Debug)]
+pub struct FrameReader {
+    buf: Vec<u8>,
+    filled: usize,
+    part: Part,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Prefix,
+    Body,
+    /// The body was handed out; the next read starts a new frame.
+    Done,
+}
+
+/// What a read brought.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Filled<'a> {
+    /// More bytes of the same part are needed.
+    More,
+    /// The prefix is whole and checked; a body of `len` bytes comes next.
+    BodyNext { len: usize },
+    /// A whole frame: its body (after the prefix) and its size on the wire.
+    Frame { body: &'a [u8], wire_bytes: usize },
+}
+
+impl Default for FrameReader {
+    fn default() -> Self {
+        FrameReader { buf: vec![0; LENGTH_PREFIX], filled: 0, part: Part::Prefix }
+    }
+}
+
+impl FrameReader {
+    /// Where the next bytes go: the rest of the prefix, or the rest of the body.
+    pub fn unfilled(&mut self) -> &mut [u8] {
+        if self.part == Part::Done {
+            self.buf.resize(LENGTH_PREFIX, 0);
+            self.filled = 0;
+            self.part = Part::Prefix;
+        }
+        &mut self.buf[self.filled..]
+    }
+
+    /// Nothing of a next frame has been read: a place where the peer may cleanly stop.
+    pub fn at_frame_boundary(&self) -> bool {
+        self.part == Part::Done || (self.part == Part::Prefix && self.filled == 0)
+    }
+
+    /// `n` bytes were read into [`FrameReader::unfilled`].
+    pub fn filled(&mut self, n: usize) -> Result<Filled<'_>> {
+        self.filled = self.filled.checked_add(n).filter(|f| *f <= self.buf.len()).expect("filled() reports at most what unfilled() offered");
+        if self.filled < self.buf.len() {
+            return Ok(Filled::More);
+        }
+        match self.part {
+            Part::Prefix => {
+                let len = frame_len(self.buf[..LENGTH_PREFIX].try_into().expect("prefix"))?;
+                self.buf.resize(len, 0);
+                self.filled = 0;
+                self.part = Part::Body;
+                Ok(Filled::BodyNext { len })
+            }
+            Part::Body | Part::Done => {
+                self.part = Part::Done;
+                Ok(Filled::Frame { body: &self.buf, wire_bytes: LENGTH_PREFIX + self.buf.len() })
+            }
+        }
+    }
 }
 
 fn truncate_utf8(text: &str, max: usize) -> &str {
@@ -236,7 +339,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn round_trip_client(frame: ClientFrame) {
-        let bytes = frame.encode();
+        let bytes = frame.encode().unwrap();
         let len = frame_len(bytes[..4].try_into().unwrap()).unwrap();
         assert_eq!(len, bytes.len() - 4);
         assert_eq!(ClientFrame::decode(&bytes[4..]).unwrap(), frame);
@@ -259,7 +362,7 @@ mod tests {
             VaultFrame::Receipt { body: b"{}".to_vec(), signature: [3; 64] },
             VaultFrame::Refused { reason: "no".into() },
         ] {
-            let bytes = frame.encode();
+            let bytes = frame.encode().unwrap();
             assert_eq!(VaultFrame::decode(&bytes[4..]).unwrap(), frame);
         }
     }
@@ -290,14 +393,84 @@ mod tests {
 
     #[test]
     fn bodies_must_be_exact() {
-        let mut begin = ClientFrame::Begin { dataset: "db".into(), client_time: 0 }.encode();
+        let mut begin = ClientFrame::Begin { dataset: "db".into(), client_time: 0 }.encode().unwrap();
         begin.push(0);
         assert!(ClientFrame::decode(&begin[4..]).unwrap_err().to_string().contains("trailing"));
         let empty_chunk = [PROTOCOL_VERSION, VERB_CHUNK].iter().copied().chain([0u8; 32]).collect::<Vec<_>>();
         assert!(ClientFrame::decode(&empty_chunk).is_err());
     }
 
+    #[test]
+    fn encoders_refuse_what_decoders_would_refuse() {
+        let too_many = ClientFrame::Have { ids: vec![ChunkId::of(b"x"); MAX_HAVE_IDS + 1] };
+        assert!(matches!(too_many.encode(), Err(Error::TooLarge { what: "have ids", .. })));
+        assert!(encode_chunk_frame(&ChunkId::of(b""), b"").is_err());
+        assert!(encode_chunk_frame(&ChunkId::of(b"x"), &vec![0; MAX_CHUNK_BYTES + 1]).is_err());
+        let long_name = ClientFrame::Begin { dataset: "d".repeat(70_000), client_time: 0 };
+        assert!(matches!(long_name.encode(), Err(Error::TooLarge { what: "short field", .. })));
+        assert!(VaultFrame::Need { needed: vec![true; MAX_HAVE_IDS + 1] }.encode().is_err());
+    }
+
+    /// Feeds `wire` to a reader `step` bytes at a time; returns the frames' bodies.
+    fn read_all(wire: &[u8], step: usize) -> Result<Vec<(Vec<u8>, usize)>> {
+        let mut reader = FrameReader::default();
+        let mut frames = vec![];
+        let mut pos = 0;
+        while pos < wire.len() {
+            let space = reader.unfilled();
+            let n = space.len().min(step).min(wire.len() - pos);
+            space[..n].copy_from_slice(&wire[pos..pos + n]);
+            pos += n;
+            if let Filled::Frame { body, wire_bytes } = reader.filled(n)? {
+                frames.push((body.to_vec(), wire_bytes));
+            }
+        }
+        assert!(reader.at_frame_boundary(), "a frame was left half read");
+        Ok(frames)
+    }
+
+    #[test]
+    fn the_frame_reader_splits_a_stream_into_frames_however_it_arrives() {
+        let frames = [
+            ClientFrame::Begin { dataset: "db".into(), client_time: 1 },
+            ClientFrame::Chunk { id: ChunkId::of(b"abc"), data: b"abc".to_vec() },
+            ClientFrame::Commit { manifest_sha256: [1; 32], manifest_len: 3 },
+        ];
+        let wire: Vec<u8> = frames.iter().flat_map(|f| f.encode().unwrap()).collect();
+        for step in [1, 3, 7, 4096] {
+            let read = read_all(&wire, step).unwrap();
+            let decoded: Vec<ClientFrame> = read.iter().map(|(body, _)| ClientFrame::decode(body).unwrap()).collect();
+            assert_eq!(decoded, frames);
+            let sizes: Vec<usize> = read.iter().map(|(_, wire_bytes)| *wire_bytes).collect();
+            assert_eq!(sizes, frames.iter().map(|f| f.encode().unwrap().len()).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn the_frame_reader_refuses_an_oversize_prefix_before_making_room_for_it() {
+        let mut reader = FrameReader::default();
+        reader.unfilled().copy_from_slice(&u32::MAX.to_be_bytes());
+        assert!(matches!(reader.filled(4), Err(Error::FrameTooLarge { .. })));
+        assert!(reader.unfilled().len() <= LENGTH_PREFIX, "no room was made for the body");
+    }
+
     proptest! {
+        #[test]
+        fn the_frame_reader_never_panics_and_never_holds_more_than_a_frame(wire in prop::collection::vec(any::<u8>(), 0..600), step in 1usize..50) {
+            let mut reader = FrameReader::default();
+            let mut pos = 0;
+            while pos < wire.len() {
+                let space = reader.unfilled();
+                prop_assert!(space.len() <= MAX_FRAME_BYTES);
+                let n = space.len().min(step).min(wire.len() - pos);
+                space[..n].copy_from_slice(&wire[pos..pos + n]);
+                pos += n;
+                if reader.filled(n).is_err() {
+                    break;
+                }
+            }
+        }
+
         #[test]
         fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
             let _ = ClientFrame::decode(&bytes);

@@ -7,6 +7,10 @@ use crate::keys::hex;
 
 /// The largest chunk either side will handle (FastCDC's maximum is set below this).
 pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
+/// The smallest chunk but a file's (or stream's) last: FastCDC's minimum in `vaultctl push`.
+/// Without it a pusher could cut its quota into millions of one-byte chunks, each costing
+/// the vault an index entry and memory.
+pub const MIN_CHUNK_BYTES: usize = 32 * 1024;
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ChunkId(pub [u8; 32]);

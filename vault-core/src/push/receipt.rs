@@ -12,6 +12,22 @@ use crate::units::Timestamp;
 const RECEIPT_CONTEXT: &str = "airgap-vault/receipt/v1";
 pub const MAX_RECEIPT_BYTES: usize = 16 * 1024;
 
+/// `20261125T101500Z`: the receive time in a snapshot id.
+const SNAPSHOT_ID_TIME_CHARS: usize = 16;
+/// Hex of 4 random bytes, so two snapshots of one dataset in one second differ.
+const SNAPSHOT_ID_SUFFIX_CHARS: usize = 8;
+/// The longest dataset name whose snapshot id still fits an identifier's 64 characters.
+pub const MAX_DATASET_BYTES: usize = 64 - SNAPSHOT_ID_TIME_CHARS - SNAPSHOT_ID_SUFFIX_CHARS - 2;
+
+/// `{received_at}-{dataset}-{suffix}`, e.g. `20261125T101500Z-db-1a2b3c4d`: sorts by receive
+/// time, safe in a file name and on a console line.
+pub fn snapshot_id(received_at: Timestamp, dataset: &str, suffix: [u8; 4]) -> Result<String> {
+    let time: String = received_at.to_string().chars().filter(|c| *c != '-' && *c != ':').collect();
+    let id = format!("{time}-{dataset}-{}", crate::keys::hex(&suffix));
+    canonical::check_identifier("snapshot id", &id)?;
+    Ok(id)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
     pub vault_id: String,

@@ -1,0 +1,129 @@
+//! Every bound a push is held to, and the per-window account that enforces the shared ones.
+//!
+//! The attacker may hold any pusher key (THREATS.md), so nothing a session spends may be
+//! unbounded: each frame is charged to its pusher's window account *before* the vault acts
+//! on it, and the values below are chosen so that one hostile session, or sixteen at once,
+//! fit in the daemon's memory and cannot use up the disk's inodes. README's "Limits" table
+//! lists each with its reason.
+
+use crate::error::{Error, Result};
+
+/// New chunks one session may stage. At commit the vault reads the session's chunk table
+/// back (44 bytes a chunk, 44 MiB at this bound) to check the manifest against it; with
+/// FastCDC's 128 KiB average this is a 128 GiB snapshot of new data.
+pub const MAX_SESSION_NEW_CHUNKS: u64 = 1 << 20;
+/// New chunks one pusher may stage in one window, over all its sessions. Sealed chunks stay
+/// in the daemon's chunk index (about 64 bytes each), so this bounds what one window of a
+/// hostile pusher can add to it (256 MiB at most, and each non-final chunk costs at least
+/// 32 KiB of quota).
+pub const MAX_WINDOW_NEW_CHUNKS: u64 = 4 << 20;
+/// Sessions one pusher may start in one window (after authenticating). Each sealed session
+/// costs at most [`INODES_PER_SESSION`] inodes, so this bounds a pusher's inodes per window.
+pub const MAX_SESSIONS_PER_WINDOW: u32 = 16;
+/// Files and directories one sealed session adds: its pack and pack index, the snapshot
+/// directory, its manifest and its receipt.
+pub const INODES_PER_SESSION: u32 = 5;
+
+/// What one pusher has spent in the current window, shared by its concurrent sessions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WindowAccount {
+    /// Every frame byte received from this pusher (length prefixes included).
+    pub bytes: u64,
+    pub sessions: u32,
+    pub new_chunks: u64,
+}
+
+impl WindowAccount {
+    /// A new authenticated session; refused past [`MAX_SESSIONS_PER_WINDOW`].
+    pub fn start_session(&mut self, pusher: &str) -> Result<()> {
+        if self.sessions >= MAX_SESSIONS_PER_WINDOW {
+            return Err(Error::Limit {
+                limit: "sessions_per_window",
+                detail: format!(
+                    "pusher `{pusher}` already started {} sessions in this window (at most {MAX_SESSIONS_PER_WINDOW}); push again in the next window",
+                    self.sessions
+                ),
+            });
+        }
+        self.sessions += 1;
+        Ok(())
+    }
+
+    /// Charges `bytes` of frames against `quota`; returns what is left. The quota bounds
+    /// everything a pusher sends (chunks, resent chunks, `have`, manifest parts), so it also
+    /// bounds the disk a window of it can take.
+    pub fn charge_bytes(&mut self, pusher: &str, quota: u64, bytes: u64) -> Result<u64> {
+        let would_be = self.bytes.saturating_add(bytes);
+        if would_be > quota {
+            return Err(Error::QuotaExceeded { pusher: pusher.to_string(), quota, would_be });
+        }
+        self.bytes = would_be;
+        Ok(quota - would_be)
+    }
+
+    /// What is left of `quota` (for `ready`).
+    pub fn quota_left(&self, quota: u64) -> u64 {
+        quota.saturating_sub(self.bytes)
+    }
+
+    /// One more new chunk staged by a session that has staged `in_session` so far.
+    pub fn charge_new_chunk(&mut self, pusher: &str, in_session: u64) -> Result<()> {
+        if in_session >= MAX_SESSION_NEW_CHUNKS {
+            return Err(Error::Limit {
+                limit: "new_chunks_per_session",
+                detail: format!(
+                    "pusher `{pusher}` sent {in_session} new chunks in this session (at most {MAX_SESSION_NEW_CHUNKS}); commit and push the rest in another snapshot"
+                ),
+            });
+        }
+        if self.new_chunks >= MAX_WINDOW_NEW_CHUNKS {
+            return Err(Error::Limit {
+                limit: "new_chunks_per_window",
+                detail: format!(
+                    "pusher `{pusher}` sent {} new chunks in this window (at most {MAX_WINDOW_NEW_CHUNKS}); push the rest in the next window",
+                    self.new_chunks
+                ),
+            });
+        }
+        self.new_chunks += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_are_counted_per_window() {
+        let mut account = WindowAccount::default();
+        for _ in 0..MAX_SESSIONS_PER_WINDOW {
+            account.start_session("p").unwrap();
+        }
+        let err = account.start_session("p").unwrap_err().to_string();
+        assert!(err.starts_with("limit `sessions_per_window`: pusher `p` already started 16 sessions"), "{err}");
+    }
+
+    #[test]
+    fn bytes_are_charged_until_the_quota() {
+        let mut account = WindowAccount::default();
+        assert_eq!(account.charge_bytes("p", 10, 6).unwrap(), 4);
+        let err = account.charge_bytes("p", 10, 5).unwrap_err();
+        assert_eq!(err, Error::QuotaExceeded { pusher: "p".into(), quota: 10, would_be: 11 });
+        assert_eq!(account.bytes, 6, "a refused charge spends nothing");
+        assert_eq!(account.quota_left(10), 4);
+    }
+
+    #[test]
+    fn new_chunks_are_bounded_per_session_and_per_window() {
+        let mut account = WindowAccount::default();
+        let err = account.charge_new_chunk("p", MAX_SESSION_NEW_CHUNKS).unwrap_err().to_string();
+        assert!(err.starts_with("limit `new_chunks_per_session`"), "{err}");
+        account.new_chunks = MAX_WINDOW_NEW_CHUNKS;
+        let err = account.charge_new_chunk("p", 0).unwrap_err().to_string();
+        assert!(err.starts_with("limit `new_chunks_per_window`"), "{err}");
+        let mut account = WindowAccount::default();
+        account.charge_new_chunk("p", MAX_SESSION_NEW_CHUNKS - 1).unwrap();
+        assert_eq!(account.new_chunks, 1);
+    }
+}
