@@ -245,3 +245,10 @@ print(f"RATIO incremental push / rsync time      {push2 / rsync2:.2f}x   (target
 print(f"RATIO ingest / sha256sum rate            {sha / push1:.2f}x   (target >= 0.60)")
 print(f"RSS   gatekeeper peak, 8 pushes          {rss_kb / 1024:.1f} MiB (target <= 64)")
 PY
+
+# ---- 5. a stolen pusher key against the daemon's memory -------------------------------------
+# 16 concurrent hostile sessions, each staging the most new chunks a session may (4-byte
+# chunks) and committing a maximal manifest, then one chunk too many: the gatekeeper's peak
+# RSS (target <= 256 MiB; one session's <= 128 MiB is checked by make test with two).
+echo "== flood: 16 hostile sessions"
+FLOOD_SESSIONS=16 cargo test --release --locked -p gatekeeper --test flood -- --nocapture a_flood_of_tiny_chunks 2>&1 | grep -E "^flood:|test result"

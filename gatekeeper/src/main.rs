@@ -7,10 +7,12 @@ use clap::{Parser, Subcommand};
 use std::sync::Arc;
 use std::time::Duration;
 
-use gatekeeper::events::{Event, EventLog};
+use gatekeeper::events::{listed_paths, Event, EventLog};
 use gatekeeper::push_server::{Limits, PushService};
 use gatekeeper::{error, policy_store};
 use vault_core::schedule::{self, WindowState};
+use vault_core::units::ByteSize;
+use vault_store::Reserve;
 
 #[derive(Parser)]
 #[command(name = "gatekeeper", version, about = "The air-gap vault's gatekeeper")]
@@ -53,6 +55,13 @@ enum Command {
         /// Watch for USB policy sticks and mount them here (the appliance does; off on a host).
         #[arg(long)]
         usb_mount: Option<PathBuf>,
+        /// Free space on the store's filesystem that pushes never take, so the state directory
+        /// (on the same filesystem on the appliance) can always be written. 0 turns it off.
+        #[arg(long, value_parser = ByteSize::parse, default_value_t = ByteSize::from_bytes(Reserve::DEFAULT.bytes))]
+        store_reserve: ByteSize,
+        /// Free inodes pushes never take, for the same reason.
+        #[arg(long, default_value_t = Reserve::DEFAULT.inodes)]
+        store_reserve_inodes: u64,
     },
 }
 
@@ -69,14 +78,15 @@ fn main() -> ExitCode {
         }),
         Command::Status => status(&cli.root, &cli.state),
         Command::Identity => gatekeeper::identity::VaultIdentity::load_or_create(&cli.state).map(|id| println!("{}", id.public)),
-        Command::Run { carrier_timeout_ms, handshake_timeout_ms, idle_timeout_ms, max_connections, usb_mount } => {
+        Command::Run { carrier_timeout_ms, handshake_timeout_ms, idle_timeout_ms, max_connections, usb_mount, store_reserve, store_reserve_inodes } => {
             let limits = Limits {
                 handshake: Duration::from_millis(handshake_timeout_ms),
                 idle: Duration::from_millis(idle_timeout_ms),
                 max_connections,
             };
             let paths = Paths { root: cli.root, state: cli.state, store: cli.store, usb_mount };
-            run(&paths, carrier_timeout_ms, limits, EventLog::default())
+            let reserve = Reserve { bytes: store_reserve.bytes(), inodes: store_reserve_inodes };
+            run(&paths, carrier_timeout_ms, limits, reserve, EventLog::default())
         }
     };
     match result {
@@ -129,7 +139,7 @@ fn boot_as_init() -> ! {
         store: data.join("store"),
         usb_mount: Some(init::USB_MOUNT.into()),
     };
-    let outcome = run(&paths, 5000, Limits::default(), events);
+    let outcome = run(&paths, 5000, Limits::default(), Reserve::DEFAULT, events);
     init::halt(&match outcome {
         Ok(()) => "the daemon stopped".to_string(),
         Err(e) => format!("the daemon stopped: {e}"),
@@ -144,7 +154,7 @@ struct Paths {
     usb_mount: Option<PathBuf>,
 }
 
-fn run(paths: &Paths, carrier_timeout_ms: u64, limits: Limits, events: EventLog) -> error::Result<()> {
+fn run(paths: &Paths, carrier_timeout_ms: u64, limits: Limits, reserve: Reserve, events: EventLog) -> error::Result<()> {
     // Two workers: sessions decrypt and re-hash on them while the gate's timers stay
     // responsive. The egress guard and the USB watcher read on their own threads.
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -154,34 +164,65 @@ fn run(paths: &Paths, carrier_timeout_ms: u64, limits: Limits, events: EventLog)
         .map_err(|source| error::GatekeeperError::Io { what: "tokio runtime", source })?;
     let options = gatekeeper::run::RunOptions {
         carrier_within: Duration::from_millis(carrier_timeout_ms),
-        server: push_server_factory(paths.state.clone(), paths.store.clone(), limits),
+        server: push_server_factory(paths.state.clone(), paths.store.clone(), limits, reserve),
         shutdown: gatekeeper::run::on_signal(),
         events,
         usb_mount: paths.usb_mount.clone(),
+        store_dir: Some(paths.store.clone()),
     };
     runtime.block_on(gatekeeper::run::run(&paths.root, &paths.state, options)).map(|_| ())
 }
 
-/// Opens the store (cleaning what a crash left) and loads the vault key, after the daemon has
-/// taken the NICs down.
-fn push_server_factory(state: PathBuf, store_dir: PathBuf, limits: Limits) -> gatekeeper::sessions_api::ServerFactory {
+/// Opens the store (cleaning what a crash left, re-marking sealed files immutable) and loads
+/// the vault key, after the daemon has taken the NICs down.
+fn push_server_factory(state: PathBuf, store_dir: PathBuf, limits: Limits, reserve: Reserve) -> gatekeeper::sessions_api::ServerFactory {
     Box::new(move |events| {
         let now = vault_io::clock_now();
         let identity = gatekeeper::identity::VaultIdentity::load_or_create(&state)?;
         events.emit(now, &Event::VaultIdentity { key: identity.public.to_string() });
-        let (store, recovery) = vault_store::Store::open(&store_dir)?;
-        events.emit(
-            now,
-            &Event::StoreOpened {
-                snapshots: recovery.snapshots,
-                chunks: recovery.chunks,
-                staging_removed: recovery.staging_removed,
-                orphan_packs_removed: recovery.orphan_packs_removed,
-            },
-        );
+        let (store, recovery) = vault_store::Store::open_with(&store_dir, reserve)?;
+        report_recovery(events, now, &store_dir, &recovery);
         let service = PushService::new(Arc::new(store), Arc::new(identity), limits);
         Ok(gatekeeper::push_server::server(Arc::new(service)))
     })
+}
+
+/// What opening the store found and fixed, on the console: one `store_opened` line, and an
+/// alarm for what it could not fix.
+fn report_recovery(events: &mut EventLog, now: vault_core::units::Timestamp, store_dir: &std::path::Path, recovery: &vault_store::Recovery) {
+    let shown = |path: &std::path::Path| path.strip_prefix(store_dir).unwrap_or(path).display().to_string();
+    let fixed = recovery.immutable_fixed.iter().map(|(path, sealing)| match sealing {
+        vault_store::Sealing::Immutable => shown(path),
+        vault_store::Sealing::ReadOnlyFallback { reason } => format!("{} ({reason})", shown(path)),
+    });
+    events.emit(
+        now,
+        &Event::StoreOpened {
+            snapshots: recovery.snapshots,
+            chunks: recovery.chunks,
+            staging_removed: recovery.staging_removed,
+            orphan_packs_removed: recovery.orphan_packs_removed,
+            immutable_fixed: listed_paths(fixed),
+        },
+    );
+    if !recovery.immutable_failed.is_empty() {
+        let failed = listed_paths(recovery.immutable_failed.iter().map(|(path, why)| format!("{}: {why}", shown(path))));
+        let detail = format!(
+            "{} sealed path(s) lack the immutable flag and could not get it back ({}); they stay writable until a start succeeds: check the data disk",
+            recovery.immutable_failed.len(),
+            failed.join("; ")
+        );
+        events.emit(now, &Event::Alarm { rule: "immutable_not_restored".into(), detail });
+    }
+    if !recovery.sealed_orphans_kept.is_empty() {
+        let kept = listed_paths(recovery.sealed_orphans_kept.iter().map(|path| shown(path)));
+        let detail = format!(
+            "{} sealed pack(s) lost their index and were kept ({}); the snapshots that need their chunks cannot be restored until the index is restored from a copy",
+            recovery.sealed_orphans_kept.len(),
+            kept.join(", ")
+        );
+        events.emit(now, &Event::Alarm { rule: "pack_index_lost".into(), detail });
+    }
 }
 
 fn status(root_path: &std::path::Path, state_dir: &std::path::Path) -> error::Result<()> {

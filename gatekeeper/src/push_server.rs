@@ -27,7 +27,7 @@ use vault_core::push::receipt::{snapshot_id, Receipt, SignedReceipt};
 use vault_core::units::TimeProvider;
 use vault_store::{SealInput, Sealed, StagedTable, StagingPack, Store};
 
-use crate::events::Event;
+use crate::events::{Event, EventLog};
 use crate::identity::VaultIdentity;
 use crate::sessions_api::{SessionContext, SessionReport, SessionServer, Stop};
 
@@ -157,10 +157,10 @@ impl PushService {
         };
         let _ = reports.send(SessionReport::Note(Event::SessionAccepted { peer: peer.to_string(), pusher: pusher.name.clone() })).await;
         match self.ingest(&mut stream, &window, pusher).await {
-            Ok((receipt, sealed, seal_ms)) => {
+            Ok((receipt, sealed, seal_ms, receipt_sent)) => {
                 let _ = stream.shutdown().await;
-                for (path, reason) in sealed.fallbacks {
-                    let _ = reports.send(SessionReport::Note(Event::ImmutableFallback { path: path.display().to_string(), reason })).await;
+                for event in sealed_notes(sealed) {
+                    let _ = reports.send(SessionReport::Note(event)).await;
                 }
                 let _ = reports
                     .send(SessionReport::Note(Event::SnapshotSealed {
@@ -174,7 +174,9 @@ impl PushService {
                         seal_ms,
                     }))
                     .await;
-                let _ = reports.send(SessionReport::Committed { pusher: pusher.name.clone() }).await;
+                if receipt_sent {
+                    let _ = reports.send(SessionReport::Committed { pusher: pusher.name.clone() }).await;
+                }
             }
             Err(Refusal { reason, tell_peer }) => {
                 if tell_peer {
@@ -191,8 +193,9 @@ impl PushService {
     }
 
     /// One push, from `begin` to the receipt. Every `Err` is a refusal; the staging pack
-    /// is dropped with it, so nothing of the session remains.
-    async fn ingest<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: &mut S, window: &Window, pusher: &vault_core::policy::Pusher) -> Result<(Receipt, Sealed, u64), Refusal> {
+    /// is dropped with it, so nothing of the session remains. `Ok` is a sealed snapshot, the
+    /// milliseconds sealing took, and whether its receipt reached the pusher.
+    async fn ingest<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: &mut S, window: &Window, pusher: &vault_core::policy::Pusher) -> Result<(Receipt, Sealed, u64, bool), Refusal> {
         let mut env = Env { store: &self.store, accounts: &window.accounts, pusher: &pusher.name };
         let mut session = IngestSession::start(&pusher.name, pusher.quota.bytes(), &mut env).map_err(Refusal::from)?;
         let mut staging: Option<StagingPack> = None;
@@ -216,11 +219,18 @@ impl PushService {
                     let (manifest, table) = pack.read_back().map_err(Refusal::from)?;
                     let request = session.check_manifest(&manifest, &table, &mut env).map_err(Refusal::from)?;
                     let seal_started = std::time::Instant::now();
-                    let (receipt, signed, sealed) = self.seal(window, pusher, pack, table, manifest, request).await?;
+                    let (receipt, signed, mut sealed) = self.seal(window, pusher, pack, table, manifest, request).await?;
                     session.sealed();
-                    let frame = VaultFrame::Receipt { body: signed.body, signature: signed.signature }.encode().map_err(Refusal::from)?;
-                    write_frame(stream, &frame).await?;
-                    return Ok((receipt, sealed, u64::try_from(seal_started.elapsed().as_millis()).unwrap_or(u64::MAX)));
+                    // Sealed: nothing from here is a refusal. A receipt that cannot be sent is
+                    // said as such, and the gate hears of no commit (the pusher may push again).
+                    let sent = match (VaultFrame::Receipt { body: signed.body, signature: signed.signature }.encode()) {
+                        Ok(frame) => write_frame(stream, &frame).await.map_err(|refusal| refusal.reason),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    if let Err(why) = &sent {
+                        sealed.warnings.push(format!("snapshot `{}` is sealed, but its receipt was not delivered ({why}); the pusher may push it again", receipt.snapshot_id));
+                    }
+                    return Ok((receipt, sealed, u64::try_from(seal_started.elapsed().as_millis()).unwrap_or(u64::MAX), sent.is_ok()));
                 }
             }
         }
@@ -267,15 +277,30 @@ impl PushService {
         let signed = SignedReceipt { body, signature };
         let store = self.store.clone();
         let (signed_for_store, referenced) = (signed.clone(), request.referenced);
-        // fsyncs and renames: off the async threads.
+        // fsyncs and renames: off the async threads. Each step is on the console as it
+        // happens (always: seven short lines per push), so a power-cut test can cut after any.
         let sealed = tokio::task::spawn_blocking(move || {
-            store.seal(pack, table, &referenced, SealInput { snapshot_id: &snapshot_id, manifest: &manifest, receipt: &signed_for_store })
+            let observe = |step| {
+                EventLog::default().emit(vault_io::clock_now(), &Event::SealStep { snapshot: snapshot_id.clone(), step });
+            };
+            store.seal_observed(pack, table, &referenced, SealInput { snapshot_id: &snapshot_id, manifest: &manifest, receipt: &signed_for_store }, &observe)
         })
         .await
-        .map_err(|e| Refusal::internal(format!("sealing task failed: {e}")))?
+        // The seal stopped (a panic): it may or may not have made the snapshot visible.
+        .map_err(|e| Refusal::internal(format!("sealing task failed ({e}): no receipt; the next start finishes or removes what it left")))?
+        // A store error here is always from before the snapshot became visible.
         .map_err(Refusal::from)?;
         Ok((receipt, signed, sealed))
     }
+}
+
+/// The console's account of a sealed snapshot's problems: files made read-only instead of
+/// immutable, and what failed after it became visible (an alarm: sealed, receipt owed, but
+/// something needs a look). Never a refusal.
+fn sealed_notes(sealed: Sealed) -> Vec<Event> {
+    let fallbacks = sealed.fallbacks.into_iter().map(|(path, reason)| Event::ImmutableFallback { path: path.display().to_string(), reason });
+    let warnings = sealed.warnings.into_iter().map(|detail| Event::Alarm { rule: "seal_not_confirmed".into(), detail });
+    fallbacks.chain(warnings).collect()
 }
 
 /// What every session of one window shares.
@@ -363,4 +388,27 @@ async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S, frames: &mut FrameRead
 async fn write_frame<S: AsyncWrite + Unpin>(stream: &mut S, frame: &[u8]) -> Result<(), Refusal> {
     stream.write_all(frame).await.map_err(|e| Refusal::gone(format!("write failed: {e}")))?;
     stream.flush().await.map_err(|e| Refusal::gone(format!("write failed: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_problem_after_the_snapshot_became_visible_is_an_alarm_never_a_refusal() {
+        let sealed = Sealed {
+            snapshot_dir: "/data/store/snapshots/s1".into(),
+            fallbacks: vec![("/data/store/snapshots/s1/manifest".into(), "FS_IOC_SETFLAGS refused".into())],
+            warnings: vec!["snapshot `s1` is sealed, but its directory could not be marked immutable (EROFS)".into()],
+        };
+        let notes = sealed_notes(sealed);
+        assert_eq!(
+            notes,
+            [
+                Event::ImmutableFallback { path: "/data/store/snapshots/s1/manifest".into(), reason: "FS_IOC_SETFLAGS refused".into() },
+                Event::Alarm { rule: "seal_not_confirmed".into(), detail: "snapshot `s1` is sealed, but its directory could not be marked immutable (EROFS)".into() },
+            ]
+        );
+        assert!(!notes.iter().any(|e| matches!(e, Event::SessionRefused { .. })));
+    }
 }

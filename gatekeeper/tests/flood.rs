@@ -119,7 +119,8 @@ fn a_flood_of_tiny_chunks_and_maximal_manifests_is_bounded_and_refused_by_name()
     let _ = send_tiny_chunks(&mut client, 9999, MAX_SESSION_NEW_CHUNKS + 1);
     let reason = client.refusal();
     assert!(reason.starts_with("limit `new_chunks_per_session`"), "{reason}");
-    let target = if sessions <= 1 { 128 * MIB } else { 256 * MIB };
+    // Commits are checked one at a time, so two hostile sessions are held to one's target.
+    let target = if sessions <= 2 { 128 * MIB } else { 256 * MIB };
     println!(
         "flood: {sessions} session(s) x {chunks} chunks of 4 bytes + a {} byte manifest each, in {flood_secs:.1} s; gatekeeper peak RSS {:.1} MiB (at start {:.1} MiB, target {} MiB)",
         manifest.len(),

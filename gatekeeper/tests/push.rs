@@ -6,7 +6,6 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
 use support::*;
 
@@ -92,7 +91,7 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
 
     // Offline: list and restore each snapshot from the store, compare with the source.
     let store = vault.store();
-    assert_eq!(vaultctl_snapshots(&store).len(), 4);
+    assert_eq!(vaultctl_snapshots(&store, &vault.identity()).len(), 4);
     let restored = work.path().join("restored");
     let out = vaultctl_restore(&store, second["snapshot"].as_str().unwrap(), &vault.identity(), &restored);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -101,8 +100,8 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     let out = vaultctl_restore(&store, stream["snapshot"].as_str().unwrap(), &vault.identity(), &restored_stream);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read(restored_stream.join("stream")).unwrap(), dump);
-    // Restoring into a non-empty directory is refused.
-    let again = Command::new(vaultctl_bin()).args(["restore", "--store"]).arg(&store).args(["--snapshot", second["snapshot"].as_str().unwrap(), "--to"]).arg(&restored).output().unwrap();
+    // Restoring into a non-empty directory (a finished restore) is refused.
+    let again = vaultctl_restore(&store, second["snapshot"].as_str().unwrap(), &vault.identity(), &restored);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("must be a new or empty directory"));
 }

@@ -203,7 +203,7 @@ fn frame_rules_refuse_and_close_the_session() {
 
     // 7b. Slowloris after TLS: half a length prefix, then nothing, until the idle deadline.
     let started = Instant::now();
-    rig.refused_session(&before, "stalled frame", "idle: no frame within 1s", |c| {
+    rig.refused_session(&before, "stalled frame", "idle: frame not received within 1s", |c| {
         c.begin("db", 0);
         c.send_bytes(&[0, 0]).unwrap();
     });
@@ -329,7 +329,7 @@ fn disk_full_refuses_the_push_and_keeps_earlier_snapshots_restorable() {
 fn a_push_killed_mid_way_leaves_nothing_visible() {
     let rig = Rig::start("killed", vec![("db", "1GiB")], &[], None);
     let before = rig.baseline("db");
-    let earlier = vaultctl_snapshots(&rig.store());
+    let earlier = vaultctl_snapshots(&rig.store(), &rig.vault_key);
 
     // 15. A 50 MiB push, killed once the vault has started staging its chunks.
     let big = rig.path("big");
@@ -354,5 +354,5 @@ fn a_push_killed_mid_way_leaves_nothing_visible() {
     assert!(gone.iter().any(|g| reason.starts_with(g)), "killed push: {reason}");
     assert_eq!(rig.daemon.count_after(mark, "snapshot_sealed"), 0);
     assert_store_unchanged(&rig.store(), &before, "killed push");
-    assert_eq!(vaultctl_snapshots(&rig.store()), earlier);
+    assert_eq!(vaultctl_snapshots(&rig.store(), &rig.vault_key), earlier);
 }

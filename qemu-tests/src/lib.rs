@@ -727,9 +727,10 @@ pub fn restore(bench: &Workbench, store: &Path, snapshot: &str, vault_key: &str,
     run_ok(Command::new(bench.artifacts.vaultctl()).args(["restore", "--store"]).arg(store).args(["--snapshot", snapshot, "--vault-key", vault_key]).arg("--to").arg(to));
 }
 
-/// Sealed snapshot ids in an extracted store.
-pub fn snapshots(bench: &Workbench, store: &Path) -> Vec<String> {
-    let out = run_ok(Command::new(bench.artifacts.vaultctl()).args(["snapshots", "--json", "--store"]).arg(store));
+/// Sealed snapshot ids in an extracted store; panics unless every receipt verifies under
+/// `vault_key` and every snapshot is restorable.
+pub fn snapshots(bench: &Workbench, store: &Path, vault_key: &str) -> Vec<String> {
+    let out = run_ok(Command::new(bench.artifacts.vaultctl()).args(["snapshots", "--json", "--vault-key", vault_key, "--store"]).arg(store));
     let list: Vec<Value> = serde_json::from_str(&out).expect("snapshots JSON");
     list.iter().map(|s| s["snapshot"].as_str().unwrap().to_string()).collect()
 }

@@ -32,7 +32,7 @@ fn assert_sealed_exactly(box_: &mut Appliance, pushes: &[(&serde_json::Value, &P
     let vault_key = box_.vm.vault_key();
     let disk = box_.vm.shut_off();
     let store = extract_store(&disk, &box_.bench.dir.join("extracted"));
-    let mut sealed = snapshots(&box_.bench, &store);
+    let mut sealed = snapshots(&box_.bench, &store, &vault_key);
     sealed.sort();
     let mut expected: Vec<String> = pushes.iter().map(|(summary, _)| summary["snapshot"].as_str().unwrap().to_string()).collect();
     expected.sort();

@@ -575,19 +575,26 @@ impl StagingPack {
         self.manifest.flush().map_err(|e| io_error(&self.manifest_path, e))?;
         self.records.flush().map_err(|e| io_error(&self.records_path, e))?;
         let manifest = vault_io::read_bounded(&self.manifest_path, MAX_MANIFEST_BYTES)?;
-        let max_records = usize::try_from(MAX_SESSION_NEW_CHUNKS).unwrap_or(usize::MAX).saturating_mul(RECORD_BYTES);
-        let raw = vault_io::read_bounded(&self.records_path, max_records)?;
-        if raw.len() % RECORD_BYTES != 0 || u64::try_from(raw.len() / RECORD_BYTES) != Ok(self.count) {
-            return Err(StoreError::Corrupt { path: self.records_path.clone(), reason: format!("{} bytes of records for {} chunks", raw.len(), self.count) });
+        // Streamed record by record: the table is the only copy in memory (48 bytes a chunk).
+        if self.count > MAX_SESSION_NEW_CHUNKS {
+            return Err(StoreError::Corrupt { path: self.records_path.clone(), reason: format!("{} records, at most {MAX_SESSION_NEW_CHUNKS}", self.count) });
         }
-        let mut entries = Vec::with_capacity(raw.len() / RECORD_BYTES);
-        for record in raw.chunks_exact(RECORD_BYTES) {
+        let file = File::open(&self.records_path).map_err(|e| io_error(&self.records_path, e))?;
+        let expected = self.count.saturating_mul(RECORD_BYTES as u64);
+        let on_disk = file.metadata().map_err(|e| io_error(&self.records_path, e))?.len();
+        if on_disk != expected {
+            return Err(StoreError::Corrupt { path: self.records_path.clone(), reason: format!("{on_disk} bytes of records for {} chunks", self.count) });
+        }
+        let mut records = std::io::BufReader::new(file);
+        let mut entries = Vec::with_capacity(usize::try_from(self.count).unwrap_or(0));
+        let mut record = [0u8; RECORD_BYTES];
+        for _ in 0..self.count {
+            std::io::Read::read_exact(&mut records, &mut record).map_err(|e| io_error(&self.records_path, e))?;
             let id = ChunkId(record[..32].try_into().expect("32 bytes"));
             let offset = u64::from_be_bytes(record[32..40].try_into().expect("8 bytes"));
             let len = u32::from_be_bytes(record[40..].try_into().expect("4 bytes"));
             entries.push((id, offset, len));
         }
-        drop(raw);
         entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         entries.dedup_by(|a, b| a.0 == b.0);
         Ok((manifest, StagedTable { entries }))

@@ -430,7 +430,11 @@ pub fn list_snapshots(store: &Path, trust: &Trust, json: bool) -> Result<()> {
         let row = match trust.verify(&reader, id) {
             Err(e) => {
                 bad += 1;
-                serde_json::json!({ "snapshot": id, "verified": false, "error": e.to_string() })
+                let error = match e {
+                    CliError::Untrusted(why) => why,
+                    other => other.to_string(),
+                };
+                serde_json::json!({ "snapshot": id, "verified": false, "error": error })
             }
             Ok(r) => {
                 let health = reader.manifest_checked(id, &r).map(|m| reader.health(&m));

@@ -401,9 +401,10 @@ pub fn vaultctl_restore(store: &Path, snapshot: &str, vault_key: &str, to: &Path
     Command::new(vaultctl_bin()).args(["restore", "--store"]).arg(store).args(["--snapshot", snapshot, "--vault-key", vault_key, "--to"]).arg(to).output().unwrap()
 }
 
-/// The ids of the sealed snapshots, as offline `vaultctl snapshots` lists them.
-pub fn vaultctl_snapshots(store: &Path) -> Vec<String> {
-    let out = Command::new(vaultctl_bin()).args(["snapshots", "--json", "--store"]).arg(store).output().unwrap();
+/// The ids of the sealed snapshots, as offline `vaultctl snapshots` lists them (every receipt
+/// verified under the vault key, every snapshot restorable, or this fails).
+pub fn vaultctl_snapshots(store: &Path, vault_key: &str) -> Vec<String> {
+    let out = Command::new(vaultctl_bin()).args(["snapshots", "--json", "--vault-key", vault_key, "--store"]).arg(store).output().unwrap();
     let list = json_of(&out);
     let mut ids: Vec<String> = list.as_array().unwrap().iter().map(|s| s["snapshot"].as_str().unwrap().to_string()).collect();
     ids.sort();

@@ -84,7 +84,7 @@ fn main() {
     say("Powering off, reading the store off the vault's disk (debugfs, no mount), restoring offline with vaultctl.");
     let disk = vault.vm.shut_off();
     let store = extract_store(&disk, &vault.bench.dir.join("extracted"));
-    let listing = run_ok(Command::new(vault.bench.artifacts.vaultctl()).args(["snapshots", "--store"]).arg(&store));
+    let listing = run_ok(Command::new(vault.bench.artifacts.vaultctl()).args(["snapshots", "--vault-key", &vault_key, "--store"]).arg(&store));
     print!("{listing}");
     // Receipts are kept as <snapshot id>.json.
     let snapshot = receipt.file_stem().unwrap().to_string_lossy().into_owned();
