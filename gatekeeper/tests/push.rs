@@ -87,6 +87,21 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     assert!(unix_now() < (start + 60) as f64, "closed early, well before the window end");
     let events = daemon.stop();
     assert_eq!(events.iter().filter(|e| e["event"] == "snapshot_sealed").count(), 4);
+    // Each seal reports its steps in order, the last before the receipt went out; nothing
+    // needed fixing at start; every sealed file and directory carries the flag.
+    let first_id = first["snapshot"].as_str().unwrap();
+    let steps: Vec<&str> = events.iter().filter(|e| e["event"] == "seal_step" && e["snapshot"] == first_id).map(|e| e["step"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["staged_files", "pack_durable", "pack_renamed", "index_written", "files_immutable", "snapshot_visible", "dir_synced"]);
+    let seq_of = |event: &str| events.iter().find(|e| e["event"] == event && e["snapshot"] == first_id).map(|e| e["seq"].as_u64().unwrap()).unwrap();
+    assert!(seq_of("seal_step") < seq_of("snapshot_sealed"));
+    let opened = events.iter().find(|e| e["event"] == "store_opened").unwrap();
+    assert_eq!(opened["immutable_fixed"], serde_json::json!([]), "{opened}");
+    for dir in ["packs", "snapshots"] {
+        for entry in std::fs::read_dir(vault.store().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            assert!(vault_store::is_immutable(&path).unwrap(), "{} is not immutable", path.display());
+        }
+    }
     assert!(!events.iter().any(|e| e["event"] == "session_refused"), "{events:#?}");
 
     // Offline: list and restore each snapshot from the store, compare with the source.

@@ -19,10 +19,10 @@ use vault_core::push::chunk::ChunkId;
 use vault_core::push::protocol::{ClientFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 
 /// A vault inside an open window, and a scratch directory on the pusher's side.
-/// Fields drop in order: the daemon before the store's mount, the mount before the vault.
+/// Fields drop in order: the daemon before the data mount, the mount before the vault.
 struct Rig {
     daemon: Daemon,
-    _store_mount: Option<TmpfsMount>,
+    _data_mount: Option<TmpfsMount>,
     vault: Vault,
     vault_key: String,
     work: tempfile::TempDir,
@@ -30,17 +30,22 @@ struct Rig {
 }
 
 impl Rig {
-    /// `store_tmpfs`: mount a tmpfs of this size as the store before the daemon starts.
-    fn start(tag: &str, pushers: Vec<(&'static str, &'static str)>, run_flags: &[&str], store_tmpfs: Option<&str>) -> Rig {
+    /// `data_tmpfs`: before the daemon starts, mount a tmpfs of this size and move the state
+    /// directory and the store onto it (one filesystem, as /data on the appliance).
+    fn start(tag: &str, pushers: Vec<(&'static str, &'static str)>, run_flags: &[&str], data_tmpfs: Option<&str>) -> Rig {
         let net = Net::new(tag);
         let now = unix_now() as i64;
         // No early close: the window stays open for every case after the good push.
-        let vault = Vault::build(VaultSpec { window: (now + 1, now + 300), pushers, early: false, grace: "1s" });
-        let store_mount = store_tmpfs.map(|size| TmpfsMount::new(&vault.store(), size));
+        let mut vault = Vault::build(VaultSpec { window: (now + 1, now + 300), pushers, early: false, grace: "1s" });
+        let data_mount = data_tmpfs.map(|size| {
+            let mount = TmpfsMount::new(&vault.dir.path().join("data"), size);
+            vault.move_data_to(&mount.path);
+            mount
+        });
         let daemon = Daemon::start_with(&net, &vault, run_flags);
         daemon.wait_for("listening", 8.0);
         let vault_key = vault.identity();
-        Rig { daemon, _store_mount: store_mount, vault, vault_key, work: tempfile::tempdir().unwrap(), net }
+        Rig { daemon, _data_mount: data_mount, vault, vault_key, work: tempfile::tempdir().unwrap(), net }
     }
 
     fn store(&self) -> PathBuf {
@@ -298,25 +303,41 @@ fn quota_stops_a_flooding_pusher_and_spares_the_others() {
     assert_eq!(pushed["bytes_new"], 200 * 1024);
 }
 
+/// 14. A store that fills its disk: state and store share one small filesystem (as on the
+/// appliance), pushes stop at the reserve, and the state can still be written.
 #[test]
-fn disk_full_refuses_the_push_and_keeps_earlier_snapshots_restorable() {
-    let rig = Rig::start("diskfull", vec![("db", "1GiB")], &[], Some("4m"));
+fn a_full_store_refuses_pushes_at_the_reserve_and_the_state_can_still_be_written() {
+    let rig = Rig::start("diskfull", vec![("db", "1GiB")], &["--store-reserve", "1MiB"], Some("6m"));
+    let data = rig.vault.state().parent().unwrap().to_path_buf();
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-    assert!(mounts.lines().any(|m| m.starts_with(&format!("tmpfs {} ", rig.store().display()))), "the store is not the small tmpfs");
+    assert!(mounts.lines().any(|m| m.starts_with(&format!("tmpfs {} ", data.display()))), "state and store are not on the small tmpfs");
     let small = rig.path("small");
     random_tree(&small, 4, 256 * 1024, 0x5a11);
     let first = json_of(&rig.push("db", "db", &small));
     let before = store_listing(&rig.store());
 
-    // 14. 10 MiB into what is left of 4 MiB.
+    // 10 MiB into what is left of 6 MiB.
     let big = rig.path("big");
     random_tree(&big, 10, 1024 * 1024, 0xb16);
     let mark = rig.daemon.mark();
     let stderr = refused_stderr(&rig.push("db", "db", &big));
-    assert!(stderr.contains("disk full while writing"), "disk full: {stderr}");
+    let rule = "pushes stop at 1.0 MiB free so the vault's state can still be written: expire or export snapshots";
+    assert!(stderr.contains("disk reserve: ") && stderr.contains(rule), "reserve: {stderr}");
     let reason = rig.daemon.refusal_after(mark, 5.0);
-    assert!(reason.starts_with("disk full while writing") && reason.ends_with("push refused, sealed snapshots untouched"), "disk full: {reason}");
-    assert_store_unchanged(&rig.store(), &before, "disk full");
+    assert!(reason.starts_with("disk reserve: ") && reason.contains(rule), "reserve: {reason}");
+    assert_store_unchanged(&rig.store(), &before, "disk reserve");
+    let space = vault_store::fs_space(&data).unwrap();
+    assert!(space.free_bytes >= 1024 * 1024, "the push ate into the reserve: {space:?}");
+
+    // What the daemon writes into its state directory still fits, with room to spare.
+    let state_file = rig.vault.state().join(vault_core::state::STATE_FILE);
+    vault_io::write_atomic(&state_file, &std::fs::read(&state_file).unwrap(), 0o600).unwrap();
+    vault_io::write_atomic(&rig.vault.state().join("scratch"), &vec![0u8; 512 * 1024], 0o600).unwrap();
+
+    // The status line shows the store's filesystem.
+    let (_, status) = rig.daemon.wait_for("status", 1.0);
+    let (used, free) = (status["store_used_bytes"].as_u64().unwrap(), status["store_free_bytes"].as_u64().unwrap());
+    assert!(used > 0 && free > 0 && used + free <= 6 * 1024 * 1024, "{status}");
 
     // The earlier snapshot still restores byte for byte.
     let restored = rig.path("restored");

@@ -61,9 +61,9 @@ fn parse_entry(raw: &[u8]) -> (ChunkId, u64, u32) {
 }
 
 /// Checks a whole index (checksum, header, count, every chunk inside the pack's
-/// `pack_len` bytes) before any of it is used, and returns its entries' bytes. Checking first
-/// keeps a pack all-or-nothing and needs no memory per entry. The error is the reason.
-fn check(bytes: &[u8], pack_len: u64) -> std::result::Result<&[u8], String> {
+/// `pack_len` bytes) before any of it is used. Checking first keeps a pack all-or-nothing and
+/// needs no memory per entry. The error is the reason.
+fn check(bytes: &[u8], pack_len: u64) -> std::result::Result<(), String> {
     if bytes.len() < HEADER_BYTES + TRAILER_BYTES {
         return Err(format!("index is {} bytes, shorter than the {} of an empty one (truncated)", bytes.len(), HEADER_BYTES + TRAILER_BYTES));
     }
@@ -71,7 +71,7 @@ fn check(bytes: &[u8], pack_len: u64) -> std::result::Result<&[u8], String> {
     if ring::digest::digest(&ring::digest::SHA256, body).as_ref() != trailer {
         return Err("index checksum does not match its contents (truncated or altered)".into());
     }
-    let (header, entries) = body.split_at(HEADER_BYTES);
+    let (header, entries) = (&body[..HEADER_BYTES], entries_of(bytes));
     if &header[..4] != INDEX_MAGIC || header[4] != INDEX_VERSION {
         return Err("not a version 1 pack index".into());
     }
@@ -86,7 +86,12 @@ fn check(bytes: &[u8], pack_len: u64) -> std::result::Result<&[u8], String> {
             return Err(format!("chunk {id} at {offset}+{len} lies past the pack's {pack_len} bytes (pack truncated)"));
         }
     }
-    Ok(entries)
+    Ok(())
+}
+
+/// The entries of an index at least [`HEADER_BYTES`] + [`TRAILER_BYTES`] long.
+fn entries_of(bytes: &[u8]) -> &[u8] {
+    &bytes[HEADER_BYTES..bytes.len() - TRAILER_BYTES]
 }
 
 /// Why a pack cannot be used, if it cannot: reads its index (bounded) and checks it against
@@ -173,8 +178,7 @@ impl PackSet {
 
     /// `bytes` is an index [`check`] accepted.
     fn insert(&mut self, pack: PathBuf, number: u32, bytes: &[u8]) {
-        let entries = &bytes[HEADER_BYTES..bytes.len() - TRAILER_BYTES];
-        for raw in entries.chunks_exact(ENTRY_BYTES) {
+        for raw in entries_of(bytes).chunks_exact(ENTRY_BYTES) {
             let (id, offset, len) = parse_entry(raw);
             self.chunks.entry(id).or_insert(ChunkLocation { pack: number, offset, len });
         }
@@ -209,7 +213,8 @@ mod tests {
     #[test]
     fn a_sound_index_is_accepted_and_every_flaw_is_named() {
         let (bytes, pack_len) = index_of(&[b"alpha", b"beta"]);
-        assert_eq!(check(&bytes, pack_len).unwrap().len(), 2 * ENTRY_BYTES);
+        assert_eq!(check(&bytes, pack_len), Ok(()));
+        assert_eq!(entries_of(&bytes).len(), 2 * ENTRY_BYTES);
         assert!(check(&bytes, pack_len - 1).unwrap_err().contains("lies past the pack's 8 bytes (pack truncated)"));
         assert!(check(&bytes[..bytes.len() - 1], pack_len).unwrap_err().contains("checksum does not match"));
         assert!(check(&bytes[..10], pack_len).unwrap_err().contains("shorter than the 41 of an empty one"));

@@ -220,7 +220,7 @@ mod tests {
     #[test]
     fn sizes_read_as_people_write_them() {
         assert_eq!(human(&512), "512 bytes");
-        assert_eq!(human(&(52 * MIB + 3 * MIB / 10)), "52.3 MiB");
+        assert_eq!(human(&(52 * MIB + 320 * 1024)), "52.3 MiB");
         assert_eq!(human(&(64 * 1024)), "64.0 KiB");
         assert_eq!(human(&u64::MAX), "17179869183.9 GiB");
     }

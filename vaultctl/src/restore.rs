@@ -269,7 +269,12 @@ fn read_marker(marker: &Path) -> Result<Option<String>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(io(marker)(e)),
         Ok(meta) if meta.is_dir() => {
-            let bytes = vault_io::read_bounded(&marker.join(MARKER_SNAPSHOT_FILE), MAX_MARKER_BYTES)?;
+            let bytes = vault_io::read_bounded(&marker.join(MARKER_SNAPSHOT_FILE), MAX_MARKER_BYTES).map_err(|e| {
+                CliError::Usage(format!(
+                    "{}: an unfinished restore's marker that does not say which snapshot it is of ({e}); choose another --to, or remove the directory if nothing in it is needed",
+                    marker.display()
+                ))
+            })?;
             let text = String::from_utf8(bytes).map_err(|_| CliError::Usage(format!("{}: not a restore marker (not UTF-8); choose another --to", marker.display())))?;
             Ok(Some(text.trim().to_string()))
         }

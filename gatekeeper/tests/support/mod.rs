@@ -96,6 +96,8 @@ pub fn ts(secs: i64) -> Timestamp {
 
 pub struct Vault {
     pub dir: tempfile::TempDir,
+    /// Where `state/` and `store/` are (the appliance's /data): `dir`, unless moved.
+    data: PathBuf,
     /// Pusher name -> its secret key file (vaultctl's format), when made with [`VaultSpec`].
     pub pusher_keys: Vec<(String, PathBuf)>,
 }
@@ -179,7 +181,8 @@ grace = "{}"
         std::fs::write(dir.path().join("root.toml"), root.to_toml()).unwrap();
         std::fs::create_dir(dir.path().join("state")).unwrap();
         std::fs::write(dir.path().join("policy.bundle"), envelope.to_bytes()).unwrap();
-        let vault = Vault { dir, pusher_keys };
+        let data = dir.path().to_path_buf();
+        let vault = Vault { dir, data, pusher_keys };
         let out = Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
             .arg("--root")
             .arg(vault.root())
@@ -198,11 +201,23 @@ grace = "{}"
     }
 
     pub fn state(&self) -> PathBuf {
-        self.dir.path().join("state")
+        self.data.join("state")
     }
 
     pub fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
+        self.data.join("store")
+    }
+
+    /// Moves the state directory (and from now on the store) under `data`: both on one
+    /// filesystem, as on the appliance.
+    pub fn move_data_to(&mut self, data: &Path) {
+        let state = data.join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        for entry in std::fs::read_dir(self.state()).unwrap() {
+            let from = entry.unwrap().path();
+            std::fs::copy(&from, state.join(from.file_name().unwrap())).unwrap();
+        }
+        self.data = data.to_path_buf();
     }
 
     pub fn pusher_key(&self, name: &str) -> PathBuf {
