@@ -287,7 +287,7 @@ impl PushService {
         })
         .await
         // The seal stopped (a panic): it may or may not have made the snapshot visible.
-        .map_err(|e| Refusal::internal(format!("sealing task failed ({e}): no receipt; the next start finishes or removes what it left")))?
+        .map_err(|e| Refusal::internal(format!("sealing task failed ({e}): no receipt, and the snapshot may or may not be visible; the next start re-checks the store")))?
         // A store error here is always from before the snapshot became visible.
         .map_err(Refusal::from)?;
         Ok((receipt, signed, sealed))

@@ -21,6 +21,9 @@ use vault_core::push::protocol::{ClientFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION}
 /// A vault inside an open window, and a scratch directory on the pusher's side.
 /// Fields drop in order: the daemon before the data mount, the mount before the vault.
 struct Rig {
+    /// Refused sessions so far: each takes one of the pusher's sessions for the window
+    /// (at most `MAX_SESSIONS_PER_WINDOW`), so they rotate over the rig's pushers.
+    refused: std::cell::Cell<usize>,
     daemon: Daemon,
     _data_mount: Option<TmpfsMount>,
     vault: Vault,
@@ -45,7 +48,7 @@ impl Rig {
         let daemon = Daemon::start_with(&net, &vault, run_flags);
         daemon.wait_for("listening", 8.0);
         let vault_key = vault.identity();
-        Rig { daemon, _data_mount: data_mount, vault, vault_key, work: tempfile::tempdir().unwrap(), net }
+        Rig { refused: std::cell::Cell::new(0), daemon, _data_mount: data_mount, vault, vault_key, work: tempfile::tempdir().unwrap(), net }
     }
 
     fn store(&self) -> PathBuf {
@@ -84,7 +87,10 @@ impl Rig {
     /// refusal containing `expected`, logs the same reason, and leaves the store as `before`.
     fn refused_session(&self, before: &std::collections::BTreeMap<String, u64>, case: &str, expected: &str, send: impl FnOnce(&mut RawClient<TcpStream>)) {
         let mark = self.daemon.mark();
-        let mut client = self.raw("db");
+        let pushers: Vec<&str> = self.vault.pusher_keys.iter().map(|(name, _)| name.as_str()).collect();
+        let pusher = pushers[self.refused.get() % pushers.len()];
+        self.refused.set(self.refused.get() + 1);
+        let mut client = self.raw(pusher);
         send(&mut client);
         let told = client.refusal();
         assert!(told.contains(expected), "{case}: the pusher was told {told:?}, expected {expected:?}");
@@ -181,7 +187,7 @@ fn tls_refuses_unknown_keys_wrong_vault_keys_replays_downgrades_and_silent_peers
 
 #[test]
 fn frame_rules_refuse_and_close_the_session() {
-    let rig = Rig::start("frames", vec![("db", "1GiB")], &["--idle-timeout-ms", "1000"], None);
+    let rig = Rig::start("frames", vec![("db", "1GiB"), ("db2", "1GiB"), ("db3", "1GiB")], &["--idle-timeout-ms", "1000"], None);
     let before = rig.baseline("db");
     // A well-formed frame apart from its version or verb: length 3, version, verb, one byte.
     let frame = |version: u8, verb: u8| [&3u32.to_be_bytes()[..], &[version, verb, 0]].concat();
@@ -303,8 +309,8 @@ fn quota_stops_a_flooding_pusher_and_spares_the_others() {
     assert_eq!(pushed["bytes_new"], 200 * 1024);
 }
 
-/// 14. A store that fills its disk: state and store share one small filesystem (as on the
-/// appliance), pushes stop at the reserve, and the state can still be written.
+/// Threat 14, a store that fills its disk: state and store share one small filesystem (as
+/// on the appliance), pushes stop at the reserve, and the state can still be written.
 #[test]
 fn a_full_store_refuses_pushes_at_the_reserve_and_the_state_can_still_be_written() {
     let rig = Rig::start("diskfull", vec![("db", "1GiB")], &["--store-reserve", "1MiB"], Some("6m"));

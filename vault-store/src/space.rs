@@ -58,16 +58,21 @@ pub struct FsSpace {
 pub fn fs_space(path: &Path) -> Result<FsSpace> {
     let io = |e: std::io::Error| StoreError::Io { path: path.to_path_buf(), source: e };
     let st = nix::sys::statvfs::statvfs(path).map_err(|errno| io(errno.into()))?;
-    let unit = u64::from(st.fragment_size());
+    let unit = widen(st.fragment_size());
     let bytes = |blocks: u64| blocks.checked_mul(unit).ok_or_else(|| io(std::io::Error::other(format!("{blocks} blocks of {unit} bytes overflow a 64-bit count"))));
-    let (blocks, blocks_free) = (u64::from(st.blocks()), u64::from(st.blocks_free()));
+    let (blocks, blocks_free) = (widen(st.blocks()), widen(st.blocks_free()));
     Ok(FsSpace {
         total_bytes: bytes(blocks)?,
         used_bytes: bytes(blocks.saturating_sub(blocks_free))?,
-        free_bytes: bytes(u64::from(st.blocks_available()))?,
-        inodes_total: u64::from(st.files()),
-        inodes_free: u64::from(st.files_available()),
+        free_bytes: bytes(widen(st.blocks_available()))?,
+        inodes_total: widen(st.files()),
+        inodes_free: widen(st.files_available()),
     })
+}
+
+/// statvfs's counts are u64 on x86_64 and narrower on some other targets: widened, never cut.
+fn widen(count: impl Into<u64>) -> u64 {
+    count.into()
 }
 
 /// What one step of a push is about to use.

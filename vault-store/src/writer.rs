@@ -37,8 +37,7 @@ pub struct Store {
 /// The steps of [`Store::seal_observed`], in order; the gatekeeper reports each as a
 /// `seal_step` event (the power-cut tests cut at each). A seal without new chunks skips
 /// `PackRenamed` and `IndexWritten`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SealStep {
     /// Manifest and receipt written and fsynced in a staging directory.
     StagedFiles,
@@ -58,15 +57,8 @@ pub enum SealStep {
 }
 
 impl SealStep {
-    pub const ALL: [SealStep; 7] = [
-        SealStep::StagedFiles,
-        SealStep::PackDurable,
-        SealStep::PackRenamed,
-        SealStep::IndexWritten,
-        SealStep::FilesImmutable,
-        SealStep::SnapshotVisible,
-        SealStep::DirSynced,
-    ];
+    pub const ALL: [SealStep; 7] =
+        [SealStep::StagedFiles, SealStep::PackDurable, SealStep::PackRenamed, SealStep::IndexWritten, SealStep::FilesImmutable, SealStep::SnapshotVisible, SealStep::DirSynced];
 
     /// The step as events and the test harness name it (`pack_durable`).
     pub fn name(self) -> &'static str {
@@ -79,6 +71,13 @@ impl SealStep {
             SealStep::SnapshotVisible => "snapshot_visible",
             SealStep::DirSynced => "dir_synced",
         }
+    }
+}
+
+/// Events carry a step by its [`SealStep::name`].
+impl serde::Serialize for SealStep {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
     }
 }
 
@@ -372,9 +371,8 @@ impl Store {
         match make_immutable(dir) {
             Ok(Sealing::Immutable) => {}
             Ok(Sealing::ReadOnlyFallback { reason }) => fallbacks.push((dir.to_path_buf(), reason)),
-            Err(e) => warnings.push(format!(
-                "snapshot `{id}` is sealed, but its directory could not be marked immutable ({e}); the next start re-applies the flag: restart the vault once the data disk is healthy"
-            )),
+            Err(e) => warnings
+                .push(format!("snapshot `{id}` is sealed, but its directory could not be marked immutable ({e}); the next start re-applies the flag: restart the vault once the data disk is healthy")),
         }
         let snapshots = self.root.join(SNAPSHOTS_DIR);
         if let Err(e) = sync_dir(&snapshots) {
@@ -509,7 +507,8 @@ fn sync_dir(path: &Path) -> Result<()> {
 
 /// A staged chunk record: id, offset in the pack, length (the pack index's entry).
 const RECORD_BYTES: usize = 32 + 8 + 4;
-const RECORD_BYTES_U64: u64 = 32 + 8 + 4;
+/// The same, for byte counts (44 always fits).
+const RECORD_BYTES_U64: u64 = RECORD_BYTES as u64;
 
 impl StagingPack {
     /// Appends a verified chunk and its record. A full disk is reported as such.
@@ -595,7 +594,7 @@ impl StagingPack {
             let len = u32::from_be_bytes(record[40..].try_into().expect("4 bytes"));
             entries.push((id, offset, len));
         }
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        entries.sort_unstable_by_key(|entry| entry.0);
         entries.dedup_by(|a, b| a.0 == b.0);
         Ok((manifest, StagedTable { entries }))
     }

@@ -6,12 +6,12 @@ use std::process::Command;
 
 use ring::rand::SystemRandom;
 use ring::signature::Ed25519KeyPair;
-use vault_core::push::chunk::ChunkId;
 use vault_core::keys::SigningKey;
+use vault_core::push::chunk::ChunkId;
+use vault_core::push::ingest::StagedChunks as _;
 use vault_core::push::manifest::{ChunkRef, Entry, EntryKind, Manifest};
 use vault_core::push::receipt::{Receipt, SignedReceipt};
 use vault_core::units::Timestamp;
-use vault_core::push::ingest::StagedChunks as _;
 use vault_store::{fs_space, is_immutable, Reserve, SealInput, SealStep, Sealed, Sealing, Store, StoreError, StoreReader};
 
 /// A temporary store that clears immutable flags before removing itself.
@@ -33,7 +33,6 @@ impl Drop for TempStore {
         let _ = Command::new("chattr").args(["-R", "-i"]).arg(self.dir.path()).output();
     }
 }
-
 
 fn vault_key() -> SigningKey {
     SigningKey::from_pkcs8(Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap().as_ref()).unwrap()
@@ -282,8 +281,7 @@ fn unseal(path: &Path) {
 }
 
 fn pack_files(root: &Path) -> Vec<PathBuf> {
-    let mut packs: Vec<PathBuf> =
-        std::fs::read_dir(root.join("packs")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "pack")).collect();
+    let mut packs: Vec<PathBuf> = std::fs::read_dir(root.join("packs")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "pack")).collect();
     packs.sort();
     packs
 }
@@ -664,7 +662,7 @@ fn a_sealed_pack_that_lost_its_index_is_kept_and_said() {
     unseal(&pack.with_extension("idx"));
     std::fs::remove_file(pack.with_extension("idx")).unwrap();
     let (_, recovery) = Store::open(&tmp.root()).unwrap();
-    assert_eq!(recovery.sealed_orphans_kept, [pack.clone()]);
+    assert_eq!(recovery.sealed_orphans_kept, std::slice::from_ref(&pack));
     assert_eq!(recovery.orphan_packs_removed, 0);
     assert!(pack.exists(), "a sealed pack is never removed");
 }
