@@ -44,8 +44,9 @@ pub enum Event {
     VaultIdentity { key: String },
     /// The store after start-up recovery. `immutable_fixed`: sealed paths that had lost their
     /// immutable flag (a power cut inside a seal) and got it back, at most
-    /// [`MAX_LISTED_PATHS`] of them, then how many more.
-    StoreOpened { snapshots: usize, chunks: usize, staging_removed: usize, orphan_packs_removed: usize, immutable_fixed: Vec<String> },
+    /// [`MAX_LISTED_PATHS`] of them, then how many more. `owned_chunks`: (pusher, chunk)
+    /// pairs known, what `have` answers from.
+    StoreOpened { snapshots: usize, chunks: usize, staging_removed: usize, orphan_packs_removed: usize, immutable_fixed: Vec<String>, owned_chunks: usize },
     SessionAccepted { peer: String, pusher: String },
     /// A connection or session refused, with the rule and values.
     SessionRefused { peer: String, pusher: Option<String>, reason: String },

@@ -35,6 +35,22 @@ pub fn is_pid1() -> bool {
     std::process::id() == 1
 }
 
+/// The kernel command line parameter that pauses after each seal step, in milliseconds: a
+/// fault-injection point for the power-cut tests, which cut the power inside the pause. It
+/// only delays a seal (never reorders or skips a step) and the command line is part of the
+/// signed boot image, so only who builds the image can set it; the daemon says so at start.
+pub const SEAL_STEP_PAUSE_PARAM: &str = "vault.seal_step_pause_ms";
+/// The longest pause the parameter may ask for.
+pub const MAX_SEAL_STEP_PAUSE: Duration = Duration::from_secs(10);
+
+/// The seal-step pause the kernel command line asks for (`vault.seal_step_pause_ms=N`),
+/// capped at [`MAX_SEAL_STEP_PAUSE`]; none when absent or not a number.
+pub fn seal_step_pause(cmdline: &str) -> Option<Duration> {
+    let value = cmdline.split_whitespace().find_map(|word| word.strip_prefix(SEAL_STEP_PAUSE_PARAM)?.strip_prefix('='))?;
+    let ms: u64 = value.parse().ok()?;
+    (ms > 0).then(|| Duration::from_millis(ms).min(MAX_SEAL_STEP_PAUSE))
+}
+
 /// Milliseconds since the kernel started (for boot-time reports).
 pub fn uptime_ms() -> Option<u64> {
     let secs: f64 = std::fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()?;
@@ -328,5 +344,20 @@ pub fn halt(reason: &str) -> ! {
     eprintln!("gatekeeper: FATAL: {reason}; the vault stays sealed");
     loop {
         std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_seal_step_pause_is_read_from_its_own_parameter_and_capped() {
+        let cmdline = "console=ttyS0 vault.seal_step_pause_ms=1500 quiet";
+        assert_eq!(seal_step_pause(cmdline), Some(Duration::from_millis(1500)));
+        assert_eq!(seal_step_pause("vault.seal_step_pause_ms=99999999"), Some(MAX_SEAL_STEP_PAUSE));
+        for absent in ["console=ttyS0", "vault.seal_step_pause_ms=", "vault.seal_step_pause_ms=0", "vault.seal_step_pause_ms=1s", "vault.seal_step_pause_msx=5"] {
+            assert_eq!(seal_step_pause(absent), None, "{absent}");
+        }
     }
 }

@@ -62,6 +62,9 @@ enum Command {
         /// Free inodes pushes never take, for the same reason.
         #[arg(long, default_value_t = Reserve::DEFAULT.inodes)]
         store_reserve_inodes: u64,
+        /// Test hook: pause this long after each seal step (power-cut tests cut inside it).
+        #[arg(long, default_value_t = 0, hide = true)]
+        seal_step_pause_ms: u64,
     },
 }
 
@@ -78,11 +81,12 @@ fn main() -> ExitCode {
         }),
         Command::Status => status(&cli.root, &cli.state),
         Command::Identity => gatekeeper::identity::VaultIdentity::load_or_create(&cli.state).map(|id| println!("{}", id.public)),
-        Command::Run { carrier_timeout_ms, handshake_timeout_ms, idle_timeout_ms, max_connections, usb_mount, store_reserve, store_reserve_inodes } => {
+        Command::Run { carrier_timeout_ms, handshake_timeout_ms, idle_timeout_ms, max_connections, usb_mount, store_reserve, store_reserve_inodes, seal_step_pause_ms } => {
             let limits = Limits {
                 handshake: Duration::from_millis(handshake_timeout_ms),
                 idle: Duration::from_millis(idle_timeout_ms),
                 max_connections,
+                seal_step_pause: Duration::from_millis(seal_step_pause_ms).min(gatekeeper::init::MAX_SEAL_STEP_PAUSE),
             };
             let paths = Paths { root: cli.root, state: cli.state, store: cli.store, usb_mount };
             let reserve = Reserve { bytes: store_reserve.bytes(), inodes: store_reserve_inodes };
@@ -139,7 +143,13 @@ fn boot_as_init() -> ! {
         store: data.join("store"),
         usb_mount: Some(init::USB_MOUNT.into()),
     };
-    let outcome = run(&paths, 5000, Limits::default(), Reserve::DEFAULT, events);
+    let mut limits = Limits::default();
+    if let Some(pause) = init::seal_step_pause(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default()) {
+        let detail = format!("kernel command line {}: each seal step pauses {} ms (a power-cut test hook; no production image sets it)", init::SEAL_STEP_PAUSE_PARAM, pause.as_millis());
+        events.emit(vault_io::clock_now(), &Event::Alarm { rule: "test_hook_enabled".into(), detail });
+        limits.seal_step_pause = pause;
+    }
+    let outcome = run(&paths, 5000, limits, Reserve::DEFAULT, events);
     init::halt(&match outcome {
         Ok(()) => "the daemon stopped".to_string(),
         Err(e) => format!("the daemon stopped: {e}"),
@@ -203,26 +213,31 @@ fn report_recovery(events: &mut EventLog, now: vault_core::units::Timestamp, sto
             staging_removed: recovery.staging_removed,
             orphan_packs_removed: recovery.orphan_packs_removed,
             immutable_fixed: listed_paths(fixed),
+            owned_chunks: recovery.owned_chunks,
         },
     );
-    if !recovery.immutable_failed.is_empty() {
-        let failed = listed_paths(recovery.immutable_failed.iter().map(|(path, why)| format!("{}: {why}", shown(path))));
-        let detail = format!(
-            "{} sealed path(s) lack the immutable flag and could not get it back ({}); they stay writable until a start succeeds: check the data disk",
-            recovery.immutable_failed.len(),
-            failed.join("; ")
-        );
-        events.emit(now, &Event::Alarm { rule: "immutable_not_restored".into(), detail });
-    }
-    if !recovery.sealed_orphans_kept.is_empty() {
-        let kept = listed_paths(recovery.sealed_orphans_kept.iter().map(|path| shown(path)));
-        let detail = format!(
-            "{} sealed pack(s) lost their index and were kept ({}); the snapshots that need their chunks cannot be restored until the index is restored from a copy",
-            recovery.sealed_orphans_kept.len(),
-            kept.join(", ")
-        );
-        events.emit(now, &Event::Alarm { rule: "pack_index_lost".into(), detail });
-    }
+    let alarm = |events: &mut EventLog, rule: &str, count: usize, listed: Vec<String>, says: &dyn Fn(usize, String) -> String| {
+        if count > 0 {
+            events.emit(now, &Event::Alarm { rule: rule.into(), detail: says(count, listed.join("; ")) });
+        }
+    };
+    let with_why = |items: &[(std::path::PathBuf, String)]| listed_paths(items.iter().map(|(path, why)| format!("{}: {why}", shown(path))));
+    alarm(events, "immutable_not_restored", recovery.immutable_failed.len(), with_why(&recovery.immutable_failed), &|n, listed| {
+        format!("{n} sealed path(s) lack the immutable flag and could not get it back ({listed}); they stay writable until a start succeeds: check the data disk")
+    });
+    let kept = listed_paths(recovery.sealed_orphans_kept.iter().map(|path| shown(path)));
+    alarm(events, "pack_index_lost", recovery.sealed_orphans_kept.len(), kept, &|n, listed| {
+        format!("{n} sealed pack(s) lost their index and were kept ({listed}); the snapshots that need their chunks cannot be restored until the index is restored from a copy")
+    });
+    alarm(events, "pack_damaged", recovery.damaged_packs.len(), with_why(&recovery.damaged_packs), &|n, listed| {
+        format!(
+            "{n} pack(s) set aside as damaged ({listed}); every other snapshot stays restorable. `vaultctl snapshots` on the disk names the snapshots that need their chunks: \
+             restore those from another copy, and keep the disk for inspection"
+        )
+    });
+    alarm(events, "snapshot_unreadable", recovery.ownership_unreadable.len(), with_why(&recovery.ownership_unreadable), &|n, listed| {
+        format!("{n} snapshot(s) have a receipt or chunk list that cannot be read ({listed}); their pushers re-send what only those snapshots held. Check them with `vaultctl snapshots`")
+    });
 }
 
 fn status(root_path: &std::path::Path, state_dir: &std::path::Path) -> error::Result<()> {

@@ -40,11 +40,14 @@ pub struct Limits {
     pub idle: Duration,
     /// Concurrent sessions; one more is closed at once.
     pub max_connections: usize,
+    /// A pause after each seal step (zero but in power-cut tests; see
+    /// [`crate::init::SEAL_STEP_PAUSE_PARAM`]).
+    pub seal_step_pause: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { handshake: Duration::from_secs(10), idle: Duration::from_secs(30), max_connections: 16 }
+        Limits { handshake: Duration::from_secs(10), idle: Duration::from_secs(30), max_connections: 16, seal_step_pause: Duration::ZERO }
     }
 }
 
@@ -206,6 +209,7 @@ impl PushService {
             match step {
                 Step::Reply(reply) => write_frame(stream, &reply.encode().map_err(Refusal::from)?).await?,
                 Step::Store { id, data } => self.staging(&mut staging)?.append(id, &data).map_err(Refusal::from)?,
+                Step::Proven { id, len } => self.staging(&mut staging)?.prove(id, len).map_err(Refusal::from)?,
                 Step::StoreManifest { bytes } => self.staging(&mut staging)?.append_manifest(&bytes).map_err(Refusal::from)?,
                 Step::Nothing => {}
                 Step::CheckManifest => {
@@ -279,9 +283,13 @@ impl PushService {
         let (signed_for_store, referenced) = (signed.clone(), request.referenced);
         // fsyncs and renames: off the async threads. Each step is on the console as it
         // happens (always: seven short lines per push), so a power-cut test can cut after any.
+        let pause = self.limits.seal_step_pause;
         let sealed = tokio::task::spawn_blocking(move || {
             let observe = |step| {
                 EventLog::default().emit(vault_io::clock_now(), &Event::SealStep { snapshot: snapshot_id.clone(), step });
+                if !pause.is_zero() {
+                    std::thread::sleep(pause);
+                }
             };
             store.seal_observed(pack, table, &referenced, SealInput { snapshot_id: &snapshot_id, manifest: &manifest, receipt: &signed_for_store }, &observe)
         })
@@ -354,6 +362,10 @@ struct Env<'a> {
 impl IngestEnv for Env<'_> {
     fn sealed_len(&self, id: &ChunkId) -> Option<u32> {
         self.store.chunk_len(id)
+    }
+
+    fn owned_len(&self, id: &ChunkId) -> Option<u32> {
+        self.store.owned_len(self.pusher, id)
     }
 
     fn account<R>(&mut self, charge: impl FnOnce(&mut WindowAccount) -> R) -> R {

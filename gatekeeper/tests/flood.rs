@@ -97,10 +97,12 @@ fn a_flood_of_tiny_chunks_and_maximal_manifests_is_bounded_and_refused_by_name()
     let vault_key = vault.identity();
     let baseline = peak_rss(&daemon);
 
-    // A sealed chunk for the manifests to name.
+    // A sealed chunk for the manifests to name, owned by every pusher (a manifest may name
+    // only its own pusher's chunks without sending them).
     let sealed = b"sealed tail".to_vec();
-    let mut client = connect(&net, &vault, names[0], &vault_key);
-    client.push("seed", 0, &[(b"seed".as_slice(), sealed.as_slice())], &vault_key);
+    for name in &names {
+        connect(&net, &vault, name, &vault_key).push("seed", 0, &[(b"seed".as_slice(), sealed.as_slice())], &vault_key);
+    }
     let manifest = maximal_manifest(&sealed);
 
     let started = std::time::Instant::now();

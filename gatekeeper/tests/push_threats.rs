@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use support::raw_client::{manifest_of, RawClient, Recorder};
 use support::*;
 use vault_core::push::chunk::ChunkId;
-use vault_core::push::protocol::{ClientFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION};
+use vault_core::push::protocol::{ClientFrame, VaultFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 
 /// A vault inside an open window, and a scratch directory on the pusher's side.
 /// Fields drop in order: the daemon before the data mount, the mount before the vault.
@@ -229,7 +229,7 @@ fn frame_rules_refuse_and_close_the_session() {
 
     // 10. A manifest naming a chunk that was never sent and is not in the store.
     let absent = pseudo_random_bytes(5000, 10);
-    rig.refused_session(&before, "missing chunk", &format!("manifest names chunk {} (absent.bin), which the vault neither has nor received", ChunkId::of(&absent)), |c| {
+    rig.refused_session(&before, "missing chunk", &format!("manifest names chunk {} (absent.bin), which this pusher has not sent", ChunkId::of(&absent)), |c| {
         c.begin("db", 0);
         c.send(&ClientFrame::Chunk { id: ChunkId::of(b"sent"), data: b"sent".to_vec() });
         c.send_manifest_and_commit(&manifest_of(&[(b"present.bin", b"sent"), (b"absent.bin", &absent)]));
@@ -247,6 +247,57 @@ fn frame_rules_refuse_and_close_the_session() {
             c.send_tree(&[(name, b"payload")]);
         });
     }
+}
+
+/// Item 12.6: a pusher holding its own key learns nothing about what other pushers stored.
+/// `have` answers "needed" for another pusher's chunk, a manifest naming it unsent is refused
+/// as if it did not exist, and sent in full it is the pusher's too: counted new in its
+/// receipt, stored once.
+#[test]
+fn a_pusher_cannot_tell_whether_other_pushers_hold_a_chunk() {
+    let rig = Rig::start("owners", vec![("alice", "1GiB"), ("mallory", "1GiB")], &[], None);
+    let secret = pseudo_random_bytes(40_000, 0x5ec7);
+    let id = ChunkId::of(&secret);
+    let alice = rig.raw("alice").push("payroll", 0, &[(b"salaries.csv", &secret)], &rig.vault_key);
+    assert_eq!(alice.bytes_new, 40_000);
+
+    // Mallory guesses the content: the vault answers as for content it never saw.
+    let guess_unknown = pseudo_random_bytes(40_000, 0xbad);
+    let mut mallory = rig.raw("mallory");
+    mallory.begin("probe", 0);
+    mallory.send(&ClientFrame::Have { ids: vec![id, ChunkId::of(&guess_unknown)] });
+    match mallory.recv().unwrap() {
+        VaultFrame::Need { needed } => assert_eq!(needed, vec![true, true], "another pusher's chunk is not confirmed"),
+        other => panic!("expected need, got {other:?}"),
+    }
+    let before = store_listing(&rig.store());
+    // Naming it without sending it: refused, in the same words as an unknown chunk.
+    let mark = rig.daemon.mark();
+    mallory.send_manifest_and_commit(&manifest_of(&[(b"guess", &secret)]));
+    let told = mallory.refusal();
+    assert!(told.starts_with(&format!("manifest names chunk {id} (guess), which this pusher has not sent")), "{told}");
+    assert_eq!(rig.daemon.refusal_after(mark, 5.0), told);
+    assert_store_unchanged(&rig.store(), &before, "a manifest naming another pusher's chunk");
+
+    // Sent in full: sealed, counted new for Mallory exactly like unknown content, no new pack.
+    let packs_before: Vec<String> = before.keys().filter(|p| p.starts_with("packs/")).cloned().collect();
+    let receipt = rig.raw("mallory").push("copy", 0, &[(b"salaries.csv", &secret)], &rig.vault_key);
+    assert_eq!((receipt.chunks_new, receipt.bytes_new), (1, 40_000));
+    let after = store_listing(&rig.store());
+    let packs_after: Vec<String> = after.keys().filter(|p| p.starts_with("packs/")).cloned().collect();
+    assert_eq!(packs_after, packs_before, "the proven chunk was stored a second time");
+    // And now it is Mallory's: the next push names it without sending it.
+    let mut again = rig.raw("mallory");
+    again.begin("again", 0);
+    again.send(&ClientFrame::Have { ids: vec![id] });
+    assert!(matches!(again.recv().unwrap(), VaultFrame::Need { needed } if needed == vec![false]));
+    again.send_manifest_and_commit(&manifest_of(&[(b"salaries.csv", &secret)]));
+    let receipt = again.receipt(&rig.vault_key);
+    assert_eq!((receipt.chunks_new, receipt.bytes_new), (0, 0));
+    let restored = rig.path("restored");
+    let out = vaultctl_restore(&rig.store(), &receipt.snapshot_id, &rig.vault_key, &restored);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(restored.join("salaries.csv")).unwrap(), secret);
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! power cuts. Each VM gets a fresh copy-on-write overlay of the data disk, and its console
 //! log stays under `target/qemu-logs/<test>/` when a test fails.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -118,6 +119,8 @@ pub struct VmOptions {
     pub sata: bool,
     /// Wire the vault NIC (virtio, becomes eth0) to the tap in this namespace ([`VaultNet`]).
     pub netns: Option<String>,
+    /// Words added to the kernel command line (direct boot only), e.g. a test hook.
+    pub cmdline_extra: Vec<String>,
 }
 
 impl Vm {
@@ -157,7 +160,8 @@ impl Vm {
         match boot {
             Boot::Direct => {
                 cmd.arg("-kernel").arg(artifacts.out.join("vmlinuz")).arg("-initrd").arg(artifacts.out.join("initramfs.cpio.lz4"));
-                cmd.arg("-append").arg(artifacts.cmdline());
+                let cmdline = std::iter::once(artifacts.cmdline()).chain(options.cmdline_extra.iter().cloned()).collect::<Vec<_>>().join(" ");
+                cmd.arg("-append").arg(cmdline);
                 if options.sata {
                     // q35's ICH9 AHCI controller is bus `ide`: port 2 of 6, so the driver has
                     // empty ports to probe too.
@@ -683,6 +687,16 @@ const DATA_OFFSET_MIB: u64 = 33;
 /// data partition out of it, its journal replayed, and `debugfs rdump` of `/store`. Returns
 /// the store directory.
 pub fn extract_store(disk: &Path, into: &Path) -> PathBuf {
+    extract(disk, into, false).0
+}
+
+/// [`extract_store`], and whether each path under the store (relative to it, directories
+/// included) carries the immutable flag on the disk (debugfs `stat`).
+pub fn extract_store_with_flags(disk: &Path, into: &Path) -> (PathBuf, BTreeMap<String, bool>) {
+    extract(disk, into, true)
+}
+
+fn extract(disk: &Path, into: &Path, with_flags: bool) -> (PathBuf, BTreeMap<String, bool>) {
     std::fs::create_dir_all(into).expect("extract dir");
     let raw = into.join("disk.raw");
     run_ok(Command::new("qemu-img").args(["convert", "-f", "qcow2", "-O", "raw"]).arg(disk).arg(&raw));
@@ -694,8 +708,45 @@ pub fn extract_store(disk: &Path, into: &Path) -> PathBuf {
     let fsck = Command::new("e2fsck").args(["-E", "journal_only", "-y"]).arg(&part).output().expect("e2fsck");
     assert!(matches!(fsck.status.code(), Some(0..=1)), "e2fsck journal replay failed: {}", String::from_utf8_lossy(&fsck.stderr));
     run_ok(Command::new("debugfs").arg("-R").arg(format!("rdump /store {}", into.display())).arg(&part));
+    let store = into.join("store");
+    let flags = if with_flags { immutable_flags(&part, &store) } else { BTreeMap::new() };
     let _ = std::fs::remove_file(&part);
-    into.join("store")
+    (store, flags)
+}
+
+/// EXT4_IMMUTABLE_FL, as `debugfs stat` prints it in `Flags:`.
+const EXT4_IMMUTABLE_FL: u32 = 0x10;
+
+/// For every path of the extracted `store`, whether its inode on `part` is immutable.
+fn immutable_flags(part: &Path, store: &Path) -> BTreeMap<String, bool> {
+    let mut paths = Vec::new();
+    let mut stack = vec![store.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("extracted store") {
+            let path = entry.expect("extracted entry").path();
+            if path.is_dir() {
+                stack.push(path.clone());
+            }
+            paths.push(path.strip_prefix(store).expect("under the store").to_string_lossy().into_owned());
+        }
+    }
+    let commands = part.with_extension("debugfs");
+    std::fs::write(&commands, paths.iter().map(|p| format!("stat /store/{p}\n")).collect::<String>()).expect("debugfs commands");
+    let out = run_ok(Command::new("debugfs").arg("-f").arg(&commands).arg(part));
+    let _ = std::fs::remove_file(&commands);
+    let mut flags = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in out.lines() {
+        if let Some(path) = line.strip_prefix("debugfs: stat /store/") {
+            current = Some(path.to_string());
+        } else if let (Some(path), Some(hex)) = (&current, line.split("Flags: 0x").nth(1)) {
+            let value = u32::from_str_radix(hex.split_whitespace().next().unwrap_or(""), 16).expect("debugfs flags in hex");
+            flags.insert(path.clone(), value & EXT4_IMMUTABLE_FL != 0);
+            current = None;
+        }
+    }
+    assert_eq!(flags.len(), paths.len(), "debugfs stat answered for every path: {out}");
+    flags
 }
 
 /// `vaultctl push` from the pusher's side of the test network, JSON summary on stdout.
@@ -762,18 +813,26 @@ pub struct Appliance {
     pub prober: Option<test_net::Prober>,
     pub bench: Workbench,
     pub net: VaultNet,
+    /// Kernel command line words of every boot of this appliance.
+    cmdline_extra: Vec<String>,
 }
 
 impl Appliance {
     /// Boots a fresh appliance and waits until it reports Sealed.
     pub fn boot(name: &str, boot: Boot) -> Appliance {
+        Appliance::boot_with(name, boot, Vec::new())
+    }
+
+    /// [`Appliance::boot`] with words added to the kernel command line (direct boot), kept
+    /// for every reboot.
+    pub fn boot_with(name: &str, boot: Boot, cmdline_extra: Vec<String>) -> Appliance {
         let artifacts = Artifacts::from_env();
         let net = VaultNet::new(&name.chars().filter(char::is_ascii_alphanumeric).take(8).collect::<String>());
         let bench = Workbench::new(&artifacts, name);
         let prober = Some(test_net::Prober::start(&net.probe_site()));
-        let mut vm = Vm::boot(&artifacts, name, boot, net.vm_options());
+        let mut vm = Vm::boot(&artifacts, name, boot, VmOptions { cmdline_extra: cmdline_extra.clone(), ..net.vm_options() });
         vm.wait_for("sealed", Duration::from_secs(120), |e| e["event"] == "status" && e["state"] == "sealed");
-        Appliance { vm, prober, bench, net }
+        Appliance { vm, prober, bench, net, cmdline_extra }
     }
 
     /// Signs `spec` with alice and bob, presents it on a stick, waits for it to be accepted.
@@ -788,7 +847,12 @@ impl Appliance {
     /// Pulls the plug, then boots again on the same disk and the same network.
     pub fn power_cut_and_reboot(&mut self, name: &str) {
         let disk = self.vm.power_cut();
-        self.vm = Vm::boot(&self.bench.artifacts, name, Boot::Direct, VmOptions { disk: Some(disk), ..self.net.vm_options() });
+        self.reboot_on(name, disk);
+    }
+
+    /// Boots again on `disk` (after [`Vm::power_cut`]), on the same network.
+    pub fn reboot_on(&mut self, name: &str, disk: PathBuf) {
+        self.vm = Vm::boot(&self.bench.artifacts, name, Boot::Direct, VmOptions { disk: Some(disk), cmdline_extra: self.cmdline_extra.clone(), ..self.net.vm_options() });
     }
 
     pub fn push(&self, pusher: &str, dataset: &str, source: &Path) -> std::process::Output {

@@ -76,7 +76,7 @@ pub enum Error {
     ShortChunk { path: String, index: usize, len: u32, min: usize },
     #[error("limit `{limit}`: {detail}")]
     Limit { limit: &'static str, detail: String },
-    #[error("manifest names chunk {id} ({path}), which the vault neither has nor received")]
+    #[error("manifest names chunk {id} ({path}), which this pusher has not sent: a chunk counts only once this pusher has sent it, in this session or one it sealed before; send it")]
     MissingChunk { id: String, path: String },
     #[error("manifest hash mismatch: commit says {claimed}, received manifest hashes to {actual}")]
     ManifestHashMismatch { claimed: String, actual: String },

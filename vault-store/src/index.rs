@@ -38,15 +38,18 @@ pub struct DamagedPack {
     pub reason: String,
 }
 
-pub fn encode(entries: &[(ChunkId, u64, u32)]) -> Vec<u8> {
+/// The index of a pack holding `entries` (sorted by id). A session stages at most
+/// [`vault_core::push::limits::MAX_SESSION_NEW_CHUNKS`] chunks, so the count always fits.
+pub fn encode(entries: &[(ChunkId, u64, u32)]) -> Result<Vec<u8>> {
+    let count = u32::try_from(entries.len()).map_err(|_| vault_core::Error::Limit { limit: "index_entries", detail: format!("{} chunks in one pack", entries.len()) })?;
     let mut w = Writer::default();
-    w.raw(INDEX_MAGIC).u8(INDEX_VERSION).u32(entries.len() as u32);
+    w.raw(INDEX_MAGIC).u8(INDEX_VERSION).u32(count);
     for (id, offset, len) in entries {
         w.raw(&id.0).u64(*offset).u32(*len);
     }
     let digest = ring::digest::digest(&ring::digest::SHA256, &w.bytes);
     w.raw(digest.as_ref());
-    w.bytes
+    Ok(w.bytes)
 }
 
 /// One 44-byte entry: id, offset, length (big-endian, as [`Writer`] writes them).
@@ -207,7 +210,7 @@ mod tests {
             entries.push((ChunkId::of(data), offset, len));
             offset += u64::from(len);
         }
-        (encode(&entries), offset)
+        (encode(&entries).unwrap(), offset)
     }
 
     #[test]

@@ -4,17 +4,18 @@
 //! store/
 //!   packs/<id>.pack        chunk bytes, back to back           (immutable once indexed)
 //!   packs/<id>.idx         which chunk is where, with a hash   (immutable; makes the pack live)
-//!   snapshots/<snap>/      manifest + receipt                  (immutable; one atomic rename)
+//!   snapshots/<snap>/      manifest + receipt + owned          (immutable; one atomic rename)
 //!   staging/               sessions in flight                  (emptied at every start)
 //! ```
 //!
 //! A push writes its new chunks to one staging pack. Sealing ([`Store::seal_observed`], one
 //! [`SealStep`] each):
 //!
-//! 1. writes the snapshot's manifest and receipt into a staging directory, each fsynced;
+//! 1. writes the snapshot's manifest, receipt and `owned` list (the chunks this seal gives its
+//!    pusher) into a staging directory, each fsynced;
 //! 2. fsyncs the pack; 3. renames it into `packs/`; 4. writes its index (fsync, rename, fsync
 //!    `packs/`): the pack is live;
-//! 5. marks pack, index, manifest and receipt immutable (FS_IMMUTABLE_FL), fsyncing each so
+//! 5. marks pack, index and the snapshot's files immutable (FS_IMMUTABLE_FL), fsyncing each so
 //!    the flag is durable;
 //! 6. renames the staging directory into `snapshots/`: the snapshot is visible, fully there
 //!    or not at all;
@@ -35,6 +36,7 @@
 
 mod immutable;
 mod index;
+mod owners;
 mod reader;
 mod space;
 mod writer;
@@ -52,6 +54,8 @@ pub const SNAPSHOTS_DIR: &str = "snapshots";
 pub const STAGING_DIR: &str = "staging";
 pub const MANIFEST_FILE: &str = "manifest";
 pub const RECEIPT_FILE: &str = "receipt.json";
+/// Which chunks the seal gave the snapshot's pusher (see `owners`).
+pub const OWNED_FILE: &str = "owned";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -10,8 +10,9 @@ use vault_core::push::receipt::SignedReceipt;
 
 use crate::immutable::{ensure_immutable, is_sealed, lift_immutable, make_immutable, Sealing};
 use crate::index::{self, PackSet};
+use crate::owners::{self, Owners};
 use crate::space::{Need, Reserve, Space};
-use crate::{io_error, random_hex, Result, StoreError, MANIFEST_FILE, PACKS_DIR, RECEIPT_FILE, SNAPSHOTS_DIR, STAGING_DIR};
+use crate::{io_error, random_hex, Result, StoreError, MANIFEST_FILE, OWNED_FILE, PACKS_DIR, RECEIPT_FILE, SNAPSHOTS_DIR, STAGING_DIR};
 
 /// Large enough that chunk writes become few big writes.
 const PACK_BUFFER_BYTES: usize = 1024 * 1024;
@@ -21,9 +22,9 @@ const PACK_BUFFER_BYTES: usize = 1024 * 1024;
 const WRITEBACK_EVERY: u64 = 32 * 1024 * 1024;
 /// Files a session stages (`begin`): pack, chunk records, manifest parts.
 const STAGING_FILES: u64 = 3;
-/// Inodes sealing adds at its peak: staging directory, manifest, receipt, index and its
-/// temporary name.
-const SEAL_INODES: u64 = 5;
+/// Inodes sealing adds at its peak: staging directory, manifest, receipt, `owned` list,
+/// index and its temporary name.
+const SEAL_INODES: u64 = 6;
 /// What sealing writes besides its files' bytes (directory blocks, each file's last block),
 /// and the least a push must find above the reserve to start.
 const SEAL_OVERHEAD_BYTES: u64 = 64 * 1024;
@@ -31,6 +32,7 @@ const SEAL_OVERHEAD_BYTES: u64 = 64 * 1024;
 pub struct Store {
     root: PathBuf,
     packs: RwLock<PackSet>,
+    owners: RwLock<Owners>,
     space: Arc<Space>,
 }
 
@@ -39,7 +41,7 @@ pub struct Store {
 /// `PackRenamed` and `IndexWritten`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SealStep {
-    /// Manifest and receipt written and fsynced in a staging directory.
+    /// Manifest, receipt and `owned` list written and fsynced in a staging directory.
     StagedFiles,
     /// The staging pack fsynced.
     PackDurable,
@@ -48,7 +50,7 @@ pub enum SealStep {
     PackRenamed,
     /// Its index written durably: the pack is live.
     IndexWritten,
-    /// Pack, index, manifest and receipt carry the immutable flag, each fsynced.
+    /// Pack, index and the snapshot's files carry the immutable flag, each fsynced.
     FilesImmutable,
     /// The snapshot directory renamed into `snapshots/`: from here the push is sealed.
     SnapshotVisible,
@@ -102,6 +104,11 @@ pub struct Recovery {
     /// Packs without an index that are sealed (immutable): a pack is flagged only after its
     /// index is durable, so its index was lost since. Kept, never removed.
     pub sealed_orphans_kept: Vec<PathBuf>,
+    /// (pusher, chunk) ownerships read from the snapshots.
+    pub owned_chunks: usize,
+    /// Snapshots whose pusher or `owned` list could not be read (path, why): their pusher
+    /// re-sends what only they gave it. The snapshots themselves are untouched.
+    pub ownership_unreadable: Vec<(PathBuf, String)>,
 }
 
 /// A session's chunks and manifest on their way in, all in staging: the chunk bytes (the
@@ -196,7 +203,10 @@ impl Store {
         recovery.damaged_packs = packs.damaged.iter().map(|d| (d.pack.clone(), d.reason.clone())).collect();
         let snapshots = root.join(SNAPSHOTS_DIR);
         recovery.snapshots = fs::read_dir(&snapshots).map_err(|e| io_error(&snapshots, e))?.count();
-        Ok((Store { root: root.to_path_buf(), packs: RwLock::new(packs), space: Arc::new(Space::new(root, reserve)) }, recovery))
+        let (owners, unreadable) = Owners::load(root)?;
+        (recovery.owned_chunks, recovery.ownership_unreadable) = (owners.len(), unreadable);
+        let store = Store { root: root.to_path_buf(), packs: RwLock::new(packs), owners: RwLock::new(owners), space: Arc::new(Space::new(root, reserve)) };
+        Ok((store, recovery))
     }
 
     pub fn root(&self) -> &Path {
@@ -210,6 +220,14 @@ impl Store {
     /// The length of a sealed chunk, if the store has it.
     pub fn chunk_len(&self, id: &ChunkId) -> Option<u32> {
         self.packs.read().expect("pack index lock").chunks.get(id).map(|loc| loc.len)
+    }
+
+    /// The length of a sealed chunk that `pusher` owns (sent itself, in a snapshot it sealed).
+    pub fn owned_len(&self, pusher: &str, id: &ChunkId) -> Option<u32> {
+        if !self.owners.read().expect("owners lock").owns(pusher, id) {
+            return None;
+        }
+        self.chunk_len(id)
     }
 
     pub fn chunk_count(&self) -> usize {
@@ -281,19 +299,25 @@ impl Store {
         if final_dir.exists() {
             return Err(StoreError::SnapshotExists { id: input.snapshot_id.to_string() });
         }
-        // Only the chunks the manifest names are indexed (sorted by id); the rest stay dead
-        // bytes in the pack, paid for by the pusher's quota.
+        // Only the chunks the manifest names are kept (sorted by id): all become the
+        // pusher's, and the stored ones are indexed. The rest stay dead bytes in the pack,
+        // paid for by the pusher's quota.
         let mut entries = table.entries;
         let mut position = 0;
         entries.retain(|_| {
             position += 1;
             referenced.get(position - 1).copied().unwrap_or(false)
         });
-        let index_bytes = index::encode(&entries);
+        let owned: Vec<ChunkId> = entries.iter().map(|(id, _, _)| *id).collect();
+        entries.retain(|(_, offset, _)| *offset != PROVEN_OFFSET);
+        let owned_bytes = owners::encode(&owned)?;
+        let index_bytes = index::encode(&entries)?;
         let receipt_bytes = input.receipt.to_file_bytes();
+        // The seal gives the chunks to the pusher its receipt names, as `Owners::load` reads it.
+        let pusher = vault_core::push::receipt::Receipt::from_bytes(&input.receipt.body)?.pusher;
 
         // 0. Room above the reserve for everything sealing writes.
-        let files = [input.manifest.len(), receipt_bytes.len(), index_bytes.len()];
+        let files = [input.manifest.len(), receipt_bytes.len(), owned_bytes.len(), index_bytes.len()];
         let need = files.iter().fold(SEAL_OVERHEAD_BYTES, |sum, len| sum.saturating_add(u64::try_from(*len).unwrap_or(u64::MAX)));
         pack.ask_room(Need { bytes: need, inodes: SEAL_INODES })?;
 
@@ -309,6 +333,7 @@ impl Store {
         let staged = StagedSnapshot::create(&self.root)?;
         write_durable(&staged.path.join(MANIFEST_FILE), input.manifest)?;
         write_durable(&staged.path.join(RECEIPT_FILE), &receipt_bytes)?;
+        write_durable(&staged.path.join(OWNED_FILE), &owned_bytes)?;
         sync_dir(&staged.path)?;
         observe(SealStep::StagedFiles);
 
@@ -345,8 +370,9 @@ impl Store {
             flag(pack_path)?;
             flag(index_path)?;
         }
-        flag(&staged.path.join(MANIFEST_FILE))?;
-        flag(&staged.path.join(RECEIPT_FILE))?;
+        for file in [MANIFEST_FILE, RECEIPT_FILE, OWNED_FILE] {
+            flag(&staged.path.join(file))?;
+        }
         if let Some((pack_path, _)) = new_pack {
             self.packs.write().expect("pack index lock").add_pack(pack_path, &entries);
         }
@@ -356,6 +382,7 @@ impl Store {
         //    Before it, a refusal; after it, sealed.
         fs::rename(&staged.path, &final_dir).map_err(|e| io_error(&final_dir, e))?;
         staged.published();
+        self.owners.write().expect("owners lock").add(&pusher, &owned);
         observe(SealStep::SnapshotVisible);
 
         // 7. Nothing below may refuse the push.
@@ -507,6 +534,8 @@ fn sync_dir(path: &Path) -> Result<()> {
 
 /// A staged chunk record: id, offset in the pack, length (the pack index's entry).
 const RECORD_BYTES: usize = 32 + 8 + 4;
+/// The offset of a proven chunk's record: its bytes are in a sealed pack already.
+const PROVEN_OFFSET: u64 = u64::MAX;
 /// The same, for byte counts (44 always fits).
 const RECORD_BYTES_U64: u64 = RECORD_BYTES as u64;
 
@@ -517,18 +546,31 @@ impl StagingPack {
         self.ensure_room(u64::from(len).saturating_add(RECORD_BYTES_U64))?;
         let file = self.file.as_mut().expect("append before seal");
         file.write_all(data).map_err(|e| io_error(&self.path, e))?;
-        let mut record = [0u8; RECORD_BYTES];
-        record[..32].copy_from_slice(&id.0);
-        record[32..40].copy_from_slice(&self.offset.to_be_bytes());
-        record[40..].copy_from_slice(&len.to_be_bytes());
-        self.records.write_all(&record).map_err(|e| io_error(&self.records_path, e))?;
-        self.count += 1;
+        self.write_record(id, self.offset, len)?;
         self.offset += u64::from(len);
+        let file = self.file.as_mut().expect("append before seal");
         if self.offset - self.written_back >= WRITEBACK_EVERY {
             file.flush().map_err(|e| io_error(&self.path, e))?;
             start_writeback(file.get_ref(), self.written_back, self.offset - self.written_back);
             self.written_back = self.offset;
         }
+        Ok(())
+    }
+
+    /// Records a chunk the store already holds under another pusher, whose bytes this
+    /// session sent and verified: sealing makes it this pusher's too, without a second copy.
+    pub fn prove(&mut self, id: ChunkId, len: u32) -> Result<()> {
+        self.ensure_room(RECORD_BYTES_U64)?;
+        self.write_record(id, PROVEN_OFFSET, len)
+    }
+
+    fn write_record(&mut self, id: ChunkId, offset: u64, len: u32) -> Result<()> {
+        let mut record = [0u8; RECORD_BYTES];
+        record[..32].copy_from_slice(&id.0);
+        record[32..40].copy_from_slice(&offset.to_be_bytes());
+        record[40..].copy_from_slice(&len.to_be_bytes());
+        self.records.write_all(&record).map_err(|e| io_error(&self.records_path, e))?;
+        self.count += 1;
         Ok(())
     }
 
@@ -594,8 +636,13 @@ impl StagingPack {
             let len = u32::from_be_bytes(record[40..].try_into().expect("4 bytes"));
             entries.push((id, offset, len));
         }
-        entries.sort_unstable_by_key(|entry| entry.0);
+        // A chunk staged twice keeps one record, a stored one before a proven one.
+        entries.sort_unstable_by_key(|entry| (entry.0, entry.1));
         entries.dedup_by(|a, b| a.0 == b.0);
+        // Both now live in memory only. Unlinked here, before the seal's fsyncs, so those
+        // make the removal durable too: a power cut after the seal leaves staging empty.
+        fs::remove_file(&self.records_path).map_err(|e| io_error(&self.records_path, e))?;
+        fs::remove_file(&self.manifest_path).map_err(|e| io_error(&self.manifest_path, e))?;
         Ok((manifest, StagedTable { entries }))
     }
 }

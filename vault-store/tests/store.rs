@@ -54,13 +54,17 @@ fn manifest_for(files: &[(&str, &[u8])]) -> (Manifest, Vec<u8>) {
 }
 
 fn receipt(key: &SigningKey, snapshot_id: &str, manifest: &[u8]) -> SignedReceipt {
+    receipt_by(key, snapshot_id, manifest, "p")
+}
+
+fn receipt_by(key: &SigningKey, snapshot_id: &str, manifest: &[u8], pusher: &str) -> SignedReceipt {
     let r = Receipt {
         vault_id: "vault-01".into(),
         vault_key: key.public_key(),
         policy_version: 1,
         snapshot_id: snapshot_id.into(),
         dataset: "db".into(),
-        pusher: "p".into(),
+        pusher: pusher.into(),
         manifest_sha256: vault_core::keys::hex(ring::digest::digest(&ring::digest::SHA256, manifest).as_ref()),
         files: 1,
         logical_bytes: 0,
@@ -115,6 +119,58 @@ fn sealed_snapshots_read_back_and_are_immutable() {
     assert_eq!(data, vec![b"alpha".to_vec(), b"gamma".to_vec()]);
     assert!(matches!(reader.manifest("nope"), Err(StoreError::NoSnapshot { .. })));
     assert!(matches!(reader.manifest("../s1"), Err(StoreError::Core(_))));
+}
+
+/// Seals `data` as one file for `pusher`: stored if the store lacks it, else proven.
+fn seal_for(store: &Store, key: &SigningKey, pusher: &str, id: &str, data: &[u8]) {
+    let mut pack = store.begin().unwrap();
+    match store.chunk_len(&ChunkId::of(data)) {
+        Some(len) => pack.prove(ChunkId::of(data), len).unwrap(),
+        None => pack.append(ChunkId::of(data), data).unwrap(),
+    }
+    let (_, bytes) = manifest_for(&[("f", data)]);
+    store.seal_all(pack, SealInput { snapshot_id: id, manifest: &bytes, receipt: &receipt_by(key, id, &bytes, pusher) }).unwrap();
+}
+
+#[test]
+fn chunks_belong_to_the_pushers_that_sent_them_stored_once_and_remembered_across_starts() {
+    let tmp = TempStore::new();
+    let key = vault_key();
+    let x = ChunkId::of(b"shared content");
+    {
+        let (store, _) = Store::open(&tmp.root()).unwrap();
+        seal_for(&store, &key, "alice", "a1", b"shared content");
+        assert_eq!((store.owned_len("alice", &x), store.owned_len("bob", &x)), (Some(14), None));
+        let packs = std::fs::read_dir(tmp.root().join("packs")).unwrap().count();
+        // Bob sends the same bytes: proven, his too, and no second copy.
+        seal_for(&store, &key, "bob", "b1", b"shared content");
+        assert_eq!(store.owned_len("bob", &x), Some(14));
+        assert_eq!(std::fs::read_dir(tmp.root().join("packs")).unwrap().count(), packs, "a proven chunk is not stored again");
+    }
+    let (store, recovery) = Store::open(&tmp.root()).unwrap();
+    assert_eq!((recovery.owned_chunks, recovery.ownership_unreadable.len()), (2, 0));
+    assert_eq!((store.owned_len("alice", &x), store.owned_len("bob", &x), store.owned_len("carol", &x)), (Some(14), Some(14), None));
+    let reader = StoreReader::open(&tmp.root()).unwrap();
+    assert_eq!(reader.read_chunk(&x).unwrap(), b"shared content");
+}
+
+#[test]
+fn ownership_comes_from_the_manifest_without_an_owned_list_and_an_unreadable_one_gives_nothing() {
+    let tmp = TempStore::new();
+    let key = vault_key();
+    {
+        let (store, _) = Store::open(&tmp.root()).unwrap();
+        seal_for(&store, &key, "alice", "legacy", b"from before owned lists");
+        seal_for(&store, &key, "bob", "altered", b"bob's own");
+    }
+    let _ = Command::new("chattr").args(["-R", "-i"]).arg(tmp.root()).output();
+    std::fs::remove_file(tmp.root().join("snapshots/legacy/owned")).unwrap();
+    std::fs::write(tmp.root().join("snapshots/altered/owned"), b"VOWN\x01garbage").unwrap();
+    let (store, recovery) = Store::open(&tmp.root()).unwrap();
+    assert_eq!(store.owned_len("alice", &ChunkId::of(b"from before owned lists")), Some(23));
+    assert_eq!(store.owned_len("bob", &ChunkId::of(b"bob's own")), None, "an altered list gives nothing");
+    let [(path, why)] = &recovery.ownership_unreadable[..] else { panic!("{:?}", recovery.ownership_unreadable) };
+    assert!(path.ends_with("snapshots/altered") && why.starts_with("owned: ") && why.contains("truncated"), "{why}");
 }
 
 #[test]
@@ -504,6 +560,26 @@ fn the_kernel_refuses_to_rename_an_immutable_inode_so_a_directory_is_flagged_aft
 }
 
 #[test]
+fn the_sessions_side_files_are_gone_before_the_seals_first_fsync() {
+    // Removed before the seal's fsyncs, so the fsync that makes the snapshot durable makes
+    // their removal durable too: a power cut after a receipt leaves staging empty.
+    let tmp = TempStore::new();
+    let key = vault_key();
+    let (store, _) = Store::open(&tmp.root()).unwrap();
+    let staging = tmp.root().join("staging");
+    let left = std::cell::RefCell::new(Vec::new());
+    let observe = |step: SealStep| {
+        if step == SealStep::StagedFiles {
+            let names = std::fs::read_dir(&staging).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned());
+            *left.borrow_mut() = names.filter(|n| n.ends_with(".records") || n.ends_with(".manifest")).collect::<Vec<_>>();
+        }
+    };
+    seal_watched(&store, &key, "s1", &[("a", b"alpha")], &observe).unwrap();
+    assert_eq!(*left.borrow(), Vec::<String>::new(), "chunk records and manifest parts still in staging while sealing");
+    assert_eq!(std::fs::read_dir(&staging).unwrap().count(), 0);
+}
+
+#[test]
 fn every_sealed_file_is_immutable_before_the_snapshot_is_visible_and_its_directory_before_the_receipt() {
     let tmp = TempStore::new();
     let key = vault_key();
@@ -520,10 +596,10 @@ fn every_sealed_file_is_immutable_before_the_snapshot_is_visible_and_its_directo
     let sealed = seal_watched(&store, &key, "s1", &[("a", b"alpha")], &observe).unwrap();
     assert_eq!(*steps.borrow(), SealStep::ALL);
     let dir = sealed.snapshot_dir;
-    // At visibility: pack, index, manifest and receipt flagged; only the directory waits for
-    // the step after its rename.
+    // At visibility: pack, index, manifest, receipt and `owned` list flagged; only the
+    // directory waits for the step after its rename.
     let at_visibility = seen_at_visibility.take();
-    assert_eq!(at_visibility.len(), 5, "{at_visibility:?}");
+    assert_eq!(at_visibility.len(), 6, "{at_visibility:?}");
     for (immutable, path) in &at_visibility {
         assert_eq!(*immutable, *path != dir, "{}", path.display());
     }
@@ -743,6 +819,6 @@ fn the_inode_reserve_refuses_a_push_before_it_starts() {
     let err = store.begin().err().expect("refused");
     let said = err.to_string();
     assert!(matches!(err, StoreError::InodeReserve { .. }), "{said}");
-    assert!(said.starts_with("inode reserve: ") && said.contains("inodes free on the store's filesystem, this push needs 8 more; pushes stop at 60 free"), "{said}");
+    assert!(said.starts_with("inode reserve: ") && said.contains("inodes free on the store's filesystem, this push needs 9 more; pushes stop at 60 free"), "{said}");
     assert_eq!(std::fs::read_dir(_disk.path().join("store/staging")).unwrap().count(), 0);
 }

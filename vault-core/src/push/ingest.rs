@@ -12,6 +12,13 @@
 //! The session keeps no table of its chunks in memory: the daemon stages each chunk's
 //! record beside its bytes, and at commit hands the sorted table back ([`StagedChunks`]).
 //! What a session holds is a few counters and a running manifest hash, whatever is sent.
+//!
+//! Storage is deduplicated across pushers, knowledge is not: `have` and the manifest check
+//! count only chunks this pusher owns (ones its own sealed snapshots name). A chunk another
+//! pusher stored must be sent in full once; its bytes prove the pusher holds the content, it
+//! is recorded as theirs ([`Step::Proven`]) and not stored twice. So a pusher cannot learn
+//! whether guessed content exists in someone else's backups: every answer it gets (`need`,
+//! the commit's check, the receipt's new bytes) is the same as if it did not.
 
 use crate::canonical::check_identifier;
 use crate::error::{Error, Result};
@@ -24,9 +31,11 @@ use crate::push::receipt::MAX_DATASET_BYTES;
 
 /// What the session needs from the vault around it.
 pub trait IngestEnv {
-    /// The length of this chunk if it is sealed in the store (by any pusher: storage is
-    /// deduplicated).
+    /// The length of this chunk if it is sealed in the store, by any pusher.
     fn sealed_len(&self, id: &ChunkId) -> Option<u32>;
+    /// The length of this chunk if it is sealed and owned by the session's pusher. Never
+    /// more than [`IngestEnv::sealed_len`] knows.
+    fn owned_len(&self, id: &ChunkId) -> Option<u32>;
     /// Runs `charge` on this pusher's account for the current window (shared by its
     /// concurrent sessions).
     fn account<R>(&mut self, charge: impl FnOnce(&mut WindowAccount) -> R) -> R;
@@ -67,12 +76,15 @@ pub enum Step {
     Reply(VaultFrame),
     /// A chunk whose bytes were verified against its id: stage it (bytes and record).
     Store { id: ChunkId, data: Vec<u8> },
+    /// A chunk another pusher already sealed, sent in full and verified: stage only its
+    /// record (no bytes), so that sealing makes it this pusher's too.
+    Proven { id: ChunkId, len: u32 },
     /// The next part of the manifest: stage it.
     StoreManifest { bytes: Vec<u8> },
     /// The commit names the manifest that was received: read back the staged manifest and
     /// chunk table and call [`IngestSession::check_manifest`].
     CheckManifest,
-    /// Nothing to do (a chunk the vault already had).
+    /// Nothing to do (a chunk this pusher already owns).
     Nothing,
 }
 
@@ -83,8 +95,10 @@ pub struct SealRequest {
     pub manifest_sha256: String,
     pub summary: Summary,
     /// One flag per staged chunk (in [`StagedChunks`] order): named by the manifest. Only
-    /// those are indexed when the pack is sealed; the rest are dead bytes the quota paid for.
+    /// those are indexed (or, when proven, owned) when the pack is sealed; the rest are dead
+    /// bytes the quota paid for.
     pub referenced: Vec<bool>,
+    /// Chunks and bytes new to this pusher (stored or proven): what it sent that counted.
     pub chunks_new: u64,
     pub bytes_new: u64,
     pub client_time: i64,
@@ -161,7 +175,7 @@ impl IngestSession {
                 Ok(Step::Reply(VaultFrame::Ready { quota_left }))
             }
             (Phase::Transfer, ClientFrame::Have { ids }) => {
-                let needed = ids.iter().map(|id| env.sealed_len(id).is_none()).collect();
+                let needed = ids.iter().map(|id| env.owned_len(id).is_none()).collect();
                 Ok(Step::Reply(VaultFrame::Need { needed }))
             }
             (Phase::Transfer, ClientFrame::Chunk { id, data }) => {
@@ -169,13 +183,18 @@ impl IngestSession {
                 if actual != id {
                     return Err(Error::ChunkHashMismatch { claimed: id.to_hex(), actual: actual.to_hex() });
                 }
-                if env.sealed_len(&id).is_some() {
+                if env.owned_len(&id).is_some() {
                     return Ok(Step::Nothing);
                 }
+                // New to this pusher: a record is staged either way, so either way it takes a
+                // new-chunk place.
                 let in_session = self.new_chunks;
                 env.account(|a| a.charge_new_chunk(pusher, in_session))?;
                 self.new_chunks += 1;
-                Ok(Step::Store { id, data })
+                match env.sealed_len(&id) {
+                    Some(len) => Ok(Step::Proven { id, len }),
+                    None => Ok(Step::Store { id, data }),
+                }
             }
             (Phase::Transfer | Phase::Manifest, ClientFrame::ManifestPart { bytes }) => {
                 let total = self.manifest_len.saturating_add(bytes.len());
@@ -204,8 +223,8 @@ impl IngestSession {
     }
 
     /// The staged manifest and chunk table, read back: the manifest must be the one the
-    /// commit named, follow every manifest rule, and name only chunks that were staged or
-    /// are sealed, at their true lengths.
+    /// commit named, follow every manifest rule, and name only chunks that were staged
+    /// (stored or proven) or that this pusher owns, at their true lengths.
     pub fn check_manifest(&mut self, manifest_bytes: &[u8], staged: &impl StagedChunks, env: &mut impl IngestEnv) -> Result<SealRequest> {
         if self.phase != Phase::Checking {
             return Err(Error::OutOfOrder { verb: "commit", phase: self.phase.describe() });
@@ -230,7 +249,7 @@ impl IngestSession {
                         }
                         Some(len)
                     }
-                    None => env.sealed_len(&chunk.id),
+                    None => env.owned_len(&chunk.id),
                 };
                 match present_len {
                     Some(len) if len == chunk.len => {}
@@ -271,15 +290,20 @@ mod tests {
     use crate::push::manifest::{ChunkRef, Entry, EntryKind, Manifest};
     use std::collections::HashMap;
 
+    /// A store holding chunks this session's pusher owns and chunks only others own.
     #[derive(Default)]
     struct Env {
-        sealed: HashMap<ChunkId, u32>,
+        owned: HashMap<ChunkId, u32>,
+        others: HashMap<ChunkId, u32>,
         account: WindowAccount,
     }
 
     impl IngestEnv for Env {
         fn sealed_len(&self, id: &ChunkId) -> Option<u32> {
-            self.sealed.get(id).copied()
+            self.owned.get(id).or(self.others.get(id)).copied()
+        }
+        fn owned_len(&self, id: &ChunkId) -> Option<u32> {
+            self.owned.get(id).copied()
         }
         fn account<R>(&mut self, charge: impl FnOnce(&mut WindowAccount) -> R) -> R {
             charge(&mut self.account)
@@ -314,6 +338,7 @@ mod tests {
             let step = self.session.on_frame(frame, wire, env)?;
             match &step {
                 Step::Store { id, data } => self.staged.0.push((*id, data.len() as u32)),
+                Step::Proven { id, len } => self.staged.0.push((*id, *len)),
                 Step::StoreManifest { bytes } => self.manifest.extend_from_slice(bytes),
                 _ => {}
             }
@@ -361,7 +386,7 @@ mod tests {
     #[test]
     fn a_full_session_seals() {
         let mut env = Env::default();
-        env.sealed.insert(ChunkId::of(b"old"), 3);
+        env.owned.insert(ChunkId::of(b"old"), 3);
         let mut s = begun(&mut env);
         let have = s.send(ClientFrame::Have { ids: vec![ChunkId::of(b"old"), ChunkId::of(b"new")] }, &mut env).unwrap();
         assert_eq!(have, Step::Reply(VaultFrame::Need { needed: vec![false, true] }));
@@ -374,6 +399,30 @@ mod tests {
         s.session.sealed();
         let err = s.send(ClientFrame::Have { ids: vec![] }, &mut env).unwrap_err();
         assert_eq!(err.to_string(), "out of order: `have` is not allowed after commit");
+    }
+
+    #[test]
+    fn another_pushers_chunks_are_neither_confirmed_nor_usable_until_sent_in_full() {
+        let theirs = b"content someone else backed up".as_slice();
+        let mut env = Env::default();
+        env.others.insert(ChunkId::of(theirs), theirs.len() as u32);
+        // `have` answers as if the vault had never seen it.
+        let mut s = begun(&mut env);
+        let have = s.send(ClientFrame::Have { ids: vec![ChunkId::of(theirs), ChunkId::of(b"unknown")] }, &mut env).unwrap();
+        assert_eq!(have, Step::Reply(VaultFrame::Need { needed: vec![true, true] }));
+        // Naming it in a manifest without sending it is refused exactly like an unknown chunk.
+        s.send(ClientFrame::ManifestPart { bytes: manifest_of(&[("guess", theirs)]) }, &mut env).unwrap();
+        let err = s.commit(&mut env).unwrap_err();
+        assert!(matches!(err, Error::MissingChunk { ref path, .. } if path == "guess"), "{err}");
+
+        // Sent in full, it is proven (recorded, not stored again), and counts as new to this
+        // pusher in the receipt, the same as a chunk the vault never had.
+        let mut s = begun(&mut env);
+        assert_eq!(s.send(chunk(theirs), &mut env).unwrap(), Step::Proven { id: ChunkId::of(theirs), len: theirs.len() as u32 });
+        assert_eq!(s.session.new_chunks, 1, "a proven chunk takes a new-chunk place");
+        s.send(ClientFrame::ManifestPart { bytes: manifest_of(&[("mine now", theirs)]) }, &mut env).unwrap();
+        let seal = s.commit(&mut env).unwrap();
+        assert_eq!((seal.chunks_new, seal.bytes_new, seal.referenced), (1, theirs.len() as u64, vec![true]));
     }
 
     #[test]
@@ -419,7 +468,7 @@ mod tests {
         let err = s.commit(&mut env).unwrap_err();
         assert!(matches!(err, Error::MissingChunk { ref path, .. } if path == "a"), "{err}");
 
-        env.sealed.insert(ChunkId::of(b"sealed"), 99);
+        env.owned.insert(ChunkId::of(b"sealed"), 99);
         let mut s = begun(&mut env);
         s.send(ClientFrame::ManifestPart { bytes: manifest_of(&[("a", b"sealed")]) }, &mut env).unwrap();
         let err = s.commit(&mut env).unwrap_err().to_string();
@@ -459,7 +508,7 @@ mod tests {
     #[test]
     fn every_frame_counts_against_the_quota() {
         let mut env = Env::default();
-        env.sealed.insert(ChunkId::of(b"old"), 3);
+        env.owned.insert(ChunkId::of(b"old"), 3);
         let mut s = begun(&mut env);
         // `have`, a chunk the vault already has, manifest parts: each costs its wire size.
         for frame in [ClientFrame::Have { ids: vec![ChunkId::of(b"x"); 100] }, chunk(b"old"), ClientFrame::ManifestPart { bytes: vec![0; 1000] }] {
@@ -491,7 +540,7 @@ mod tests {
         let err = s.send(chunk(b"one more"), &mut env).unwrap_err();
         assert!(matches!(err, Error::Limit { limit: "new_chunks_per_session", .. }), "{err}");
         // A chunk the vault already has costs bytes, not a new-chunk place.
-        env.sealed.insert(ChunkId::of(b"old"), 3);
+        env.owned.insert(ChunkId::of(b"old"), 3);
         assert_eq!(s.send(chunk(b"old"), &mut env).unwrap(), Step::Nothing);
     }
 
