@@ -7,7 +7,7 @@ ROOT ?=
 VARIANT ?= production
 KERNEL ?= debian
 
-.PHONY: all tools build test test-keys test-image test-image-minimal test-minimal reproducible reproducible-minimal lint demo bench image pins fuzz clean
+.PHONY: all tools build test test-keys test-image test-image-minimal test-minimal reproducible reproducible-minimal lint demo bench soak image pins fuzz clean
 
 all: build
 
@@ -88,6 +88,11 @@ demo: tools
 # two network namespaces; 8 concurrent pushes for the gatekeeper's peak RSS. Needs root.
 bench: tools
 	scripts/bench.sh
+
+# The long versions of what `make test` runs short: power cuts after every seal step, ten
+# rounds (70 cuts, plus one mid-push; `make test` runs three), on the test image. Needs root.
+soak: test-image
+	POWER_CUT_ROUNDS=10 $(CARGO) test -p qemu-tests --locked --test scenarios -- --test-threads=1 --nocapture power_cuts_at_every_seal_step
 
 # The appliance image under out/ (see image/build.sh). ROOT is the trust root to bake in;
 # KERNEL=minimal builds the kernel from Debian's source package, every driver built in.

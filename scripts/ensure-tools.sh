@@ -14,6 +14,8 @@ command -v sysctl >/dev/null || need_apt+=(procps)
 # downgrade with openssl s_client.
 command -v chattr >/dev/null || need_apt+=(e2fsprogs)
 command -v openssl >/dev/null || need_apt+=(openssl)
+# tools/read-store.py, the store format's independent reader, is run by the store-format test.
+command -v python3 >/dev/null || need_apt+=(python3)
 # The QEMU suite boots the appliance image directly and through UEFI firmware (issues 6, 7).
 command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)
 command -v qemu-img >/dev/null || need_apt+=(qemu-utils)

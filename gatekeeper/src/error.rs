@@ -8,8 +8,11 @@ pub enum GatekeeperError {
     File(#[from] vault_io::IoError),
     #[error("trust root {path}: not UTF-8 text")]
     RootNotText { path: String },
-    #[error("accepted policy v{found} does not match the state's accepted version {expected}; refusing to use it")]
-    AcceptedMismatch { found: u64, expected: u64 },
+    #[error(
+        "policy v{version} accepted earlier does not verify under the trust root in force ({source}); it is not obeyed and the vault stays sealed: \
+         present a stick with a policy signed for this root, version above {version}"
+    )]
+    PolicyDropped { version: u64, source: vault_core::Error },
     #[error("already in force: this bundle is policy v{version}, the one the vault runs; nothing to do")]
     AlreadyInForce { version: u64 },
     #[error("{what}: {source}")]

@@ -15,6 +15,9 @@ pub enum Event {
     PolicyAccepted { version: u64, payload_sha256: String, signers: Vec<String>, expires: String },
     RootRotated { from_version: u64, to_version: u64 },
     PolicyRefused { source: String, reason: String },
+    /// At start, the accepted policy did not verify again under the root in force (a
+    /// re-imaged root, an altered state directory): not obeyed, the vault stays sealed.
+    PolicyDropped { version: u64, reason: String },
     /// The daemon started; what it runs under.
     /// `uptime_ms`: milliseconds since the kernel started (boot time, on the appliance).
     Started { policy_version: Option<u64>, time_floor: String, uptime_ms: Option<u64> },

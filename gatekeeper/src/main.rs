@@ -246,13 +246,10 @@ fn status(root_path: &std::path::Path, state_dir: &std::path::Path) -> error::Re
     let root = state.current_root(&baked)?;
     let now = vault_io::clock_now();
     println!("vault {} trust root v{}; time floor {}", root.vault_id, root.version, state.time_floor);
-    let bundle_path = state_dir.join(policy_store::ACCEPTED_BUNDLE_FILE);
-    if state.accepted_version == 0 || !bundle_path.exists() {
+    let Some(policy) = policy_store::load_accepted(&baked, state_dir)? else {
         println!("no policy accepted: sealed");
         return Ok(());
-    }
-    let bytes = vault_io::read_bounded(&bundle_path, vault_core::bundle::MAX_BUNDLE_BYTES)?;
-    let policy = vault_core::bundle::Envelope::from_bytes(&bytes)?.unverified_payload()?.policy;
+    };
     match schedule::state_at(&policy, now.max(state.time_floor)) {
         WindowState::Open { until } => println!("policy v{}: window open until {until}", policy.version),
         WindowState::Closed { next_open } => println!(

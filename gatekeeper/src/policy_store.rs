@@ -93,22 +93,17 @@ fn verify_bytes(baked_root: &TrustRoot, state_dir: &Path, bytes: &[u8], now: Tim
 }
 
 /// The policy of the accepted bundle in the state directory, or `None` before the first.
-/// The bundle was verified when it was applied and the state directory is the vault's own;
-/// here it is checked to be the one the state names and for this vault's root in force.
+/// Verified again in full against the root in force at every call (see
+/// [`bundle::reverify_accepted`]): a vault re-imaged with a new root obeys only what that
+/// root's admins signed. `Err(Dropped)` says why it is not obeyed.
 pub fn load_accepted(baked_root: &TrustRoot, state_dir: &Path) -> Result<Option<vault_core::policy::Policy>> {
     let state = load_state(state_dir)?;
     let path = state_dir.join(ACCEPTED_BUNDLE_FILE);
     if state.accepted_version == 0 || !path.exists() {
         return Ok(None);
     }
-    let root = state.current_root(baked_root)?;
     let bytes = vault_io::read_bounded(&path, MAX_BUNDLE_BYTES)?;
-    let policy = bundle::Envelope::from_bytes(&bytes)?.unverified_payload()?.policy;
-    if policy.version != state.accepted_version {
-        return Err(GatekeeperError::AcceptedMismatch { found: policy.version, expected: state.accepted_version });
-    }
-    if policy.vault_id != root.vault_id {
-        return Err(vault_core::Error::WrongVault { bundle: policy.vault_id, vault: root.vault_id }.into());
-    }
-    Ok(Some(policy))
+    bundle::reverify_accepted(&bytes, baked_root, &state)
+        .map(Some)
+        .map_err(|source| GatekeeperError::PolicyDropped { version: state.accepted_version, source })
 }

@@ -220,6 +220,10 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
     let state = policy_store::load_state(state_dir)?;
     let policy: Option<Policy> = match policy_store::load_root(root_path).and_then(|root| policy_store::load_accepted(&root, state_dir)) {
         Ok(policy) => policy,
+        Err(e @ crate::error::GatekeeperError::PolicyDropped { version, .. }) => {
+            events.emit(vault_io::clock_now(), &Event::PolicyDropped { version, reason: e.to_string() });
+            None
+        }
         Err(e) => {
             events.emit(vault_io::clock_now(), &Event::PolicyRefused { source: state_dir.display().to_string(), reason: e.to_string() });
             None

@@ -222,3 +222,32 @@ fn a_clock_behind_the_floor_keeps_it_sealed_with_an_alarm() {
     assert!(!events.iter().any(|e| e["event"] == "link_up" || e["event"] == "listening"), "{events:#?}");
 }
 
+
+/// Issue 13, item 3: the daemon verifies the accepted policy again at start. Re-imaged with
+/// another root, it drops the old root's policy with an event saying why, and the window that
+/// policy opens stays shut: not one frame.
+#[test]
+fn a_policy_the_root_in_force_did_not_sign_is_dropped_at_start_and_the_vault_stays_sealed() {
+    let net = Net::new("reimage");
+    let now = unix_now() as i64;
+    let vault = Vault::with_window(now + 1, now + 4);
+    let mut root = vault_core::root::TrustRoot::from_toml(&std::fs::read_to_string(vault.root()).unwrap()).unwrap();
+    root.admins[1].key = new_key().public_key();
+    std::fs::write(vault.root(), root.to_toml()).unwrap();
+
+    let prober = Prober::start(&net.probe_site());
+    let daemon = Daemon::start(&net, &vault);
+    let (_, dropped) = daemon.wait_for("policy_dropped", 3.0);
+    assert_eq!(dropped["version"], 1);
+    let reason = dropped["reason"].as_str().unwrap();
+    assert!(reason.contains("wrong trust root: bundle was signed for root") && reason.contains("version above 1"), "{reason}");
+    let (_, started) = daemon.wait_for("started", 3.0);
+    assert_eq!(started["policy_version"], serde_json::Value::Null);
+    while unix_now() < (now + 5) as f64 {
+        std::thread::sleep(StdDuration::from_millis(50));
+    }
+    let events = daemon.stop();
+    let (frames, _) = prober.finish();
+    assert!(frames.is_empty(), "the vault said something under a dropped policy: {} frames", frames.len());
+    assert!(!events.iter().any(|e| e["event"] == "link_up" || e["event"] == "listening"), "{events:#?}");
+}

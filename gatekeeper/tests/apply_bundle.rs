@@ -133,14 +133,16 @@ fn refusals_leave_the_state_untouched() {
     let (a, b, c) = (new_key(), new_key(), new_key());
     let root = root_of(1, &[&a, &b, &c]);
     let vault = Vault::new(&root);
-    let (ok, _) = vault.apply(&vault.stick_file("v5.bundle", &bundle(policy(5), &root, None, &[&a, &b])));
+    let v5 = bundle(policy(5), &root, None, &[&a, &b]);
+    let (ok, _) = vault.apply(&vault.stick_file("v5.bundle", &v5));
     assert!(ok);
     let before = vault.snapshot();
 
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("under-threshold", bundle(policy(6), &root, None, &[&b]), "threshold not met for root v1: 1 valid"),
         ("rollback", bundle(policy(3), &root, None, &[&a, &b]), "rollback: version 3 <= accepted 5"),
-        ("replay", bundle(policy(5), &root, None, &[&a, &b]), "already in force: this bundle is policy v5"),
+        // The very bytes in force (a fresh `policy(5)` may be issued a second later).
+        ("replay", v5, "already in force: this bundle is policy v5"),
         ("same version, other bytes", bundle(policy(5), &root, None, &[&a, &c]), "rollback: version 5 <= accepted 5"),
         ("garbage", b"\x00\x01garbage".to_vec(), "malformed bundle"),
         ("huge", vec![b' '; 2 << 20], "over the limit of 1048576"),
@@ -222,4 +224,35 @@ fn a_crash_between_bundle_and_state_is_completed_by_the_same_stick() {
     let (ok, events) = vault.apply(&vault.stick_file("v6-again.bundle", &v6));
     assert!(!ok);
     assert!(events[0]["reason"].as_str().unwrap().starts_with("already in force"), "{events:?}");
+}
+
+/// Issue 13, item 3: re-imaged with a new root (the way out of a suspected admin-key
+/// compromise), the vault stops obeying the policy the old root's admins signed, and a policy
+/// signed for the new root is taken.
+#[test]
+fn a_re_imaged_root_is_obeyed_and_the_old_roots_policy_dropped() {
+    let (a, b, c) = (new_key(), new_key(), new_key());
+    let old_root = root_of(1, &[&a, &b, &c]);
+    let vault = Vault::new(&old_root);
+    let (ok, events) = vault.apply(&vault.stick_file("old.bundle", &bundle(policy(4), &old_root, None, &[&a, &b])));
+    assert!(ok, "{events:?}");
+    let status = |vault: &Vault| {
+        let out = Command::new(env!("CARGO_BIN_EXE_gatekeeper")).arg("--root").arg(vault.dir.path().join("root.toml")).arg("--state").arg(vault.state_dir()).arg("status").output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    assert!(status(&vault).1.contains("policy v4:"), "{:?}", status(&vault));
+
+    // The image is rebuilt with new admins' keys: the stored policy is not theirs.
+    let (x, y, z) = (new_key(), new_key(), new_key());
+    let new_root = root_of(2, &[&x, &y, &z]);
+    std::fs::write(vault.dir.path().join("root.toml"), new_root.to_toml()).unwrap();
+    let (ok, said) = status(&vault);
+    assert!(!ok, "{said}");
+    for part in ["policy v4 accepted earlier does not verify under the trust root in force (wrong trust root: bundle was signed for root", "present a stick with a policy signed for this root, version above 4"] {
+        assert!(said.contains(part), "`{part}` in {said}");
+    }
+    // The new root's admins sign the next version: taken.
+    let (ok, events) = vault.apply(&vault.stick_file("new.bundle", &bundle(policy(5), &new_root, None, &[&x, &z])));
+    assert!(ok, "{events:?}");
+    assert!(status(&vault).1.contains("policy v5:"), "{:?}", status(&vault));
 }

@@ -719,17 +719,7 @@ const EXT4_IMMUTABLE_FL: u32 = 0x10;
 
 /// For every path of the extracted `store`, whether its inode on `part` is immutable.
 fn immutable_flags(part: &Path, store: &Path) -> BTreeMap<String, bool> {
-    let mut paths = Vec::new();
-    let mut stack = vec![store.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).expect("extracted store") {
-            let path = entry.expect("extracted entry").path();
-            if path.is_dir() {
-                stack.push(path.clone());
-            }
-            paths.push(path.strip_prefix(store).expect("under the store").to_string_lossy().into_owned());
-        }
-    }
+    let paths: Vec<String> = test_net::walk(store, |_| false).into_iter().map(|w| w.rel).collect();
     let commands = part.with_extension("debugfs");
     std::fs::write(&commands, paths.iter().map(|p| format!("stat /store/{p}\n")).collect::<String>()).expect("debugfs commands");
     let out = run_ok(Command::new("debugfs").arg("-f").arg(&commands).arg(part));

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use qemu_tests::{arp_replies, extract_store, now_secs, push_summary, restore, rfc3339, snapshots, unsolicited, Appliance, Boot, PolicySpec, Vm};
+use qemu_tests::{arp_replies, extract_store_with_flags, now_secs, push_summary, restore, rfc3339, snapshots, unsolicited, Appliance, Boot, PolicySpec, Vm};
 use test_net::{describe, pseudo_random_bytes, random_tree, unix_now};
 
 const EVENT_WAIT: Duration = Duration::from_secs(90);
@@ -27,23 +27,46 @@ fn replies_outside(replies: &[f64], open: &[(f64, f64)]) -> Vec<f64> {
 }
 
 /// Powers the vault off, reads its store off the disk, and checks that exactly these pushes
-/// are sealed and that each restores to its tree byte for byte.
+/// are sealed, that each restores to its tree byte for byte, that every sealed file and
+/// directory carries the immutable flag on the disk, and that staging is empty.
 fn assert_sealed_exactly(box_: &mut Appliance, pushes: &[(&serde_json::Value, &Path)]) {
-    let vault_key = box_.vm.vault_key();
     let disk = box_.vm.shut_off();
-    let store = extract_store(&disk, &box_.bench.dir.join("extracted"));
-    let mut sealed = snapshots(&box_.bench, &store, &vault_key);
-    sealed.sort();
-    let mut expected: Vec<String> = pushes.iter().map(|(summary, _)| summary["snapshot"].as_str().unwrap().to_string()).collect();
-    expected.sort();
-    assert_eq!(sealed, expected, "the sealed snapshots");
-    for (summary, tree) in pushes {
-        let snapshot = summary["snapshot"].as_str().unwrap();
-        let to = box_.bench.dir.join(format!("restored-{snapshot}"));
-        restore(&box_.bench, &store, snapshot, &vault_key, &to);
-        assert_eq!(describe(&to), describe(tree), "{snapshot} restores to what was pushed");
-    }
+    let expected: Vec<(String, &Path)> = pushes.iter().map(|(summary, tree)| (summary["snapshot"].as_str().unwrap().to_string(), *tree)).collect();
+    let (store, flags) = extract_store_with_flags(&disk, &box_.bench.dir.join("extracted"));
+    assert_store_holds(box_, &store, &flags, &expected, &[]);
     assert!(std::fs::read_dir(store.join("staging")).map(|d| d.count() == 0).unwrap_or(true), "staging left over");
+}
+
+/// Checks a store read off the vault's disk (with its immutable flags, as
+/// `extract_store_with_flags` gives them): exactly the `expected` snapshots are visible, each
+/// restoring to its tree byte for byte, and every sealed path carries the immutable flag on
+/// the disk except the ones in `unflagged` (relative to the store; the start re-flags them).
+fn assert_store_holds(box_: &Appliance, store: &Path, flags: &std::collections::BTreeMap<String, bool>, expected: &[(String, &Path)], unflagged: &[String]) {
+    let vault_key = box_.vm.vault_key();
+    let dir = store.parent().unwrap().file_name().unwrap().to_string_lossy().into_owned();
+    let mut sealed = snapshots(&box_.bench, store, &vault_key);
+    sealed.sort();
+    let mut ids: Vec<String> = expected.iter().map(|(id, _)| id.clone()).collect();
+    ids.sort();
+    assert_eq!(sealed, ids, "{dir}: the sealed snapshots");
+    for (snapshot, tree) in expected {
+        let to = box_.bench.dir.join(format!("{dir}-restored-{snapshot}"));
+        restore(&box_.bench, store, snapshot, &vault_key, &to);
+        assert_eq!(describe(&to), describe(tree), "{dir}: {snapshot} restores to what was pushed");
+        let _ = std::fs::remove_dir_all(&to);
+    }
+    // Sealed: every live pack and index, every snapshot and everything in it.
+    let orphans = unindexed_packs(flags);
+    let live_pack_file = |path: &str| path.starts_with("packs/") && (path.ends_with(".idx") || (path.ends_with(".pack") && !orphans.iter().any(|o| o == path)));
+    let sealed_path = |path: &str| path.starts_with("snapshots/") || live_pack_file(path);
+    let lacking: Vec<&String> = flags.iter().filter(|(path, immutable)| sealed_path(path) && !**immutable && !unflagged.contains(*path)).map(|(path, _)| path).collect();
+    assert!(lacking.is_empty(), "{dir}: sealed paths without the immutable flag on the disk: {lacking:?}");
+}
+
+/// Packs in `packs/` without an index: a seal cut between the pack's rename and its index
+/// (the next start removes them).
+fn unindexed_packs(flags: &std::collections::BTreeMap<String, bool>) -> Vec<String> {
+    flags.keys().filter(|path| path.starts_with("packs/") && path.strip_suffix(".pack").is_some_and(|stem| !flags.contains_key(&format!("{stem}.idx")))).cloned().collect()
 }
 
 fn wait_listening(vm: &mut Vm) {
@@ -190,45 +213,115 @@ fn two_pushers_within_their_quotas_and_one_over_it() {
     assert_sealed_exactly(&mut box_, &[(&a, &db), (&b, &web)]);
 }
 
+/// The gatekeeper's pause after each seal step (a kernel command line test hook): the
+/// harness cuts the power inside it, right after the step it waited for.
+const SEAL_STEP_PAUSE: &str = "vault.seal_step_pause_ms=1000";
+
+/// Power cuts after every step of the seal (`POWER_CUT_ROUNDS` rounds of one cut per step:
+/// 3 in `make test`, 21 cuts; 10 in `make soak`), then one in the middle of a big push. After each cut
+/// the disk holds exactly the snapshots sealed so far, each restoring byte for byte, with
+/// every sealed file immutable on the disk; the next start removes what the cut left half
+/// done and re-flags the one directory a cut can catch between its rename and its flag.
 #[test]
-fn power_cuts_after_a_seal_and_mid_push_lose_nothing_sealed() {
-    let mut box_ = Appliance::boot("power-cut", Boot::Direct);
+fn power_cuts_at_every_seal_step_and_mid_push_lose_nothing_sealed() {
+    let rounds: usize = std::env::var("POWER_CUT_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let mut box_ = Appliance::boot_with("power-cut", Boot::Direct, vec![SEAL_STEP_PAUSE.into()]);
+    let hook = box_.vm.wait_anywhere("the test hook's notice", EVENT_WAIT, |e| e["event"] == "alarm" && e["rule"] == "test_hook_enabled");
+    assert!(hook["detail"].as_str().unwrap().contains("each seal step pauses 1000 ms"), "{hook}");
     let t = now_secs();
     // One long window, no early close, so every boot finds it open.
-    let spec = PolicySpec { windows: vec![(t + 20, t + 20 + 1800)], pushers: vec![("db-backup".into(), "1GiB".into())], early_close: false, ..PolicySpec::new(1, "vault-test") };
+    let spec = PolicySpec { windows: vec![(t + 20, t + 20 + 7200)], pushers: vec![("db-backup".into(), "64GiB".into())], early_close: false, ..PolicySpec::new(1, "vault-test") };
     box_.apply_policy(&spec);
-    let small = box_.bench.dir.join("small");
-    random_tree(&small, 3, 100_000, 11);
-    let big = box_.bench.dir.join("big");
-    random_tree(&big, 8, 4 << 20, 12);
-
-    // Cut 1: the instant the vault reports the snapshot sealed.
-    wait_listening(&mut box_.vm);
-    let first = push_summary(&box_.push("db-backup", "small", &small));
-    box_.vm.wait_event("snapshot_sealed", EVENT_WAIT);
     let vault_key = box_.vm.vault_key();
-    box_.power_cut_and_reboot("power-cut-2");
-    let opened = box_.vm.wait_event("store_opened", EVENT_WAIT);
-    assert_eq!(opened["snapshots"], 1, "{opened}");
-    let started = box_.vm.wait_event("started", EVENT_WAIT);
-    assert_eq!(started["policy_version"], 1, "the policy and its version floor survive: {started}");
+    let trees = box_.bench.dir.join("trees");
 
-    // Cut 2: in the middle of a big push.
     wait_listening(&mut box_.vm);
+    let first_tree = trees.join("first");
+    random_tree(&first_tree, 3, 100_000, 11);
+    let first = push_summary(&box_.push("db-backup", "first", &first_tree));
+    let mut sealed: Vec<(String, std::path::PathBuf)> = vec![(first["snapshot"].as_str().unwrap().to_string(), first_tree)];
+
+    let mut cuts = 0u64;
+    for _ in 0..rounds {
+        for step in vault_store::SealStep::ALL {
+            cuts += 1;
+            let case = format!("cut {cuts} after {}", step.name());
+            // New content each time, so the seal has a pack to rename and index.
+            let tree = trees.join(format!("cut-{cuts}"));
+            random_tree(&tree, 2, 80_000, 100 + cuts);
+            let mut pushing = qemu_tests::push_command(&box_.net, &box_.bench, "db-backup", &vault_key, &format!("cut{cuts}"), &tree).spawn().unwrap();
+            // This push's seal (its snapshot id holds its dataset), not an earlier one's.
+            let dataset = format!("-cut{cuts}-");
+            let reached = box_.vm.wait_for(&case, EVENT_WAIT, |e| e["event"] == "seal_step" && e["step"] == step.name() && e["snapshot"].as_str().is_some_and(|id| id.contains(&dataset)));
+            let disk = box_.vm.power_cut();
+            let _ = pushing.kill();
+            let _ = pushing.wait();
+            let snapshot = reached["snapshot"].as_str().unwrap().to_string();
+
+            // The disk as the cut left it. A rename is durable only at the next fsync, so a
+            // cut right after one (the pack's, the snapshot's) may find it done or not: the
+            // disk says which, and either must be whole.
+            let extracted = box_.bench.dir.join(format!("disk-{cuts}"));
+            let (store, flags) = extract_store_with_flags(&disk, &extracted);
+            let visible = store.join("snapshots").join(&snapshot).is_dir();
+            match step.cmp(&vault_store::SealStep::SnapshotVisible) {
+                std::cmp::Ordering::Less => assert!(!visible, "{case}: visible before its rename"),
+                std::cmp::Ordering::Equal => {}
+                std::cmp::Ordering::Greater => assert!(visible, "{case}: not on the disk after its directory's fsync"),
+            }
+            if visible {
+                sealed.push((snapshot.clone(), tree));
+            }
+            // Two places a cut can find sealed paths not yet flagged, both re-flagged at the next
+            // start: a pack and index live (indexed) but cut before the flags, and a snapshot
+            // directory cut between its rename and its flag.
+            let unflagged: Vec<String> = match step {
+                vault_store::SealStep::IndexWritten => {
+                    let new_pack: Vec<String> = flags.iter().filter(|(path, immutable)| path.starts_with("packs/") && !**immutable).map(|(path, _)| path.clone()).collect();
+                    assert_eq!(new_pack.len(), 2, "{case}: the cut pack and its index: {new_pack:?}");
+                    new_pack
+                }
+                vault_store::SealStep::SnapshotVisible if visible => vec![format!("snapshots/{snapshot}")],
+                _ => vec![],
+            };
+            let orphans = unindexed_packs(&flags);
+            assert!(orphans.is_empty() || step == vault_store::SealStep::PackRenamed, "{case}: packs without an index: {orphans:?}");
+            let expected: Vec<(String, &Path)> = sealed.iter().map(|(id, tree)| (id.clone(), tree.as_path())).collect();
+            assert_store_holds(&box_, &store, &flags, &expected, &unflagged);
+            let _ = std::fs::remove_dir_all(&extracted);
+
+            box_.reboot_on(&format!("power-cut-{cuts}"), disk);
+            let opened = box_.vm.wait_event("store_opened", EVENT_WAIT);
+            println!("{case}: {opened}");
+            assert_eq!(opened["snapshots"], sealed.len(), "{case}: {opened}");
+            assert_eq!(opened["immutable_fixed"], serde_json::json!(unflagged), "{case}: the start re-flags what the cut left unflagged");
+            assert_eq!(opened["orphan_packs_removed"], orphans.len(), "{case}: the start removes the pack the cut left without an index: {opened}");
+            wait_listening(&mut box_.vm);
+        }
+    }
+
+    // A cut in the middle of a big push.
+    let big = trees.join("big");
+    random_tree(&big, 8, 4 << 20, 12);
     let mut pushing = qemu_tests::push_command(&box_.net, &box_.bench, "db-backup", &vault_key, "big", &big).spawn().unwrap();
     box_.vm.wait_event("session_accepted", EVENT_WAIT);
     std::thread::sleep(Duration::from_secs(3));
-    box_.power_cut_and_reboot("power-cut-3");
+    box_.power_cut_and_reboot("power-cut-mid-push");
     let _ = pushing.kill();
     let _ = pushing.wait();
     let opened = box_.vm.wait_event("store_opened", EVENT_WAIT);
-    assert_eq!(opened["snapshots"], 1, "the interrupted push is not visible: {opened}");
-    println!("after the mid-push cut: {opened}");
+    assert_eq!(opened["snapshots"], sealed.len(), "the interrupted push is not visible: {opened}");
+    println!("after {cuts} seal-step cuts and one mid-push cut: {opened}");
 
     // The vault takes pushes again, and everything sealed restores.
     wait_listening(&mut box_.vm);
-    let third = push_summary(&box_.push("db-backup", "small-again", &small));
-    // Three boots on one wire: nothing the egress rule forbids, ever.
+    let last_tree = trees.join("last");
+    random_tree(&last_tree, 2, 50_000, 13);
+    let last = push_summary(&box_.push("db-backup", "last", &last_tree));
+    // Every boot on one wire: nothing the egress rule forbids, ever.
     assert_eq!(unsolicited(&box_.finish_capture()), Vec::<String>::new());
-    assert_sealed_exactly(&mut box_, &[(&first, &small), (&third, &small)]);
+    let summaries: Vec<serde_json::Value> = sealed.iter().map(|(id, _)| serde_json::json!({ "snapshot": id })).collect();
+    let mut pushes: Vec<(&serde_json::Value, &Path)> = summaries.iter().zip(&sealed).map(|(summary, (_, tree))| (summary, tree.as_path())).collect();
+    pushes.push((&last, &last_tree));
+    assert_sealed_exactly(&mut box_, &pushes);
 }

@@ -148,19 +148,45 @@ pub fn random_tree(root: &Path, files: usize, each: usize, seed: u64) {
     }
 }
 
-/// Every path under `root` with its kind, permission bits and content (or link target).
-pub fn describe(root: &Path) -> Vec<(String, String)> {
+/// One path found by [`walk`]: relative to the root, full, and its own metadata (a symlink's,
+/// never its target's).
+pub struct Walked {
+    pub rel: String,
+    pub path: std::path::PathBuf,
+    pub meta: std::fs::Metadata,
+}
+
+/// Every path under `root` (directories included, symlinks not followed), sorted by relative
+/// path. `skip` is asked about each relative path; a skipped directory is not entered.
+pub fn walk(root: &Path, skip: impl Fn(&str) -> bool) -> Vec<Walked> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir).unwrap() {
             let path = entry.unwrap().path();
             let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if skip(&rel) {
+                continue;
+            }
             let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                stack.push(path.clone());
+            }
+            out.push(Walked { rel, path, meta });
+        }
+    }
+    out.sort_by(|a, b| a.rel.cmp(&b.rel));
+    out
+}
+
+/// Every path under `root` with its kind, permission bits and content (or link target).
+pub fn describe(root: &Path) -> Vec<(String, String)> {
+    walk(root, |_| false)
+        .into_iter()
+        .map(|Walked { rel, path, meta }| {
             let what = if meta.is_symlink() {
                 format!("link -> {}", std::fs::read_link(&path).unwrap().display())
             } else if meta.is_dir() {
-                stack.push(path.clone());
                 format!("dir {:o}", meta.mode() & 0o777)
             } else {
                 let data = std::fs::read(&path).unwrap();
@@ -168,9 +194,7 @@ pub fn describe(root: &Path) -> Vec<(String, String)> {
                 let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
                 format!("file {:o} {} bytes sha256 {hex}", meta.mode() & 0o777, data.len())
             };
-            out.push((rel, what));
-        }
-    }
-    out.sort();
-    out
+            (rel, what)
+        })
+        .collect()
 }

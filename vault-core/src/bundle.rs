@@ -300,6 +300,35 @@ pub fn verify(bundle: &[u8], baked_root: &TrustRoot, state: &VaultState, now: Ti
     })
 }
 
+/// Verifies again, at every start, the bundle the vault accepted earlier, against the root in
+/// force now (the image's, or the one a rotation installed): a re-imaged vault with a new root
+/// must not keep obeying a policy the old root's admins signed. Every check of [`verify`]
+/// that does not depend on what happened since applies: the vault id, the signatures and
+/// threshold of the root in force, `signed_for_root` naming it, the root's caps, and the
+/// version the state names. A bundle that rotated to the root in force is signed by that
+/// root's own threshold (its old root is no longer known). Expiry is the gate's to judge.
+pub fn reverify_accepted(bundle: &[u8], baked_root: &TrustRoot, state: &VaultState) -> Result<Policy> {
+    let root = state.current_root(baked_root)?;
+    let envelope = Envelope::from_bytes(bundle)?;
+    let payload_bytes = envelope.payload_bytes()?;
+    let message = signing_message(&payload_bytes);
+    let payload = Payload::from_bytes(&payload_bytes)?;
+    let policy = payload.policy;
+    if policy.vault_id != root.vault_id {
+        return Err(Error::WrongVault { bundle: policy.vault_id, vault: root.vault_id });
+    }
+    let rotated_here = payload.new_root.as_ref() == Some(&root);
+    if !rotated_here && payload.signed_for_root != root.digest() {
+        return Err(Error::WrongTrustRoot { bundle: payload.signed_for_root, vault: root.digest() });
+    }
+    require_threshold(format!("root v{} (in force)", root.version), &root, &message, &envelope.signatures)?;
+    if policy.version != state.accepted_version {
+        return Err(Error::AcceptedVersion { found: policy.version, expected: state.accepted_version });
+    }
+    policy.check_against_root(&root)?;
+    Ok(policy)
+}
+
 #[cfg(test)]
 #[path = "bundle_tests.rs"]
 mod tests;

@@ -374,3 +374,52 @@ fn a_pusher_holding_an_admin_key_is_refused() {
     let err = verify_fresh(&bundle(p, &[1, 2])).unwrap_err();
     assert_eq!(err.to_string(), "pusher `db-backup` uses admin key `admin2`: admin keys may not push");
 }
+
+// ---- the accepted bundle, verified again at every start ------------------------------------
+
+#[test]
+fn the_accepted_bundle_verifies_again_under_the_root_that_accepted_it() {
+    let bytes = bundle(policy(), &[1, 2]);
+    let state = verify_fresh(&bytes).unwrap().new_state;
+    assert_eq!(reverify_accepted(&bytes, &root(), &state).unwrap(), policy());
+}
+
+#[test]
+fn a_re_imaged_root_drops_the_policy_the_old_root_signed() {
+    let bytes = bundle(policy(), &[1, 2]);
+    let state = verify_fresh(&bytes).unwrap().new_state;
+    // Re-imaged with new admin keys: same vault, same version number, other root.
+    let err = reverify_accepted(&bytes, &root_with("vault-01", 1, 2, &NEW_ADMINS), &state).unwrap_err();
+    assert!(matches!(err, Error::WrongTrustRoot { .. }), "{err}");
+    // Re-imaged with the next root version: the old bundle is not signed for it either.
+    let err = reverify_accepted(&bytes, &new_root(2), &state).unwrap_err();
+    assert!(matches!(err, Error::WrongTrustRoot { .. }), "{err}");
+    // Same keys, tighter caps: the policy's windows no longer fit and it is not signed for it.
+    let mut tighter = root();
+    tighter.caps.max_window = Duration::from_secs(60).unwrap();
+    assert!(reverify_accepted(&bytes, &tighter, &state).is_err());
+}
+
+#[test]
+fn an_accepted_bundle_altered_or_swapped_on_disk_is_dropped() {
+    let bytes = bundle(policy(), &[1, 2]);
+    let state = verify_fresh(&bytes).unwrap().new_state;
+    // One signature short of the threshold (someone edited the stored file).
+    let thin = bundle(policy(), &[1]);
+    let err = reverify_accepted(&thin, &root(), &state).unwrap_err();
+    assert!(matches!(err, Error::ThresholdNotMet { valid: 1, .. }), "{err}");
+    // A validly signed older policy put in its place.
+    let older = bundle(with_policy(|p| p.version -= 1), &[1, 2]);
+    let err = reverify_accepted(&older, &root(), &state).unwrap_err();
+    assert!(matches!(err, Error::AcceptedVersion { .. }), "{err}");
+}
+
+#[test]
+fn a_bundle_that_rotated_to_the_root_in_force_verifies_under_it() {
+    let bytes = rotation(new_root(2), &[1, 2, 11, 13]);
+    let state = verify_fresh(&bytes).unwrap().new_state;
+    assert_eq!(reverify_accepted(&bytes, &root(), &state).unwrap().version, policy().version);
+    // Re-imaged with a root v3 of other keys: the rotation bundle is not the root in force's.
+    let err = reverify_accepted(&bytes, &root_with("vault-01", 3, 2, &[21, 22, 23]), &state).unwrap_err();
+    assert!(matches!(err, Error::WrongTrustRoot { .. }), "{err}");
+}

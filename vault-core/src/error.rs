@@ -42,6 +42,8 @@ pub enum Error {
     WrongVault { bundle: String, vault: String },
     #[error("wrong trust root: bundle was signed for root {bundle}, this vault trusts root {vault}")]
     WrongTrustRoot { bundle: String, vault: String },
+    #[error("the accepted bundle carries policy version {found}, the vault's state names version {expected}")]
+    AcceptedVersion { found: u64, expected: u64 },
     #[error("root rotation: must go from version {current} to exactly {expected}, bundle carries version {found}")]
     RotationVersion { current: u64, expected: u64, found: u64 },
     #[error("root rotation: new root is for vault `{found}`, this is vault `{vault}`")]

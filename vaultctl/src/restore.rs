@@ -356,7 +356,13 @@ fn restore_file(
     let mut file = OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).mode(0o600).open(temp).map_err(io(temp))?;
     let (mut bytes, mut verified) = (0u64, 0u64);
     for chunk in chunks {
-        let data = match reader.read_chunk(&chunk.id) {
+        // The id's hash proves the bytes; the length the manifest gives must match them too,
+        // so a file is never restored at another size than the manifest says.
+        let read = reader.read_chunk(&chunk.id).and_then(|data| match u32::try_from(data.len()) {
+            Ok(len) if len == chunk.len => Ok(data),
+            _ => Err(vault_store::StoreError::Corrupt { path: target.to_path_buf(), reason: format!("chunk {} is {} bytes, the manifest says {}", chunk.id, data.len(), chunk.len) }),
+        });
+        let data = match read {
             Ok(data) => data,
             Err(e) => {
                 drop(file);

@@ -229,6 +229,9 @@ fn signing_key() -> SigningKey {
 #[derive(Clone, Copy)]
 enum Item {
     File(&'static [u8]),
+    /// A file whose manifest gives its one chunk (and so the file) this length instead of
+    /// the chunk's own.
+    MisSized(&'static [u8], u32),
     Dir,
     Link(&'static str),
 }
@@ -247,6 +250,10 @@ fn seal_snapshot(store: &TestStore, key: &SigningKey, id: &str, retain_until: i6
                     pack.append(id, data).unwrap();
                 }
                 EntryKind::File { size: u64::try_from(data.len()).unwrap(), chunks: vec![ChunkRef { id, len: u32::try_from(data.len()).unwrap() }] }
+            }
+            Item::MisSized(data, len) => {
+                pack.append(ChunkId::of(data), data).unwrap();
+                EntryKind::File { size: u64::from(*len), chunks: vec![ChunkRef { id: ChunkId::of(data), len: *len }] }
             }
             Item::Dir => EntryKind::Dir,
             Item::Link(target) => EntryKind::Symlink { target: target.as_bytes().to_vec() },
@@ -291,32 +298,25 @@ fn expected_tree() -> BTreeMap<String, String> {
         .filter_map(|(path, item)| match item {
             Item::File(data) => Some((path.to_string(), String::from_utf8_lossy(data).into_owned())),
             Item::Link(target) => Some((path.to_string(), format!("-> {target}"))),
-            Item::Dir => None,
+            Item::Dir | Item::MisSized(..) => None,
         })
         .collect()
 }
 
 /// Files and symlinks under `dir` (not the marker), as [`expected_tree`] spells them.
 fn tree_of(dir: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            let name = path.strip_prefix(dir).unwrap().display().to_string();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            if meta.is_symlink() {
-                out.insert(name, format!("-> {}", std::fs::read_link(&path).unwrap().display()));
-            } else if meta.is_dir() {
-                if name != ".vault-restore" {
-                    stack.push(path);
-                }
-            } else {
-                out.insert(name, String::from_utf8_lossy(&std::fs::read(&path).unwrap()).into_owned());
-            }
-        }
-    }
-    out
+    let walked = test_net::walk(dir, |rel| rel == ".vault-restore");
+    walked
+        .into_iter()
+        .filter(|w| !w.meta.is_dir())
+        .map(|w| {
+            let what = match w.meta.is_symlink() {
+                true => format!("-> {}", std::fs::read_link(&w.path).unwrap().display()),
+                false => String::from_utf8_lossy(&std::fs::read(&w.path).unwrap()).into_owned(),
+            };
+            (w.rel, what)
+        })
+        .collect()
 }
 
 /// Flips one byte of `data` where it lies in a pack (lifting the seal first, as someone with
@@ -448,6 +448,24 @@ fn keep_going_restores_the_rest_reports_and_leaves_nothing_partial() {
     let run = vaultctl(d, &["restore", "--keep-going", "--store", &root, "--snapshot", "s1", "--to", "text", "--vault-key", &vault_key]);
     assert_eq!(run.code, Some(6), "{}", run.stderr);
     assert!(run.stdout.contains("NOT RESTORED: 1 file(s), left out whole:\n  b: "), "{}", run.stdout);
+}
+
+#[test]
+fn a_chunk_of_another_length_than_the_manifest_says_is_not_restored() {
+    // The bytes hash to the id, but the signed manifest gives another length: the file would
+    // come back at a size the manifest does not say, so it is left out and reported.
+    let store = TestStore::new();
+    let vault = signing_key();
+    seal_snapshot(&store, &vault, "s1", RETAINED, &[("long", Item::MisSized(b"twelve bytes", 5)), ("ok", Item::File(b"fine"))]);
+    let (d, root, vault_key) = (store.path(), store.root_arg(), vault.public_key().to_string());
+    let run = vaultctl(d, &["restore", "--json", "--keep-going", "--store", &root, "--snapshot", "s1", "--to", "out", "--vault-key", &vault_key]);
+    assert_eq!(run.code, Some(6), "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let missing = report["not_restored"].as_array().unwrap();
+    assert_eq!((missing.len(), missing[0]["path"].as_str()), (1, Some("long")), "{report}");
+    assert!(missing[0]["reason"].as_str().unwrap().ends_with("is 12 bytes, the manifest says 5"), "{report}");
+    assert!(!d.join("out/long").exists());
+    assert_eq!(std::fs::read(d.join("out/ok")).unwrap(), b"fine");
 }
 
 #[test]

@@ -431,24 +431,7 @@ pub fn vaultctl_snapshots(store: &Path, vault_key: &str) -> Vec<String> {
 /// Every file under the store (path -> size), except `staging/`: what a refused session
 /// must leave exactly as it was.
 pub fn store_listing(store: &Path) -> BTreeMap<String, u64> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![store.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let rel = path.strip_prefix(store).unwrap().to_string_lossy().into_owned();
-            if rel == vault_store::STAGING_DIR {
-                continue;
-            }
-            let meta = std::fs::symlink_metadata(&path).unwrap();
-            if meta.is_dir() {
-                stack.push(path);
-            } else {
-                out.insert(rel, meta.len());
-            }
-        }
-    }
-    out
+    test_net::walk(store, |rel| rel == vault_store::STAGING_DIR).into_iter().filter(|w| !w.meta.is_dir()).map(|w| (w.rel, w.meta.len())).collect()
 }
 
 /// What is left in `staging/` (nothing, once every session has ended).
