@@ -66,7 +66,7 @@ fn parse_entry(raw: &[u8]) -> (ChunkId, u64, u32) {
 /// Checks a whole index (checksum, header, count, every chunk inside the pack's
 /// `pack_len` bytes) before any of it is used. Checking first keeps a pack all-or-nothing and
 /// needs no memory per entry. The error is the reason.
-fn check(bytes: &[u8], pack_len: u64) -> std::result::Result<(), String> {
+pub(crate) fn check(bytes: &[u8], pack_len: u64) -> std::result::Result<(), String> {
     if bytes.len() < HEADER_BYTES + TRAILER_BYTES {
         return Err(format!("index is {} bytes, shorter than the {} of an empty one (truncated)", bytes.len(), HEADER_BYTES + TRAILER_BYTES));
     }

@@ -85,6 +85,23 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// The store's decoders of its own files, for the fuzz targets (a disk restored offline may
+/// have been altered by whoever held it). `Err` is the reason a file is refused.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// A pack index, checked whole against a pack of `pack_len` bytes.
+    pub fn pack_index(bytes: &[u8], pack_len: u64) -> std::result::Result<(), String> {
+        crate::index::check(bytes, pack_len)
+    }
+
+    /// An `owned` list: its ids, and the bytes they encode back to.
+    pub fn owned_list(bytes: &[u8]) -> std::result::Result<(usize, Vec<u8>), String> {
+        let ids = crate::owners::decode(bytes)?;
+        let again = crate::owners::encode(&ids).map_err(|e| e.to_string())?;
+        Ok((ids.len(), again))
+    }
+}
+
 /// Maps an I/O error at `path`, singling out a full disk (ENOSPC, EDQUOT).
 pub(crate) fn io_error(path: &std::path::Path, source: std::io::Error) -> StoreError {
     match source.raw_os_error() {

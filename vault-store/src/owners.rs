@@ -47,7 +47,7 @@ pub fn encode(ids: &[ChunkId]) -> Result<Vec<u8>> {
 
 /// The ids of an `owned` file, checked whole first (checksum, header, count). The error is
 /// the reason.
-fn decode(bytes: &[u8]) -> std::result::Result<Vec<ChunkId>, String> {
+pub(crate) fn decode(bytes: &[u8]) -> std::result::Result<Vec<ChunkId>, String> {
     if bytes.len() < HEADER_BYTES + TRAILER_BYTES {
         return Err(format!("{} bytes, shorter than the {} of an empty one (truncated)", bytes.len(), HEADER_BYTES + TRAILER_BYTES));
     }
