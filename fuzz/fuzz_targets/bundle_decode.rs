@@ -6,9 +6,9 @@
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
-use vault_core::bundle::{self, Payload};
-use vault_core::root::TrustRoot;
-use vault_core::state::VaultState;
+use vault_core::policy::bundle::{self, Payload};
+use vault_core::policy::root::TrustRoot;
+use vault_core::policy::state::VaultState;
 use vault_core::units::Timestamp;
 
 const ROOT: &str = r#"

@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use vault_core::gate::{Action, Gate, Input, Sighting};
+use vault_core::link::gate::{Action, Gate, Input, Sighting};
 use vault_core::policy::{NicSelector, Policy};
-use vault_core::schedule::{self, WindowState};
+use vault_core::policy::schedule::{self, WindowState};
 use vault_core::units::Timestamp;
 
 use crate::egress_guard::GuardReport;

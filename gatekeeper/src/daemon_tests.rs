@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use tokio::sync::mpsc;
-use vault_core::gate::Gate;
+use vault_core::link::gate::Gate;
 use vault_core::keys::SigningKey;
 use vault_core::policy::{Close, Network, Pusher, Window};
 use vault_core::units::{ByteSize, Duration};
@@ -177,10 +177,10 @@ async fn a_floor_ahead_of_the_clock_keeps_it_sealed_through_the_window() {
 async fn measure_commit_to_link_down_dispatch() {
     let mut h = harness(at(BASE));
     h.driver.apply_policy(policy(0, 60, true)).await;
-    assert_eq!(h.driver.gate.phase(), vault_core::gate::Phase::Open);
+    assert_eq!(h.driver.gate.phase(), vault_core::link::gate::Phase::Open);
     let started = Instant::now();
-    h.driver.feed(vault_core::gate::Input::SessionStarted).await;
-    h.driver.feed(vault_core::gate::Input::Committed { pusher: "db".into() }).await;
+    h.driver.feed(vault_core::link::gate::Input::SessionStarted).await;
+    h.driver.feed(vault_core::link::gate::Input::Committed { pusher: "db".into() }).await;
     let down = h.calls.lock().unwrap().iter().rev().find(|c| c.0 == "down").expect("link down").1;
     println!("MEASURE state machine: last commit -> link down requested: {:?}", down - started);
 }

@@ -1,5 +1,5 @@
 //! The egress guard: a packet socket on the vault NIC that sees every frame the NIC sends
-//! ([`OutgoingFrames`]), in order, judged by a [`vault_core::egress::EgressJudge`]. While the gate may
+//! ([`OutgoingFrames`]), in order, judged by a [`vault_core::link::egress::EgressJudge`]. While the gate may
 //! answer (opening, open, closing) ARP replies, listener TCP and unicast ARP probes for the
 //! peers that TCP went to pass; at any other time every frame the NIC sends is unsolicited,
 //! and the judge forgets its peers, so each window starts knowing no one. A violation is
@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use vault_core::egress::{EgressJudge, EgressRule, Verdict};
+use vault_core::link::egress::{EgressJudge, EgressRule, Verdict};
 
 use crate::error::{GatekeeperError, Result};
 use crate::outgoing_frames::{FrameCounts, OutgoingFrames};

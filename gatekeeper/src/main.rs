@@ -10,7 +10,7 @@ use std::time::Duration;
 use gatekeeper::events::{listed_paths, Event, EventLog};
 use gatekeeper::push_server::{Limits, PushService};
 use gatekeeper::{error, policy_store};
-use vault_core::schedule::{self, WindowState};
+use vault_core::policy::schedule::{self, WindowState};
 use vault_core::units::ByteSize;
 use vault_store::Reserve;
 

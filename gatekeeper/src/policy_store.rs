@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
-use vault_core::bundle::{self, Verified, MAX_BUNDLE_BYTES};
-use vault_core::root::{TrustRoot, MAX_ROOT_BYTES};
-use vault_core::state::{VaultState, MAX_STATE_BYTES, STATE_FILE};
+use vault_core::policy::bundle::{self, Verified, MAX_BUNDLE_BYTES};
+use vault_core::policy::root::{TrustRoot, MAX_ROOT_BYTES};
+use vault_core::policy::state::{VaultState, MAX_STATE_BYTES, STATE_FILE};
 use vault_core::units::Timestamp;
 
 use crate::error::{GatekeeperError, Result};

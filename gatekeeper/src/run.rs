@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
-use vault_core::egress::EgressRule;
-use vault_core::gate::{Gate, Sighting};
+use vault_core::link::egress::EgressRule;
+use vault_core::link::gate::{Gate, Sighting};
 use vault_core::policy::{Network, NicSelector, Policy};
-use vault_core::state::STATE_FILE;
+use vault_core::policy::state::STATE_FILE;
 
 use crate::daemon::{Driver, Inputs, LinkOps, Recheck, SystemClock};
 use crate::egress_guard::{self, GuardControl};
@@ -269,7 +269,7 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
         driver.apply_policy(policy).await;
     } else {
         let clock = vault_io::clock_now();
-        driver.feed(vault_core::gate::Input::Tick { clock }).await;
+        driver.feed(vault_core::link::gate::Input::Tick { clock }).await;
     }
     driver.run(Inputs { sessions: reports_rx, watchdog: seen_rx, guard: guard_rx, usb: usb_rx }, shutdown).await;
     Ok(driver.events)

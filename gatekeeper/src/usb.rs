@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use netlink_sys::{protocols::NETLINK_KOBJECT_UEVENT, Socket, SocketAddr};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use tokio::sync::mpsc;
-use vault_core::bundle::MAX_BUNDLE_BYTES;
+use vault_core::policy::bundle::MAX_BUNDLE_BYTES;
 
 use crate::error::{GatekeeperError, Result};
 

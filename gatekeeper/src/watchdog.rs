@@ -8,7 +8,7 @@ use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{AsyncSocket, SocketAddr};
 use rtnetlink::constants::{RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR, RTMGRP_LINK};
 use tokio::sync::mpsc;
-use vault_core::gate::Sighting;
+use vault_core::link::gate::Sighting;
 
 use crate::error::{GatekeeperError, Result};
 use crate::link::{address_in, shows_up};

@@ -8,8 +8,8 @@ use std::io::Write;
 use std::time::Duration as StdDuration;
 
 use support::*;
-use vault_core::egress::{EgressJudge, EgressRule, Verdict};
-use vault_core::state::VaultState;
+use vault_core::link::egress::{EgressJudge, EgressRule, Verdict};
+use vault_core::policy::state::VaultState;
 
 #[test]
 fn arp_is_answered_only_inside_the_window_and_nothing_unsolicited_is_sent() {
@@ -231,7 +231,7 @@ fn a_policy_the_root_in_force_did_not_sign_is_dropped_at_start_and_the_vault_sta
     let net = Net::new("reimage");
     let now = unix_now() as i64;
     let vault = Vault::with_window(now + 1, now + 4);
-    let mut root = vault_core::root::TrustRoot::from_toml(&std::fs::read_to_string(vault.root()).unwrap()).unwrap();
+    let mut root = vault_core::policy::root::TrustRoot::from_toml(&std::fs::read_to_string(vault.root()).unwrap()).unwrap();
     root.admins[1].key = new_key().public_key();
     std::fs::write(vault.root(), root.to_toml()).unwrap();
 

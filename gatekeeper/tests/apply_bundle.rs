@@ -6,10 +6,10 @@ use std::process::Command;
 
 use ring::rand::SystemRandom;
 use ring::signature::Ed25519KeyPair;
-use vault_core::bundle::{Envelope, Payload};
+use vault_core::policy::bundle::{Envelope, Payload};
 use vault_core::keys::SigningKey;
 use vault_core::policy::Policy;
-use vault_core::root::{Admin, Caps, TrustRoot};
+use vault_core::policy::root::{Admin, Caps, TrustRoot};
 use vault_core::units::{Duration, Timestamp};
 
 fn new_key() -> SigningKey {

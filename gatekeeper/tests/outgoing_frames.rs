@@ -1,6 +1,6 @@
 //! The egress guard's socket on a real kernel: it queues only what the NIC sends, however much
 //! arrives, and it says when it had no room for a frame (the guard then closes the window, as
-//! `vault_core::gate` tests). Namespaces and a veth from the shared test support; root only.
+//! `vault_core::link::gate` tests). Namespaces and a veth from the shared test support; root only.
 
 mod support;
 

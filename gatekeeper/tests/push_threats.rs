@@ -387,7 +387,7 @@ fn a_full_store_refuses_pushes_at_the_reserve_and_the_state_can_still_be_written
     assert!(space.free_bytes >= 1024 * 1024, "the push ate into the reserve: {space:?}");
 
     // What the daemon writes into its state directory still fits, with room to spare.
-    let state_file = rig.vault.state().join(vault_core::state::STATE_FILE);
+    let state_file = rig.vault.state().join(vault_core::policy::state::STATE_FILE);
     vault_io::write_atomic(&state_file, &std::fs::read(&state_file).unwrap(), 0o600).unwrap();
     vault_io::write_atomic(&rig.vault.state().join("scratch"), &vec![0u8; 512 * 1024], 0o600).unwrap();
 

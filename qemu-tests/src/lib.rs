@@ -781,11 +781,11 @@ pub fn snapshots(bench: &Workbench, store: &Path, vault_key: &str) -> Vec<String
 /// judged in capture order as the gatekeeper's guard judges them, as one-line summaries.
 pub fn unsolicited(frames: &[test_net::Seen]) -> Vec<String> {
     let mac = vault_core::policy::parse_mac(VAULT_MAC).expect("VAULT_MAC");
-    let mut judge = vault_core::egress::EgressJudge::new(vault_core::egress::EgressRule { mac, address: VAULT_IP, port: VAULT_PORT });
+    let mut judge = vault_core::link::egress::EgressJudge::new(vault_core::link::egress::EgressRule { mac, address: VAULT_IP, port: VAULT_PORT });
     frames
         .iter()
         .filter_map(|seen| match judge.judge(&seen.frame) {
-            vault_core::egress::Verdict::Unsolicited(what) => Some(format!("{:.3}: {what}", seen.at)),
+            vault_core::link::egress::Verdict::Unsolicited(what) => Some(format!("{:.3}: {what}", seen.at)),
             _ => None,
         })
         .collect()

@@ -5,34 +5,30 @@
 //! is always passed in. The daemon (`gatekeeper`) and the CLI (`vaultctl`) do the I/O and
 //! call into this crate, so every rule can be read top to bottom and tested without root.
 //!
-//! Reading order:
+//! Reading order, as the data flows:
 //! - [`units`]: timestamps, durations and byte sizes as people write them.
 //! - [`keys`]: Ed25519 public keys, key ids, signature checks (ring).
-//! - [`root`]: the trust root baked into the image: admin keys, threshold, hard caps.
-//! - [`policy`]: the policy people author in TOML, validated into typed rules.
-//! - [`schedule`]: when the link may be up, as a pure function of (policy, time).
-//! - [`bundle`]: the signed bundle and its verification, following TUF's rules.
-//! - [`egress`]: which frames the vault NIC may send while open (ARP replies, listener TCP,
-//!   unicast ARP probes for the peers it replies to).
-//! - [`gate`]: the gatekeeper state machine (Sealed, Opening, Open, Closing), sans I/O.
-//! - [`state`]: what the vault remembers between bundles (version floor, time floor, root).
+//! - [`policy`]: what admins decide and sign. [`policy::root`] (the trust root baked into the
+//!   image: admin keys, threshold, hard caps), the policy people author in TOML ([`policy`]
+//!   itself), [`policy::schedule`] (when the link may be up, as a pure function of policy and
+//!   time), [`policy::bundle`] (the signed bundle and its verification, following TUF's rules),
+//!   [`policy::state`] (what the vault remembers between bundles: version floor, time floor,
+//!   rotated root).
+//! - [`link`]: the vault NIC. [`link::gate`] (the gatekeeper state machine: Sealed, Opening,
+//!   Open, Closing, sans I/O) and [`link::egress`] (which frames the NIC may send while open:
+//!   ARP replies, listener TCP, unicast ARP probes for the peers it replies to).
 //! - [`push`]: a push, in the order its data flows: [`push::chunk`] and [`push::manifest`]
 //!   (what is sent), [`push::protocol`] (the frames, checked then parsed), [`push::limits`]
 //!   (every bound a session and a window are held to), [`push::ingest`] (the vault's side of a
 //!   session, sans-IO), [`push::receipt`] (what the vault signs when it seals).
 #![forbid(unsafe_code)]
 
-pub mod bundle;
 pub mod canonical;
-pub mod egress;
 pub mod error;
-pub mod gate;
 pub mod keys;
+pub mod link;
 pub mod policy;
 pub mod push;
-pub mod root;
-pub mod schedule;
-pub mod state;
 pub mod units;
 pub mod wire;
 

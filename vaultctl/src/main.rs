@@ -12,11 +12,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use vault_core::bundle::{self, Envelope, Payload, MAX_BUNDLE_BYTES};
+use vault_core::policy::bundle::{self, Envelope, Payload, MAX_BUNDLE_BYTES};
 use vault_core::policy::{Policy, MAX_POLICY_TOML_BYTES};
-use vault_core::root::{Admin, Caps, TrustRoot, MAX_ROOT_BYTES};
-use vault_core::schedule::{self, WindowState};
-use vault_core::state::{VaultState, MAX_STATE_BYTES, STATE_FILE};
+use vault_core::policy::root::{Admin, Caps, TrustRoot, MAX_ROOT_BYTES};
+use vault_core::policy::schedule::{self, WindowState};
+use vault_core::policy::state::{VaultState, MAX_STATE_BYTES, STATE_FILE};
 use vault_core::units::{Duration, Timestamp};
 
 use crate::error::{CliError, Result};

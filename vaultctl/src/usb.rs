@@ -7,7 +7,7 @@ use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
 
-use vault_core::bundle::{Envelope, MAX_BUNDLE_BYTES};
+use vault_core::policy::bundle::{Envelope, MAX_BUNDLE_BYTES};
 
 use crate::error::{CliError, Result};
 

@@ -18,10 +18,10 @@ use std::time::Duration as StdDuration;
 
 use ring::rand::SystemRandom;
 use ring::signature::Ed25519KeyPair;
-use vault_core::bundle::{Envelope, Payload};
+use vault_core::policy::bundle::{Envelope, Payload};
 use vault_core::keys::SigningKey;
 use vault_core::policy::Policy;
-use vault_core::root::{Admin, Caps, TrustRoot};
+use vault_core::policy::root::{Admin, Caps, TrustRoot};
 use vault_core::units::Timestamp;
 
 pub const VAULT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);

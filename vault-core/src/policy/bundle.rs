@@ -30,8 +30,8 @@ use crate::canonical::{self, check_size};
 use crate::error::{Error, Result};
 use crate::keys::{domain_hash, hex, PublicKey, SigningKey, SIGNATURE_LEN};
 use crate::policy::{Policy, PolicyDoc};
-use crate::root::{RootDoc, TrustRoot};
-use crate::state::VaultState;
+use crate::policy::root::{RootDoc, TrustRoot};
+use crate::policy::state::VaultState;
 use crate::units::Timestamp;
 
 /// Everything about a bundle is bounded before it is parsed.

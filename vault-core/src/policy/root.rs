@@ -1,6 +1,6 @@
 //! The trust root: which admin keys exist, how many must sign, and the hard caps that no
 //! policy may exceed. It is baked into the image and replaced only by a rotation bundle
-//! signed by the threshold of both the old and the new admin sets (see [`crate::bundle`]).
+//! signed by the threshold of both the old and the new admin sets (see [`crate::policy::bundle`]).
 
 use std::collections::BTreeMap;
 

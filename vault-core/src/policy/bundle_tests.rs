@@ -3,7 +3,7 @@
 use super::*;
 use crate::keys::test_keys::key;
 use crate::policy::tests::example_toml;
-use crate::root::tests::root_with;
+use crate::policy::root::tests::root_with;
 use crate::units::Duration;
 
 const ADMINS: [u8; 3] = [1, 2, 3];

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::canonical::{self, check_size};
 use crate::error::{invalid, Error, Result};
-use crate::root::{RootDoc, TrustRoot};
+use crate::policy::root::{RootDoc, TrustRoot};
 use crate::units::Timestamp;
 
 pub const MAX_STATE_BYTES: usize = 256 * 1024;
@@ -82,7 +82,7 @@ impl VaultState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::root::tests::root_with;
+    use crate::policy::root::tests::root_with;
 
     #[test]
     fn round_trips_and_refuses_unknown_fields() {

@@ -3,6 +3,11 @@
 //! [`Policy`] is what the schedule and the daemon use, and [`Policy::to_doc`] gives its one
 //! canonical written form (what admins sign).
 
+pub mod bundle;
+pub mod root;
+pub mod schedule;
+pub mod state;
+
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -10,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::canonical::{check_identifier, decode_toml};
 use crate::error::{invalid, Error, Result};
 use crate::keys::PublicKey;
-use crate::root::TrustRoot;
-use crate::schedule::{self, Interval};
+use crate::policy::root::TrustRoot;
+use schedule::Interval;
 use crate::units::{ByteSize, Duration, Timestamp, SECS_PER_DAY, SECS_PER_HOUR, SECS_PER_MINUTE};
 
 pub const MAX_POLICY_TOML_BYTES: usize = 1024 * 1024;

@@ -21,9 +21,9 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::IpAddr;
 
-use crate::bundle::CLOCK_TOLERANCE_SECS;
+use crate::policy::bundle::CLOCK_TOLERANCE_SECS;
 use crate::policy::{NicSelector, Policy};
-use crate::schedule::{self, WindowState};
+use crate::policy::schedule::{self, WindowState};
 use crate::units::{Duration, Timestamp};
 
 /// The floor is persisted when it has risen this much since the last write: a power cut loses
