@@ -208,10 +208,10 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
                 self.emit(Event::SessionEnded { peer: peer.to_string() });
                 Input::SessionEnded
             }
-            SessionReport::Committed { pusher } => {
-                self.emit(Event::Committed { pusher: pusher.clone() });
+            SessionReport::Committed { pusher, dataset } => {
+                self.emit(Event::Committed { pusher: pusher.clone(), dataset: dataset.clone() });
                 self.last_commit = Some((pusher.clone(), self.gate.now()));
-                Input::Committed { pusher }
+                Input::Committed { pusher, dataset }
             }
             SessionReport::Note(event) => return self.emit(event),
         };

@@ -77,7 +77,7 @@ fn policy(from: i64, until: i64, early: bool) -> Policy {
         expires: at(BASE + 86_400),
         network: Network { nic: NicSelector::Name("vault0".into()), address: "192.0.2.10".parse().unwrap(), prefix_len: 24, port: 7400 },
         windows: vec![Window::Once { from: at(BASE + from), until: at(BASE + until) }],
-        pushers: vec![Pusher { name: "db".into(), key: pusher_key(), quota: ByteSize::from_bytes(1 << 20), retain: Duration::from_secs(86_400).unwrap() }],
+        pushers: vec![Pusher { name: "db".into(), key: pusher_key(), quota: ByteSize::from_bytes(1 << 20), retain: Duration::from_secs(86_400).unwrap(), datasets: vec![] }],
         close: Close { early, grace: Duration::from_secs(2).unwrap() },
     }
 }
@@ -148,7 +148,7 @@ async fn early_close_downs_the_link_at_the_commit_instant() {
         tokio::time::sleep(StdDuration::from_millis(4_500)).await;
         let peer = "192.0.2.1:50000".parse().unwrap();
         reports.send(SessionReport::Started { peer }).await.unwrap();
-        reports.send(SessionReport::Committed { pusher: "db".into() }).await.unwrap();
+        reports.send(SessionReport::Committed { pusher: "db".into(), dataset: "pgdump".into() }).await.unwrap();
     });
     let inputs = std::mem::replace(&mut h.inputs, Inputs::none());
     h.driver.run(inputs, async { tokio::time::sleep(StdDuration::from_secs(8)).await; "test over".to_string() }).await;
@@ -157,7 +157,7 @@ async fn early_close_downs_the_link_at_the_commit_instant() {
     assert_eq!(calls[1].1, 4_500, "link down at the commit instant, not at the window end: {calls:?}");
     let events = kept(&h);
     let reason = events.iter().find(|e| e["event"] == "state_changed" && e["to"] == "closing").unwrap()["reason"].as_str().unwrap().to_string();
-    assert!(reason.contains("every listed pusher committed (db)"), "{reason}");
+    assert!(reason.contains("every expected commit arrived (db)"), "{reason}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -180,7 +180,7 @@ async fn measure_commit_to_link_down_dispatch() {
     assert_eq!(h.driver.gate.phase(), vault_core::link::gate::Phase::Open);
     let started = Instant::now();
     h.driver.feed(vault_core::link::gate::Input::SessionStarted).await;
-    h.driver.feed(vault_core::link::gate::Input::Committed { pusher: "db".into() }).await;
+    h.driver.feed(vault_core::link::gate::Input::Committed { pusher: "db".into(), dataset: "pgdump".into() }).await;
     let down = h.calls.lock().unwrap().iter().rev().find(|c| c.0 == "down").expect("link down").1;
     println!("MEASURE state machine: last commit -> link down requested: {:?}", down - started);
 }

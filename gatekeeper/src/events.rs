@@ -42,7 +42,7 @@ pub enum Event {
     SessionsAborted,
     SessionStarted { peer: String },
     SessionEnded { peer: String },
-    Committed { pusher: String },
+    Committed { pusher: String, dataset: String },
     /// The vault's public key (pushers pin it), printed at every start.
     VaultIdentity { key: String },
     /// The store after start-up recovery. `immutable_fixed`: sealed paths that had lost their

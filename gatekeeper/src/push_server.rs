@@ -178,7 +178,7 @@ impl PushService {
                     }))
                     .await;
                 if receipt_sent {
-                    let _ = reports.send(SessionReport::Committed { pusher: pusher.name.clone() }).await;
+                    let _ = reports.send(SessionReport::Committed { pusher: pusher.name.clone(), dataset: receipt.dataset.clone() }).await;
                 }
             }
             Err(Refusal { reason, tell_peer }) => {

@@ -41,8 +41,8 @@ pub enum Stop {
 pub enum SessionReport {
     Started { peer: SocketAddr },
     Ended { peer: SocketAddr },
-    /// `pusher` is the policy's name for the authenticated key.
-    Committed { pusher: String },
+    /// `pusher` is the policy's name for the authenticated key; `dataset` what it sealed.
+    Committed { pusher: String, dataset: String },
     /// An event for the console (session accepted or refused, snapshot sealed); it does not
     /// change the gate.
     Note(crate::events::Event),

@@ -92,7 +92,7 @@ fn the_kernels_arp_probe_for_the_pusher_keeps_the_window_open_and_a_real_unsolic
     sh(&["ip", "netns", "exec", &net.vault_ns, "sysctl", "-qw", "net.ipv4.neigh.vault0.delay_first_probe_time=1"]);
     let start = unix_now().ceil() as i64;
     let (from, until) = (start + 3, start + 60);
-    let vault = Vault::build(VaultSpec { window: (from, until), pushers: vec![("db", "1GiB")], early: false, grace: "1s" });
+    let vault = Vault::build(VaultSpec { window: (from, until), pushers: vec![("db", "1GiB")], early: false, grace: "1s", datasets: vec![] });
     let work = tempfile::tempdir().unwrap();
     let tree = work.path().join("tree");
     random_tree(&tree, 20, 64 << 10, 0x5eed);

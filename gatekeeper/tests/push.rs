@@ -27,7 +27,7 @@ fn make_tree(root: &Path) {
 fn push_incremental_push_early_close_and_byte_exact_restore() {
     let net = Net::new("push");
     let start = unix_now().ceil() as i64;
-    let vault = Vault::build(VaultSpec { window: (start + 2, start + 60), pushers: vec![("db", "1GiB"), ("logs", "1GiB")], early: true, grace: "5s" });
+    let vault = Vault::build(VaultSpec { window: (start + 2, start + 60), pushers: vec![("db", "1GiB"), ("logs", "1GiB")], early: true, grace: "5s", datasets: vec![] });
     let work = tempfile::tempdir().unwrap();
     let tree = work.path().join("tree");
     make_tree(&tree);
@@ -119,4 +119,34 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     let again = vaultctl_restore(&store, second["snapshot"].as_str().unwrap(), &vault.identity(), &restored);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("must be a new or empty directory"));
+}
+
+/// Issue 13, item 4, with the README's own example: one pusher, a database dump and /etc as
+/// two pushes. Listing both datasets, the first commit does not close the window (it used to,
+/// aborting the second push); the second does.
+#[test]
+fn early_close_waits_for_every_dataset_a_pusher_lists() {
+    let net = Net::new("datasets");
+    let start = unix_now().ceil() as i64;
+    let spec = VaultSpec { window: (start + 1, start + 60), pushers: vec![("db-backup", "1GiB")], early: true, grace: "5s", datasets: vec![("db-backup", "pgdump"), ("db-backup", "etc")] };
+    let vault = Vault::build(spec);
+    let work = tempfile::tempdir().unwrap();
+    let (dump, etc) = (work.path().join("dump.sql"), work.path().join("etc"));
+    std::fs::write(&dump, pseudo_random_bytes(200_000, 1)).unwrap();
+    make_tree(&etc);
+    let daemon = Daemon::start(&net, &vault);
+    daemon.wait_for("listening", 8.0);
+
+    json_of(&vaultctl_push(&net, &vault, "db-backup", "pgdump", &dump, work.path()));
+    let (_, committed) = daemon.wait_for("committed", 5.0);
+    assert_eq!((committed["pusher"].as_str(), committed["dataset"].as_str()), (Some("db-backup"), Some("pgdump")));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(!daemon.all().iter().any(|e| e["event"] == "state_changed" && e["to"] == "closing"), "closed after the first of two datasets");
+
+    json_of(&vaultctl_push(&net, &vault, "db-backup", "etc", &etc, work.path()));
+    let (_, closing) = daemon.wait_for_matching(|e| e["event"] == "state_changed" && e["to"] == "closing", 5.0);
+    assert_eq!(closing["reason"], "early close: every expected commit arrived (db-backup/pgdump, db-backup/etc)");
+    daemon.wait_for_matching(|e| e["event"] == "link_down" && e["why"] == "gate", 5.0);
+    assert!(unix_now() < (start + 60) as f64, "closed early, well before the window end");
+    daemon.stop();
 }

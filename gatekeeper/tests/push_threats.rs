@@ -39,7 +39,7 @@ impl Rig {
         let net = Net::new(tag);
         let now = unix_now() as i64;
         // No early close: the window stays open for every case after the good push.
-        let mut vault = Vault::build(VaultSpec { window: (now + 1, now + 300), pushers, early: false, grace: "1s" });
+        let mut vault = Vault::build(VaultSpec { window: (now + 1, now + 300), pushers, early: false, grace: "1s", datasets: vec![] });
         let data_mount = data_tmpfs.map(|size| {
             let mount = TmpfsMount::new(&vault.dir.path().join("data"), size);
             vault.move_data_to(&mount.path);

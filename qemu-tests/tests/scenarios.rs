@@ -96,7 +96,7 @@ fn push_receipt_early_close_restore_and_an_incremental_push() {
     let first = push_summary(&box_.push("db-backup", "nightly", &tree));
     let first_receipt_at = unix_now();
     let closed = box_.vm.wait_for("early close", EVENT_WAIT, |e| e["event"] == "state_changed" && e["to"] == "closing");
-    assert!(closed["reason"].as_str().unwrap().contains("every listed pusher committed"), "{closed}");
+    assert!(closed["reason"].as_str().unwrap().contains("early close: every expected commit arrived"), "{closed}");
     box_.vm.wait_event("link_down", EVENT_WAIT);
     let first_down_seen = unix_now();
 

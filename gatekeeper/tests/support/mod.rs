@@ -110,6 +110,8 @@ pub struct VaultSpec {
     pub pushers: Vec<(&'static str, &'static str)>,
     pub early: bool,
     pub grace: &'static str,
+    /// (pusher, dataset): the datasets each pusher is expected to commit (early close).
+    pub datasets: Vec<(&'static str, &'static str)>,
 }
 
 /// vaultctl, built beside the gatekeeper by `cargo test --workspace` (the Makefile builds
@@ -124,7 +126,7 @@ impl Vault {
     /// A vault whose accepted policy has one one-shot window [from, until) (Unix seconds)
     /// and one pusher nobody holds the key of.
     pub fn with_window(from: i64, until: i64) -> Vault {
-        Vault::build(VaultSpec { window: (from, until), pushers: vec![], early: true, grace: "1s" })
+        Vault::build(VaultSpec { window: (from, until), pushers: vec![], early: true, grace: "1s", datasets: vec![] })
     }
 
     pub fn build(spec: VaultSpec) -> Vault {
@@ -142,7 +144,8 @@ impl Vault {
         for (name, quota) in &spec.pushers {
             let base = dir.path().join(name);
             let public = vaultctl_key_gen(&base);
-            pushers_toml += &format!("[[pusher]]\nname = \"{name}\"\nkey = \"{public}\"\nquota = \"{quota}\"\nretain = \"1d\"\n");
+            let datasets: Vec<String> = spec.datasets.iter().filter(|(p, _)| p == name).map(|(_, d)| format!("\"{d}\"")).collect();
+            pushers_toml += &format!("[[pusher]]\nname = \"{name}\"\nkey = \"{public}\"\nquota = \"{quota}\"\nretain = \"1d\"\ndatasets = [{}]\n", datasets.join(", "));
             pusher_keys.push((name.to_string(), base.with_extension("key")));
         }
         if spec.pushers.is_empty() {

@@ -11,7 +11,7 @@
 //!    latched until a new policy is applied: the box has no NTP, so nothing it sees later can
 //!    prove the clock good again. Only plausible readings raise the floor.
 //! 2. Schedule: [`schedule::state_at`] at `max(clock, floor)` decides whether a window is open.
-//! 3. A window that was closed early (all pushers committed) or by an alarm does not reopen
+//! 3. A window that was closed early (every expected commit in) or by an alarm does not reopen
 //!    before its scheduled end.
 //!
 //! Fail closed: anything unexpected (an alarm, a failed bring-up, a link seen up outside a
@@ -87,8 +87,8 @@ pub enum Input {
     LinkDownFailed { reason: String },
     SessionStarted,
     SessionEnded,
-    /// A pusher's snapshot is durable and acknowledged.
-    Committed { pusher: String },
+    /// A pusher's snapshot of `dataset` is durable and acknowledged.
+    Committed { pusher: String, dataset: String },
     /// The netlink watchdog saw something on the vault NIC.
     Watchdog(Sighting),
     /// The egress guard saw the vault NIC send a frame it does not owe.
@@ -198,7 +198,9 @@ pub enum Reason {
     LinkConfirmedUp,
     WindowEnded { until: Timestamp },
     PolicyExpired { expires: Timestamp },
-    AllPushersCommitted { pushers: Vec<String> },
+    /// Every expected commit arrived: each listed pusher's, or each of its listed datasets
+    /// (`pusher/dataset`).
+    AllExpectedCommitted { expected: Vec<String> },
     PolicyReplaced { version: u64 },
     SessionsDrained,
     GraceExpired { deadline: Timestamp, sessions: u32 },
@@ -213,8 +215,8 @@ impl fmt::Display for Reason {
             Reason::LinkConfirmedUp => f.write_str("netlink confirmed the link up"),
             Reason::WindowEnded { until } => write!(f, "window ended at {until}"),
             Reason::PolicyExpired { expires } => write!(f, "policy expired at {expires}"),
-            Reason::AllPushersCommitted { pushers } => {
-                write!(f, "early close: every listed pusher committed ({})", pushers.join(", "))
+            Reason::AllExpectedCommitted { expected } => {
+                write!(f, "early close: every expected commit arrived ({})", expected.join(", "))
             }
             Reason::PolicyReplaced { version } => write!(f, "policy v{version} applied"),
             Reason::SessionsDrained => f.write_str("the last session ended"),
@@ -265,7 +267,8 @@ pub struct Gate {
     /// A window closed early or by an alarm stays closed until this instant.
     done_until: Option<Timestamp>,
     retry_open_at: Option<Timestamp>,
-    committed: BTreeSet<String>,
+    /// (pusher, dataset) committed in this window.
+    committed: BTreeSet<(String, String)>,
     sessions: u32,
     grace_deadline: Option<Timestamp>,
     listening: bool,
@@ -398,7 +401,7 @@ impl Gate {
                     out.transitions.push(Transition { from: Phase::Closing, to: Phase::Closing, reason: Reason::SessionsDrained });
                 }
             }
-            Input::Committed { pusher } => self.on_commit(pusher, &mut out),
+            Input::Committed { pusher, dataset } => self.on_commit(pusher, dataset, &mut out),
             Input::Watchdog(sighting) => self.on_watchdog(sighting, &mut out),
             Input::UnsolicitedFrame { summary } => self.close_on_alarm(Alarm::UnsolicitedFrame { summary, phase: self.phase }, &mut out),
             Input::EgressUnwatched { reason } => self.close_on_alarm(Alarm::EgressUnwatched { reason, phase: self.phase }, &mut out),
@@ -578,18 +581,30 @@ impl Gate {
         // Opening waits for the next clock reading: only a tick opens the link.
     }
 
-    fn on_commit(&mut self, pusher: String, out: &mut Output) {
+    fn on_commit(&mut self, pusher: String, dataset: String, out: &mut Output) {
         let Some(policy) = &self.policy else { return };
         if !policy.pushers.iter().any(|p| p.name == pusher) {
             out.actions.push(Action::RaiseAlarm(Alarm::UnknownPusherCommitted { pusher }));
             return;
         }
-        self.committed.insert(pusher);
-        let everyone = policy.pushers.iter().all(|p| self.committed.contains(&p.name));
-        if policy.close.early && everyone && self.phase == Phase::Open {
-            let pushers = policy.pushers.iter().map(|p| p.name.clone()).collect();
-            // Every listed pusher is done, so nothing in flight is owed more time.
-            self.close_now(Reason::AllPushersCommitted { pushers }, true, out);
+        self.committed.insert((pusher, dataset));
+        // A pusher that lists its datasets is done when each is committed; one that does not,
+        // at its first commit.
+        let done = |p: &crate::policy::Pusher| match p.datasets.is_empty() {
+            true => self.committed.iter().any(|(name, _)| *name == p.name),
+            false => p.datasets.iter().all(|d| self.committed.contains(&(p.name.clone(), d.clone()))),
+        };
+        if policy.close.early && policy.pushers.iter().all(done) && self.phase == Phase::Open {
+            let expected = policy
+                .pushers
+                .iter()
+                .flat_map(|p| match p.datasets.is_empty() {
+                    true => vec![p.name.clone()],
+                    false => p.datasets.iter().map(|d| format!("{}/{d}", p.name)).collect(),
+                })
+                .collect();
+            // Everything expected is in, so nothing in flight is owed more time.
+            self.close_now(Reason::AllExpectedCommitted { expected }, true, out);
         }
     }
 

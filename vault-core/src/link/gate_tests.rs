@@ -35,6 +35,7 @@ fn policy(pushers: &[&str], early: bool) -> Policy {
                 key: key(60 + i as u8).public_key(),
                 quota: ByteSize::from_bytes(1 << 30),
                 retain: Duration::from_secs(86_400).unwrap(),
+                datasets: vec![],
             })
             .collect(),
         close: Close { early, grace: Duration::from_secs(GRACE).unwrap() },
@@ -132,12 +133,12 @@ fn the_last_session_ending_within_grace_downs_the_link() {
 fn early_close_right_after_the_last_listed_pusher_commits() {
     let mut gate = open_gate(policy(&["db", "files"], true));
     gate.handle(Input::SessionStarted);
-    assert!(gate.handle(Input::Committed { pusher: "db".into() }).actions.is_empty());
+    assert!(gate.handle(commit("db", "pgdump")).actions.is_empty());
     // A repeated commit from the same pusher is not the other pusher.
-    assert!(gate.handle(Input::Committed { pusher: "db".into() }).actions.is_empty());
-    let out = gate.handle(Input::Committed { pusher: "files".into() });
+    assert!(gate.handle(commit("db", "etc")).actions.is_empty());
+    let out = gate.handle(commit("files", "home"));
     assert_eq!(out.actions, vec![Action::StopAccepting, Action::CloseSessions, Action::TakeLinkDown]);
-    assert_eq!(out.transitions[0].reason, Reason::AllPushersCommitted { pushers: vec!["db".into(), "files".into()] });
+    assert_eq!(out.transitions[0].reason, Reason::AllExpectedCommitted { expected: vec!["db".into(), "files".into()] });
     gate.handle(Input::LinkConfirmedDown);
     // Still inside the scheduled window, but it was closed early: it stays sealed.
     assert!(tick(&mut gate, OPEN_AT + 10).actions.is_empty());
@@ -147,14 +148,35 @@ fn early_close_right_after_the_last_listed_pusher_commits() {
 #[test]
 fn without_early_close_commits_do_not_close() {
     let mut gate = open_gate(policy(&["db"], false));
-    assert!(gate.handle(Input::Committed { pusher: "db".into() }).actions.is_empty());
+    assert!(gate.handle(commit("db", "pgdump")).actions.is_empty());
     assert_eq!(gate.phase(), Phase::Open);
+}
+
+fn commit(pusher: &str, dataset: &str) -> Input {
+    Input::Committed { pusher: pusher.into(), dataset: dataset.into() }
+}
+
+#[test]
+fn a_pusher_that_lists_its_datasets_closes_the_window_only_when_each_is_in() {
+    // The README's pusher: a database dump and /etc, in two pushes every night.
+    let mut listed = policy(&["db", "files"], true);
+    listed.pushers[0].datasets = vec!["pgdump".into(), "etc".into()];
+    let mut gate = open_gate(listed);
+    assert!(gate.handle(commit("db", "pgdump")).actions.is_empty());
+    assert!(gate.handle(commit("files", "home")).actions.is_empty(), "db's etc is still expected");
+    // A dataset nobody expects counts for nothing.
+    assert!(gate.handle(commit("db", "scratch")).actions.is_empty());
+    assert_eq!(gate.phase(), Phase::Open);
+    let out = gate.handle(commit("db", "etc"));
+    assert_eq!(out.actions, vec![Action::StopAccepting, Action::TakeLinkDown]);
+    assert_eq!(out.transitions[0].reason, Reason::AllExpectedCommitted { expected: vec!["db/pgdump".into(), "db/etc".into(), "files".into()] });
+    assert_eq!(out.transitions[0].reason.to_string(), "early close: every expected commit arrived (db/pgdump, db/etc, files)");
 }
 
 #[test]
 fn an_unlisted_pusher_commit_is_an_alarm_and_not_counted() {
     let mut gate = open_gate(policy(&["db"], true));
-    let out = gate.handle(Input::Committed { pusher: "mallory".into() });
+    let out = gate.handle(commit("mallory", "x"));
     assert_eq!(out.alarms().next().unwrap().rule(), "unknown_pusher_committed");
     assert_eq!(gate.phase(), Phase::Open);
 }
@@ -336,7 +358,7 @@ fn arbitrary_input() -> impl Strategy<Value = Input> {
         1 => Just(Input::LinkDownFailed { reason: "x".into() }),
         2 => Just(Input::SessionStarted),
         2 => Just(Input::SessionEnded),
-        2 => prop::sample::select(vec!["db", "files", "mallory"]).prop_map(|p| Input::Committed { pusher: p.into() }),
+        2 => (prop::sample::select(vec!["db", "files", "mallory"]), prop::sample::select(vec!["pgdump", "etc"])).prop_map(|(p, d)| commit(p, d)),
         1 => Just(Input::Watchdog(Sighting::LinkUp)),
         1 => Just(Input::UnsolicitedFrame { summary: "x".into() }),
         1 => Just(Input::EgressUnwatched { reason: "x".into() }),

@@ -22,6 +22,7 @@ use crate::units::{ByteSize, Duration, Timestamp, SECS_PER_DAY, SECS_PER_HOUR, S
 pub const MAX_POLICY_TOML_BYTES: usize = 1024 * 1024;
 pub const MAX_WINDOWS: usize = 64;
 pub const MAX_PUSHERS: usize = 64;
+pub const MAX_DATASETS_PER_PUSHER: usize = 32;
 
 // ---------------------------------------------------------------------------------------
 // The written form: the TOML people write and the canonical JSON admins sign share it.
@@ -79,6 +80,10 @@ pub struct PusherDoc {
     pub key: String,
     pub quota: String,
     pub retain: String,
+    /// The datasets this pusher is expected to commit in each window; an early close waits
+    /// for all of them. Absent: any one commit of this pusher counts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +176,8 @@ pub struct Pusher {
     pub quota: ByteSize,
     /// Minimum retention, counted from the vault's clock when a snapshot is sealed.
     pub retain: Duration,
+    /// Datasets expected in each window (for early close); empty: any one commit counts.
+    pub datasets: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -257,6 +264,7 @@ impl Policy {
                     key: p.key.to_string(),
                     quota: p.quota.to_string(),
                     retain: p.retain.to_string(),
+                    datasets: p.datasets.clone(),
                 })
                 .collect(),
             close: Some(CloseDoc { early: self.close.early, grace: self.close.grace.to_string() }),
@@ -524,7 +532,16 @@ fn parse_pusher(field: &str, doc: &PusherDoc) -> Result<Pusher> {
     if retain == Duration::ZERO {
         return Err(invalid(format!("{field}.retain"), "retention must be longer than 0s"));
     }
-    Ok(Pusher { name: doc.name.clone(), key, quota, retain })
+    if doc.datasets.len() > MAX_DATASETS_PER_PUSHER {
+        return Err(invalid(format!("{field}.datasets"), format!("{} datasets, at most {MAX_DATASETS_PER_PUSHER}", doc.datasets.len())));
+    }
+    for (i, dataset) in doc.datasets.iter().enumerate() {
+        crate::push::ingest::check_dataset(dataset).map_err(|e| invalid(format!("{field}.datasets[{i}]"), e.to_string()))?;
+        if doc.datasets[..i].contains(dataset) {
+            return Err(invalid(format!("{field}.datasets[{i}]"), format!("`{dataset}` is listed twice")));
+        }
+    }
+    Ok(Pusher { name: doc.name.clone(), key, quota, retain, datasets: doc.datasets.clone() })
 }
 
 /// Windows may touch (they are merged) but not overlap: an overlap is almost always a typo,
@@ -626,6 +643,22 @@ grace = "2m"
     fn canonical_doc_round_trips() {
         let policy = Policy::from_toml(&example_toml()).unwrap();
         assert_eq!(Policy::from_doc(&policy.to_doc()).unwrap(), policy);
+    }
+
+    #[test]
+    fn a_pusher_may_name_its_datasets_each_checked_once() {
+        let with = |list: &str| example_toml().replace("retain = \"35d\"", &format!("retain = \"35d\"\ndatasets = {list}"));
+        let policy = Policy::from_toml(&with(r#"["pgdump", "etc"]"#)).unwrap();
+        assert_eq!(policy.pushers[0].datasets, ["pgdump", "etc"]);
+        assert_eq!(Policy::from_doc(&policy.to_doc()).unwrap(), policy);
+        // Without the list, the signed form has no `datasets` at all: older bundles verify.
+        let plain = Policy::from_toml(&example_toml()).unwrap();
+        assert!(!serde_json::to_string(&plain.to_doc()).unwrap().contains("datasets"));
+        assert!(refusal(&with(r#"["etc", "etc"]"#)).contains("invalid field `pusher[0].datasets[1]`: `etc` is listed twice"));
+        assert!(refusal(&with(r#"["../x"]"#)).contains("pusher[0].datasets[0]"));
+        assert!(refusal(&with(&format!(r#"["{}"]"#, "d".repeat(39)))).contains("at most 38"));
+        let many: Vec<String> = (0..=MAX_DATASETS_PER_PUSHER).map(|i| format!("\"d{i}\"")).collect();
+        assert!(refusal(&with(&format!("[{}]", many.join(", ")))).contains("33 datasets, at most 32"));
     }
 
     #[test]
