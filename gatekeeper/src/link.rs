@@ -217,13 +217,16 @@ impl RtLink {
         self.handle.link().set(message).execute().await.map_err(nl(if up { "set link up" } else { "set link down" }))
     }
 
-    /// Flushes the addresses, sets the NIC down and waits until netlink shows it down with
-    /// no address. The quiet sysctls are written too, so a later `ip link set up` by someone
-    /// else does not make it chatter before the watchdog downs it.
+    /// Sets the NIC down, then flushes its addresses, and waits until netlink shows it down
+    /// with no address. Down first: the link is what lets frames out, so a flush that fails
+    /// (the gate retries) never leaves it up. The quiet sysctls are written too, so a later
+    /// `ip link set up` by someone else does not make it chatter before the watchdog downs it.
     pub async fn take_down(&self, nic: &Nic) -> Result<LinkConfirmation> {
         let started = Instant::now();
-        self.flush_addresses(nic.index).await?;
-        self.set_up(nic.index, false).await?;
+        let down = self.set_up(nic.index, false).await;
+        let flushed = self.flush_addresses(nic.index).await;
+        down?;
+        flushed?;
         let quiet = quiet_sysctls(&nic.name);
         loop {
             let seen = self.confirm(nic, started).await?;

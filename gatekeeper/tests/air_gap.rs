@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::process::Command;
+
 use std::io::Write;
 use std::time::Duration as StdDuration;
 
@@ -18,6 +20,8 @@ fn arp_is_answered_only_inside_the_window_and_nothing_unsolicited_is_sent() {
     let (from, until) = (start + 3, start + 6);
     let vault = Vault::with_window(from, until);
     let prober = Prober::start(&net.probe_site());
+    // Netlink's own account of the vault NIC, in the order the kernel changed it.
+    let monitor = Command::new("ip").args(["-n", &net.vault_ns, "-o", "monitor", "link", "address"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
     let daemon = Daemon::start(&net, &vault);
     let mac = net.vault_mac();
 
@@ -68,6 +72,25 @@ fn arp_is_answered_only_inside_the_window_and_nothing_unsolicited_is_sent() {
     assert!(!events.iter().any(|e| e["event"] == "alarm"), "{events:#?}");
     let down = net.link_json();
     assert!(!down["flags"].as_array().unwrap().iter().any(|f| f == "UP"), "{down}");
+
+    // Closing sets the link down before it removes the address: a flush that failed would
+    // otherwise leave the link up until a retry.
+    let said = stop_monitor(monitor);
+    let flags_up = |line: &str| line.contains("vault0") && line.split(['<', '>']).nth(1).is_some_and(|flags| flags.split(',').any(|f| f == "UP"));
+    let is_link = |line: &str| line.contains("vault0") && line.contains('<') && !line.contains(" inet");
+    let went_up = said.iter().position(|l| is_link(l) && flags_up(l)).unwrap_or_else(|| panic!("no link up in {said:#?}"));
+    let went_down = went_up + said[went_up..].iter().position(|l| is_link(l) && !flags_up(l)).unwrap_or_else(|| panic!("no link down in {said:#?}"));
+    let address_gone = said.iter().position(|l| l.starts_with("Deleted") && l.contains("inet 192.0.2.10")).unwrap_or_else(|| panic!("no address removal in {said:#?}"));
+    assert!(went_down < address_gone, "the address went before the link was down: {said:#?}");
+}
+
+/// Stops `ip monitor` and returns what it printed, line by line.
+fn stop_monitor(mut monitor: std::process::Child) -> Vec<String> {
+    let _ = monitor.kill();
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut monitor.stdout.take().unwrap(), &mut out).unwrap();
+    let _ = monitor.wait();
+    out.lines().map(str::to_string).collect()
 }
 
 /// An ARP request from the vault to the pusher's MAC, `who-has 192.0.2.1 tell 192.0.2.10`:
