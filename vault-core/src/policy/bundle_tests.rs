@@ -355,7 +355,36 @@ fn too_much_open_time_in_a_day_is_refused() {
         }
     });
     let err = verify_fresh(&bundle(p, &[1, 2])).unwrap_err();
-    assert_eq!(err.to_string(), "cap exceeded: open time on 2026-12-05 is 9h, the trust root allows at most 8h");
+    assert_eq!(err.to_string(), "cap exceeded: open time in the 24 hours from 2026-12-05T04:00:00Z is 9h, the trust root allows at most 8h");
+}
+
+/// One-shot windows on top of the weekday one, `(from, hours)` each.
+fn with_once_windows(windows: &[(&str, i64)]) -> Policy {
+    with_policy(|p| {
+        p.windows.truncate(1);
+        for (from, hours) in windows {
+            let from = Timestamp::parse(from).unwrap();
+            p.windows.push(crate::policy::Window::Once { from, until: from.saturating_add(Duration::from_secs(hours * 3600).unwrap()) });
+        }
+    })
+}
+
+#[test]
+fn the_caps_hold_for_windows_as_merged() {
+    // Two touching 3h windows across midnight: each within the 4h cap, one 6h run together.
+    let p = with_once_windows(&[("2026-12-05T22:00:00Z", 3), ("2026-12-06T01:00:00Z", 3)]);
+    let err = verify_fresh(&bundle(p, &[1, 2])).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "cap exceeded: open run from 2026-12-05T22:00:00Z to 2026-12-06T04:00:00Z (touching windows merged) is 6h, the trust root allows at most 4h"
+    );
+    // 9h in the 24 hours from Saturday 14:00, though no UTC day holds more than 6h of it.
+    let p = with_once_windows(&[("2026-12-05T14:00:00Z", 3), ("2026-12-05T19:00:00Z", 3), ("2026-12-06T01:00:00Z", 3)]);
+    let err = verify_fresh(&bundle(p, &[1, 2])).unwrap_err();
+    assert_eq!(err.to_string(), "cap exceeded: open time in the 24 hours from 2026-12-05T14:00:00Z is 9h, the trust root allows at most 8h");
+    // The same windows a day apart are within both caps.
+    let p = with_once_windows(&[("2026-12-05T14:00:00Z", 3), ("2026-12-05T19:00:00Z", 3), ("2026-12-06T15:00:00Z", 3)]);
+    verify_fresh(&bundle(p, &[1, 2])).unwrap();
 }
 
 #[test]

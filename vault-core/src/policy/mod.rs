@@ -297,19 +297,23 @@ impl Policy {
                 cap: caps.max_validity.to_string(),
             });
         }
-        // Validity is capped, so walking its days is bounded (at most ~3660 of them).
-        let first_day = issued.unix().div_euclid(SECS_PER_DAY);
-        let last_day = (self.expires.unix() - 1).div_euclid(SECS_PER_DAY);
-        for day in first_day..=last_day {
-            let day_start = Timestamp::from_unix(day * SECS_PER_DAY).unwrap_or(Timestamp::EPOCH);
-            let day_end = day_start.saturating_add(Duration::from_secs(SECS_PER_DAY).unwrap());
-            let open: i64 = schedule::merged_intervals(self, day_start, day_end)
-                .iter()
-                .map(|iv| iv.clip(day_start, day_end).length_secs())
-                .sum();
+        // The caps hold for what the link will do, so for windows as merged (two touching
+        // windows are one run): no run longer than `max_window`, and no 24 hours, wherever
+        // they start, with more than `max_open_per_day` open. Validity is capped, so the runs
+        // are bounded (64 weekly windows over the longest validity the caps allow).
+        let runs = schedule::merged_intervals(self, issued, self.expires);
+        for run in &runs {
+            let length = Duration::from_secs(run.length_secs()).unwrap_or_default();
+            exceeds(format!("open run from {} to {} (touching windows merged)", run.start, run.end), length, caps.max_window)?;
+        }
+        // The busiest 24 hours start where some run starts.
+        let day = Duration::from_secs(SECS_PER_DAY).expect("a day is a duration");
+        for (i, run) in runs.iter().enumerate() {
+            let day_end = run.start.saturating_add(day);
+            let open: i64 = runs[i..].iter().take_while(|r| r.start < day_end).map(|r| r.clip(run.start, day_end).length_secs()).sum();
             if open > caps.max_open_per_day.secs() {
                 return Err(Error::CapExceeded {
-                    what: format!("open time on {}", &day_start.to_string()[..10]),
+                    what: format!("open time in the 24 hours from {}", run.start),
                     value: Duration::from_secs(open).unwrap_or_default().to_string(),
                     cap: caps.max_open_per_day.to_string(),
                 });
