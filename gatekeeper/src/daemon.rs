@@ -86,18 +86,36 @@ pub struct Inputs {
     pub guard: mpsc::Receiver<GuardReport>,
     /// Policy sticks (the USB watcher); a closed channel when there is no watcher.
     pub usb: mpsc::Receiver<UsbReport>,
+    /// What the state writer finished ([`StateDone`]).
+    pub state: mpsc::Receiver<StateDone>,
 }
 
 impl Inputs {
     /// Inputs that never deliver anything.
     pub fn none() -> Inputs {
-        Inputs { sessions: mpsc::channel(1).1, watchdog: mpsc::channel(1).1, guard: mpsc::channel(1).1, usb: mpsc::channel(1).1 }
+        Inputs { sessions: mpsc::channel(1).1, watchdog: mpsc::channel(1).1, guard: mpsc::channel(1).1, usb: mpsc::channel(1).1, state: mpsc::channel(1).1 }
     }
 }
 
-/// Verifies and persists bundle bytes read from `source`, emitting the outcome; returns the
-/// policy to hand to the gate.
-pub type BundleApplier = Box<dyn FnMut(&str, Vec<u8>, Timestamp, &mut EventLog) -> Result<Policy>>;
+/// Work for the state directory's one writer, which runs on its own thread: the loop hands
+/// it over and goes on. Every write there ends in an fsync, which a busy disk can stretch to
+/// seconds, and the loop is what takes the link down.
+#[derive(Debug)]
+pub enum StateJob {
+    /// Write this time floor to the state file.
+    Floor(Timestamp),
+    /// Verify bundle bytes read from a stick and, if they pass, persist them (the writer says
+    /// the outcome on the console).
+    Bundle { source: String, bytes: Vec<u8>, now: Timestamp },
+}
+
+/// What the state writer did, back to the loop.
+#[derive(Debug)]
+pub enum StateDone {
+    Floor { floor: Timestamp, result: std::result::Result<(), String> },
+    /// The policy of a bundle that was accepted and is durable; `None` if it was refused.
+    Bundle(Option<Policy>),
+}
 
 /// How often the console shows the state even when nothing changes.
 pub const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -110,10 +128,8 @@ pub struct Driver<L, C> {
     pub server: SessionServer,
     /// Where session reports go (a clone is handed to each window's server).
     pub session_reports: mpsc::Sender<SessionReport>,
-    /// Writes the time floor to the state directory.
-    pub persist_floor: Box<dyn FnMut(Timestamp) -> Result<()>>,
-    /// Verifies bundles that arrive on a stick (the daemon is the state directory's only writer).
-    pub apply_bundle: Option<BundleApplier>,
+    /// The state directory's writer ([`StateJob`]); none in tests that persist nothing.
+    pub state: Option<std::sync::mpsc::Sender<StateJob>>,
     /// Tests bind the listener here instead of the policy address.
     pub bind_override: Option<SocketAddr>,
     /// The store, whose filesystem's used and free bytes the status line shows.
@@ -130,7 +146,6 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         clock: C,
         server: SessionServer,
         session_reports: mpsc::Sender<SessionReport>,
-        persist_floor: Box<dyn FnMut(Timestamp) -> Result<()>>,
     ) -> Self {
         Driver {
             gate,
@@ -139,8 +154,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             events: EventLog::default(),
             server,
             session_reports,
-            persist_floor,
-            apply_bundle: None,
+            state: None,
             bind_override: None,
             store_dir: None,
             stop: None,
@@ -190,6 +204,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
                 Some(seen) = inputs.watchdog.recv() => self.on_seen(seen).await,
                 Some(report) = inputs.sessions.recv() => self.on_report(report).await,
                 Some(stick) = inputs.usb.recv() => self.on_stick(stick).await,
+                Some(done) = inputs.state.recv() => self.on_state_written(done).await,
                 _ = tokio::time::sleep_until(wake.min(self.status_due)) => {
                     let clock = self.clock.now();
                     self.feed(Input::Tick { clock }).await;
@@ -225,11 +240,26 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             UsbReport::Unreadable { device, reason } => self.emit(Event::PolicyRefused { source: device, reason }),
             UsbReport::Bundle { device, bytes } => {
                 let now = self.clock.now();
-                let Some(apply) = self.apply_bundle.as_mut() else { return };
-                if let Ok(policy) = apply(&device, bytes, now, &mut self.events) {
-                    self.apply_policy(policy).await;
-                }
+                self.hand_to_state_writer(StateJob::Bundle { source: device, bytes, now });
             }
+        }
+    }
+
+    /// Hands a job to the state writer; a writer that is gone is an alarm (the state
+    /// directory cannot change any more until a restart).
+    fn hand_to_state_writer(&mut self, job: StateJob) {
+        let Some(writer) = &self.state else { return };
+        if let Err(std::sync::mpsc::SendError(job)) = writer.send(job) {
+            self.emit(Event::Alarm { rule: "state_writer_stopped".into(), detail: format!("the state writer has stopped; not done: {job:?}. Restart the vault") });
+        }
+    }
+
+    async fn on_state_written(&mut self, done: StateDone) {
+        match done {
+            StateDone::Floor { floor, result: Ok(()) } => self.emit(Event::TimeFloorPersisted { floor: floor.to_string() }),
+            StateDone::Floor { floor, result: Err(e) } => self.emit(Event::Alarm { rule: "time_floor_not_persisted".into(), detail: format!("floor {floor}: {e}") }),
+            StateDone::Bundle(Some(policy)) => self.apply_policy(policy).await,
+            StateDone::Bundle(None) => {}
         }
     }
 
@@ -342,10 +372,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
                 None
             }
             Action::PersistTimeFloor(floor) => {
-                match (self.persist_floor)(floor) {
-                    Ok(()) => self.emit(Event::TimeFloorPersisted { floor: floor.to_string() }),
-                    Err(e) => self.emit(Event::Alarm { rule: "time_floor_not_persisted".into(), detail: format!("floor {floor}: {e}") }),
-                }
+                self.hand_to_state_writer(StateJob::Floor(floor));
                 None
             }
         }

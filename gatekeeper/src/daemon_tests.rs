@@ -109,10 +109,10 @@ fn harness(floor: Timestamp) -> Harness {
     let (reports, sessions) = mpsc::channel(8);
     let (guard_tx, guard) = mpsc::channel(8);
     let (seen_tx, watchdog) = mpsc::channel(8);
-    let mut driver = Driver::new(Gate::new(floor), link, TestClock { start }, holding_server(), reports.clone(), Box::new(|_| Ok(())));
+    let mut driver = Driver::new(Gate::new(floor), link, TestClock { start }, holding_server(), reports.clone());
     driver.bind_override = Some("127.0.0.1:0".parse().unwrap());
     driver.events.keep = true;
-    Harness { driver, calls, reports, inputs: Inputs { sessions, watchdog, guard, usb: mpsc::channel(1).1 }, start, _guard_tx: guard_tx, _seen_tx: seen_tx }
+    Harness { driver, calls, reports, inputs: Inputs { sessions, watchdog, guard, usb: mpsc::channel(1).1, state: mpsc::channel(1).1 }, start, _guard_tx: guard_tx, _seen_tx: seen_tx }
 }
 
 fn calls_at(h: &Harness) -> Vec<(&'static str, u128)> {
@@ -183,4 +183,33 @@ async fn measure_commit_to_link_down_dispatch() {
     h.driver.feed(vault_core::link::gate::Input::Committed { pusher: "db".into(), dataset: "pgdump".into() }).await;
     let down = h.calls.lock().unwrap().iter().rev().find(|c| c.0 == "down").expect("link down").1;
     println!("MEASURE state machine: last commit -> link down requested: {:?}", down - started);
+}
+
+/// Issue 13, item 5: the state writer's fsyncs are off the loop. Here every state write takes
+/// 3 s (a disk busy with a push): the floor is handed over at the first tick, and the link
+/// still comes up and goes down on the window's edges, in real time.
+#[tokio::test]
+async fn a_slow_state_write_does_not_hold_up_the_link() {
+    // A floor two minutes behind the clock: the first tick persists it.
+    let mut h = harness(at(BASE - 120));
+    let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<crate::daemon::StateJob>();
+    let (done_tx, done_rx) = mpsc::channel(4);
+    std::thread::spawn(move || {
+        for job in jobs_rx {
+            std::thread::sleep(StdDuration::from_secs(3));
+            if let crate::daemon::StateJob::Floor(floor) = job {
+                let _ = done_tx.blocking_send(crate::daemon::StateDone::Floor { floor, result: Ok(()) });
+            }
+        }
+    });
+    h.driver.state = Some(jobs_tx);
+    h.driver.apply_policy(policy(1, 2, false)).await;
+    let mut inputs = std::mem::replace(&mut h.inputs, Inputs::none());
+    inputs.state = done_rx;
+    h.driver.run(inputs, async { tokio::time::sleep(StdDuration::from_millis(3_800)).await; "test over".to_string() }).await;
+    let calls = calls_at(&h);
+    assert_eq!(calls.iter().map(|c| c.0).take(2).collect::<Vec<_>>(), ["up", "down"], "{calls:?}");
+    assert!((1000..1900).contains(&calls[0].1) && (2000..2900).contains(&calls[1].1), "the link waited for the state writer: {calls:?}");
+    let persisted = kept(&h).into_iter().find(|e| e["event"] == "time_floor_persisted").expect("the writer's answer came back");
+    assert_eq!(persisted["floor"], at(BASE).to_string());
 }

@@ -137,6 +137,16 @@ impl EventLog {
         self.screen = std::fs::OpenOptions::new().write(true).custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_NOCTTY).open("/dev/tty0").ok();
     }
 
+    /// Another log onto the same console (and screen, if this one mirrors to it), for a
+    /// thread of its own; lines stay numbered in one sequence.
+    pub fn sibling(&self) -> EventLog {
+        let mut log = EventLog::default();
+        if self.screen.is_some() {
+            log.mirror_to_screen();
+        }
+        log
+    }
+
     pub fn emit(&mut self, now: Timestamp, event: &Event) -> String {
         // Numbered under the console lock, so lines from two threads print in order.
         let mut out = std::io::stdout().lock();

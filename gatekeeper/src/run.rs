@@ -15,7 +15,7 @@ use vault_core::link::gate::{Gate, Sighting};
 use vault_core::policy::{Network, NicSelector, Policy};
 use vault_core::policy::state::STATE_FILE;
 
-use crate::daemon::{Driver, Inputs, LinkOps, Recheck, SystemClock};
+use crate::daemon::{Driver, Inputs, LinkOps, Recheck, StateDone, StateJob, SystemClock};
 use crate::egress_guard::{self, GuardControl};
 use crate::error::{GatekeeperError, Result};
 use crate::events::{Event, EventLog};
@@ -144,24 +144,40 @@ impl LinkOps for RtVaultLink {
     }
 }
 
-/// Persists a raised time floor into the state file (read, raise, write atomically).
-fn floor_writer(state_dir: PathBuf) -> Box<dyn FnMut(vault_core::units::Timestamp) -> Result<()>> {
-    Box::new(move |floor| {
-        let mut state = policy_store::load_state(&state_dir)?;
-        state.observe_time(floor);
-        vault_io::write_atomic(&state_dir.join(STATE_FILE), &state.to_bytes(), 0o600)?;
-        Ok(())
-    })
-}
-
-/// Verifies a bundle from a stick against the baked root and the state directory, persists it.
-fn bundle_applier(root_path: PathBuf, state_dir: PathBuf) -> crate::daemon::BundleApplier {
-    Box::new(move |source, bytes, now, events| {
-        let root = policy_store::load_root(&root_path).inspect_err(|e| {
-            events.emit(now, &Event::PolicyRefused { source: source.to_string(), reason: format!("trust root unreadable: {e}") });
-        })?;
-        Ok(policy_store::apply_bytes(&root, &state_dir, source, bytes, now, events)?.policy)
-    })
+/// Starts the state directory's one writer ([`StateJob`]) on its own thread: time floors
+/// (read, raise, write atomically) and bundles from sticks (verified against the baked root,
+/// persisted, the outcome on the console), in the order they come. Its results come back to
+/// the loop as [`StateDone`].
+fn start_state_writer(root_path: PathBuf, state_dir: PathBuf, mut events: EventLog) -> std::io::Result<(std::sync::mpsc::Sender<StateJob>, mpsc::Receiver<StateDone>)> {
+    let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<StateJob>();
+    let (done_tx, done_rx) = mpsc::channel(16);
+    std::thread::Builder::new().name("state-writer".into()).spawn(move || {
+        for job in jobs_rx {
+            let done = match job {
+                StateJob::Floor(floor) => {
+                    let write = || -> Result<()> {
+                        let mut state = policy_store::load_state(&state_dir)?;
+                        state.observe_time(floor);
+                        vault_io::write_atomic(&state_dir.join(STATE_FILE), &state.to_bytes(), 0o600)?;
+                        Ok(())
+                    };
+                    StateDone::Floor { floor, result: write().map_err(|e| e.to_string()) }
+                }
+                StateJob::Bundle { source, bytes, now } => {
+                    let applied = policy_store::load_root(&root_path)
+                        .inspect_err(|e| {
+                            events.emit(now, &Event::PolicyRefused { source: source.clone(), reason: format!("trust root unreadable: {e}") });
+                        })
+                        .and_then(|root| policy_store::apply_bytes(&root, &state_dir, &source, bytes, now, &mut events));
+                    StateDone::Bundle(applied.ok().map(|verified| verified.policy))
+                }
+            };
+            if done_tx.blocking_send(done).is_err() {
+                return;
+            }
+        }
+    })?;
+    Ok((jobs_tx, done_rx))
 }
 
 async fn shutdown_signal() -> String {
@@ -261,9 +277,11 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
     }
 
     let (reports_tx, reports_rx) = mpsc::channel(64);
-    let mut driver = Driver::new(Gate::new(state.time_floor), link, SystemClock, server, reports_tx, floor_writer(state_dir.to_path_buf()));
+    let (state_jobs, state_rx) = start_state_writer(root_path.to_path_buf(), state_dir.to_path_buf(), events.sibling())
+        .map_err(|source| crate::error::GatekeeperError::Io { what: "state writer thread", source })?;
+    let mut driver = Driver::new(Gate::new(state.time_floor), link, SystemClock, server, reports_tx);
     driver.events = events;
-    driver.apply_bundle = Some(bundle_applier(root_path.to_path_buf(), state_dir.to_path_buf()));
+    driver.state = Some(state_jobs);
     driver.store_dir = store_dir;
     if let Some(policy) = policy {
         driver.apply_policy(policy).await;
@@ -271,6 +289,6 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
         let clock = vault_io::clock_now();
         driver.feed(vault_core::link::gate::Input::Tick { clock }).await;
     }
-    driver.run(Inputs { sessions: reports_rx, watchdog: seen_rx, guard: guard_rx, usb: usb_rx }, shutdown).await;
+    driver.run(Inputs { sessions: reports_rx, watchdog: seen_rx, guard: guard_rx, usb: usb_rx, state: state_rx }, shutdown).await;
     Ok(driver.events)
 }

@@ -109,7 +109,7 @@ pub enum Action {
     StopAccepting,
     /// Abort every in-flight session now.
     CloseSessions,
-    /// Flush addresses, set the NIC down, confirm; answer with `LinkConfirmedDown` or
+    /// Set the NIC down, flush its addresses, confirm; answer with `LinkConfirmedDown` or
     /// `LinkDownFailed`.
     TakeLinkDown,
     RaiseAlarm(Alarm),
