@@ -55,7 +55,12 @@ impl LinkConfirmation {
 
 /// Writes one sysctl of `nic` (`family` is `ipv4` or `ipv6`).
 fn write_sysctl(family: &str, nic: &str, key: &str, value: &str) -> Result<()> {
-    let path = format!("/proc/sys/net/{family}/conf/{nic}/{key}");
+    write_sysctl_in(family, "conf", nic, key, value)
+}
+
+/// `/proc/sys/net/<family>/<table>/<nic>/<key>` (`conf`, or `neigh` for the ARP cache).
+fn write_sysctl_in(family: &str, table: &str, nic: &str, key: &str, value: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/{family}/{table}/{nic}/{key}");
     std::fs::write(&path, value).map_err(|source| GatekeeperError::Sysctl { path, value: value.to_string(), source })
 }
 
@@ -64,6 +69,13 @@ pub fn quiet_sysctls(nic: &str) -> Result<()> {
     for (key, value) in [("arp_ignore", "1"), ("arp_announce", "2"), ("arp_notify", "0"), ("arp_accept", "0")] {
         write_sysctl("ipv4", nic, key, value)?;
     }
+    // Never a broadcast `who-has`: the vault learns a peer's address only from the peer's own
+    // ARP request for the vault (a pusher sends one before it connects) and may then re-check
+    // it by unicast. A SYN from an address that never asked (a spoofed or fresh source) gets
+    // no answer at all, rather than making the vault ask the whole segment, which the egress
+    // guard would rightly call unsolicited and close the window for.
+    write_sysctl_in("ipv4", "neigh", nic, "mcast_solicit", "0")?;
+    write_sysctl_in("ipv4", "neigh", nic, "mcast_resolicit", "0")?;
     if Path::new("/proc/sys/net/ipv6").exists() {
         // Each of these alone stops some of the chatter; together with disable_ipv6 there is
         // no IPv6 address on the NIC and nothing to solicit, join or defend.

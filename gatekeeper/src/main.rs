@@ -44,12 +44,12 @@ enum Command {
         #[arg(long, default_value_t = 5000)]
         carrier_timeout_ms: u64,
         /// From TCP accept to a finished TLS handshake.
-        #[arg(long, default_value_t = 10_000)]
+        #[arg(long, default_value_t = 5_000)]
         handshake_timeout_ms: u64,
         /// Longest wait for the next frame of a session.
         #[arg(long, default_value_t = 30_000)]
         idle_timeout_ms: u64,
-        /// Concurrent push sessions; more are closed at once.
+        /// Concurrent push sessions (connections that proved a pusher key); more are refused.
         #[arg(long, default_value_t = 16)]
         max_connections: usize,
         /// Watch for USB policy sticks and mount them here (the appliance does; off on a host).

@@ -18,6 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
+use vault_core::push::admission::{Admission, Admit, ConnectionId, MAX_HANDSHAKES};
 use vault_core::push::chunk::ChunkId;
 use vault_core::policy::Policy;
 use vault_core::push::ingest::{IngestEnv, IngestSession, SealRequest, Step};
@@ -38,7 +39,7 @@ pub struct Limits {
     pub handshake: Duration,
     /// Longest wait for (any part of) the next frame: slowloris ends here.
     pub idle: Duration,
-    /// Concurrent sessions; one more is closed at once.
+    /// Concurrent sessions (after TLS proved a pusher key); one more is refused.
     pub max_connections: usize,
     /// A pause after each seal step (zero but in power-cut tests; see
     /// [`crate::init::SEAL_STEP_PAUSE_PARAM`]).
@@ -47,7 +48,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { handshake: Duration::from_secs(10), idle: Duration::from_secs(30), max_connections: 16, seal_step_pause: Duration::ZERO }
+        Limits { handshake: Duration::from_secs(5), idle: Duration::from_secs(30), max_connections: 16, seal_step_pause: Duration::ZERO }
     }
 }
 
@@ -92,8 +93,11 @@ impl PushService {
         };
         let quotas: WindowAccounts = Arc::default();
         let slots = Arc::new(Semaphore::new(self.limits.max_connections));
+        let admission = Arc::new(Mutex::new(Handshakes::default()));
+        let mut next_id: ConnectionId = 0;
         let mut sessions: JoinSet<()> = JoinSet::new();
-        let mut peers: HashMap<tokio::task::Id, SocketAddr> = HashMap::new();
+        // Each task's peer, and whether it became a session (then the gate heard it start).
+        let mut peers: HashMap<tokio::task::Id, (SocketAddr, Arc<std::sync::atomic::AtomicBool>)> = HashMap::new();
         let mut listener = Some(ctx.listener);
         loop {
             tokio::select! {
@@ -110,28 +114,31 @@ impl PushService {
                 }
                 accepted = async { listener.as_ref().expect("guarded by the if").accept().await }, if listener.is_some() => {
                     let Ok((stream, peer)) = accepted else { continue };
-                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    // Until TLS proves a pusher key, a connection holds only a handshake place.
+                    next_id += 1;
+                    let (evict_tx, evict_rx) = tokio::sync::oneshot::channel();
+                    let admitted = admission.lock().expect("handshakes lock").admit(next_id, peer.ip(), evict_tx);
+                    if let Err(reason) = admitted {
                         drop(stream);
-                        note(Event::SessionRefused {
-                            peer: peer.to_string(),
-                            pusher: None,
-                            reason: format!("too many connections: {} already open", self.limits.max_connections),
-                        }).await;
+                        note(Event::SessionRefused { peer: peer.to_string(), pusher: None, reason }).await;
                         continue;
-                    };
-                    let _ = ctx.reports.send(SessionReport::Started { peer }).await;
+                    }
                     let service = self.clone();
+                    let became_session = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let handshake = PreAuth { id: next_id, handshakes: admission.clone(), evicted: evict_rx };
+                    let session = SessionPlace { slots: slots.clone(), max: self.limits.max_connections, started: became_session.clone() };
                     let (tls, policy, quotas, reports, clock) = (tls.clone(), ctx.policy.clone(), quotas.clone(), ctx.reports.clone(), ctx.clock.clone());
                     let handle = sessions.spawn(async move {
-                        service.run_session(stream, peer, tls, Window { policy, accounts: quotas, clock }, reports).await;
-                        drop(slot);
+                        service.run_session(stream, peer, tls, handshake, session, Window { policy, accounts: quotas, clock }, reports).await;
                     });
-                    peers.insert(handle.id(), peer);
+                    peers.insert(handle.id(), (peer, became_session));
                 }
                 Some(done) = sessions.join_next_with_id(), if !sessions.is_empty() => {
                     let id = match &done { Ok((id, ())) => *id, Err(e) => e.id() };
-                    if let Some(peer) = peers.remove(&id) {
-                        let _ = ctx.reports.send(SessionReport::Ended { peer }).await;
+                    if let Some((peer, started)) = peers.remove(&id) {
+                        if started.load(std::sync::atomic::Ordering::SeqCst) {
+                            let _ = ctx.reports.send(SessionReport::Ended { peer }).await;
+                        }
                     }
                 }
             }
@@ -141,7 +148,8 @@ impl PushService {
         }
     }
 
-    async fn run_session(&self, stream: TcpStream, peer: SocketAddr, tls: TlsAcceptor, window: Window, reports: mpsc::Sender<SessionReport>) {
+    #[allow(clippy::too_many_arguments)]
+    async fn run_session(&self, stream: TcpStream, peer: SocketAddr, tls: TlsAcceptor, handshake: PreAuth, place: SessionPlace, window: Window, reports: mpsc::Sender<SessionReport>) {
         let refuse = |pusher: Option<String>, reason: String| {
             let reports = reports.clone();
             async move {
@@ -149,15 +157,28 @@ impl PushService {
             }
         };
         let _ = stream.set_nodelay(true);
-        let mut stream = match tokio::time::timeout(self.limits.handshake, tls.accept(stream)).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return refuse(None, format!("TLS handshake failed: {}", vault_tls::explain(&e))).await,
-            Err(_) => return refuse(None, format!("TLS handshake not finished within {:?}", self.limits.handshake)).await,
+        let PreAuth { id, handshakes, evicted } = handshake;
+        let outcome = tokio::select! {
+            done = tokio::time::timeout(self.limits.handshake, tls.accept(stream)) => Some(done),
+            _ = evicted => None,
+        };
+        handshakes.lock().expect("handshakes lock").finished(id);
+        let mut stream = match outcome {
+            Some(Ok(Ok(stream))) => stream,
+            Some(Ok(Err(e))) => return refuse(None, format!("TLS handshake failed: {}", vault_tls::explain(&e))).await,
+            Some(Err(_)) => return refuse(None, format!("TLS handshake not finished within {:?}", self.limits.handshake)).await,
+            None => return refuse(None, format!("TLS handshake unfinished when the handshake pool was full ({MAX_HANDSHAKES}): ended to make way for a newer connection")).await,
         };
         let pusher = vault_tls::peer_key(stream.get_ref().1.peer_certificates()).and_then(|key| window.policy.pusher_by_key(&key));
         let Some(pusher) = pusher else {
             return refuse(None, "authenticated key is not a pusher of this policy".into()).await;
         };
+        // A pusher: now it takes a session's place, and the gate counts it.
+        let Ok(_slot) = place.slots.clone().try_acquire_owned() else {
+            return refuse(Some(pusher.name.clone()), format!("too many sessions: {} already in progress", place.max)).await;
+        };
+        place.started.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = reports.send(SessionReport::Started { peer }).await;
         let _ = reports.send(SessionReport::Note(Event::SessionAccepted { peer: peer.to_string(), pusher: pusher.name.clone() })).await;
         match self.ingest(&mut stream, &window, pusher).await {
             Ok((receipt, sealed, seal_ms, receipt_sent)) => {
@@ -309,6 +330,51 @@ fn sealed_notes(sealed: Sealed) -> Vec<Event> {
     let fallbacks = sealed.fallbacks.into_iter().map(|(path, reason)| Event::ImmutableFallback { path: path.display().to_string(), reason });
     let warnings = sealed.warnings.into_iter().map(|detail| Event::Alarm { rule: "seal_not_confirmed".into(), detail });
     fallbacks.chain(warnings).collect()
+}
+
+/// A connection's place in the handshake pool ([`vault_core::push::admission`]).
+struct PreAuth {
+    id: ConnectionId,
+    handshakes: Arc<Mutex<Handshakes>>,
+    /// Fires when a newer connection took this place.
+    evicted: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// What a connection takes once it has proved a pusher key.
+struct SessionPlace {
+    slots: Arc<Semaphore>,
+    max: usize,
+    /// Set when it became a session (the gate was told it started).
+    started: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The admission rule, and how to end each handshake it evicts.
+#[derive(Default)]
+struct Handshakes {
+    rule: Admission,
+    evict: HashMap<ConnectionId, tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Handshakes {
+    /// Admits a connection or says why not; ends the handshake the rule evicts to make room.
+    fn admit(&mut self, id: ConnectionId, source: std::net::IpAddr, evict: tokio::sync::oneshot::Sender<()>) -> Result<(), String> {
+        match self.rule.admit(id, source) {
+            Admit::No(reason) => return Err(reason),
+            Admit::YesEvicting(oldest) => {
+                if let Some(end) = self.evict.remove(&oldest) {
+                    let _ = end.send(());
+                }
+            }
+            Admit::Yes => {}
+        }
+        self.evict.insert(id, evict);
+        Ok(())
+    }
+
+    fn finished(&mut self, id: ConnectionId) {
+        self.rule.finished(id);
+        self.evict.remove(&id);
+    }
 }
 
 /// What every session of one window shares.

@@ -317,25 +317,98 @@ fn backdated_and_future_client_times_do_not_move_retention() {
     }
 }
 
+/// A silent TCP connection to the vault from `source` (an address on the pusher's side), made
+/// the way a host that follows the rules makes it: it asks for the vault's MAC first (its
+/// neighbour cache flushed, so its kernel sends `who-has 192.0.2.10 tell <source>`).
+fn idle_connection_from(net: &Net, source: std::net::Ipv4Addr) -> TcpStream {
+    Command::new("ip").args(["-n", &net.peer_ns, "neigh", "flush", "dev", "tp0"]).status().unwrap();
+    test_net::in_netns(&net.peer_ns, move || {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.bind(&std::net::SocketAddr::from((source, 0)).into()).unwrap();
+        socket.connect_timeout(&"192.0.2.10:7400".parse::<std::net::SocketAddr>().unwrap().into(), Duration::from_secs(2)).unwrap();
+        let tcp: TcpStream = socket.into();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tcp
+    })
+    .join()
+    .unwrap()
+}
+
+/// Issue 13, item 2: connections that have not finished TLS take no session's place. Dozens
+/// of idle connections from strangers' addresses (one address over its share, then enough
+/// addresses to fill the handshake pool) and the real pusher still gets in and gets its
+/// receipt; each stranger's connection ends at its rule.
 #[test]
-fn a_connection_over_the_cap_is_closed_at_once() {
-    let rig = Rig::start("conncap", vec![("db", "1GiB")], &["--max-connections", "2"], None);
+fn idle_connections_from_strangers_do_not_keep_a_pusher_out() {
+    use vault_core::push::admission::{MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE};
+    let rig = Rig::start("preauth", vec![("db", "1GiB")], &["--max-connections", "2", "--handshake-timeout-ms", "4000"], None);
     let before = rig.baseline("db");
+    let strangers: Vec<std::net::Ipv4Addr> = (0..=(MAX_HANDSHAKES / MAX_HANDSHAKES_PER_SOURCE) as u8).map(|i| std::net::Ipv4Addr::new(192, 0, 2, 100 + i)).collect();
+    for address in &strangers {
+        Command::new("ip").args(["-n", &rig.net.peer_ns, "addr", "add", &format!("{address}/24"), "dev", "tp0"]).status().unwrap();
+    }
 
-    // 8. Two connections hold both slots (silent, well inside the 10 s handshake deadline).
+    // One address over its share: the extra connection is closed at once, by name.
     let mark = rig.daemon.mark();
-    let held = [rig.tcp(), rig.tcp()];
-    rig.daemon.wait_for_matching_after(mark, |e| e["event"] == "session_started", 2.0);
-    let mut third = rig.tcp();
-    assert_between("third connection closed", time_until_closed(&mut third), 0.0, 0.5);
-    assert_eq!(rig.daemon.refusal_after(mark, 2.0), "too many connections: 2 already open");
-    drop(held);
-    assert_store_unchanged(&rig.store(), &before, "too many connections");
+    let mut held: Vec<TcpStream> = (0..MAX_HANDSHAKES_PER_SOURCE).map(|_| idle_connection_from(&rig.net, strangers[0])).collect();
+    let mut extra = idle_connection_from(&rig.net, strangers[0]);
+    assert_between("connection over the address's share closed", time_until_closed(&mut extra), 0.0, 0.5);
+    let reason = rig.daemon.refusal_after(mark, 2.0);
+    assert!(reason.starts_with(&format!("too many handshakes from {}: {MAX_HANDSHAKES_PER_SOURCE} in flight", strangers[0])), "{reason}");
 
-    // The slots come back once the held connections are gone.
-    rig.daemon.wait_for_matching_after(mark, |e| e["event"] == "session_ended", 3.0);
+    // Enough addresses to fill the whole pool, and more: the oldest make way, and the pusher
+    // (its own address) still completes TLS, pushes and gets a receipt, twice over the two
+    // session places.
+    for address in &strangers[1..] {
+        held.extend((0..MAX_HANDSHAKES_PER_SOURCE).map(|_| idle_connection_from(&rig.net, *address)));
+    }
+    assert!(held.len() > MAX_HANDSHAKES, "{} idle connections", held.len());
+    for round in 0..2 {
+        let tree = rig.path(&format!("during-{round}"));
+        random_tree(&tree, 2, 20_000, 0x1d1e + round);
+        let pushed = json_of(&rig.push("db", "during", &tree));
+        assert_eq!(pushed["files"], 2);
+    }
+    let evicted = rig.daemon.all().iter().filter(|e| e["event"] == "session_refused" && e["reason"].as_str().unwrap_or("").contains("handshake pool was full")).count();
+    assert!(evicted >= held.len() - MAX_HANDSHAKES, "{evicted} evicted of {}", held.len());
+    // Strangers were never sessions: the gate heard of the pusher's sessions only.
+    let started = rig.daemon.all().iter().filter(|e| e["event"] == "session_started").count();
+    assert_eq!(started, 3, "the baseline push and the two pushes above");
+    // What was still held ends at the handshake deadline.
+    let mut last = held.pop().unwrap();
+    assert_between("idle connection closed at the handshake deadline", time_until_closed(&mut last), 0.0, 5.0);
+    drop(held);
+    assert!(store_listing(&rig.store()).len() > before.len());
+}
+
+/// Issue 13, item 2: a SYN from an address that never asked for the vault's MAC (spoofed, or
+/// a host that had it cached) used to make the vault broadcast `who-has`, which the egress
+/// guard calls unsolicited: one connection closed the night's window. Now the vault answers
+/// such a SYN with nothing at all, and the window stays open for the pusher.
+#[test]
+fn a_syn_from_an_address_that_never_asked_closes_nothing() {
+    let rig = Rig::start("fresh", vec![("db", "1GiB")], &[], None);
+    rig.baseline("db");
+    let mark = rig.daemon.mark();
+    for last in [200u8, 201, 202] {
+        let fresh = std::net::Ipv4Addr::new(192, 0, 2, last);
+        Command::new("ip").args(["-n", &rig.net.peer_ns, "addr", "add", &format!("{fresh}/24"), "dev", "tp0"]).status().unwrap();
+        // The pusher's side has the vault's MAC cached: the SYN goes out with no ARP first.
+        let tried = test_net::in_netns(&rig.net.peer_ns, move || {
+            let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            socket.bind(&std::net::SocketAddr::from((fresh, 0)).into()).unwrap();
+            socket.connect_timeout(&"192.0.2.10:7400".parse::<std::net::SocketAddr>().unwrap().into(), Duration::from_millis(1500))
+        })
+        .join()
+        .unwrap();
+        assert!(tried.is_err(), "the vault answered a SYN from {fresh}, which never asked for its MAC");
+    }
+    // Long enough for the kernel's ARP retries, had it sent any.
+    std::thread::sleep(Duration::from_secs(2));
+    let said: Vec<serde_json::Value> = rig.daemon.all().into_iter().skip(mark).filter(|e| e["event"] == "alarm" || e["event"] == "state_changed").collect();
+    assert!(said.is_empty(), "strangers' SYNs moved the gate: {said:?}");
     let tree = rig.path("after");
-    random_tree(&tree, 1, 1000, 0xaf7e);
+    random_tree(&tree, 1, 5_000, 0xf4e5);
     json_of(&rig.push("db", "after", &tree));
 }
 
