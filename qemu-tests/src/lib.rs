@@ -121,7 +121,22 @@ pub struct VmOptions {
     pub netns: Option<String>,
     /// Words added to the kernel command line (direct boot only), e.g. a test hook.
     pub cmdline_extra: Vec<String>,
+    /// Firmware boot with OVMF's network stack left as it comes (the control of the
+    /// firmware-silence test); by default [`FIRMWARE_NETWORK_OFF`] is applied.
+    pub firmware_network_on: bool,
 }
+
+/// The OVMF settings (QEMU `-fw_cfg` files, read by the firmware at start) that keep its
+/// network stack from ever speaking on the vault NIC: no IPv4 or IPv6 in the firmware at
+/// all, and no PXE boot over either. Without them OVMF's own virtio-net driver and IPv6
+/// stack send MLD reports from the vault's MAC seconds after power-on, before the kernel
+/// exists. The shipped VM configuration (README) carries the same lines.
+pub const FIRMWARE_NETWORK_OFF: [&str; 4] = [
+    "name=opt/org.tianocore/IPv4Support,string=no",
+    "name=opt/org.tianocore/IPv6Support,string=no",
+    "name=opt/org.tianocore/IPv4PXESupport,string=no",
+    "name=opt/org.tianocore/IPv6PXESupport,string=no",
+];
 
 impl Vm {
     /// Boots the image. `name` names the log folder (`target/qemu-logs/<name>`).
@@ -178,6 +193,11 @@ impl Vm {
                 cmd.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
                 cmd.arg("-drive").arg(format!("file={},format=qcow2,if=none,id=disk0", disk.display()));
                 cmd.args(["-device", "nvme,drive=disk0,serial=vault0"]);
+                if !options.firmware_network_on {
+                    for setting in FIRMWARE_NETWORK_OFF {
+                        cmd.arg("-fw_cfg").arg(setting);
+                    }
+                }
             }
         }
         cmd.args(&options.extra);
@@ -816,11 +836,17 @@ impl Appliance {
     /// [`Appliance::boot`] with words added to the kernel command line (direct boot), kept
     /// for every reboot.
     pub fn boot_with(name: &str, boot: Boot, cmdline_extra: Vec<String>) -> Appliance {
+        Appliance::boot_configured(name, boot, VmOptions { cmdline_extra, ..VmOptions::default() })
+    }
+
+    /// [`Appliance::boot`] with these options (the network ones are the appliance's own).
+    pub fn boot_configured(name: &str, boot: Boot, options: VmOptions) -> Appliance {
         let artifacts = Artifacts::from_env();
         let net = VaultNet::new(&name.chars().filter(char::is_ascii_alphanumeric).take(8).collect::<String>());
         let bench = Workbench::new(&artifacts, name);
         let prober = Some(test_net::Prober::start(&net.probe_site()));
-        let mut vm = Vm::boot(&artifacts, name, boot, VmOptions { cmdline_extra: cmdline_extra.clone(), ..net.vm_options() });
+        let cmdline_extra = options.cmdline_extra.clone();
+        let mut vm = Vm::boot(&artifacts, name, boot, VmOptions { netns: net.vm_options().netns, ..options });
         vm.wait_for("sealed", Duration::from_secs(120), |e| e["event"] == "status" && e["state"] == "sealed");
         Appliance { vm, prober, bench, net, cmdline_extra }
     }
