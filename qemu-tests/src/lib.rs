@@ -158,7 +158,8 @@ impl Vm {
                 let mut cmd = Command::new("ip");
                 cmd.args(["netns", "exec", ns, "qemu-system-x86_64"]);
                 cmd.args(["-netdev", &format!("tap,id=vaultnic,ifname={TAP},script=no,downscript=no")]);
-                cmd.args(["-device", &format!("virtio-net-pci,netdev=vaultnic,mac={VAULT_MAC}")]);
+                // No option ROM: the firmware gets no network boot code from the NIC either.
+                cmd.args(["-device", &format!("virtio-net-pci,netdev=vaultnic,mac={VAULT_MAC},romfile=")]);
                 cmd
             }
             None => Command::new("qemu-system-x86_64"),
