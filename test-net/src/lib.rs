@@ -198,3 +198,29 @@ pub fn describe(root: &Path) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// A receipt for `manifest` as the vault signs it at sealing, with `key` as the vault key: the
+/// test fixture the store's and the CLI's tests seal snapshots with (dataset `db`, received
+/// 2027-01-15, counts that do not matter to them).
+pub fn signed_receipt(key: &vault_core::keys::SigningKey, snapshot_id: &str, manifest: &[u8], pusher: &str, retain_until_unix: i64) -> vault_core::push::receipt::SignedReceipt {
+    use vault_core::units::Timestamp;
+    let receipt = vault_core::push::receipt::Receipt {
+        vault_id: "vault-01".into(),
+        vault_key: key.public_key(),
+        policy_version: 1,
+        snapshot_id: snapshot_id.into(),
+        dataset: "db".into(),
+        pusher: pusher.into(),
+        manifest_sha256: vault_core::keys::hex(ring::digest::digest(&ring::digest::SHA256, manifest).as_ref()),
+        files: 1,
+        logical_bytes: 0,
+        chunks_total: 1,
+        chunks_new: 1,
+        bytes_new: 0,
+        received_at: Timestamp::from_unix(1_800_000_000).expect("in range"),
+        retain_until: Timestamp::from_unix(retain_until_unix).expect("in range"),
+        client_time: 0,
+    };
+    let (body, signature) = receipt.sign(key);
+    vault_core::push::receipt::SignedReceipt { body, signature }
+}

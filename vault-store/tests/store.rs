@@ -10,8 +10,7 @@ use vault_core::keys::SigningKey;
 use vault_core::push::chunk::ChunkId;
 use vault_core::push::ingest::StagedChunks as _;
 use vault_core::push::manifest::{ChunkRef, Entry, EntryKind, Manifest};
-use vault_core::push::receipt::{Receipt, SignedReceipt};
-use vault_core::units::Timestamp;
+use vault_core::push::receipt::SignedReceipt;
 use vault_store::{fs_space, is_immutable, Reserve, SealInput, SealStep, Sealed, Sealing, Store, StoreError, StoreReader};
 
 /// A temporary store that clears immutable flags before removing itself.
@@ -58,25 +57,7 @@ fn receipt(key: &SigningKey, snapshot_id: &str, manifest: &[u8]) -> SignedReceip
 }
 
 fn receipt_by(key: &SigningKey, snapshot_id: &str, manifest: &[u8], pusher: &str) -> SignedReceipt {
-    let r = Receipt {
-        vault_id: "vault-01".into(),
-        vault_key: key.public_key(),
-        policy_version: 1,
-        snapshot_id: snapshot_id.into(),
-        dataset: "db".into(),
-        pusher: pusher.into(),
-        manifest_sha256: vault_core::keys::hex(ring::digest::digest(&ring::digest::SHA256, manifest).as_ref()),
-        files: 1,
-        logical_bytes: 0,
-        chunks_total: 1,
-        chunks_new: 1,
-        bytes_new: 0,
-        received_at: Timestamp::from_unix(1_800_000_000).unwrap(),
-        retain_until: Timestamp::from_unix(1_900_000_000).unwrap(),
-        client_time: 0,
-    };
-    let (body, signature) = r.sign(key);
-    SignedReceipt { body, signature }
+    test_net::signed_receipt(key, snapshot_id, manifest, pusher, 1_900_000_000)
 }
 
 fn seal(store: &Store, key: &SigningKey, id: &str, files: &[(&str, &[u8])]) -> PathBuf {

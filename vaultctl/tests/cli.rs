@@ -189,8 +189,6 @@ use ring::signature::Ed25519KeyPair;
 use vault_core::keys::SigningKey;
 use vault_core::push::chunk::ChunkId;
 use vault_core::push::manifest::{ChunkRef, Entry, EntryKind, Manifest};
-use vault_core::push::receipt::{Receipt, SignedReceipt};
-use vault_core::units::Timestamp;
 use vault_store::{SealInput, Store};
 
 /// A vault store in a temp dir; clears the immutable flags sealing set so it can be removed.
@@ -261,25 +259,8 @@ fn seal_snapshot(store: &TestStore, key: &SigningKey, id: &str, retain_until: i6
         entries.push(Entry { path: path.as_bytes().to_vec(), mode: if matches!(item, Item::Dir) { 0o750 } else { 0o640 }, mtime: 1_700_000_000, kind });
     }
     let manifest = Manifest { entries }.encode().unwrap();
-    let receipt = Receipt {
-        vault_id: "vault-01".into(),
-        vault_key: key.public_key(),
-        policy_version: 1,
-        snapshot_id: id.into(),
-        dataset: "db".into(),
-        pusher: "db-backup".into(),
-        manifest_sha256: vault_core::keys::hex(ring::digest::digest(&ring::digest::SHA256, &manifest).as_ref()),
-        files: 1,
-        logical_bytes: 0,
-        chunks_total: 1,
-        chunks_new: 1,
-        bytes_new: 0,
-        received_at: Timestamp::from_unix(1_800_000_000).unwrap(),
-        retain_until: Timestamp::from_unix(retain_until).unwrap(),
-        client_time: 0,
-    };
-    let (body, signature) = receipt.sign(key);
-    vault.seal_all(pack, SealInput { snapshot_id: id, manifest: &manifest, receipt: &SignedReceipt { body, signature } }).unwrap();
+    let receipt = test_net::signed_receipt(key, id, &manifest, "db-backup", retain_until);
+    vault.seal_all(pack, SealInput { snapshot_id: id, manifest: &manifest, receipt: &receipt }).unwrap();
 }
 
 const RETAINED: i64 = 1_900_000_000; // 2030-03-17
