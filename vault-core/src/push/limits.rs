@@ -36,15 +36,9 @@ pub struct WindowAccount {
 impl WindowAccount {
     /// A new authenticated session; refused past [`MAX_SESSIONS_PER_WINDOW`].
     pub fn start_session(&mut self, pusher: &str) -> Result<()> {
-        if self.sessions >= MAX_SESSIONS_PER_WINDOW {
-            return Err(Error::Limit {
-                limit: "sessions_per_window",
-                detail: format!(
-                    "pusher `{pusher}` already started {} sessions in this window (at most {MAX_SESSIONS_PER_WINDOW}); push again in the next window",
-                    self.sessions
-                ),
-            });
-        }
+        below(u64::from(self.sessions), u64::from(MAX_SESSIONS_PER_WINDOW), "sessions_per_window", || {
+            format!("pusher `{pusher}` already started {} sessions in this window (at most {MAX_SESSIONS_PER_WINDOW}); push again in the next window", self.sessions)
+        })?;
         self.sessions += 1;
         Ok(())
     }
@@ -68,26 +62,23 @@ impl WindowAccount {
 
     /// One more new chunk staged by a session that has staged `in_session` so far.
     pub fn charge_new_chunk(&mut self, pusher: &str, in_session: u64) -> Result<()> {
-        if in_session >= MAX_SESSION_NEW_CHUNKS {
-            return Err(Error::Limit {
-                limit: "new_chunks_per_session",
-                detail: format!(
-                    "pusher `{pusher}` sent {in_session} new chunks in this session (at most {MAX_SESSION_NEW_CHUNKS}); commit and push the rest in another snapshot"
-                ),
-            });
-        }
-        if self.new_chunks >= MAX_WINDOW_NEW_CHUNKS {
-            return Err(Error::Limit {
-                limit: "new_chunks_per_window",
-                detail: format!(
-                    "pusher `{pusher}` sent {} new chunks in this window (at most {MAX_WINDOW_NEW_CHUNKS}); push the rest in the next window",
-                    self.new_chunks
-                ),
-            });
-        }
+        below(in_session, MAX_SESSION_NEW_CHUNKS, "new_chunks_per_session", || {
+            format!("pusher `{pusher}` sent {in_session} new chunks in this session (at most {MAX_SESSION_NEW_CHUNKS}); commit and push the rest in another snapshot")
+        })?;
+        below(self.new_chunks, MAX_WINDOW_NEW_CHUNKS, "new_chunks_per_window", || {
+            format!("pusher `{pusher}` sent {} new chunks in this window (at most {MAX_WINDOW_NEW_CHUNKS}); push the rest in the next window", self.new_chunks)
+        })?;
         self.new_chunks += 1;
         Ok(())
     }
+}
+
+/// `Ok` while `count` is below `max`; else the named limit, with `detail` saying what to do.
+fn below(count: u64, max: u64, limit: &'static str, detail: impl FnOnce() -> String) -> Result<()> {
+    if count >= max {
+        return Err(Error::Limit { limit, detail: detail() });
+    }
+    Ok(())
 }
 
 #[cfg(test)]
