@@ -240,15 +240,20 @@ fn a_clock_behind_the_floor_keeps_it_sealed_with_an_alarm() {
     assert_eq!(alarm["rule"], "clock_behind_floor");
     let detail = alarm["detail"].as_str().unwrap();
     assert!(detail.contains(&ts(now + 86_400).to_string()) && detail.contains("tolerance 300s"), "{detail}");
-    while unix_now() < (now + 6) as f64 {
+    assert_sealed_until(daemon, prober, now + 6, "while sealed");
+}
+
+/// Waits until `until` (Unix seconds), then stops the daemon and checks that the vault sent
+/// not one frame and never brought its link up or listened.
+fn assert_sealed_until(daemon: Daemon, prober: Prober, until: i64, case: &str) {
+    while unix_now() < until as f64 {
         std::thread::sleep(StdDuration::from_millis(50));
     }
     let events = daemon.stop();
     let (frames, _) = prober.finish();
-    assert!(frames.is_empty(), "the vault said something while sealed: {} frames", frames.len());
+    assert!(frames.is_empty(), "the vault said something {case}: {} frames", frames.len());
     assert!(!events.iter().any(|e| e["event"] == "link_up" || e["event"] == "listening"), "{events:#?}");
 }
-
 
 /// Issue 13, item 3: the daemon verifies the accepted policy again at start. Re-imaged with
 /// another root, it drops the old root's policy with an event saying why, and the window that
@@ -270,11 +275,5 @@ fn a_policy_the_root_in_force_did_not_sign_is_dropped_at_start_and_the_vault_sta
     assert!(reason.contains("wrong trust root: bundle was signed for root") && reason.contains("version above 1"), "{reason}");
     let (_, started) = daemon.wait_for("started", 3.0);
     assert_eq!(started["policy_version"], serde_json::Value::Null);
-    while unix_now() < (now + 5) as f64 {
-        std::thread::sleep(StdDuration::from_millis(50));
-    }
-    let events = daemon.stop();
-    let (frames, _) = prober.finish();
-    assert!(frames.is_empty(), "the vault said something under a dropped policy: {} frames", frames.len());
-    assert!(!events.iter().any(|e| e["event"] == "link_up" || e["event"] == "listening"), "{events:#?}");
+    assert_sealed_until(daemon, prober, now + 5, "under a dropped policy");
 }
