@@ -31,6 +31,8 @@ pub enum GatekeeperError {
     NotConfirmed { what: &'static str, seen: String },
     #[error("no carrier on {nic} within {within_ms} ms (operstate {operstate})")]
     NoCarrier { nic: String, within_ms: u64, operstate: String },
+    #[error("ingress filter on {nic}: {reason}; the link stays down (the kernel needs nf_tables with the netdev family: CONFIG_NF_TABLES_NETDEV, or the nf_tables module)")]
+    IngressFilter { nic: String, reason: String },
     #[error("egress guard: {reason}")]
     Guard { reason: String },
     #[error(transparent)]

@@ -7,6 +7,7 @@ pub mod egress_guard;
 pub mod error;
 pub mod events;
 pub mod identity;
+pub mod ingress_filter;
 pub mod init;
 pub mod link;
 pub mod modules;

@@ -60,7 +60,10 @@ fn write_sysctl(family: &str, nic: &str, key: &str, value: &str) -> Result<()> {
 
 /// `/proc/sys/net/<family>/<table>/<nic>/<key>` (`conf`, or `neigh` for the ARP cache).
 fn write_sysctl_in(family: &str, table: &str, nic: &str, key: &str, value: &str) -> Result<()> {
-    let path = format!("/proc/sys/net/{family}/{table}/{nic}/{key}");
+    write_proc_sys(format!("/proc/sys/net/{family}/{table}/{nic}/{key}"), value)
+}
+
+fn write_proc_sys(path: String, value: &str) -> Result<()> {
     std::fs::write(&path, value).map_err(|source| GatekeeperError::Sysctl { path, value: value.to_string(), source })
 }
 
@@ -90,13 +93,17 @@ pub fn quiet_sysctls(nic: &str) -> Result<()> {
             write_sysctl("ipv6", nic, key, value)?;
         }
     }
-    // The vault owes no one a ping reply; the egress guard would count one as unsolicited.
-    std::fs::write("/proc/sys/net/ipv4/icmp_echo_ignore_all", "1").map_err(|source| GatekeeperError::Sysctl {
-        path: "/proc/sys/net/ipv4/icmp_echo_ignore_all".into(),
-        value: "1".into(),
-        source,
-    })?;
-    Ok(())
+    // The vault owes no one a ping reply; the egress guard would count one as unsolicited
+    // (the ingress filter drops pings anyway; this holds if it were ever missing).
+    write_global_sysctl("icmp_echo_ignore_all", "1")?;
+    // A SYN to the listener from an address that asked for the vault's MAC gets a SYN-ACK
+    // before anyone is authenticated; bound how often it is repeated (3 in all, not 6).
+    write_global_sysctl("tcp_synack_retries", "2")
+}
+
+/// `/proc/sys/net/ipv4/<key>` (per network namespace, so tests set their own).
+fn write_global_sysctl(key: &str, value: &str) -> Result<()> {
+    write_proc_sys(format!("/proc/sys/net/ipv4/{key}"), value)
 }
 
 fn nl(what: &'static str) -> impl FnOnce(rtnetlink::Error) -> GatekeeperError {

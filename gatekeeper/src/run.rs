@@ -3,7 +3,7 @@
 //! [`Driver`].
 
 use std::collections::BTreeSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use vault_core::policy::state::STATE_FILE;
 
 use crate::daemon::{Driver, Inputs, LinkOps, Recheck, StateDone, StateJob, SystemClock};
 use crate::egress_guard::{self, GuardControl};
+use crate::ingress_filter;
 use crate::error::{GatekeeperError, Result};
 use crate::events::{Event, EventLog};
 use crate::link::{LinkConfirmation, Nic, RtLink};
@@ -45,12 +46,17 @@ pub struct RtVaultLink {
     loopback: BTreeSet<u32>,
 }
 
+/// The egress rule and the ingress filter speak IPv4 only.
+fn ipv4(address: IpAddr) -> Result<Ipv4Addr> {
+    match address {
+        IpAddr::V4(v4) => Ok(v4),
+        IpAddr::V6(_) => Err(GatekeeperError::Guard { reason: format!("{address} is not IPv4") }),
+    }
+}
+
 impl RtVaultLink {
     /// Starts the guard on `nic`, or restarts it when a new policy changed the NIC or the rule.
-    fn start_guard(&mut self, nic: &Nic, address: IpAddr) -> Result<()> {
-        let IpAddr::V4(address) = address else {
-            return Err(GatekeeperError::Guard { reason: format!("{address} is not IPv4") });
-        };
+    fn start_guard(&mut self, nic: &Nic, address: Ipv4Addr) -> Result<()> {
         let mac = nic.mac.ok_or_else(|| GatekeeperError::NoMac { nic: nic.name.clone() })?;
         let wanted = (nic.index, EgressRule { mac, address, port: self.port });
         // A guard that ended (it could no longer vouch for the NIC, and said so) is replaced.
@@ -73,7 +79,7 @@ impl RtVaultLink {
         let nic = self.rt.find(&network.nic).await?;
         self.nic = Some(nic.clone());
         // Watch now, so a frame sent while sealed is caught too.
-        self.start_guard(&nic, network.address)
+        self.start_guard(&nic, ipv4(network.address)?)
     }
 }
 
@@ -81,7 +87,11 @@ impl LinkOps for RtVaultLink {
     async fn bring_up(&mut self, selector: &NicSelector, address: IpAddr, prefix: u8) -> Result<LinkConfirmation> {
         let nic = self.rt.find(selector).await?;
         // The guard watches before the first frame can leave.
-        self.start_guard(&nic, address)?;
+        let v4 = ipv4(address)?;
+        self.start_guard(&nic, v4)?;
+        // Strangers' frames stop before the stack, so nothing they send draws an answer the
+        // guard would have to call unsolicited. No filter confirmed, no link.
+        ingress_filter::install(&nic.name, v4, self.port)?;
         self.nic = Some(nic.clone());
         self.up = Some(nic.clone());
         self.generation.fetch_add(1, Ordering::SeqCst);

@@ -277,3 +277,25 @@ fn a_policy_the_root_in_force_did_not_sign_is_dropped_at_start_and_the_vault_sta
     assert_eq!(started["policy_version"], serde_json::Value::Null);
     assert_sealed_until(daemon, prober, now + 5, "under a dropped policy");
 }
+
+/// The ingress filter fails closed: a transaction the kernel refuses (here, for a NIC name no
+/// NIC can have: longer than IFNAMSIZ) is an error naming the NIC and what the kernel said, never a silent success, so
+/// the bring-up that needed it does not happen. One that commits replaces the table whole.
+#[test]
+fn the_ingress_filter_is_confirmed_by_the_kernel_or_refused() {
+    let net = Net::new("nft");
+    let ns = net.vault_ns.clone();
+    let (missing, installed, again) = in_netns(&ns, || {
+        let missing = gatekeeper::ingress_filter::install("no-nic-has-this-name", VAULT_IP, 7400);
+        let installed = gatekeeper::ingress_filter::install("vault0", VAULT_IP, 7400);
+        let again = gatekeeper::ingress_filter::install("vault0", VAULT_IP, 7401);
+        (missing, installed, again)
+    })
+    .join()
+    .unwrap();
+    let missing = missing.expect_err("a chain for a NIC that cannot be there").to_string();
+    println!("{missing}");
+    assert!(missing.starts_with("ingress filter on no-nic-has-this-name: nf_tables refused the transaction") && missing.contains("the link stays down"), "{missing}");
+    installed.expect("the filter on the vault NIC");
+    again.expect("the filter replaced for another port");
+}

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use support::raw_client::{manifest_of, RawClient, Recorder};
 use support::*;
+use vault_core::link::egress::{EgressJudge, EgressRule, Verdict};
 use vault_core::push::chunk::ChunkId;
 use vault_core::push::protocol::{ClientFrame, VaultFrame, MAX_FRAME_BYTES, PROTOCOL_VERSION};
 
@@ -36,10 +37,15 @@ impl Rig {
     /// `data_tmpfs`: before the daemon starts, mount a tmpfs of this size and move the state
     /// directory and the store onto it (one filesystem, as /data on the appliance).
     fn start(tag: &str, pushers: Vec<(&'static str, &'static str)>, run_flags: &[&str], data_tmpfs: Option<&str>) -> Rig {
-        let net = Net::new(tag);
         let now = unix_now() as i64;
+        Rig::start_window(tag, pushers, run_flags, data_tmpfs, (now + 1, now + 300))
+    }
+
+    /// As [`Rig::start`], with the window from and until these Unix seconds.
+    fn start_window(tag: &str, pushers: Vec<(&'static str, &'static str)>, run_flags: &[&str], data_tmpfs: Option<&str>, window: (i64, i64)) -> Rig {
+        let net = Net::new(tag);
         // No early close: the window stays open for every case after the good push.
-        let mut vault = Vault::build(VaultSpec { window: (now + 1, now + 300), pushers, early: false, grace: "1s", datasets: vec![] });
+        let mut vault = Vault::build(VaultSpec { window, pushers, early: false, grace: "1s", datasets: vec![] });
         let data_mount = data_tmpfs.map(|size| {
             let mount = TmpfsMount::new(&vault.dir.path().join("data"), size);
             vault.move_data_to(&mount.path);
@@ -410,6 +416,114 @@ fn a_syn_from_an_address_that_never_asked_closes_nothing() {
     let tree = rig.path("after");
     random_tree(&tree, 1, 5_000, 0xf4e5);
     json_of(&rig.push("db", "after", &tree));
+}
+
+/// A port scan from `source`: a SYN to every port in `ports` at once, then a datagram to each.
+/// Returns the ports whose connection was answered (refused by a RST, or accepted) within
+/// `wait`: with the ingress filter, none.
+fn port_scan(net: &Net, source: std::net::Ipv4Addr, ports: Vec<u16>, wait: Duration) -> Vec<(u16, String)> {
+    test_net::in_netns(&net.peer_ns, move || {
+        let pending: Vec<(u16, socket2::Socket)> = ports
+            .iter()
+            .map(|&port| {
+                let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+                socket.bind(&std::net::SocketAddr::from((source, 0)).into()).unwrap();
+                socket.set_nonblocking(true).unwrap();
+                let _ = socket.connect(&std::net::SocketAddr::from((VAULT_IP, port)).into());
+                (port, socket)
+            })
+            .collect();
+        let udp = std::net::UdpSocket::bind((source, 0)).unwrap();
+        for &port in &ports {
+            udp.send_to(b"scan", (VAULT_IP, port)).unwrap();
+        }
+        std::thread::sleep(wait);
+        pending
+            .into_iter()
+            .filter_map(|(port, socket)| match (socket.take_error().unwrap(), socket.peer_addr()) {
+                (Some(e), _) => Some((port, e.to_string())),
+                (None, Ok(_)) => Some((port, "connected".into())),
+                (None, Err(_)) => None,
+            })
+            .collect()
+    })
+    .join()
+    .unwrap()
+}
+
+/// Issue 13, item 2, all at once: while a pusher pushes, strangers on the segment send SYNs
+/// from fresh and forged addresses, scan the vault's ports (TCP and UDP) from an address the
+/// vault knows, and hold dozens of idle connections from another. The pusher gets its receipt;
+/// the scan draws no answer at all (the ingress filter drops it before the stack: no RST, no
+/// ICMP); nothing the vault sends breaks the egress rule; and the window stays open until its
+/// own end closes it.
+#[test]
+fn strangers_scanning_forging_and_idling_neither_close_nor_fill_the_window() {
+    let now = unix_now() as i64;
+    let until = now + 40;
+    let rig = Rig::start_window("strangers", vec![("db", "1GiB")], &["--max-connections", "2"], None, (now + 1, until));
+    let prober = Prober::start(&rig.net.probe_site());
+    rig.baseline("db");
+    let mark = rig.daemon.mark();
+
+    let tree = rig.path("during");
+    random_tree(&tree, 8, 400_000, 0x5ca7);
+    let mut command = vaultctl_push_command(&rig.net, &rig.vault_key, &rig.vault.pusher_key("db"), "during", &tree, rig.work.path());
+    let push = std::thread::spawn(move || command.output().unwrap());
+
+    // Forged SYNs to the listener: addresses and MACs no host on the segment has, and a fresh
+    // address on the pusher's side whose host already has the vault's MAC cached.
+    let vault_mac = rig.net.vault_mac();
+    let forged: Vec<Vec<u8>> = (0..16u8).map(|i| test_net::tcp_syn_frame([0x02, 0x5f, 0, 0, 0, i], vault_mac, std::net::Ipv4Addr::new(192, 0, 2, 150 + i), VAULT_IP, 40_000 + u16::from(i), 7400)).collect();
+    test_net::send_frames(&rig.net.peer_ns, "tp0", forged);
+    let fresh = std::net::Ipv4Addr::new(192, 0, 2, 200);
+    Command::new("ip").args(["-n", &rig.net.peer_ns, "addr", "add", &format!("{fresh}/24"), "dev", "tp0"]).status().unwrap();
+    let answered_fresh = test_net::in_netns(&rig.net.peer_ns, move || {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.bind(&std::net::SocketAddr::from((fresh, 0)).into()).unwrap();
+        socket.connect_timeout(&std::net::SocketAddr::from((VAULT_IP, 7400)).into(), Duration::from_millis(1500)).is_ok()
+    })
+    .join()
+    .unwrap();
+    assert!(!answered_fresh, "the vault answered a SYN from {fresh}, which never asked for its MAC");
+
+    // A port scan from the pusher's own address (the vault knows its MAC): closed TCP ports
+    // would answer with RSTs and closed UDP ports with ICMP, each one unsolicited.
+    let mut ports: Vec<u16> = (1..=300).collect();
+    ports.extend([7399, 7401, 8080, 9000]);
+    let answered = port_scan(&rig.net, PEER_IP, ports, Duration::from_secs(2));
+    assert!(answered.is_empty(), "ports answered the scan: {answered:?}");
+
+    // Dozens of idle connections from another address that asked for the vault's MAC.
+    let idler = std::net::Ipv4Addr::new(192, 0, 2, 120);
+    Command::new("ip").args(["-n", &rig.net.peer_ns, "addr", "add", &format!("{idler}/24"), "dev", "tp0"]).status().unwrap();
+    let idle: Vec<TcpStream> = (0..24).map(|_| idle_connection_from(&rig.net, idler)).collect();
+
+    let pushed = json_of(&push.join().unwrap());
+    assert_eq!(pushed["files"], 8, "{pushed:#}");
+    assert!(Path::new(pushed["receipt"].as_str().unwrap()).exists(), "{pushed:#}");
+    drop(idle);
+
+    // Open until its own end: no alarm, no early close, the listener accepting up to the end.
+    let said_early: Vec<serde_json::Value> = rig.daemon.all().into_iter().skip(mark).filter(|e| e["event"] == "alarm" || e["event"] == "state_changed").collect();
+    assert!(said_early.is_empty(), "strangers moved the gate: {said_early:?}");
+    assert!(unix_now() < until as f64 - 5.0, "the attacks took the whole window; nothing was shown");
+    let (closed_at, _) = rig.daemon.wait_for_matching_after(mark, |e| e["event"] == "state_changed" && e["from"] == "open", (until as f64 - unix_now()) + 5.0);
+    assert!(closed_at >= until as f64 - 0.5, "the window closed at {closed_at}, before its end {until}");
+    assert!(!rig.daemon.all().iter().any(|e| e["event"] == "alarm"));
+
+    // Everything the vault's MAC sent, in order, is what the egress rule allows.
+    let frames = prober.finish().0;
+    let mut judge = EgressJudge::new(EgressRule { mac: vault_mac, address: VAULT_IP, port: 7400 });
+    let mut judged = 0;
+    for seen in &frames {
+        match judge.judge(&seen.frame) {
+            Verdict::NotOurs => {}
+            Verdict::Allowed => judged += 1,
+            other => panic!("unsolicited frame from the vault at {}: {other:?} {:02x?}", seen.at, seen.frame),
+        }
+    }
+    println!("MEASURE frames the vault sent during the attacks and the push: {judged} (all allowed by the egress rule)");
 }
 
 #[test]

@@ -122,6 +122,58 @@ pub fn arp_request(src_mac: [u8; 6], src_ip: Ipv4Addr, target_ip: Ipv4Addr) -> V
     f
 }
 
+/// The Internet checksum (RFC 1071) of `bytes`.
+fn internet_checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes.chunks(2).map(|pair| u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An Ethernet frame carrying an IPv4 TCP SYN with correct checksums, from whatever MAC and
+/// address the caller forges.
+pub fn tcp_syn_frame(src_mac: [u8; 6], dst_mac: [u8; 6], src: Ipv4Addr, dst: Ipv4Addr, src_port: u16, dst_port: u16) -> Vec<u8> {
+    let mut tcp = Vec::with_capacity(20);
+    tcp.extend_from_slice(&src_port.to_be_bytes());
+    tcp.extend_from_slice(&dst_port.to_be_bytes());
+    tcp.extend_from_slice(&0x1234_5678u32.to_be_bytes()); // sequence
+    tcp.extend_from_slice(&[0; 4]); // acknowledgement
+    tcp.extend_from_slice(&[0x50, 0x02, 0xfa, 0xf0, 0, 0, 0, 0]); // 5 words, SYN, window, checksum, urgent
+    let mut pseudo = Vec::with_capacity(32);
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&[0, 6, 0, 20]);
+    pseudo.extend_from_slice(&tcp);
+    tcp[16..18].copy_from_slice(&internet_checksum(&pseudo).to_be_bytes());
+    let mut ip = vec![0x45, 0, 0, 40, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0];
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let checksum = internet_checksum(&ip);
+    ip[10..12].copy_from_slice(&checksum.to_be_bytes());
+    let mut frame = dst_mac.to_vec();
+    frame.extend_from_slice(&src_mac);
+    frame.extend_from_slice(&[0x08, 0x00]);
+    frame.extend_from_slice(&ip);
+    frame.extend_from_slice(&tcp);
+    frame
+}
+
+/// Sends each frame as it is on `iface` in namespace `ns` (a packet socket: any source MAC,
+/// any source address).
+pub fn send_frames(ns: &str, iface: &str, frames: Vec<Vec<u8>>) {
+    let iface = iface.to_string();
+    in_netns(ns, move || {
+        let nic = pnet_datalink::interfaces().into_iter().find(|i| i.name == iface).unwrap_or_else(|| panic!("no {iface}"));
+        let Ok(Channel::Ethernet(mut tx, _rx)) = pnet_datalink::channel(&nic, Config::default()) else { panic!("no channel on {iface}") };
+        for frame in &frames {
+            tx.send_to(frame, None).expect("one frame").expect("frame sent");
+        }
+    })
+    .join()
+    .unwrap();
+}
+
 pub fn is_arp_reply(frame: &[u8]) -> bool {
     frame.len() >= 22 && frame[12..14] == [0x08, 0x06] && frame[20..22] == [0, 2]
 }
@@ -223,4 +275,23 @@ pub fn signed_receipt(key: &vault_core::keys::SigningKey, snapshot_id: &str, man
     };
     let (body, signature) = receipt.sign(key);
     vault_core::push::receipt::SignedReceipt { body, signature }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The checksums verify the way a receiver checks them: summed with the checksum field in
+    /// place, the header comes to zero.
+    #[test]
+    fn a_forged_syn_carries_checksums_a_receiver_accepts() {
+        let (src, dst) = (Ipv4Addr::new(192, 0, 2, 150), Ipv4Addr::new(192, 0, 2, 10));
+        let frame = tcp_syn_frame([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2], src, dst, 40_000, 7400);
+        assert_eq!(internet_checksum(&frame[14..34]), 0);
+        let mut pseudo = [src.octets(), dst.octets()].concat();
+        pseudo.extend_from_slice(&[0, 6, 0, 20]);
+        pseudo.extend_from_slice(&frame[34..54]);
+        assert_eq!(internet_checksum(&pseudo), 0);
+        assert_eq!(internet_checksum(&[0x45, 0x00, 0x00, 0x73]), !(0x4500u16 + 0x0073));
+    }
 }
