@@ -15,10 +15,44 @@ use vault_core::policy::state::VaultState;
 
 #[test]
 fn arp_is_answered_only_inside_the_window_and_nothing_unsolicited_is_sent() {
-    let net = Net::new("win");
+    window_answers_arp_only_inside("win", false);
+}
+
+/// Issue 13, item 5: the link goes down at the window's end even while the disk the state is
+/// on is busy with writes and fsyncs (the state is written on its own thread, never on the
+/// loop that takes the link down). The figures are printed as MEASURE lines ("disk busy").
+#[test]
+fn the_window_closes_on_time_while_the_state_disk_is_busy() {
+    window_answers_arp_only_inside("busy", true);
+}
+
+/// Writes and fsyncs 4 MiB files in `dir` until stopped; returns how many it wrote.
+fn keep_disk_busy(dir: std::path::PathBuf, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<usize> {
+    std::thread::spawn(move || {
+        let block = test_net::pseudo_random_bytes(4 << 20, 0xb5);
+        let mut written = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let path = dir.join(format!("busy-{}", written % 4));
+            let mut file = std::fs::File::create(&path).unwrap();
+            file.write_all(&block).unwrap();
+            file.sync_all().unwrap();
+            written += 1;
+        }
+        for i in 0..4 {
+            let _ = std::fs::remove_file(dir.join(format!("busy-{i}")));
+        }
+        written
+    })
+}
+
+fn window_answers_arp_only_inside(tag: &str, busy_disk: bool) {
+    let net = Net::new(tag);
     let start = unix_now().ceil() as i64;
     let (from, until) = (start + 3, start + 6);
     let vault = Vault::with_window(from, until);
+    let label = if busy_disk { " (disk busy)" } else { "" };
+    let stop_busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = busy_disk.then(|| keep_disk_busy(vault.state(), stop_busy.clone()));
     let prober = Prober::start(&net.probe_site());
     // Netlink's own account of the vault NIC, in the order the kernel changed it.
     let monitor = Command::new("ip").args(["-n", &net.vault_ns, "-o", "monitor", "link", "address"]).stdout(std::process::Stdio::piped()).spawn().unwrap();
@@ -37,6 +71,10 @@ fn arp_is_answered_only_inside_the_window_and_nothing_unsolicited_is_sent() {
     assert!(tcp_connect_from(&net).is_err(), "connected after the window");
     let events = daemon.stop();
     let (frames, probes) = prober.finish();
+    stop_busy.store(true, std::sync::atomic::Ordering::Relaxed);
+    if let Some(busy) = busy {
+        println!("MEASURE{label} 4 MiB writes with fsync beside the state while the window ran: {}", busy.join().unwrap());
+    }
 
     let replies: Vec<f64> = frames.iter().filter(|s| is_arp_reply(&s.frame)).map(|s| s.at).collect();
     assert!(probes.len() > 100, "only {} probes sent", probes.len());
@@ -45,10 +83,10 @@ fn arp_is_answered_only_inside_the_window_and_nothing_unsolicited_is_sent() {
     let last_reply = replies.iter().copied().fold(f64::MIN, f64::max);
     assert!(last_reply < until as f64 + 1.0, "ARP replies continued after the window end {until}: last at {last_reply}");
     let first_reply = replies.iter().copied().fold(f64::MAX, f64::min);
-    println!("MEASURE window start -> first ARP reply: {:+.1} ms", (first_reply - from as f64) * 1000.0);
-    println!("MEASURE window end -> last ARP reply: {:+.1} ms (negative: before the end)", (last_reply - until as f64) * 1000.0);
+    println!("MEASURE{label} window start -> first ARP reply: {:+.1} ms", (first_reply - from as f64) * 1000.0);
+    println!("MEASURE{label} window end -> last ARP reply: {:+.1} ms (negative: before the end)", (last_reply - until as f64) * 1000.0);
     let first_unanswered = probes.iter().copied().filter(|p| *p > last_reply).fold(f64::MAX, f64::min);
-    println!("MEASURE window end -> first unanswered probe: {:+.1} ms", (first_unanswered - until as f64) * 1000.0);
+    println!("MEASURE{label} window end -> first unanswered probe: {:+.1} ms", (first_unanswered - until as f64) * 1000.0);
 
     // Every frame from the vault side is a reply it owed: no RS, MLD, DAD, gratuitous ARP.
     let mut judge = EgressJudge::new(EgressRule { mac, address: VAULT_IP, port: 7400 });
@@ -68,7 +106,7 @@ fn arp_is_answered_only_inside_the_window_and_nothing_unsolicited_is_sent() {
     assert_eq!(up["confirmation"]["addresses"], serde_json::json!(["192.0.2.10"]));
     let downs: Vec<_> = events.iter().filter(|e| e["event"] == "link_down").collect();
     let closing = downs.iter().find(|e| e["why"] == "gate").expect("the gate took the link down");
-    println!("MEASURE link down request -> netlink confirmed down: {} ms", closing["confirmation"]["took_ms"]);
+    println!("MEASURE{label} link down request -> netlink confirmed down: {} ms", closing["confirmation"]["took_ms"]);
     assert!(downs.iter().all(|e| e["confirmation"]["admin_up"] == false && e["confirmation"]["addresses"] == serde_json::json!([])));
     assert!(!events.iter().any(|e| e["event"] == "alarm"), "{events:#?}");
     let down = net.link_json();
