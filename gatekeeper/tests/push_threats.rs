@@ -418,39 +418,6 @@ fn a_syn_from_an_address_that_never_asked_closes_nothing() {
     json_of(&rig.push("db", "after", &tree));
 }
 
-/// A port scan from `source`: a SYN to every port in `ports` at once, then a datagram to each.
-/// Returns the ports whose connection was answered (refused by a RST, or accepted) within
-/// `wait`: with the ingress filter, none.
-fn port_scan(net: &Net, source: std::net::Ipv4Addr, ports: Vec<u16>, wait: Duration) -> Vec<(u16, String)> {
-    test_net::in_netns(&net.peer_ns, move || {
-        let pending: Vec<(u16, socket2::Socket)> = ports
-            .iter()
-            .map(|&port| {
-                let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-                socket.bind(&std::net::SocketAddr::from((source, 0)).into()).unwrap();
-                socket.set_nonblocking(true).unwrap();
-                let _ = socket.connect(&std::net::SocketAddr::from((VAULT_IP, port)).into());
-                (port, socket)
-            })
-            .collect();
-        let udp = std::net::UdpSocket::bind((source, 0)).unwrap();
-        for &port in &ports {
-            udp.send_to(b"scan", (VAULT_IP, port)).unwrap();
-        }
-        std::thread::sleep(wait);
-        pending
-            .into_iter()
-            .filter_map(|(port, socket)| match (socket.take_error().unwrap(), socket.peer_addr()) {
-                (Some(e), _) => Some((port, e.to_string())),
-                (None, Ok(_)) => Some((port, "connected".into())),
-                (None, Err(_)) => None,
-            })
-            .collect()
-    })
-    .join()
-    .unwrap()
-}
-
 /// Issue 13, item 2, all at once: while a pusher pushes, strangers on the segment send SYNs
 /// from fresh and forged addresses, scan the vault's ports (TCP and UDP) from an address the
 /// vault knows, and hold dozens of idle connections from another. The pusher gets its receipt;
@@ -491,7 +458,7 @@ fn strangers_scanning_forging_and_idling_neither_close_nor_fill_the_window() {
     // would answer with RSTs and closed UDP ports with ICMP, each one unsolicited.
     let mut ports: Vec<u16> = (1..=300).collect();
     ports.extend([7399, 7401, 8080, 9000]);
-    let answered = port_scan(&rig.net, PEER_IP, ports, Duration::from_secs(2));
+    let answered = test_net::port_scan(&rig.net.peer_ns, PEER_IP, VAULT_IP, ports, Duration::from_secs(2));
     assert!(answered.is_empty(), "ports answered the scan: {answered:?}");
 
     // Dozens of idle connections from another address that asked for the vault's MAC.

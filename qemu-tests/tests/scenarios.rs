@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use qemu_tests::{arp_replies, extract_store_with_flags, now_secs, push_summary, restore, rfc3339, snapshots, unsolicited, Appliance, Boot, PolicySpec, Vm};
+use qemu_tests::{arp_replies, extract_store_with_flags, now_secs, push_summary, restore, rfc3339, snapshots, unsolicited, Appliance, Boot, PolicySpec, Vm, PEER_IP, VAULT_IP, VAULT_PORT};
 use test_net::{describe, pseudo_random_bytes, random_tree, unix_now};
 
 const EVENT_WAIT: Duration = Duration::from_secs(90);
@@ -114,6 +114,13 @@ fn push_receipt_early_close_restore_and_an_incremental_push() {
     let tree = box_.bench.dir.join("tree");
     sample_tree(&tree, 0x5eed);
     wait_listening(&mut box_.vm);
+    // A port scan from the pusher's own address first: the ingress filter (this image's kernel
+    // must carry nf_tables) drops it before the stack, so no RST or ICMP answers it, nothing
+    // unsolicited is on the wire (checked below) and the window stays open for the push.
+    let mut ports: Vec<u16> = (1..=100).collect();
+    ports.extend([VAULT_PORT - 1, VAULT_PORT + 1]);
+    let answered = test_net::port_scan(&box_.net.ns, PEER_IP, VAULT_IP, ports, Duration::from_secs(3));
+    assert_eq!(answered, Vec::<(u16, String)>::new(), "ports of the vault answered a scan");
     let first = push_summary(&box_.push("db-backup", "nightly", &tree));
     let first_receipt_at = unix_now();
     let closed = box_.vm.wait_for("early close", EVENT_WAIT, |e| e["event"] == "state_changed" && e["to"] == "closing");

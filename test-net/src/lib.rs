@@ -174,6 +174,39 @@ pub fn send_frames(ns: &str, iface: &str, frames: Vec<Vec<u8>>) {
     .unwrap();
 }
 
+/// A port scan of `target` from `source`, from namespace `ns`: a SYN to every port in `ports`
+/// at once, then a datagram to each. Returns the ports whose connection was answered (refused
+/// by a RST, or accepted) within `wait`, with what the answer was.
+pub fn port_scan(ns: &str, source: Ipv4Addr, target: Ipv4Addr, ports: Vec<u16>, wait: Duration) -> Vec<(u16, String)> {
+    in_netns(ns, move || {
+        let pending: Vec<(u16, socket2::Socket)> = ports
+            .iter()
+            .map(|&port| {
+                let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+                socket.bind(&std::net::SocketAddr::from((source, 0)).into()).unwrap();
+                socket.set_nonblocking(true).unwrap();
+                let _ = socket.connect(&std::net::SocketAddr::from((target, port)).into());
+                (port, socket)
+            })
+            .collect();
+        let udp = std::net::UdpSocket::bind((source, 0)).unwrap();
+        for &port in &ports {
+            udp.send_to(b"scan", (target, port)).unwrap();
+        }
+        std::thread::sleep(wait);
+        pending
+            .into_iter()
+            .filter_map(|(port, socket)| match (socket.take_error().unwrap(), socket.peer_addr()) {
+                (Some(e), _) => Some((port, e.to_string())),
+                (None, Ok(_)) => Some((port, "connected".into())),
+                (None, Err(_)) => None,
+            })
+            .collect()
+    })
+    .join()
+    .unwrap()
+}
+
 pub fn is_arp_reply(frame: &[u8]) -> bool {
     frame.len() >= 22 && frame[12..14] == [0x08, 0x06] && frame[20..22] == [0, 2]
 }
