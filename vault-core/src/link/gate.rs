@@ -6,10 +6,16 @@
 //! [`Transition`] with a [`Reason`], so the console shows why the link moved.
 //!
 //! Rules, in the order they are checked on a clock tick:
-//! 1. Clock: a reading more than [`CLOCK_TOLERANCE_SECS`] behind the time floor, or one that
-//!    jumps past the policy's expiry, seals the vault and raises an alarm. The fault is
-//!    latched until a new policy is applied: the box has no NTP, so nothing it sees later can
-//!    prove the clock good again. Only plausible readings raise the floor.
+//! 1. Clock: the box has no NTP, so a reading is believed only if it is plausible. It must not
+//!    be before the image was built, nor more than [`CLOCK_TOLERANCE_SECS`] behind the time
+//!    floor, nor more than [`CLOCK_PLAUSIBLE_AHEAD_SECS`] past the newest time the vault can
+//!    vouch for (the build, or the newest policy's `issued`, which a quorum signed); it must not
+//!    jump ahead of the monotonic clock by more than the tolerance while running; and the first
+//!    reading after a start must not be past the policy's expiry. Any other reading seals the
+//!    vault with an alarm that says what to do, and never raises the floor, so a wrong RTC
+//!    cannot make anything expire. The fault is latched until a new policy is applied (or the
+//!    daemon restarts, after the RTC is set right): nothing the box sees later can prove the
+//!    clock good again. While it is latched, a stick's `issued` is trusted over the clock.
 //! 2. Schedule: [`schedule::state_at`] at `max(clock, floor)` decides whether a window is open.
 //! 3. A window that was closed early (every expected commit in) or by an alarm does not reopen
 //!    before its scheduled end.
@@ -31,6 +37,11 @@ use crate::units::{Duration, Timestamp};
 pub const FLOOR_PERSIST_STEP_SECS: i64 = 60;
 /// After a failed bring-up, wait this long before trying again within the same window.
 pub const OPEN_RETRY_SECS: i64 = 10;
+/// How far past the newest time the vault can vouch for (its build, the newest policy's
+/// `issued`) a clock reading may be. Policies live at most the root's `max_validity` (90 days
+/// by default), so a vault whose clock is right is never this far past its newest policy while
+/// a window can still open; an RTC that reads 2099 always is.
+pub const CLOCK_PLAUSIBLE_AHEAD_SECS: i64 = 2 * 366 * 86_400;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Phase {
@@ -72,8 +83,10 @@ pub enum Sighting {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
-    /// A clock reading (the host clock, as vault time). Ticks drive the schedule.
-    Tick { clock: Timestamp },
+    /// A clock reading (the host clock, as vault time) and the monotonic clock at the same
+    /// moment (time since any fixed origin, e.g. the daemon's start), which tells a jump of the
+    /// wall clock from time passing. Ticks drive the schedule.
+    Tick { clock: Timestamp, monotonic: std::time::Duration },
     /// A verified policy is now in force (at start, or a new bundle).
     PolicyApplied(Box<Policy>),
     /// Netlink confirmed the NIC up with carrier and the static address on it.
@@ -121,8 +134,12 @@ pub enum Action {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Alarm {
     ClockBehindFloor { clock: Timestamp, floor: Timestamp, tolerance_secs: i64 },
-    ClockPastExpiry { clock: Timestamp, expires: Timestamp, previous: Option<Timestamp> },
-    ClockFaultLatched { clock: Timestamp },
+    /// The first reading since the start is past the policy's expiry.
+    ClockPastExpiry { clock: Timestamp, expires: Timestamp },
+    /// Before the image was built, or too far past anything the vault can vouch for.
+    ClockImplausible { clock: Timestamp, doubt: ClockDoubt },
+    /// The wall clock moved ahead of the monotonic clock while running.
+    ClockJumped { from: Timestamp, to: Timestamp, elapsed_secs: i64 },
     WatchdogLinkUp { phase: Phase },
     WatchdogNewAddress { address: IpAddr, phase: Phase },
     UnsolicitedFrame { summary: String, phase: Phase },
@@ -139,7 +156,8 @@ impl Alarm {
         match self {
             Alarm::ClockBehindFloor { .. } => "clock_behind_floor",
             Alarm::ClockPastExpiry { .. } => "clock_past_expiry",
-            Alarm::ClockFaultLatched { .. } => "clock_fault_latched",
+            Alarm::ClockImplausible { .. } => "clock_implausible",
+            Alarm::ClockJumped { .. } => "clock_jumped",
             Alarm::WatchdogLinkUp { .. } => "watchdog_link_up",
             Alarm::WatchdogNewAddress { .. } => "watchdog_new_address",
             Alarm::UnsolicitedFrame { .. } => "unsolicited_frame",
@@ -159,14 +177,28 @@ impl fmt::Display for Alarm {
                 f,
                 "clock behind floor: clock reads {clock}, time floor is {floor} (tolerance {tolerance_secs}s); sealed until a new policy is applied"
             ),
-            Alarm::ClockPastExpiry { clock, expires, previous } => write!(
+            Alarm::ClockPastExpiry { clock, expires } => write!(
                 f,
-                "clock past expiry: clock reads {clock}, policy expires {expires} (previous reading {}); sealed until a new policy is applied",
-                previous.map_or_else(|| "none".to_string(), |t| t.to_string())
+                "clock past expiry: the first reading since the start is {clock}, and the policy expired {expires}; the time floor stays put and the vault \
+                 stays sealed. If the RTC is wrong, set it to UTC in the firmware setup and restart; if it is right, present a stick with a current policy"
             ),
-            Alarm::ClockFaultLatched { clock } => {
-                write!(f, "clock fault latched: clock reads {clock}; sealed until a new policy is applied")
-            }
+            Alarm::ClockImplausible { clock, doubt: ClockDoubt::BeforeBuild { built } } => write!(
+                f,
+                "clock implausible: the RTC reads {clock}, before this image was built ({built}); the vault stays sealed and its time floor stays put. \
+                 Set the RTC to UTC in the firmware setup (a dead RTC battery reads 1970 or 2000) and restart, or present a stick with a current policy"
+            ),
+            Alarm::ClockImplausible { clock, doubt: ClockDoubt::FarAhead { vouched, bound_secs } } => write!(
+                f,
+                "clock implausible: the RTC reads {clock}, more than {} days past the newest time the vault can vouch for ({vouched}: its build or \
+                 its newest policy's issue time); the vault stays sealed and its time floor stays put, so nothing expires because of it. If the RTC is \
+                 wrong, set it to UTC in the firmware setup and restart; if it is right, present a stick with a current policy",
+                bound_secs / 86_400
+            ),
+            Alarm::ClockJumped { from, to, elapsed_secs } => write!(
+                f,
+                "clock jumped: it read {from}, then {to} only {elapsed_secs}s later by the monotonic clock; the time floor did not follow and the vault is \
+                 sealed until a new policy is applied (or a restart with the RTC set right)"
+            ),
             Alarm::WatchdogLinkUp { phase } => {
                 write!(f, "watchdog: the vault NIC went up while {phase}; taken down again")
             }
@@ -189,6 +221,16 @@ impl fmt::Display for Alarm {
             }
         }
     }
+}
+
+/// Why a clock reading is not believed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClockDoubt {
+    /// The image cannot run before it was built.
+    BeforeBuild { built: Timestamp },
+    /// More than `bound_secs` past `vouched`, the newest of the build time and the newest
+    /// accepted policy's `issued`.
+    FarAhead { vouched: Timestamp, bound_secs: i64 },
 }
 
 /// Why the phase changed.
@@ -258,7 +300,15 @@ pub struct Gate {
     policy: Option<Policy>,
     floor: Timestamp,
     persisted_floor: Timestamp,
-    last_clock: Option<Timestamp>,
+    /// The last clock reading and the monotonic clock with it.
+    last_clock: Option<(Timestamp, std::time::Duration)>,
+    /// When the image was built, if known: the vault cannot run earlier.
+    built: Option<Timestamp>,
+    /// The newest time vouched for without a policy: the build time (the persisted floor when
+    /// the build time is not known, as in tests).
+    vouched_at_start: Timestamp,
+    /// The newest accepted policy's `issued` (a quorum signed it: a lower bound on real time).
+    newest_issued: Option<Timestamp>,
     /// The effective vault time: max(last plausible clock reading, floor).
     now: Timestamp,
     clock_fault: bool,
@@ -286,6 +336,9 @@ impl Gate {
             floor: time_floor,
             persisted_floor: time_floor,
             last_clock: None,
+            built: None,
+            vouched_at_start: time_floor,
+            newest_issued: None,
             now: time_floor,
             clock_fault: false,
             window_until: None,
@@ -297,6 +350,27 @@ impl Gate {
             listening: false,
             down_requested: false,
             down_retry: false,
+        }
+    }
+
+    /// The image's build time, below which no clock reading is believed; the floor starts
+    /// there at least.
+    pub fn built_at(mut self, built: Timestamp) -> Gate {
+        self.built = Some(built);
+        // Vouched for: the build, not the floor, which plausible readings raised and which a
+        // clock set ahead a little at each restart could walk forward.
+        self.vouched_at_start = built;
+        self.floor = self.floor.max(built);
+        self.now = self.now.max(self.floor);
+        self
+    }
+
+    /// The clock reading a stick's `issued` may be judged against: none while a clock fault is
+    /// latched (then the quorum-signed `issued` is the better evidence of the time).
+    pub fn trusted_clock(&self) -> Option<Timestamp> {
+        match self.clock_fault {
+            true => None,
+            false => Some(self.now),
         }
     }
 
@@ -359,7 +433,7 @@ impl Gate {
     pub fn handle(&mut self, input: Input) -> Output {
         let mut out = Output::default();
         match input {
-            Input::Tick { clock } => self.on_tick(clock, &mut out),
+            Input::Tick { clock, monotonic } => self.on_tick(clock, monotonic, &mut out),
             Input::PolicyApplied(policy) => self.on_policy(*policy, &mut out),
             Input::LinkConfirmedUp => {
                 if self.phase == Phase::Opening {
@@ -425,9 +499,8 @@ impl Gate {
         self.phase = to;
     }
 
-    fn on_tick(&mut self, clock: Timestamp, out: &mut Output) {
-        let previous = self.last_clock;
-        self.last_clock = Some(clock);
+    fn on_tick(&mut self, clock: Timestamp, monotonic: std::time::Duration, out: &mut Output) {
+        let previous = self.last_clock.replace((clock, monotonic));
         if std::mem::take(&mut self.down_retry) {
             out.actions.push(Action::TakeLinkDown);
         }
@@ -435,20 +508,9 @@ impl Gate {
             // Already alarmed; keep the link down if anything is still up.
             return;
         }
-        let tolerance = secs(CLOCK_TOLERANCE_SECS);
-        if clock < self.floor.saturating_sub(tolerance) {
-            let alarm = Alarm::ClockBehindFloor { clock, floor: self.floor, tolerance_secs: CLOCK_TOLERANCE_SECS };
+        if let Some(alarm) = self.doubt(clock, monotonic, previous) {
             self.latch_clock_fault(alarm, out);
             return;
-        }
-        if let Some(policy) = &self.policy {
-            let expires = policy.expires;
-            let jumped = previous.is_none_or(|p| p < expires && clock.secs_since(p) > CLOCK_TOLERANCE_SECS);
-            if clock >= expires && jumped && self.floor < expires {
-                let alarm = Alarm::ClockPastExpiry { clock, expires, previous };
-                self.latch_clock_fault(alarm, out);
-                return;
-            }
         }
         self.floor = self.floor.max(clock);
         self.now = self.floor;
@@ -457,6 +519,36 @@ impl Gate {
             out.actions.push(Action::PersistTimeFloor(self.floor));
         }
         self.follow_schedule(out);
+    }
+
+    /// Why `clock` is not to be believed, if it is not (rule 1 of the module's list).
+    fn doubt(&self, clock: Timestamp, monotonic: std::time::Duration, previous: Option<(Timestamp, std::time::Duration)>) -> Option<Alarm> {
+        let tolerance = secs(CLOCK_TOLERANCE_SECS);
+        if let Some(built) = self.built.filter(|built| clock < built.saturating_sub(tolerance)) {
+            return Some(Alarm::ClockImplausible { clock, doubt: ClockDoubt::BeforeBuild { built } });
+        }
+        if clock < self.floor.saturating_sub(tolerance) {
+            return Some(Alarm::ClockBehindFloor { clock, floor: self.floor, tolerance_secs: CLOCK_TOLERANCE_SECS });
+        }
+        let vouched = self.newest_issued.map_or(self.vouched_at_start, |issued| issued.max(self.vouched_at_start));
+        if clock.secs_since(vouched) > CLOCK_PLAUSIBLE_AHEAD_SECS {
+            return Some(Alarm::ClockImplausible { clock, doubt: ClockDoubt::FarAhead { vouched, bound_secs: CLOCK_PLAUSIBLE_AHEAD_SECS } });
+        }
+        match previous {
+            Some((from, then)) => {
+                let elapsed_secs = i64::try_from(monotonic.saturating_sub(then).as_secs()).unwrap_or(i64::MAX);
+                if clock.secs_since(from).saturating_sub(elapsed_secs) > CLOCK_TOLERANCE_SECS {
+                    return Some(Alarm::ClockJumped { from, to: clock, elapsed_secs });
+                }
+            }
+            None => {
+                let expires = self.policy.as_ref().map(|p| p.expires);
+                if let Some(expires) = expires.filter(|e| clock >= *e && self.floor < *e) {
+                    return Some(Alarm::ClockPastExpiry { clock, expires });
+                }
+            }
+        }
+        None
     }
 
     fn latch_clock_fault(&mut self, alarm: Alarm, out: &mut Output) {
@@ -566,6 +658,7 @@ impl Gate {
         if let Some(issued) = policy.issued {
             // A verified policy's issue time is a lower bound on the real time.
             self.floor = self.floor.max(issued);
+            self.newest_issued = Some(self.newest_issued.map_or(issued, |newest| newest.max(issued)));
             self.now = self.now.max(self.floor);
         }
         let version = policy.version;

@@ -49,9 +49,18 @@ fn gate_with(policy: Policy) -> Gate {
     gate
 }
 
+/// A clock reading `secs` with the monotonic clock in step (time passing, not a jump).
+fn reading(secs: i64) -> Input {
+    Input::Tick { clock: at(secs), monotonic: mono(secs) }
+}
+
+fn mono(secs: i64) -> std::time::Duration {
+    std::time::Duration::from_secs(secs as u64)
+}
+
 /// A tick, with floor persistence left out (tested on its own).
 fn tick(gate: &mut Gate, secs: i64) -> Output {
-    let mut out = gate.handle(Input::Tick { clock: at(secs) });
+    let mut out = gate.handle(reading(secs));
     out.actions.retain(|a| !matches!(a, Action::PersistTimeFloor(_)));
     out
 }
@@ -217,11 +226,86 @@ fn a_clock_slightly_behind_uses_the_floor() {
 fn a_clock_jump_past_expiry_while_open_closes_and_alarms() {
     let mut gate = open_gate(policy(&["db"], false));
     gate.handle(Input::SessionStarted);
-    let out = tick(&mut gate, EXPIRES + 5);
-    assert_eq!(out.alarms().next().unwrap().rule(), "clock_past_expiry");
+    let out = gate.handle(Input::Tick { clock: at(EXPIRES + 5), monotonic: mono(OPEN_AT + 1) });
+    assert_eq!(out.alarms().next().unwrap().rule(), "clock_jumped");
     assert_eq!(out.actions[1..], [Action::StopAccepting, Action::CloseSessions, Action::TakeLinkDown]);
     // The bogus reading does not raise the floor.
     assert_eq!(gate.time_floor(), at(OPEN_AT));
+}
+
+/// Issue 14, item 2: a forward jump shorter than the policy's remaining validity used to be
+/// absorbed (the floor rose with it, and retention would count from it). The monotonic clock
+/// tells a jump from time passing: alarm, sealed, floor untouched.
+#[test]
+fn a_forward_jump_inside_the_validity_is_an_alarm_and_the_floor_stays() {
+    let mut gate = gate_with(policy(&["db"], false));
+    assert!(tick(&mut gate, T0 + 10).alarms().next().is_none());
+    // An hour on the wall clock, two seconds on the monotonic one.
+    let out = gate.handle(Input::Tick { clock: at(T0 + 3_610), monotonic: mono(T0 + 12) });
+    let alarm = out.alarms().next().expect("a jump is an alarm");
+    assert_eq!(alarm.rule(), "clock_jumped");
+    assert!(alarm.to_string().contains(&format!("it read {}, then {} only 2s later", at(T0 + 10), at(T0 + 3_610))), "{alarm}");
+    assert_eq!(gate.time_floor(), at(T0 + 10));
+    assert!(!out.actions.iter().any(|a| matches!(a, Action::PersistTimeFloor(_))));
+    assert_eq!(gate.trusted_clock(), None, "a stick's issue time is trusted over a clock that jumped");
+    // A jump within the tolerance is time the monotonic clock did not see (a slow tick), not a fault.
+    let mut gate = gate_with(policy(&["db"], false));
+    tick(&mut gate, T0 + 10);
+    assert!(gate.handle(Input::Tick { clock: at(T0 + 300), monotonic: mono(T0 + 11) }).alarms().next().is_none());
+}
+
+const BUILT: i64 = T0 - 30 * 86_400;
+
+/// Issue 14, item 2: an RTC at 1970 on first boot (a dead battery) is named, with what to do,
+/// and the floor stays at the build time. The vault is not bricked: a policy stick is judged by
+/// its signed `issued`, and once applied (and the RTC set right) the vault follows its windows.
+#[test]
+fn a_1970_rtc_on_first_boot_says_what_to_do_and_a_stick_recovers() {
+    let mut gate = Gate::new(at(0)).built_at(at(BUILT));
+    assert_eq!(gate.time_floor(), at(BUILT));
+    let out = tick(&mut gate, 0);
+    let alarm = out.alarms().next().expect("alarm");
+    assert_eq!(alarm.rule(), "clock_implausible");
+    let text = alarm.to_string();
+    assert!(text.contains("before this image was built") && text.contains("Set the RTC to UTC in the firmware setup"), "{text}");
+    assert_eq!(gate.time_floor(), at(BUILT));
+    assert_eq!(gate.trusted_clock(), None);
+    gate.handle(Input::PolicyApplied(Box::new(policy(&["db"], false))));
+    assert_eq!(gate.time_floor(), at(T0), "the policy's issue time raised the floor");
+    // The RTC still reads 1970: still sealed, still named.
+    assert_eq!(tick(&mut gate, 5).alarms().next().map(Alarm::rule), Some("clock_implausible"));
+    // Restarted with the RTC set right: the window opens.
+    let mut gate = Gate::new(at(T0)).built_at(at(BUILT));
+    gate.handle(Input::PolicyApplied(Box::new(policy(&["db"], false))));
+    let out = tick(&mut gate, OPEN_AT);
+    assert!(out.alarms().next().is_none());
+    assert!(out.actions.iter().any(|a| matches!(a, Action::BringLinkUp { .. })));
+}
+
+/// Issue 14, item 2: an RTC that reads 2099, with no policy yet, used to raise the floor to
+/// 2099 silently; every bundle was then expired and a corrected RTC "behind the floor". Now it
+/// is an alarm, the floor stays, and the same vault restarted with a right RTC opens its window.
+#[test]
+fn a_2099_rtc_is_an_alarm_and_never_raises_the_floor() {
+    let year_2099 = 4_070_908_800;
+    let mut gate = Gate::new(at(BUILT)).built_at(at(BUILT));
+    let out = gate.handle(reading(year_2099));
+    let alarm = out.alarms().next().expect("alarm");
+    assert_eq!(alarm.rule(), "clock_implausible");
+    assert!(alarm.to_string().contains("more than 732 days past the newest time the vault can vouch for"), "{alarm}");
+    assert_eq!(gate.time_floor(), at(BUILT));
+    assert!(!out.actions.iter().any(|a| matches!(a, Action::PersistTimeFloor(_))));
+    // Within the bound of the newest policy it is believed; a policy moves the bound.
+    let mut gate = Gate::new(at(BUILT)).built_at(at(BUILT));
+    gate.handle(Input::PolicyApplied(Box::new(policy(&["db"], false))));
+    assert!(tick(&mut gate, T0 + CLOCK_PLAUSIBLE_AHEAD_SECS - 60).alarms().all(|a| a.rule() != "clock_implausible"));
+    let mut gate = Gate::new(at(BUILT)).built_at(at(BUILT));
+    gate.handle(Input::PolicyApplied(Box::new(policy(&["db"], false))));
+    assert_eq!(tick(&mut gate, T0 + CLOCK_PLAUSIBLE_AHEAD_SECS + 60).alarms().next().map(Alarm::rule), Some("clock_implausible"));
+    // Restarted from the floor it kept, with the RTC right: the window opens.
+    let mut gate = Gate::new(at(BUILT)).built_at(at(BUILT));
+    gate.handle(Input::PolicyApplied(Box::new(policy(&["db"], false))));
+    assert!(tick(&mut gate, OPEN_AT).actions.iter().any(|a| matches!(a, Action::BringLinkUp { .. })));
 }
 
 #[test]
@@ -240,7 +324,7 @@ fn reaching_expiry_by_ticking_is_not_an_alarm() {
 #[test]
 fn the_floor_is_persisted_in_steps() {
     let mut gate = gate_with(policy(&["db"], false));
-    let mut raw_tick = |s: i64| gate.handle(Input::Tick { clock: at(s) }).actions;
+    let mut raw_tick = |s: i64| gate.handle(reading(s)).actions;
     assert!(raw_tick(T0 + 30).is_empty());
     assert_eq!(raw_tick(T0 + 60), vec![Action::PersistTimeFloor(at(T0 + 60))]);
     assert!(raw_tick(T0 + 90).is_empty());
@@ -391,14 +475,15 @@ proptest! {
         let mut opened = 0u32;
         let mut latched = false;
         let mut clock_secs = floor + 60;
+        let mut monotonic = 0;
         for step in steps {
             let input = match step {
-                Step::Advance(d) => { clock_secs += d; Input::Tick { clock: at(clock_secs) } }
-                Step::JumpTo(s) => { clock_secs = s; Input::Tick { clock: at(s) } }
+                Step::Advance(d) => { clock_secs += d; monotonic += d; Input::Tick { clock: at(clock_secs), monotonic: mono(monotonic) } }
+                Step::JumpTo(s) => { clock_secs = s; monotonic += 1; Input::Tick { clock: at(s), monotonic: mono(monotonic) } }
                 Step::Other(input) => input,
             };
             let before = gate.phase();
-            let clock = match &input { Input::Tick { clock } => Some(*clock), _ => None };
+            let clock = match &input { Input::Tick { clock, .. } => Some(*clock), _ => None };
             let out = gate.handle(input);
             // Transitions chain from the phase before to the phase after.
             let mut phase = before;
