@@ -13,6 +13,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use vault_core::link::gate::{Action, Gate, Input, Sighting};
+use vault_core::policy::bundle::JudgedAt;
 use vault_core::policy::{NicSelector, Policy};
 use vault_core::policy::schedule::{self, WindowState};
 use vault_core::units::Timestamp;
@@ -106,7 +107,7 @@ pub enum StateJob {
     Floor(Timestamp),
     /// Verify bundle bytes read from a stick and, if they pass, persist them (the writer says
     /// the outcome on the console).
-    Bundle { source: String, bytes: Vec<u8>, now: Timestamp },
+    Bundle { source: String, bytes: Vec<u8>, at: JudgedAt },
 }
 
 /// What the state writer did, back to the loop.
@@ -137,6 +138,17 @@ pub struct Driver<L, C> {
     stop: Option<watch::Sender<Stop>>,
     last_commit: Option<(String, Timestamp)>,
     status_due: Instant,
+    /// The origin of the monotonic time handed to the gate with each clock reading.
+    started: Instant,
+}
+
+/// When this binary was built, a time the vault's clock cannot be earlier than. The image build
+/// passes `SOURCE_DATE_EPOCH` (the commit's time, so the image stays reproducible); any other
+/// build uses the last time this line was changed.
+pub fn build_time() -> Timestamp {
+    const CHANGED: i64 = 1_793_491_200; // 2026-11-01T00:00:00Z
+    let secs = option_env!("SOURCE_DATE_EPOCH").and_then(|s| s.parse::<i64>().ok()).unwrap_or(CHANGED);
+    Timestamp::from_unix(secs).unwrap_or_else(|| Timestamp::from_unix(CHANGED).expect("a valid time"))
 }
 
 impl<L: LinkOps, C: VaultClock> Driver<L, C> {
@@ -160,7 +172,17 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             stop: None,
             last_commit: None,
             status_due: Instant::now(),
+            started: Instant::now(),
         }
+    }
+
+    /// Reads the clock and hands the reading to the gate, with the monotonic time since the
+    /// driver started (tokio's clock, paused in tests), so the gate can tell a jump of the wall
+    /// clock from time passing.
+    pub async fn tick(&mut self) {
+        let clock = self.clock.now();
+        let monotonic = self.started.elapsed();
+        self.feed(Input::Tick { clock, monotonic }).await;
     }
 
     fn emit(&mut self, event: Event) {
@@ -177,8 +199,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         // A new policy is news on the console even when the gate stays sealed: the status
         // line is due at the end of the next feed.
         self.status_due = Instant::now();
-        let clock = self.clock.now();
-        self.feed(Input::Tick { clock }).await;
+        self.tick().await;
     }
 
     /// Runs until `shutdown` completes, then closes everything and takes the link down.
@@ -205,10 +226,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
                 Some(report) = inputs.sessions.recv() => self.on_report(report).await,
                 Some(stick) = inputs.usb.recv() => self.on_stick(stick).await,
                 Some(done) = inputs.state.recv() => self.on_state_written(done).await,
-                _ = tokio::time::sleep_until(wake.min(self.status_due)) => {
-                    let clock = self.clock.now();
-                    self.feed(Input::Tick { clock }).await;
-                }
+                _ = tokio::time::sleep_until(wake.min(self.status_due)) => self.tick().await,
             }
         }
     }
@@ -239,8 +257,9 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             UsbReport::Removed { device } => self.emit(Event::UsbRemoved { device }),
             UsbReport::Unreadable { device, reason } => self.emit(Event::PolicyRefused { source: device, reason }),
             UsbReport::Bundle { device, bytes } => {
-                let now = self.clock.now();
-                self.hand_to_state_writer(StateJob::Bundle { source: device, bytes, now });
+                // While a clock fault is latched, the stick's signed issue time is trusted over the clock.
+                let at = JudgedAt { now: self.clock.now(), clock_trusted: !self.gate.clock_fault() };
+                self.hand_to_state_writer(StateJob::Bundle { source: device, bytes, at });
             }
         }
     }

@@ -77,7 +77,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::ApplyBundle { bundle } => policy_store::load_root(&cli.root).and_then(|root| {
             std::fs::create_dir_all(&cli.state).map_err(|source| vault_io::IoError::Io { path: cli.state.clone(), source })?;
-            policy_store::apply_bundle(&root, &cli.state, &bundle, vault_io::clock_now(), &mut EventLog::default()).map(|_| ())
+            policy_store::apply_bundle(&root, &cli.state, &bundle, vault_core::policy::bundle::JudgedAt::trusted(vault_io::clock_now()), &mut EventLog::default()).map(|_| ())
         }),
         Command::Status => status(&cli.root, &cli.state),
         Command::Identity => gatekeeper::identity::VaultIdentity::load_or_create(&cli.state).map(|id| println!("{}", id.public)),

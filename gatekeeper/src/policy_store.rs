@@ -4,10 +4,9 @@
 
 use std::path::Path;
 
-use vault_core::policy::bundle::{self, Verified, MAX_BUNDLE_BYTES};
+use vault_core::policy::bundle::{self, JudgedAt, Verified, MAX_BUNDLE_BYTES};
 use vault_core::policy::root::{TrustRoot, MAX_ROOT_BYTES};
 use vault_core::policy::state::{VaultState, MAX_STATE_BYTES, STATE_FILE};
-use vault_core::units::Timestamp;
 
 use crate::error::{GatekeeperError, Result};
 use crate::events::{Event, EventLog};
@@ -31,11 +30,12 @@ pub fn load_state(state_dir: &Path) -> Result<VaultState> {
 
 /// Verifies the bundle at `source` and, if it passes, makes it the vault's policy. Every
 /// outcome is an event; a refusal leaves the state directory untouched.
-pub fn apply_bundle(baked_root: &TrustRoot, state_dir: &Path, source: &Path, now: Timestamp, events: &mut EventLog) -> Result<Verified> {
+pub fn apply_bundle(baked_root: &TrustRoot, state_dir: &Path, source: &Path, at: JudgedAt, events: &mut EventLog) -> Result<Verified> {
+    let now = at.now;
     let label = source.display().to_string();
     // Read once; from here on only these bytes matter, whatever happens to the file.
     match vault_io::read_bounded(source, MAX_BUNDLE_BYTES) {
-        Ok(bytes) => apply_bytes(baked_root, state_dir, &label, bytes, now, events),
+        Ok(bytes) => apply_bytes(baked_root, state_dir, &label, bytes, at, events),
         Err(e) => {
             let err = GatekeeperError::from(e);
             events.emit(now, &Event::PolicyRefused { source: label, reason: err.to_string() });
@@ -46,8 +46,9 @@ pub fn apply_bundle(baked_root: &TrustRoot, state_dir: &Path, source: &Path, now
 
 /// Verifies bundle bytes that were read once (from a file or a USB stick) and, if they pass,
 /// persists exactly them. Every outcome is an event; a refusal changes nothing.
-pub fn apply_bytes(baked_root: &TrustRoot, state_dir: &Path, source: &str, bytes: Vec<u8>, now: Timestamp, events: &mut EventLog) -> Result<Verified> {
-    let outcome = verify_bytes(baked_root, state_dir, &bytes, now).and_then(|(verified, previous_root_version)| {
+pub fn apply_bytes(baked_root: &TrustRoot, state_dir: &Path, source: &str, bytes: Vec<u8>, at: JudgedAt, events: &mut EventLog) -> Result<Verified> {
+    let now = at.now;
+    let outcome = verify_bytes(baked_root, state_dir, &bytes, at).and_then(|(verified, previous_root_version)| {
         vault_io::write_atomic(&state_dir.join(ACCEPTED_BUNDLE_FILE), &bytes, 0o600)?;
         vault_io::write_atomic(&state_dir.join(STATE_FILE), &verified.new_state.to_bytes(), 0o600)?;
         Ok((verified, previous_root_version))
@@ -75,7 +76,7 @@ pub fn apply_bytes(baked_root: &TrustRoot, state_dir: &Path, source: &str, bytes
     outcome.map(|(verified, _)| verified)
 }
 
-fn verify_bytes(baked_root: &TrustRoot, state_dir: &Path, bytes: &[u8], now: Timestamp) -> Result<(Verified, u64)> {
+fn verify_bytes(baked_root: &TrustRoot, state_dir: &Path, bytes: &[u8], at: JudgedAt) -> Result<(Verified, u64)> {
     let state = load_state(state_dir)?;
     let previous_root_version = state.current_root(baked_root)?.version;
     // The stick left in at the next boot: say so plainly rather than call it a rollback. Only
@@ -88,7 +89,7 @@ fn verify_bytes(baked_root: &TrustRoot, state_dir: &Path, bytes: &[u8], now: Tim
     if in_force {
         return Err(GatekeeperError::AlreadyInForce { version: state.accepted_version });
     }
-    let verified = bundle::verify(bytes, baked_root, &state, now)?;
+    let verified = bundle::verify(bytes, baked_root, &state, at)?;
     Ok((verified, previous_root_version))
 }
 

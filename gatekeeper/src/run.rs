@@ -173,12 +173,13 @@ fn start_state_writer(root_path: PathBuf, state_dir: PathBuf, mut events: EventL
                     };
                     StateDone::Floor { floor, result: write().map_err(|e| e.to_string()) }
                 }
-                StateJob::Bundle { source, bytes, now } => {
+                StateJob::Bundle { source, bytes, at } => {
+                    let now = at.now;
                     let applied = policy_store::load_root(&root_path)
                         .inspect_err(|e| {
                             events.emit(now, &Event::PolicyRefused { source: source.clone(), reason: format!("trust root unreadable: {e}") });
                         })
-                        .and_then(|root| policy_store::apply_bytes(&root, &state_dir, &source, bytes, now, &mut events));
+                        .and_then(|root| policy_store::apply_bytes(&root, &state_dir, &source, bytes, at, &mut events));
                     StateDone::Bundle(applied.ok().map(|verified| verified.policy))
                 }
             };
@@ -289,15 +290,14 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
     let (reports_tx, reports_rx) = mpsc::channel(64);
     let (state_jobs, state_rx) = start_state_writer(root_path.to_path_buf(), state_dir.to_path_buf(), events.sibling())
         .map_err(|source| crate::error::GatekeeperError::Io { what: "state writer thread", source })?;
-    let mut driver = Driver::new(Gate::new(state.time_floor), link, SystemClock, server, reports_tx);
+    let mut driver = Driver::new(Gate::new(state.time_floor).built_at(crate::daemon::build_time()), link, SystemClock, server, reports_tx);
     driver.events = events;
     driver.state = Some(state_jobs);
     driver.store_dir = store_dir;
     if let Some(policy) = policy {
         driver.apply_policy(policy).await;
     } else {
-        let clock = vault_io::clock_now();
-        driver.feed(vault_core::link::gate::Input::Tick { clock }).await;
+        driver.tick().await;
     }
     driver.run(Inputs { sessions: reports_rx, watchdog: seen_rx, guard: guard_rx, usb: usb_rx, state: state_rx }, shutdown).await;
     Ok(driver.events)

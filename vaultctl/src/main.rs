@@ -476,7 +476,7 @@ fn policy_verify(root_path: &Path, state_dir: Option<&Path>, at: Option<&str>, b
     let state = load_state(state_dir)?;
     let at = time_arg(at, "--at")?;
     let bytes = vault_io::read_bounded(bundle_path, MAX_BUNDLE_BYTES)?;
-    let verified = bundle::verify(&bytes, &root, &state, at)?;
+    let verified = bundle::verify(&bytes, &root, &state, bundle::JudgedAt::trusted(at))?;
     println!("OK: {} verifies against root v{} at {at}", bundle_path.display(), state.current_root(&root)?.version);
     println!(
         "signed by {} (threshold {}); payload sha256 {}",

@@ -365,15 +365,6 @@ impl Gate {
         self
     }
 
-    /// The clock reading a stick's `issued` may be judged against: none while a clock fault is
-    /// latched (then the quorum-signed `issued` is the better evidence of the time).
-    pub fn trusted_clock(&self) -> Option<Timestamp> {
-        match self.clock_fault {
-            true => None,
-            false => Some(self.now),
-        }
-    }
-
     pub fn phase(&self) -> Phase {
         self.phase
     }

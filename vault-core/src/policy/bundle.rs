@@ -14,7 +14,9 @@
 //!    threshold met too;
 //! 7. version strictly above the accepted one (rollback);
 //! 8. not expired at the vault's time (raised to its time floor: freeze), not issued in the
-//!    future;
+//!    future: judged against the clock while the vault trusts it, and against the floor plus
+//!    [`CLOCK_PLAUSIBLE_AHEAD_SECS`] while a clock fault is latched (then the quorum-signed
+//!    `issued` is the vault's best evidence of the time; see [`JudgedAt`]);
 //! 9. the policy within the caps of the root that will be in force.
 //!
 //! What the caller applies is parsed from the verified bytes alone, so a stick that changes
@@ -42,6 +44,22 @@ const SIGNING_CONTEXT: &str = "airgap-vault/policy-bundle/v1";
 /// How far a bundle's `issued` may be ahead of the vault's clock. The same tolerance bounds
 /// how far the clock may read behind the time floor before the vault refuses to open.
 pub const CLOCK_TOLERANCE_SECS: i64 = 300;
+pub use crate::link::gate::CLOCK_PLAUSIBLE_AHEAD_SECS;
+
+/// The vault's time a bundle is judged at: the clock, and whether the vault believes it (the
+/// gate has no clock fault latched: [`crate::link::gate::Gate::clock_fault`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JudgedAt {
+    pub now: Timestamp,
+    pub clock_trusted: bool,
+}
+
+impl JudgedAt {
+    /// A clock the vault believes (vaultctl, and the vault when no clock fault is latched).
+    pub fn trusted(now: Timestamp) -> JudgedAt {
+        JudgedAt { now, clock_trusted: true }
+    }
+}
 
 /// The file on the stick.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -239,7 +257,7 @@ pub struct Verified {
 
 /// Verifies a bundle read once into memory. `baked_root` is the image's root; `state` may
 /// hold a newer, rotated one. `now` is the vault's clock.
-pub fn verify(bundle: &[u8], baked_root: &TrustRoot, state: &VaultState, now: Timestamp) -> Result<Verified> {
+pub fn verify(bundle: &[u8], baked_root: &TrustRoot, state: &VaultState, at: JudgedAt) -> Result<Verified> {
     let root = state.current_root(baked_root)?;
     let envelope = Envelope::from_bytes(bundle)?;
     let payload_bytes = envelope.payload_bytes()?;
@@ -275,13 +293,15 @@ pub fn verify(bundle: &[u8], baked_root: &TrustRoot, state: &VaultState, now: Ti
     if policy.version <= state.accepted_version {
         return Err(Error::Rollback { version: policy.version, accepted: state.accepted_version });
     }
-    let vault_now = now.max(state.time_floor);
+    // A distrusted clock counts for nothing: the floor is the vault's time.
+    let vault_now = if at.clock_trusted { at.now.max(state.time_floor) } else { state.time_floor };
     if policy.expires <= vault_now {
         return Err(Error::Expired { expires: policy.expires, now: vault_now });
     }
     let issued = policy.issued.expect("Payload::from_bytes requires issued");
-    if issued.secs_since(now) > CLOCK_TOLERANCE_SECS {
-        return Err(Error::IssuedInFuture { issued, now, tolerance_secs: CLOCK_TOLERANCE_SECS });
+    let ahead = if at.clock_trusted { CLOCK_TOLERANCE_SECS } else { CLOCK_PLAUSIBLE_AHEAD_SECS };
+    if issued.secs_since(vault_now) > ahead {
+        return Err(Error::IssuedInFuture { issued, now: vault_now, tolerance_secs: ahead });
     }
     policy.check_against_root(&next_root)?;
 

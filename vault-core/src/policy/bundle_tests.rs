@@ -38,7 +38,7 @@ fn bundle(policy: Policy, seeds: &[u8]) -> Vec<u8> {
 }
 
 fn verify_fresh(bytes: &[u8]) -> Result<Verified> {
-    verify(bytes, &root(), &VaultState::default(), now())
+    verify(bytes, &root(), &VaultState::default(), JudgedAt::trusted(now()))
 }
 
 fn with_policy(edit: impl FnOnce(&mut Policy)) -> Policy {
@@ -130,7 +130,7 @@ fn a_second_key_id_for_the_same_key_counts_once() {
     let mut two_names = root();
     two_names.admins[1].key = two_names.admins[0].key;
     let envelope = signed(&payload_for(policy(), &two_names), &[1]);
-    let err = verify(&envelope.to_bytes(), &two_names, &VaultState::default(), now()).unwrap_err();
+    let err = verify(&envelope.to_bytes(), &two_names, &VaultState::default(), JudgedAt::trusted(now())).unwrap_err();
     assert!(matches!(err, Error::ThresholdNotMet { valid: 1, .. }), "{err}");
 }
 
@@ -150,16 +150,16 @@ fn the_same_key_cannot_sign_twice_through_the_api() {
 #[test]
 fn rollback_is_refused() {
     let state = VaultState { accepted_version: 5, ..VaultState::default() };
-    let err = verify(&bundle(with_policy(|p| p.version = 3), &[1, 2]), &root(), &state, now()).unwrap_err();
+    let err = verify(&bundle(with_policy(|p| p.version = 3), &[1, 2]), &root(), &state, JudgedAt::trusted(now())).unwrap_err();
     assert_eq!(err.to_string(), "rollback: version 3 <= accepted 5");
-    let err = verify(&bundle(with_policy(|p| p.version = 5), &[1, 2]), &root(), &state, now()).unwrap_err();
+    let err = verify(&bundle(with_policy(|p| p.version = 5), &[1, 2]), &root(), &state, JudgedAt::trusted(now())).unwrap_err();
     assert_eq!(err, Error::Rollback { version: 5, accepted: 5 });
 }
 
 #[test]
 fn an_expired_bundle_is_refused() {
     let late = Timestamp::parse("2027-02-01T00:00:00Z").unwrap();
-    let err = verify(&bundle(policy(), &[1, 2]), &root(), &VaultState::default(), late).unwrap_err();
+    let err = verify(&bundle(policy(), &[1, 2]), &root(), &VaultState::default(), JudgedAt::trusted(late)).unwrap_err();
     assert_eq!(err.to_string(), "expired: bundle expired at 2027-01-31T00:00:00Z, vault time is 2027-02-01T00:00:00Z");
 }
 
@@ -167,8 +167,34 @@ fn an_expired_bundle_is_refused() {
 fn freeze_with_the_clock_turned_back_is_refused_by_the_time_floor() {
     // The clock says 2026-11-25, but the vault has already seen (signed) time past expiry.
     let state = VaultState { time_floor: Timestamp::parse("2027-03-01T00:00:00Z").unwrap(), ..VaultState::default() };
-    let err = verify(&bundle(policy(), &[1, 2]), &root(), &state, now()).unwrap_err();
+    let err = verify(&bundle(policy(), &[1, 2]), &root(), &state, JudgedAt::trusted(now())).unwrap_err();
     assert!(matches!(err, Error::Expired { now, .. } if now == state.time_floor), "{err}");
+}
+
+/// Issue 14, item 2: while the vault distrusts its clock (an RTC at 1970 or 2099), a stick is
+/// judged against the time floor, and its quorum-signed `issued` may be ahead of the floor by
+/// up to CLOCK_PLAUSIBLE_AHEAD_SECS: the stick is how the vault recovers. The same stick with
+/// the clock trusted at 1970 is "issued in the future", which was the brick.
+#[test]
+fn with_the_clock_distrusted_a_stick_is_judged_by_the_floor_and_its_issue_time() {
+    let rtc_1970 = Timestamp::from_unix(10).unwrap();
+    let built = Timestamp::parse("2026-10-01T00:00:00Z").unwrap();
+    let state = VaultState { time_floor: built, ..VaultState::default() };
+    let distrusted = JudgedAt { now: rtc_1970, clock_trusted: false };
+    let verified = verify(&bundle(policy(), &[1, 2]), &root(), &state, distrusted).expect("a valid stick recovers a vault with a wrong clock");
+    assert_eq!(verified.new_state.time_floor, policy().issued.unwrap(), "the floor rises to the signed issue time");
+    let err = verify(&bundle(policy(), &[1, 2]), &root(), &state, JudgedAt::trusted(rtc_1970)).unwrap_err();
+    assert!(matches!(err, Error::IssuedInFuture { .. }), "{err}");
+    // Distrusted is not anything goes: an issue time implausibly far past the floor is refused.
+    let far = with_policy(|p| {
+        p.issued = Some(built.saturating_add(Duration::from_secs(CLOCK_PLAUSIBLE_AHEAD_SECS + 86_400).unwrap()));
+        p.expires = p.issued.unwrap().saturating_add(Duration::from_secs(86_400).unwrap());
+    });
+    let err = verify(&bundle(far, &[1, 2]), &root(), &state, distrusted).unwrap_err();
+    assert!(matches!(err, Error::IssuedInFuture { tolerance_secs: CLOCK_PLAUSIBLE_AHEAD_SECS, .. }), "{err}");
+    // And a 2099 clock expires nothing: judged at the floor, the stick is current.
+    let rtc_2099 = Timestamp::parse("2099-01-01T00:00:00Z").unwrap();
+    assert!(verify(&bundle(policy(), &[1, 2]), &root(), &state, JudgedAt { now: rtc_2099, clock_trusted: false }).is_ok());
 }
 
 #[test]
@@ -217,9 +243,9 @@ fn rotation_to_the_next_version_signed_by_both_sets_is_accepted() {
     let state = verified.new_state;
     let next = with_policy(|p| p.version = 8);
     let by_new = signed(&payload_for(next.clone(), &new_root(2)), &[11, 12]).to_bytes();
-    assert_eq!(verify(&by_new, &root(), &state, now()).unwrap().policy.version, 8);
+    assert_eq!(verify(&by_new, &root(), &state, JudgedAt::trusted(now())).unwrap().policy.version, 8);
     let by_old = signed(&payload_for(next, &new_root(2)), &[1, 2]).to_bytes();
-    let err = verify(&by_old, &root(), &state, now()).unwrap_err();
+    let err = verify(&by_old, &root(), &state, JudgedAt::trusted(now())).unwrap_err();
     assert!(matches!(err, Error::ThresholdNotMet { ref role, valid: 0, unknown: 2, .. } if role == "root v2"), "{err}");
 }
 
