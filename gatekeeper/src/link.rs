@@ -69,16 +69,30 @@ fn write_proc_sys(path: String, value: &str) -> Result<()> {
 
 /// Makes the NIC say nothing by itself once it is up: no IPv6 at all, ARP replies only.
 pub fn quiet_sysctls(nic: &str) -> Result<()> {
-    for (key, value) in [("arp_ignore", "1"), ("arp_announce", "2"), ("arp_notify", "0"), ("arp_accept", "0")] {
-        write_sysctl("ipv4", nic, key, value)?;
+    quiet_conf(nic)?;
+    quiet_neighbours(nic)?;
+    quiet_globals()
+}
+
+/// The same settings for every NIC to come (`default`) and for all at once (`all`, which the
+/// kernel combines with each NIC's own), written before any NIC can appear: a NIC that shows up
+/// later (a driver loaded, a USB NIC plugged in) starts quiet, and the watchdog takes it down.
+pub fn quiet_defaults() -> Result<()> {
+    quiet_conf("default")?;
+    quiet_conf("all")?;
+    // The neighbour tables have no `all`, and only the first network namespace has `default`
+    // (the appliance runs there; tests in their own namespaces do not).
+    if Path::new("/proc/sys/net/ipv4/neigh/default").exists() {
+        quiet_neighbours("default")?;
     }
-    // Never a broadcast `who-has`: the vault learns a peer's address only from the peer's own
-    // ARP request for the vault (a pusher sends one before it connects) and may then re-check
-    // it by unicast. A SYN from an address that never asked (a spoofed or fresh source) gets
-    // no answer at all, rather than making the vault ask the whole segment, which the egress
-    // guard would rightly call unsolicited and close the window for.
-    write_sysctl_in("ipv4", "neigh", nic, "mcast_solicit", "0")?;
-    write_sysctl_in("ipv4", "neigh", nic, "mcast_resolicit", "0")?;
+    quiet_globals()
+}
+
+/// `conf/<name>`: ARP only for our own address, never announced; no IPv6 address at all.
+fn quiet_conf(name: &str) -> Result<()> {
+    for (key, value) in [("arp_ignore", "1"), ("arp_announce", "2"), ("arp_notify", "0"), ("arp_accept", "0")] {
+        write_sysctl("ipv4", name, key, value)?;
+    }
     if Path::new("/proc/sys/net/ipv6").exists() {
         // Each of these alone stops some of the chatter; together with disable_ipv6 there is
         // no IPv6 address on the NIC and nothing to solicit, join or defend.
@@ -90,9 +104,23 @@ pub fn quiet_sysctls(nic: &str) -> Result<()> {
             ("addr_gen_mode", "1"),
             ("disable_ipv6", "1"),
         ] {
-            write_sysctl("ipv6", nic, key, value)?;
+            write_sysctl("ipv6", name, key, value)?;
         }
     }
+    Ok(())
+}
+
+/// Never a broadcast `who-has`: the vault learns a peer's address only from the peer's own ARP
+/// request for the vault (a pusher sends one before it connects) and may then re-check it by
+/// unicast. A SYN from an address that never asked (a spoofed or fresh source) gets no answer
+/// at all, rather than making the vault ask the whole segment, which the egress guard would
+/// rightly call unsolicited and close the window for.
+fn quiet_neighbours(name: &str) -> Result<()> {
+    write_sysctl_in("ipv4", "neigh", name, "mcast_solicit", "0")?;
+    write_sysctl_in("ipv4", "neigh", name, "mcast_resolicit", "0")
+}
+
+fn quiet_globals() -> Result<()> {
     // The vault owes no one a ping reply; the egress guard would count one as unsolicited
     // (the ingress filter drops pings anyway; this holds if it were ever missing).
     write_global_sysctl("icmp_echo_ignore_all", "1")?;
@@ -190,6 +218,11 @@ impl RtLink {
             },
             present: links.iter().map(|m| nic_of(m).name).collect::<Vec<_>>().join(", "),
         })
+    }
+
+    /// The NIC with this index, by its real name.
+    pub async fn nic(&self, index: u32) -> Result<Nic> {
+        Ok(nic_of(&self.link_message(index).await?))
     }
 
     async fn link_message(&self, index: u32) -> Result<LinkMessage> {

@@ -117,6 +117,10 @@ fn boot_as_init() -> ! {
     if let Some(e) = console_blocks {
         events.emit(now, &Event::Alarm { rule: "console_may_block".into(), detail: e.to_string() });
     }
+    // Before any driver can make a NIC appear: NICs start quiet (the daemon downs them all).
+    if let Err(e) = gatekeeper::link::quiet_defaults() {
+        init::halt(&e.to_string());
+    }
     let plan = init::read_module_plan(std::path::Path::new(init::MODULES_LIST)).unwrap_or_else(|e| init::halt(&e.to_string()));
     let boot = init::coldplug_boot(&plan);
     init::report_coldplug(&mut events, "boot", &boot);

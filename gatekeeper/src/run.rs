@@ -137,7 +137,14 @@ impl LinkOps for RtVaultLink {
             return Recheck::Stale;
         }
         let vault = self.nic.clone().filter(|n| n.index == seen.ifindex);
-        let nic = vault.clone().unwrap_or(Nic { index: seen.ifindex, name: format!("ifindex {}", seen.ifindex), mac: None });
+        // A foreign NIC by its real name: its sysctls are written by name when it is downed.
+        let nic = match vault.clone() {
+            Some(nic) => nic,
+            None => match self.rt.nic(seen.ifindex).await {
+                Ok(nic) => nic,
+                Err(_) => return Recheck::Stale,
+            },
+        };
         let Ok(now) = self.rt.confirm(&nic, Instant::now()).await else { return Recheck::Stale };
         let still_true = match &seen.sighting {
             Sighting::LinkUp => now.admin_up,
@@ -146,10 +153,7 @@ impl LinkOps for RtVaultLink {
         match (still_true, vault) {
             (false, _) => Recheck::Stale,
             (true, Some(_)) => Recheck::Vault(seen.sighting.clone()),
-            (true, None) => {
-                let nic = Nic { name: now.nic.clone(), ..nic };
-                Recheck::Foreign { nic: nic.name.clone(), taken_down: self.rt.take_down(&nic).await }
-            }
+            (true, None) => Recheck::Foreign { nic: nic.name.clone(), taken_down: self.rt.take_down(&nic).await },
         }
     }
 }
@@ -225,7 +229,9 @@ pub async fn on_signal() -> String {
 pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, state_dir: &Path, options: RunOptions<S>) -> Result<EventLog> {
     let RunOptions { carrier_within, server, shutdown, mut events, usb_mount, store_dir } = options;
     let rt = RtLink::connect()?;
-    // 1. Before anything else: every NIC but loopback down, addresses flushed, quiet.
+    // 1. Before anything else: NICs to come start quiet; every NIC but loopback down,
+    // addresses flushed, quiet.
+    crate::link::quiet_defaults()?;
     let all = rt.all_links().await?;
     let loopback: BTreeSet<u32> = all
         .iter()

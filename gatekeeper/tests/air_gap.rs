@@ -261,6 +261,46 @@ fn the_watchdog_undoes_a_link_brought_up_outside_a_window() {
     assert!(!events.iter().any(|e| e["event"] == "link_up"));
 }
 
+/// Issue 14, item 7: a NIC that is not the vault's, brought up outside a window and inside
+/// one, is taken down by its real name (its sysctls written by name, so no `link_down_failed`
+/// after the fact), and a NIC that appears after the start is quiet from its first moment:
+/// `default` and `all` were set before it existed.
+#[test]
+fn a_foreign_nic_is_quieted_by_its_name_inside_and_outside_a_window() {
+    let net = Net::new("stray");
+    let now = unix_now() as i64;
+    let vault = Vault::with_window(now + 4, now + 30);
+    let daemon = Daemon::start(&net, &vault);
+    daemon.wait_for("state_changed", 6.0);
+    let read = |path: &str| std::fs::read_to_string(path).map(|s| s.trim().to_string());
+    let ns = net.vault_ns.clone();
+    let in_vault = move |path: &'static str| in_netns(&ns, move || read(path)).join().unwrap();
+    assert_eq!(in_vault("/proc/sys/net/ipv6/conf/default/disable_ipv6").unwrap(), "1");
+    assert_eq!(in_vault("/proc/sys/net/ipv6/conf/all/disable_ipv6").unwrap(), "1");
+    sh(&["ip", "-n", &net.vault_ns, "link", "add", "stray0", "type", "veth", "peer", "name", "stray1"]);
+    assert_eq!(in_vault("/proc/sys/net/ipv6/conf/stray0/disable_ipv6").unwrap(), "1", "a new NIC starts without IPv6");
+    assert_eq!(in_vault("/proc/sys/net/ipv6/conf/stray0/router_solicitations").unwrap(), "0");
+
+    for (nic, when) in [("stray0", "outside the window"), ("stray1", "inside the window")] {
+        if when == "inside the window" {
+            daemon.wait_for("listening", 8.0);
+        }
+        let mark = daemon.mark();
+        sh(&["ip", "-n", &net.vault_ns, "link", "set", nic, "up"]);
+        let (_, alarm) = daemon.wait_for_matching_after(mark, |e| e["rule"] == "watchdog_foreign_nic", 3.0);
+        assert!(alarm["detail"].as_str().unwrap().contains(&format!("on {nic}, which is not the vault NIC")), "{when}: {alarm}");
+        let (_, down) = daemon.wait_for_matching_after(mark, |e| e["event"] == "link_down" && e["why"] == "watchdog", 3.0);
+        assert_eq!(down["confirmation"]["nic"], nic, "{when}: {down}");
+        assert_eq!(down["confirmation"]["admin_up"], false, "{when}: {down}");
+        std::thread::sleep(StdDuration::from_millis(300));
+        let failed: Vec<_> = daemon.all().into_iter().skip(mark).filter(|e| e["rule"] == "link_down_failed").collect();
+        assert!(failed.is_empty(), "{when}: {failed:?}");
+    }
+    let events = daemon.stop();
+    // The vault's own window was not disturbed by the stray NIC.
+    assert!(events.iter().any(|e| e["event"] == "link_up"), "{events:#?}");
+}
+
 #[test]
 fn a_clock_behind_the_floor_keeps_it_sealed_with_an_alarm() {
     let net = Net::new("clk");
