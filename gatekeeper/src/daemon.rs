@@ -24,7 +24,7 @@ use crate::events::{Event, EventLog};
 use crate::link::LinkConfirmation;
 use crate::sessions_api::{SessionContext, SessionReport, SessionServer, Stop};
 use crate::usb::UsbReport;
-use crate::watchdog::Seen;
+use crate::watchdog::{Seen, WatchReport};
 
 /// The longest the loop sleeps between clock checks.
 pub const CLOCK_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
@@ -73,6 +73,12 @@ pub trait LinkOps {
     async fn bring_up(&mut self, nic: &NicSelector, address: IpAddr, prefix: u8) -> Result<LinkConfirmation>;
     async fn take_down(&mut self) -> Result<LinkConfirmation>;
     async fn recheck(&mut self, seen: &Seen) -> Recheck;
+    /// What netlink shows right now, as sightings: every NIC but loopback that is up or has an
+    /// address. Listed on every tick, so nothing the watchdog's events missed goes unseen for
+    /// more than a tick.
+    async fn survey(&mut self) -> Result<Vec<Seen>> {
+        Ok(Vec::new())
+    }
     /// A policy is about to be handed to the gate: resolve its NIC and watch it (the egress
     /// guard) before the gate can ask for the link.
     async fn adopt_policy(&mut self, _policy: &Policy) -> Result<()> {
@@ -83,7 +89,7 @@ pub trait LinkOps {
 /// Where the driver's inputs come from.
 pub struct Inputs {
     pub sessions: mpsc::Receiver<SessionReport>,
-    pub watchdog: mpsc::Receiver<Seen>,
+    pub watchdog: mpsc::Receiver<WatchReport>,
     pub guard: mpsc::Receiver<GuardReport>,
     /// Policy sticks (the USB watcher); a closed channel when there is no watcher.
     pub usb: mpsc::Receiver<UsbReport>,
@@ -183,6 +189,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         let clock = self.clock.now();
         let monotonic = self.started.elapsed();
         self.feed(Input::Tick { clock, monotonic }).await;
+        self.survey().await;
     }
 
     fn emit(&mut self, event: Event) {
@@ -222,7 +229,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
                     GuardReport::Unsolicited(summary) => Input::UnsolicitedFrame { summary },
                     GuardReport::Unjudged(reason) | GuardReport::Stopped(reason) => Input::EgressUnwatched { reason },
                 }).await,
-                Some(seen) = inputs.watchdog.recv() => self.on_seen(seen).await,
+                Some(report) = inputs.watchdog.recv() => self.on_watch(report).await,
                 Some(report) = inputs.sessions.recv() => self.on_report(report).await,
                 Some(stick) = inputs.usb.recv() => self.on_stick(stick).await,
                 Some(done) = inputs.state.recv() => self.on_state_written(done).await,
@@ -298,12 +305,36 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             open_until,
             next_open,
             last_commit: self.last_commit.as_ref().map(|(pusher, at)| format!("{pusher} at {at}")),
-            alarms_latched: self.gate.clock_fault(),
+            alarms_latched: self.gate.latched(),
             store_used_bytes: space.map(|s| s.used_bytes),
             store_free_bytes: space.map(|s| s.free_bytes),
         };
         self.emit(event);
         self.status_due = Instant::now() + STATUS_EVERY;
+    }
+
+    async fn on_watch(&mut self, report: WatchReport) {
+        match report {
+            WatchReport::Seen(seen) => self.on_seen(seen).await,
+            WatchReport::Overrun => {
+                let detail = "netlink link events were lost (the watchdog's socket buffer overflowed); every link listed again".to_string();
+                self.emit(Event::Alarm { rule: "watchdog_overrun".into(), detail });
+                self.survey().await;
+            }
+            WatchReport::Stopped(reason) => self.feed(Input::WatchdogStopped { reason }).await,
+        }
+    }
+
+    /// Every NIC netlink shows up or addressed, judged as if the watchdog had just seen it.
+    async fn survey(&mut self) {
+        match self.link.survey().await {
+            Ok(sightings) => {
+                for seen in sightings {
+                    self.on_seen(seen).await;
+                }
+            }
+            Err(e) => self.emit(Event::Alarm { rule: "watchdog_survey_failed".into(), detail: format!("listing the links: {e}") }),
+        }
     }
 
     async fn on_seen(&mut self, seen: Seen) {

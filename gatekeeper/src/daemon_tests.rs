@@ -36,6 +36,8 @@ impl VaultClock for TestClock {
 #[derive(Clone, Default)]
 struct FakeLink {
     calls: Arc<Mutex<Vec<(&'static str, Instant)>>>,
+    /// What the next surveys find (from the given offset on tokio's clock since the start).
+    raised_after: Arc<Mutex<Option<(Instant, Seen)>>>,
 }
 
 fn confirmation(up: bool) -> LinkConfirmation {
@@ -61,6 +63,10 @@ impl LinkOps for FakeLink {
     }
     async fn recheck(&mut self, seen: &Seen) -> Recheck {
         Recheck::Vault(seen.sighting.clone())
+    }
+    async fn survey(&mut self) -> Result<Vec<Seen>> {
+        let raised = self.raised_after.lock().unwrap().clone();
+        Ok(raised.filter(|(from, _)| Instant::now() >= *from).map(|(_, seen)| seen).into_iter().collect())
     }
 }
 
@@ -89,7 +95,7 @@ struct Harness {
     inputs: Inputs,
     start: Instant,
     _guard_tx: mpsc::Sender<crate::egress_guard::GuardReport>,
-    _seen_tx: mpsc::Sender<Seen>,
+    seen_tx: mpsc::Sender<WatchReport>,
 }
 
 /// The tests play the sessions themselves (they send the reports); this server only holds
@@ -112,7 +118,7 @@ fn harness(floor: Timestamp) -> Harness {
     let mut driver = Driver::new(Gate::new(floor), link, TestClock { start }, holding_server(), reports.clone());
     driver.bind_override = Some("127.0.0.1:0".parse().unwrap());
     driver.events.keep = true;
-    Harness { driver, calls, reports, inputs: Inputs { sessions, watchdog, guard, usb: mpsc::channel(1).1, state: mpsc::channel(1).1 }, start, _guard_tx: guard_tx, _seen_tx: seen_tx }
+    Harness { driver, calls, reports, inputs: Inputs { sessions, watchdog, guard, usb: mpsc::channel(1).1, state: mpsc::channel(1).1 }, start, _guard_tx: guard_tx, seen_tx }
 }
 
 fn calls_at(h: &Harness) -> Vec<(&'static str, u128)> {
@@ -212,4 +218,39 @@ async fn a_slow_state_write_does_not_hold_up_the_link() {
     assert!((1000..1900).contains(&calls[0].1) && (2000..2900).contains(&calls[1].1), "the link waited for the state writer: {calls:?}");
     let persisted = kept(&h).into_iter().find(|e| e["event"] == "time_floor_persisted").expect("the writer's answer came back");
     assert_eq!(persisted["floor"], at(BASE).to_string());
+}
+
+/// Issue 14, item 6: a link raised without the watchdog hearing of it (its events lost) is
+/// found by the next tick's survey: alarm, and down again within a second.
+#[tokio::test(start_paused = true)]
+async fn a_link_raised_unseen_is_found_by_the_next_ticks_survey() {
+    let mut h = harness(at(BASE));
+    h.driver.apply_policy(policy(100, 200, false)).await;
+    *h.driver.link.raised_after.lock().unwrap() = Some((h.start + StdDuration::from_millis(2_500), Seen { ifindex: 2, sighting: Sighting::LinkUp }));
+    let inputs = std::mem::replace(&mut h.inputs, Inputs::none());
+    h.driver.run(inputs, async { tokio::time::sleep(StdDuration::from_millis(3_600)).await; "test over".to_string() }).await;
+    let alarm = kept(&h).into_iter().find(|e| e["event"] == "alarm").expect("an alarm");
+    assert_eq!(alarm["rule"], "watchdog_link_up");
+    let downs: Vec<u128> = calls_at(&h).into_iter().filter(|c| c.0 == "down").map(|c| c.1).collect();
+    assert!(downs.first().is_some_and(|at| (2_500..=3_500).contains(at)), "taken down within a tick of being raised: {downs:?}");
+}
+
+/// Issue 14, item 6: an overrun (lost events) is an alarm and an immediate survey; a stopped
+/// watchdog is an alarm that seals the vault: the window that was due never opens.
+#[tokio::test(start_paused = true)]
+async fn an_overrun_resyncs_and_a_stopped_watchdog_seals() {
+    let mut h = harness(at(BASE));
+    h.driver.apply_policy(policy(3, 6, false)).await;
+    let seen_tx = h.seen_tx.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(StdDuration::from_millis(1_200)).await;
+        seen_tx.send(WatchReport::Overrun).await.unwrap();
+        tokio::time::sleep(StdDuration::from_millis(300)).await;
+        seen_tx.send(WatchReport::Stopped("the netlink event stream ended".into())).await.unwrap();
+    });
+    let inputs = std::mem::replace(&mut h.inputs, Inputs::none());
+    h.driver.run(inputs, async { tokio::time::sleep(StdDuration::from_secs(8)).await; "test over".to_string() }).await;
+    let rules: Vec<String> = kept(&h).into_iter().filter(|e| e["event"] == "alarm").map(|e| e["rule"].as_str().unwrap().to_string()).collect();
+    assert_eq!(rules, ["watchdog_overrun", "watchdog_stopped"]);
+    assert!(!calls_at(&h).iter().any(|c| c.0 == "up"), "the window opened without a watchdog: {:?}", calls_at(&h));
 }

@@ -234,6 +234,11 @@ impl RtLink {
             .ok_or(GatekeeperError::NicVanished { index })
     }
 
+    /// Every address on every NIC.
+    pub async fn all_addresses(&self) -> Result<Vec<AddressMessage>> {
+        self.handle.address().get().execute().try_collect().await.map_err(nl("list addresses"))
+    }
+
     async fn addresses(&self, index: u32) -> Result<Vec<AddressMessage>> {
         let all: Vec<AddressMessage> =
             self.handle.address().get().set_link_index_filter(index).execute().try_collect().await.map_err(nl("list addresses"))?;

@@ -132,6 +132,21 @@ impl LinkOps for RtVaultLink {
         self.adopt_network(&policy.network).await
     }
 
+    async fn survey(&mut self) -> Result<Vec<Seen>> {
+        let mut seen = Vec::new();
+        for link in self.rt.all_links().await? {
+            if !self.loopback.contains(&link.header.index) && crate::link::shows_up(&link) {
+                seen.push(Seen { ifindex: link.header.index, sighting: Sighting::LinkUp });
+            }
+        }
+        for address in self.rt.all_addresses().await? {
+            if let Some(ip) = crate::link::address_in(&address).filter(|_| !self.loopback.contains(&address.header.index)) {
+                seen.push(Seen { ifindex: address.header.index, sighting: Sighting::NewAddress(ip) });
+            }
+        }
+        Ok(seen)
+    }
+
     async fn recheck(&mut self, seen: &Seen) -> Recheck {
         if self.loopback.contains(&seen.ifindex) {
             return Recheck::Stale;

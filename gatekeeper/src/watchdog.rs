@@ -20,8 +20,19 @@ pub struct Seen {
     pub sighting: Sighting,
 }
 
+/// What the watchdog tells the daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchReport {
+    Seen(Seen),
+    /// The kernel dropped events (the socket's buffer was full: ENOBUFS): something may have
+    /// happened unseen, so every link must be listed again.
+    Overrun,
+    /// The event stream ended: from now on nothing reports a link raised behind the gate.
+    Stopped(String),
+}
+
 /// Subscribes before returning, so nothing that happens after this call is missed.
-pub fn start(to_daemon: mpsc::Sender<Seen>) -> Result<()> {
+pub fn start(to_daemon: mpsc::Sender<WatchReport>) -> Result<()> {
     let (mut connection, _handle, mut messages) =
         rtnetlink::new_connection().map_err(|source| GatekeeperError::Io { what: "netlink watchdog socket", source })?;
     let groups = SocketAddr::new(0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR);
@@ -33,20 +44,37 @@ pub fn start(to_daemon: mpsc::Sender<Seen>) -> Result<()> {
     tokio::spawn(connection);
     tokio::spawn(async move {
         while let Some((message, _)) = messages.next().await {
-            let seen = match message.payload {
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) if shows_up(&link) => {
-                    Seen { ifindex: link.header.index, sighting: Sighting::LinkUp }
-                }
-                NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(addr)) => match address_in(&addr) {
-                    Some(ip) => Seen { ifindex: addr.header.index, sighting: Sighting::NewAddress(ip) },
-                    None => continue,
-                },
-                _ => continue,
-            };
-            if to_daemon.send(seen).await.is_err() {
+            let Some(report) = report_of(message.payload) else { continue };
+            if to_daemon.send(report).await.is_err() {
                 return;
             }
         }
+        let _ = to_daemon.send(WatchReport::Stopped("the netlink event stream ended".into())).await;
     });
     Ok(())
+}
+
+/// What one netlink message means to the daemon, if anything.
+fn report_of(payload: NetlinkPayload<RouteNetlinkMessage>) -> Option<WatchReport> {
+    match payload {
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) if shows_up(&link) => {
+            Some(WatchReport::Seen(Seen { ifindex: link.header.index, sighting: Sighting::LinkUp }))
+        }
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(addr)) => {
+            address_in(&addr).map(|ip| WatchReport::Seen(Seen { ifindex: addr.header.index, sighting: Sighting::NewAddress(ip) }))
+        }
+        NetlinkPayload::Overrun(_) => Some(WatchReport::Overrun),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overrun_is_reported_not_skipped() {
+        assert_eq!(report_of(NetlinkPayload::Overrun(Vec::new())), Some(WatchReport::Overrun));
+        assert_eq!(report_of(NetlinkPayload::Noop), None);
+    }
 }

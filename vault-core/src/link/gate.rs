@@ -109,6 +109,9 @@ pub enum Input {
     /// The egress guard cannot vouch for what the NIC sent: frames went by unjudged, or it
     /// stopped reading. Handled like an unsolicited frame: nobody watches, nothing may pass.
     EgressUnwatched { reason: String },
+    /// The netlink watchdog stopped: nothing would report a link raised behind the gate's back.
+    /// The vault seals and stays sealed until the daemon restarts.
+    WatchdogStopped { reason: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -144,6 +147,7 @@ pub enum Alarm {
     WatchdogNewAddress { address: IpAddr, phase: Phase },
     UnsolicitedFrame { summary: String, phase: Phase },
     EgressUnwatched { reason: String, phase: Phase },
+    WatchdogStopped { reason: String, phase: Phase },
     LinkUpFailed { reason: String },
     LinkDownFailed { reason: String },
     UnknownPusherCommitted { pusher: String },
@@ -162,6 +166,7 @@ impl Alarm {
             Alarm::WatchdogNewAddress { .. } => "watchdog_new_address",
             Alarm::UnsolicitedFrame { .. } => "unsolicited_frame",
             Alarm::EgressUnwatched { .. } => "egress_unwatched",
+            Alarm::WatchdogStopped { .. } => "watchdog_stopped",
             Alarm::LinkUpFailed { .. } => "link_up_failed",
             Alarm::LinkDownFailed { .. } => "link_down_failed",
             Alarm::UnknownPusherCommitted { .. } => "unknown_pusher_committed",
@@ -210,6 +215,9 @@ impl fmt::Display for Alarm {
             }
             Alarm::EgressUnwatched { reason, phase } => {
                 write!(f, "egress guard: the vault NIC's frames went unjudged while {phase} ({reason}); window closed")
+            }
+            Alarm::WatchdogStopped { reason, phase } => {
+                write!(f, "watchdog stopped while {phase} ({reason}); sealed until the vault restarts")
             }
             Alarm::LinkUpFailed { reason } => write!(f, "link up failed: {reason}; link taken down"),
             Alarm::LinkDownFailed { reason } => write!(f, "link down failed: {reason}; retrying"),
@@ -312,6 +320,8 @@ pub struct Gate {
     /// The effective vault time: max(last plausible clock reading, floor).
     now: Timestamp,
     clock_fault: bool,
+    /// The watchdog stopped: sealed for the rest of this run.
+    watch_lost: bool,
     /// End of the window being served (set on opening).
     window_until: Option<Timestamp>,
     /// A window closed early or by an alarm stays closed until this instant.
@@ -341,6 +351,7 @@ impl Gate {
             newest_issued: None,
             now: time_floor,
             clock_fault: false,
+            watch_lost: false,
             window_until: None,
             done_until: None,
             retry_open_at: None,
@@ -382,6 +393,11 @@ impl Gate {
         self.clock_fault
     }
 
+    /// A fault that keeps the vault sealed is latched (a clock fault, a lost watchdog).
+    pub fn latched(&self) -> bool {
+        self.clock_fault || self.watch_lost
+    }
+
     pub fn sessions(&self) -> u32 {
         self.sessions
     }
@@ -395,7 +411,7 @@ impl Gate {
     /// the clock.
     pub fn next_deadline(&self) -> Option<Timestamp> {
         let policy = self.policy.as_ref()?;
-        if self.clock_fault {
+        if self.latched() {
             return None;
         }
         match self.phase {
@@ -470,6 +486,10 @@ impl Gate {
             Input::Watchdog(sighting) => self.on_watchdog(sighting, &mut out),
             Input::UnsolicitedFrame { summary } => self.close_on_alarm(Alarm::UnsolicitedFrame { summary, phase: self.phase }, &mut out),
             Input::EgressUnwatched { reason } => self.close_on_alarm(Alarm::EgressUnwatched { reason, phase: self.phase }, &mut out),
+            Input::WatchdogStopped { reason } => {
+                self.watch_lost = true;
+                self.close_on_alarm(Alarm::WatchdogStopped { reason, phase: self.phase }, &mut out);
+            }
         }
         out
     }
@@ -558,7 +578,7 @@ impl Gate {
         match self.phase {
             Phase::Sealed => {
                 let WindowState::Open { until } = wanted else { return };
-                if self.done_until.is_some_and(|d| self.now < d) || self.retry_open_at.is_some_and(|r| self.now < r) {
+                if self.watch_lost || self.done_until.is_some_and(|d| self.now < d) || self.retry_open_at.is_some_and(|r| self.now < r) {
                     return;
                 }
                 let network = policy.network.clone();

@@ -378,6 +378,28 @@ fn frames_the_guard_could_not_judge_close_the_window_too() {
     assert_eq!(gate.phase(), Phase::Sealed);
 }
 
+/// Issue 14, item 6: a watchdog that stopped can no longer report a link raised behind the
+/// gate's back: the window closes at once and no later window opens in this run, whatever
+/// policy arrives.
+#[test]
+fn a_stopped_watchdog_seals_for_the_rest_of_the_run() {
+    let mut gate = open_gate(policy(&["db"], false));
+    let out = gate.handle(Input::WatchdogStopped { reason: "netlink stream ended".into() });
+    let alarm = out.alarms().next().unwrap();
+    assert_eq!(alarm.rule(), "watchdog_stopped");
+    assert!(alarm.to_string().contains("netlink stream ended") && alarm.to_string().contains("sealed until the vault restarts"), "{alarm}");
+    assert!(out.actions.contains(&Action::TakeLinkDown));
+    gate.handle(Input::LinkConfirmedDown);
+    assert_eq!(gate.phase(), Phase::Sealed);
+    let mut next = policy(&["db"], false);
+    next.version = 4;
+    next.windows = vec![Window::Once { from: at(CLOSE_AT + 100), until: at(CLOSE_AT + 200) }];
+    gate.handle(Input::PolicyApplied(Box::new(next)));
+    assert!(gate.latched());
+    assert_eq!(gate.next_deadline(), None);
+    assert!(!tick(&mut gate, CLOSE_AT + 150).actions.iter().any(|a| matches!(a, Action::BringLinkUp { .. })));
+}
+
 #[test]
 fn a_failed_bring_up_goes_down_and_retries_later_in_the_window() {
     let mut gate = gate_with(policy(&["db"], false));
@@ -446,6 +468,7 @@ fn arbitrary_input() -> impl Strategy<Value = Input> {
         1 => Just(Input::Watchdog(Sighting::LinkUp)),
         1 => Just(Input::UnsolicitedFrame { summary: "x".into() }),
         1 => Just(Input::EgressUnwatched { reason: "x".into() }),
+        1 => Just(Input::WatchdogStopped { reason: "x".into() }),
     ]
 }
 
@@ -492,7 +515,7 @@ proptest! {
                 phase = t.to;
             }
             prop_assert_eq!(phase, gate.phase());
-            if out.alarms().any(|a| a.rule().starts_with("clock")) {
+            if out.alarms().any(|a| a.rule().starts_with("clock") || a.rule() == "watchdog_stopped") {
                 latched = true;
             }
             for action in &out.actions {
