@@ -18,6 +18,9 @@ use crate::error::{GatekeeperError, Result};
 pub const BUNDLE_FILE: &str = "vault-policy.bundle";
 /// The kernel's uevent multicast group (udev's would be 2; there is no udev here).
 const KERNEL_UEVENTS: u32 = 1;
+/// How long one stick may take to mount and give its bundle before the watcher gives up on it
+/// and goes on with the next (a slow or failing device must not hold the only admin input).
+pub const READ_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// What the watcher tells the daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,12 +54,15 @@ impl Uevent {
                 "ACTION" => event.action = value.into(),
                 "DEVPATH" => event.devpath = value.into(),
                 "SUBSYSTEM" => event.subsystem = value.into(),
-                "DEVNAME" => event.devname = Some(value.into()),
+                // Joined under /dev: a plain name only (the kernel's are: sda1, mmcblk0p1).
+                "DEVNAME" if is_plain_device_name(value) => event.devname = Some(value.into()),
                 "DEVTYPE" => event.devtype = Some(value.into()),
                 _ => {}
             }
         }
-        (!event.action.is_empty() && !event.devpath.is_empty()).then_some(event)
+        // Joined under /sys: no step up or sideways out of it.
+        let devpath_plain = !event.devpath.split('/').any(|segment| segment == ".." || segment == ".");
+        (!event.action.is_empty() && !event.devpath.is_empty() && devpath_plain).then_some(event)
     }
 
     /// A block device under a USB device: a stick (or a card reader, or a USB disk).
@@ -74,6 +80,11 @@ pub fn parse_uevent(datagram: &[u8]) -> Option<Uevent> {
     Uevent::from_pairs(Some(action), Some(devpath), fields)
 }
 
+/// A device name that stays one file under /dev: letters, digits, `_`, `-`, not `.`-led, short.
+fn is_plain_device_name(name: &str) -> bool {
+    (1..=32).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
 /// True when a sysfs device path passes through a USB bus (`/devices/.../usb1/1-1/...`).
 pub fn is_under_usb(devpath: &str) -> bool {
     devpath.split('/').any(|segment| segment.strip_prefix("usb").is_some_and(|bus| !bus.is_empty() && bus.bytes().all(|b| b.is_ascii_digit())))
@@ -89,7 +100,7 @@ pub fn start(mount_point: PathBuf, to_daemon: mpsc::Sender<UsbReport>) -> Result
     std::thread::Builder::new()
         .name("usb-policy".into())
         .spawn(move || {
-            let watcher = Watcher { sys: PathBuf::from("/sys"), dev: PathBuf::from("/dev"), mount_point, to_daemon };
+            let watcher = Watcher { sys: PathBuf::from("/sys"), dev: PathBuf::from("/dev"), mount_point, to_daemon, reads: std::cell::Cell::new(0) };
             for event in present_block_devices(&watcher.sys) {
                 if !watcher.handle(&event) {
                     return;
@@ -97,7 +108,10 @@ pub fn start(mount_point: PathBuf, to_daemon: mpsc::Sender<UsbReport>) -> Result
             }
             loop {
                 let events = match socket.recv_from_full() {
-                    Ok((datagram, _)) => parse_uevent(&datagram).into_iter().collect(),
+                    // Only the kernel (port 0) announces devices; a process that sends to the
+                    // group is not believed.
+                    Ok((datagram, from)) if from.port_number() == 0 => parse_uevent(&datagram).into_iter().collect(),
+                    Ok(_) => Vec::new(),
                     // The kernel dropped uevents (a burst): look at what is there now.
                     Err(e) if e.raw_os_error() == Some(nix::libc::ENOBUFS) => present_block_devices(&watcher.sys),
                     Err(_) => {
@@ -140,6 +154,9 @@ struct Watcher {
     dev: PathBuf,
     mount_point: PathBuf,
     to_daemon: mpsc::Sender<UsbReport>,
+    /// Sticks read so far: each gets its own mount point, so one that never answers leaves
+    /// only its own directory busy.
+    reads: std::cell::Cell<u64>,
 }
 
 impl Watcher {
@@ -162,7 +179,9 @@ impl Watcher {
                 let sysfs = self.sys.join(event.devpath.trim_start_matches('/'));
                 let read_through_partitions = is_disk && has_partitions(&sysfs, &name);
                 if !read_through_partitions && !is_empty_medium(&sysfs) {
-                    reports.push(match read_bundle(Path::new(&device), &self.mount_point) {
+                    self.reads.set(self.reads.get() + 1);
+                    let mount_point = self.mount_point.join(self.reads.get().to_string());
+                    reports.push(match read_bundle_within(PathBuf::from(&device), mount_point, READ_WITHIN) {
                         Ok(bytes) => UsbReport::Bundle { device, bytes },
                         Err(reason) => UsbReport::Unreadable { device, reason },
                     });
@@ -181,6 +200,32 @@ fn has_partitions(sysfs: &Path, name: &str) -> bool {
 
 fn is_empty_medium(sysfs: &Path) -> bool {
     std::fs::read_to_string(sysfs.join("size")).map(|s| s.trim() == "0").unwrap_or(false)
+}
+
+/// [`read_bundle`] at a fresh mount point, given `within` to finish (see [`finish_within`]).
+pub fn read_bundle_within(device: PathBuf, mount_point: PathBuf, within: std::time::Duration) -> std::result::Result<Vec<u8>, String> {
+    std::fs::create_dir_all(&mount_point).map_err(|e| format!("stick: mount point {}: {e}; nothing read", mount_point.display()))?;
+    finish_within(within, move || {
+        let read = read_bundle(&device, &mount_point);
+        let _ = std::fs::remove_dir(&mount_point);
+        read
+    })
+}
+
+/// Runs `work` on its own thread and waits at most `within` for it. A stick that does not
+/// answer in time is reported as unreadable and left to its thread (stuck in the kernel, it
+/// cannot be cancelled); the watcher goes on with the next one.
+fn finish_within<T: Send + 'static>(within: std::time::Duration, work: impl FnOnce() -> std::result::Result<T, String> + Send + 'static) -> std::result::Result<T, String> {
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("usb-read".into())
+        .spawn(move || {
+            let _ = done_tx.send(work());
+        })
+        .map_err(|e| format!("stick: no reader thread ({e}); nothing read"))?;
+    done_rx.recv_timeout(within).unwrap_or_else(|_| {
+        Err(format!("stick: no answer within {} s (a slow or failing device); nothing read, pull it out and try another stick", within.as_secs()))
+    })
 }
 
 /// Mounts the stick read-only and reads the bundle once; always unmounts. The error is a
@@ -232,6 +277,31 @@ mod tests {
         let hub = "/devices/pci0000:00/0000:00:04.0/usb2/2-1";
         let bytes = datagram(&[&format!("add@{hub}"), "ACTION=add", &format!("DEVPATH={hub}"), "SUBSYSTEM=usb", "DEVNAME=bus/usb/002/002", "DEVTYPE=usb_device"]);
         assert!(!parse_uevent(&bytes).unwrap().is_usb_block());
+    }
+
+    #[test]
+    fn device_names_and_paths_that_leave_dev_or_sys_are_not_believed() {
+        for bad in ["../sda", "sda/../../etc", ".hidden", "", "a/b"] {
+            let bytes = datagram(&[&format!("add@{STICK}"), "ACTION=add", &format!("DEVPATH={STICK}"), "SUBSYSTEM=block", &format!("DEVNAME={bad}"), "DEVTYPE=disk"]);
+            let event = parse_uevent(&bytes).unwrap();
+            assert!(!event.is_usb_block(), "DEVNAME={bad:?} was believed");
+        }
+        let escape = "/devices/pci0000:00/usb2/../../../etc";
+        let bytes = datagram(&[&format!("add@{escape}"), "ACTION=add", &format!("DEVPATH={escape}"), "SUBSYSTEM=block", "DEVNAME=sda", "DEVTYPE=disk"]);
+        assert_eq!(parse_uevent(&bytes), None);
+    }
+
+    #[test]
+    fn a_stick_that_does_not_answer_in_time_is_given_up_on() {
+        let took = std::time::Instant::now();
+        let err = finish_within(std::time::Duration::from_millis(100), || {
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            Ok(())
+        })
+        .unwrap_err();
+        assert!(err.starts_with("stick: no answer within 0 s"), "{err}");
+        assert!(took.elapsed() < std::time::Duration::from_secs(1), "the watcher waited {:?}", took.elapsed());
+        assert_eq!(finish_within(std::time::Duration::from_secs(5), || Ok(7)), Ok(7));
     }
 
     #[test]
