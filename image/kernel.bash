@@ -15,9 +15,14 @@ minimal_kernel() {
   key=$( { sha256sum "$deb" "$config" | cut -d' ' -f1; gcc --version | head -1; ld --version | head -1; sed -n '/^minimal_kernel()/,/^}/p' "${BASH_SOURCE[0]}"; } | sha256sum | cut -c1-16)
   dir=$cache/$key
   if [ -f "$dir/bzImage.release" ] && [ -z "${KERNEL_REBUILD:-}" ]; then
-    echo "image: minimal kernel from the cache ($dir)" >&2
-    echo "$dir/bzImage"
-    return
+    # The cache is a directory anyone with this account can write: its bytes must still be
+    # the ones this build made, or it is built again.
+    if (cd "$dir" && sha256sum --quiet -c bzImage.sha256 >&2); then
+      echo "image: minimal kernel from the cache ($dir)" >&2
+      echo "$dir/bzImage"
+      return
+    fi
+    echo "image: the cached minimal kernel in $dir does not match its checksum; building it again" >&2
   fi
   echo "image: building the minimal kernel from $(basename "$deb") (minutes; kept in $dir)" >&2
   mkdir -p "$work"
@@ -60,6 +65,7 @@ minimal_kernel() {
   install -m 0644 "$src/arch/x86/boot/bzImage" "$dir.new/bzImage"
   install -m 0644 "$src/.config" "$dir.new/config"
   echo "$release" > "$dir.new/bzImage.release"
+  (cd "$dir.new" && sha256sum bzImage config bzImage.release > bzImage.sha256)
   mv "$dir.new" "$dir"
   rm -rf "$work"
   echo "$dir/bzImage"

@@ -18,13 +18,15 @@
 # with BR2_INIT_NONE. So it comes from outside, the first of:
 #   1. this script's second argument: BR2_ROOTFS_POST_IMAGE_SCRIPT_ARGS="/path/to/linuxx64.efi.stub"
 #   2. $VAULT_EFI_STUB: make VAULT_EFI_STUB=/path/to/linuxx64.efi.stub
-#   3. /usr/lib/systemd/boot/efi/linuxx64.efi.stub, where Debian's systemd-boot-efi puts it
-# image/build.sh uses the systemd-boot-efi version pinned in image/packages.lock; readme.txt says
-# how to use that same file here. Its SHA-256 goes into MANIFEST.
+# There is no fallback to whatever stub the build host has installed: an unpinned stub would make
+# the image depend on the host. image/build.sh uses the systemd-boot-efi version pinned in
+# image/packages.lock; readme.txt says how to use that same file here. Its SHA-256 goes into
+# MANIFEST.
 set -euo pipefail
 
 OUT=${1:?usage: post-image.sh BINARIES_DIR [EFI_STUB]}
-STUB=${2:-${VAULT_EFI_STUB:-/usr/lib/systemd/boot/efi/linuxx64.efi.stub}}
+STUB=${2:-${VAULT_EFI_STUB:-}}
+[ -n "$STUB" ] || { echo "post-image: no EFI stub given: pass the pinned linuxx64.efi.stub as BR2_ROOTFS_POST_IMAGE_SCRIPT_ARGS or VAULT_EFI_STUB (readme.txt says where to get it)" >&2; exit 1; }
 : "${HOST_DIR:?HOST_DIR is not set: run this from Buildroot}"
 : "${TARGET_DIR:?TARGET_DIR is not set: run this from Buildroot}"
 TREE=$TARGET_DIR
