@@ -57,7 +57,7 @@ pub fn uptime_ms() -> Option<u64> {
     Some((secs * 1000.0) as u64)
 }
 
-fn mount_err(what: &'static str) -> impl FnOnce(nix::Error) -> GatekeeperError {
+fn nix_err(what: &'static str) -> impl FnOnce(nix::Error) -> GatekeeperError {
     move |errno| GatekeeperError::Io { what, source: std::io::Error::from(errno) }
 }
 
@@ -71,7 +71,7 @@ pub fn mount_pseudo_filesystems() -> Result<()> {
         ("tmpfs", "/run", "tmpfs", hardened),
     ] {
         let _ = std::fs::create_dir_all(target);
-        mount(Some(source), target, Some(fstype), flags, None::<&str>).map_err(mount_err(target_name(target)))?;
+        mount(Some(source), target, Some(fstype), flags, None::<&str>).map_err(nix_err(target_name(target)))?;
     }
     Ok(())
 }
@@ -267,14 +267,14 @@ pub fn mount_data(device: Option<PathBuf>) -> Result<PathBuf> {
     })?;
     std::fs::create_dir_all(DATA_MOUNT).map_err(|source| GatekeeperError::Io { what: "create /data", source })?;
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_NOATIME;
-    mount(Some(&device), DATA_MOUNT, Some("ext4"), flags, None::<&str>).map_err(mount_err("mount the data partition"))?;
+    mount(Some(&device), DATA_MOUNT, Some("ext4"), flags, None::<&str>).map_err(nix_err("mount the data partition"))?;
     Ok(device)
 }
 
 /// Makes the root filesystem (the initramfs) read-only: nothing on it changes after boot.
 pub fn seal_root_filesystem() -> Result<()> {
     let flags = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).map_err(mount_err("remount / read-only"))
+    mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).map_err(nix_err("remount / read-only"))
 }
 
 /// What the daemon still needs once booted: link control and sysctls (NET_ADMIN), the egress
@@ -309,7 +309,7 @@ fn keep_only_capabilities(keep: &[caps::Capability]) -> Result<Vec<String>> {
     caps::clear(None, CapSet::Inheritable).map_err(failed("clear inheritable capabilities"))?;
     caps::set(None, CapSet::Effective, &keep).map_err(failed("set effective capabilities"))?;
     caps::set(None, CapSet::Permitted, &keep).map_err(failed("set permitted capabilities"))?;
-    nix::sys::prctl::set_no_new_privs().map_err(mount_err("no_new_privs"))?;
+    nix::sys::prctl::set_no_new_privs().map_err(nix_err("no_new_privs"))?;
     let mut kept: Vec<String> = caps::read(None, CapSet::Permitted).map_err(failed("read capabilities"))?.iter().map(|c| c.to_string()).collect();
     kept.sort();
     Ok(kept)
@@ -320,8 +320,8 @@ fn keep_only_capabilities(keep: &[caps::Capability]) -> Result<Vec<String>> {
 pub fn console_never_blocks() -> Result<()> {
     use nix::fcntl::{fcntl, FcntlArg, OFlag};
     let stdout = std::io::stdout();
-    let flags = fcntl(&stdout, FcntlArg::F_GETFL).map_err(mount_err("console flags"))?;
-    fcntl(&stdout, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK)).map_err(mount_err("console flags"))?;
+    let flags = fcntl(&stdout, FcntlArg::F_GETFL).map_err(nix_err("console flags"))?;
+    fcntl(&stdout, FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK)).map_err(nix_err("console flags"))?;
     Ok(())
 }
 
@@ -337,6 +337,12 @@ pub fn start_reaper() {
 }
 
 /// Never returns: says why on the console (a `fatal` event), keeps everything down, waits.
+/// Ctrl-Alt-Del on any keyboard would otherwise restart the box at once, without a sync: the
+/// kernel then only signals PID 1 (SIGINT), which the appliance's init ignores.
+pub fn ignore_ctrl_alt_del() -> Result<()> {
+    nix::sys::reboot::set_cad_enabled(false).map_err(nix_err("reboot(RB_DISABLE_CAD)"))
+}
+
 pub fn halt(reason: &str) -> ! {
     let mut events = crate::events::EventLog::default();
     events.mirror_to_screen();

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use gatekeeper::events::{listed_paths, Event, EventLog};
 use gatekeeper::push_server::{Limits, PushService};
 use gatekeeper::{error, policy_store};
@@ -117,6 +118,11 @@ fn boot_as_init() -> ! {
     if let Some(e) = console_blocks {
         events.emit(now, &Event::Alarm { rule: "console_may_block".into(), detail: e.to_string() });
     }
+    // Ctrl-Alt-Del from any keyboard (a stick can pose as one) becomes a SIGINT that PID 1
+    // ignores, not a restart without a sync.
+    if let Err(e) = init::ignore_ctrl_alt_del() {
+        init::halt(&e.to_string());
+    }
     // Before any driver can make a NIC appear: NICs start quiet (the daemon downs them all).
     if let Err(e) = gatekeeper::link::quiet_defaults() {
         init::halt(&e.to_string());
@@ -179,7 +185,7 @@ fn run(paths: &Paths, carrier_timeout_ms: u64, limits: Limits, reserve: Reserve,
     let options = gatekeeper::run::RunOptions {
         carrier_within: Duration::from_millis(carrier_timeout_ms),
         server: push_server_factory(paths.state.clone(), paths.store.clone(), limits, reserve),
-        shutdown: gatekeeper::run::on_signal(),
+        shutdown: if std::process::id() == 1 { gatekeeper::run::on_terminate().boxed() } else { gatekeeper::run::on_signal().boxed() },
         events,
         usb_mount: paths.usb_mount.clone(),
         store_dir: Some(paths.store.clone()),

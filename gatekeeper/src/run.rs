@@ -239,6 +239,19 @@ pub async fn on_signal() -> String {
     shutdown_signal().await
 }
 
+/// SIGTERM only: as PID 1 the daemon ignores SIGINT, which is what the kernel sends init for
+/// Ctrl-Alt-Del once it is switched off ([`crate::init::ignore_ctrl_alt_del`]).
+pub async fn on_terminate() -> String {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            term.recv().await;
+            "SIGTERM".into()
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
 /// The daemon. Returns on shutdown or a start-up failure (the link is down either way), with
 /// the event log.
 pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, state_dir: &Path, options: RunOptions<S>) -> Result<EventLog> {

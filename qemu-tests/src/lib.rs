@@ -322,10 +322,29 @@ impl Vm {
 
     /// Pulls a stick out (as fast as a hand can).
     pub fn unplug_stick(&mut self, id: &str) {
-        self.qmp().execute("device_del", json!({ "id": id }));
         // The stick's inner SCSI device goes first, with no id; wait for the stick itself.
-        self.qmp().wait_qmp_event("DEVICE_DELETED", Duration::from_secs(20), |data| data["device"] == id);
+        self.unplug(id);
         self.qmp().execute("blockdev-del", json!({ "node-name": format!("{id}-node") }));
+    }
+
+    /// Presses `keys` together (QMP `send-key`, qcodes such as `ctrl`, `alt`, `delete`) on
+    /// whichever keyboard QEMU routes keys to: the newest one plugged in.
+    pub fn press_keys(&mut self, keys: &[&str]) {
+        let keys: Vec<Value> = keys.iter().map(|k| json!({ "type": "qcode", "data": k })).collect();
+        self.qmp().execute("send-key", json!({ "keys": keys }));
+    }
+
+    /// Unplugs a device by id and waits until QEMU says it is gone.
+    pub fn unplug(&mut self, id: &str) {
+        self.qmp().execute("device_del", json!({ "id": id }));
+        self.qmp().wait_qmp_event("DEVICE_DELETED", Duration::from_secs(20), |data| data["device"] == id);
+    }
+
+    /// The names of the asynchronous QMP events QEMU has sent so far (RESET, SHUTDOWN, ...).
+    pub fn qmp_event_names(&mut self) -> Vec<String> {
+        // Any command makes the connection read what QEMU sent before its answer.
+        self.qmp().execute("query-status", json!({}));
+        self.qmp().pending_events.iter().filter_map(|e| e["event"].as_str().map(str::to_string)).collect()
     }
 
     /// The reset button (QMP `system_reset`): a warm reboot on the same disk, same console.
