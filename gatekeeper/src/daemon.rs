@@ -148,6 +148,10 @@ pub struct Driver<L, C> {
     started: Instant,
 }
 
+/// Set from the kernel command line ([`crate::init::PANIC_ONCE_OPEN_PARAM`]): the daemon
+/// panics the first time a window opens, to prove PID 1 survives it. Never set otherwise.
+pub static PANIC_ONCE_OPEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// When this binary was built, a time the vault's clock cannot be earlier than. The image build
 /// passes `SOURCE_DATE_EPOCH` (the commit's time, so the image stays reproducible); any other
 /// build uses the last time this line was changed.
@@ -361,6 +365,9 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             for t in &out.transitions {
                 let event = Event::StateChanged { from: t.from.to_string(), to: t.to.to_string(), reason: t.reason.to_string() };
                 self.emit(event);
+                if t.to == vault_core::link::gate::Phase::Open && PANIC_ONCE_OPEN.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    panic!("test hook {}: the daemon panics once, with the link up", crate::init::PANIC_ONCE_OPEN_PARAM);
+                }
             }
             changed |= !out.transitions.is_empty();
             for action in out.actions {

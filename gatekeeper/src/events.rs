@@ -65,6 +65,10 @@ pub enum Event {
     /// PID 1 cannot go on: why. The links stay down and the process waits (exiting would
     /// panic the kernel).
     Fatal { reason: String, uptime_ms: Option<u64> },
+    /// A thread panicked (printed by the panic hook, whatever thread it was).
+    Panicked { thread: String, message: String, location: String },
+    /// The daemon panicked and PID 1 started it again; it seals every NIC before anything else.
+    DaemonRestarted { restarts_this_hour: u32 },
     /// The console's summary line: on every state change and every minute.
     Status {
         state: String,

@@ -51,6 +51,34 @@ pub fn seal_step_pause(cmdline: &str) -> Option<Duration> {
     (ms > 0).then(|| Duration::from_millis(ms).min(MAX_SEAL_STEP_PAUSE))
 }
 
+/// A test hook on the kernel command line (`vault.panic_once_open=1`): the daemon panics the
+/// first time a window opens, so the QEMU suite can prove that PID 1 survives a panic, seals,
+/// and serves the window again. Like the seal-step pause, only who builds the image can set
+/// it, and the daemon says so at start.
+pub const PANIC_ONCE_OPEN_PARAM: &str = "vault.panic_once_open";
+
+/// True when the command line carries `vault.panic_once_open=1`.
+pub fn panic_once_open(cmdline: &str) -> bool {
+    cmdline.split_whitespace().any(|word| word == format!("{PANIC_ONCE_OPEN_PARAM}=1"))
+}
+
+/// How many times in an hour PID 1 starts a panicked daemon again before it gives up and
+/// halts, sealed: a bug that fires at every start must not make the link flap for ever.
+pub const MAX_RESTARTS_PER_HOUR: u32 = 5;
+
+/// Prints every panic, of any thread, as a `panicked` event (never panicking itself), instead
+/// of the default text. PID 1 then decides what the panic means.
+pub fn report_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current().name().unwrap_or("unnamed").to_string();
+        let message = info.payload().downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| info.payload().downcast_ref::<String>().cloned()).unwrap_or_else(|| "(no message)".into());
+        let location = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let mut events = crate::events::EventLog::default();
+        events.mirror_to_screen();
+        events.emit(vault_io::clock_now(), &crate::events::Event::Panicked { thread, message, location });
+    }));
+}
+
 /// Milliseconds since the kernel started (for boot-time reports).
 pub fn uptime_ms() -> Option<u64> {
     let secs: f64 = std::fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()?;
@@ -347,7 +375,8 @@ pub fn halt(reason: &str) -> ! {
     let mut events = crate::events::EventLog::default();
     events.mirror_to_screen();
     events.emit(vault_io::clock_now(), &crate::events::Event::Fatal { reason: reason.to_string(), uptime_ms: uptime_ms() });
-    eprintln!("gatekeeper: FATAL: {reason}; the vault stays sealed");
+    // Never a panic here, even on a console that refuses the write.
+    let _ = std::io::Write::write_fmt(&mut std::io::stderr(), format_args!("gatekeeper: FATAL: {reason}; the vault stays sealed\n"));
     loop {
         std::thread::sleep(Duration::from_secs(3600));
     }
@@ -356,6 +385,14 @@ pub fn halt(reason: &str) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_panic_hook_is_read_from_its_own_parameter_only() {
+        assert!(panic_once_open("console=ttyS0 vault.panic_once_open=1 quiet"));
+        for absent in ["console=ttyS0", "vault.panic_once_open=0", "vault.panic_once_open=", "vault.panic_once_open=1x", "xvault.panic_once_open=1"] {
+            assert!(!panic_once_open(absent), "{absent}");
+        }
+    }
 
     #[test]
     fn the_seal_step_pause_is_read_from_its_own_parameter_and_capped() {

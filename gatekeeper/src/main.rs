@@ -154,16 +154,48 @@ fn boot_as_init() -> ! {
         usb_mount: Some(init::USB_MOUNT.into()),
     };
     let mut limits = Limits::default();
-    if let Some(pause) = init::seal_step_pause(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default()) {
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if init::panic_once_open(&cmdline) {
+        let detail = format!("kernel command line {}=1: the daemon panics once when a window opens (a test hook; no production image sets it)", init::PANIC_ONCE_OPEN_PARAM);
+        events.emit(vault_io::clock_now(), &Event::Alarm { rule: "test_hook_enabled".into(), detail });
+        gatekeeper::daemon::PANIC_ONCE_OPEN.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    if let Some(pause) = init::seal_step_pause(&cmdline) {
         let detail = format!("kernel command line {}: each seal step pauses {} ms (a power-cut test hook; no production image sets it)", init::SEAL_STEP_PAUSE_PARAM, pause.as_millis());
         events.emit(vault_io::clock_now(), &Event::Alarm { rule: "test_hook_enabled".into(), detail });
         limits.seal_step_pause = pause;
     }
-    let outcome = run(&paths, 5000, limits, Reserve::DEFAULT, events);
-    init::halt(&match outcome {
-        Ok(()) => "the daemon stopped".to_string(),
-        Err(e) => format!("the daemon stopped: {e}"),
-    })
+    // A panic anywhere in the daemon unwinds to here: the daemon starts again, and the first
+    // thing it does is take every NIC down. A thread of its own that panics (the egress guard,
+    // the state writer) ends alone and the daemon says so.
+    init::report_panics();
+    let mut events = Some(events);
+    let mut restarts: Vec<std::time::Instant> = Vec::new();
+    loop {
+        let log = events.take().unwrap_or_else(|| {
+            let mut log = EventLog::default();
+            log.mirror_to_screen();
+            log
+        });
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&paths, 5000, limits, Reserve::DEFAULT, log)));
+        if let Ok(stopped) = outcome {
+            init::halt(&match stopped {
+                Ok(()) => "the daemon stopped".to_string(),
+                Err(e) => format!("the daemon stopped: {e}"),
+            });
+        }
+        restarts.retain(|at| at.elapsed() < Duration::from_secs(3600));
+        restarts.push(std::time::Instant::now());
+        let restarts_this_hour = restarts.len() as u32;
+        if restarts_this_hour > init::MAX_RESTARTS_PER_HOUR {
+            init::halt(&format!("the daemon panicked {restarts_this_hour} times within an hour; the vault stays sealed until it is restarted"));
+        }
+        let mut log = EventLog::default();
+        log.mirror_to_screen();
+        log.emit(vault_io::clock_now(), &Event::DaemonRestarted { restarts_this_hour });
+        events = Some(log);
+        std::thread::sleep(Duration::from_secs(1));
+    }
 }
 
 /// Where the daemon finds its inputs and keeps its data.

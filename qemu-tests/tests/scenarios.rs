@@ -162,6 +162,35 @@ fn push_receipt_early_close_restore_and_an_incremental_push() {
     assert_sealed_exactly(&mut box_, &[(&first, &tree_v1), (&second, &tree)]);
 }
 
+/// Issue 14, item 4: a panic in the daemon with the link up does not take PID 1 (and with it
+/// the box) down. PID 1 starts the daemon again, which seals every NIC before anything else,
+/// and the window that is still open serves the pusher: receipt, nothing unsolicited, no
+/// reboot. (The panic comes from a test hook on the kernel command line.)
+#[test]
+fn a_panic_in_the_daemon_restarts_it_sealed_and_the_window_still_serves() {
+    let mut box_ = Appliance::boot_with("panic-restart", Boot::Direct, vec![format!("{}=1", "vault.panic_once_open")]);
+    let t = now_secs();
+    let spec = PolicySpec { windows: vec![(t + 20, t + 120)], pushers: vec![("db-backup".into(), "1GiB".into())], ..PolicySpec::new(1, "vault-test") };
+    box_.apply_policy(&spec);
+    let panicked = box_.vm.wait_for("the daemon's panic", EVENT_WAIT, |e| e["event"] == "panicked");
+    assert!(panicked["message"].as_str().unwrap_or_default().contains("vault.panic_once_open"), "{panicked}");
+    let restarted = box_.vm.wait_event("daemon_restarted", EVENT_WAIT);
+    assert_eq!(restarted["restarts_this_hour"], 1, "{restarted}");
+    let sealed = box_.vm.wait_for("sealed again", EVENT_WAIT, |e| e["event"] == "link_down" && e["why"].as_str().unwrap_or_default().starts_with("start: sealed"));
+    assert_eq!(sealed["confirmation"]["admin_up"], false, "{sealed}");
+    wait_listening(&mut box_.vm);
+    let tree = box_.bench.dir.join("tree");
+    random_tree(&tree, 2, 20_000, 0x9a1c);
+    let pushed = push_summary(&box_.push("db-backup", "after-panic", &tree));
+    assert_eq!(pushed["files"], 2, "{pushed}");
+    let events = box_.vm.events();
+    assert_eq!(events.iter().filter(|e| e["event"] == "boot").count(), 1, "the box rebooted");
+    assert!(!events.iter().any(|e| e["event"] == "fatal"), "{events:?}");
+    let frames = box_.finish_capture();
+    assert_eq!(unsolicited(&frames), Vec::<String>::new());
+    box_.vm.pass();
+}
+
 #[test]
 fn outside_the_window_no_answer_inside_it_strangers_are_refused_and_it_closes_on_time() {
     let mut box_ = Appliance::boot("window-refusals", Boot::Direct);

@@ -7,7 +7,9 @@
 # shellcheck shell=bash
 
 # What the UKI boots with: the console on the serial port and the screen (the same image is
-# watched in QEMU and on hardware), quiet kernel, never reboot on a panic. cryptomgr.notests
+# watched in QEMU and on hardware), quiet kernel. panic=10: a kernel panic (PID 1 itself gone,
+# which its restart loop makes unlikely) restarts the box after 10 s instead of hanging it until
+# someone power-cycles it; it comes back sealed and opens its next window. cryptomgr.notests
 # skips the kernel's crypto known-answer self-tests (most of a second of boot under emulation):
 # the vault's own cryptography is ring in userspace, and the kernel's is only used for module
 # signatures and ext4 checksums, whose algorithms still run, untested at boot.
@@ -22,7 +24,7 @@
 # its text (and in each module's, as it loads) into a no-op, one text_poke with a page-table
 # switch per site: about 0.4 s of a one-CPU VM's boot under emulation. The locked instructions
 # stay; they are correct on any number of CPUs, and a multi-CPU box never did this rewrite.
-VAULT_CMDLINE="console=tty0 console=ttyS0,115200 loglevel=4 panic=0 cryptomgr.notests module.sig_enforce=1 initcall_blacklist=trace_eval_init,tracer_init_tracefs,crypto_kdf108_init noreplace-smp"
+VAULT_CMDLINE="console=tty0 console=ttyS0,115200 loglevel=4 panic=10 cryptomgr.notests module.sig_enforce=1 initcall_blacklist=trace_eval_init,tracer_init_tracefs,crypto_kdf108_init noreplace-smp"
 VAULT_UKI_LIMIT=$((16 * 1024 * 1024))
 # GPT: a 32 MiB ESP then the data partition, found by the gatekeeper by its name.
 VAULT_ESP_MIB=32
