@@ -121,15 +121,21 @@ pub fn read_module_plan(path: &Path) -> Result<ModulePlan> {
 }
 
 /// What one phase of module loading did.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Coldplug {
     /// Every module tried, loaded or not (a failure is reported once, not retried).
     pub tried: BTreeSet<String>,
     /// In load order.
     pub loaded: Vec<String>,
     pub failures: Vec<(String, String)>,
-    /// The data partition, once its disk has appeared (boot phase only).
-    pub data: Option<PathBuf>,
+    /// The data partition, or why there is none yet (boot phase only).
+    pub data: std::result::Result<PathBuf, String>,
+}
+
+impl Default for Coldplug {
+    fn default() -> Coldplug {
+        Coldplug { tried: BTreeSet::new(), loaded: Vec::new(), failures: Vec::new(), data: Err("not looked for yet".into()) }
+    }
 }
 
 impl Coldplug {
@@ -158,8 +164,8 @@ pub fn coldplug_boot(plan: &ModulePlan) -> Coldplug {
     let started = Instant::now();
     let mut coldplug = Coldplug::default();
     loop {
-        coldplug.data = find_partition(Path::new("/sys/class/block"), DATA_PARTNAME);
-        if coldplug.data.is_some() || started.elapsed() > DATA_WAIT {
+        coldplug.data = find_data_partition(Path::new("/sys/class/block"), Path::new("/dev"));
+        if coldplug.data.is_ok() || started.elapsed() > DATA_WAIT {
             break;
         }
         let next = plan.wanted(Phase::Disk, &device_modaliases(Path::new(SYSFS_BUS))).into_iter().find(|name| !coldplug.tried.contains(*name));
@@ -272,26 +278,81 @@ fn load_module(path: &str) -> std::result::Result<(), String> {
     }
 }
 
-/// The block device whose GPT partition name is `name`, from sysfs uevents.
-pub fn find_partition(sys_block: &Path, name: &str) -> Option<PathBuf> {
-    for entry in std::fs::read_dir(sys_block).ok()?.flatten() {
+/// The data partition: the one partition named [`DATA_PARTNAME`] whose GPT type is
+/// [`vault_core::gpt::VAULT_DATA_TYPE`], on a disk that is neither removable nor on a USB bus.
+/// A stick left in across a power cut (on a kernel with USB built in it can show before the
+/// internal disk) is never it, whatever its partitions are named; two candidates are refused
+/// rather than guessed between. `Err` says what was found and why none was taken.
+pub fn find_data_partition(sys_class_block: &Path, dev: &Path) -> std::result::Result<PathBuf, String> {
+    let mut accepted = Vec::new();
+    let mut refused = Vec::new();
+    for entry in std::fs::read_dir(sys_class_block).map_err(|e| format!("{}: {e}", sys_class_block.display()))?.flatten() {
         let uevent = std::fs::read_to_string(entry.path().join("uevent")).unwrap_or_default();
-        let partname = uevent.lines().find_map(|l| l.strip_prefix("PARTNAME="));
-        let devname = uevent.lines().find_map(|l| l.strip_prefix("DEVNAME="));
-        if let (Some(partname), Some(devname)) = (partname, devname) {
-            if partname == name {
-                return Some(Path::new("/dev").join(devname));
-            }
+        let field = |key: &str| uevent.lines().find_map(|l| l.strip_prefix(key)).map(str::to_string);
+        let (Some(partname), Some(devname), Some(number)) = (field("PARTNAME="), field("DEVNAME="), field("PARTN=")) else { continue };
+        if partname != DATA_PARTNAME {
+            continue;
+        }
+        let device = dev.join(&devname);
+        match data_partition_doubt(&entry.path(), dev, number.parse().unwrap_or(0)) {
+            None => accepted.push(device),
+            Some(doubt) => refused.push(format!("{}: {doubt}", device.display())),
         }
     }
-    None
+    match accepted.len() {
+        1 => Ok(accepted.remove(0)),
+        0 => Err(format!(
+            "no block device with GPT name `{DATA_PARTNAME}` and type {} on a fixed, non-USB disk{}",
+            vault_core::gpt::VAULT_DATA_TYPE,
+            if refused.is_empty() { String::new() } else { format!(" (refused: {})", refused.join("; ")) }
+        )),
+        _ => Err(format!(
+            "{} data partitions ({}): the vault uses exactly one; take out the disks that are not this vault's",
+            accepted.len(),
+            accepted.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+/// Why the partition at `partition_sysfs` (its `/sys/class/block` entry) is not the data
+/// partition, if it is not.
+fn data_partition_doubt(partition_sysfs: &Path, dev: &Path, number: u32) -> Option<String> {
+    let real = std::fs::canonicalize(partition_sysfs).ok()?;
+    if crate::usb::is_under_usb(&real.to_string_lossy()) {
+        return Some("on a USB bus".into());
+    }
+    let disk_sysfs = real.parent()?;
+    let disk = disk_sysfs.file_name()?.to_string_lossy().to_string();
+    match std::fs::read_to_string(disk_sysfs.join("removable")).map(|s| s.trim().to_string()) {
+        Ok(flag) if flag == "0" => {}
+        Ok(_) => return Some(format!("{disk} is removable media")),
+        Err(e) => return Some(format!("{disk}: removable flag unreadable ({e})")),
+    }
+    let block_size: u32 = std::fs::read_to_string(disk_sysfs.join("queue/logical_block_size")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(512);
+    match gpt_type_of(&dev.join(&disk), number, block_size) {
+        Ok(found) if found == vault_core::gpt::VAULT_DATA_TYPE => None,
+        Ok(found) => Some(format!("partition type {found}, not the vault's")),
+        Err(e) => Some(format!("GPT of {disk} unreadable: {e}")),
+    }
+}
+
+/// Reads partition `number`'s type from the disk's primary GPT: the header, then that entry.
+fn gpt_type_of(disk: &Path, number: u32, block_size: u32) -> std::result::Result<vault_core::gpt::Guid, String> {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::File::open(disk).map_err(|e| e.to_string())?;
+    let mut header = vec![0u8; vault_core::gpt::HEADER_LEN];
+    file.read_exact_at(&mut header, u64::from(block_size)).map_err(|e| format!("header: {e}"))?;
+    let (offset, size) = vault_core::gpt::entry_location(&header, number, block_size).map_err(|e| e.to_string())?;
+    let mut entry = vec![0u8; size as usize];
+    file.read_exact_at(&mut entry, offset).map_err(|e| format!("entry {number}: {e}"))?;
+    vault_core::gpt::entry_type(&entry).map_err(|e| e.to_string())
 }
 
 /// Mounts the data partition the boot phase found.
-pub fn mount_data(device: Option<PathBuf>) -> Result<PathBuf> {
-    let device = device.ok_or_else(|| GatekeeperError::Io {
+pub fn mount_data(device: std::result::Result<PathBuf, String>) -> Result<PathBuf> {
+    let device = device.map_err(|why| GatekeeperError::Io {
         what: "find the data partition",
-        source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("no block device with GPT name `{DATA_PARTNAME}` after {DATA_WAIT:?}")),
+        source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("{why}, after {DATA_WAIT:?}")),
     })?;
     std::fs::create_dir_all(DATA_MOUNT).map_err(|source| GatekeeperError::Io { what: "create /data", source })?;
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_NOATIME;
@@ -385,6 +446,70 @@ pub fn halt(reason: &str) -> ! {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A disk as sysfs and /dev show it: the partition's uevent, the disk's removable flag and
+    /// block size, and the disk's first sectors with a GPT whose entry `partn` has `kind`.
+    fn fake_disk(root: &Path, devices: &str, disk: &str, partn: u32, name: &str, kind: vault_core::gpt::Guid, removable: &str) {
+        let part = format!("{disk}{partn}");
+        let disk_dir = root.join("sys").join(devices).join(disk);
+        std::fs::create_dir_all(disk_dir.join(&part)).unwrap();
+        std::fs::create_dir_all(disk_dir.join("queue")).unwrap();
+        std::fs::write(disk_dir.join("removable"), format!("{removable}\n")).unwrap();
+        std::fs::write(disk_dir.join("queue/logical_block_size"), "512\n").unwrap();
+        std::fs::write(disk_dir.join(&part).join("uevent"), format!("MAJOR=8\nMINOR=2\nDEVNAME={part}\nDEVTYPE=partition\nPARTN={partn}\nPARTNAME={name}\n")).unwrap();
+        std::fs::create_dir_all(root.join("sys/class/block")).unwrap();
+        std::os::unix::fs::symlink(disk_dir.join(&part), root.join("sys/class/block").join(&part)).unwrap();
+        let mut image = vec![0u8; 512 * 34];
+        image[512..520].copy_from_slice(b"EFI PART");
+        image[512 + 72..512 + 80].copy_from_slice(&2u64.to_le_bytes());
+        image[512 + 80..512 + 84].copy_from_slice(&128u32.to_le_bytes());
+        image[512 + 84..512 + 88].copy_from_slice(&128u32.to_le_bytes());
+        let entry = 1024 + (partn as usize - 1) * 128;
+        image[entry..entry + 16].copy_from_slice(&kind_bytes(kind));
+        std::fs::create_dir_all(root.join("dev")).unwrap();
+        std::fs::write(root.join("dev").join(disk), image).unwrap();
+    }
+
+    fn kind_bytes(kind: vault_core::gpt::Guid) -> [u8; 16] {
+        // The on-disk order, read back through the decoder's own Display for a check.
+        let text = kind.to_string().replace('-', "");
+        let hex: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).unwrap()).collect();
+        [hex[3], hex[2], hex[1], hex[0], hex[5], hex[4], hex[7], hex[6], hex[8], hex[9], hex[10], hex[11], hex[12], hex[13], hex[14], hex[15]]
+    }
+
+    const VIRTIO: &str = "devices/pci0000:00/0000:00:04.0/virtio1/block";
+    const USB: &str = "devices/pci0000:00/0000:00:05.0/usb2/2-1/2-1:1.0/host0/target0:0:0/0:0:0:0/block";
+    const LINUX_DATA: vault_core::gpt::Guid = vault_core::gpt::Guid::from_text_form(0x0fc6_3daf, 0x8483, 0x4772, [0x8e, 0x79, 0x3d, 0x69, 0xd8, 0x47, 0x7d, 0xe4]);
+
+    fn find(root: &Path) -> std::result::Result<PathBuf, String> {
+        find_data_partition(&root.join("sys/class/block"), &root.join("dev"))
+    }
+
+    /// Issue 14, item 1: a stick named like the data partition is never it.
+    #[test]
+    fn the_data_partition_is_on_a_fixed_non_usb_disk_with_the_vaults_type() {
+        let root = tempfile::tempdir().unwrap();
+        fake_disk(root.path(), USB, "sda", 2, DATA_PARTNAME, vault_core::gpt::VAULT_DATA_TYPE, "0");
+        let err = find(root.path()).unwrap_err();
+        assert!(err.contains("sda2: on a USB bus"), "{err}");
+        fake_disk(root.path(), VIRTIO, "vda", 2, DATA_PARTNAME, vault_core::gpt::VAULT_DATA_TYPE, "0");
+        assert_eq!(find(root.path()).unwrap(), root.path().join("dev/vda2"));
+    }
+
+    #[test]
+    fn removable_media_another_type_and_two_candidates_are_refused_by_name() {
+        let root = tempfile::tempdir().unwrap();
+        fake_disk(root.path(), "devices/pci0000:00/0000:00:1f.2/ata1/host0/target0:0:0/0:0:0:0/block", "sdb", 2, DATA_PARTNAME, vault_core::gpt::VAULT_DATA_TYPE, "1");
+        fake_disk(root.path(), VIRTIO, "vdb", 2, DATA_PARTNAME, LINUX_DATA, "0");
+        let err = find(root.path()).unwrap_err();
+        assert!(err.contains("sdb is removable media"), "{err}");
+        assert!(err.contains("vdb2: partition type 0fc63daf-8483-4772-8e79-3d69d8477de4, not the vault's"), "{err}");
+        assert!(err.starts_with("no block device with GPT name `vault-data` and type 5661756c-7444-4174-a000-000000000001"), "{err}");
+        fake_disk(root.path(), VIRTIO, "vda", 2, DATA_PARTNAME, vault_core::gpt::VAULT_DATA_TYPE, "0");
+        fake_disk(root.path(), "devices/pci0000:00/0000:00:06.0/nvme/nvme0/nvme0n1", "nvme0n1p", 2, DATA_PARTNAME, vault_core::gpt::VAULT_DATA_TYPE, "0");
+        let err = find(root.path()).unwrap_err();
+        assert!(err.starts_with("2 data partitions") && err.contains("exactly one"), "{err}");
+    }
 
     #[test]
     fn the_panic_hook_is_read_from_its_own_parameter_only() {

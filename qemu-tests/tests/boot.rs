@@ -150,3 +150,35 @@ fn ctrl_alt_delete_on_any_keyboard_restarts_nothing() {
     assert_eq!(status["state"], "sealed", "{status}");
     vm.pass();
 }
+
+/// A USB stick that carries a whole vault disk (an ESP and a `vault-data` partition of the
+/// vault's own type), plugged in at boot and claiming to be fixed media.
+fn stick_with_a_vault_disk(artifacts: &Artifacts) -> Vec<String> {
+    let drive = format!("if=none,id=evil,format=qcow2,file={},snapshot=on", artifacts.out.join("vault.qcow2").display());
+    ["-drive", &drive, "-device", "usb-storage,bus=xhci.0,drive=evil,removable=false"].map(String::from).to_vec()
+}
+
+/// Issue 14, item 1: a stick is never the data disk. With only the stick there (on the minimal
+/// kernel USB is built in, so it shows during the search), the vault refuses it by name and
+/// stays sealed; with the internal disk there too, the internal disk is mounted.
+#[test]
+fn a_stick_with_a_vault_data_partition_is_never_mounted() {
+    let artifacts = Artifacts::from_env();
+    let options = VmOptions { no_disk: true, extra: stick_with_a_vault_disk(&artifacts), ..VmOptions::default() };
+    let mut vm = Vm::boot(&artifacts, "boot-evil-stick", Boot::Direct, options);
+    let fatal = vm.wait_event("fatal", Duration::from_secs(150));
+    let reason = fatal["reason"].as_str().unwrap_or_default().to_string();
+    assert!(reason.contains("no block device with GPT name `vault-data` and type 5661756c-7444-4174-a000-000000000001 on a fixed, non-USB disk"), "{fatal}");
+    if artifacts.kernel() == KernelKind::Minimal {
+        assert!(reason.contains("sda2: on a USB bus"), "the stick was seen and refused by name: {fatal}");
+    }
+    assert!(!vm.events().iter().any(|e| e["event"] == "data_mounted" || e["event"] == "started"), "{:?}", vm.events());
+    vm.pass();
+
+    let options = VmOptions { extra: stick_with_a_vault_disk(&artifacts), ..VmOptions::default() };
+    let mut vm = Vm::boot(&artifacts, "boot-evil-stick-and-disk", Boot::Direct, options);
+    let mounted = vm.wait_event("data_mounted", Duration::from_secs(120));
+    assert_eq!(mounted["device"], "/dev/vda2", "{mounted}");
+    vm.wait_event("started", Duration::from_secs(60));
+    vm.pass();
+}

@@ -17,6 +17,8 @@
 //! - [`link`]: the vault NIC. [`link::gate`] (the gatekeeper state machine: Sealed, Opening,
 //!   Open, Closing, sans I/O) and [`link::egress`] (which frames the NIC may send while open:
 //!   ARP replies, listener TCP, unicast ARP probes for the peers it replies to).
+//! - [`gpt`]: the type of one GPT partition entry, which the appliance checks before it
+//!   mounts its data partition.
 //! - [`push`]: a push, in the order its data flows: [`push::chunk`] and [`push::manifest`]
 //!   (what is sent), [`push::protocol`] (the frames, checked then parsed), [`push::limits`]
 //!   (every bound a session and a window are held to), [`push::ingest`] (the vault's side of a
@@ -25,6 +27,7 @@
 
 pub mod canonical;
 pub mod error;
+pub mod gpt;
 pub mod keys;
 pub mod link;
 pub mod policy;
