@@ -49,6 +49,12 @@ command -v sfdisk >/dev/null || need+=(fdisk)
 command -v qemu-img >/dev/null || need+=(qemu-utils)
 command -v python3 >/dev/null || need+=(python3)
 command -v lz4 >/dev/null || need+=(lz4)
+# Secure Boot: SB_KEY and SB_CERT (PEM) sign the UKI with the operator's own db key.
+if [ -n "${SB_KEY:-}${SB_CERT:-}" ]; then
+  [ -f "${SB_KEY:-}" ] && [ -f "${SB_CERT:-}" ] || die "Secure Boot signing needs both SB_KEY and SB_CERT (PEM files); got SB_KEY=${SB_KEY:-} SB_CERT=${SB_CERT:-}"
+  command -v sbsign >/dev/null || need+=(sbsigntool)
+  command -v openssl >/dev/null || need+=(openssl)
+fi
 if [ "$KERNEL" = minimal ]; then
   command -v gcc >/dev/null || need+=(gcc)
   command -v make >/dev/null || need+=(make)
@@ -156,6 +162,15 @@ install -m 0644 "$VMLINUZ" "$OUT/vmlinuz"
 . "$TOP/buildroot-overlay/board/vault/uki-disk.bash"
 CMDLINE=$VAULT_CMDLINE
 vault_uki "$STUB" "$OUT/vmlinuz" "$OUT/initramfs.cpio.lz4" "$TREE/etc/os-release" "$WORK" "$OUT/vault.efi" || die "UKI failed"
+if [ -n "${SB_KEY:-}" ]; then
+  # Before the disk is made, so its ESP carries the signed UKI. The signature (PKCS#7, no
+  # signing time) is deterministic: the image stays reproducible with the same key.
+  sbsign --key "$SB_KEY" --cert "$SB_CERT" --output "$WORK/vault.signed.efi" "$OUT/vault.efi" >/dev/null 2>&1 || die "sbsign failed with SB_KEY=$SB_KEY SB_CERT=$SB_CERT"
+  mv "$WORK/vault.signed.efi" "$OUT/vault.efi"
+  SECURE_BOOT="signed for the db certificate $(openssl x509 -in "$SB_CERT" -noout -subject | sed 's/^subject=//') sha256:$(openssl x509 -in "$SB_CERT" -outform DER | sha256sum | cut -d' ' -f1)"
+else
+  SECURE_BOOT="unsigned (make image SB_KEY=... SB_CERT=... signs it)"
+fi
 UKI_SIZE=$(stat -c %s "$OUT/vault.efi")
 IMG=$OUT/vault.img
 vault_disk "$OUT/vault.efi" "${DATA_MIB:-512}" "$WORK" "$IMG"
@@ -170,6 +185,7 @@ qemu-img convert -q -f raw -O qcow2 "$IMG" "$OUT/vault.qcow2"
   echo "kernel-kind: $KERNEL"
   echo "kernel: $KERNEL_MANIFEST"
   echo "efi-stub: systemd-boot-efi $STUB_VER sha256:$STUB_SUM"
+  echo "secure-boot: $SECURE_BOOT"
   echo "gatekeeper: sha256:$(sha256sum "$GATEKEEPER" | cut -d' ' -f1)"
   echo "rustc: $(rustc --version)"
   echo "cargo: $(cargo --version)"

@@ -20,6 +20,10 @@ command -v python3 >/dev/null || need_apt+=(python3)
 command -v qemu-system-x86_64 >/dev/null || need_apt+=(qemu-system-x86)
 command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
 [ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || need_apt+=(ovmf)
+# The Secure Boot test signs a UKI with OVMF's snakeoil key and boots it with the firmware that
+# enforces Secure Boot.
+command -v sbsign >/dev/null || need_apt+=(sbsigntool)
+command -v mcopy >/dev/null || need_apt+=(mtools)
 if ((${#need_apt[@]})); then
   echo "ensure-tools: installing ${need_apt[*]}"
   apt-get update -qq

@@ -88,6 +88,13 @@ pub enum Boot {
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// OVMF that enforces Secure Boot (it needs SMM), and variables with Debian's snakeoil test
+/// keys enrolled as PK, KEK and db: what a box whose owner enrolled their own keys looks like.
+const OVMF_CODE_SECURE_BOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+const OVMF_VARS_SNAKEOIL: &str = "/usr/share/OVMF/OVMF_VARS_4M.snakeoil.fd";
+/// The snakeoil db key and certificate (test only: its private half is public).
+pub const SNAKEOIL_KEY: &str = "/usr/share/ovmf/PkKek-1-snakeoil.key";
+pub const SNAKEOIL_CERT: &str = "/usr/share/ovmf/PkKek-1-snakeoil.pem";
 
 /// One running appliance.
 pub struct Vm {
@@ -124,6 +131,8 @@ pub struct VmOptions {
     /// Firmware boot with OVMF's network stack left as it comes (the control of the
     /// firmware-silence test); by default [`FIRMWARE_NETWORK_OFF`] is applied.
     pub firmware_network_on: bool,
+    /// Firmware boot with Secure Boot enforced, the snakeoil keys enrolled.
+    pub secure_boot: bool,
 }
 
 /// The OVMF settings (QEMU `-fw_cfg` files, read by the firmware at start) that keep its
@@ -189,8 +198,13 @@ impl Vm {
             }
             Boot::Firmware => {
                 let vars = dir.join("OVMF_VARS.fd");
-                std::fs::copy(OVMF_VARS, &vars).expect("copy OVMF vars (is the ovmf package installed?)");
-                cmd.arg("-drive").arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"));
+                let (code, vars_template) = if options.secure_boot { (OVMF_CODE_SECURE_BOOT, OVMF_VARS_SNAKEOIL) } else { (OVMF_CODE, OVMF_VARS) };
+                std::fs::copy(vars_template, &vars).expect("copy OVMF vars (is the ovmf package installed?)");
+                if options.secure_boot {
+                    // The variable store is writable only from SMM: nothing the OS runs can change the keys.
+                    cmd.args(["-machine", "smm=on", "-global", "driver=cfi.pflash01,property=secure,value=on"]);
+                }
+                cmd.arg("-drive").arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"));
                 cmd.arg("-drive").arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
                 cmd.arg("-drive").arg(format!("file={},format=qcow2,if=none,id=disk0", disk.display()));
                 cmd.args(["-device", "nvme,drive=disk0,serial=vault0"]);

@@ -182,3 +182,53 @@ fn a_stick_with_a_vault_data_partition_is_never_mounted() {
     vm.wait_event("started", Duration::from_secs(60));
     vm.pass();
 }
+
+/// A copy of the image's disk whose ESP carries `uki` as `\EFI\BOOT\BOOTX64.EFI`, as qcow2.
+fn disk_with_uki(artifacts: &Artifacts, dir: &std::path::Path, name: &str, uki: &std::path::Path) -> std::path::PathBuf {
+    let raw = dir.join(format!("{name}.img"));
+    qemu_tests::run_ok(std::process::Command::new("cp").arg("--sparse=always").arg(artifacts.out.join("vault.img")).arg(&raw));
+    // The ESP starts at sector 2048 (uki-disk.bash).
+    let image = format!("{}@@1048576", raw.display());
+    qemu_tests::run_ok(std::process::Command::new("mcopy").args(["-o", "-i", &image]).arg(uki).arg("::/EFI/BOOT/BOOTX64.EFI"));
+    let qcow2 = dir.join(format!("{name}.qcow2"));
+    qemu_tests::run_ok(std::process::Command::new("qemu-img").args(["convert", "-q", "-f", "raw", "-O", "qcow2"]).arg(&raw).arg(&qcow2));
+    std::fs::remove_file(&raw).unwrap();
+    qcow2
+}
+
+/// Issue 14, item 3: with Secure Boot on and the owner's key in db (OVMF's snakeoil key stands
+/// in for it), the UKI signed with that key boots to Sealed; the same UKI unsigned, or signed
+/// and then given another command line, is refused by the firmware: not one line of the vault.
+#[test]
+fn under_secure_boot_only_the_signed_uki_boots_and_its_command_line_is_fixed() {
+    let artifacts = Artifacts::from_env();
+    let work = qemu_tests::log_root().join("secure-boot-work");
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir_all(&work).unwrap();
+    let signed = work.join("signed.efi");
+    qemu_tests::run_ok(std::process::Command::new("sbsign").args(["--key", qemu_tests::SNAKEOIL_KEY, "--cert", qemu_tests::SNAKEOIL_CERT, "--output"]).arg(&signed).arg(artifacts.out.join("vault.efi")));
+    // The command line is a section of the signed file: another one breaks the signature.
+    let mut bytes = std::fs::read(&signed).unwrap();
+    let at = bytes.windows(10).position(|w| w == b"loglevel=4").expect("the command line in the UKI");
+    bytes[at + 9] = b'7';
+    let altered = work.join("altered.efi");
+    std::fs::write(&altered, bytes).unwrap();
+
+    let boot = |name: &str, uki: &std::path::Path| {
+        let disk = disk_with_uki(&artifacts, &work, name, uki);
+        Vm::boot(&artifacts, name, Boot::Firmware, VmOptions { disk: Some(disk), secure_boot: true, ..VmOptions::default() })
+    };
+    let mut vm = boot("secure-boot-signed", &signed);
+    vm.wait_event("boot", Duration::from_secs(180));
+    let status = vm.wait_event("status", Duration::from_secs(120));
+    assert_eq!(status["state"], "sealed", "{status}");
+    vm.pass();
+
+    for (name, uki) in [("secure-boot-unsigned", artifacts.out.join("vault.efi")), ("secure-boot-altered", altered)] {
+        let mut vm = boot(name, &uki);
+        let started = vm.skip_until(Duration::from_secs(60), |e| e["event"] == "boot");
+        assert!(started.is_none(), "{name}: the firmware ran a UKI that Secure Boot must refuse");
+        vm.pass();
+    }
+    std::fs::remove_dir_all(&work).unwrap();
+}
