@@ -206,7 +206,10 @@ fn under_secure_boot_only_the_signed_uki_boots_and_its_command_line_is_fixed() {
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).unwrap();
     let signed = work.join("signed.efi");
-    qemu_tests::run_ok(std::process::Command::new("sbsign").args(["--key", qemu_tests::SNAKEOIL_KEY, "--cert", qemu_tests::SNAKEOIL_CERT, "--output"]).arg(&signed).arg(artifacts.out.join("vault.efi")));
+    // Debian ships the snakeoil key under the passphrase "snakeoil"; sbsign takes a plain key.
+    let key = work.join("db.key");
+    qemu_tests::run_ok(std::process::Command::new("openssl").args(["pkey", "-passin", "pass:snakeoil", "-in", qemu_tests::SNAKEOIL_KEY, "-out"]).arg(&key));
+    qemu_tests::run_ok(std::process::Command::new("sbsign").arg("--key").arg(&key).args(["--cert", qemu_tests::SNAKEOIL_CERT, "--output"]).arg(&signed).arg(artifacts.out.join("vault.efi")));
     // The command line is a section of the signed file: another one breaks the signature.
     let mut bytes = std::fs::read(&signed).unwrap();
     let at = bytes.windows(10).position(|w| w == b"loglevel=4").expect("the command line in the UKI");
