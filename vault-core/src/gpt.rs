@@ -66,7 +66,7 @@ pub fn entry_location(header: &[u8], number: u32, logical_block_size: u32) -> Re
     let u32_at = |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes"));
     let entries_lba = u64::from_le_bytes(header[72..80].try_into().expect("8 bytes"));
     let (count, size) = (u32_at(80), u32_at(84));
-    if size < 128 || size > MAX_ENTRY_SIZE || size % 128 != 0 {
+    if !(128..=MAX_ENTRY_SIZE).contains(&size) || size % 128 != 0 {
         return Err(malformed(format!("partition entry size {size}: must be a multiple of 128 up to {MAX_ENTRY_SIZE}")));
     }
     if count > MAX_ENTRIES {
@@ -122,7 +122,7 @@ mod tests {
     fn headers_that_are_not_gpt_or_claim_too_much_are_refused_by_name() {
         let err = |h: &[u8], n: u32| entry_location(h, n, 512).unwrap_err().to_string();
         assert!(err(&[0; 40], 1).contains("40 bytes"));
-        assert!(err(&vec![0; HEADER_LEN], 1).contains("signature"));
+        assert!(err(&[0; HEADER_LEN], 1).contains("signature"));
         assert!(err(&header(2, 128, 100), 1).contains("entry size 100"));
         assert!(err(&header(2, 128, 1 << 20), 1).contains("entry size"));
         assert!(err(&header(2, 1 << 20, 128), 1).contains("1048576 partition entries"));
