@@ -11,6 +11,14 @@ cp ../scripts/fuzz-seeds/*.toml corpus/policy_toml/ 2>/dev/null || true
 cp ../scripts/fuzz-seeds/*.bundle corpus/bundle_decode/ 2>/dev/null || true
 for target in bundle_decode policy_toml frame_decode manifest_decode store_files gpt_entry; do
   echo "== fuzzing $target for ${seconds}s"
-  RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" --sanitizer none -- \
-    -max_total_time="$seconds" -max_len=65536 -print_final_stats=1 2>&1 | tail -n 15
+  log=$(mktemp)
+  if ! RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" --sanitizer none -- \
+    -max_total_time="$seconds" -max_len=65536 -print_final_stats=1 >"$log" 2>&1; then
+    # A build error is above cargo-fuzz's own backtrace: show it, not just the tail.
+    grep -v '^ *[0-9]*: \|^ *at ' "$log" | tail -n 60
+    rm -f "$log"
+    exit 1
+  fi
+  tail -n 15 "$log"
+  rm -f "$log"
 done

@@ -32,7 +32,9 @@ fn root() -> &'static TrustRoot {
 
 fuzz_target!(|data: &[u8]| {
     let now = Timestamp::from_unix(1_790_000_000).unwrap();
-    let _ = bundle::verify(data, root(), &VaultState::default(), now);
+    // Both ways a vault judges a stick: with its clock, and with a clock fault latched.
+    let _ = bundle::verify(data, root(), &VaultState::default(), bundle::JudgedAt::trusted(now));
+    let _ = bundle::verify(data, root(), &VaultState::default(), bundle::JudgedAt { now, clock_trusted: false });
     if let Ok(payload) = Payload::from_bytes(data) {
         // Whatever decodes must re-encode to exactly the same bytes (canonical form).
         assert_eq!(payload.canonical_bytes(), data);
