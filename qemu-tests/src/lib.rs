@@ -484,7 +484,16 @@ impl Qmp {
         stream.set_read_timeout(Some(Duration::from_secs(30))).expect("QMP timeout");
         let writer = stream.try_clone().expect("QMP clone");
         let mut qmp = Qmp { reader: BufReader::new(stream), writer, pending_events: Vec::new() };
-        let greeting = qmp.read();
+        // An event QEMU emits while it accepts the connection (RESUME as the machine starts)
+        // can come before the greeting: keep it, and read on to the greeting.
+        let greeting = loop {
+            let line = qmp.read();
+            if line.get("event").is_some() && qmp.pending_events.len() < 16 {
+                qmp.pending_events.push(line);
+                continue;
+            }
+            break line;
+        };
         assert!(greeting.get("QMP").is_some(), "not a QMP greeting: {greeting}");
         qmp.execute("qmp_capabilities", json!({}));
         qmp
