@@ -317,12 +317,17 @@ pub fn find_data_partition(sys_class_block: &Path, dev: &Path) -> std::result::R
 /// Why the partition at `partition_sysfs` (its `/sys/class/block` entry) is not the data
 /// partition, if it is not.
 fn data_partition_doubt(partition_sysfs: &Path, dev: &Path, number: u32) -> Option<String> {
-    let real = std::fs::canonicalize(partition_sysfs).ok()?;
+    // Fail closed: a partition whose place in sysfs cannot be read is doubted, not taken.
+    let real = match std::fs::canonicalize(partition_sysfs) {
+        Ok(real) => real,
+        Err(e) => return Some(format!("its sysfs entry is unreadable ({e})")),
+    };
     if crate::usb::is_under_usb(&real.to_string_lossy()) {
         return Some("on a USB bus".into());
     }
-    let disk_sysfs = real.parent()?;
-    let disk = disk_sysfs.file_name()?.to_string_lossy().to_string();
+    let Some((disk_sysfs, disk)) = real.parent().and_then(|parent| Some((parent, parent.file_name()?.to_string_lossy().to_string()))) else {
+        return Some(format!("no disk above {}", real.display()));
+    };
     match std::fs::read_to_string(disk_sysfs.join("removable")).map(|s| s.trim().to_string()) {
         Ok(flag) if flag == "0" => {}
         Ok(_) => return Some(format!("{disk} is removable media")),
