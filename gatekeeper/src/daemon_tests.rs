@@ -121,6 +121,14 @@ fn harness(floor: Timestamp) -> Harness {
     Harness { driver, calls, reports, inputs: Inputs { sessions, watchdog, guard, usb: mpsc::channel(1).1, state: mpsc::channel(1).1 }, start, _guard_tx: guard_tx, seen_tx }
 }
 
+impl Harness {
+    /// Runs the driver on its inputs for `duration` of tokio's (paused) time.
+    async fn run_for(&mut self, duration: StdDuration) {
+        let inputs = std::mem::replace(&mut self.inputs, Inputs::none());
+        self.driver.run(inputs, async move { tokio::time::sleep(duration).await; "test over".to_string() }).await;
+    }
+}
+
 fn calls_at(h: &Harness) -> Vec<(&'static str, u128)> {
     h.calls.lock().unwrap().iter().map(|(what, when)| (*what, (*when - h.start).as_millis())).collect()
 }
@@ -133,8 +141,7 @@ fn kept(h: &Harness) -> Vec<serde_json::Value> {
 async fn the_link_follows_the_window_to_the_millisecond_in_virtual_time() {
     let mut h = harness(at(BASE));
     h.driver.apply_policy(policy(3, 6, false)).await;
-    let inputs = std::mem::replace(&mut h.inputs, Inputs::none());
-    h.driver.run(inputs, async { tokio::time::sleep(StdDuration::from_secs(10)).await; "test over".to_string() }).await;
+    h.run_for(StdDuration::from_secs(10)).await;
     let calls = calls_at(&h);
     // Up when the window opens, down when it ends (the loop wakes 1 ms after a deadline),
     // then down again at shutdown.
@@ -156,8 +163,7 @@ async fn early_close_downs_the_link_at_the_commit_instant() {
         reports.send(SessionReport::Started { peer }).await.unwrap();
         reports.send(SessionReport::Committed { pusher: "db".into(), dataset: "pgdump".into() }).await.unwrap();
     });
-    let inputs = std::mem::replace(&mut h.inputs, Inputs::none());
-    h.driver.run(inputs, async { tokio::time::sleep(StdDuration::from_secs(8)).await; "test over".to_string() }).await;
+    h.run_for(StdDuration::from_secs(8)).await;
     let calls = calls_at(&h);
     assert_eq!(calls[1].0, "down");
     assert_eq!(calls[1].1, 4_500, "link down at the commit instant, not at the window end: {calls:?}");
@@ -170,8 +176,7 @@ async fn early_close_downs_the_link_at_the_commit_instant() {
 async fn a_floor_ahead_of_the_clock_keeps_it_sealed_through_the_window() {
     let mut h = harness(at(BASE + 86_400));
     h.driver.apply_policy(policy(2, 5, false)).await;
-    let inputs = std::mem::replace(&mut h.inputs, Inputs::none());
-    h.driver.run(inputs, async { tokio::time::sleep(StdDuration::from_secs(10)).await; "test over".to_string() }).await;
+    h.run_for(StdDuration::from_secs(10)).await;
     assert!(!calls_at(&h).iter().any(|c| c.0 == "up"));
     let alarm = kept(&h).into_iter().find(|e| e["event"] == "alarm").expect("an alarm");
     assert_eq!(alarm["rule"], "clock_behind_floor");
@@ -227,8 +232,7 @@ async fn a_link_raised_unseen_is_found_by_the_next_ticks_survey() {
     let mut h = harness(at(BASE));
     h.driver.apply_policy(policy(100, 200, false)).await;
     *h.driver.link.raised_after.lock().unwrap() = Some((h.start + StdDuration::from_millis(2_500), Seen { ifindex: 2, sighting: Sighting::LinkUp }));
-    let inputs = std::mem::replace(&mut h.inputs, Inputs::none());
-    h.driver.run(inputs, async { tokio::time::sleep(StdDuration::from_millis(3_600)).await; "test over".to_string() }).await;
+    h.run_for(StdDuration::from_millis(3_600)).await;
     let alarm = kept(&h).into_iter().find(|e| e["event"] == "alarm").expect("an alarm");
     assert_eq!(alarm["rule"], "watchdog_link_up");
     let downs: Vec<u128> = calls_at(&h).into_iter().filter(|c| c.0 == "down").map(|c| c.1).collect();
@@ -248,8 +252,7 @@ async fn an_overrun_resyncs_and_a_stopped_watchdog_seals() {
         tokio::time::sleep(StdDuration::from_millis(300)).await;
         seen_tx.send(WatchReport::Stopped("the netlink event stream ended".into())).await.unwrap();
     });
-    let inputs = std::mem::replace(&mut h.inputs, Inputs::none());
-    h.driver.run(inputs, async { tokio::time::sleep(StdDuration::from_secs(8)).await; "test over".to_string() }).await;
+    h.run_for(StdDuration::from_secs(8)).await;
     let rules: Vec<String> = kept(&h).into_iter().filter(|e| e["event"] == "alarm").map(|e| e["rule"].as_str().unwrap().to_string()).collect();
     assert_eq!(rules, ["watchdog_overrun", "watchdog_stopped"]);
     assert!(!calls_at(&h).iter().any(|c| c.0 == "up"), "the window opened without a watchdog: {:?}", calls_at(&h));
