@@ -91,7 +91,11 @@ impl LinkOps for RtVaultLink {
         self.start_guard(&nic, v4)?;
         // Strangers' frames stop before the stack, so nothing they send draws an answer the
         // guard would have to call unsolicited. No filter confirmed, no link.
-        ingress_filter::install(&nic.name, v4, self.port)?;
+        // Off the loop's threads: the kernel's answer is waited for (up to its deadline).
+        let (name, port) = (nic.name.clone(), self.port);
+        tokio::task::spawn_blocking(move || ingress_filter::install(&name, v4, port))
+            .await
+            .map_err(|e| GatekeeperError::IngressFilter { nic: nic.name.clone(), reason: format!("the install task failed: {e}") })??;
         self.nic = Some(nic.clone());
         self.up = Some(nic.clone());
         self.generation.fetch_add(1, Ordering::SeqCst);
