@@ -144,6 +144,72 @@ impl ServerCertVerifier for KeyAllowList {
 pub fn server_config(vault_pkcs8: &[u8], vault_key: &PublicKey, pushers: Vec<PublicKey>) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
     let key = certified_key(vault_pkcs8, vault_key, &provider)?;
+    server_config_with(provider, key, pushers)
+}
+
+/// Signs a TLS 1.3 handshake message somewhere else (the daemon, for the session worker, which
+/// never holds the vault key): the message in, the Ed25519 signature out, or why not.
+pub type SignElsewhere = Arc<dyn Fn(&[u8]) -> Result<Vec<u8>, String> + Send + Sync>;
+
+/// [`server_config`] for a process that does not hold the vault key: each handshake's
+/// CertificateVerify is signed by `sign`.
+pub fn server_config_signed_elsewhere(sign: SignElsewhere, vault_key: &PublicKey, pushers: Vec<PublicKey>) -> Result<Arc<ServerConfig>, TlsError> {
+    let key = Arc::new(CertifiedKey::new(vec![CertificateDer::from(spki_of(vault_key))], Arc::new(RemoteKey(sign))));
+    server_config_with(provider(), key, pushers)
+}
+
+/// The context string of a TLS 1.3 server's CertificateVerify (RFC 8446, section 4.4.3).
+const SERVER_VERIFY_CONTEXT: &[u8] = b"TLS 1.3, server CertificateVerify";
+
+/// Checks that `message` is exactly what a TLS 1.3 server signs in its CertificateVerify: 64
+/// spaces, the server context string, a zero byte, and a SHA-256 or SHA-384 transcript hash.
+/// The daemon signs nothing else for the session worker, so a worker that was taken over
+/// cannot have the vault key sign a receipt (or anything but a handshake) for it.
+pub fn check_server_verify_message(message: &[u8]) -> Result<(), String> {
+    let head = 64 + SERVER_VERIFY_CONTEXT.len() + 1;
+    let hash_len = message.len().checked_sub(head);
+    if !matches!(hash_len, Some(32 | 48)) {
+        return Err(format!("{} bytes is not a TLS 1.3 server CertificateVerify message ({} or {} bytes)", message.len(), head + 32, head + 48));
+    }
+    let (spaces, rest) = message.split_at(64);
+    let well_formed = spaces.iter().all(|b| *b == b' ') && rest.starts_with(SERVER_VERIFY_CONTEXT) && rest[SERVER_VERIFY_CONTEXT.len()] == 0;
+    if !well_formed {
+        return Err("not a TLS 1.3 server CertificateVerify message: the 64 spaces, context string and zero byte are not there".into());
+    }
+    Ok(())
+}
+
+/// The vault key as rustls sees it in the session worker: Ed25519, signed by the daemon.
+#[derive(Clone)]
+struct RemoteKey(SignElsewhere);
+
+impl std::fmt::Debug for RemoteKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RemoteKey(Ed25519, signed by the daemon)")
+    }
+}
+
+impl rustls::sign::SigningKey for RemoteKey {
+    fn choose_scheme(&self, offered: &[SignatureScheme]) -> Option<Box<dyn rustls::sign::Signer>> {
+        offered.contains(&SignatureScheme::ED25519).then(|| Box::new(self.clone()) as Box<dyn rustls::sign::Signer>)
+    }
+
+    fn algorithm(&self) -> rustls::SignatureAlgorithm {
+        rustls::SignatureAlgorithm::ED25519
+    }
+}
+
+impl rustls::sign::Signer for RemoteKey {
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, rustls::Error> {
+        (self.0)(message).map_err(rustls::Error::General)
+    }
+
+    fn scheme(&self) -> SignatureScheme {
+        SignatureScheme::ED25519
+    }
+}
+
+fn server_config_with(provider: Arc<CryptoProvider>, key: Arc<CertifiedKey>, pushers: Vec<PublicKey>) -> Result<Arc<ServerConfig>, TlsError> {
     let verifier = Arc::new(KeyAllowList { allowed: pushers, role: "pusher" });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -252,6 +318,41 @@ mod tests {
         let client = client_config(&pusher.pkcs8, &pusher.public, vault.public).unwrap();
         let err = handshake(server, client).unwrap_err();
         assert!(err.contains(&format!("unknown vault key {}", impostor.public)), "{err}");
+    }
+
+    #[test]
+    fn a_server_whose_handshake_is_signed_elsewhere_completes_and_signs_only_handshakes() {
+        let (vault, pusher) = (key(), key());
+        let signer = SigningKey::from_pkcs8(&vault.pkcs8).unwrap();
+        let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = asked.clone();
+        let sign: SignElsewhere = Arc::new(move |message: &[u8]| {
+            seen.lock().unwrap().push(message.to_vec());
+            check_server_verify_message(message)?;
+            Ok(signer.sign(message).to_vec())
+        });
+        let server = server_config_signed_elsewhere(sign, &vault.public, vec![pusher.public]).unwrap();
+        let client = client_config(&pusher.pkcs8, &pusher.public, vault.public).unwrap();
+        assert_eq!(handshake(server, client).unwrap(), Some(pusher.public));
+        let asked = asked.lock().unwrap();
+        assert_eq!(asked.len(), 1, "one CertificateVerify per handshake");
+        assert!(check_server_verify_message(&asked[0]).is_ok());
+        // What else a taken-over worker might ask for is refused by name.
+        let mut client_context = asked[0].clone();
+        client_context[64..64 + 6].copy_from_slice(b"TLS 1.");
+        client_context[64 + 9..64 + 15].copy_from_slice(b"client");
+        assert!(check_server_verify_message(&client_context).unwrap_err().contains("context string"));
+        assert!(check_server_verify_message(&[b'{'; 32]).unwrap_err().contains("32 bytes is not a TLS 1.3 server CertificateVerify message"));
+        assert!(check_server_verify_message(&asked[0][..asked[0].len() - 1]).is_err());
+    }
+
+    #[test]
+    fn a_signer_that_refuses_fails_the_handshake() {
+        let (vault, pusher) = (key(), key());
+        let sign: SignElsewhere = Arc::new(|_: &[u8]| Err("the daemon is gone".to_string()));
+        let server = server_config_signed_elsewhere(sign, &vault.public, vec![pusher.public]).unwrap();
+        let client = client_config(&pusher.pkcs8, &pusher.public, vault.public).unwrap();
+        assert!(handshake(server, client).unwrap_err().contains("the daemon is gone"));
     }
 
     #[test]

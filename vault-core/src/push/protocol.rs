@@ -241,9 +241,14 @@ fn with_prefix(body_after_version: &[u8]) -> Result<Vec<u8>> {
 
 /// Checks a length prefix: refused over the cap or under a header, before the body is read.
 pub fn frame_len(prefix: [u8; LENGTH_PREFIX]) -> Result<usize> {
+    frame_len_within(prefix, MAX_FRAME_BYTES)
+}
+
+/// [`frame_len`] against another cap (the relay's frames carry a push frame and a header).
+pub fn frame_len_within(prefix: [u8; LENGTH_PREFIX], limit: usize) -> Result<usize> {
     let len = usize::try_from(u32::from_be_bytes(prefix)).unwrap_or(usize::MAX);
-    if len > MAX_FRAME_BYTES {
-        return Err(Error::FrameTooLarge { size: len, limit: MAX_FRAME_BYTES });
+    if len > limit {
+        return Err(Error::FrameTooLarge { size: len, limit });
     }
     if len < 2 {
         return Err(Error::Malformed { what: "frame", reason: format!("length {len} is shorter than a header") });
@@ -260,6 +265,8 @@ pub struct FrameReader {
     buf: Vec<u8>,
     filled: usize,
     part: Part,
+    /// The largest body a prefix may announce.
+    limit: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -283,11 +290,16 @@ pub enum Filled<'a> {
 
 impl Default for FrameReader {
     fn default() -> Self {
-        FrameReader { buf: vec![0; LENGTH_PREFIX], filled: 0, part: Part::Prefix }
+        FrameReader::with_limit(MAX_FRAME_BYTES)
     }
 }
 
 impl FrameReader {
+    /// A reader whose prefixes may announce at most `limit` bytes (the same framing, another cap).
+    pub fn with_limit(limit: usize) -> FrameReader {
+        FrameReader { buf: vec![0; LENGTH_PREFIX], filled: 0, part: Part::Prefix, limit }
+    }
+
     /// Where the next bytes go: the rest of the prefix, or the rest of the body.
     pub fn unfilled(&mut self) -> &mut [u8] {
         if self.part == Part::Done {
@@ -311,7 +323,7 @@ impl FrameReader {
         }
         match self.part {
             Part::Prefix => {
-                let len = frame_len(self.buf[..LENGTH_PREFIX].try_into().expect("prefix"))?;
+                let len = frame_len_within(self.buf[..LENGTH_PREFIX].try_into().expect("prefix"), self.limit)?;
                 self.buf.resize(len, 0);
                 self.filled = 0;
                 self.part = Part::Body;
