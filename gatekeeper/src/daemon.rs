@@ -257,6 +257,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
                 self.last_commit = Some((pusher.clone(), self.gate.now()));
                 Input::Committed { pusher, dataset }
             }
+            SessionReport::ServerFailed { reason } => Input::LinkUpFailed { reason: format!("session server: {reason}") },
             SessionReport::Note(event) => return self.emit(event),
         };
         self.feed(input).await;

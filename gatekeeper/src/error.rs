@@ -39,6 +39,10 @@ pub enum GatekeeperError {
     Store(#[from] vault_store::StoreError),
     #[error(transparent)]
     Tls(#[from] vault_tls::TlsError),
+    #[error("session worker confinement, {step}: {reason}; the worker does not serve and the window stays shut")]
+    Confine { step: &'static str, reason: String },
+    #[error("session worker: {reason}")]
+    Worker { reason: String },
     #[error("vault identity key {path}: {reason}")]
     Identity { path: String, reason: String },
 }

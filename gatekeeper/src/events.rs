@@ -51,6 +51,9 @@ pub enum Event {
     /// pairs known, what `have` answers from.
     StoreOpened { snapshots: usize, chunks: usize, staging_removed: usize, orphan_packs_removed: usize, immutable_fixed: Vec<String>, owned_chunks: usize },
     SessionAccepted { peer: String, pusher: String },
+    /// A window's session worker is up and confined: its own uid and gid, no capabilities, no
+    /// filesystem (see [`crate::session_worker`]).
+    SessionWorkerStarted { pid: u32, uid: u32, gid: u32 },
     /// A connection or session refused, with the rule and values.
     SessionRefused { peer: String, pusher: Option<String>, reason: String },
     /// `seal_ms`: from the commit to the snapshot being durable and visible (fsyncs, renames).
@@ -86,6 +89,9 @@ pub enum Event {
     UsbRemoved { device: String },
     /// Capabilities left after start-up; every other one is gone for good.
     CapabilitiesDropped { kept: Vec<String> },
+    /// PID 1 fixed the kernel's settings at boot ([`crate::init::KERNEL_HARDENING`]): what it set
+    /// and what this kernel does not have.
+    KernelHardened { set: Vec<String>, absent: Vec<String> },
     /// The root filesystem (the initramfs) was made read-only.
     RootReadOnly,
 }

@@ -104,6 +104,58 @@ pub fn mount_pseudo_filesystems() -> Result<()> {
     Ok(())
 }
 
+/// Kernel settings PID 1 fixes at boot, before any driver loads or the daemon starts: where a
+/// crash's core would go (nowhere: a path under /proc, never a pipe to a helper that would run
+/// with every capability), and the switches that keep an unprivileged process (the session
+/// worker) from the kernel's larger attack surfaces or from reading its secrets. Each is
+/// `/proc/sys/<key>`; keys this kernel does not have are listed as absent.
+pub const KERNEL_HARDENING: [(&str, &str); 14] = [
+    ("kernel/core_pattern", "/proc/no-core-dumps"),
+    ("fs/suid_dumpable", "0"),
+    ("kernel/kptr_restrict", "2"),
+    ("kernel/dmesg_restrict", "1"),
+    ("kernel/perf_event_paranoid", "3"),
+    ("kernel/unprivileged_bpf_disabled", "1"),
+    ("net/core/bpf_jit_harden", "2"),
+    ("user/max_user_namespaces", "0"),
+    ("vm/unprivileged_userfaultfd", "0"),
+    ("kernel/kexec_load_disabled", "1"),
+    // The magic SysRq keys on any keyboard (a stick can pose as one) could sync-less reboot.
+    ("kernel/sysrq", "0"),
+    ("fs/protected_symlinks", "1"),
+    ("fs/protected_hardlinks", "1"),
+    ("kernel/yama/ptrace_scope", "3"),
+];
+
+/// What [`harden_kernel`] did.
+#[derive(Debug, Default)]
+pub struct Hardened {
+    pub set: Vec<String>,
+    pub absent: Vec<String>,
+    /// Keys present that would not take the value, with why.
+    pub failed: Vec<String>,
+}
+
+/// Writes [`KERNEL_HARDENING`], and no core dumps for PID 1 and all it starts (RLIMIT_CORE 0).
+pub fn harden_kernel() -> Hardened {
+    let mut done = Hardened::default();
+    if let Err(e) = nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_CORE, 0, 0) {
+        done.failed.push(format!("RLIMIT_CORE 0: {}", e.desc()));
+    }
+    for (key, value) in KERNEL_HARDENING {
+        let path = Path::new("/proc/sys").join(key);
+        if !path.exists() {
+            done.absent.push(key.to_string());
+            continue;
+        }
+        match std::fs::write(&path, value) {
+            Ok(()) => done.set.push(format!("{key}={value}")),
+            Err(e) => done.failed.push(format!("{key}={value}: {e}")),
+        }
+    }
+    done
+}
+
 fn target_name(target: &str) -> &'static str {
     match target {
         "/proc" => "mount /proc",
@@ -373,15 +425,20 @@ pub fn seal_root_filesystem() -> Result<()> {
 
 /// What the daemon still needs once booted: link control and sysctls (NET_ADMIN), the egress
 /// guard's packet sockets (NET_RAW), mounting a policy stick (SYS_ADMIN), marking sealed
-/// files immutable (LINUX_IMMUTABLE), and listening on the policy's port (NET_BIND_SERVICE). Module loading, raw I/O, ptrace, time, reboot and the
-/// rest are gone from every set, the bounding set included, and no exec can gain them back.
-pub const KEPT_CAPABILITIES: [caps::Capability; 5] = [
+/// files immutable (LINUX_IMMUTABLE), listening on the policy's port (NET_BIND_SERVICE), and
+/// confining each window's session worker (SYS_CHROOT, SETUID, SETGID: an empty root, its own
+/// uid and gid, which clears its capabilities). Module loading, raw I/O, ptrace, time, reboot
+/// and the rest are gone from every set, the bounding set included, and no exec can gain them back.
+pub const KEPT_CAPABILITIES: [caps::Capability; 8] = [
     caps::Capability::CAP_NET_ADMIN,
     caps::Capability::CAP_NET_RAW,
     caps::Capability::CAP_SYS_ADMIN,
     caps::Capability::CAP_LINUX_IMMUTABLE,
     // A policy may name a port below 1024.
     caps::Capability::CAP_NET_BIND_SERVICE,
+    caps::Capability::CAP_SYS_CHROOT,
+    caps::Capability::CAP_SETUID,
+    caps::Capability::CAP_SETGID,
 ];
 
 /// Drops every capability but [`KEPT_CAPABILITIES`]; returns the names kept.

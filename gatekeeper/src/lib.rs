@@ -15,6 +15,7 @@ pub mod outgoing_frames;
 pub mod policy_store;
 pub mod push_server;
 pub mod run;
+pub mod session_worker;
 pub mod sessions_api;
 pub mod usb;
 pub mod watchdog;

@@ -63,6 +63,9 @@ enum Command {
         /// Free inodes pushes never take, for the same reason.
         #[arg(long, default_value_t = Reserve::DEFAULT.inodes)]
         store_reserve_inodes: u64,
+        /// Test hook: where session workers make their jail (a test points it at nothing).
+        #[arg(long, default_value = gatekeeper::session_worker::JAIL_PARENT, hide = true)]
+        session_jail_parent: PathBuf,
         /// Test hook: pause this long after each seal step (power-cut tests cut inside it).
         #[arg(long, default_value_t = 0, hide = true)]
         seal_step_pause_ms: u64,
@@ -70,6 +73,10 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The session worker confines itself before it does anything else (no argument parsing).
+    if std::env::args_os().nth(1).is_some_and(|arg| arg == gatekeeper::session_worker::SUBCOMMAND) {
+        gatekeeper::session_worker::main();
+    }
     // On the appliance the kernel starts us as /init, with its own idea of arguments.
     if gatekeeper::init::is_pid1() {
         boot_as_init();
@@ -82,14 +89,14 @@ fn main() -> ExitCode {
         }),
         Command::Status => status(&cli.root, &cli.state),
         Command::Identity => gatekeeper::identity::VaultIdentity::load_or_create(&cli.state).map(|id| println!("{}", id.public)),
-        Command::Run { carrier_timeout_ms, handshake_timeout_ms, idle_timeout_ms, max_connections, usb_mount, store_reserve, store_reserve_inodes, seal_step_pause_ms } => {
+        Command::Run { carrier_timeout_ms, handshake_timeout_ms, idle_timeout_ms, max_connections, usb_mount, store_reserve, store_reserve_inodes, session_jail_parent, seal_step_pause_ms } => {
             let limits = Limits {
                 handshake: Duration::from_millis(handshake_timeout_ms),
                 idle: Duration::from_millis(idle_timeout_ms),
                 max_connections,
                 seal_step_pause: Duration::from_millis(seal_step_pause_ms).min(gatekeeper::init::MAX_SEAL_STEP_PAUSE),
             };
-            let paths = Paths { root: cli.root, state: cli.state, store: cli.store, usb_mount };
+            let paths = Paths { root: cli.root, state: cli.state, store: cli.store, usb_mount, session_jail_parent };
             let reserve = Reserve { bytes: store_reserve.bytes(), inodes: store_reserve_inodes };
             run(&paths, carrier_timeout_ms, limits, reserve, EventLog::default())
         }
@@ -117,6 +124,12 @@ fn boot_as_init() -> ! {
     events.emit(now, &Event::Boot { uptime_ms: init::uptime_ms() });
     if let Some(e) = console_blocks {
         events.emit(now, &Event::Alarm { rule: "console_may_block".into(), detail: e.to_string() });
+    }
+    let hardened = init::harden_kernel();
+    events.emit(now, &Event::KernelHardened { set: hardened.set, absent: hardened.absent });
+    if !hardened.failed.is_empty() {
+        let detail = format!("kernel settings that would not take their value: {}; the vault runs, with less of the kernel fenced off from the session worker", hardened.failed.join("; "));
+        events.emit(now, &Event::Alarm { rule: "kernel_not_hardened".into(), detail });
     }
     // Ctrl-Alt-Del from any keyboard (a stick can pose as one) becomes a SIGINT that PID 1
     // ignores, not a restart without a sync.
@@ -152,6 +165,7 @@ fn boot_as_init() -> ! {
         state: data.join("state"),
         store: data.join("store"),
         usb_mount: Some(init::USB_MOUNT.into()),
+        session_jail_parent: gatekeeper::session_worker::JAIL_PARENT.into(),
     };
     let mut limits = Limits::default();
     let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
@@ -204,6 +218,8 @@ struct Paths {
     state: PathBuf,
     store: PathBuf,
     usb_mount: Option<PathBuf>,
+    /// Where each window's session worker makes its (at once deleted) root directory.
+    session_jail_parent: PathBuf,
 }
 
 fn run(paths: &Paths, carrier_timeout_ms: u64, limits: Limits, reserve: Reserve, events: EventLog) -> error::Result<()> {
@@ -216,7 +232,7 @@ fn run(paths: &Paths, carrier_timeout_ms: u64, limits: Limits, reserve: Reserve,
         .map_err(|source| error::GatekeeperError::Io { what: "tokio runtime", source })?;
     let options = gatekeeper::run::RunOptions {
         carrier_within: Duration::from_millis(carrier_timeout_ms),
-        server: push_server_factory(paths.state.clone(), paths.store.clone(), limits, reserve),
+        server: push_server_factory(paths, limits, reserve),
         shutdown: if std::process::id() == 1 { gatekeeper::run::on_terminate().boxed() } else { gatekeeper::run::on_signal().boxed() },
         events,
         usb_mount: paths.usb_mount.clone(),
@@ -227,14 +243,15 @@ fn run(paths: &Paths, carrier_timeout_ms: u64, limits: Limits, reserve: Reserve,
 
 /// Opens the store (cleaning what a crash left, re-marking sealed files immutable) and loads
 /// the vault key, after the daemon has taken the NICs down.
-fn push_server_factory(state: PathBuf, store_dir: PathBuf, limits: Limits, reserve: Reserve) -> gatekeeper::sessions_api::ServerFactory {
+fn push_server_factory(paths: &Paths, limits: Limits, reserve: Reserve) -> gatekeeper::sessions_api::ServerFactory {
+    let (state, store_dir, jail_parent) = (paths.state.clone(), paths.store.clone(), paths.session_jail_parent.clone());
     Box::new(move |events| {
         let now = vault_io::clock_now();
         let identity = gatekeeper::identity::VaultIdentity::load_or_create(&state)?;
         events.emit(now, &Event::VaultIdentity { key: identity.public.to_string() });
         let (store, recovery) = vault_store::Store::open_with(&store_dir, reserve)?;
         report_recovery(events, now, &store_dir, &recovery);
-        let service = PushService::new(Arc::new(store), Arc::new(identity), limits);
+        let service = PushService { jail_parent, ..PushService::new(Arc::new(store), Arc::new(identity), limits) };
         Ok(gatekeeper::push_server::server(Arc::new(service)))
     })
 }

@@ -1,35 +1,40 @@
-//! The push-session server: what runs on the vault's listener while a window is open.
+//! The push-session server, the daemon's side: what a window's sessions become once the session
+//! worker ([`crate::session_worker`]) has handled the network.
 //!
-//! Per connection: a connection slot (or refusal), a TLS 1.3 handshake within a deadline
-//! (only keys the policy lists get through), then frames, each read within the idle
-//! deadline and size-checked before its body is read, fed to the pure
-//! [`vault_core::push::ingest::IngestSession`]. Verified chunks go to a staging pack; a commit
-//! seals the snapshot in the store, signs the receipt, sends it, and only then reports the
-//! commit to the gate. Any refusal is sent with its reason, logged, and closes the session;
-//! what it staged is removed.
+//! For each window the daemon starts a worker on the window's listener and talks to it over the
+//! relay ([`vault_core::push::relay`]). The worker accepts, runs TLS and reads frames; the
+//! daemon decides who may push (the policy's keys, the session places), feeds each frame to the
+//! pure [`vault_core::push::ingest::IngestSession`], stages verified chunks, and on a commit
+//! seals the snapshot in the store, signs the receipt and has the worker deliver it; only then
+//! does it report the commit to the gate. Any refusal is sent with its reason, logged, and
+//! closes the session; what it staged is removed. A worker that breaks the relay's rules is
+//! stopped and the window closed with an alarm.
 
 use std::collections::HashMap;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
-use tokio_rustls::TlsAcceptor;
-use vault_core::push::admission::{Admission, Admit, ConnectionId, MAX_HANDSHAKES};
+use vault_core::keys::PublicKey;
+use vault_core::policy::{Policy, Pusher};
 use vault_core::push::chunk::ChunkId;
-use vault_core::policy::Policy;
 use vault_core::push::ingest::{IngestEnv, IngestSession, SealRequest, Step};
 use vault_core::push::limits::WindowAccount;
 use vault_core::push::protocol::{ClientFrame, Filled, FrameReader, VaultFrame};
 use vault_core::push::receipt::{snapshot_id, Receipt, SignedReceipt};
+use vault_core::push::relay::{FromWorker, SessionNo, ToWorker, FRAME_CREDIT, MAX_RELAY_FRAME};
 use vault_core::units::TimeProvider;
 use vault_store::{SealInput, Sealed, StagedTable, StagingPack, Store};
 
+use crate::error::{GatekeeperError, Result as GkResult};
 use crate::events::{Event, EventLog};
 use crate::identity::VaultIdentity;
+use crate::session_worker::{Confinement, LISTENER_FD, RELAY_FD, SIGN_FD};
 use crate::sessions_api::{SessionContext, SessionReport, SessionServer, Stop};
 
 /// Deadlines and caps, checked before anything is allocated for a peer.
@@ -53,6 +58,8 @@ impl Default for Limits {
 }
 
 pub struct PushService {
+    /// Where each session worker makes its jail ([`crate::session_worker::JAIL_PARENT`]).
+    pub jail_parent: std::path::PathBuf,
     pub store: Arc<Store>,
     pub identity: Arc<VaultIdentity>,
     pub limits: Limits,
@@ -62,7 +69,7 @@ pub struct PushService {
 
 impl PushService {
     pub fn new(store: Arc<Store>, identity: Arc<VaultIdentity>, limits: Limits) -> PushService {
-        PushService { store, identity, limits, commits: Semaphore::new(1) }
+        PushService { jail_parent: crate::session_worker::JAIL_PARENT.into(), store, identity, limits, commits: Semaphore::new(1) }
     }
 }
 
@@ -75,114 +82,222 @@ pub fn server(service: Arc<PushService>) -> SessionServer {
 type WindowAccounts = Arc<Mutex<HashMap<String, WindowAccount>>>;
 
 impl PushService {
+    /// One window: starts the session worker on the window's listener, then turns what it
+    /// relays into sessions, until the window closes (or the worker breaks the relay's rules,
+    /// which ends the window with an alarm).
     async fn serve_window(self: Arc<Self>, mut ctx: SessionContext) {
         let reports = ctx.reports.clone();
-        let note = |event: Event| {
-            let reports = reports.clone();
-            async move {
-                let _ = reports.send(SessionReport::Note(event)).await;
-            }
-        };
-        let pushers = ctx.policy.pushers.iter().map(|p| p.key).collect();
-        let tls = match vault_tls::server_config(&self.identity.pkcs8, &self.identity.public, pushers) {
-            Ok(config) => TlsAcceptor::from(config),
+        let mut worker = match Worker::start(ctx.listener, &self.jail_parent, &self.identity, &ctx.policy, &self.limits, reports.clone()).await {
+            Ok(worker) => worker,
             Err(e) => {
-                note(Event::Alarm { rule: "tls_config".into(), detail: e.to_string() }).await;
+                let _ = reports.send(SessionReport::ServerFailed { reason: e.to_string() }).await;
                 return;
             }
         };
-        let quotas: WindowAccounts = Arc::default();
-        let slots = Arc::new(Semaphore::new(self.limits.max_connections));
-        let admission = Arc::new(Mutex::new(Handshakes::default()));
-        let mut next_id: ConnectionId = 0;
-        let mut sessions: JoinSet<()> = JoinSet::new();
-        // Each task's peer, and whether it became a session (then the gate heard it start).
-        let mut peers: HashMap<tokio::task::Id, (SocketAddr, Arc<std::sync::atomic::AtomicBool>)> = HashMap::new();
-        let mut listener = Some(ctx.listener);
+        let c = worker.confinement;
+        let _ = reports.send(SessionReport::Note(Event::SessionWorkerStarted { pid: worker.pid, uid: c.uid, gid: c.gid })).await;
+        let mut window = WindowSessions {
+            service: self.clone(),
+            window: Arc::new(Window { policy: ctx.policy.clone(), accounts: Arc::default(), clock: ctx.clock.clone() }),
+            slots: Arc::new(Semaphore::new(self.limits.max_connections)),
+            routes: HashMap::new(),
+            peers: HashMap::new(),
+            tasks: JoinSet::new(),
+            reports: reports.clone(),
+            relay: worker.to.clone(),
+        };
+        let mut accepting = true;
+        let mut worker_alive = true;
         loop {
             tokio::select! {
                 changed = ctx.stop.changed() => {
                     let stop = if changed.is_err() { Stop::AbortAll } else { *ctx.stop.borrow() };
                     match stop {
                         Stop::Running => {}
-                        Stop::StopAccepting => listener = None,
+                        Stop::StopAccepting => {
+                            accepting = false;
+                            let _ = worker.to.send(ToWorker::StopAccepting).await;
+                        }
                         Stop::AbortAll => {
-                            sessions.abort_all();
-                            listener = None;
+                            accepting = false;
+                            worker_alive = false;
+                            worker.stop();
+                            window.tasks.abort_all();
                         }
                     }
                 }
-                accepted = async { listener.as_ref().expect("guarded by the if").accept().await }, if listener.is_some() => {
-                    let Ok((stream, peer)) = accepted else { continue };
-                    // Until TLS proves a pusher key, a connection holds only a handshake place.
-                    next_id += 1;
-                    let (evict_tx, evict_rx) = tokio::sync::oneshot::channel();
-                    let admitted = admission.lock().expect("handshakes lock").admit(next_id, peer.ip(), evict_tx);
-                    if let Err(reason) = admitted {
-                        drop(stream);
-                        note(Event::SessionRefused { peer: peer.to_string(), pusher: None, reason }).await;
-                        continue;
+                message = worker.recv(), if worker_alive => {
+                    let breach = match message {
+                        Ok(message) => window.on_message(message).await.err(),
+                        Err(e) => Some(format!("the relay ended: {e}")),
+                    };
+                    if let Some(reason) = breach {
+                        // Whatever the worker did, it serves no more in this window.
+                        worker_alive = false;
+                        accepting = false;
+                        worker.stop();
+                        window.tasks.abort_all();
+                        let _ = reports.send(SessionReport::ServerFailed { reason: format!("the session worker (pid {}) was stopped: {reason}", worker.pid) }).await;
                     }
-                    let service = self.clone();
-                    let became_session = Arc::new(std::sync::atomic::AtomicBool::new(false));
-                    let handshake = PreAuth { id: next_id, handshakes: admission.clone(), evicted: evict_rx };
-                    let session = SessionPlace { slots: slots.clone(), max: self.limits.max_connections, started: became_session.clone() };
-                    let (tls, policy, quotas, reports, clock) = (tls.clone(), ctx.policy.clone(), quotas.clone(), ctx.reports.clone(), ctx.clock.clone());
-                    let handle = sessions.spawn(async move {
-                        service.run_session(stream, peer, tls, handshake, session, Window { policy, accounts: quotas, clock }, reports).await;
-                    });
-                    peers.insert(handle.id(), (peer, became_session));
                 }
-                Some(done) = sessions.join_next_with_id(), if !sessions.is_empty() => {
+                Some(done) = window.tasks.join_next_with_id(), if !window.tasks.is_empty() => {
                     let id = match &done { Ok((id, ())) => *id, Err(e) => e.id() };
-                    if let Some((peer, started)) = peers.remove(&id) {
-                        if started.load(std::sync::atomic::Ordering::SeqCst) {
-                            let _ = ctx.reports.send(SessionReport::Ended { peer }).await;
-                        }
-                    }
+                    window.ended(id).await;
                 }
             }
-            if listener.is_none() && sessions.is_empty() {
+            if !accepting && window.tasks.is_empty() {
+                worker.stop();
                 return;
             }
         }
     }
+}
 
-    #[allow(clippy::too_many_arguments)]
-    async fn run_session(&self, stream: TcpStream, peer: SocketAddr, tls: TlsAcceptor, handshake: PreAuth, place: SessionPlace, window: Window, reports: mpsc::Sender<SessionReport>) {
-        let refuse = |pusher: Option<String>, reason: String| {
-            let reports = reports.clone();
-            async move {
-                let _ = reports.send(SessionReport::Note(Event::SessionRefused { peer: peer.to_string(), pusher, reason })).await;
+/// The sessions of one window, as the daemon holds them.
+struct WindowSessions {
+    service: Arc<PushService>,
+    window: Arc<Window>,
+    slots: Arc<Semaphore>,
+    /// Where each admitted session's relayed input goes.
+    routes: HashMap<SessionNo, mpsc::Sender<Inbound>>,
+    peers: HashMap<tokio::task::Id, (SessionNo, SocketAddr)>,
+    tasks: JoinSet<()>,
+    reports: mpsc::Sender<SessionReport>,
+    relay: mpsc::Sender<ToWorker>,
+}
+
+/// A relay message that breaks the relay's rules: the worker is stopped.
+type Breach = String;
+
+impl WindowSessions {
+    async fn note(&self, event: Event) {
+        let _ = self.reports.send(SessionReport::Note(event)).await;
+    }
+
+    async fn on_message(&mut self, message: FromWorker) -> Result<(), Breach> {
+        match message {
+            FromWorker::Confined { .. } => return Err("it said it was confined a second time".into()),
+            FromWorker::Refused { peer, reason } => self.note(Event::SessionRefused { peer, pusher: None, reason }).await,
+            FromWorker::Authenticated { session, peer, key } => {
+                let peer: SocketAddr = peer.parse().map_err(|_| format!("session {session}: `{peer}` is not a peer address"))?;
+                if self.routes.contains_key(&session) {
+                    return Err(format!("session {session} was authenticated twice"));
+                }
+                self.admit(session, peer, PublicKey::from_bytes(key)).await;
             }
-        };
-        let _ = stream.set_nodelay(true);
-        let PreAuth { id, handshakes, evicted } = handshake;
-        let outcome = tokio::select! {
-            done = tokio::time::timeout(self.limits.handshake, tls.accept(stream)) => Some(done),
-            _ = evicted => None,
-        };
-        handshakes.lock().expect("handshakes lock").finished(id);
-        let mut stream = match outcome {
-            Some(Ok(Ok(stream))) => stream,
-            Some(Ok(Err(e))) => return refuse(None, format!("TLS handshake failed: {}", vault_tls::explain(&e))).await,
-            Some(Err(_)) => return refuse(None, format!("TLS handshake not finished within {:?}", self.limits.handshake)).await,
-            None => return refuse(None, format!("TLS handshake unfinished when the handshake pool was full ({MAX_HANDSHAKES}): ended to make way for a newer connection")).await,
-        };
-        let pusher = vault_tls::peer_key(stream.get_ref().1.peer_certificates()).and_then(|key| window.policy.pusher_by_key(&key));
-        let Some(pusher) = pusher else {
-            return refuse(None, "authenticated key is not a pusher of this policy".into()).await;
+            FromWorker::Frame { session, wire_bytes, body } => self.route(session, Inbound::Frame { body, wire_bytes })?,
+            FromWorker::Ended { session, reason, .. } => self.route(session, Inbound::Ended { reason })?,
+            FromWorker::Finished { session, error } => self.route(session, Inbound::Finished(error))?,
+        }
+        Ok(())
+    }
+
+    /// A key the TLS handshake proved: a session if the policy lists it and a place is free.
+    async fn admit(&mut self, session: SessionNo, peer: SocketAddr, key: PublicKey) {
+        let refuse = |pusher: Option<String>, reason: String| Event::SessionRefused { peer: peer.to_string(), pusher, reason };
+        // The worker's TLS already refused unlisted keys; the daemon does not take its word.
+        let Some(pusher) = self.window.policy.pusher_by_key(&key).cloned() else {
+            let _ = self.relay.send(ToWorker::Drop { session }).await;
+            return self.note(refuse(None, format!("authenticated key {key} is not a pusher of this policy"))).await;
         };
         // A pusher: now it takes a session's place, and the gate counts it.
-        let Ok(_slot) = place.slots.clone().try_acquire_owned() else {
-            return refuse(Some(pusher.name.clone()), format!("too many sessions: {} already in progress", place.max)).await;
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            let _ = self.relay.send(ToWorker::Drop { session }).await;
+            return self.note(refuse(Some(pusher.name.clone()), format!("too many sessions: {} already in progress", self.service.limits.max_connections))).await;
         };
-        place.started.store(true, std::sync::atomic::Ordering::SeqCst);
-        let _ = reports.send(SessionReport::Started { peer }).await;
-        let _ = reports.send(SessionReport::Note(Event::SessionAccepted { peer: peer.to_string(), pusher: pusher.name.clone() })).await;
-        match self.ingest(&mut stream, &window, pusher).await {
+        let (tx, inbox) = mpsc::channel(INBOX_CAPACITY);
+        self.routes.insert(session, tx);
+        let _ = self.relay.send(ToWorker::Admit { session }).await;
+        let _ = self.reports.send(SessionReport::Started { peer }).await;
+        self.note(Event::SessionAccepted { peer: peer.to_string(), pusher: pusher.name.clone() }).await;
+        let conn = Conn { session, inbox, relay: self.relay.clone() };
+        let (service, window, reports) = (self.service.clone(), self.window.clone(), self.reports.clone());
+        let task = self.tasks.spawn(async move {
+            let _slot = slot;
+            service.run_session(conn, peer, &pusher, &window, reports).await;
+        });
+        self.peers.insert(task.id(), (session, peer));
+    }
+
+    /// Hands relayed input to its session. Input for a session that has ended is dropped (the
+    /// worker sent it before it heard); more than the credit allows is a breach.
+    fn route(&mut self, session: SessionNo, input: Inbound) -> Result<(), Breach> {
+        let Some(route) = self.routes.get(&session) else { return Ok(()) };
+        match route.try_send(input) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(format!("session {session}: more than {FRAME_CREDIT} frames relayed before the daemon took them")),
+        }
+    }
+
+    /// A session task ended: the gate hears the session end, and the worker drops the connection.
+    async fn ended(&mut self, task: tokio::task::Id) {
+        if let Some((session, peer)) = self.peers.remove(&task) {
+            self.routes.remove(&session);
+            let _ = self.relay.send(ToWorker::Drop { session }).await;
+            let _ = self.reports.send(SessionReport::Ended { peer }).await;
+        }
+    }
+}
+
+/// Room for a session's relayed frames (its credit) and the two messages that may end it.
+const INBOX_CAPACITY: usize = FRAME_CREDIT as usize + 2;
+
+/// What the worker relays for one session.
+enum Inbound {
+    Frame { body: Vec<u8>, wire_bytes: u32 },
+    Ended { reason: String },
+    Finished(Option<String>),
+}
+
+/// One session as the daemon sees it: frames in, frames out, through the worker.
+struct Conn {
+    session: SessionNo,
+    inbox: mpsc::Receiver<Inbound>,
+    relay: mpsc::Sender<ToWorker>,
+}
+
+impl Conn {
+    /// The next frame, decoded here again (the worker decoded it too, but is not trusted);
+    /// taking it gives the worker one frame of credit back. Returns the frame and its size on
+    /// the wire.
+    async fn next_frame(&mut self) -> Result<(ClientFrame, usize), Refusal> {
+        match self.inbox.recv().await {
+            Some(Inbound::Frame { body, wire_bytes }) => {
+                let _ = self.relay.send(ToWorker::Consumed { session: self.session, frames: 1 }).await;
+                let frame = ClientFrame::decode(&body).map_err(Refusal::from)?;
+                Ok((frame, usize::try_from(wire_bytes).unwrap_or(usize::MAX)))
+            }
+            // The worker told the pusher already, if it was to be told.
+            Some(Inbound::Ended { reason, .. }) => Err(Refusal::gone(reason)),
+            Some(Inbound::Finished(_)) => Err(Refusal::gone("the session worker finished a session the daemon had not finished".into())),
+            None => Err(Refusal::gone("the session worker stopped".into())),
+        }
+    }
+
+    async fn send(&mut self, frame: Vec<u8>) -> Result<(), Refusal> {
+        self.relay.send(ToWorker::Send { session: self.session, frame }).await.map_err(|_| Refusal::gone("the session worker stopped".into()))
+    }
+
+    /// Sends a last frame (if any) and waits until the worker has written it and shut the
+    /// connection down: `Ok` only then.
+    async fn finish(&mut self, frame: Option<Vec<u8>>) -> Result<(), String> {
+        self.relay.send(ToWorker::Finish { session: self.session, frame }).await.map_err(|_| "the session worker stopped".to_string())?;
+        loop {
+            match self.inbox.recv().await {
+                Some(Inbound::Finished(None)) => return Ok(()),
+                Some(Inbound::Finished(Some(error))) => return Err(error),
+                Some(Inbound::Ended { reason, .. }) => return Err(reason),
+                Some(Inbound::Frame { .. }) => {}
+                None => return Err("the session worker stopped".into()),
+            }
+        }
+    }
+}
+
+impl PushService {
+    async fn run_session(&self, mut conn: Conn, peer: SocketAddr, pusher: &Pusher, window: &Window, reports: mpsc::Sender<SessionReport>) {
+        match self.ingest(&mut conn, window, pusher).await {
             Ok((receipt, sealed, seal_ms, receipt_sent)) => {
-                let _ = stream.shutdown().await;
                 for event in sealed_notes(sealed) {
                     let _ = reports.send(SessionReport::Note(event)).await;
                 }
@@ -204,14 +319,10 @@ impl PushService {
             }
             Err(Refusal { reason, tell_peer }) => {
                 if tell_peer {
-                    let frame = VaultFrame::Refused { reason: reason.clone() }.encode().unwrap_or_default();
-                    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                        let _ = stream.write_all(&frame).await;
-                        let _ = stream.shutdown().await;
-                    })
-                    .await;
+                    let _ = conn.finish(VaultFrame::Refused { reason: reason.clone() }.encode().ok()).await;
                 }
-                refuse(Some(pusher.name.clone()), reason).await;
+                let event = Event::SessionRefused { peer: peer.to_string(), pusher: Some(pusher.name.clone()), reason };
+                let _ = reports.send(SessionReport::Note(event)).await;
             }
         }
     }
@@ -219,16 +330,15 @@ impl PushService {
     /// One push, from `begin` to the receipt. Every `Err` is a refusal; the staging pack
     /// is dropped with it, so nothing of the session remains. `Ok` is a sealed snapshot, the
     /// milliseconds sealing took, and whether its receipt reached the pusher.
-    async fn ingest<S: AsyncRead + AsyncWrite + Unpin>(&self, stream: &mut S, window: &Window, pusher: &vault_core::policy::Pusher) -> Result<(Receipt, Sealed, u64, bool), Refusal> {
+    async fn ingest(&self, conn: &mut Conn, window: &Window, pusher: &Pusher) -> Result<(Receipt, Sealed, u64, bool), Refusal> {
         let mut env = Env { store: &self.store, accounts: &window.accounts, pusher: &pusher.name };
         let mut session = IngestSession::start(&pusher.name, pusher.quota.bytes(), &mut env).map_err(Refusal::from)?;
         let mut staging: Option<StagingPack> = None;
-        let mut frames = FrameReader::default();
         loop {
-            let (frame, wire_bytes) = read_frame(stream, &mut frames, self.limits.idle).await?;
+            let (frame, wire_bytes) = conn.next_frame().await?;
             let step = session.on_frame(frame, wire_bytes, &mut env).map_err(Refusal::from)?;
             match step {
-                Step::Reply(reply) => write_frame(stream, &reply.encode().map_err(Refusal::from)?).await?,
+                Step::Reply(reply) => conn.send(reply.encode().map_err(Refusal::from)?).await?,
                 Step::Store { id, data } => self.staging(&mut staging)?.append(id, &data).map_err(Refusal::from)?,
                 Step::Proven { id, len } => self.staging(&mut staging)?.prove(id, len).map_err(Refusal::from)?,
                 Step::StoreManifest { bytes } => self.staging(&mut staging)?.append_manifest(&bytes).map_err(Refusal::from)?,
@@ -249,7 +359,7 @@ impl PushService {
                     // Sealed: nothing from here is a refusal. A receipt that cannot be sent is
                     // said as such, and the gate hears of no commit (the pusher may push again).
                     let sent = match (VaultFrame::Receipt { body: signed.body, signature: signed.signature }.encode()) {
-                        Ok(frame) => write_frame(stream, &frame).await.map_err(|refusal| refusal.reason),
+                        Ok(frame) => conn.finish(Some(frame)).await,
                         Err(e) => Err(e.to_string()),
                     };
                     if let Err(why) = &sent {
@@ -269,15 +379,7 @@ impl PushService {
         Ok(staging.as_mut().expect("just made"))
     }
 
-    async fn seal(
-        &self,
-        window: &Window,
-        pusher: &vault_core::policy::Pusher,
-        pack: StagingPack,
-        table: StagedTable,
-        manifest: Vec<u8>,
-        request: SealRequest,
-    ) -> Result<(Receipt, SignedReceipt, Sealed), Refusal> {
+    async fn seal(&self, window: &Window, pusher: &Pusher, pack: StagingPack, table: StagedTable, manifest: Vec<u8>, request: SealRequest) -> Result<(Receipt, SignedReceipt, Sealed), Refusal> {
         // Retention counts from the vault's time at sealing, never from the pusher's.
         let received_at = window.clock.now();
         let snapshot_id = snapshot_id(received_at, &request.dataset, random_suffix()).map_err(Refusal::from)?;
@@ -330,51 +432,6 @@ fn sealed_notes(sealed: Sealed) -> Vec<Event> {
     let fallbacks = sealed.fallbacks.into_iter().map(|(path, reason)| Event::ImmutableFallback { path: path.display().to_string(), reason });
     let warnings = sealed.warnings.into_iter().map(|detail| Event::Alarm { rule: "seal_not_confirmed".into(), detail });
     fallbacks.chain(warnings).collect()
-}
-
-/// A connection's place in the handshake pool ([`vault_core::push::admission`]).
-struct PreAuth {
-    id: ConnectionId,
-    handshakes: Arc<Mutex<Handshakes>>,
-    /// Fires when a newer connection took this place.
-    evicted: tokio::sync::oneshot::Receiver<()>,
-}
-
-/// What a connection takes once it has proved a pusher key.
-struct SessionPlace {
-    slots: Arc<Semaphore>,
-    max: usize,
-    /// Set when it became a session (the gate was told it started).
-    started: Arc<std::sync::atomic::AtomicBool>,
-}
-
-/// The admission rule, and how to end each handshake it evicts.
-#[derive(Default)]
-struct Handshakes {
-    rule: Admission,
-    evict: HashMap<ConnectionId, tokio::sync::oneshot::Sender<()>>,
-}
-
-impl Handshakes {
-    /// Admits a connection or says why not; ends the handshake the rule evicts to make room.
-    fn admit(&mut self, id: ConnectionId, source: std::net::IpAddr, evict: tokio::sync::oneshot::Sender<()>) -> Result<(), String> {
-        match self.rule.admit(id, source) {
-            Admit::No(reason) => return Err(reason),
-            Admit::YesEvicting(oldest) => {
-                if let Some(end) = self.evict.remove(&oldest) {
-                    let _ = end.send(());
-                }
-            }
-            Admit::Yes => {}
-        }
-        self.evict.insert(id, evict);
-        Ok(())
-    }
-
-    fn finished(&mut self, id: ConnectionId) {
-        self.rule.finished(id);
-        self.evict.remove(&id);
-    }
 }
 
 /// What every session of one window shares.
@@ -440,37 +497,217 @@ impl IngestEnv for Env<'_> {
     }
 }
 
-/// Reads one frame through the protocol's frame reader: the length prefix is checked before
-/// room is made for the body, and each part (prefix, body) must arrive within the idle
-/// deadline, so a slow trickle ends there. Returns the frame and its size on the wire.
-async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S, frames: &mut FrameReader, idle: Duration) -> Result<(ClientFrame, usize), Refusal> {
-    let mut deadline = tokio::time::Instant::now() + idle;
-    loop {
-        let at_boundary = frames.at_frame_boundary();
-        let n = match tokio::time::timeout_at(deadline, stream.read(frames.unfilled())).await {
-            Err(_) if at_boundary => return Err(Refusal::internal(format!("idle: no frame within {idle:?}"))),
-            Err(_) => return Err(Refusal::internal(format!("idle: frame not received within {idle:?}"))),
-            Ok(Ok(0)) if at_boundary => return Err(Refusal::gone("connection closed before commit".into())),
-            Ok(Ok(0)) => return Err(Refusal::gone("connection lost mid-frame".into())),
-            Ok(Err(e)) => return Err(Refusal::gone(format!("read failed: {e}"))),
-            Ok(Ok(n)) => n,
+/// How long a new worker may take to confine itself and say so.
+const WORKER_START_DEADLINE: Duration = Duration::from_secs(10);
+/// The longest message the signing line carries (a TLS 1.3 CertificateVerify is 130 or 146).
+const MAX_SIGN_REQUEST: usize = 256;
+
+/// The daemon's handle on one window's session worker.
+struct Worker {
+    child: Option<std::process::Child>,
+    pid: u32,
+    confinement: Confinement,
+    /// To the relay writer.
+    to: mpsc::Sender<ToWorker>,
+    from: tokio::net::unix::OwnedReadHalf,
+    frames: FrameReader,
+}
+
+impl Worker {
+    /// Starts `gatekeeper session-worker` on the window's listener, sends it the window's
+    /// settings, and waits for it to say it is confined; a worker that is not is stopped.
+    async fn start(listener: tokio::net::TcpListener, jail_parent: &std::path::Path, identity: &Arc<VaultIdentity>, policy: &Policy, limits: &Limits, reports: mpsc::Sender<SessionReport>) -> GkResult<Worker> {
+        let io = |what: &'static str| move |source: std::io::Error| GatekeeperError::Io { what, source };
+        let listener: OwnedFd = listener.into_std().map_err(io("session worker: the listener"))?.into();
+        let (relay, relay_for_worker) = std::os::unix::net::UnixStream::pair().map_err(io("session worker: the relay"))?;
+        let (sign, sign_for_worker) = std::os::unix::net::UnixStream::pair().map_err(io("session worker: the signing line"))?;
+        let child = spawn_worker(jail_parent, [(RELAY_FD, relay_for_worker.into()), (SIGN_FD, sign_for_worker.into()), (LISTENER_FD, listener)]).map_err(io("session worker: start"))?;
+        let pid = child.id();
+        let key = identity.clone();
+        std::thread::Builder::new().name("handshake-signer".into()).spawn(move || serve_signatures(sign, &key, &reports)).map_err(io("session worker: the signing thread"))?;
+        relay.set_nonblocking(true).map_err(io("session worker: the relay"))?;
+        let (from, mut relay_out) = tokio::net::UnixStream::from_std(relay).map_err(io("session worker: the relay"))?.into_split();
+        let (to, mut outbox) = mpsc::channel::<ToWorker>(256);
+        tokio::spawn(async move {
+            while let Some(message) = outbox.recv().await {
+                let Ok(bytes) = message.encode() else { continue };
+                if relay_out.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+        });
+        let mut worker = Worker { child: Some(child), pid, confinement: Confinement { uid: 0, gid: 0, capabilities_permitted: u64::MAX, capabilities_effective: u64::MAX, no_new_privileges: false, sees_files: true }, to, from, frames: FrameReader::with_limit(MAX_RELAY_FRAME) };
+        let start = ToWorker::Start {
+            vault_key: *identity.public.as_bytes(),
+            pushers: policy.pushers.iter().map(|p| *p.key.as_bytes()).collect(),
+            handshake_ms: u32::try_from(limits.handshake.as_millis()).unwrap_or(u32::MAX),
+            idle_ms: u32::try_from(limits.idle.as_millis()).unwrap_or(u32::MAX),
         };
-        match frames.filled(n).map_err(Refusal::from)? {
-            Filled::More => {}
-            Filled::BodyNext { .. } => deadline = tokio::time::Instant::now() + idle,
-            Filled::Frame { body, wire_bytes } => return Ok((ClientFrame::decode(body).map_err(Refusal::from)?, wire_bytes)),
+        let _ = worker.to.send(start).await;
+        let hello = tokio::time::timeout(WORKER_START_DEADLINE, worker.recv()).await;
+        let confinement = match hello {
+            Ok(Ok(FromWorker::Confined { uid, gid, capabilities_permitted, capabilities_effective, no_new_privileges, sees_files })) => {
+                Confinement { uid, gid, capabilities_permitted, capabilities_effective, no_new_privileges, sees_files }
+            }
+            Ok(Ok(other)) => return Err(GatekeeperError::Worker { reason: format!("its first message was not its confinement: {other:?}") }),
+            Ok(Err(e)) => return Err(GatekeeperError::Worker { reason: format!("it stopped before it was confined ({e}); the console shows why") }),
+            Err(_) => return Err(GatekeeperError::Worker { reason: format!("it did not say it was confined within {WORKER_START_DEADLINE:?}") }),
+        };
+        if let Some(refusal) = confinement.refusal() {
+            return Err(GatekeeperError::Worker { reason: refusal });
+        }
+        worker.confinement = confinement;
+        Ok(worker)
+    }
+
+    /// The worker's next message. Cancel-safe: a partial frame stays in the reader.
+    async fn recv(&mut self) -> GkResult<FromWorker> {
+        loop {
+            let n = self.from.read(self.frames.unfilled()).await.map_err(|source| GatekeeperError::Io { what: "the relay", source })?;
+            if n == 0 {
+                return Err(GatekeeperError::Worker { reason: "it closed the relay".into() });
+            }
+            if let Filled::Frame { body, .. } = self.frames.filled(n)? {
+                return Ok(FromWorker::decode(body)?);
+            }
+        }
+    }
+
+    /// Kills the worker: its connections close with it. Idempotent.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            // Reaped off the async threads (as PID 1, init's reaper may get there first).
+            std::thread::spawn(move || child.wait());
         }
     }
 }
 
-async fn write_frame<S: AsyncWrite + Unpin>(stream: &mut S, frame: &[u8]) -> Result<(), Refusal> {
-    stream.write_all(frame).await.map_err(|e| Refusal::gone(format!("write failed: {e}")))?;
-    stream.flush().await.map_err(|e| Refusal::gone(format!("write failed: {e}")))
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs this binary as `session-worker` with exactly `fds` open (at their numbers, besides
+/// stdin, stdout and stderr), dying with the thread that started it.
+fn spawn_worker(jail_parent: &std::path::Path, fds: [(std::os::fd::RawFd, OwnedFd); 3]) -> std::io::Result<std::process::Child> {
+    use std::os::unix::process::CommandExt;
+    // Above every target number, so no move in the child overwrites a descriptor still to move.
+    let mut high = Vec::new();
+    for (target, fd) in &fds {
+        let moved = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(100)).map_err(std::io::Error::from)?;
+        // SAFETY: fcntl(F_DUPFD_CLOEXEC) just returned this new descriptor, owned by nobody else.
+        high.push((*target, unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(moved) }));
+    }
+    let moves: Vec<(i32, i32)> = high.iter().map(|(target, fd)| (fd.as_raw_fd(), *target)).collect();
+    let mut command = std::process::Command::new("/proc/self/exe");
+    command.arg(crate::session_worker::SUBCOMMAND).arg(jail_parent).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).env_clear();
+    // SAFETY: between fork and exec the closure calls only dup2, close_range and prctl, which
+    // are async-signal-safe, and allocates nothing (`moves` was built before the fork).
+    unsafe {
+        command.pre_exec(move || {
+            use nix::libc;
+            for (from, to) in &moves {
+                // dup2 clears close-on-exec on the new number: these three stay open.
+                if libc::dup2(*from, *to) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            // Nothing else of the daemon's reaches the worker (a root netlink socket would let it
+            // change links): every descriptor above the three is closed.
+            if libc::syscall(libc::SYS_close_range, LISTENER_FD + 1, libc::c_uint::MAX, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn();
+    drop(high);
+    drop(fds);
+    child
+}
+
+/// The signing line's far end: signs each TLS 1.3 server CertificateVerify message the worker
+/// sends with the vault key, and nothing else. Anything else is a breach: the line is closed
+/// (the worker's handshakes fail from then on) and the window is closed with an alarm.
+fn serve_signatures(mut line: std::os::unix::net::UnixStream, identity: &VaultIdentity, reports: &mpsc::Sender<SessionReport>) {
+    loop {
+        let mut len = [0u8; 2];
+        if line.read_exact(&mut len).is_err() {
+            return;
+        }
+        let len = usize::from(u16::from_be_bytes(len));
+        let refused = if len > MAX_SIGN_REQUEST {
+            Some(format!("it asked for a {len}-byte message to be signed (at most {MAX_SIGN_REQUEST})"))
+        } else {
+            let mut message = vec![0u8; len];
+            if line.read_exact(&mut message).is_err() {
+                return;
+            }
+            match vault_tls::check_server_verify_message(&message) {
+                Ok(()) => {
+                    if line.write_all(&identity.key.sign(&message)).is_err() {
+                        return;
+                    }
+                    None
+                }
+                Err(e) => Some(format!("it asked for something other than a handshake to be signed: {e}")),
+            }
+        };
+        if let Some(reason) = refused {
+            let _ = reports.blocking_send(SessionReport::ServerFailed { reason: format!("the session worker was refused a signature: {reason}") });
+            return;
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn identity() -> Arc<VaultIdentity> {
+        let dir = tempfile::tempdir().unwrap();
+        Arc::new(VaultIdentity::load_or_create(dir.path()).unwrap())
+    }
+
+    /// Sends one request on the signing line; returns the signature, or `None` if the line closed.
+    fn ask(line: &mut std::os::unix::net::UnixStream, message: &[u8]) -> Option<[u8; 64]> {
+        line.write_all(&u16::try_from(message.len()).unwrap().to_be_bytes()).ok()?;
+        line.write_all(message).ok()?;
+        let mut signature = [0u8; 64];
+        line.read_exact(&mut signature).ok().map(|()| signature)
+    }
+
+    #[test]
+    fn the_signing_line_signs_handshakes_and_closes_at_anything_else() {
+        let identity = identity();
+        let (mut worker, daemon) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (reports, mut failed) = mpsc::channel(4);
+        let key = identity.clone();
+        let signer = std::thread::spawn(move || serve_signatures(daemon, &key, &reports));
+        let mut handshake = vec![b' '; 64];
+        handshake.extend_from_slice(b"TLS 1.3, server CertificateVerify\0");
+        handshake.extend_from_slice(&[7u8; 32]);
+        let signature = ask(&mut worker, &handshake).expect("a handshake is signed");
+        assert!(identity.public.verify(&handshake, &signature));
+        // A receipt's signed hash (32 bytes) is not a handshake: refused, the line closed.
+        assert_eq!(ask(&mut worker, &[0x42; 32]), None);
+        signer.join().unwrap();
+        let Ok(SessionReport::ServerFailed { reason }) = failed.try_recv() else { panic!("no report") };
+        assert!(reason.contains("the session worker was refused a signature: it asked for something other than a handshake to be signed: 32 bytes"), "{reason}");
+        // And an oversized request is refused before it is read.
+        let (mut worker, daemon) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (reports, mut failed) = mpsc::channel(4);
+        let signer = std::thread::spawn(move || serve_signatures(daemon, &identity, &reports));
+        assert_eq!(ask(&mut worker, &[b' '; 300]), None);
+        signer.join().unwrap();
+        let Ok(SessionReport::ServerFailed { reason }) = failed.try_recv() else { panic!("no report") };
+        assert!(reason.contains("a 300-byte message to be signed (at most 256)"), "{reason}");
+    }
 
     #[test]
     fn a_problem_after_the_snapshot_became_visible_is_an_alarm_never_a_refusal() {

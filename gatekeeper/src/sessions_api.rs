@@ -43,6 +43,9 @@ pub enum SessionReport {
     Ended { peer: SocketAddr },
     /// `pusher` is the policy's name for the authenticated key; `dataset` what it sealed.
     Committed { pusher: String, dataset: String },
+    /// The session server cannot serve this window (its worker would not start confined, or
+    /// broke the relay's rules): the gate closes the window with an alarm and retries later.
+    ServerFailed { reason: String },
     /// An event for the console (session accepted or refused, snapshot sealed); it does not
     /// change the gate.
     Note(crate::events::Event),

@@ -24,6 +24,7 @@ fn boots_to_sealed(boot: Boot, name: &str, disk: DataDisk) {
     let mounted = vm.wait_event("data_mounted", Duration::from_secs(60));
     vm.wait_event("root_read_only", Duration::from_secs(10));
     let caps = vm.wait_event("capabilities_dropped", Duration::from_secs(10));
+    let hardened = vm.wait_anywhere("kernel hardened", Duration::from_secs(1), |e| e["event"] == "kernel_hardened");
     let started = vm.wait_event("started", Duration::from_secs(60));
     let status = vm.wait_event("status", Duration::from_secs(30));
     let wall = vm.wall_secs();
@@ -31,7 +32,12 @@ fn boots_to_sealed(boot: Boot, name: &str, disk: DataDisk) {
     assert_eq!(status["state"], "sealed", "{status}");
     assert_eq!(status["policy_version"], serde_json::Value::Null, "a fresh disk has no policy: {status}");
     assert_eq!(started["policy_version"], serde_json::Value::Null);
-    assert_eq!(caps["kept"], serde_json::json!(["CAP_LINUX_IMMUTABLE", "CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SYS_ADMIN"]), "{caps}");
+    assert_eq!(caps["kept"], serde_json::json!(["CAP_LINUX_IMMUTABLE", "CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SYS_ADMIN", "CAP_SYS_CHROOT"]), "{caps}");
+    // Fixed at boot on both kernels: no core dump can reach a helper, nothing dumps set-uid.
+    for setting in ["kernel/core_pattern=/proc/no-core-dumps", "fs/suid_dumpable=0", "kernel/sysrq=0", "kernel/kptr_restrict=2"] {
+        assert!(hardened["set"].as_array().unwrap().iter().any(|s| s == setting), "{setting} not set: {hardened}");
+    }
+    assert!(!vm.events().iter().any(|e| e["event"] == "alarm" && e["rule"] == "kernel_not_hardened"), "a kernel setting was refused");
     // Found by its GPT name whatever the bus: virtio or SATA for a direct boot, NVMe through firmware.
     assert_eq!(mounted["device"], disk.device, "{mounted}");
     assert_eq!(drivers["phase"], "boot", "{drivers}");

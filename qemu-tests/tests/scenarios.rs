@@ -114,6 +114,9 @@ fn push_receipt_early_close_restore_and_an_incremental_push() {
     let tree = box_.bench.dir.join("tree");
     sample_tree(&tree, 0x5eed);
     wait_listening(&mut box_.vm);
+    // What reads the pushers is the confined worker: its own uid, no capabilities, no files.
+    let worker = box_.vm.wait_event("session_worker_started", EVENT_WAIT);
+    assert_eq!((worker["uid"].as_u64(), worker["gid"].as_u64()), (Some(64_010), Some(64_010)), "{worker}");
     // A port scan from the pusher's own address first: the ingress filter (this image's kernel
     // must carry nf_tables) drops it before the stack, so no RST or ICMP answers it, nothing
     // unsolicited is on the wire (checked below) and the window stays open for the push.
