@@ -141,11 +141,35 @@ pub struct Driver<L, C> {
     pub bind_override: Option<SocketAddr>,
     /// The store, whose filesystem's used and free bytes the status line shows.
     pub store_dir: Option<std::path::PathBuf>,
+    /// The store the lifecycle rules are carried out on (expiry); none in tests without one.
+    pub store: Option<Arc<vault_store::Store>>,
+    expiry: ExpiryRuns,
     stop: Option<watch::Sender<Stop>>,
     last_commit: Option<(String, Timestamp)>,
     status_due: Instant,
     /// The origin of the monotonic time handed to the gate with each clock reading.
     started: Instant,
+}
+
+/// How often expiry looks again when nothing falls due sooner (a snapshot kept as one of its
+/// dataset's newest falls due only when a newer one arrives).
+pub const EXPIRY_RECHECK: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Expiry in the loop: a run is carried out on a blocking thread ([`crate::lifecycle::expire`])
+/// and reports back here; `sealed` is what that run checks before each snapshot.
+struct ExpiryRuns {
+    running: bool,
+    due: Option<Timestamp>,
+    sealed: Arc<std::sync::atomic::AtomicBool>,
+    done_tx: mpsc::Sender<crate::lifecycle::ExpiryReport>,
+    done_rx: mpsc::Receiver<crate::lifecycle::ExpiryReport>,
+}
+
+impl Default for ExpiryRuns {
+    fn default() -> Self {
+        let (done_tx, done_rx) = mpsc::channel(1);
+        ExpiryRuns { running: false, due: None, sealed: Arc::default(), done_tx, done_rx }
+    }
 }
 
 /// Set from the kernel command line ([`crate::init::PANIC_ONCE_OPEN_PARAM`]): the daemon
@@ -179,6 +203,8 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             state: None,
             bind_override: None,
             store_dir: None,
+            store: None,
+            expiry: ExpiryRuns::default(),
             stop: None,
             last_commit: None,
             status_due: Instant::now(),
@@ -194,6 +220,40 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         let monotonic = self.started.elapsed();
         self.feed(Input::Tick { clock, monotonic }).await;
         self.survey().await;
+        self.maybe_expire();
+    }
+
+    /// Starts an expiry run if one is due and the rules let it run now (sealed, a trusted clock,
+    /// a policy in force: [`vault_core::lifecycle::retention::may_expire`]).
+    fn maybe_expire(&mut self) {
+        let Some(store) = self.store.clone() else { return };
+        let now = self.gate.now();
+        if self.expiry.running || self.expiry.due.is_some_and(|due| now < due) {
+            return;
+        }
+        let sealed = self.gate.phase() == vault_core::link::gate::Phase::Sealed;
+        if vault_core::lifecycle::retention::may_expire(sealed, self.gate.clock_fault(), self.gate.policy().is_some()).is_err() {
+            return;
+        }
+        let retention = self.gate.policy().map(|p| p.retention).unwrap_or_default();
+        let (flag, done) = (self.expiry.sealed.clone(), self.expiry.done_tx.clone());
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.expiry.running = true;
+        // A blocking thread: unlinks and fsyncs (and tokio's paused test clock waits for it).
+        tokio::task::spawn_blocking(move || {
+            let report = crate::lifecycle::expire(&store, now, retention, &vault_core::lifecycle::retention::Holds::default(), &flag);
+            let _ = done.blocking_send(report);
+        });
+    }
+
+    fn on_expiry_done(&mut self, report: crate::lifecycle::ExpiryReport) {
+        self.expiry.running = false;
+        let now = self.gate.now();
+        let recheck = now.saturating_add(vault_core::units::Duration::from_secs(EXPIRY_RECHECK.as_secs() as i64).expect("an hour is a duration"));
+        self.expiry.due = Some(report.next_due.map_or(recheck, |due| due.min(recheck)));
+        for event in report.events {
+            self.emit(event);
+        }
     }
 
     fn emit(&mut self, event: Event) {
@@ -237,6 +297,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
                 Some(report) = inputs.sessions.recv() => self.on_report(report).await,
                 Some(stick) = inputs.usb.recv() => self.on_stick(stick).await,
                 Some(done) = inputs.state.recv() => self.on_state_written(done).await,
+                Some(report) = self.expiry.done_rx.recv() => self.on_expiry_done(report),
                 _ = tokio::time::sleep_until(wake.min(self.status_due)) => self.tick().await,
             }
         }
@@ -371,6 +432,11 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
                 }
             }
             changed |= !out.transitions.is_empty();
+        // A running expiry stops before its next snapshot once the gate leaves Sealed or
+        // doubts its clock.
+        if self.gate.phase() != vault_core::link::gate::Phase::Sealed || self.gate.clock_fault() {
+            self.expiry.sealed.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
             for action in out.actions {
                 if let Some(next) = self.perform(action).await {
                     queue.push_back(next);

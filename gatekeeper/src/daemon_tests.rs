@@ -85,6 +85,7 @@ fn policy(from: i64, until: i64, early: bool) -> Policy {
         windows: vec![Window::Once { from: at(BASE + from), until: at(BASE + until) }],
         pushers: vec![Pusher { name: "db".into(), key: pusher_key(), quota: ByteSize::from_bytes(1 << 20), retain: Duration::from_secs(86_400).unwrap(), datasets: vec![] }],
         close: Close { early, grace: Duration::from_secs(2).unwrap() },
+        retention: Default::default(),
     }
 }
 
@@ -256,4 +257,98 @@ async fn an_overrun_resyncs_and_a_stopped_watchdog_seals() {
     let rules: Vec<String> = kept(&h).into_iter().filter(|e| e["event"] == "alarm").map(|e| e["rule"].as_str().unwrap().to_string()).collect();
     assert_eq!(rules, ["watchdog_overrun", "watchdog_stopped"]);
     assert!(!calls_at(&h).iter().any(|c| c.0 == "up"), "the window opened without a watchdog: {:?}", calls_at(&h));
+}
+
+const DAY: i64 = 86_400;
+
+/// A store in a temporary directory (flags lifted before it is removed), holding a nightly
+/// snapshot for each of `days` (relative to BASE) kept `retain_days`.
+struct NightlyStore {
+    dir: tempfile::TempDir,
+    store: Arc<vault_store::Store>,
+}
+
+impl NightlyStore {
+    fn new(days: std::ops::Range<i64>, retain_days: i64) -> NightlyStore {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = vault_store::Store::open(&dir.path().join("store")).unwrap();
+        let key = SigningKey::from_pkcs8(ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap().as_ref()).unwrap();
+        for day in days {
+            test_net::seal_nightly(&store, &key, ("db", "pg"), BASE + day * DAY, BASE + (day + retain_days) * DAY);
+        }
+        NightlyStore { dir, store: Arc::new(store) }
+    }
+
+    fn left(&self) -> usize {
+        self.store.sealed_snapshots().unwrap().0.len()
+    }
+}
+
+impl Drop for NightlyStore {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr").args(["-R", "-i"]).arg(self.dir.path()).output();
+    }
+}
+
+fn event_index(events: &[serde_json::Value], matches: impl Fn(&serde_json::Value) -> bool) -> Option<usize> {
+    events.iter().position(matches)
+}
+
+#[tokio::test(start_paused = true)]
+async fn snapshots_past_their_retention_expire_while_sealed_and_the_newest_stay() {
+    // 20 nights before BASE, each kept 5 days: at BASE + a moment, nights -20..=-5 are past.
+    let nightly = NightlyStore::new(-20..0, 5);
+    let mut h = harness(at(BASE));
+    h.driver.store = Some(nightly.store.clone());
+    h.driver.apply_policy(policy(600, 660, false)).await;
+    h.run_for(StdDuration::from_secs(5)).await;
+    let events = kept(&h);
+    let expired: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "snapshot_expired").collect();
+    assert_eq!(expired.len(), 16, "{events:#?}");
+    assert_eq!(expired[0]["snapshot"], format!("pg-night-{}", BASE - 20 * DAY), "oldest first");
+    // The first run, at BASE: nights -20..=-6. Night -5 is due at exactly BASE, so the next run
+    // is then, and it goes a second later; after that nothing is due for a day.
+    let runs: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "expiry_ran").collect();
+    assert_eq!(runs.len(), 2, "{runs:#?}");
+    assert_eq!((runs[0]["expired"].as_u64(), runs[0]["next_due"].as_str()), (Some(15), Some(at(BASE).to_string().as_str())));
+    assert_eq!((runs[1]["expired"].as_u64(), runs[1]["next_due"].as_str()), (Some(1), Some(at(BASE + DAY).to_string().as_str())));
+    assert_eq!(runs[1]["kept_as_newest"].as_u64(), Some(0));
+    assert_eq!(nightly.left(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_expires_while_the_window_is_open_only_once_the_link_is_confirmed_down() {
+    let nightly = NightlyStore::new(-10..0, 1);
+    let mut h = harness(at(BASE));
+    h.driver.store = Some(nightly.store.clone());
+    // The window is open from the first tick to 4 s.
+    h.driver.apply_policy(policy(0, 4, false)).await;
+    h.run_for(StdDuration::from_secs(8)).await;
+    let events = kept(&h);
+    let sealed_again = event_index(&events, |e| e["event"] == "state_changed" && e["to"] == "sealed").expect("the window closed");
+    let first_expiry = event_index(&events, |e| e["event"] == "snapshot_expired").expect("expiry ran once sealed");
+    assert!(first_expiry > sealed_again, "a snapshot expired before the link was confirmed down: {events:#?}");
+    assert_eq!(nightly.left(), 3, "keep_last 3");
+    let ran = events.iter().find(|e| e["event"] == "expiry_ran").unwrap();
+    assert_eq!((ran["expired"].as_u64(), ran["kept_as_newest"].as_u64()), (Some(7), Some(3)), "{ran}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_expires_while_a_clock_fault_is_latched_or_without_a_policy() {
+    // The floor is ten days ahead of the clock: a clock fault, latched.
+    let nightly = NightlyStore::new(-30..0, 1);
+    let mut h = harness(at(BASE + 10 * DAY));
+    h.driver.store = Some(nightly.store.clone());
+    h.driver.apply_policy(policy(600, 660, false)).await;
+    h.run_for(StdDuration::from_secs(5)).await;
+    assert!(kept(&h).iter().any(|e| e["event"] == "alarm"), "the clock fault is raised");
+    assert!(!kept(&h).iter().any(|e| e["event"] == "snapshot_expired" || e["event"] == "expiry_ran"));
+    assert_eq!(nightly.left(), 30);
+    // No policy: nothing decided, nothing deleted.
+    let mut h = harness(at(BASE));
+    h.driver.store = Some(nightly.store.clone());
+    h.driver.tick().await;
+    h.run_for(StdDuration::from_secs(5)).await;
+    assert!(!kept(&h).iter().any(|e| e["event"] == "expiry_ran"));
+    assert_eq!(nightly.left(), 30);
 }

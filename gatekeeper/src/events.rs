@@ -49,8 +49,14 @@ pub enum Event {
     /// immutable flag (a power cut inside a seal) and got it back, at most
     /// [`MAX_LISTED_PATHS`] of them, then how many more. `owned_chunks`: (pusher, chunk)
     /// pairs known, what `have` answers from.
-    StoreOpened { snapshots: usize, chunks: usize, staging_removed: usize, orphan_packs_removed: usize, immutable_fixed: Vec<String>, owned_chunks: usize },
+    StoreOpened { snapshots: usize, chunks: usize, staging_removed: usize, orphan_packs_removed: usize, immutable_fixed: Vec<String>, owned_chunks: usize, expiries_finished: usize },
     SessionAccepted { peer: String, pusher: String },
+    /// A snapshot past its `retain_until` left the store (vault time; see
+    /// `vault_core::lifecycle::retention`). Its chunks stay until garbage collection.
+    SnapshotExpired { snapshot: String, pusher: String, dataset: String, received_at: String, retain_until: String },
+    /// One expiry run: how many went, how many past their time were kept and why, snapshots
+    /// never expired because their receipt cannot be read, and when the next one falls due.
+    ExpiryRan { at: String, expired: usize, kept_as_newest: usize, kept_by_hold: usize, unreadable_kept: Vec<String>, stopped_early: bool, next_due: Option<String> },
     /// A window's session worker is up and confined: its own uid and gid, no capabilities, no
     /// filesystem (see [`crate::session_worker`]).
     SessionWorkerStarted { pid: u32, uid: u32, gid: u32 },

@@ -9,6 +9,7 @@ pub mod events;
 pub mod identity;
 pub mod ingress_filter;
 pub mod init;
+pub mod lifecycle;
 pub mod link;
 pub mod modules;
 pub mod outgoing_frames;

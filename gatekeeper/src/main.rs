@@ -251,8 +251,9 @@ fn push_server_factory(paths: &Paths, limits: Limits, reserve: Reserve) -> gatek
         events.emit(now, &Event::VaultIdentity { key: identity.public.to_string() });
         let (store, recovery) = vault_store::Store::open_with(&store_dir, reserve)?;
         report_recovery(events, now, &store_dir, &recovery);
-        let service = PushService { jail_parent, ..PushService::new(Arc::new(store), Arc::new(identity), limits) };
-        Ok(gatekeeper::push_server::server(Arc::new(service)))
+        let store = Arc::new(store);
+        let service = PushService { jail_parent, ..PushService::new(store.clone(), Arc::new(identity), limits) };
+        Ok(gatekeeper::sessions_api::Services { server: gatekeeper::push_server::server(Arc::new(service)), store: Some(store) })
     })
 }
 
@@ -273,6 +274,7 @@ fn report_recovery(events: &mut EventLog, now: vault_core::units::Timestamp, sto
             orphan_packs_removed: recovery.orphan_packs_removed,
             immutable_fixed: listed_paths(fixed),
             owned_chunks: recovery.owned_chunks,
+            expiries_finished: recovery.expiries_finished,
         },
     );
     let alarm = |events: &mut EventLog, rule: &str, count: usize, listed: Vec<String>, says: &dyn Fn(usize, String) -> String| {

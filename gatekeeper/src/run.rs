@@ -279,7 +279,7 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
     watchdog::start(seen_tx)?;
 
     // 3. The store and the vault key; without them the vault stays sealed.
-    let server = server(&mut events)?;
+    let services = server(&mut events)?;
 
     // 4. The policy in force, if any. Without one the vault stays sealed.
     let state = policy_store::load_state(state_dir)?;
@@ -328,7 +328,8 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
     let (reports_tx, reports_rx) = mpsc::channel(64);
     let (state_jobs, state_rx) = start_state_writer(root_path.to_path_buf(), state_dir.to_path_buf(), events.sibling())
         .map_err(|source| crate::error::GatekeeperError::Io { what: "state writer thread", source })?;
-    let mut driver = Driver::new(Gate::new(state.time_floor).built_at(crate::daemon::build_time()), link, SystemClock, server, reports_tx);
+    let mut driver = Driver::new(Gate::new(state.time_floor).built_at(crate::daemon::build_time()), link, SystemClock, services.server, reports_tx);
+    driver.store = services.store;
     driver.events = events;
     driver.state = Some(state_jobs);
     driver.store_dir = store_dir;

@@ -68,6 +68,13 @@ pub struct SessionContext {
 /// production one is [`crate::push_server::server`].
 pub type SessionServer = Arc<dyn Fn(SessionContext) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
+/// What the daemon serves with: the session server, and the store it seals into (which the
+/// lifecycle rules, expiry first, are carried out on).
+pub struct Services {
+    pub server: SessionServer,
+    pub store: Option<Arc<vault_store::Store>>,
+}
+
 /// Makes the session server once the NICs are down (opening the store, loading the vault
 /// key), reporting what it found on the event log. An error keeps the vault sealed.
-pub type ServerFactory = Box<dyn FnOnce(&mut crate::events::EventLog) -> crate::error::Result<SessionServer> + Send>;
+pub type ServerFactory = Box<dyn FnOnce(&mut crate::events::EventLog) -> crate::error::Result<Services> + Send>;

@@ -288,13 +288,18 @@ pub fn describe(root: &Path) -> Vec<(String, String)> {
 /// test fixture the store's and the CLI's tests seal snapshots with (dataset `db`, received
 /// 2027-01-15, counts that do not matter to them).
 pub fn signed_receipt(key: &vault_core::keys::SigningKey, snapshot_id: &str, manifest: &[u8], pusher: &str, retain_until_unix: i64) -> vault_core::push::receipt::SignedReceipt {
+    signed_receipt_at(key, snapshot_id, manifest, (pusher, "db"), 1_800_000_000, retain_until_unix)
+}
+
+/// [`signed_receipt`] for `(pusher, dataset)`, sealed at `received_at_unix`.
+pub fn signed_receipt_at(key: &vault_core::keys::SigningKey, snapshot_id: &str, manifest: &[u8], (pusher, dataset): (&str, &str), received_at_unix: i64, retain_until_unix: i64) -> vault_core::push::receipt::SignedReceipt {
     use vault_core::units::Timestamp;
     let receipt = vault_core::push::receipt::Receipt {
         vault_id: "vault-01".into(),
         vault_key: key.public_key(),
         policy_version: 1,
         snapshot_id: snapshot_id.into(),
-        dataset: "db".into(),
+        dataset: dataset.into(),
         pusher: pusher.into(),
         manifest_sha256: vault_core::keys::hex(ring::digest::digest(&ring::digest::SHA256, manifest).as_ref()),
         files: 1,
@@ -302,12 +307,46 @@ pub fn signed_receipt(key: &vault_core::keys::SigningKey, snapshot_id: &str, man
         chunks_total: 1,
         chunks_new: 1,
         bytes_new: 0,
-        received_at: Timestamp::from_unix(1_800_000_000).expect("in range"),
+        received_at: Timestamp::from_unix(received_at_unix).expect("in range"),
         retain_until: Timestamp::from_unix(retain_until_unix).expect("in range"),
         client_time: 0,
     };
     let (body, signature) = receipt.sign(key);
     vault_core::push::receipt::SignedReceipt { body, signature }
+}
+
+/// Seals one nightly snapshot of `(pusher, dataset)` sealed at vault time `received_at_unix`,
+/// kept until `retain_until_unix`, into `store`: a file of its own (`"<dataset> night
+/// <received_at_unix>"`) and one every night shares. Returns its id.
+pub fn seal_nightly(store: &vault_store::Store, key: &vault_core::keys::SigningKey, (pusher, dataset): (&str, &str), received_at_unix: i64, retain_until_unix: i64) -> String {
+    use vault_core::push::chunk::ChunkId;
+    use vault_core::push::manifest::{ChunkRef, Entry, EntryKind, Manifest};
+    let id = format!("{dataset}-night-{received_at_unix}");
+    let own = nightly_content(dataset, received_at_unix);
+    let files: [(&str, &[u8]); 2] = [("own", &own), ("shared", NIGHTLY_SHARED)];
+    let mut pack = store.begin().expect("a staging pack");
+    let mut entries = Vec::new();
+    for (path, data) in files {
+        let chunk = ChunkId::of(data);
+        match store.chunk_len(&chunk) {
+            Some(len) => pack.prove(chunk, len).expect("proven"),
+            None => pack.append(chunk, data).expect("staged"),
+        }
+        let len = u32::try_from(data.len()).expect("small");
+        entries.push(Entry { path: path.as_bytes().to_vec(), mode: 0o640, mtime: 1, kind: EntryKind::File { size: u64::from(len), chunks: vec![ChunkRef { id: chunk, len }] } });
+    }
+    let manifest = Manifest { entries }.encode().expect("a manifest");
+    let receipt = signed_receipt_at(key, &id, &manifest, (pusher, dataset), received_at_unix, retain_until_unix);
+    store.seal_all(pack, vault_store::SealInput { snapshot_id: &id, manifest: &manifest, receipt: &receipt }).expect("sealed");
+    id
+}
+
+/// The file every [`seal_nightly`] snapshot shares.
+pub const NIGHTLY_SHARED: &[u8] = b"the same every night";
+
+/// The file only the [`seal_nightly`] snapshot of that night holds.
+pub fn nightly_content(dataset: &str, received_at_unix: i64) -> Vec<u8> {
+    format!("{dataset} night {received_at_unix}").into_bytes()
 }
 
 #[cfg(test)]

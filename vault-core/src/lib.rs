@@ -22,13 +22,16 @@
 //! - [`push`]: a push, in the order its data flows: [`push::chunk`] and [`push::manifest`]
 //!   (what is sent), [`push::protocol`] (the frames, checked then parsed), [`push::limits`]
 //!   (every bound a session and a window are held to), [`push::ingest`] (the vault's side of a
-//!   session, sans-IO), [`push::receipt`] (what the vault signs when it seals).
+//!   session, sans-IO), [`push::receipt`] (what the vault signs when it seals), [`push::relay`]
+//!   (how the unprivileged session worker hands the daemon what it read).
+//! - [`lifecycle`]: what becomes of sealed snapshots over the years: [`lifecycle::retention`].
 #![forbid(unsafe_code)]
 
 pub mod canonical;
 pub mod error;
 pub mod gpt;
 pub mod keys;
+pub mod lifecycle;
 pub mod link;
 pub mod policy;
 pub mod push;

@@ -6,6 +6,7 @@
 //!   packs/<id>.idx         which chunk is where, with a hash   (immutable; makes the pack live)
 //!   snapshots/<snap>/      manifest + receipt + owned          (immutable; one atomic rename)
 //!   staging/               sessions in flight                  (emptied at every start)
+//!   expired/               snapshots on their way out          (emptied at every start)
 //! ```
 //!
 //! A push writes its new chunks to one staging pack. Sealing ([`Store::seal_observed`], one
@@ -32,8 +33,10 @@
 //! The store shares its filesystem with the vault's state, so pushes stop short of a full
 //! disk: a [`Reserve`] (64 MiB and 1024 inodes by default) that `begin`, every few MiB of
 //! staged data and every seal check against statvfs, counting what concurrent pushes were
-//! promised. Nothing here deletes anything sealed.
+//! promised. The one way a sealed snapshot leaves is [`Store::expire`] (see `expiry`), which the
+//! gatekeeper calls only for what the retention rules of `vault_core::lifecycle` let go.
 
+mod expiry;
 mod immutable;
 mod index;
 mod owners;
@@ -43,6 +46,7 @@ mod writer;
 
 use std::path::PathBuf;
 
+pub use expiry::Expired;
 pub use immutable::{ensure_immutable, is_immutable, make_immutable, Sealing};
 pub use index::{ChunkLocation, DamagedPack};
 pub use reader::{DamagedChunks, SnapshotHealth, StoreReader, MAX_OPEN_PACKS};
@@ -52,6 +56,8 @@ pub use writer::{Recovery, SealInput, SealStep, Sealed, StagedTable, StagingPack
 pub const PACKS_DIR: &str = "packs";
 pub const SNAPSHOTS_DIR: &str = "snapshots";
 pub const STAGING_DIR: &str = "staging";
+/// Snapshots on their way out (see [`Store::expire`]); emptied at every open.
+pub const EXPIRED_DIR: &str = "expired";
 pub const MANIFEST_FILE: &str = "manifest";
 pub const RECEIPT_FILE: &str = "receipt.json";
 /// Which chunks the seal gave the snapshot's pusher (see `owners`).

@@ -12,7 +12,7 @@ use crate::immutable::{ensure_immutable, is_sealed, lift_immutable, make_immutab
 use crate::index::{self, PackSet};
 use crate::owners::{self, Owners};
 use crate::space::{Need, Reserve, Space};
-use crate::{io_error, random_hex, Result, StoreError, MANIFEST_FILE, OWNED_FILE, PACKS_DIR, RECEIPT_FILE, SNAPSHOTS_DIR, STAGING_DIR};
+use crate::{io_error, random_hex, Result, StoreError, EXPIRED_DIR, MANIFEST_FILE, OWNED_FILE, PACKS_DIR, RECEIPT_FILE, SNAPSHOTS_DIR, STAGING_DIR};
 
 /// Large enough that chunk writes become few big writes.
 const PACK_BUFFER_BYTES: usize = 1024 * 1024;
@@ -88,6 +88,8 @@ impl serde::Serialize for SealStep {
 pub struct Recovery {
     /// Staging entries removed: sessions that never sealed.
     pub staging_removed: usize,
+    /// Expired snapshots a power cut left half removed in `expired/`, removed.
+    pub expiries_finished: usize,
     /// Packs whose seal never finished (no index), removed.
     pub orphan_packs_removed: usize,
     pub live_packs: usize,
@@ -178,16 +180,17 @@ impl Store {
     /// except that every sealed file and directory gets back an immutable flag it lacks.
     /// Pushes keep `reserve` free on the filesystem.
     pub fn open_with(root: &Path, reserve: Reserve) -> Result<(Store, Recovery)> {
-        for dir in [PACKS_DIR, SNAPSHOTS_DIR, STAGING_DIR] {
+        for dir in [PACKS_DIR, SNAPSHOTS_DIR, STAGING_DIR, EXPIRED_DIR] {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(|e| io_error(&path, e))?;
         }
         let mut recovery = Recovery::default();
         let staging = root.join(STAGING_DIR);
         for entry in fs::read_dir(&staging).map_err(|e| io_error(&staging, e))? {
-            remove_staging_entry(&entry.map_err(|e| io_error(&staging, e))?.path())?;
+            remove_entry_lifting_flags(&entry.map_err(|e| io_error(&staging, e))?.path())?;
             recovery.staging_removed += 1;
         }
+        recovery.expiries_finished = crate::expiry::finish_interrupted(root)?;
         let mut packs = PackSet::load(root)?;
         for orphan in std::mem::take(&mut packs.orphans) {
             if is_sealed(&orphan)? {
@@ -211,6 +214,10 @@ impl Store {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    pub(crate) fn owners_mut(&self) -> std::sync::RwLockWriteGuard<'_, Owners> {
+        self.owners.write().expect("owners lock")
     }
 
     pub fn has_chunk(&self, id: &ChunkId) -> bool {
@@ -434,15 +441,16 @@ impl Drop for StagedSnapshot {
     fn drop(&mut self) {
         if !self.published {
             // Best effort: what is left goes at the next open.
-            let _ = remove_staging_entry(&self.path);
+            let _ = remove_entry_lifting_flags(&self.path);
         }
     }
 }
 
-/// Removes a staging entry: a session's file, or a snapshot directory of files. A seal that
-/// stopped after flagging its files and before publishing them left them immutable; lifting
-/// the flag is safe only here, where nothing refers to them.
-fn remove_staging_entry(path: &Path) -> Result<()> {
+/// Removes a staging entry (a session's file, or a snapshot directory of files) or an expired
+/// snapshot. A seal that stopped after flagging its files and before publishing them left them
+/// immutable; lifting the flag is safe only there, and in `expired/`, where nothing refers to
+/// them any more.
+pub(crate) fn remove_entry_lifting_flags(path: &Path) -> Result<()> {
     let meta = fs::symlink_metadata(path).map_err(|e| io_error(path, e))?;
     if !meta.is_dir() {
         if meta.is_file() {
@@ -461,7 +469,7 @@ fn remove_staging_entry(path: &Path) -> Result<()> {
 }
 
 /// The entries of `dir`, sorted (so reports come in a stable order).
-fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut paths = Vec::new();
     for entry in fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
         paths.push(entry.map_err(|e| io_error(dir, e))?.path());
@@ -528,7 +536,7 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
     let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
 }
 
-fn sync_dir(path: &Path) -> Result<()> {
+pub(crate) fn sync_dir(path: &Path) -> Result<()> {
     File::open(path).and_then(|d| d.sync_all()).map_err(|e| io_error(path, e))
 }
 

@@ -803,3 +803,84 @@ fn the_inode_reserve_refuses_a_push_before_it_starts() {
     assert!(said.starts_with("inode reserve: ") && said.contains("inodes free on the store's filesystem, this push needs 9 more; pushes stop at 60 free"), "{said}");
     assert_eq!(std::fs::read_dir(_disk.path().join("store/staging")).unwrap().count(), 0);
 }
+
+const DAY: i64 = 86_400;
+const T0: i64 = 1_800_000_000;
+
+fn seal_nightly(store: &Store, key: &SigningKey, owner: (&str, &str), day: i64, retain_days: i64) -> String {
+    test_net::seal_nightly(store, key, owner, T0 + day * DAY, T0 + (day + retain_days) * DAY)
+}
+
+#[test]
+fn nightly_snapshots_expire_by_the_retention_rules_whole_and_what_stays_restores() {
+    use vault_core::lifecycle::retention::{plan_expiry, Holds, Retention};
+    use vault_core::units::Timestamp;
+    let tmp = TempStore::new();
+    let key = vault_key();
+    let (store, _) = Store::open(&tmp.root()).unwrap();
+    let ids: Vec<String> = (0..40).map(|day| seal_nightly(&store, &key, ("db", "pg"), day, 10)).collect();
+    let (sealed, unreadable) = store.sealed_snapshots().unwrap();
+    assert!(unreadable.is_empty());
+    assert_eq!(sealed.len(), 40);
+    let early_only = ChunkId::of(&test_net::nightly_content("pg", T0));
+    assert_eq!(store.owned_len("db", &early_only), Some(test_net::nightly_content("pg", T0).len() as u32));
+
+    // Day 45: nights 0..=34 are past their 10 days (night 35 is due at exactly day 45).
+    let plan = plan_expiry(&sealed, Timestamp::from_unix(T0 + 45 * DAY).unwrap(), Retention::default(), &Holds::default());
+    let due: Vec<String> = plan.expire.iter().map(|s| s.id.clone()).collect();
+    assert_eq!(due, ids[..35].to_vec());
+    // A stop asked before the first one: nothing goes.
+    let stopped = store.expire(&due, &|| false).unwrap();
+    assert!(stopped.stopped_early && stopped.expired.is_empty());
+    assert_eq!(StoreReader::open(&tmp.root()).unwrap().snapshot_ids().unwrap().len(), 40);
+
+    let done = store.expire(&due, &|| true).unwrap();
+    assert_eq!((done.expired, done.failed, done.stopped_early), (due.clone(), vec![], false));
+    let reader = StoreReader::open(&tmp.root()).unwrap();
+    assert_eq!(reader.snapshot_ids().unwrap(), ids[35..].to_vec());
+    assert_eq!(std::fs::read_dir(tmp.root().join("expired")).unwrap().count(), 0);
+    // The pusher no longer owns what only expired nights held (a push sends it again); what a
+    // kept night holds is still its own.
+    assert_eq!(store.owned_len("db", &early_only), None);
+    assert_eq!(store.owned_len("db", &ChunkId::of(test_net::NIGHTLY_SHARED)), Some(20));
+    // What stays restores, byte for byte.
+    for id in &ids[35..] {
+        let manifest = reader.manifest(id).unwrap();
+        let data: Vec<Vec<u8>> = manifest.chunk_refs().map(|(_, c)| reader.read_chunk(&c.id).unwrap()).collect();
+        let night: i64 = id.rsplit('-').next().unwrap().parse().unwrap();
+        assert_eq!(data, vec![test_net::nightly_content("pg", night), test_net::NIGHTLY_SHARED.to_vec()]);
+    }
+    // Asking again, or for a name outside the store, changes nothing and says why.
+    let again = store.expire(&[due[0].clone(), "../state".into()], &|| true).unwrap();
+    assert!(again.expired.is_empty());
+    assert!(again.failed[0].1.contains("no sealed snapshot"), "{:?}", again.failed);
+    assert!(again.failed[1].1.contains("snapshot id"), "{:?}", again.failed);
+    drop(store);
+    let (_, recovery) = Store::open(&tmp.root()).unwrap();
+    assert_eq!((recovery.snapshots, recovery.expiries_finished), (5, 0));
+}
+
+#[test]
+fn a_power_cut_inside_an_expiry_never_leaves_half_a_snapshot() {
+    let tmp = TempStore::new();
+    let key = vault_key();
+    let (store, _) = Store::open(&tmp.root()).unwrap();
+    let first = seal_nightly(&store, &key, ("db", "pg"), 0, 1);
+    let second = seal_nightly(&store, &key, ("db", "pg"), 1, 1);
+    drop(store);
+    let snapshots = tmp.root().join("snapshots");
+    // Cut after step 1 (the directory's flag lifted, not yet moved): still sealed, flag back.
+    Command::new("chattr").arg("-i").arg(snapshots.join(&first)).output().unwrap();
+    // Cut after step 2 (moved into expired/, files still flagged): finished at the next open.
+    Command::new("chattr").arg("-i").arg(snapshots.join(&second)).output().unwrap();
+    std::fs::rename(snapshots.join(&second), tmp.root().join("expired").join(&second)).unwrap();
+    let (_, recovery) = Store::open(&tmp.root()).unwrap();
+    assert_eq!(recovery.expiries_finished, 1);
+    assert_eq!(recovery.snapshots, 1);
+    assert!(recovery.immutable_fixed.iter().any(|(path, _)| path.ends_with(&first)), "{:?}", recovery.immutable_fixed);
+    assert!(is_immutable(&snapshots.join(&first)).unwrap());
+    assert_eq!(std::fs::read_dir(tmp.root().join("expired")).unwrap().count(), 0);
+    let reader = StoreReader::open(&tmp.root()).unwrap();
+    assert_eq!(reader.snapshot_ids().unwrap(), vec![first.clone()]);
+    assert!(reader.manifest(&first).is_ok());
+}

@@ -181,6 +181,9 @@ struct RootInit {
     max_validity: String,
     #[arg(long, default_value = "15m")]
     max_grace: String,
+    /// No policy under this root may keep a pusher's snapshots for less (e.g. `30d`); `0s`: no floor.
+    #[arg(long, default_value = "0s")]
+    min_retain: String,
     #[arg(long)]
     out: PathBuf,
 }
@@ -393,6 +396,7 @@ fn root_init(args: RootInit) -> Result<()> {
         max_open_per_day: duration("max-open-per-day", &args.max_open_per_day)?,
         max_validity: duration("max-validity", &args.max_validity)?,
         max_grace: duration("max-grace", &args.max_grace)?,
+        min_retain: duration("min-retain", &args.min_retain)?,
     };
     let draft = TrustRoot { vault_id: args.vault_id, version: args.version, threshold: args.threshold, admins, caps };
     // Round-trip through the validating parser: the file written is one the vault accepts.

@@ -17,6 +17,7 @@ use crate::error::{invalid, Error, Result};
 use crate::keys::PublicKey;
 use crate::policy::root::TrustRoot;
 use schedule::Interval;
+use crate::lifecycle::retention::{Retention, MAX_KEEP_LAST};
 use crate::units::{ByteSize, Duration, Timestamp, SECS_PER_DAY, SECS_PER_HOUR, SECS_PER_MINUTE};
 
 pub const MAX_POLICY_TOML_BYTES: usize = 1024 * 1024;
@@ -44,6 +45,17 @@ pub struct PolicyDoc {
     pub pushers: Vec<PusherDoc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub close: Option<CloseDoc>,
+    /// Absent: the defaults ([`crate::lifecycle::retention::Retention::default`]); written only
+    /// when it differs, so policies signed before it existed stay canonical.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<RetentionDoc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionDoc {
+    /// The newest this-many snapshots of each (pusher, dataset) never expire.
+    pub keep_last: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,6 +125,7 @@ pub struct Policy {
     pub windows: Vec<Window>,
     pub pushers: Vec<Pusher>,
     pub close: Close,
+    pub retention: Retention,
 }
 
 /// How the daemon finds the vault NIC.
@@ -235,7 +248,14 @@ impl Policy {
             None => Close { early: false, grace: Duration::ZERO },
             Some(c) => Close { early: c.early, grace: parse_duration("close.grace", &c.grace)? },
         };
-        Ok(Policy { vault_id: doc.vault_id.clone(), version: doc.version, issued, expires, network, windows, pushers, close })
+        let retention = match &doc.retention {
+            None => Retention::default(),
+            Some(r) if r.keep_last == 0 || r.keep_last > MAX_KEEP_LAST => {
+                return Err(invalid("retention.keep_last", format!("{} is not between 1 and {MAX_KEEP_LAST}: every dataset keeps at least its newest snapshot", r.keep_last)));
+            }
+            Some(r) => Retention { keep_last: r.keep_last },
+        };
+        Ok(Policy { vault_id: doc.vault_id.clone(), version: doc.version, issued, expires, network, windows, pushers, close, retention })
     }
 
     /// The canonical written form: every field present, every value in its one spelling.
@@ -268,6 +288,7 @@ impl Policy {
                 })
                 .collect(),
             close: Some(CloseDoc { early: self.close.early, grace: self.close.grace.to_string() }),
+            retention: (self.retention != Retention::default()).then_some(RetentionDoc { keep_last: self.retention.keep_last }),
         }
     }
 
@@ -284,6 +305,11 @@ impl Policy {
             }
         }
         let caps = &root.caps;
+        for pusher in &self.pushers {
+            if pusher.retain < caps.min_retain {
+                return Err(Error::RetainBelowMinimum { pusher: pusher.name.clone(), retain: pusher.retain.to_string(), min_retain: caps.min_retain.to_string() });
+            }
+        }
         for (i, window) in self.windows.iter().enumerate() {
             exceeds(format!("window[{i}] length"), window.length(), caps.max_window)?;
         }
@@ -641,6 +667,31 @@ grace = "2m"
         assert_eq!(policy.close.grace.secs(), 120);
         assert!(policy.close.early);
         assert_eq!(policy.network.nic, NicSelector::Name("eth0".into()));
+    }
+
+    #[test]
+    fn keep_last_defaults_to_three_is_bounded_and_only_written_when_set() {
+        let policy = Policy::from_toml(&example_toml()).unwrap();
+        assert_eq!(policy.retention.keep_last, 3);
+        assert_eq!(policy.to_doc().retention, None, "a policy without it signs the same bytes as before it existed");
+        let five = Policy::from_toml(&(example_toml() + "[retention]\nkeep_last = 5\n")).unwrap();
+        assert_eq!(five.retention.keep_last, 5);
+        assert_eq!(Policy::from_doc(&five.to_doc()).unwrap(), five);
+        for bad in ["0", "10001"] {
+            let why = refusal(&(example_toml() + &format!("[retention]\nkeep_last = {bad}\n")));
+            assert!(why.contains("retention.keep_last") && why.contains("every dataset keeps at least its newest snapshot"), "{why}");
+        }
+    }
+
+    #[test]
+    fn a_root_with_min_retain_refuses_a_shorter_retain_by_name() {
+        let mut root = crate::policy::root::tests::root_with("vault-01", 1, 2, &[1, 2, 3]);
+        let policy = Policy::from_toml(&example_toml()).unwrap();
+        root.caps.min_retain = Duration::parse("35d").unwrap();
+        assert_eq!(policy.check_against_root(&root), Ok(()), "35d is not shorter than 35d");
+        root.caps.min_retain = Duration::parse("90d").unwrap();
+        let why = policy.check_against_root(&root).unwrap_err().to_string();
+        assert_eq!(why, "pusher `db-backup` keeps snapshots for 35d, shorter than the trust root's min_retain 90d: raise its `retain` (the root's floor can only be lowered by rotating the root)");
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub struct Caps {
     pub max_validity: Duration,
     /// Longest time an in-flight push may run past its window's end.
     pub max_grace: Duration,
+    /// No policy may give a pusher a shorter `retain`: a coerced quorum still cannot make the
+    /// vault forget quickly. Zero (absent from the root): no floor.
+    pub min_retain: Duration,
 }
 
 impl Default for Caps {
@@ -35,6 +38,7 @@ impl Default for Caps {
             max_open_per_day: Duration::from_secs(8 * 3600).unwrap(),
             max_validity: Duration::from_secs(90 * SECS_PER_DAY).unwrap(),
             max_grace: Duration::from_secs(15 * 60).unwrap(),
+            min_retain: Duration::ZERO,
         }
     }
 }
@@ -80,6 +84,9 @@ pub struct CapsDoc {
     pub max_open_per_day: String,
     pub max_validity: String,
     pub max_grace: String,
+    /// Absent: no floor. Written only when set, so roots made before it keep their digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_retain: Option<String>,
 }
 
 impl TrustRoot {
@@ -120,6 +127,10 @@ impl TrustRoot {
             max_open_per_day: cap_field("caps.max_open_per_day", &doc.caps.max_open_per_day, SECS_PER_DAY)?,
             max_validity: cap_field("caps.max_validity", &doc.caps.max_validity, 3660 * SECS_PER_DAY)?,
             max_grace: cap_field("caps.max_grace", &doc.caps.max_grace, SECS_PER_DAY)?,
+            min_retain: match &doc.caps.min_retain {
+                None => Duration::ZERO,
+                Some(text) => cap_field("caps.min_retain", text, 3660 * SECS_PER_DAY)?,
+            },
         };
         Ok(TrustRoot { vault_id: doc.vault_id.clone(), version: doc.version, threshold: doc.threshold, admins, caps })
     }
@@ -135,6 +146,7 @@ impl TrustRoot {
                 max_open_per_day: self.caps.max_open_per_day.to_string(),
                 max_validity: self.caps.max_validity.to_string(),
                 max_grace: self.caps.max_grace.to_string(),
+                min_retain: (self.caps.min_retain != Duration::ZERO).then(|| self.caps.min_retain.to_string()),
             },
         }
     }
@@ -160,7 +172,7 @@ impl TrustRoot {
 
 fn cap_field(field: &str, text: &str, max_secs: i64) -> Result<Duration> {
     let value = Duration::parse(text).map_err(|reason| invalid(field, reason))?;
-    if value.secs() == 0 && field != "caps.max_grace" {
+    if value.secs() == 0 && field != "caps.max_grace" && field != "caps.min_retain" {
         return Err(invalid(field, "must be longer than 0s"));
     }
     if value.secs() > max_secs {
@@ -191,6 +203,19 @@ pub(crate) mod tests {
     fn toml_round_trip() {
         let root = root_with("vault-01", 1, 2, &[1, 2, 3]);
         assert_eq!(TrustRoot::from_toml(&root.to_toml()).unwrap(), root);
+    }
+
+    #[test]
+    fn min_retain_is_optional_and_a_root_without_it_keeps_its_digest() {
+        let root = root_with("vault-01", 1, 2, &[1, 2, 3]);
+        let toml = root.to_toml();
+        assert!(!toml.contains("min_retain"), "{toml}");
+        let with = TrustRoot::from_toml(&toml.replace("[caps]\n", "[caps]\nmin_retain = \"30d\"\n")).unwrap();
+        assert_eq!(with.caps.min_retain, Duration::from_secs(30 * SECS_PER_DAY).unwrap());
+        assert_ne!(with.digest(), root.digest());
+        assert_eq!(TrustRoot::from_toml(&with.to_toml()).unwrap(), with);
+        let err = TrustRoot::from_toml(&toml.replace("[caps]\n", "[caps]\nmin_retain = \"20y\"\n")).unwrap_err().to_string();
+        assert!(err.contains("caps.min_retain"), "{err}");
     }
 
     #[test]

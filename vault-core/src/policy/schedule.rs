@@ -161,6 +161,7 @@ mod tests {
             windows,
             pushers: vec![],
             close: Close { early: false, grace: Duration::ZERO },
+            retention: Default::default(),
         }
     }
 
