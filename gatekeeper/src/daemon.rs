@@ -235,13 +235,17 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         if vault_core::lifecycle::retention::may_expire(sealed, self.gate.clock_fault(), self.gate.policy().is_some()).is_err() {
             return;
         }
-        let retention = self.gate.policy().map(|p| p.retention).unwrap_or_default();
+        let policy = self.gate.policy();
+        let retention = policy.map(|p| p.retention).unwrap_or_default();
+        // No pack younger than a day, or than the longest window, is collected.
+        let longest_window = policy.and_then(|p| p.windows.iter().map(|w| w.length().secs()).max()).unwrap_or(0);
+        let gc_grace = crate::lifecycle::GC_GRACE.max(std::time::Duration::from_secs(u64::try_from(longest_window).unwrap_or(0)));
         let (flag, done) = (self.expiry.sealed.clone(), self.expiry.done_tx.clone());
         flag.store(true, std::sync::atomic::Ordering::SeqCst);
         self.expiry.running = true;
         // A blocking thread: unlinks and fsyncs (and tokio's paused test clock waits for it).
         tokio::task::spawn_blocking(move || {
-            let report = crate::lifecycle::expire(&store, now, retention, &vault_core::lifecycle::retention::Holds::default(), &flag);
+            let report = crate::lifecycle::run(&store, now, retention, &vault_core::lifecycle::retention::Holds::default(), gc_grace, &flag);
             let _ = done.blocking_send(report);
         });
     }

@@ -276,6 +276,17 @@ impl NightlyStore {
         for day in days {
             test_net::seal_nightly(&store, &key, ("db", "pg"), BASE + day * DAY, BASE + (day + retain_days) * DAY);
         }
+        // Packs written a month before the test clock's BASE (the real date may be anything), so
+        // garbage collection's day of grace is past for them.
+        let packs = dir.path().join("store/packs");
+        let run = |args: &[&str]| assert!(std::process::Command::new(args[0]).args(&args[1..]).arg(&packs).status().unwrap().success(), "{args:?}");
+        run(&["chattr", "-R", "-i"]);
+        let month_before = format!("@{}", BASE - 30 * DAY);
+        for entry in std::fs::read_dir(&packs).unwrap().flatten() {
+            assert!(std::process::Command::new("touch").args(["-m", "-d", &month_before]).arg(entry.path()).status().unwrap().success());
+        }
+        run(&["chattr", "-R", "+i"]);
+        std::process::Command::new("chattr").arg("-i").arg(&packs).status().unwrap();
         NightlyStore { dir, store: Arc::new(store) }
     }
 
@@ -314,6 +325,10 @@ async fn snapshots_past_their_retention_expire_while_sealed_and_the_newest_stay(
     assert_eq!((runs[1]["expired"].as_u64(), runs[1]["next_due"].as_str()), (Some(1), Some(at(BASE + DAY).to_string().as_str())));
     assert_eq!(runs[1]["kept_as_newest"].as_u64(), Some(0));
     assert_eq!(nightly.left(), 4);
+    // Each run then collects: the packs only expired nights needed go (night -20's also holds
+    // the chunk every night shares, so it stays).
+    let removed: u64 = events.iter().filter(|e| e["event"] == "garbage_collected").map(|e| e["packs_removed"].as_u64().unwrap()).sum();
+    assert_eq!(removed, 15, "{events:#?}");
 }
 
 #[tokio::test(start_paused = true)]

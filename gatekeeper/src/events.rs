@@ -57,6 +57,10 @@ pub enum Event {
     /// One expiry run: how many went, how many past their time were kept and why, snapshots
     /// never expired because their receipt cannot be read, and when the next one falls due.
     ExpiryRan { at: String, expired: usize, kept_as_newest: usize, kept_by_hold: usize, unreadable_kept: Vec<String>, stopped_early: bool, next_due: Option<String> },
+    /// One garbage collection: chunks the snapshots need, packs removed (no snapshot needed
+    /// them) and the bytes that freed, packs kept because they hold a needed chunk or are
+    /// younger than the grace.
+    GarbageCollected { live_chunks: usize, packs_removed: usize, bytes_freed: u64, packs_kept_live: usize, packs_kept_young: usize, stopped_early: bool, took_ms: u64 },
     /// A window's session worker is up and confined: its own uid and gid, no capabilities, no
     /// filesystem (see [`crate::session_worker`]).
     SessionWorkerStarted { pid: u32, uid: u32, gid: u32 },

@@ -1,7 +1,8 @@
 //! Carrying out the lifecycle rules on the store. The rules are pure
 //! ([`vault_core::lifecycle::retention`]); the daemon loop decides when they may run (sealed, a
-//! trusted clock, a policy in force) and runs this on a blocking thread, which checks before
-//! each snapshot that the vault is still sealed.
+//! trusted clock, a policy in force) and runs [`run`] on a blocking thread: expiry, then
+//! garbage collection, each checking before every snapshot or pack that the vault is still
+//! sealed.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -16,6 +17,30 @@ use crate::events::Event;
 pub struct ExpiryReport {
     pub events: Vec<Event>,
     pub next_due: Option<Timestamp>,
+}
+
+/// The least time a pack must have existed before garbage collection may take it (Proxmox
+/// Backup Server's grace); a window longer than this makes it longer.
+pub const GC_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// One lifecycle run at vault time `now`: [`expire`], then garbage collection of the packs no
+/// snapshot needs any more that are older than `gc_grace`.
+pub fn run(store: &Store, now: Timestamp, retention: Retention, holds: &Holds, gc_grace: std::time::Duration, sealed: &AtomicBool) -> ExpiryReport {
+    let mut report = expire(store, now, retention, holds, sealed);
+    let started = std::time::Instant::now();
+    match store.collect_garbage(now, gc_grace, &|| sealed.load(Ordering::SeqCst)) {
+        Ok(done) => report.events.push(Event::GarbageCollected {
+            live_chunks: done.live_chunks,
+            packs_removed: done.packs_removed.len(),
+            bytes_freed: done.bytes_freed,
+            packs_kept_live: done.kept_live,
+            packs_kept_young: done.kept_young,
+            stopped_early: done.stopped_early,
+            took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        }),
+        Err(e) => report.events.push(Event::Alarm { rule: "gc_failed".into(), detail: format!("garbage collection: {e}; nothing more was removed, tried again in an hour") }),
+    }
+    report
 }
 
 /// Expires, at vault time `now`, every snapshot the retention rules let go; stops between two
@@ -61,4 +86,83 @@ pub fn expire(store: &Store, now: Timestamp, retention: Retention, holds: &Holds
         next_due: plan.next_due.map(|t| t.to_string()),
     });
     ExpiryReport { events, next_due: plan.next_due }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+    use vault_core::keys::SigningKey;
+    use vault_core::push::chunk::ChunkId;
+    use vault_store::{Reserve, StoreError};
+
+    const DAY: i64 = 86_400;
+    const T0: i64 = 1_800_000_000;
+    const MIB: u64 = 1 << 20;
+
+    /// A small tmpfs, so the disk fills (needs root, as the host tests do).
+    struct SmallDisk(tempfile::TempDir);
+
+    impl Drop for SmallDisk {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0.path()).status();
+        }
+    }
+
+    /// One night's push of a 1 MiB file of its own: sealed, or the store's refusal.
+    fn push_night(store: &Store, key: &SigningKey, night: i64) -> Result<String, StoreError> {
+        use vault_core::push::manifest::{ChunkRef, Entry, EntryKind, Manifest};
+        let mut data = vec![0u8; MIB as usize];
+        data[..8].copy_from_slice(&night.to_be_bytes());
+        let id = format!("pg-night-{night:04}");
+        let mut pack = store.begin()?;
+        pack.append(ChunkId::of(&data), &data)?;
+        let entry = Entry { path: b"dump".to_vec(), mode: 0o600, mtime: 1, kind: EntryKind::File { size: MIB, chunks: vec![ChunkRef { id: ChunkId::of(&data), len: MIB as u32 }] } };
+        let manifest = Manifest { entries: vec![entry] }.encode().unwrap();
+        let receipt = test_net::signed_receipt_at(key, &id, &manifest, ("db", "pg"), T0 + night * DAY, T0 + (night + 7) * DAY);
+        store.seal_all(pack, vault_store::SealInput { snapshot_id: &id, manifest: &manifest, receipt: &receipt })?;
+        Ok(id)
+    }
+
+    #[test]
+    fn a_full_vault_recovers_by_expiry_and_collection_and_takes_the_next_nights_push() {
+        let disk = SmallDisk(tempfile::tempdir().unwrap());
+        assert!(Command::new("mount").args(["-t", "tmpfs", "-o", "size=24m", "tmpfs"]).arg(disk.0.path()).status().unwrap().success(), "mounting a tmpfs needs root");
+        let (store, _) = Store::open_with(&disk.0.path().join("store"), Reserve { bytes: 4 * MIB, inodes: 64 }).unwrap();
+        let key = SigningKey::from_pkcs8(ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap().as_ref()).unwrap();
+        // Nightly pushes, kept a week each, until the vault refuses one: today's vault, full.
+        let mut night = 0;
+        let refusal = loop {
+            match push_night(&store, &key, night) {
+                Ok(_) => night += 1,
+                Err(e) => break e,
+            }
+            assert!(night < 64, "a 24 MiB disk never filled");
+        };
+        assert!(matches!(refusal, StoreError::DiskReserve { .. }), "{refusal}");
+        let full_at = night;
+        assert!(full_at > 10, "only {full_at} nights fit");
+        // The vault's time: the night it filled. A run expires what is past its week, keeps the
+        // newest 3, and collects their packs (all older than the grace of 0 here).
+        let sealed = AtomicBool::new(true);
+        let now = Timestamp::from_unix(T0 + full_at * DAY).unwrap();
+        let report = run(&store, now, Retention::default(), &Holds::default(), std::time::Duration::ZERO, &sealed);
+        let expired = report.events.iter().filter(|e| matches!(e, Event::SnapshotExpired { .. })).count() as i64;
+        // Nights before full_at - 7 are past their week (night full_at - 7 is due at exactly now).
+        assert_eq!(expired, full_at - 7, "{:?}", report.events);
+        let freed = report.events.iter().find_map(|e| match e { Event::GarbageCollected { packs_removed, bytes_freed, .. } => Some((*packs_removed, *bytes_freed)), _ => None }).unwrap();
+        assert_eq!(freed.0 as i64, expired);
+        assert!(freed.1 >= expired as u64 * MIB, "{freed:?}");
+        // The next night's push goes in, and every night still held restores.
+        push_night(&store, &key, full_at).unwrap();
+        let reader = vault_store::StoreReader::open(store.root()).unwrap();
+        let held = reader.snapshot_ids().unwrap();
+        assert_eq!(held.len(), 8, "the 7 nights within their week and the new one");
+        for id in held {
+            let manifest = reader.manifest(&id).unwrap();
+            for (_, chunk) in manifest.chunk_refs() {
+                assert_eq!(reader.read_chunk(&chunk.id).unwrap().len() as u64, MIB);
+            }
+        }
+    }
 }

@@ -16,12 +16,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use vault_core::lifecycle::retention::SealedSnapshot;
-use vault_core::push::receipt::{SignedReceipt, MAX_RECEIPT_BYTES};
 
 use crate::immutable::lift_immutable;
 use crate::owners::Owners;
 use crate::writer::{remove_entry_lifting_flags, sorted_entries, sync_dir};
-use crate::{io_error, Result, Store, StoreError, EXPIRED_DIR, RECEIPT_FILE, SNAPSHOTS_DIR};
+use crate::{io_error, Result, Store, StoreError, EXPIRED_DIR, SNAPSHOTS_DIR};
 
 /// Snapshots whose receipt cannot be read, with why: never expired.
 pub type Unreadable = Vec<(PathBuf, String)>;
@@ -44,10 +43,7 @@ impl Store {
         let mut sealed = Vec::new();
         let mut unreadable = Vec::new();
         for dir in sorted_entries(&self.root().join(SNAPSHOTS_DIR))? {
-            let receipt = vault_io::read_bounded(&dir.join(RECEIPT_FILE), 2 * MAX_RECEIPT_BYTES)
-                .map_err(|e| e.to_string())
-                .and_then(|bytes| SignedReceipt::from_file_bytes(&bytes).and_then(|r| r.verify_self_consistent()).map_err(|e| e.to_string()));
-            match receipt {
+            match crate::owners::receipt_of(&dir) {
                 Ok(r) if dir.file_name().is_some_and(|name| *name == *r.snapshot_id) => {
                     sealed.push(SealedSnapshot { id: r.snapshot_id, pusher: r.pusher, dataset: r.dataset, received_at: r.received_at, retain_until: r.retain_until });
                 }

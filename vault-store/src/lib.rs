@@ -37,6 +37,7 @@
 //! gatekeeper calls only for what the retention rules of `vault_core::lifecycle` let go.
 
 mod expiry;
+mod gc;
 mod immutable;
 mod index;
 mod owners;
@@ -47,6 +48,7 @@ mod writer;
 use std::path::PathBuf;
 
 pub use expiry::Expired;
+pub use gc::Collected;
 pub use immutable::{ensure_immutable, is_immutable, make_immutable, Sealing};
 pub use index::{ChunkLocation, DamagedPack};
 pub use reader::{DamagedChunks, SnapshotHealth, StoreReader, MAX_OPEN_PACKS};

@@ -107,10 +107,23 @@ impl Owners {
     }
 }
 
+/// A snapshot's receipt, read and verified against the vault key it names.
+pub(crate) fn receipt_of(snapshot: &Path) -> std::result::Result<vault_core::push::receipt::Receipt, String> {
+    let bytes = vault_io::read_bounded(&snapshot.join(RECEIPT_FILE), 2 * MAX_RECEIPT_BYTES).map_err(|e| format!("{RECEIPT_FILE}: {e}"))?;
+    SignedReceipt::from_file_bytes(&bytes).and_then(|r| r.verify_self_consistent()).map_err(|e| format!("{RECEIPT_FILE}: {e}"))
+}
+
+/// Every chunk a snapshot's manifest names (the manifest its receipt signs).
+pub(crate) fn chunks_of(snapshot: &Path) -> std::result::Result<Vec<ChunkId>, String> {
+    let receipt = receipt_of(snapshot)?;
+    let manifest = vault_io::read_bounded(&snapshot.join(MANIFEST_FILE), MAX_MANIFEST_BYTES).map_err(|e| format!("{MANIFEST_FILE}: {e}"))?;
+    named_by_manifest(&manifest, &receipt.manifest_sha256)
+}
+
 /// The pusher a snapshot's receipt names and the chunks the snapshot gave it.
 fn given_by(snapshot: &Path) -> std::result::Result<(String, Vec<ChunkId>), String> {
     let read = |name: &str, limit: usize| vault_io::read_bounded(&snapshot.join(name), limit).map_err(|e| format!("{name}: {e}"));
-    let receipt = SignedReceipt::from_file_bytes(&read(RECEIPT_FILE, 2 * MAX_RECEIPT_BYTES)?).and_then(|r| r.verify_self_consistent()).map_err(|e| format!("{RECEIPT_FILE}: {e}"))?;
+    let receipt = receipt_of(snapshot)?;
     let ids = match read(OWNED_FILE, MAX_OWNED_BYTES) {
         Ok(bytes) => decode(&bytes).map_err(|reason| format!("{OWNED_FILE}: {reason}"))?,
         Err(_) if !snapshot.join(OWNED_FILE).exists() => named_by_manifest(&read(MANIFEST_FILE, MAX_MANIFEST_BYTES)?, &receipt.manifest_sha256)?,

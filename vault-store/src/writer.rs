@@ -216,6 +216,14 @@ impl Store {
         &self.root
     }
 
+    pub(crate) fn packs_read(&self) -> std::sync::RwLockReadGuard<'_, PackSet> {
+        self.packs.read().expect("pack index lock")
+    }
+
+    pub(crate) fn packs_write(&self) -> std::sync::RwLockWriteGuard<'_, PackSet> {
+        self.packs.write().expect("pack index lock")
+    }
+
     pub(crate) fn owners_mut(&self) -> std::sync::RwLockWriteGuard<'_, Owners> {
         self.owners.write().expect("owners lock")
     }

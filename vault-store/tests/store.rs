@@ -884,3 +884,109 @@ fn a_power_cut_inside_an_expiry_never_leaves_half_a_snapshot() {
     assert_eq!(reader.snapshot_ids().unwrap(), vec![first.clone()]);
     assert!(reader.manifest(&first).is_ok());
 }
+
+fn pack_stems(root: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(root.join("packs")).unwrap().flatten().filter_map(|e| e.file_name().to_str()?.strip_suffix(".pack").map(str::to_string)).collect()
+}
+
+#[test]
+fn garbage_collection_frees_what_only_expired_snapshots_needed_and_everything_left_restores() {
+    use vault_core::units::Timestamp;
+    let tmp = TempStore::new();
+    let key = vault_key();
+    let (store, _) = Store::open(&tmp.root()).unwrap();
+    let ids: Vec<String> = (0..10).map(|day| seal_nightly(&store, &key, ("db", "pg"), day, 1)).collect();
+    let before = pack_stems(&tmp.root());
+    assert_eq!(before.len(), 10, "one pack per night");
+    // Vault time years after these files were written (whatever today's date is).
+    let later = Timestamp::from_unix(T0 + 4000 * DAY).unwrap();
+    let hour = std::time::Duration::from_secs(3600);
+    let since_written = (later.unix() - std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64) as u64;
+    // Nothing expired yet: every pack is needed.
+    let nothing = store.collect_garbage(later, hour, &|| true).unwrap();
+    assert_eq!((nothing.packs_removed.len(), nothing.kept_live, nothing.live_chunks), (0, 10, 11));
+
+    assert_eq!(store.expire(&ids[..7], &|| true).unwrap().expired.len(), 7);
+    let sizes: u64 = std::fs::read_dir(tmp.root().join("packs")).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum();
+    // Young packs stay whatever they hold (a grace longer than since they were written).
+    let young = store.collect_garbage(later, std::time::Duration::from_secs(since_written + DAY as u64), &|| true).unwrap();
+    assert_eq!((young.packs_removed.len(), young.kept_young), (0, 6));
+    // A stop asked before the first pack: nothing goes.
+    assert!(store.collect_garbage(later, hour, &|| false).unwrap().stopped_early);
+    assert_eq!(pack_stems(&tmp.root()), before);
+
+    let done = store.collect_garbage(later, hour, &|| true).unwrap();
+    // Nights 1..=6 needed only their own chunk; night 0's pack also holds the shared chunk.
+    assert_eq!((done.packs_removed.len(), done.kept_live, done.live_chunks), (6, 4, 4), "{done:?}");
+    let left: u64 = std::fs::read_dir(tmp.root().join("packs")).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum();
+    assert_eq!(done.bytes_freed, sizes - left);
+    assert_eq!(store.chunk_len(&ChunkId::of(&test_net::nightly_content("pg", T0 + 3 * DAY))), None);
+    assert!(store.has_chunk(&ChunkId::of(test_net::NIGHTLY_SHARED)));
+    let reader = StoreReader::open(&tmp.root()).unwrap();
+    for (night, id) in ids.iter().enumerate().skip(7) {
+        let manifest = reader.manifest(id).unwrap();
+        let data: Vec<Vec<u8>> = manifest.chunk_refs().map(|(_, c)| reader.read_chunk(&c.id).unwrap()).collect();
+        assert_eq!(data, vec![test_net::nightly_content("pg", T0 + night as i64 * DAY), test_net::NIGHTLY_SHARED.to_vec()]);
+    }
+    drop(store);
+    let (_, recovery) = Store::open(&tmp.root()).unwrap();
+    // Night 0's pack still holds its own (dead) chunk beside the shared one: kept whole.
+    assert_eq!((recovery.live_packs, recovery.chunks, recovery.orphan_packs_removed), (4, 5, 0));
+    assert!(recovery.damaged_packs.is_empty() && recovery.sealed_orphans_kept.is_empty());
+}
+
+#[test]
+fn a_snapshot_that_cannot_be_read_stops_the_collection_before_anything_goes() {
+    use vault_core::units::Timestamp;
+    let tmp = TempStore::new();
+    let key = vault_key();
+    let (store, _) = Store::open(&tmp.root()).unwrap();
+    let ids: Vec<String> = (0..4).map(|day| seal_nightly(&store, &key, ("db", "pg"), day, 1)).collect();
+    store.expire(&ids[..2], &|| true).unwrap();
+    let manifest = tmp.root().join("snapshots").join(&ids[3]).join("manifest");
+    Command::new("chattr").arg("-i").arg(&manifest).output().unwrap();
+    std::fs::write(&manifest, b"not the manifest its receipt signs").unwrap();
+    let before = pack_stems(&tmp.root());
+    let err = store.collect_garbage(Timestamp::from_unix(T0 + 400 * DAY).unwrap(), std::time::Duration::ZERO, &|| true).unwrap_err().to_string();
+    assert!(err.contains(&ids[3]) && err.contains("garbage collection stopped before removing anything"), "{err}");
+    assert_eq!(pack_stems(&tmp.root()), before);
+}
+
+#[test]
+fn a_power_cut_inside_a_collection_loses_nothing_and_raises_no_false_alarm() {
+    let tmp = TempStore::new();
+    let key = vault_key();
+    let (store, _) = Store::open(&tmp.root()).unwrap();
+    let ids: Vec<String> = (0..5).map(|day| seal_nightly(&store, &key, ("db", "pg"), day, 1)).collect();
+    store.expire(&ids[1..3], &|| true).unwrap();
+    drop(store);
+    // The packs of nights 1 and 2 are garbage. Cut after step 1 for one (flags lifted), after
+    // step 2 for the other (its index removed, the pack left).
+    let stem_of = |night: i64| {
+        let chunk = ChunkId::of(&test_net::nightly_content("pg", T0 + night * DAY));
+        // Each night wrote its own pack; find it by the chunk's bytes.
+        pack_stems(&tmp.root()).into_iter().find(|stem| std::fs::read(tmp.root().join("packs").join(format!("{stem}.pack"))).unwrap().windows(chunk_len(night)).any(|w| ChunkId::of(w) == chunk)).unwrap()
+    };
+    fn chunk_len(night: i64) -> usize {
+        test_net::nightly_content("pg", T0 + night * DAY).len()
+    }
+    let (one, two) = (stem_of(1), stem_of(2));
+    let packs = tmp.root().join("packs");
+    Command::new("chattr").arg("-i").arg(packs.join(format!("{one}.pack"))).arg(packs.join(format!("{one}.idx"))).output().unwrap();
+    Command::new("chattr").arg("-i").arg(packs.join(format!("{two}.pack"))).arg(packs.join(format!("{two}.idx"))).output().unwrap();
+    std::fs::remove_file(packs.join(format!("{two}.idx"))).unwrap();
+    let (store, recovery) = Store::open(&tmp.root()).unwrap();
+    assert_eq!(recovery.orphan_packs_removed, 1, "the pack whose index went is removed as unfinished");
+    assert!(recovery.sealed_orphans_kept.is_empty(), "and raises no pack_index_lost alarm: {:?}", recovery.sealed_orphans_kept);
+    assert!(recovery.immutable_fixed.iter().any(|(p, _)| p.ends_with(format!("{one}.pack"))), "{:?}", recovery.immutable_fixed);
+    // The collection then finishes what the cut left, and every snapshot left restores.
+    let done = store.collect_garbage(vault_core::units::Timestamp::from_unix(T0 + 400 * DAY).unwrap(), std::time::Duration::ZERO, &|| true).unwrap();
+    assert_eq!(done.packs_removed, vec![one]);
+    let reader = StoreReader::open(&tmp.root()).unwrap();
+    for id in [&ids[0], &ids[3], &ids[4]] {
+        let manifest = reader.manifest(id).unwrap();
+        for (_, chunk) in manifest.chunk_refs() {
+            reader.read_chunk(&chunk.id).unwrap();
+        }
+    }
+}

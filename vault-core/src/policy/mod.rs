@@ -389,6 +389,7 @@ impl Policy {
             if self.close.early { "early once every pusher has committed" } else { "at window end" },
             self.close.grace
         ));
+        lines.push(format!("retention: each snapshot kept until its retain_until, and the newest {} of each dataset always", self.retention.keep_last));
         lines
     }
 }
