@@ -158,6 +158,9 @@ pub const EXPIRY_RECHECK: std::time::Duration = std::time::Duration::from_secs(3
 /// Expiry in the loop: a run is carried out on a blocking thread ([`crate::lifecycle::expire`])
 /// and reports back here; `sealed` is what that run checks before each snapshot.
 struct ExpiryRuns {
+    /// When the capacity event is next said (once a day), and the level last alarmed.
+    capacity_due: Option<Timestamp>,
+    level: vault_core::lifecycle::capacity::Level,
     running: bool,
     due: Option<Timestamp>,
     sealed: Arc<std::sync::atomic::AtomicBool>,
@@ -168,7 +171,7 @@ struct ExpiryRuns {
 impl Default for ExpiryRuns {
     fn default() -> Self {
         let (done_tx, done_rx) = mpsc::channel(1);
-        ExpiryRuns { running: false, due: None, sealed: Arc::default(), done_tx, done_rx }
+        ExpiryRuns { capacity_due: None, level: vault_core::lifecycle::capacity::Level::Fine, running: false, due: None, sealed: Arc::default(), done_tx, done_rx }
     }
 }
 
@@ -257,6 +260,26 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         self.expiry.due = Some(report.next_due.map_or(recheck, |due| due.min(recheck)));
         for event in report.events {
             self.emit(event);
+        }
+        use vault_core::lifecycle::capacity::{Level, CRITICAL_PERCENT, WARN_PERCENT};
+        if let (Some(event), Some(level)) = (report.capacity, report.level) {
+            if self.expiry.capacity_due.is_none_or(|due| now >= due) {
+                self.expiry.capacity_due = Some(now.saturating_add(vault_core::units::Duration::from_secs(86_400).expect("a day is a duration")));
+                self.emit(event.clone());
+            }
+            if level > self.expiry.level {
+                let (rule, percent) = if level == Level::Critical { ("capacity_critical", CRITICAL_PERCENT) } else { ("capacity_warning", WARN_PERCENT) };
+                let (used, free, days) = match &event {
+                    Event::Capacity { used_percent, free_bytes, days_until_full, .. } => (*used_percent, *free_bytes, *days_until_full),
+                    _ => (0, 0, None),
+                };
+                let forecast = days.map_or_else(|| "no ingest in 30 days".to_string(), |d| format!("full in about {d} days at the last 30 days' rate"));
+                let detail = format!(
+                    "the store's filesystem is {used} % used (at least {percent} %), {free} bytes free, {forecast}: shorten retention in the next policy, or give the vault a larger data disk"
+                );
+                self.emit(Event::Alarm { rule: rule.into(), detail });
+            }
+            self.expiry.level = level;
         }
     }
 

@@ -367,3 +367,29 @@ async fn nothing_expires_while_a_clock_fault_is_latched_or_without_a_policy() {
     assert!(!kept(&h).iter().any(|e| e["event"] == "expiry_ran"));
     assert_eq!(nightly.left(), 30);
 }
+
+#[tokio::test(start_paused = true)]
+async fn capacity_is_said_once_a_day_and_alarms_only_when_a_level_is_crossed() {
+    use vault_core::lifecycle::capacity::Level;
+    let mut h = harness(at(BASE));
+    let report = |used_percent: u64, level: Level| crate::lifecycle::ExpiryReport {
+        events: vec![],
+        next_due: None,
+        capacity: Some(Event::Capacity { used_bytes: used_percent, free_bytes: 100 - used_percent, reserve_bytes: 0, used_percent, ingest_30d_bytes: 30, days_until_full: Some(3), snapshots: 1 }),
+        level: Some(level),
+    };
+    let said = |h: &Harness, what: &str| kept(h).iter().filter(|e| e["event"] == what || e["rule"] == what).count();
+    h.driver.on_expiry_done(report(50, Level::Fine));
+    assert_eq!((said(&h, "capacity"), said(&h, "capacity_warning")), (1, 0));
+    h.driver.on_expiry_done(report(85, Level::Warn));
+    assert_eq!((said(&h, "capacity"), said(&h, "capacity_warning")), (1, 1), "said once a day; the warning when 80 % is crossed");
+    let warning = kept(&h).into_iter().find(|e| e["rule"] == "capacity_warning").unwrap();
+    assert!(warning["detail"].as_str().unwrap().contains("85 % used (at least 80 %), 15 bytes free, full in about 3 days"), "{warning}");
+    h.driver.on_expiry_done(report(86, Level::Warn));
+    assert_eq!(said(&h, "capacity_warning"), 1, "no second alarm at the same level");
+    h.driver.on_expiry_done(report(95, Level::Critical));
+    assert_eq!(said(&h, "capacity_critical"), 1);
+    h.driver.on_expiry_done(report(40, Level::Fine));
+    h.driver.on_expiry_done(report(85, Level::Warn));
+    assert_eq!(said(&h, "capacity_warning"), 2, "crossed again after it fell back");
+}

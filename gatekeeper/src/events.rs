@@ -61,6 +61,10 @@ pub enum Event {
     /// them) and the bytes that freed, packs kept because they hold a needed chunk or are
     /// younger than the grace.
     GarbageCollected { live_chunks: usize, packs_removed: usize, bytes_freed: u64, packs_kept_live: usize, packs_kept_young: usize, stopped_early: bool, took_ms: u64 },
+    /// The store's filesystem, once a day: used, free, the reserve pushes never take, the used
+    /// share, the last 30 days' new bytes, and the days until full at that rate (none without
+    /// ingest). Alarms `capacity_warning` (80 %) and `capacity_critical` (90 %) when crossed.
+    Capacity { used_bytes: u64, free_bytes: u64, reserve_bytes: u64, used_percent: u64, ingest_30d_bytes: u64, days_until_full: Option<u64>, snapshots: usize },
     /// A window's session worker is up and confined: its own uid and gid, no capabilities, no
     /// filesystem (see [`crate::session_worker`]).
     SessionWorkerStarted { pid: u32, uid: u32, gid: u32 },

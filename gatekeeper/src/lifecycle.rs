@@ -6,6 +6,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use vault_core::lifecycle::capacity::{self, Level};
 use vault_core::lifecycle::retention::{plan_expiry, Holds, Kept, Retention};
 use vault_core::units::Timestamp;
 use vault_store::Store;
@@ -17,6 +18,10 @@ use crate::events::Event;
 pub struct ExpiryReport {
     pub events: Vec<Event>,
     pub next_due: Option<Timestamp>,
+    /// The store's filesystem after the run (the loop says it on the console once a day, and
+    /// raises an alarm when it crosses a level).
+    pub capacity: Option<Event>,
+    pub level: Option<Level>,
 }
 
 /// The least time a pack must have existed before garbage collection may take it (Proxmox
@@ -40,6 +45,21 @@ pub fn run(store: &Store, now: Timestamp, retention: Retention, holds: &Holds, g
         }),
         Err(e) => report.events.push(Event::Alarm { rule: "gc_failed".into(), detail: format!("garbage collection: {e}; nothing more was removed, tried again in an hour") }),
     }
+    if let (Ok((sealed, _)), Ok(space)) = (store.sealed_snapshots(), vault_store::fs_space(store.root())) {
+        let ingest: Vec<(Timestamp, u64)> = sealed.iter().map(|s| (s.received_at, s.bytes_new)).collect();
+        let reserve = store.reserve().bytes;
+        let outlook = capacity::outlook(&ingest, now, space.used_bytes, space.free_bytes, reserve);
+        report.level = Some(outlook.level);
+        report.capacity = Some(Event::Capacity {
+            used_bytes: space.used_bytes,
+            free_bytes: space.free_bytes,
+            reserve_bytes: reserve,
+            used_percent: outlook.used_percent,
+            ingest_30d_bytes: outlook.ingest_bytes,
+            days_until_full: outlook.days_until_full,
+            snapshots: sealed.len(),
+        });
+    }
     report
 }
 
@@ -51,7 +71,7 @@ pub fn expire(store: &Store, now: Timestamp, retention: Retention, holds: &Holds
         Ok(found) => found,
         Err(e) => {
             events.push(Event::Alarm { rule: "expiry_failed".into(), detail: format!("listing the sealed snapshots: {e}; nothing expired, tried again in an hour") });
-            return ExpiryReport { events, next_due: None };
+            return ExpiryReport { events, next_due: None, capacity: None, level: None };
         }
     };
     let plan = plan_expiry(&snapshots, now, retention, holds);
@@ -60,7 +80,7 @@ pub fn expire(store: &Store, now: Timestamp, retention: Retention, holds: &Holds
         Ok(done) => done,
         Err(e) => {
             events.push(Event::Alarm { rule: "expiry_failed".into(), detail: format!("{e}; tried again in an hour") });
-            return ExpiryReport { events, next_due: plan.next_due };
+            return ExpiryReport { events, next_due: plan.next_due, capacity: None, level: None };
         }
     };
     for snapshot in plan.expire.iter().filter(|s| done.expired.contains(&s.id)) {
@@ -85,7 +105,7 @@ pub fn expire(store: &Store, now: Timestamp, retention: Retention, holds: &Holds
         stopped_early: done.stopped_early,
         next_due: plan.next_due.map(|t| t.to_string()),
     });
-    ExpiryReport { events, next_due: plan.next_due }
+    ExpiryReport { events, next_due: plan.next_due, capacity: None, level: None }
 }
 
 #[cfg(test)]
@@ -153,6 +173,10 @@ mod tests {
         let freed = report.events.iter().find_map(|e| match e { Event::GarbageCollected { packs_removed, bytes_freed, .. } => Some((*packs_removed, *bytes_freed)), _ => None }).unwrap();
         assert_eq!(freed.0 as i64, expired);
         assert!(freed.1 >= expired as u64 * MIB, "{freed:?}");
+        // The filesystem is far from full again, and the run says so.
+        let Some(Event::Capacity { used_percent, snapshots, .. }) = report.capacity else { panic!("no capacity: {:?}", report.events) };
+        assert_eq!((snapshots, report.level), (7, Some(vault_core::lifecycle::capacity::Level::Fine)));
+        assert!(used_percent < 50, "{used_percent} % used after the run");
         // The next night's push goes in, and every night still held restores.
         push_night(&store, &key, full_at).unwrap();
         let reader = vault_store::StoreReader::open(store.root()).unwrap();

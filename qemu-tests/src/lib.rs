@@ -598,9 +598,12 @@ impl Workbench {
             text += &format!("[[window]]\nfrom = \"{}\"\nuntil = \"{}\"\n\n", rfc3339(*from), rfc3339(*until));
         }
         for (name, quota) in &spec.pushers {
-            text += &format!("[[pusher]]\nname = \"{name}\"\nkey = \"{}\"\nquota = \"{quota}\"\nretain = \"35d\"\n\n", key(name));
+            text += &format!("[[pusher]]\nname = \"{name}\"\nkey = \"{}\"\nquota = \"{quota}\"\nretain = \"{}\"\n\n", key(name), spec.retain);
         }
         text += &format!("[close]\nearly = {}\ngrace = \"30s\"\n", spec.early_close);
+        if let Some(keep_last) = spec.keep_last {
+            text += &format!("\n[retention]\nkeep_last = {keep_last}\n");
+        }
         let path = self.dir.join(format!("policy-v{}-{}.toml", spec.version, spec.vault_id));
         std::fs::write(&path, text).expect("policy.toml");
         path
@@ -673,6 +676,10 @@ pub struct PolicySpec {
     pub windows: Vec<(i64, i64)>,
     pub pushers: Vec<(String, String)>,
     pub early_close: bool,
+    /// Every pusher's `retain`.
+    pub retain: String,
+    /// `[retention] keep_last`, if the policy sets it.
+    pub keep_last: Option<u32>,
 }
 
 impl PolicySpec {
@@ -684,6 +691,8 @@ impl PolicySpec {
             windows: Vec::new(),
             pushers: vec![("db-backup".into(), "1GiB".into()), ("web-backup".into(), "1GiB".into())],
             early_close: true,
+            retain: "35d".into(),
+            keep_last: None,
         }
     }
 }

@@ -194,6 +194,43 @@ fn a_panic_in_the_daemon_restarts_it_sealed_and_the_window_still_serves() {
     box_.vm.pass();
 }
 
+/// Retention by the vault's clock, across a reboot: two snapshots of one dataset kept a minute
+/// each, the newest one always (`keep_last = 1`). At the window's close neither is due; the box
+/// is rebooted; once the older one's minute is past, the vault expires it (and only it), and the
+/// newer one still restores byte for byte from the disk.
+#[test]
+fn a_snapshot_expires_by_the_vaults_clock_across_a_reboot_and_the_newest_stays() {
+    let mut box_ = Appliance::boot("expiry-reboot", Boot::Direct);
+    let t = now_secs();
+    let spec = PolicySpec {
+        windows: vec![(t + 20, t + 60)],
+        pushers: vec![("db-backup".into(), "1GiB".into())],
+        early_close: false,
+        retain: "60s".into(),
+        keep_last: Some(1),
+        ..PolicySpec::new(1, "vault-test")
+    };
+    box_.apply_policy(&spec);
+    wait_listening(&mut box_.vm);
+    let (older_tree, newer_tree) = (box_.bench.dir.join("older"), box_.bench.dir.join("newer"));
+    random_tree(&older_tree, 3, 30_000, 0xe1);
+    random_tree(&newer_tree, 3, 30_000, 0xe2);
+    let older = push_summary(&box_.push("db-backup", "nightly", &older_tree));
+    let newer = push_summary(&box_.push("db-backup", "nightly", &newer_tree));
+    let at_close = box_.vm.wait_for("the first expiry run, at the close", EVENT_WAIT, |e| e["event"] == "expiry_ran");
+    assert_eq!(at_close["expired"], 0, "nothing is a minute old at the close: {at_close}");
+    let disk = box_.vm.shut_off();
+    box_.reboot_on("expiry-reboot-2", disk);
+    let expired = box_.vm.wait_for("the older snapshot's expiry", Duration::from_secs(180), |e| e["event"] == "snapshot_expired");
+    assert_eq!(expired["snapshot"], older["snapshot"], "{expired}");
+    let ran = box_.vm.wait_for("the run that expired it", EVENT_WAIT, |e| e["event"] == "expiry_ran" && e["expired"] == 1);
+    assert!(!box_.vm.events().iter().any(|e| e["event"] == "snapshot_expired" && e["snapshot"] == newer["snapshot"]), "the newest was expired: {ran}");
+    // Collected only after a day's grace: the packs are still there, and nothing else went.
+    let gc = box_.vm.wait_for("the collection after it", EVENT_WAIT, |e| e["event"] == "garbage_collected");
+    assert_eq!(gc["packs_removed"], 0, "{gc}");
+    assert_sealed_exactly(&mut box_, &[(&newer, &newer_tree)]);
+}
+
 #[test]
 fn outside_the_window_no_answer_inside_it_strangers_are_refused_and_it_closes_on_time() {
     let mut box_ = Appliance::boot("window-refusals", Boot::Direct);

@@ -45,7 +45,7 @@ impl Store {
         for dir in sorted_entries(&self.root().join(SNAPSHOTS_DIR))? {
             match crate::owners::receipt_of(&dir) {
                 Ok(r) if dir.file_name().is_some_and(|name| *name == *r.snapshot_id) => {
-                    sealed.push(SealedSnapshot { id: r.snapshot_id, pusher: r.pusher, dataset: r.dataset, received_at: r.received_at, retain_until: r.retain_until });
+                    sealed.push(SealedSnapshot { id: r.snapshot_id, pusher: r.pusher, dataset: r.dataset, received_at: r.received_at, retain_until: r.retain_until, bytes_new: r.bytes_new });
                 }
                 Ok(r) => unreadable.push((dir, format!("its receipt names snapshot `{}`", r.snapshot_id))),
                 Err(why) => unreadable.push((dir, why)),

@@ -91,6 +91,10 @@ pub(crate) struct Space {
 }
 
 impl Space {
+    pub(crate) fn reserve(&self) -> Reserve {
+        self.reserve
+    }
+
     pub fn new(dir: &Path, reserve: Reserve) -> Space {
         Space { dir: dir.to_path_buf(), reserve, promised: Mutex::new(0) }
     }

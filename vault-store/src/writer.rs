@@ -216,6 +216,11 @@ impl Store {
         &self.root
     }
 
+    /// What pushes never take of the store's filesystem.
+    pub fn reserve(&self) -> Reserve {
+        self.space.reserve()
+    }
+
     pub(crate) fn packs_read(&self) -> std::sync::RwLockReadGuard<'_, PackSet> {
         self.packs.read().expect("pack index lock")
     }

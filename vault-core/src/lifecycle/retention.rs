@@ -41,6 +41,8 @@ pub struct SealedSnapshot {
     pub dataset: String,
     pub received_at: Timestamp,
     pub retain_until: Timestamp,
+    /// Bytes this seal added to the store (for the capacity forecast).
+    pub bytes_new: u64,
 }
 
 /// Holds in force: a held snapshot, or any snapshot of a held (pusher, dataset), never expires.
@@ -157,7 +159,7 @@ mod tests {
 
     /// A nightly snapshot sealed on `day`, kept for `retain_days`.
     fn nightly(pusher: &str, dataset: &str, day: i64, retain_days: i64) -> SealedSnapshot {
-        SealedSnapshot { id: format!("{dataset}-{day:05}"), pusher: pusher.into(), dataset: dataset.into(), received_at: at(day), retain_until: at(day + retain_days) }
+        SealedSnapshot { id: format!("{dataset}-{day:05}"), pusher: pusher.into(), dataset: dataset.into(), received_at: at(day), retain_until: at(day + retain_days), bytes_new: 0 }
     }
 
     fn ids(snapshots: &[SealedSnapshot]) -> Vec<String> {
@@ -234,6 +236,7 @@ mod tests {
             dataset: format!("d{d}"),
             received_at: at(day),
             retain_until: at(day + retain),
+            bytes_new: 0,
         })
     }
 
