@@ -1,6 +1,6 @@
 //! Arbitrary bytes as the store's own files (a pack index against a pack length taken from the
-//! first 8 bytes, and an `owned` list): refuse or accept, never panic or over-allocate; an
-//! owned list that decodes encodes back to the same bytes.
+//! first 8 bytes, an `owned` list, a damaged-chunks list): refuse or accept, never panic or
+//! over-allocate; a list that decodes encodes back to the same bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,6 +11,9 @@ fuzz_target!(|data: &[u8]| {
     pack_len[..len.len()].copy_from_slice(len);
     let _ = vault_store::fuzzing::pack_index(rest, u64::from_be_bytes(pack_len));
     if let Ok((_, again)) = vault_store::fuzzing::owned_list(data) {
+        assert_eq!(again, data);
+    }
+    if let Ok((_, again)) = vault_store::fuzzing::damaged_list(data) {
         assert_eq!(again, data);
     }
 });

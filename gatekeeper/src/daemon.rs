@@ -114,12 +114,15 @@ pub enum StateJob {
     /// Verify bundle bytes read from a stick and, if they pass, persist them (the writer says
     /// the outcome on the console).
     Bundle { source: String, bytes: Vec<u8>, at: JudgedAt },
+    /// Record when the last whole scrub started.
+    LastScrub(Timestamp),
 }
 
 /// What the state writer did, back to the loop.
 #[derive(Debug)]
 pub enum StateDone {
     Floor { floor: Timestamp, result: std::result::Result<(), String> },
+    LastScrub { result: std::result::Result<(), String> },
     /// The policy of a bundle that was accepted and is durable; `None` if it was refused.
     Bundle(Option<Policy>),
 }
@@ -143,7 +146,7 @@ pub struct Driver<L, C> {
     pub store_dir: Option<std::path::PathBuf>,
     /// The store the lifecycle rules are carried out on (expiry); none in tests without one.
     pub store: Option<Arc<vault_store::Store>>,
-    expiry: ExpiryRuns,
+    lifecycle: LifecycleRuns,
     stop: Option<watch::Sender<Stop>>,
     last_commit: Option<(String, Timestamp)>,
     status_due: Instant,
@@ -151,27 +154,31 @@ pub struct Driver<L, C> {
     started: Instant,
 }
 
-/// How often expiry looks again when nothing falls due sooner (a snapshot kept as one of its
-/// dataset's newest falls due only when a newer one arrives).
-pub const EXPIRY_RECHECK: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How often the lifecycle looks again when nothing falls due sooner (a snapshot kept as one of
+/// its dataset's newest falls due only when a newer one arrives).
+pub const LIFECYCLE_RECHECK: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Expiry in the loop: a run is carried out on a blocking thread ([`crate::lifecycle::expire`])
-/// and reports back here; `sealed` is what that run checks before each snapshot.
-struct ExpiryRuns {
+/// The lifecycle in the loop: a run (expiry, collection, a scrub when one is due) is carried
+/// out on a blocking thread ([`crate::lifecycle::run`]) and reports back here; `sealed` is what
+/// that run checks before each snapshot or pack.
+struct LifecycleRuns {
+    /// When the last whole scrub started (from the state file at start), and what it found.
+    pub last_scrub: Option<Timestamp>,
+    last_scrub_result: Option<String>,
     /// When the capacity event is next said (once a day), and the level last alarmed.
     capacity_due: Option<Timestamp>,
     level: vault_core::lifecycle::capacity::Level,
     running: bool,
     due: Option<Timestamp>,
     sealed: Arc<std::sync::atomic::AtomicBool>,
-    done_tx: mpsc::Sender<crate::lifecycle::ExpiryReport>,
-    done_rx: mpsc::Receiver<crate::lifecycle::ExpiryReport>,
+    done_tx: mpsc::Sender<crate::lifecycle::LifecycleReport>,
+    done_rx: mpsc::Receiver<crate::lifecycle::LifecycleReport>,
 }
 
-impl Default for ExpiryRuns {
+impl Default for LifecycleRuns {
     fn default() -> Self {
         let (done_tx, done_rx) = mpsc::channel(1);
-        ExpiryRuns { capacity_due: None, level: vault_core::lifecycle::capacity::Level::Fine, running: false, due: None, sealed: Arc::default(), done_tx, done_rx }
+        LifecycleRuns { last_scrub: None, last_scrub_result: None, capacity_due: None, level: vault_core::lifecycle::capacity::Level::Fine, running: false, due: None, sealed: Arc::default(), done_tx, done_rx }
     }
 }
 
@@ -207,7 +214,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             bind_override: None,
             store_dir: None,
             store: None,
-            expiry: ExpiryRuns::default(),
+            lifecycle: LifecycleRuns::default(),
             stop: None,
             last_commit: None,
             status_due: Instant::now(),
@@ -223,15 +230,20 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         let monotonic = self.started.elapsed();
         self.feed(Input::Tick { clock, monotonic }).await;
         self.survey().await;
-        self.maybe_expire();
+        self.maybe_run_lifecycle();
     }
 
-    /// Starts an expiry run if one is due and the rules let it run now (sealed, a trusted clock,
-    /// a policy in force: [`vault_core::lifecycle::retention::may_expire`]).
-    fn maybe_expire(&mut self) {
+    /// The state file's record of the last whole scrub (at start).
+    pub fn set_last_scrub(&mut self, at: Option<Timestamp>) {
+        self.lifecycle.last_scrub = at;
+    }
+
+    /// Starts a lifecycle run if one is due and the rules let it run now (sealed, a trusted
+    /// clock, a policy in force: [`vault_core::lifecycle::retention::may_expire`]).
+    fn maybe_run_lifecycle(&mut self) {
         let Some(store) = self.store.clone() else { return };
         let now = self.gate.now();
-        if self.expiry.running || self.expiry.due.is_some_and(|due| now < due) {
+        if self.lifecycle.running || self.lifecycle.due.is_some_and(|due| now < due) {
             return;
         }
         let sealed = self.gate.phase() == vault_core::link::gate::Phase::Sealed;
@@ -243,31 +255,40 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         // No pack younger than a day, or than the longest window, is collected.
         let longest_window = policy.and_then(|p| p.windows.iter().map(|w| w.length().secs()).max()).unwrap_or(0);
         let gc_grace = crate::lifecycle::GC_GRACE.max(std::time::Duration::from_secs(u64::try_from(longest_window).unwrap_or(0)));
-        let (flag, done) = (self.expiry.sealed.clone(), self.expiry.done_tx.clone());
+        let scrub = vault_core::lifecycle::scrub::is_due(self.lifecycle.last_scrub, policy.map(|p| p.scrub).unwrap_or_default(), now);
+        let job = crate::lifecycle::Job { now, retention, holds: vault_core::lifecycle::retention::Holds::default(), gc_grace, scrub };
+        let (flag, done) = (self.lifecycle.sealed.clone(), self.lifecycle.done_tx.clone());
         flag.store(true, std::sync::atomic::Ordering::SeqCst);
-        self.expiry.running = true;
-        // A blocking thread: unlinks and fsyncs (and tokio's paused test clock waits for it).
+        self.lifecycle.running = true;
+        // A blocking thread: unlinks, fsyncs and reads (and tokio's paused test clock waits for it).
         tokio::task::spawn_blocking(move || {
-            let report = crate::lifecycle::run(&store, now, retention, &vault_core::lifecycle::retention::Holds::default(), gc_grace, &flag);
+            let report = crate::lifecycle::run(&store, &job, &flag);
             let _ = done.blocking_send(report);
         });
     }
 
-    fn on_expiry_done(&mut self, report: crate::lifecycle::ExpiryReport) {
-        self.expiry.running = false;
+    fn on_lifecycle_done(&mut self, report: crate::lifecycle::LifecycleReport) {
+        self.lifecycle.running = false;
         let now = self.gate.now();
-        let recheck = now.saturating_add(vault_core::units::Duration::from_secs(EXPIRY_RECHECK.as_secs() as i64).expect("an hour is a duration"));
-        self.expiry.due = Some(report.next_due.map_or(recheck, |due| due.min(recheck)));
+        let recheck = now.saturating_add(vault_core::units::Duration::from_secs(LIFECYCLE_RECHECK.as_secs() as i64).expect("an hour is a duration"));
+        self.lifecycle.due = Some(report.next_due.map_or(recheck, |due| due.min(recheck)));
         for event in report.events {
             self.emit(event);
         }
+        if let Some((started, result)) = report.scrubbed {
+            self.lifecycle.last_scrub = Some(started);
+            self.lifecycle.last_scrub_result = Some(result);
+            self.hand_to_state_writer(StateJob::LastScrub(started));
+            // News for the status line.
+            self.emit_status();
+        }
         use vault_core::lifecycle::capacity::{Level, CRITICAL_PERCENT, WARN_PERCENT};
         if let (Some(event), Some(level)) = (report.capacity, report.level) {
-            if self.expiry.capacity_due.is_none_or(|due| now >= due) {
-                self.expiry.capacity_due = Some(now.saturating_add(vault_core::units::Duration::from_secs(86_400).expect("a day is a duration")));
+            if self.lifecycle.capacity_due.is_none_or(|due| now >= due) {
+                self.lifecycle.capacity_due = Some(now.saturating_add(vault_core::units::Duration::from_secs(86_400).expect("a day is a duration")));
                 self.emit(event.clone());
             }
-            if level > self.expiry.level {
+            if level > self.lifecycle.level {
                 let (rule, percent) = if level == Level::Critical { ("capacity_critical", CRITICAL_PERCENT) } else { ("capacity_warning", WARN_PERCENT) };
                 let (used, free, days) = match &event {
                     Event::Capacity { used_percent, free_bytes, days_until_full, .. } => (*used_percent, *free_bytes, *days_until_full),
@@ -279,7 +300,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
                 );
                 self.emit(Event::Alarm { rule: rule.into(), detail });
             }
-            self.expiry.level = level;
+            self.lifecycle.level = level;
         }
     }
 
@@ -324,7 +345,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
                 Some(report) = inputs.sessions.recv() => self.on_report(report).await,
                 Some(stick) = inputs.usb.recv() => self.on_stick(stick).await,
                 Some(done) = inputs.state.recv() => self.on_state_written(done).await,
-                Some(report) = self.expiry.done_rx.recv() => self.on_expiry_done(report),
+                Some(report) = self.lifecycle.done_rx.recv() => self.on_lifecycle_done(report),
                 _ = tokio::time::sleep_until(wake.min(self.status_due)) => self.tick().await,
             }
         }
@@ -377,6 +398,8 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         match done {
             StateDone::Floor { floor, result: Ok(()) } => self.emit(Event::TimeFloorPersisted { floor: floor.to_string() }),
             StateDone::Floor { floor, result: Err(e) } => self.emit(Event::Alarm { rule: "time_floor_not_persisted".into(), detail: format!("floor {floor}: {e}") }),
+            StateDone::LastScrub { result: Ok(()) } => {}
+            StateDone::LastScrub { result: Err(e) } => self.emit(Event::Alarm { rule: "scrub_time_not_persisted".into(), detail: format!("{e}; the next start scrubs again") }),
             StateDone::Bundle(Some(policy)) => self.apply_policy(policy).await,
             StateDone::Bundle(None) => {}
         }
@@ -399,6 +422,9 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             next_open,
             last_commit: self.last_commit.as_ref().map(|(pusher, at)| format!("{pusher} at {at}")),
             alarms_latched: self.gate.latched(),
+            last_scrub: self.lifecycle.last_scrub.map(|t| t.to_string()),
+            last_scrub_result: self.lifecycle.last_scrub_result.clone(),
+            next_scrub: vault_core::lifecycle::scrub::next_due(self.lifecycle.last_scrub, policy.map(|p| p.scrub).unwrap_or_default()).map(|t| t.to_string()),
             store_used_bytes: space.map(|s| s.used_bytes),
             store_free_bytes: space.map(|s| s.free_bytes),
         };
@@ -462,7 +488,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         // A running expiry stops before its next snapshot once the gate leaves Sealed or
         // doubts its clock.
         if self.gate.phase() != vault_core::link::gate::Phase::Sealed || self.gate.clock_fault() {
-            self.expiry.sealed.store(false, std::sync::atomic::Ordering::SeqCst);
+            self.lifecycle.sealed.store(false, std::sync::atomic::Ordering::SeqCst);
         }
             for action in out.actions {
                 if let Some(next) = self.perform(action).await {

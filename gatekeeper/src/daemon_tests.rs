@@ -86,6 +86,7 @@ fn policy(from: i64, until: i64, early: bool) -> Policy {
         pushers: vec![Pusher { name: "db".into(), key: pusher_key(), quota: ByteSize::from_bytes(1 << 20), retain: Duration::from_secs(86_400).unwrap(), datasets: vec![] }],
         close: Close { early, grace: Duration::from_secs(2).unwrap() },
         retention: Default::default(),
+        scrub: Default::default(),
     }
 }
 
@@ -329,6 +330,14 @@ async fn snapshots_past_their_retention_expire_while_sealed_and_the_newest_stay(
     // the chunk every night shares, so it stays).
     let removed: u64 = events.iter().filter(|e| e["event"] == "garbage_collected").map(|e| e["packs_removed"].as_u64().unwrap()).sum();
     assert_eq!(removed, 15, "{events:#?}");
+    // No scrub had ever finished: the first run scrubs, the second (the same day) does not.
+    let scrubs: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "scrub_finished").collect();
+    assert_eq!(scrubs.len(), 1, "{scrubs:#?}");
+    assert_eq!((scrubs[0]["packs"].as_u64(), scrubs[0]["found"].as_array().map(Vec::len)), (Some(6), Some(0)), "{}", scrubs[0]);
+    let status = events.iter().rev().find(|e| e["event"] == "status").unwrap();
+    assert_eq!(status["last_scrub"], at(BASE).to_string(), "{status}");
+    assert_eq!(status["next_scrub"], at(BASE + 30 * DAY).to_string(), "{status}");
+    assert!(status["last_scrub_result"].as_str().unwrap().contains("read back whole"), "{status}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -372,24 +381,25 @@ async fn nothing_expires_while_a_clock_fault_is_latched_or_without_a_policy() {
 async fn capacity_is_said_once_a_day_and_alarms_only_when_a_level_is_crossed() {
     use vault_core::lifecycle::capacity::Level;
     let mut h = harness(at(BASE));
-    let report = |used_percent: u64, level: Level| crate::lifecycle::ExpiryReport {
+    let report = |used_percent: u64, level: Level| crate::lifecycle::LifecycleReport {
         events: vec![],
         next_due: None,
         capacity: Some(Event::Capacity { used_bytes: used_percent, free_bytes: 100 - used_percent, reserve_bytes: 0, used_percent, ingest_30d_bytes: 30, days_until_full: Some(3), snapshots: 1 }),
         level: Some(level),
+        scrubbed: None,
     };
     let said = |h: &Harness, what: &str| kept(h).iter().filter(|e| e["event"] == what || e["rule"] == what).count();
-    h.driver.on_expiry_done(report(50, Level::Fine));
+    h.driver.on_lifecycle_done(report(50, Level::Fine));
     assert_eq!((said(&h, "capacity"), said(&h, "capacity_warning")), (1, 0));
-    h.driver.on_expiry_done(report(85, Level::Warn));
+    h.driver.on_lifecycle_done(report(85, Level::Warn));
     assert_eq!((said(&h, "capacity"), said(&h, "capacity_warning")), (1, 1), "said once a day; the warning when 80 % is crossed");
     let warning = kept(&h).into_iter().find(|e| e["rule"] == "capacity_warning").unwrap();
     assert!(warning["detail"].as_str().unwrap().contains("85 % used (at least 80 %), 15 bytes free, full in about 3 days"), "{warning}");
-    h.driver.on_expiry_done(report(86, Level::Warn));
+    h.driver.on_lifecycle_done(report(86, Level::Warn));
     assert_eq!(said(&h, "capacity_warning"), 1, "no second alarm at the same level");
-    h.driver.on_expiry_done(report(95, Level::Critical));
+    h.driver.on_lifecycle_done(report(95, Level::Critical));
     assert_eq!(said(&h, "capacity_critical"), 1);
-    h.driver.on_expiry_done(report(40, Level::Fine));
-    h.driver.on_expiry_done(report(85, Level::Warn));
+    h.driver.on_lifecycle_done(report(40, Level::Fine));
+    h.driver.on_lifecycle_done(report(85, Level::Warn));
     assert_eq!(said(&h, "capacity_warning"), 2, "crossed again after it fell back");
 }

@@ -65,6 +65,12 @@ pub enum Event {
     /// share, the last 30 days' new bytes, and the days until full at that rate (none without
     /// ingest). Alarms `capacity_warning` (80 %) and `capacity_critical` (90 %) when crossed.
     Capacity { used_bytes: u64, free_bytes: u64, reserve_bytes: u64, used_percent: u64, ingest_30d_bytes: u64, days_until_full: Option<u64>, snapshots: usize },
+    /// A push stored chunks again that a scrub had found bad with no good copy: the store is
+    /// whole again for them (`chunks`: their ids).
+    ChunksHealed { snapshot: String, chunks: Vec<String> },
+    /// A scrub: what it read, the bad copies it found (pack, chunk, why), the chunks no good copy
+    /// holds any more and the snapshots that need them, and how long it took.
+    ScrubFinished { packs: usize, chunks: u64, bytes: u64, found: Vec<String>, unrecoverable_chunks: usize, snapshots_affected: Vec<String>, stopped_early: bool, took_ms: u64 },
     /// A window's session worker is up and confined: its own uid and gid, no capabilities, no
     /// filesystem (see [`crate::session_worker`]).
     SessionWorkerStarted { pid: u32, uid: u32, gid: u32 },
@@ -94,6 +100,10 @@ pub enum Event {
         next_open: Option<String>,
         last_commit: Option<String>,
         alarms_latched: bool,
+        /// When the last whole scrub started, what it found, and when the next is due.
+        last_scrub: Option<String>,
+        last_scrub_result: Option<String>,
+        next_scrub: Option<String>,
         /// The store's filesystem (statvfs): bytes in use, and free for an unprivileged
         /// writer; `None` when it cannot be read. Pushes stop at the reserve above zero.
         store_used_bytes: Option<u64>,

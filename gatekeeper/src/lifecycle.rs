@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use vault_core::lifecycle::capacity::{self, Level};
+use vault_core::lifecycle::scrub;
 use vault_core::lifecycle::retention::{plan_expiry, Holds, Kept, Retention};
 use vault_core::units::Timestamp;
 use vault_store::Store;
@@ -15,25 +16,41 @@ use crate::events::Event;
 
 /// What one expiry run did, for the console, and when the next snapshot falls due.
 #[derive(Debug)]
-pub struct ExpiryReport {
+pub struct LifecycleReport {
     pub events: Vec<Event>,
     pub next_due: Option<Timestamp>,
     /// The store's filesystem after the run (the loop says it on the console once a day, and
     /// raises an alarm when it crosses a level).
     pub capacity: Option<Event>,
     pub level: Option<Level>,
+    /// A scrub that read the whole store: when it started, and what it found in a line.
+    pub scrubbed: Option<(Timestamp, String)>,
 }
 
 /// The least time a pack must have existed before garbage collection may take it (Proxmox
 /// Backup Server's grace); a window longer than this makes it longer.
 pub const GC_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
-/// One lifecycle run at vault time `now`: [`expire`], then garbage collection of the packs no
-/// snapshot needs any more that are older than `gc_grace`.
-pub fn run(store: &Store, now: Timestamp, retention: Retention, holds: &Holds, gc_grace: std::time::Duration, sealed: &AtomicBool) -> ExpiryReport {
-    let mut report = expire(store, now, retention, holds, sealed);
+/// What one lifecycle run is asked to do.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The vault's time (the gate's).
+    pub now: Timestamp,
+    pub retention: Retention,
+    pub holds: Holds,
+    /// No pack younger than this is collected.
+    pub gc_grace: std::time::Duration,
+    /// Read back and re-hash everything sealed ([`vault_core::lifecycle::scrub`] says it is due).
+    pub scrub: bool,
+}
+
+/// One lifecycle run: [`expire`], then garbage collection of the packs no snapshot needs any
+/// more that are older than the grace, then a scrub if one is due, then the capacity outlook.
+pub fn run(store: &Store, job: &Job, sealed: &AtomicBool) -> LifecycleReport {
+    let now = job.now;
+    let mut report = expire(store, now, job.retention, &job.holds, sealed);
     let started = std::time::Instant::now();
-    match store.collect_garbage(now, gc_grace, &|| sealed.load(Ordering::SeqCst)) {
+    match store.collect_garbage(now, job.gc_grace, &|| sealed.load(Ordering::SeqCst)) {
         Ok(done) => report.events.push(Event::GarbageCollected {
             live_chunks: done.live_chunks,
             packs_removed: done.packs_removed.len(),
@@ -44,6 +61,9 @@ pub fn run(store: &Store, now: Timestamp, retention: Retention, holds: &Holds, g
             took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         }),
         Err(e) => report.events.push(Event::Alarm { rule: "gc_failed".into(), detail: format!("garbage collection: {e}; nothing more was removed, tried again in an hour") }),
+    }
+    if job.scrub {
+        scrub(store, now, sealed, &mut report);
     }
     if let (Ok((sealed, _)), Ok(space)) = (store.sealed_snapshots(), vault_store::fs_space(store.root())) {
         let ingest: Vec<(Timestamp, u64)> = sealed.iter().map(|s| (s.received_at, s.bytes_new)).collect();
@@ -63,15 +83,57 @@ pub fn run(store: &Store, now: Timestamp, retention: Retention, holds: &Holds, g
     report
 }
 
+/// Reads back and re-hashes every chunk, at most [`scrub::RATE_BYTES_PER_SEC`]; a scrub that
+/// read the whole store is recorded (`report.scrubbed`), one that was stopped is not.
+fn scrub(store: &Store, now: Timestamp, sealed: &AtomicBool, report: &mut LifecycleReport) {
+    let started = std::time::Instant::now();
+    let read = std::sync::atomic::AtomicU64::new(0);
+    let pace = |bytes: u64| {
+        let total = read.fetch_add(bytes, Ordering::SeqCst) + bytes;
+        std::thread::sleep(scrub::pause_for(total, started.elapsed(), scrub::RATE_BYTES_PER_SEC));
+    };
+    match store.scrub(&|| sealed.load(Ordering::SeqCst), &pace) {
+        Ok(done) => {
+            let found: Vec<String> = done.found.iter().map(|(pack, id, why)| format!("pack {pack}, chunk {id}: {why}")).collect();
+            let result = match (found.len(), done.unrecoverable_chunks) {
+                (0, 0) => format!("{} chunks in {} packs read back whole", done.chunks, done.packs),
+                (_, 0) => format!("{} bad copies found, each chunk still has a good one", found.len()),
+                (_, lost) => format!("{lost} chunks have no good copy; snapshots needing them: {}", done.snapshots_affected.join(", ")),
+            };
+            if done.unrecoverable_chunks > 0 || !found.is_empty() {
+                let detail = format!(
+                    "scrub: {result} ({}). The vault asks pushers for these chunks again: the next push that carries the same data heals the store. Until then restore the named snapshots from another copy",
+                    found.join("; ")
+                );
+                report.events.push(Event::Alarm { rule: "scrub_found_damage".into(), detail });
+            }
+            report.events.push(Event::ScrubFinished {
+                packs: done.packs,
+                chunks: done.chunks,
+                bytes: done.bytes,
+                found,
+                unrecoverable_chunks: done.unrecoverable_chunks,
+                snapshots_affected: done.snapshots_affected,
+                stopped_early: done.stopped_early,
+                took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            });
+            if !done.stopped_early {
+                report.scrubbed = Some((now, result));
+            }
+        }
+        Err(e) => report.events.push(Event::Alarm { rule: "scrub_failed".into(), detail: format!("scrub: {e}; tried again in an hour") }),
+    }
+}
+
 /// Expires, at vault time `now`, every snapshot the retention rules let go; stops between two
 /// snapshots as soon as `sealed` turns false.
-pub fn expire(store: &Store, now: Timestamp, retention: Retention, holds: &Holds, sealed: &AtomicBool) -> ExpiryReport {
+pub fn expire(store: &Store, now: Timestamp, retention: Retention, holds: &Holds, sealed: &AtomicBool) -> LifecycleReport {
     let mut events = Vec::new();
     let (snapshots, unreadable) = match store.sealed_snapshots() {
         Ok(found) => found,
         Err(e) => {
             events.push(Event::Alarm { rule: "expiry_failed".into(), detail: format!("listing the sealed snapshots: {e}; nothing expired, tried again in an hour") });
-            return ExpiryReport { events, next_due: None, capacity: None, level: None };
+            return LifecycleReport { events, next_due: None, capacity: None, level: None, scrubbed: None };
         }
     };
     let plan = plan_expiry(&snapshots, now, retention, holds);
@@ -80,7 +142,7 @@ pub fn expire(store: &Store, now: Timestamp, retention: Retention, holds: &Holds
         Ok(done) => done,
         Err(e) => {
             events.push(Event::Alarm { rule: "expiry_failed".into(), detail: format!("{e}; tried again in an hour") });
-            return ExpiryReport { events, next_due: plan.next_due, capacity: None, level: None };
+            return LifecycleReport { events, next_due: plan.next_due, capacity: None, level: None, scrubbed: None };
         }
     };
     for snapshot in plan.expire.iter().filter(|s| done.expired.contains(&s.id)) {
@@ -105,7 +167,7 @@ pub fn expire(store: &Store, now: Timestamp, retention: Retention, holds: &Holds
         stopped_early: done.stopped_early,
         next_due: plan.next_due.map(|t| t.to_string()),
     });
-    ExpiryReport { events, next_due: plan.next_due, capacity: None, level: None }
+    LifecycleReport { events, next_due: plan.next_due, capacity: None, level: None, scrubbed: None }
 }
 
 #[cfg(test)]
@@ -166,7 +228,9 @@ mod tests {
         // newest 3, and collects their packs (all older than the grace of 0 here).
         let sealed = AtomicBool::new(true);
         let now = Timestamp::from_unix(T0 + full_at * DAY).unwrap();
-        let report = run(&store, now, Retention::default(), &Holds::default(), std::time::Duration::ZERO, &sealed);
+        let job = Job { now, retention: Retention::default(), holds: Holds::default(), gc_grace: std::time::Duration::ZERO, scrub: true };
+        let report = run(&store, &job, &sealed);
+        assert!(report.scrubbed.is_some(), "a whole scrub ran: {:?}", report.events);
         let expired = report.events.iter().filter(|e| matches!(e, Event::SnapshotExpired { .. })).count() as i64;
         // Nights before full_at - 7 are past their week (night full_at - 7 is due at exactly now).
         assert_eq!(expired, full_at - 7, "{:?}", report.events);

@@ -429,9 +429,11 @@ impl PushService {
 /// immutable, and what failed after it became visible (an alarm: sealed, receipt owed, but
 /// something needs a look). Never a refusal.
 fn sealed_notes(sealed: Sealed) -> Vec<Event> {
+    let snapshot = sealed.snapshot_dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let healed = (!sealed.healed.is_empty()).then(|| Event::ChunksHealed { snapshot, chunks: sealed.healed.iter().map(|id| id.to_string()).collect() });
     let fallbacks = sealed.fallbacks.into_iter().map(|(path, reason)| Event::ImmutableFallback { path: path.display().to_string(), reason });
     let warnings = sealed.warnings.into_iter().map(|detail| Event::Alarm { rule: "seal_not_confirmed".into(), detail });
-    fallbacks.chain(warnings).collect()
+    healed.into_iter().chain(fallbacks).chain(warnings).collect()
 }
 
 /// What every session of one window shares.
@@ -715,6 +717,7 @@ mod tests {
             snapshot_dir: "/data/store/snapshots/s1".into(),
             fallbacks: vec![("/data/store/snapshots/s1/manifest".into(), "FS_IOC_SETFLAGS refused".into())],
             warnings: vec!["snapshot `s1` is sealed, but its directory could not be marked immutable (EROFS)".into()],
+            healed: vec![],
         };
         let notes = sealed_notes(sealed);
         assert_eq!(

@@ -196,6 +196,15 @@ fn start_state_writer(root_path: PathBuf, state_dir: PathBuf, mut events: EventL
                     };
                     StateDone::Floor { floor, result: write().map_err(|e| e.to_string()) }
                 }
+                StateJob::LastScrub(at) => {
+                    let write = || -> Result<()> {
+                        let mut state = policy_store::load_state(&state_dir)?;
+                        state.last_scrub = Some(at);
+                        vault_io::write_atomic(&state_dir.join(STATE_FILE), &state.to_bytes(), 0o600)?;
+                        Ok(())
+                    };
+                    StateDone::LastScrub { result: write().map_err(|e| e.to_string()) }
+                }
                 StateJob::Bundle { source, bytes, at } => {
                     let now = at.now;
                     let applied = policy_store::load_root(&root_path)
@@ -330,6 +339,7 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
         .map_err(|source| crate::error::GatekeeperError::Io { what: "state writer thread", source })?;
     let mut driver = Driver::new(Gate::new(state.time_floor).built_at(crate::daemon::build_time()), link, SystemClock, services.server, reports_tx);
     driver.store = services.store;
+    driver.set_last_scrub(state.last_scrub);
     driver.events = events;
     driver.state = Some(state_jobs);
     driver.store_dir = store_dir;

@@ -80,6 +80,12 @@ impl Store {
             collected.packs_removed.push(pack.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
         }
         if !collected.packs_removed.is_empty() {
+            // Bad copies in removed packs are gone with them.
+            let listed = crate::scrub::load(self.root()).unwrap_or_default();
+            let kept: std::collections::BTreeSet<_> = listed.iter().filter(|(stem, _)| !collected.packs_removed.contains(stem)).cloned().collect();
+            if kept.len() != listed.len() {
+                crate::scrub::save(self.root(), &kept)?;
+            }
             let mut reloaded = PackSet::load(self.root())?;
             // Orphans were removed at open; none can have appeared while sealed.
             reloaded.orphans.clear();

@@ -116,6 +116,12 @@ fn read_index(pack: &Path, index: &Path) -> std::result::Result<Vec<u8>, String>
     Ok(bytes)
 }
 
+/// Every entry (id, offset, length) of a live pack's index, checked again against the pack.
+pub(crate) fn entries_of_pack(pack: &Path) -> std::result::Result<Vec<(ChunkId, u64, u32)>, String> {
+    let bytes = read_index(pack, &pack.with_extension("idx"))?;
+    Ok(entries_of(&bytes).chunks_exact(ENTRY_BYTES).map(parse_entry).collect())
+}
+
 /// The chunk ids a damaged pack's index names, read without trusting it (no bounds on the
 /// pack): only to tell which snapshots lost what, never to read data. `true` with them when
 /// the index is sound (its checksum matches), so it names every chunk of its pack; an index
@@ -140,6 +146,8 @@ pub struct PackSet {
     pub orphans: Vec<PathBuf>,
     /// Packs set aside, with why; every other pack is live.
     pub damaged: Vec<DamagedPack>,
+    /// Why the damaged-chunks list was not used, if it is there and unusable.
+    pub damage_list_unusable: Option<String>,
 }
 
 impl PackSet {
@@ -148,6 +156,12 @@ impl PackSet {
     pub fn load(store: &Path) -> Result<PackSet> {
         let dir = store.join(PACKS_DIR);
         let mut set = PackSet::default();
+        // Copies a scrub found bad are not offered: the chunk counts as missing unless another
+        // pack holds a good copy.
+        let bad = crate::scrub::load(store).unwrap_or_else(|why| {
+            set.damage_list_unusable = Some(why);
+            Default::default()
+        });
         // stem -> (has a pack, has an index); sorted, so pack numbers are stable.
         let mut stems: BTreeMap<String, (bool, bool)> = BTreeMap::new();
         for entry in std::fs::read_dir(&dir).map_err(|e| crate::io_error(&dir, e))?.filter_map(|e| e.ok()) {
@@ -172,18 +186,20 @@ impl PackSet {
                 Err(_) => Err(format!("the store has more than {} live packs, more than a reader can number", u32::MAX)),
             });
             match numbered {
-                Ok((bytes, number)) => set.insert(pack, number, &bytes),
+                Ok((bytes, number)) => set.insert(pack, number, &bytes, |id| !bad.is_empty() && bad.contains(&(stem.clone(), *id))),
                 Err(reason) => set.damaged.push(DamagedPack { pack, index, reason }),
             }
         }
         Ok(set)
     }
 
-    /// `bytes` is an index [`check`] accepted.
-    fn insert(&mut self, pack: PathBuf, number: u32, bytes: &[u8]) {
+    /// `bytes` is an index [`check`] accepted; `is_bad` says which of its copies to skip.
+    fn insert(&mut self, pack: PathBuf, number: u32, bytes: &[u8], is_bad: impl Fn(&ChunkId) -> bool) {
         for raw in entries_of(bytes).chunks_exact(ENTRY_BYTES) {
             let (id, offset, len) = parse_entry(raw);
-            self.chunks.entry(id).or_insert(ChunkLocation { pack: number, offset, len });
+            if !is_bad(&id) {
+                self.chunks.entry(id).or_insert(ChunkLocation { pack: number, offset, len });
+            }
         }
         self.packs.push(pack);
     }

@@ -42,6 +42,7 @@ mod immutable;
 mod index;
 mod owners;
 mod reader;
+mod scrub;
 mod space;
 mod writer;
 
@@ -52,6 +53,7 @@ pub use gc::Collected;
 pub use immutable::{ensure_immutable, is_immutable, make_immutable, Sealing};
 pub use index::{ChunkLocation, DamagedPack};
 pub use reader::{DamagedChunks, SnapshotHealth, StoreReader, MAX_OPEN_PACKS};
+pub use scrub::{BadCopy, Scrubbed};
 pub use space::{fs_space, FsSpace, Reserve};
 pub use writer::{Recovery, SealInput, SealStep, Sealed, StagedTable, StagingPack, Store};
 
@@ -62,6 +64,8 @@ pub const STAGING_DIR: &str = "staging";
 pub const EXPIRED_DIR: &str = "expired";
 pub const MANIFEST_FILE: &str = "manifest";
 pub const RECEIPT_FILE: &str = "receipt.json";
+/// Copies of chunks a scrub found bad (see `scrub`); at the store's top.
+pub const DAMAGED_CHUNKS_FILE: &str = "damaged-chunks";
 /// Which chunks the seal gave the snapshot's pusher (see `owners`).
 pub const OWNED_FILE: &str = "owned";
 
@@ -100,6 +104,13 @@ pub mod fuzzing {
     /// A pack index, checked whole against a pack of `pack_len` bytes.
     pub fn pack_index(bytes: &[u8], pack_len: u64) -> std::result::Result<(), String> {
         crate::index::check(bytes, pack_len)
+    }
+
+    /// A damaged-chunks list: its entries, and the bytes they encode back to.
+    pub fn damaged_list(bytes: &[u8]) -> std::result::Result<(usize, Vec<u8>), String> {
+        let bad = crate::scrub::decode(bytes)?;
+        let again = crate::scrub::encode(&bad).map_err(|e| e.to_string())?;
+        Ok((bad.len(), again))
     }
 
     /// An `owned` list: its ids, and the bytes they encode back to.

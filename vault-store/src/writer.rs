@@ -167,6 +167,8 @@ pub struct Sealed {
     pub fallbacks: Vec<(PathBuf, String)>,
     /// What failed after the snapshot became visible, each naming the problem and what to do.
     pub warnings: Vec<String>,
+    /// Chunks a scrub had found bad (with no good copy) that this seal stored afresh: healed.
+    pub healed: Vec<ChunkId>,
 }
 
 impl Store {
@@ -393,7 +395,12 @@ impl Store {
         for file in [MANIFEST_FILE, RECEIPT_FILE, OWNED_FILE] {
             flag(&staged.path.join(file))?;
         }
+        let mut healed = Vec::new();
         if let Some((pack_path, _)) = new_pack {
+            // A chunk stored again because every listed copy of it was bad is healed: the store
+            // offers this copy from now on.
+            let damaged = crate::scrub::load(&self.root).unwrap_or_default();
+            healed = entries.iter().map(|(id, _, _)| *id).filter(|id| damaged.iter().any(|(_, bad)| bad == id)).collect();
             self.packs.write().expect("pack index lock").add_pack(pack_path, &entries);
         }
         observe(SealStep::FilesImmutable);
@@ -408,7 +415,7 @@ impl Store {
         // 7. Nothing below may refuse the push.
         let warnings = self.confirm(input.snapshot_id, &final_dir, &mut fallbacks);
         observe(SealStep::DirSynced);
-        Ok(Sealed { snapshot_dir: final_dir, fallbacks, warnings })
+        Ok(Sealed { snapshot_dir: final_dir, fallbacks, warnings, healed })
     }
 
     /// The last step of a seal, after the snapshot became visible: flags its directory and

@@ -990,3 +990,64 @@ fn a_power_cut_inside_a_collection_loses_nothing_and_raises_no_false_alarm() {
         }
     }
 }
+
+#[test]
+fn a_rotted_chunk_is_found_by_scrub_asked_for_again_and_healed_by_the_next_push_that_carries_it() {
+    let tmp = TempStore::new();
+    let key = vault_key();
+    let (store, _) = Store::open(&tmp.root()).unwrap();
+    let ids: Vec<String> = (0..3).map(|day| seal_nightly(&store, &key, ("db", "pg"), day, 30)).collect();
+    let clean = store.scrub(&|| true, &|_| {}).unwrap();
+    assert_eq!((clean.packs, clean.chunks, clean.found.len(), clean.unrecoverable_chunks), (3, 4, 0, 0));
+    // One byte of night 1's own chunk rots on the disk.
+    let rotten = test_net::nightly_content("pg", T0 + DAY);
+    let chunk = ChunkId::of(&rotten);
+    let pack = pack_stems(&tmp.root()).into_iter().map(|stem| tmp.root().join("packs").join(format!("{stem}.pack"))).find(|p| std::fs::read(p).unwrap().windows(rotten.len()).any(|w| w == rotten)).unwrap();
+    Command::new("chattr").arg("-i").arg(&pack).output().unwrap();
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let at = bytes.windows(rotten.len()).position(|w| w == rotten).unwrap();
+    bytes[at] ^= 0x20;
+    std::fs::write(&pack, &bytes).unwrap();
+    Command::new("chattr").arg("+i").arg(&pack).output().unwrap();
+
+    let found = store.scrub(&|| true, &|_| {}).unwrap();
+    let stem = pack.file_stem().unwrap().to_string_lossy().into_owned();
+    assert_eq!(found.found.len(), 1, "{found:?}");
+    assert_eq!((&found.found[0].0, found.found[0].1), (&stem, chunk));
+    assert!(found.found[0].2.starts_with("reads back as"), "{found:?}");
+    assert_eq!((found.unrecoverable_chunks, found.snapshots_affected.clone()), (1, vec![ids[1].clone()]));
+    // From now on, and after a restart, the store does not offer the bad copy: `have` asks for it.
+    assert_eq!(store.chunk_len(&chunk), None);
+    drop(store);
+    let (store, _) = Store::open(&tmp.root()).unwrap();
+    assert_eq!(store.chunk_len(&chunk), None);
+    assert!(StoreReader::open(&tmp.root()).unwrap().read_chunk(&chunk).is_err());
+
+    // The next push of the same data stores a good copy: healed, and night 1 restores again.
+    let mut pack = store.begin().unwrap();
+    pack.append(chunk, &rotten).unwrap();
+    let (_, manifest) = manifest_for(&[("own", &rotten)]);
+    let receipt = test_net::signed_receipt_at(&key, "heal", &manifest, ("db", "pg"), T0 + 3 * DAY, T0 + 40 * DAY);
+    let sealed = store.seal_all(pack, SealInput { snapshot_id: "heal", manifest: &manifest, receipt: &receipt }).unwrap();
+    assert_eq!(sealed.healed, vec![chunk]);
+    let reader = StoreReader::open(&tmp.root()).unwrap();
+    let night = reader.manifest(&ids[1]).unwrap();
+    let data: Vec<Vec<u8>> = night.chunk_refs().map(|(_, c)| reader.read_chunk(&c.id).unwrap()).collect();
+    assert_eq!(data, vec![rotten.clone(), test_net::NIGHTLY_SHARED.to_vec()]);
+    // The bad copy is still there and still listed, but nothing is lost any more.
+    let again = store.scrub(&|| true, &|_| {}).unwrap();
+    assert_eq!((again.found.len(), again.unrecoverable_chunks), (1, 0));
+}
+
+#[test]
+fn a_damaged_chunks_list_that_does_not_check_out_is_not_used() {
+    let tmp = TempStore::new();
+    let key = vault_key();
+    let (store, _) = Store::open(&tmp.root()).unwrap();
+    seal_nightly(&store, &key, ("db", "pg"), 0, 30);
+    std::fs::write(tmp.root().join("damaged-chunks"), b"VBAD garbage").unwrap();
+    drop(store);
+    let (store, _) = Store::open(&tmp.root()).unwrap();
+    assert!(store.has_chunk(&ChunkId::of(test_net::NIGHTLY_SHARED)));
+    assert!(store.damaged_copies().is_empty());
+}

@@ -40,6 +40,7 @@ fn policy(pushers: &[&str], early: bool) -> Policy {
             .collect(),
         close: Close { early, grace: Duration::from_secs(GRACE).unwrap() },
         retention: Default::default(),
+        scrub: Default::default(),
     }
 }
 

@@ -309,6 +309,7 @@ pub fn verify(bundle: &[u8], baked_root: &TrustRoot, state: &VaultState, at: Jud
         accepted_version: policy.version,
         time_floor: state.time_floor.max(issued),
         rotated_root: if rotated { Some(next_root.clone()) } else { state.rotated_root.clone() },
+        last_scrub: state.last_scrub,
     };
     Ok(Verified {
         policy,

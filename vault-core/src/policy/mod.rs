@@ -18,6 +18,7 @@ use crate::keys::PublicKey;
 use crate::policy::root::TrustRoot;
 use schedule::Interval;
 use crate::lifecycle::retention::{Retention, MAX_KEEP_LAST};
+use crate::lifecycle::scrub::{Scrub, MAX_EVERY_DAYS, MIN_EVERY_DAYS};
 use crate::units::{ByteSize, Duration, Timestamp, SECS_PER_DAY, SECS_PER_HOUR, SECS_PER_MINUTE};
 
 pub const MAX_POLICY_TOML_BYTES: usize = 1024 * 1024;
@@ -49,6 +50,16 @@ pub struct PolicyDoc {
     /// when it differs, so policies signed before it existed stay canonical.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<RetentionDoc>,
+    /// Absent: every 30 days. Written only when it differs, like `retention`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrub: Option<ScrubDoc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScrubDoc {
+    /// How often everything sealed is read back and re-hashed.
+    pub every: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -126,6 +137,7 @@ pub struct Policy {
     pub pushers: Vec<Pusher>,
     pub close: Close,
     pub retention: Retention,
+    pub scrub: Scrub,
 }
 
 /// How the daemon finds the vault NIC.
@@ -255,7 +267,18 @@ impl Policy {
             }
             Some(r) => Retention { keep_last: r.keep_last },
         };
-        Ok(Policy { vault_id: doc.vault_id.clone(), version: doc.version, issued, expires, network, windows, pushers, close, retention })
+        let scrub = match &doc.scrub {
+            None => Scrub::default(),
+            Some(s) => {
+                let every = parse_duration("scrub.every", &s.every)?;
+                let days = every.secs() / 86_400;
+                if every.secs() % 86_400 != 0 || !(MIN_EVERY_DAYS..=MAX_EVERY_DAYS).contains(&days) {
+                    return Err(invalid("scrub.every", format!("{every} is not a whole number of days from {MIN_EVERY_DAYS}d to {MAX_EVERY_DAYS}d")));
+                }
+                Scrub { every }
+            }
+        };
+        Ok(Policy { vault_id: doc.vault_id.clone(), version: doc.version, issued, expires, network, windows, pushers, close, retention, scrub })
     }
 
     /// The canonical written form: every field present, every value in its one spelling.
@@ -289,6 +312,7 @@ impl Policy {
                 .collect(),
             close: Some(CloseDoc { early: self.close.early, grace: self.close.grace.to_string() }),
             retention: (self.retention != Retention::default()).then_some(RetentionDoc { keep_last: self.retention.keep_last }),
+            scrub: (self.scrub != Scrub::default()).then(|| ScrubDoc { every: self.scrub.every.to_string() }),
         }
     }
 
@@ -390,6 +414,7 @@ impl Policy {
             self.close.grace
         ));
         lines.push(format!("retention: each snapshot kept until its retain_until, and the newest {} of each dataset always", self.retention.keep_last));
+        lines.push(format!("scrub: everything sealed read back and re-hashed every {}", self.scrub.every));
         lines
     }
 }
@@ -681,6 +706,19 @@ grace = "2m"
         for bad in ["0", "10001"] {
             let why = refusal(&(example_toml() + &format!("[retention]\nkeep_last = {bad}\n")));
             assert!(why.contains("retention.keep_last") && why.contains("every dataset keeps at least its newest snapshot"), "{why}");
+        }
+    }
+
+    #[test]
+    fn scrub_every_defaults_to_30_days_in_whole_days_within_bounds() {
+        assert_eq!(Policy::from_toml(&example_toml()).unwrap().scrub, Scrub::default());
+        let weekly = Policy::from_toml(&(example_toml() + "[scrub]\nevery = \"7d\"\n")).unwrap();
+        assert_eq!(weekly.scrub.every.secs(), 7 * 86_400);
+        assert_eq!(Policy::from_doc(&weekly.to_doc()).unwrap(), weekly);
+        assert_eq!(Policy::from_toml(&example_toml()).unwrap().to_doc().scrub, None);
+        for bad in ["12h", "400d", "1d6h"] {
+            let why = refusal(&(example_toml() + &format!("[scrub]\nevery = \"{bad}\"\n")));
+            assert!(why.contains("scrub.every"), "{bad}: {why}");
         }
     }
 

@@ -162,6 +162,7 @@ mod tests {
             pushers: vec![],
             close: Close { early: false, grace: Duration::ZERO },
             retention: Default::default(),
+            scrub: Default::default(),
         }
     }
 

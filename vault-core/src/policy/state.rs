@@ -22,6 +22,8 @@ pub struct VaultState {
     pub time_floor: Timestamp,
     /// The trust root a rotation bundle installed; `None` means the baked root is in force.
     pub rotated_root: Option<TrustRoot>,
+    /// When the last scrub that read the whole store started (vault time).
+    pub last_scrub: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -31,11 +33,13 @@ pub struct StateDoc {
     pub time_floor: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotated_root: Option<RootDoc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scrub: Option<String>,
 }
 
 impl Default for VaultState {
     fn default() -> Self {
-        VaultState { accepted_version: 0, time_floor: Timestamp::EPOCH, rotated_root: None }
+        VaultState { accepted_version: 0, time_floor: Timestamp::EPOCH, rotated_root: None, last_scrub: None }
     }
 }
 
@@ -47,6 +51,7 @@ impl VaultState {
             accepted_version: doc.accepted_version,
             time_floor: Timestamp::parse(&doc.time_floor).map_err(|reason| invalid("time_floor", reason))?,
             rotated_root: doc.rotated_root.as_ref().map(TrustRoot::from_doc).transpose()?,
+            last_scrub: doc.last_scrub.as_deref().map(|t| Timestamp::parse(t).map_err(|reason| invalid("last_scrub", reason))).transpose()?,
         })
     }
 
@@ -55,6 +60,7 @@ impl VaultState {
             accepted_version: self.accepted_version,
             time_floor: self.time_floor.to_string(),
             rotated_root: self.rotated_root.as_ref().map(TrustRoot::to_doc),
+            last_scrub: self.last_scrub.map(|t| t.to_string()),
         })
     }
 
@@ -90,6 +96,7 @@ mod tests {
             accepted_version: 5,
             time_floor: Timestamp::parse("2026-11-25T00:00:00Z").unwrap(),
             rotated_root: Some(root_with("vault-01", 2, 1, &[9])),
+            last_scrub: Some(Timestamp::parse("2026-11-20T00:00:00Z").unwrap()),
         };
         assert_eq!(VaultState::from_bytes(&state.to_bytes()).unwrap(), state);
         let err = VaultState::from_bytes(br#"{"accepted_version":1,"time_floor":"2026-11-25T00:00:00Z","x":1}"#).unwrap_err();
