@@ -146,6 +146,8 @@ pub struct Driver<L, C> {
     pub store_dir: Option<std::path::PathBuf>,
     /// The store the lifecycle rules are carried out on (expiry); none in tests without one.
     pub store: Option<Arc<vault_store::Store>>,
+    /// Taken exclusively by each lifecycle run (seals share it).
+    pub maintenance: crate::lifecycle::Maintenance,
     lifecycle: LifecycleRuns,
     stop: Option<watch::Sender<Stop>>,
     last_commit: Option<(String, Timestamp)>,
@@ -214,6 +216,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             bind_override: None,
             store_dir: None,
             store: None,
+            maintenance: Arc::default(),
             lifecycle: LifecycleRuns::default(),
             stop: None,
             last_commit: None,
@@ -252,17 +255,25 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         }
         let policy = self.gate.policy();
         let retention = policy.map(|p| p.retention).unwrap_or_default();
+        let now = policy.map_or(now, |p| vault_core::lifecycle::retention::expiry_time(now, p.expires));
         // No pack younger than a day, or than the longest window, is collected.
         let longest_window = policy.and_then(|p| p.windows.iter().map(|w| w.length().secs()).max()).unwrap_or(0);
         let gc_grace = crate::lifecycle::GC_GRACE.max(std::time::Duration::from_secs(u64::try_from(longest_window).unwrap_or(0)));
         let scrub = vault_core::lifecycle::scrub::is_due(self.lifecycle.last_scrub, policy.map(|p| p.scrub).unwrap_or_default(), now);
         let job = crate::lifecycle::Job { now, retention, holds: vault_core::lifecycle::retention::Holds::default(), gc_grace, scrub };
-        let (flag, done) = (self.lifecycle.sealed.clone(), self.lifecycle.done_tx.clone());
+        let (flag, done, maintenance) = (self.lifecycle.sealed.clone(), self.lifecycle.done_tx.clone(), self.maintenance.clone());
         flag.store(true, std::sync::atomic::Ordering::SeqCst);
         self.lifecycle.running = true;
         // A blocking thread: unlinks, fsyncs and reads (and tokio's paused test clock waits for it).
         tokio::task::spawn_blocking(move || {
-            let report = crate::lifecycle::run(&store, &job, &flag);
+            // After every seal still under way (a session aborted at the close may still be
+            // sealing); `run` checks again that the vault is sealed.
+            let _exclusive = maintenance.blocking_write();
+            let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::lifecycle::run(&store, &job, &flag))).unwrap_or_else(|panic| {
+                let why = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+                let alarm = Event::Alarm { rule: "lifecycle_failed".into(), detail: format!("the lifecycle run stopped ({why}); tried again in an hour") };
+                crate::lifecycle::LifecycleReport { events: vec![alarm], next_due: None, capacity: None, level: None, scrubbed: None }
+            });
             let _ = done.blocking_send(report);
         });
     }
@@ -271,7 +282,9 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         self.lifecycle.running = false;
         let now = self.gate.now();
         let recheck = now.saturating_add(vault_core::units::Duration::from_secs(LIFECYCLE_RECHECK.as_secs() as i64).expect("an hour is a duration"));
-        self.lifecycle.due = Some(report.next_due.map_or(recheck, |due| due.min(recheck)));
+        // A snapshot due at `next_due` goes once the time is past it: look a second later.
+        let one_second = vault_core::units::Duration::from_secs(1).expect("a second is a duration");
+        self.lifecycle.due = Some(report.next_due.map_or(recheck, |due| due.saturating_add(one_second).min(recheck)));
         for event in report.events {
             self.emit(event);
         }

@@ -5,6 +5,7 @@
 //! sealed.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use vault_core::lifecycle::capacity::{self, Level};
 use vault_core::lifecycle::scrub;
@@ -31,6 +32,11 @@ pub struct LifecycleReport {
 /// Backup Server's grace); a window longer than this makes it longer.
 pub const GC_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
+/// Held exclusively by a lifecycle run, and shared by every commit from its chunk check to the
+/// end of its seal: nothing is expired or collected while a seal that may rely on it is under
+/// way (a seal goes on after its session is aborted at a window's close).
+pub type Maintenance = Arc<tokio::sync::RwLock<()>>;
+
 /// What one lifecycle run is asked to do.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -48,6 +54,9 @@ pub struct Job {
 /// more that are older than the grace, then a scrub if one is due, then the capacity outlook.
 pub fn run(store: &Store, job: &Job, sealed: &AtomicBool) -> LifecycleReport {
     let now = job.now;
+    if !sealed.load(Ordering::SeqCst) {
+        return LifecycleReport { events: Vec::new(), next_due: None, capacity: None, level: None, scrubbed: None };
+    }
     let mut report = expire(store, now, job.retention, &job.holds, sealed);
     let started = std::time::Instant::now();
     match store.collect_garbage(now, job.gc_grace, &|| sealed.load(Ordering::SeqCst)) {

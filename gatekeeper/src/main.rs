@@ -253,7 +253,8 @@ fn push_server_factory(paths: &Paths, limits: Limits, reserve: Reserve) -> gatek
         report_recovery(events, now, &store_dir, &recovery);
         let store = Arc::new(store);
         let service = PushService { jail_parent, ..PushService::new(store.clone(), Arc::new(identity), limits) };
-        Ok(gatekeeper::sessions_api::Services { server: gatekeeper::push_server::server(Arc::new(service)), store: Some(store) })
+        let maintenance = service.maintenance.clone();
+        Ok(gatekeeper::sessions_api::Services { server: gatekeeper::push_server::server(Arc::new(service)), store: Some(store), maintenance })
     })
 }
 

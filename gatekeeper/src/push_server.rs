@@ -65,11 +65,14 @@ pub struct PushService {
     pub limits: Limits,
     /// One commit is checked and sealed at a time (see [`PushService::ingest`]).
     pub commits: Semaphore,
+    /// Held shared from a commit's chunk check to the end of its seal; the lifecycle (expiry,
+    /// collection, scrub) holds it exclusively ([`crate::lifecycle::Maintenance`]).
+    pub maintenance: crate::lifecycle::Maintenance,
 }
 
 impl PushService {
     pub fn new(store: Arc<Store>, identity: Arc<VaultIdentity>, limits: Limits) -> PushService {
-        PushService { jail_parent: crate::session_worker::JAIL_PARENT.into(), store, identity, limits, commits: Semaphore::new(1) }
+        PushService { jail_parent: crate::session_worker::JAIL_PARENT.into(), store, identity, limits, commits: Semaphore::new(1), maintenance: Arc::default() }
     }
 }
 
@@ -116,7 +119,8 @@ impl PushService {
                         Stop::Running => {}
                         Stop::StopAccepting => {
                             accepting = false;
-                            let _ = worker.to.send(ToWorker::StopAccepting).await;
+                            // Never waits: a worker that stopped reading is stopped with the window.
+                            let _ = worker.to.try_send(ToWorker::StopAccepting);
                         }
                         Stop::AbortAll => {
                             accepting = false;
@@ -142,7 +146,13 @@ impl PushService {
                 }
                 Some(done) = window.tasks.join_next_with_id(), if !window.tasks.is_empty() => {
                     let id = match &done { Ok((id, ())) => *id, Err(e) => e.id() };
-                    window.ended(id).await;
+                    if let Err(reason) = window.ended(id).await {
+                        worker_alive = false;
+                        accepting = false;
+                        worker.stop();
+                        window.tasks.abort_all();
+                        let _ = reports.send(SessionReport::ServerFailed { reason: format!("the session worker (pid {}) was stopped: {reason}", worker.pid) }).await;
+                    }
                 }
             }
             if !accepting && window.tasks.is_empty() {
@@ -183,7 +193,7 @@ impl WindowSessions {
                 if self.routes.contains_key(&session) {
                     return Err(format!("session {session} was authenticated twice"));
                 }
-                self.admit(session, peer, PublicKey::from_bytes(key)).await;
+                self.admit(session, peer, PublicKey::from_bytes(key)).await?;
             }
             FromWorker::Frame { session, wire_bytes, body } => self.route(session, Inbound::Frame { body, wire_bytes })?,
             FromWorker::Ended { session, reason, .. } => self.route(session, Inbound::Ended { reason })?,
@@ -192,22 +202,33 @@ impl WindowSessions {
         Ok(())
     }
 
+    /// A message for the worker, never waited for: a relay that is full means the worker
+    /// stopped reading, which is a breach (the window loop must never block on it).
+    fn tell(&self, message: ToWorker) -> Result<(), Breach> {
+        match self.relay.try_send(message) {
+            Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => Err("it stopped reading the relay (the daemon's queue to it is full)".into()),
+        }
+    }
+
     /// A key the TLS handshake proved: a session if the policy lists it and a place is free.
-    async fn admit(&mut self, session: SessionNo, peer: SocketAddr, key: PublicKey) {
+    async fn admit(&mut self, session: SessionNo, peer: SocketAddr, key: PublicKey) -> Result<(), Breach> {
         let refuse = |pusher: Option<String>, reason: String| Event::SessionRefused { peer: peer.to_string(), pusher, reason };
         // The worker's TLS already refused unlisted keys; the daemon does not take its word.
         let Some(pusher) = self.window.policy.pusher_by_key(&key).cloned() else {
-            let _ = self.relay.send(ToWorker::Drop { session }).await;
-            return self.note(refuse(None, format!("authenticated key {key} is not a pusher of this policy"))).await;
+            self.tell(ToWorker::Drop { session })?;
+            self.note(refuse(None, format!("authenticated key {key} is not a pusher of this policy"))).await;
+            return Ok(());
         };
         // A pusher: now it takes a session's place, and the gate counts it.
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
-            let _ = self.relay.send(ToWorker::Drop { session }).await;
-            return self.note(refuse(Some(pusher.name.clone()), format!("too many sessions: {} already in progress", self.service.limits.max_connections))).await;
+            self.tell(ToWorker::Drop { session })?;
+            self.note(refuse(Some(pusher.name.clone()), format!("too many sessions: {} already in progress", self.service.limits.max_connections))).await;
+            return Ok(());
         };
+        self.tell(ToWorker::Admit { session })?;
         let (tx, inbox) = mpsc::channel(INBOX_CAPACITY);
         self.routes.insert(session, tx);
-        let _ = self.relay.send(ToWorker::Admit { session }).await;
         let _ = self.reports.send(SessionReport::Started { peer }).await;
         self.note(Event::SessionAccepted { peer: peer.to_string(), pusher: pusher.name.clone() }).await;
         let conn = Conn { session, inbox, relay: self.relay.clone() };
@@ -217,6 +238,7 @@ impl WindowSessions {
             service.run_session(conn, peer, &pusher, &window, reports).await;
         });
         self.peers.insert(task.id(), (session, peer));
+        Ok(())
     }
 
     /// Hands relayed input to its session. Input for a session that has ended is dropped (the
@@ -230,12 +252,11 @@ impl WindowSessions {
     }
 
     /// A session task ended: the gate hears the session end, and the worker drops the connection.
-    async fn ended(&mut self, task: tokio::task::Id) {
-        if let Some((session, peer)) = self.peers.remove(&task) {
-            self.routes.remove(&session);
-            let _ = self.relay.send(ToWorker::Drop { session }).await;
-            let _ = self.reports.send(SessionReport::Ended { peer }).await;
-        }
+    async fn ended(&mut self, task: tokio::task::Id) -> Result<(), Breach> {
+        let Some((session, peer)) = self.peers.remove(&task) else { return Ok(()) };
+        self.routes.remove(&session);
+        let _ = self.reports.send(SessionReport::Ended { peer }).await;
+        self.tell(ToWorker::Drop { session })
     }
 }
 
@@ -263,9 +284,11 @@ impl Conn {
     async fn next_frame(&mut self) -> Result<(ClientFrame, usize), Refusal> {
         match self.inbox.recv().await {
             Some(Inbound::Frame { body, wire_bytes }) => {
-                let _ = self.relay.send(ToWorker::Consumed { session: self.session, frames: 1 }).await;
+                self.relay_send(ToWorker::Consumed { session: self.session, frames: 1 }).await.map_err(Refusal::gone)?;
                 let frame = ClientFrame::decode(&body).map_err(Refusal::from)?;
-                Ok((frame, usize::try_from(wire_bytes).unwrap_or(usize::MAX)))
+                // What the wire carried is at least the body and its prefix, whatever the worker says.
+                let least = body.len().saturating_add(vault_core::push::protocol::LENGTH_PREFIX);
+                Ok((frame, usize::try_from(wire_bytes).unwrap_or(usize::MAX).max(least)))
             }
             // The worker told the pusher already, if it was to be told.
             Some(Inbound::Ended { reason, .. }) => Err(Refusal::gone(reason)),
@@ -274,23 +297,35 @@ impl Conn {
         }
     }
 
+    /// A message for the worker, waited for at most [`RELAY_DEADLINE`].
+    async fn relay_send(&self, message: ToWorker) -> Result<(), String> {
+        match self.relay.send_timeout(message, RELAY_DEADLINE).await {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => Err(format!("the session worker did not take a message within {RELAY_DEADLINE:?}")),
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => Err("the session worker stopped".into()),
+        }
+    }
+
     async fn send(&mut self, frame: Vec<u8>) -> Result<(), Refusal> {
-        self.relay.send(ToWorker::Send { session: self.session, frame }).await.map_err(|_| Refusal::gone("the session worker stopped".into()))
+        self.relay_send(ToWorker::Send { session: self.session, frame }).await.map_err(Refusal::gone)
     }
 
     /// Sends a last frame (if any) and waits until the worker has written it and shut the
-    /// connection down: `Ok` only then.
+    /// connection down: `Ok` only then, and within [`RELAY_DEADLINE`].
     async fn finish(&mut self, frame: Option<Vec<u8>>) -> Result<(), String> {
-        self.relay.send(ToWorker::Finish { session: self.session, frame }).await.map_err(|_| "the session worker stopped".to_string())?;
-        loop {
-            match self.inbox.recv().await {
-                Some(Inbound::Finished(None)) => return Ok(()),
-                Some(Inbound::Finished(Some(error))) => return Err(error),
-                Some(Inbound::Ended { reason, .. }) => return Err(reason),
-                Some(Inbound::Frame { .. }) => {}
-                None => return Err("the session worker stopped".into()),
+        self.relay_send(ToWorker::Finish { session: self.session, frame }).await?;
+        let answer = tokio::time::timeout(RELAY_DEADLINE, async {
+            loop {
+                match self.inbox.recv().await {
+                    Some(Inbound::Finished(None)) => return Ok(()),
+                    Some(Inbound::Finished(Some(error))) => return Err(error),
+                    Some(Inbound::Ended { reason, .. }) => return Err(reason),
+                    Some(Inbound::Frame { .. }) => {}
+                    None => return Err("the session worker stopped".to_string()),
+                }
             }
-        }
+        });
+        answer.await.unwrap_or_else(|_| Err(format!("the session worker did not say within {RELAY_DEADLINE:?} whether the last frame was written")))
     }
 }
 
@@ -350,12 +385,18 @@ impl PushService {
                     };
                     // One commit at a time: reading back a session's manifest and chunk table
                     // is the only place a session's memory grows with what it sent.
-                    let _commit = self.commits.acquire().await.map_err(|e| Refusal::internal(format!("commit slot: {e}")))?;
+                    let commit = self.commits.acquire().await.map_err(|e| Refusal::internal(format!("commit slot: {e}")))?;
+                    // From the check that every chunk is there to the end of the seal, no expiry
+                    // or collection can take one away (the seal holds this even if the session
+                    // is aborted meanwhile).
+                    let maintenance = self.maintenance.clone().read_owned().await;
                     let (manifest, table) = pack.read_back().map_err(Refusal::from)?;
                     let request = session.check_manifest(&manifest, &table, &mut env).map_err(Refusal::from)?;
                     let seal_started = std::time::Instant::now();
-                    let (receipt, signed, mut sealed) = self.seal(window, pusher, pack, table, manifest, request).await?;
+                    let (receipt, signed, mut sealed) = self.seal(window, pusher, pack, table, manifest, request, maintenance).await?;
                     session.sealed();
+                    // The receipt's delivery waits on the pusher: other commits need not.
+                    drop(commit);
                     // Sealed: nothing from here is a refusal. A receipt that cannot be sent is
                     // said as such, and the gate hears of no commit (the pusher may push again).
                     let sent = match (VaultFrame::Receipt { body: signed.body, signature: signed.signature }.encode()) {
@@ -379,7 +420,17 @@ impl PushService {
         Ok(staging.as_mut().expect("just made"))
     }
 
-    async fn seal(&self, window: &Window, pusher: &Pusher, pack: StagingPack, table: StagedTable, manifest: Vec<u8>, request: SealRequest) -> Result<(Receipt, SignedReceipt, Sealed), Refusal> {
+    #[allow(clippy::too_many_arguments)]
+    async fn seal(
+        &self,
+        window: &Window,
+        pusher: &Pusher,
+        pack: StagingPack,
+        table: StagedTable,
+        manifest: Vec<u8>,
+        request: SealRequest,
+        maintenance: tokio::sync::OwnedRwLockReadGuard<()>,
+    ) -> Result<(Receipt, SignedReceipt, Sealed), Refusal> {
         // Retention counts from the vault's time at sealing, never from the pusher's.
         let received_at = window.clock.now();
         let snapshot_id = snapshot_id(received_at, &request.dataset, random_suffix()).map_err(Refusal::from)?;
@@ -408,6 +459,7 @@ impl PushService {
         // happens (always: seven short lines per push), so a power-cut test can cut after any.
         let pause = self.limits.seal_step_pause;
         let sealed = tokio::task::spawn_blocking(move || {
+            let _maintenance = maintenance;
             let observe = |step| {
                 EventLog::default().emit(vault_io::clock_now(), &Event::SealStep { snapshot: snapshot_id.clone(), step });
                 if !pause.is_zero() {
@@ -499,6 +551,11 @@ impl IngestEnv for Env<'_> {
     }
 }
 
+/// The longest the daemon waits on the worker: to take a message, to write to the relay, to
+/// answer a finish. An honest worker takes microseconds (its own writes to a pusher have the
+/// idle deadline); one that takes longer is treated as gone.
+const RELAY_DEADLINE: Duration = Duration::from_secs(30);
+
 /// How long a new worker may take to confine itself and say so.
 const WORKER_START_DEADLINE: Duration = Duration::from_secs(10);
 /// The longest message the signing line carries (a TLS 1.3 CertificateVerify is 130 or 146).
@@ -508,6 +565,9 @@ const MAX_SIGN_REQUEST: usize = 256;
 struct Worker {
     child: Option<std::process::Child>,
     pid: u32,
+    /// The daemon's end of the signing line, shut down when the worker is stopped so the
+    /// signing thread ends even if something of the worker held on to the other end.
+    sign: Option<std::os::unix::net::UnixStream>,
     confinement: Confinement,
     /// To the relay writer.
     to: mpsc::Sender<ToWorker>,
@@ -526,6 +586,7 @@ impl Worker {
         let child = spawn_worker(jail_parent, [(RELAY_FD, relay_for_worker.into()), (SIGN_FD, sign_for_worker.into()), (LISTENER_FD, listener)]).map_err(io("session worker: start"))?;
         let pid = child.id();
         let key = identity.clone();
+        let sign_handle = sign.try_clone().ok();
         std::thread::Builder::new().name("handshake-signer".into()).spawn(move || serve_signatures(sign, &key, &reports)).map_err(io("session worker: the signing thread"))?;
         relay.set_nonblocking(true).map_err(io("session worker: the relay"))?;
         let (from, mut relay_out) = tokio::net::UnixStream::from_std(relay).map_err(io("session worker: the relay"))?.into_split();
@@ -533,12 +594,13 @@ impl Worker {
         tokio::spawn(async move {
             while let Some(message) = outbox.recv().await {
                 let Ok(bytes) = message.encode() else { continue };
-                if relay_out.write_all(&bytes).await.is_err() {
+                // A worker that stops reading loses its relay (and then exits).
+                if !matches!(tokio::time::timeout(RELAY_DEADLINE, relay_out.write_all(&bytes)).await, Ok(Ok(()))) {
                     return;
                 }
             }
         });
-        let mut worker = Worker { child: Some(child), pid, confinement: Confinement { uid: 0, gid: 0, capabilities_permitted: u64::MAX, capabilities_effective: u64::MAX, no_new_privileges: false, sees_files: true }, to, from, frames: FrameReader::with_limit(MAX_RELAY_FRAME) };
+        let mut worker = Worker { child: Some(child), pid, sign: sign_handle, confinement: Confinement { uid: 0, gid: 0, capabilities_permitted: u64::MAX, capabilities_effective: u64::MAX, no_new_privileges: false, sees_files: true }, to, from, frames: FrameReader::with_limit(MAX_RELAY_FRAME) };
         let start = ToWorker::Start {
             vault_key: *identity.public.as_bytes(),
             pushers: policy.pushers.iter().map(|p| *p.key.as_bytes()).collect(),
@@ -551,6 +613,7 @@ impl Worker {
             Ok(Ok(FromWorker::Confined { uid, gid, capabilities_permitted, capabilities_effective, no_new_privileges, sees_files })) => {
                 Confinement { uid, gid, capabilities_permitted, capabilities_effective, no_new_privileges, sees_files }
             }
+            Ok(Ok(FromWorker::Refused { peer, reason })) if peer.is_empty() => return Err(GatekeeperError::Worker { reason }),
             Ok(Ok(other)) => return Err(GatekeeperError::Worker { reason: format!("its first message was not its confinement: {other:?}") }),
             Ok(Err(e)) => return Err(GatekeeperError::Worker { reason: format!("it stopped before it was confined ({e}); the console shows why") }),
             Err(_) => return Err(GatekeeperError::Worker { reason: format!("it did not say it was confined within {WORKER_START_DEADLINE:?}") }),
@@ -577,7 +640,14 @@ impl Worker {
 
     /// Kills the worker: its connections close with it. Idempotent.
     fn stop(&mut self) {
+        if let Some(line) = self.sign.take() {
+            let _ = line.shutdown(std::net::Shutdown::Both);
+        }
         if let Some(mut child) = self.child.take() {
+            // Its whole process group (it leads one), should anything of it be left.
+            if let Ok(pid) = i32::try_from(child.id()) {
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
             let _ = child.kill();
             // Reaped off the async threads (as PID 1, init's reaper may get there first).
             std::thread::spawn(move || child.wait());
@@ -604,9 +674,10 @@ fn spawn_worker(jail_parent: &std::path::Path, fds: [(std::os::fd::RawFd, OwnedF
     }
     let moves: Vec<(i32, i32)> = high.iter().map(|(target, fd)| (fd.as_raw_fd(), *target)).collect();
     let mut command = std::process::Command::new("/proc/self/exe");
-    command.arg(crate::session_worker::SUBCOMMAND).arg(jail_parent).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).env_clear();
-    // SAFETY: between fork and exec the closure calls only dup2, close_range and prctl, which
-    // are async-signal-safe, and allocates nothing (`moves` was built before the fork).
+    // No console: what a worker says goes through the relay, so it cannot write event lines.
+    command.arg(crate::session_worker::SUBCOMMAND).arg(jail_parent).stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).env_clear();
+    // SAFETY: between fork and exec the closure calls only dup2, close_range, setpgid and prctl,
+    // which are async-signal-safe, and allocates nothing (`moves` was built before the fork).
     unsafe {
         command.pre_exec(move || {
             use nix::libc;
@@ -617,8 +688,14 @@ fn spawn_worker(jail_parent: &std::path::Path, fds: [(std::os::fd::RawFd, OwnedF
                 }
             }
             // Nothing else of the daemon's reaches the worker (a root netlink socket would let it
-            // change links): every descriptor above the three is closed.
-            if libc::syscall(libc::SYS_close_range, LISTENER_FD + 1, libc::c_uint::MAX, 0) < 0 {
+            // change links): every descriptor above the three is closed at exec (marked, not
+            // closed now: std's own pipe that reports a failed exec must stay until then).
+            const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+            if libc::syscall(libc::SYS_close_range, LISTENER_FD + 1, libc::c_uint::MAX, CLOSE_RANGE_CLOEXEC) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Its own process group, so the daemon can kill all of it at once.
+            if libc::setpgid(0, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {

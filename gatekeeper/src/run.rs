@@ -339,6 +339,7 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
         .map_err(|source| crate::error::GatekeeperError::Io { what: "state writer thread", source })?;
     let mut driver = Driver::new(Gate::new(state.time_floor).built_at(crate::daemon::build_time()), link, SystemClock, services.server, reports_tx);
     driver.store = services.store;
+    driver.maintenance = services.maintenance;
     driver.set_last_scrub(state.last_scrub);
     driver.events = events;
     driver.state = Some(state_jobs);

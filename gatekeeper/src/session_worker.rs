@@ -49,6 +49,9 @@ pub const SESSION_GID: u32 = 64_010;
 pub const JAIL_PARENT: &str = "/run";
 /// Descriptors the worker may hold: the handshake pool, the sessions, its own few.
 const MAX_OPEN_FILES: u64 = 256;
+/// Address space the worker may map: its sessions' buffers many times over, far below what it
+/// would take to push the daemon out of memory.
+const MAX_ADDRESS_SPACE: u64 = 2 << 30;
 /// How long a signature may take the daemon.
 const SIGN_DEADLINE: Duration = Duration::from_secs(5);
 /// A last frame (a receipt, a refusal) is written within this, or the connection is dropped.
@@ -91,6 +94,9 @@ pub fn confine(jail_parent: &Path) -> Result<Confinement> {
     let step = |step: &'static str| move |e: nix::errno::Errno| GatekeeperError::Confine { step, reason: e.desc().to_string() };
     // No core file and no ptrace by anyone of the same uid; /proc/<pid> stays root's.
     nix::sys::prctl::set_dumpable(false).map_err(step("prctl(PR_SET_DUMPABLE, 0)"))?;
+    // First to go if memory runs out, and never more than a bound of it.
+    std::fs::write("/proc/self/oom_score_adj", "1000").map_err(|e| GatekeeperError::Confine { step: "oom_score_adj 1000", reason: e.to_string() })?;
+    setrlimit(Resource::RLIMIT_AS, MAX_ADDRESS_SPACE, MAX_ADDRESS_SPACE).map_err(step("bounded memory (RLIMIT_AS)"))?;
     setrlimit(Resource::RLIMIT_CORE, 0, 0).map_err(step("no core dumps (RLIMIT_CORE 0)"))?;
     // Sockets are not files: a write to any file fails (SIGXFSZ is ignored below, so EFBIG).
     setrlimit(Resource::RLIMIT_FSIZE, 0, 0).map_err(step("no file writes (RLIMIT_FSIZE 0)"))?;
@@ -154,8 +160,10 @@ pub fn main() -> ! {
     let confinement = match confine(&jail_parent) {
         Ok(confinement) => confinement,
         Err(e) => {
-            // The daemon hears nothing but the relay closing, and keeps the window shut.
-            let _ = writeln!(std::io::stderr(), "gatekeeper session-worker: {e}");
+            // Said to the daemon (the worker has no console), which keeps the window shut.
+            if let Ok(said) = (FromWorker::Refused { peer: String::new(), reason: format!("it could not confine itself: {e}") }).encode() {
+                let _ = relay.write_all(&said);
+            }
             std::process::exit(2);
         }
     };
@@ -169,8 +177,13 @@ pub fn main() -> ! {
     };
     let start = hello.encode().map_err(GatekeeperError::from).and_then(|bytes| relay.write_all(&bytes).map_err(|source| GatekeeperError::Io { what: "relay", source })).and_then(|()| read_start(&mut relay));
     let Ok(start) = start else { std::process::exit(3) };
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build();
+    // One thread: TLS for a window's sessions fits one core, and with the thread made, the
+    // process limit can say no more (no fork, no thread: nothing outlives a kill).
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
     let Ok(runtime) = runtime else { std::process::exit(4) };
+    if nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NPROC, 1, 1).is_err() {
+        std::process::exit(4);
+    }
     runtime.block_on(serve(relay, std::os::unix::net::UnixStream::from(sign), std::net::TcpListener::from(listener), start));
     std::process::exit(0)
 }
@@ -289,11 +302,14 @@ async fn serve(relay: std::os::unix::net::UnixStream, sign: std::os::unix::net::
         let connection = Connection { session: next, peer, out: out_tx.clone(), limits: limits.clone() };
         let pre_auth = PreAuth { handshakes: admission.clone(), evicted: evict_rx };
         let (tls, task_credit, task_sessions) = (tls.clone(), credit.clone(), sessions.clone());
+        // Inserted before the task can end and remove it (it takes the same lock to do so).
+        let mut held = sessions.lock().expect("sessions lock");
         let task = tokio::spawn(async move {
             connection.run(stream, tls, pre_auth, admit_rx, to_peer_rx, task_credit).await;
             task_sessions.lock().expect("sessions lock").remove(&next);
         });
-        sessions.lock().expect("sessions lock").insert(next, SessionHandle { admit: Some(admit_tx), to_peer: to_peer_tx, credit, task: task.abort_handle() });
+        held.insert(next, SessionHandle { admit: Some(admit_tx), to_peer: to_peer_tx, credit, task: task.abort_handle() });
+        drop(held);
     }
     drop(listener);
     // Sessions in flight go on until the daemon closes the relay (then the process exits).
@@ -445,8 +461,16 @@ impl Connection {
                 }
                 outgoing = to_peer.recv() => match outgoing {
                     Some(Outgoing::Frame(frame)) => {
-                        if let Err(e) = write_frame(&mut writer, &frame).await {
-                            return self.tell(FromWorker::Ended { session: self.session, reason: format!("write failed: {e}"), told_peer: false }).await;
+                        // A pusher that stops reading ends here, not holding the session open.
+                        let idle = self.limits.idle;
+                        let written = tokio::time::timeout(idle, write_frame(&mut writer, &frame)).await;
+                        let failed = match written {
+                            Ok(Ok(())) => None,
+                            Ok(Err(e)) => Some(format!("write failed: {e}")),
+                            Err(_) => Some(format!("the pusher did not read a reply within {idle:?}")),
+                        };
+                        if let Some(reason) = failed {
+                            return self.tell(FromWorker::Ended { session: self.session, reason, told_peer: false }).await;
                         }
                     }
                     Some(Outgoing::Last(frame)) => {

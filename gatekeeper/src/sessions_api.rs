@@ -73,6 +73,8 @@ pub type SessionServer = Arc<dyn Fn(SessionContext) -> Pin<Box<dyn Future<Output
 pub struct Services {
     pub server: SessionServer,
     pub store: Option<Arc<vault_store::Store>>,
+    /// Shared by seals, exclusive for the lifecycle ([`crate::lifecycle::Maintenance`]).
+    pub maintenance: crate::lifecycle::Maintenance,
 }
 
 /// Makes the session server once the NICs are down (opening the store, loading the vault

@@ -70,6 +70,10 @@ fn what_reads_pushers_runs_as_its_own_uid_without_capabilities_or_files_and_stil
         let line = limits.lines().find(|l| l.starts_with(limit)).unwrap();
         assert_eq!(line.split_whitespace().rev().nth(1), Some("0"), "{line}");
     }
+    // No fork, no further thread: nothing of it can outlive the kill at the window's end.
+    let processes = limits.lines().find(|l| l.starts_with("Max processes")).unwrap();
+    assert_eq!(processes.split_whitespace().nth(2), Some("1"), "{processes}");
+    assert_eq!(std::fs::read_to_string(format!("/proc/{worker}/oom_score_adj")).unwrap().trim(), "1000");
     // Nothing of the daemon's leaked in: no netlink socket (a root one would let it change
     // links), no packet socket, no file; its descriptors past the standard three are the three
     // the daemon handed over and the worker's own (its runtime's epoll and eventfd, sockets).
@@ -114,7 +118,8 @@ fn a_worker_that_cannot_confine_itself_never_serves_and_the_window_closes() {
     let daemon = Daemon::start_with(&net, &vault, &["--session-jail-parent", missing.to_str().unwrap()]);
     let (_, alarm) = daemon.wait_for_matching(|e| e["event"] == "alarm" && e["rule"] == "link_up_failed", 15.0);
     let detail = alarm["detail"].as_str().unwrap();
-    assert!(detail.contains("session server: session worker: it stopped before it was confined"), "{detail}");
+    // The worker said why over the relay (it has no console of its own).
+    assert!(detail.contains("session server: session worker: it could not confine itself: session worker confinement, open the jail's parent directory"), "{detail}");
     let (_, down) = daemon.wait_for_matching(|e| e["event"] == "link_down" && e["why"] == "gate", 10.0);
     assert_eq!(down["confirmation"]["admin_up"], false, "{down}");
     assert_eq!(daemon.count_after(0, "session_worker_started"), 0);

@@ -2,10 +2,10 @@
 //!
 //! Mark: every chunk named by the manifest of every snapshot in `snapshots/` (each manifest
 //! checked against the hash its receipt signs). If any snapshot cannot be read, nothing is
-//! collected: what it needs is unknown, so every pack stays. Sweep: a live pack none of whose
-//! chunks a snapshot needs (where the store's index places each needed chunk), and whose index
-//! was written longer than `grace` ago, is removed in an order a power cut cannot turn into a
-//! lost chunk or a false alarm:
+//! collected: what it needs is unknown, so every pack stays. Sweep: a live pack whose index names
+//! no chunk a snapshot needs (not even a second copy of one), and whose index was written longer
+//! than `grace` ago, is removed in an order a power cut cannot turn into a lost chunk or a false
+//! alarm:
 //!
 //! 1. the pack's and then the index's immutable flags are lifted (a cut here: the next open
 //!    flags them again, the pack is live as before);
@@ -20,6 +20,7 @@ use std::collections::HashSet;
 use std::fs;
 use std::path::PathBuf;
 
+use vault_core::push::chunk::ChunkId;
 use vault_core::units::Timestamp;
 
 use crate::immutable::lift_immutable;
@@ -46,17 +47,50 @@ pub struct Collected {
 
 impl Store {
     /// Removes every pack no snapshot needs whose index is older than `grace` at vault time
-    /// `now`, asking `may_go_on` before each; then reloads the index of what is left.
+    /// `now`, asking `may_go_on` before each; then reloads the index of what is left, whether
+    /// or not every removal succeeded (the store never offers a chunk of a removed pack).
     pub fn collect_garbage(&self, now: Timestamp, grace: std::time::Duration, may_go_on: &dyn Fn() -> bool) -> Result<Collected> {
         let live = live_chunks(self)?;
         let mut collected = Collected { live_chunks: live.len(), ..Collected::default() };
-        let (needed, packs): (HashSet<u32>, Vec<PathBuf>) = {
-            let set = self.packs_read();
-            (live.iter().filter_map(|id| set.chunks.get(id).map(|loc| loc.pack)).collect(), set.packs.clone())
-        };
+        let packs: Vec<PathBuf> = self.packs_read().packs.clone();
+        let mut touched = false;
+        let swept = self.sweep(&packs, &live, now, grace, may_go_on, &mut collected, &mut touched);
+        if !touched {
+            return swept.map(|()| collected);
+        }
+        {
+            // Bad copies in removed packs are gone with them.
+            let listed = crate::scrub::load(self.root()).unwrap_or_default();
+            let kept: std::collections::BTreeSet<_> = listed.iter().filter(|(stem, _)| !collected.packs_removed.contains(stem)).cloned().collect();
+            let saved = if kept.len() != listed.len() { crate::scrub::save(self.root(), &kept) } else { Ok(()) };
+            let reloaded = PackSet::load(self.root());
+            let mut packs = self.packs_write();
+            *packs = match reloaded {
+                // Orphans were removed at open; none can have appeared while sealed.
+                Ok(mut reloaded) => {
+                    reloaded.orphans.clear();
+                    reloaded
+                }
+                // Offer nothing rather than a chunk that may be gone: pushes send it again.
+                Err(_) => PackSet::default(),
+            };
+            drop(packs);
+            swept?;
+            saved?;
+        }
+        Ok(collected)
+    }
+
+    /// Removes the packs no snapshot needs (see the module's order); `touched` is set before the
+    /// first change on disk.
+    #[allow(clippy::too_many_arguments)]
+    fn sweep(&self, packs: &[PathBuf], live: &HashSet<ChunkId>, now: Timestamp, grace: std::time::Duration, may_go_on: &dyn Fn() -> bool, collected: &mut Collected, touched: &mut bool) -> Result<()> {
         let dir = self.root().join(PACKS_DIR);
-        for (number, pack) in packs.iter().enumerate() {
-            if u32::try_from(number).is_ok_and(|n| needed.contains(&n)) {
+        for pack in packs {
+            // Needed if its index names any chunk a snapshot needs, even one another pack also
+            // holds: a second copy is not the collector's to judge. Unreadable now: kept.
+            let needed = crate::index::entries_of_pack(pack).map_or(true, |entries| entries.iter().any(|(id, _, _)| live.contains(id)));
+            if needed {
                 collected.kept_live += 1;
                 continue;
             }
@@ -70,6 +104,7 @@ impl Store {
                 break;
             }
             let freed = [pack, &index].iter().map(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum::<u64>();
+            *touched = true;
             lift_immutable(pack)?;
             lift_immutable(&index)?;
             fs::remove_file(&index).map_err(|e| io_error(&index, e))?;
@@ -79,24 +114,12 @@ impl Store {
             collected.bytes_freed += freed;
             collected.packs_removed.push(pack.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
         }
-        if !collected.packs_removed.is_empty() {
-            // Bad copies in removed packs are gone with them.
-            let listed = crate::scrub::load(self.root()).unwrap_or_default();
-            let kept: std::collections::BTreeSet<_> = listed.iter().filter(|(stem, _)| !collected.packs_removed.contains(stem)).cloned().collect();
-            if kept.len() != listed.len() {
-                crate::scrub::save(self.root(), &kept)?;
-            }
-            let mut reloaded = PackSet::load(self.root())?;
-            // Orphans were removed at open; none can have appeared while sealed.
-            reloaded.orphans.clear();
-            *self.packs_write() = reloaded;
-        }
-        Ok(collected)
+        Ok(())
     }
 }
 
 /// Every chunk some snapshot needs. One snapshot that cannot be read stops the collection.
-fn live_chunks(store: &Store) -> Result<HashSet<vault_core::push::chunk::ChunkId>> {
+fn live_chunks(store: &Store) -> Result<HashSet<ChunkId>> {
     let mut live = HashSet::new();
     for snapshot in sorted_entries(&store.root().join(SNAPSHOTS_DIR))? {
         let chunks = crate::owners::chunks_of(&snapshot).map_err(|reason| StoreError::Corrupt {

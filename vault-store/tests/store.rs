@@ -1051,3 +1051,23 @@ fn a_damaged_chunks_list_that_does_not_check_out_is_not_used() {
     assert!(store.has_chunk(&ChunkId::of(test_net::NIGHTLY_SHARED)));
     assert!(store.damaged_copies().is_empty());
 }
+
+#[test]
+fn a_second_copy_of_a_needed_chunk_is_not_collected() {
+    use vault_core::units::Timestamp;
+    let tmp = TempStore::new();
+    let key = vault_key();
+    let (store, _) = Store::open(&tmp.root()).unwrap();
+    // Two pushes store the same new chunk, each in its own pack (as concurrent pushes can).
+    for id in ["first", "second"] {
+        let mut pack = store.begin().unwrap();
+        pack.append(ChunkId::of(b"twice"), b"twice").unwrap();
+        let (_, manifest) = manifest_for(&[("f", b"twice")]);
+        let receipt = receipt(&key, id, &manifest);
+        store.seal_all(pack, SealInput { snapshot_id: id, manifest: &manifest, receipt: &receipt }).unwrap();
+    }
+    assert_eq!(pack_stems(&tmp.root()).len(), 2);
+    store.expire(&["first".to_string()], &|| true).unwrap();
+    let done = store.collect_garbage(Timestamp::from_unix(T0 + 4000 * DAY).unwrap(), std::time::Duration::ZERO, &|| true).unwrap();
+    assert_eq!((done.packs_removed.len(), done.kept_live), (0, 2), "{done:?}");
+}

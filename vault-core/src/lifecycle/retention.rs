@@ -95,6 +95,14 @@ impl std::fmt::Display for NotNow {
     }
 }
 
+/// The time expiry judges by: the vault's time, but never past the expiry of the policy in
+/// force. A clock that runs fast can then make snapshots go at most as early as the policy's
+/// validity (capped by the root's `max_validity`), and once the quorum stops signing new
+/// policies, nothing more expires.
+pub fn expiry_time(vault_now: Timestamp, policy_expires: Timestamp) -> Timestamp {
+    vault_now.min(policy_expires)
+}
+
 /// Whether expiry may run at all right now.
 pub fn may_expire(sealed: bool, clock_fault: bool, policy_in_force: bool) -> Result<(), NotNow> {
     if clock_fault {
@@ -218,6 +226,15 @@ mod tests {
         assert_eq!(ids(&plan.expire), vec!["pg-00000", "pg-00002"]);
         assert!(plan.kept.contains(&(nightly("db", "pg", 1, 1), Kept::HeldSnapshot)));
         assert!(plan.kept.contains(&(nightly("db", "etc", 0, 1), Kept::HeldDataset)));
+    }
+
+    #[test]
+    fn expiry_never_judges_past_the_policy_in_force() {
+        assert_eq!(expiry_time(at(10), at(40)), at(10));
+        // A clock years ahead (a forward RTC the gate let through): no further than the policy.
+        assert_eq!(expiry_time(at(900), at(40)), at(40));
+        let snapshots: Vec<_> = (0..10).map(|d| nightly("db", "pg", d, 35)).collect();
+        assert!(plan_expiry(&snapshots, expiry_time(at(900), at(40)), Retention::default(), &Holds::default()).expire.len() < 6);
     }
 
     #[test]
