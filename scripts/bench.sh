@@ -5,7 +5,8 @@
 #   1. a generated 2 GiB mixed dataset (16 000 small files + 8 large ones, in 8 parts);
 #   2. initial push vs initial rsync (best of two rounds each); sha256sum over the same files;
 #   3. 1% of the data changed; incremental push (with its cache) vs incremental rsync;
-#   4. 8 concurrent pushes (one per part) into a fresh store: the gatekeeper's peak RSS.
+#   4. 8 concurrent pushes (one per part) into a fresh store: the gatekeeper's peak RSS;
+#   5. the lifecycle on 1000 snapshots and 1 M chunks: scrub vs sha256sum, garbage collection.
 # Prints throughput and ratios; the targets are in issue 4 and README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -246,7 +247,12 @@ print(f"RATIO ingest / sha256sum rate            {sha / push1:.2f}x   (target >=
 print(f"RSS   gatekeeper peak, 8 pushes          {rss_kb / 1024:.1f} MiB (target <= 64)")
 PY
 
-# ---- 5. a stolen pusher key against the daemon's memory -------------------------------------
+# ---- 5. the lifecycle: scrub against sha256sum on the same packs, and garbage collection ------
+# 1000 snapshots of 1000 new 1 KiB chunks each (1 M chunks); half expire, then a collection.
+echo "== lifecycle: 1000 snapshots, 1 M chunks"
+target/release/lifecycle-bench "$WORK/lifecycle" "${LIFECYCLE_SNAPSHOTS:-1000}" "${LIFECYCLE_CHUNKS:-1000}" 1024
+
+# ---- 6. a stolen pusher key against the daemon's memory -------------------------------------
 # 16 concurrent hostile sessions, each staging the most new chunks a session may (4-byte
 # chunks) and committing a maximal manifest, then one chunk too many: the gatekeeper's peak
 # RSS (target <= 256 MiB; one session's <= 128 MiB is checked by make test with two).

@@ -3,6 +3,8 @@
 //! captures every frame the vault side sends, and deterministic test data with a way to
 //! compare trees byte for byte. Needs root for the namespaces and packet sockets.
 
+pub mod lifecycle_bench;
+
 use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;

@@ -1,0 +1,21 @@
+//! `lifecycle-bench DIR SNAPSHOTS CHUNKS_PER_SNAPSHOT CHUNK_BYTES`: see
+//! `test_net::lifecycle_bench`. Prints one line per measure and the ratio against sha256sum.
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let number = |i: usize, default: usize| args.get(i).map_or(default, |a| a.parse().expect("a number"));
+    let dir = std::path::PathBuf::from(args.get(1).cloned().unwrap_or_else(|| "/var/tmp/vault-lifecycle-bench".into()));
+    let _ = std::process::Command::new("chattr").args(["-R", "-i"]).arg(&dir).status();
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("the bench directory");
+    let m = test_net::lifecycle_bench::run(&dir, number(2, 1000), number(3, 1000), number(4, 1024), true);
+    let mb = |secs: f64| m.pack_bytes as f64 / secs / 1e6;
+    println!("lifecycle: {} snapshots, {} chunks, {:.1} MiB of packs (sealed in {:.1} s)", m.snapshots, m.chunks, m.pack_bytes as f64 / 1048576.0, m.seal_secs);
+    println!("scrub                {:7.2} s  {:7.1} MB/s", m.scrub_secs, mb(m.scrub_secs));
+    println!("sha256sum            {:7.2} s  {:7.1} MB/s", m.sha256sum_secs, mb(m.sha256sum_secs));
+    println!("expire half          {:7.2} s", m.expire_secs);
+    println!("garbage collection   {:7.2} s  ({} packs, {:.1} MiB freed)", m.gc_secs, m.packs_removed, m.bytes_freed as f64 / 1048576.0);
+    println!("RATIO scrub / sha256sum rate            {:.2}x", m.sha256sum_secs / m.scrub_secs);
+    let _ = std::process::Command::new("chattr").args(["-R", "-i"]).arg(&dir).status();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,118 @@
+//! The lifecycle on a store of many snapshots and chunks: scrub's read rate against
+//! `sha256sum` on the same pack files, and garbage collection's time (mark and sweep) once
+//! half the snapshots have expired. `make bench` runs it big (1000 snapshots, 1 M chunks);
+//! `make test` runs [`run`] small, so the code keeps working.
+
+use std::path::Path;
+use std::time::Instant;
+
+use vault_core::keys::SigningKey;
+use vault_core::push::chunk::ChunkId;
+use vault_core::push::manifest::{ChunkRef, Entry, EntryKind, Manifest};
+use vault_core::units::Timestamp;
+
+/// What one bench run measured.
+#[derive(Debug)]
+pub struct Measured {
+    pub snapshots: usize,
+    pub chunks: u64,
+    pub pack_bytes: u64,
+    pub seal_secs: f64,
+    pub scrub_secs: f64,
+    pub sha256sum_secs: f64,
+    pub expire_secs: f64,
+    pub gc_secs: f64,
+    pub packs_removed: usize,
+    pub bytes_freed: u64,
+}
+
+/// Seals `snapshots` snapshots of `chunks_per` new chunks of `chunk_bytes` each into a store
+/// under `dir`, scrubs it, runs `sha256sum` over its packs, expires the older half and
+/// collects. `cold`: drop the page cache before each timed read (root; the whole machine's).
+/// Panics on any failure (a bench has no other way to say it).
+pub fn run(dir: &Path, snapshots: usize, chunks_per: usize, chunk_bytes: usize, cold: bool) -> Measured {
+    const T0: i64 = 1_800_000_000;
+    let key = SigningKey::from_pkcs8(ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("a key").as_ref()).expect("a key");
+    let (store, _) = vault_store::Store::open_with(&dir.join("store"), vault_store::Reserve { bytes: 0, inodes: 0 }).expect("a store");
+    let started = Instant::now();
+    let mut ids = Vec::with_capacity(snapshots);
+    let mut data = vec![0u8; chunk_bytes];
+    for s in 0..snapshots {
+        let mut pack = store.begin().expect("staging");
+        let mut entries = Vec::with_capacity(chunks_per);
+        for c in 0..chunks_per {
+            data[..8].copy_from_slice(&(s as u64).to_be_bytes());
+            data[8..16].copy_from_slice(&(c as u64).to_be_bytes());
+            let id = ChunkId::of(&data);
+            pack.append(id, &data).expect("staged");
+            let len = u32::try_from(chunk_bytes).expect("small");
+            entries.push(Entry { path: format!("f{c:07}").into_bytes(), mode: 0o640, mtime: 1, kind: EntryKind::File { size: u64::from(len), chunks: vec![ChunkRef { id, len }] } });
+        }
+        let manifest = Manifest { entries }.encode().expect("a manifest");
+        let id = format!("bench-{s:05}");
+        let day = i64::try_from(s).expect("small");
+        let receipt = crate::signed_receipt_at(&key, &id, &manifest, ("bench", "data"), T0 + day * 3600, T0 + day * 3600 + 86_400);
+        store.seal_all(pack, vault_store::SealInput { snapshot_id: &id, manifest: &manifest, receipt: &receipt }).expect("sealed");
+        ids.push(id);
+    }
+    let seal_secs = started.elapsed().as_secs_f64();
+    let packs: Vec<std::path::PathBuf> = std::fs::read_dir(dir.join("store/packs")).expect("packs").flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "pack")).collect();
+    let pack_bytes: u64 = packs.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
+
+    if cold {
+        drop_caches();
+    }
+    let started = Instant::now();
+    let scrubbed = store.scrub(&|| true, &|_| {}).expect("scrub");
+    let scrub_secs = started.elapsed().as_secs_f64();
+    assert!(scrubbed.found.is_empty(), "{:?}", scrubbed.found);
+
+    if cold {
+        drop_caches();
+    }
+    let started = Instant::now();
+    let ok = std::process::Command::new("sha256sum").args(&packs).stdout(std::process::Stdio::null()).status().expect("sha256sum runs").success();
+    assert!(ok, "sha256sum failed");
+    let sha256sum_secs = started.elapsed().as_secs_f64();
+
+    let half = ids.len() / 2;
+    let started = Instant::now();
+    let expired = store.expire(&ids[..half], &|| true).expect("expiry");
+    assert_eq!(expired.expired.len(), half);
+    let expire_secs = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let later = Timestamp::from_unix(T0 + 3650 * 86_400).expect("a time");
+    let collected = store.collect_garbage(later, std::time::Duration::ZERO, &|| true).expect("collection");
+    let gc_secs = started.elapsed().as_secs_f64();
+    Measured {
+        snapshots,
+        chunks: scrubbed.chunks,
+        pack_bytes,
+        seal_secs,
+        scrub_secs,
+        sha256sum_secs,
+        expire_secs,
+        gc_secs,
+        packs_removed: collected.packs_removed.len(),
+        bytes_freed: collected.bytes_freed,
+    }
+}
+
+/// Reads start from the disk, not the page cache, when we may say so (root); else as they are.
+fn drop_caches() {
+    let _ = std::process::Command::new("sync").status();
+    let _ = std::fs::write("/proc/sys/vm/drop_caches", "3");
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_small_lifecycle_bench_scrubs_everything_and_collects_the_expired_half() {
+        let dir = tempfile::tempdir().unwrap();
+        let measured = super::run(dir.path(), 20, 50, 256, false);
+        assert_eq!((measured.snapshots, measured.chunks), (20, 1000));
+        assert_eq!(measured.packs_removed, 10, "{measured:?}");
+        assert!(measured.bytes_freed >= 10 * 50 * 256, "{measured:?}");
+        let _ = std::process::Command::new("chattr").args(["-R", "-i"]).arg(dir.path()).status();
+    }
+}
