@@ -56,6 +56,8 @@ pub enum Error {
     IssuedInFuture { issued: Timestamp, now: Timestamp, tolerance_secs: i64 },
     #[error("cap exceeded: {what} is {value}, the trust root allows at most {cap}")]
     CapExceeded { what: String, value: String, cap: String },
+    #[error("rollback: {kind} order serial {serial} <= accepted {accepted}; sign a new {kind} order with a serial above {accepted}")]
+    OrderRollback { kind: &'static str, serial: u64, accepted: u64 },
     #[error("pusher `{pusher}` keeps snapshots for {retain}, shorter than the trust root's min_retain {min_retain}: raise its `retain` (the root's floor can only be lowered by rotating the root)")]
     RetainBelowMinimum { pusher: String, retain: String, min_retain: String },
     #[error("pusher `{pusher}` uses admin key `{admin}`: admin keys may not push")]

@@ -184,6 +184,9 @@ struct RootInit {
     /// No policy under this root may keep a pusher's snapshots for less (e.g. `30d`); `0s`: no floor.
     #[arg(long, default_value = "0s")]
     min_retain: String,
+    /// How long a purge order waits after the vault accepts it (at least 72h); one admin's veto cancels it meanwhile.
+    #[arg(long, default_value = "72h")]
+    purge_delay: String,
     #[arg(long)]
     out: PathBuf,
 }
@@ -397,6 +400,7 @@ fn root_init(args: RootInit) -> Result<()> {
         max_validity: duration("max-validity", &args.max_validity)?,
         max_grace: duration("max-grace", &args.max_grace)?,
         min_retain: duration("min-retain", &args.min_retain)?,
+        purge_delay: duration("purge-delay", &args.purge_delay)?,
     };
     let draft = TrustRoot { vault_id: args.vault_id, version: args.version, threshold: args.threshold, admins, caps };
     // Round-trip through the validating parser: the file written is one the vault accepts.

@@ -146,10 +146,16 @@ impl Envelope {
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Envelope> {
+        Envelope::from_bytes_of(bytes, PAYLOAD_TYPE)
+    }
+
+    /// An envelope of another signed object (an order) with the same rules: bounded, strict,
+    /// of exactly `payload_type`.
+    pub fn from_bytes_of(bytes: &[u8], payload_type: &'static str) -> Result<Envelope> {
         check_size(bytes.len(), MAX_BUNDLE_BYTES, "bundle")?;
         let envelope: Envelope = canonical::decode(bytes, "bundle")?;
-        if envelope.payload_type != PAYLOAD_TYPE {
-            return Err(Error::WrongPayloadType { found: envelope.payload_type, expected: PAYLOAD_TYPE });
+        if envelope.payload_type != payload_type {
+            return Err(Error::WrongPayloadType { found: envelope.payload_type, expected: payload_type });
         }
         if envelope.signatures.len() > MAX_SIGNATURES {
             return Err(Error::TooManySignatures { count: envelope.signatures.len(), limit: MAX_SIGNATURES });
@@ -177,6 +183,11 @@ impl Envelope {
 
     /// Adds one admin's signature. A key that already signed is refused, not added twice.
     pub fn sign(&mut self, key: &SigningKey) -> Result<()> {
+        self.sign_in(key, SIGNING_CONTEXT)
+    }
+
+    /// [`Envelope::sign`] under another object's signing context (an order's).
+    pub fn sign_in(&mut self, key: &SigningKey, context: &str) -> Result<()> {
         let public = key.public_key();
         let keyid = public.key_id();
         if self.signatures.iter().any(|s| s.keyid == keyid) {
@@ -185,7 +196,7 @@ impl Envelope {
                 reason: format!("already signed by key {keyid}"),
             });
         }
-        let message = signing_message(&self.payload_bytes()?);
+        let message = domain_hash(context, &self.payload_bytes()?);
         self.signatures.push(SignatureEntry { keyid, sig: BASE64.encode(key.sign(&message)) });
         Ok(())
     }
@@ -227,12 +238,17 @@ fn tally(root: &TrustRoot, message: &[u8], signatures: &[SignatureEntry]) -> Tal
 }
 
 fn require_threshold(role: String, root: &TrustRoot, message: &[u8], signatures: &[SignatureEntry]) -> Result<Vec<String>> {
+    require_signers(role, root, root.threshold, message, signatures)
+}
+
+/// At least `threshold` distinct admin keys of `root` signed `message`; their names.
+pub(crate) fn require_signers(role: String, root: &TrustRoot, threshold: u32, message: &[u8], signatures: &[SignatureEntry]) -> Result<Vec<String>> {
     let t = tally(root, message, signatures);
-    if t.signers.len() < root.threshold as usize {
+    if t.signers.len() < threshold as usize {
         return Err(Error::ThresholdNotMet {
             role,
             valid: t.signers.len(),
-            threshold: root.threshold,
+            threshold,
             invalid: t.invalid,
             unknown: t.unknown,
             repeated: t.repeated,

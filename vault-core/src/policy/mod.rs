@@ -4,6 +4,7 @@
 //! canonical written form (what admins sign).
 
 pub mod bundle;
+pub mod orders;
 pub mod root;
 pub mod schedule;
 pub mod state;

@@ -29,7 +29,14 @@ pub struct Caps {
     /// No policy may give a pusher a shorter `retain`: a coerced quorum still cannot make the
     /// vault forget quickly. Zero (absent from the root): no floor.
     pub min_retain: Duration,
+    /// How long a quorum-signed purge order waits, counted on the vault's clock from its
+    /// acceptance, before it deletes anything; one admin's veto cancels it meanwhile. At least
+    /// [`MIN_PURGE_DELAY_SECS`] (absent from the root: that).
+    pub purge_delay: Duration,
 }
+
+/// The shortest cooling-off a root may give purge orders: three days.
+pub const MIN_PURGE_DELAY_SECS: i64 = 72 * 3600;
 
 impl Default for Caps {
     fn default() -> Self {
@@ -39,6 +46,7 @@ impl Default for Caps {
             max_validity: Duration::from_secs(90 * SECS_PER_DAY).unwrap(),
             max_grace: Duration::from_secs(15 * 60).unwrap(),
             min_retain: Duration::ZERO,
+            purge_delay: Duration::from_secs(MIN_PURGE_DELAY_SECS).unwrap(),
         }
     }
 }
@@ -87,6 +95,9 @@ pub struct CapsDoc {
     /// Absent: no floor. Written only when set, so roots made before it keep their digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min_retain: Option<String>,
+    /// Absent: [`MIN_PURGE_DELAY_SECS`]. Written only when longer, like `min_retain`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_delay: Option<String>,
 }
 
 impl TrustRoot {
@@ -131,6 +142,16 @@ impl TrustRoot {
                 None => Duration::ZERO,
                 Some(text) => cap_field("caps.min_retain", text, 3660 * SECS_PER_DAY)?,
             },
+            purge_delay: match &doc.caps.purge_delay {
+                None => Duration::from_secs(MIN_PURGE_DELAY_SECS).expect("3 days is a duration"),
+                Some(text) => {
+                    let delay = cap_field("caps.purge_delay", text, 90 * SECS_PER_DAY)?;
+                    if delay.secs() < MIN_PURGE_DELAY_SECS {
+                        return Err(invalid("caps.purge_delay", format!("{delay} is shorter than the least cooling-off, {}", Duration::from_secs(MIN_PURGE_DELAY_SECS).expect("3 days"))));
+                    }
+                    delay
+                }
+            },
         };
         Ok(TrustRoot { vault_id: doc.vault_id.clone(), version: doc.version, threshold: doc.threshold, admins, caps })
     }
@@ -147,6 +168,7 @@ impl TrustRoot {
                 max_validity: self.caps.max_validity.to_string(),
                 max_grace: self.caps.max_grace.to_string(),
                 min_retain: (self.caps.min_retain != Duration::ZERO).then(|| self.caps.min_retain.to_string()),
+                purge_delay: (self.caps.purge_delay.secs() != MIN_PURGE_DELAY_SECS).then(|| self.caps.purge_delay.to_string()),
             },
         }
     }
@@ -216,6 +238,18 @@ pub(crate) mod tests {
         assert_eq!(TrustRoot::from_toml(&with.to_toml()).unwrap(), with);
         let err = TrustRoot::from_toml(&toml.replace("[caps]\n", "[caps]\nmin_retain = \"20y\"\n")).unwrap_err().to_string();
         assert!(err.contains("caps.min_retain"), "{err}");
+    }
+
+    #[test]
+    fn purge_delay_is_at_least_three_days_and_written_only_when_longer() {
+        let root = root_with("vault-01", 1, 2, &[1, 2, 3]);
+        assert_eq!(root.caps.purge_delay.secs(), MIN_PURGE_DELAY_SECS);
+        assert!(!root.to_toml().contains("purge_delay"));
+        let week = TrustRoot::from_toml(&root.to_toml().replace("[caps]\n", "[caps]\npurge_delay = \"7d\"\n")).unwrap();
+        assert_eq!(week.caps.purge_delay.secs(), 7 * SECS_PER_DAY);
+        assert_eq!(TrustRoot::from_toml(&week.to_toml()).unwrap(), week);
+        let err = TrustRoot::from_toml(&root.to_toml().replace("[caps]\n", "[caps]\npurge_delay = \"1d\"\n")).unwrap_err().to_string();
+        assert!(err.contains("caps.purge_delay") && err.contains("shorter than the least cooling-off, 3d"), "{err}");
     }
 
     #[test]

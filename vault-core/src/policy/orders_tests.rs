@@ -1,0 +1,155 @@
+//! Orders: each kind accepted with the signatures it needs and refused without them, the
+//! cooling-off, the veto, rollback per kind, and every binding a bundle has.
+
+use super::*;
+use crate::keys::test_keys::key;
+use crate::policy::root::tests::root_with;
+
+fn now() -> Timestamp {
+    Timestamp::parse("2026-11-25T10:00:00Z").unwrap()
+}
+
+fn at(text: &str) -> Timestamp {
+    Timestamp::parse(text).unwrap()
+}
+
+fn root() -> TrustRoot {
+    root_with("vault-01", 1, 2, &[1, 2, 3])
+}
+
+fn doc(kind: OrderKind, serial: u64) -> OrderDoc {
+    OrderDoc {
+        vault_id: "vault-01".into(),
+        kind,
+        serial,
+        issued: "2026-11-25T09:00:00Z".into(),
+        expires: "2026-12-20T00:00:00Z".into(),
+        signed_for_root: root().digest(),
+        snapshots: if kind == OrderKind::Veto { vec![] } else { vec!["20261120T010000Z-pg-1a2b3c4d".into()] },
+        datasets: vec![],
+        vetoes: None,
+        reason: "ticket 4711: legal hold on the November dumps".into(),
+    }
+}
+
+fn signed(doc: &OrderDoc, seeds: &[u8]) -> Vec<u8> {
+    let mut envelope = unsigned(doc);
+    for seed in seeds {
+        envelope.sign_in(&key(*seed), ORDER_SIGNING_CONTEXT).unwrap();
+    }
+    envelope.to_bytes()
+}
+
+fn judge(bytes: &[u8], state: &OrderState) -> Result<Accepted> {
+    verify(bytes, &root(), state, JudgedAt::trusted(now()), Timestamp::EPOCH)
+}
+
+#[test]
+fn one_admin_places_a_hold_and_only_the_quorum_lifts_it() {
+    let held = judge(&signed(&doc(OrderKind::Hold, 1), &[2]), &OrderState::default()).unwrap();
+    assert_eq!(held.signers, vec!["admin2".to_string()]);
+    assert!(held.state.holds().snapshots.contains("20261120T010000Z-pg-1a2b3c4d"));
+    let release = doc(OrderKind::Release, 1);
+    let err = judge(&signed(&release, &[2]), &held.state).unwrap_err().to_string();
+    assert!(err.contains("threshold not met for a release order under root v1: 1 valid signature(s) from distinct admin keys, need 2"), "{err}");
+    let released = judge(&signed(&release, &[1, 2]), &held.state).unwrap();
+    assert!(released.state.holds().snapshots.is_empty());
+    assert_eq!(released.state.serials.get(&OrderKind::Hold), Some(&1));
+}
+
+#[test]
+fn a_purge_waits_out_its_cooling_off_and_one_admin_can_veto_it() {
+    let purge = doc(OrderKind::Purge, 1);
+    assert!(judge(&signed(&purge, &[3]), &OrderState::default()).unwrap_err().to_string().contains("need 2"));
+    let accepted = judge(&signed(&purge, &[1, 3]), &OrderState::default()).unwrap();
+    assert_eq!(accepted.executes_at, Some(at("2026-11-28T10:00:00Z")), "72 hours after acceptance, on the vault's clock");
+    let pending = &accepted.state;
+    let (due, lapsed, _) = purges_due(pending, at("2026-11-28T09:59:59Z"));
+    assert!(due.is_empty() && lapsed.is_empty());
+    let (due, lapsed, after) = purges_due(pending, at("2026-11-28T10:00:00Z"));
+    assert_eq!((due.len(), lapsed.len(), after.pending_purges.len()), (1, 0, 0));
+    assert_eq!(due[0].snapshots, purge.snapshots);
+    // Not carried out before it expired: it lapses, having deleted nothing.
+    let (due, lapsed, _) = purges_due(pending, at("2026-12-20T00:00:00Z"));
+    assert_eq!((due.len(), lapsed.len()), (0, 1));
+    // One admin's veto, naming the purge by its payload hash, cancels it.
+    let mut veto = doc(OrderKind::Veto, 1);
+    veto.vetoes = Some(accepted.id.clone());
+    veto.reason = "this purge was not agreed".into();
+    let vetoed = judge(&signed(&veto, &[2]), pending).unwrap();
+    assert!(vetoed.state.pending_purges.is_empty());
+    let mut unknown = veto.clone();
+    unknown.serial = 2;
+    unknown.vetoes = Some("0".repeat(64));
+    assert!(judge(&signed(&unknown, &[2]), &vetoed.state).unwrap_err().to_string().contains("no purge order 0000"));
+}
+
+#[test]
+fn a_purge_that_would_lapse_before_its_cooling_off_ends_is_refused() {
+    let mut purge = doc(OrderKind::Purge, 1);
+    purge.expires = "2026-11-27T00:00:00Z".into();
+    let err = judge(&signed(&purge, &[1, 2]), &OrderState::default()).unwrap_err().to_string();
+    assert!(err.contains("before its cooling-off ends (2026-11-28T10:00:00Z, 3d after acceptance)"), "{err}");
+}
+
+#[test]
+fn serials_only_rise_and_each_kind_has_its_own() {
+    let state = judge(&signed(&doc(OrderKind::Hold, 5), &[1]), &OrderState::default()).unwrap().state;
+    let err = judge(&signed(&doc(OrderKind::Hold, 5), &[1]), &state).unwrap_err().to_string();
+    assert_eq!(err, "rollback: hold order serial 5 <= accepted 5; sign a new hold order with a serial above 5");
+    assert!(judge(&signed(&doc(OrderKind::Purge, 1), &[1, 2]), &state).is_ok());
+}
+
+#[test]
+fn an_order_is_bound_to_its_vault_root_and_time_like_a_bundle() {
+    let mut other_vault = doc(OrderKind::Hold, 1);
+    other_vault.vault_id = "vault-02".into();
+    assert!(matches!(judge(&signed(&other_vault, &[1]), &OrderState::default()), Err(Error::WrongVault { .. })));
+    let mut other_root = doc(OrderKind::Hold, 1);
+    other_root.signed_for_root = root_with("vault-01", 2, 2, &[1, 2, 3]).digest();
+    assert!(matches!(judge(&signed(&other_root, &[1]), &OrderState::default()), Err(Error::WrongTrustRoot { .. })));
+    let mut expired = doc(OrderKind::Hold, 1);
+    expired.expires = "2026-11-25T09:30:00Z".into();
+    assert!(matches!(judge(&signed(&expired, &[1]), &OrderState::default()), Err(Error::Expired { .. })));
+    let mut future = doc(OrderKind::Hold, 1);
+    future.issued = "2026-11-26T00:00:00Z".into();
+    assert!(matches!(judge(&signed(&future, &[1]), &OrderState::default()), Err(Error::IssuedInFuture { .. })));
+    // A stranger's signature counts for nothing, and a policy bundle's signing context does
+    // not make an order: the same keys, another message.
+    assert!(judge(&signed(&doc(OrderKind::Hold, 1), &[9]), &OrderState::default()).is_err());
+    let mut as_policy = unsigned(&doc(OrderKind::Hold, 1));
+    as_policy.sign(&key(1)).unwrap();
+    assert!(matches!(judge(&as_policy.to_bytes(), &OrderState::default()), Err(Error::ThresholdNotMet { invalid: 1, .. })));
+    // A policy bundle is not an order, and an order is not a bundle.
+    let bundle_type = Envelope { payload_type: crate::policy::bundle::PAYLOAD_TYPE.into(), ..unsigned(&doc(OrderKind::Hold, 1)) };
+    assert!(matches!(judge(&bundle_type.to_bytes(), &OrderState::default()), Err(Error::WrongPayloadType { .. })));
+}
+
+#[test]
+fn what_an_order_names_is_checked_before_anything_is_applied() {
+    let refused = |edit: &dyn Fn(&mut OrderDoc)| {
+        let mut d = doc(OrderKind::Hold, 1);
+        edit(&mut d);
+        judge(&signed(&d, &[1, 2]), &OrderState::default()).unwrap_err().to_string()
+    };
+    assert!(refused(&|d| d.snapshots.clear()).contains("names at least one snapshot or dataset"));
+    assert!(refused(&|d| d.snapshots.push(d.snapshots[0].clone())).contains("named twice"));
+    assert!(refused(&|d| d.snapshots[0] = "../state".into()).contains("snapshots[0]"));
+    assert!(refused(&|d| d.reason = " ".into()).contains("must say why"));
+    assert!(refused(&|d| d.reason = "two\nlines".into()).contains("must say why"));
+    assert!(refused(&|d| d.vetoes = Some("0".repeat(64))).contains("only a veto names a purge order"));
+    assert!(refused(&|d| {
+        d.kind = OrderKind::Veto;
+        d.vetoes = Some("0".repeat(64));
+    })
+    .contains("a veto names one purge order"));
+    assert!(refused(&|d| d.snapshots = (0..1001).map(|i| format!("s{i}")).collect()).contains("at most 1000"));
+}
+
+#[test]
+fn the_order_state_round_trips_through_its_json() {
+    let state = judge(&signed(&doc(OrderKind::Purge, 1), &[1, 2]), &OrderState::default()).unwrap().state;
+    let text = serde_json::to_string(&state).unwrap();
+    assert_eq!(serde_json::from_str::<OrderState>(&text).unwrap(), state);
+    assert!(OrderState::default().is_empty() && !state.is_empty());
+}
