@@ -496,6 +496,10 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
                 if t.to == vault_core::link::gate::Phase::Open && PANIC_ONCE_OPEN.swap(false, std::sync::atomic::Ordering::SeqCst) {
                     panic!("test hook {}: the daemon panics once, with the link up", crate::init::PANIC_ONCE_OPEN_PARAM);
                 }
+                // Sealed again after a window: what it sealed is planned for at once.
+                if t.to == vault_core::link::gate::Phase::Sealed {
+                    self.lifecycle.due = None;
+                }
             }
             changed |= !out.transitions.is_empty();
         // A running expiry stops before its next snapshot once the gate leaves Sealed or
