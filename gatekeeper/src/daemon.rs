@@ -116,6 +116,11 @@ pub enum StateJob {
     Bundle { source: String, bytes: Vec<u8>, at: JudgedAt },
     /// Record when the last whole scrub started.
     LastScrub(Timestamp),
+    /// Verify an order read from a stick and, if it passes, record it (holds, a purge waiting,
+    /// a veto, the kind's serial).
+    Order { source: String, bytes: Vec<u8>, at: JudgedAt },
+    /// Purges carried out, and purges that lapsed: no longer waiting (by their ids).
+    PurgesDone { executed: Vec<String>, lapsed: Vec<String> },
 }
 
 /// What the state writer did, back to the loop.
@@ -123,6 +128,8 @@ pub enum StateJob {
 pub enum StateDone {
     Floor { floor: Timestamp, result: std::result::Result<(), String> },
     LastScrub { result: std::result::Result<(), String> },
+    /// The orders as recorded now, if they changed.
+    Orders(Option<vault_core::policy::orders::OrderState>),
     /// The policy of a bundle that was accepted and is durable; `None` if it was refused.
     Bundle(Option<Policy>),
 }
@@ -148,6 +155,8 @@ pub struct Driver<L, C> {
     pub store: Option<Arc<vault_store::Store>>,
     /// Taken exclusively by each lifecycle run (seals share it).
     pub maintenance: crate::lifecycle::Maintenance,
+    /// Holds and purges in force (from the state file at start, then as orders are accepted).
+    pub orders: vault_core::policy::orders::OrderState,
     lifecycle: LifecycleRuns,
     stop: Option<watch::Sender<Stop>>,
     last_commit: Option<(String, Timestamp)>,
@@ -217,6 +226,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             store_dir: None,
             store: None,
             maintenance: Arc::default(),
+            orders: Default::default(),
             lifecycle: LifecycleRuns::default(),
             stop: None,
             last_commit: None,
@@ -260,7 +270,15 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         let longest_window = policy.and_then(|p| p.windows.iter().map(|w| w.length().secs()).max()).unwrap_or(0);
         let gc_grace = crate::lifecycle::GC_GRACE.max(std::time::Duration::from_secs(u64::try_from(longest_window).unwrap_or(0)));
         let scrub = vault_core::lifecycle::scrub::is_due(self.lifecycle.last_scrub, policy.map(|p| p.scrub).unwrap_or_default(), now);
-        let job = crate::lifecycle::Job { now, retention, holds: vault_core::lifecycle::retention::Holds::default(), gc_grace, scrub };
+        // Purges whose cooling-off is over go in this run; those that lapsed are said and dropped.
+        let (purges, lapsed, _) = vault_core::policy::orders::purges_due(&self.orders, now);
+        if !lapsed.is_empty() {
+            for purge in &lapsed {
+                self.emit(Event::PurgeLapsed { order: purge.id.clone(), reason: purge.reason.clone(), expired_at: purge.expires.clone() });
+            }
+            self.hand_to_state_writer(StateJob::PurgesDone { executed: Vec::new(), lapsed: lapsed.iter().map(|p| p.id.clone()).collect() });
+        }
+        let job = crate::lifecycle::Job { now, retention, holds: self.orders.holds(), gc_grace, scrub, purges };
         let (flag, done, maintenance) = (self.lifecycle.sealed.clone(), self.lifecycle.done_tx.clone(), self.maintenance.clone());
         flag.store(true, std::sync::atomic::Ordering::SeqCst);
         self.lifecycle.running = true;
@@ -272,7 +290,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::lifecycle::run(&store, &job, &flag))).unwrap_or_else(|panic| {
                 let why = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
                 let alarm = Event::Alarm { rule: "lifecycle_failed".into(), detail: format!("the lifecycle run stopped ({why}); tried again in an hour") };
-                crate::lifecycle::LifecycleReport { events: vec![alarm], next_due: None, capacity: None, level: None, scrubbed: None }
+                crate::lifecycle::LifecycleReport { events: vec![alarm], next_due: None, capacity: None, level: None, scrubbed: None, purged: Vec::new() }
             });
             let _ = done.blocking_send(report);
         });
@@ -284,9 +302,19 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         let recheck = now.saturating_add(vault_core::units::Duration::from_secs(LIFECYCLE_RECHECK.as_secs() as i64).expect("an hour is a duration"));
         // A snapshot due at `next_due` goes once the time is past it: look a second later.
         let one_second = vault_core::units::Duration::from_secs(1).expect("a second is a duration");
-        self.lifecycle.due = Some(report.next_due.map_or(recheck, |due| due.saturating_add(one_second).min(recheck)));
+        let mut due = report.next_due.map_or(recheck, |due| due.saturating_add(one_second).min(recheck));
+        // Carried out: no longer waiting (the state writer records it too).
+        self.orders.pending_purges.retain(|p| !report.purged.contains(&p.id));
+        // A purge whose cooling-off ends sooner is looked at then.
+        if let Some(next_purge) = self.orders.pending_purges.iter().filter_map(|p| Timestamp::parse(&p.executes_at).ok()).min() {
+            due = due.min(next_purge.max(now));
+        }
+        self.lifecycle.due = Some(due);
         for event in report.events {
             self.emit(event);
+        }
+        if !report.purged.is_empty() {
+            self.hand_to_state_writer(StateJob::PurgesDone { executed: report.purged.clone(), lapsed: Vec::new() });
         }
         if let Some((started, result)) = report.scrubbed {
             self.lifecycle.last_scrub = Some(started);
@@ -390,6 +418,10 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             UsbReport::Inserted { device } => self.emit(Event::UsbInserted { device }),
             UsbReport::Removed { device } => self.emit(Event::UsbRemoved { device }),
             UsbReport::Unreadable { device, reason } => self.emit(Event::PolicyRefused { source: device, reason }),
+            UsbReport::Order { device, name, bytes } => {
+                let at = JudgedAt { now: self.clock.now(), clock_trusted: !self.gate.clock_fault() };
+                self.hand_to_state_writer(StateJob::Order { source: format!("{device}:{}/{name}", crate::usb::ORDERS_DIR), bytes, at });
+            }
             UsbReport::Bundle { device, bytes } => {
                 // While a clock fault is latched, the stick's signed issue time is trusted over the clock.
                 let at = JudgedAt { now: self.clock.now(), clock_trusted: !self.gate.clock_fault() };
@@ -411,6 +443,12 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         match done {
             StateDone::Floor { floor, result: Ok(()) } => self.emit(Event::TimeFloorPersisted { floor: floor.to_string() }),
             StateDone::Floor { floor, result: Err(e) } => self.emit(Event::Alarm { rule: "time_floor_not_persisted".into(), detail: format!("floor {floor}: {e}") }),
+            StateDone::Orders(Some(orders)) => {
+                self.orders = orders;
+                // New holds or purges: planned for at the next tick.
+                self.lifecycle.due = None;
+            }
+            StateDone::Orders(None) => {}
             StateDone::LastScrub { result: Ok(()) } => {}
             StateDone::LastScrub { result: Err(e) } => self.emit(Event::Alarm { rule: "scrub_time_not_persisted".into(), detail: format!("{e}; the next start scrubs again") }),
             StateDone::Bundle(Some(policy)) => self.apply_policy(policy).await,

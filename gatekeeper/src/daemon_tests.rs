@@ -387,6 +387,7 @@ async fn capacity_is_said_once_a_day_and_alarms_only_when_a_level_is_crossed() {
         capacity: Some(Event::Capacity { used_bytes: used_percent, free_bytes: 100 - used_percent, reserve_bytes: 0, used_percent, ingest_30d_bytes: 30, days_until_full: Some(3), snapshots: 1 }),
         level: Some(level),
         scrubbed: None,
+        purged: vec![],
     };
     let said = |h: &Harness, what: &str| kept(h).iter().filter(|e| e["event"] == what || e["rule"] == what).count();
     h.driver.on_lifecycle_done(report(50, Level::Fine));
@@ -402,4 +403,39 @@ async fn capacity_is_said_once_a_day_and_alarms_only_when_a_level_is_crossed() {
     h.driver.on_lifecycle_done(report(40, Level::Fine));
     h.driver.on_lifecycle_done(report(85, Level::Warn));
     assert_eq!(said(&h, "capacity_warning"), 2, "crossed again after it fell back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hold_keeps_what_expiry_would_take_and_a_purge_deletes_what_it_names_once_its_cooling_off_is_over() {
+    use vault_core::policy::orders::{OrderState, PendingPurge};
+    let nightly = NightlyStore::new(-10..0, 1);
+    let night = |d: i64| format!("pg-night-{}", BASE + d * DAY);
+    let mut h = harness(at(BASE));
+    h.driver.store = Some(nightly.store.clone());
+    h.driver.orders = OrderState {
+        held_snapshots: [night(-9)].into(),
+        pending_purges: vec![PendingPurge {
+            id: "a".repeat(64),
+            snapshots: vec![night(-1), night(-9)],
+            datasets: vec![],
+            reason: "ticket 4711".into(),
+            signers: vec!["alice".into(), "bob".into()],
+            accepted_at: at(BASE - 3 * DAY).to_string(),
+            executes_at: at(BASE + 3).to_string(),
+            expires: at(BASE + DAY).to_string(),
+        }],
+        ..OrderState::default()
+    };
+    h.driver.apply_policy(policy(600, 660, false)).await;
+    h.run_for(StdDuration::from_secs(6)).await;
+    let events = kept(&h);
+    let expired: Vec<String> = events.iter().filter(|e| e["event"] == "snapshot_expired").map(|e| e["snapshot"].as_str().unwrap().to_string()).collect();
+    assert_eq!(expired, [-10, -8, -7, -6, -5, -4].map(night).to_vec(), "the held night and the newest three stay");
+    let purged = events.iter().find(|e| e["event"] == "purge_executed").expect("the purge ran once its cooling-off was over");
+    assert!(purged["time"].as_str().unwrap() >= at(BASE + 3).to_string().as_str(), "{purged}");
+    assert_eq!(purged["expired"], serde_json::json!([night(-1)]), "{purged}");
+    assert_eq!(purged["kept_held"], serde_json::json!([night(-9)]), "a hold stops a purge too: {purged}");
+    assert_eq!(events.iter().filter(|e| e["event"] == "purge_executed").count(), 1);
+    assert!(h.driver.orders.pending_purges.is_empty());
+    assert_eq!(nightly.left(), 3);
 }

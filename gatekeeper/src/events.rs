@@ -71,6 +71,15 @@ pub enum Event {
     /// A scrub: what it read, the bad copies it found (pack, chunk, why), the chunks no good copy
     /// holds any more and the snapshots that need them, and how long it took.
     ScrubFinished { packs: usize, chunks: u64, bytes: u64, found: Vec<String>, unrecoverable_chunks: usize, snapshots_affected: Vec<String>, stopped_early: bool, took_ms: u64 },
+    /// An order from a stick was verified and recorded. `executes_at`: a purge's end of cooling-off.
+    OrderAccepted { source: String, kind: String, order: String, signers: Vec<String>, reason: String, executes_at: Option<String> },
+    /// An order from a stick was refused, with the rule and values; nothing changed.
+    OrderRefused { source: String, reason: String },
+    /// A purge order's cooling-off ended and it was carried out: the snapshots it deleted, and
+    /// those it could not because a hold covers them.
+    PurgeExecuted { order: String, reason: String, signers: Vec<String>, expired: Vec<String>, kept_held: Vec<String> },
+    /// A purge order reached its expiry before it could be carried out: it deleted nothing.
+    PurgeLapsed { order: String, reason: String, expired_at: String },
     /// A window's session worker is up and confined: its own uid and gid, no capabilities, no
     /// filesystem (see [`crate::session_worker`]).
     SessionWorkerStarted { pid: u32, uid: u32, gid: u32 },

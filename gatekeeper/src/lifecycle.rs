@@ -26,6 +26,8 @@ pub struct LifecycleReport {
     pub level: Option<Level>,
     /// A scrub that read the whole store: when it started, and what it found in a line.
     pub scrubbed: Option<(Timestamp, String)>,
+    /// Purge orders carried out whole (by id): no longer waiting.
+    pub purged: Vec<String>,
 }
 
 /// The least time a pack must have existed before garbage collection may take it (Proxmox
@@ -48,6 +50,8 @@ pub struct Job {
     pub gc_grace: std::time::Duration,
     /// Read back and re-hash everything sealed ([`vault_core::lifecycle::scrub`] says it is due).
     pub scrub: bool,
+    /// Purge orders whose cooling-off is over, to carry out first.
+    pub purges: Vec<vault_core::policy::orders::PendingPurge>,
 }
 
 /// One lifecycle run: [`expire`], then garbage collection of the packs no snapshot needs any
@@ -55,9 +59,12 @@ pub struct Job {
 pub fn run(store: &Store, job: &Job, sealed: &AtomicBool) -> LifecycleReport {
     let now = job.now;
     if !sealed.load(Ordering::SeqCst) {
-        return LifecycleReport { events: Vec::new(), next_due: None, capacity: None, level: None, scrubbed: None };
+        return LifecycleReport { events: Vec::new(), next_due: None, capacity: None, level: None, scrubbed: None, purged: Vec::new() };
     }
+    let (purge_events, purged) = purge(store, &job.purges, &job.holds, sealed);
     let mut report = expire(store, now, job.retention, &job.holds, sealed);
+    report.events.splice(0..0, purge_events);
+    report.purged = purged;
     let started = std::time::Instant::now();
     match store.collect_garbage(now, job.gc_grace, &|| sealed.load(Ordering::SeqCst)) {
         Ok(done) => report.events.push(Event::GarbageCollected {
@@ -90,6 +97,44 @@ pub fn run(store: &Store, job: &Job, sealed: &AtomicBool) -> LifecycleReport {
         });
     }
     report
+}
+
+/// Carries out purge orders whose cooling-off is over: every snapshot they name, or of a
+/// dataset they name, except those a hold covers. Returns the events and the ids of the orders
+/// carried out whole (one stopped by a window stays waiting, and runs again).
+fn purge(store: &Store, purges: &[vault_core::policy::orders::PendingPurge], holds: &Holds, sealed: &AtomicBool) -> (Vec<Event>, Vec<String>) {
+    let (mut events, mut done) = (Vec::new(), Vec::new());
+    if purges.is_empty() {
+        return (events, done);
+    }
+    let sealed_now = match store.sealed_snapshots() {
+        Ok((snapshots, _)) => snapshots,
+        Err(e) => {
+            events.push(Event::Alarm { rule: "purge_failed".into(), detail: format!("listing the sealed snapshots: {e}; the purges wait for the next run") });
+            return (events, done);
+        }
+    };
+    for order in purges {
+        let named: Vec<&vault_core::lifecycle::retention::SealedSnapshot> = sealed_now
+            .iter()
+            .filter(|s| order.snapshots.contains(&s.id) || order.datasets.iter().any(|d| d.pusher == s.pusher && d.dataset == s.dataset))
+            .collect();
+        let held = |s: &vault_core::lifecycle::retention::SealedSnapshot| holds.snapshots.contains(&s.id) || holds.datasets.contains(&(s.pusher.clone(), s.dataset.clone()));
+        let kept_held: Vec<String> = named.iter().filter(|s| held(s)).map(|s| s.id.clone()).collect();
+        let ids: Vec<String> = named.iter().filter(|s| !held(s)).map(|s| s.id.clone()).collect();
+        match store.expire(&ids, &|| sealed.load(Ordering::SeqCst)) {
+            Ok(gone) if !gone.stopped_early => {
+                for (id, why) in &gone.failed {
+                    events.push(Event::Alarm { rule: "purge_failed".into(), detail: format!("purge order {}: snapshot `{id}` stays: {why}", order.id) });
+                }
+                events.push(Event::PurgeExecuted { order: order.id.clone(), reason: order.reason.clone(), signers: order.signers.clone(), expired: gone.expired, kept_held });
+                done.push(order.id.clone());
+            }
+            Ok(_) => {}
+            Err(e) => events.push(Event::Alarm { rule: "purge_failed".into(), detail: format!("purge order {}: {e}; it waits for the next run", order.id) }),
+        }
+    }
+    (events, done)
 }
 
 /// Reads back and re-hashes every chunk, at most [`scrub::RATE_BYTES_PER_SEC`]; a scrub that
@@ -142,7 +187,7 @@ pub fn expire(store: &Store, now: Timestamp, retention: Retention, holds: &Holds
         Ok(found) => found,
         Err(e) => {
             events.push(Event::Alarm { rule: "expiry_failed".into(), detail: format!("listing the sealed snapshots: {e}; nothing expired, tried again in an hour") });
-            return LifecycleReport { events, next_due: None, capacity: None, level: None, scrubbed: None };
+            return LifecycleReport { events, next_due: None, capacity: None, level: None, scrubbed: None, purged: Vec::new() };
         }
     };
     let plan = plan_expiry(&snapshots, now, retention, holds);
@@ -151,7 +196,7 @@ pub fn expire(store: &Store, now: Timestamp, retention: Retention, holds: &Holds
         Ok(done) => done,
         Err(e) => {
             events.push(Event::Alarm { rule: "expiry_failed".into(), detail: format!("{e}; tried again in an hour") });
-            return LifecycleReport { events, next_due: plan.next_due, capacity: None, level: None, scrubbed: None };
+            return LifecycleReport { events, next_due: plan.next_due, capacity: None, level: None, scrubbed: None, purged: Vec::new() };
         }
     };
     for snapshot in plan.expire.iter().filter(|s| done.expired.contains(&s.id)) {
@@ -176,7 +221,7 @@ pub fn expire(store: &Store, now: Timestamp, retention: Retention, holds: &Holds
         stopped_early: done.stopped_early,
         next_due: plan.next_due.map(|t| t.to_string()),
     });
-    LifecycleReport { events, next_due: plan.next_due, capacity: None, level: None, scrubbed: None }
+    LifecycleReport { events, next_due: plan.next_due, capacity: None, level: None, scrubbed: None, purged: Vec::new() }
 }
 
 #[cfg(test)]
@@ -237,7 +282,7 @@ mod tests {
         // newest 3, and collects their packs (all older than the grace of 0 here).
         let sealed = AtomicBool::new(true);
         let now = Timestamp::from_unix(T0 + full_at * DAY).unwrap();
-        let job = Job { now, retention: Retention::default(), holds: Holds::default(), gc_grace: std::time::Duration::ZERO, scrub: true };
+        let job = Job { now, retention: Retention::default(), holds: Holds::default(), gc_grace: std::time::Duration::ZERO, scrub: true, purges: vec![] };
         let report = run(&store, &job, &sealed);
         assert!(report.scrubbed.is_some(), "a whole scrub ran: {:?}", report.events);
         let expired = report.events.iter().filter(|e| matches!(e, Event::SnapshotExpired { .. })).count() as i64;

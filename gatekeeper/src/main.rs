@@ -35,6 +35,8 @@ struct Cli {
 enum Command {
     /// Verifies a policy bundle and, if it passes, makes it the vault's policy.
     ApplyBundle { bundle: PathBuf },
+    /// Verifies an order (hold, release, purge, veto) and, if it passes, records it.
+    ApplyOrder { order: PathBuf },
     /// Prints the policy in force and what the schedule says now.
     Status,
     /// Prints the vault's public key (made on first use), for pushers to pin.
@@ -86,6 +88,12 @@ fn main() -> ExitCode {
         Command::ApplyBundle { bundle } => policy_store::load_root(&cli.root).and_then(|root| {
             std::fs::create_dir_all(&cli.state).map_err(|source| vault_io::IoError::Io { path: cli.state.clone(), source })?;
             policy_store::apply_bundle(&root, &cli.state, &bundle, vault_core::policy::bundle::JudgedAt::trusted(vault_io::clock_now()), &mut EventLog::default()).map(|_| ())
+        }),
+        Command::ApplyOrder { order } => policy_store::load_root(&cli.root).and_then(|root| {
+            std::fs::create_dir_all(&cli.state).map_err(|source| vault_io::IoError::Io { path: cli.state.clone(), source })?;
+            let bytes = vault_io::read_bounded(&order, vault_core::policy::bundle::MAX_BUNDLE_BYTES)?;
+            let at = vault_core::policy::bundle::JudgedAt::trusted(vault_io::clock_now());
+            policy_store::apply_order(&root, &cli.state, &order.display().to_string(), &bytes, at, &mut EventLog::default()).map(|_| ())
         }),
         Command::Status => status(&cli.root, &cli.state),
         Command::Identity => gatekeeper::identity::VaultIdentity::load_or_create(&cli.state).map(|id| println!("{}", id.public)),

@@ -108,3 +108,32 @@ pub fn load_accepted(baked_root: &TrustRoot, state_dir: &Path) -> Result<Option<
         .map(Some)
         .map_err(|source| GatekeeperError::PolicyDropped { version: state.accepted_version, source })
 }
+
+/// Verifies order bytes read once (from a stick, or a file) against the root in force and the
+/// vault's order state and, if they pass, records the new order state. Every outcome is an
+/// event (`order_accepted` once durable, or `order_refused`); a refusal changes nothing.
+pub fn apply_order(baked_root: &TrustRoot, state_dir: &Path, source: &str, bytes: &[u8], at: JudgedAt, events: &mut EventLog) -> Result<vault_core::policy::orders::Accepted> {
+    let outcome = (|| -> Result<vault_core::policy::orders::Accepted> {
+        let mut state = load_state(state_dir)?;
+        let root = state.current_root(baked_root)?;
+        let accepted = vault_core::policy::orders::verify(bytes, &root, &state.orders, at, state.time_floor)?;
+        state.orders = accepted.state.clone();
+        vault_io::write_atomic(&state_dir.join(STATE_FILE), &state.to_bytes(), 0o600)?;
+        Ok(accepted)
+    })();
+    match &outcome {
+        Ok(accepted) => events.emit(
+            at.now,
+            &Event::OrderAccepted {
+                source: source.to_string(),
+                kind: accepted.kind.name().into(),
+                order: accepted.id.clone(),
+                signers: accepted.signers.clone(),
+                reason: accepted.reason.clone(),
+                executes_at: accepted.executes_at.map(|t| t.to_string()),
+            },
+        ),
+        Err(e) => events.emit(at.now, &Event::OrderRefused { source: source.to_string(), reason: e.to_string() }),
+    };
+    outcome
+}

@@ -196,6 +196,19 @@ fn start_state_writer(root_path: PathBuf, state_dir: PathBuf, mut events: EventL
                     };
                     StateDone::Floor { floor, result: write().map_err(|e| e.to_string()) }
                 }
+                StateJob::Order { source, bytes, at } => {
+                    let applied = policy_store::load_root(&root_path).and_then(|root| policy_store::apply_order(&root, &state_dir, &source, &bytes, at, &mut events));
+                    StateDone::Orders(applied.ok().map(|accepted| accepted.state))
+                }
+                StateJob::PurgesDone { executed, lapsed } => {
+                    let write = || -> Result<vault_core::policy::orders::OrderState> {
+                        let mut state = policy_store::load_state(&state_dir)?;
+                        state.orders.pending_purges.retain(|p| !executed.contains(&p.id) && !lapsed.contains(&p.id));
+                        vault_io::write_atomic(&state_dir.join(STATE_FILE), &state.to_bytes(), 0o600)?;
+                        Ok(state.orders)
+                    };
+                    StateDone::Orders(write().ok())
+                }
                 StateJob::LastScrub(at) => {
                     let write = || -> Result<()> {
                         let mut state = policy_store::load_state(&state_dir)?;
@@ -341,6 +354,7 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
     driver.store = services.store;
     driver.maintenance = services.maintenance;
     driver.set_last_scrub(state.last_scrub);
+    driver.orders = state.orders.clone();
     driver.events = events;
     driver.state = Some(state_jobs);
     driver.store_dir = store_dir;

@@ -16,6 +16,10 @@ use crate::error::{GatekeeperError, Result};
 
 /// The one file the vault reads from a stick (what `vaultctl usb write` puts there).
 pub const BUNDLE_FILE: &str = "vault-policy.bundle";
+/// Orders (holds, releases, purges, vetoes) beside the bundle: `vault-orders/*.order`.
+pub const ORDERS_DIR: &str = "vault-orders";
+/// The most order files one stick is read for (sorted by name; more are named as unread).
+pub const MAX_STICK_ORDERS: usize = 16;
 /// The kernel's uevent multicast group (udev's would be 2; there is no udev here).
 const KERNEL_UEVENTS: u32 = 1;
 /// How long one stick may take to mount and give its bundle before the watcher gives up on it
@@ -29,6 +33,8 @@ pub enum UsbReport {
     Inserted { device: String },
     /// The bundle's bytes, read once from the stick.
     Bundle { device: String, bytes: Vec<u8> },
+    /// One order file's bytes (`vault-orders/<name>`), read once.
+    Order { device: String, name: String, bytes: Vec<u8> },
     /// The stick gave no bundle, and why (bad filesystem, no file, too big, pulled mid-read).
     Unreadable { device: String, reason: String },
     Removed { device: String },
@@ -181,10 +187,20 @@ impl Watcher {
                 if !read_through_partitions && !is_empty_medium(&sysfs) {
                     self.reads.set(self.reads.get() + 1);
                     let mount_point = self.mount_point.join(self.reads.get().to_string());
-                    reports.push(match read_bundle_within(PathBuf::from(&device), mount_point, READ_WITHIN) {
-                        Ok(bytes) => UsbReport::Bundle { device, bytes },
-                        Err(reason) => UsbReport::Unreadable { device, reason },
-                    });
+                    match read_stick_within(PathBuf::from(&device), mount_point, READ_WITHIN) {
+                        Ok(stick) => {
+                            if let Some(bytes) = stick.bundle {
+                                reports.push(UsbReport::Bundle { device: device.clone(), bytes });
+                            }
+                            for (name, bytes) in stick.orders {
+                                reports.push(UsbReport::Order { device: device.clone(), name, bytes });
+                            }
+                            for reason in stick.problems {
+                                reports.push(UsbReport::Unreadable { device: device.clone(), reason });
+                            }
+                        }
+                        Err(reason) => reports.push(UsbReport::Unreadable { device, reason }),
+                    }
                 }
             }
             "remove" if is_disk => reports.push(UsbReport::Removed { device }),
@@ -202,11 +218,19 @@ fn is_empty_medium(sysfs: &Path) -> bool {
     std::fs::read_to_string(sysfs.join("size")).map(|s| s.trim() == "0").unwrap_or(false)
 }
 
-/// [`read_bundle`] at a fresh mount point, given `within` to finish (see [`finish_within`]).
-pub fn read_bundle_within(device: PathBuf, mount_point: PathBuf, within: std::time::Duration) -> std::result::Result<Vec<u8>, String> {
+/// What a stick gave: its bundle, its orders, and what could not be read (each a sentence).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct StickContents {
+    pub bundle: Option<Vec<u8>>,
+    pub orders: Vec<(String, Vec<u8>)>,
+    pub problems: Vec<String>,
+}
+
+/// [`read_stick`] at a fresh mount point, given `within` to finish (see [`finish_within`]).
+pub fn read_stick_within(device: PathBuf, mount_point: PathBuf, within: std::time::Duration) -> std::result::Result<StickContents, String> {
     std::fs::create_dir_all(&mount_point).map_err(|e| format!("stick: mount point {}: {e}; nothing read", mount_point.display()))?;
     finish_within(within, move || {
-        let read = read_bundle(&device, &mount_point);
+        let read = read_stick(&device, &mount_point);
         let _ = std::fs::remove_dir(&mount_point);
         read
     })
@@ -228,23 +252,60 @@ fn finish_within<T: Send + 'static>(within: std::time::Duration, work: impl FnOn
     })
 }
 
-/// Mounts the stick read-only and reads the bundle once; always unmounts. The error is a
-/// sentence for the `policy_refused` event.
-pub fn read_bundle(device: &Path, mount_point: &Path) -> std::result::Result<Vec<u8>, String> {
+/// Mounts the stick read-only and reads its bundle and its orders once each; always unmounts.
+/// Each problem is a sentence for a `policy_refused` event.
+pub fn read_stick(device: &Path, mount_point: &Path) -> std::result::Result<StickContents, String> {
     let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_NOATIME;
     mount(Some(device), mount_point, Some("vfat"), flags, None::<&str>).map_err(|errno| match errno {
         nix::errno::Errno::EINVAL => "stick: not a FAT filesystem (or a damaged one); nothing read".to_string(),
         other => format!("stick: mount failed ({other}); nothing read"),
     })?;
-    let read = vault_io::read_bounded(&mount_point.join(BUNDLE_FILE), MAX_BUNDLE_BYTES);
+    let contents = read_mounted(mount_point);
     // Lazily: a stick pulled mid-read must not leave the mount point busy for the next one.
     let _ = umount2(mount_point, MntFlags::MNT_DETACH);
-    read.map_err(|e| match e {
-        vault_io::IoError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => format!("stick: no {BUNDLE_FILE} at its top level"),
-        vault_io::IoError::Io { source, .. } if source.raw_os_error() == Some(nix::libc::ELOOP) => format!("stick: {BUNDLE_FILE} is a symlink; refused"),
-        vault_io::IoError::Io { source, .. } => format!("stick: reading {BUNDLE_FILE} failed ({source}); was it pulled out?"),
-        other => format!("stick: {other}"),
-    })
+    Ok(contents)
+}
+
+/// What a mounted stick holds at `root`: `vault-policy.bundle` and `vault-orders/*.order`.
+pub fn read_mounted(root: &Path) -> StickContents {
+    let mut stick = StickContents::default();
+    let read = |path: &Path, shown: &str| {
+        vault_io::read_bounded(path, MAX_BUNDLE_BYTES).map_err(|e| match e {
+            vault_io::IoError::Io { source, .. } if source.raw_os_error() == Some(nix::libc::ELOOP) => format!("stick: {shown} is a symlink; refused"),
+            vault_io::IoError::Io { source, .. } => format!("stick: reading {shown} failed ({source}); was it pulled out?"),
+            other => format!("stick: {other}"),
+        })
+    };
+    let bundle = root.join(BUNDLE_FILE);
+    if std::fs::symlink_metadata(&bundle).is_ok() {
+        match read(&bundle, BUNDLE_FILE) {
+            Ok(bytes) => stick.bundle = Some(bytes),
+            Err(reason) => stick.problems.push(reason),
+        }
+    }
+    let orders = root.join(ORDERS_DIR);
+    match std::fs::symlink_metadata(&orders) {
+        Ok(meta) if meta.is_dir() => {
+            let mut names: Vec<String> = std::fs::read_dir(&orders).map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).filter(|n| n.ends_with(".order")).collect()).unwrap_or_default();
+            names.sort();
+            if names.len() > MAX_STICK_ORDERS {
+                stick.problems.push(format!("stick: {} orders in {ORDERS_DIR}/, at most {MAX_STICK_ORDERS} are read; not read: {}", names.len(), names[MAX_STICK_ORDERS..].join(", ")));
+                names.truncate(MAX_STICK_ORDERS);
+            }
+            for name in names {
+                match read(&orders.join(&name), &format!("{ORDERS_DIR}/{name}")) {
+                    Ok(bytes) => stick.orders.push((name, bytes)),
+                    Err(reason) => stick.problems.push(reason),
+                }
+            }
+        }
+        Ok(_) => stick.problems.push(format!("stick: {ORDERS_DIR} is not a directory; refused")),
+        Err(_) => {}
+    }
+    if stick.bundle.is_none() && stick.orders.is_empty() && stick.problems.is_empty() {
+        stick.problems.push(format!("stick: no {BUNDLE_FILE} and no {ORDERS_DIR}/ at its top level"));
+    }
+    stick
 }
 
 #[cfg(test)]
@@ -322,13 +383,36 @@ mod tests {
     }
 
     #[test]
+    fn a_stick_gives_its_bundle_and_its_orders_and_names_what_it_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        assert_eq!(read_mounted(root).problems, vec![format!("stick: no {BUNDLE_FILE} and no {ORDERS_DIR}/ at its top level")]);
+        std::fs::write(root.join(BUNDLE_FILE), b"bundle").unwrap();
+        std::fs::create_dir(root.join(ORDERS_DIR)).unwrap();
+        std::fs::write(root.join(ORDERS_DIR).join("b.order"), b"second").unwrap();
+        std::fs::write(root.join(ORDERS_DIR).join("a.order"), b"first").unwrap();
+        std::fs::write(root.join(ORDERS_DIR).join("notes.txt"), b"ignored").unwrap();
+        std::os::unix::fs::symlink("/etc/passwd", root.join(ORDERS_DIR).join("c.order")).unwrap();
+        let stick = read_mounted(root);
+        assert_eq!(stick.bundle.as_deref(), Some(&b"bundle"[..]));
+        assert_eq!(stick.orders, vec![("a.order".to_string(), b"first".to_vec()), ("b.order".to_string(), b"second".to_vec())]);
+        assert_eq!(stick.problems, vec![format!("stick: {ORDERS_DIR}/c.order is a symlink; refused")]);
+        for i in 0..20 {
+            std::fs::write(root.join(ORDERS_DIR).join(format!("x{i:02}.order")), b"o").unwrap();
+        }
+        let many = read_mounted(root);
+        assert_eq!(many.orders.len(), MAX_STICK_ORDERS);
+        assert!(many.problems.iter().any(|p| p.contains("at most 16 are read")), "{:?}", many.problems);
+    }
+
+    #[test]
     fn reading_a_device_that_is_not_a_filesystem_is_refused_with_the_reason() {
         let dir = tempfile::tempdir().unwrap();
         let not_a_device = dir.path().join("garbage");
         std::fs::write(&not_a_device, b"not a filesystem").unwrap();
         let mount_point = dir.path().join("mnt");
         std::fs::create_dir(&mount_point).unwrap();
-        let reason = read_bundle(&not_a_device, &mount_point).unwrap_err();
+        let reason = read_stick(&not_a_device, &mount_point).unwrap_err();
         assert!(reason.starts_with("stick: "), "{reason}");
         assert!(reason.contains("nothing read"), "{reason}");
     }

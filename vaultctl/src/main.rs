@@ -4,6 +4,7 @@
 
 mod error;
 mod keyfile;
+mod order;
 mod push;
 mod restore;
 mod usb;
@@ -39,6 +40,9 @@ enum Command {
     /// Signed policy bundles.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Signed orders beside the policy: hold, release, purge, veto.
+    #[command(subcommand)]
+    Order(order::OrderCommand),
     /// USB stick images that carry a policy bundle to the vault.
     #[command(subcommand)]
     Usb(UsbCommand),
@@ -143,9 +147,14 @@ enum KeyCommand {
 
 #[derive(Subcommand)]
 enum UsbCommand {
-    /// Writes a FAT image holding the bundle as vault-policy.bundle (attach it, or dd it to a stick).
+    /// Writes a FAT image holding the bundle as vault-policy.bundle and any orders in
+    /// vault-orders/ (attach it, or dd it to a stick).
     Write {
-        bundle: PathBuf,
+        /// The policy bundle; a stick may carry only orders.
+        bundle: Option<PathBuf>,
+        /// A signed order to carry (repeat); written as vault-orders/<file stem>.order.
+        #[arg(long = "order")]
+        orders: Vec<PathBuf>,
         #[arg(long)]
         out: PathBuf,
         /// Skip the size and shape checks: for testing the vault's refusals.
@@ -260,6 +269,7 @@ fn run(cli: Cli) -> Result<()> {
             policy_verify(&root, state.as_deref(), at.as_deref(), &bundle)
         }
         Command::Policy(PolicyCommand::Show { json, bundle }) => policy_show(&bundle, json),
+        Command::Order(command) => order::run(command),
         Command::Schedule { policy, from, days } => show_schedule(&policy, from.as_deref(), days),
         Command::Push(args) => push_command(args),
         Command::Restore { store, snapshot, to, trust, keep_going, json } => {
@@ -281,13 +291,23 @@ fn run(cli: Cli) -> Result<()> {
             let trust = restore::Trust::from_args(trust.vault_key.as_deref(), trust.insecure_any_vault_key, "snapshots")?;
             restore::list_snapshots(&store, &trust, json)
         }
-        Command::Usb(UsbCommand::Write { bundle, out, unchecked }) => {
+        Command::Usb(UsbCommand::Write { bundle, orders, out, unchecked }) => {
             // Unchecked contents may be oversized on purpose, but never without bound.
             let limit = if unchecked { 256 << 20 } else { MAX_BUNDLE_BYTES };
-            let bytes = vault_io::read_bounded(&bundle, limit)?;
-            let contents = if unchecked { usb::Contents::Unchecked(&bytes) } else { usb::Contents::Bundle(&bytes) };
-            let size = usb::write_image(contents, &out)?;
-            println!("wrote {} ({size} bytes, FAT): {} as {}", out.display(), bundle.display(), usb::BUNDLE_FILE);
+            let bytes = bundle.as_deref().map(|b| vault_io::read_bounded(b, limit)).transpose()?;
+            let contents = bytes.as_deref().map(|bytes| if unchecked { usb::Contents::Unchecked(bytes) } else { usb::Contents::Bundle(bytes) });
+            let orders = orders
+                .iter()
+                .map(|path| {
+                    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+                    Ok((name, vault_io::read_bounded(path, MAX_BUNDLE_BYTES)?))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if contents.is_none() && orders.is_empty() {
+                return Err(CliError::Usage("nothing to write: give a bundle, --order, or both".into()));
+            }
+            let size = usb::write_stick(contents, &orders, &out)?;
+            println!("wrote {} ({size} bytes, FAT): {} bundle, {} order(s)", out.display(), if bundle.is_some() { "a" } else { "no" }, orders.len());
             Ok(())
         }
     }

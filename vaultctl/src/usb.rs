@@ -1,5 +1,5 @@
-//! `vaultctl usb write`: a FAT image holding one file, `vault-policy.bundle`, to attach to the
-//! vault (QEMU's usb-storage) or `dd` onto a real stick. No partition table (a "superfloppy"):
+//! `vaultctl usb write`: a FAT image holding `vault-policy.bundle` and any orders in
+//! `vault-orders/`, to attach to the vault (QEMU's usb-storage) or `dd` onto a real stick. No partition table (a "superfloppy"):
 //! the vault reads the whole device. The image is the same bytes for the same bundle (fixed
 //! volume id, 1980 timestamps), so a stick can be checked against its SHA-256.
 
@@ -26,8 +26,22 @@ pub enum Contents<'a> {
     Unchecked(&'a [u8]),
 }
 
-/// Writes the image to `out` (which must not exist). Returns its size in bytes.
-pub fn write_image(contents: Contents<'_>, out: &Path) -> Result<u64> {
+/// Where orders go on the stick, each as `<name>.order`.
+pub const ORDERS_DIR: &str = "vault-orders";
+
+/// Writes the image to `out` (which must not exist): the bundle, and orders beside it (or
+/// instead of it), each `(name, bytes)` checked as an order envelope and written as
+/// `vault-orders/<name>.order`. Returns its size in bytes.
+pub fn write_stick(contents: Option<Contents<'_>>, orders: &[(String, Vec<u8>)], out: &Path) -> Result<u64> {
+    for (name, bytes) in orders {
+        if bytes.len() > MAX_BUNDLE_BYTES || name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(CliError::Usage(format!("order `{name}`: a name of letters, digits, - and _, and at most {MAX_BUNDLE_BYTES} bytes")));
+        }
+        Envelope::from_bytes_of(bytes, vault_core::policy::orders::ORDER_PAYLOAD_TYPE)?;
+    }
+    let Some(contents) = contents else {
+        return write_fat(None, orders, out);
+    };
     let bytes = match contents {
         Contents::Bundle(bytes) => {
             if bytes.len() > MAX_BUNDLE_BYTES {
@@ -38,7 +52,12 @@ pub fn write_image(contents: Contents<'_>, out: &Path) -> Result<u64> {
         }
         Contents::Unchecked(bytes) => bytes,
     };
-    let size = (bytes.len() as u64 + 4 * MIB).div_ceil(MIB).max(MIN_IMAGE / MIB) * MIB;
+    write_fat(Some(bytes), orders, out)
+}
+
+fn write_fat(bundle_bytes: Option<&[u8]>, orders: &[(String, Vec<u8>)], out: &Path) -> Result<u64> {
+    let total = bundle_bytes.map_or(0, <[u8]>::len) + orders.iter().map(|(_, b)| b.len()).sum::<usize>();
+    let size = (total as u64 + 4 * MIB).div_ceil(MIB).max(MIN_IMAGE / MIB) * MIB;
     let fat_err = |what: &str| {
         let what = what.to_string();
         move |e: std::io::Error| CliError::Usage(format!("{}: {what}: {e}", out.display()))
@@ -49,10 +68,19 @@ pub fn write_image(contents: Contents<'_>, out: &Path) -> Result<u64> {
     fatfs::format_volume(&mut file, options).map_err(fat_err("format FAT"))?;
     {
         let fs = fatfs::FileSystem::new(&mut file, fatfs::FsOptions::new()).map_err(fat_err("open FAT"))?;
-        let mut bundle = fs.root_dir().create_file(BUNDLE_FILE).map_err(fat_err("create the bundle file"))?;
-        bundle.write_all(bytes).map_err(fat_err("write the bundle"))?;
-        bundle.flush().map_err(fat_err("write the bundle"))?;
-        drop(bundle);
+        if let Some(bytes) = bundle_bytes {
+            let mut bundle = fs.root_dir().create_file(BUNDLE_FILE).map_err(fat_err("create the bundle file"))?;
+            bundle.write_all(bytes).map_err(fat_err("write the bundle"))?;
+            bundle.flush().map_err(fat_err("write the bundle"))?;
+        }
+        if !orders.is_empty() {
+            let dir = fs.root_dir().create_dir(ORDERS_DIR).map_err(fat_err("create the orders directory"))?;
+            for (name, bytes) in orders {
+                let mut file = dir.create_file(&format!("{name}.order")).map_err(fat_err("create an order file"))?;
+                file.write_all(bytes).map_err(fat_err("write an order"))?;
+                file.flush().map_err(fat_err("write an order"))?;
+            }
+        }
         fs.unmount().map_err(fat_err("close FAT"))?;
     }
     file.sync_all().map_err(fat_err("sync"))?;
@@ -77,8 +105,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let (a, b) = (dir.path().join("a.img"), dir.path().join("b.img"));
-        write_image(Contents::Unchecked(&payload), &a).unwrap();
-        write_image(Contents::Unchecked(&payload), &b).unwrap();
+        write_stick(Some(Contents::Unchecked(&payload)), &[], &a).unwrap();
+        write_stick(Some(Contents::Unchecked(&payload)), &[], &b).unwrap();
         assert_eq!(read_back(&a), payload);
         assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap(), "same bundle, same image");
     }
@@ -86,10 +114,10 @@ mod tests {
     #[test]
     fn refuses_what_is_not_a_bundle_and_what_is_too_big() {
         let dir = tempfile::tempdir().unwrap();
-        let err = write_image(Contents::Bundle(b"not json"), &dir.path().join("x.img")).unwrap_err();
+        let err = write_stick(Some(Contents::Bundle(b"not json")), &[], &dir.path().join("x.img")).unwrap_err();
         assert!(matches!(err, CliError::Core(_)), "{err}");
         let huge = vec![b' '; MAX_BUNDLE_BYTES + 1];
-        let err = write_image(Contents::Bundle(&huge), &dir.path().join("y.img")).unwrap_err();
+        let err = write_stick(Some(Contents::Bundle(&huge)), &[], &dir.path().join("y.img")).unwrap_err();
         assert!(err.to_string().contains("at most"), "{err}");
         assert!(!dir.path().join("x.img").exists() && !dir.path().join("y.img").exists(), "nothing written on refusal");
     }
@@ -99,7 +127,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("stick.img");
         std::fs::write(&out, b"precious").unwrap();
-        assert!(write_image(Contents::Unchecked(b"x"), &out).is_err());
+        assert!(write_stick(Some(Contents::Unchecked(b"x")), &[], &out).is_err());
         assert_eq!(std::fs::read(&out).unwrap(), b"precious");
     }
 }

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::canonical::{self, check_size};
 use crate::error::{invalid, Error, Result};
+use crate::policy::orders::OrderState;
 use crate::policy::root::{RootDoc, TrustRoot};
 use crate::units::Timestamp;
 
@@ -24,6 +25,8 @@ pub struct VaultState {
     pub rotated_root: Option<TrustRoot>,
     /// When the last scrub that read the whole store started (vault time).
     pub last_scrub: Option<Timestamp>,
+    /// Holds in force, purges waiting, the serial floor of each kind of order.
+    pub orders: OrderState,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,11 +38,13 @@ pub struct StateDoc {
     pub rotated_root: Option<RootDoc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scrub: Option<String>,
+    #[serde(default, skip_serializing_if = "OrderState::is_empty")]
+    pub orders: OrderState,
 }
 
 impl Default for VaultState {
     fn default() -> Self {
-        VaultState { accepted_version: 0, time_floor: Timestamp::EPOCH, rotated_root: None, last_scrub: None }
+        VaultState { accepted_version: 0, time_floor: Timestamp::EPOCH, rotated_root: None, last_scrub: None, orders: OrderState::default() }
     }
 }
 
@@ -52,6 +57,7 @@ impl VaultState {
             time_floor: Timestamp::parse(&doc.time_floor).map_err(|reason| invalid("time_floor", reason))?,
             rotated_root: doc.rotated_root.as_ref().map(TrustRoot::from_doc).transpose()?,
             last_scrub: doc.last_scrub.as_deref().map(|t| Timestamp::parse(t).map_err(|reason| invalid("last_scrub", reason))).transpose()?,
+            orders: doc.orders.clone(),
         })
     }
 
@@ -61,6 +67,7 @@ impl VaultState {
             time_floor: self.time_floor.to_string(),
             rotated_root: self.rotated_root.as_ref().map(TrustRoot::to_doc),
             last_scrub: self.last_scrub.map(|t| t.to_string()),
+            orders: self.orders.clone(),
         })
     }
 
@@ -97,6 +104,7 @@ mod tests {
             time_floor: Timestamp::parse("2026-11-25T00:00:00Z").unwrap(),
             rotated_root: Some(root_with("vault-01", 2, 1, &[9])),
             last_scrub: Some(Timestamp::parse("2026-11-20T00:00:00Z").unwrap()),
+            orders: OrderState::default(),
         };
         assert_eq!(VaultState::from_bytes(&state.to_bytes()).unwrap(), state);
         let err = VaultState::from_bytes(br#"{"accepted_version":1,"time_floor":"2026-11-25T00:00:00Z","x":1}"#).unwrap_err();

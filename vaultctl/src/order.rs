@@ -1,0 +1,159 @@
+//! `vaultctl order`: holds, releases, purges and vetoes as signed orders for the vault's stick
+//! (see `vault_core::policy::orders`). `new` writes an unsigned order, each admin `sign`s it on
+//! their own machine, and it goes on the stick as `vault-orders/<name>.order`.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand, ValueEnum};
+use vault_core::policy::bundle::{Envelope, MAX_BUNDLE_BYTES};
+use vault_core::policy::orders::{self, DatasetDoc, Order, OrderDoc, OrderKind, ORDER_PAYLOAD_TYPE, ORDER_SIGNING_CONTEXT};
+use vault_core::units::Duration;
+
+use crate::error::{CliError, Result};
+use crate::{keyfile, load_root, time_arg};
+
+#[derive(Subcommand)]
+pub enum OrderCommand {
+    /// Writes an unsigned order: what it names, why, and until when it may take effect.
+    New(OrderNew),
+    /// Adds one admin's signature to an order.
+    Sign {
+        /// The signing admin's secret key (NAME.key).
+        #[arg(long)]
+        key: PathBuf,
+        /// The trust root in force (the key must be one of its admins).
+        #[arg(long)]
+        root: PathBuf,
+        order: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Shows what an order says and who signed it, without verifying it.
+    Show { order: PathBuf },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Kind {
+    Hold,
+    Release,
+    Purge,
+    Veto,
+}
+
+#[derive(Args)]
+pub struct OrderNew {
+    #[arg(long, value_enum)]
+    kind: Kind,
+    /// Above the last accepted order of this kind (the vault refuses anything else).
+    #[arg(long)]
+    serial: u64,
+    /// The trust root in force (the order names its digest and vault id).
+    #[arg(long)]
+    root: PathBuf,
+    /// A snapshot the order names (repeat).
+    #[arg(long = "snapshot")]
+    snapshots: Vec<String>,
+    /// A dataset the order names, as PUSHER/DATASET (repeat).
+    #[arg(long = "dataset")]
+    datasets: Vec<String>,
+    /// For a veto: the purge order it cancels (the id `order show` prints).
+    #[arg(long)]
+    vetoes: Option<String>,
+    /// Why (one line; it is on the vault's console and in its events).
+    #[arg(long)]
+    reason: String,
+    /// How long from now it may take effect (a purge must outlast the root's purge_delay).
+    #[arg(long, default_value = "14d")]
+    valid_for: String,
+    /// Issue time (RFC 3339); default now.
+    #[arg(long)]
+    issued: Option<String>,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+pub fn run(command: OrderCommand) -> Result<()> {
+    match command {
+        OrderCommand::New(args) => new(args),
+        OrderCommand::Sign { key, root, order, out } => sign(&key, &root, &order, &out),
+        OrderCommand::Show { order } => show(&order),
+    }
+}
+
+fn new(args: OrderNew) -> Result<()> {
+    let root = load_root(&args.root)?;
+    let issued = time_arg(args.issued.as_deref(), "--issued")?;
+    let valid_for = Duration::parse(&args.valid_for).map_err(|e| CliError::Usage(format!("--valid-for: {e}")))?;
+    let datasets = args
+        .datasets
+        .iter()
+        .map(|d| {
+            let (pusher, dataset) = d.split_once('/').ok_or_else(|| CliError::Usage(format!("--dataset {d}: write it PUSHER/DATASET")))?;
+            Ok(DatasetDoc { pusher: pusher.into(), dataset: dataset.into() })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let kind = match args.kind {
+        Kind::Hold => OrderKind::Hold,
+        Kind::Release => OrderKind::Release,
+        Kind::Purge => OrderKind::Purge,
+        Kind::Veto => OrderKind::Veto,
+    };
+    let doc = OrderDoc {
+        vault_id: root.vault_id.clone(),
+        kind,
+        serial: args.serial,
+        issued: issued.to_string(),
+        expires: issued.saturating_add(valid_for).to_string(),
+        signed_for_root: root.digest(),
+        snapshots: args.snapshots,
+        datasets,
+        vetoes: args.vetoes,
+        reason: args.reason,
+    };
+    // Checked as the vault will check it, before anyone signs.
+    Order::from_doc(doc.clone())?;
+    vault_io::write_atomic(&args.out, &orders::unsigned(&doc).to_bytes(), 0o644)?;
+    eprintln!("{} order {} for vault {} written, unsigned: {}", kind.name(), doc.serial, doc.vault_id, args.out.display());
+    Ok(())
+}
+
+fn read_order(path: &Path) -> Result<(Envelope, Order, String)> {
+    let bytes = vault_io::read_bounded(path, MAX_BUNDLE_BYTES)?;
+    let envelope = Envelope::from_bytes_of(&bytes, ORDER_PAYLOAD_TYPE)?;
+    let payload = envelope.payload_bytes()?;
+    let order = Order::from_bytes(&payload)?;
+    let id = vault_core::keys::hex(ring::digest::digest(&ring::digest::SHA256, &payload).as_ref());
+    Ok((envelope, order, id))
+}
+
+fn sign(key: &Path, root: &Path, order: &Path, out: &Path) -> Result<()> {
+    let key = keyfile::load_secret(key)?;
+    let root = load_root(root)?;
+    let (mut envelope, parsed, _) = read_order(order)?;
+    if root.admin_with_key(&key.public_key()).is_none() {
+        return Err(CliError::Usage(format!("key {} is not an admin of root v{}", key.public_key().key_id(), root.version)));
+    }
+    envelope.sign_in(&key, ORDER_SIGNING_CONTEXT)?;
+    vault_io::write_atomic(out, &envelope.to_bytes(), 0o644)?;
+    let needs = parsed.kind().threshold(&root);
+    eprintln!("signed {} order {} as key {}; {} of the {needs} signature(s) it needs: {}", parsed.kind().name(), parsed.doc.serial, key.public_key().key_id(), envelope.signatures.len(), out.display());
+    Ok(())
+}
+
+fn show(order: &Path) -> Result<()> {
+    let (envelope, parsed, id) = read_order(order)?;
+    let doc = &parsed.doc;
+    println!("{} order {} for vault {} (id {id})", doc.kind.name(), doc.serial, doc.vault_id);
+    println!("issued {}, expires {}; reason: {}", doc.issued, doc.expires, doc.reason);
+    for snapshot in &doc.snapshots {
+        println!("snapshot {snapshot}");
+    }
+    for d in &doc.datasets {
+        println!("dataset {}/{}", d.pusher, d.dataset);
+    }
+    if let Some(vetoed) = &doc.vetoes {
+        println!("vetoes purge order {vetoed}");
+    }
+    println!("signed by key(s): {}", envelope.key_ids().collect::<Vec<_>>().join(", "));
+    Ok(())
+}
