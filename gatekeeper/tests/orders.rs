@@ -90,6 +90,9 @@ fn one_admin_holds_the_quorum_purges_after_the_cooling_off_and_one_admin_vetoes(
     assert!((72 * 3600 - 60..=72 * 3600).contains(&wait), "executes in {wait} s");
     let id = event["order"].as_str().unwrap().to_string();
     assert_eq!(admins.state()["orders"]["pending_purges"][0]["id"], id);
+    // `order show` names it by the same id, for whoever writes the veto.
+    let shown = String::from_utf8(run(Command::new(vaultctl_bin()).args(["order", "show"]).arg(&purge)).stdout).unwrap();
+    assert!(shown.starts_with(&format!("purge order 1 for vault vault-01 (id {id})")) && shown.contains("dataset db/pg"), "{shown}");
 
     // Any one admin stops it within the cooling-off.
     let veto = admins.order("veto", &["--kind", "veto", "--serial", "1", "--vetoes", &id, "--reason", "not agreed with legal"], &["carol"]);
