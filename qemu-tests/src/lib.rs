@@ -652,6 +652,32 @@ impl Workbench {
         out
     }
 
+    /// `vaultctl order new` with `args` (for the test root), signed by each of `admins`.
+    pub fn order(&self, name: &str, args: &[&str], admins: &[&str]) -> PathBuf {
+        let out = self.dir.join(format!("{name}.order"));
+        let root = self.artifacts.keys.join("root.toml");
+        let _ = std::fs::remove_file(&out);
+        run_ok(self.vaultctl().args(["order", "new", "--root"]).arg(&root).args(args).arg("--out").arg(&out));
+        for admin in admins {
+            let key = self.artifacts.keys.join(format!("{admin}.key"));
+            run_ok(self.vaultctl().args(["order", "sign", "--root"]).arg(&root).arg("--key").arg(key).arg(&out).arg("--out").arg(&out));
+        }
+        out
+    }
+
+    /// A stick image carrying only `orders` (in `vault-orders/`).
+    pub fn order_stick(&self, name: &str, orders: &[PathBuf]) -> PathBuf {
+        let out = self.dir.join(format!("{name}.img"));
+        let _ = std::fs::remove_file(&out);
+        let mut cmd = self.vaultctl();
+        cmd.args(["usb", "write"]);
+        for order in orders {
+            cmd.arg("--order").arg(order);
+        }
+        run_ok(cmd.arg("--out").arg(&out));
+        out
+    }
+
     /// A file of `bytes` in the bench.
     pub fn file(&self, name: &str, bytes: &[u8]) -> PathBuf {
         let path = self.dir.join(name);
@@ -920,7 +946,14 @@ impl Appliance {
 
     /// Boots again on `disk` (after [`Vm::power_cut`]), on the same network.
     pub fn reboot_on(&mut self, name: &str, disk: PathBuf) {
-        self.vm = Vm::boot(&self.bench.artifacts, name, Boot::Direct, VmOptions { disk: Some(disk), cmdline_extra: self.cmdline_extra.clone(), ..self.net.vm_options() });
+        self.reboot_with(name, disk, Vec::new());
+    }
+
+    /// [`Appliance::reboot_on`] with more QEMU arguments (a real-time clock set elsewhere).
+    pub fn reboot_with(&mut self, name: &str, disk: PathBuf, extra: Vec<String>) {
+        let mut options = VmOptions { disk: Some(disk), cmdline_extra: self.cmdline_extra.clone(), ..self.net.vm_options() };
+        options.extra.extend(extra);
+        self.vm = Vm::boot(&self.bench.artifacts, name, Boot::Direct, options);
     }
 
     pub fn push(&self, pusher: &str, dataset: &str, source: &Path) -> std::process::Output {

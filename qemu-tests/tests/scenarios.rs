@@ -231,6 +231,48 @@ fn a_snapshot_expires_by_the_vaults_clock_across_a_reboot_and_the_newest_stays()
     assert_sealed_exactly(&mut box_, &[(&newer, &newer_tree)]);
 }
 
+/// Orders on a stick: one admin's hold and the quorum's purge of a dataset are accepted; the
+/// purge waits out its 72 hours (the box is rebooted with its clock three days on, as a vault
+/// left alone would live them) and then deletes what it names, except what the hold covers;
+/// everything else on the disk restores byte for byte.
+#[test]
+fn a_purge_order_on_a_stick_waits_out_its_cooling_off_and_a_hold_still_wins() {
+    let mut box_ = Appliance::boot("purge-order", Boot::Direct);
+    let t = now_secs();
+    let spec = PolicySpec { windows: vec![(t + 20, t + 70)], pushers: vec![("db-backup".into(), "1GiB".into())], early_close: false, ..PolicySpec::new(1, "vault-test") };
+    box_.apply_policy(&spec);
+    wait_listening(&mut box_.vm);
+    let trees: Vec<std::path::PathBuf> = (0..3).map(|i| box_.bench.dir.join(format!("tree{i}"))).collect();
+    for (i, tree) in trees.iter().enumerate() {
+        random_tree(tree, 2, 20_000, 0x0d + i as u64);
+    }
+    let held = push_summary(&box_.push("db-backup", "pgdump", &trees[0]));
+    let purged = push_summary(&box_.push("db-backup", "pgdump", &trees[1]));
+    let other = push_summary(&box_.push("db-backup", "etc", &trees[2]));
+    box_.vm.wait_for("the window's close", EVENT_WAIT, |e| e["event"] == "state_changed" && e["to"] == "sealed");
+
+    let hold = box_.bench.order("hold", &["--kind", "hold", "--serial", "1", "--snapshot", held["snapshot"].as_str().unwrap(), "--reason", "legal hold"], &["carol"]);
+    let purge = box_.bench.order("purge", &["--kind", "purge", "--serial", "1", "--dataset", "db-backup/pgdump", "--reason", "decommissioned"], &["alice", "bob"]);
+    let stick = box_.bench.order_stick("orders", &[hold, purge]);
+    let id = box_.vm.plug_stick(&stick);
+    let first = box_.vm.wait_event("order_accepted", EVENT_WAIT);
+    let second = box_.vm.wait_event("order_accepted", EVENT_WAIT);
+    box_.vm.unplug_stick(&id);
+    assert_eq!((first["kind"].as_str(), second["kind"].as_str()), (Some("hold"), Some("purge")), "{first} {second}");
+    assert!(second["executes_at"].is_string(), "{second}");
+    assert!(!box_.vm.events().iter().any(|e| e["event"] == "purge_executed" || e["event"] == "snapshot_expired"), "nothing goes before the cooling-off");
+
+    // Three days and an hour on: the purge is due at the first lifecycle run after the start.
+    let disk = box_.vm.shut_off();
+    let later = qemu_tests::rfc3339(now_secs() + 73 * 3600).trim_end_matches('Z').to_string();
+    box_.reboot_with("purge-order-later", disk, vec!["-rtc".into(), format!("base={later}")]);
+    let executed = box_.vm.wait_event("purge_executed", Duration::from_secs(180));
+    assert_eq!(executed["expired"], serde_json::json!([purged["snapshot"]]), "{executed}");
+    assert_eq!(executed["kept_held"], serde_json::json!([held["snapshot"]]), "{executed}");
+    assert_eq!(executed["signers"], serde_json::json!(["alice", "bob"]), "{executed}");
+    assert_sealed_exactly(&mut box_, &[(&held, &trees[0]), (&other, &trees[2])]);
+}
+
 #[test]
 fn outside_the_window_no_answer_inside_it_strangers_are_refused_and_it_closes_on_time() {
     let mut box_ = Appliance::boot("window-refusals", Boot::Direct);
