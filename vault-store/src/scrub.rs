@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::io::{Read, Seek};
 use std::path::Path;
 
 use vault_core::push::chunk::ChunkId;
@@ -26,6 +26,10 @@ const MAGIC: &[u8; 4] = b"VBAD";
 const VERSION: u8 = 1;
 const STEM_BYTES: usize = 16;
 const ENTRY_BYTES: usize = STEM_BYTES + 32;
+/// How much a scrub reads from a pack at once.
+const READ_BUFFER: usize = 1 << 20;
+/// How often (in bytes read) a scrub lets its caller pace it.
+const PACE_EVERY: u64 = 8 << 20;
 /// At most this many bad copies are listed (a disk this damaged needs replacing, not a list).
 pub const MAX_LISTED: usize = 1 << 20;
 
@@ -135,20 +139,37 @@ impl Store {
                 }
             };
             done.packs += 1;
-            let file = File::open(pack).map_err(|e| crate::io_error(pack, e));
+            // In the order the chunks lie in the pack (the index is sorted by id), through a
+            // large buffer: one sequential read of the pack, whatever the chunk sizes.
+            let mut entries = entries;
+            entries.sort_by_key(|(_, offset, _)| *offset);
+            let mut reader = File::open(pack).map(|f| std::io::BufReader::with_capacity(READ_BUFFER, f)).map_err(|e| e.to_string());
+            let mut position = 0u64;
             let mut buf = Vec::new();
+            let mut unpaced = 0u64;
             for (id, offset, len) in entries {
                 buf.resize(len as usize, 0);
-                let read = file.as_ref().map_err(|e| e.to_string()).and_then(|f| f.read_exact_at(&mut buf, offset).map_err(|e| e.to_string()));
+                let read = reader.as_mut().map_err(|e| e.clone()).and_then(|r| {
+                    if offset != position {
+                        r.seek(std::io::SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
+                    }
+                    r.read_exact(&mut buf).map_err(|e| e.to_string())
+                });
+                position = if read.is_ok() { offset + u64::from(len) } else { u64::MAX };
                 done.chunks += 1;
                 done.bytes += u64::from(len);
-                pace(u64::from(len));
+                unpaced += u64::from(len);
+                if unpaced >= PACE_EVERY {
+                    pace(unpaced);
+                    unpaced = 0;
+                }
                 match read {
                     Ok(()) if ChunkId::of(&buf) == id => {}
                     Ok(()) => done.found.push((stem.clone(), id, format!("reads back as {}", ChunkId::of(&buf)))),
                     Err(why) => done.found.push((stem.clone(), id, format!("read failed: {why}"))),
                 }
             }
+            pace(unpaced);
         }
         let found: BTreeSet<BadCopy> = done.found.iter().filter(|(_, id, _)| id.0 != [0; 32]).map(|(stem, id, _)| (stem.clone(), *id)).collect();
         let mut bad = self.damaged_copies();
