@@ -35,7 +35,7 @@ use crate::error::{GatekeeperError, Result as GkResult};
 use crate::events::{Event, EventLog};
 use crate::identity::VaultIdentity;
 use crate::session_worker::{Confinement, LISTENER_FD, RELAY_FD, SIGN_FD};
-use crate::sessions_api::{SessionContext, SessionReport, SessionServer, Stop};
+use crate::sessions_api::{Refusal, SessionContext, SessionReport, SessionServer, Stop};
 
 /// Deadlines and caps, checked before anything is allocated for a peer.
 #[derive(Debug, Clone, Copy)]
@@ -385,7 +385,7 @@ impl PushService {
                     };
                     // One commit at a time: reading back a session's manifest and chunk table
                     // is the only place a session's memory grows with what it sent.
-                    let commit = self.commits.acquire().await.map_err(|e| Refusal::internal(format!("commit slot: {e}")))?;
+                    let commit = self.commits.acquire().await.map_err(|e| Refusal::told(format!("commit slot: {e}")))?;
                     // From the check that every chunk is there to the end of the seal, no expiry
                     // or collection can take one away (the seal holds this even if the session
                     // is aborted meanwhile).
@@ -470,7 +470,7 @@ impl PushService {
         })
         .await
         // The seal stopped (a panic): it may or may not have made the snapshot visible.
-        .map_err(|e| Refusal::internal(format!("sealing task failed ({e}): no receipt, and the snapshot may or may not be visible; the next start re-checks the store")))?
+        .map_err(|e| Refusal::told(format!("sealing task failed ({e}): no receipt, and the snapshot may or may not be visible; the next start re-checks the store")))?
         // A store error here is always from before the snapshot became visible.
         .map_err(Refusal::from)?;
         Ok((receipt, signed, sealed))
@@ -500,22 +500,6 @@ fn random_suffix() -> [u8; 4] {
     let mut bytes = [0u8; 4];
     ring::rand::SystemRandom::new().fill(&mut bytes).expect("the OS gives randomness");
     bytes
-}
-
-/// Why a session ended early, and whether the peer should be told.
-#[derive(Debug)]
-struct Refusal {
-    reason: String,
-    tell_peer: bool,
-}
-
-impl Refusal {
-    fn internal(reason: String) -> Refusal {
-        Refusal { reason, tell_peer: true }
-    }
-    fn gone(reason: String) -> Refusal {
-        Refusal { reason, tell_peer: false }
-    }
 }
 
 impl From<vault_core::Error> for Refusal {

@@ -33,6 +33,7 @@ use vault_core::push::protocol::{ClientFrame, Filled, FrameReader, VaultFrame};
 use vault_core::push::relay::{FromWorker, SessionNo, ToWorker, FRAME_CREDIT, MAX_RELAY_FRAME};
 
 use crate::error::{GatekeeperError, Result};
+use crate::sessions_api::Refusal;
 
 /// The worker's subcommand: `gatekeeper session-worker`, checked before anything else runs.
 pub const SUBCOMMAND: &str = "session-worker";
@@ -402,20 +403,6 @@ impl Handshakes {
     }
 }
 
-/// Why a connection ended on the worker's side, and whether the pusher is told.
-struct Ending {
-    reason: String,
-    tell_peer: bool,
-}
-
-impl Ending {
-    fn said(reason: String) -> Ending {
-        Ending { reason, tell_peer: true }
-    }
-    fn gone(reason: String) -> Ending {
-        Ending { reason, tell_peer: false }
-    }
-}
 
 struct Connection {
     session: SessionNo,
@@ -455,7 +442,7 @@ impl Connection {
         loop {
             tokio::select! {
                 ending = &mut incoming => {
-                    let Ending { reason, tell_peer } = ending;
+                    let Refusal { reason, tell_peer } = ending;
                     let told = tell_peer && last_frame(&mut writer, VaultFrame::Refused { reason: reason.clone() }.encode().ok()).await.is_ok();
                     return self.tell(FromWorker::Ended { session: self.session, reason, told_peer: told }).await;
                 }
@@ -490,13 +477,13 @@ impl Connection {
     /// Reads, checks and decodes frames, and forwards each to the daemon while the session has
     /// credit. After a commit it reads no more (the pusher waits for its receipt). Returns
     /// why the connection ended.
-    async fn forward_frames<R: AsyncRead + Unpin>(&self, reader: &mut R, credit: &Semaphore) -> Ending {
+    async fn forward_frames<R: AsyncRead + Unpin>(&self, reader: &mut R, credit: &Semaphore) -> Refusal {
         let mut frames = FrameReader::default();
         loop {
             // Waiting for the daemon is not the pusher being idle: the deadline starts after.
             match credit.acquire().await {
                 Ok(permit) => permit.forget(),
-                Err(_) => return Ending::gone("the session's credit was closed".into()),
+                Err(_) => return Refusal::gone("the session's credit was closed".into()),
             }
             let (body, wire_bytes) = match read_frame(reader, &mut frames, self.limits.idle).await {
                 Ok(frame) => frame,
@@ -504,7 +491,7 @@ impl Connection {
             };
             let frame = match ClientFrame::decode(&body) {
                 Ok(frame) => frame,
-                Err(e) => return Ending::said(e.to_string()),
+                Err(e) => return Refusal::told(e.to_string()),
             };
             let wire_bytes = u32::try_from(wire_bytes).unwrap_or(u32::MAX);
             self.tell(FromWorker::Frame { session: self.session, wire_bytes, body }).await;
@@ -518,19 +505,19 @@ impl Connection {
 /// Reads one frame through the protocol's frame reader: the length prefix is checked before
 /// room is made for the body, and each part (prefix, body) must arrive within the idle
 /// deadline, so a slow trickle ends there. Returns the body and its size on the wire.
-async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S, frames: &mut FrameReader, idle: Duration) -> std::result::Result<(Vec<u8>, usize), Ending> {
+async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S, frames: &mut FrameReader, idle: Duration) -> std::result::Result<(Vec<u8>, usize), Refusal> {
     let mut deadline = tokio::time::Instant::now() + idle;
     loop {
         let at_boundary = frames.at_frame_boundary();
         let n = match tokio::time::timeout_at(deadline, stream.read(frames.unfilled())).await {
-            Err(_) if at_boundary => return Err(Ending::said(format!("idle: no frame within {idle:?}"))),
-            Err(_) => return Err(Ending::said(format!("idle: frame not received within {idle:?}"))),
-            Ok(Ok(0)) if at_boundary => return Err(Ending::gone("connection closed before commit".into())),
-            Ok(Ok(0)) => return Err(Ending::gone("connection lost mid-frame".into())),
-            Ok(Err(e)) => return Err(Ending::gone(format!("read failed: {e}"))),
+            Err(_) if at_boundary => return Err(Refusal::told(format!("idle: no frame within {idle:?}"))),
+            Err(_) => return Err(Refusal::told(format!("idle: frame not received within {idle:?}"))),
+            Ok(Ok(0)) if at_boundary => return Err(Refusal::gone("connection closed before commit".into())),
+            Ok(Ok(0)) => return Err(Refusal::gone("connection lost mid-frame".into())),
+            Ok(Err(e)) => return Err(Refusal::gone(format!("read failed: {e}"))),
             Ok(Ok(n)) => n,
         };
-        match frames.filled(n).map_err(|e| Ending::said(e.to_string()))? {
+        match frames.filled(n).map_err(|e| Refusal::told(e.to_string()))? {
             Filled::More => {}
             Filled::BodyNext { .. } => deadline = tokio::time::Instant::now() + idle,
             Filled::Frame { body, wire_bytes } => return Ok((body.to_vec(), wire_bytes)),

@@ -68,6 +68,23 @@ pub struct SessionContext {
 /// production one is [`crate::push_server::server`].
 pub type SessionServer = Arc<dyn Fn(SessionContext) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
+/// Why a session ended early (the worker's reading or the daemon's checks), and whether the
+/// pusher is told (a `refused` frame with the reason) or is gone already.
+#[derive(Debug)]
+pub struct Refusal {
+    pub reason: String,
+    pub tell_peer: bool,
+}
+
+impl Refusal {
+    pub fn told(reason: String) -> Refusal {
+        Refusal { reason, tell_peer: true }
+    }
+    pub fn gone(reason: String) -> Refusal {
+        Refusal { reason, tell_peer: false }
+    }
+}
+
 /// What the daemon serves with: the session server, and the store it seals into (which the
 /// lifecycle rules, expiry first, are carried out on).
 pub struct Services {
