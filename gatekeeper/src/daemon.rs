@@ -276,7 +276,10 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             for purge in &lapsed {
                 self.emit(Event::PurgeLapsed { order: purge.id.clone(), reason: purge.reason.clone(), expired_at: purge.expires.clone() });
             }
-            self.hand_to_state_writer(StateJob::PurgesDone { executed: Vec::new(), lapsed: lapsed.iter().map(|p| p.id.clone()).collect() });
+            let ids: Vec<String> = lapsed.iter().map(|p| p.id.clone()).collect();
+            // Said once: no longer waiting here, and recorded so by the state writer.
+            self.orders.pending_purges.retain(|p| !ids.contains(&p.id));
+            self.hand_to_state_writer(StateJob::PurgesDone { executed: Vec::new(), lapsed: ids });
         }
         let job = crate::lifecycle::Job { now, retention, holds: self.orders.holds(), gc_grace, scrub, purges };
         let (flag, done, maintenance) = (self.lifecycle.sealed.clone(), self.lifecycle.done_tx.clone(), self.maintenance.clone());

@@ -439,3 +439,30 @@ async fn a_hold_keeps_what_expiry_would_take_and_a_purge_deletes_what_it_names_o
     assert!(h.driver.orders.pending_purges.is_empty());
     assert_eq!(nightly.left(), 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_purge_that_lapsed_is_said_once_and_deletes_nothing() {
+    use vault_core::policy::orders::{OrderState, PendingPurge};
+    let nightly = NightlyStore::new(-2..0, 30);
+    let mut h = harness(at(BASE));
+    h.driver.store = Some(nightly.store.clone());
+    h.driver.orders = OrderState {
+        pending_purges: vec![PendingPurge {
+            id: "b".repeat(64),
+            snapshots: vec![format!("pg-night-{}", BASE - DAY)],
+            datasets: vec![],
+            reason: "too late".into(),
+            signers: vec!["alice".into(), "bob".into()],
+            accepted_at: at(BASE - 10 * DAY).to_string(),
+            executes_at: at(BASE - 7 * DAY).to_string(),
+            expires: at(BASE - DAY).to_string(),
+        }],
+        ..OrderState::default()
+    };
+    h.driver.apply_policy(policy(600, 660, false)).await;
+    h.run_for(StdDuration::from_secs(5)).await;
+    let events = kept(&h);
+    assert_eq!(events.iter().filter(|e| e["event"] == "purge_lapsed").count(), 1, "{events:#?}");
+    assert!(!events.iter().any(|e| e["event"] == "purge_executed"));
+    assert_eq!(nightly.left(), 2);
+}
