@@ -155,6 +155,8 @@ pub struct Driver<L, C> {
     pub store: Option<Arc<vault_store::Store>>,
     /// Taken exclusively by each lifecycle run (seals share it).
     pub maintenance: crate::lifecycle::Maintenance,
+    /// The power-cut test hook's pause after each collection step (zero unless asked).
+    pub step_pause: std::time::Duration,
     /// Holds and purges in force (from the state file at start, then as orders are accepted).
     pub orders: vault_core::policy::orders::OrderState,
     lifecycle: LifecycleRuns,
@@ -226,6 +228,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             store_dir: None,
             store: None,
             maintenance: Arc::default(),
+            step_pause: std::time::Duration::ZERO,
             orders: Default::default(),
             lifecycle: LifecycleRuns::default(),
             stop: None,
@@ -267,8 +270,8 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         let retention = policy.map(|p| p.retention).unwrap_or_default();
         let now = policy.map_or(now, |p| vault_core::lifecycle::retention::expiry_time(now, p.expires));
         // No pack younger than a day, or than the longest window, is collected.
-        let longest_window = policy.and_then(|p| p.windows.iter().map(|w| w.length().secs()).max()).unwrap_or(0);
-        let gc_grace = crate::lifecycle::GC_GRACE.max(std::time::Duration::from_secs(u64::try_from(longest_window).unwrap_or(0)));
+        let longest_window = policy.and_then(|p| p.windows.iter().map(|w| w.length()).max());
+        let gc_grace = std::time::Duration::from_secs(u64::try_from(vault_core::lifecycle::collection::grace(longest_window).secs()).unwrap_or(0));
         let scrub = vault_core::lifecycle::scrub::is_due(self.lifecycle.last_scrub, policy.map(|p| p.scrub).unwrap_or_default(), now);
         // Purges whose cooling-off is over go in this run; those that lapsed are said and dropped.
         let (purges, lapsed, _) = vault_core::policy::orders::purges_due(&self.orders, now);
@@ -281,7 +284,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             self.orders.pending_purges.retain(|p| !ids.contains(&p.id));
             self.hand_to_state_writer(StateJob::PurgesDone { executed: Vec::new(), lapsed: ids });
         }
-        let job = crate::lifecycle::Job { now, retention, holds: self.orders.holds(), gc_grace, scrub, purges };
+        let job = crate::lifecycle::Job { now, retention, holds: self.orders.holds(), gc_grace, scrub, purges, step_pause: self.step_pause };
         let (flag, done, maintenance) = (self.lifecycle.sealed.clone(), self.lifecycle.done_tx.clone(), self.maintenance.clone());
         flag.store(true, std::sync::atomic::Ordering::SeqCst);
         self.lifecycle.running = true;
@@ -290,7 +293,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             // After every seal still under way (a session aborted at the close may still be
             // sealing); `run` checks again that the vault is sealed.
             let _exclusive = maintenance.blocking_write();
-            let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::lifecycle::run(&store, &job, &flag))).unwrap_or_else(|panic| {
+            let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::lifecycle::with_idle_io(|| crate::lifecycle::run(&store, &job, &flag)))).unwrap_or_else(|panic| {
                 let why = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
                 let alarm = Event::Alarm { rule: "lifecycle_failed".into(), detail: format!("the lifecycle run stopped ({why}); tried again in an hour") };
                 crate::lifecycle::LifecycleReport { events: vec![alarm], next_due: None, capacity: None, level: None, scrubbed: None, purged: Vec::new() }

@@ -58,9 +58,26 @@ pub enum Event {
     /// never expired because their receipt cannot be read, and when the next one falls due.
     ExpiryRan { at: String, expired: usize, kept_as_newest: usize, kept_by_hold: usize, unreadable_kept: Vec<String>, stopped_early: bool, next_due: Option<String> },
     /// One garbage collection: chunks the snapshots need, packs removed (no snapshot needed
-    /// them) and the bytes that freed, packs kept because they hold a needed chunk or are
-    /// younger than the grace.
-    GarbageCollected { live_chunks: usize, packs_removed: usize, bytes_freed: u64, packs_kept_live: usize, packs_kept_young: usize, stopped_early: bool, took_ms: u64 },
+    /// them, or rewritten) and the bytes that freed, packs kept because they hold enough needed
+    /// chunks or are younger than the grace, and the repack: mostly dead packs rewritten, the new
+    /// packs written, the chunks and bytes copied into them, packs not rewritten and why.
+    GarbageCollected {
+        live_chunks: usize,
+        packs_removed: usize,
+        bytes_freed: u64,
+        packs_kept_live: usize,
+        packs_kept_young: usize,
+        packs_repacked: usize,
+        packs_written: usize,
+        chunks_copied: u64,
+        bytes_copied: u64,
+        repack_skipped: Vec<String>,
+        stopped_early: bool,
+        took_ms: u64,
+    },
+    /// A collection passed a step on the disk (said only under the power-cut test hook; see
+    /// [`vault_store::GcStep`]).
+    GcStep { pack: String, step: vault_store::GcStep },
     /// The store's filesystem, once a day: used, free, the reserve pushes never take, the used
     /// share, the last 30 days' new bytes, and the days until full at that rate (none without
     /// ingest). Alarms `capacity_warning` (80 %) and `capacity_critical` (90 %) when crossed.

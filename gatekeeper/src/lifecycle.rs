@@ -30,10 +30,6 @@ pub struct LifecycleReport {
     pub purged: Vec<String>,
 }
 
-/// The least time a pack must have existed before garbage collection may take it (Proxmox
-/// Backup Server's grace); a window longer than this makes it longer.
-pub const GC_GRACE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
 /// Held exclusively by a lifecycle run, and shared by every commit from its chunk check to the
 /// end of its seal: nothing is expired or collected while a seal that may rely on it is under
 /// way (a seal goes on after its session is aborted at a window's close).
@@ -52,6 +48,9 @@ pub struct Job {
     pub scrub: bool,
     /// Purge orders whose cooling-off is over, to carry out first.
     pub purges: Vec<vault_core::policy::orders::PendingPurge>,
+    /// A power-cut test hook ([`crate::init::SEAL_STEP_PAUSE_PARAM`]): when set, each step of
+    /// the collection is said (`gc_step`) and followed by this pause. Zero otherwise.
+    pub step_pause: std::time::Duration,
 }
 
 /// One lifecycle run: [`expire`], then garbage collection of the packs no snapshot needs any
@@ -66,13 +65,25 @@ pub fn run(store: &Store, job: &Job, sealed: &AtomicBool) -> LifecycleReport {
     report.events.splice(0..0, purge_events);
     report.purged = purged;
     let started = std::time::Instant::now();
-    match store.collect_garbage(now, job.gc_grace, &|| sealed.load(Ordering::SeqCst)) {
+    let pause = job.step_pause;
+    let observe = |step: vault_store::GcStep, pack: &str| {
+        if !pause.is_zero() {
+            crate::events::EventLog::default().emit(now, &Event::GcStep { pack: pack.to_string(), step });
+            std::thread::sleep(pause);
+        }
+    };
+    match store.collect_garbage_observed(now, job.gc_grace, &|| sealed.load(Ordering::SeqCst), &observe) {
         Ok(done) => report.events.push(Event::GarbageCollected {
             live_chunks: done.live_chunks,
             packs_removed: done.packs_removed.len(),
             bytes_freed: done.bytes_freed,
             packs_kept_live: done.kept_live,
             packs_kept_young: done.kept_young,
+            packs_repacked: done.packs_repacked,
+            packs_written: done.packs_written.len(),
+            chunks_copied: done.chunks_copied,
+            bytes_copied: done.bytes_copied,
+            repack_skipped: done.repack_skipped.iter().map(|(pack, why)| format!("{pack}: {why}")).collect(),
             stopped_early: done.stopped_early,
             took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
         }),
@@ -224,8 +235,45 @@ pub fn expire(store: &Store, now: Timestamp, retention: Retention, holds: &Holds
     LifecycleReport { events, next_due: plan.next_due, capacity: None, level: None, scrubbed: None, purged: Vec::new() }
 }
 
+/// Runs `work` on this thread at the idle I/O priority class (`ioprio_set`, what `ionice -c 3`
+/// does): the disk serves it only when nothing else wants the disk, so maintenance never slows a
+/// push. The thread's previous priority is put back afterwards (a pool thread is reused). Where
+/// the kernel refuses (no CFQ/BFQ-style scheduler honours classes), the work runs anyway.
+pub fn with_idle_io<T>(work: impl FnOnce() -> T) -> T {
+    // linux/ioprio.h: IOPRIO_WHO_PROCESS with 0 is the calling thread; class in the top bits.
+    const IOPRIO_WHO_PROCESS: nix::libc::c_long = 1;
+    const IOPRIO_CLASS_SHIFT: nix::libc::c_long = 13;
+    const IOPRIO_CLASS_IDLE: nix::libc::c_long = 3;
+    // SAFETY: ioprio_get takes two integers and returns one; it reads and writes no memory.
+    let previous = unsafe { nix::libc::syscall(nix::libc::SYS_ioprio_get, IOPRIO_WHO_PROCESS, 0 as nix::libc::c_long) };
+    // SAFETY: as above, ioprio_set takes three integers and touches no memory of ours.
+    let lowered = unsafe { nix::libc::syscall(nix::libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0 as nix::libc::c_long, IOPRIO_CLASS_IDLE << IOPRIO_CLASS_SHIFT) } == 0;
+    let result = work();
+    if lowered && previous >= 0 {
+        // SAFETY: as above.
+        let _ = unsafe { nix::libc::syscall(nix::libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, 0 as nix::libc::c_long, previous) };
+    }
+    result
+}
+
+/// This thread's I/O priority class (`IOPRIO_PRIO_CLASS` of `ioprio_get`).
+#[cfg(test)]
+fn io_priority_class() -> Option<i64> {
+    // SAFETY: ioprio_get takes two integers and returns one; it reads and writes no memory.
+    let value = unsafe { nix::libc::syscall(nix::libc::SYS_ioprio_get, 1 as nix::libc::c_long, 0 as nix::libc::c_long) };
+    (value >= 0).then_some(value >> 13)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn maintenance_runs_at_the_idle_io_class_and_the_thread_gets_its_class_back() {
+        let before = io_priority_class();
+        let during = with_idle_io(io_priority_class);
+        assert_eq!(during, Some(3), "the idle class");
+        assert_eq!(io_priority_class(), before);
+    }
+
     use super::*;
     use std::process::Command;
     use vault_core::keys::SigningKey;
@@ -282,7 +330,7 @@ mod tests {
         // newest 3, and collects their packs (all older than the grace of 0 here).
         let sealed = AtomicBool::new(true);
         let now = Timestamp::from_unix(T0 + full_at * DAY).unwrap();
-        let job = Job { now, retention: Retention::default(), holds: Holds::default(), gc_grace: std::time::Duration::ZERO, scrub: true, purges: vec![] };
+        let job = Job { now, retention: Retention::default(), holds: Holds::default(), gc_grace: std::time::Duration::ZERO, scrub: true, purges: vec![], step_pause: std::time::Duration::ZERO };
         let report = run(&store, &job, &sealed);
         assert!(report.scrubbed.is_some(), "a whole scrub ran: {:?}", report.events);
         let expired = report.events.iter().filter(|e| matches!(e, Event::SnapshotExpired { .. })).count() as i64;

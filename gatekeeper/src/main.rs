@@ -183,7 +183,7 @@ fn boot_as_init() -> ! {
         gatekeeper::daemon::PANIC_ONCE_OPEN.store(true, std::sync::atomic::Ordering::SeqCst);
     }
     if let Some(pause) = init::seal_step_pause(&cmdline) {
-        let detail = format!("kernel command line {}: each seal step pauses {} ms (a power-cut test hook; no production image sets it)", init::SEAL_STEP_PAUSE_PARAM, pause.as_millis());
+        let detail = format!("kernel command line {}: each seal and collection step pauses {} ms (a power-cut test hook; no production image sets it)", init::SEAL_STEP_PAUSE_PARAM, pause.as_millis());
         events.emit(vault_io::clock_now(), &Event::Alarm { rule: "test_hook_enabled".into(), detail });
         limits.seal_step_pause = pause;
     }
@@ -262,7 +262,7 @@ fn push_server_factory(paths: &Paths, limits: Limits, reserve: Reserve) -> gatek
         let store = Arc::new(store);
         let service = PushService { jail_parent, ..PushService::new(store.clone(), Arc::new(identity), limits) };
         let maintenance = service.maintenance.clone();
-        Ok(gatekeeper::sessions_api::Services { server: gatekeeper::push_server::server(Arc::new(service)), store: Some(store), maintenance })
+        Ok(gatekeeper::sessions_api::Services { server: gatekeeper::push_server::server(Arc::new(service)), store: Some(store), maintenance, step_pause: limits.seal_step_pause })
     })
 }
 

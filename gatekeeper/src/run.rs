@@ -353,6 +353,7 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
     let mut driver = Driver::new(Gate::new(state.time_floor).built_at(crate::daemon::build_time()), link, SystemClock, services.server, reports_tx);
     driver.store = services.store;
     driver.maintenance = services.maintenance;
+    driver.step_pause = services.step_pause;
     driver.set_last_scrub(state.last_scrub);
     driver.orders = state.orders.clone();
     driver.events = events;

@@ -92,6 +92,9 @@ pub struct Services {
     pub store: Option<Arc<vault_store::Store>>,
     /// Shared by seals, exclusive for the lifecycle ([`crate::lifecycle::Maintenance`]).
     pub maintenance: crate::lifecycle::Maintenance,
+    /// The power-cut test hook's pause after each lifecycle step (zero unless the kernel command
+    /// line asks: [`crate::init::SEAL_STEP_PAUSE_PARAM`]).
+    pub step_pause: std::time::Duration,
 }
 
 /// Makes the session server once the NICs are down (opening the store, loading the vault

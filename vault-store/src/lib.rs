@@ -49,7 +49,7 @@ mod writer;
 use std::path::PathBuf;
 
 pub use expiry::Expired;
-pub use gc::Collected;
+pub use gc::{Collected, GcStep};
 pub use immutable::{ensure_immutable, is_immutable, make_immutable, Sealing};
 pub use index::{ChunkLocation, DamagedPack};
 pub use reader::{DamagedChunks, SnapshotHealth, StoreReader, MAX_OPEN_PACKS};

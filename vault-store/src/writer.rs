@@ -359,32 +359,8 @@ impl Store {
         sync_dir(&staged.path)?;
         observe(SealStep::StagedFiles);
 
-        // 2. The pack, durable.
-        let file = pack.file.take().expect("a staging pack is sealed once");
-        let file = file.into_inner().map_err(|e| io_error(&pack.path, e.into_error()))?;
-        file.sync_all().map_err(|e| io_error(&pack.path, e))?;
-        drop(file);
-        observe(SealStep::PackDurable);
-
-        // 3, 4. Renamed into place and indexed (the index makes it live).
-        let new_pack = if entries.is_empty() {
-            fs::remove_file(&pack.path).map_err(|e| io_error(&pack.path, e))?;
-            None
-        } else {
-            let name = random_hex(8);
-            let packs_dir = self.root.join(PACKS_DIR);
-            let pack_path = packs_dir.join(format!("{name}.pack"));
-            fs::rename(&pack.path, &pack_path).map_err(|e| io_error(&pack_path, e))?;
-            observe(SealStep::PackRenamed);
-            let index_path = packs_dir.join(format!("{name}.idx"));
-            if let Err(e) = vault_io::write_atomic(&index_path, &index_bytes, 0o444) {
-                // Not live without its index: it goes now rather than at the next open.
-                let _ = fs::remove_file(&pack_path);
-                return Err(disk_full_aware(e));
-            }
-            observe(SealStep::IndexWritten);
-            Some((pack_path, index_path))
-        };
+        // 2-4. The pack durable, renamed into place and indexed (the index makes it live).
+        let new_pack = self.publish_pack(&mut pack, (!entries.is_empty()).then_some(&index_bytes[..]), &|step, _| observe(step))?;
 
         // 5. Every file flagged and fsynced under its final name (the snapshot's files keep
         //    theirs when their directory moves).
@@ -416,6 +392,37 @@ impl Store {
         let warnings = self.confirm(input.snapshot_id, &final_dir, &mut fallbacks);
         observe(SealStep::DirSynced);
         Ok(Sealed { snapshot_dir: final_dir, fallbacks, warnings, healed })
+    }
+
+    /// Makes a staged pack live, calling `observe` after each step: fsynced
+    /// ([`SealStep::PackDurable`]), renamed into `packs/` under a fresh name
+    /// ([`SealStep::PackRenamed`]), its `index` ([`index::encode`]) written durably
+    /// ([`SealStep::IndexWritten`]). With no index (no chunk to keep) the pack is removed
+    /// instead (`None`). The caller flags both files: until then a power cut leaves them for the
+    /// next open to flag. `observe` is also told the new pack's name.
+    pub(crate) fn publish_pack(&self, pack: &mut StagingPack, index: Option<&[u8]>, observe: &dyn Fn(SealStep, &str)) -> Result<Option<(PathBuf, PathBuf)>> {
+        let name = random_hex(8);
+        let file = pack.file.take().expect("a staging pack is published once");
+        let file = file.into_inner().map_err(|e| io_error(&pack.path, e.into_error()))?;
+        file.sync_all().map_err(|e| io_error(&pack.path, e))?;
+        drop(file);
+        observe(SealStep::PackDurable, &name);
+        let Some(index_bytes) = index else {
+            fs::remove_file(&pack.path).map_err(|e| io_error(&pack.path, e))?;
+            return Ok(None);
+        };
+        let packs_dir = self.root.join(PACKS_DIR);
+        let pack_path = packs_dir.join(format!("{name}.pack"));
+        fs::rename(&pack.path, &pack_path).map_err(|e| io_error(&pack_path, e))?;
+        observe(SealStep::PackRenamed, &name);
+        let index_path = packs_dir.join(format!("{name}.idx"));
+        if let Err(e) = vault_io::write_atomic(&index_path, index_bytes, 0o444) {
+            // Not live without its index: it goes now rather than at the next open.
+            let _ = fs::remove_file(&pack_path);
+            return Err(disk_full_aware(e));
+        }
+        observe(SealStep::IndexWritten, &name);
+        Ok(Some((pack_path, index_path)))
     }
 
     /// The last step of a seal, after the snapshot became visible: flags its directory and
