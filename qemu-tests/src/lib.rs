@@ -604,6 +604,9 @@ impl Workbench {
         if let Some(keep_last) = spec.keep_last {
             text += &format!("\n[retention]\nkeep_last = {keep_last}\n");
         }
+        if let Some(every) = &spec.scrub_every {
+            text += &format!("\n[scrub]\nevery = \"{every}\"\n");
+        }
         let path = self.dir.join(format!("policy-v{}-{}.toml", spec.version, spec.vault_id));
         std::fs::write(&path, text).expect("policy.toml");
         path
@@ -706,6 +709,8 @@ pub struct PolicySpec {
     pub retain: String,
     /// `[retention] keep_last`, if the policy sets it.
     pub keep_last: Option<u32>,
+    /// `[scrub] every`, if the policy sets it.
+    pub scrub_every: Option<String>,
 }
 
 impl PolicySpec {
@@ -719,6 +724,7 @@ impl PolicySpec {
             early_close: true,
             retain: "35d".into(),
             keep_last: None,
+            scrub_every: None,
         }
     }
 }
@@ -812,6 +818,39 @@ fn extract(disk: &Path, into: &Path, with_flags: bool) -> (PathBuf, BTreeMap<Str
     (store, flags)
 }
 
+/// Rot on the platter, made by hand: flips the bits of `mask` in the byte at `offset` of the file
+/// `/store/<path>` on the vault's data filesystem, found through its extents (`debugfs bmap`) and
+/// written straight into the block, past the filesystem and its immutable flag. Returns a new
+/// qcow2 disk to boot on; `disk` is left as it was.
+pub fn flip_byte_in_store(disk: &Path, work: &Path, path: &str, offset: u64, mask: u8) -> PathBuf {
+    std::fs::create_dir_all(work).expect("work dir");
+    let raw = work.join("disk.raw");
+    run_ok(Command::new("qemu-img").args(["convert", "-f", "qcow2", "-O", "raw"]).arg(disk).arg(&raw));
+    let part = work.join("data.ext4");
+    run_ok(Command::new("dd").arg(format!("if={}", raw.display())).arg(format!("of={}", part.display())).args(["bs=1M", &format!("skip={DATA_OFFSET_MIB}"), "status=none"]));
+    // The file's blocks as the journal has them (a mount would replay it first too).
+    let fsck = Command::new("e2fsck").args(["-E", "journal_only", "-y"]).arg(&part).output().expect("e2fsck");
+    assert!(matches!(fsck.status.code(), Some(0..=1)), "e2fsck journal replay failed: {}", String::from_utf8_lossy(&fsck.stderr));
+    let stats = run_ok(Command::new("dumpe2fs").arg("-h").arg(&part));
+    let block_size: u64 = stats.lines().find_map(|l| l.strip_prefix("Block size:")).and_then(|v| v.trim().parse().ok()).expect("dumpe2fs block size");
+    let bmap = run_ok(Command::new("debugfs").arg("-R").arg(format!("bmap /store/{path} {}", offset / block_size)).arg(&part));
+    let physical: u64 = bmap.split_whitespace().last().and_then(|v| v.parse().ok()).filter(|b| *b > 0).unwrap_or_else(|| panic!("debugfs bmap of {path}: {bmap}"));
+    let at = physical * block_size + offset % block_size;
+    let mut bytes = std::fs::OpenOptions::new().read(true).write(true).open(&part).expect("partition copy");
+    use std::io::{Read, Seek, Write};
+    let mut byte = [0u8];
+    bytes.seek(std::io::SeekFrom::Start(at)).and_then(|_| bytes.read_exact(&mut byte)).expect("read the byte");
+    byte[0] ^= mask;
+    bytes.seek(std::io::SeekFrom::Start(at)).and_then(|_| bytes.write_all(&byte)).and_then(|_| bytes.sync_all()).expect("write the byte");
+    drop(bytes);
+    run_ok(Command::new("dd").arg(format!("if={}", part.display())).arg(format!("of={}", raw.display())).args(["bs=1M", &format!("seek={DATA_OFFSET_MIB}"), "conv=notrunc", "status=none"]));
+    let flipped = work.join("flipped.qcow2");
+    run_ok(Command::new("qemu-img").args(["convert", "-f", "raw", "-O", "qcow2"]).arg(&raw).arg(&flipped));
+    let _ = std::fs::remove_file(&raw);
+    let _ = std::fs::remove_file(&part);
+    flipped
+}
+
 /// EXT4_IMMUTABLE_FL, as `debugfs stat` prints it in `Flags:`.
 const EXT4_IMMUTABLE_FL: u32 = 0x10;
 
@@ -902,7 +941,8 @@ pub struct Appliance {
     pub bench: Workbench,
     pub net: VaultNet,
     /// Kernel command line words of every boot of this appliance.
-    cmdline_extra: Vec<String>,
+    /// Kernel command line words every (re)boot adds; a test may change them between boots.
+    pub cmdline_extra: Vec<String>,
 }
 
 impl Appliance {

@@ -466,3 +466,163 @@ fn power_cuts_at_every_seal_step_and_mid_push_lose_nothing_sealed() {
     pushes.push((&last, &last_tree));
     assert_sealed_exactly(&mut box_, &pushes);
 }
+
+/// Rebooting with the vault's clock a day and an hour past now: retention and the collection's
+/// grace have run out for everything pushed so far.
+fn a_day_later() -> Vec<String> {
+    vec!["-rtc".into(), format!("base={}", rfc3339(now_secs() + 25 * 3600).trim_end_matches('Z'))]
+}
+
+/// Writes `files` (name, bytes) as a tree at `root`.
+fn tree_of(root: &Path, files: &[(String, Vec<u8>)]) {
+    std::fs::create_dir_all(root).unwrap();
+    for (name, bytes) in files {
+        std::fs::write(root.join(name), bytes).unwrap();
+    }
+}
+
+/// Power cuts inside garbage collection and repack, at the steps that matter, one per boot: the
+/// index of a dead pack removed, the dead pack removed, the new pack of a repack fsynced in
+/// staging, renamed into place without its index, indexed (not yet flagged), then the old packs
+/// it replaces losing their index and their pack. Eleven snapshots of one dataset are pushed,
+/// then all but the newest expire (`keep_last = 1`) once the box's clock is a day on: five left
+/// only dead packs, five left packs mostly dead whose small file the newest still needs. After
+/// every cut the disk holds the newest snapshot whole (it restores byte for byte, every live
+/// pack flagged but the one the cut caught), and the next start cleans what the cut left; the
+/// last boot finishes the collection, leaving two packs.
+#[test]
+fn power_cuts_inside_garbage_collection_and_repack_lose_no_live_snapshot() {
+    let mut box_ = Appliance::boot("gc-power-cut", Boot::Direct);
+    let t = now_secs();
+    let spec = PolicySpec {
+        windows: vec![(t + 20, t + 170)],
+        pushers: vec![("db-backup".into(), "1GiB".into())],
+        early_close: false,
+        retain: "60s".into(),
+        keep_last: Some(1),
+        ..PolicySpec::new(1, "vault-test")
+    };
+    box_.apply_policy(&spec);
+    wait_listening(&mut box_.vm);
+    let trees = box_.bench.dir.join("trees");
+    let small = |k: u64| (format!("small-{k}.bin"), pseudo_random_bytes(20_000, 0x5a00 + k));
+    let big = |k: u64| (format!("big-{k}.bin"), pseudo_random_bytes(300_000, 0xb100 + k));
+    for k in 0..5 {
+        // A pack only expired snapshots need, and one the newest still needs a twentieth of.
+        for (name, files) in [(format!("dead-{k}"), vec![big(k)]), (format!("mostly-dead-{k}"), vec![big(10 + k), small(k)])] {
+            tree_of(&trees.join(&name), &files);
+            push_summary(&box_.push("db-backup", "nightly", &trees.join(&name)));
+        }
+    }
+    // Receipts carry whole seconds: the newest must be newer by one.
+    std::thread::sleep(Duration::from_millis(1100));
+    let newest_tree = trees.join("newest");
+    tree_of(&newest_tree, &[(0..5).map(small).collect::<Vec<_>>(), vec![(String::from("own.bin"), pseudo_random_bytes(40_000, 0x0e))]].concat());
+    let newest = push_summary(&box_.push("db-backup", "nightly", &newest_tree));
+    let newest_id = newest["snapshot"].as_str().unwrap().to_string();
+    box_.vm.wait_for("the window's close", Duration::from_secs(240), |e| e["event"] == "state_changed" && e["to"] == "sealed");
+    box_.vm.wait_event("garbage_collected", EVENT_WAIT);
+
+    // From here every boot is a day on, and pauses a second after each collection step.
+    box_.cmdline_extra = vec![SEAL_STEP_PAUSE.into()];
+    let disk = box_.vm.shut_off();
+    box_.reboot_with("gc-power-cut-1", disk, a_day_later());
+    let plan = ["index_removed", "pack_removed", "index_removed", "pack_removed", "copy_durable", "copy_renamed", "copy_indexed", "index_removed", "pack_removed", "index_removed", "pack_removed"];
+    for (n, step) in plan.iter().enumerate() {
+        let case = format!("cut {} after {step}", n + 1);
+        let reached = box_.vm.wait_for(&case, Duration::from_secs(180), |e| e["event"] == "gc_step" || e["event"] == "garbage_collected");
+        assert_eq!(reached["event"], "gc_step", "{case}: the collection ended before it: {reached}");
+        // Steps of this boot before the planned one pass; the cut comes at the first of its kind.
+        let reached = if reached["step"] == *step { reached } else { box_.vm.wait_for(&case, Duration::from_secs(60), |e| (e["event"] == "gc_step" && e["step"] == *step) || e["event"] == "garbage_collected") };
+        assert_eq!(reached["step"], *step, "{case}: {reached}");
+        let disk = box_.vm.power_cut();
+
+        let extracted = box_.bench.dir.join(format!("gc-disk-{}", n + 1));
+        let (store, flags) = extract_store_with_flags(&disk, &extracted);
+        let pack = reached["pack"].as_str().unwrap().to_string();
+        // Indexed but not yet flagged: the new pack the cut caught (the next start flags it).
+        let unflagged: Vec<String> = if *step == "copy_indexed" { vec![format!("packs/{pack}.pack"), format!("packs/{pack}.idx")] } else { vec![] };
+        // A pack whose index is gone (durably: `packs/` is fsynced after the unlink), or a new
+        // pack renamed in: a rename is durable only at the next fsync, so the cut may find it
+        // still in staging.
+        let orphans = unindexed_packs(&flags);
+        let orphan = vec![format!("packs/{pack}.pack")];
+        match *step {
+            "index_removed" => assert_eq!(orphans, orphan, "{case}"),
+            "copy_renamed" => assert!(orphans.is_empty() || orphans == orphan, "{case}: {orphans:?}"),
+            _ => assert_eq!(orphans, Vec::<String>::new(), "{case}"),
+        }
+        assert_store_holds(&box_, &store, &flags, &[(newest_id.clone(), newest_tree.as_path())], &unflagged);
+        let _ = std::fs::remove_dir_all(&extracted);
+
+        box_.reboot_with(&format!("gc-power-cut-{}", n + 2), disk, a_day_later());
+        let opened = box_.vm.wait_event("store_opened", EVENT_WAIT);
+        println!("{case} ({pack}): {opened}");
+        assert_eq!(opened["snapshots"], 1, "{case}: {opened}");
+        assert_eq!(opened["orphan_packs_removed"], orphans.len(), "{case}: the start removes the pack without an index: {opened}");
+        let mut fixed: Vec<String> = opened["immutable_fixed"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_string()).collect();
+        fixed.sort();
+        let mut expected_fixed = unflagged.clone();
+        expected_fixed.sort();
+        assert_eq!(fixed, expected_fixed, "{case}: {opened}");
+        assert!(!box_.vm.events().iter().any(|e| e["event"] == "alarm" && e["rule"] == "pack_index_lost"), "{case}: no false alarm");
+    }
+    let done = box_.vm.wait_for("the collection's end", Duration::from_secs(180), |e| e["event"] == "garbage_collected");
+    println!("after {} cuts: {done}", plan.len());
+    assert!(done["repack_skipped"].as_array().unwrap().is_empty(), "{done}");
+    let disk = box_.vm.shut_off();
+    let (store, flags) = extract_store_with_flags(&disk, &box_.bench.dir.join("gc-final"));
+    assert_store_holds(&box_, &store, &flags, &[(newest_id.clone(), newest_tree.as_path())], &[]);
+    let packs: Vec<&String> = flags.keys().filter(|p| p.starts_with("packs/") && p.ends_with(".pack")).collect();
+    // The newest's own pack, and the one the repack wrote with the five small files.
+    assert_eq!(packs.len(), 2, "{packs:?}");
+    let pack_bytes: u64 = packs.iter().map(|p| std::fs::metadata(store.join(p)).unwrap().len()).sum();
+    assert!(pack_bytes < 200_000, "every big file is gone: {pack_bytes} bytes of packs");
+}
+
+/// Rot on the disk: one bit of a pack flipped on the disk image itself, past the filesystem and
+/// its immutable flag, while the box is off. A day later (the policy scrubs daily) the scrub
+/// names the pack, the chunk and the snapshot that has no good copy of it; the next push of the
+/// same data in a new window stores the chunk again (`chunks_healed`), and both snapshots then
+/// restore byte for byte from the disk.
+#[test]
+fn a_bit_flipped_on_the_disk_is_named_by_scrub_and_healed_by_the_next_push() {
+    let mut box_ = Appliance::boot("scrub-heal", Boot::Direct);
+    let t = now_secs();
+    let spec = PolicySpec { windows: vec![(t + 20, t + 60)], pushers: vec![("db-backup".into(), "1GiB".into())], early_close: true, scrub_every: Some("1d".into()), ..PolicySpec::new(1, "vault-test") };
+    box_.apply_policy(&spec);
+    wait_listening(&mut box_.vm);
+    let tree = box_.bench.dir.join("tree");
+    random_tree(&tree, 4, 200_000, 0x5c);
+    let first = push_summary(&box_.push("db-backup", "files", &tree));
+    box_.vm.wait_for("the early close", EVENT_WAIT, |e| e["event"] == "state_changed" && e["to"] == "sealed");
+    let disk = box_.vm.shut_off();
+
+    // The biggest pack, one bit in its middle.
+    let store = qemu_tests::extract_store(&disk, &box_.bench.dir.join("before-rot"));
+    let (pack, len) = std::fs::read_dir(store.join("packs")).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".pack")).map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len())).max_by_key(|(_, len)| *len).unwrap();
+    let stem = pack.trim_end_matches(".pack").to_string();
+    let rotten = qemu_tests::flip_byte_in_store(&disk, &box_.bench.dir.join("rot"), &format!("packs/{pack}"), len / 2, 0x10);
+    box_.reboot_with("scrub-heal-2", rotten, a_day_later());
+    let alarm = box_.vm.wait_for("the scrub's alarm", Duration::from_secs(180), |e| e["event"] == "alarm" && e["rule"] == "scrub_found_damage");
+    let scrubbed = box_.vm.wait_event("scrub_finished", EVENT_WAIT);
+    println!("{alarm}\n{scrubbed}");
+    let found = scrubbed["found"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{scrubbed}");
+    assert!(found[0].as_str().unwrap().contains(&format!("pack {stem}")), "the pack is named: {scrubbed}");
+    assert_eq!(scrubbed["unrecoverable_chunks"], 1, "{scrubbed}");
+    assert_eq!(scrubbed["snapshots_affected"], serde_json::json!([first["snapshot"]]), "the snapshot is named: {scrubbed}");
+    assert!(alarm["detail"].as_str().unwrap().contains(first["snapshot"].as_str().unwrap()), "{alarm}");
+
+    // A new window a day on (the box's clock), the same data pushed again: the chunk is sent.
+    let later = now_secs() + 25 * 3600;
+    let again = PolicySpec { version: 2, windows: vec![(later + 20, later + 90)], ..spec.clone() };
+    box_.apply_policy(&again);
+    wait_listening(&mut box_.vm);
+    let second = push_summary(&box_.push("db-backup", "files", &tree));
+    let healed = box_.vm.wait_event("chunks_healed", EVENT_WAIT);
+    assert_eq!(healed["snapshot"], second["snapshot"], "{healed}");
+    assert_eq!(healed["chunks"].as_array().unwrap().len(), 1, "{healed}");
+    box_.vm.wait_for("the early close", EVENT_WAIT, |e| e["event"] == "state_changed" && e["to"] == "sealed");
+    assert_sealed_exactly(&mut box_, &[(&first, &tree), (&second, &tree)]);
+}

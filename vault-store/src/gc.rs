@@ -254,6 +254,19 @@ impl Store {
                     continue;
                 }
             };
+            if wanted.is_empty() {
+                // Every chunk it holds for the snapshots has a copy elsewhere: in a pack that
+                // stays, one already published, or the one being filled (then it goes after).
+                match current.as_mut() {
+                    Some(repacking) => repacking.sources.push(source.clone()),
+                    None => {
+                        *touched = true;
+                        self.remove_pack(source, observe, collected)?;
+                        collected.packs_repacked += 1;
+                    }
+                }
+                continue;
+            }
             // Read in the order the chunks lie in the pack: one sequential pass.
             wanted.sort_by_key(|(_, offset, _)| *offset);
             let wanted_bytes: u64 = wanted.iter().map(|(_, _, len)| u64::from(*len)).sum();

@@ -14,7 +14,7 @@ fn main() {
     println!("scrub                {:7.2} s  {:7.1} MB/s", m.scrub_secs, mb(m.scrub_secs));
     println!("sha256sum            {:7.2} s  {:7.1} MB/s", m.sha256sum_secs, mb(m.sha256sum_secs));
     println!("expire half          {:7.2} s", m.expire_secs);
-    println!("garbage collection   {:7.2} s  ({} packs, {:.1} MiB freed)", m.gc_secs, m.packs_removed, m.bytes_freed as f64 / 1048576.0);
+    println!("garbage collection   {:7.2} s  ({} packs removed, {} of them repacked: {} chunks copied; {:.1} MiB freed)", m.gc_secs, m.packs_removed, m.packs_repacked, m.chunks_copied, m.bytes_freed as f64 / 1048576.0);
     println!("RATIO scrub / sha256sum rate            {:.2}x", m.sha256sum_secs / m.scrub_secs);
     let _ = std::process::Command::new("chattr").args(["-R", "-i"]).arg(&dir).status();
     let _ = std::fs::remove_dir_all(&dir);
