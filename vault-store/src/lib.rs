@@ -48,7 +48,7 @@ mod writer;
 
 use std::path::PathBuf;
 
-pub use expiry::Expired;
+pub use expiry::{Expired, Unreadable};
 pub use gc::{Collected, GcStep};
 pub use immutable::{ensure_immutable, is_immutable, make_immutable, Sealing};
 pub use index::{ChunkLocation, DamagedPack};
