@@ -25,8 +25,12 @@
 //!   session, sans-IO), [`push::receipt`] (what the vault signs when it seals), [`push::relay`]
 //!   (how the unprivileged session worker hands the daemon what it read).
 //! - [`lifecycle`]: what becomes of sealed snapshots over the years: [`lifecycle::retention`].
+//! - [`audit`]: the evidence: every event a leaf of a Merkle tree ([`audit::merkle`]) kept as
+//!   tiles ([`audit::tiles`]), summed up in signed checkpoints ([`audit::checkpoint`],
+//!   [`audit::note`]) that leave the vault in every receipt.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod canonical;
 pub mod error;
 pub mod gpt;
