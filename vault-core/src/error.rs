@@ -88,6 +88,10 @@ pub enum Error {
     ManifestHashMismatch { claimed: String, actual: String },
     #[error("receipt signature does not verify against vault key {vault_key}")]
     BadReceiptSignature { vault_key: String },
+
+    // --- the audit log --------------------------------------------------------------------
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
