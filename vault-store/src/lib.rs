@@ -36,6 +36,7 @@
 //! promised. The one way a sealed snapshot leaves is [`Store::expire`] (see `expiry`), which the
 //! gatekeeper calls only for what the retention rules of `vault_core::lifecycle` let go.
 
+pub mod audit;
 mod expiry;
 mod gc;
 mod immutable;

@@ -114,8 +114,9 @@ pub fn decode_bundle(bytes: &[u8], width: u64) -> Result<Vec<&[u8]>, AuditError>
     Ok(entries)
 }
 
-/// Reads hash tiles: the `width` hashes of tile (`level`, `index`), from a full tile or a partial
-/// one at least that wide. An implementation checks nothing; [`TileHashes`] checks the length.
+/// Reads hash tiles: at least the `width` hashes of tile (`level`, `index`), from a full tile or a
+/// partial one at least that wide (the log only grows, so a wider tile starts with the same
+/// hashes). An implementation checks nothing; [`TileHashes`] checks the length.
 pub trait TileReader {
     fn read_tile(&self, level: u8, index: u64, width: u64) -> Result<Vec<u8>, AuditError>;
 }
@@ -134,7 +135,8 @@ impl TileHashes<'_> {
         let width = (available - index * TILE_WIDTH).min(TILE_WIDTH);
         let bytes = self.tiles.read_tile(tile_level, index, width)?;
         let path = tile_path(tile_level, index, width);
-        if bytes.len() as u64 != width * 32 {
+        // A wider tile (the log grew since) holds these hashes as its prefix.
+        if (bytes.len() as u64) < width * 32 || bytes.len() % 32 != 0 {
             return Err(AuditError::TileMismatch { path, reason: format!("{} bytes, {width} hashes need {}", bytes.len(), width * 32) });
         }
         let start = ((first % TILE_WIDTH) * 32) as usize;
