@@ -75,6 +75,12 @@ pub enum Event {
         stopped_early: bool,
         took_ms: u64,
     },
+    /// The audit log was opened at start: its origin, its entries, how many the last signed
+    /// checkpoint covers, and those found past it (a cut before their checkpoint), appended again.
+    AuditLogOpened { origin: String, entries: u64, signed: u64, appended_again: u64 },
+    /// The audit log grew and the vault signed a checkpoint of it (not itself logged): what every
+    /// receipt from now on carries.
+    AuditCheckpoint { origin: String, entries: u64, root: String },
     /// A collection passed a step on the disk (said only under the power-cut test hook; see
     /// [`vault_store::GcStep`]).
     GcStep { pack: String, step: vault_store::GcStep },
@@ -166,6 +172,12 @@ pub fn listed_paths<I: IntoIterator<Item = String>>(paths: I) -> Vec<String> {
     listed
 }
 
+/// The kind of a printed line: the `event` tag, which [`Line`] puts right after `seq` and `time`
+/// (a snake_case name, never escaped).
+fn kind_of(line: &str) -> &str {
+    line.split_once(",\"event\":\"").and_then(|(_, rest)| rest.split_once('"')).map_or("", |(kind, _)| kind)
+}
+
 #[derive(Serialize)]
 struct Line<'a> {
     seq: u64,
@@ -222,6 +234,7 @@ impl EventLog {
         if self.keep {
             self.kept.push((std::time::Instant::now(), line.clone()));
         }
+        crate::audit::record(kind_of(&line), &line);
         line
     }
 }

@@ -2,6 +2,7 @@
 //! `vault-core`; this crate is the I/O shell: the policy store, link control over rtnetlink,
 //! the netlink watchdog, the egress guard, the daemon loop and the session seam.
 
+pub mod audit;
 pub mod daemon;
 pub mod egress_guard;
 pub mod error;

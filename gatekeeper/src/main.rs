@@ -106,6 +106,7 @@ fn main() -> ExitCode {
             };
             let paths = Paths { root: cli.root, state: cli.state, store: cli.store, usb_mount, session_jail_parent };
             let reserve = Reserve { bytes: store_reserve.bytes(), inodes: store_reserve_inodes };
+            gatekeeper::audit::keep_from_now();
             run(&paths, carrier_timeout_ms, limits, reserve, EventLog::default())
         }
     };
@@ -122,6 +123,8 @@ fn main() -> ExitCode {
 /// background, seal the root filesystem, drop capabilities, then the daemon, for ever.
 fn boot_as_init() -> ! {
     use gatekeeper::init;
+    // Every line from here on is also an entry of the audit log, once the data disk is open.
+    gatekeeper::audit::keep_from_now();
     if let Err(e) = init::mount_pseudo_filesystems() {
         init::halt(&e.to_string());
     }
@@ -259,8 +262,10 @@ fn push_server_factory(paths: &Paths, limits: Limits, reserve: Reserve) -> gatek
         events.emit(now, &Event::VaultIdentity { key: identity.public.to_string() });
         let (store, recovery) = vault_store::Store::open_with(&store_dir, reserve)?;
         report_recovery(events, now, &store_dir, &recovery);
+        let identity = Arc::new(identity);
+        gatekeeper::audit::start(&store_dir, identity.clone(), events.sibling());
         let store = Arc::new(store);
-        let service = PushService { jail_parent, ..PushService::new(store.clone(), Arc::new(identity), limits) };
+        let service = PushService { jail_parent, ..PushService::new(store.clone(), identity, limits) };
         let maintenance = service.maintenance.clone();
         Ok(gatekeeper::sessions_api::Services { server: gatekeeper::push_server::server(Arc::new(service)), store: Some(store), maintenance, step_pause: limits.seal_step_pause })
     })

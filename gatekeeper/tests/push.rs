@@ -6,6 +6,7 @@ mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::Command;
 
 use support::*;
 
@@ -104,6 +105,18 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     }
     assert!(!events.iter().any(|e| e["event"] == "session_refused"), "{events:#?}");
 
+    // The audit log holds what the console said, in order (all but progress lines), under
+    // checkpoints the vault signed: verified from the disk to the last entry.
+    let vault_key = vault_core::keys::PublicKey::parse(&vault.identity(), "vault key").unwrap();
+    let verified = vault_store::audit::verify(&vault.store(), &vault_key).unwrap();
+    let logged: Vec<serde_json::Value> = vault_store::audit::read_entries(&vault.store(), 0, verified.entries).unwrap().iter().map(|e| serde_json::from_slice(e).unwrap()).collect();
+    let printed: Vec<&serde_json::Value> = events.iter().filter(|e| !gatekeeper::audit::NOT_LOGGED.contains(&e["event"].as_str().unwrap())).collect();
+    assert!(logged.len() <= printed.len() && logged.iter().zip(&printed).all(|(a, b)| a == *b), "the log is the console's prefix:\n{logged:#?}\n{printed:#?}");
+    assert!(logged.iter().filter(|e| e["event"] == "committed").count() == 4, "every commit is in the log: {logged:#?}");
+    assert!(logged.iter().any(|e| e["event"] == "started"), "and what came before the store was open");
+    let checkpoints: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "audit_checkpoint").collect();
+    assert!(checkpoints.len() >= 2 && checkpoints.windows(2).all(|w| w[0]["entries"].as_u64() < w[1]["entries"].as_u64()), "{checkpoints:#?}");
+
     // Offline: list and restore each snapshot from the store, compare with the source.
     let store = vault.store();
     assert_eq!(vaultctl_snapshots(&store, &vault.identity()).len(), 4);
@@ -119,6 +132,33 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     let again = vaultctl_restore(&store, second["snapshot"].as_str().unwrap(), &vault.identity(), &restored);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("must be a new or empty directory"));
+
+    // The audit log, offline: verified, shown by kind, and an altered entry named by its index.
+    let audit = |args: &[&str]| Command::new(vaultctl_bin()).arg("audit").args(args).arg("--store").arg(&store).args(["--vault-key", &vault.identity()]).output().unwrap();
+    let verified = audit(&["verify"]);
+    assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stderr));
+    assert!(String::from_utf8_lossy(&verified.stdout).starts_with(&format!("audit log verified: {} entries", logged.len())), "{}", String::from_utf8_lossy(&verified.stdout));
+    let commits = audit(&["show", "--kind", "committed", "--json"]);
+    let shown: Vec<serde_json::Value> = String::from_utf8_lossy(&commits.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(shown, logged.iter().filter(|e| e["event"] == "committed").cloned().collect::<Vec<_>>());
+    let committed_index = logged.iter().position(|e| e["event"] == "committed").unwrap();
+    let entries_dir = store.join("log/tile/entries");
+    // The widest bundle holding it (a narrower one may be left from the daemon's last moment).
+    let bundle = test_net::walk(&entries_dir, |_| false)
+        .into_iter()
+        .map(|w| entries_dir.join(w.rel))
+        .filter(|p| p.is_file() && std::fs::read(p).unwrap().windows(11).any(|w| w == b"\"committed\""))
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
+    Command::new("chattr").arg("-i").arg(&bundle).status().unwrap();
+    let mut bytes = std::fs::read(&bundle).unwrap();
+    let at = bytes.windows(11).position(|w| w == b"\"committed\"").unwrap();
+    bytes[at + 1] = b'C';
+    std::fs::set_permissions(&bundle, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    std::fs::write(&bundle, &bytes).unwrap();
+    let altered = audit(&["verify"]);
+    assert_eq!(altered.status.code(), Some(1), "{}", String::from_utf8_lossy(&altered.stdout));
+    assert!(String::from_utf8_lossy(&altered.stderr).contains(&format!("entry {committed_index} ")), "{}", String::from_utf8_lossy(&altered.stderr));
 }
 
 /// Issue 13, item 4, with the README's own example: one pusher, a database dump and /etc as

@@ -2,6 +2,7 @@
 //! checking policy bundles, and the schedule they give. A thin shell: every rule it applies
 //! is vault-core's; this file reads and writes files and prints.
 
+mod audit;
 mod error;
 mod keyfile;
 mod order;
@@ -48,6 +49,9 @@ enum Command {
     Usb(UsbCommand),
     /// Pushes a directory tree, a file or stdin (`-`) into the vault as one snapshot.
     Push(PushCli),
+    /// The vault's audit log, read from its store offline: verify it, show it.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Rebuilds a sealed snapshot from the vault's store (offline), re-hashing every chunk.
     /// Exit 0 restored whole, 6 incomplete (`--keep-going` left files out, listed), 1 error.
     Restore {
@@ -272,6 +276,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Order(command) => order::run(command),
         Command::Schedule { policy, from, days } => show_schedule(&policy, from.as_deref(), days),
         Command::Push(args) => push_command(args),
+        Command::Audit(command) => audit::run(command),
         Command::Restore { store, snapshot, to, trust, keep_going, json } => {
             let trust = restore::Trust::from_args(trust.vault_key.as_deref(), trust.insecure_any_vault_key, "restore")?;
             let report = restore::restore(&store, &snapshot, &to, &trust, keep_going)?;

@@ -431,10 +431,10 @@ pub fn vaultctl_snapshots(store: &Path, vault_key: &str) -> Vec<String> {
 
 // ---- the store, seen from outside -------------------------------------------------------
 
-/// Every file under the store (path -> size), except `staging/`: what a refused session
-/// must leave exactly as it was.
+/// Every file under the store (path -> size), except `staging/` and the audit log (which grows
+/// with every event, a refusal's included): what a refused session must leave exactly as it was.
 pub fn store_listing(store: &Path) -> BTreeMap<String, u64> {
-    test_net::walk(store, |rel| rel == vault_store::STAGING_DIR).into_iter().filter(|w| !w.meta.is_dir()).map(|w| (w.rel, w.meta.len())).collect()
+    test_net::walk(store, |rel| rel == vault_store::STAGING_DIR || rel == vault_store::audit::LOG_DIR).into_iter().filter(|w| !w.meta.is_dir()).map(|w| (w.rel, w.meta.len())).collect()
 }
 
 /// What is left in `staging/` (nothing, once every session has ended).

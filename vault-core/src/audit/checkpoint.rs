@@ -32,9 +32,14 @@ pub fn origin_of(key: &PublicKey) -> String {
 }
 
 impl Checkpoint {
+    /// The root hash as the checkpoint writes it (base64).
+    pub fn root_base64(&self) -> String {
+        BASE64.encode(self.root)
+    }
+
     /// The checkpoint text.
     pub fn to_text(&self) -> String {
-        let mut text = format!("{}\n{}\n{}\n", self.origin, self.size, BASE64.encode(self.root));
+        let mut text = format!("{}\n{}\n{}\n", self.origin, self.size, self.root_base64());
         for line in &self.extensions {
             text.push_str(line);
             text.push('\n');

@@ -1,0 +1,112 @@
+//! Every event the console prints is also an entry of the audit log on the data disk
+//! (`vault_store::audit`): the exact JSON line, in the order printed. Printing never waits for
+//! the disk: [`record`] queues the line, and one writer thread appends what has queued, signs a
+//! checkpoint with the vault key, and prints it (`audit_checkpoint`) whenever the log grew.
+//!
+//! Lines printed before the data disk is open (the boot, the policy) queue until the writer
+//! starts, up to [`MAX_QUEUED`]; past that, and while the log cannot be written, lines are
+//! counted as dropped and the count is an alarm. Progress lines that say nothing new (`status`,
+//! `seal_step`, `gc_step`) and the checkpoint lines themselves are not logged.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+
+use crate::events::{Event, EventLog};
+use crate::identity::VaultIdentity;
+
+/// Lines waiting for the writer, at most.
+pub const MAX_QUEUED: usize = 16_384;
+/// Lines appended (and covered by one checkpoint) at most at once.
+const MAX_BATCH: usize = 4096;
+
+/// Event kinds that are not logged: progress and heartbeat lines, and the log's own checkpoints.
+pub const NOT_LOGGED: [&str; 4] = ["status", "seal_step", "gc_step", "audit_checkpoint"];
+
+#[derive(Default)]
+struct Queue {
+    /// Whether this process keeps an audit log at all (the daemon does; tools and tests do not).
+    on: bool,
+    lines: VecDeque<Vec<u8>>,
+    dropped: u64,
+}
+
+static QUEUE: Mutex<Queue> = Mutex::new(Queue { on: false, lines: VecDeque::new(), dropped: 0 });
+static WAKE: Condvar = Condvar::new();
+static WRITER: OnceLock<()> = OnceLock::new();
+
+/// From now on this process logs its events (the daemon calls this first thing).
+pub fn keep_from_now() {
+    QUEUE.lock().expect("audit queue").on = true;
+}
+
+/// Queues a printed line of kind `kind` for the log.
+pub fn record(kind: &str, line: &str) {
+    if NOT_LOGGED.contains(&kind) {
+        return;
+    }
+    let mut queue = QUEUE.lock().expect("audit queue");
+    if !queue.on {
+        return;
+    }
+    if queue.lines.len() >= MAX_QUEUED || line.len() > vault_core::audit::tiles::MAX_ENTRY_BYTES {
+        queue.dropped += 1;
+    } else {
+        queue.lines.push_back(line.as_bytes().to_vec());
+    }
+    drop(queue);
+    WAKE.notify_one();
+}
+
+/// Starts the writer for the log under `store` (once per process: a daemon restarted after a
+/// panic keeps the writer it had). What opening found is said on `events`.
+pub fn start(store: &Path, identity: Arc<VaultIdentity>, mut events: EventLog) {
+    if WRITER.set(()).is_err() {
+        return;
+    }
+    let store: PathBuf = store.to_path_buf();
+    let now = vault_io::clock_now;
+    let opened = vault_store::audit::AuditLog::open(&store, &identity.public);
+    let mut log = match opened {
+        Ok((log, recovery)) => {
+            events.emit(now(), &Event::AuditLogOpened { origin: log.origin().to_string(), entries: log.size(), signed: recovery.signed, appended_again: recovery.appended_again });
+            Some(log)
+        }
+        Err(e) => {
+            let detail = format!("the audit log under {} cannot be opened ({e}); it is left as it is for investigation and nothing more is logged until it is repaired; the vault goes on", store.display());
+            events.emit(now(), &Event::Alarm { rule: "audit_log_failed".into(), detail });
+            None
+        }
+    };
+    let mut said = events.sibling();
+    let spawned = std::thread::Builder::new().name("audit-writer".into()).spawn(move || loop {
+        let (batch, dropped) = {
+            let mut queue = QUEUE.lock().expect("audit queue");
+            while queue.lines.is_empty() && queue.dropped == 0 {
+                queue = WAKE.wait(queue).expect("audit queue");
+            }
+            let take = queue.lines.len().min(MAX_BATCH);
+            let batch: Vec<Vec<u8>> = queue.lines.drain(..take).collect();
+            (batch, std::mem::take(&mut queue.dropped))
+        };
+        let Some(writer) = log.as_mut() else { continue };
+        if dropped > 0 {
+            events.emit(now(), &Event::Alarm { rule: "audit_lines_dropped".into(), detail: format!("{dropped} event line(s) could not be queued for the audit log (the queue was full or a line too long); they were printed on the console only") });
+        }
+        let written = writer.append(&batch).and_then(|()| writer.sign(&identity.key));
+        match written {
+            Ok(Some(_)) => {
+                let signed = writer.signed().expect("just signed");
+                events.emit(now(), &Event::AuditCheckpoint { origin: signed.origin.clone(), entries: signed.size, root: signed.root_base64() });
+            }
+            Ok(None) => {}
+            Err(e) => {
+                events.emit(now(), &Event::Alarm { rule: "audit_log_failed".into(), detail: format!("appending to the audit log failed ({e}); nothing more is logged until the vault restarts; the vault goes on") });
+                log = None;
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        said.emit(now(), &Event::Alarm { rule: "audit_log_failed".into(), detail: format!("the audit writer thread did not start ({e})") });
+    }
+}
