@@ -4,7 +4,7 @@
 //! checkpoint with the vault key, and prints it (`audit_checkpoint`) whenever the log grew.
 //!
 //! Lines printed before the data disk is open (the boot, the policy) queue until the writer
-//! starts, up to [`MAX_QUEUED`]; past that, and while the log cannot be written, lines are
+//! starts, up to [`MAX_QUEUED`] lines and [`MAX_QUEUED_BYTES`]; past that, and while the log cannot be written, lines are
 //! counted as dropped and the count is an alarm. Progress lines that say nothing new (`status`,
 //! `seal_step`, `gc_step`) and the checkpoint lines themselves are not logged.
 
@@ -15,8 +15,9 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use crate::events::{Event, EventLog};
 use crate::identity::VaultIdentity;
 
-/// Lines waiting for the writer, at most.
+/// Lines waiting for the writer, at most, and their bytes at most (a line can be 64 KiB).
 pub const MAX_QUEUED: usize = 16_384;
+pub const MAX_QUEUED_BYTES: usize = 16 << 20;
 /// Lines appended (and covered by one checkpoint) at most at once.
 const MAX_BATCH: usize = 4096;
 
@@ -28,10 +29,23 @@ struct Queue {
     /// Whether this process keeps an audit log at all (the daemon does; tools and tests do not).
     on: bool,
     lines: VecDeque<Vec<u8>>,
+    bytes: usize,
     dropped: u64,
 }
 
-static QUEUE: Mutex<Queue> = Mutex::new(Queue { on: false, lines: VecDeque::new(), dropped: 0 });
+impl Queue {
+    /// Queues `line`, or counts it dropped when a bound would be passed.
+    fn offer(&mut self, line: &str) {
+        if self.lines.len() >= MAX_QUEUED || self.bytes + line.len() > MAX_QUEUED_BYTES || line.len() > vault_core::audit::tiles::MAX_ENTRY_BYTES {
+            self.dropped += 1;
+        } else {
+            self.bytes += line.len();
+            self.lines.push_back(line.as_bytes().to_vec());
+        }
+    }
+}
+
+static QUEUE: Mutex<Queue> = Mutex::new(Queue { on: false, lines: VecDeque::new(), bytes: 0, dropped: 0 });
 static WAKE: Condvar = Condvar::new();
 static WRITER: OnceLock<()> = OnceLock::new();
 
@@ -49,11 +63,7 @@ pub fn record(kind: &str, line: &str) {
     if !queue.on {
         return;
     }
-    if queue.lines.len() >= MAX_QUEUED || line.len() > vault_core::audit::tiles::MAX_ENTRY_BYTES {
-        queue.dropped += 1;
-    } else {
-        queue.lines.push_back(line.as_bytes().to_vec());
-    }
+    queue.offer(line);
     drop(queue);
     WAKE.notify_one();
 }
@@ -87,6 +97,7 @@ pub fn start(store: &Path, identity: Arc<VaultIdentity>, mut events: EventLog) {
             }
             let take = queue.lines.len().min(MAX_BATCH);
             let batch: Vec<Vec<u8>> = queue.lines.drain(..take).collect();
+            queue.bytes -= batch.iter().map(Vec::len).sum::<usize>();
             (batch, std::mem::take(&mut queue.dropped))
         };
         let Some(writer) = log.as_mut() else { continue };
@@ -108,5 +119,29 @@ pub fn start(store: &Path, identity: Arc<VaultIdentity>, mut events: EventLog) {
     });
     if let Err(e) = spawned {
         said.emit(now(), &Event::Alarm { rule: "audit_log_failed".into(), detail: format!("the audit writer thread did not start ({e})") });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_queue_is_bounded_in_lines_and_bytes_and_counts_what_it_drops() {
+        let mut queue = Queue { on: true, ..Queue::default() };
+        let line = "x".repeat(1000);
+        for _ in 0..MAX_QUEUED + 5 {
+            queue.offer(&line);
+        }
+        assert_eq!((queue.lines.len(), queue.dropped), (MAX_QUEUED, 5));
+        let mut queue = Queue { on: true, ..Queue::default() };
+        let big = "y".repeat(60_000);
+        for _ in 0..400 {
+            queue.offer(&big);
+        }
+        assert_eq!(queue.lines.len(), MAX_QUEUED_BYTES / 60_000);
+        assert!(queue.bytes <= MAX_QUEUED_BYTES);
+        queue.offer(&"z".repeat(70_000));
+        assert_eq!(queue.dropped, 400 - (MAX_QUEUED_BYTES / 60_000) as u64 + 1, "a line too long for an entry is dropped");
     }
 }
