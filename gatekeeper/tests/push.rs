@@ -143,11 +143,13 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     assert_eq!(shown, logged.iter().filter(|e| e["event"] == "committed").cloned().collect::<Vec<_>>());
     let committed_index = logged.iter().position(|e| e["event"] == "committed").unwrap();
     let entries_dir = store.join("log/tile/entries");
-    // The widest bundle holding it (a narrower one may be left from the daemon's last moment).
+    // The widest bundle holding it (a narrower one, or a temporary file, may be left from the
+    // daemon's last moment: readers use the widest).
     let bundle = test_net::walk(&entries_dir, |_| false)
         .into_iter()
         .map(|w| entries_dir.join(w.rel))
-        .filter(|p| p.is_file() && std::fs::read(p).unwrap().windows(11).any(|w| w == b"\"committed\""))
+        .filter(|p| p.is_file() && !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .filter(|p| std::fs::read(p).unwrap().windows(11).any(|w| w == b"\"committed\""))
         .max_by_key(|p| std::fs::metadata(p).unwrap().len())
         .unwrap();
     Command::new("chattr").arg("-i").arg(&bundle).status().unwrap();
