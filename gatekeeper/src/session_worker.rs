@@ -176,15 +176,16 @@ pub fn main() -> ! {
         no_new_privileges: confinement.no_new_privileges,
         sees_files: confinement.sees_files,
     };
-    let start = hello.encode().map_err(GatekeeperError::from).and_then(|bytes| relay.write_all(&bytes).map_err(|source| GatekeeperError::Io { what: "relay", source })).and_then(|()| read_start(&mut relay));
-    let Ok(start) = start else { std::process::exit(3) };
-    // One thread: TLS for a window's sessions fits one core, and with the thread made, the
-    // process limit can say no more (no fork, no thread: nothing outlives a kill).
+    // One thread: TLS for a window's sessions fits one core, and with the runtime made, the
+    // process limit can say no more (no fork, no thread: nothing outlives a kill). Only then does
+    // the worker say it is confined: the daemon's `session_worker_started` means all of it.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build();
     let Ok(runtime) = runtime else { std::process::exit(4) };
     if nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NPROC, 1, 1).is_err() {
         std::process::exit(4);
     }
+    let start = hello.encode().map_err(GatekeeperError::from).and_then(|bytes| relay.write_all(&bytes).map_err(|source| GatekeeperError::Io { what: "relay", source })).and_then(|()| read_start(&mut relay));
+    let Ok(start) = start else { std::process::exit(3) };
     runtime.block_on(serve(relay, std::os::unix::net::UnixStream::from(sign), std::net::TcpListener::from(listener), start));
     std::process::exit(0)
 }
