@@ -31,6 +31,8 @@ struct Queue {
     lines: VecDeque<Vec<u8>>,
     bytes: usize,
     dropped: u64,
+    /// Lines taken by the writer and not yet in the log (see [`flush`]).
+    writing: usize,
 }
 
 impl Queue {
@@ -45,7 +47,7 @@ impl Queue {
     }
 }
 
-static QUEUE: Mutex<Queue> = Mutex::new(Queue { on: false, lines: VecDeque::new(), bytes: 0, dropped: 0 });
+static QUEUE: Mutex<Queue> = Mutex::new(Queue { on: false, lines: VecDeque::new(), bytes: 0, dropped: 0, writing: 0 });
 static WAKE: Condvar = Condvar::new();
 static WRITER: OnceLock<()> = OnceLock::new();
 
@@ -66,6 +68,23 @@ pub fn record(kind: &str, line: &str) {
     queue.offer(line);
     drop(queue);
     WAKE.notify_one();
+}
+
+/// Waits (at most `within`) until every line queued so far is in the log: the daemon's last act
+/// before it exits, so its last words are evidence too. Returns at once where no writer runs.
+pub fn flush(within: std::time::Duration) {
+    if WRITER.get().is_none() {
+        return;
+    }
+    let deadline = std::time::Instant::now() + within;
+    while std::time::Instant::now() < deadline {
+        let queue = QUEUE.lock().expect("audit queue");
+        if queue.lines.is_empty() && queue.writing == 0 {
+            return;
+        }
+        drop(queue);
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// Starts the writer for the log under `store` (once per process: a daemon restarted after a
@@ -98,9 +117,14 @@ pub fn start(store: &Path, identity: Arc<VaultIdentity>, mut events: EventLog) {
             let take = queue.lines.len().min(MAX_BATCH);
             let batch: Vec<Vec<u8>> = queue.lines.drain(..take).collect();
             queue.bytes -= batch.iter().map(Vec::len).sum::<usize>();
+            queue.writing = batch.len();
             (batch, std::mem::take(&mut queue.dropped))
         };
-        let Some(writer) = log.as_mut() else { continue };
+        let done = || QUEUE.lock().expect("audit queue").writing = 0;
+        let Some(writer) = log.as_mut() else {
+            done();
+            continue;
+        };
         if dropped > 0 {
             events.emit(now(), &Event::Alarm { rule: "audit_lines_dropped".into(), detail: format!("{dropped} event line(s) could not be queued for the audit log (the queue was full or a line too long); they were printed on the console only") });
         }
@@ -116,6 +140,7 @@ pub fn start(store: &Path, identity: Arc<VaultIdentity>, mut events: EventLog) {
                 log = None;
             }
         }
+        done();
     });
     if let Err(e) = spawned {
         said.emit(now(), &Event::Alarm { rule: "audit_log_failed".into(), detail: format!("the audit writer thread did not start ({e})") });

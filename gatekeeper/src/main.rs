@@ -249,7 +249,9 @@ fn run(paths: &Paths, carrier_timeout_ms: u64, limits: Limits, reserve: Reserve,
         usb_mount: paths.usb_mount.clone(),
         store_dir: Some(paths.store.clone()),
     };
-    runtime.block_on(gatekeeper::run::run(&paths.root, &paths.state, options)).map(|_| ())
+    let outcome = runtime.block_on(gatekeeper::run::run(&paths.root, &paths.state, options)).map(|_| ());
+    gatekeeper::audit::flush(Duration::from_secs(5));
+    outcome
 }
 
 /// Opens the store (cleaning what a crash left, re-marking sealed files immutable) and loads

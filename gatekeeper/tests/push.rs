@@ -111,7 +111,10 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     let verified = vault_store::audit::verify(&vault.store(), &vault_key).unwrap();
     let logged: Vec<serde_json::Value> = vault_store::audit::read_entries(&vault.store(), 0, verified.entries).unwrap().iter().map(|e| serde_json::from_slice(e).unwrap()).collect();
     let printed: Vec<&serde_json::Value> = events.iter().filter(|e| !gatekeeper::audit::NOT_LOGGED.contains(&e["event"].as_str().unwrap())).collect();
-    assert!(logged.len() <= printed.len() && logged.iter().zip(&printed).all(|(a, b)| a == *b), "the log is the console's prefix:\n{logged:#?}\n{printed:#?}");
+    // The daemon's last act is to wait for the writer: the whole console is in the log, its
+    // last words (`stopped`) included.
+    assert!(logged.len() == printed.len() && logged.iter().zip(&printed).all(|(a, b)| a == *b), "the log is what the console said:\n{logged:#?}\n{printed:#?}");
+    assert_eq!(logged.last().map(|e| e["event"].clone()), Some(serde_json::json!("stopped")));
     assert!(logged.iter().filter(|e| e["event"] == "committed").count() == 4, "every commit is in the log: {logged:#?}");
     assert!(logged.iter().any(|e| e["event"] == "started"), "and what came before the store was open");
     let checkpoints: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "audit_checkpoint").collect();
