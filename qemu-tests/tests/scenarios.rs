@@ -372,7 +372,7 @@ fn power_cuts_at_every_seal_step_and_mid_push_lose_nothing_sealed() {
     let rounds: usize = std::env::var("POWER_CUT_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let mut box_ = Appliance::boot_with("power-cut", Boot::Direct, vec![SEAL_STEP_PAUSE.into()]);
     let hook = box_.vm.wait_anywhere("the test hook's notice", EVENT_WAIT, |e| e["event"] == "alarm" && e["rule"] == "test_hook_enabled");
-    assert!(hook["detail"].as_str().unwrap().contains("each seal step pauses 1000 ms"), "{hook}");
+    assert!(hook["detail"].as_str().unwrap().contains("each seal and collection step pauses 1000 ms"), "{hook}");
     let t = now_secs();
     // One long window, no early close, so every boot finds it open.
     let spec = PolicySpec { windows: vec![(t + 20, t + 20 + 7200)], pushers: vec![("db-backup".into(), "64GiB".into())], early_close: false, ..PolicySpec::new(1, "vault-test") };
