@@ -192,16 +192,17 @@ impl Store {
             let pack_bytes = fs::metadata(pack).map(|m| m.len()).unwrap_or(0);
             let holds_bad_copies = bad.iter().any(|(bad_stem, _)| *bad_stem == stem);
             let young = !older_than(&pack.with_extension("idx"), now, grace)?;
-            let rewrite = needed && worth_repacking(pack_bytes, live_bytes) && !young && !holds_bad_copies;
+            let worth = worth_repacking(pack_bytes, live_bytes);
+            let rewrite = needed && worth && !young && !holds_bad_copies;
             if needed && !rewrite {
                 kept_copies.extend(entries.iter().map(|(id, _, _)| *id).filter(|id| live.contains(id) && !bad.contains(&(stem.clone(), *id))));
                 // Young counts only where age alone kept it.
-                if young && worth_repacking(pack_bytes, live_bytes) && !holds_bad_copies {
+                if young && worth && !holds_bad_copies {
                     collected.kept_young += 1;
                 } else {
                     collected.kept_live += 1;
                 }
-                if holds_bad_copies && worth_repacking(pack_bytes, live_bytes) && !young {
+                if holds_bad_copies && worth && !young {
                     collected.repack_skipped.push((stem, "a scrub listed a copy in it as bad: kept whole, for the chunks it still holds".into()));
                 }
                 continue;
