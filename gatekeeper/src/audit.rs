@@ -12,6 +12,10 @@ use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 
+use vault_core::audit::checkpoint::Checkpoint;
+use vault_core::audit::witness::LogEvidence;
+use vault_core::keys::PublicKey;
+
 use crate::events::{Event, EventLog};
 use crate::identity::VaultIdentity;
 
@@ -145,6 +149,21 @@ pub fn start(store: &Path, identity: Arc<VaultIdentity>, mut events: EventLog) {
     if let Err(e) = spawned {
         said.emit(now(), &Event::Alarm { rule: "audit_log_failed".into(), detail: format!("the audit writer thread did not start ({e})") });
     }
+}
+
+/// What a receipt carries about the log under `store`: the newest signed checkpoint and the proof
+/// that it extends the checkpoint of `known` entries the pusher holds. Read from the disk, without
+/// the writer: tiles only grow, and the checkpoint file is replaced whole. `None` while the log
+/// has no checkpoint yet. A checkpoint the vault cannot open or prove from is still sent, without
+/// a proof: the pusher, not the vault, judges it (and refuses it).
+pub fn evidence(store: &Path, vault_key: &PublicKey, known: u64) -> Option<LogEvidence> {
+    let note = vault_store::audit::read_checkpoint(store).ok().flatten()?;
+    let proof = Checkpoint::open(&note, vault_key)
+        .ok()
+        .filter(|newest| known <= newest.size)
+        .and_then(|newest| vault_store::audit::consistency_proof(store, known, newest.size).ok())
+        .unwrap_or_default();
+    Some(LogEvidence { checkpoint: String::from_utf8_lossy(&note).into_owned(), proof_from: known, proof })
 }
 
 #[cfg(test)]

@@ -399,7 +399,7 @@ impl PushService {
                     drop(commit);
                     // Sealed: nothing from here is a refusal. A receipt that cannot be sent is
                     // said as such, and the gate hears of no commit (the pusher may push again).
-                    let sent = match (VaultFrame::Receipt { body: signed.body, signature: signed.signature }.encode()) {
+                    let sent = match (VaultFrame::Receipt { body: signed.body, signature: signed.signature, audit: signed.audit }.encode()) {
                         Ok(frame) => conn.finish(Some(frame)).await,
                         Err(e) => Err(e.to_string()),
                     };
@@ -452,8 +452,8 @@ impl PushService {
             client_time: request.client_time,
         };
         let (body, signature) = receipt.sign(&self.identity.key);
-        let signed = SignedReceipt { body, signature };
-        let store = self.store.clone();
+        let mut signed = SignedReceipt { body, signature, audit: None };
+        let (store, vault_key, audit_size) = (self.store.clone(), self.identity.public, request.audit_size);
         let (signed_for_store, referenced) = (signed.clone(), request.referenced);
         // fsyncs and renames: off the async threads. Each step is on the console as it
         // happens (always: seven short lines per push), so a power-cut test can cut after any.
@@ -466,13 +466,16 @@ impl PushService {
                     std::thread::sleep(pause);
                 }
             };
-            store.seal_observed(pack, table, &referenced, SealInput { snapshot_id: &snapshot_id, manifest: &manifest, receipt: &signed_for_store }, &observe)
+            let sealed = store.seal_observed(pack, table, &referenced, SealInput { snapshot_id: &snapshot_id, manifest: &manifest, receipt: &signed_for_store }, &observe)?;
+            Ok::<_, vault_store::StoreError>((sealed, crate::audit::evidence(store.root(), &vault_key, audit_size)))
         })
         .await
         // The seal stopped (a panic): it may or may not have made the snapshot visible.
         .map_err(|e| Refusal::told(format!("sealing task failed ({e}): no receipt, and the snapshot may or may not be visible; the next start re-checks the store")))?
         // A store error here is always from before the snapshot became visible.
         .map_err(Refusal::from)?;
+        let (sealed, evidence) = sealed;
+        signed.audit = evidence;
         Ok((receipt, signed, sealed))
     }
 }

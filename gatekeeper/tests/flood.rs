@@ -149,7 +149,7 @@ fn sessions_past_the_window_limit_are_refused_by_name() {
         client.begin("empty", 0);
     }
     let mut client = connect(&net, &vault, "p", &vault_key);
-    client.send(&ClientFrame::Begin { dataset: "one-more".into(), client_time: 0 });
+    client.send(&ClientFrame::Begin { dataset: "one-more".into(), client_time: 0, audit_size: 0 });
     match client.recv() {
         Ok(VaultFrame::Refused { reason }) => assert!(reason.starts_with("limit `sessions_per_window`"), "{reason}"),
         other => panic!("expected a refusal, got {other:?}"),

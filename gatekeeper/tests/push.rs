@@ -55,6 +55,12 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     assert_eq!(second["chunks_new"], 1, "{second:#}");
     assert_eq!(second["bytes_new"], 8);
 
+    // Each receipt carries the vault's audit checkpoint; the pusher keeps the newest and the
+    // next receipt proves the log grew from it.
+    assert_eq!(first["audit_log"]["consistent"], true, "{first:#}");
+    assert_eq!((second["audit_log"]["consistent"].clone(), second["audit_log"]["from"].clone()), (serde_json::json!(true), first["audit_log"]["entries"].clone()), "{second:#}");
+    assert!(second["audit_log"]["entries"].as_u64() > first["audit_log"]["entries"].as_u64(), "{second:#}");
+
     // The receipt is the vault's, and retention counts from the vault's clock.
     let receipt_file = second["receipt"].as_str().unwrap();
     let receipt: serde_json::Value = serde_json::from_slice(&std::fs::read(receipt_file).unwrap()).unwrap();
@@ -136,6 +142,11 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("must be a new or empty directory"));
 
+    // The audit log, from the pusher's receipts alone.
+    let from_receipts = Command::new(vaultctl_bin()).args(["audit", "verify", "--receipts"]).arg(work.path().join("receipts")).args(["--vault-key", &vault.identity()]).output().unwrap();
+    assert!(from_receipts.status.success(), "{}", String::from_utf8_lossy(&from_receipts.stderr));
+    assert!(String::from_utf8_lossy(&from_receipts.stdout).starts_with("audit log consistent across 4 receipts"), "{}", String::from_utf8_lossy(&from_receipts.stdout));
+
     // The audit log, offline: verified, shown by kind, and an altered entry named by its index.
     let audit = |args: &[&str]| Command::new(vaultctl_bin()).arg("audit").args(args).arg("--store").arg(&store).args(["--vault-key", &vault.identity()]).output().unwrap();
     let verified = audit(&["verify"]);
@@ -164,6 +175,68 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     let altered = audit(&["verify"]);
     assert_eq!(altered.status.code(), Some(1), "{}", String::from_utf8_lossy(&altered.stdout));
     assert!(String::from_utf8_lossy(&altered.stderr).contains(&format!("entry {committed_index} ")), "{}", String::from_utf8_lossy(&altered.stderr));
+}
+
+/// Issue 16: the log leaves the vault in every receipt, so every pusher is a witness. An older
+/// copy of the log put back on the disk (what an intruder with the disk would do to hide what
+/// the vault recorded) is found by the next push, at the pusher: exit 7, "audit log not
+/// consistent", the snapshot sealed all the same, and the pusher's receipts say which one.
+#[test]
+fn a_rewound_audit_log_fails_the_next_push_at_the_pusher() {
+    let net = Net::new("rewind");
+    let start = unix_now().ceil() as i64;
+    let vault = Vault::build(VaultSpec { window: (start + 2, start + 300), pushers: vec![("db", "1GiB")], early: false, grace: "5s", datasets: vec![] });
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    make_tree(&tree);
+    let log = vault.store().join("log");
+    let older = work.path().join("older-log");
+
+    // A first run writes a log; a copy of it is kept.
+    let daemon = Daemon::start(&net, &vault);
+    daemon.wait_for("listening", 8.0);
+    daemon.stop();
+    let copied = Command::new("cp").arg("-a").arg(&log).arg(&older).status().unwrap();
+    assert!(copied.success());
+
+    // A second run: a push, whose receipt leaves with the checkpoint.
+    let daemon = Daemon::start(&net, &vault);
+    daemon.wait_for("listening", 8.0);
+    let pushed = json_of(&vaultctl_push(&net, &vault, "db", "db", &tree, work.path()));
+    let held = pushed["audit_log"]["entries"].as_u64().unwrap();
+    daemon.stop();
+    let witness_file = std::fs::read_dir(work.path().join("receipts")).unwrap().map(|e| e.unwrap().path()).find(|p| p.extension().is_some_and(|x| x == "checkpoint")).unwrap();
+    let witnessed = std::fs::read(&witness_file).unwrap();
+
+    // The older copy goes back, and the vault starts from it: to the vault, it verifies.
+    Command::new("chattr").args(["-R", "-i"]).arg(&log).status().unwrap();
+    std::fs::remove_dir_all(&log).unwrap();
+    assert!(Command::new("cp").arg("-a").arg(&older).arg(&log).status().unwrap().success());
+    // The vault learns a pusher's MAC only from the pusher's own ARP request (it never asks
+    // the segment), and this pusher still holds the vault's from a minute ago: forget it, as a
+    // night between windows would.
+    assert!(Command::new("ip").args(["-n", &net.peer_ns, "neigh", "flush", "all"]).status().unwrap().success());
+    let daemon = Daemon::start(&net, &vault);
+    let (_, opened) = daemon.wait_for("audit_log_opened", 8.0);
+    assert!(opened["entries"].as_u64().unwrap() < held, "{opened}");
+    daemon.wait_for("listening", 8.0);
+    std::fs::write(tree.join("var/lib/db/small-07.txt"), b"changed\n").unwrap();
+    let next = vaultctl_push(&net, &vault, "db", "db", &tree, work.path());
+    let events = daemon.stop();
+    let stderr = String::from_utf8_lossy(&next.stderr);
+    println!("the pusher said: {stderr}");
+    assert_eq!(next.status.code(), Some(7), "{stderr}\n{events:#?}");
+    assert!(stderr.contains("audit log not consistent") && stderr.contains(&format!("the {held} ")), "{stderr}");
+    let report: serde_json::Value = serde_json::from_slice(&next.stdout).unwrap();
+    assert_eq!(report["audit_log"]["consistent"], false);
+    assert!(events.iter().any(|e| e["event"] == "snapshot_sealed" && e["snapshot"] == report["snapshot"]), "sealed all the same");
+    assert_eq!(std::fs::read(&witness_file).unwrap(), witnessed, "the pusher keeps the checkpoint it held");
+
+    // The receipts alone say which one shows it.
+    let from_receipts = Command::new(vaultctl_bin()).args(["audit", "verify", "--receipts"]).arg(work.path().join("receipts")).args(["--vault-key", &vault.identity()]).output().unwrap();
+    assert_eq!(from_receipts.status.code(), Some(7), "{}", String::from_utf8_lossy(&from_receipts.stdout));
+    let said = String::from_utf8_lossy(&from_receipts.stderr);
+    assert!(said.contains("audit log not consistent") && said.contains(&format!(" {}", report["snapshot"].as_str().unwrap())), "{said}\n{report:#}");
 }
 
 /// Issue 13, item 4, with the README's own example: one pusher, a database dump and /etc as

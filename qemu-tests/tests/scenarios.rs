@@ -59,6 +59,12 @@ fn assert_store_holds(box_: &Appliance, store: &Path, flags: &std::collections::
     // a power cut too: what was written past the checkpoint is not covered, and not in the way).
     let audit = std::process::Command::new(box_.bench.artifacts.vaultctl()).args(["audit", "verify", "--store"]).arg(store).args(["--vault-key", &vault_key]).output().unwrap();
     assert!(audit.status.success(), "{dir}: the audit log: {}{}", String::from_utf8_lossy(&audit.stdout), String::from_utf8_lossy(&audit.stderr));
+    // And as the pushers saw it: every receipt's checkpoint consistent with the others.
+    let receipts = box_.bench.dir.join("receipts");
+    if receipts.exists() {
+        let witnessed = std::process::Command::new(box_.bench.artifacts.vaultctl()).args(["audit", "verify", "--receipts"]).arg(&receipts).args(["--vault-key", &vault_key]).output().unwrap();
+        assert!(witnessed.status.success(), "{dir}: the receipts' checkpoints: {}{}", String::from_utf8_lossy(&witnessed.stdout), String::from_utf8_lossy(&witnessed.stderr));
+    }
     // Sealed: every live pack and index, every snapshot and everything in it.
     let orphans = unindexed_packs(flags);
     let live_pack_file = |path: &str| path.starts_with("packs/") && (path.ends_with(".idx") || (path.ends_with(".pack") && !orphans.iter().any(|o| o == path)));
@@ -628,5 +634,21 @@ fn a_bit_flipped_on_the_disk_is_named_by_scrub_and_healed_by_the_next_push() {
     assert_eq!(healed["snapshot"], second["snapshot"], "{healed}");
     assert_eq!(healed["chunks"].as_array().unwrap().len(), 1, "{healed}");
     box_.vm.wait_for("the early close", EVENT_WAIT, |e| e["event"] == "state_changed" && e["to"] == "sealed");
+    // The receipt carried the vault's audit checkpoint across the reboot, proven to extend the
+    // one the first receipt brought out.
+    assert_eq!((second["audit_log"]["consistent"].clone(), second["audit_log"]["from"].clone()), (serde_json::json!(true), first["audit_log"]["entries"].clone()), "{second:#}");
     assert_sealed_exactly(&mut box_, &[(&first, &tree), (&second, &tree)]);
+
+    // The disk as it was after the first push, booted again (an older image put back): its
+    // audit log is older than the checkpoint the pusher now holds. The vault cannot tell; the
+    // next push is sealed, and the pusher says the log is not consistent (exit 7).
+    box_.reboot_with("scrub-heal-rewound", disk, a_day_later());
+    let later = now_secs() + 25 * 3600;
+    box_.apply_policy(&PolicySpec { version: 2, windows: vec![(later + 20, later + 90)], ..spec.clone() });
+    wait_listening(&mut box_.vm);
+    let rewound = box_.push("db-backup", "files", &tree);
+    let said = String::from_utf8_lossy(&rewound.stderr);
+    println!("the pusher said: {said}");
+    assert_eq!(rewound.status.code(), Some(7), "{said}");
+    assert!(said.contains("audit log not consistent") && said.contains(&format!("the {} ", second["audit_log"]["entries"])), "{said}");
 }

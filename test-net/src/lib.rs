@@ -314,7 +314,7 @@ pub fn signed_receipt_at(key: &vault_core::keys::SigningKey, snapshot_id: &str, 
         client_time: 0,
     };
     let (body, signature) = receipt.sign(key);
-    vault_core::push::receipt::SignedReceipt { body, signature }
+    vault_core::push::receipt::SignedReceipt { body, signature, audit: None }
 }
 
 /// Seals one nightly snapshot of `(pusher, dataset)` sealed at vault time `received_at_unix`,

@@ -5,6 +5,9 @@ use std::path::{Path, PathBuf};
 
 use clap::Subcommand;
 
+use vault_core::audit::witness::{check_receipts, ReceiptEvidence};
+use vault_core::push::receipt::SignedReceipt;
+
 use crate::error::{CliError, Result};
 use crate::keyfile;
 
@@ -13,9 +16,16 @@ pub enum AuditCommand {
     /// Checks the audit log in a store against the vault key: the signed checkpoint, every
     /// entry against its hash tile (naming the first that differs), every tile against the ones
     /// below it, and the root. Prints the checkpoint. Exit 0 whole, 1 anything altered.
+    ///
+    /// With `--receipts DIR` instead, checks the log from a pusher's receipts alone: every
+    /// receipt's checkpoint signed by the vault, none smaller than an older receipt's, and each
+    /// proven to extend the one before it.
     Verify {
+        #[arg(long, required_unless_present = "receipts", conflicts_with = "receipts")]
+        store: Option<PathBuf>,
+        /// A pusher's receipts folder (`vaultctl push --receipts`).
         #[arg(long)]
-        store: PathBuf,
+        receipts: Option<PathBuf>,
         /// The vault's public key (`ed25519:...` or a file holding it).
         #[arg(long)]
         vault_key: String,
@@ -43,7 +53,9 @@ pub enum AuditCommand {
 
 pub fn run(command: AuditCommand) -> Result<()> {
     match command {
-        AuditCommand::Verify { store, vault_key } => {
+        AuditCommand::Verify { store: None, receipts: Some(dir), vault_key } => verify_receipts(&dir, &vault_key),
+        AuditCommand::Verify { store, vault_key, .. } => {
+            let store = store.expect("clap requires --store or --receipts");
             let verified = verify(&store, &vault_key)?;
             println!("audit log verified: {} entries, root {}", verified.entries, verified.checkpoint.root_base64());
             print!("{}", verified.checkpoint.to_text());
@@ -81,6 +93,43 @@ pub fn run(command: AuditCommand) -> Result<()> {
 fn verify(store: &Path, vault_key: &str) -> Result<vault_store::audit::Verified> {
     let key = keyfile::public_key_arg(vault_key)?;
     vault_store::audit::verify(store, &key).map_err(|e| CliError::Untrusted(format!("{e}; the log under {} is not what the vault signed", store.join(vault_store::audit::LOG_DIR).display())))
+}
+
+/// Most receipts one check reads.
+const MAX_RECEIPTS: usize = 1 << 20;
+
+/// `audit verify --receipts`: the receipts in `dir`, each verified under the vault key, and their
+/// checkpoints checked against one another.
+fn verify_receipts(dir: &Path, vault_key: &str) -> Result<()> {
+    let key = keyfile::public_key_arg(vault_key)?;
+    let mut receipts = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| CliError::Usage(format!("--receipts {}: {e}", dir.display())))? {
+        let path = entry.map_err(|e| CliError::Usage(format!("--receipts {}: {e}", dir.display())))?.path();
+        if path.extension().is_none_or(|x| x != "json") {
+            continue;
+        }
+        if receipts.len() == MAX_RECEIPTS {
+            return Err(CliError::Usage(format!("--receipts {}: more than {MAX_RECEIPTS} receipts; check them in parts", dir.display())));
+        }
+        let bytes = vault_io::read_bounded(&path, 2 * vault_core::push::receipt::MAX_RECEIPT_BYTES)?;
+        let signed = SignedReceipt::from_file_bytes(&bytes).map_err(|e| CliError::Untrusted(format!("{}: {e}", path.display())))?;
+        let receipt = signed.verify(&key).map_err(|e| CliError::Untrusted(format!("{}: {e}", path.display())))?;
+        receipts.push((receipt.received_at, receipt.snapshot_id, signed.audit));
+    }
+    let with_evidence: Vec<ReceiptEvidence<'_>> = receipts.iter().filter_map(|(received_at, id, audit)| Some(ReceiptEvidence { name: id, received_at: *received_at, evidence: audit.as_ref()? })).collect();
+    if with_evidence.is_empty() {
+        return Err(CliError::Incomplete(format!("none of the {} receipts in {} carries an audit checkpoint: nothing to check", receipts.len(), dir.display())));
+    }
+    let chain = check_receipts(&with_evidence, &key).map_err(|e| CliError::AuditInconsistent(e.to_string()))?;
+    println!(
+        "audit log consistent across {} receipts: {} entries at the newest, {} proofs checked, {} from checkpoints not among these receipts, {} receipts without a checkpoint",
+        chain.checkpoints,
+        chain.newest,
+        chain.links_proven,
+        chain.unlinked,
+        receipts.len() - chain.checkpoints
+    );
+    Ok(())
 }
 
 /// An entry's fields other than its kind, time and sequence, as `key=value`.

@@ -21,6 +21,9 @@ pub enum CliError {
     /// A receipt that does not verify under the pinned vault key.
     #[error("not trusted: {0}")]
     Untrusted(String),
+    /// The vault's audit log failed this pusher's witness check (see `witness`).
+    #[error("{0}")]
+    AuditInconsistent(String),
     /// Done as far as it could go, with what is missing already reported.
     #[error("incomplete: {0}")]
     Incomplete(String),
@@ -30,7 +33,8 @@ impl CliError {
     /// Exit codes scripts can tell apart: 3 the vault refused, 4 unreachable (no route, or
     /// something answered "connection refused"), 5 no answer at all (what a closed window
     /// looks like: the vault's link is down), 6 incomplete (`restore --keep-going` left files
-    /// out, `snapshots` found snapshots not verified or not restorable; each is listed), 1
+    /// out, `snapshots` found snapshots not verified or not restorable; each is listed), 7 the
+    /// push was sealed but the vault's audit log is not consistent with what this pusher saw, 1
     /// anything else (2 is clap's for bad arguments).
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -38,6 +42,7 @@ impl CliError {
             CliError::Unreachable(_) => 4,
             CliError::NoAnswer(_) => 5,
             CliError::Incomplete(_) => 6,
+            CliError::AuditInconsistent(_) => 7,
             _ => 1,
         }
     }

@@ -7,6 +7,7 @@ mod error;
 mod keyfile;
 mod order;
 mod push;
+mod witness;
 mod restore;
 mod usb;
 
@@ -357,14 +358,25 @@ fn push_command(args: PushCli) -> Result<()> {
             "bytes_new": r.bytes_new,
             "stats": outcome.stats,
             "elapsed_s": secs,
+            "audit_log": match &outcome.witnessed {
+                Ok(witness::Witnessed::Consistent { entries, from }) => serde_json::json!({ "consistent": true, "entries": entries, "from": from }),
+                Ok(witness::Witnessed::NothingYet) => serde_json::json!({ "consistent": null }),
+                Err(e) => serde_json::json!({ "consistent": false, "error": e.to_string() }),
+            },
         });
         println!("{}", serde_json::to_string_pretty(&value).expect("JSON values serialize"));
     } else {
         println!("sealed {} in vault {} at {} (vault time)", r.snapshot_id, r.vault_id, r.received_at);
         println!("  {} files, {} bytes; {} of {} chunks new ({} bytes sent) in {secs:.1}s", r.files, r.logical_bytes, r.chunks_new, r.chunks_total, outcome.stats.bytes_sent);
         println!("  retained until {}; receipt verified and kept at {}", r.retain_until, outcome.receipt_path.display());
+        match &outcome.witnessed {
+            Ok(witness::Witnessed::Consistent { entries, from: 0 }) => println!("  vault audit log: {entries} entries; its checkpoint is kept to check the next one against"),
+            Ok(witness::Witnessed::Consistent { entries, from }) => println!("  vault audit log: {entries} entries, proven to extend the {from} this pusher saw before"),
+            Ok(witness::Witnessed::NothingYet) => println!("  vault audit log: the vault sent no checkpoint yet"),
+            Err(_) => {}
+        }
     }
-    Ok(())
+    outcome.witnessed.map(|_| ())
 }
 
 fn print_restore_report(report: &restore::RestoreReport, json: bool) {

@@ -21,6 +21,8 @@ use vault_core::keys::PublicKey;
 use vault_core::push::manifest::{ChunkRef, Entry, EntryKind, Manifest};
 use vault_core::push::protocol::{encode_chunk_frame, ClientFrame, FrameReader, VaultFrame, MAX_HAVE_IDS, MAX_MANIFEST_PART};
 use vault_core::push::receipt::{Receipt, SignedReceipt};
+
+use crate::witness::{Witness, Witnessed};
 use vault_tls::rustls::{ClientConnection, StreamOwned};
 
 use crate::error::{CliError, Result};
@@ -64,6 +66,9 @@ pub struct Outcome {
     pub receipt_path: PathBuf,
     pub stats: PushStats,
     pub elapsed: Duration,
+    /// The check of the vault's audit log against this pusher's last checkpoint: an error here
+    /// comes after a sealed snapshot, so the caller reports both.
+    pub witnessed: Result<Witnessed>,
 }
 
 // ---- the connection -----------------------------------------------------------------
@@ -335,8 +340,9 @@ fn walk(root: &Path, stats: &mut PushStats) -> Result<(Vec<Entry>, Vec<FileToRea
 pub fn push(args: &PushArgs) -> Result<Outcome> {
     let started = Instant::now();
     let mut stats = PushStats::default();
+    let mut witness = Witness::load(&args.receipts, &args.vault_key)?;
     let mut conn = Conn::open(args)?;
-    conn.send(&ClientFrame::Begin { dataset: args.dataset.clone(), client_time: vault_io::clock_now().unix() })?;
+    conn.send(&ClientFrame::Begin { dataset: args.dataset.clone(), client_time: vault_io::clock_now().unix(), audit_size: witness.held_size() })?;
     let VaultFrame::Ready { .. } = conn.recv()? else {
         return Err(CliError::Refused("vault did not answer `begin` with `ready`".into()));
     };
@@ -427,10 +433,10 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
     }
     let digest = ring::digest::digest(&ring::digest::SHA256, &bytes);
     conn.send(&ClientFrame::Commit { manifest_sha256: digest.as_ref().try_into().expect("32 bytes"), manifest_len: u64::try_from(bytes.len()).expect("manifest fits a u64") })?;
-    let VaultFrame::Receipt { body, signature } = conn.recv()? else {
+    let VaultFrame::Receipt { body, signature, audit } = conn.recv()? else {
         return Err(CliError::Refused("vault did not answer the commit with a receipt".into()));
     };
-    let signed = SignedReceipt { body, signature };
+    let signed = SignedReceipt { body, signature, audit };
     let receipt = signed.verify(&args.vault_key)?;
     let expected_manifest = vault_core::keys::hex(digest.as_ref());
     if receipt.manifest_sha256 != expected_manifest || receipt.dataset != args.dataset {
@@ -439,13 +445,15 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
     std::fs::create_dir_all(&args.receipts).map_err(|e| CliError::Usage(format!("{}: {e}", args.receipts.display())))?;
     let receipt_path = args.receipts.join(format!("{}.json", receipt.snapshot_id));
     vault_io::write_atomic(&receipt_path, &signed.to_file_bytes(), 0o644)?;
+    // Sealed and kept whatever the log says; a log that fails the check is still an error.
+    let witnessed = witness.check(signed.audit.as_ref(), &receipt_path);
     if let Some(cache_path) = &args.cache {
         if let Some(parent) = cache_path.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
         vault_io::write_atomic(cache_path, &serde_json::to_vec(&fresh_cache).expect("cache serializes"), 0o600)?;
     }
-    Ok(Outcome { receipt, receipt_path, stats, elapsed: started.elapsed() })
+    Ok(Outcome { receipt, receipt_path, stats, elapsed: started.elapsed(), witnessed })
 }
 
 fn progress_bar(wanted: bool) -> indicatif::ProgressBar {

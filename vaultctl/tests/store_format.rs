@@ -136,7 +136,7 @@ fn receipt_for(vault: &SigningKey, id: &str, manifest: &Manifest, bytes: &[u8], 
         client_time: received_at.unix() - 1,
     };
     let (body, signature) = receipt.sign(vault);
-    SignedReceipt { body, signature }
+    SignedReceipt { body, signature, audit: None }
 }
 
 /// Seals `nodes` as snapshot `id` with the real store: each chunk the store lacks is appended

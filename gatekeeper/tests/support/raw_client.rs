@@ -70,7 +70,7 @@ impl<S: Read + Write> RawClient<S> {
 
     /// `begin`; returns the quota left in this window.
     pub fn begin(&mut self, dataset: &str, client_time: i64) -> u64 {
-        self.send(&ClientFrame::Begin { dataset: dataset.into(), client_time });
+        self.send(&ClientFrame::Begin { dataset: dataset.into(), client_time, audit_size: 0 });
         match self.recv().unwrap() {
             VaultFrame::Ready { quota_left } => quota_left,
             other => panic!("expected ready, got {other:?}"),
@@ -97,7 +97,7 @@ impl<S: Read + Write> RawClient<S> {
     /// The receipt that must come next, verified against `vault_key`.
     pub fn receipt(&mut self, vault_key: &str) -> Receipt {
         match self.recv().unwrap() {
-            VaultFrame::Receipt { body, signature } => Receipt::verify(&body, &signature, &PublicKey::parse(vault_key, "vault key").unwrap()).unwrap(),
+            VaultFrame::Receipt { body, signature, .. } => Receipt::verify(&body, &signature, &PublicKey::parse(vault_key, "vault key").unwrap()).unwrap(),
             other => panic!("expected a receipt, got {other:?}"),
         }
     }

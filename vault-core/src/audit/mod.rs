@@ -12,6 +12,7 @@ pub mod checkpoint;
 pub mod merkle;
 pub mod note;
 pub mod tiles;
+pub mod witness;
 
 /// Why a log, a proof, a tile, a checkpoint or a note is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

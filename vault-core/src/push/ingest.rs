@@ -102,6 +102,8 @@ pub struct SealRequest {
     pub chunks_new: u64,
     pub bytes_new: u64,
     pub client_time: i64,
+    /// The audit log size the pusher holds a checkpoint of: the receipt's proof starts there.
+    pub audit_size: u64,
 }
 
 pub struct IngestSession {
@@ -110,6 +112,7 @@ pub struct IngestSession {
     phase: Phase,
     dataset: String,
     client_time: i64,
+    audit_size: u64,
     /// New chunks staged by this session.
     new_chunks: u64,
     manifest_len: usize,
@@ -140,6 +143,7 @@ impl IngestSession {
             phase: Phase::AwaitBegin,
             dataset: String::new(),
             client_time: 0,
+            audit_size: 0,
             new_chunks: 0,
             manifest_len: 0,
             manifest_hash: ring::digest::Context::new(&ring::digest::SHA256),
@@ -167,10 +171,11 @@ impl IngestSession {
         let quota_left = env.account(|a| a.charge_bytes(pusher, quota, wire_bytes))?;
         let out_of_order = |phase: Phase, frame: &ClientFrame| Error::OutOfOrder { verb: frame.verb_name(), phase: phase.describe() };
         match (self.phase, frame) {
-            (Phase::AwaitBegin, ClientFrame::Begin { dataset, client_time }) => {
+            (Phase::AwaitBegin, ClientFrame::Begin { dataset, client_time, audit_size }) => {
                 check_dataset(&dataset)?;
                 self.dataset = dataset;
                 self.client_time = client_time;
+                self.audit_size = audit_size;
                 self.phase = Phase::Transfer;
                 Ok(Step::Reply(VaultFrame::Ready { quota_left }))
             }
@@ -273,6 +278,7 @@ impl IngestSession {
             chunks_new,
             bytes_new,
             client_time: self.client_time,
+            audit_size: self.audit_size,
         })
     }
 
@@ -378,7 +384,7 @@ mod tests {
     fn begun(env: &mut Env) -> Driver {
         let session = IngestSession::start("db-backup", QUOTA, env).unwrap();
         let mut driver = Driver { session, staged: Staged::default(), manifest: vec![] };
-        let step = driver.send(ClientFrame::Begin { dataset: "db".into(), client_time: 0 }, env).unwrap();
+        let step = driver.send(ClientFrame::Begin { dataset: "db".into(), client_time: 0, audit_size: 0 }, env).unwrap();
         assert!(matches!(step, Step::Reply(VaultFrame::Ready { .. })));
         driver
     }
@@ -445,7 +451,7 @@ mod tests {
         let err = s.send(chunk(b"x"), &mut env).unwrap_err();
         assert_eq!(err, Error::OutOfOrder { verb: "chunk", phase: "before begin" });
         let mut s = begun(&mut env);
-        let err = s.send(ClientFrame::Begin { dataset: "again".into(), client_time: 0 }, &mut env).unwrap_err();
+        let err = s.send(ClientFrame::Begin { dataset: "again".into(), client_time: 0, audit_size: 0 }, &mut env).unwrap_err();
         assert!(matches!(err, Error::OutOfOrder { verb: "begin", .. }));
         s.send(ClientFrame::ManifestPart { bytes: vec![1] }, &mut env).unwrap();
         let err = s.send(chunk(b"x"), &mut env).unwrap_err();
@@ -520,7 +526,7 @@ mod tests {
 
         let mut env = Env::default();
         let mut s = Driver { session: IngestSession::start("db-backup", 100, &mut env).unwrap(), staged: Staged::default(), manifest: vec![] };
-        s.send(ClientFrame::Begin { dataset: "db".into(), client_time: 0 }, &mut env).unwrap();
+        s.send(ClientFrame::Begin { dataset: "db".into(), client_time: 0, audit_size: 0 }, &mut env).unwrap();
         let err = s.send(ClientFrame::ManifestPart { bytes: vec![0; 200] }, &mut env).unwrap_err();
         assert!(matches!(err, Error::QuotaExceeded { quota: 100, .. }), "{err}");
         assert!(s.manifest.is_empty(), "nothing was staged for a refused frame");
@@ -578,12 +584,12 @@ mod tests {
         let mut env = Env::default();
         for (name, says) in [("../x", "`dataset`"), (&"d".repeat(MAX_DATASET_BYTES + 1)[..], "at most 38")] {
             let mut s = IngestSession::start("p", QUOTA, &mut env).unwrap();
-            let err = s.on_frame(ClientFrame::Begin { dataset: name.into(), client_time: 0 }, 10, &mut env).unwrap_err();
+            let err = s.on_frame(ClientFrame::Begin { dataset: name.into(), client_time: 0, audit_size: 0 }, 10, &mut env).unwrap_err();
             assert!(err.to_string().contains(says), "{err}");
         }
         let longest = "d".repeat(MAX_DATASET_BYTES);
         let mut s = IngestSession::start("p", QUOTA, &mut env).unwrap();
-        s.on_frame(ClientFrame::Begin { dataset: longest.clone(), client_time: 0 }, 10, &mut env).unwrap();
+        s.on_frame(ClientFrame::Begin { dataset: longest.clone(), client_time: 0, audit_size: 0 }, 10, &mut env).unwrap();
         crate::push::receipt::snapshot_id(crate::units::Timestamp::from_unix(4_102_444_799).unwrap(), &longest, [0xff; 4]).unwrap();
 
         let mut s = begun(&mut env);

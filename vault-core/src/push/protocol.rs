@@ -10,6 +10,7 @@
 //! [`crate::push::ingest`], all of which a reviewer sees. Any other verb byte is refused and the
 //! session closed.
 
+use crate::audit::witness::LogEvidence;
 use crate::push::chunk::{ChunkId, MAX_CHUNK_BYTES};
 use crate::error::{Error, Result};
 use crate::wire::{Reader, Writer};
@@ -39,7 +40,9 @@ const VERB_REFUSED: u8 = 0x84;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClientFrame {
     /// Declares a snapshot of `dataset`. `client_time` is recorded, never trusted.
-    Begin { dataset: String, client_time: i64 },
+    /// `audit_size`: the entries of the newest checkpoint of this vault's audit log the pusher
+    /// holds (0: none), which the receipt's consistency proof starts from.
+    Begin { dataset: String, client_time: i64, audit_size: u64 },
     /// Which of these chunks does the vault still need?
     Have { ids: Vec<ChunkId> },
     /// One chunk; the vault re-hashes it.
@@ -57,8 +60,9 @@ pub enum VaultFrame {
     Ready { quota_left: u64 },
     /// One flag per id of the matching `Have`: true = send it.
     Need { needed: Vec<bool> },
-    /// The signed receipt (see [`crate::push::receipt`]).
-    Receipt { body: Vec<u8>, signature: [u8; 64] },
+    /// The signed receipt (see [`crate::push::receipt`]), and the audit log's newest checkpoint
+    /// with its proof from the pusher's (see [`crate::audit::witness`]), when the log has one.
+    Receipt { body: Vec<u8>, signature: [u8; 64], audit: Option<LogEvidence> },
     /// The session is refused and will be closed; `reason` names the rule and values.
     Refused { reason: String },
 }
@@ -79,8 +83,8 @@ impl ClientFrame {
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut w = Writer::default();
         match self {
-            ClientFrame::Begin { dataset, client_time } => {
-                w.u8(VERB_BEGIN).short_bytes(dataset.as_bytes())?.i64(*client_time);
+            ClientFrame::Begin { dataset, client_time, audit_size } => {
+                w.u8(VERB_BEGIN).short_bytes(dataset.as_bytes())?.i64(*client_time).u64(*audit_size);
             }
             ClientFrame::Have { ids } => {
                 if ids.len() > MAX_HAVE_IDS {
@@ -111,7 +115,7 @@ impl ClientFrame {
             VERB_BEGIN => {
                 let dataset = String::from_utf8(r.short_bytes("dataset")?.to_vec())
                     .map_err(|_| Error::BadName { name: "(not UTF-8)".into(), reason: "dataset names are UTF-8" })?;
-                ClientFrame::Begin { dataset, client_time: r.i64("client time")? }
+                ClientFrame::Begin { dataset, client_time: r.i64("client time")?, audit_size: r.u64("audit size")? }
             }
             VERB_HAVE => {
                 let n = usize::from(r.u16("id count")?);
@@ -188,8 +192,17 @@ impl VaultFrame {
                     w.u8(byte.iter().enumerate().fold(0u8, |acc, (i, need)| acc | (u8::from(*need) << i)));
                 }
             }
-            VaultFrame::Receipt { body, signature } => {
+            VaultFrame::Receipt { body, signature, audit } => {
                 w.u8(VERB_RECEIPT).len_u32(body.len(), "receipt")?.raw(body).raw(signature);
+                match audit {
+                    None => {
+                        w.u8(0);
+                    }
+                    Some(evidence) => {
+                        w.u8(1);
+                        evidence.encode(&mut w)?;
+                    }
+                }
             }
             VaultFrame::Refused { reason } => {
                 let reason = truncate_utf8(reason, 1024);
@@ -212,7 +225,13 @@ impl VaultFrame {
             VERB_RECEIPT => {
                 let len = r.len_u32("receipt length")?;
                 let body = r.take(len, "receipt")?.to_vec();
-                VaultFrame::Receipt { body, signature: r.array("receipt signature")? }
+                let signature = r.array("receipt signature")?;
+                let audit = match r.u8("audit evidence flag")? {
+                    0 => None,
+                    1 => Some(LogEvidence::decode(&mut r)?),
+                    flag => return Err(r.malformed(format!("audit evidence flag {flag}, must be 0 or 1"))),
+                };
+                VaultFrame::Receipt { body, signature, audit }
             }
             VERB_REFUSED => VaultFrame::Refused { reason: String::from_utf8_lossy(r.short_bytes("reason")?).into_owned() },
             verb => return Err(Error::UnknownVerb { verb }),
@@ -359,7 +378,7 @@ mod tests {
 
     #[test]
     fn client_frames_round_trip() {
-        round_trip_client(ClientFrame::Begin { dataset: "db".into(), client_time: -5 });
+        round_trip_client(ClientFrame::Begin { dataset: "db".into(), client_time: -5, audit_size: 0 });
         round_trip_client(ClientFrame::Have { ids: vec![ChunkId::of(b"a"), ChunkId::of(b"b")] });
         round_trip_client(ClientFrame::Chunk { id: ChunkId::of(b"a"), data: b"a".to_vec() });
         round_trip_client(ClientFrame::ManifestPart { bytes: vec![1, 2, 3] });
@@ -371,7 +390,12 @@ mod tests {
         for frame in [
             VaultFrame::Ready { quota_left: 5 },
             VaultFrame::Need { needed: vec![true, false, true, true, false, false, false, false, true] },
-            VaultFrame::Receipt { body: b"{}".to_vec(), signature: [3; 64] },
+            VaultFrame::Receipt { body: b"{}".to_vec(), signature: [3; 64], audit: None },
+            VaultFrame::Receipt {
+                body: b"{}".to_vec(),
+                signature: [3; 64],
+                audit: Some(LogEvidence { checkpoint: "airgap-vault/00\n1\nAA==\n\n- sig\n".into(), proof_from: 7, proof: vec![[1; 32], [2; 32]] }),
+            },
             VaultFrame::Refused { reason: "no".into() },
         ] {
             let bytes = frame.encode().unwrap();
@@ -405,7 +429,7 @@ mod tests {
 
     #[test]
     fn bodies_must_be_exact() {
-        let mut begin = ClientFrame::Begin { dataset: "db".into(), client_time: 0 }.encode().unwrap();
+        let mut begin = ClientFrame::Begin { dataset: "db".into(), client_time: 0, audit_size: 0 }.encode().unwrap();
         begin.push(0);
         assert!(ClientFrame::decode(&begin[4..]).unwrap_err().to_string().contains("trailing"));
         let empty_chunk = [PROTOCOL_VERSION, VERB_CHUNK].iter().copied().chain([0u8; 32]).collect::<Vec<_>>();
@@ -418,7 +442,7 @@ mod tests {
         assert!(matches!(too_many.encode(), Err(Error::TooLarge { what: "have ids", .. })));
         assert!(encode_chunk_frame(&ChunkId::of(b""), b"").is_err());
         assert!(encode_chunk_frame(&ChunkId::of(b"x"), &vec![0; MAX_CHUNK_BYTES + 1]).is_err());
-        let long_name = ClientFrame::Begin { dataset: "d".repeat(70_000), client_time: 0 };
+        let long_name = ClientFrame::Begin { dataset: "d".repeat(70_000), client_time: 0, audit_size: 0 };
         assert!(matches!(long_name.encode(), Err(Error::TooLarge { what: "short field", .. })));
         assert!(VaultFrame::Need { needed: vec![true; MAX_HAVE_IDS + 1] }.encode().is_err());
     }
@@ -444,7 +468,7 @@ mod tests {
     #[test]
     fn the_frame_reader_splits_a_stream_into_frames_however_it_arrives() {
         let frames = [
-            ClientFrame::Begin { dataset: "db".into(), client_time: 1 },
+            ClientFrame::Begin { dataset: "db".into(), client_time: 1, audit_size: 0 },
             ClientFrame::Chunk { id: ChunkId::of(b"abc"), data: b"abc".to_vec() },
             ClientFrame::Commit { manifest_sha256: [1; 32], manifest_len: 3 },
         ];

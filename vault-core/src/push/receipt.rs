@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::audit::witness::LogEvidence;
 use crate::canonical;
 use crate::error::{invalid, Error, Result};
 use crate::keys::{domain_hash, PublicKey, SigningKey, SIGNATURE_LEN};
@@ -151,6 +152,9 @@ impl Receipt {
 pub struct SignedReceipt {
     pub body: Vec<u8>,
     pub signature: [u8; SIGNATURE_LEN],
+    /// The audit log's checkpoint and proof that came with it (a pusher's copy only: the vault's
+    /// own copy is written before they exist). Signed on its own, so outside the receipt's body.
+    pub audit: Option<LogEvidence>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -158,6 +162,8 @@ pub struct SignedReceipt {
 struct SignedReceiptDoc {
     receipt: String,
     signature: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    audit: Option<LogEvidence>,
 }
 
 impl SignedReceipt {
@@ -166,6 +172,7 @@ impl SignedReceipt {
         let doc = SignedReceiptDoc {
             receipt: String::from_utf8_lossy(&self.body).into_owned(),
             signature: base64::engine::general_purpose::STANDARD.encode(self.signature),
+            audit: self.audit.clone(),
         };
         let mut out = serde_json::to_vec_pretty(&doc).expect("receipt files serialize");
         out.push(b'\n');
@@ -181,7 +188,7 @@ impl SignedReceipt {
             .ok()
             .and_then(|s| <[u8; SIGNATURE_LEN]>::try_from(s).ok())
             .ok_or_else(|| invalid("signature", "not a base64 Ed25519 signature"))?;
-        Ok(SignedReceipt { body: doc.receipt.into_bytes(), signature })
+        Ok(SignedReceipt { body: doc.receipt.into_bytes(), signature, audit: doc.audit })
     }
 
     /// Verifies against a vault key (the one the pusher pinned, or the one in the receipt).
@@ -239,7 +246,7 @@ mod tests {
     fn receipt_files_round_trip() {
         let vault = key(40);
         let (body, signature) = example(&vault).sign(&vault);
-        let signed = SignedReceipt { body, signature };
+        let signed = SignedReceipt { body, signature, audit: None };
         let back = SignedReceipt::from_file_bytes(&signed.to_file_bytes()).unwrap();
         assert_eq!(back, signed);
         assert_eq!(back.verify_self_consistent().unwrap(), example(&vault));
