@@ -116,6 +116,8 @@ pub enum StateJob {
     Bundle { source: String, bytes: Vec<u8>, at: JudgedAt },
     /// Record when the last whole scrub started.
     LastScrub(Timestamp),
+    /// Record when the last finished restore drill started, and its summary.
+    LastDrill(Timestamp, String),
     /// Verify an order read from a stick and, if it passes, record it (holds, a purge waiting,
     /// a veto, the kind's serial).
     Order { source: String, bytes: Vec<u8>, at: JudgedAt },
@@ -128,6 +130,7 @@ pub enum StateJob {
 pub enum StateDone {
     Floor { floor: Timestamp, result: std::result::Result<(), String> },
     LastScrub { result: std::result::Result<(), String> },
+    LastDrill { result: std::result::Result<(), String> },
     /// The orders as recorded now, if they changed.
     Orders(Option<vault_core::policy::orders::OrderState>),
     /// The policy of a bundle that was accepted and is durable; `None` if it was refused.
@@ -157,6 +160,8 @@ pub struct Driver<L, C> {
     pub maintenance: crate::lifecycle::Maintenance,
     /// The power-cut test hook's pause after each collection step (zero unless asked).
     pub step_pause: std::time::Duration,
+    /// The vault key, which signs drill reports; none in tests without a store (no drills).
+    pub identity: Option<Arc<crate::identity::VaultIdentity>>,
     /// Holds and purges in force (from the state file at start, then as orders are accepted).
     pub orders: vault_core::policy::orders::OrderState,
     lifecycle: LifecycleRuns,
@@ -165,6 +170,9 @@ pub struct Driver<L, C> {
     status_due: Instant,
     /// The origin of the monotonic time handed to the gate with each clock reading.
     started: Instant,
+    /// The vault's time at the first lifecycle run: a vault that never drilled is overdue a
+    /// week after it.
+    started_at: Option<Timestamp>,
 }
 
 /// How often the lifecycle looks again when nothing falls due sooner (a snapshot kept as one of
@@ -178,6 +186,10 @@ struct LifecycleRuns {
     /// When the last whole scrub started (from the state file at start), and what it found.
     pub last_scrub: Option<Timestamp>,
     last_scrub_result: Option<String>,
+    /// When the last finished restore drill started (from the state file at start), its summary.
+    last_drill: Option<(Timestamp, String)>,
+    /// Whether the overdue drill was alarmed (once until a drill finishes).
+    drill_overdue_said: bool,
     /// When the capacity event is next said (once a day), and the level last alarmed.
     capacity_due: Option<Timestamp>,
     level: vault_core::lifecycle::capacity::Level,
@@ -191,7 +203,7 @@ struct LifecycleRuns {
 impl Default for LifecycleRuns {
     fn default() -> Self {
         let (done_tx, done_rx) = mpsc::channel(1);
-        LifecycleRuns { last_scrub: None, last_scrub_result: None, capacity_due: None, level: vault_core::lifecycle::capacity::Level::Fine, running: false, due: None, sealed: Arc::default(), done_tx, done_rx }
+        LifecycleRuns { last_scrub: None, last_scrub_result: None, last_drill: None, drill_overdue_said: false, capacity_due: None, level: vault_core::lifecycle::capacity::Level::Fine, running: false, due: None, sealed: Arc::default(), done_tx, done_rx }
     }
 }
 
@@ -229,12 +241,14 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             store: None,
             maintenance: Arc::default(),
             step_pause: std::time::Duration::ZERO,
+            identity: None,
             orders: Default::default(),
             lifecycle: LifecycleRuns::default(),
             stop: None,
             last_commit: None,
             status_due: Instant::now(),
             started: Instant::now(),
+            started_at: None,
         }
     }
 
@@ -249,9 +263,10 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         self.maybe_run_lifecycle();
     }
 
-    /// The state file's record of the last whole scrub (at start).
-    pub fn set_last_scrub(&mut self, at: Option<Timestamp>) {
-        self.lifecycle.last_scrub = at;
+    /// The state file's record of the last whole scrub and the last drill (at start).
+    pub fn set_last_checks(&mut self, scrub: Option<Timestamp>, drill: Option<(Timestamp, String)>) {
+        self.lifecycle.last_scrub = scrub;
+        self.lifecycle.last_drill = drill;
     }
 
     /// Starts a lifecycle run if one is due and the rules let it run now (sealed, a trusted
@@ -273,6 +288,15 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         let longest_window = policy.and_then(|p| p.windows.iter().map(|w| w.length()).max());
         let gc_grace = std::time::Duration::from_secs(u64::try_from(vault_core::lifecycle::collection::grace(longest_window).secs()).unwrap_or(0));
         let scrub = vault_core::lifecycle::scrub::is_due(self.lifecycle.last_scrub, policy.map(|p| p.scrub).unwrap_or_default(), now);
+        let drill_rules = policy.map(|p| p.drill).unwrap_or_default();
+        let drill = match &self.identity {
+            Some(identity) if vault_core::lifecycle::drill::is_due(self.lifecycle.last_drill.as_ref().map(|(at, _)| *at), drill_rules, now) => {
+                let mut seed = [0u8; 32];
+                ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed).expect("the kernel's random source");
+                Some(crate::lifecycle::DrillJob { seed, sample: drill_rules.sample, identity: identity.clone() })
+            }
+            _ => None,
+        };
         // Purges whose cooling-off is over go in this run; those that lapsed are said and dropped.
         let (purges, lapsed, _) = vault_core::policy::orders::purges_due(&self.orders, now);
         if !lapsed.is_empty() {
@@ -284,7 +308,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             self.orders.pending_purges.retain(|p| !ids.contains(&p.id));
             self.hand_to_state_writer(StateJob::PurgesDone { executed: Vec::new(), lapsed: ids });
         }
-        let job = crate::lifecycle::Job { now, retention, holds: self.orders.holds(), gc_grace, scrub, purges, step_pause: self.step_pause };
+        let job = crate::lifecycle::Job { now, retention, holds: self.orders.holds(), gc_grace, scrub, drill, purges, step_pause: self.step_pause };
         let (flag, done, maintenance) = (self.lifecycle.sealed.clone(), self.lifecycle.done_tx.clone(), self.maintenance.clone());
         flag.store(true, std::sync::atomic::Ordering::SeqCst);
         self.lifecycle.running = true;
@@ -296,7 +320,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crate::lifecycle::with_idle_io(|| crate::lifecycle::run(&store, &job, &flag)))).unwrap_or_else(|panic| {
                 let why = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
                 let alarm = Event::Alarm { rule: "lifecycle_failed".into(), detail: format!("the lifecycle run stopped ({why}); tried again in an hour") };
-                crate::lifecycle::LifecycleReport { events: vec![alarm], next_due: None, capacity: None, level: None, scrubbed: None, purged: Vec::new() }
+                crate::lifecycle::LifecycleReport { events: vec![alarm], ..Default::default() }
             });
             let _ = done.blocking_send(report);
         });
@@ -328,6 +352,20 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             self.hand_to_state_writer(StateJob::LastScrub(started));
             // News for the status line.
             self.emit_status();
+        }
+        if let Some((started, summary)) = report.drilled {
+            self.lifecycle.last_drill = Some((started, summary.clone()));
+            self.lifecycle.drill_overdue_said = false;
+            self.hand_to_state_writer(StateJob::LastDrill(started, summary));
+            self.emit_status();
+        }
+        let drill_rules = self.gate.policy().map(|p| p.drill).unwrap_or_default();
+        let last_drill = self.lifecycle.last_drill.as_ref().map(|(at, _)| *at);
+        if !self.lifecycle.drill_overdue_said && vault_core::lifecycle::drill::is_overdue(last_drill, drill_rules, *self.started_at.get_or_insert(now), now) {
+            self.lifecycle.drill_overdue_said = true;
+            let since = last_drill.map_or_else(|| "no drill has finished since the daemon started".to_string(), |at| format!("the last finished at {at}"));
+            let detail = format!("restore drill overdue: {since}, and one is due every {}. Drills run while the vault is sealed: leave it sealed long enough (a drill reads the drilled snapshots at up to 256 MiB/s)", drill_rules.every);
+            self.emit(Event::Alarm { rule: "drill_overdue".into(), detail });
         }
         use vault_core::lifecycle::capacity::{Level, CRITICAL_PERCENT, WARN_PERCENT};
         if let (Some(event), Some(level)) = (report.capacity, report.level) {
@@ -414,7 +452,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
                 Input::Committed { pusher, dataset }
             }
             SessionReport::ServerFailed { reason } => Input::LinkUpFailed { reason: format!("session server: {reason}") },
-            SessionReport::Note(event) => return self.emit(event),
+            SessionReport::Note(event) => return self.emit(*event),
         };
         self.feed(input).await;
     }
@@ -457,6 +495,8 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             StateDone::Orders(None) => {}
             StateDone::LastScrub { result: Ok(()) } => {}
             StateDone::LastScrub { result: Err(e) } => self.emit(Event::Alarm { rule: "scrub_time_not_persisted".into(), detail: format!("{e}; the next start scrubs again") }),
+            StateDone::LastDrill { result: Ok(()) } => {}
+            StateDone::LastDrill { result: Err(e) } => self.emit(Event::Alarm { rule: "drill_time_not_persisted".into(), detail: format!("{e}; the next start drills again") }),
             StateDone::Bundle(Some(policy)) => self.apply_policy(policy).await,
             StateDone::Bundle(None) => {}
         }
@@ -482,6 +522,9 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             last_scrub: self.lifecycle.last_scrub.map(|t| t.to_string()),
             last_scrub_result: self.lifecycle.last_scrub_result.clone(),
             next_scrub: vault_core::lifecycle::scrub::next_due(self.lifecycle.last_scrub, policy.map(|p| p.scrub).unwrap_or_default()).map(|t| t.to_string()),
+            last_drill: self.lifecycle.last_drill.as_ref().map(|(at, _)| at.to_string()),
+            last_drill_result: self.lifecycle.last_drill.as_ref().map(|(_, result)| result.clone()),
+            next_drill: vault_core::lifecycle::drill::next_due(self.lifecycle.last_drill.as_ref().map(|(at, _)| *at), policy.map(|p| p.drill).unwrap_or_default()).map(|t| t.to_string()),
             store_used_bytes: space.map(|s| s.used_bytes),
             store_free_bytes: space.map(|s| s.free_bytes),
         };

@@ -87,6 +87,7 @@ fn policy(from: i64, until: i64, early: bool) -> Policy {
         close: Close { early, grace: Duration::from_secs(2).unwrap() },
         retention: Default::default(),
         scrub: Default::default(),
+        drill: Default::default(),
     }
 }
 
@@ -267,13 +268,16 @@ const DAY: i64 = 86_400;
 struct NightlyStore {
     dir: tempfile::TempDir,
     store: Arc<vault_store::Store>,
+    /// The key the nights' receipts are signed with: the vault's, for drills.
+    pkcs8: Vec<u8>,
 }
 
 impl NightlyStore {
     fn new(days: std::ops::Range<i64>, retain_days: i64) -> NightlyStore {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = vault_store::Store::open(&dir.path().join("store")).unwrap();
-        let key = SigningKey::from_pkcs8(ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap().as_ref()).unwrap();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap().as_ref().to_vec();
+        let key = SigningKey::from_pkcs8(&pkcs8).unwrap();
         for day in days {
             test_net::seal_nightly(&store, &key, ("db", "pg"), BASE + day * DAY, BASE + (day + retain_days) * DAY);
         }
@@ -288,7 +292,13 @@ impl NightlyStore {
         }
         run(&["chattr", "-R", "+i"]);
         std::process::Command::new("chattr").arg("-i").arg(&packs).status().unwrap();
-        NightlyStore { dir, store: Arc::new(store) }
+        NightlyStore { dir, store: Arc::new(store), pkcs8 }
+    }
+
+    /// The vault identity the nights were sealed under.
+    fn identity(&self) -> Arc<crate::identity::VaultIdentity> {
+        let key = SigningKey::from_pkcs8(&self.pkcs8).unwrap();
+        Arc::new(crate::identity::VaultIdentity { public: key.public_key(), key, pkcs8: self.pkcs8.clone() })
     }
 
     fn left(&self) -> usize {
@@ -312,6 +322,7 @@ async fn snapshots_past_their_retention_expire_while_sealed_and_the_newest_stay(
     let nightly = NightlyStore::new(-20..0, 5);
     let mut h = harness(at(BASE));
     h.driver.store = Some(nightly.store.clone());
+    h.driver.identity = Some(nightly.identity());
     h.driver.apply_policy(policy(600, 660, false)).await;
     h.run_for(StdDuration::from_secs(5)).await;
     let events = kept(&h);
@@ -338,6 +349,16 @@ async fn snapshots_past_their_retention_expire_while_sealed_and_the_newest_stay(
     assert_eq!(status["last_scrub"], at(BASE).to_string(), "{status}");
     assert_eq!(status["next_scrub"], at(BASE + 30 * DAY).to_string(), "{status}");
     assert!(status["last_scrub_result"].as_str().unwrap().contains("read back whole"), "{status}");
+    // Likewise the first restore drill: the newest night and two older ones of what expiry left,
+    // rebuilt whole; the status line says when and what, and when the next is due.
+    let drills: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "drill_finished").collect();
+    assert_eq!(drills.len(), 1, "{drills:#?}");
+    assert_eq!((drills[0]["snapshots"].as_array().map(Vec::len), drills[0]["errors"].as_u64()), (Some(3), Some(0)), "{}", drills[0]);
+    assert!(drills[0]["snapshots"].as_array().unwrap().contains(&serde_json::json!(format!("pg-night-{}", BASE - DAY))), "the newest: {}", drills[0]);
+    assert_eq!(status["last_drill"], at(BASE).to_string(), "{status}");
+    assert_eq!(status["next_drill"], at(BASE + 90 * DAY).to_string(), "{status}");
+    assert!(status["last_drill_result"].as_str().unwrap().contains("no errors"), "{status}");
+    assert!(!events.iter().any(|e| e["event"] == "alarm"), "{events:#?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -378,6 +399,27 @@ async fn nothing_expires_while_a_clock_fault_is_latched_or_without_a_policy() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_drill_a_week_overdue_is_an_alarm_said_once_until_a_drill_finishes() {
+    let mut h = harness(at(BASE));
+    h.driver.apply_policy(policy(600, 660, false)).await;
+    let overdue = |h: &Harness| kept(h).iter().filter(|e| e["rule"] == "drill_overdue").count();
+    h.driver.set_last_checks(None, Some((at(BASE - 96 * DAY), "3 snapshots: no errors".into())));
+    h.driver.on_lifecycle_done(crate::lifecycle::LifecycleReport::default());
+    assert_eq!(overdue(&h), 0, "six days past due is not yet overdue");
+    h.driver.set_last_checks(None, Some((at(BASE - 98 * DAY), "3 snapshots: no errors".into())));
+    h.driver.on_lifecycle_done(crate::lifecycle::LifecycleReport::default());
+    h.driver.on_lifecycle_done(crate::lifecycle::LifecycleReport::default());
+    assert_eq!(overdue(&h), 1);
+    let alarm = kept(&h).into_iter().find(|e| e["rule"] == "drill_overdue").unwrap();
+    assert!(alarm["detail"].as_str().unwrap().contains(&at(BASE - 98 * DAY).to_string()), "{alarm}");
+    // A drill finishes: the alarm may be said again the next time one is overdue.
+    h.driver.on_lifecycle_done(crate::lifecycle::LifecycleReport { drilled: Some((at(BASE), "no errors".into())), ..Default::default() });
+    h.driver.set_last_checks(None, Some((at(BASE - 100 * DAY), "old".into())));
+    h.driver.on_lifecycle_done(crate::lifecycle::LifecycleReport::default());
+    assert_eq!(overdue(&h), 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn capacity_is_said_once_a_day_and_alarms_only_when_a_level_is_crossed() {
     use vault_core::lifecycle::capacity::Level;
     let mut h = harness(at(BASE));
@@ -386,8 +428,7 @@ async fn capacity_is_said_once_a_day_and_alarms_only_when_a_level_is_crossed() {
         next_due: None,
         capacity: Some(Event::Capacity { used_bytes: used_percent, free_bytes: 100 - used_percent, reserve_bytes: 0, used_percent, ingest_30d_bytes: 30, days_until_full: Some(3), snapshots: 1 }),
         level: Some(level),
-        scrubbed: None,
-        purged: vec![],
+        ..Default::default()
     };
     let said = |h: &Harness, what: &str| kept(h).iter().filter(|e| e["event"] == what || e["rule"] == what).count();
     h.driver.on_lifecycle_done(report(50, Level::Fine));

@@ -94,6 +94,10 @@ pub enum Event {
     /// A scrub: what it read, the bad copies it found (pack, chunk, why), the chunks no good copy
     /// holds any more and the snapshots that need them, and how long it took.
     ScrubFinished { packs: usize, chunks: u64, bytes: u64, found: Vec<String>, unrecoverable_chunks: usize, snapshots_affected: Vec<String>, stopped_early: bool, took_ms: u64 },
+    /// A restore drill ran: the snapshots it rebuilt into a null sink, what it read, the errors
+    /// it found, the restore rate it implies, and its report as signed by the vault key
+    /// (`report`: canonical JSON; `signature`: base64 Ed25519 over its domain-separated hash).
+    DrillFinished { snapshots: Vec<String>, files: u64, bytes: u64, errors: u64, bytes_per_sec: u64, took_ms: u64, seed: String, stopped_early: bool, report: String, signature: String },
     /// An order from a stick was verified and recorded. `executes_at`: a purge's end of cooling-off.
     OrderAccepted { source: String, kind: String, order: String, signers: Vec<String>, reason: String, executes_at: Option<String> },
     /// An order from a stick was refused, with the rule and values; nothing changed.
@@ -136,6 +140,10 @@ pub enum Event {
         last_scrub: Option<String>,
         last_scrub_result: Option<String>,
         next_scrub: Option<String>,
+        /// When the last restore drill started, its summary, and when the next is due.
+        last_drill: Option<String>,
+        last_drill_result: Option<String>,
+        next_drill: Option<String>,
         /// The store's filesystem (statvfs): bytes in use, and free for an unprivileged
         /// writer; `None` when it cannot be read. Pushes stop at the reserve above zero.
         store_used_bytes: Option<u64>,

@@ -7,6 +7,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use base64::Engine as _;
 use vault_core::lifecycle::capacity::{self, Level};
 use vault_core::lifecycle::scrub;
 use vault_core::lifecycle::retention::{plan_expiry, Holds, Kept, Retention};
@@ -16,7 +17,7 @@ use vault_store::Store;
 use crate::events::Event;
 
 /// What one expiry run did, for the console, and when the next snapshot falls due.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct LifecycleReport {
     pub events: Vec<Event>,
     pub next_due: Option<Timestamp>,
@@ -26,6 +27,8 @@ pub struct LifecycleReport {
     pub level: Option<Level>,
     /// A scrub that read the whole store: when it started, and what it found in a line.
     pub scrubbed: Option<(Timestamp, String)>,
+    /// A restore drill that finished: when it started, and its summary.
+    pub drilled: Option<(Timestamp, String)>,
     /// Purge orders carried out whole (by id): no longer waiting.
     pub purged: Vec<String>,
 }
@@ -46,6 +49,8 @@ pub struct Job {
     pub gc_grace: std::time::Duration,
     /// Read back and re-hash everything sealed ([`vault_core::lifecycle::scrub`] says it is due).
     pub scrub: bool,
+    /// A restore drill is due ([`vault_core::lifecycle::drill`]): what it needs.
+    pub drill: Option<DrillJob>,
     /// Purge orders whose cooling-off is over, to carry out first.
     pub purges: Vec<vault_core::policy::orders::PendingPurge>,
     /// A power-cut test hook ([`crate::init::SEAL_STEP_PAUSE_PARAM`]): when set, each step of
@@ -53,12 +58,27 @@ pub struct Job {
     pub step_pause: std::time::Duration,
 }
 
+/// A restore drill to run: the random seed that picks its sample, how many older snapshots per
+/// dataset, and the vault key (receipts are checked against it; the report is signed with it).
+#[derive(Clone)]
+pub struct DrillJob {
+    pub seed: [u8; 32],
+    pub sample: u32,
+    pub identity: Arc<crate::identity::VaultIdentity>,
+}
+
+impl std::fmt::Debug for DrillJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DrillJob").field("seed", &vault_core::keys::hex(&self.seed)).field("sample", &self.sample).field("vault_key", &self.identity.public.to_string()).finish()
+    }
+}
+
 /// One lifecycle run: [`expire`], then garbage collection of the packs no snapshot needs any
 /// more that are older than the grace, then a scrub if one is due, then the capacity outlook.
 pub fn run(store: &Store, job: &Job, sealed: &AtomicBool) -> LifecycleReport {
     let now = job.now;
     if !sealed.load(Ordering::SeqCst) {
-        return LifecycleReport { events: Vec::new(), next_due: None, capacity: None, level: None, scrubbed: None, purged: Vec::new() };
+        return LifecycleReport::default();
     }
     // Every receipt is read (and its signature checked) once a run: purges, expiry and the
     // capacity outlook share the list, less what each took.
@@ -66,7 +86,7 @@ pub fn run(store: &Store, job: &Job, sealed: &AtomicBool) -> LifecycleReport {
         Ok(found) => found,
         Err(e) => {
             let alarm = Event::Alarm { rule: "expiry_failed".into(), detail: format!("listing the sealed snapshots: {e}; nothing expired or purged, tried again in an hour") };
-            return LifecycleReport { events: vec![alarm], next_due: None, capacity: None, level: None, scrubbed: None, purged: Vec::new() };
+            return LifecycleReport { events: vec![alarm], ..LifecycleReport::default() };
         }
     };
     let (purge_events, purged, purged_ids) = purge(store, &listed.0, &job.purges, &job.holds, sealed);
@@ -102,6 +122,9 @@ pub fn run(store: &Store, job: &Job, sealed: &AtomicBool) -> LifecycleReport {
     }
     if job.scrub {
         scrub(store, now, sealed, &mut report);
+    }
+    if let Some(drill_job) = &job.drill {
+        drill(store, drill_job, now, &listed.0, sealed, &mut report);
     }
     if let Ok(space) = vault_store::fs_space(store.root()) {
         let sealed = &listed.0;
@@ -194,6 +217,63 @@ fn scrub(store: &Store, now: Timestamp, sealed: &AtomicBool, report: &mut Lifecy
     }
 }
 
+/// A restore drill ([`vault_core::lifecycle::drill`]): the chosen snapshots rebuilt into a null
+/// sink at most at the scrub's rate, the report signed and said (`drill_finished`, so it is in
+/// the audit log), an alarm naming every snapshot and chunk that failed. A drill a window
+/// stopped is said but not recorded: it is due again.
+fn drill(store: &Store, job: &DrillJob, now: Timestamp, listed: &[vault_core::lifecycle::retention::SealedSnapshot], sealed: &AtomicBool, report: &mut LifecycleReport) {
+    use vault_core::lifecycle::drill::{choose, Candidate, DrillReport};
+    let started = std::time::Instant::now();
+    let candidates: Vec<Candidate> = listed.iter().map(|s| Candidate { id: s.id.clone(), pusher: s.pusher.clone(), dataset: s.dataset.clone(), received_at: s.received_at }).collect();
+    let chosen = choose(&candidates, job.sample, &job.seed);
+    let reader = match vault_store::StoreReader::open(store.root()) {
+        Ok(reader) => reader,
+        Err(e) => {
+            report.events.push(Event::Alarm { rule: "drill_failed".into(), detail: format!("restore drill: the store cannot be read ({e}); tried again in an hour") });
+            return;
+        }
+    };
+    let read = std::sync::atomic::AtomicU64::new(0);
+    let pace = |bytes: u64| {
+        let total = read.fetch_add(bytes, Ordering::SeqCst) + bytes;
+        std::thread::sleep(scrub::pause_for(total, started.elapsed(), scrub::RATE_BYTES_PER_SEC));
+    };
+    let (mut drilled, mut stopped_early) = (Vec::new(), false);
+    for id in &chosen {
+        let dataset = candidates.iter().find(|c| &c.id == id).map(|c| c.dataset.as_str()).unwrap_or_default();
+        match vault_store::drill::drill_snapshot(&reader, id, dataset, &job.identity.public, &|| sealed.load(Ordering::SeqCst), &pace) {
+            Some(found) => drilled.push(found),
+            None => {
+                stopped_early = true;
+                break;
+            }
+        }
+    }
+    let drill_report = DrillReport::new(&job.identity.public, now, started.elapsed(), &job.seed, drilled, stopped_early);
+    let (signed_report, signature) = drill_report.sign(&job.identity.key);
+    let summary = drill_report.summary();
+    if drill_report.errors > 0 {
+        let failed: Vec<String> = drill_report.snapshots.iter().filter(|s| s.error_count > 0).map(|s| format!("snapshot {}: {}", s.snapshot, s.errors.join("; "))).collect();
+        let detail = format!("restore drill: {summary}. {}. Those snapshots would not restore whole: restore them from another copy, and let the scrub and the next push heal the store", failed.join(" | "));
+        report.events.push(Event::Alarm { rule: "drill_failed".into(), detail });
+    }
+    report.events.push(Event::DrillFinished {
+        snapshots: drill_report.snapshots.iter().map(|s| s.snapshot.clone()).collect(),
+        files: drill_report.files,
+        bytes: drill_report.bytes,
+        errors: drill_report.errors,
+        bytes_per_sec: drill_report.bytes_per_sec,
+        took_ms: drill_report.took_ms,
+        seed: drill_report.seed.clone(),
+        stopped_early,
+        report: signed_report,
+        signature: base64::engine::general_purpose::STANDARD.encode(signature),
+    });
+    if !stopped_early {
+        report.drilled = Some((now, summary));
+    }
+}
+
 /// Expires, at vault time `now`, every snapshot the retention rules let go; stops between two
 /// snapshots as soon as `sealed` turns false.
 /// Also returns the ids of the snapshots that went.
@@ -205,7 +285,7 @@ fn expire(store: &Store, (snapshots, unreadable): &(Vec<vault_core::lifecycle::r
         Ok(done) => done,
         Err(e) => {
             events.push(Event::Alarm { rule: "expiry_failed".into(), detail: format!("{e}; tried again in an hour") });
-            return (LifecycleReport { events, next_due: plan.next_due, capacity: None, level: None, scrubbed: None, purged: Vec::new() }, Vec::new());
+            return (LifecycleReport { events, next_due: plan.next_due, ..LifecycleReport::default() }, Vec::new());
         }
     };
     for snapshot in plan.expire.iter().filter(|s| done.expired.contains(&s.id)) {
@@ -230,7 +310,7 @@ fn expire(store: &Store, (snapshots, unreadable): &(Vec<vault_core::lifecycle::r
         stopped_early: done.stopped_early,
         next_due: plan.next_due.map(|t| t.to_string()),
     });
-    (LifecycleReport { events, next_due: plan.next_due, capacity: None, level: None, scrubbed: None, purged: Vec::new() }, done.expired)
+    (LifecycleReport { events, next_due: plan.next_due, ..LifecycleReport::default() }, done.expired)
 }
 
 /// Runs `work` on this thread at the idle I/O priority class (`ioprio_set`, what `ionice -c 3`
@@ -306,6 +386,69 @@ mod tests {
         Ok(id)
     }
 
+    /// Issue 16: a drill rebuilds the newest night and a seeded sample of the older ones into a
+    /// null sink, signs what it found, and names the snapshot and the chunk a flipped byte broke.
+    #[test]
+    fn a_drill_reports_a_clean_store_with_figures_and_names_the_snapshot_and_chunk_a_flipped_byte_broke() {
+        use vault_core::lifecycle::drill::DrillReport;
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(&dir.path().join("store")).unwrap();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap().as_ref().to_vec();
+        let key = SigningKey::from_pkcs8(&pkcs8).unwrap();
+        let identity = Arc::new(crate::identity::VaultIdentity { public: key.public_key(), key: SigningKey::from_pkcs8(&pkcs8).unwrap(), pkcs8 });
+        let ids: Vec<String> = (0..5).map(|night| push_night(&store, &key, night).unwrap()).collect();
+        let sealed = AtomicBool::new(true);
+        let now = Timestamp::from_unix(T0 + 5 * DAY).unwrap();
+        let job = |sample: u32| Job {
+            now,
+            retention: Retention { keep_last: 10 },
+            holds: Holds::default(),
+            gc_grace: std::time::Duration::from_secs(86_400 * 365),
+            scrub: false,
+            drill: Some(DrillJob { seed: [9; 32], sample, identity: identity.clone() }),
+            purges: vec![],
+            step_pause: std::time::Duration::ZERO,
+        };
+        let drilled = |report: &LifecycleReport| {
+            report.events.iter().find_map(|e| match e { Event::DrillFinished { report, signature, .. } => Some((report.clone(), signature.clone())), _ => None }).expect("a drill ran")
+        };
+
+        let clean = run(&store, &job(2), &sealed);
+        let (body, signature) = drilled(&clean);
+        let signature = base64::engine::general_purpose::STANDARD.decode(signature).unwrap();
+        let report = DrillReport::verify(&body, &signature, &identity.public).unwrap();
+        println!("clean drill: {}", report.summary());
+        assert_eq!((report.snapshots.len(), report.files, report.bytes, report.errors), (3, 3, 3 * MIB, 0), "{report:?}");
+        assert!(report.snapshots.iter().any(|s| s.snapshot == ids[4]), "the newest is always drilled");
+        assert!(report.bytes_per_sec > 0 && report.passed());
+        assert!(clean.drilled.as_ref().is_some_and(|(at, summary)| *at == now && summary.contains("no errors")), "{:?}", clean.drilled);
+        assert!(!clean.events.iter().any(|e| matches!(e, Event::Alarm { .. })), "{:?}", clean.events);
+
+        // One byte flipped in the middle of one pack, past its immutable flag.
+        let pack = std::fs::read_dir(store.root().join("packs")).unwrap().flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "pack")).min().unwrap();
+        assert!(Command::new("chattr").arg("-i").arg(&pack).status().unwrap().success());
+        let mut bytes = std::fs::read(&pack).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x40;
+        std::fs::set_permissions(&pack, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        std::fs::write(&pack, &bytes).unwrap();
+        let broken = run(&store, &job(10), &sealed);
+        let (body, signature) = drilled(&broken);
+        let report = DrillReport::verify(&body, &base64::engine::general_purpose::STANDARD.decode(signature).unwrap(), &identity.public).unwrap();
+        println!("drill over a flipped byte: {}", report.summary());
+        assert_eq!(report.snapshots.len(), 5);
+        let failed: Vec<_> = report.snapshots.iter().filter(|s| s.error_count > 0).collect();
+        assert_eq!(failed.len(), 1, "{report:?}");
+        let night: i64 = failed[0].snapshot.trim_start_matches("pg-night-").parse().unwrap();
+        let mut data = vec![0u8; MIB as usize];
+        data[..8].copy_from_slice(&night.to_be_bytes());
+        let chunk = ChunkId::of(&data).to_string();
+        assert!(failed[0].errors[0].contains(&chunk) && failed[0].errors[0].contains("dump"), "{:?}", failed[0].errors);
+        let alarm = broken.events.iter().find_map(|e| match e { Event::Alarm { rule, detail } if rule == "drill_failed" => Some(detail.clone()), _ => None }).expect("an alarm");
+        assert!(alarm.contains(&failed[0].snapshot) && alarm.contains(&chunk), "{alarm}");
+        assert!(broken.drilled.as_ref().is_some_and(|(_, summary)| summary.contains("errors")), "a failed drill is still a drill that ran: {:?}", broken.drilled);
+    }
+
     #[test]
     fn a_full_vault_recovers_by_expiry_and_collection_and_takes_the_next_nights_push() {
         let disk = SmallDisk(tempfile::tempdir().unwrap());
@@ -328,7 +471,7 @@ mod tests {
         // newest 3, and collects their packs (all older than the grace of 0 here).
         let sealed = AtomicBool::new(true);
         let now = Timestamp::from_unix(T0 + full_at * DAY).unwrap();
-        let job = Job { now, retention: Retention::default(), holds: Holds::default(), gc_grace: std::time::Duration::ZERO, scrub: true, purges: vec![], step_pause: std::time::Duration::ZERO };
+        let job = Job { now, retention: Retention::default(), holds: Holds::default(), gc_grace: std::time::Duration::ZERO, scrub: true, drill: None, purges: vec![], step_pause: std::time::Duration::ZERO };
         let report = run(&store, &job, &sealed);
         assert!(report.scrubbed.is_some(), "a whole scrub ran: {:?}", report.events);
         let expired = report.events.iter().filter(|e| matches!(e, Event::SnapshotExpired { .. })).count() as i64;
@@ -400,7 +543,7 @@ mod tests {
         for night in 0..NIGHTS {
             push_week_night(&store, &key, night);
             let now = Timestamp::from_unix(T0 + night * DAY + 3600).unwrap();
-            let job = Job { now, retention: Retention::default(), holds: Holds::default(), gc_grace: std::time::Duration::ZERO, scrub: night % 30 == 29, purges: vec![], step_pause: std::time::Duration::ZERO };
+            let job = Job { now, retention: Retention::default(), holds: Holds::default(), gc_grace: std::time::Duration::ZERO, scrub: night % 30 == 29, drill: None, purges: vec![], step_pause: std::time::Duration::ZERO };
             let report = run(&store, &job, &sealed);
             let expired: Vec<String> = report.events.iter().filter_map(|e| match e { Event::SnapshotExpired { snapshot, .. } => Some(snapshot.clone()), _ => None }).collect();
             // Night n - 30's retain ran out at exactly n's midnight: it goes in the run an hour later.

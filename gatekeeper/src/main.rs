@@ -267,9 +267,9 @@ fn push_server_factory(paths: &Paths, limits: Limits, reserve: Reserve) -> gatek
         let identity = Arc::new(identity);
         gatekeeper::audit::start(&store_dir, identity.clone(), events.sibling());
         let store = Arc::new(store);
-        let service = PushService { jail_parent, ..PushService::new(store.clone(), identity, limits) };
+        let service = PushService { jail_parent, ..PushService::new(store.clone(), identity.clone(), limits) };
         let maintenance = service.maintenance.clone();
-        Ok(gatekeeper::sessions_api::Services { server: gatekeeper::push_server::server(Arc::new(service)), store: Some(store), maintenance, step_pause: limits.seal_step_pause })
+        Ok(gatekeeper::sessions_api::Services { server: gatekeeper::push_server::server(Arc::new(service)), store: Some(store), maintenance, step_pause: limits.seal_step_pause, identity: Some(identity) })
     })
 }
 

@@ -98,7 +98,7 @@ impl PushService {
             }
         };
         let c = worker.confinement;
-        let _ = reports.send(SessionReport::Note(Event::SessionWorkerStarted { pid: worker.pid, uid: c.uid, gid: c.gid })).await;
+        let _ = reports.send(SessionReport::Note(Box::new(Event::SessionWorkerStarted { pid: worker.pid, uid: c.uid, gid: c.gid }))).await;
         let mut window = WindowSessions {
             service: self.clone(),
             window: Arc::new(Window { policy: ctx.policy.clone(), accounts: Arc::default(), clock: ctx.clock.clone() }),
@@ -181,7 +181,7 @@ type Breach = String;
 
 impl WindowSessions {
     async fn note(&self, event: Event) {
-        let _ = self.reports.send(SessionReport::Note(event)).await;
+        let _ = self.reports.send(SessionReport::Note(Box::new(event))).await;
     }
 
     async fn on_message(&mut self, message: FromWorker) -> Result<(), Breach> {
@@ -334,10 +334,10 @@ impl PushService {
         match self.ingest(&mut conn, window, pusher).await {
             Ok((receipt, sealed, seal_ms, receipt_sent)) => {
                 for event in sealed_notes(sealed) {
-                    let _ = reports.send(SessionReport::Note(event)).await;
+                    let _ = reports.send(SessionReport::Note(Box::new(event))).await;
                 }
                 let _ = reports
-                    .send(SessionReport::Note(Event::SnapshotSealed {
+                    .send(SessionReport::Note(Box::new(Event::SnapshotSealed {
                         snapshot: receipt.snapshot_id.clone(),
                         pusher: receipt.pusher.clone(),
                         dataset: receipt.dataset.clone(),
@@ -346,7 +346,7 @@ impl PushService {
                         bytes_new: receipt.bytes_new,
                         retain_until: receipt.retain_until.to_string(),
                         seal_ms,
-                    }))
+                    })))
                     .await;
                 if receipt_sent {
                     let _ = reports.send(SessionReport::Committed { pusher: pusher.name.clone(), dataset: receipt.dataset.clone() }).await;
@@ -357,7 +357,7 @@ impl PushService {
                     let _ = conn.finish(VaultFrame::Refused { reason: reason.clone() }.encode().ok()).await;
                 }
                 let event = Event::SessionRefused { peer: peer.to_string(), pusher: Some(pusher.name.clone()), reason };
-                let _ = reports.send(SessionReport::Note(event)).await;
+                let _ = reports.send(SessionReport::Note(Box::new(event))).await;
             }
         }
     }

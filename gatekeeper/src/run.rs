@@ -209,6 +209,15 @@ fn start_state_writer(root_path: PathBuf, state_dir: PathBuf, mut events: EventL
                     };
                     StateDone::Orders(write().ok())
                 }
+                StateJob::LastDrill(at, summary) => {
+                    let write = || -> Result<()> {
+                        let mut state = policy_store::load_state(&state_dir)?;
+                        state.last_drill = Some((at, summary));
+                        vault_io::write_atomic(&state_dir.join(STATE_FILE), &state.to_bytes(), 0o600)?;
+                        Ok(())
+                    };
+                    StateDone::LastDrill { result: write().map_err(|e| e.to_string()) }
+                }
                 StateJob::LastScrub(at) => {
                     let write = || -> Result<()> {
                         let mut state = policy_store::load_state(&state_dir)?;
@@ -354,7 +363,8 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
     driver.store = services.store;
     driver.maintenance = services.maintenance;
     driver.step_pause = services.step_pause;
-    driver.set_last_scrub(state.last_scrub);
+    driver.set_last_checks(state.last_scrub, state.last_drill.clone());
+    driver.identity = services.identity;
     driver.orders = state.orders.clone();
     driver.events = events;
     driver.state = Some(state_jobs);

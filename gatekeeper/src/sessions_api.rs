@@ -48,7 +48,7 @@ pub enum SessionReport {
     ServerFailed { reason: String },
     /// An event for the console (session accepted or refused, snapshot sealed); it does not
     /// change the gate.
-    Note(crate::events::Event),
+    Note(Box<crate::events::Event>),
 }
 
 /// Everything a session server gets for one window.
@@ -95,6 +95,8 @@ pub struct Services {
     /// The power-cut test hook's pause after each lifecycle step (zero unless the kernel command
     /// line asks: [`crate::init::SEAL_STEP_PAUSE_PARAM`]).
     pub step_pause: std::time::Duration,
+    /// The vault key, for what the lifecycle signs (drill reports).
+    pub identity: Option<Arc<crate::identity::VaultIdentity>>,
 }
 
 /// Makes the session server once the NICs are down (opening the store, loading the vault

@@ -288,7 +288,7 @@ pub fn describe(root: &Path) -> Vec<(String, String)> {
 
 /// A receipt for `manifest` as the vault signs it at sealing, with `key` as the vault key: the
 /// test fixture the store's and the CLI's tests seal snapshots with (dataset `db`, received
-/// 2027-01-15, counts that do not matter to them).
+/// 2027-01-15, its counts those of `manifest` when it decodes, as a drill checks them).
 pub fn signed_receipt(key: &vault_core::keys::SigningKey, snapshot_id: &str, manifest: &[u8], pusher: &str, retain_until_unix: i64) -> vault_core::push::receipt::SignedReceipt {
     signed_receipt_at(key, snapshot_id, manifest, (pusher, "db"), 1_800_000_000, retain_until_unix)
 }
@@ -296,6 +296,7 @@ pub fn signed_receipt(key: &vault_core::keys::SigningKey, snapshot_id: &str, man
 /// [`signed_receipt`] for `(pusher, dataset)`, sealed at `received_at_unix`.
 pub fn signed_receipt_at(key: &vault_core::keys::SigningKey, snapshot_id: &str, manifest: &[u8], (pusher, dataset): (&str, &str), received_at_unix: i64, retain_until_unix: i64) -> vault_core::push::receipt::SignedReceipt {
     use vault_core::units::Timestamp;
+    let summary = vault_core::push::manifest::walk(manifest, |_| Ok(())).unwrap_or(vault_core::push::manifest::Summary { entries: 1, files: 1, total_size: 0, chunk_refs: 1 });
     let receipt = vault_core::push::receipt::Receipt {
         vault_id: "vault-01".into(),
         vault_key: key.public_key(),
@@ -304,11 +305,11 @@ pub fn signed_receipt_at(key: &vault_core::keys::SigningKey, snapshot_id: &str, 
         dataset: dataset.into(),
         pusher: pusher.into(),
         manifest_sha256: vault_core::keys::hex(ring::digest::digest(&ring::digest::SHA256, manifest).as_ref()),
-        files: 1,
-        logical_bytes: 0,
-        chunks_total: 1,
-        chunks_new: 1,
-        bytes_new: 0,
+        files: summary.files,
+        logical_bytes: summary.total_size,
+        chunks_total: summary.chunk_refs,
+        chunks_new: summary.chunk_refs,
+        bytes_new: summary.total_size,
         received_at: Timestamp::from_unix(received_at_unix).expect("in range"),
         retain_until: Timestamp::from_unix(retain_until_unix).expect("in range"),
         client_time: 0,

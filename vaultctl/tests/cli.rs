@@ -356,7 +356,7 @@ fn restore_and_snapshots_need_the_pinned_vault_key() {
     // The key as a string or as a file.
     std::fs::write(d.join("vault.pub"), format!("{vault_key}\n")).unwrap();
     let run = ok(d, &["snapshots", "--store", &root, "--vault-key", "vault.pub"]);
-    assert!(run.stdout.contains("  s1  db by db-backup: 1 files, 0 bytes, retain until 2030-03-17T17:46:40Z  ok"), "{}", run.stdout);
+    assert!(run.stdout.contains("  s1  db by db-backup: 4 files, 78 bytes, retain until 2030-03-17T17:46:40Z  ok"), "{}", run.stdout);
     let run = ok(d, &["restore", "--store", &root, "--snapshot", "s1", "--to", "out", "--vault-key", &vault_key]);
     assert!(run.stdout.contains("restored s1 to out: 4 files written, 0 kept"), "{}", run.stdout);
     assert_eq!(tree_of(&d.join("out")), expected_tree());

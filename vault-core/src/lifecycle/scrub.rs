@@ -24,7 +24,12 @@ impl Default for Scrub {
 
 /// When the next scrub is due: at once if none ever finished.
 pub fn next_due(last: Option<Timestamp>, scrub: Scrub) -> Option<Timestamp> {
-    last.map(|last| last.saturating_add(scrub.every))
+    next_after(last, scrub.every)
+}
+
+/// `every` after `last`; `None` (at once) if it never ran. Scrubs and drills share this cadence.
+pub fn next_after(last: Option<Timestamp>, every: Duration) -> Option<Timestamp> {
+    last.map(|last| last.saturating_add(every))
 }
 
 pub fn is_due(last: Option<Timestamp>, scrub: Scrub, now: Timestamp) -> bool {

@@ -41,6 +41,7 @@ fn policy(pushers: &[&str], early: bool) -> Policy {
         close: Close { early, grace: Duration::from_secs(GRACE).unwrap() },
         retention: Default::default(),
         scrub: Default::default(),
+        drill: Default::default(),
     }
 }
 

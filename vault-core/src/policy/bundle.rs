@@ -326,6 +326,7 @@ pub fn verify(bundle: &[u8], baked_root: &TrustRoot, state: &VaultState, at: Jud
         time_floor: state.time_floor.max(issued),
         rotated_root: if rotated { Some(next_root.clone()) } else { state.rotated_root.clone() },
         last_scrub: state.last_scrub,
+        last_drill: state.last_drill.clone(),
         orders: state.orders.clone(),
     };
     Ok(Verified {

@@ -19,6 +19,7 @@ use crate::keys::PublicKey;
 use crate::policy::root::TrustRoot;
 use schedule::Interval;
 use crate::lifecycle::retention::{Retention, MAX_KEEP_LAST};
+use crate::lifecycle::drill::{Drill, MAX_SAMPLE};
 use crate::lifecycle::scrub::{Scrub, MAX_EVERY_DAYS, MIN_EVERY_DAYS};
 use crate::units::{ByteSize, Duration, Timestamp, SECS_PER_DAY, SECS_PER_HOUR, SECS_PER_MINUTE};
 
@@ -54,6 +55,19 @@ pub struct PolicyDoc {
     /// Absent: every 30 days. Written only when it differs, like `retention`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scrub: Option<ScrubDoc>,
+    /// Absent: a restore drill every 90 days, the newest and 2 older snapshots of each dataset.
+    /// Written only when it differs, like `retention`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillDoc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillDoc {
+    /// How often a restore drill runs.
+    pub every: String,
+    /// Older snapshots per dataset restored besides the newest.
+    pub sample: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,6 +153,7 @@ pub struct Policy {
     pub close: Close,
     pub retention: Retention,
     pub scrub: Scrub,
+    pub drill: Drill,
 }
 
 /// How the daemon finds the vault NIC.
@@ -270,16 +285,14 @@ impl Policy {
         };
         let scrub = match &doc.scrub {
             None => Scrub::default(),
-            Some(s) => {
-                let every = parse_duration("scrub.every", &s.every)?;
-                let days = every.secs() / 86_400;
-                if every.secs() % 86_400 != 0 || !(MIN_EVERY_DAYS..=MAX_EVERY_DAYS).contains(&days) {
-                    return Err(invalid("scrub.every", format!("{every} is not a whole number of days from {MIN_EVERY_DAYS}d to {MAX_EVERY_DAYS}d")));
-                }
-                Scrub { every }
-            }
+            Some(s) => Scrub { every: whole_days("scrub.every", &s.every)? },
         };
-        Ok(Policy { vault_id: doc.vault_id.clone(), version: doc.version, issued, expires, network, windows, pushers, close, retention, scrub })
+        let drill = match &doc.drill {
+            None => Drill::default(),
+            Some(d) if d.sample > MAX_SAMPLE => return Err(invalid("drill.sample", format!("{} older snapshots per dataset, at most {MAX_SAMPLE}", d.sample))),
+            Some(d) => Drill { every: whole_days("drill.every", &d.every)?, sample: d.sample },
+        };
+        Ok(Policy { vault_id: doc.vault_id.clone(), version: doc.version, issued, expires, network, windows, pushers, close, retention, scrub, drill })
     }
 
     /// The canonical written form: every field present, every value in its one spelling.
@@ -314,6 +327,7 @@ impl Policy {
             close: Some(CloseDoc { early: self.close.early, grace: self.close.grace.to_string() }),
             retention: (self.retention != Retention::default()).then_some(RetentionDoc { keep_last: self.retention.keep_last }),
             scrub: (self.scrub != Scrub::default()).then(|| ScrubDoc { every: self.scrub.every.to_string() }),
+            drill: (self.drill != Drill::default()).then(|| DrillDoc { every: self.drill.every.to_string(), sample: self.drill.sample }),
         }
     }
 
@@ -416,6 +430,7 @@ impl Policy {
         ));
         lines.push(format!("retention: each snapshot kept until its retain_until, and the newest {} of each dataset always", self.retention.keep_last));
         lines.push(format!("scrub: everything sealed read back and re-hashed every {}", self.scrub.every));
+        lines.push(format!("restore drill: every {}, each dataset's newest snapshot and {} older ones", self.drill.every, self.drill.sample));
         lines
     }
 }
@@ -645,6 +660,16 @@ fn overlap_error(a: usize, b: usize, at: Timestamp) -> Error {
     invalid(format!("window[{second}]"), format!("overlaps window[{first}] (both open at {at})"))
 }
 
+/// A cadence in whole days within the bounds scrubs and drills share.
+fn whole_days(field: &str, text: &str) -> Result<Duration> {
+    let every = parse_duration(field, text)?;
+    let days = every.secs() / 86_400;
+    if every.secs() % 86_400 != 0 || !(MIN_EVERY_DAYS..=MAX_EVERY_DAYS).contains(&days) {
+        return Err(invalid(field, format!("{every} is not a whole number of days from {MIN_EVERY_DAYS}d to {MAX_EVERY_DAYS}d")));
+    }
+    Ok(every)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -708,6 +733,17 @@ grace = "2m"
             let why = refusal(&(example_toml() + &format!("[retention]\nkeep_last = {bad}\n")));
             assert!(why.contains("retention.keep_last") && why.contains("every dataset keeps at least its newest snapshot"), "{why}");
         }
+    }
+
+    #[test]
+    fn drills_default_to_every_90_days_with_two_older_snapshots_and_are_bounded() {
+        assert_eq!(Policy::from_toml(&example_toml()).unwrap().drill, Drill::default());
+        assert_eq!(Policy::from_toml(&example_toml()).unwrap().to_doc().drill, None);
+        let monthly = Policy::from_toml(&(example_toml() + "[drill]\nevery = \"30d\"\nsample = 5\n")).unwrap();
+        assert_eq!((monthly.drill.every.secs(), monthly.drill.sample), (30 * 86_400, 5));
+        assert_eq!(Policy::from_doc(&monthly.to_doc()).unwrap(), monthly);
+        assert!(refusal(&(example_toml() + "[drill]\nevery = \"12h\"\nsample = 1\n")).contains("drill.every"));
+        assert!(refusal(&(example_toml() + "[drill]\nevery = \"30d\"\nsample = 65\n")).contains("drill.sample"));
     }
 
     #[test]

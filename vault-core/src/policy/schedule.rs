@@ -163,6 +163,7 @@ mod tests {
             close: Close { early: false, grace: Duration::ZERO },
             retention: Default::default(),
             scrub: Default::default(),
+            drill: Default::default(),
         }
     }
 

@@ -25,6 +25,8 @@ pub struct VaultState {
     pub rotated_root: Option<TrustRoot>,
     /// When the last scrub that read the whole store started (vault time).
     pub last_scrub: Option<Timestamp>,
+    /// When the last restore drill that finished started (vault time), and its summary.
+    pub last_drill: Option<(Timestamp, String)>,
     /// Holds in force, purges waiting, the serial floor of each kind of order.
     pub orders: OrderState,
 }
@@ -38,13 +40,17 @@ pub struct StateDoc {
     pub rotated_root: Option<RootDoc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scrub: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drill: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_drill_result: Option<String>,
     #[serde(default, skip_serializing_if = "OrderState::is_empty")]
     pub orders: OrderState,
 }
 
 impl Default for VaultState {
     fn default() -> Self {
-        VaultState { accepted_version: 0, time_floor: Timestamp::EPOCH, rotated_root: None, last_scrub: None, orders: OrderState::default() }
+        VaultState { accepted_version: 0, time_floor: Timestamp::EPOCH, rotated_root: None, last_scrub: None, last_drill: None, orders: OrderState::default() }
     }
 }
 
@@ -57,6 +63,11 @@ impl VaultState {
             time_floor: Timestamp::parse(&doc.time_floor).map_err(|reason| invalid("time_floor", reason))?,
             rotated_root: doc.rotated_root.as_ref().map(TrustRoot::from_doc).transpose()?,
             last_scrub: doc.last_scrub.as_deref().map(|t| Timestamp::parse(t).map_err(|reason| invalid("last_scrub", reason))).transpose()?,
+            last_drill: match (&doc.last_drill, &doc.last_drill_result) {
+                (Some(at), Some(result)) => Some((Timestamp::parse(at).map_err(|reason| invalid("last_drill", reason))?, result.clone())),
+                (None, None) => None,
+                _ => return Err(invalid("last_drill", "a drill's time and result go together")),
+            },
             orders: doc.orders.clone(),
         })
     }
@@ -67,6 +78,8 @@ impl VaultState {
             time_floor: self.time_floor.to_string(),
             rotated_root: self.rotated_root.as_ref().map(TrustRoot::to_doc),
             last_scrub: self.last_scrub.map(|t| t.to_string()),
+            last_drill: self.last_drill.as_ref().map(|(at, _)| at.to_string()),
+            last_drill_result: self.last_drill.as_ref().map(|(_, result)| result.clone()),
             orders: self.orders.clone(),
         })
     }
@@ -104,6 +117,7 @@ mod tests {
             time_floor: Timestamp::parse("2026-11-25T00:00:00Z").unwrap(),
             rotated_root: Some(root_with("vault-01", 2, 1, &[9])),
             last_scrub: Some(Timestamp::parse("2026-11-20T00:00:00Z").unwrap()),
+            last_drill: Some((Timestamp::parse("2026-11-21T00:00:00Z").unwrap(), "3 snapshots: no errors".into())),
             orders: OrderState::default(),
         };
         assert_eq!(VaultState::from_bytes(&state.to_bytes()).unwrap(), state);

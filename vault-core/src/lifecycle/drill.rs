@@ -1,0 +1,282 @@
+//! Restore drills: "offline backups fail silently: test quarterly". Every `every` (policy;
+//! default 90 days) of vault time, while sealed, the vault restores into a null sink, for every
+//! dataset, the newest snapshot and a sample of older ones picked by a random seed (recorded,
+//! so the choice can be replayed): the whole tree rebuilt in order, every chunk read and
+//! re-hashed, sizes and counts checked against the signed receipt. What it found is a
+//! [`DrillReport`], signed by the vault key and appended to the audit log.
+
+use serde::{Deserialize, Serialize};
+
+use crate::canonical;
+use crate::keys::{domain_hash, hex, PublicKey, SigningKey, SIGNATURE_LEN};
+use crate::push::receipt::Receipt;
+use crate::units::{Duration, Timestamp};
+
+pub const DEFAULT_EVERY_DAYS: i64 = 90;
+/// Older snapshots per dataset restored besides the newest, by default.
+pub const DEFAULT_SAMPLE: u32 = 2;
+/// The most older snapshots per dataset a policy may ask for.
+pub const MAX_SAMPLE: u32 = 64;
+/// Errors kept per snapshot (the count goes on).
+pub const MAX_ERRORS_KEPT: usize = 16;
+const REPORT_CONTEXT: &str = "airgap-vault/drill-report/v1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drill {
+    pub every: Duration,
+    pub sample: u32,
+}
+
+impl Default for Drill {
+    fn default() -> Self {
+        Drill { every: Duration::from_secs(DEFAULT_EVERY_DAYS * 86_400).expect("90 days is a duration"), sample: DEFAULT_SAMPLE }
+    }
+}
+
+/// A sealed snapshot as the drill chooses among them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub id: String,
+    pub pusher: String,
+    pub dataset: String,
+    pub received_at: Timestamp,
+}
+
+/// The snapshots a drill restores: for every (pusher, dataset), the newest and `sample` of the
+/// older ones, picked by `seed` (the same seed and snapshots give the same choice). Oldest first.
+pub fn choose(candidates: &[Candidate], sample: u32, seed: &[u8; 32]) -> Vec<String> {
+    let mut by_dataset: std::collections::BTreeMap<(&str, &str), Vec<&Candidate>> = std::collections::BTreeMap::new();
+    for c in candidates {
+        by_dataset.entry((&c.pusher, &c.dataset)).or_default().push(c);
+    }
+    let mut chosen: Vec<&Candidate> = Vec::new();
+    for ((pusher, dataset), mut list) in by_dataset {
+        list.sort_by(|a, b| (a.received_at, &a.id).cmp(&(b.received_at, &b.id)));
+        let newest = list.pop().expect("a dataset has a snapshot");
+        chosen.push(newest);
+        // A partial Fisher-Yates shuffle of the older ones, driven by the seed.
+        for round in 0..usize::try_from(sample).unwrap_or(usize::MAX).min(list.len()) {
+            let mut input = Vec::with_capacity(64);
+            input.extend_from_slice(seed);
+            input.extend_from_slice(format!("{pusher}\n{dataset}\n{round}").as_bytes());
+            let digest = ring::digest::digest(&ring::digest::SHA256, &input);
+            let draw = u64::from_be_bytes(digest.as_ref()[..8].try_into().expect("8 bytes"));
+            let remaining = list.len() - round;
+            let pick = round + usize::try_from(draw % remaining as u64).expect("below a usize length");
+            list.swap(round, pick);
+            chosen.push(list[round]);
+        }
+    }
+    chosen.sort_by(|a, b| (a.received_at, &a.id).cmp(&(b.received_at, &b.id)));
+    chosen.into_iter().map(|c| c.id.clone()).collect()
+}
+
+/// When the next drill is due: at once if none ever ran.
+pub fn next_due(last: Option<Timestamp>, drill: Drill) -> Option<Timestamp> {
+    crate::lifecycle::scrub::next_after(last, drill.every)
+}
+
+pub fn is_due(last: Option<Timestamp>, drill: Drill, now: Timestamp) -> bool {
+    next_due(last, drill).is_none_or(|due| now >= due)
+}
+
+/// A drill is overdue (an alarm) a week past its due time: the vault was never sealed long
+/// enough, or drills keep failing to finish.
+pub fn is_overdue(last: Option<Timestamp>, drill: Drill, since: Timestamp, now: Timestamp) -> bool {
+    let due = next_due(last, drill).unwrap_or(since);
+    now.secs_since(due) > 7 * 86_400
+}
+
+/// What restoring one snapshot into the null sink found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotDrill {
+    pub snapshot: String,
+    pub dataset: String,
+    pub files: u64,
+    pub bytes: u64,
+    pub chunks: u64,
+    /// What went wrong (each names the path and chunk), the first [`MAX_ERRORS_KEPT`] of them.
+    pub errors: Vec<String>,
+    pub error_count: u64,
+}
+
+impl SnapshotDrill {
+    pub fn new(snapshot: &str, dataset: &str) -> SnapshotDrill {
+        SnapshotDrill { snapshot: snapshot.to_string(), dataset: dataset.to_string(), files: 0, bytes: 0, chunks: 0, errors: Vec::new(), error_count: 0 }
+    }
+
+    pub fn error(&mut self, what: String) {
+        self.error_count += 1;
+        if self.errors.len() < MAX_ERRORS_KEPT {
+            self.errors.push(what);
+        }
+    }
+
+    /// The rebuilt tree against what the receipt signed: files, bytes and chunks.
+    pub fn check_against(&mut self, receipt: &Receipt) {
+        for (what, rebuilt, signed) in [("files", self.files, receipt.files), ("bytes", self.bytes, receipt.logical_bytes), ("chunks", self.chunks, receipt.chunks_total)] {
+            if rebuilt != signed {
+                self.error(format!("{what}: {rebuilt} rebuilt, the receipt signs {signed}"));
+            }
+        }
+    }
+}
+
+/// A drill's report, as signed and logged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrillReport {
+    pub vault_key: String,
+    pub started: String,
+    pub took_ms: u64,
+    /// Hex of the seed that chose the sample.
+    pub seed: String,
+    pub snapshots: Vec<SnapshotDrill>,
+    pub files: u64,
+    pub bytes: u64,
+    pub errors: u64,
+    /// The restore rate the drill implies, bytes per second (the RTO's measure).
+    pub bytes_per_sec: u64,
+    /// Set when the vault's window opened mid-drill: what was not reached is not verified.
+    pub stopped_early: bool,
+}
+
+impl DrillReport {
+    pub fn new(vault_key: &PublicKey, started: Timestamp, took: std::time::Duration, seed: &[u8; 32], snapshots: Vec<SnapshotDrill>, stopped_early: bool) -> DrillReport {
+        let files = snapshots.iter().map(|s| s.files).sum();
+        let bytes: u64 = snapshots.iter().map(|s| s.bytes).sum();
+        let errors = snapshots.iter().map(|s| s.error_count).sum();
+        let millis = u64::try_from(took.as_millis()).unwrap_or(u64::MAX).max(1);
+        DrillReport {
+            vault_key: vault_key.to_string(),
+            started: started.to_string(),
+            took_ms: millis,
+            seed: hex(seed),
+            snapshots,
+            files,
+            bytes,
+            errors,
+            bytes_per_sec: bytes.saturating_mul(1000) / millis,
+            stopped_early,
+        }
+    }
+
+    /// Zero errors, and nothing left out.
+    pub fn passed(&self) -> bool {
+        self.errors == 0 && !self.stopped_early
+    }
+
+    /// One line: what was restored and what was found.
+    pub fn summary(&self) -> String {
+        let verdict = if self.errors == 0 { "no errors".to_string() } else { format!("{} errors", self.errors) };
+        let early = if self.stopped_early { " (stopped early: a window opened)" } else { "" };
+        format!("{} snapshots, {} files, {} bytes restored into the null sink at {} bytes/s: {verdict}{early}", self.snapshots.len(), self.files, self.bytes, self.bytes_per_sec)
+    }
+
+    /// The canonical bytes that are signed, and the signature.
+    pub fn sign(&self, key: &SigningKey) -> (String, [u8; SIGNATURE_LEN]) {
+        let body = canonical::encode(self);
+        let signature = key.sign(&domain_hash(REPORT_CONTEXT, &body));
+        (String::from_utf8(body).expect("canonical JSON is UTF-8"), signature)
+    }
+
+    /// Checks a signed report against the vault key, then decodes it.
+    pub fn verify(body: &str, signature: &[u8], vault_key: &PublicKey) -> crate::error::Result<DrillReport> {
+        if !vault_key.verify(&domain_hash(REPORT_CONTEXT, body.as_bytes()), signature) {
+            return Err(crate::error::invalid("drill report", format!("its signature does not verify against {vault_key}")));
+        }
+        canonical::decode(body.as_bytes(), "drill report")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::test_keys::key;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_unix(1_800_000_000 + secs).unwrap()
+    }
+
+    fn candidates() -> Vec<Candidate> {
+        let mut list = Vec::new();
+        for (pusher, dataset, count) in [("db-backup", "pgdump", 10), ("db-backup", "etc", 1), ("web", "site", 3)] {
+            for n in 0..count {
+                list.push(Candidate { id: format!("{n:02}-{dataset}"), pusher: pusher.into(), dataset: dataset.into(), received_at: at(n * 86_400) });
+            }
+        }
+        list
+    }
+
+    #[test]
+    fn a_drill_takes_every_datasets_newest_and_a_seeded_sample_of_the_older_ones() {
+        let list = candidates();
+        let chosen = choose(&list, 2, &[7; 32]);
+        for newest in ["09-pgdump", "00-etc", "02-site"] {
+            assert!(chosen.contains(&newest.to_string()), "{chosen:?}");
+        }
+        assert_eq!(chosen.len(), 3 + 2 + 2, "{chosen:?}");
+        assert_eq!(chosen, choose(&list, 2, &[7; 32]), "the seed replays the choice");
+        let others: std::collections::BTreeSet<Vec<String>> = (0..16u8).map(|s| choose(&list, 2, &[s; 32])).collect();
+        assert!(others.len() > 4, "different seeds pick different samples: {others:?}");
+        assert_eq!(choose(&list, 0, &[7; 32]).len(), 3);
+        assert_eq!(choose(&list, 100, &[7; 32]).len(), list.len(), "a sample larger than the history takes all of it");
+        let mut sorted = chosen.clone();
+        sorted.sort_by_key(|id| list.iter().find(|c| &c.id == id).unwrap().received_at);
+        assert_eq!(chosen, sorted, "oldest first");
+    }
+
+    #[test]
+    fn drills_fall_due_every_ninety_days_and_are_overdue_a_week_later() {
+        let drill = Drill::default();
+        assert!(is_due(None, drill, at(0)));
+        assert!(!is_due(Some(at(0)), drill, at(89 * 86_400)));
+        assert!(is_due(Some(at(0)), drill, at(90 * 86_400)));
+        assert!(!is_overdue(Some(at(0)), drill, at(0), at(96 * 86_400)));
+        assert!(is_overdue(Some(at(0)), drill, at(0), at(98 * 86_400)));
+        assert!(!is_overdue(None, drill, at(0), at(6 * 86_400)), "a new vault has a week for its first drill");
+        assert!(is_overdue(None, drill, at(0), at(8 * 86_400)));
+    }
+
+    #[test]
+    fn a_report_counts_what_it_found_and_its_signature_binds_it() {
+        let vault = key(70);
+        let receipt = Receipt {
+            vault_id: "v".into(),
+            vault_key: vault.public_key(),
+            policy_version: 1,
+            snapshot_id: "s".into(),
+            dataset: "d".into(),
+            pusher: "p".into(),
+            manifest_sha256: "00".repeat(32),
+            files: 2,
+            logical_bytes: 100,
+            chunks_total: 3,
+            chunks_new: 3,
+            bytes_new: 100,
+            received_at: at(0),
+            retain_until: at(1),
+            client_time: 0,
+        };
+        let mut clean = SnapshotDrill::new("s", "d");
+        (clean.files, clean.bytes, clean.chunks) = (2, 100, 3);
+        clean.check_against(&receipt);
+        assert!(clean.errors.is_empty());
+        let mut short = SnapshotDrill::new("s", "d");
+        (short.files, short.bytes, short.chunks) = (2, 99, 3);
+        short.error("chunk 00ff of a/b: reads back as 0011".into());
+        short.check_against(&receipt);
+        assert_eq!(short.error_count, 2);
+        assert!(short.errors[1].contains("bytes: 99 rebuilt, the receipt signs 100"), "{:?}", short.errors);
+
+        let report = DrillReport::new(&vault.public_key(), at(0), std::time::Duration::from_millis(500), &[1; 32], vec![clean, short], false);
+        assert_eq!((report.files, report.bytes, report.errors, report.bytes_per_sec), (4, 199, 2, 398));
+        assert!(!report.passed());
+        assert!(report.summary().contains("2 errors"), "{}", report.summary());
+        let (body, signature) = report.sign(&vault);
+        assert_eq!(DrillReport::verify(&body, &signature, &vault.public_key()).unwrap(), report);
+        assert!(DrillReport::verify(&body.replace("\"errors\":2", "\"errors\":0"), &signature, &vault.public_key()).is_err());
+        assert!(DrillReport::verify(&body, &signature, &key(71).public_key()).is_err());
+    }
+}
