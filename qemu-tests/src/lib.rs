@@ -607,6 +607,9 @@ impl Workbench {
         if let Some(every) = &spec.scrub_every {
             text += &format!("\n[scrub]\nevery = \"{every}\"\n");
         }
+        if let Some((every, sample)) = &spec.drill {
+            text += &format!("\n[drill]\nevery = \"{every}\"\nsample = {sample}\n");
+        }
         let path = self.dir.join(format!("policy-v{}-{}.toml", spec.version, spec.vault_id));
         std::fs::write(&path, text).expect("policy.toml");
         path
@@ -711,6 +714,8 @@ pub struct PolicySpec {
     pub keep_last: Option<u32>,
     /// `[scrub] every`, if the policy sets it.
     pub scrub_every: Option<String>,
+    /// `[drill] every` and `sample`, if the policy sets them.
+    pub drill: Option<(String, u32)>,
 }
 
 impl PolicySpec {
@@ -725,6 +730,7 @@ impl PolicySpec {
             retain: "35d".into(),
             keep_last: None,
             scrub_every: None,
+            drill: None,
         }
     }
 }

@@ -599,7 +599,7 @@ fn power_cuts_inside_garbage_collection_and_repack_lose_no_live_snapshot() {
 fn a_bit_flipped_on_the_disk_is_named_by_scrub_and_healed_by_the_next_push() {
     let mut box_ = Appliance::boot("scrub-heal", Boot::Direct);
     let t = now_secs();
-    let spec = PolicySpec { windows: vec![(t + 20, t + 60)], pushers: vec![("db-backup".into(), "1GiB".into())], early_close: true, scrub_every: Some("1d".into()), ..PolicySpec::new(1, "vault-test") };
+    let spec = PolicySpec { windows: vec![(t + 20, t + 60)], pushers: vec![("db-backup".into(), "1GiB".into())], early_close: true, scrub_every: Some("1d".into()), drill: Some(("1d".into(), 2)), ..PolicySpec::new(1, "vault-test") };
     box_.apply_policy(&spec);
     wait_listening(&mut box_.vm);
     let tree = box_.bench.dir.join("tree");
@@ -623,6 +623,15 @@ fn a_bit_flipped_on_the_disk_is_named_by_scrub_and_healed_by_the_next_push() {
     assert_eq!(scrubbed["unrecoverable_chunks"], 1, "{scrubbed}");
     assert_eq!(scrubbed["snapshots_affected"], serde_json::json!([first["snapshot"]]), "the snapshot is named: {scrubbed}");
     assert!(alarm["detail"].as_str().unwrap().contains(first["snapshot"].as_str().unwrap()), "{alarm}");
+    // The day's restore drill rebuilds the snapshot and fails on the same chunk: the report (in
+    // the audit log, signed) and the alarm name the snapshot and the chunk.
+    let drill_alarm = box_.vm.wait_for("the drill's alarm", EVENT_WAIT, |e| e["event"] == "alarm" && e["rule"] == "drill_failed");
+    let drilled = box_.vm.wait_event("drill_finished", EVENT_WAIT);
+    println!("{drill_alarm}\n{drilled}");
+    assert_eq!((drilled["snapshots"].clone(), drilled["errors"].as_u64() > Some(0)), (serde_json::json!([first["snapshot"]]), true), "{drilled}");
+    let bad_chunk = found[0].as_str().unwrap().split("chunk ").nth(1).and_then(|rest| rest.split(':').next()).unwrap().to_string();
+    let detail = drill_alarm["detail"].as_str().unwrap();
+    assert!(detail.contains(first["snapshot"].as_str().unwrap()) && detail.contains(&bad_chunk), "{drill_alarm} names {bad_chunk}");
 
     // A new window a day on (the box's clock), the same data pushed again: the chunk is sent.
     let later = now_secs() + 25 * 3600;
@@ -638,6 +647,13 @@ fn a_bit_flipped_on_the_disk_is_named_by_scrub_and_healed_by_the_next_push() {
     // one the first receipt brought out.
     assert_eq!((second["audit_log"]["consistent"].clone(), second["audit_log"]["from"].clone()), (serde_json::json!(true), first["audit_log"]["entries"].clone()), "{second:#}");
     assert_sealed_exactly(&mut box_, &[(&first, &tree), (&second, &tree)]);
+    // Offline, the listing says which snapshot the last drill found broken (from the signed
+    // report in the audit log), though the push has since healed it.
+    let listing = std::process::Command::new(box_.bench.artifacts.vaultctl()).args(["snapshots", "--json", "--store"]).arg(box_.bench.dir.join("extracted/store")).args(["--vault-key", &box_.vm.vault_key()]).output().unwrap();
+    assert!(listing.status.success(), "{}", String::from_utf8_lossy(&listing.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&listing.stdout).unwrap();
+    let first_row = rows.iter().find(|r| r["snapshot"] == first["snapshot"]).unwrap();
+    assert_eq!(first_row["last_drill"]["clean"], false, "{first_row}");
 
     // The disk as it was after the first push, booted again (an older image put back): its
     // audit log is older than the checkpoint the pusher now holds. The vault cannot tell; the

@@ -22,6 +22,13 @@ pub struct Measured {
     pub seal_secs: f64,
     pub scrub_secs: f64,
     pub sha256sum_secs: f64,
+    /// A restore drill of every snapshot (rebuilt into a null sink, every chunk re-hashed).
+    pub drill_secs: f64,
+    pub drill_bytes: u64,
+    /// Appending `audit_entries` event lines of about 200 bytes to the audit log, in batches of
+    /// 4096 with a signed checkpoint after each (as the daemon's writer does).
+    pub audit_entries: u64,
+    pub audit_secs: f64,
     pub expire_secs: f64,
     pub gc_secs: f64,
     pub packs_removed: usize,
@@ -92,6 +99,33 @@ pub fn run(dir: &Path, snapshots: usize, chunks_per: usize, chunk_bytes: usize, 
     assert!(ok, "sha256sum failed");
     let sha256sum_secs = started.elapsed().as_secs_f64();
 
+    if cold {
+        drop_caches();
+    }
+    let started = Instant::now();
+    let reader = vault_store::StoreReader::open(&dir.join("store")).expect("a reader");
+    let mut drill_bytes = 0;
+    for id in &ids {
+        let drilled = vault_store::drill::drill_snapshot(&reader, id, "data", &key.public_key(), &|| true, &|_| {}).expect("not stopped");
+        assert_eq!(drilled.error_count, 0, "{drilled:?}");
+        drill_bytes += drilled.bytes;
+    }
+    let drill_secs = started.elapsed().as_secs_f64();
+
+    // The audit log: a tenth as many event lines as chunks, appended and signed as the daemon's
+    // writer does (batches of at most 4096, a checkpoint after each).
+    let audit_entries = (snapshots * chunks_per / 10).max(1) as u64;
+    let (mut log, _) = vault_store::audit::AuditLog::open(&dir.join("store"), &key.public_key()).expect("a log");
+    let started = Instant::now();
+    let mut written = 0;
+    while written < audit_entries {
+        let batch: Vec<Vec<u8>> = (written..(written + 4096).min(audit_entries)).map(|n| format!(r#"{{"event":"session_refused","seq":{n},"time":"2027-01-15T08:00:00Z","peer":"192.0.2.77:41234","reason":"TLS handshake: the client certificate is not one the policy lists (key 0123456789abcdef)"}}"#).into_bytes()).collect();
+        written += batch.len() as u64;
+        log.append(&batch).expect("appended");
+        log.sign(&key).expect("signed");
+    }
+    let audit_secs = started.elapsed().as_secs_f64();
+
     let started = Instant::now();
     let expired = store.expire(&ids[..half], &|| true).expect("expiry");
     assert_eq!(expired.expired.len(), half);
@@ -107,6 +141,10 @@ pub fn run(dir: &Path, snapshots: usize, chunks_per: usize, chunk_bytes: usize, 
         seal_secs,
         scrub_secs,
         sha256sum_secs,
+        drill_secs,
+        drill_bytes,
+        audit_entries,
+        audit_secs,
         expire_secs,
         gc_secs,
         packs_removed: collected.packs_removed.len(),
@@ -132,6 +170,9 @@ mod tests {
         // Every expired snapshot's pack was nine tenths dead: each rewritten, its tenth copied.
         assert_eq!((measured.packs_removed, measured.packs_repacked, measured.chunks_copied), (10, 10, 10 * 5), "{measured:?}");
         assert!(measured.bytes_freed >= 10 * 45 * 256, "{measured:?}");
+        // The drill rebuilt every byte every snapshot names (its own and the older tenth).
+        assert_eq!(measured.drill_bytes, (20 * 50 + 10 * 5) * 256, "{measured:?}");
+        assert_eq!(measured.audit_entries, 100);
         let _ = std::process::Command::new("chattr").args(["-R", "-i"]).arg(dir.path()).status();
     }
 }

@@ -437,6 +437,10 @@ pub fn list_snapshots(store: &Path, trust: &Trust, json: bool) -> Result<()> {
     let ids = reader.snapshot_ids()?;
     let mut rows = Vec::new();
     let mut bad = 0usize;
+    let drills = match &trust {
+        Trust::Pinned(key) => drills_in_log(store, key),
+        Trust::AnyKeyInsecure => Err("drill reports are read only under a pinned vault key".into()),
+    };
     for id in &ids {
         let row = match trust.verify(&reader, id) {
             Err(e) => {
@@ -470,6 +474,10 @@ pub fn list_snapshots(store: &Path, trust: &Trust, json: bool) -> Result<()> {
                     "restorable": restorable,
                     "health": said,
                     "unavailable_chunks": unavailable,
+                    "last_drill": match &drills {
+                        Ok(drills) => drills.get(id).map_or(serde_json::Value::Null, |d| serde_json::json!({ "started": d.started.to_string(), "clean": d.clean })),
+                        Err(_) => serde_json::Value::Null,
+                    },
                 })
             }
         };
@@ -484,23 +492,57 @@ pub fn list_snapshots(store: &Path, trust: &Trust, json: bool) -> Result<()> {
             if row["verified"] == false {
                 println!("  {id}  NOT VERIFIED: {} (its dates and sizes are not shown: nothing in it can be trusted)", row["error"].as_str().unwrap_or_default());
             } else {
+                let drilled = match (&row["last_drill"], &drills) {
+                    (serde_json::Value::Null, Ok(_)) => "never drilled".to_string(),
+                    (serde_json::Value::Null, Err(_)) => String::new(),
+                    (d, _) if d["clean"] == true => format!("drilled clean {}", d["started"].as_str().unwrap_or_default()),
+                    (d, _) => format!("DRILL FOUND ERRORS {}", d["started"].as_str().unwrap_or_default()),
+                };
                 println!(
-                    "  {id}  {} by {}: {} files, {} bytes, retain until {}  {}",
+                    "  {id}  {} by {}: {} files, {} bytes, retain until {}  {}{}{drilled}",
                     row["dataset"].as_str().unwrap_or_default(),
                     row["pusher"].as_str().unwrap_or_default(),
                     row["files"],
                     row["logical_bytes"],
                     row["retain_until"].as_str().unwrap_or_default(),
-                    row["health"].as_str().unwrap_or_default()
+                    row["health"].as_str().unwrap_or_default(),
+                    if drilled.is_empty() { "" } else { "; " },
                 );
             }
         }
         for damaged in reader.damaged_packs() {
             println!("  damaged pack {}: {}", damaged.pack.display(), damaged.reason);
         }
+        if let Err(why) = &drills {
+            println!("  restore drills not shown: {why}");
+        }
     }
     if bad > 0 {
         return Err(CliError::Incomplete(format!("{bad} of {} snapshot(s) are NOT VERIFIED or UNRESTORABLE (marked in the listing)", ids.len())));
     }
     Ok(())
+}
+
+/// The last restore drill of each snapshot, from the signed drill reports in the store's audit
+/// log (verified whole first). An `Err` says why none can be shown.
+fn drills_in_log(store: &std::path::Path, key: &vault_core::keys::PublicKey) -> std::result::Result<std::collections::BTreeMap<String, vault_core::lifecycle::drill::LastDrill>, String> {
+    use vault_core::lifecycle::drill::{last_drills, report_in_log_entry};
+    if vault_store::audit::read_checkpoint(store).map_err(|e| e.to_string())?.is_none() {
+        return Err("the store has no audit log".into());
+    }
+    let verified = vault_store::audit::verify(store, key).map_err(|e| format!("the audit log does not verify ({e})"))?;
+    const PAGE: u64 = 4096;
+    let (mut reports, mut from) = (Vec::new(), 0);
+    while from < verified.entries {
+        let to = (from + PAGE).min(verified.entries);
+        for (offset, entry) in vault_store::audit::read_entries(store, from, to).map_err(|e| e.to_string())?.iter().enumerate() {
+            match report_in_log_entry(entry, key) {
+                Some(Ok(report)) => reports.push(report),
+                Some(Err(e)) => return Err(format!("audit log entry {}: {e}", from + offset as u64)),
+                None => {}
+            }
+        }
+        from = to;
+    }
+    Ok(last_drills(&reports))
 }

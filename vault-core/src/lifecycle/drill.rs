@@ -190,6 +190,49 @@ impl DrillReport {
     }
 }
 
+/// The last drill that covered a snapshot: when it started, and whether it found that snapshot
+/// whole (zero errors). Only such a drill makes a snapshot "verified by a drill".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastDrill {
+    pub started: Timestamp,
+    pub clean: bool,
+}
+
+/// The signed drill report in an audit log entry, if the entry is a `drill_finished` line:
+/// `Some(Err)` when it is one whose report does not verify under `vault_key`.
+pub fn report_in_log_entry(entry: &[u8], vault_key: &PublicKey) -> Option<crate::error::Result<DrillReport>> {
+    #[derive(Deserialize)]
+    struct Line {
+        event: String,
+        report: Option<String>,
+        signature: Option<String>,
+    }
+    let line: Line = serde_json::from_slice(entry).ok()?;
+    if line.event != "drill_finished" {
+        return None;
+    }
+    let (Some(report), Some(signature)) = (line.report, line.signature) else {
+        return Some(Err(crate::error::invalid("drill_finished", "a drill entry without its signed report")));
+    };
+    use base64::Engine as _;
+    let signature = base64::engine::general_purpose::STANDARD.decode(signature).map_err(|_| crate::error::invalid("drill_finished", "its signature is not base64"));
+    Some(signature.and_then(|s| DrillReport::verify(&report, &s, vault_key)))
+}
+
+/// For every snapshot some report covered, the last drill that did (reports in any order).
+pub fn last_drills(reports: &[DrillReport]) -> std::collections::BTreeMap<String, LastDrill> {
+    let mut last: std::collections::BTreeMap<String, LastDrill> = std::collections::BTreeMap::new();
+    for report in reports {
+        let Ok(started) = Timestamp::parse(&report.started) else { continue };
+        for s in &report.snapshots {
+            if last.get(&s.snapshot).is_none_or(|l| l.started <= started) {
+                last.insert(s.snapshot.clone(), LastDrill { started, clean: s.error_count == 0 });
+            }
+        }
+    }
+    last
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,5 +321,16 @@ mod tests {
         assert_eq!(DrillReport::verify(&body, &signature, &vault.public_key()).unwrap(), report);
         assert!(DrillReport::verify(&body.replace("\"errors\":2", "\"errors\":0"), &signature, &vault.public_key()).is_err());
         assert!(DrillReport::verify(&body, &signature, &key(71).public_key()).is_err());
+
+        // As the audit log holds it: found, verified, and the last drill per snapshot kept.
+        let line = serde_json::json!({ "event": "drill_finished", "report": body, "signature": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, signature) }).to_string();
+        assert_eq!(report_in_log_entry(line.as_bytes(), &vault.public_key()).unwrap().unwrap(), report);
+        assert!(report_in_log_entry(line.as_bytes(), &key(71).public_key()).unwrap().is_err());
+        assert!(report_in_log_entry(br#"{"event":"committed"}"#, &vault.public_key()).is_none());
+        let mut later = report.clone();
+        later.started = at(86_400).to_string();
+        later.snapshots[1].error_count = 0;
+        let last = last_drills(&[later, report]);
+        assert_eq!(last["s"], LastDrill { started: at(86_400), clean: true }, "the later drill counts, in any order");
     }
 }
