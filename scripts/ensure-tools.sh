@@ -24,6 +24,8 @@ command -v qemu-img >/dev/null || need_apt+=(qemu-utils)
 # enforces Secure Boot.
 command -v sbsign >/dev/null || need_apt+=(sbsigntool)
 command -v mcopy >/dev/null || need_apt+=(mtools)
+# The audit report test opens `vaultctl report`'s page in headless Chromium (issue 16).
+command -v chromium >/dev/null || need_apt+=(chromium)
 if ((${#need_apt[@]})); then
   echo "ensure-tools: installing ${need_apt[*]}"
   apt-get update -qq

@@ -147,6 +147,28 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     assert!(from_receipts.status.success(), "{}", String::from_utf8_lossy(&from_receipts.stderr));
     assert!(String::from_utf8_lossy(&from_receipts.stdout).starts_with("audit log consistent across 4 receipts"), "{}", String::from_utf8_lossy(&from_receipts.stdout));
 
+    // The report a person reads: one page from the log, opened in headless Chromium, which
+    // shows the four snapshots, the three datasets and the window; a screenshot is kept.
+    let page = work.path().join("report.html");
+    let made = Command::new(vaultctl_bin()).args(["report", "--store"]).arg(&store).args(["--vault-key", &vault.identity(), "--out"]).arg(&page).output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(!html.contains("<script") && !html.contains("src="), "self-contained, no script");
+    let logs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let shot = logs.join("audit-report.png");
+    let _ = std::fs::remove_file(&shot);
+    let chromium = |args: &[String]| Command::new("chromium").args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]).arg(format!("--user-data-dir={}", work.path().join("chromium").display())).args(args).output().expect("chromium (scripts/ensure-tools.sh installs it)");
+    let url = format!("file://{}", page.display());
+    let dom = chromium(&["--dump-dom".into(), url.clone()]);
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    for shown in ["Pushes per dataset", "<td>db</td>", "<td>dump</td>", "<td>syslog</td>", "id=\"sealed\">4<", "class=\"window\"", "Capacity"] {
+        assert!(dom.contains(shown), "the rendered page shows `{shown}`:\n{dom}");
+    }
+    let screenshot = chromium(&[format!("--screenshot={}", shot.display()), "--window-size=1100,1600".into(), url]);
+    assert!(std::fs::metadata(&shot).map(|m| m.len() > 10_000).unwrap_or(false), "a screenshot at {}: {}", shot.display(), String::from_utf8_lossy(&screenshot.stderr));
+    println!("report screenshot kept at {}", shot.display());
+
     // The audit log, offline: verified, shown by kind, and an altered entry named by its index.
     let audit = |args: &[&str]| Command::new(vaultctl_bin()).arg("audit").args(args).arg("--store").arg(&store).args(["--vault-key", &vault.identity()]).output().unwrap();
     let verified = audit(&["verify"]);

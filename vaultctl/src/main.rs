@@ -7,6 +7,7 @@ mod error;
 mod keyfile;
 mod order;
 mod push;
+mod report;
 mod witness;
 mod restore;
 mod usb;
@@ -53,6 +54,18 @@ enum Command {
     /// The vault's audit log, read from its store offline: verify it, show it.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Writes one self-contained HTML page (inline SVG, no scripts) from a store's audit log,
+    /// verified first: the link's windows, pushes per dataset, refusals, alarms, scrubs and
+    /// drills, capacity over time.
+    Report {
+        #[arg(long)]
+        store: PathBuf,
+        /// The vault's public key (`ed25519:...` or a file holding it).
+        #[arg(long)]
+        vault_key: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Rebuilds a sealed snapshot from the vault's store (offline), re-hashing every chunk.
     /// Exit 0 restored whole, 6 incomplete (`--keep-going` left files out, listed), 1 error.
     Restore {
@@ -278,6 +291,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Schedule { policy, from, days } => show_schedule(&policy, from.as_deref(), days),
         Command::Push(args) => push_command(args),
         Command::Audit(command) => audit::run(command),
+        Command::Report { store, vault_key, out } => report::write(&store, &vault_key, &out),
         Command::Restore { store, snapshot, to, trust, keep_going, json } => {
             let trust = restore::Trust::from_args(trust.vault_key.as_deref(), trust.insecure_any_vault_key, "restore")?;
             let report = restore::restore(&store, &snapshot, &to, &trust, keep_going)?;
