@@ -90,9 +90,9 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
     );
     let times: Vec<i64> = events.iter().filter_map(time_of).collect();
     let (start, end) = (times.iter().min().copied().unwrap_or(0), times.iter().max().copied().unwrap_or(0));
-    let _ = write!(
+    let _ = writeln!(
         page,
-        "<p>Vault key <code>{}</code>. Audit log of {} entries, verified against that key up to its signed checkpoint (root <code>{}</code>){}. From {} to {} (vault time).</p>\n",
+        "<p>Vault key <code>{}</code>. Audit log of {} entries, verified against that key up to its signed checkpoint (root <code>{}</code>){}. From {} to {} (vault time).</p>",
         escape(&header.vault_key),
         header.entries,
         escape(&header.root),
