@@ -17,8 +17,13 @@ pub const DEFAULT_EVERY_DAYS: i64 = 90;
 pub const DEFAULT_SAMPLE: u32 = 2;
 /// The most older snapshots per dataset a policy may ask for.
 pub const MAX_SAMPLE: u32 = 64;
-/// Errors kept per snapshot (the count goes on).
-pub const MAX_ERRORS_KEPT: usize = 16;
+/// Errors kept per snapshot (the count goes on), and the bytes kept of each: with
+/// [`MAX_DRILL_SNAPSHOTS`], a report fits one audit log entry (64 KiB) whatever it found.
+pub const MAX_ERRORS_KEPT: usize = 2;
+pub const MAX_ERROR_BYTES: usize = 200;
+/// Snapshots one drill restores at most; past that, a seeded choice among those due, so that
+/// drill after drill covers every dataset.
+pub const MAX_DRILL_SNAPSHOTS: usize = 48;
 const REPORT_CONTEXT: &str = "airgap-vault/drill-report/v1";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +72,14 @@ pub fn choose(candidates: &[Candidate], sample: u32, seed: &[u8; 32]) -> Vec<Str
             chosen.push(list[round]);
         }
     }
+    if chosen.len() > MAX_DRILL_SNAPSHOTS {
+        chosen.sort_by_cached_key(|c| {
+            let mut input = seed.to_vec();
+            input.extend_from_slice(c.id.as_bytes());
+            ring::digest::digest(&ring::digest::SHA256, &input).as_ref().to_vec()
+        });
+        chosen.truncate(MAX_DRILL_SNAPSHOTS);
+    }
     chosen.sort_by(|a, b| (a.received_at, &a.id).cmp(&(b.received_at, &b.id)));
     chosen.into_iter().map(|c| c.id.clone()).collect()
 }
@@ -109,7 +122,11 @@ impl SnapshotDrill {
     pub fn error(&mut self, what: String) {
         self.error_count += 1;
         if self.errors.len() < MAX_ERRORS_KEPT {
-            self.errors.push(what);
+            let mut end = what.len().min(MAX_ERROR_BYTES);
+            while !what.is_char_boundary(end) {
+                end -= 1;
+            }
+            self.errors.push(what[..end].to_string());
         }
     }
 
@@ -144,9 +161,8 @@ pub struct DrillReport {
 
 impl DrillReport {
     pub fn new(vault_key: &PublicKey, started: Timestamp, took: std::time::Duration, seed: &[u8; 32], snapshots: Vec<SnapshotDrill>, stopped_early: bool) -> DrillReport {
-        let files = snapshots.iter().map(|s| s.files).sum();
-        let bytes: u64 = snapshots.iter().map(|s| s.bytes).sum();
-        let errors = snapshots.iter().map(|s| s.error_count).sum();
+        let total = |of: fn(&SnapshotDrill) -> u64| snapshots.iter().map(of).fold(0u64, u64::saturating_add);
+        let (files, bytes, errors) = (total(|s| s.files), total(|s| s.bytes), total(|s| s.error_count));
         let millis = u64::try_from(took.as_millis()).unwrap_or(u64::MAX).max(1);
         DrillReport {
             vault_key: vault_key.to_string(),
@@ -265,9 +281,33 @@ mod tests {
         assert!(others.len() > 4, "different seeds pick different samples: {others:?}");
         assert_eq!(choose(&list, 0, &[7; 32]).len(), 3);
         assert_eq!(choose(&list, 100, &[7; 32]).len(), list.len(), "a sample larger than the history takes all of it");
+        let many: Vec<Candidate> = (0..200).map(|n| Candidate { id: format!("{n:03}"), pusher: "p".into(), dataset: format!("d{n}"), received_at: at(n) }).collect();
+        let some = choose(&many, 2, &[1; 32]);
+        assert_eq!(some.len(), MAX_DRILL_SNAPSHOTS, "a drill is bounded");
+        assert_ne!(some, choose(&many, 2, &[2; 32]), "and another seed covers other datasets");
         let mut sorted = chosen.clone();
         sorted.sort_by_key(|id| list.iter().find(|c| &c.id == id).unwrap().received_at);
         assert_eq!(chosen, sorted, "oldest first");
+    }
+
+    #[test]
+    fn the_largest_report_a_drill_can_make_fits_one_audit_log_entry() {
+        let vault = key(70);
+        let snapshots = (0..MAX_DRILL_SNAPSHOTS)
+            .map(|n| {
+                let mut s = SnapshotDrill::new(&format!("{n:0>64}"), &"d".repeat(crate::push::receipt::MAX_DATASET_BYTES));
+                (s.files, s.bytes, s.chunks) = (u64::MAX, u64::MAX, u64::MAX);
+                for _ in 0..100 {
+                    s.error("\"é\\".repeat(500));
+                }
+                s
+            })
+            .collect();
+        let report = DrillReport::new(&vault.public_key(), at(0), std::time::Duration::from_secs(u64::MAX / 2000), &[0xff; 32], snapshots, true);
+        assert!(report.snapshots.iter().all(|s| s.errors.len() == MAX_ERRORS_KEPT && s.errors.iter().all(|e| e.len() <= MAX_ERROR_BYTES) && s.error_count == 100));
+        let (body, signature) = report.sign(&vault);
+        let line = serde_json::json!({ "event": "drill_finished", "time": "2026-12-01T00:00:00Z", "seq": u64::MAX, "report": body, "signature": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, signature), "snapshots": report.snapshots.iter().map(|s| s.snapshot.clone()).collect::<Vec<_>>() }).to_string();
+        assert!(line.len() < crate::audit::tiles::MAX_ENTRY_BYTES, "{} bytes", line.len());
     }
 
     #[test]
