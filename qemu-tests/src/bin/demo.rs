@@ -67,7 +67,8 @@ fn main() {
     let pushed_at = unix_now();
 
     say("The signed receipt the pusher verified and kept:");
-    let receipt = std::fs::read_dir(&receipts).unwrap().next().unwrap().unwrap().path();
+    // Receipts are `<snapshot id>.json`; beside them, the vault's newest audit checkpoint.
+    let receipt = std::fs::read_dir(&receipts).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "json")).expect("a receipt");
     println!("{}", std::fs::read_to_string(&receipt).unwrap());
 
     say("Every expected commit is in: the vault closes early. The probe's view:");
@@ -93,6 +94,12 @@ fn main() {
     let same = describe(&restored) == describe(&sample);
     println!("    restored tree == pushed tree, byte for byte: {same}");
     assert!(same, "the restore differs from what was pushed");
+
+    say("The vault's audit log, from its disk and from the pusher's receipts, and a page to read:");
+    print!("{}", run_ok(Command::new(vault.bench.artifacts.vaultctl()).args(["audit", "verify", "--vault-key", &vault_key, "--store"]).arg(&store)));
+    print!("{}", run_ok(Command::new(vault.bench.artifacts.vaultctl()).args(["audit", "verify", "--vault-key", &vault_key, "--receipts"]).arg(&receipts)));
+    let report = vault.bench.dir.join("report.html");
+    print!("{}", run_ok(Command::new(vault.bench.artifacts.vaultctl()).args(["report", "--vault-key", &vault_key, "--store"]).arg(&store).arg("--out").arg(&report)));
     say(&format!("Done. The files of this run stay in {}", vault.bench.dir.display()));
     vault.bench.keep = true;
 }
