@@ -29,6 +29,10 @@ pub struct Measured {
     /// 4096 with a signed checkpoint after each (as the daemon's writer does).
     pub audit_entries: u64,
     pub audit_secs: f64,
+    /// Small pushes sealed per second without and with their event lines logged (about ten a
+    /// push, each batch appended and signed as the daemon's writer does): the log's cost.
+    pub seals_per_sec_unlogged: f64,
+    pub seals_per_sec_logged: f64,
     pub expire_secs: f64,
     pub gc_secs: f64,
     pub packs_removed: usize,
@@ -126,6 +130,35 @@ pub fn run(dir: &Path, snapshots: usize, chunks_per: usize, chunk_bytes: usize, 
     }
     let audit_secs = started.elapsed().as_secs_f64();
 
+    // The log's cost per push: small pushes sealed alone, then each with the ten lines a push
+    // prints (session, seal, commit, ...) appended and signed.
+    let small = (snapshots / 5).max(2);
+    let mut seal_small = |n: usize, log: Option<&mut vault_store::audit::AuditLog>| {
+        let (id, bytes) = chunk_of(snapshots + n, 0);
+        let mut pack = store.begin().expect("staging");
+        pack.append(id, &bytes).expect("staged");
+        let entry = Entry { path: b"small".to_vec(), mode: 0o640, mtime: 1, kind: EntryKind::File { size: u64::from(len), chunks: vec![ChunkRef { id, len }] } };
+        let manifest = Manifest { entries: vec![entry] }.encode().expect("a manifest");
+        let snapshot = format!("small-{n:05}");
+        let receipt = crate::signed_receipt_at(&key, &snapshot, &manifest, ("bench", "small"), T0, T0 + 86_400);
+        store.seal_all(pack, vault_store::SealInput { snapshot_id: &snapshot, manifest: &manifest, receipt: &receipt }).expect("sealed");
+        if let Some(log) = log {
+            let lines: Vec<Vec<u8>> = (0..10).map(|i| format!(r#"{{"event":"seal_line_{i}","time":"2027-01-15T08:00:00Z","snapshot":"{snapshot}","pusher":"bench","dataset":"small","bytes":1024}}"#).into_bytes()).collect();
+            log.append(&lines).expect("appended");
+            log.sign(&key).expect("signed");
+        }
+    };
+    let started = Instant::now();
+    for n in 0..small {
+        seal_small(n, None);
+    }
+    let seals_per_sec_unlogged = small as f64 / started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    for n in small..2 * small {
+        seal_small(n, Some(&mut log));
+    }
+    let seals_per_sec_logged = small as f64 / started.elapsed().as_secs_f64();
+
     let started = Instant::now();
     let expired = store.expire(&ids[..half], &|| true).expect("expiry");
     assert_eq!(expired.expired.len(), half);
@@ -145,6 +178,8 @@ pub fn run(dir: &Path, snapshots: usize, chunks_per: usize, chunk_bytes: usize, 
         drill_bytes,
         audit_entries,
         audit_secs,
+        seals_per_sec_unlogged,
+        seals_per_sec_logged,
         expire_secs,
         gc_secs,
         packs_removed: collected.packs_removed.len(),
@@ -173,6 +208,7 @@ mod tests {
         // The drill rebuilt every byte every snapshot names (its own and the older tenth).
         assert_eq!(measured.drill_bytes, (20 * 50 + 10 * 5) * 256, "{measured:?}");
         assert_eq!(measured.audit_entries, 100);
+        assert!(measured.seals_per_sec_unlogged > 0.0 && measured.seals_per_sec_logged > 0.0, "{measured:?}");
         let _ = std::process::Command::new("chattr").args(["-R", "-i"]).arg(dir.path()).status();
     }
 }
