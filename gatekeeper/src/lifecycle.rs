@@ -7,7 +7,6 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use base64::Engine as _;
 use vault_core::lifecycle::capacity::{self, Level};
 use vault_core::lifecycle::scrub;
 use vault_core::lifecycle::retention::{plan_expiry, Holds, Kept, Retention};
@@ -250,7 +249,7 @@ fn drill(store: &Store, job: &DrillJob, now: Timestamp, listed: &[vault_core::li
         }
     }
     let drill_report = DrillReport::new(&job.identity.public, now, started.elapsed(), &job.seed, drilled, stopped_early);
-    let (signed_report, signature) = drill_report.sign(&job.identity.key);
+    let signed_report = drill_report.sign(&job.identity.key);
     let summary = drill_report.summary();
     if drill_report.errors > 0 {
         let failed: Vec<String> = drill_report.snapshots.iter().filter(|s| s.error_count > 0).map(|s| format!("snapshot {}: {}", s.snapshot, s.errors.join("; "))).collect();
@@ -266,8 +265,8 @@ fn drill(store: &Store, job: &DrillJob, now: Timestamp, listed: &[vault_core::li
         took_ms: drill_report.took_ms,
         seed: drill_report.seed.clone(),
         stopped_early,
-        report: signed_report,
-        signature: base64::engine::general_purpose::STANDARD.encode(signature),
+        report: signed_report.body,
+        signature: signed_report.signature,
     });
     if !stopped_early {
         report.drilled = Some((now, summary));
@@ -354,7 +353,7 @@ mod tests {
 
     use super::*;
     use std::process::Command;
-    use vault_core::keys::SigningKey;
+    use vault_core::keys::{SignedDoc, SigningKey};
     use vault_core::push::chunk::ChunkId;
     use vault_store::{Reserve, StoreError};
 
@@ -415,8 +414,7 @@ mod tests {
 
         let clean = run(&store, &job(2), &sealed);
         let (body, signature) = drilled(&clean);
-        let signature = base64::engine::general_purpose::STANDARD.decode(signature).unwrap();
-        let report = DrillReport::verify(&body, &signature, &identity.public).unwrap();
+        let report = DrillReport::verify(&SignedDoc { body, signature }, &identity.public).unwrap();
         println!("clean drill: {}", report.summary());
         assert_eq!((report.snapshots.len(), report.files, report.bytes, report.errors), (3, 3, 3 * MIB, 0), "{report:?}");
         assert!(report.snapshots.iter().any(|s| s.snapshot == ids[4]), "the newest is always drilled");
@@ -434,7 +432,7 @@ mod tests {
         std::fs::write(&pack, &bytes).unwrap();
         let broken = run(&store, &job(10), &sealed);
         let (body, signature) = drilled(&broken);
-        let report = DrillReport::verify(&body, &base64::engine::general_purpose::STANDARD.decode(signature).unwrap(), &identity.public).unwrap();
+        let report = DrillReport::verify(&SignedDoc { body, signature }, &identity.public).unwrap();
         println!("drill over a flipped byte: {}", report.summary());
         assert_eq!(report.snapshots.len(), 5);
         let failed: Vec<_> = report.snapshots.iter().filter(|s| s.error_count > 0).collect();

@@ -14,6 +14,10 @@ use crate::error::{Error, Result};
 /// leading bytes), written by buildroot-overlay/board/vault/uki-disk.bash.
 pub const VAULT_DATA_TYPE: Guid = Guid::from_text_form(0x5661_756c, 0x7444, 0x4174, [0xa0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01]);
 
+/// An export medium's partition type GUID (`5661756c-7444-4174-a000-000000000002`), written
+/// by `vaultctl media init`: the vault writes exports only to a partition of this type.
+pub const VAULT_EXPORT_TYPE: Guid = Guid::from_text_form(0x5661_756c, 0x7444, 0x4174, [0xa0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x02]);
+
 /// The GPT header's signature, "EFI PART".
 const SIGNATURE: &[u8; 8] = b"EFI PART";
 /// Bytes of the header the reader needs (the header itself is 92 bytes).

@@ -104,6 +104,49 @@ pub fn domain_hash(context: &str, data: &[u8]) -> [u8; 32] {
     ctx.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
 }
 
+/// A document the vault signs (a drill report, an export's manifest, a medium's seal): its
+/// canonical JSON and the signature over it under `context`. On disk it is one JSON object,
+/// `{"body": "<the canonical JSON as a string>", "signature": "<base64>"}`, so the exact signed
+/// bytes survive any reader.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedDoc {
+    pub body: String,
+    pub signature: String,
+}
+
+impl SignedDoc {
+    pub fn sign<T: serde::Serialize>(doc: &T, key: &SigningKey, context: &str) -> SignedDoc {
+        let body = crate::canonical::encode(doc);
+        let signature = BASE64.encode(key.sign(&domain_hash(context, &body)));
+        SignedDoc { body: String::from_utf8(body).expect("canonical JSON is UTF-8"), signature }
+    }
+
+    /// The signature checked against `key` first, then the body decoded strictly and required
+    /// to be canonical.
+    pub fn verify<T: serde::Serialize + serde::de::DeserializeOwned>(&self, key: &PublicKey, context: &str, what: &'static str) -> Result<T> {
+        let signature = BASE64.decode(&self.signature).map_err(|_| Error::Malformed { what, reason: "its signature is not base64".into() })?;
+        if !key.verify(&domain_hash(context, self.body.as_bytes()), &signature) {
+            return Err(Error::InvalidField { field: what.to_string(), reason: format!("its signature does not verify against {key}") });
+        }
+        let doc: T = crate::canonical::decode(self.body.as_bytes(), what)?;
+        crate::canonical::require_canonical(self.body.as_bytes(), &doc, what)?;
+        Ok(doc)
+    }
+
+    pub fn to_file_bytes(&self) -> Vec<u8> {
+        let mut out = serde_json::to_vec_pretty(self).expect("signed documents serialize");
+        out.push(b'\n');
+        out
+    }
+
+    /// Bounded before it is parsed.
+    pub fn from_file_bytes(bytes: &[u8], limit: usize, what: &'static str) -> Result<SignedDoc> {
+        crate::canonical::check_size(bytes.len(), limit, what)?;
+        crate::canonical::decode(bytes, what)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod test_keys {
     //! Deterministic keys for tests: PKCS#8 built from fixed seeds, no RNG needed.

@@ -28,11 +28,15 @@
 //! - [`audit`]: the evidence: every event a leaf of a Merkle tree ([`audit::merkle`]) kept as
 //!   tiles ([`audit::tiles`]), summed up in signed checkpoints ([`audit::checkpoint`],
 //!   [`audit::note`]) that leave the vault in every receipt.
+//! - [`export`]: data leaving on removable media, encrypted to recipients: the medium
+//!   ([`export::medium`]), what an export order selects ([`export::selection`]), and the signed
+//!   export manifest ([`export::manifest`]).
 #![forbid(unsafe_code)]
 
 pub mod audit;
 pub mod canonical;
 pub mod error;
+pub mod export;
 pub mod gpt;
 pub mod keys;
 pub mod lifecycle;

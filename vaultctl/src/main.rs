@@ -194,6 +194,10 @@ struct RootInit {
     /// How many distinct admins must sign a bundle.
     #[arg(long)]
     threshold: u32,
+    /// How many distinct admins must sign an export order (it copies data out, encrypted, and
+    /// deletes nothing); default: --threshold.
+    #[arg(long)]
+    export_threshold: Option<u32>,
     /// An admin's public key file (NAME.pub); the admin is named NAME. Repeat for each admin.
     #[arg(long = "admin", required = true)]
     admins: Vec<PathBuf>,
@@ -453,7 +457,8 @@ fn root_init(args: RootInit) -> Result<()> {
         min_retain: duration("min-retain", &args.min_retain)?,
         purge_delay: duration("purge-delay", &args.purge_delay)?,
     };
-    let draft = TrustRoot { vault_id: args.vault_id, version: args.version, threshold: args.threshold, admins, caps };
+    let export_threshold = args.export_threshold.unwrap_or(args.threshold);
+    let draft = TrustRoot { vault_id: args.vault_id, version: args.version, threshold: args.threshold, export_threshold, admins, caps };
     // Round-trip through the validating parser: the file written is one the vault accepts.
     let root = TrustRoot::from_doc(&draft.to_doc())?;
     vault_io::write_new(&args.out, root.to_toml().as_bytes(), 0o644)?;

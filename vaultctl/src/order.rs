@@ -1,4 +1,4 @@
-//! `vaultctl order`: holds, releases, purges and vetoes as signed orders for the vault's stick
+//! `vaultctl order`: holds, releases, purges, vetoes and exports as signed orders for the vault's stick
 //! (see `vault_core::policy::orders`). `new` writes an unsigned order, each admin `sign`s it on
 //! their own machine, and it goes on the stick as `vault-orders/<name>.order`.
 
@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
 use vault_core::policy::bundle::{Envelope, MAX_BUNDLE_BYTES};
-use vault_core::policy::orders::{self, DatasetDoc, Order, OrderDoc, OrderKind, ORDER_PAYLOAD_TYPE, ORDER_SIGNING_CONTEXT};
+use vault_core::policy::orders::{self, DatasetDoc, ExportSpec, Order, OrderDoc, OrderKind, ORDER_PAYLOAD_TYPE, ORDER_SIGNING_CONTEXT};
 use vault_core::units::Duration;
 
 use crate::error::{CliError, Result};
@@ -38,6 +38,7 @@ pub enum Kind {
     Release,
     Purge,
     Veto,
+    Export,
 }
 
 #[derive(Args)]
@@ -59,6 +60,18 @@ pub struct OrderNew {
     /// For a veto: the purge order it cancels (the id `order show` prints).
     #[arg(long)]
     vetoes: Option<String>,
+    /// For an export: the medium's id (`vaultctl media init` prints it).
+    #[arg(long)]
+    medium: Option<String>,
+    /// For an export: an `age` recipient (`age1...`) to encrypt to (repeat).
+    #[arg(long = "recipient")]
+    recipients: Vec<String>,
+    /// For an export: of each --dataset, the newest N snapshots (default 1, or all since --since).
+    #[arg(long)]
+    newest: Option<u32>,
+    /// For an export: of each --dataset, only snapshots received at or after this (RFC 3339).
+    #[arg(long)]
+    since: Option<String>,
     /// Why (one line; it is on the vault's console and in its events).
     #[arg(long)]
     reason: String,
@@ -97,6 +110,17 @@ fn new(args: OrderNew) -> Result<()> {
         Kind::Release => OrderKind::Release,
         Kind::Purge => OrderKind::Purge,
         Kind::Veto => OrderKind::Veto,
+        Kind::Export => OrderKind::Export,
+    };
+    let export = match (kind, args.medium) {
+        (OrderKind::Export, Some(medium)) => Some(ExportSpec { medium, recipients: args.recipients, newest: args.newest, since: args.since }),
+        (OrderKind::Export, None) => return Err(CliError::Usage("an export order needs --medium (the id `vaultctl media init` printed) and at least one --recipient".into())),
+        (_, medium) => {
+            if medium.is_some() || !args.recipients.is_empty() || args.newest.is_some() || args.since.is_some() {
+                return Err(CliError::Usage(format!("--medium, --recipient, --newest and --since belong to export orders; this is a {}", kind.name())));
+            }
+            None
+        }
     };
     let doc = OrderDoc {
         vault_id: root.vault_id.clone(),
@@ -108,6 +132,7 @@ fn new(args: OrderNew) -> Result<()> {
         snapshots: args.snapshots,
         datasets,
         vetoes: args.vetoes,
+        export,
         reason: args.reason,
     };
     // Checked as the vault will check it, before anyone signs.
@@ -153,6 +178,18 @@ fn show(order: &Path) -> Result<()> {
     }
     if let Some(vetoed) = &doc.vetoes {
         println!("vetoes purge order {vetoed}");
+    }
+    if let Some(export) = &doc.export {
+        println!("onto medium {}", export.medium);
+        for recipient in &export.recipients {
+            println!("encrypted to {recipient}");
+        }
+        if let Some(newest) = export.newest {
+            println!("newest {newest} of each dataset");
+        }
+        if let Some(since) = &export.since {
+            println!("received since {since}");
+        }
     }
     println!("signed by key(s): {}", envelope.key_ids().collect::<Vec<_>>().join(", "));
     Ok(())

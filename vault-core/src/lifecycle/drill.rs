@@ -7,8 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::canonical;
-use crate::keys::{domain_hash, hex, PublicKey, SigningKey, SIGNATURE_LEN};
+use crate::keys::{hex, PublicKey, SignedDoc, SigningKey};
 use crate::push::receipt::Receipt;
 use crate::units::{Duration, Timestamp};
 
@@ -191,18 +190,13 @@ impl DrillReport {
     }
 
     /// The canonical bytes that are signed, and the signature.
-    pub fn sign(&self, key: &SigningKey) -> (String, [u8; SIGNATURE_LEN]) {
-        let body = canonical::encode(self);
-        let signature = key.sign(&domain_hash(REPORT_CONTEXT, &body));
-        (String::from_utf8(body).expect("canonical JSON is UTF-8"), signature)
+    pub fn sign(&self, key: &SigningKey) -> SignedDoc {
+        SignedDoc::sign(self, key, REPORT_CONTEXT)
     }
 
     /// Checks a signed report against the vault key, then decodes it.
-    pub fn verify(body: &str, signature: &[u8], vault_key: &PublicKey) -> crate::error::Result<DrillReport> {
-        if !vault_key.verify(&domain_hash(REPORT_CONTEXT, body.as_bytes()), signature) {
-            return Err(crate::error::invalid("drill report", format!("its signature does not verify against {vault_key}")));
-        }
-        canonical::decode(body.as_bytes(), "drill report")
+    pub fn verify(signed: &SignedDoc, vault_key: &PublicKey) -> crate::error::Result<DrillReport> {
+        signed.verify(vault_key, REPORT_CONTEXT, "drill report")
     }
 }
 
@@ -230,9 +224,7 @@ pub fn report_in_log_entry(entry: &[u8], vault_key: &PublicKey) -> Option<crate:
     let (Some(report), Some(signature)) = (line.report, line.signature) else {
         return Some(Err(crate::error::invalid("drill_finished", "a drill entry without its signed report")));
     };
-    use base64::Engine as _;
-    let signature = base64::engine::general_purpose::STANDARD.decode(signature).map_err(|_| crate::error::invalid("drill_finished", "its signature is not base64"));
-    Some(signature.and_then(|s| DrillReport::verify(&report, &s, vault_key)))
+    Some(DrillReport::verify(&SignedDoc { body: report, signature }, vault_key))
 }
 
 /// For every snapshot some report covered, the last drill that did (reports in any order).
@@ -305,8 +297,8 @@ mod tests {
             .collect();
         let report = DrillReport::new(&vault.public_key(), at(0), std::time::Duration::from_secs(u64::MAX / 2000), &[0xff; 32], snapshots, true);
         assert!(report.snapshots.iter().all(|s| s.errors.len() == MAX_ERRORS_KEPT && s.errors.iter().all(|e| e.len() <= MAX_ERROR_BYTES) && s.error_count == 100));
-        let (body, signature) = report.sign(&vault);
-        let line = serde_json::json!({ "event": "drill_finished", "time": "2026-12-01T00:00:00Z", "seq": u64::MAX, "report": body, "signature": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, signature), "snapshots": report.snapshots.iter().map(|s| s.snapshot.clone()).collect::<Vec<_>>() }).to_string();
+        let signed = report.sign(&vault);
+        let line = serde_json::json!({ "event": "drill_finished", "time": "2026-12-01T00:00:00Z", "seq": u64::MAX, "report": signed.body, "signature": signed.signature, "snapshots": report.snapshots.iter().map(|s| s.snapshot.clone()).collect::<Vec<_>>() }).to_string();
         assert!(line.len() < crate::audit::tiles::MAX_ENTRY_BYTES, "{} bytes", line.len());
     }
 
@@ -357,13 +349,14 @@ mod tests {
         assert_eq!((report.files, report.bytes, report.errors, report.bytes_per_sec), (4, 199, 2, 398));
         assert!(!report.passed());
         assert!(report.summary().contains("2 errors"), "{}", report.summary());
-        let (body, signature) = report.sign(&vault);
-        assert_eq!(DrillReport::verify(&body, &signature, &vault.public_key()).unwrap(), report);
-        assert!(DrillReport::verify(&body.replace("\"errors\":2", "\"errors\":0"), &signature, &vault.public_key()).is_err());
-        assert!(DrillReport::verify(&body, &signature, &key(71).public_key()).is_err());
+        let signed = report.sign(&vault);
+        assert_eq!(DrillReport::verify(&signed, &vault.public_key()).unwrap(), report);
+        let altered = SignedDoc { body: signed.body.replace("\"errors\":2", "\"errors\":0"), ..signed.clone() };
+        assert!(DrillReport::verify(&altered, &vault.public_key()).is_err());
+        assert!(DrillReport::verify(&signed, &key(71).public_key()).is_err());
 
         // As the audit log holds it: found, verified, and the last drill per snapshot kept.
-        let line = serde_json::json!({ "event": "drill_finished", "report": body, "signature": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, signature) }).to_string();
+        let line = serde_json::json!({ "event": "drill_finished", "report": signed.body, "signature": signed.signature }).to_string();
         assert_eq!(report_in_log_entry(line.as_bytes(), &vault.public_key()).unwrap().unwrap(), report);
         assert!(report_in_log_entry(line.as_bytes(), &key(71).public_key()).unwrap().is_err());
         assert!(report_in_log_entry(br#"{"event":"committed"}"#, &vault.public_key()).is_none());

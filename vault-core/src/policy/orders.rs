@@ -13,6 +13,10 @@
 //!   root's `purge_delay` (at least 72 hours) counted on the vault's clock from acceptance, and
 //!   only if it has not expired by then; a held snapshot is never purged;
 //! - **veto** (one admin): cancels a pending purge, named by the SHA-256 of its payload.
+//! - **export** (the root's `export_threshold`): copies the named snapshots, encrypted to the
+//!   order's `age` recipients, onto the removable medium it names, the next time that medium is
+//!   inserted while the vault is sealed (see [`crate::export`]). It deletes nothing, so a root
+//!   may ask for fewer signatures than a purge's; it waits until carried out or expired.
 //!
 //! Research notes (issue 15): S3 Object Lock in compliance mode can only extend; AWS's and
 //! Veeam's four-eyes requests expire if not approved in time. A coerced quorum can start a purge,
@@ -47,6 +51,7 @@ pub enum OrderKind {
     Release,
     Purge,
     Veto,
+    Export,
 }
 
 impl OrderKind {
@@ -56,6 +61,7 @@ impl OrderKind {
             OrderKind::Release => "release",
             OrderKind::Purge => "purge",
             OrderKind::Veto => "veto",
+            OrderKind::Export => "export",
         }
     }
 
@@ -64,6 +70,7 @@ impl OrderKind {
         match self {
             OrderKind::Hold | OrderKind::Veto => 1,
             OrderKind::Release | OrderKind::Purge => root.threshold,
+            OrderKind::Export => root.export_threshold,
         }
     }
 }
@@ -94,7 +101,27 @@ pub struct OrderDoc {
     /// A veto: the SHA-256 (hex) of the purge order's payload it cancels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vetoes: Option<String>,
+    /// An export: where to and for whom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<ExportSpec>,
     pub reason: String,
+}
+
+/// What an export order adds to the snapshots and datasets it names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportSpec {
+    /// The medium's id (`vaultctl media init` prints it): the export goes onto that disk only.
+    pub medium: String,
+    /// `age` X25519 recipients (`age1...`): every file that holds data is encrypted to all of them.
+    pub recipients: Vec<String>,
+    /// Of each named dataset, the newest this many snapshots (absent: 1, or every one since
+    /// `since` when that is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest: Option<u32>,
+    /// Of each named dataset, only snapshots received at or after this time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
 }
 
 /// An order that parsed and passed every check of its own.
@@ -144,6 +171,12 @@ impl Order {
         let reason_chars = doc.reason.chars().count();
         if doc.reason.trim().is_empty() || reason_chars > MAX_REASON_CHARS || doc.reason.chars().any(char::is_control) {
             return Err(invalid("reason", format!("must say why in 1 to {MAX_REASON_CHARS} characters of one line")));
+        }
+        match (doc.kind, &doc.export) {
+            (OrderKind::Export, Some(spec)) => crate::export::check_spec(spec, doc.datasets.is_empty())?,
+            (OrderKind::Export, None) => return Err(invalid("export", "an export order says onto which medium and for which recipients".into())),
+            (_, Some(_)) => return Err(invalid("export", format!("only an export order names a medium; this is a {}", doc.kind.name()))),
+            _ => {}
         }
         let targets = doc.snapshots.len() + doc.datasets.len();
         match (doc.kind, targets, &doc.vetoes) {
@@ -204,7 +237,30 @@ pub struct OrderState {
     pub held_datasets: BTreeSet<DatasetDoc>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_purges: Vec<PendingPurge>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_exports: Vec<PendingExport>,
 }
+
+/// An export accepted and waiting for its medium.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PendingExport {
+    /// Hex SHA-256 of its payload: what the export's manifest names as its order.
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshots: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub datasets: Vec<DatasetDoc>,
+    pub export: ExportSpec,
+    pub reason: String,
+    pub signers: Vec<String>,
+    pub accepted_at: String,
+    /// Not carried out at or after this: then it lapses.
+    pub expires: String,
+}
+
+/// Exports waiting at once.
+pub const MAX_PENDING_EXPORTS: usize = 16;
 
 impl OrderState {
     pub fn is_empty(&self) -> bool {
@@ -300,6 +356,21 @@ pub fn verify(bytes: &[u8], root: &TrustRoot, state: &OrderState, at: JudgedAt, 
             });
             executes_at = Some(at);
         }
+        OrderKind::Export => {
+            if next.pending_exports.len() >= MAX_PENDING_EXPORTS {
+                return Err(Error::InvalidField { field: "export".into(), reason: format!("{MAX_PENDING_EXPORTS} exports are already waiting for their media; insert those or let them expire first") });
+            }
+            next.pending_exports.push(PendingExport {
+                id: id.clone(),
+                snapshots: order.doc.snapshots.clone(),
+                datasets: order.doc.datasets.clone(),
+                export: order.doc.export.clone().expect("an export order names its medium (checked)"),
+                reason: order.doc.reason.clone(),
+                signers: signers.clone(),
+                accepted_at: now.to_string(),
+                expires: order.expires.to_string(),
+            });
+        }
         OrderKind::Veto => {
             let vetoed = order.doc.vetoes.as_deref().expect("a veto names a purge (checked)");
             let before = next.pending_purges.len();
@@ -332,6 +403,22 @@ pub fn purges_due(state: &OrderState, now: Timestamp) -> (Vec<PendingPurge>, Vec
         }
     }
     (due, lapsed, next)
+}
+
+/// The exports waiting for `medium` at vault time `now` (oldest accepted first), and the state
+/// without those that lapsed.
+pub fn exports_for(state: &OrderState, medium: &str, now: Timestamp) -> (Vec<PendingExport>, OrderState) {
+    let mut next = state.clone();
+    next.pending_exports.retain(|e| Timestamp::parse(&e.expires).is_ok_and(|expires| now < expires));
+    let due = next.pending_exports.iter().filter(|e| e.export.medium == medium).cloned().collect();
+    (due, next)
+}
+
+/// The state once export `id` is carried out: it does not run again.
+pub fn export_done(state: &OrderState, id: &str) -> OrderState {
+    let mut next = state.clone();
+    next.pending_exports.retain(|e| e.id != id);
+    next
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ fn doc(kind: OrderKind, serial: u64) -> OrderDoc {
         snapshots: if kind == OrderKind::Veto { vec![] } else { vec!["20261120T010000Z-pg-1a2b3c4d".into()] },
         datasets: vec![],
         vetoes: None,
+        export: None,
         reason: "ticket 4711: legal hold on the November dumps".into(),
     }
 }

@@ -62,6 +62,9 @@ pub struct TrustRoot {
     pub vault_id: String,
     pub version: u64,
     pub threshold: u32,
+    /// Signatures an export order needs (it copies data out, encrypted, and deletes nothing, so
+    /// a root may ask for fewer than `threshold`). Absent from the root: `threshold`.
+    pub export_threshold: u32,
     pub admins: Vec<Admin>,
     pub caps: Caps,
 }
@@ -73,6 +76,9 @@ pub struct RootDoc {
     pub vault_id: String,
     pub version: u64,
     pub threshold: u32,
+    /// Absent: `threshold`. Written only when it differs, so roots made before it keep their digest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export_threshold: Option<u32>,
     #[serde(rename = "admin")]
     pub admins: Vec<AdminDoc>,
     pub caps: CapsDoc,
@@ -133,6 +139,10 @@ impl TrustRoot {
         if doc.threshold == 0 || doc.threshold as usize > admins.len() {
             return Err(Error::BadThreshold { threshold: doc.threshold, admins: admins.len() });
         }
+        let export_threshold = doc.export_threshold.unwrap_or(doc.threshold);
+        if export_threshold == 0 || export_threshold as usize > admins.len() {
+            return Err(invalid("export_threshold", format!("{export_threshold} signatures for an export order; it must be 1 to the {} admin keys", admins.len())));
+        }
         let caps = Caps {
             max_window: cap_field("caps.max_window", &doc.caps.max_window, SECS_PER_DAY)?,
             max_open_per_day: cap_field("caps.max_open_per_day", &doc.caps.max_open_per_day, SECS_PER_DAY)?,
@@ -153,7 +163,7 @@ impl TrustRoot {
                 }
             },
         };
-        Ok(TrustRoot { vault_id: doc.vault_id.clone(), version: doc.version, threshold: doc.threshold, admins, caps })
+        Ok(TrustRoot { vault_id: doc.vault_id.clone(), version: doc.version, threshold: doc.threshold, export_threshold, admins, caps })
     }
 
     pub fn to_doc(&self) -> RootDoc {
@@ -161,6 +171,7 @@ impl TrustRoot {
             vault_id: self.vault_id.clone(),
             version: self.version,
             threshold: self.threshold,
+            export_threshold: (self.export_threshold != self.threshold).then_some(self.export_threshold),
             admins: self.admins.iter().map(|a| AdminDoc { name: a.name.clone(), key: a.key.to_string() }).collect(),
             caps: CapsDoc {
                 max_window: self.caps.max_window.to_string(),
@@ -213,11 +224,27 @@ pub(crate) mod tests {
             vault_id: vault_id.to_string(),
             version,
             threshold,
+            export_threshold: threshold,
             admins: seeds
                 .iter()
                 .map(|s| Admin { name: format!("admin{s}"), key: key(*s).public_key() })
                 .collect(),
             caps: Caps::default(),
+        }
+    }
+
+    #[test]
+    fn an_export_threshold_is_written_only_when_it_differs_and_bounded_by_the_admins() {
+        let mut root = root_with("vault-01", 1, 2, &[1, 2, 3]);
+        let same = root.digest();
+        assert!(!root.to_toml().contains("export_threshold"), "a root made before export orders keeps its bytes");
+        root.export_threshold = 1;
+        assert_ne!(root.digest(), same);
+        assert_eq!(TrustRoot::from_toml(&root.to_toml()).unwrap(), root);
+        for bad in [0, 4] {
+            root.export_threshold = bad;
+            let err = TrustRoot::from_toml(&root.to_toml()).unwrap_err().to_string();
+            assert!(err.contains("export_threshold") && err.contains("1 to the 3 admin keys"), "{err}");
         }
     }
 
