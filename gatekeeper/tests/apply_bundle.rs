@@ -22,6 +22,7 @@ fn root_of(version: u64, keys: &[&SigningKey]) -> TrustRoot {
         vault_id: "vault-01".into(),
         version,
         threshold: 2,
+        export_threshold: 2,
         admins: keys.iter().enumerate().map(|(i, k)| Admin { name: format!("admin{version}-{i}"), key: k.public_key() }).collect(),
         caps: Caps::default(),
     }

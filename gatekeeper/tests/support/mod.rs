@@ -136,6 +136,7 @@ impl Vault {
             vault_id: "vault-01".into(),
             version: 1,
             threshold: 2,
+            export_threshold: 2,
             admins: vec![Admin { name: "alice".into(), key: a.public_key() }, Admin { name: "bob".into(), key: b.public_key() }],
             caps: Caps::default(),
         };
