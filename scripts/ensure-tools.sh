@@ -26,6 +26,8 @@ command -v sbsign >/dev/null || need_apt+=(sbsigntool)
 command -v mcopy >/dev/null || need_apt+=(mtools)
 # The audit report test opens `vaultctl report`'s page in headless Chromium (issue 16).
 command -v chromium >/dev/null || need_apt+=(chromium)
+# Exports are encrypted with age: the tests decrypt them with stock `age` (issue 17).
+command -v age >/dev/null || need_apt+=(age)
 if ((${#need_apt[@]})); then
   echo "ensure-tools: installing ${need_apt[*]}"
   apt-get update -qq

@@ -125,6 +125,44 @@ pub fn tree_hash(store: &Path, size: u64) -> Result<Hash> {
     Ok(merkle::tree_hash(size, &TileHashes { size, tiles: &tiles })?)
 }
 
+/// Every file of the log of `size` entries in the tlog-tiles layout, as `(path under log/,
+/// bytes)`: each hash tile and entry bundle at the width that size gives it (a wider partial or a
+/// full tile on disk is cut to that width), so the files handed out are exactly that log's.
+pub fn copy_log(store: &Path, size: u64, put: &mut dyn FnMut(&str, &[u8]) -> Result<()>) -> Result<()> {
+    let dir = store.join(LOG_DIR);
+    let disk = DiskTiles { dir: &dir };
+    for (level, index, width) in tiles::tiles_to_write(0, size) {
+        let bytes = disk.read_tile(level, index, width)?;
+        let len = usize::try_from(width * 32).expect("a tile is at most 8 KiB");
+        put(&tiles::tile_path(level, index, width), &bytes[..len])?;
+        if level == 0 {
+            let entries = bundle_entries(&dir, index, size)?;
+            let refs: Vec<&[u8]> = entries.iter().map(Vec::as_slice).collect();
+            put(&tiles::entries_path(index, width), &tiles::encode_bundle(&refs)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// The newest signed restore drill report among the log's first `size` entries, verified under
+/// `key` (a report that does not verify is an error: the log holds only what the vault wrote).
+pub fn last_drill_report(store: &Path, size: u64, key: &PublicKey) -> Result<Option<vault_core::keys::SignedDoc>> {
+    let mut end = size;
+    while end > 0 {
+        let start = end.saturating_sub(TILE_WIDTH * 64);
+        for entry in read_entries(store, start, end)?.iter().rev() {
+            if let Some(report) = vault_core::lifecycle::drill::report_in_log_entry(entry, key) {
+                report?;
+                let line: serde_json::Value = serde_json::from_slice(entry).map_err(|e| AuditError::Malformed { what: "drill entry", reason: e.to_string() })?;
+                let field = |name: &str| line.get(name).and_then(|v| v.as_str()).unwrap_or_default().to_string();
+                return Ok(Some(vault_core::keys::SignedDoc { body: field("report"), signature: field("signature") }));
+            }
+        }
+        end = start;
+    }
+    Ok(None)
+}
+
 /// What opening the log found.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct LogRecovery {

@@ -20,7 +20,7 @@ const HEADER_BYTES: usize = 4 + 1 + 4;
 const TRAILER_BYTES: usize = 32;
 const ENTRY_BYTES: usize = 32 + 8 + 4;
 /// An index of a pack can never list more chunks than this.
-const MAX_INDEX_BYTES: usize = 512 * 1024 * 1024;
+pub(crate) const MAX_INDEX_BYTES: usize = 512 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkLocation {
@@ -114,6 +114,13 @@ fn read_index(pack: &Path, index: &Path) -> std::result::Result<Vec<u8>, String>
     })?;
     check(&bytes, pack_len)?;
     Ok(bytes)
+}
+
+/// The chunk ids an index names, the index checked whole first (its pack's length is not
+/// known yet: an index of an export, decrypted before its pack).
+pub(crate) fn chunk_ids(bytes: &[u8]) -> std::result::Result<Vec<ChunkId>, String> {
+    check(bytes, u64::MAX)?;
+    Ok(entries_of(bytes).chunks_exact(ENTRY_BYTES).map(|raw| parse_entry(raw).0).collect())
 }
 
 /// Every entry (id, offset, length) of a live pack's index, checked again against the pack.

@@ -38,6 +38,7 @@
 
 pub mod audit;
 pub mod drill;
+pub mod export;
 mod expiry;
 mod gc;
 mod immutable;
@@ -91,6 +92,8 @@ pub enum StoreError {
          expire or export snapshots, or give the vault a larger data disk"
     )]
     InodeReserve { free: u64, need: u64, reserve: u64 },
+    #[error(transparent)]
+    Export(export::ExportError),
     #[error(transparent)]
     Core(#[from] vault_core::Error),
     #[error(transparent)]

@@ -262,6 +262,18 @@ impl StoreReader {
         self.attribution().unsure.iter().map(|p| self.packs.damaged[*p].clone()).collect()
     }
 
+    /// The live pack files that hold a manifest's chunks (the one a restore would read each
+    /// from). `Err`: a chunk no live pack holds, and which.
+    pub fn packs_holding(&self, manifest: &Manifest) -> std::result::Result<std::collections::BTreeSet<PathBuf>, String> {
+        let mut packs = std::collections::BTreeSet::new();
+        for (_, chunk) in manifest.chunk_refs() {
+            let loc = self.packs.chunks.get(&chunk.id).ok_or_else(|| format!("chunk {} is in no live pack", chunk.id))?;
+            let pack = usize::try_from(loc.pack).ok().and_then(|n| self.packs.packs.get(n)).expect("a chunk's pack number names a live pack");
+            packs.insert(pack.clone());
+        }
+        Ok(packs)
+    }
+
     /// A chunk's bytes, re-hashed: a chunk that does not match its id is an error, never data.
     pub fn read_chunk(&self, id: &ChunkId) -> Result<Vec<u8>> {
         let Some(loc) = self.packs.chunks.get(id).copied() else {
