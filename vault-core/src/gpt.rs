@@ -41,6 +41,11 @@ impl Guid {
         Guid([a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], rest[0], rest[1], rest[2], rest[3], rest[4], rest[5], rest[6], rest[7]])
     }
 
+    /// The 16 bytes in the on-disk order.
+    pub fn disk_bytes(&self) -> [u8; 16] {
+        self.0
+    }
+
     pub fn from_disk_bytes(bytes: [u8; 16]) -> Guid {
         Guid(bytes)
     }

@@ -5,6 +5,7 @@
 mod audit;
 mod error;
 mod keyfile;
+mod media;
 mod order;
 mod push;
 mod report;
@@ -49,6 +50,9 @@ enum Command {
     /// USB stick images that carry a policy bundle to the vault.
     #[command(subcommand)]
     Usb(UsbCommand),
+    /// Removable disks for exports: prepare one.
+    #[command(subcommand)]
+    Media(MediaCommand),
     /// Pushes a directory tree, a file or stdin (`-`) into the vault as one snapshot.
     Push(PushCli),
     /// The vault's audit log, read from its store offline: verify it, show it.
@@ -152,6 +156,26 @@ struct PushCli {
     json: bool,
     /// A directory, a file, or `-` for stdin.
     source: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum MediaCommand {
+    /// Prepares a removable disk for exports (GPT, one FAT32 partition, a new medium id) and
+    /// prints its id, which export orders name.
+    Init {
+        /// A new image file, or a disk (`/dev/sdX`, with --erase).
+        #[arg(long)]
+        out: PathBuf,
+        /// What people call it (printed on the cartridge): letters, digits, `-`, `_`, `.`.
+        #[arg(long)]
+        label: String,
+        /// Size of a new image file (`1G`, `512M`); a disk keeps its own.
+        #[arg(long)]
+        size: Option<String>,
+        /// Erase the disk given as --out.
+        #[arg(long)]
+        erase: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -292,6 +316,13 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Policy(PolicyCommand::Show { json, bundle }) => policy_show(&bundle, json),
         Command::Order(command) => order::run(command),
+        Command::Media(MediaCommand::Init { out, label, size, erase }) => {
+            let size = size.map(|s| vault_core::units::ByteSize::parse(&s).map(|b| b.bytes()).map_err(|e| CliError::Usage(format!("--size: {e}")))).transpose()?;
+            let made = media::init(&out, &label, size, erase)?;
+            eprintln!("{}: medium `{}`, {} bytes, one FAT32 partition; export orders name it by its id:", out.display(), made.label.name, made.bytes);
+            println!("{}", made.label.medium_id);
+            Ok(())
+        }
         Command::Schedule { policy, from, days } => show_schedule(&policy, from.as_deref(), days),
         Command::Push(args) => push_command(args),
         Command::Audit(command) => audit::run(command),
