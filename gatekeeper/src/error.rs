@@ -45,6 +45,9 @@ pub enum GatekeeperError {
     Worker { reason: String },
     #[error("vault identity key {path}: {reason}")]
     Identity { path: String, reason: String },
+    /// An export order could not be carried out (its events name the order and the medium).
+    #[error("export: {0}")]
+    Export(String),
 }
 
 pub type Result<T> = std::result::Result<T, GatekeeperError>;

@@ -105,6 +105,16 @@ pub enum Event {
     /// A purge order's cooling-off ended and it was carried out: the snapshots it deleted, and
     /// those it could not because a hold covers them.
     PurgeExecuted { order: String, reason: String, signers: Vec<String>, expired: Vec<String>, kept_held: Vec<String> },
+    /// An export was written onto a removable medium, read back from it, and made visible
+    /// there: what it holds (`missing`: snapshots the order named that were no longer sealed).
+    /// `adopted`: the vault sealed the medium with this export (its first use).
+    ExportWritten { order: String, export: String, medium: String, medium_name: String, adopted: bool, snapshots: Vec<String>, missing: Vec<String>, packs: usize, files: usize, bytes: u64, took_ms: u64 },
+    /// An export order could not be carried out on this medium, and why; nothing sealed was
+    /// touched, the order stays pending, and the medium holds at most an unfinished export.
+    ExportFailed { order: String, medium: String, reason: String },
+    /// A medium was looked at and nothing was written: not a medium, not ours, or no export order
+    /// names it.
+    MediumIgnored { source: String, reason: String },
     /// A purge order reached its expiry before it could be carried out: it deleted nothing.
     PurgeLapsed { order: String, reason: String, expired_at: String },
     /// A window's session worker is up and confined: its own uid and gid, no capabilities, no

@@ -29,6 +29,17 @@ impl VaultIdentity {
             let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| bad("the OS gave no randomness".into()))?;
             vault_io::write_new(&path, pkcs8.as_ref(), 0o600)?;
         }
+        VaultIdentity::load(state_dir)
+    }
+
+    /// Loads the key that is there; never makes one (a mistyped state directory must not give
+    /// the vault a new identity).
+    pub fn load(state_dir: &Path) -> Result<VaultIdentity> {
+        let path = state_dir.join(IDENTITY_FILE);
+        let bad = |reason: String| GatekeeperError::Identity { path: path.display().to_string(), reason };
+        if !path.exists() {
+            return Err(bad("no vault key here: is --state the vault's state directory?".into()));
+        }
         let pkcs8 = vault_io::read_bounded(&path, MAX_IDENTITY_BYTES)?;
         let key = SigningKey::from_pkcs8(&pkcs8).map_err(|e| bad(e.to_string()))?;
         let public = key.public_key();

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod egress_guard;
 pub mod error;
 pub mod events;
+pub mod export;
 pub mod identity;
 pub mod ingress_filter;
 pub mod init;

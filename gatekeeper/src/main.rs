@@ -37,6 +37,12 @@ enum Command {
     ApplyBundle { bundle: PathBuf },
     /// Verifies an order (hold, release, purge, veto) and, if it passes, records it.
     ApplyOrder { order: PathBuf },
+    /// Carries out the export orders waiting for the medium whose filesystem is mounted at
+    /// DIR (what the daemon does when such a disk is inserted while sealed).
+    Export {
+        #[arg(long)]
+        medium: PathBuf,
+    },
     /// Prints the policy in force and what the schedule says now.
     Status,
     /// Prints the vault's public key (made on first use), for pushers to pin.
@@ -94,6 +100,12 @@ fn main() -> ExitCode {
             let bytes = vault_io::read_bounded(&order, vault_core::policy::bundle::MAX_BUNDLE_BYTES)?;
             let at = vault_core::policy::bundle::JudgedAt::trusted(vault_io::clock_now());
             policy_store::apply_order(&root, &cli.state, &order.display().to_string(), &bytes, at, &mut EventLog::default()).map(|_| ())
+        }),
+        Command::Export { medium } => policy_store::load_root(&cli.root).and_then(|root| {
+            let identity = gatekeeper::identity::VaultIdentity::load(&cli.state)?;
+            let now = vault_io::clock_now();
+            let mut events = EventLog::default();
+            policy_store::carry_out_exports(&root, &cli.state, &cli.store, &medium, &identity, now, &mut events)
         }),
         Command::Status => status(&cli.root, &cli.state),
         Command::Identity => gatekeeper::identity::VaultIdentity::load_or_create(&cli.state).map(|id| println!("{}", id.public)),

@@ -137,3 +137,26 @@ pub fn apply_order(baked_root: &TrustRoot, state_dir: &Path, source: &str, bytes
     };
     outcome
 }
+
+/// Carries out the exports pending for the medium mounted at `medium` and records the order
+/// state they leave (see [`crate::export`]). Fails when any export failed (its events say why).
+pub fn carry_out_exports(baked_root: &TrustRoot, state_dir: &Path, store: &Path, medium: &Path, identity: &crate::identity::VaultIdentity, now: vault_core::units::Timestamp, events: &mut EventLog) -> Result<()> {
+    let mut state = load_state(state_dir)?;
+    let root = state.current_root(baked_root)?;
+    let carried = crate::export::carry_out(store, medium, &medium.display().to_string(), &root.vault_id, identity, &state.orders, now);
+    if carried.orders != state.orders {
+        state.orders = carried.orders;
+        vault_io::write_atomic(&state_dir.join(STATE_FILE), &state.to_bytes(), 0o600)?;
+    }
+    let mut failed = None;
+    for event in &carried.events {
+        events.emit(now, event);
+        if let Event::ExportFailed { reason, .. } | Event::MediumIgnored { reason, .. } = event {
+            failed = Some(reason.clone());
+        }
+    }
+    match failed {
+        Some(reason) => Err(GatekeeperError::Export(reason)),
+        None => Ok(()),
+    }
+}

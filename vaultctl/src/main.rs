@@ -4,6 +4,7 @@
 
 mod audit;
 mod error;
+mod export;
 mod keyfile;
 mod media;
 mod order;
@@ -53,6 +54,9 @@ enum Command {
     /// Removable disks for exports: prepare one.
     #[command(subcommand)]
     Media(MediaCommand),
+    /// Exports the vault wrote onto removable disks: verify them (restore with `restore --export`).
+    #[command(subcommand)]
+    Export(export::ExportCommand),
     /// Pushes a directory tree, a file or stdin (`-`) into the vault as one snapshot.
     Push(PushCli),
     /// The vault's audit log, read from its store offline: verify it, show it.
@@ -74,8 +78,15 @@ enum Command {
     /// Exit 0 restored whole, 6 incomplete (`--keep-going` left files out, listed), 1 error.
     Restore {
         /// The vault's store directory (its data disk, or a copy).
-        #[arg(long)]
-        store: PathBuf,
+        #[arg(long, required_unless_present = "export", conflicts_with = "export")]
+        store: Option<PathBuf>,
+        /// Restore from an export on a removable medium instead (`vault-exports/<id>`);
+        /// needs --identity and --vault-key.
+        #[arg(long, requires = "identity")]
+        export: Option<PathBuf>,
+        /// The `age` identity file (`age-keygen`) the export was encrypted to.
+        #[arg(long, requires = "export")]
+        identity: Option<PathBuf>,
         #[arg(long)]
         snapshot: String,
         /// A new or empty directory, or one holding an unfinished restore of this snapshot
@@ -316,6 +327,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Policy(PolicyCommand::Show { json, bundle }) => policy_show(&bundle, json),
         Command::Order(command) => order::run(command),
+        Command::Export(command) => export::run(command),
         Command::Media(MediaCommand::Init { out, label, size, erase }) => {
             let size = size.map(|s| vault_core::units::ByteSize::parse(&s).map(|b| b.bytes()).map_err(|e| CliError::Usage(format!("--size: {e}")))).transpose()?;
             let made = media::init(&out, &label, size, erase)?;
@@ -327,9 +339,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Push(args) => push_command(args),
         Command::Audit(command) => audit::run(command),
         Command::Report { store, vault_key, out } => report::write(&store, &vault_key, &out),
-        Command::Restore { store, snapshot, to, trust, keep_going, json } => {
+        Command::Restore { store, export, identity, snapshot, to, trust, keep_going, json } => {
             let trust = restore::Trust::from_args(trust.vault_key.as_deref(), trust.insecure_any_vault_key, "restore")?;
-            let report = restore::restore(&store, &snapshot, &to, &trust, keep_going)?;
+            let report = match (store, export, identity, &trust) {
+                (Some(store), _, _, _) => restore::restore(&store, &snapshot, &to, &trust, keep_going)?,
+                (None, Some(export), Some(identity), restore::Trust::Pinned(key)) => export::restore_from_export(&export, &identity, &snapshot, &to, key, keep_going)?,
+                _ => return Err(CliError::Usage("restore --export needs --identity and --vault-key (an export is only ever read under the pinned vault key)".into())),
+            };
             print_restore_report(&report, json);
             if report.complete() {
                 return Ok(());

@@ -1,0 +1,176 @@
+//! Exports end to end with the real tools, on a host: `vaultctl media init` prepares a disk
+//! image, admins sign an export order with `vaultctl order`, `gatekeeper apply-order` accepts
+//! it (with the root's export threshold, below a purge's), `gatekeeper export` writes the export
+//! onto the medium's files (a directory here: the host has no vfat; QEMU mounts the real disk),
+//! and on the other side `vaultctl export verify` checks it without a secret, stock `age`
+//! decrypts it, and `vaultctl restore --export` gives back the snapshot byte for byte.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use support::vaultctl_bin;
+use vault_core::keys::SigningKey;
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{cmd:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn gatekeeper(&self) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_gatekeeper"));
+        cmd.arg("--root").arg(self.path("root.toml")).arg("--state").arg(self.path("state")).arg("--store").arg(self.path("store"));
+        cmd
+    }
+
+    fn vaultctl(&self) -> Command {
+        Command::new(vaultctl_bin())
+    }
+
+    fn order(&self, name: &str, args: &[&str], signers: &[&str]) -> PathBuf {
+        let path = self.path(&format!("{name}.order"));
+        run(self.vaultctl().args(["order", "new", "--root"]).arg(self.path("root.toml")).args(args).arg("--out").arg(&path));
+        for signer in signers {
+            run(self.vaultctl().args(["order", "sign", "--root"]).arg(self.path("root.toml")).arg("--key").arg(self.path(&format!("{signer}.key"))).arg(&path).arg("--out").arg(&path));
+        }
+        path
+    }
+
+    fn last_event(out: &Output) -> serde_json::Value {
+        String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).next_back().expect("an event")
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").args(["-R", "-i"]).arg(self.dir.path()).output();
+    }
+}
+
+/// Admins, a root that lets one admin order an export but needs two for a purge, a vault with
+/// three nights of `db01/pg` sealed and an audit log, and a medium made by `vaultctl media init`.
+fn site() -> (Site, String, String) {
+    let site = Site { dir: tempfile::tempdir().unwrap() };
+    for admin in ["alice", "bob", "carol"] {
+        run(site.vaultctl().args(["key", "gen", "--out"]).arg(site.path(admin)));
+    }
+    let mut init = site.vaultctl();
+    init.args(["root", "init", "--vault-id", "vault-01", "--threshold", "2", "--export-threshold", "1", "--out"]).arg(site.path("root.toml"));
+    for admin in ["alice", "bob", "carol"] {
+        init.arg("--admin").arg(site.path(&format!("{admin}.pub")));
+    }
+    run(&mut init);
+    let vault_key = String::from_utf8(run(site.gatekeeper().arg("identity")).stdout).unwrap().trim().to_string();
+    let key = SigningKey::from_pkcs8(&std::fs::read(site.path("state").join("vault-identity.key")).unwrap()).unwrap();
+    let (store, _) = vault_store::Store::open(&site.path("store")).unwrap();
+    for night in 0..3 {
+        test_net::seal_nightly(&store, &key, ("db01", "pg"), 1_800_000_000 + night * 86_400, 1_900_000_000);
+    }
+    let (mut log, _) = vault_store::audit::AuditLog::open(&site.path("store"), &key.public_key()).unwrap();
+    log.append(&[br#"{"event":"test"}"#.to_vec()]).unwrap();
+    log.sign(&key).unwrap();
+
+    // The medium as `vaultctl media init` makes it; its files copied out with mtools (the
+    // host's kernel may have no vfat), as the vault would see them mounted.
+    let image = site.path("medium.img");
+    let id = String::from_utf8(run(site.vaultctl().args(["media", "init", "--label", "weekly-a", "--size", "64MiB", "--out"]).arg(&image)).stdout).unwrap().trim().to_string();
+    std::fs::create_dir(site.path("medium")).unwrap();
+    run(Command::new("mcopy").arg("-i").arg(format!("{}@@1M", image.display())).arg("::/vault-medium.json").arg(site.path("medium")));
+    (site, vault_key, id)
+}
+
+fn age_identity(site: &Site) -> String {
+    run(Command::new("age-keygen").arg("-o").arg(site.path("identity.txt")));
+    String::from_utf8(run(Command::new("age-keygen").arg("-y").arg(site.path("identity.txt"))).stdout).unwrap().trim().to_string()
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        if entry.file_type().unwrap().is_dir() {
+            out.extend(files_under(&entry.path()));
+        } else {
+            out.push(entry.path());
+        }
+    }
+    out
+}
+
+#[test]
+fn one_admin_orders_an_export_the_vault_writes_it_and_it_restores_byte_for_byte_elsewhere() {
+    let (site, vault_key, medium) = site();
+    let recipient = age_identity(&site);
+
+    // The root asks one signature of an export, two of a purge.
+    let purge = site.order("purge", &["--kind", "purge", "--serial", "1", "--dataset", "db01/pg", "--reason", "one admin alone", "--valid-for", "10d"], &["alice"]);
+    let out = site.gatekeeper().arg("apply-order").arg(&purge).output().unwrap();
+    assert!(!out.status.success() && text(&out).contains("need 2"), "{}", text(&out));
+    let out = site.vaultctl().args(["order", "new", "--root"]).arg(site.path("root.toml")).args(["--kind", "hold", "--serial", "1", "--dataset", "db01/pg", "--medium", &medium, "--reason", "x", "--out"]).arg(site.path("wrong.order")).output().unwrap();
+    assert!(!out.status.success() && text(&out).contains("belong to export orders; this is a hold"), "{}", text(&out));
+    assert!(!site.path("wrong.order").exists());
+    let export = site.order("export", &["--kind", "export", "--serial", "1", "--dataset", "db01/pg", "--newest", "2", "--medium", &medium, "--recipient", &recipient, "--reason", "weekly off-site copy"], &["alice"]);
+    let shown = text(&run(site.vaultctl().args(["order", "show"]).arg(&export)));
+    assert!(shown.contains(&format!("onto medium {medium}")) && shown.contains(&format!("encrypted to {recipient}")) && shown.contains("newest 2 of each dataset"), "{shown}");
+    let out = run(site.gatekeeper().arg("apply-order").arg(&export));
+    assert_eq!(Site::last_event(&out)["kind"], "export");
+
+    let out = run(site.gatekeeper().arg("export").arg("--medium").arg(site.path("medium")));
+    let written = Site::last_event(&out);
+    println!("{written}");
+    assert_eq!(written["event"], "export_written");
+    assert_eq!((written["medium_name"].as_str(), written["adopted"].as_bool(), written["snapshots"].as_array().map(Vec::len)), (Some("weekly-a"), Some(true), Some(2)));
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(site.path("state/state.json")).unwrap()).unwrap();
+    assert!(state["orders"]["pending_exports"].is_null(), "carried out once: {state}");
+    // Again: nothing is ordered for it any more, and that is said.
+    let out = site.gatekeeper().arg("export").arg("--medium").arg(site.path("medium")).output().unwrap();
+    assert!(!out.status.success() && text(&out).contains("no export order names it"), "{}", text(&out));
+
+    // The other side: verified without a secret, decrypted by stock age, restored.
+    let verified = text(&run(site.vaultctl().args(["export", "verify", "--vault-key", &vault_key]).arg(site.path("medium"))));
+    assert!(verified.contains("2 snapshot(s)") && verified.contains("every file as signed"), "{verified}");
+    let export_dir = site.path("medium/vault-exports").join(written["export"].as_str().unwrap());
+    let snapshot = written["snapshots"][1].as_str().unwrap().to_string();
+    let encrypted = export_dir.join("store/snapshots").join(&snapshot).join("manifest.age");
+    let plain = run(Command::new("age").arg("-d").arg("-i").arg(site.path("identity.txt")).arg(&encrypted)).stdout;
+    assert_eq!(plain, std::fs::read(site.path("store/snapshots").join(&snapshot).join("manifest")).unwrap());
+    let to = site.path("restored");
+    let out = run(site.vaultctl().args(["restore", "--vault-key", &vault_key, "--snapshot", &snapshot, "--identity"]).arg(site.path("identity.txt")).arg("--export").arg(&export_dir).arg("--to").arg(&to));
+    println!("{}", text(&out));
+    let night: i64 = snapshot.rsplit('-').next().unwrap().parse().unwrap();
+    assert_eq!(std::fs::read(to.join("own")).unwrap(), test_net::nightly_content("pg", night));
+    assert_eq!(std::fs::read(to.join("shared")).unwrap(), test_net::NIGHTLY_SHARED);
+    assert!(!std::fs::read_dir(site.dir.path()).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with(".vaultctl-export-")), "the scratch store is gone");
+
+    // Someone else's key cannot read it; the wrong vault key does not trust it.
+    run(Command::new("age-keygen").arg("-o").arg(site.path("other.txt")));
+    let out = site.vaultctl().args(["restore", "--vault-key", &vault_key, "--snapshot", &snapshot, "--identity"]).arg(site.path("other.txt")).arg("--export").arg(&export_dir).arg("--to").arg(site.path("r2")).output().unwrap();
+    assert!(!out.status.success() && text(&out).contains("is this the identity the export was encrypted to?"), "{}", text(&out));
+    let stranger = text(&run(site.vaultctl().args(["key", "gen", "--out"]).arg(site.path("stranger"))));
+    let stranger_key = stranger.lines().find(|l| l.starts_with("ed25519:")).unwrap_or_else(|| panic!("{stranger}")).trim().to_string();
+    let out = site.vaultctl().args(["export", "verify", "--vault-key", &stranger_key]).arg(&export_dir).output().unwrap();
+    assert!(!out.status.success() && text(&out).contains("does not verify"), "{}", text(&out));
+
+    // A byte changed on the medium is named, file by file.
+    let pack = files_under(&export_dir).into_iter().find(|p| p.to_string_lossy().ends_with(".pack.age")).unwrap();
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes[100] ^= 1;
+    std::fs::write(&pack, bytes).unwrap();
+    let out = site.vaultctl().args(["export", "verify", "--vault-key", &vault_key]).arg(&export_dir).output().unwrap();
+    let said = text(&out);
+    assert!(!out.status.success() && said.contains("PROBLEM store/packs/") && said.contains("do not match what the vault signed"), "{said}");
+}
