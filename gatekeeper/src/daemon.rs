@@ -123,6 +123,8 @@ pub enum StateJob {
     Order { source: String, bytes: Vec<u8>, at: JudgedAt },
     /// Purges carried out, and purges that lapsed: no longer waiting (by their ids).
     PurgesDone { executed: Vec<String>, lapsed: Vec<String> },
+    /// Export orders carried out (by their ids): they do not run again.
+    ExportsDone(Vec<String>),
 }
 
 /// What the state writer did, back to the loop.
@@ -164,7 +166,11 @@ pub struct Driver<L, C> {
     pub identity: Option<Arc<crate::identity::VaultIdentity>>,
     /// Holds and purges in force (from the state file at start, then as orders are accepted).
     pub orders: vault_core::policy::orders::OrderState,
+    /// Where export media are mounted read-write, one directory each; none: no exports (tests
+    /// without USB).
+    pub export_mount: Option<std::path::PathBuf>,
     lifecycle: LifecycleRuns,
+    exports: ExportRuns,
     stop: Option<watch::Sender<Stop>>,
     last_commit: Option<(String, Timestamp)>,
     status_due: Instant,
@@ -207,6 +213,31 @@ impl Default for LifecycleRuns {
     }
 }
 
+/// Exports in the loop: one medium at a time, written on a blocking thread that holds the store
+/// to itself (no collection or expiry meanwhile), and stopped when the vault leaves Sealed (the
+/// lifecycle's `sealed` flag).
+struct ExportRuns {
+    running: bool,
+    /// Media mounted so far: each gets its own mount point.
+    mounts: u64,
+    done_tx: mpsc::Sender<ExportsDone>,
+    done_rx: mpsc::Receiver<ExportsDone>,
+}
+
+/// What one medium's exports came to.
+struct ExportsDone {
+    events: Vec<Event>,
+    /// Export orders carried out (struck off the pending ones).
+    done: Vec<String>,
+}
+
+impl Default for ExportRuns {
+    fn default() -> Self {
+        let (done_tx, done_rx) = mpsc::channel(1);
+        ExportRuns { running: false, mounts: 0, done_tx, done_rx }
+    }
+}
+
 /// Set from the kernel command line ([`crate::init::PANIC_ONCE_OPEN_PARAM`]): the daemon
 /// panics the first time a window opens, to prove PID 1 survives it. Never set otherwise.
 pub static PANIC_ONCE_OPEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -243,7 +274,9 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             step_pause: std::time::Duration::ZERO,
             identity: None,
             orders: Default::default(),
+            export_mount: None,
             lifecycle: LifecycleRuns::default(),
+            exports: ExportRuns::default(),
             stop: None,
             last_commit: None,
             status_due: Instant::now(),
@@ -431,6 +464,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
                 Some(stick) = inputs.usb.recv() => self.on_stick(stick).await,
                 Some(done) = inputs.state.recv() => self.on_state_written(done).await,
                 Some(report) = self.lifecycle.done_rx.recv() => self.on_lifecycle_done(report),
+                Some(done) = self.exports.done_rx.recv() => self.on_exports_done(done),
                 _ = tokio::time::sleep_until(wake.min(self.status_due)) => self.tick().await,
             }
         }
@@ -471,6 +505,63 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
                 let at = JudgedAt { now: self.clock.now(), clock_trusted: !self.gate.clock_fault() };
                 self.hand_to_state_writer(StateJob::Bundle { source: device, bytes, at });
             }
+            UsbReport::Medium { device, label } => self.on_medium(device, &label),
+        }
+    }
+
+    /// A medium was inserted: its pending exports are written if the vault may write them now
+    /// (sealed, a trusted clock, a policy in force, no other medium being written), else it is
+    /// said why nothing was.
+    fn on_medium(&mut self, device: String, label: &[u8]) {
+        let now = self.gate.now();
+        let label = match vault_core::export::medium::MediumLabel::from_bytes(label) {
+            Ok(label) => label,
+            Err(e) => return self.emit(Event::MediumIgnored { source: device, reason: format!("medium: {e}; nothing written") }),
+        };
+        let sealed = self.gate.phase() == vault_core::link::gate::Phase::Sealed;
+        let (due, _) = vault_core::policy::orders::exports_for(&self.orders, &label.medium_id, now);
+        let refusal = match (&self.store_dir, &self.identity, &self.export_mount, self.gate.policy()) {
+            _ if due.is_empty() => Some("no export order names it".to_string()),
+            _ if !sealed || self.gate.clock_fault() => Some("exports are written only while the vault is sealed and trusts its clock; insert it again outside the windows".to_string()),
+            _ if self.exports.running => Some("another medium is being written; insert this one again when that one is done".to_string()),
+            (Some(store), Some(identity), Some(mount), Some(policy)) => {
+                self.exports.running = true;
+                self.exports.mounts += 1;
+                let mount_point = mount.join(self.exports.mounts.to_string());
+                let (source, store, identity, vault_id, orders) = (device.clone(), store.clone(), identity.clone(), policy.vault_id.clone(), self.orders.clone());
+                let (done, go_on, maintenance) = (self.exports.done_tx.clone(), self.lifecycle.sealed.clone(), self.maintenance.clone());
+                go_on.store(true, std::sync::atomic::Ordering::SeqCst);
+                tokio::task::spawn_blocking(move || {
+                    let _exclusive = maintenance.blocking_write();
+                    let report = match crate::usb::mount_medium(std::path::Path::new(&source), &mount_point) {
+                        Err(reason) => ExportsDone { events: vec![Event::MediumIgnored { source, reason }], done: Vec::new() },
+                        Ok(()) => {
+                            let job = crate::export::MediumJob { store: &store, medium: &mount_point, source: &source, vault_id: &vault_id, identity: &identity, go_on: &go_on };
+                            let carried = crate::export::carry_out(&job, &orders, now);
+                            crate::usb::unmount_medium(&mount_point);
+                            let done = orders.pending_exports.iter().filter(|e| !carried.orders.pending_exports.iter().any(|left| left.id == e.id)).map(|e| e.id.clone()).collect();
+                            ExportsDone { events: carried.events, done }
+                        }
+                    };
+                    let _ = done.blocking_send(report);
+                });
+                None
+            }
+            _ => Some("this vault has no store, key or policy to export from".to_string()),
+        };
+        if let Some(reason) = refusal {
+            self.emit(Event::MediumIgnored { source: device, reason: format!("medium {} ({}): {reason}; nothing written", label.name, label.medium_id) });
+        }
+    }
+
+    fn on_exports_done(&mut self, report: ExportsDone) {
+        self.exports.running = false;
+        for event in report.events {
+            self.emit(event);
+        }
+        if !report.done.is_empty() {
+            self.orders.pending_exports.retain(|e| !report.done.contains(&e.id));
+            self.hand_to_state_writer(StateJob::ExportsDone(report.done));
         }
     }
 

@@ -20,8 +20,23 @@ pub struct Carried {
     pub orders: OrderState,
 }
 
-/// Writes every export order pending for the medium at `medium` (oldest accepted first).
-pub fn carry_out(store: &Path, medium: &Path, source: &str, vault_id: &str, identity: &VaultIdentity, orders: &OrderState, now: Timestamp) -> Carried {
+/// Where and as whom exports are written.
+#[derive(Clone, Copy)]
+pub struct MediumJob<'a> {
+    pub store: &'a Path,
+    /// Where the medium's filesystem is mounted, read-write.
+    pub medium: &'a Path,
+    /// The device, as events name it.
+    pub source: &'a str,
+    pub vault_id: &'a str,
+    pub identity: &'a VaultIdentity,
+    /// Cleared when the vault leaves Sealed: the export under way is abandoned.
+    pub go_on: &'a std::sync::atomic::AtomicBool,
+}
+
+/// Writes every export order pending for the medium (oldest accepted first).
+pub fn carry_out(job: &MediumJob<'_>, orders: &OrderState, now: Timestamp) -> Carried {
+    let MediumJob { store, medium, source, vault_id, identity, go_on } = *job;
     let mut events = Vec::new();
     let label = match identify(medium, vault_id, &identity.public) {
         Ok((label, _)) => label,
@@ -38,7 +53,7 @@ pub fn carry_out(store: &Path, medium: &Path, source: &str, vault_id: &str, iden
         let started = std::time::Instant::now();
         let mut nonce = [0u8; 4];
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
-        match write_export(&ExportJob { store, medium, order: &order, vault_id, key: &identity.key, now, nonce }) {
+        match write_export(&ExportJob { store, medium, order: &order, vault_id, key: &identity.key, now, nonce, go_on }) {
             Ok(written) => {
                 next = export_done(&next, &order.id);
                 events.push(Event::ExportWritten {

@@ -143,7 +143,9 @@ pub fn apply_order(baked_root: &TrustRoot, state_dir: &Path, source: &str, bytes
 pub fn carry_out_exports(baked_root: &TrustRoot, state_dir: &Path, store: &Path, medium: &Path, identity: &crate::identity::VaultIdentity, now: vault_core::units::Timestamp, events: &mut EventLog) -> Result<()> {
     let mut state = load_state(state_dir)?;
     let root = state.current_root(baked_root)?;
-    let carried = crate::export::carry_out(store, medium, &medium.display().to_string(), &root.vault_id, identity, &state.orders, now);
+    let (source, go_on) = (medium.display().to_string(), std::sync::atomic::AtomicBool::new(true));
+    let job = crate::export::MediumJob { store, medium, source: &source, vault_id: &root.vault_id, identity, go_on: &go_on };
+    let carried = crate::export::carry_out(&job, &state.orders, now);
     if carried.orders != state.orders {
         state.orders = carried.orders;
         vault_io::write_atomic(&state_dir.join(STATE_FILE), &state.to_bytes(), 0o600)?;

@@ -209,6 +209,15 @@ fn start_state_writer(root_path: PathBuf, state_dir: PathBuf, mut events: EventL
                     };
                     StateDone::Orders(write().ok())
                 }
+                StateJob::ExportsDone(done) => {
+                    let write = || -> Result<vault_core::policy::orders::OrderState> {
+                        let mut state = policy_store::load_state(&state_dir)?;
+                        state.orders.pending_exports.retain(|e| !done.contains(&e.id));
+                        vault_io::write_atomic(&state_dir.join(STATE_FILE), &state.to_bytes(), 0o600)?;
+                        Ok(state.orders)
+                    };
+                    StateDone::Orders(write().ok())
+                }
                 StateJob::LastDrill(at, summary) => {
                     let write = || -> Result<()> {
                         let mut state = policy_store::load_state(&state_dir)?;
@@ -350,6 +359,7 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
     };
     // 5. Policy sticks, on the appliance (a host running tests has its own USB devices).
     let (usb_tx, usb_rx) = mpsc::channel(8);
+    let export_mount = usb_mount.as_ref().map(|m| m.join("export"));
     if let Some(mount_point) = usb_mount {
         if let Err(e) = crate::usb::start(mount_point, usb_tx) {
             events.emit(vault_io::clock_now(), &Event::Alarm { rule: "usb_watcher_not_started".into(), detail: e.to_string() });
@@ -369,6 +379,7 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
     driver.events = events;
     driver.state = Some(state_jobs);
     driver.store_dir = store_dir;
+    driver.export_mount = export_mount;
     if let Some(policy) = policy {
         driver.apply_policy(policy).await;
     } else {

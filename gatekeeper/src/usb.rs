@@ -35,6 +35,9 @@ pub enum UsbReport {
     Bundle { device: String, bytes: Vec<u8> },
     /// One order file's bytes (`vault-orders/<name>`), read once.
     Order { device: String, name: String, bytes: Vec<u8> },
+    /// A removable medium for exports (`vaultctl media init`): its label's bytes, read once. The
+    /// daemon decides whether anything is written to it.
+    Medium { device: String, label: Vec<u8> },
     /// The stick gave no bundle, and why (bad filesystem, no file, too big, pulled mid-read).
     Unreadable { device: String, reason: String },
     Removed { device: String },
@@ -189,6 +192,9 @@ impl Watcher {
                     let mount_point = self.mount_point.join(self.reads.get().to_string());
                     match read_stick_within(PathBuf::from(&device), mount_point, READ_WITHIN) {
                         Ok(stick) => {
+                            if let Some(label) = stick.medium {
+                                reports.push(UsbReport::Medium { device: device.clone(), label });
+                            }
                             if let Some(bytes) = stick.bundle {
                                 reports.push(UsbReport::Bundle { device: device.clone(), bytes });
                             }
@@ -218,9 +224,11 @@ fn is_empty_medium(sysfs: &Path) -> bool {
     std::fs::read_to_string(sysfs.join("size")).map(|s| s.trim() == "0").unwrap_or(false)
 }
 
-/// What a stick gave: its bundle, its orders, and what could not be read (each a sentence).
+/// What a stick gave: its bundle, its orders, a medium's label, and what could not be read (each a sentence).
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct StickContents {
+    /// An export medium's label (`vault-medium.json`), when the filesystem is one.
+    pub medium: Option<Vec<u8>>,
     pub bundle: Option<Vec<u8>>,
     pub orders: Vec<(String, Vec<u8>)>,
     pub problems: Vec<String>,
@@ -266,6 +274,28 @@ pub fn read_stick(device: &Path, mount_point: &Path) -> std::result::Result<Stic
     Ok(contents)
 }
 
+/// Mounts an export medium's FAT filesystem read-write (nosuid, nodev, noexec: nothing on it
+/// is ever run) for the export writer, at a fresh mount point.
+pub fn mount_medium(device: &Path, mount_point: &Path) -> std::result::Result<(), String> {
+    std::fs::create_dir_all(mount_point).map_err(|e| format!("medium: mount point {}: {e}", mount_point.display()))?;
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_NOATIME;
+    // Files and directories the vault makes are its own, and not readable by the session
+    // workers' users.
+    mount(Some(device), mount_point, Some("vfat"), flags, Some("uid=0,gid=0,umask=077,errors=remount-ro")).map_err(|errno| match errno {
+        nix::errno::Errno::EINVAL => "medium: not a FAT filesystem (or a damaged one); nothing written".to_string(),
+        other => format!("medium: mount failed ({other}); nothing written"),
+    })
+}
+
+/// Unmounts a medium: flushed first, so what was written is on it when it is pulled; a busy or
+/// vanished device is detached instead.
+pub fn unmount_medium(mount_point: &Path) {
+    if umount2(mount_point, MntFlags::empty()).is_err() {
+        let _ = umount2(mount_point, MntFlags::MNT_DETACH);
+    }
+    let _ = std::fs::remove_dir(mount_point);
+}
+
 /// What a mounted stick holds at `root`: `vault-policy.bundle` and `vault-orders/*.order`.
 pub fn read_mounted(root: &Path) -> StickContents {
     let mut stick = StickContents::default();
@@ -302,7 +332,14 @@ pub fn read_mounted(root: &Path) -> StickContents {
         Ok(_) => stick.problems.push(format!("stick: {ORDERS_DIR} is not a directory; refused")),
         Err(_) => {}
     }
-    if stick.bundle.is_none() && stick.orders.is_empty() && stick.problems.is_empty() {
+    let label = root.join(vault_core::export::medium::LABEL_FILE);
+    if std::fs::symlink_metadata(&label).is_ok() {
+        match vault_io::read_bounded(&label, vault_core::export::medium::MAX_MEDIUM_FILE_BYTES) {
+            Ok(bytes) => stick.medium = Some(bytes),
+            Err(e) => stick.problems.push(format!("medium: {}: {e}; refused", vault_core::export::medium::LABEL_FILE)),
+        }
+    }
+    if stick.medium.is_none() && stick.bundle.is_none() && stick.orders.is_empty() && stick.problems.is_empty() {
         stick.problems.push(format!("stick: no {BUNDLE_FILE} and no {ORDERS_DIR}/ at its top level"));
     }
     stick

@@ -81,6 +81,9 @@ pub struct ExportJob<'a> {
     pub now: Timestamp,
     /// Makes the export's id unique (4 random bytes).
     pub nonce: [u8; 4],
+    /// Cleared when the export must stop (the vault is leaving Sealed): checked before every
+    /// file, and the export is abandoned unfinished.
+    pub go_on: &'a std::sync::atomic::AtomicBool,
 }
 
 /// An export written and read back.
@@ -173,7 +176,7 @@ pub fn write_export(job: &ExportJob<'_>) -> Result<Written> {
     let export_id = format!("{stamp}-{}", hex(&job.nonce));
     let partial = exports.join(format!(".{export_id}{PARTIAL_SUFFIX}"));
     std::fs::create_dir(&partial).map_err(|e| io_error(&partial, e))?;
-    let mut out = ExportWriter { root: partial.clone(), files: Vec::new(), recipients };
+    let mut out = ExportWriter { root: partial.clone(), files: Vec::new(), recipients, go_on: job.go_on };
 
     for pack in &packs {
         let stem = pack.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
@@ -284,17 +287,21 @@ impl<W: Write> Write for Hashing<W> {
 }
 
 /// Writes an export's files under its directory, each listed with its size and hash.
-struct ExportWriter {
+struct ExportWriter<'a> {
     root: PathBuf,
     files: Vec<ExportedFile>,
     recipients: Vec<age::x25519::Recipient>,
+    go_on: &'a std::sync::atomic::AtomicBool,
 }
 
-impl ExportWriter {
+impl ExportWriter<'_> {
     /// Creates `rel` (never over an existing file), hands `fill` a writer that encrypts when
     /// asked, and lists the file once it is durable.
     fn create(&mut self, rel: &str, encrypt: bool, fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<()> {
         check_path("export file", rel)?;
+        if !self.go_on.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(ExportError::Refused("stopped before it was finished: the vault left Sealed (a window opened); the unfinished export is removed the next time the medium is inserted".into()).into());
+        }
         let path = self.root.join(rel);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
