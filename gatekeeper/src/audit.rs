@@ -26,7 +26,7 @@ pub const MAX_QUEUED_BYTES: usize = 16 << 20;
 const MAX_BATCH: usize = 4096;
 
 /// Event kinds that are not logged: progress and heartbeat lines, and the log's own checkpoints.
-pub const NOT_LOGGED: [&str; 4] = ["status", "seal_step", "gc_step", "audit_checkpoint"];
+pub const NOT_LOGGED: [&str; 5] = ["status", "seal_step", "gc_step", "export_step", "audit_checkpoint"];
 
 #[derive(Default)]
 struct Queue {

@@ -529,14 +529,14 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
                 self.exports.mounts += 1;
                 let mount_point = mount.join(self.exports.mounts.to_string());
                 let (source, store, identity, vault_id, orders) = (device.clone(), store.clone(), identity.clone(), policy.vault_id.clone(), self.orders.clone());
-                let (done, go_on, maintenance) = (self.exports.done_tx.clone(), self.lifecycle.sealed.clone(), self.maintenance.clone());
+                let (done, go_on, maintenance, step_pause) = (self.exports.done_tx.clone(), self.lifecycle.sealed.clone(), self.maintenance.clone(), self.step_pause);
                 go_on.store(true, std::sync::atomic::Ordering::SeqCst);
                 tokio::task::spawn_blocking(move || {
                     let _exclusive = maintenance.blocking_write();
                     let report = match crate::usb::mount_medium(std::path::Path::new(&source), &mount_point) {
                         Err(reason) => ExportsDone { events: vec![Event::MediumIgnored { source, reason }], done: Vec::new() },
                         Ok(()) => {
-                            let job = crate::export::MediumJob { store: &store, medium: &mount_point, source: &source, vault_id: &vault_id, identity: &identity, go_on: &go_on };
+                            let job = crate::export::MediumJob { store: &store, medium: &mount_point, source: &source, vault_id: &vault_id, identity: &identity, go_on: &go_on, step_pause };
                             let carried = crate::export::carry_out(&job, &orders, now);
                             crate::usb::unmount_medium(&mount_point);
                             let done = orders.pending_exports.iter().filter(|e| !carried.orders.pending_exports.iter().any(|left| left.id == e.id)).map(|e| e.id.clone()).collect();

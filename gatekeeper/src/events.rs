@@ -108,7 +108,10 @@ pub enum Event {
     /// An export was written onto a removable medium, read back from it, and made visible
     /// there: what it holds (`missing`: snapshots the order named that were no longer sealed).
     /// `adopted`: the vault sealed the medium with this export (its first use).
-    ExportWritten { order: String, export: String, medium: String, medium_name: String, adopted: bool, snapshots: Vec<String>, missing: Vec<String>, packs: usize, files: usize, bytes: u64, took_ms: u64 },
+    /// `removed_unfinished`: exports a pulled medium or a stopped vault had left unfinished there.
+    ExportWritten { order: String, export: String, medium: String, medium_name: String, adopted: bool, snapshots: Vec<String>, missing: Vec<String>, packs: usize, files: usize, bytes: u64, took_ms: u64, removed_unfinished: Vec<String> },
+    /// Test hook only (`vault.seal_step_pause_ms`): an export's file is durable on the medium.
+    ExportStep { file: String },
     /// An export order could not be carried out on this medium, and why; nothing sealed was
     /// touched, the order stays pending, and the medium holds at most an unfinished export.
     ExportFailed { order: String, medium: String, reason: String },

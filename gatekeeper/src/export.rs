@@ -32,11 +32,20 @@ pub struct MediumJob<'a> {
     pub identity: &'a VaultIdentity,
     /// Cleared when the vault leaves Sealed: the export under way is abandoned.
     pub go_on: &'a std::sync::atomic::AtomicBool,
+    /// The power-cut test hook's pause: after each file the export says `export_step` and
+    /// waits this long, so a test can pull the medium mid-write. Zero otherwise.
+    pub step_pause: std::time::Duration,
 }
 
 /// Writes every export order pending for the medium (oldest accepted first).
 pub fn carry_out(job: &MediumJob<'_>, orders: &OrderState, now: Timestamp) -> Carried {
-    let MediumJob { store, medium, source, vault_id, identity, go_on } = *job;
+    let MediumJob { store, medium, source, vault_id, identity, go_on, step_pause } = *job;
+    let after_file = |file: &str| {
+        if !step_pause.is_zero() {
+            crate::events::EventLog::default().emit(now, &Event::ExportStep { file: file.to_string() });
+            std::thread::sleep(step_pause);
+        }
+    };
     let mut events = Vec::new();
     let label = match identify(medium, vault_id, &identity.public) {
         Ok((label, _)) => label,
@@ -53,7 +62,7 @@ pub fn carry_out(job: &MediumJob<'_>, orders: &OrderState, now: Timestamp) -> Ca
         let started = std::time::Instant::now();
         let mut nonce = [0u8; 4];
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
-        match write_export(&ExportJob { store, medium, order: &order, vault_id, key: &identity.key, now, nonce, go_on }) {
+        match write_export(&ExportJob { store, medium, order: &order, vault_id, key: &identity.key, now, nonce, go_on, after_file: &after_file }) {
             Ok(written) => {
                 next = export_done(&next, &order.id);
                 events.push(Event::ExportWritten {
@@ -68,6 +77,7 @@ pub fn carry_out(job: &MediumJob<'_>, orders: &OrderState, now: Timestamp) -> Ca
                     files: written.files,
                     bytes: written.bytes,
                     took_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    removed_unfinished: written.removed_partial,
                 });
             }
             Err(e) => {

@@ -144,7 +144,7 @@ pub fn carry_out_exports(baked_root: &TrustRoot, state_dir: &Path, store: &Path,
     let mut state = load_state(state_dir)?;
     let root = state.current_root(baked_root)?;
     let (source, go_on) = (medium.display().to_string(), std::sync::atomic::AtomicBool::new(true));
-    let job = crate::export::MediumJob { store, medium, source: &source, vault_id: &root.vault_id, identity, go_on: &go_on };
+    let job = crate::export::MediumJob { store, medium, source: &source, vault_id: &root.vault_id, identity, go_on: &go_on, step_pause: std::time::Duration::ZERO };
     let carried = crate::export::carry_out(&job, &state.orders, now);
     if carried.orders != state.orders {
         state.orders = carried.orders;

@@ -323,12 +323,18 @@ impl Vm {
 
     /// Plugs a USB stick made from `image` into the xHCI controller; returns its id.
     pub fn plug_stick(&mut self, image: &Path) -> String {
+        self.plug_usb_disk(image, false)
+    }
+
+    /// Plugs a USB disk made from `image`, writable (an export medium) or not; returns its id
+    /// ([`Vm::unplug_stick`] pulls it).
+    pub fn plug_usb_disk(&mut self, image: &Path, writable: bool) -> String {
         self.sticks += 1;
         let id = format!("stick{}", self.sticks);
         let node = format!("{id}-node");
         self.qmp().execute("blockdev-add", json!({
-            "node-name": node, "driver": "raw", "read-only": true,
-            "file": { "driver": "file", "filename": image.display().to_string(), "read-only": true }
+            "node-name": node, "driver": "raw", "read-only": !writable,
+            "file": { "driver": "file", "filename": image.display().to_string(), "read-only": !writable }
         }));
         self.qmp().execute("device_add", json!({ "driver": "usb-storage", "bus": "xhci.0", "drive": node, "id": id, "removable": true }));
         id

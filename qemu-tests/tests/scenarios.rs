@@ -668,3 +668,74 @@ fn a_bit_flipped_on_the_disk_is_named_by_scrub_and_healed_by_the_next_push() {
     assert_eq!(rewound.status.code(), Some(7), "{said}");
     assert!(said.contains("audit log not consistent") && said.contains(&format!("the {} ", second["audit_log"]["entries"])), "{said}");
 }
+
+/// The files of an export medium image's FAT partition, copied out with mtools (no mount).
+fn medium_files(image: &Path, into: &Path) {
+    std::fs::create_dir_all(into).unwrap();
+    qemu_tests::run_ok(std::process::Command::new("mcopy").args(["-s", "-n", "-i"]).arg(format!("{}@@1M", image.display())).arg("::/vault-exports").arg(into));
+}
+
+#[test]
+fn an_export_order_writes_an_encrypted_copy_onto_a_usb_disk_that_survives_a_pull_and_restores_on_the_host() {
+    // The seal-step hook also pauses after each file of an export, so the disk can be pulled mid-write.
+    let mut box_ = Appliance::boot_with("export", Boot::Direct, vec!["vault.seal_step_pause_ms=600".into()]);
+    let t = now_secs();
+    let spec = PolicySpec { windows: vec![(t + 20, t + 80)], pushers: vec![("db-backup".into(), "1GiB".into())], ..PolicySpec::new(1, "vault-test") };
+    box_.apply_policy(&spec);
+    wait_listening(&mut box_.vm);
+    let tree = box_.bench.dir.join("tree");
+    sample_tree(&tree, 0x17);
+    let pushed = push_summary(&box_.push("db-backup", "pgdump", &tree));
+    box_.vm.wait_for("the window's close", Duration::from_secs(120), |e| e["event"] == "state_changed" && e["to"] == "sealed");
+
+    // The admins' side: a medium, a recipient, an export order on a stick.
+    let vaultctl = box_.bench.artifacts.vaultctl();
+    let medium = box_.bench.dir.join("medium.img");
+    let medium_id = qemu_tests::run_ok(std::process::Command::new(&vaultctl).args(["media", "init", "--label", "weekly-a", "--size", "64MiB", "--out"]).arg(&medium)).trim().to_string();
+    let identity = box_.bench.dir.join("identity.txt");
+    qemu_tests::run_ok(std::process::Command::new("age-keygen").arg("-o").arg(&identity));
+    let recipient = qemu_tests::run_ok(std::process::Command::new("age-keygen").arg("-y").arg(&identity)).trim().to_string();
+    let order = box_.bench.order("export", &["--kind", "export", "--serial", "1", "--dataset", "db-backup/pgdump", "--medium", &medium_id, "--recipient", &recipient, "--reason", "weekly off-site copy"], &["alice", "bob"]);
+    let stick = box_.bench.order_stick("orders", &[order]);
+    let id = box_.vm.plug_stick(&stick);
+    let accepted = box_.vm.wait_event("order_accepted", EVENT_WAIT);
+    box_.vm.unplug_stick(&id);
+    assert_eq!(accepted["kind"], "export", "{accepted}");
+
+    // Pulled while the vault writes to it: the export is abandoned, the vault goes on sealed.
+    let disk = box_.vm.plug_usb_disk(&medium, true);
+    let step = box_.vm.wait_event("export_step", EVENT_WAIT);
+    println!("pulled after {}", step["file"]);
+    box_.vm.unplug_stick(&disk);
+    let failed = box_.vm.wait_event("export_failed", EVENT_WAIT);
+    println!("export_failed: {}", failed["reason"]);
+    box_.vm.wait_for("the alarm", EVENT_WAIT, |e| e["event"] == "alarm" && e["rule"] == "export_failed");
+    box_.vm.wait_for("a sealed status after the pull", EVENT_WAIT, |e| e["event"] == "status" && e["state"] == "sealed");
+
+    // Inserted again: the order is still pending; the unfinished export is removed first.
+    let disk = box_.vm.plug_usb_disk(&medium, true);
+    let written = box_.vm.wait_event("export_written", Duration::from_secs(240));
+    box_.vm.unplug_stick(&disk);
+    println!("export_written: {written}");
+    assert_eq!(written["snapshots"], serde_json::json!([pushed["snapshot"]]), "{written}");
+    assert_eq!(written["medium_name"], "weekly-a");
+    assert_eq!(written["removed_unfinished"].as_array().map(Vec::len), Some(1), "{written}");
+
+    // On the host: the medium verified without a secret, a pack decrypted by stock age, the
+    // snapshot restored byte for byte.
+    let copied = box_.bench.dir.join("medium-files");
+    medium_files(&medium, &copied);
+    let vault_key = box_.vm.vault_key();
+    let verified = qemu_tests::run_ok(std::process::Command::new(&vaultctl).args(["export", "verify", "--vault-key", &vault_key]).arg(&copied));
+    println!("{verified}");
+    assert!(verified.contains("every file as signed"), "{verified}");
+    let export_dir = copied.join("vault-exports").join(written["export"].as_str().unwrap());
+    let pack = std::fs::read_dir(export_dir.join("store/packs")).unwrap().flatten().map(|e| e.path()).find(|p| p.to_string_lossy().ends_with(".pack.age")).expect("an encrypted pack");
+    let plain = std::process::Command::new("age").arg("-d").arg("-i").arg(&identity).arg(&pack).output().unwrap();
+    assert!(plain.status.success() && !plain.stdout.is_empty(), "{}", String::from_utf8_lossy(&plain.stderr));
+    let to = box_.bench.dir.join("restored");
+    let snapshot = pushed["snapshot"].as_str().unwrap();
+    qemu_tests::run_ok(std::process::Command::new(&vaultctl).args(["restore", "--vault-key", &vault_key, "--snapshot", snapshot, "--identity"]).arg(&identity).arg("--export").arg(&export_dir).arg("--to").arg(&to));
+    assert_eq!(describe(&to), describe(&tree), "the export restores the pushed tree byte for byte");
+    box_.vm.pass();
+}

@@ -84,6 +84,9 @@ pub struct ExportJob<'a> {
     /// Cleared when the export must stop (the vault is leaving Sealed): checked before every
     /// file, and the export is abandoned unfinished.
     pub go_on: &'a std::sync::atomic::AtomicBool,
+    /// Called with each file's path once it is durable (the daemon's test hook says it and
+    /// pauses there, so a test can pull the medium mid-write).
+    pub after_file: &'a dyn Fn(&str),
 }
 
 /// An export written and read back.
@@ -176,7 +179,7 @@ pub fn write_export(job: &ExportJob<'_>) -> Result<Written> {
     let export_id = format!("{stamp}-{}", hex(&job.nonce));
     let partial = exports.join(format!(".{export_id}{PARTIAL_SUFFIX}"));
     std::fs::create_dir(&partial).map_err(|e| io_error(&partial, e))?;
-    let mut out = ExportWriter { root: partial.clone(), files: Vec::new(), recipients, go_on: job.go_on };
+    let mut out = ExportWriter { root: partial.clone(), files: Vec::new(), recipients, go_on: job.go_on, after_file: job.after_file };
 
     for pack in &packs {
         let stem = pack.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
@@ -292,6 +295,7 @@ struct ExportWriter<'a> {
     files: Vec<ExportedFile>,
     recipients: Vec<age::x25519::Recipient>,
     go_on: &'a std::sync::atomic::AtomicBool,
+    after_file: &'a dyn Fn(&str),
 }
 
 impl ExportWriter<'_> {
@@ -321,6 +325,7 @@ impl ExportWriter<'_> {
         let file = inner.into_inner().map_err(|e| io(e.into_error()))?;
         file.sync_all().map_err(io)?;
         self.files.push(ExportedFile { path: rel.to_string(), bytes, sha256: hex(hash.finish().as_ref()) });
+        (self.after_file)(rel);
         Ok(())
     }
 
