@@ -88,6 +88,7 @@ fn policy(from: i64, until: i64, early: bool) -> Policy {
         retention: Default::default(),
         scrub: Default::default(),
         drill: Default::default(),
+        rotation: None,
     }
 }
 

@@ -11,10 +11,13 @@
 //! - the vault writes the export (packs, indexes and manifests encrypted per file with `age`;
 //!   receipts, the audit log and the last drill report as they are) and closes it with a signed
 //!   **export manifest** ([`manifest`]) that names every file by size and SHA-256, so the export
-//!   can be checked byte for byte without the recipients' keys, and decrypted with stock `age`.
+//!   can be checked byte for byte without the recipients' keys, and decrypted with stock `age`;
+//! - a **rotation** ([`rotation`]) in the policy names a set of media written in turn, each
+//!   verified when it comes back before anything on it is replaced.
 
 pub mod manifest;
 pub mod medium;
+pub mod rotation;
 pub mod selection;
 
 use crate::error::{invalid, Result};

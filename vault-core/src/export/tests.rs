@@ -234,3 +234,48 @@ fn an_export_manifest_verifies_under_the_vault_key_and_refuses_every_bad_field()
         check_path("p", path).unwrap();
     }
 }
+
+fn rotation_toml(extra: &str) -> String {
+    crate::policy::tests::example_toml() + &format!("[rotation]\nmedia = [\"{MEDIUM}\", \"ffffffffffffffffffffffffffffffff\"]\nevery = \"1d\"\nrecipients = [\"{RECIPIENT}\"]\ndatasets = [\"db01/pg\"]\n{extra}")
+}
+
+#[test]
+fn a_rotation_in_the_policy_names_its_media_cadence_and_what_goes_and_is_bounded() {
+    use super::rotation::{beyond_keep, Rotation};
+    let policy = crate::policy::Policy::from_toml(&rotation_toml("")).unwrap();
+    let rotation = policy.rotation.clone().expect("a rotation");
+    assert_eq!((rotation.every.secs(), rotation.newest, rotation.keep, rotation.verify_share), (86_400, 1, 1, 4));
+    assert!(rotation.names(MEDIUM) && !rotation.names("00000000000000000000000000000000"));
+    assert_eq!(crate::policy::Policy::from_doc(&policy.to_doc()).unwrap(), policy, "round trip");
+    assert!(policy.describe().iter().any(|l| l.contains("rotation: 2 media, one written every 1d")), "{:?}", policy.describe());
+    assert!(crate::policy::Policy::from_toml(&crate::policy::tests::example_toml()).unwrap().to_doc().rotation.is_none(), "absent stays absent");
+    for (extra, field) in [("keep = 0\n", "rotation.keep"), ("newest = 5000\n", "rotation.newest"), ("verify_share = 65\n", "rotation.verify_share")] {
+        let err = crate::policy::Policy::from_toml(&rotation_toml(extra)).unwrap_err().to_string();
+        assert!(err.contains(field), "{extra}: {err}");
+    }
+    let twice = rotation_toml("").replace("\"ffffffffffffffffffffffffffffffff\"", &format!("\"{MEDIUM}\""));
+    assert!(crate::policy::Policy::from_toml(&twice).unwrap_err().to_string().contains("is named twice"));
+    let hourly = rotation_toml("").replace("every = \"1d\"", "every = \"12h\"");
+    assert!(crate::policy::Policy::from_toml(&hourly).unwrap_err().to_string().contains("rotation.every"));
+    let no_slash = rotation_toml("").replace("db01/pg", "db01pg");
+    assert!(crate::policy::Policy::from_toml(&no_slash).unwrap_err().to_string().contains("PUSHER/DATASET"));
+
+    // As an export: the same id for the same rotation, another for another.
+    let now = at("2026-12-01T00:00:00Z");
+    let export = rotation.as_export(MEDIUM, now);
+    assert_eq!(export.id, rotation.as_export(MEDIUM, at("2027-01-01T00:00:00Z")).id);
+    assert_ne!(export.id, Rotation { keep: 2, ..rotation.clone() }.as_export(MEDIUM, now).id);
+    assert_eq!((export.export.newest, export.datasets.len()), (Some(1), 1));
+    crate::export::check_spec(&export.export, false).unwrap();
+
+    // Overdue a day after `every` is missed; a different share each day.
+    let since = at("2026-12-01T00:00:00Z");
+    assert!(!rotation.is_overdue(None, since, at("2026-12-02T23:00:00Z")));
+    assert!(rotation.is_overdue(None, since, at("2026-12-03T00:00:01Z")));
+    assert!(!rotation.is_overdue(Some(at("2026-12-02T12:00:00Z")), since, at("2026-12-03T00:00:01Z")));
+    assert_ne!(Rotation::share_turn(since), Rotation::share_turn(at("2026-12-02T00:00:00Z")));
+
+    let ids: Vec<String> = ["20261203T000000Z-c", "20261201T000000Z-a", "20261202T000000Z-b"].iter().map(|s| s.to_string()).collect();
+    assert_eq!(beyond_keep(&ids, 1), vec!["20261201T000000Z-a".to_string(), "20261202T000000Z-b".to_string()]);
+    assert_eq!(beyond_keep(&ids, 3), Vec::<String>::new());
+}

@@ -42,6 +42,7 @@ fn policy(pushers: &[&str], early: bool) -> Policy {
         retention: Default::default(),
         scrub: Default::default(),
         drill: Default::default(),
+        rotation: None,
     }
 }
 

@@ -59,6 +59,9 @@ pub struct PolicyDoc {
     /// Written only when it differs, like `retention`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drill: Option<DrillDoc>,
+    /// Absent: no rotation of export media.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<crate::export::rotation::RotationDoc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -154,6 +157,8 @@ pub struct Policy {
     pub retention: Retention,
     pub scrub: Scrub,
     pub drill: Drill,
+    /// A set of export media written in turn (see [`crate::export::rotation`]).
+    pub rotation: Option<crate::export::rotation::Rotation>,
 }
 
 /// How the daemon finds the vault NIC.
@@ -292,7 +297,11 @@ impl Policy {
             Some(d) if d.sample > MAX_SAMPLE => return Err(invalid("drill.sample", format!("{} older snapshots per dataset, at most {MAX_SAMPLE}", d.sample))),
             Some(d) => Drill { every: whole_days("drill.every", &d.every)?, sample: d.sample },
         };
-        Ok(Policy { vault_id: doc.vault_id.clone(), version: doc.version, issued, expires, network, windows, pushers, close, retention, scrub, drill })
+        let rotation = match &doc.rotation {
+            None => None,
+            Some(r) => Some(crate::export::rotation::Rotation::from_doc(r, whole_days("rotation.every", &r.every)?)?),
+        };
+        Ok(Policy { vault_id: doc.vault_id.clone(), version: doc.version, issued, expires, network, windows, pushers, close, retention, scrub, drill, rotation })
     }
 
     /// The canonical written form: every field present, every value in its one spelling.
@@ -328,6 +337,7 @@ impl Policy {
             retention: (self.retention != Retention::default()).then_some(RetentionDoc { keep_last: self.retention.keep_last }),
             scrub: (self.scrub != Scrub::default()).then(|| ScrubDoc { every: self.scrub.every.to_string() }),
             drill: (self.drill != Drill::default()).then(|| DrillDoc { every: self.drill.every.to_string(), sample: self.drill.sample }),
+            rotation: self.rotation.as_ref().map(crate::export::rotation::Rotation::to_doc),
         }
     }
 
@@ -431,6 +441,10 @@ impl Policy {
         lines.push(format!("retention: each snapshot kept until its retain_until, and the newest {} of each dataset always", self.retention.keep_last));
         lines.push(format!("scrub: everything sealed read back and re-hashed every {}", self.scrub.every));
         lines.push(format!("restore drill: every {}, each dataset's newest snapshot and {} older ones", self.drill.every, self.drill.sample));
+        if let Some(r) = &self.rotation {
+            let datasets: Vec<String> = r.datasets.iter().map(|d| format!("{}/{}", d.pusher, d.dataset)).collect();
+            lines.push(format!("rotation: {} media, one written every {} with the newest {} of {}, {} export(s) kept on each", r.media.len(), r.every, r.newest, datasets.join(", "), r.keep));
+        }
         lines
     }
 }

@@ -164,6 +164,7 @@ mod tests {
             retention: Default::default(),
             scrub: Default::default(),
             drill: Default::default(),
+            rotation: None,
         }
     }
 
