@@ -125,6 +125,8 @@ pub enum StateJob {
     PurgesDone { executed: Vec<String>, lapsed: Vec<String> },
     /// Export orders carried out (by their ids): they do not run again.
     ExportsDone(Vec<String>),
+    /// Record when a medium of the rotation set was last written.
+    LastRotation(Timestamp),
 }
 
 /// What the state writer did, back to the loop.
@@ -133,6 +135,7 @@ pub enum StateDone {
     Floor { floor: Timestamp, result: std::result::Result<(), String> },
     LastScrub { result: std::result::Result<(), String> },
     LastDrill { result: std::result::Result<(), String> },
+    LastRotation { result: std::result::Result<(), String> },
     /// The orders as recorded now, if they changed.
     Orders(Option<vault_core::policy::orders::OrderState>),
     /// The policy of a bundle that was accepted and is durable; `None` if it was refused.
@@ -218,6 +221,10 @@ impl Default for LifecycleRuns {
 /// lifecycle's `sealed` flag).
 struct ExportRuns {
     running: bool,
+    /// When a medium of the rotation set was last written (from the state file at start).
+    last_rotation: Option<Timestamp>,
+    /// Whether the overdue rotation was alarmed (once until a medium is written).
+    rotation_overdue_said: bool,
     /// Media mounted so far: each gets its own mount point.
     mounts: u64,
     done_tx: mpsc::Sender<ExportsDone>,
@@ -229,12 +236,14 @@ struct ExportsDone {
     events: Vec<Event>,
     /// Export orders carried out (struck off the pending ones).
     done: Vec<String>,
+    /// When a rotation export was written, if one was.
+    rotated: Option<Timestamp>,
 }
 
 impl Default for ExportRuns {
     fn default() -> Self {
         let (done_tx, done_rx) = mpsc::channel(1);
-        ExportRuns { running: false, mounts: 0, done_tx, done_rx }
+        ExportRuns { running: false, last_rotation: None, rotation_overdue_said: false, mounts: 0, done_tx, done_rx }
     }
 }
 
@@ -297,9 +306,10 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
     }
 
     /// The state file's record of the last whole scrub and the last drill (at start).
-    pub fn set_last_checks(&mut self, scrub: Option<Timestamp>, drill: Option<(Timestamp, String)>) {
+    pub fn set_last_checks(&mut self, scrub: Option<Timestamp>, drill: Option<(Timestamp, String)>, rotation: Option<Timestamp>) {
         self.lifecycle.last_scrub = scrub;
         self.lifecycle.last_drill = drill;
+        self.exports.last_rotation = rotation;
     }
 
     /// Starts a lifecycle run if one is due and the rules let it run now (sealed, a trusted
@@ -392,9 +402,18 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             self.hand_to_state_writer(StateJob::LastDrill(started, summary));
             self.emit_status();
         }
+        let since = *self.started_at.get_or_insert(now);
+        if let Some(rotation) = self.gate.policy().and_then(|p| p.rotation.as_ref()) {
+            if !self.exports.rotation_overdue_said && rotation.is_overdue(self.exports.last_rotation, since, now) {
+                self.exports.rotation_overdue_said = true;
+                let last = self.exports.last_rotation.map_or("never since this vault started".to_string(), |t| format!("last at {t}"));
+                let detail = format!("no medium of the rotation set has been written for more than {} ({last}): insert the next medium of the set while the vault is sealed", rotation.every);
+                self.emit(Event::Alarm { rule: "rotation_overdue".into(), detail });
+            }
+        }
         let drill_rules = self.gate.policy().map(|p| p.drill).unwrap_or_default();
         let last_drill = self.lifecycle.last_drill.as_ref().map(|(at, _)| *at);
-        if !self.lifecycle.drill_overdue_said && vault_core::lifecycle::drill::is_overdue(last_drill, drill_rules, *self.started_at.get_or_insert(now), now) {
+        if !self.lifecycle.drill_overdue_said && vault_core::lifecycle::drill::is_overdue(last_drill, drill_rules, since, now) {
             self.lifecycle.drill_overdue_said = true;
             let since = last_drill.map_or_else(|| "no drill has finished since the daemon started".to_string(), |at| format!("the last finished at {at}"));
             let detail = format!("restore drill overdue: {since}, and one is due every {}. Drills run while the vault is sealed: leave it sealed long enough (a drill reads the drilled snapshots at up to 256 MiB/s)", drill_rules.every);
@@ -491,7 +510,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         self.feed(input).await;
     }
 
-    async fn on_stick(&mut self, report: UsbReport) {
+    pub(crate) async fn on_stick(&mut self, report: UsbReport) {
         match report {
             UsbReport::Inserted { device } => self.emit(Event::UsbInserted { device }),
             UsbReport::Removed { device } => self.emit(Event::UsbRemoved { device }),
@@ -519,9 +538,10 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             Err(e) => return self.emit(Event::MediumIgnored { source: device, reason: format!("medium: {e}; nothing written") }),
         };
         let sealed = self.gate.phase() == vault_core::link::gate::Phase::Sealed;
-        let (due, _) = vault_core::policy::orders::exports_for(&self.orders, &label.medium_id, now);
+        let rotation = self.gate.policy().and_then(|p| p.rotation.clone());
+        let wanted = crate::export::wanted(&label.medium_id, &self.orders, rotation.as_ref(), now);
         let refusal = match (&self.store_dir, &self.identity, &self.export_mount, self.gate.policy()) {
-            _ if due.is_empty() => Some("no export order names it".to_string()),
+            _ if wanted.is_err() => wanted.err(),
             _ if !sealed || self.gate.clock_fault() => Some("exports are written only while the vault is sealed and trusts its clock; insert it again outside the windows".to_string()),
             _ if self.exports.running => Some("another medium is being written; insert this one again when that one is done".to_string()),
             (Some(store), Some(identity), Some(mount), Some(policy)) => {
@@ -534,13 +554,13 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
                 tokio::task::spawn_blocking(move || {
                     let _exclusive = maintenance.blocking_write();
                     let report = match crate::usb::mount_medium(std::path::Path::new(&source), &mount_point) {
-                        Err(reason) => ExportsDone { events: vec![Event::MediumIgnored { source, reason }], done: Vec::new() },
+                        Err(reason) => ExportsDone { events: vec![Event::MediumIgnored { source, reason }], done: Vec::new(), rotated: None },
                         Ok(()) => {
-                            let job = crate::export::MediumJob { store: &store, medium: &mount_point, source: &source, vault_id: &vault_id, identity: &identity, go_on: &go_on, step_pause };
+                            let job = crate::export::MediumJob { store: &store, medium: &mount_point, source: &source, vault_id: &vault_id, identity: &identity, rotation: rotation.as_ref(), go_on: &go_on, step_pause };
                             let carried = crate::export::carry_out(&job, &orders, now);
                             crate::usb::unmount_medium(&mount_point);
                             let done = orders.pending_exports.iter().filter(|e| !carried.orders.pending_exports.iter().any(|left| left.id == e.id)).map(|e| e.id.clone()).collect();
-                            ExportsDone { events: carried.events, done }
+                            ExportsDone { events: carried.events, done, rotated: carried.rotated.then_some(now) }
                         }
                     };
                     let _ = done.blocking_send(report);
@@ -562,6 +582,11 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         if !report.done.is_empty() {
             self.orders.pending_exports.retain(|e| !report.done.contains(&e.id));
             self.hand_to_state_writer(StateJob::ExportsDone(report.done));
+        }
+        if let Some(at) = report.rotated {
+            self.exports.last_rotation = Some(at);
+            self.exports.rotation_overdue_said = false;
+            self.hand_to_state_writer(StateJob::LastRotation(at));
         }
     }
 
@@ -586,6 +611,8 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             StateDone::Orders(None) => {}
             StateDone::LastScrub { result: Ok(()) } => {}
             StateDone::LastScrub { result: Err(e) } => self.emit(Event::Alarm { rule: "scrub_time_not_persisted".into(), detail: format!("{e}; the next start scrubs again") }),
+            StateDone::LastRotation { result: Ok(()) } => {}
+            StateDone::LastRotation { result: Err(e) } => self.emit(Event::Alarm { rule: "rotation_time_not_persisted".into(), detail: format!("{e}; the next start may say the rotation is overdue early") }),
             StateDone::LastDrill { result: Ok(()) } => {}
             StateDone::LastDrill { result: Err(e) } => self.emit(Event::Alarm { rule: "drill_time_not_persisted".into(), detail: format!("{e}; the next start drills again") }),
             StateDone::Bundle(Some(policy)) => self.apply_policy(policy).await,

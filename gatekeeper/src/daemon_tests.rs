@@ -404,10 +404,10 @@ async fn a_drill_a_week_overdue_is_an_alarm_said_once_until_a_drill_finishes() {
     let mut h = harness(at(BASE));
     h.driver.apply_policy(policy(600, 660, false)).await;
     let overdue = |h: &Harness| kept(h).iter().filter(|e| e["rule"] == "drill_overdue").count();
-    h.driver.set_last_checks(None, Some((at(BASE - 96 * DAY), "3 snapshots: no errors".into())));
+    h.driver.set_last_checks(None, Some((at(BASE - 96 * DAY), "3 snapshots: no errors".into())), None);
     h.driver.on_lifecycle_done(crate::lifecycle::LifecycleReport::default());
     assert_eq!(overdue(&h), 0, "six days past due is not yet overdue");
-    h.driver.set_last_checks(None, Some((at(BASE - 98 * DAY), "3 snapshots: no errors".into())));
+    h.driver.set_last_checks(None, Some((at(BASE - 98 * DAY), "3 snapshots: no errors".into())), None);
     h.driver.on_lifecycle_done(crate::lifecycle::LifecycleReport::default());
     h.driver.on_lifecycle_done(crate::lifecycle::LifecycleReport::default());
     assert_eq!(overdue(&h), 1);
@@ -415,7 +415,7 @@ async fn a_drill_a_week_overdue_is_an_alarm_said_once_until_a_drill_finishes() {
     assert!(alarm["detail"].as_str().unwrap().contains(&at(BASE - 98 * DAY).to_string()), "{alarm}");
     // A drill finishes: the alarm may be said again the next time one is overdue.
     h.driver.on_lifecycle_done(crate::lifecycle::LifecycleReport { drilled: Some((at(BASE), "no errors".into())), ..Default::default() });
-    h.driver.set_last_checks(None, Some((at(BASE - 100 * DAY), "old".into())));
+    h.driver.set_last_checks(None, Some((at(BASE - 100 * DAY), "old".into())), None);
     h.driver.on_lifecycle_done(crate::lifecycle::LifecycleReport::default());
     assert_eq!(overdue(&h), 2);
 }
@@ -507,4 +507,43 @@ async fn a_purge_that_lapsed_is_said_once_and_deletes_nothing() {
     assert_eq!(events.iter().filter(|e| e["event"] == "purge_lapsed").count(), 1, "{events:#?}");
     assert!(!events.iter().any(|e| e["event"] == "purge_executed"));
     assert_eq!(nightly.left(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rotation_not_written_for_longer_than_its_cadence_and_a_day_is_an_alarm_said_once() {
+    let mut h = harness(at(BASE));
+    let doc = vault_core::export::rotation::RotationDoc {
+        media: vec!["0123456789abcdef0123456789abcdef".into()],
+        every: "1d".into(),
+        recipients: vec!["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p".into()],
+        datasets: vec!["db/pg".into()],
+        newest: None,
+        keep: None,
+        verify_share: None,
+    };
+    let rotation = vault_core::export::rotation::Rotation::from_doc(&doc, Duration::from_secs(DAY).unwrap()).unwrap();
+    h.driver.apply_policy(Policy { rotation: Some(rotation), ..policy(600, 660, false) }).await;
+    let overdue = |h: &Harness| kept(h).iter().filter(|e| e["rule"] == "rotation_overdue").count();
+    h.driver.set_last_checks(None, Some((at(BASE), "fine".into())), Some(at(BASE - DAY - DAY / 2)));
+    h.driver.on_lifecycle_done(crate::lifecycle::LifecycleReport::default());
+    assert_eq!(overdue(&h), 0, "a day and a half since the last: within the day's grace");
+    h.driver.set_last_checks(None, Some((at(BASE), "fine".into())), Some(at(BASE - 2 * DAY - 60)));
+    h.driver.on_lifecycle_done(crate::lifecycle::LifecycleReport::default());
+    h.driver.on_lifecycle_done(crate::lifecycle::LifecycleReport::default());
+    assert_eq!(overdue(&h), 1, "said once");
+    let alarm = kept(&h).into_iter().find(|e| e["rule"] == "rotation_overdue").unwrap();
+    assert!(alarm["detail"].as_str().unwrap().contains("insert the next medium of the set"), "{alarm}");
+
+    // A medium of the set inserted without a store to export from: said, nothing done.
+    let label = vault_core::export::medium::MediumLabel::new("0123456789abcdef0123456789abcdef", "weekly-a").unwrap().to_bytes();
+    h.driver.on_stick(crate::usb::UsbReport::Medium { device: "/dev/sdb1".into(), label: label.clone() }).await;
+    let ignored = kept(&h).into_iter().find(|e| e["event"] == "medium_ignored").unwrap();
+    assert!(ignored["reason"].as_str().unwrap().contains("no store, key or policy to export from"), "{ignored}");
+    // One nobody asked for, and one that is not a medium at all.
+    let other = vault_core::export::medium::MediumLabel::new("ffffffffffffffffffffffffffffffff", "spare").unwrap().to_bytes();
+    h.driver.on_stick(crate::usb::UsbReport::Medium { device: "/dev/sdc1".into(), label: other }).await;
+    h.driver.on_stick(crate::usb::UsbReport::Medium { device: "/dev/sdd1".into(), label: b"{\"format\":\"x\"}".to_vec() }).await;
+    let reasons: Vec<String> = kept(&h).into_iter().filter(|e| e["event"] == "medium_ignored").map(|e| e["reason"].as_str().unwrap().to_string()).collect();
+    assert!(reasons[1].contains("no export order names it, and it is not in the policy's rotation"), "{reasons:?}");
+    assert!(reasons[2].contains("medium: malformed medium label: missing field `medium_id`"), "{reasons:?}");
 }

@@ -109,7 +109,13 @@ pub enum Event {
     /// there: what it holds (`missing`: snapshots the order named that were no longer sealed).
     /// `adopted`: the vault sealed the medium with this export (its first use).
     /// `removed_unfinished`: exports a pulled medium or a stopped vault had left unfinished there.
-    ExportWritten { order: String, export: String, medium: String, medium_name: String, adopted: bool, snapshots: Vec<String>, missing: Vec<String>, packs: usize, files: usize, bytes: u64, took_ms: u64, removed_unfinished: Vec<String> },
+    /// `rotation`: written for the policy's rotation (`order` is then the rotation's hash).
+    ExportWritten { order: String, rotation: bool, export: String, medium: String, medium_name: String, adopted: bool, snapshots: Vec<String>, missing: Vec<String>, packs: usize, files: usize, bytes: u64, took_ms: u64, removed_unfinished: Vec<String> },
+    /// A medium that came back was checked before anything on it was replaced: its exports, the
+    /// files and bytes re-hashed, and every problem found (none: as the vault wrote it).
+    MediumVerified { medium: String, medium_name: String, exports: Vec<String>, files: usize, bytes: u64, problems: Vec<String> },
+    /// A rotation's new export was read back, and these older ones were removed (beyond `keep`).
+    ExportsRemoved { medium: String, medium_name: String, exports: Vec<String>, keep: u32 },
     /// Test hook only (`vault.seal_step_pause_ms`): an export's file is durable on the medium.
     ExportStep { file: String },
     /// An export order could not be carried out on this medium, and why; nothing sealed was

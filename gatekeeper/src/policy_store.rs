@@ -138,23 +138,31 @@ pub fn apply_order(baked_root: &TrustRoot, state_dir: &Path, source: &str, bytes
     outcome
 }
 
-/// Carries out the exports pending for the medium mounted at `medium` and records the order
-/// state they leave (see [`crate::export`]). Fails when any export failed (its events say why).
+/// Carries out what is waiting for the medium mounted at `medium` (export orders, the policy's
+/// rotation) and records the state it leaves (see [`crate::export`]). Fails when anything
+/// failed or was refused (its events say why).
 pub fn carry_out_exports(baked_root: &TrustRoot, state_dir: &Path, store: &Path, medium: &Path, identity: &crate::identity::VaultIdentity, now: vault_core::units::Timestamp, events: &mut EventLog) -> Result<()> {
     let mut state = load_state(state_dir)?;
     let root = state.current_root(baked_root)?;
+    let policy = load_accepted(baked_root, state_dir)?;
     let (source, go_on) = (medium.display().to_string(), std::sync::atomic::AtomicBool::new(true));
-    let job = crate::export::MediumJob { store, medium, source: &source, vault_id: &root.vault_id, identity, go_on: &go_on, step_pause: std::time::Duration::ZERO };
+    let rotation = policy.as_ref().and_then(|p| p.rotation.as_ref());
+    let job = crate::export::MediumJob { store, medium, source: &source, vault_id: &root.vault_id, identity, rotation, go_on: &go_on, step_pause: std::time::Duration::ZERO };
     let carried = crate::export::carry_out(&job, &state.orders, now);
-    if carried.orders != state.orders {
+    if carried.orders != state.orders || carried.rotated {
         state.orders = carried.orders;
+        if carried.rotated {
+            state.last_rotation = Some(now);
+        }
         vault_io::write_atomic(&state_dir.join(STATE_FILE), &state.to_bytes(), 0o600)?;
     }
     let mut failed = None;
     for event in &carried.events {
         events.emit(now, event);
-        if let Event::ExportFailed { reason, .. } | Event::MediumIgnored { reason, .. } = event {
-            failed = Some(reason.clone());
+        match event {
+            Event::ExportFailed { reason, .. } | Event::MediumIgnored { reason, .. } => failed = Some(reason.clone()),
+            Event::Alarm { detail, .. } => failed = Some(detail.clone()),
+            _ => {}
         }
     }
     match failed {

@@ -218,6 +218,15 @@ fn start_state_writer(root_path: PathBuf, state_dir: PathBuf, mut events: EventL
                     };
                     StateDone::Orders(write().ok())
                 }
+                StateJob::LastRotation(at) => {
+                    let write = || -> Result<()> {
+                        let mut state = policy_store::load_state(&state_dir)?;
+                        state.last_rotation = Some(at);
+                        vault_io::write_atomic(&state_dir.join(STATE_FILE), &state.to_bytes(), 0o600)?;
+                        Ok(())
+                    };
+                    StateDone::LastRotation { result: write().map_err(|e| e.to_string()) }
+                }
                 StateJob::LastDrill(at, summary) => {
                     let write = || -> Result<()> {
                         let mut state = policy_store::load_state(&state_dir)?;
@@ -373,7 +382,7 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
     driver.store = services.store;
     driver.maintenance = services.maintenance;
     driver.step_pause = services.step_pause;
-    driver.set_last_checks(state.last_scrub, state.last_drill.clone());
+    driver.set_last_checks(state.last_scrub, state.last_drill.clone(), state.last_rotation);
     driver.identity = services.identity;
     driver.orders = state.orders.clone();
     driver.events = events;

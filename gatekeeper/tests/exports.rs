@@ -174,3 +174,90 @@ fn one_admin_orders_an_export_the_vault_writes_it_and_it_restores_byte_for_byte_
     let said = text(&out);
     assert!(!out.status.success() && said.contains("PROBLEM store/packs/") && said.contains("do not match what the vault signed"), "{said}");
 }
+
+/// A policy with a rotation of `media`, signed by alice and bob and applied.
+fn apply_rotation_policy(site: &Site, media: &[&str], recipient: &str) {
+    let pusher = text(&run(site.vaultctl().args(["key", "gen", "--out"]).arg(site.path("db01"))));
+    let pusher_key = pusher.lines().find(|l| l.starts_with("ed25519:")).unwrap().trim().to_string();
+    let expires = vault_core::units::Timestamp::from_unix(vault_io::clock_now().unix() + 30 * 86_400).unwrap();
+    let media: Vec<String> = media.iter().map(|m| format!("\"{m}\"")).collect();
+    let toml = format!(
+        "vault_id = \"vault-01\"\nversion = 1\nexpires = \"{expires}\"\n\n[network]\ninterface = \"eth0\"\naddress = \"192.0.2.10/24\"\nport = 7400\n\n\
+         [[window]]\nfrom = \"2030-01-01T00:00:00Z\"\nuntil = \"2030-01-01T01:00:00Z\"\n\n\
+         [[pusher]]\nname = \"db01\"\nkey = \"{pusher_key}\"\nquota = \"1GiB\"\nretain = \"30d\"\n\n\
+         [rotation]\nmedia = [{}]\nevery = \"1d\"\nrecipients = [\"{recipient}\"]\ndatasets = [\"db01/pg\"]\nkeep = 1\nverify_share = 1\n",
+        media.join(", ")
+    );
+    std::fs::write(site.path("policy.toml"), toml).unwrap();
+    run(site.vaultctl().args(["policy", "sign", "--root"]).arg(site.path("root.toml")).arg("--key").arg(site.path("alice.key")).arg(site.path("policy.toml")).arg("--out").arg(site.path("policy.bundle")));
+    run(site.vaultctl().args(["policy", "sign", "--root"]).arg(site.path("root.toml")).arg("--key").arg(site.path("bob.key")).arg(site.path("policy.bundle")).arg("--out").arg(site.path("policy.bundle")));
+    run(site.gatekeeper().arg("apply-bundle").arg(site.path("policy.bundle")));
+}
+
+fn events_of(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).collect()
+}
+
+#[test]
+fn a_rotation_medium_is_verified_when_it_returns_replaced_only_after_and_refused_when_tampered() {
+    let (site, vault_key, medium) = site();
+    let recipient = age_identity(&site);
+    apply_rotation_policy(&site, &[&medium], &recipient);
+    let exports = || -> Vec<String> {
+        let mut ids: Vec<String> = std::fs::read_dir(site.path("medium/vault-exports")).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        ids.sort();
+        ids
+    };
+
+    // First use: no order, the rotation names it; the newest night goes.
+    let out = run(site.gatekeeper().arg("export").arg("--medium").arg(site.path("medium")));
+    let first = Site::last_event(&out);
+    assert_eq!((first["event"].as_str(), first["rotation"].as_bool(), first["snapshots"].as_array().map(Vec::len)), (Some("export_written"), Some(true), Some(1)), "{first}");
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(site.path("state/state.json")).unwrap()).unwrap();
+    assert!(state["last_rotation"].is_string(), "{state}");
+
+    // It comes back: verified whole, a new export written, and only then the old one removed.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = run(site.gatekeeper().arg("export").arg("--medium").arg(site.path("medium")));
+    let events = events_of(&out);
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(kinds, vec!["medium_verified", "export_written", "exports_removed"], "{events:?}");
+    assert_eq!(events[0]["problems"], serde_json::json!([]), "{}", events[0]);
+    assert_eq!(events[0]["exports"], serde_json::json!([first["export"]]));
+    assert_eq!(events[2]["exports"], serde_json::json!([first["export"]]));
+    assert_eq!(exports(), vec![events[1]["export"].as_str().unwrap().to_string()]);
+    let verified = text(&run(site.vaultctl().args(["export", "verify", "--vault-key", &vault_key]).arg(site.path("medium"))));
+    assert!(verified.contains("every file as signed"), "{verified}");
+
+    // Tampered while away (one byte of a pack, and a file planted): refused with an alarm,
+    // nothing overwritten, removed or added.
+    let before = exports();
+    let dir = site.path("medium/vault-exports").join(&before[0]);
+    let pack = files_under(&dir).into_iter().find(|p| p.to_string_lossy().ends_with(".pack.age")).unwrap();
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes[60] ^= 0x80;
+    std::fs::write(&pack, &bytes).unwrap();
+    std::fs::write(dir.join("store/README.txt"), b"run me").unwrap();
+    let out = site.gatekeeper().arg("export").arg("--medium").arg(site.path("medium")).output().unwrap();
+    assert!(!out.status.success());
+    let events = events_of(&out);
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(kinds, vec!["medium_verified", "alarm"], "{events:?}");
+    let problems = events[0]["problems"].as_array().unwrap();
+    assert!(problems.iter().any(|p| p.as_str().unwrap().contains(".pack.age: hashes to")), "{problems:?}");
+    assert!(problems.iter().any(|p| p.as_str().unwrap().contains("store/README.txt: is not in the signed manifest")), "{problems:?}");
+    assert_eq!(events[1]["rule"], "medium_tampered");
+    assert!(events[1]["detail"].as_str().unwrap().contains("nothing on it was overwritten or removed"), "{}", events[1]);
+    assert_eq!(exports(), before);
+    assert_eq!(std::fs::read(&pack).unwrap(), bytes, "the evidence is left as it came");
+
+    // A medium sealed by another vault (same label copied onto it) is refused the same way.
+    std::fs::write(&pack, { let mut b = bytes.clone(); b[60] ^= 0x80; b }).unwrap();
+    std::fs::remove_file(dir.join("store/README.txt")).unwrap();
+    let stranger = SigningKey::from_pkcs8(ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap().as_ref()).unwrap();
+    let label = vault_core::export::medium::MediumLabel::from_bytes(&std::fs::read(site.path("medium/vault-medium.json")).unwrap()).unwrap();
+    std::fs::write(site.path("medium/vault-medium.seal"), vault_core::export::medium::MediumSeal::sign("vault-01", &label, vault_core::units::Timestamp::EPOCH, &stranger).to_file_bytes()).unwrap();
+    let out = site.gatekeeper().arg("export").arg("--medium").arg(site.path("medium")).output().unwrap();
+    assert!(!out.status.success() && text(&out).contains("its signature does not verify"), "{}", text(&out));
+    assert_eq!(exports(), before);
+}

@@ -144,6 +144,23 @@ pub fn copy_log(store: &Path, size: u64, put: &mut dyn FnMut(&str, &[u8]) -> Res
     Ok(())
 }
 
+/// Whether `checkpoint` (a signed note from elsewhere: an export, a receipt) describes a prefix
+/// of the log under `store`: signed by `key`, no longer than the log, and its root the log's
+/// root at that size. `Err` says how it is not.
+pub fn is_prefix(store: &Path, checkpoint: &[u8], key: &PublicKey) -> std::result::Result<(), String> {
+    let theirs = Checkpoint::open(checkpoint, key).map_err(|e| format!("its checkpoint does not verify: {e}"))?;
+    let ours = read_checkpoint(store).map_err(|e| e.to_string())?.ok_or("the vault's log has no checkpoint yet")?;
+    let ours = Checkpoint::open(&ours, key).map_err(|e| format!("the vault's own checkpoint does not verify: {e}"))?;
+    if theirs.size > ours.size {
+        return Err(format!("its checkpoint has {} entries, the vault's log {}: the vault's log was rewound, or the checkpoint is not this log's", theirs.size, ours.size));
+    }
+    let root = tree_hash(store, theirs.size).map_err(|e| e.to_string())?;
+    if root != theirs.root {
+        return Err(format!("its checkpoint of {} entries does not match the vault's log at that size: the log was forked", theirs.size));
+    }
+    Ok(())
+}
+
 /// The newest signed restore drill report among the log's first `size` entries, verified under
 /// `key` (a report that does not verify is an error: the log holds only what the vault wrote).
 pub fn last_drill_report(store: &Path, size: u64, key: &PublicKey) -> Result<Option<vault_core::keys::SignedDoc>> {

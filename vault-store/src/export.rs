@@ -510,6 +510,77 @@ fn hash_uncached(path: &Path, expected: u64) -> std::result::Result<(u64, String
     Ok((len, hex(hash.finish().as_ref())))
 }
 
+/// What a returning medium's export came to when it was checked (see [`verify_returning`]).
+#[derive(Debug, Clone)]
+pub struct Returned {
+    pub export_id: String,
+    pub files_checked: usize,
+    pub bytes_checked: u64,
+    pub problems: Vec<Problem>,
+}
+
+/// The finished exports on a medium (`vault-exports/<id>`), by id; unfinished ones are not
+/// listed. Bounded like an export's files.
+pub fn exports_on(medium: &Path) -> Result<Vec<String>> {
+    let dir = medium.join(EXPORTS_DIR);
+    let entries = match std::fs::read_dir(&dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        other => other.map_err(|e| io_error(&dir, e))?,
+    };
+    let mut ids = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with('.') {
+            ids.push(name);
+        }
+        if ids.len() > MAX_EXPORT_FILES {
+            return Err(ExportError::Medium(format!("{} holds more than {MAX_EXPORT_FILES} entries; not a medium this vault wrote", dir.display())).into());
+        }
+    }
+    ids.sort();
+    Ok(ids)
+}
+
+/// Checks every finished export a medium brought back before anything on it is replaced: its
+/// signed manifest, every file but the packs and a rotating share of the packs, its receipts
+/// and log, its medium id, and its checkpoint against the vault's own log (a prefix of it).
+pub fn verify_returning(medium: &Path, medium_id: &str, store: &Path, vault_key: &PublicKey, share: Share) -> Result<Vec<Returned>> {
+    let mut returned = Vec::new();
+    for id in exports_on(medium)? {
+        let dir = medium.join(EXPORTS_DIR).join(&id);
+        let (files_checked, bytes_checked, mut problems) = match check_export(&dir, vault_key, share) {
+            Ok(checked) => {
+                let mut problems = checked.problems;
+                if checked.manifest.export_id != id {
+                    problems.push(Problem { path: MANIFEST_FILE.into(), reason: format!("names export {}, it lies in {id}", checked.manifest.export_id) });
+                }
+                if checked.manifest.medium_id != medium_id {
+                    problems.push(Problem { path: MANIFEST_FILE.into(), reason: format!("was written for medium {}, this is {medium_id}", checked.manifest.medium_id) });
+                }
+                if let Err(reason) = audit::is_prefix(store, checked.manifest.checkpoint.as_bytes(), vault_key) {
+                    problems.push(Problem { path: format!("store/{}/{}", audit::LOG_DIR, audit::CHECKPOINT_FILE), reason });
+                }
+                (checked.files_checked, checked.bytes_checked, problems)
+            }
+            Err(e) => (0, 0, vec![Problem { path: MANIFEST_FILE.into(), reason: e.to_string() }]),
+        };
+        problems.truncate(16);
+        returned.push(Returned { export_id: id, files_checked, bytes_checked, problems });
+    }
+    Ok(returned)
+}
+
+/// Removes exports from a medium (a rotation's oldest, once a newer one is read back).
+pub fn remove_exports(medium: &Path, ids: &[String]) -> Result<()> {
+    let exports = medium.join(EXPORTS_DIR);
+    for id in ids {
+        vault_core::canonical::check_identifier("export id", id)?;
+        let dir = exports.join(id);
+        std::fs::remove_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
+    }
+    crate::writer::sync_dir(&exports)
+}
+
 /// Decrypts what `snapshots` need from the export in `dir` into a store at `scratch` (created,
 /// must not exist): their manifests and receipts, every index, and only the packs their chunks
 /// are in. Nothing is trusted for being there: the store is read like any other, every receipt

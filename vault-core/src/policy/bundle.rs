@@ -328,6 +328,7 @@ pub fn verify(bundle: &[u8], baked_root: &TrustRoot, state: &VaultState, at: Jud
         last_scrub: state.last_scrub,
         last_drill: state.last_drill.clone(),
         orders: state.orders.clone(),
+        last_rotation: state.last_rotation,
     };
     Ok(Verified {
         policy,

@@ -29,6 +29,8 @@ pub struct VaultState {
     pub last_drill: Option<(Timestamp, String)>,
     /// Holds in force, purges waiting, the serial floor of each kind of order.
     pub orders: OrderState,
+    /// When a medium of the policy's rotation set was last written (vault time).
+    pub last_rotation: Option<Timestamp>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,11 +48,13 @@ pub struct StateDoc {
     pub last_drill_result: Option<String>,
     #[serde(default, skip_serializing_if = "OrderState::is_empty")]
     pub orders: OrderState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_rotation: Option<String>,
 }
 
 impl Default for VaultState {
     fn default() -> Self {
-        VaultState { accepted_version: 0, time_floor: Timestamp::EPOCH, rotated_root: None, last_scrub: None, last_drill: None, orders: OrderState::default() }
+        VaultState { accepted_version: 0, time_floor: Timestamp::EPOCH, rotated_root: None, last_scrub: None, last_drill: None, orders: OrderState::default(), last_rotation: None }
     }
 }
 
@@ -69,6 +73,7 @@ impl VaultState {
                 _ => return Err(invalid("last_drill", "a drill's time and result go together")),
             },
             orders: doc.orders.clone(),
+            last_rotation: doc.last_rotation.as_deref().map(|t| Timestamp::parse(t).map_err(|reason| invalid("last_rotation", reason))).transpose()?,
         })
     }
 
@@ -81,6 +86,7 @@ impl VaultState {
             last_drill: self.last_drill.as_ref().map(|(at, _)| at.to_string()),
             last_drill_result: self.last_drill.as_ref().map(|(_, result)| result.clone()),
             orders: self.orders.clone(),
+            last_rotation: self.last_rotation.map(|t| t.to_string()),
         })
     }
 
@@ -119,6 +125,7 @@ mod tests {
             last_scrub: Some(Timestamp::parse("2026-11-20T00:00:00Z").unwrap()),
             last_drill: Some((Timestamp::parse("2026-11-21T00:00:00Z").unwrap(), "3 snapshots: no errors".into())),
             orders: OrderState::default(),
+            last_rotation: Some(Timestamp::parse("2026-11-22T00:00:00Z").unwrap()),
         };
         assert_eq!(VaultState::from_bytes(&state.to_bytes()).unwrap(), state);
         let err = VaultState::from_bytes(br#"{"accepted_version":1,"time_floor":"2026-11-25T00:00:00Z","x":1}"#).unwrap_err();
