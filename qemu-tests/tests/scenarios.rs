@@ -737,5 +737,37 @@ fn an_export_order_writes_an_encrypted_copy_onto_a_usb_disk_that_survives_a_pull
     let snapshot = pushed["snapshot"].as_str().unwrap();
     qemu_tests::run_ok(std::process::Command::new(&vaultctl).args(["restore", "--vault-key", &vault_key, "--snapshot", snapshot, "--identity"]).arg(&identity).arg("--export").arg(&export_dir).arg("--to").arg(&to));
     assert_eq!(describe(&to), describe(&tree), "the export restores the pushed tree byte for byte");
+
+    // Tampered with while away (one byte of a pack changed on the disk), then brought back
+    // for another export: refused with an alarm, nothing written or removed.
+    let image = format!("{}@@1M", medium.display());
+    let pack_name = pack.file_name().unwrap().to_string_lossy().into_owned();
+    let on_medium = format!("::/vault-exports/{}/store/packs/{pack_name}", written["export"].as_str().unwrap());
+    let mut bytes = std::fs::read(&pack).unwrap();
+    bytes[200] ^= 0x01;
+    let tampered = box_.bench.dir.join("tampered.age");
+    std::fs::write(&tampered, &bytes).unwrap();
+    qemu_tests::run_ok(std::process::Command::new("mcopy").args(["-o", "-i", &image]).arg(&tampered).arg(&on_medium));
+    let again = box_.bench.order("export2", &["--kind", "export", "--serial", "2", "--dataset", "db-backup/pgdump", "--medium", &medium_id, "--recipient", &recipient, "--reason", "next week"], &["alice", "bob"]);
+    let stick = box_.bench.order_stick("orders2", &[again]);
+    let id = box_.vm.plug_stick(&stick);
+    box_.vm.wait_event("order_accepted", EVENT_WAIT);
+    box_.vm.unplug_stick(&id);
+    let disk = box_.vm.plug_usb_disk(&medium, true);
+    let verified = box_.vm.wait_event("medium_verified", Duration::from_secs(240));
+    let alarm = box_.vm.wait_for("the tamper alarm", EVENT_WAIT, |e| e["event"] == "alarm" && e["rule"] == "medium_tampered");
+    box_.vm.unplug_stick(&disk);
+    println!("medium_verified: {verified}");
+    assert!(verified["problems"].as_array().is_some_and(|p| p.iter().any(|p| p.as_str().unwrap_or_default().contains(&format!("{pack_name}: hashes to")))), "{verified}");
+    assert!(alarm["detail"].as_str().unwrap_or_default().contains("nothing on it was overwritten or removed"), "{alarm}");
+    assert!(!box_.vm.events().iter().any(|e| e["event"] == "export_written" && e["order"] != written["order"]), "nothing new was written");
+    let after = box_.bench.dir.join("medium-files-after");
+    medium_files(&medium, &after);
+    let listed = |dir: &Path| {
+        let mut names: Vec<_> = std::fs::read_dir(dir.join("vault-exports")).unwrap().flatten().map(|e| e.file_name()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(listed(&after), listed(&copied), "the medium holds what it held");
     box_.vm.pass();
 }
