@@ -6,7 +6,11 @@
 #   2. initial push vs initial rsync (best of two rounds each); sha256sum over the same files;
 #   3. 1% of the data changed; incremental push (with its cache) vs incremental rsync;
 #   4. 8 concurrent pushes (one per part) into a fresh store: the gatekeeper's peak RSS;
-#   5. the lifecycle on 1000 snapshots and 1 M chunks: scrub vs sha256sum, garbage collection.
+#   5. getting the initial snapshot back: restore from the store, an export written onto a
+#      medium (a directory on the same disk), restore from that export, against `tar x` of
+#      the same tree on the same disk;
+#   6. the lifecycle on 1000 snapshots and 1 M chunks: scrub vs sha256sum, garbage collection;
+#   7. a stolen pusher key's flood against the gatekeeper's memory.
 # Prints throughput and ratios; the targets are in issue 4 and README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -247,12 +251,59 @@ print(f"RATIO ingest / sha256sum rate            {sha / push1:.2f}x   (target >=
 print(f"RSS   gatekeeper peak, 8 pushes          {rss_kb / 1024:.1f} MiB (target <= 64)")
 PY
 
-# ---- 5. the lifecycle: scrub against sha256sum on the same packs, and garbage collection ------
+# ---- 5. restore from the store and from an export, against tar x on the same disk -----------
+# The round-2 store holds the incremental snapshot (the dataset as it is now). Exported with the real tools: an export order
+# signed by both admins, `gatekeeper export` onto a medium's files (a directory: the label taken
+# out of a `vaultctl media init` image), then `vaultctl restore --export` with an age identity.
+SNAP=$(python3 -c "import json; print(json.load(open('$WORK/push2.json'))['snapshot'])")
+STORE2=$WORK/vault/store-round2
+rm -rf "$WORK/restore-tar" "$WORK/restore-store" "$WORK/restore-export" "$WORK/medium" "$WORK/medium.img" "$WORK/data.tar"
+mkdir -p "$WORK/restore-tar" "$WORK/medium"
+echo "== tar of the dataset (untimed), then tar x"
+tar cf "$WORK/data.tar" -C "$DATA" .
+settle; t0=$(now); tar xf "$WORK/data.tar" -C "$WORK/restore-tar"; sync; t1=$(now)
+TARX=$(elapsed "$t0" "$t1")
+settle; echo "== restore from the store"
+t0=$(now); "$VC" restore --store "$STORE2" --snapshot "$SNAP" --vault-key "$VAULT_KEY" --to "$WORK/restore-store" >/dev/null; sync; t1=$(now)
+RESTORE_STORE=$(elapsed "$t0" "$t1")
+MEDIUM_ID=$("$VC" media init --out "$WORK/medium.img" --label bench --size 64MiB 2>/dev/null)
+mcopy -i "$WORK/medium.img@@1M" ::/vault-medium.json "$WORK/medium/"
+age-keygen -o "$WORK/restore.key" 2>/dev/null
+RECIPIENT=$(age-keygen -y "$WORK/restore.key")
+( cd "$KEYS"
+  rm -f export.order
+  "$VC" order new --root root.toml --kind export --serial "$(date +%s)" --snapshot "$SNAP" --medium "$MEDIUM_ID" --recipient "$RECIPIENT" --reason bench --out export.order 2>/dev/null
+  "$VC" order sign --root root.toml --key alice.key export.order --out export.order 2>/dev/null
+  "$VC" order sign --root root.toml --key bob.key export.order --out export.order 2>/dev/null )
+"$GK" --root "$KEYS/root.toml" --state "$WORK/vault/state" apply-order "$KEYS/export.order" >/dev/null
+settle; echo "== export onto the medium"
+t0=$(now); "$GK" --root "$KEYS/root.toml" --state "$WORK/vault/state" --store "$STORE2" export --medium "$WORK/medium" > "$WORK/export.log"; sync; t1=$(now)
+EXPORT=$(elapsed "$t0" "$t1")
+EXPORT_DIR=$(ls -d "$WORK"/medium/vault-exports/*/ | head -1)
+settle; echo "== restore from the export"
+t0=$(now); "$VC" restore --export "$EXPORT_DIR" --identity "$WORK/restore.key" --snapshot "$SNAP" --vault-key "$VAULT_KEY" --to "$WORK/restore-export" >/dev/null; sync; t1=$(now)
+RESTORE_EXPORT=$(elapsed "$t0" "$t1")
+diff -r "$DATA" "$WORK/restore-export" >/dev/null || { echo "the export did not restore the dataset"; exit 1; }
+python3 - <<PY
+bytes_, tarx, store, export, from_export = $BYTES, $TARX, $RESTORE_STORE, $EXPORT, $RESTORE_EXPORT
+mb = lambda s: bytes_ / s / 1e6
+print()
+print(f"tar x                 {tarx:7.2f} s  {mb(tarx):7.1f} MB/s")
+print(f"restore from store    {store:7.2f} s  {mb(store):7.1f} MB/s")
+print(f"export onto a medium  {export:7.2f} s  {mb(export):7.1f} MB/s  (chunks re-hashed, age-encrypted, read back)")
+print(f"restore from export   {from_export:7.2f} s  {mb(from_export):7.1f} MB/s  (decrypted into a scratch store, then restored)")
+print()
+print(f"RATIO restore from store / tar x time    {store / tarx:.2f}x")
+print(f"RATIO restore from export / tar x time   {from_export / tarx:.2f}x")
+PY
+rm -rf "$WORK/restore-tar" "$WORK/restore-store" "$WORK/restore-export" "$WORK/data.tar"
+
+# ---- 6. the lifecycle: scrub against sha256sum on the same packs, and garbage collection ------
 # 1000 snapshots of 1000 new 1 KiB chunks each (1 M chunks); half expire, then a collection.
 echo "== lifecycle: 1000 snapshots, 1 M chunks"
 target/release/lifecycle-bench "$WORK/lifecycle" "${LIFECYCLE_SNAPSHOTS:-1000}" "${LIFECYCLE_CHUNKS:-1000}" 1024
 
-# ---- 6. a stolen pusher key against the daemon's memory -------------------------------------
+# ---- 7. a stolen pusher key against the daemon's memory -------------------------------------
 # 16 concurrent hostile sessions, each staging the most new chunks a session may (4-byte
 # chunks) and committing a maximal manifest, then one chunk too many: the gatekeeper's peak
 # RSS (target <= 256 MiB; one session's <= 128 MiB is checked by make test with two).
