@@ -109,7 +109,7 @@ fn verify_what_came_back(job: &MediumJob<'_>, label: &MediumLabel, now: Timestam
         1 => Share::All,
         of => Share::Rotating { turn: Rotation::share_turn(now), of: u64::from(of) },
     };
-    let returned = match verify_returning(job.medium, &label.medium_id, job.store, &job.identity.public, share) {
+    let returned = match verify_returning(job.medium, &label.medium_id, job.store, &job.identity.public, share, job.go_on) {
         Ok(returned) => returned,
         Err(e) => {
             events.push(Event::Alarm { rule: "medium_refused".into(), detail: format!("medium {} ({}): its exports could not be checked ({e}); nothing written or removed", label.name, label.medium_id) });

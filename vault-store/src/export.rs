@@ -31,9 +31,10 @@ use std::io::{BufWriter, Read, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use vault_core::audit::checkpoint::Checkpoint;
-use vault_core::export::manifest::{check_path, ExportManifest, ExportedFile, ExportedSnapshot, ENCRYPTED_SUFFIX, EXPORTS_DIR, FORMAT, MANIFEST_FILE, MAX_EXPORT_FILES, MAX_MANIFEST_BYTES, PARTIAL_SUFFIX};
+use vault_core::export::manifest::{check_path, ExportManifest, ExportedFile, ExportedSnapshot, ENCRYPTED_SUFFIX, EXPORTS_DIR, FORMAT, MANIFEST_FILE, MAX_EXPORTS_PER_MEDIUM, MAX_EXPORT_FILES, MAX_MANIFEST_BYTES, PARTIAL_SUFFIX};
 use vault_core::export::medium::{adoption, Adoption, MediumLabel, MediumSeal, LABEL_FILE, MAX_MEDIUM_FILE_BYTES, SEAL_FILE};
 use vault_core::export::selection::{select, Sealed};
 use vault_core::keys::{hex, PublicKey, SignedDoc, SigningKey};
@@ -83,7 +84,7 @@ pub struct ExportJob<'a> {
     pub nonce: [u8; 4],
     /// Cleared when the export must stop (the vault is leaving Sealed): checked before every
     /// file, and the export is abandoned unfinished.
-    pub go_on: &'a std::sync::atomic::AtomicBool,
+    pub go_on: &'a AtomicBool,
     /// Called with each file's path once it is durable (the daemon's test hook says it and
     /// pauses there, so a test can pull the medium mid-write).
     pub after_file: &'a dyn Fn(&str),
@@ -294,7 +295,7 @@ struct ExportWriter<'a> {
     root: PathBuf,
     files: Vec<ExportedFile>,
     recipients: Vec<age::x25519::Recipient>,
-    go_on: &'a std::sync::atomic::AtomicBool,
+    go_on: &'a AtomicBool,
     after_file: &'a dyn Fn(&str),
 }
 
@@ -303,7 +304,7 @@ impl ExportWriter<'_> {
     /// asked, and lists the file once it is durable.
     fn create(&mut self, rel: &str, encrypt: bool, fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<()> {
         check_path("export file", rel)?;
-        if !self.go_on.load(std::sync::atomic::Ordering::SeqCst) {
+        if !self.go_on.load(Ordering::SeqCst) {
             return Err(ExportError::Refused("stopped before it was finished: the vault left Sealed (a window opened); the unfinished export is removed the next time the medium is inserted".into()).into());
         }
         let path = self.root.join(rel);
@@ -411,6 +412,12 @@ pub struct ExportCheck {
 /// receipt, and the audit log against the checkpoint the manifest signs. An export whose
 /// manifest does not verify is an error; anything else wrong is a [`Problem`].
 pub fn check_export(dir: &Path, vault_key: &PublicKey, share: Share) -> Result<ExportCheck> {
+    check_export_while(dir, vault_key, share, &AtomicBool::new(true))
+}
+
+/// [`check_export`], given up (an error) once `go_on` is cleared: the vault does not hold its
+/// store for a medium while a window wants to open.
+fn check_export_while(dir: &Path, vault_key: &PublicKey, share: Share, go_on: &AtomicBool) -> Result<ExportCheck> {
     let manifest_path = dir.join(MANIFEST_FILE);
     let bytes = vault_io::read_bounded(&manifest_path, MAX_MANIFEST_BYTES)?;
     let signed = SignedDoc::from_file_bytes(&bytes, MAX_MANIFEST_BYTES, "export manifest")?;
@@ -434,6 +441,9 @@ pub fn check_export(dir: &Path, vault_key: &PublicKey, share: Share) -> Result<E
                     continue;
                 }
             }
+        }
+        if !go_on.load(Ordering::SeqCst) {
+            return Err(stopped_checking());
         }
         files_checked += 1;
         match hash_uncached(&dir.join(&file.path), file.bytes) {
@@ -533,8 +543,8 @@ pub fn exports_on(medium: &Path) -> Result<Vec<String>> {
         if !name.starts_with('.') {
             ids.push(name);
         }
-        if ids.len() > MAX_EXPORT_FILES {
-            return Err(ExportError::Medium(format!("{} holds more than {MAX_EXPORT_FILES} entries; not a medium this vault wrote", dir.display())).into());
+        if ids.len() > MAX_EXPORTS_PER_MEDIUM {
+            return Err(ExportError::Medium(format!("{} holds more than {MAX_EXPORTS_PER_MEDIUM} exports; not a medium this vault wrote, nothing read", dir.display())).into());
         }
     }
     ids.sort();
@@ -544,11 +554,15 @@ pub fn exports_on(medium: &Path) -> Result<Vec<String>> {
 /// Checks every finished export a medium brought back before anything on it is replaced: its
 /// signed manifest, every file but the packs and a rotating share of the packs, its receipts
 /// and log, its medium id, and its checkpoint against the vault's own log (a prefix of it).
-pub fn verify_returning(medium: &Path, medium_id: &str, store: &Path, vault_key: &PublicKey, share: Share) -> Result<Vec<Returned>> {
+pub fn verify_returning(medium: &Path, medium_id: &str, store: &Path, vault_key: &PublicKey, share: Share, go_on: &AtomicBool) -> Result<Vec<Returned>> {
     let mut returned = Vec::new();
     for id in exports_on(medium)? {
         let dir = medium.join(EXPORTS_DIR).join(&id);
-        let (files_checked, bytes_checked, mut problems) = match check_export(&dir, vault_key, share) {
+        let checked = check_export_while(&dir, vault_key, share, go_on);
+        if !go_on.load(Ordering::SeqCst) {
+            return Err(stopped_checking());
+        }
+        let (files_checked, bytes_checked, mut problems) = match checked {
             Ok(checked) => {
                 let mut problems = checked.problems;
                 if checked.manifest.export_id != id {
@@ -568,6 +582,10 @@ pub fn verify_returning(medium: &Path, medium_id: &str, store: &Path, vault_key:
         returned.push(Returned { export_id: id, files_checked, bytes_checked, problems });
     }
     Ok(returned)
+}
+
+fn stopped_checking() -> StoreError {
+    ExportError::Refused("the check of a returning medium stopped: the vault left Sealed (a window opened); insert it again later".into()).into()
 }
 
 /// Removes exports from a medium (a rotation's oldest, once a newer one is read back).

@@ -23,6 +23,7 @@ static GO_ON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new
 
 struct Fixture {
     dir: tempfile::TempDir,
+    pkcs8: Vec<u8>,
     key: SigningKey,
     identity: age::x25519::Identity,
     ids: Vec<String>,
@@ -32,8 +33,13 @@ impl Fixture {
     /// A store with three nights of `db01/pg`, one of `db01/web`, an audit log with a drill
     /// report in it, and an empty medium labelled `weekly-a`.
     fn new() -> Fixture {
+        Fixture::with_key(Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap().as_ref().to_vec())
+    }
+
+    /// [`Fixture::new`] with this vault key (PKCS#8).
+    fn with_key(pkcs8: Vec<u8>) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
-        let key = SigningKey::from_pkcs8(Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap().as_ref()).unwrap();
+        let key = SigningKey::from_pkcs8(&pkcs8).unwrap();
         let store_root = dir.path().join("store");
         let (store, _) = Store::open(&store_root).unwrap();
         let mut ids = Vec::new();
@@ -50,7 +56,7 @@ impl Fixture {
         let medium = dir.path().join("medium");
         std::fs::create_dir(&medium).unwrap();
         std::fs::write(medium.join(LABEL_FILE), MediumLabel::new(MEDIUM, "weekly-a").unwrap().to_bytes()).unwrap();
-        Fixture { dir, key, identity: age::x25519::Identity::generate(), ids }
+        Fixture { dir, pkcs8, key, identity: age::x25519::Identity::generate(), ids }
     }
 
     fn store(&self) -> PathBuf {
@@ -287,4 +293,42 @@ fn a_medium_without_room_is_refused_before_anything_is_written() {
     let _ = Command::new("umount").arg(&small).status();
     assert!(err.contains("bytes free, the export needs") && err.contains("use a larger medium"), "{err}");
     assert!(!exports_exist);
+}
+
+#[test]
+fn a_returning_medium_is_checked_against_the_vaults_own_log_and_bounded() {
+    use vault_store::export::verify_returning;
+    let fx = Fixture::new();
+    let written = fx.export(&fx.order(1), 1).unwrap();
+    let returned = verify_returning(&fx.medium(), MEDIUM, &fx.store(), &fx.key.public_key(), Share::Rotating { turn: 3, of: 2 }, &GO_ON).unwrap();
+    assert_eq!((returned.len(), returned[0].export_id.as_str(), returned[0].problems.len()), (1, written.export_id.as_str(), 0));
+
+    // The same vault key, but a log the medium's checkpoint is not part of (rewound, or
+    // another log): named.
+    for (entries, said) in [(400, "the log was forked"), (10, "the vault's log was rewound")] {
+        let other = fx.dir.path().join(format!("other-{entries}"));
+        let (mut log, _) = AuditLog::open(&other, &fx.key.public_key()).unwrap();
+        log.append(&(0..entries).map(|i| format!("{{\"event\":\"other\",\"n\":{i}}}").into_bytes()).collect::<Vec<_>>()).unwrap();
+        log.sign(&fx.key).unwrap();
+        let returned = verify_returning(&fx.medium(), MEDIUM, &other, &fx.key.public_key(), Share::All, &GO_ON).unwrap();
+        let problems: Vec<String> = returned[0].problems.iter().map(|p| format!("{}: {}", p.path, p.reason)).collect();
+        assert!(problems.iter().any(|p| p.contains("store/log/checkpoint") && p.contains(said)), "{said}: {problems:?}");
+        let _ = Command::new("chattr").args(["-R", "-i"]).arg(&other).output();
+    }
+    // The same key and the same log, rebuilt elsewhere: a prefix, no problem.
+    let twin = Fixture::with_key(fx.pkcs8.clone());
+    assert!(verify_returning(&fx.medium(), MEDIUM, &twin.store(), &fx.key.public_key(), Share::All, &GO_ON).unwrap()[0].problems.is_empty());
+    // Written for another medium (its directory copied onto this one): named.
+    let returned = verify_returning(&fx.medium(), "ffffffffffffffffffffffffffffffff", &fx.store(), &fx.key.public_key(), Share::All, &GO_ON).unwrap();
+    assert!(returned[0].problems.iter().any(|p| p.reason.contains("was written for medium")), "{:?}", returned[0].problems);
+    // A window opening stops the check.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let err = verify_returning(&fx.medium(), MEDIUM, &fx.store(), &fx.key.public_key(), Share::All, &stop).unwrap_err().to_string();
+    assert!(err.contains("the vault left Sealed"), "{err}");
+    // More exports than any medium of this vault holds: not read at all.
+    for i in 0..65 {
+        std::fs::create_dir(fx.medium().join(EXPORTS_DIR).join(format!("20270101T0000{i:02}Z-00000000"))).unwrap();
+    }
+    let err = verify_returning(&fx.medium(), MEDIUM, &fx.store(), &fx.key.public_key(), Share::All, &GO_ON).unwrap_err().to_string();
+    assert!(err.contains("more than 64 exports"), "{err}");
 }

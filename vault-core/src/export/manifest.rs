@@ -29,6 +29,9 @@ pub const FORMAT: u32 = 1;
 pub const MAX_MANIFEST_BYTES: usize = 64 * 1024 * 1024;
 /// Files one export holds: packs and their indexes, three per snapshot, the log's tiles.
 pub const MAX_EXPORT_FILES: usize = 500_000;
+/// Finished exports one medium may hold (rotations keep at most 16; orders add theirs): a
+/// medium with more is not one this vault wrote, and is not read.
+pub const MAX_EXPORTS_PER_MEDIUM: usize = 64;
 /// A path in an export: short, relative, plain.
 pub const MAX_PATH_BYTES: usize = 200;
 const MAX_PATH_DEPTH: usize = 8;
