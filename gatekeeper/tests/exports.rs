@@ -165,6 +165,13 @@ fn one_admin_orders_an_export_the_vault_writes_it_and_it_restores_byte_for_byte_
     let out = site.vaultctl().args(["export", "verify", "--vault-key", &stranger_key]).arg(&export_dir).output().unwrap();
     assert!(!out.status.success() && text(&out).contains("does not verify"), "{}", text(&out));
 
+    // Not an export at all, and a restore from an export without its identity: said so.
+    std::fs::create_dir(site.path("empty")).unwrap();
+    let out = site.vaultctl().args(["export", "verify", "--vault-key", &vault_key]).arg(site.path("empty")).output().unwrap();
+    assert!(!out.status.success() && text(&out).contains("neither an export (no export.json) nor a medium with exports"), "{}", text(&out));
+    let out = site.vaultctl().args(["restore", "--vault-key", &vault_key, "--snapshot", &snapshot, "--export"]).arg(&export_dir).arg("--to").arg(site.path("r3")).output().unwrap();
+    assert!(!out.status.success() && text(&out).contains("--identity"), "{}", text(&out));
+
     // A byte changed on the medium is named, file by file.
     let pack = files_under(&export_dir).into_iter().find(|p| p.to_string_lossy().ends_with(".pack.age")).unwrap();
     let mut bytes = std::fs::read(&pack).unwrap();
