@@ -105,14 +105,21 @@ pub fn carry_out(job: &MediumJob<'_>, orders: &OrderState, now: Timestamp) -> Ca
 
 /// Step 2: false (and an alarm) when what the medium brought back is not what the vault wrote.
 fn verify_what_came_back(job: &MediumJob<'_>, label: &MediumLabel, now: Timestamp, events: &mut Vec<Event>) -> bool {
-    let share = match job.rotation.map_or(4, |r| r.verify_share) {
+    // A medium of the rotation comes back often: a share of its packs each time. Any other
+    // comes back rarely, and is read whole.
+    let share = match job.rotation.filter(|r| r.names(&label.medium_id)).map_or(1, |r| r.verify_share) {
         1 => Share::All,
         of => Share::Rotating { turn: Rotation::share_turn(now), of: u64::from(of) },
     };
     let returned = match verify_returning(job.medium, &label.medium_id, job.store, &job.identity.public, share, job.go_on) {
         Ok(returned) => returned,
         Err(e) => {
-            events.push(Event::Alarm { rule: "medium_refused".into(), detail: format!("medium {} ({}): its exports could not be checked ({e}); nothing written or removed", label.name, label.medium_id) });
+            let detail = format!(
+                "medium {} ({}): its exports could not be read ({e}): its filesystem may be damaged (pulled while being written?). Nothing was written or removed; \
+                 repair it on another machine (fsck.vfat -a on its partition) and insert it again, or keep it as evidence and prepare another with vaultctl media init",
+                label.name, label.medium_id
+            );
+            events.push(Event::Alarm { rule: "medium_refused".into(), detail });
             return false;
         }
     };

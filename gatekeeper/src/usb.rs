@@ -275,10 +275,13 @@ pub fn read_stick(device: &Path, mount_point: &Path) -> std::result::Result<Stic
 }
 
 /// Mounts an export medium's FAT filesystem read-write (nosuid, nodev, noexec: nothing on it
-/// is ever run) for the export writer, at a fresh mount point.
+/// is ever run) for the export writer, at a fresh mount point. Directory changes are
+/// synchronous (dirsync): FAT keeps a new directory's entries in its own cluster, which a
+/// file's fsync does not write, so without it a medium pulled mid-export comes back with
+/// directories the kernel calls corrupted.
 pub fn mount_medium(device: &Path, mount_point: &Path) -> std::result::Result<(), String> {
     std::fs::create_dir_all(mount_point).map_err(|e| format!("medium: mount point {}: {e}", mount_point.display()))?;
-    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_NOATIME;
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_NOATIME | MsFlags::MS_DIRSYNC;
     // Files and directories the vault makes are its own, and not readable by the session
     // workers' users.
     mount(Some(device), mount_point, Some("vfat"), flags, Some("uid=0,gid=0,umask=077,errors=remount-ro")).map_err(|errno| match errno {

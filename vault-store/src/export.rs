@@ -391,6 +391,19 @@ pub enum Share {
     Rotating { turn: u64, of: u64 },
 }
 
+impl Share {
+    /// Whether pack `i` of `packs` is in the share: one in `of`, and never none (with fewer
+    /// packs than `of`, the one the turn points at).
+    fn takes(self, i: u64, packs: u64) -> bool {
+        match self {
+            Share::All => true,
+            Share::Rotating { of: 0 | 1, .. } => true,
+            Share::Rotating { turn, of } if packs < of => i == turn % packs.max(1),
+            Share::Rotating { turn, of } => i % of == turn % of,
+        }
+    }
+}
+
 /// One thing wrong with an export, by path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -431,15 +444,14 @@ fn check_export_while(dir: &Path, vault_key: &PublicKey, share: Share, go_on: &A
             problem(&path, "is not in the signed manifest (added after the export was written)".into());
         }
     }
+    let pack_suffix = format!(".pack{ENCRYPTED_SUFFIX}");
+    let packs = manifest.files.iter().filter(|f| f.path.ends_with(&pack_suffix)).count() as u64;
     let (mut files_checked, mut bytes_checked, mut pack_number) = (0usize, 0u64, 0u64);
     for file in &manifest.files {
-        let is_pack = file.path.ends_with(&format!(".pack{ENCRYPTED_SUFFIX}"));
-        if is_pack {
+        if file.path.ends_with(&pack_suffix) {
             pack_number += 1;
-            if let Share::Rotating { turn, of } = share {
-                if of > 1 && (pack_number - 1) % of != turn % of {
-                    continue;
-                }
+            if !share.takes(pack_number - 1, packs) {
+                continue;
             }
         }
         if !go_on.load(Ordering::SeqCst) {
@@ -655,4 +667,28 @@ pub fn decrypt_export(dir: &Path, manifest: &ExportManifest, identities: &[Box<d
     }
     std::fs::create_dir_all(&packs).map_err(|e| io_error(&packs, e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Share;
+
+    #[test]
+    fn a_rotating_share_takes_one_pack_in_n_each_turn_every_pack_over_n_turns_and_never_none() {
+        for packs in [1u64, 3, 4, 10] {
+            let of = 4;
+            let mut seen = vec![0; packs as usize];
+            for turn in 0..of {
+                let taken: Vec<u64> = (0..packs).filter(|i| Share::Rotating { turn, of }.takes(*i, packs)).collect();
+                assert!(!taken.is_empty(), "{packs} packs, turn {turn}: none taken");
+                assert!(taken.len() as u64 <= packs.div_ceil(of).max(1), "{packs} packs, turn {turn}: {taken:?}");
+                for i in taken {
+                    seen[i as usize] += 1;
+                }
+            }
+            assert!(packs < of || seen.iter().all(|n| *n == 1), "{packs} packs: {seen:?}");
+            assert!(seen.iter().all(|n| *n >= 1) || packs < of, "{packs}: {seen:?}");
+        }
+        assert!((0..5).all(|i| Share::All.takes(i, 5) && Share::Rotating { turn: 9, of: 1 }.takes(i, 5)));
+    }
 }
