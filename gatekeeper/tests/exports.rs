@@ -156,6 +156,13 @@ fn one_admin_orders_an_export_the_vault_writes_it_and_it_restores_byte_for_byte_
     assert_eq!(std::fs::read(to.join("shared")).unwrap(), test_net::NIGHTLY_SHARED);
     assert!(!std::fs::read_dir(site.dir.path()).unwrap().flatten().any(|e| e.file_name().to_string_lossy().starts_with(".vaultctl-export-")), "the scratch store is gone");
 
+    // The evidence it carries, read from the export alone: the audit log verified and a report.
+    let export_store = export_dir.join("store");
+    let log = text(&run(site.vaultctl().args(["audit", "verify", "--vault-key", &vault_key, "--store"]).arg(&export_store)));
+    assert!(log.contains("audit log verified: 1 entries"), "{log}");
+    run(site.vaultctl().args(["report", "--vault-key", &vault_key, "--store"]).arg(&export_store).arg("--out").arg(site.path("report.html")));
+    assert!(std::fs::read_to_string(site.path("report.html")).unwrap().contains("<svg"));
+
     // Someone else's key cannot read it; the wrong vault key does not trust it.
     run(Command::new("age-keygen").arg("-o").arg(site.path("other.txt")));
     let out = site.vaultctl().args(["restore", "--vault-key", &vault_key, "--snapshot", &snapshot, "--identity"]).arg(site.path("other.txt")).arg("--export").arg(&export_dir).arg("--to").arg(site.path("r2")).output().unwrap();

@@ -185,4 +185,29 @@ mod tests {
         assert!(err.contains("a medium needs at least"), "{err}");
         assert!(init(&dir.path().join("bad.img"), "../x", Some(80 * MIB), false).is_err());
     }
+
+    #[test]
+    fn a_disk_is_erased_only_when_asked() {
+        if !test_net::is_root() {
+            eprintln!("skipped: needs root for a loop device");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("disk.img");
+        std::fs::write(&image, vec![0xa5u8; 70 << 20]).unwrap();
+        let out = std::process::Command::new("losetup").args(["-f", "--show"]).arg(&image).output().unwrap();
+        assert!(out.status.success(), "losetup: {}", String::from_utf8_lossy(&out.stderr));
+        let device = std::path::PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
+        let refused = init(&device, "weekly-b", None, false).map(|_| ());
+        let untouched = std::fs::read(&image).unwrap().iter().all(|b| *b == 0xa5);
+        let made = init(&device, "weekly-b", None, true);
+        let _ = std::process::Command::new("losetup").arg("-d").arg(&device).status();
+        let refused = refused.unwrap_err().to_string();
+        assert!(refused.contains("is a disk: everything on it will be erased; run again with --erase"), "{refused}");
+        assert!(untouched, "nothing is written to a disk without --erase");
+        assert_eq!(made.unwrap().bytes, 70 << 20, "a disk keeps its own size");
+        let disk = gpt::GptConfig::new().writable(false).open(&image).unwrap();
+        assert_eq!(disk.partitions().values().next().unwrap().name, PARTITION_NAME);
+    }
 }
+
