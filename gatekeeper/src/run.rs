@@ -186,65 +186,26 @@ fn start_state_writer(root_path: PathBuf, state_dir: PathBuf, mut events: EventL
     let (done_tx, done_rx) = mpsc::channel(16);
     std::thread::Builder::new().name("state-writer".into()).spawn(move || {
         for job in jobs_rx {
+            // Every change is read, changed, written atomically: the state file is this thread's alone.
+            let update = |change: &mut dyn FnMut(&mut vault_core::policy::state::VaultState)| -> Result<vault_core::policy::state::VaultState> {
+                let mut state = policy_store::load_state(&state_dir)?;
+                change(&mut state);
+                vault_io::write_atomic(&state_dir.join(STATE_FILE), &state.to_bytes(), 0o600)?;
+                Ok(state)
+            };
             let done = match job {
-                StateJob::Floor(floor) => {
-                    let write = || -> Result<()> {
-                        let mut state = policy_store::load_state(&state_dir)?;
-                        state.observe_time(floor);
-                        vault_io::write_atomic(&state_dir.join(STATE_FILE), &state.to_bytes(), 0o600)?;
-                        Ok(())
-                    };
-                    StateDone::Floor { floor, result: write().map_err(|e| e.to_string()) }
-                }
+                StateJob::Floor(floor) => StateDone::Floor { floor, result: update(&mut |state| state.observe_time(floor)).map(|_| ()).map_err(|e| e.to_string()) },
                 StateJob::Order { source, bytes, at } => {
                     let applied = policy_store::load_root(&root_path).and_then(|root| policy_store::apply_order(&root, &state_dir, &source, &bytes, at, &mut events));
                     StateDone::Orders(applied.ok().map(|accepted| accepted.state))
                 }
                 StateJob::PurgesDone { executed, lapsed } => {
-                    let write = || -> Result<vault_core::policy::orders::OrderState> {
-                        let mut state = policy_store::load_state(&state_dir)?;
-                        state.orders.pending_purges.retain(|p| !executed.contains(&p.id) && !lapsed.contains(&p.id));
-                        vault_io::write_atomic(&state_dir.join(STATE_FILE), &state.to_bytes(), 0o600)?;
-                        Ok(state.orders)
-                    };
-                    StateDone::Orders(write().ok())
+                    StateDone::Orders(update(&mut |state| state.orders.pending_purges.retain(|p| !executed.contains(&p.id) && !lapsed.contains(&p.id))).ok().map(|state| state.orders))
                 }
-                StateJob::ExportsDone(done) => {
-                    let write = || -> Result<vault_core::policy::orders::OrderState> {
-                        let mut state = policy_store::load_state(&state_dir)?;
-                        state.orders.pending_exports.retain(|e| !done.contains(&e.id));
-                        vault_io::write_atomic(&state_dir.join(STATE_FILE), &state.to_bytes(), 0o600)?;
-                        Ok(state.orders)
-                    };
-                    StateDone::Orders(write().ok())
-                }
-                StateJob::LastRotation(at) => {
-                    let write = || -> Result<()> {
-                        let mut state = policy_store::load_state(&state_dir)?;
-                        state.last_rotation = Some(at);
-                        vault_io::write_atomic(&state_dir.join(STATE_FILE), &state.to_bytes(), 0o600)?;
-                        Ok(())
-                    };
-                    StateDone::LastRotation { result: write().map_err(|e| e.to_string()) }
-                }
-                StateJob::LastDrill(at, summary) => {
-                    let write = || -> Result<()> {
-                        let mut state = policy_store::load_state(&state_dir)?;
-                        state.last_drill = Some((at, summary));
-                        vault_io::write_atomic(&state_dir.join(STATE_FILE), &state.to_bytes(), 0o600)?;
-                        Ok(())
-                    };
-                    StateDone::LastDrill { result: write().map_err(|e| e.to_string()) }
-                }
-                StateJob::LastScrub(at) => {
-                    let write = || -> Result<()> {
-                        let mut state = policy_store::load_state(&state_dir)?;
-                        state.last_scrub = Some(at);
-                        vault_io::write_atomic(&state_dir.join(STATE_FILE), &state.to_bytes(), 0o600)?;
-                        Ok(())
-                    };
-                    StateDone::LastScrub { result: write().map_err(|e| e.to_string()) }
-                }
+                StateJob::ExportsDone(done) => StateDone::Orders(update(&mut |state| state.orders.pending_exports.retain(|e| !done.contains(&e.id))).ok().map(|state| state.orders)),
+                StateJob::LastRotation(at) => StateDone::LastRotation { result: update(&mut |state| state.last_rotation = Some(at)).map(|_| ()).map_err(|e| e.to_string()) },
+                StateJob::LastDrill(at, summary) => StateDone::LastDrill { result: update(&mut |state| state.last_drill = Some((at, summary.clone()))).map(|_| ()).map_err(|e| e.to_string()) },
+                StateJob::LastScrub(at) => StateDone::LastScrub { result: update(&mut |state| state.last_scrub = Some(at)).map(|_| ()).map_err(|e| e.to_string()) },
                 StateJob::Bundle { source, bytes, at } => {
                     let now = at.now;
                     let applied = policy_store::load_root(&root_path)

@@ -7,7 +7,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use support::vaultctl_bin;
@@ -99,17 +99,6 @@ fn age_identity(site: &Site) -> String {
     String::from_utf8(run(Command::new("age-keygen").arg("-y").arg(site.path("identity.txt"))).stdout).unwrap().trim().to_string()
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        if entry.file_type().unwrap().is_dir() {
-            out.extend(files_under(&entry.path()));
-        } else {
-            out.push(entry.path());
-        }
-    }
-    out
-}
 
 #[test]
 fn one_admin_orders_an_export_the_vault_writes_it_and_it_restores_byte_for_byte_elsewhere() {
@@ -180,7 +169,7 @@ fn one_admin_orders_an_export_the_vault_writes_it_and_it_restores_byte_for_byte_
     assert!(!out.status.success() && text(&out).contains("--identity"), "{}", text(&out));
 
     // A byte changed on the medium is named, file by file.
-    let pack = files_under(&export_dir).into_iter().find(|p| p.to_string_lossy().ends_with(".pack.age")).unwrap();
+    let pack = test_net::files_under(&export_dir).into_iter().find(|p| p.to_string_lossy().ends_with(".pack.age")).unwrap();
     let mut bytes = std::fs::read(&pack).unwrap();
     bytes[100] ^= 1;
     std::fs::write(&pack, bytes).unwrap();
@@ -247,7 +236,7 @@ fn a_rotation_medium_is_verified_when_it_returns_replaced_only_after_and_refused
     // nothing overwritten, removed or added.
     let before = exports();
     let dir = site.path("medium/vault-exports").join(&before[0]);
-    let pack = files_under(&dir).into_iter().find(|p| p.to_string_lossy().ends_with(".pack.age")).unwrap();
+    let pack = test_net::files_under(&dir).into_iter().find(|p| p.to_string_lossy().ends_with(".pack.age")).unwrap();
     let mut bytes = std::fs::read(&pack).unwrap();
     bytes[60] ^= 0x80;
     std::fs::write(&pack, &bytes).unwrap();

@@ -344,6 +344,20 @@ pub fn seal_nightly(store: &vault_store::Store, key: &vault_core::keys::SigningK
     id
 }
 
+/// Every file under `dir` (recursively, symlinks not followed), sorted.
+pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("a directory").flatten() {
+        if entry.file_type().expect("a file type").is_dir() {
+            out.extend(files_under(&entry.path()));
+        } else {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    out
+}
+
 /// The file every [`seal_nightly`] snapshot shares.
 pub const NIGHTLY_SHARED: &[u8] = b"the same every night";
 

@@ -95,18 +95,6 @@ impl Drop for Fixture {
     }
 }
 
-fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap().flatten() {
-        if entry.file_type().unwrap().is_dir() {
-            out.extend(files_under(&entry.path()));
-        } else {
-            out.push(entry.path());
-        }
-    }
-    out.sort();
-    out
-}
 
 #[test]
 fn an_export_is_written_read_back_checked_and_restored_and_stock_age_decrypts_it() {
@@ -117,7 +105,7 @@ fn an_export_is_written_read_back_checked_and_restored_and_stock_age_decrypts_it
     assert!(written.adopted && written.missing.is_empty() && written.removed_partial.is_empty());
     assert!(fx.medium().join(SEAL_FILE).exists(), "the medium is sealed on first use");
     let dir = fx.export_dir(&written);
-    let on_medium = files_under(&dir);
+    let on_medium = test_net::files_under(&dir);
     assert_eq!(on_medium.len(), written.files);
     assert!(on_medium.iter().any(|p| p.ends_with("drill-report.json")), "the last drill report goes along");
     assert!(on_medium.iter().any(|p| p.ends_with("store/log/checkpoint")));
@@ -180,7 +168,7 @@ fn a_tampered_export_is_named_file_by_file_and_a_rotating_share_checks_part_of_i
     let all = check_export(&dir, &fx.key.public_key(), Share::All).unwrap();
     assert!(share.files_checked < all.files_checked && share.problems.is_empty(), "{} of {}", share.files_checked, all.files_checked);
 
-    let pack = files_under(&dir).into_iter().find(|p| p.to_string_lossy().ends_with(".pack.age")).unwrap();
+    let pack = test_net::files_under(&dir).into_iter().find(|p| p.to_string_lossy().ends_with(".pack.age")).unwrap();
     let mut bytes = std::fs::read(&pack).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
@@ -247,7 +235,7 @@ fn an_unfinished_export_is_removed_next_time_and_a_damaged_chunk_stops_the_expor
 
     // One byte flipped in a pack the next export needs: it stops, naming the chunk, and
     // leaves only an unfinished directory; the store is not touched.
-    let packs: Vec<PathBuf> = files_under(&fx.store().join("packs")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "pack")).collect();
+    let packs: Vec<PathBuf> = test_net::files_under(&fx.store().join("packs")).into_iter().filter(|p| p.extension().is_some_and(|e| e == "pack")).collect();
     for pack in &packs {
         let _ = Command::new("chattr").arg("-i").arg(pack).output();
         let mut bytes = std::fs::read(pack).unwrap();
