@@ -2,7 +2,7 @@
 //! checked without the recipients' keys, decrypted by stock `age` and by the restore path, and
 //! refused for every medium and store that must not get one.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::str::FromStr;
 
