@@ -616,11 +616,13 @@ pub fn remove_exports(medium: &Path, ids: &[String]) -> Result<()> {
 /// are in. Nothing is trusted for being there: the store is read like any other, every receipt
 /// verified under the pinned key and every chunk re-hashed.
 pub fn decrypt_export(dir: &Path, manifest: &ExportManifest, identities: &[Box<dyn age::Identity>], snapshots: &[String], scratch: &Path) -> Result<()> {
-    let listed: BTreeSet<&str> = manifest.files.iter().map(|f| f.path.as_str()).collect();
+    let listed: BTreeMap<&str, u64> = manifest.files.iter().map(|f| (f.path.as_str(), f.bytes)).collect();
     let decrypt = |rel: &str, to: &Path| -> Result<()> {
-        if !listed.contains(rel) {
+        // No more plaintext than the signed ciphertext size: a file grown on the medium cannot
+        // fill the restoring host's disk.
+        let Some(&signed_bytes) = listed.get(rel) else {
             return Err(ExportError::Refused(format!("{rel} is not in the export's signed manifest")).into());
-        }
+        };
         let from = dir.join(rel);
         let source = std::io::BufReader::with_capacity(COPY_BUFFER, open_nofollow(&from)?);
         let decryptor = age::Decryptor::new_buffered(source).map_err(|e| ExportError::Refused(format!("{rel}: {e}")))?;
@@ -630,7 +632,7 @@ pub fn decrypt_export(dir: &Path, manifest: &ExportManifest, identities: &[Box<d
         }
         let out = OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).open(to).map_err(|e| io_error(to, e))?;
         let mut out = BufWriter::with_capacity(COPY_BUFFER, out);
-        std::io::copy(&mut plain, &mut out).map_err(|e| io_error(&from, e))?;
+        std::io::copy(&mut (&mut plain).take(signed_bytes), &mut out).map_err(|e| io_error(&from, e))?;
         out.flush().map_err(|e| io_error(to, e))?;
         Ok(())
     };
@@ -643,7 +645,7 @@ pub fn decrypt_export(dir: &Path, manifest: &ExportManifest, identities: &[Box<d
         let to = scratch.join(SNAPSHOTS_DIR).join(id);
         decrypt(&format!("store/{SNAPSHOTS_DIR}/{id}/{SNAPSHOT_MANIFEST}{ENCRYPTED_SUFFIX}"), &to.join(SNAPSHOT_MANIFEST))?;
         let receipt = format!("store/{SNAPSHOTS_DIR}/{id}/{RECEIPT_FILE}");
-        if !listed.contains(receipt.as_str()) {
+        if !listed.contains_key(receipt.as_str()) {
             return Err(ExportError::Refused(format!("{receipt} is not in the export's signed manifest")).into());
         }
         let bytes = vault_io::read_bounded(&dir.join(&receipt), 2 * MAX_RECEIPT_BYTES)?;

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::canonical::check_identifier;
 use crate::error::{invalid, Result};
-use crate::export::{check_medium_id, check_recipient, MAX_EXPORT_SNAPSHOTS, MAX_RECIPIENTS};
+use crate::export::{check_medium_id, check_recipients, MAX_EXPORT_SNAPSHOTS};
 use crate::keys::{PublicKey, SignedDoc, SigningKey};
 use crate::units::Timestamp;
 
@@ -123,12 +123,7 @@ impl ExportManifest {
             return Err(invalid("order", "not a hex SHA-256"));
         }
         Timestamp::parse(&self.created_at).map_err(|reason| invalid("created_at", reason))?;
-        if self.recipients.is_empty() || self.recipients.len() > MAX_RECIPIENTS {
-            return Err(invalid("recipients", format!("{} recipients, 1 to {MAX_RECIPIENTS}", self.recipients.len())));
-        }
-        for (i, recipient) in self.recipients.iter().enumerate() {
-            check_recipient(&format!("recipients[{i}]"), recipient)?;
-        }
+        check_recipients("recipients", &self.recipients)?;
         if self.snapshots.len() > MAX_EXPORT_SNAPSHOTS || self.missing.len() > crate::policy::orders::MAX_ORDER_SNAPSHOTS {
             return Err(invalid("snapshots", format!("{} snapshots and {} missing, at most {MAX_EXPORT_SNAPSHOTS}", self.snapshots.len(), self.missing.len())));
         }

@@ -56,20 +56,27 @@ pub fn check_recipient(field: &str, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// The recipients an export is encrypted to (an order's, a rotation's, a manifest's): 1 to
+/// [`MAX_RECIPIENTS`] distinct `age` X25519 recipients, each named `field[i]` when refused.
+pub fn check_recipients(field: &str, recipients: &[String]) -> Result<()> {
+    if recipients.is_empty() || recipients.len() > MAX_RECIPIENTS {
+        return Err(invalid(field, format!("{} recipients; an export is encrypted to 1 to {MAX_RECIPIENTS}", recipients.len())));
+    }
+    for (i, recipient) in recipients.iter().enumerate() {
+        check_recipient(&format!("{field}[{i}]"), recipient)?;
+        if recipients[..i].contains(recipient) {
+            return Err(invalid(format!("{field}[{i}]"), format!("{recipient} is named twice")));
+        }
+    }
+    Ok(())
+}
+
 /// An export order's own fields (the snapshots and datasets it names are checked with the
 /// order's): the medium, one to [`MAX_RECIPIENTS`] distinct recipients, and `newest`/`since`
 /// only where there are datasets to apply them to.
 pub fn check_spec(spec: &ExportSpec, no_datasets: bool) -> Result<()> {
     check_medium_id("export.medium", &spec.medium)?;
-    if spec.recipients.is_empty() || spec.recipients.len() > MAX_RECIPIENTS {
-        return Err(invalid("export.recipients", format!("{} recipients; an export is encrypted to 1 to {MAX_RECIPIENTS}", spec.recipients.len())));
-    }
-    for (i, recipient) in spec.recipients.iter().enumerate() {
-        check_recipient(&format!("export.recipients[{i}]"), recipient)?;
-        if spec.recipients[..i].contains(recipient) {
-            return Err(invalid(format!("export.recipients[{i}]"), format!("{recipient} is named twice")));
-        }
-    }
+    check_recipients("export.recipients", &spec.recipients)?;
     if let Some(newest) = spec.newest {
         if newest == 0 || newest > MAX_NEWEST {
             return Err(invalid("export.newest", format!("{newest}; the newest 1 to {MAX_NEWEST} snapshots of each dataset")));

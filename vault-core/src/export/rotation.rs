@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::canonical::check_identifier;
 use crate::error::{invalid, Result};
-use crate::export::{check_medium_id, check_recipient, MAX_NEWEST, MAX_RECIPIENTS};
+use crate::export::{check_medium_id, check_recipients, MAX_NEWEST};
 use crate::keys::{domain_hash, hex};
 use crate::policy::orders::{DatasetDoc, ExportSpec, PendingExport, MAX_ORDER_DATASETS};
 use crate::units::{Duration, Timestamp};
@@ -72,12 +72,7 @@ impl Rotation {
                 return Err(invalid(format!("rotation.media[{i}]"), format!("{medium} is named twice")));
             }
         }
-        if doc.recipients.is_empty() || doc.recipients.len() > MAX_RECIPIENTS {
-            return Err(invalid("rotation.recipients", format!("{} recipients; 1 to {MAX_RECIPIENTS}", doc.recipients.len())));
-        }
-        for (i, recipient) in doc.recipients.iter().enumerate() {
-            check_recipient(&format!("rotation.recipients[{i}]"), recipient)?;
-        }
+        check_recipients("rotation.recipients", &doc.recipients)?;
         if doc.datasets.is_empty() || doc.datasets.len() > MAX_ORDER_DATASETS {
             return Err(invalid("rotation.datasets", format!("{} datasets; 1 to {MAX_ORDER_DATASETS}", doc.datasets.len())));
         }

@@ -255,6 +255,9 @@ fn a_rotation_in_the_policy_names_its_media_cadence_and_what_goes_and_is_bounded
     }
     let twice = rotation_toml("").replace("\"ffffffffffffffffffffffffffffffff\"", &format!("\"{MEDIUM}\""));
     assert!(crate::policy::Policy::from_toml(&twice).unwrap_err().to_string().contains("is named twice"));
+    let same_twice = rotation_toml("").replace(&format!("recipients = [\"{RECIPIENT}\"]"), &format!("recipients = [\"{RECIPIENT}\", \"{RECIPIENT}\"]"));
+    let err = crate::policy::Policy::from_toml(&same_twice).unwrap_err().to_string();
+    assert!(err.contains("rotation.recipients[1]") && err.contains("is named twice"), "{err}");
     let hourly = rotation_toml("").replace("every = \"1d\"", "every = \"12h\"");
     assert!(crate::policy::Policy::from_toml(&hourly).unwrap_err().to_string().contains("rotation.every"));
     let no_slash = rotation_toml("").replace("db01/pg", "db01pg");
