@@ -127,6 +127,8 @@ pub enum StateJob {
     ExportsDone(Vec<String>),
     /// Record when a medium of the rotation set was last written.
     LastRotation(Timestamp),
+    /// Hold a dataset whose snapshot the ransomware signals judged suspect.
+    Suspect { pusher: String, dataset: String, snapshot: String, at: Timestamp },
 }
 
 /// What the state writer did, back to the loop.
@@ -174,6 +176,8 @@ pub struct Driver<L, C> {
     pub export_mount: Option<std::path::PathBuf>,
     lifecycle: LifecycleRuns,
     exports: ExportRuns,
+    /// Pushers with a suspect hold, as the window's session server sees them.
+    suspects: watch::Sender<std::collections::BTreeSet<String>>,
     stop: Option<watch::Sender<Stop>>,
     last_commit: Option<(String, Timestamp)>,
     status_due: Instant,
@@ -286,6 +290,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             export_mount: None,
             lifecycle: LifecycleRuns::default(),
             exports: ExportRuns::default(),
+            suspects: watch::Sender::new(Default::default()),
             stop: None,
             last_commit: None,
             status_due: Instant::now(),
@@ -506,8 +511,26 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             }
             SessionReport::ServerFailed { reason } => Input::LinkUpFailed { reason: format!("session server: {reason}") },
             SessionReport::Note(event) => return self.emit(*event),
+            SessionReport::Suspect { pusher, dataset, snapshot, signals } => return self.on_suspect(pusher, dataset, snapshot, signals),
         };
         self.feed(input).await;
+    }
+
+    /// A suspect snapshot: its dataset is held at once (in memory, so the next session of its
+    /// pusher already meets it) and then in the state file; the console raises the alarm.
+    fn on_suspect(&mut self, pusher: String, dataset: String, snapshot: String, signals: Vec<String>) {
+        let closed = self.gate.policy().is_some_and(|p| p.signals.close_windows);
+        let at = self.gate.now();
+        self.orders.hold_suspect(&pusher, &dataset, &snapshot, at);
+        self.suspects.send_replace(self.orders.suspect_pushers());
+        let what = if closed { format!("and pusher `{pusher}` is refused in every window") } else { "while the pusher may go on pushing".to_string() };
+        let detail = format!(
+            "snapshot `{snapshot}` of `{pusher}`/`{dataset}` looks like encrypted or destroyed data ({}): it is sealed, every snapshot of the dataset is held {what}; check the source, restore an earlier snapshot if it is hit, then sign a release order naming the dataset",
+            signals.join("; ")
+        );
+        self.emit(Event::SnapshotSuspect { snapshot: snapshot.clone(), pusher: pusher.clone(), dataset: dataset.clone(), signals, closed });
+        self.emit(Event::Alarm { rule: "anomaly".into(), detail });
+        self.hand_to_state_writer(StateJob::Suspect { pusher, dataset, snapshot, at });
     }
 
     pub(crate) async fn on_stick(&mut self, report: UsbReport) {
@@ -605,6 +628,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             StateDone::Floor { floor, result: Err(e) } => self.emit(Event::Alarm { rule: "time_floor_not_persisted".into(), detail: format!("floor {floor}: {e}") }),
             StateDone::Orders(Some(orders)) => {
                 self.orders = orders;
+                self.suspects.send_replace(self.orders.suspect_pushers());
                 // New holds or purges: planned for at the next tick.
                 self.lifecycle.due = None;
             }
@@ -784,7 +808,8 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         let (stop_tx, stop_rx) = watch::channel(Stop::Running);
         let policy = Arc::new(self.gate.policy().cloned().expect("listening implies a policy"));
         let clock = Arc::new(vault_core::units::FlooredClock { clock: SystemClock, floor: self.gate.time_floor() });
-        let ctx = SessionContext { listener, policy, stop: stop_rx, reports: self.session_reports.clone(), clock };
+        self.suspects.send_replace(self.orders.suspect_pushers());
+        let ctx = SessionContext { listener, policy, stop: stop_rx, reports: self.session_reports.clone(), clock, suspects: self.suspects.subscribe() };
         tokio::spawn((self.server)(ctx));
         self.stop = Some(stop_tx);
         Ok(bound)

@@ -89,6 +89,7 @@ fn policy(from: i64, until: i64, early: bool) -> Policy {
         scrub: Default::default(),
         drill: Default::default(),
         rotation: None,
+        signals: Default::default(),
     }
 }
 

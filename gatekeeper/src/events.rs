@@ -138,6 +138,11 @@ pub enum Event {
     /// A seal passed a step (the power-cut tests cut at each; see [`vault_store::SealStep`]).
     SealStep { snapshot: String, step: vault_store::SealStep },
     Alarm { rule: String, detail: String },
+    /// The ransomware signals judged a sealed snapshot suspect: its dataset's snapshots are
+    /// held (and its pusher refused, when `closed`) until a release order names it.
+    SnapshotSuspect { snapshot: String, pusher: String, dataset: String, signals: Vec<String>, closed: bool },
+    /// Signals fired on a sealed snapshot without making it suspect (one weak signal alone).
+    SignalsObserved { snapshot: String, signals: Vec<String> },
     TimeFloorPersisted { floor: String },
     Stopped { reason: String },
     /// PID 1 cannot go on: why. The links stay down and the process waits (exiting would

@@ -155,7 +155,7 @@ fn purge(store: &Store, sealed_now: &[vault_core::lifecycle::retention::SealedSn
             .iter()
             .filter(|s| order.snapshots.contains(&s.id) || order.datasets.iter().any(|d| d.pusher == s.pusher && d.dataset == s.dataset))
             .collect();
-        let held = |s: &vault_core::lifecycle::retention::SealedSnapshot| holds.snapshots.contains(&s.id) || holds.datasets.contains(&(s.pusher.clone(), s.dataset.clone()));
+        let held = |s: &vault_core::lifecycle::retention::SealedSnapshot| holds.covers(s);
         let kept_held: Vec<String> = named.iter().filter(|s| held(s)).map(|s| s.id.clone()).collect();
         let ids: Vec<String> = named.iter().filter(|s| !held(s)).map(|s| s.id.clone()).collect();
         match store.expire(&ids, &|| sealed.load(Ordering::SeqCst)) {
@@ -381,7 +381,7 @@ mod tests {
         let entry = Entry { path: b"dump".to_vec(), mode: 0o600, mtime: 1, kind: EntryKind::File { size: MIB, chunks: vec![ChunkRef { id: ChunkId::of(&data), len: MIB as u32 }] } };
         let manifest = Manifest { entries: vec![entry] }.encode().unwrap();
         let receipt = test_net::signed_receipt_at(key, &id, &manifest, ("db", "pg"), T0 + night * DAY, T0 + (night + 7) * DAY);
-        store.seal_all(pack, vault_store::SealInput { snapshot_id: &id, manifest: &manifest, receipt: &receipt })?;
+        store.seal_all(pack, vault_store::SealInput { snapshot_id: &id, manifest: &manifest, receipt: &receipt, profile: None })?;
         Ok(id)
     }
 
@@ -517,7 +517,7 @@ mod tests {
         }
         let manifest = Manifest { entries }.encode().unwrap();
         let receipt = test_net::signed_receipt_at(key, &id, &manifest, ("db", "pg"), T0 + night * DAY, T0 + (night + 30) * DAY);
-        store.seal_all(pack, vault_store::SealInput { snapshot_id: &id, manifest: &manifest, receipt: &receipt }).unwrap();
+        store.seal_all(pack, vault_store::SealInput { snapshot_id: &id, manifest: &manifest, receipt: &receipt, profile: None }).unwrap();
         id
     }
 

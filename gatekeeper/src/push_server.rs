@@ -101,7 +101,7 @@ impl PushService {
         let _ = reports.send(SessionReport::Note(Box::new(Event::SessionWorkerStarted { pid: worker.pid, uid: c.uid, gid: c.gid }))).await;
         let mut window = WindowSessions {
             service: self.clone(),
-            window: Arc::new(Window { policy: ctx.policy.clone(), accounts: Arc::default(), clock: ctx.clock.clone() }),
+            window: Arc::new(Window { policy: ctx.policy.clone(), accounts: Arc::default(), clock: ctx.clock.clone(), suspects: ctx.suspects.clone() }),
             slots: Arc::new(Semaphore::new(self.limits.max_connections)),
             routes: HashMap::new(),
             peers: HashMap::new(),
@@ -220,6 +220,15 @@ impl WindowSessions {
             self.note(refuse(None, format!("authenticated key {key} is not a pusher of this policy"))).await;
             return Ok(());
         };
+        if self.window.policy.signals.close_windows && self.window.suspects.borrow().contains(&pusher.name) {
+            self.tell(ToWorker::Drop { session })?;
+            let reason = format!(
+                "pusher `{}` is refused in every window: one of its snapshots was judged suspect by the ransomware signals (see the `snapshot_suspect` event and its receipt); the admins must check it and sign a release order naming its dataset",
+                pusher.name
+            );
+            self.note(refuse(Some(pusher.name.clone()), reason)).await;
+            return Ok(());
+        }
         // A pusher: now it takes a session's place, and the gate counts it.
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             self.tell(ToWorker::Drop { session })?;
@@ -332,8 +341,8 @@ impl Conn {
 impl PushService {
     async fn run_session(&self, mut conn: Conn, peer: SocketAddr, pusher: &Pusher, window: &Window, reports: mpsc::Sender<SessionReport>) {
         match self.ingest(&mut conn, window, pusher).await {
-            Ok((receipt, sealed, seal_ms, receipt_sent)) => {
-                for event in sealed_notes(sealed) {
+            Ok(Ingested { receipt, sealed, seal_ms, receipt_sent, notes }) => {
+                for event in sealed_notes(sealed).into_iter().chain(notes) {
                     let _ = reports.send(SessionReport::Note(Box::new(event))).await;
                 }
                 let _ = reports
@@ -348,6 +357,13 @@ impl PushService {
                         seal_ms,
                     })))
                     .await;
+                let signals: Vec<String> = receipt.signals.iter().map(ToString::to_string).collect();
+                if receipt.suspect {
+                    let suspect = SessionReport::Suspect { pusher: receipt.pusher.clone(), dataset: receipt.dataset.clone(), snapshot: receipt.snapshot_id.clone(), signals };
+                    let _ = reports.send(suspect).await;
+                } else if !signals.is_empty() {
+                    let _ = reports.send(SessionReport::Note(Box::new(Event::SignalsObserved { snapshot: receipt.snapshot_id.clone(), signals }))).await;
+                }
                 if receipt_sent {
                     let _ = reports.send(SessionReport::Committed { pusher: pusher.name.clone(), dataset: receipt.dataset.clone() }).await;
                 }
@@ -365,7 +381,7 @@ impl PushService {
     /// One push, from `begin` to the receipt. Every `Err` is a refusal; the staging pack
     /// is dropped with it, so nothing of the session remains. `Ok` is a sealed snapshot, the
     /// milliseconds sealing took, and whether its receipt reached the pusher.
-    async fn ingest(&self, conn: &mut Conn, window: &Window, pusher: &Pusher) -> Result<(Receipt, Sealed, u64, bool), Refusal> {
+    async fn ingest(&self, conn: &mut Conn, window: &Window, pusher: &Pusher) -> Result<Ingested, Refusal> {
         let mut env = Env { store: &self.store, accounts: &window.accounts, pusher: &pusher.name };
         let mut session = IngestSession::start(&pusher.name, pusher.quota.bytes(), &mut env).map_err(Refusal::from)?;
         let mut staging: Option<StagingPack> = None;
@@ -374,8 +390,8 @@ impl PushService {
             let step = session.on_frame(frame, wire_bytes, &mut env).map_err(Refusal::from)?;
             match step {
                 Step::Reply(reply) => conn.send(reply.encode().map_err(Refusal::from)?).await?,
-                Step::Store { id, data } => self.staging(&mut staging)?.append(id, &data).map_err(Refusal::from)?,
-                Step::Proven { id, len } => self.staging(&mut staging)?.prove(id, len).map_err(Refusal::from)?,
+                Step::Store { id, data, probe } => self.staging(&mut staging)?.append_probed(id, &data, probe).map_err(Refusal::from)?,
+                Step::Proven { id, len, probe } => self.staging(&mut staging)?.prove_probed(id, len, probe).map_err(Refusal::from)?,
                 Step::StoreManifest { bytes } => self.staging(&mut staging)?.append_manifest(&bytes).map_err(Refusal::from)?,
                 Step::Nothing => {}
                 Step::CheckManifest => {
@@ -393,7 +409,7 @@ impl PushService {
                     let (manifest, table) = pack.read_back().map_err(Refusal::from)?;
                     let request = session.check_manifest(&manifest, &table, &mut env).map_err(Refusal::from)?;
                     let seal_started = std::time::Instant::now();
-                    let (receipt, signed, mut sealed) = self.seal(window, pusher, pack, table, manifest, request, maintenance).await?;
+                    let (receipt, signed, mut sealed, notes) = self.seal(window, pusher, pack, table, manifest, request, maintenance).await?;
                     session.sealed();
                     // The receipt's delivery waits on the pusher: other commits need not.
                     drop(commit);
@@ -406,7 +422,7 @@ impl PushService {
                     if let Err(why) = &sent {
                         sealed.warnings.push(format!("snapshot `{}` is sealed, but its receipt was not delivered ({why}); the pusher may push it again", receipt.snapshot_id));
                     }
-                    return Ok((receipt, sealed, u64::try_from(seal_started.elapsed().as_millis()).unwrap_or(u64::MAX), sent.is_ok()));
+                    return Ok(Ingested { receipt, sealed, seal_ms: u64::try_from(seal_started.elapsed().as_millis()).unwrap_or(u64::MAX), receipt_sent: sent.is_ok(), notes });
                 }
             }
         }
@@ -428,9 +444,21 @@ impl PushService {
         pack: StagingPack,
         table: StagedTable,
         manifest: Vec<u8>,
-        request: SealRequest,
+        mut request: SealRequest,
         maintenance: tokio::sync::OwnedRwLockReadGuard<()>,
-    ) -> Result<(Receipt, SignedReceipt, Sealed), Refusal> {
+    ) -> Result<(Receipt, SignedReceipt, Sealed, Vec<Event>), Refusal> {
+        // Judged against the dataset's history before the receipt is signed: the receipt says
+        // what fired. Commits run one at a time, so the history is the newest sealed one.
+        let (store, arrived, bytes_new) = (self.store.clone(), std::mem::take(&mut request.arrived), request.bytes_new);
+        let (who, dataset) = (pusher.name.clone(), request.dataset.clone());
+        let (assessment, unreadable) = tokio::task::spawn_blocking(move || {
+            let read = store.signals_history(&who, &dataset);
+            (vault_core::push::signals::assess(&arrived, bytes_new, &read.history), read.unreadable)
+        })
+        .await
+        .map_err(|e| Refusal::told(format!("judging the snapshot failed ({e}): nothing was sealed; push again")))?;
+        let notes = unreadable.into_iter().map(|why| Event::Alarm { rule: "signals_history_unreadable".into(), detail: format!("{why}: the snapshot was judged without it") }).collect();
+        let profile = assessment.profile.to_bytes();
         // Retention counts from the vault's time at sealing, never from the pusher's.
         let received_at = window.clock.now();
         let snapshot_id = snapshot_id(received_at, &request.dataset, random_suffix()).map_err(Refusal::from)?;
@@ -450,6 +478,8 @@ impl PushService {
             received_at,
             retain_until: received_at.saturating_add(pusher.retain),
             client_time: request.client_time,
+            suspect: assessment.suspect,
+            signals: assessment.signals,
         };
         let (body, signature) = receipt.sign(&self.identity.key);
         let mut signed = SignedReceipt { body, signature, audit: None };
@@ -466,7 +496,7 @@ impl PushService {
                     std::thread::sleep(pause);
                 }
             };
-            let sealed = store.seal_observed(pack, table, &referenced, SealInput { snapshot_id: &snapshot_id, manifest: &manifest, receipt: &signed_for_store }, &observe)?;
+            let sealed = store.seal_observed(pack, table, &referenced, SealInput { snapshot_id: &snapshot_id, manifest: &manifest, receipt: &signed_for_store, profile: Some(&profile) }, &observe)?;
             Ok::<_, vault_store::StoreError>((sealed, crate::audit::evidence(store.root(), &vault_key, audit_size)))
         })
         .await
@@ -476,7 +506,7 @@ impl PushService {
         .map_err(Refusal::from)?;
         let (sealed, evidence) = sealed;
         signed.audit = evidence;
-        Ok((receipt, signed, sealed))
+        Ok((receipt, signed, sealed, notes))
     }
 }
 
@@ -491,11 +521,22 @@ fn sealed_notes(sealed: Sealed) -> Vec<Event> {
     healed.into_iter().chain(fallbacks).chain(warnings).collect()
 }
 
+/// A sealed push: its receipt, what sealing did and took, whether the receipt reached the
+/// pusher, and what else the console should hear.
+struct Ingested {
+    receipt: Receipt,
+    sealed: Sealed,
+    seal_ms: u64,
+    receipt_sent: bool,
+    notes: Vec<Event>,
+}
+
 /// What every session of one window shares.
 struct Window {
     policy: Arc<Policy>,
     accounts: WindowAccounts,
     clock: Arc<dyn TimeProvider>,
+    suspects: tokio::sync::watch::Receiver<std::collections::BTreeSet<String>>,
 }
 
 fn random_suffix() -> [u8; 4] {

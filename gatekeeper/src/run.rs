@@ -203,6 +203,13 @@ fn start_state_writer(root_path: PathBuf, state_dir: PathBuf, mut events: EventL
                     StateDone::Orders(update(&mut |state| state.orders.pending_purges.retain(|p| !executed.contains(&p.id) && !lapsed.contains(&p.id))).ok().map(|state| state.orders))
                 }
                 StateJob::ExportsDone(done) => StateDone::Orders(update(&mut |state| state.orders.pending_exports.retain(|e| !done.contains(&e.id))).ok().map(|state| state.orders)),
+                StateJob::Suspect { pusher, dataset, snapshot, at } => {
+                    let held = update(&mut |state| state.orders.hold_suspect(&pusher, &dataset, &snapshot, at));
+                    if let Err(e) = &held {
+                        events.emit(at, &Event::Alarm { rule: "suspect_hold_not_persisted".into(), detail: format!("{e}: the hold on `{pusher}`/`{dataset}` lasts only until the next start") });
+                    }
+                    StateDone::Orders(held.ok().map(|state| state.orders))
+                }
                 StateJob::LastRotation(at) => StateDone::LastRotation { result: update(&mut |state| state.last_rotation = Some(at)).map(|_| ()).map_err(|e| e.to_string()) },
                 StateJob::LastDrill(at, summary) => StateDone::LastDrill { result: update(&mut |state| state.last_drill = Some((at, summary.clone()))).map(|_| ()).map_err(|e| e.to_string()) },
                 StateJob::LastScrub(at) => StateDone::LastScrub { result: update(&mut |state| state.last_scrub = Some(at)).map(|_| ()).map_err(|e| e.to_string()) },

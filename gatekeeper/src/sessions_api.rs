@@ -49,6 +49,9 @@ pub enum SessionReport {
     /// An event for the console (session accepted or refused, snapshot sealed); it does not
     /// change the gate.
     Note(Box<crate::events::Event>),
+    /// A sealed snapshot the ransomware signals judged suspect: the daemon holds its dataset
+    /// (and, if the policy says so, refuses its pusher) until a release order.
+    Suspect { pusher: String, dataset: String, snapshot: String, signals: Vec<String> },
 }
 
 /// Everything a session server gets for one window.
@@ -62,6 +65,9 @@ pub struct SessionContext {
     /// The vault's time for this window (receipts' `received_at`, the retention base): the
     /// clock, never before the time floor the gate held when the window opened.
     pub clock: Arc<dyn vault_core::units::TimeProvider>,
+    /// Pushers with a suspect hold, kept current by the daemon: refused while the policy's
+    /// `signals.close_windows` is set.
+    pub suspects: watch::Receiver<std::collections::BTreeSet<String>>,
 }
 
 /// A session server: called once per window, runs until its sessions are done. The

@@ -313,6 +313,8 @@ pub fn signed_receipt_at(key: &vault_core::keys::SigningKey, snapshot_id: &str, 
         received_at: Timestamp::from_unix(received_at_unix).expect("in range"),
         retain_until: Timestamp::from_unix(retain_until_unix).expect("in range"),
         client_time: 0,
+        suspect: false,
+        signals: Vec::new(),
     };
     let (body, signature) = receipt.sign(key);
     vault_core::push::receipt::SignedReceipt { body, signature, audit: None }
@@ -340,7 +342,7 @@ pub fn seal_nightly(store: &vault_store::Store, key: &vault_core::keys::SigningK
     }
     let manifest = Manifest { entries }.encode().expect("a manifest");
     let receipt = signed_receipt_at(key, &id, &manifest, (pusher, dataset), received_at_unix, retain_until_unix);
-    store.seal_all(pack, vault_store::SealInput { snapshot_id: &id, manifest: &manifest, receipt: &receipt }).expect("sealed");
+    store.seal_all(pack, vault_store::SealInput { snapshot_id: &id, manifest: &manifest, receipt: &receipt, profile: None }).expect("sealed");
     id
 }
 

@@ -80,7 +80,7 @@ pub fn run(dir: &Path, snapshots: usize, chunks_per: usize, chunk_bytes: usize, 
         let id = format!("bench-{s:05}");
         let day = i64::try_from(s).expect("small");
         let receipt = crate::signed_receipt_at(&key, &id, &manifest, ("bench", "data"), T0 + day * 3600, T0 + day * 3600 + 86_400);
-        store.seal_all(pack, vault_store::SealInput { snapshot_id: &id, manifest: &manifest, receipt: &receipt }).expect("sealed");
+        store.seal_all(pack, vault_store::SealInput { snapshot_id: &id, manifest: &manifest, receipt: &receipt, profile: None }).expect("sealed");
         ids.push(id);
     }
     let seal_secs = started.elapsed().as_secs_f64();
@@ -141,7 +141,7 @@ pub fn run(dir: &Path, snapshots: usize, chunks_per: usize, chunk_bytes: usize, 
         let manifest = Manifest { entries: vec![entry] }.encode().expect("a manifest");
         let snapshot = format!("small-{n:05}");
         let receipt = crate::signed_receipt_at(&key, &snapshot, &manifest, ("bench", "small"), T0, T0 + 86_400);
-        store.seal_all(pack, vault_store::SealInput { snapshot_id: &snapshot, manifest: &manifest, receipt: &receipt }).expect("sealed");
+        store.seal_all(pack, vault_store::SealInput { snapshot_id: &snapshot, manifest: &manifest, receipt: &receipt, profile: None }).expect("sealed");
         if let Some(log) = log {
             let lines: Vec<Vec<u8>> = (0..10).map(|i| format!(r#"{{"event":"seal_line_{i}","time":"2027-01-15T08:00:00Z","snapshot":"{snapshot}","pusher":"bench","dataset":"small","bytes":1024}}"#).into_bytes()).collect();
             log.append(&lines).expect("appended");

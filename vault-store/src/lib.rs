@@ -46,6 +46,7 @@ mod index;
 mod owners;
 mod reader;
 mod scrub;
+mod signals;
 mod space;
 mod writer;
 
@@ -58,6 +59,7 @@ pub use index::{ChunkLocation, DamagedPack};
 pub use reader::{DamagedChunks, SnapshotHealth, StoreReader, MAX_OPEN_PACKS};
 pub use scrub::{BadCopy, Scrubbed};
 pub use space::{fs_space, FsSpace, Reserve};
+pub use signals::SignalsHistory;
 pub use writer::{Recovery, SealInput, SealStep, Sealed, StagedTable, StagingPack, Store};
 
 pub const PACKS_DIR: &str = "packs";
@@ -71,6 +73,9 @@ pub const RECEIPT_FILE: &str = "receipt.json";
 pub const DAMAGED_CHUNKS_FILE: &str = "damaged-chunks";
 /// Which chunks the seal gave the snapshot's pusher (see `owners`).
 pub const OWNED_FILE: &str = "owned";
+/// What the ransomware signals found in the snapshot (see `signals`); absent in snapshots
+/// sealed before they existed.
+pub const PROFILE_FILE: &str = "profile.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

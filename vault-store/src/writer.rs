@@ -6,13 +6,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use vault_core::push::chunk::ChunkId;
+use vault_core::push::signals::ChunkProbe;
 use vault_core::push::receipt::SignedReceipt;
 
 use crate::immutable::{ensure_immutable, is_sealed, lift_immutable, make_immutable, Sealing};
 use crate::index::{self, PackSet};
 use crate::owners::{self, Owners};
 use crate::space::{Need, Reserve, Space};
-use crate::{io_error, random_hex, Result, StoreError, EXPIRED_DIR, MANIFEST_FILE, OWNED_FILE, PACKS_DIR, RECEIPT_FILE, SNAPSHOTS_DIR, STAGING_DIR};
+use crate::{io_error, random_hex, Result, StoreError, EXPIRED_DIR, MANIFEST_FILE, OWNED_FILE, PACKS_DIR, PROFILE_FILE, RECEIPT_FILE, SNAPSHOTS_DIR, STAGING_DIR};
 
 /// Large enough that chunk writes become few big writes.
 const PACK_BUFFER_BYTES: usize = 1024 * 1024;
@@ -140,6 +141,8 @@ pub struct StagingPack {
 /// checked against, and (the ones it names) the new pack's index.
 pub struct StagedTable {
     entries: Vec<(ChunkId, u64, u32)>,
+    /// Each entry's probe, in the same order.
+    probes: Vec<ChunkProbe>,
 }
 
 impl vault_core::push::ingest::StagedChunks for StagedTable {
@@ -150,6 +153,10 @@ impl vault_core::push::ingest::StagedChunks for StagedTable {
     fn find(&self, id: &ChunkId) -> Option<(usize, u32)> {
         self.entries.binary_search_by(|(c, _, _)| c.cmp(id)).ok().map(|i| (i, self.entries[i].2))
     }
+
+    fn probe(&self, index: usize) -> ChunkProbe {
+        self.probes.get(index).copied().unwrap_or(ChunkProbe::UNMEASURED)
+    }
 }
 
 /// What sealing needs besides the pack.
@@ -157,6 +164,9 @@ pub struct SealInput<'a> {
     pub snapshot_id: &'a str,
     pub manifest: &'a [u8],
     pub receipt: &'a SignedReceipt,
+    /// What the ransomware signals found ([`vault_core::push::signals::Profile`]): sealed
+    /// beside the manifest, for the dataset's next snapshot to be judged against.
+    pub profile: Option<&'a [u8]>,
 }
 
 /// What sealing did. The snapshot exists: the receipt is owed.
@@ -339,7 +349,7 @@ impl Store {
         let pusher = vault_core::push::receipt::Receipt::from_bytes(&input.receipt.body)?.pusher;
 
         // 0. Room above the reserve for everything sealing writes.
-        let files = [input.manifest.len(), receipt_bytes.len(), owned_bytes.len(), index_bytes.len()];
+        let files = [input.manifest.len(), receipt_bytes.len(), owned_bytes.len(), index_bytes.len(), input.profile.map_or(0, <[u8]>::len)];
         let need = files.iter().fold(SEAL_OVERHEAD_BYTES, |sum, len| sum.saturating_add(u64::try_from(*len).unwrap_or(u64::MAX)));
         pack.ask_room(Need { bytes: need, inodes: SEAL_INODES })?;
 
@@ -356,6 +366,9 @@ impl Store {
         write_durable(&staged.path.join(MANIFEST_FILE), input.manifest)?;
         write_durable(&staged.path.join(RECEIPT_FILE), &receipt_bytes)?;
         write_durable(&staged.path.join(OWNED_FILE), &owned_bytes)?;
+        if let Some(profile) = input.profile {
+            write_durable(&staged.path.join(PROFILE_FILE), profile)?;
+        }
         sync_dir(&staged.path)?;
         observe(SealStep::StagedFiles);
 
@@ -368,7 +381,7 @@ impl Store {
             flag(pack_path)?;
             flag(index_path)?;
         }
-        for file in [MANIFEST_FILE, RECEIPT_FILE, OWNED_FILE] {
+        for file in [MANIFEST_FILE, RECEIPT_FILE, OWNED_FILE].into_iter().chain(input.profile.map(|_| PROFILE_FILE)) {
             flag(&staged.path.join(file))?;
         }
         let mut healed = Vec::new();
@@ -568,20 +581,26 @@ pub(crate) fn sync_dir(path: &Path) -> Result<()> {
 }
 
 /// A staged chunk record: id, offset in the pack, length (the pack index's entry).
-const RECORD_BYTES: usize = 32 + 8 + 4;
+/// A staged chunk's record: id, offset in the pack, length, probe.
+const RECORD_BYTES: usize = 32 + 8 + 4 + 1;
 /// The offset of a proven chunk's record: its bytes are in a sealed pack already.
 const PROVEN_OFFSET: u64 = u64::MAX;
 /// The same, for byte counts (44 always fits).
 const RECORD_BYTES_U64: u64 = RECORD_BYTES as u64;
 
 impl StagingPack {
-    /// Appends a verified chunk and its record. A full disk is reported as such.
+    /// [`StagingPack::append_probed`] for a chunk nobody probed.
     pub fn append(&mut self, id: ChunkId, data: &[u8]) -> Result<()> {
+        self.append_probed(id, data, ChunkProbe::UNMEASURED)
+    }
+
+    /// Appends a verified chunk and its record. A full disk is reported as such.
+    pub fn append_probed(&mut self, id: ChunkId, data: &[u8], probe: ChunkProbe) -> Result<()> {
         let len = u32::try_from(data.len()).map_err(|_| StoreError::Corrupt { path: self.path.clone(), reason: format!("chunk of {} bytes", data.len()) })?;
         self.ensure_room(u64::from(len).saturating_add(RECORD_BYTES_U64))?;
         let file = self.file.as_mut().expect("append before seal");
         file.write_all(data).map_err(|e| io_error(&self.path, e))?;
-        self.write_record(id, self.offset, len)?;
+        self.write_record(id, self.offset, len, probe)?;
         self.offset += u64::from(len);
         let file = self.file.as_mut().expect("append before seal");
         if self.offset - self.written_back >= WRITEBACK_EVERY {
@@ -595,15 +614,21 @@ impl StagingPack {
     /// Records a chunk the store already holds under another pusher, whose bytes this
     /// session sent and verified: sealing makes it this pusher's too, without a second copy.
     pub fn prove(&mut self, id: ChunkId, len: u32) -> Result<()> {
-        self.ensure_room(RECORD_BYTES_U64)?;
-        self.write_record(id, PROVEN_OFFSET, len)
+        self.prove_probed(id, len, ChunkProbe::UNMEASURED)
     }
 
-    fn write_record(&mut self, id: ChunkId, offset: u64, len: u32) -> Result<()> {
+    /// [`StagingPack::prove`], with what probing its bytes found.
+    pub fn prove_probed(&mut self, id: ChunkId, len: u32, probe: ChunkProbe) -> Result<()> {
+        self.ensure_room(RECORD_BYTES_U64)?;
+        self.write_record(id, PROVEN_OFFSET, len, probe)
+    }
+
+    fn write_record(&mut self, id: ChunkId, offset: u64, len: u32, probe: ChunkProbe) -> Result<()> {
         let mut record = [0u8; RECORD_BYTES];
         record[..32].copy_from_slice(&id.0);
         record[32..40].copy_from_slice(&offset.to_be_bytes());
-        record[40..].copy_from_slice(&len.to_be_bytes());
+        record[40..44].copy_from_slice(&len.to_be_bytes());
+        record[44] = probe.to_byte();
         self.records.write_all(&record).map_err(|e| io_error(&self.records_path, e))?;
         self.count += 1;
         Ok(())
@@ -651,7 +676,7 @@ impl StagingPack {
         self.manifest.flush().map_err(|e| io_error(&self.manifest_path, e))?;
         self.records.flush().map_err(|e| io_error(&self.records_path, e))?;
         let manifest = vault_io::read_bounded(&self.manifest_path, MAX_MANIFEST_BYTES)?;
-        // Streamed record by record: the table is the only copy in memory (48 bytes a chunk).
+        // Streamed record by record: the table is the only copy in memory (49 bytes a chunk: record and probe).
         if self.count > MAX_SESSION_NEW_CHUNKS {
             return Err(StoreError::Corrupt { path: self.records_path.clone(), reason: format!("{} records, at most {MAX_SESSION_NEW_CHUNKS}", self.count) });
         }
@@ -668,17 +693,19 @@ impl StagingPack {
             std::io::Read::read_exact(&mut records, &mut record).map_err(|e| io_error(&self.records_path, e))?;
             let id = ChunkId(record[..32].try_into().expect("32 bytes"));
             let offset = u64::from_be_bytes(record[32..40].try_into().expect("8 bytes"));
-            let len = u32::from_be_bytes(record[40..].try_into().expect("4 bytes"));
-            entries.push((id, offset, len));
+            let len = u32::from_be_bytes(record[40..44].try_into().expect("4 bytes"));
+            let probe = ChunkProbe::from_byte(record[44]).ok_or_else(|| StoreError::Corrupt { path: self.records_path.clone(), reason: format!("chunk {id} has probe byte {:#04x}, which no probe writes", record[44]) })?;
+            entries.push(((id, offset, len), probe));
         }
         // A chunk staged twice keeps one record, a stored one before a proven one.
-        entries.sort_unstable_by_key(|entry| (entry.0, entry.1));
-        entries.dedup_by(|a, b| a.0 == b.0);
+        entries.sort_unstable_by_key(|(entry, _)| (entry.0, entry.1));
+        entries.dedup_by(|a, b| a.0 .0 == b.0 .0);
+        let (entries, probes) = entries.into_iter().unzip();
         // Both now live in memory only. Unlinked here, before the seal's fsyncs, so those
         // make the removal durable too: a power cut after the seal leaves staging empty.
         fs::remove_file(&self.records_path).map_err(|e| io_error(&self.records_path, e))?;
         fs::remove_file(&self.manifest_path).map_err(|e| io_error(&self.manifest_path, e))?;
-        Ok((manifest, StagedTable { entries }))
+        Ok((manifest, StagedTable { entries, probes }))
     }
 }
 

@@ -76,7 +76,7 @@ fn seal_watched(store: &Store, key: &SigningKey, id: &str, files: &[(&str, &[u8]
     let r = receipt(key, id, &bytes);
     let (_, table) = pack.read_back()?;
     let referenced = vec![true; table.count()];
-    store.seal_observed(pack, table, &referenced, SealInput { snapshot_id: id, manifest: &bytes, receipt: &r }, observe)
+    store.seal_observed(pack, table, &referenced, SealInput { snapshot_id: id, manifest: &bytes, receipt: &r, profile: None }, observe)
 }
 
 #[test]
@@ -110,7 +110,7 @@ fn seal_for(store: &Store, key: &SigningKey, pusher: &str, id: &str, data: &[u8]
         None => pack.append(ChunkId::of(data), data).unwrap(),
     }
     let (_, bytes) = manifest_for(&[("f", data)]);
-    store.seal_all(pack, SealInput { snapshot_id: id, manifest: &bytes, receipt: &receipt_by(key, id, &bytes, pusher) }).unwrap();
+    store.seal_all(pack, SealInput { snapshot_id: id, manifest: &bytes, receipt: &receipt_by(key, id, &bytes, pusher), profile: None }).unwrap();
 }
 
 #[test]
@@ -163,7 +163,7 @@ fn a_snapshot_id_is_never_reused() {
     let pack = store.begin().unwrap();
     let (_, bytes) = manifest_for(&[]);
     let r = receipt(&key, "s1", &bytes);
-    let err = store.seal_all(pack, SealInput { snapshot_id: "s1", manifest: &bytes, receipt: &r }).unwrap_err();
+    let err = store.seal_all(pack, SealInput { snapshot_id: "s1", manifest: &bytes, receipt: &r, profile: None }).unwrap_err();
     assert!(matches!(err, StoreError::SnapshotExists { .. }), "{err}");
 }
 
@@ -242,7 +242,7 @@ fn disk_full_refuses_the_push_and_keeps_what_was_sealed() {
     pack.append(ChunkId::of(b"small"), b"small").unwrap();
     let (_, bytes) = manifest_for(&[("a", b"small")]);
     let r = receipt(&key, "before", &bytes);
-    store.seal_all(pack, SealInput { snapshot_id: "before", manifest: &bytes, receipt: &r }).unwrap();
+    store.seal_all(pack, SealInput { snapshot_id: "before", manifest: &bytes, receipt: &r, profile: None }).unwrap();
 
     let mut pack = store.begin().unwrap();
     let big = vec![7u8; 1024 * 1024];
@@ -256,7 +256,7 @@ fn disk_full_refuses_the_push_and_keeps_what_was_sealed() {
         Ok(()) => {
             let (_, bytes) = manifest_for(&[]);
             let r = receipt(&key, "after", &bytes);
-            store.seal_all(pack, SealInput { snapshot_id: "after", manifest: &bytes, receipt: &r }).unwrap_err()
+            store.seal_all(pack, SealInput { snapshot_id: "after", manifest: &bytes, receipt: &r, profile: None }).unwrap_err()
         }
     };
     assert!(matches!(err, StoreError::DiskFull { .. }), "{err}");
@@ -285,7 +285,7 @@ fn where_the_filesystem_refuses_immutability_files_are_made_read_only_and_it_is_
     pack.append(ChunkId::of(b"x"), b"x").unwrap();
     let (_, bytes) = manifest_for(&[("a", b"x")]);
     let r = receipt(&key, "s1", &bytes);
-    let sealed = store.seal_all(pack, SealInput { snapshot_id: "s1", manifest: &bytes, receipt: &r }).unwrap();
+    let sealed = store.seal_all(pack, SealInput { snapshot_id: "s1", manifest: &bytes, receipt: &r, profile: None }).unwrap();
     assert!(!sealed.fallbacks.is_empty());
     assert!(sealed.fallbacks.iter().all(|(_, reason)| reason.contains("made read-only instead")), "{:?}", sealed.fallbacks);
     let mode = std::fs::metadata(sealed.snapshot_dir.join("manifest")).unwrap().permissions().mode();
@@ -783,7 +783,7 @@ fn a_seal_that_would_eat_into_the_reserve_is_refused_and_leaves_nothing() {
     let mut pack = store.begin().unwrap();
     pack.append(ChunkId::of(b"x"), b"x").unwrap();
     let r = receipt(&key, "big", &manifest);
-    let err = store.seal_all(pack, SealInput { snapshot_id: "big", manifest: &manifest, receipt: &r }).unwrap_err();
+    let err = store.seal_all(pack, SealInput { snapshot_id: "big", manifest: &manifest, receipt: &r, profile: None }).unwrap_err();
     assert!(matches!(err, StoreError::DiskReserve { .. }), "{err}");
     assert!(!store.snapshot_exists("big"));
     assert_eq!(std::fs::read_dir(root.join("staging")).unwrap().count(), 0);
@@ -1028,7 +1028,7 @@ fn a_rotted_chunk_is_found_by_scrub_asked_for_again_and_healed_by_the_next_push_
     pack.append(chunk, &rotten).unwrap();
     let (_, manifest) = manifest_for(&[("own", &rotten)]);
     let receipt = test_net::signed_receipt_at(&key, "heal", &manifest, ("db", "pg"), T0 + 3 * DAY, T0 + 40 * DAY);
-    let sealed = store.seal_all(pack, SealInput { snapshot_id: "heal", manifest: &manifest, receipt: &receipt }).unwrap();
+    let sealed = store.seal_all(pack, SealInput { snapshot_id: "heal", manifest: &manifest, receipt: &receipt, profile: None }).unwrap();
     assert_eq!(sealed.healed, vec![chunk]);
     let reader = StoreReader::open(&tmp.root()).unwrap();
     let night = reader.manifest(&ids[1]).unwrap();
@@ -1064,7 +1064,7 @@ fn a_second_copy_of_a_needed_chunk_is_not_collected() {
         pack.append(ChunkId::of(b"twice"), b"twice").unwrap();
         let (_, manifest) = manifest_for(&[("f", b"twice")]);
         let receipt = receipt(&key, id, &manifest);
-        store.seal_all(pack, SealInput { snapshot_id: id, manifest: &manifest, receipt: &receipt }).unwrap();
+        store.seal_all(pack, SealInput { snapshot_id: id, manifest: &manifest, receipt: &receipt, profile: None }).unwrap();
     }
     assert_eq!(pack_stems(&tmp.root()).len(), 2);
     store.expire(&["first".to_string()], &|| true).unwrap();
@@ -1148,7 +1148,7 @@ fn a_needed_chunk_another_kept_pack_holds_is_not_copied_again() {
     pack.append(ChunkId::of(&b), &b).unwrap();
     pack.append(ChunkId::of(&c), &c).unwrap();
     let (_, manifest) = manifest_for(&[("b", &b), ("c", &c)]);
-    store.seal_all(pack, SealInput { snapshot_id: "s2", manifest: &manifest, receipt: &receipt(&key, "s2", &manifest) }).unwrap();
+    store.seal_all(pack, SealInput { snapshot_id: "s2", manifest: &manifest, receipt: &receipt(&key, "s2", &manifest), profile: None }).unwrap();
     store.expire(&["s1".to_string()], &|| true).unwrap();
     let done = store.collect_garbage(years_later(), std::time::Duration::ZERO, &|| true).unwrap();
     assert_eq!((done.packs_repacked, done.packs_written.len(), done.chunks_copied, done.packs_removed.len()), (1, 0, 0, 1), "{done:?}");

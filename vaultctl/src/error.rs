@@ -24,6 +24,9 @@ pub enum CliError {
     /// The vault's audit log failed this pusher's witness check (see `witness`).
     #[error("{0}")]
     AuditInconsistent(String),
+    /// The push was sealed, and the vault's ransomware signals judged it suspect.
+    #[error("suspect: {0}")]
+    Suspect(String),
     /// Done as far as it could go, with what is missing already reported.
     #[error("incomplete: {0}")]
     Incomplete(String),
@@ -34,8 +37,9 @@ impl CliError {
     /// something answered "connection refused"), 5 no answer at all (what a closed window
     /// looks like: the vault's link is down), 6 incomplete (`restore --keep-going` left files
     /// out, `snapshots` found snapshots not verified or not restorable; each is listed), 7 the
-    /// push was sealed but the vault's audit log is not consistent with what this pusher saw, 1
-    /// anything else (2 is clap's for bad arguments).
+    /// push was sealed but the vault's audit log is not consistent with what this pusher saw, 8
+    /// the push was sealed and judged suspect by the vault's ransomware signals, 1 anything
+    /// else (2 is clap's for bad arguments).
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Refused(_) => 3,
@@ -43,6 +47,7 @@ impl CliError {
             CliError::NoAnswer(_) => 5,
             CliError::Incomplete(_) => 6,
             CliError::AuditInconsistent(_) => 7,
+            CliError::Suspect(_) => 8,
             _ => 1,
         }
     }

@@ -423,6 +423,8 @@ fn push_command(args: PushCli) -> Result<()> {
             "bytes_new": r.bytes_new,
             "stats": outcome.stats,
             "elapsed_s": secs,
+            "suspect": r.suspect,
+            "signals": r.signals,
             "audit_log": match &outcome.witnessed {
                 Ok(witness::Witnessed::Consistent { entries, from }) => serde_json::json!({ "consistent": true, "entries": entries, "from": from }),
                 Ok(witness::Witnessed::NothingYet) => serde_json::json!({ "consistent": null }),
@@ -440,8 +442,21 @@ fn push_command(args: PushCli) -> Result<()> {
             Ok(witness::Witnessed::NothingYet) => println!("  vault audit log: the vault sent no checkpoint yet"),
             Err(_) => {}
         }
+        for signal in &r.signals {
+            println!("  ransomware signal: {signal}");
+        }
     }
-    outcome.witnessed.map(|_| ())
+    outcome.witnessed?;
+    if r.suspect {
+        let signals: Vec<String> = r.signals.iter().map(ToString::to_string).collect();
+        return Err(CliError::Suspect(format!(
+            "snapshot {} is sealed but the vault judged it suspect ({}): it looks like encrypted or destroyed data. Check the source host for ransomware before the next push; the vault holds every earlier snapshot of `{}` until the admins sign a release order",
+            r.snapshot_id,
+            signals.join("; "),
+            r.dataset
+        )));
+    }
+    Ok(())
 }
 
 fn print_restore_report(report: &restore::RestoreReport, json: bool) {

@@ -27,11 +27,8 @@ use vault_tls::rustls::{ClientConnection, StreamOwned};
 
 use crate::error::{CliError, Result};
 
-/// FastCDC sizes: big enough that per-chunk costs vanish, small enough that a small change
-/// re-sends little.
-const MIN_CHUNK: u32 = 32 * 1024;
-const AVG_CHUNK: u32 = 128 * 1024;
-const MAX_CHUNK: u32 = 512 * 1024;
+// FastCDC sizes: vault-core's, which the evaluation of the signals cuts with too.
+use vault_core::push::chunk::{FASTCDC_AVG_BYTES as AVG_CHUNK, FASTCDC_MAX_BYTES as MAX_CHUNK, FASTCDC_MIN_BYTES as MIN_CHUNK};
 /// Files up to this size are read whole and chunked in memory.
 const IN_MEMORY_FILE: u64 = 8 * 1024 * 1024;
 /// Ask the vault about this much chunk data at a time.

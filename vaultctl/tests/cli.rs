@@ -260,7 +260,7 @@ fn seal_snapshot(store: &TestStore, key: &SigningKey, id: &str, retain_until: i6
     }
     let manifest = Manifest { entries }.encode().unwrap();
     let receipt = test_net::signed_receipt(key, id, &manifest, "db-backup", retain_until);
-    vault.seal_all(pack, SealInput { snapshot_id: id, manifest: &manifest, receipt: &receipt }).unwrap();
+    vault.seal_all(pack, SealInput { snapshot_id: id, manifest: &manifest, receipt: &receipt, profile: None }).unwrap();
 }
 
 const RETAINED: i64 = 1_900_000_000; // 2030-03-17

@@ -134,6 +134,8 @@ fn receipt_for(vault: &SigningKey, id: &str, manifest: &Manifest, bytes: &[u8], 
         received_at,
         retain_until: Timestamp::parse("2026-12-30T10:15:00Z").unwrap(),
         client_time: received_at.unix() - 1,
+        suspect: false,
+        signals: Vec::new(),
     };
     let (body, signature) = receipt.sign(vault);
     SignedReceipt { body, signature, audit: None }
@@ -159,7 +161,7 @@ fn seal(root: &Path, vault: &SigningKey, id: &str, received_at: Timestamp, nodes
     let manifest = manifest_of(nodes);
     let bytes = manifest.encode().unwrap();
     let receipt = receipt_for(vault, id, &manifest, &bytes, received_at, (u64::try_from(appended.len()).unwrap(), new_bytes));
-    store.seal_all(pack, SealInput { snapshot_id: id, manifest: &bytes, receipt: &receipt }).unwrap();
+    store.seal_all(pack, SealInput { snapshot_id: id, manifest: &bytes, receipt: &receipt, profile: None }).unwrap();
     bytes
 }
 

@@ -333,6 +333,8 @@ mod tests {
             received_at: at(0),
             retain_until: at(1),
             client_time: 0,
+            suspect: false,
+            signals: Vec::new(),
         };
         let mut clean = SnapshotDrill::new("s", "d");
         (clean.files, clean.bytes, clean.chunks) = (2, 100, 3);

@@ -45,11 +45,25 @@ pub struct SealedSnapshot {
     pub bytes_new: u64,
 }
 
-/// Holds in force: a held snapshot, or any snapshot of a held (pusher, dataset), never expires.
+/// Holds in force: a held snapshot, or any snapshot of a held (pusher, dataset) or of a held
+/// pusher, never expires.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Holds {
     pub snapshots: BTreeSet<String>,
     pub datasets: BTreeSet<(String, String)>,
+    pub pushers: BTreeSet<String>,
+}
+
+impl Holds {
+    /// Whether a hold on the (pusher, dataset) or the pusher covers its snapshots.
+    pub fn covers_dataset(&self, pusher: &str, dataset: &str) -> bool {
+        self.pushers.contains(pusher) || self.datasets.contains(&(pusher.to_string(), dataset.to_string()))
+    }
+
+    /// Whether any hold covers the snapshot.
+    pub fn covers(&self, snapshot: &SealedSnapshot) -> bool {
+        self.snapshots.contains(&snapshot.id) || self.covers_dataset(&snapshot.pusher, &snapshot.dataset)
+    }
 }
 
 /// Why a snapshot past its `retain_until` stays.
@@ -59,7 +73,7 @@ pub enum Kept {
     Newest { rank: u32, keep_last: u32 },
     /// A hold covers the snapshot.
     HeldSnapshot,
-    /// A hold covers its (pusher, dataset).
+    /// A hold covers its (pusher, dataset), or its pusher.
     HeldDataset,
 }
 
@@ -128,7 +142,7 @@ pub fn plan_expiry(snapshots: &[SealedSnapshot], now: Timestamp, retention: Rete
     let mut plan = ExpiryPlan::default();
     for ((pusher, dataset), mut group) in by_dataset {
         group.sort_by(|a, b| (b.received_at, &b.id).cmp(&(a.received_at, &a.id)));
-        let dataset_held = holds.datasets.contains(&(pusher.to_string(), dataset.to_string()));
+        let dataset_held = holds.covers_dataset(pusher, dataset);
         for (index, snapshot) in group.into_iter().enumerate() {
             if now <= snapshot.retain_until {
                 plan.next_due = Some(plan.next_due.map_or(snapshot.retain_until, |due| due.min(snapshot.retain_until)));
@@ -221,7 +235,7 @@ mod tests {
     fn holds_on_a_snapshot_or_a_dataset_stop_expiry() {
         let mut snapshots: Vec<_> = (0..6).map(|d| nightly("db", "pg", d, 1)).collect();
         snapshots.extend((0..6).map(|d| nightly("db", "etc", d, 1)));
-        let holds = Holds { snapshots: BTreeSet::from(["pg-00001".to_string()]), datasets: BTreeSet::from([("db".to_string(), "etc".to_string())]) };
+        let holds = Holds { snapshots: BTreeSet::from(["pg-00001".to_string()]), datasets: BTreeSet::from([("db".to_string(), "etc".to_string())]), pushers: BTreeSet::new() };
         let plan = plan_expiry(&snapshots, at(100), Retention::default(), &holds);
         assert_eq!(ids(&plan.expire), vec!["pg-00000", "pg-00002"]);
         assert!(plan.kept.contains(&(nightly("db", "pg", 1, 1), Kept::HeldSnapshot)));

@@ -43,6 +43,7 @@ fn policy(pushers: &[&str], early: bool) -> Policy {
         scrub: Default::default(),
         drill: Default::default(),
         rotation: None,
+        signals: Default::default(),
     }
 }
 

@@ -62,6 +62,23 @@ pub struct PolicyDoc {
     /// Absent: no rotation of export media.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rotation: Option<crate::export::rotation::RotationDoc>,
+    /// Absent: a suspect snapshot holds its dataset, and the pusher may go on pushing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signals: Option<SignalsDoc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalsDoc {
+    /// Refuse the pusher of a suspect snapshot in every window until a quorum-signed release
+    /// names its dataset (its earlier snapshots are held either way).
+    pub close_windows: bool,
+}
+
+/// What a suspect snapshot does beyond holding its dataset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SignalsRule {
+    pub close_windows: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,6 +176,7 @@ pub struct Policy {
     pub drill: Drill,
     /// A set of export media written in turn (see [`crate::export::rotation`]).
     pub rotation: Option<crate::export::rotation::Rotation>,
+    pub signals: SignalsRule,
 }
 
 /// How the daemon finds the vault NIC.
@@ -301,7 +319,8 @@ impl Policy {
             None => None,
             Some(r) => Some(crate::export::rotation::Rotation::from_doc(r, whole_days("rotation.every", &r.every)?)?),
         };
-        Ok(Policy { vault_id: doc.vault_id.clone(), version: doc.version, issued, expires, network, windows, pushers, close, retention, scrub, drill, rotation })
+        let signals = SignalsRule { close_windows: doc.signals.as_ref().is_some_and(|s| s.close_windows) };
+        Ok(Policy { vault_id: doc.vault_id.clone(), version: doc.version, issued, expires, network, windows, pushers, close, retention, scrub, drill, rotation, signals })
     }
 
     /// The canonical written form: every field present, every value in its one spelling.
@@ -338,6 +357,7 @@ impl Policy {
             scrub: (self.scrub != Scrub::default()).then(|| ScrubDoc { every: self.scrub.every.to_string() }),
             drill: (self.drill != Drill::default()).then(|| DrillDoc { every: self.drill.every.to_string(), sample: self.drill.sample }),
             rotation: self.rotation.as_ref().map(crate::export::rotation::Rotation::to_doc),
+            signals: (self.signals != SignalsRule::default()).then_some(SignalsDoc { close_windows: self.signals.close_windows }),
         }
     }
 
@@ -441,6 +461,10 @@ impl Policy {
         lines.push(format!("retention: each snapshot kept until its retain_until, and the newest {} of each dataset always", self.retention.keep_last));
         lines.push(format!("scrub: everything sealed read back and re-hashed every {}", self.scrub.every));
         lines.push(format!("restore drill: every {}, each dataset's newest snapshot and {} older ones", self.drill.every, self.drill.sample));
+        lines.push(format!(
+            "ransomware signals: a suspect snapshot holds its dataset's snapshots until a release order{}",
+            if self.signals.close_windows { ", and its pusher is refused in every window until then" } else { "" }
+        ));
         if let Some(r) = &self.rotation {
             let datasets: Vec<String> = r.datasets.iter().map(|d| format!("{}/{}", d.pusher, d.dataset)).collect();
             lines.push(format!("rotation: {} media, one written every {} with the newest {} of {}, {} export(s) kept on each", r.media.len(), r.every, r.newest, datasets.join(", "), r.keep));

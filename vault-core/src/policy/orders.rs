@@ -239,7 +239,28 @@ pub struct OrderState {
     pub pending_purges: Vec<PendingPurge>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_exports: Vec<PendingExport>,
+    /// Datasets the ransomware signals held (see [`OrderState::hold_suspect`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suspects: Vec<SuspectHold>,
 }
+
+/// A hold the vault placed itself when a snapshot was judged suspect: every snapshot of the
+/// dataset (of every dataset of the pusher, when `dataset` is absent) is kept until a
+/// release order names the dataset or the suspect snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SuspectHold {
+    pub pusher: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<String>,
+    /// The first suspect snapshot: its receipt and the audit log say which signals fired.
+    pub snapshot: String,
+    pub at: String,
+}
+
+/// Datasets of one pusher held by their own suspect holds; past this the pusher's holds
+/// become one hold on all its datasets, so a pusher key cannot grow the state file.
+pub const MAX_SUSPECT_DATASETS_PER_PUSHER: usize = 8;
 
 /// An export accepted and waiting for its medium.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,9 +288,49 @@ impl OrderState {
         *self == OrderState::default()
     }
 
-    /// The holds in force, as the retention rules take them.
+    /// The holds in force, as the retention rules take them: the orders' and the suspects'.
     pub fn holds(&self) -> Holds {
-        Holds { snapshots: self.held_snapshots.clone(), datasets: self.held_datasets.iter().map(|d| (d.pusher.clone(), d.dataset.clone())).collect() }
+        let mut datasets: BTreeSet<(String, String)> = self.held_datasets.iter().map(|d| (d.pusher.clone(), d.dataset.clone())).collect();
+        let mut pushers = BTreeSet::new();
+        for hold in &self.suspects {
+            match &hold.dataset {
+                Some(dataset) => datasets.insert((hold.pusher.clone(), dataset.clone())),
+                None => pushers.insert(hold.pusher.clone()),
+            };
+        }
+        Holds { snapshots: self.held_snapshots.clone(), datasets, pushers }
+    }
+
+    /// Holds `pusher`'s `dataset` because `snapshot` was judged suspect at `at`. A dataset
+    /// already held keeps its first suspect; a pusher with
+    /// [`MAX_SUSPECT_DATASETS_PER_PUSHER`] held datasets gets one hold on all of them.
+    pub fn hold_suspect(&mut self, pusher: &str, dataset: &str, snapshot: &str, at: Timestamp) {
+        let covered = |h: &SuspectHold| h.pusher == pusher && h.dataset.as_deref().is_none_or(|d| d == dataset);
+        if self.suspects.iter().any(covered) {
+            return;
+        }
+        let hold = SuspectHold { pusher: pusher.to_string(), dataset: Some(dataset.to_string()), snapshot: snapshot.to_string(), at: at.to_string() };
+        if self.suspects.iter().filter(|h| h.pusher == pusher).count() >= MAX_SUSPECT_DATASETS_PER_PUSHER {
+            self.suspects.retain(|h| h.pusher != pusher);
+            self.suspects.push(SuspectHold { dataset: None, ..hold });
+        } else {
+            self.suspects.push(hold);
+        }
+    }
+
+    /// Pushers with a suspect hold: refused in every window when the policy says so.
+    pub fn suspect_pushers(&self) -> BTreeSet<String> {
+        self.suspects.iter().map(|h| h.pusher.clone()).collect()
+    }
+}
+
+impl OrderState {
+    /// A release naming a held dataset, or a suspect snapshot, ends its suspect hold.
+    fn release_suspects(&mut self, snapshots: &[String], datasets: &[DatasetDoc]) {
+        self.suspects.retain(|h| {
+            let named = |d: &DatasetDoc| d.pusher == h.pusher && h.dataset.as_deref() == Some(d.dataset.as_str());
+            !snapshots.contains(&h.snapshot) && !datasets.iter().any(named)
+        });
     }
 }
 
@@ -332,6 +393,7 @@ pub fn verify(bytes: &[u8], root: &TrustRoot, state: &OrderState, at: JudgedAt, 
             for d in &order.doc.datasets {
                 next.held_datasets.remove(d);
             }
+            next.release_suspects(&order.doc.snapshots, &order.doc.datasets);
         }
         OrderKind::Purge => {
             let at = now.saturating_add(root.caps.purge_delay);

@@ -165,6 +165,7 @@ mod tests {
             scrub: Default::default(),
             drill: Default::default(),
             rotation: None,
+            signals: Default::default(),
         }
     }
 

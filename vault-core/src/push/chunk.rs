@@ -11,6 +11,12 @@ pub const MAX_CHUNK_BYTES: usize = 1024 * 1024;
 /// Without it a pusher could cut its quota into millions of one-byte chunks, each costing
 /// the vault an index entry and memory.
 pub const MIN_CHUNK_BYTES: usize = 32 * 1024;
+/// FastCDC (v2020) sizes the pusher cuts with: big enough that per-chunk costs vanish, small
+/// enough that a small change re-sends little. The minimum is [`MIN_CHUNK_BYTES`].
+pub const FASTCDC_MIN_BYTES: u32 = 32 * 1024;
+pub const FASTCDC_AVG_BYTES: u32 = 128 * 1024;
+pub const FASTCDC_MAX_BYTES: u32 = 512 * 1024;
+const _: () = assert!(FASTCDC_MIN_BYTES as usize == MIN_CHUNK_BYTES && FASTCDC_MAX_BYTES as usize <= MAX_CHUNK_BYTES);
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ChunkId(pub [u8; 32]);

@@ -28,6 +28,7 @@ use crate::push::limits::WindowAccount;
 use crate::push::manifest::{self, Summary, MAX_MANIFEST_BYTES};
 use crate::push::protocol::{ClientFrame, VaultFrame};
 use crate::push::receipt::MAX_DATASET_BYTES;
+use crate::push::signals::{arrived_file, probe_chunk, Arrived, ChunkProbe};
 
 /// What the session needs from the vault around it.
 pub trait IngestEnv {
@@ -46,6 +47,8 @@ pub trait StagedChunks {
     fn count(&self) -> usize;
     /// The position (`0..count`) and length of a staged chunk.
     fn find(&self, id: &ChunkId) -> Option<(usize, u32)>;
+    /// What probing the chunk at a position found when it arrived.
+    fn probe(&self, index: usize) -> ChunkProbe;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,11 +77,12 @@ impl Phase {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
     Reply(VaultFrame),
-    /// A chunk whose bytes were verified against its id: stage it (bytes and record).
-    Store { id: ChunkId, data: Vec<u8> },
+    /// A chunk whose bytes were verified against its id: stage it (bytes and record, with
+    /// its probe).
+    Store { id: ChunkId, data: Vec<u8>, probe: ChunkProbe },
     /// A chunk another pusher already sealed, sent in full and verified: stage only its
-    /// record (no bytes), so that sealing makes it this pusher's too.
-    Proven { id: ChunkId, len: u32 },
+    /// record (no bytes, its probe), so that sealing makes it this pusher's too.
+    Proven { id: ChunkId, len: u32, probe: ChunkProbe },
     /// The next part of the manifest: stage it.
     StoreManifest { bytes: Vec<u8> },
     /// The commit names the manifest that was received: read back the staged manifest and
@@ -104,6 +108,9 @@ pub struct SealRequest {
     pub client_time: i64,
     /// The audit log size the pusher holds a checkpoint of: the receipt's proof starts there.
     pub audit_size: u64,
+    /// Each file as this session measured it, in manifest order: what the ransomware
+    /// signals judge ([`crate::push::signals::assess`]).
+    pub arrived: Vec<Arrived>,
 }
 
 pub struct IngestSession {
@@ -196,9 +203,11 @@ impl IngestSession {
                 let in_session = self.new_chunks;
                 env.account(|a| a.charge_new_chunk(pusher, in_session))?;
                 self.new_chunks += 1;
+                // Probed while the bytes are here: the signals never read a chunk twice.
+                let probe = probe_chunk(&data);
                 match env.sealed_len(&id) {
-                    Some(len) => Ok(Step::Proven { id, len }),
-                    None => Ok(Step::Store { id, data }),
+                    Some(len) => Ok(Step::Proven { id, len, probe }),
+                    None => Ok(Step::Store { id, data, probe }),
                 }
             }
             (Phase::Transfer | Phase::Manifest, ClientFrame::ManifestPart { bytes }) => {
@@ -243,6 +252,7 @@ impl IngestSession {
         }
         let mut referenced = vec![false; staged.count()];
         let (mut chunks_new, mut bytes_new) = (0u64, 0u64);
+        let mut arrived = Vec::new();
         let summary = manifest::walk(manifest_bytes, |entry| {
             for chunk in entry.chunks().iter().flat_map(|c| c.iter()) {
                 let present_len = match staged.find(&chunk.id) {
@@ -267,6 +277,7 @@ impl IngestSession {
                     None => return Err(Error::MissingChunk { id: chunk.id.to_hex(), path: entry.display_path() }),
                 }
             }
+            arrived.extend(arrived_file(entry, |chunk| staged.find(&chunk.id).map(|(index, _)| staged.probe(index))));
             Ok(())
         })?;
         self.phase = Phase::Sealing;
@@ -279,6 +290,7 @@ impl IngestSession {
             bytes_new,
             client_time: self.client_time,
             audit_size: self.audit_size,
+            arrived,
         })
     }
 
@@ -318,14 +330,17 @@ mod tests {
 
     /// What the daemon stages, as it reads it back at commit: sorted by id.
     #[derive(Default)]
-    struct Staged(Vec<(ChunkId, u32)>);
+    struct Staged(Vec<(ChunkId, u32, ChunkProbe)>);
 
     impl StagedChunks for Staged {
         fn count(&self) -> usize {
             self.0.len()
         }
         fn find(&self, id: &ChunkId) -> Option<(usize, u32)> {
-            self.0.binary_search_by(|(c, _)| c.cmp(id)).ok().map(|i| (i, self.0[i].1))
+            self.0.binary_search_by(|(c, _, _)| c.cmp(id)).ok().map(|i| (i, self.0[i].1))
+        }
+        fn probe(&self, index: usize) -> ChunkProbe {
+            self.0[index].2
         }
     }
 
@@ -343,8 +358,8 @@ mod tests {
             let wire = frame.encode().unwrap().len();
             let step = self.session.on_frame(frame, wire, env)?;
             match &step {
-                Step::Store { id, data } => self.staged.0.push((*id, data.len() as u32)),
-                Step::Proven { id, len } => self.staged.0.push((*id, *len)),
+                Step::Store { id, data, probe } => self.staged.0.push((*id, data.len() as u32, *probe)),
+                Step::Proven { id, len, probe } => self.staged.0.push((*id, *len, *probe)),
                 Step::StoreManifest { bytes } => self.manifest.extend_from_slice(bytes),
                 _ => {}
             }
@@ -354,7 +369,7 @@ mod tests {
         fn commit(&mut self, env: &mut Env) -> Result<SealRequest> {
             let manifest = self.manifest.clone();
             assert_eq!(self.send(commit_frame(&manifest), env)?, Step::CheckManifest);
-            self.staged.0.sort();
+            self.staged.0.sort_by_key(|(id, _, _)| *id);
             self.session.check_manifest(&manifest, &self.staged, env)
         }
     }
@@ -397,7 +412,7 @@ mod tests {
         let have = s.send(ClientFrame::Have { ids: vec![ChunkId::of(b"old"), ChunkId::of(b"new")] }, &mut env).unwrap();
         assert_eq!(have, Step::Reply(VaultFrame::Need { needed: vec![false, true] }));
         let store = s.send(chunk(b"new"), &mut env).unwrap();
-        assert_eq!(store, Step::Store { id: ChunkId::of(b"new"), data: b"new".to_vec() });
+        assert_eq!(store, Step::Store { id: ChunkId::of(b"new"), data: b"new".to_vec(), probe: probe_chunk(b"new") });
         let manifest = manifest_of(&[("a", b"old"), ("b", b"new")]);
         s.send(ClientFrame::ManifestPart { bytes: manifest.clone() }, &mut env).unwrap();
         let seal = s.commit(&mut env).unwrap();
@@ -424,7 +439,7 @@ mod tests {
         // Sent in full, it is proven (recorded, not stored again), and counts as new to this
         // pusher in the receipt, the same as a chunk the vault never had.
         let mut s = begun(&mut env);
-        assert_eq!(s.send(chunk(theirs), &mut env).unwrap(), Step::Proven { id: ChunkId::of(theirs), len: theirs.len() as u32 });
+        assert_eq!(s.send(chunk(theirs), &mut env).unwrap(), Step::Proven { id: ChunkId::of(theirs), len: theirs.len() as u32, probe: probe_chunk(theirs) });
         assert_eq!(s.session.new_chunks, 1, "a proven chunk takes a new-chunk place");
         s.send(ClientFrame::ManifestPart { bytes: manifest_of(&[("mine now", theirs)]) }, &mut env).unwrap();
         let seal = s.commit(&mut env).unwrap();

@@ -13,3 +13,4 @@ pub mod manifest;
 pub mod protocol;
 pub mod receipt;
 pub mod relay;
+pub mod signals;

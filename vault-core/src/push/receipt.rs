@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::witness::LogEvidence;
 use crate::canonical;
 use crate::error::{invalid, Error, Result};
+use crate::push::signals::Signal;
 use crate::keys::{domain_hash, PublicKey, SigningKey, SIGNATURE_LEN};
 use crate::units::Timestamp;
 
@@ -52,6 +53,11 @@ pub struct Receipt {
     pub retain_until: Timestamp,
     /// What the pusher said the time was; informational only.
     pub client_time: i64,
+    /// The ransomware signals judged this snapshot suspect (it is sealed all the same, and
+    /// its dataset's earlier snapshots are held until a quorum releases them).
+    pub suspect: bool,
+    /// Every signal that fired, suspect or not (see [`crate::push::signals`]).
+    pub signals: Vec<Signal>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,7 +78,18 @@ struct ReceiptDoc {
     received_at: String,
     retain_until: String,
     client_time: i64,
+    #[serde(default, skip_serializing_if = "is_false")]
+    suspect: bool,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    signals: Vec<Signal>,
 }
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// Signals a receipt may list: one of each kind at most.
+const MAX_RECEIPT_SIGNALS: usize = 16;
 
 impl Receipt {
     fn to_doc(&self) -> ReceiptDoc {
@@ -92,6 +109,8 @@ impl Receipt {
             received_at: self.received_at.to_string(),
             retain_until: self.retain_until.to_string(),
             client_time: self.client_time,
+            suspect: self.suspect,
+            signals: self.signals.clone(),
         }
     }
 
@@ -120,7 +139,12 @@ impl Receipt {
             chunks_new: doc.chunks_new,
             bytes_new: doc.bytes_new,
             client_time: doc.client_time,
+            suspect: doc.suspect,
+            signals: doc.signals,
         };
+        if receipt.signals.len() > MAX_RECEIPT_SIGNALS {
+            return Err(invalid("signals", format!("{} signals, at most {MAX_RECEIPT_SIGNALS}", receipt.signals.len())));
+        }
         canonical::require_canonical(bytes, &receipt.to_doc(), "receipt")?;
         Ok(receipt)
     }
@@ -225,6 +249,8 @@ mod tests {
             received_at: Timestamp::parse("2026-11-25T10:15:00Z").unwrap(),
             retain_until: Timestamp::parse("2026-12-30T10:15:00Z").unwrap(),
             client_time: 0,
+            suspect: false,
+            signals: Vec::new(),
         }
     }
 
