@@ -220,15 +220,6 @@ impl WindowSessions {
             self.note(refuse(None, format!("authenticated key {key} is not a pusher of this policy"))).await;
             return Ok(());
         };
-        if self.window.policy.signals.close_windows && self.window.suspects.borrow().contains(&pusher.name) {
-            self.tell(ToWorker::Drop { session })?;
-            let reason = format!(
-                "pusher `{}` is refused in every window: one of its snapshots was judged suspect by the ransomware signals (see the `snapshot_suspect` event and its receipt); the admins must check it and sign a release order naming its dataset",
-                pusher.name
-            );
-            self.note(refuse(Some(pusher.name.clone()), reason)).await;
-            return Ok(());
-        }
         // A pusher: now it takes a session's place, and the gate counts it.
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             self.tell(ToWorker::Drop { session })?;
@@ -382,6 +373,13 @@ impl PushService {
     /// is dropped with it, so nothing of the session remains. `Ok` is a sealed snapshot, the
     /// milliseconds sealing took, and whether its receipt reached the pusher.
     async fn ingest(&self, conn: &mut Conn, window: &Window, pusher: &Pusher) -> Result<Ingested, Refusal> {
+        // Refused as a session (not at the handshake), so the pusher is told why.
+        if window.policy.signals.close_windows && window.suspects.borrow().contains(&pusher.name) {
+            return Err(Refusal::told(format!(
+                "pusher `{}` is refused in every window: one of its snapshots was judged suspect by the ransomware signals (see the `snapshot_suspect` event and its receipt); the admins must check it and sign a release order naming its dataset",
+                pusher.name
+            )));
+        }
         let mut env = Env { store: &self.store, accounts: &window.accounts, pusher: &pusher.name };
         let mut session = IngestSession::start(&pusher.name, pusher.quota.bytes(), &mut env).map_err(Refusal::from)?;
         let mut staging: Option<StagingPack> = None;

@@ -100,6 +100,8 @@ pub struct Vault {
     data: PathBuf,
     /// Pusher name -> its secret key file (vaultctl's format), when made with [`VaultSpec`].
     pub pusher_keys: Vec<(String, PathBuf)>,
+    /// The trust root's two admins (its threshold is both).
+    pub admins: [SigningKey; 2],
 }
 
 /// What a test's vault looks like: one one-shot window and its pushers.
@@ -130,6 +132,11 @@ impl Vault {
     }
 
     pub fn build(spec: VaultSpec) -> Vault {
+        Vault::build_with(spec, "")
+    }
+
+    /// [`Vault::build`], with `policy_toml` appended to the policy (more sections).
+    pub fn build_with(spec: VaultSpec, policy_toml: &str) -> Vault {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (new_key(), new_key());
         let root = TrustRoot {
@@ -170,6 +177,7 @@ until = "{}"
 [close]
 early = {}
 grace = "{}"
+{policy_toml}
 "#,
             ts(now - 60),
             ts(now + 86_400),
@@ -186,7 +194,7 @@ grace = "{}"
         std::fs::create_dir(dir.path().join("state")).unwrap();
         std::fs::write(dir.path().join("policy.bundle"), envelope.to_bytes()).unwrap();
         let data = dir.path().to_path_buf();
-        let vault = Vault { dir, data, pusher_keys };
+        let vault = Vault { dir, data, pusher_keys, admins: [a, b] };
         let out = Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
             .arg("--root")
             .arg(vault.root())
