@@ -178,6 +178,7 @@ pub struct Driver<L, C> {
     exports: ExportRuns,
     /// Pushers with a suspect hold, as the window's session server sees them.
     suspects: watch::Sender<std::collections::BTreeSet<String>>,
+    suspects_said: bool,
     stop: Option<watch::Sender<Stop>>,
     last_commit: Option<(String, Timestamp)>,
     status_due: Instant,
@@ -291,6 +292,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             lifecycle: LifecycleRuns::default(),
             exports: ExportRuns::default(),
             suspects: watch::Sender::new(Default::default()),
+            suspects_said: false,
             stop: None,
             last_commit: None,
             status_due: Instant::now(),
@@ -303,6 +305,8 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
     /// driver started (tokio's clock, paused in tests), so the gate can tell a jump of the wall
     /// clock from time passing.
     pub async fn tick(&mut self) {
+        // Orders read at start are said before the first tick can open a window.
+        self.sync_suspects().await;
         let clock = self.clock.now();
         let monotonic = self.started.elapsed();
         self.feed(Input::Tick { clock, monotonic }).await;
@@ -511,18 +515,17 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             }
             SessionReport::ServerFailed { reason } => Input::LinkUpFailed { reason: format!("session server: {reason}") },
             SessionReport::Note(event) => return self.emit(*event),
-            SessionReport::Suspect { pusher, dataset, snapshot, signals } => return self.on_suspect(pusher, dataset, snapshot, signals),
+            SessionReport::Suspect { pusher, dataset, snapshot, signals } => return self.on_suspect(pusher, dataset, snapshot, signals).await,
         };
         self.feed(input).await;
     }
 
     /// A suspect snapshot: its dataset is held at once (in memory, so the next session of its
     /// pusher already meets it) and then in the state file; the console raises the alarm.
-    fn on_suspect(&mut self, pusher: String, dataset: String, snapshot: String, signals: Vec<String>) {
+    async fn on_suspect(&mut self, pusher: String, dataset: String, snapshot: String, signals: Vec<String>) {
         let closed = self.gate.policy().is_some_and(|p| p.signals.close_windows);
         let at = self.gate.now();
         self.orders.hold_suspect(&pusher, &dataset, &snapshot, at);
-        self.suspects.send_replace(self.orders.suspect_pushers());
         let what = if closed { format!("and pusher `{pusher}` is refused in every window") } else { "while the pusher may go on pushing".to_string() };
         let detail = format!(
             "snapshot `{snapshot}` of `{pusher}`/`{dataset}` looks like encrypted or destroyed data ({}): it is sealed, every snapshot of the dataset is held {what}; check the source, restore an earlier snapshot if it is hit, then sign a release order naming the dataset",
@@ -531,6 +534,19 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         self.emit(Event::SnapshotSuspect { snapshot: snapshot.clone(), pusher: pusher.clone(), dataset: dataset.clone(), signals, closed });
         self.emit(Event::Alarm { rule: "anomaly".into(), detail });
         self.hand_to_state_writer(StateJob::Suspect { pusher, dataset, snapshot, at });
+        self.sync_suspects().await;
+    }
+
+    /// Tells the session server and the gate which pushers have a suspect hold, when that
+    /// changed (or was never said): the one place both learn it.
+    async fn sync_suspects(&mut self) {
+        let now = self.orders.suspect_pushers();
+        if self.suspects_said && *self.suspects.borrow() == now {
+            return;
+        }
+        self.suspects_said = true;
+        self.suspects.send_replace(now.clone());
+        self.feed(Input::SuspectPushers(now)).await;
     }
 
     pub(crate) async fn on_stick(&mut self, report: UsbReport) {
@@ -628,7 +644,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             StateDone::Floor { floor, result: Err(e) } => self.emit(Event::Alarm { rule: "time_floor_not_persisted".into(), detail: format!("floor {floor}: {e}") }),
             StateDone::Orders(Some(orders)) => {
                 self.orders = orders;
-                self.suspects.send_replace(self.orders.suspect_pushers());
+                self.sync_suspects().await;
                 // New holds or purges: planned for at the next tick.
                 self.lifecycle.due = None;
             }
@@ -808,7 +824,6 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         let (stop_tx, stop_rx) = watch::channel(Stop::Running);
         let policy = Arc::new(self.gate.policy().cloned().expect("listening implies a policy"));
         let clock = Arc::new(vault_core::units::FlooredClock { clock: SystemClock, floor: self.gate.time_floor() });
-        self.suspects.send_replace(self.orders.suspect_pushers());
         let ctx = SessionContext { listener, policy, stop: stop_rx, reports: self.session_reports.clone(), clock, suspects: self.suspects.subscribe() };
         tokio::spawn((self.server)(ctx));
         self.stop = Some(stop_tx);

@@ -59,7 +59,8 @@ fn would_expire(vault: &Vault) -> Vec<String> {
     let (store, _) = vault_store::Store::open(&vault.store()).unwrap();
     let (sealed, _) = store.sealed_snapshots().unwrap();
     let later = Timestamp::from_unix(unix_now() as i64 + 2 * 86_400).unwrap();
-    plan_expiry(&sealed, later, Retention { keep_last: 1 }, &state(vault).orders.holds()).expire.into_iter().map(|s| s.id).collect()
+    let share: Vec<_> = sealed.into_iter().filter(|s| s.dataset == "share").collect();
+    plan_expiry(&share, later, Retention { keep_last: 1 }, &state(vault).orders.holds()).expire.into_iter().map(|s| s.id).collect()
 }
 
 /// The daemon again, its window open; the peer forgets the vault's old neighbour entry (a
@@ -79,7 +80,7 @@ fn a_suspect_push_is_sealed_and_marked_holds_the_dataset_and_closes_the_pusher_u
     }
     let net = Net::new("signals");
     let start = unix_now().ceil() as i64;
-    let spec = VaultSpec { window: (start + 1, start + 600), pushers: vec![("files", "1GiB")], early: false, grace: "5s", datasets: vec![] };
+    let spec = VaultSpec { window: (start + 1, start + 600), pushers: vec![("files", "1GiB"), ("db", "1GiB")], early: false, grace: "5s", datasets: vec![] };
     let vault = Vault::build_with(spec, "[signals]\nclose_windows = true\n");
     let work = tempfile::tempdir().unwrap();
     let tree = work.path().join("share");
@@ -119,11 +120,15 @@ fn a_suspect_push_is_sealed_and_marked_holds_the_dataset_and_closes_the_pusher_u
     let (_, alarm) = daemon.wait_for_matching(|e| e["event"] == "alarm" && e["rule"] == "anomaly", 10.0);
     assert!(alarm["detail"].as_str().unwrap().contains(&suspect_id), "{alarm}");
 
-    // The pusher is refused from now on, with the reason, and nothing of it is staged.
+    // The pusher is refused from now on, with the reason, and nothing of it is staged; the
+    // other pusher is served as before (were it suspect too, the window would shut: gate tests).
     let mark = daemon.mark();
     let refused = refused_stderr(&vaultctl_push(&net, &vault, "files", "share", &tree, work.path()));
     assert!(refused.contains("judged suspect by the ransomware signals") && refused.contains("release order"), "{refused}");
     assert_eq!(daemon.count_after(mark, "snapshot_sealed"), 0);
+    let dump = work.path().join("dump.sql");
+    std::fs::write(&dump, prose(50_000, 77)).unwrap();
+    assert_eq!(json_of(&vaultctl_push(&net, &vault, "db", "pg", &dump, work.path()))["suspect"], false);
     let events = daemon.stop();
     // The audit log has the mark too.
     let vault_key = vault_core::keys::PublicKey::parse(&vault.identity(), "vault key").unwrap();

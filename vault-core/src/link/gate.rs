@@ -112,6 +112,9 @@ pub enum Input {
     /// The netlink watchdog stopped: nothing would report a link raised behind the gate's back.
     /// The vault seals and stays sealed until the daemon restarts.
     WatchdogStopped { reason: String },
+    /// The pushers with a suspect hold, whenever that set changes (see
+    /// [`crate::policy::orders::OrderState::suspect_pushers`]).
+    SuspectPushers(BTreeSet<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,6 +254,9 @@ pub enum Reason {
     /// Every expected commit arrived: each listed pusher's, or each of its listed datasets
     /// (`pusher/dataset`).
     AllExpectedCommitted { expected: Vec<String> },
+    /// Every pusher of the policy is refused until a release order (the policy's
+    /// `signals.close_windows`): the window stays shut, or closes.
+    AllPushersSuspect { until: Timestamp },
     PolicyReplaced { version: u64 },
     SessionsDrained,
     GraceExpired { deadline: Timestamp, sessions: u32 },
@@ -268,6 +274,7 @@ impl fmt::Display for Reason {
             Reason::AllExpectedCommitted { expected } => {
                 write!(f, "early close: every expected commit arrived ({})", expected.join(", "))
             }
+            Reason::AllPushersSuspect { until } => write!(f, "every pusher has a suspect snapshot and is refused until a release order: the window until {until} stays shut"),
             Reason::PolicyReplaced { version } => write!(f, "policy v{version} applied"),
             Reason::SessionsDrained => f.write_str("the last session ended"),
             Reason::GraceExpired { deadline, sessions } => {
@@ -329,6 +336,9 @@ pub struct Gate {
     retry_open_at: Option<Timestamp>,
     /// (pusher, dataset) committed in this window.
     committed: BTreeSet<(String, String)>,
+    /// Pushers with a suspect hold: refused while the policy's `signals.close_windows` is set,
+    /// so they count as done for an early close, and a window none of the rest may use stays shut.
+    suspects: BTreeSet<String>,
     sessions: u32,
     grace_deadline: Option<Timestamp>,
     listening: bool,
@@ -356,6 +366,7 @@ impl Gate {
             done_until: None,
             retry_open_at: None,
             committed: BTreeSet::new(),
+            suspects: BTreeSet::new(),
             sessions: 0,
             grace_deadline: None,
             listening: false,
@@ -490,8 +501,22 @@ impl Gate {
                 self.watch_lost = true;
                 self.close_on_alarm(Alarm::WatchdogStopped { reason, phase: self.phase }, &mut out);
             }
+            Input::SuspectPushers(pushers) => {
+                self.suspects = pushers;
+                if self.phase == Phase::Open && self.all_pushers_refused() {
+                    let until = self.window_until.unwrap_or(self.now);
+                    self.done_until = Some(until);
+                    let grace = self.policy.as_ref().map_or(Duration::ZERO, |p| p.close.grace);
+                    self.begin_closing(Reason::AllPushersSuspect { until }, self.now.saturating_add(grace), &mut out);
+                }
+            }
         }
         out
+    }
+
+    /// The policy refuses suspect pushers, and every pusher it lists is one.
+    fn all_pushers_refused(&self) -> bool {
+        self.policy.as_ref().is_some_and(|p| p.signals.close_windows && p.pushers.iter().all(|pusher| self.suspects.contains(&pusher.name)))
     }
 
     /// What the watchdog and the egress guard report: the alarm, then the window closed now, or
@@ -579,6 +604,12 @@ impl Gate {
             Phase::Sealed => {
                 let WindowState::Open { until } = wanted else { return };
                 if self.watch_lost || self.done_until.is_some_and(|d| self.now < d) || self.retry_open_at.is_some_and(|r| self.now < r) {
+                    return;
+                }
+                if self.all_pushers_refused() {
+                    // Said once per window: the link stays down, as for a window closed early.
+                    self.done_until = Some(until);
+                    out.transitions.push(Transition { from: Phase::Sealed, to: Phase::Sealed, reason: Reason::AllPushersSuspect { until } });
                     return;
                 }
                 let network = policy.network.clone();
@@ -694,7 +725,8 @@ impl Gate {
         self.committed.insert((pusher, dataset));
         // A pusher that lists its datasets is done when each is committed; one that does not,
         // at its first commit.
-        let done = |p: &crate::policy::Pusher| match p.datasets.is_empty() {
+        let refused = |p: &crate::policy::Pusher| policy.signals.close_windows && self.suspects.contains(&p.name);
+        let done = |p: &crate::policy::Pusher| refused(p) || match p.datasets.is_empty() {
             true => self.committed.iter().any(|(name, _)| *name == p.name),
             false => p.datasets.iter().all(|d| self.committed.contains(&(p.name.clone(), d.clone()))),
         };

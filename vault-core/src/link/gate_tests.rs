@@ -187,6 +187,50 @@ fn a_pusher_that_lists_its_datasets_closes_the_window_only_when_each_is_in() {
     assert_eq!(out.transitions[0].reason.to_string(), "early close: every expected commit arrived (db/pgdump, db/etc, files)");
 }
 
+fn closing_windows_to_suspects(pushers: &[&str]) -> Policy {
+    let mut p = policy(pushers, true);
+    p.signals.close_windows = true;
+    p
+}
+
+fn suspects(names: &[&str]) -> Input {
+    Input::SuspectPushers(names.iter().map(|n| n.to_string()).collect())
+}
+
+#[test]
+fn a_window_no_unsuspected_pusher_may_use_stays_shut_when_the_policy_says_so() {
+    let mut gate = gate_with(closing_windows_to_suspects(&["db"]));
+    assert!(gate.handle(suspects(&["db"])).actions.is_empty());
+    let out = tick(&mut gate, OPEN_AT);
+    assert!(out.actions.is_empty(), "{out:?}");
+    assert_eq!(out.transitions, vec![Transition { from: Phase::Sealed, to: Phase::Sealed, reason: Reason::AllPushersSuspect { until: at(CLOSE_AT) } }]);
+    assert!(tick(&mut gate, OPEN_AT + 1).transitions.is_empty(), "said once per window");
+    assert_eq!(gate.phase(), Phase::Sealed);
+
+    // Without the policy's word, a suspect pusher's window opens as before (it is only held).
+    let mut gate = gate_with(policy(&["db"], true));
+    gate.handle(suspects(&["db"]));
+    assert_eq!(phases(&tick(&mut gate, OPEN_AT)), vec![(Phase::Sealed, Phase::Opening)]);
+}
+
+#[test]
+fn a_suspect_pusher_counts_as_done_for_an_early_close_and_the_last_one_closes_an_open_window() {
+    let mut gate = open_gate(closing_windows_to_suspects(&["db", "files"]));
+    gate.handle(suspects(&["files"]));
+    let out = gate.handle(commit("db", "pgdump"));
+    assert_eq!(out.actions, vec![Action::StopAccepting, Action::TakeLinkDown]);
+
+    let mut gate = open_gate(closing_windows_to_suspects(&["db", "files"]));
+    assert!(gate.handle(suspects(&["files"])).actions.is_empty(), "db may still push");
+    let out = gate.handle(suspects(&["db", "files"]));
+    assert_eq!(out.actions, vec![Action::StopAccepting, Action::TakeLinkDown]);
+    assert_eq!(out.transitions[0].reason, Reason::AllPushersSuspect { until: at(CLOSE_AT) });
+    gate.handle(Input::LinkConfirmedDown);
+    // A release later in the same window does not reopen it: it was closed like an early close.
+    gate.handle(suspects(&[]));
+    assert!(tick(&mut gate, OPEN_AT + 20).actions.is_empty());
+}
+
 #[test]
 fn an_unlisted_pusher_commit_is_an_alarm_and_not_counted() {
     let mut gate = open_gate(policy(&["db"], true));
@@ -474,6 +518,7 @@ fn arbitrary_input() -> impl Strategy<Value = Input> {
         1 => Just(Input::UnsolicitedFrame { summary: "x".into() }),
         1 => Just(Input::EgressUnwatched { reason: "x".into() }),
         1 => Just(Input::WatchdogStopped { reason: "x".into() }),
+        1 => prop::sample::subsequence(vec!["db", "files"], 0..=2).prop_map(|names| suspects(&names)),
     ]
 }
 
@@ -498,7 +543,10 @@ proptest! {
         steps in prop::collection::vec(arbitrary_step(), 1..120),
     ) {
         let mut gate = Gate::new(at(floor));
-        gate.handle(Input::PolicyApplied(Box::new(policy(&["db", "files"], early))));
+        // Half the runs also refuse suspect pushers (an input the generator sends).
+        let mut p = policy(&["db", "files"], early);
+        p.signals.close_windows = early;
+        gate.handle(Input::PolicyApplied(Box::new(p)));
         let mut link_wanted_up = false;
         let mut opened = 0u32;
         let mut latched = false;

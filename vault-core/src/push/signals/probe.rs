@@ -86,13 +86,18 @@ pub fn bits_per_byte(window: &[u8]) -> f64 {
     entropy + f64::from(seen.saturating_sub(1)) / (2.0 * n * std::f64::consts::LN_2)
 }
 
-/// Words a note uses, by what they do: say the files are encrypted, ask for payment, say
-/// where to write. A note does all three; ordinary text about cryptography rarely does.
+/// Words a note uses, by what they do: say the files are encrypted, demand payment or
+/// contact, and name the untraceable channel it goes through (a cryptocurrency, Tor). A note
+/// does all three. Ordinary text does the first two often enough (an IT guideline: laptops
+/// are encrypted, confirm payments by phone, contact us to restore your files), so the
+/// channel is what tells a note; text that explains ransomware to its readers can still
+/// read like one.
 const NOTE_LOCKED: &[&[u8]] = &[b"encrypted", b"decrypt", b"locked", b"private key", b"unique key"];
-const NOTE_PAYMENT: &[&[u8]] = &[b"bitcoin", b"btc", b"monero", b"xmr", b"ransom", b"wallet", b"payment"];
-const NOTE_CONTACT: &[&[u8]] = &[b".onion", b"tor browser", b"contact us", b"write to us", b"email us", b"telegram", b"@proton", b"recover your files", b"restore your files"];
+const NOTE_DEMAND: &[&[u8]] = &[b"ransom", b"wallet", b"payment", b"pay ", b"contact us", b"write to us", b"email us", b"telegram", b"@proton", b"recover your files", b"restore your files", b"decryption tool", b"decryptor"];
+const NOTE_CHANNEL: &[&[u8]] = &[b"bitcoin", b"btc", b"monero", b"xmr", b".onion", b"tor browser"];
 
-/// A short text that says the files are locked, asks for payment and says where to write.
+/// A short text that says the files are locked, asks for payment or contact, and names a
+/// cryptocurrency or a Tor address.
 pub fn reads_like_ransom_note(data: &[u8]) -> bool {
     let printable = data.iter().filter(|b| b.is_ascii_graphic() || b.is_ascii_whitespace() || **b >= 0x80).count();
     if data.len() < 32 || printable * 10 < data.len() * 9 {
@@ -100,5 +105,5 @@ pub fn reads_like_ransom_note(data: &[u8]) -> bool {
     }
     let lower = data.to_ascii_lowercase();
     let has_any = |words: &[&[u8]]| words.iter().any(|w| lower.windows(w.len()).any(|win| win == *w));
-    has_any(NOTE_LOCKED) && has_any(NOTE_PAYMENT) && has_any(NOTE_CONTACT)
+    has_any(NOTE_LOCKED) && has_any(NOTE_DEMAND) && has_any(NOTE_CHANNEL)
 }
