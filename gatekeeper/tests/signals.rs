@@ -7,47 +7,14 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::Command;
 
+use test_net::{document_share, encrypt_in_place, prose, share_document};
 use support::{is_root, json_of, refused_stderr, unix_now, vaultctl_push, Daemon, Net, Vault, VaultSpec};
 use vault_core::lifecycle::retention::{plan_expiry, Retention};
 use vault_core::policy::orders::{self, DatasetDoc, OrderDoc, OrderKind, ORDER_SIGNING_CONTEXT};
 use vault_core::policy::state::VaultState;
 use vault_core::units::Timestamp;
-
-/// Prose-like text (compressible), different per seed.
-fn prose(len: usize, seed: u64) -> Vec<u8> {
-    let words = ["backup", "ledger", "invoice", "customer", "order", "shipment", "the", "of", "and", "quarterly", "report", "account", "balance", "\n"];
-    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    let mut out = Vec::with_capacity(len + 16);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(words[(x % words.len() as u64) as usize].as_bytes());
-        out.push(b' ');
-    }
-    out.truncate(len);
-    out
-}
-
-fn make_tree(root: &Path) {
-    for i in 0..120u64 {
-        let dir = root.join(format!("dept-{}", i % 6));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("doc-{i:03}.txt")), prose(8_000 + (i as usize % 7) * 5_000, i)).unwrap();
-    }
-}
-
-/// What ransomware does to a file: AES-256-GCM under a key nobody here keeps.
-fn encrypt_in_place(path: &Path, seed: u8) {
-    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
-    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[seed; 32]).unwrap());
-    let mut data = std::fs::read(path).unwrap();
-    key.seal_in_place_append_tag(Nonce::assume_unique_for_key([seed; 12]), Aad::empty(), &mut data).unwrap();
-    std::fs::write(path, data).unwrap();
-}
 
 fn state(vault: &Vault) -> VaultState {
     VaultState::from_bytes(&std::fs::read(vault.state().join("state.json")).unwrap()).unwrap()
@@ -84,7 +51,7 @@ fn a_suspect_push_is_sealed_and_marked_holds_the_dataset_and_closes_the_pusher_u
     let vault = Vault::build_with(spec, "[signals]\nclose_windows = true\n");
     let work = tempfile::tempdir().unwrap();
     let tree = work.path().join("share");
-    make_tree(&tree);
+    document_share(&tree, 120);
     let daemon = Daemon::start(&net, &vault);
     daemon.wait_for("listening", 8.0);
 
@@ -92,8 +59,7 @@ fn a_suspect_push_is_sealed_and_marked_holds_the_dataset_and_closes_the_pusher_u
     let mut quiet = Vec::new();
     for night in 0..3u64 {
         for i in 0..4u64 {
-            let file = tree.join(format!("dept-{}/doc-{:03}.txt", (night * 4 + i) % 6, night * 4 + i));
-            std::fs::write(&file, prose(9_000, 1_000 + night * 10 + i)).unwrap();
+            std::fs::write(share_document(&tree, night * 4 + i), prose(9_000, 1_000 + night * 10 + i)).unwrap();
         }
         let out = json_of(&vaultctl_push(&net, &vault, "files", "share", &tree, work.path()));
         assert_eq!(out["suspect"], false, "{out:#}");
@@ -102,7 +68,7 @@ fn a_suspect_push_is_sealed_and_marked_holds_the_dataset_and_closes_the_pusher_u
 
     // The attack: a third of the documents encrypted in place.
     for i in (0..120u64).step_by(3) {
-        encrypt_in_place(&tree.join(format!("dept-{}/doc-{i:03}.txt", i % 6)), i as u8);
+        encrypt_in_place(&share_document(&tree, i), i as u8);
     }
     let out = vaultctl_push(&net, &vault, "files", "share", &tree, work.path());
     let stderr = String::from_utf8_lossy(&out.stderr);

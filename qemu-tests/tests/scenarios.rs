@@ -771,3 +771,42 @@ fn an_export_order_writes_an_encrypted_copy_onto_a_usb_disk_that_survives_a_pull
     assert_eq!(listed(&after), listed(&copied), "the medium holds what it held");
     box_.vm.pass();
 }
+
+/// Issue 18: quiet nights of a document share, then a night on which a third of it was
+/// encrypted in place. The real image seals that push all the same, marks its receipt
+/// suspect with the signals that fired, says so on the console (`snapshot_suspect` and the
+/// `anomaly` alarm), holds the dataset in its state, and `vaultctl push` exits 8.
+#[test]
+fn an_encrypted_night_is_sealed_marked_suspect_in_its_receipt_and_alarmed_on_the_console() {
+    let mut box_ = Appliance::boot("signals", Boot::Direct);
+    let t = now_secs();
+    let spec = PolicySpec { windows: vec![(t + 20, t + 600)], pushers: vec![("db-backup".into(), "1GiB".into())], early_close: false, ..PolicySpec::new(1, "vault-test") };
+    box_.apply_policy(&spec);
+    let share = box_.bench.dir.join("share");
+    test_net::document_share(&share, 60);
+    wait_listening(&mut box_.vm);
+    for night in 0..3u64 {
+        for i in 0..3 {
+            std::fs::write(test_net::share_document(&share, night * 3 + i), test_net::prose(9_000, 500 + night * 10 + i)).unwrap();
+        }
+        let quiet = push_summary(&box_.push("db-backup", "share", &share));
+        assert_eq!(quiet["suspect"], false, "{quiet:#}");
+    }
+    for i in (0..60).step_by(3) {
+        test_net::encrypt_in_place(&test_net::share_document(&share, i), i as u8);
+    }
+    let out = box_.push("db-backup", "share", &share);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(8), "{stderr}");
+    assert!(stderr.contains("judged it suspect") && stderr.contains("turned_incompressible: 20 files"), "{stderr}");
+    let sealed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let receipt: serde_json::Value = serde_json::from_slice(&std::fs::read(sealed["receipt"].as_str().unwrap()).unwrap()).unwrap();
+    let body: serde_json::Value = serde_json::from_str(receipt["receipt"].as_str().unwrap()).unwrap();
+    assert_eq!((body["suspect"].as_bool(), body["signals"][0]["signal"].as_str()), (Some(true), Some("turned_incompressible")), "{body:#}");
+    let snapshot = sealed["snapshot"].as_str().unwrap();
+    let suspect = box_.vm.wait_event("snapshot_suspect", EVENT_WAIT);
+    assert_eq!((suspect["snapshot"].as_str(), suspect["dataset"].as_str()), (Some(snapshot), Some("share")), "{suspect}");
+    let alarm = box_.vm.wait_for("anomaly alarm", EVENT_WAIT, |e| e["event"] == "alarm" && e["rule"] == "anomaly");
+    assert!(alarm["detail"].as_str().unwrap().contains("release order"), "{alarm}");
+    box_.vm.pass();
+}

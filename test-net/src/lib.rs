@@ -7,7 +7,7 @@ pub mod lifecycle_bench;
 
 use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -225,6 +225,46 @@ pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
     }
     out.truncate(len);
     out
+}
+
+/// Deterministic prose (compressible, like documents and dumps), different per seed.
+pub fn prose(len: usize, seed: u64) -> Vec<u8> {
+    let words = ["backup", "ledger", "invoice", "customer", "order", "shipment", "the", "of", "and", "quarterly", "report", "account", "balance", "\n"];
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = Vec::with_capacity(len + 16);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(words[(x % words.len() as u64) as usize].as_bytes());
+        out.push(b' ');
+    }
+    out.truncate(len);
+    out
+}
+
+/// What ransomware does to a file: AES-256-GCM under a key nobody keeps, written in place.
+pub fn encrypt_in_place(path: &Path, seed: u8) {
+    use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &[seed; 32]).expect("a 32-byte key"));
+    let mut data = std::fs::read(path).unwrap();
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key([seed; 12]), Aad::empty(), &mut data).expect("sealed");
+    std::fs::write(path, data).unwrap();
+}
+
+/// A file share of `files` prose documents in 6 department folders (`dept-N/doc-NNN.txt`,
+/// 8-38 KB each): what the ransomware tests push, quietly edit and then encrypt.
+pub fn document_share(root: &Path, files: u64) {
+    for i in 0..files {
+        let dir = root.join(format!("dept-{}", i % 6));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("doc-{i:03}.txt")), prose(8_000 + (i as usize % 7) * 5_000, i)).unwrap();
+    }
+}
+
+/// The path of document `i` of a [`document_share`].
+pub fn share_document(root: &Path, i: u64) -> PathBuf {
+    root.join(format!("dept-{}/doc-{i:03}.txt", i % 6))
 }
 
 /// A directory holding `files` pseudo-random files of `each` bytes, seeded from `seed`.
