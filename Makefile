@@ -7,7 +7,7 @@ ROOT ?=
 VARIANT ?= production
 KERNEL ?= debian
 
-.PHONY: all tools build test test-keys test-image test-image-minimal test-minimal reproducible reproducible-minimal lint demo bench soak image pins fuzz clean
+.PHONY: all tools build test test-keys test-image test-image-minimal test-minimal reproducible reproducible-minimal lint demo bench soak image pins fuzz eval-signals clean
 
 all: build
 
@@ -17,7 +17,8 @@ tools:
 build: tools
 	$(CARGO) build --workspace --release --locked
 
-# Unit, property and integration tests of every crate, a short fuzz run of each decoder
+# Unit, property and integration tests of every crate, the ransomware signals' evaluation on
+# small datasets (signals-eval --quick), a short fuzz run of each decoder
 # (so the targets keep building and the seeds keep passing), lints as errors, the Buildroot
 # tree's checks, then the appliance: the test image built twice (reproducible), the QEMU
 # suite booting it, and the image with the minimal kernel through the suite's boot, USB and
@@ -25,6 +26,7 @@ build: tools
 test: tools
 	$(CARGO) build --workspace --locked
 	$(CARGO) test --workspace --locked --exclude qemu-tests
+	$(CARGO) run --locked -p signals-eval -- --quick
 	scripts/fuzz.sh 10
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	buildroot-overlay/check.sh
@@ -69,6 +71,12 @@ reproducible-minimal: test-image-minimal
 
 lint: tools
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+# The ransomware signals (vault-core's push::signals) against generated datasets and
+# simulated attacks: detection rates and false alarms, written to target/eval-signals.md;
+# fails when a target is missed (README, "Ransomware signals: evaluation").
+eval-signals: tools
+	$(CARGO) run --release --locked -p signals-eval
 
 # Coverage-guided fuzzing of bundle decoding (cargo-fuzz; stable toolchain via RUSTC_BOOTSTRAP).
 fuzz: tools

@@ -33,7 +33,9 @@ pub const MIN_BASELINE: usize = 3;
 pub const NEW_EXTENSIONS_ABOVE: u64 = 20;
 /// Veeam's: 100 or more deletes of one extension that are over half of its files.
 pub const DELETES_OF_ONE_EXTENSION: u64 = 100;
-/// Veeam's: 200 or more renames in one folder.
+/// Veeam's: 200 or more renames in one folder. A rename changes a file's name; a file that
+/// keeps its name in another folder was moved (a directory renamed, a package upgraded into
+/// a new versioned folder), which is ordinary and not counted here (it still counts as churn).
 pub const RENAMES_IN_ONE_FOLDER: u64 = 200;
 /// Candidates looked at per replaced file, so hostile names cannot make matching quadratic.
 const MAX_REPLACEMENT_CANDIDATES: usize = 64;
@@ -91,7 +93,7 @@ pub enum SignalKind {
     NewExtensions,
     /// Deletes of one extension.
     MassDeletion,
-    /// Renames out of one folder.
+    /// Renames (the file's name changed, not only its folder) out of one folder.
     RenamesInFolder,
 }
 
@@ -191,7 +193,9 @@ pub fn assess(arrived: &[Arrived], bytes_new: u64, history: &History) -> Assessm
     let mut renames_by_folder: HashMap<&[u8], u64> = HashMap::new();
     added.retain(|i| match deleted_content.get(&arrived[*i].content) {
         Some(j) if renamed_from.insert(*j) => {
-            *renames_by_folder.entry(parent(&previous[*j].path)).or_default() += 1;
+            if file_name(&previous[*j].path) != file_name(&arrived[*i].path) {
+                *renames_by_folder.entry(parent(&previous[*j].path)).or_default() += 1;
+            }
             false
         }
         _ => true,
@@ -239,7 +243,7 @@ pub fn assess(arrived: &[Arrived], bytes_new: u64, history: &History) -> Assessm
         fire(SignalKind::NewBytesSurge, new_bytes, new_bytes_limit, new_bytes > new_bytes_limit, None);
         let size_median = median(history.baseline.iter().map(|s| s.logical_bytes));
         let size_percent = per_mille(stats.logical_bytes, size_median) / 10;
-        let off_trend = size_percent < 50 || size_percent > 200;
+        let off_trend = !(50..=200).contains(&size_percent);
         fire(SignalKind::SizeTrend, size_percent, if size_percent < 50 { 50 } else { 200 }, off_trend && size_median > 0, None);
     }
     let strong = signals.iter().any(|s| s.signal.is_strong());
@@ -304,7 +308,7 @@ fn replaced_by_incompressible(arrived: &[Arrived], marks: &[FileMark], added: &[
     let mut tally = Tally::default();
     for &i in added {
         let file = &arrived[i];
-        if !marks[i].incompressible_percent().is_some_and(|p| p >= INCOMPRESSIBLE_FROM_PERCENT) {
+        if marks[i].incompressible_percent().is_none_or(|p| p < INCOMPRESSIBLE_FROM_PERCENT) {
             continue;
         }
         let Some(sizes) = by_folder.get(parent(&file.path)) else { continue };
@@ -360,6 +364,10 @@ fn percent(part: u64, whole: u64) -> u8 {
 
 fn parent(path: &[u8]) -> &[u8] {
     path.iter().rposition(|b| *b == b'/').map_or(&[][..], |p| &path[..p])
+}
+
+fn file_name(path: &[u8]) -> &[u8] {
+    path.iter().rposition(|b| *b == b'/').map_or(path, |p| &path[p + 1..])
 }
 
 fn display(path: &[u8]) -> String {

@@ -2,7 +2,7 @@
 
 use proptest::prelude::*;
 
-use super::assess::{arrived_file, COMPRESSIBLE_AT_MOST_PERCENT};
+use super::assess::arrived_file;
 use super::probe::{bits_per_byte, reads_like_ransom_note};
 use super::profile::{content_key, extension_of, sealed_files, ChangeStats, MAX_PROFILE_BYTES};
 use super::*;
@@ -249,7 +249,6 @@ fn unchanged_files_keep_their_measure_from_the_snapshot_before() {
     let second = first.unchanged();
     let verdict = judge(&[first, second]);
     assert_eq!(verdict.profile.marks.iter().map(|m| m.incompressible_percent()).collect::<Vec<_>>(), vec![Some(0), Some(100)]);
-    assert!(u8::try_from(COMPRESSIBLE_AT_MOST_PERCENT).is_ok());
 }
 
 #[test]
@@ -288,6 +287,27 @@ fn a_sealed_snapshot_is_read_back_from_its_manifest_and_profile() {
     assert_eq!(files.iter().map(|f| (f.path.as_slice(), f.mark.incompressible_percent())).collect::<Vec<_>>(), vec![(&b"d/a.txt"[..], Some(0)), (&b"d/b.jpg"[..], Some(100))]);
     let short = Profile { marks: verdict.profile.marks[..1].to_vec(), ..verdict.profile.clone() };
     assert!(sealed_files(&bytes, &short).unwrap_err().to_string().contains("marks"));
+}
+
+#[test]
+fn a_folder_renamed_moves_its_files_and_only_new_names_count_as_renames() {
+    let named = |dir: &str, stem: &str| Files((0..300).map(|i| file(&format!("{dir}/{stem}{i:04}.pdf"), 90_000, i, 100)).collect()).sorted();
+    let first = named("scans", "scan-");
+    // The folder renamed: every file keeps its name (ordinary churn, not renames).
+    let verdict = judge(&[first, named("scans-2023", "scan-").unchanged()]);
+    assert!(!fired(&verdict).contains(&SignalKind::RenamesInFolder), "{:?}", verdict.signals);
+    assert_eq!(verdict.profile.stats.renamed, 300);
+    // The same files given new names in their folder are renames.
+    let verdict = judge(&[named("scans", "scan-"), named("scans", "x").unchanged()]);
+    assert!(fired(&verdict).contains(&SignalKind::RenamesInFolder), "{:?}", verdict.signals);
+}
+
+#[test]
+fn a_text_about_encryption_payments_and_whom_to_contact_is_no_note_without_the_channel() {
+    let guideline = b"All company laptops are encrypted. Never send payment details by e-mail. If you lose a device, contact us at the helpdesk and we will help you restore your files from the backup.";
+    assert!(!reads_like_ransom_note(guideline));
+    let note = b"Your files are encrypted. To get the decryption tool contact us: download Tor Browser and open our .onion chat.";
+    assert!(reads_like_ransom_note(note), "no payment word, but the lock, the contact and the channel");
 }
 
 proptest! {
