@@ -449,9 +449,9 @@ impl PushService {
         // what fired. Commits run one at a time, so the history is the newest sealed one.
         let (store, arrived, bytes_new) = (self.store.clone(), std::mem::take(&mut request.arrived), request.bytes_new);
         let (who, dataset) = (pusher.name.clone(), request.dataset.clone());
-        let (assessment, unreadable) = tokio::task::spawn_blocking(move || {
+        let (assessment, unreadable, manifest) = tokio::task::spawn_blocking(move || {
             let read = store.signals_history(&who, &dataset);
-            (vault_core::push::signals::assess(&arrived, bytes_new, &read.history), read.unreadable)
+            (vault_core::push::signals::assess(&arrived, &manifest, bytes_new, &read.history), read.unreadable, manifest)
         })
         .await
         .map_err(|e| Refusal::told(format!("judging the snapshot failed ({e}): nothing was sealed; push again")))?;

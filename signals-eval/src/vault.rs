@@ -10,7 +10,7 @@ use fastcdc::v2020::FastCDC;
 use rand::SeedableRng;
 use vault_core::push::chunk::{ChunkId, FASTCDC_AVG_BYTES, FASTCDC_MAX_BYTES, FASTCDC_MIN_BYTES};
 use vault_core::push::manifest::{self, ChunkRef, Entry, EntryKind, Manifest};
-use vault_core::push::signals::{arrived_file, assess, profile::sealed_files, Assessment, ChunkProbe, FileFacts, History, Profile};
+use vault_core::push::signals::{arrived_file, assess, Assessment, ChunkProbe, History, Previous, Profile};
 
 use crate::content::{random_bytes, Rand};
 
@@ -128,7 +128,7 @@ pub fn manifest_of(tree: &Tree) -> Manifest {
 pub struct Dataset {
     owned: HashSet<ChunkId>,
     profiles: Vec<Profile>,
-    previous: Option<Vec<FileFacts>>,
+    previous: Option<Previous>,
 }
 
 /// A snapshot judged, not yet sealed.
@@ -152,21 +152,21 @@ impl Dataset {
         let manifest = manifest_of(tree).encode().expect("a generated manifest encodes");
         let mut arrived = Vec::with_capacity(tree.len());
         manifest::walk(&manifest, |entry| {
-            if let Some(file) = arrived_file(entry, |c| sent.get(&c.id).copied()) {
+            if let Some(file) = arrived_file(entry, &manifest, |c| sent.get(&c.id).copied()) {
                 arrived.push(file);
             }
             Ok(())
         })
         .expect("a generated manifest follows the rules");
         let history = History::from_profiles(&self.profiles, self.previous.clone());
-        Judged { assessment: assess(&arrived, bytes_new, &history), bytes_new, manifest, sent }
+        Judged { assessment: assess(&arrived, &manifest, bytes_new, &history), bytes_new, manifest, sent }
     }
 
     /// Seals a judged snapshot: its chunks are owned, its profile is history.
     pub fn seal(&mut self, judged: Judged) {
         self.owned.extend(judged.sent.keys());
         let profile = Profile::from_bytes(&judged.assessment.profile.to_bytes()).expect("a profile the vault wrote reads back");
-        self.previous = Some(sealed_files(&judged.manifest, &profile).expect("a sealed profile fits its manifest"));
+        self.previous = Some(Previous::read(judged.manifest, &profile).expect("a sealed profile fits its manifest"));
         self.profiles.push(profile);
     }
 }

@@ -7,8 +7,8 @@ use std::path::Path;
 
 use vault_core::push::manifest::MAX_MANIFEST_BYTES;
 use vault_core::push::signals::assess::BASELINE_SNAPSHOTS;
-use vault_core::push::signals::profile::{sealed_files, MAX_PROFILE_BYTES};
-use vault_core::push::signals::{History, Profile};
+use vault_core::push::signals::profile::MAX_PROFILE_BYTES;
+use vault_core::push::signals::{History, Previous, Profile};
 
 use crate::owners::receipt_of;
 use crate::writer::sorted_entries;
@@ -64,7 +64,7 @@ impl Store {
                 }
             };
             if profiles.is_empty() {
-                let files = vault_io::read_bounded(&snapshot.join(MANIFEST_FILE), MAX_MANIFEST_BYTES).map_err(|e| e.to_string()).and_then(|m| sealed_files(&m, &profile).map_err(|e| e.to_string()));
+                let files = vault_io::read_bounded(&snapshot.join(MANIFEST_FILE), MAX_MANIFEST_BYTES).map_err(|e| e.to_string()).and_then(|m| Previous::read(m, &profile).map_err(|e| e.to_string()));
                 match files {
                     Ok(files) => newest_files = Some(files),
                     Err(why) => {

@@ -140,10 +140,12 @@ pub struct StagingPack {
 /// A session's staged chunks, read back at commit and sorted by id: what the manifest is
 /// checked against, and (the ones it names) the new pack's index.
 pub struct StagedTable {
-    entries: Vec<(ChunkId, u64, u32)>,
-    /// Each entry's probe, in the same order.
-    probes: Vec<ChunkProbe>,
+    /// Id, offset in the pack, length, probe: 48 bytes each, as without the probe (it fits
+    /// the tuple's padding).
+    entries: Vec<(ChunkId, u64, u32, ChunkProbe)>,
 }
+
+const _: () = assert!(std::mem::size_of::<(ChunkId, u64, u32, ChunkProbe)>() == 48, "a staged chunk's entry stays 48 bytes in memory");
 
 impl vault_core::push::ingest::StagedChunks for StagedTable {
     fn count(&self) -> usize {
@@ -151,11 +153,11 @@ impl vault_core::push::ingest::StagedChunks for StagedTable {
     }
 
     fn find(&self, id: &ChunkId) -> Option<(usize, u32)> {
-        self.entries.binary_search_by(|(c, _, _)| c.cmp(id)).ok().map(|i| (i, self.entries[i].2))
+        self.entries.binary_search_by(|(c, _, _, _)| c.cmp(id)).ok().map(|i| (i, self.entries[i].2))
     }
 
     fn probe(&self, index: usize) -> ChunkProbe {
-        self.probes.get(index).copied().unwrap_or(ChunkProbe::UNMEASURED)
+        self.entries.get(index).map_or(ChunkProbe::UNMEASURED, |e| e.3)
     }
 }
 
@@ -340,8 +342,9 @@ impl Store {
             position += 1;
             referenced.get(position - 1).copied().unwrap_or(false)
         });
-        let owned: Vec<ChunkId> = entries.iter().map(|(id, _, _)| *id).collect();
-        entries.retain(|(_, offset, _)| *offset != PROVEN_OFFSET);
+        let owned: Vec<ChunkId> = entries.iter().map(|(id, _, _, _)| *id).collect();
+        // The probes are done with; same size, so this reuses the table's memory.
+        let entries: Vec<(ChunkId, u64, u32)> = entries.into_iter().filter(|(_, offset, _, _)| *offset != PROVEN_OFFSET).map(|(id, offset, len, _)| (id, offset, len)).collect();
         let owned_bytes = owners::encode(&owned)?;
         let index_bytes = index::encode(&entries)?;
         let receipt_bytes = input.receipt.to_file_bytes();
@@ -695,17 +698,16 @@ impl StagingPack {
             let offset = u64::from_be_bytes(record[32..40].try_into().expect("8 bytes"));
             let len = u32::from_be_bytes(record[40..44].try_into().expect("4 bytes"));
             let probe = ChunkProbe::from_byte(record[44]).ok_or_else(|| StoreError::Corrupt { path: self.records_path.clone(), reason: format!("chunk {id} has probe byte {:#04x}, which no probe writes", record[44]) })?;
-            entries.push(((id, offset, len), probe));
+            entries.push((id, offset, len, probe));
         }
         // A chunk staged twice keeps one record, a stored one before a proven one.
-        entries.sort_unstable_by_key(|(entry, _)| (entry.0, entry.1));
-        entries.dedup_by(|a, b| a.0 .0 == b.0 .0);
-        let (entries, probes) = entries.into_iter().unzip();
+        entries.sort_unstable_by_key(|entry| (entry.0, entry.1));
+        entries.dedup_by(|a, b| a.0 == b.0);
         // Both now live in memory only. Unlinked here, before the seal's fsyncs, so those
         // make the removal durable too: a power cut after the seal leaves staging empty.
         fs::remove_file(&self.records_path).map_err(|e| io_error(&self.records_path, e))?;
         fs::remove_file(&self.manifest_path).map_err(|e| io_error(&self.manifest_path, e))?;
-        Ok((manifest, StagedTable { entries, probes }))
+        Ok((manifest, StagedTable { entries }))
     }
 }
 

@@ -252,7 +252,9 @@ impl IngestSession {
         }
         let mut referenced = vec![false; staged.count()];
         let (mut chunks_new, mut bytes_new) = (0u64, 0u64);
-        let mut arrived = Vec::new();
+        // Room for every file the manifest could hold, taken up only as files come (pages not
+        // written are not memory): no growth by doubling, which would hold two copies at once.
+        let mut arrived = Vec::with_capacity(manifest_bytes.len() / manifest::MIN_FILE_ENTRY_BYTES);
         let summary = manifest::walk(manifest_bytes, |entry| {
             for chunk in entry.chunks().iter().flat_map(|c| c.iter()) {
                 let present_len = match staged.find(&chunk.id) {
@@ -277,7 +279,7 @@ impl IngestSession {
                     None => return Err(Error::MissingChunk { id: chunk.id.to_hex(), path: entry.display_path() }),
                 }
             }
-            arrived.extend(arrived_file(entry, |chunk| staged.find(&chunk.id).map(|(index, _)| staged.probe(index))));
+            arrived.extend(arrived_file(entry, manifest_bytes, |chunk| staged.find(&chunk.id).map(|(index, _)| staged.probe(index))));
             Ok(())
         })?;
         self.phase = Phase::Sealing;

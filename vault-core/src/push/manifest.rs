@@ -15,6 +15,9 @@ pub const MANIFEST_VERSION: u8 = 1;
 pub const MAX_MANIFEST_BYTES: usize = 16 * 1024 * 1024;
 pub const MAX_PATH_BYTES: usize = 4096;
 pub const MAX_COMPONENT_BYTES: usize = 255;
+/// The fewest bytes a file entry takes: kind, a one-byte path with its length, mode, mtime,
+/// size and an empty chunk list's count.
+pub const MIN_FILE_ENTRY_BYTES: usize = 1 + 2 + 1 + 4 + 8 + 8 + 4;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChunkRef {

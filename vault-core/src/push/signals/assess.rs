@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 
 use crate::push::signals::probe::NOTE_MAX_BYTES;
-use crate::push::signals::profile::{extension_of, per_mille, ChangeStats, FileFacts, FileMark, Profile, MAX_EXTENSIONS};
+use crate::push::signals::profile::{extension_of, per_mille, ChangeStats, FileFacts, FileMark, PathAt, Previous, Profile, MAX_EXTENSIONS};
 
 /// A file was compressible if at most this percent of it was not.
 pub const COMPRESSIBLE_AT_MOST_PERCENT: u8 = 50;
@@ -45,7 +45,9 @@ const EXAMPLE_CHARS: usize = 120;
 /// arrived in this session were probed; the rest are known from earlier snapshots.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Arrived {
-    pub path: Vec<u8>,
+    /// Where its path lies in the snapshot's manifest (paths are not copied: a manifest may
+    /// name hundreds of thousands of files).
+    pub path: PathAt,
     pub size: u64,
     pub content: [u8; 16],
     /// Bytes of chunks probed in this session, and how many of those were incompressible.
@@ -59,14 +61,14 @@ pub struct Arrived {
 /// and the change counts of up to [`BASELINE_SNAPSHOTS`] before it (oldest first).
 #[derive(Debug, Clone, Default)]
 pub struct History {
-    pub previous: Option<Vec<FileFacts>>,
+    pub previous: Option<Previous>,
     pub extensions: BTreeSet<String>,
     pub baseline: Vec<ChangeStats>,
 }
 
 impl History {
     /// From the sealed profiles of the dataset (oldest first) and the newest one's files.
-    pub fn from_profiles(profiles: &[Profile], previous: Option<Vec<FileFacts>>) -> History {
+    pub fn from_profiles(profiles: &[Profile], previous: Option<Previous>) -> History {
         let extensions = profiles.last().map(|p| p.extensions.clone()).unwrap_or_default();
         let skip = profiles.len().saturating_sub(BASELINE_SNAPSHOTS);
         History { previous, extensions, baseline: profiles[skip..].iter().map(|p| p.stats).collect() }
@@ -159,26 +161,27 @@ pub struct Assessment {
     pub suspect: bool,
 }
 
-/// Judges the arrived snapshot (its files in manifest order) against its history.
-pub fn assess(arrived: &[Arrived], bytes_new: u64, history: &History) -> Assessment {
-    let empty = Vec::new();
-    let previous = history.previous.as_deref().unwrap_or(&empty);
-    let by_path = match_paths(arrived, previous);
+/// Judges the arrived snapshot (its files in `manifest` order) against its history.
+pub fn assess(arrived: &[Arrived], manifest: &[u8], bytes_new: u64, history: &History) -> Assessment {
+    let (previous, previous_manifest): (&[FileFacts], &[u8]) = history.previous.as_ref().map_or((&[], &[]), |p| (&p.files, &p.manifest));
+    let path = |i: usize| arrived[i].path.get(manifest);
+    let previous_path = |j: usize| previous[j].path.get(previous_manifest);
+    let by_path = match_paths(arrived, manifest, previous, previous_manifest);
     let by_content: HashMap<[u8; 16], usize> = previous.iter().enumerate().map(|(j, f)| (f.content, j)).collect();
-    let marks: Vec<FileMark> = arrived.iter().zip(&by_path).map(|(file, same)| complete_mark(file, same.map(|j| &previous[j]), by_content.get(&file.content).map(|j| &previous[*j]))).collect();
+    let marks: Vec<FileMark> = arrived.iter().zip(&by_path).map(|(file, same)| complete_mark(file, same.map(|j| &previous[j as usize]), by_content.get(&file.content).map(|j| &previous[*j]))).collect();
 
     let mut stats = ChangeStats { files: len_u64(arrived.len()), logical_bytes: arrived.iter().map(|f| f.size).sum(), bytes_new, ..ChangeStats::default() };
     let mut kept = vec![false; previous.len()];
     let mut added = Vec::new();
     let mut turned = Tally::default();
     for (i, file) in arrived.iter().enumerate() {
-        match by_path[i] {
+        match by_path[i].map(|j| j as usize) {
             Some(j) => {
                 kept[j] = true;
                 if previous[j].content != file.content {
                     stats.changed += 1;
                     if turned_incompressible(previous[j].mark, marks[i]) {
-                        turned.add(&file.path);
+                        turned.add(path(i));
                     }
                 }
             }
@@ -193,8 +196,8 @@ pub fn assess(arrived: &[Arrived], bytes_new: u64, history: &History) -> Assessm
     let mut renames_by_folder: HashMap<&[u8], u64> = HashMap::new();
     added.retain(|i| match deleted_content.get(&arrived[*i].content) {
         Some(j) if renamed_from.insert(*j) => {
-            if file_name(&previous[*j].path) != file_name(&arrived[*i].path) {
-                *renames_by_folder.entry(parent(&previous[*j].path)).or_default() += 1;
+            if file_name(previous_path(*j)) != file_name(path(*i)) {
+                *renames_by_folder.entry(parent(previous_path(*j))).or_default() += 1;
             }
             false
         }
@@ -206,11 +209,11 @@ pub fn assess(arrived: &[Arrived], bytes_new: u64, history: &History) -> Assessm
     stats.deleted = len_u64(deleted.len());
 
     let seen = &history.extensions;
-    let replaced = replaced_by_incompressible(arrived, &marks, &added, previous, &deleted, seen);
+    let replaced = replaced_by_incompressible(Side { files: arrived, manifest, marks: &marks, picked: &added }, Side { files: previous, manifest: previous_manifest, marks: &[], picked: &deleted }, seen);
     let mut notes = Tally::default();
     // Only chunks probed in this session carry the note mark: an old note does not fire twice.
-    for file in arrived.iter().zip(&marks).filter(|(f, m)| m.is_note() && f.size <= len_u64(NOTE_MAX_BYTES)).map(|(f, _)| f) {
-        notes.add(&file.path);
+    for (i, _) in arrived.iter().zip(&marks).enumerate().filter(|(_, (f, m))| m.is_note() && f.size <= len_u64(NOTE_MAX_BYTES)) {
+        notes.add(path(i));
     }
 
     let files_before = len_u64(previous.len());
@@ -227,9 +230,9 @@ pub fn assess(arrived: &[Arrived], bytes_new: u64, history: &History) -> Assessm
     fire(SignalKind::ReplacedByIncompressible, replaced.count, strong_limit, judged && replaced.count >= strong_limit, replaced.example);
     fire(SignalKind::RansomNote, notes.count, 1, notes.count >= 1, notes.example);
 
-    let new_extensions: BTreeSet<String> = added.iter().filter_map(|i| extension_of(&arrived[*i].path)).filter(|e| !seen.contains(e)).collect();
+    let new_extensions: BTreeSet<String> = added.iter().filter_map(|i| extension_of(path(*i))).filter(|e| !seen.contains(e)).collect();
     fire(SignalKind::NewExtensions, len_u64(new_extensions.len()), NEW_EXTENSIONS_ABOVE, judged && len_u64(new_extensions.len()) > NEW_EXTENSIONS_ABOVE, new_extensions.iter().next().map(|e| format!(".{e}")));
-    let (ext_deletes, ext) = deletes_of_one_extension(previous, &deleted);
+    let (ext_deletes, ext) = deletes_of_one_extension(previous.len(), &previous_path, &deleted);
     fire(SignalKind::MassDeletion, ext_deletes, DELETES_OF_ONE_EXTENSION, ext_deletes >= DELETES_OF_ONE_EXTENSION, ext.map(|e| format!(".{e}")));
     let (folder_renames, folder) = renames_by_folder.iter().max_by_key(|(folder, n)| (**n, std::cmp::Reverse(*folder))).map_or((0, None), |(f, n)| (*n, Some(display(f))));
     fire(SignalKind::RenamesInFolder, folder_renames, RENAMES_IN_ONE_FOLDER, folder_renames >= RENAMES_IN_ONE_FOLDER, folder);
@@ -250,7 +253,7 @@ pub fn assess(arrived: &[Arrived], bytes_new: u64, history: &History) -> Assessm
     let weak = signals.iter().filter(|s| !s.signal.is_strong()).count();
 
     let mut extensions = seen.clone();
-    for ext in arrived.iter().filter_map(|f| extension_of(&f.path)) {
+    for ext in (0..arrived.len()).filter_map(|i| extension_of(path(i))) {
         if extensions.len() >= MAX_EXTENSIONS {
             break;
         }
@@ -262,15 +265,16 @@ pub fn assess(arrived: &[Arrived], bytes_new: u64, history: &History) -> Assessm
 
 /// For each arrived file, the previous file at the same path. Both lists are sorted by
 /// path (manifests are), so one merge pass finds them all.
-fn match_paths(arrived: &[Arrived], previous: &[FileFacts]) -> Vec<Option<usize>> {
+fn match_paths(arrived: &[Arrived], manifest: &[u8], previous: &[FileFacts], previous_manifest: &[u8]) -> Vec<Option<u32>> {
     let mut j = 0;
     arrived
         .iter()
         .map(|file| {
-            while j < previous.len() && previous[j].path < file.path {
+            let path = file.path.get(manifest);
+            while j < previous.len() && previous[j].path.get(previous_manifest) < path {
                 j += 1;
             }
-            (j < previous.len() && previous[j].path == file.path).then_some(j)
+            (j < previous.len() && previous[j].path.get(previous_manifest) == path).then(|| u32::try_from(j).expect("a manifest names fewer than 2^32 files"))
         })
         .collect()
 }
@@ -296,49 +300,59 @@ fn turned_incompressible(before: FileMark, now: FileMark) -> bool {
     }
 }
 
+/// One side of a comparison: files, the manifest their paths are in, their marks (the new
+/// side's; the old side's are in its files) and which of them take part.
+struct Side<'a, F> {
+    files: &'a [F],
+    manifest: &'a [u8],
+    marks: &'a [FileMark],
+    picked: &'a [usize],
+}
+
 /// Deleted files replaced in their own folder by an incompressible file no smaller than
 /// they were (encryption does not shrink) and not much larger: either the original was
 /// compressible, or the new name is the old one plus an extension never seen before.
-fn replaced_by_incompressible(arrived: &[Arrived], marks: &[FileMark], added: &[usize], previous: &[FileFacts], deleted: &[usize], seen: &BTreeSet<String>) -> Tally {
+fn replaced_by_incompressible(added: Side<'_, Arrived>, deleted: Side<'_, FileFacts>, seen: &BTreeSet<String>) -> Tally {
     let mut by_folder: HashMap<&[u8], BTreeMap<u64, Vec<usize>>> = HashMap::new();
-    for &j in deleted {
-        by_folder.entry(parent(&previous[j].path)).or_default().entry(previous[j].size).or_default().push(j);
+    for &j in deleted.picked {
+        by_folder.entry(parent(deleted.files[j].path.get(deleted.manifest))).or_default().entry(deleted.files[j].size).or_default().push(j);
     }
     let mut used = HashSet::new();
     let mut tally = Tally::default();
-    for &i in added {
-        let file = &arrived[i];
-        if marks[i].incompressible_percent().is_none_or(|p| p < INCOMPRESSIBLE_FROM_PERCENT) {
+    for &i in added.picked {
+        let (file, path) = (&added.files[i], added.files[i].path.get(added.manifest));
+        if !added.marks[i].incompressible_percent().is_some_and(|p| p >= INCOMPRESSIBLE_FROM_PERCENT) {
             continue;
         }
-        let Some(sizes) = by_folder.get(parent(&file.path)) else { continue };
+        let Some(sizes) = by_folder.get(parent(path)) else { continue };
         let slack = (file.size / 16).max(64 * 1024);
-        let new_extension = extension_of(&file.path).is_some_and(|e| !seen.contains(&e));
+        let new_extension = extension_of(path).is_some_and(|e| !seen.contains(&e));
         let fits = |j: usize| {
-            let original = &previous[j];
-            let named_after = file.path.len() > original.path.len() + 1 && file.path.starts_with(&original.path) && file.path[original.path.len()] == b'.';
+            let (original, original_path) = (&deleted.files[j], deleted.files[j].path.get(deleted.manifest));
+            let named_after = path.len() > original_path.len() + 1 && path.starts_with(original_path) && path[original_path.len()] == b'.';
             let was_compressible = original.mark.incompressible_percent().is_some_and(|p| p <= COMPRESSIBLE_AT_MOST_PERCENT);
             was_compressible || (named_after && new_extension)
         };
         let found = sizes.range(file.size.saturating_sub(slack)..=file.size).rev().flat_map(|(_, js)| js.iter().copied()).filter(|j| !used.contains(j)).take(MAX_REPLACEMENT_CANDIDATES).find(|j| fits(*j));
         if let Some(j) = found {
             used.insert(j);
-            tally.add(&file.path);
+            tally.add(path);
         }
     }
     tally
 }
 
-/// The most deletes of one extension, when they are more than half of its files.
-fn deletes_of_one_extension(previous: &[FileFacts], deleted: &[usize]) -> (u64, Option<String>) {
+/// The most deletes of one extension, when they are more than half of its files
+/// (`path_of` gives each of the `count` earlier files' paths).
+fn deletes_of_one_extension<'m>(count: usize, path_of: &dyn Fn(usize) -> &'m [u8], deleted: &[usize]) -> (u64, Option<String>) {
     let mut gone: HashMap<String, u64> = HashMap::new();
     for &j in deleted {
-        if let Some(ext) = extension_of(&previous[j].path) {
+        if let Some(ext) = extension_of(path_of(j)) {
             *gone.entry(ext).or_default() += 1;
         }
     }
     let mut had: HashMap<&str, u64> = HashMap::new();
-    for ext in previous.iter().filter_map(|f| extension_of(&f.path)) {
+    for ext in (0..count).filter_map(|j| extension_of(path_of(j))) {
         if let Some((key, _)) = gone.get_key_value(&ext) {
             *had.entry(key.as_str()).or_default() += 1;
         }
@@ -399,9 +413,9 @@ impl Tally {
 /// One manifest entry as its session measured it (`None` for directories and symlinks):
 /// `probe_of` gives the probe of each chunk that arrived in this session, `None` for one
 /// the pusher already owned. The vault's commit check and the evaluation suite both use it.
-pub fn arrived_file(entry: &crate::push::manifest::EntryRef<'_>, mut probe_of: impl FnMut(&crate::push::manifest::ChunkRef) -> Option<crate::push::signals::ChunkProbe>) -> Option<Arrived> {
+pub fn arrived_file(entry: &crate::push::manifest::EntryRef<'_>, manifest: &[u8], mut probe_of: impl FnMut(&crate::push::manifest::ChunkRef) -> Option<crate::push::signals::ChunkProbe>) -> Option<Arrived> {
     let chunks = entry.chunks()?;
-    let mut file = Arrived { path: entry.path.to_vec(), size: 0, content: crate::push::signals::profile::content_key(chunks.iter().map(|c| c.id)), measured_bytes: 0, incompressible_bytes: 0, note: false };
+    let mut file = Arrived { path: PathAt::of(entry.path, manifest), size: 0, content: crate::push::signals::profile::content_key(chunks.iter().map(|c| c.id)), measured_bytes: 0, incompressible_bytes: 0, note: false };
     for chunk in chunks.iter() {
         let len = u64::from(chunk.len);
         file.size += len;

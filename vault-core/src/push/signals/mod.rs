@@ -15,4 +15,4 @@ mod tests;
 
 pub use assess::{arrived_file, assess, Arrived, Assessment, History, Signal, SignalKind};
 pub use probe::{probe_chunk, ChunkProbe};
-pub use profile::{FileFacts, FileMark, Profile};
+pub use profile::{FileFacts, FileMark, PathAt, Previous, Profile};

@@ -159,10 +159,49 @@ fn is_extension(text: &str) -> bool {
     !text.is_empty() && text.len() <= MAX_EXTENSION_CHARS && text.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
 }
 
+/// Where a path lies in a manifest's bytes. The signals keep these, not copies: a manifest
+/// may name hundreds of thousands of files, and each copy would cost its own allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathAt {
+    start: u32,
+    len: u16,
+}
+
+impl PathAt {
+    /// `path` must lie inside `manifest` (an entry [`manifest::walk`] handed out).
+    pub fn of(path: &[u8], manifest: &[u8]) -> PathAt {
+        // Addresses compared, never dereferenced: the slice's offset in the manifest.
+        let start = (path.as_ptr() as usize).checked_sub(manifest.as_ptr() as usize).filter(|s| s + path.len() <= manifest.len()).expect("a path of this manifest");
+        PathAt { start: u32::try_from(start).expect("manifests are at most 16 MiB"), len: u16::try_from(path.len()).expect("paths are at most 4096 bytes") }
+    }
+
+    pub fn get(self, manifest: &[u8]) -> &[u8] {
+        let start = self.start as usize;
+        &manifest[start..start + usize::from(self.len)]
+    }
+}
+
+/// The newest sealed snapshot of a dataset: its manifest and its files, as the signals see
+/// them (their paths point into the manifest).
+#[derive(Debug, Clone, Default)]
+pub struct Previous {
+    pub manifest: Vec<u8>,
+    pub files: Vec<FileFacts>,
+}
+
+impl Previous {
+    /// From its manifest and profile (which must agree on how many files there are).
+    pub fn read(manifest: Vec<u8>, profile: &Profile) -> Result<Previous> {
+        let files = sealed_files(&manifest, profile)?;
+        Ok(Previous { manifest, files })
+    }
+}
+
 /// One file of a sealed snapshot as the signals see it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileFacts {
-    pub path: Vec<u8>,
+    /// In the snapshot's manifest.
+    pub path: PathAt,
     pub size: u64,
     /// The first 16 bytes of SHA-256 over the file's chunk ids: equal content, equal key.
     pub content: [u8; 16],
@@ -187,7 +226,7 @@ pub fn sealed_files(manifest_bytes: &[u8], profile: &Profile) -> Result<Vec<File
             return if entry.chunks().is_some() { Err(invalid("profile.marks", format!("fewer marks ({}) than the manifest has files", profile.marks.len()))) } else { Ok(()) };
         };
         let size = chunks.iter().map(|c| u64::from(c.len)).sum();
-        files.push(FileFacts { path: entry.path.to_vec(), size, content: content_key(chunks.iter().map(|c| c.id)), mark: *mark });
+        files.push(FileFacts { path: PathAt::of(entry.path, manifest_bytes), size, content: content_key(chunks.iter().map(|c| c.id)), mark: *mark });
         Ok(())
     })?;
     if files.len() != profile.marks.len() {

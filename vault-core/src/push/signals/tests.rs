@@ -79,27 +79,54 @@ fn extensions_are_the_last_dot_of_the_name_lowercased() {
     assert_eq!(extension_of(b"x.a-b"), None);
 }
 
-/// A dataset of `n` files, as a session would measure it: `percent` of each incompressible.
-struct Files(Vec<Arrived>);
+/// One file of a night, as a session would measure it.
+#[derive(Clone)]
+struct TestFile {
+    path: String,
+    size: u64,
+    content: [u8; 16],
+    measured_bytes: u64,
+    incompressible_bytes: u64,
+    note: bool,
+}
 
-fn file(path: &str, size: u64, content: u64, percent: u64) -> Arrived {
-    Arrived { path: path.as_bytes().to_vec(), size, content: content_key(std::iter::once(ChunkId::of(&content.to_le_bytes()))), measured_bytes: size, incompressible_bytes: size * percent / 100, note: false }
+/// A dataset of `n` files, as a session would measure it: `percent` of each incompressible.
+struct Files(Vec<TestFile>);
+
+fn file(path: &str, size: u64, content: u64, percent: u64) -> TestFile {
+    TestFile { path: path.into(), size, content: content_key(std::iter::once(ChunkId::of(&content.to_le_bytes()))), measured_bytes: size, incompressible_bytes: size * percent / 100, note: false }
+}
+
+/// A night's paths laid end to end (standing in for its manifest's bytes), and its files
+/// pointing into them.
+fn arrive(files: &[TestFile]) -> (Vec<u8>, Vec<Arrived>) {
+    let paths: Vec<u8> = files.iter().flat_map(|f| f.path.bytes()).collect();
+    let mut start = 0;
+    let arrived = files
+        .iter()
+        .map(|f| {
+            let path = PathAt::of(&paths[start..start + f.path.len()], &paths);
+            start += f.path.len();
+            Arrived { path, size: f.size, content: f.content, measured_bytes: f.measured_bytes, incompressible_bytes: f.incompressible_bytes, note: f.note }
+        })
+        .collect();
+    (paths, arrived)
 }
 
 impl Files {
     fn new(n: u64) -> Files {
-        let mut files: Vec<Arrived> = (0..n).map(|i| file(&format!("docs/f{i:05}.txt"), 50_000 + i, i, 0)).collect();
+        let mut files: Vec<TestFile> = (0..n).map(|i| file(&format!("docs/f{i:05}.txt"), 50_000 + i, i, 0)).collect();
         files.sort_by(|a, b| a.path.cmp(&b.path));
         Files(files)
     }
 
     /// The same files the next night: nothing sent again, so nothing measured.
     fn unchanged(&self) -> Files {
-        Files(self.0.iter().map(|f| Arrived { measured_bytes: 0, incompressible_bytes: 0, ..f.clone() }).collect())
+        Files(self.0.iter().map(|f| TestFile { measured_bytes: 0, incompressible_bytes: 0, ..f.clone() }).collect())
     }
 
     fn set(&mut self, index: usize, size: u64, content: u64, percent: u64) {
-        let path = String::from_utf8(self.0[index].path.clone()).unwrap();
+        let path = self.0[index].path.clone();
         self.0[index] = file(&path, size, content, percent);
     }
 
@@ -113,13 +140,15 @@ impl Files {
 /// them), and returns the last verdict.
 fn judge(nights: &[Files]) -> Assessment {
     let mut profiles: Vec<Profile> = Vec::new();
-    let mut previous: Option<Vec<FileFacts>> = None;
+    let mut previous: Option<Previous> = None;
     let mut last = None;
     for night in nights {
         let history = History::from_profiles(&profiles, previous.take());
         let bytes_new = night.0.iter().map(|f| f.measured_bytes).sum();
-        let assessment = assess(&night.0, bytes_new, &history);
-        previous = Some(night.0.iter().zip(&assessment.profile.marks).map(|(f, m)| FileFacts { path: f.path.clone(), size: f.size, content: f.content, mark: *m }).collect());
+        let (paths, arrived) = arrive(&night.0);
+        let assessment = assess(&arrived, &paths, bytes_new, &history);
+        let files = arrived.iter().zip(&assessment.profile.marks).map(|(f, m)| FileFacts { path: f.path, size: f.size, content: f.content, mark: *m }).collect();
+        previous = Some(Previous { manifest: paths, files });
         profiles.push(assessment.profile.clone());
         last = Some(assessment);
     }
@@ -168,10 +197,10 @@ fn files_replaced_by_encrypted_copies_are_caught_with_or_without_a_new_extension
     let victims: Vec<usize> = (0..5).map(|i| i * 50).collect();
     for (n, &i) in victims.iter().enumerate() {
         let old = attacked.0[i].clone();
-        let locked = format!("{}.locked", String::from_utf8_lossy(&old.path));
+        let locked = format!("{}.locked", old.path);
         attacked.0.push(file(&locked, old.size + 16, 90_000 + n as u64, 100));
     }
-    let mut kept: Vec<Arrived> = attacked.0.into_iter().enumerate().filter(|(i, _)| !victims.contains(i)).map(|(_, f)| f).collect();
+    let mut kept: Vec<TestFile> = attacked.0.into_iter().enumerate().filter(|(i, _)| !victims.contains(i)).map(|(_, f)| f).collect();
     kept.sort_by(|a, b| a.path.cmp(&b.path));
     let verdict = judge(&[first, Files(kept)]);
     assert!(verdict.suspect);
@@ -182,7 +211,7 @@ fn files_replaced_by_encrypted_copies_are_caught_with_or_without_a_new_extension
     let mut gzipped = first.unchanged();
     for i in 0..5 {
         let old = gzipped.0[i * 50].clone();
-        gzipped.0[i * 50] = file(&format!("{}.gz", String::from_utf8_lossy(&old.path)), old.size / 5, 70_000 + i as u64, 100);
+        gzipped.0[i * 50] = file(&format!("{}.gz", old.path), old.size / 5, 70_000 + i as u64, 100);
     }
     let verdict = judge(&[first, gzipped.sorted()]);
     assert!(!verdict.suspect, "{:?}", verdict.signals);
@@ -205,7 +234,7 @@ fn intermittent_encryption_shows_as_a_rise_in_a_plain_file() {
 fn a_ransom_note_is_strong_and_one_weak_signal_alone_is_not() {
     let first = Files::new(100);
     let mut noted = first.unchanged();
-    noted.0.push(Arrived { note: true, ..file("docs/README_DECRYPT.txt", 900, 5, 0) });
+    noted.0.push(TestFile { note: true, ..file("docs/README_DECRYPT.txt", 900, 5, 0) });
     let verdict = judge(&[first, noted.sorted()]);
     assert!(verdict.suspect);
     assert_eq!(fired(&verdict), vec![SignalKind::RansomNote]);
@@ -278,13 +307,13 @@ fn a_sealed_snapshot_is_read_back_from_its_manifest_and_profile() {
     let mut arrived = Vec::new();
     let probes = [probe_chunk(&text(40_000, 1)), probe_chunk(&text(40_000, 2)), probe_chunk(&noise(40_000, 3))];
     manifest::walk(&bytes, |entry| {
-        arrived.extend(arrived_file(entry, |c| [chunk(1), chunk(2), chunk(3)].iter().position(|k| k.id == c.id).map(|i| probes[i])));
+        arrived.extend(arrived_file(entry, &bytes, |c| [chunk(1), chunk(2), chunk(3)].iter().position(|k| k.id == c.id).map(|i| probes[i])));
         Ok(())
     })
     .unwrap();
-    let verdict = assess(&arrived, 120_000, &History::default());
+    let verdict = assess(&arrived, &bytes, 120_000, &History::default());
     let files = sealed_files(&bytes, &verdict.profile).unwrap();
-    assert_eq!(files.iter().map(|f| (f.path.as_slice(), f.mark.incompressible_percent())).collect::<Vec<_>>(), vec![(&b"d/a.txt"[..], Some(0)), (&b"d/b.jpg"[..], Some(100))]);
+    assert_eq!(files.iter().map(|f| (f.path.get(&bytes), f.mark.incompressible_percent())).collect::<Vec<_>>(), vec![(&b"d/a.txt"[..], Some(0)), (&b"d/b.jpg"[..], Some(100))]);
     let short = Profile { marks: verdict.profile.marks[..1].to_vec(), ..verdict.profile.clone() };
     assert!(sealed_files(&bytes, &short).unwrap_err().to_string().contains("marks"));
 }
