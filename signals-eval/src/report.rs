@@ -37,9 +37,25 @@ pub fn render(plan: &Plan, results: &[CorpusResult], seconds: f64, verbose: bool
     let s = &plan.scale;
     let _ = writeln!(out, "# Ransomware signals: evaluation ({})\n", if plan.quick { "quick" } else { "full" });
     let _ = writeln!(out, "{} normal nights per dataset; attacks on copies of nights {}-{}, judged against the real history up to then. Seed {}. {:.0} s.\n", s.nights, plan.first_attack_night, s.nights, plan.seed, seconds);
-    let _ = writeln!(out, "| dataset | files | MiB | nights | attack trials | time |\n|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "| dataset | files (night 0) | MiB (night 0) | nights | attack trials | time |\n|---|---:|---:|---:|---:|---:|");
     for r in results {
         let _ = writeln!(out, "| {} | {} | {:.0} | {} | {} | {:.0} s |", r.name, r.files, mib(r.bytes), r.nights.len(), r.trials.len(), r.seconds);
+    }
+
+    let _ = writeln!(out, "\n## Summary: attacks flagged (trials flagged / trials), without ransom notes\n");
+    let _ = writeln!(out, "| dataset | attack | 1% of files | 10% | 50% | 100% |\n|---|---|---:|---:|---:|---:|");
+    for r in results {
+        for variant in Variant::ALL {
+            let cells: Vec<String> = PERCENTS
+                .iter()
+                .map(|p| {
+                    let trials: Vec<_> = r.trials.iter().filter(|t| !t.attack.notes && t.attack.variant == variant && t.attack.percent == *p).collect();
+                    format!("{}/{}", trials.iter().filter(|t| t.suspect).count(), trials.len())
+                })
+                .collect();
+            let name = if r.content_visible { r.name.to_string() } else { format!("{} (rates only)", r.name) };
+            let _ = writeln!(out, "| {name} | {} | {} |", variant.label(), cells.join(" | "));
+        }
     }
 
     let _ = writeln!(out, "\n## Detection, without ransom notes\n");

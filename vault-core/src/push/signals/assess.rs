@@ -321,7 +321,7 @@ fn replaced_by_incompressible(added: Side<'_, Arrived>, deleted: Side<'_, FileFa
     let mut tally = Tally::default();
     for &i in added.picked {
         let (file, path) = (&added.files[i], added.files[i].path.get(added.manifest));
-        if !added.marks[i].incompressible_percent().is_some_and(|p| p >= INCOMPRESSIBLE_FROM_PERCENT) {
+        if added.marks[i].incompressible_percent().is_none_or(|p| p < INCOMPRESSIBLE_FROM_PERCENT) {
             continue;
         }
         let Some(sizes) = by_folder.get(parent(path)) else { continue };
