@@ -4,6 +4,7 @@
 #
 #   1. a generated 2 GiB mixed dataset (16 000 small files + 8 large ones, in 8 parts);
 #   2. initial push vs initial rsync (best of two rounds each); sha256sum over the same files;
+#      the same push into a gatekeeper built without the ransomware signals (what they cost);
 #   3. 1% of the data changed; incremental push (with its cache) vs incremental rsync;
 #   4. 8 concurrent pushes (one per part) into a fresh store: the gatekeeper's peak RSS;
 #   5. getting the initial snapshot back: restore from the store, an export written onto a
@@ -36,6 +37,10 @@ RSYNCD_PID=""
 
 command -v rsync >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsync; }
 cargo build --release --workspace --locked
+# The comparison build: everything the same but the signals (never used outside this script).
+cargo build --release --locked -p gatekeeper --features without-signals --target-dir target/without-signals
+GK_WITH=$GK
+GK_WITHOUT=$PWD/target/without-signals/release/gatekeeper
 
 cleanup() {
   [ -n "$GK_PID" ] && kill "$GK_PID" 2>/dev/null || true
@@ -183,6 +188,19 @@ for round in 1 2; do
   t0=$(now); rsync_run "round$round"; t1=$(now)
   RSYNC1=$(best "$RSYNC1" "$(elapsed "$t0" "$t1")")
 done
+stop_vault
+# The same push, best of two, into a gatekeeper without the signals; then back to the real one.
+GK=$GK_WITHOUT
+PUSH_NOSIG=999999
+for round in 1 2; do
+  start_vault "$WORK/vault/store-without-signals-$round"
+  settle; echo "== initial push without the signals, round $round"
+  t0=$(now); push all "$DATA" > /dev/null; t1=$(now)
+  PUSH_NOSIG=$(best "$PUSH_NOSIG" "$(elapsed "$t0" "$t1")")
+  stop_vault
+done
+GK=$GK_WITH
+start_vault "$WORK/vault/store-round2"
 settle; echo "== sha256sum"
 t0=$(now); find "$DATA" -type f -print0 | xargs -0 sha256sum > /dev/null; t1=$(now)
 SHA=$(elapsed "$t0" "$t1")
@@ -241,11 +259,13 @@ NEW2=$(python3 -c "import json; print(json.load(open('$WORK/push2.json'))['bytes
 python3 - <<PY
 bytes_, push1, rsync1, sha = $BYTES, $PUSH1, $RSYNC1, $SHA
 push2, rsync2, conc, rss_kb, changed, new2 = $PUSH2, $RSYNC2, $CONC, $RSS_KB, $CHANGED, $NEW2
+nosig = $PUSH_NOSIG
 mb = lambda s: bytes_ / s / 1e6
 print()
 print(f"dataset              {bytes_ / 2**30:.2f} GiB in $FILES files")
 print(f"initial push (best of 2)  {push1:5.2f} s  {mb(push1):7.1f} MB/s  (CPU: pusher $PUSHER_CPU1 s, gatekeeper $GK_CPU1 s)")
 print(f"initial rsync (best of 2) {rsync1:5.2f} s  {mb(rsync1):7.1f} MB/s")
+print(f"initial push without the signals (best of 2)  {nosig:5.2f} s  {mb(nosig):7.1f} MB/s")
 print(f"sha256sum            {sha:7.2f} s  {mb(sha):7.1f} MB/s")
 print(f"incremental push     {push2:7.2f} s  ({new2 / 2**20:.1f} MiB new chunks sent; {changed / 2**20:.1f} MiB changed)")
 print(f"incremental rsync    {rsync2:7.2f} s")
@@ -254,6 +274,7 @@ print()
 print(f"RATIO initial push / rsync throughput   {rsync1 / push1:.2f}x   (target >= 1.0)")
 print(f"RATIO incremental push / rsync time      {push2 / rsync2:.2f}x   (target <= 1.0)")
 print(f"RATIO ingest / sha256sum rate            {sha / push1:.2f}x   (target >= 0.60)")
+print(f"RATIO ingest with / without the signals  {nosig / push1:.2f}x   (target >= 0.90)")
 print(f"RSS   gatekeeper peak, 8 pushes          {rss_kb / 1024:.1f} MiB (target <= 64)")
 PY
 

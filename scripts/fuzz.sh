@@ -9,6 +9,7 @@ mkdir -p corpus/bundle_decode corpus/policy_toml corpus/frame_decode corpus/mani
 # Seed the corpora with real inputs: the README-style policy and a signed bundle.
 cp ../scripts/fuzz-seeds/*.toml corpus/policy_toml/ 2>/dev/null || true
 cp ../scripts/fuzz-seeds/*.bundle corpus/bundle_decode/ 2>/dev/null || true
+cp ../scripts/fuzz-seeds/*.profile.json corpus/store_files/ 2>/dev/null || true
 for target in bundle_decode policy_toml frame_decode manifest_decode store_files gpt_entry relay_decode audit_decode export_decode; do
   echo "== fuzzing $target for ${seconds}s"
   log=$(mktemp)

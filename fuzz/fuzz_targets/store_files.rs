@@ -1,6 +1,6 @@
 //! Arbitrary bytes as the store's own files (a pack index against a pack length taken from the
-//! first 8 bytes, an `owned` list, a damaged-chunks list): refuse or accept, never panic or
-//! over-allocate; a list that decodes encodes back to the same bytes.
+//! first 8 bytes, an `owned` list, a damaged-chunks list, a snapshot's signal profile): refuse
+//! or accept, never panic or over-allocate; what decodes encodes back to the same bytes.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -15,5 +15,8 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok((_, again)) = vault_store::fuzzing::damaged_list(data) {
         assert_eq!(again, data);
+    }
+    if let Ok(profile) = vault_core::push::signals::Profile::from_bytes(data) {
+        assert_eq!(profile.to_bytes(), data);
     }
 });

@@ -450,13 +450,17 @@ impl PushService {
         let (store, arrived, bytes_new) = (self.store.clone(), std::mem::take(&mut request.arrived), request.bytes_new);
         let (who, dataset) = (pusher.name.clone(), request.dataset.clone());
         let (assessment, unreadable, manifest) = tokio::task::spawn_blocking(move || {
+            if !vault_core::push::signals::ENABLED {
+                return (None, Vec::new(), manifest);
+            }
             let read = store.signals_history(&who, &dataset);
-            (vault_core::push::signals::assess(&arrived, &manifest, bytes_new, &read.history), read.unreadable, manifest)
+            (Some(vault_core::push::signals::assess(&arrived, &manifest, bytes_new, &read.history)), read.unreadable, manifest)
         })
         .await
         .map_err(|e| Refusal::told(format!("judging the snapshot failed ({e}): nothing was sealed; push again")))?;
         let notes = unreadable.into_iter().map(|why| Event::Alarm { rule: "signals_history_unreadable".into(), detail: format!("{why}: the snapshot was judged without it") }).collect();
-        let profile = assessment.profile.to_bytes();
+        let profile = assessment.as_ref().map(|a| a.profile.to_bytes());
+        let (suspect, signals) = assessment.map_or((false, Vec::new()), |a| (a.suspect, a.signals));
         // Retention counts from the vault's time at sealing, never from the pusher's.
         let received_at = window.clock.now();
         let snapshot_id = snapshot_id(received_at, &request.dataset, random_suffix()).map_err(Refusal::from)?;
@@ -476,8 +480,8 @@ impl PushService {
             received_at,
             retain_until: received_at.saturating_add(pusher.retain),
             client_time: request.client_time,
-            suspect: assessment.suspect,
-            signals: assessment.signals,
+            suspect,
+            signals,
         };
         let (body, signature) = receipt.sign(&self.identity.key);
         let mut signed = SignedReceipt { body, signature, audit: None };
@@ -494,7 +498,7 @@ impl PushService {
                     std::thread::sleep(pause);
                 }
             };
-            let sealed = store.seal_observed(pack, table, &referenced, SealInput { snapshot_id: &snapshot_id, manifest: &manifest, receipt: &signed_for_store, profile: Some(&profile) }, &observe)?;
+            let sealed = store.seal_observed(pack, table, &referenced, SealInput { snapshot_id: &snapshot_id, manifest: &manifest, receipt: &signed_for_store, profile: profile.as_deref() }, &observe)?;
             Ok::<_, vault_store::StoreError>((sealed, crate::audit::evidence(store.root(), &vault_key, audit_size)))
         })
         .await

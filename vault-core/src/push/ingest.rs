@@ -28,7 +28,7 @@ use crate::push::limits::WindowAccount;
 use crate::push::manifest::{self, Summary, MAX_MANIFEST_BYTES};
 use crate::push::protocol::{ClientFrame, VaultFrame};
 use crate::push::receipt::MAX_DATASET_BYTES;
-use crate::push::signals::{arrived_file, probe_chunk, Arrived, ChunkProbe};
+use crate::push::signals::{self, arrived_file, probe_chunk, Arrived, ChunkProbe};
 
 /// What the session needs from the vault around it.
 pub trait IngestEnv {
@@ -279,7 +279,9 @@ impl IngestSession {
                     None => return Err(Error::MissingChunk { id: chunk.id.to_hex(), path: entry.display_path() }),
                 }
             }
-            arrived.extend(arrived_file(entry, manifest_bytes, |chunk| staged.find(&chunk.id).map(|(index, _)| staged.probe(index))));
+            if signals::ENABLED {
+                arrived.extend(arrived_file(entry, manifest_bytes, |chunk| staged.find(&chunk.id).map(|(index, _)| staged.probe(index))));
+            }
             Ok(())
         })?;
         self.phase = Phase::Sealing;

@@ -6,6 +6,10 @@
 //! next one. A suspect snapshot is still sealed (the vault never drops data): it is marked
 //! in its receipt and the audit log, and the daemon holds the dataset's earlier snapshots.
 
+/// Off only in `make bench`'s comparison build (the `without-signals` feature): then no chunk
+/// is probed, no snapshot judged and no profile sealed.
+pub const ENABLED: bool = !cfg!(feature = "without-signals");
+
 pub mod assess;
 pub mod probe;
 pub mod profile;

@@ -55,6 +55,9 @@ impl ChunkProbe {
 
 /// Probes one chunk's bytes.
 pub fn probe_chunk(data: &[u8]) -> ChunkProbe {
+    if !super::ENABLED {
+        return ChunkProbe::UNMEASURED;
+    }
     let note = if data.len() <= NOTE_MAX_BYTES && reads_like_ransom_note(data) { NOTE_BIT } else { 0 };
     if data.len() < MIN_PROBE_BYTES {
         return ChunkProbe(UNMEASURED_BIT | note);

@@ -351,3 +351,9 @@ proptest! {
         prop_assert_eq!(ChunkProbe::from_byte(probe.to_byte()), Some(probe));
     }
 }
+
+#[test]
+fn the_fuzzers_seed_profile_is_one_the_vault_reads() {
+    let seed = include_bytes!("../../../../scripts/fuzz-seeds/snapshot.profile.json");
+    assert_eq!(Profile::from_bytes(seed).unwrap().to_bytes(), seed);
+}
