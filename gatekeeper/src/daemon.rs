@@ -685,6 +685,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             next_drill: vault_core::lifecycle::drill::next_due(self.lifecycle.last_drill.as_ref().map(|(at, _)| *at), policy.map(|p| p.drill).unwrap_or_default()).map(|t| t.to_string()),
             store_used_bytes: space.map(|s| s.used_bytes),
             store_free_bytes: space.map(|s| s.free_bytes),
+            suspect_holds: self.orders.suspects.iter().map(|h| format!("{}/{} since {}", h.pusher, h.dataset.as_deref().unwrap_or("*"), h.snapshot)).collect(),
         };
         self.emit(event);
         self.status_due = Instant::now() + STATUS_EVERY;

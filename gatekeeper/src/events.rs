@@ -172,6 +172,10 @@ pub enum Event {
         /// writer; `None` when it cannot be read. Pushes stop at the reserve above zero.
         store_used_bytes: Option<u64>,
         store_free_bytes: Option<u64>,
+        /// Datasets held because a snapshot was judged suspect (`pusher/dataset`, or
+        /// `pusher/*` for all of a pusher's), each with that snapshot: waiting for a release.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        suspect_holds: Vec<String>,
     },
     UsbInserted { device: String },
     UsbRemoved { device: String },

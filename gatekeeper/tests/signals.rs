@@ -102,6 +102,12 @@ fn a_suspect_push_is_sealed_and_marked_holds_the_dataset_and_closes_the_pusher_u
     let logged = vault_store::audit::read_entries(&vault.store(), 0, verified.entries).unwrap();
     assert!(logged.iter().any(|e| String::from_utf8_lossy(e).contains("\"snapshot_suspect\"")), "{events:#?}");
 
+    // The listing says which snapshot is suspect.
+    let listing = Command::new(support::vaultctl_bin()).args(["snapshots", "--vault-key", &vault.identity(), "--store"]).arg(vault.store()).output().unwrap();
+    let listing = String::from_utf8_lossy(&listing.stdout).into_owned();
+    let suspect_lines: Vec<&str> = listing.lines().filter(|l| l.contains("SUSPECT")).collect();
+    assert!(suspect_lines.len() == 1 && suspect_lines[0].contains(&suspect_id), "{listing}");
+
     // Every earlier snapshot is held: two days on, none of them would expire.
     let held = state(&vault).orders;
     assert_eq!((held.suspects.len(), held.suspects[0].snapshot.as_str(), held.suspects[0].dataset.as_deref()), (1, suspect_id.as_str(), Some("share")));

@@ -474,6 +474,8 @@ pub fn list_snapshots(store: &Path, trust: &Trust, json: bool) -> Result<()> {
                     "restorable": restorable,
                     "health": said,
                     "unavailable_chunks": unavailable,
+                    "suspect": r.suspect,
+                    "signals": r.signals.iter().map(ToString::to_string).collect::<Vec<_>>(),
                     "last_drill": match &drills {
                         Ok(drills) => drills.get(id).map_or(serde_json::Value::Null, |d| serde_json::json!({ "started": d.started.to_string(), "clean": d.clean })),
                         Err(_) => serde_json::Value::Null,
@@ -498,8 +500,9 @@ pub fn list_snapshots(store: &Path, trust: &Trust, json: bool) -> Result<()> {
                     (d, _) if d["clean"] == true => format!("drilled clean {}", d["started"].as_str().unwrap_or_default()),
                     (d, _) => format!("DRILL FOUND ERRORS {}", d["started"].as_str().unwrap_or_default()),
                 };
+                let suspect = if row["suspect"] == true { "  SUSPECT (ransomware signals: see --json)" } else { "" };
                 println!(
-                    "  {id}  {} by {}: {} files, {} bytes, retain until {}  {}{}{drilled}",
+                    "  {id}  {} by {}: {} files, {} bytes, retain until {}  {}{}{drilled}{suspect}",
                     row["dataset"].as_str().unwrap_or_default(),
                     row["pusher"].as_str().unwrap_or_default(),
                     row["files"],
