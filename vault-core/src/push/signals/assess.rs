@@ -29,6 +29,9 @@ pub const PARTIAL_RISE_PERCENT: u8 = 4;
 /// [`MIN_BASELINE`].
 pub const BASELINE_SNAPSHOTS: usize = 14;
 pub const MIN_BASELINE: usize = 3;
+/// Snapshots (each compared with one before it) that rewrote no file at its path before a
+/// dataset counts as write-once, for [`SignalKind::RewrittenInPlace`].
+pub const WRITE_ONCE_AFTER: usize = 7;
 /// NetApp ARP's starting point: more than 20 extensions never seen in the dataset.
 pub const NEW_EXTENSIONS_ABOVE: u64 = 20;
 /// Veeam's: 100 or more deletes of one extension that are over half of its files.
@@ -85,6 +88,9 @@ pub enum SignalKind {
     ReplacedByIncompressible,
     /// A small new file reads like a ransom note.
     RansomNote,
+    /// Files rewritten at their path in a dataset that never rewrote one (a restic or borg
+    /// repository, an archive: content-addressed or write-once files only come and go).
+    RewrittenInPlace,
     /// Share of files changed, added, deleted or renamed, against the baseline.
     ChurnSurge,
     /// Share of bytes new to the vault, against the baseline.
@@ -105,6 +111,7 @@ impl SignalKind {
             SignalKind::TurnedIncompressible => "turned_incompressible",
             SignalKind::ReplacedByIncompressible => "replaced_by_incompressible",
             SignalKind::RansomNote => "ransom_note",
+            SignalKind::RewrittenInPlace => "rewritten_in_place",
             SignalKind::ChurnSurge => "churn_surge",
             SignalKind::NewBytesSurge => "new_bytes_surge",
             SignalKind::SizeTrend => "size_trend",
@@ -116,13 +123,13 @@ impl SignalKind {
 
     /// Strong signals make a snapshot suspect alone.
     pub fn is_strong(self) -> bool {
-        matches!(self, SignalKind::TurnedIncompressible | SignalKind::ReplacedByIncompressible | SignalKind::RansomNote)
+        matches!(self, SignalKind::TurnedIncompressible | SignalKind::ReplacedByIncompressible | SignalKind::RansomNote | SignalKind::RewrittenInPlace)
     }
 
     /// What `value` and `limit` count.
     pub fn unit(self) -> &'static str {
         match self {
-            SignalKind::TurnedIncompressible | SignalKind::ReplacedByIncompressible | SignalKind::RansomNote | SignalKind::MassDeletion | SignalKind::RenamesInFolder => "files",
+            SignalKind::TurnedIncompressible | SignalKind::ReplacedByIncompressible | SignalKind::RansomNote | SignalKind::RewrittenInPlace | SignalKind::MassDeletion | SignalKind::RenamesInFolder => "files",
             SignalKind::ChurnSurge | SignalKind::NewBytesSurge => "per mille",
             SignalKind::SizeTrend => "percent of the median",
             SignalKind::NewExtensions => "extensions",
@@ -174,12 +181,14 @@ pub fn assess(arrived: &[Arrived], manifest: &[u8], bytes_new: u64, history: &Hi
     let mut kept = vec![false; previous.len()];
     let mut added = Vec::new();
     let mut turned = Tally::default();
+    let mut rewritten = Tally::default();
     for (i, file) in arrived.iter().enumerate() {
         match by_path[i].map(|j| j as usize) {
             Some(j) => {
                 kept[j] = true;
                 if previous[j].content != file.content {
                     stats.changed += 1;
+                    rewritten.add(path(i));
                     if turned_incompressible(previous[j].mark, marks[i]) {
                         turned.add(path(i));
                     }
@@ -232,6 +241,12 @@ pub fn assess(arrived: &[Arrived], manifest: &[u8], bytes_new: u64, history: &Hi
 
     let new_extensions: BTreeSet<String> = added.iter().filter_map(|i| extension_of(path(*i))).filter(|e| !seen.contains(e)).collect();
     fire(SignalKind::NewExtensions, len_u64(new_extensions.len()), NEW_EXTENSIONS_ABOVE, judged && len_u64(new_extensions.len()) > NEW_EXTENSIONS_ABOVE, new_extensions.iter().next().map(|e| format!(".{e}")));
+    // Content the probe cannot see (already encrypted) is judged by how its files behave: a
+    // dataset that rewrote no file in a week of snapshots does not rewrite one in 200.
+    let compared = history.baseline.iter().filter(|s| s.files > s.added);
+    let write_once = compared.clone().count() >= WRITE_ONCE_AFTER && compared.clone().all(|s| s.changed == 0);
+    let rewritten_limit = strong_limit.max(files_before / 200);
+    fire(SignalKind::RewrittenInPlace, rewritten.count, rewritten_limit, judged && write_once && rewritten.count >= rewritten_limit, rewritten.example);
     let (ext_deletes, ext) = deletes_of_one_extension(previous.len(), &previous_path, &deleted);
     fire(SignalKind::MassDeletion, ext_deletes, DELETES_OF_ONE_EXTENSION, ext_deletes >= DELETES_OF_ONE_EXTENSION, ext.map(|e| format!(".{e}")));
     let (folder_renames, folder) = renames_by_folder.iter().max_by_key(|(folder, n)| (**n, std::cmp::Reverse(*folder))).map_or((0, None), |(f, n)| (*n, Some(display(f))));

@@ -357,3 +357,31 @@ fn the_fuzzers_seed_profile_is_one_the_vault_reads() {
     let seed = include_bytes!("../../../../scripts/fuzz-seeds/snapshot.profile.json");
     assert_eq!(Profile::from_bytes(seed).unwrap().to_bytes(), seed);
 }
+
+#[test]
+fn a_write_once_dataset_that_rewrites_files_in_place_is_suspect_and_a_quiet_share_is_not() {
+    // A restic repository: packs only come (nightly) and go (weekly prune), never change.
+    let packs = |range: std::ops::Range<u64>| Files(range.map(|i| file(&format!("data/{:02x}/{i:064x}", i % 256), 4 << 20, i, 100)).collect()).sorted();
+    let mut nights: Vec<Files> = (0..9).map(|n| packs(n * 5..n * 5 + 400)).collect();
+    let mut attacked = packs(45..445).unchanged();
+    for i in 0..4 {
+        attacked.set(i * 90, (4 << 20) + 64, 77_000 + i as u64, 100);
+    }
+    nights.push(attacked);
+    let verdict = judge(&nights);
+    assert!(verdict.suspect, "{:?}", verdict.signals);
+    assert_eq!(fired(&verdict), vec![SignalKind::RewrittenInPlace]);
+
+    // A share with three quiet nights is not yet write-once: Monday's edits are ordinary.
+    let mut nights = vec![Files::new(1000)];
+    for _ in 0..3 {
+        let quiet = nights.last().unwrap().unchanged();
+        nights.push(quiet);
+    }
+    let mut monday = nights.last().unwrap().unchanged();
+    for i in 0..30 {
+        monday.set(i * 30, 50_100, 3_000_000 + i as u64, 0);
+    }
+    nights.push(monday);
+    assert!(!judge(&nights).suspect);
+}
