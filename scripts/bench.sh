@@ -198,6 +198,7 @@ for round in 1 2; do
   t0=$(now); push all "$DATA" > /dev/null; t1=$(now)
   PUSH_NOSIG=$(best "$PUSH_NOSIG" "$(elapsed "$t0" "$t1")")
   stop_vault
+  chattr -R -i "$WORK/vault/store-without-signals-$round"; rm -rf "$WORK/vault/store-without-signals-$round"
 done
 GK=$GK_WITH
 start_vault "$WORK/vault/store-round2"
@@ -284,7 +285,7 @@ PY
 # out of a `vaultctl media init` image), then `vaultctl restore --export` with an age identity.
 SNAP=$(python3 -c "import json; print(json.load(open('$WORK/push2.json'))['snapshot'])")
 STORE2=$WORK/vault/store-round2
-rm -rf "$WORK/restore-tar" "$WORK/restore-store" "$WORK/restore-export" "$WORK/medium" "$WORK/medium.img" "$WORK/data.tar"
+rm -rf "$WORK/restore-tar" "$WORK/restore-store" "$WORK/restore-export" "$WORK/medium" "$WORK/medium.img" "$WORK/data.tar" "$WORK/restore.key"
 mkdir -p "$WORK/restore-tar" "$WORK/medium"
 echo "== tar of the dataset (untimed), then tar x"
 tar cf "$WORK/data.tar" -C "$DATA" .
