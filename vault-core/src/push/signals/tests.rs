@@ -385,3 +385,17 @@ fn a_write_once_dataset_that_rewrites_files_in_place_is_suspect_and_a_quiet_shar
     nights.push(monday);
     assert!(!judge(&nights).suspect);
 }
+
+#[test]
+fn an_empty_snapshot_after_full_ones_is_suspect() {
+    // THREATS.md: a compromised pusher sends empty snapshots night after night.
+    let mut nights = vec![Files::new(1000)];
+    for _ in 0..4 {
+        let quiet = nights.last().unwrap().unchanged();
+        nights.push(quiet);
+    }
+    nights.push(Files(Vec::new()));
+    let verdict = judge(&nights);
+    assert!(verdict.suspect, "{:?}", verdict.signals);
+    assert!(fired(&verdict).contains(&SignalKind::ChurnSurge) && fired(&verdict).contains(&SignalKind::SizeTrend), "{:?}", verdict.signals);
+}
