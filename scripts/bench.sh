@@ -276,6 +276,9 @@ print(f"RATIO ingest with / without the signals  {nosig / push1:.2f}x   (target 
 print(f"RSS   gatekeeper peak, 8 pushes          {rss_kb / 1024:.1f} MiB (target <= 64)")
 PY
 
+# BENCH_PUSH_ONLY=1: stop after the push measurements (1-4), e.g. after changing ingest.
+[ -n "${BENCH_PUSH_ONLY:-}" ] && exit 0
+
 # ---- 5. restore from the store and from an export, against tar x on the same disk -----------
 # The round-2 store holds the incremental snapshot (the dataset as it is now). Exported with the real tools: an export order
 # signed by both admins, `gatekeeper export` onto a medium's files (a directory: the label taken
