@@ -141,6 +141,9 @@ start_vault() { # $1: store directory
   "$GK" --root "$KEYS/root.toml" --state "$WORK/vault/state" apply-bundle "$KEYS/policy.bundle" >/dev/null 2>&1 || true
   ip netns exec "$VAULT_NS" "$GK" --root "$KEYS/root.toml" --state "$WORK/vault/state" --store "$1" run > "$WORK/vault/events-$(basename "$1").log" &
   GK_PID=$!
+  # The pusher forgets the last vault's neighbour entry: a stale one costs the next connect
+  # seconds of ARP retries, which would be timed as the push's.
+  ip -n "$PEER_NS" neigh flush all 2>/dev/null || true
   for _ in $(seq 100); do grep -q '"event":"listening"' "$WORK/vault/events-$(basename "$1").log" && return; sleep 0.1; done
   echo "the vault did not open its window"; cat "$WORK/vault/events-$(basename "$1").log"; exit 1
 }
