@@ -144,7 +144,15 @@ start_vault() { # $1: store directory
   # The pusher forgets the last vault's neighbour entry: a stale one costs the next connect
   # seconds of ARP retries, which would be timed as the push's.
   ip -n "$PEER_NS" neigh flush all 2>/dev/null || true
-  for _ in $(seq 100); do grep -q '"event":"listening"' "$WORK/vault/events-$(basename "$1").log" && return; sleep 0.1; done
+  for _ in $(seq 100); do
+    if grep -q '"event":"listening"' "$WORK/vault/events-$(basename "$1").log"; then
+      # Resolved once before anything is timed (the vault answers ARP inside a window; the
+      # echo itself may go unanswered).
+      ip netns exec "$PEER_NS" ping -c 1 -W 1 "$VAULT_IP" >/dev/null 2>&1 || true
+      return
+    fi
+    sleep 0.1
+  done
   echo "the vault did not open its window"; cat "$WORK/vault/events-$(basename "$1").log"; exit 1
 }
 stop_vault() { kill "$GK_PID"; wait "$GK_PID" 2>/dev/null || true; GK_PID=""; }
