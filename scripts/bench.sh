@@ -38,7 +38,9 @@ RSYNCD_PID=""
 command -v rsync >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsync; }
 cargo build --release --workspace --locked
 # The comparison build: everything the same but the signals (never used outside this script).
-cargo build --release --locked -p gatekeeper --features without-signals --target-dir target/without-signals
+# The whole workspace, as above: its crates' features unify the same way, so the two
+# gatekeepers differ in the signals only.
+cargo build --release --locked --workspace --features gatekeeper/without-signals --target-dir target/without-signals
 GK_WITH=$GK
 GK_WITHOUT=$PWD/target/without-signals/release/gatekeeper
 
