@@ -27,7 +27,7 @@ test: tools
 	$(CARGO) build --workspace --locked
 	$(CARGO) test --workspace --locked --exclude qemu-tests
 	$(CARGO) run --locked -p signals-eval -- --quick
-	scripts/fuzz.sh 10
+	scripts/fuzz.sh 5
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	buildroot-overlay/check.sh
 	$(MAKE) reproducible
