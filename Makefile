@@ -30,6 +30,7 @@ test: tools
 	scripts/fuzz.sh 5
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	buildroot-overlay/check.sh
+	buildroot-overlay/check-test.sh
 	$(MAKE) reproducible
 	image/test-pins.sh out/test-keys/root.toml
 	$(CARGO) test -p qemu-tests --locked -- --test-threads=1 --nocapture

@@ -10,6 +10,8 @@
 #   - every $(BR2_EXTERNAL_<NAME>_PATH)/... a defconfig names exists in the tree;
 #   - the appliance's invariants in the defconfig (no init but the gatekeeper, no busybox,
 #     no shell) and in the kernel configuration;
+#   - the defconfig names the Buildroot release it is kept against, and pins the kernel to the
+#     upstream release of the Debian kernel in image/packages.lock (headers as the kernel's);
 #   - the board scripts parse (bash -n; shellcheck too where it is installed);
 #   - post-image.sh and image/build.sh both make the UKI and the disk with board/vault/uki-disk.bash.
 # Prints one line per problem and exits 1 if there is any; exits 0 otherwise.
@@ -19,6 +21,7 @@ set -euo pipefail
 TREE=$(cd "$(dirname "$0")" && pwd)
 cd "$TREE"
 BUILD_SH=$TREE/../image/build.sh
+PACKAGES_LOCK=$TREE/../image/packages.lock
 
 problems=0
 fail() {
@@ -219,6 +222,31 @@ for def in "${defconfigs[@]}"; do
   for sym in BR2_ROOTFS_OVERLAY BR2_ROOTFS_POST_BUILD_SCRIPT BR2_ROOTFS_POST_IMAGE_SCRIPT BR2_LINUX_KERNEL_CUSTOM_CONFIG_FILE; do
     grep -qE "^$sym=\"\\\$\\($VAR\\)/" "$def" || fail "$def: $sym must name a file of this tree through \$($VAR)"
   done
+  # The release this tree is kept against, and the kernel linux.config was written for: without
+  # a pin Buildroot builds its latest kernel (7.1.9 in 2026.08) with a 6.1 configuration.
+  grep -qE '^# Buildroot release: [0-9]{4}\.(02|05|08|11)(\.[0-9]+)?( |$)' "$def" ||
+    fail "$def: name the Buildroot release the tree is kept against in a '# Buildroot release: YYYY.MM' line"
+  grep -qx 'BR2_LINUX_KERNEL_CUSTOM_VERSION=y' "$def" ||
+    fail "$def: pin the kernel: BR2_LINUX_KERNEL_CUSTOM_VERSION=y and BR2_LINUX_KERNEL_CUSTOM_VERSION_VALUE (Buildroot's default is its latest kernel)"
+  pinned=$(sed -n 's/^BR2_LINUX_KERNEL_CUSTOM_VERSION_VALUE="\(.*\)"$/\1/p' "$def")
+  # Debian's version is the upstream release, then "-<revision>" (6.1.192-2 is 6.1.192).
+  debian=$(awk '$1 ~ /^linux-image-/ { print $2; exit }' "$PACKAGES_LOCK" 2>/dev/null || true)
+  upstream=${debian%%-*}
+  upstream=${upstream%%+*}
+  if [ -z "$upstream" ]; then
+    fail "$PACKAGES_LOCK: no linux-image-* pin to compare the defconfig's kernel with"
+  elif [ "$pinned" != "$upstream" ]; then
+    fail "$def: BR2_LINUX_KERNEL_CUSTOM_VERSION_VALUE is '${pinned:-unset}', the Debian kernel pinned in image/packages.lock is $debian: set it to \"$upstream\" (and its hash in board/vault/patches/linux/linux.hash)"
+  else
+    series=${upstream%.*}
+    grep -qx "BR2_PACKAGE_HOST_LINUX_HEADERS_CUSTOM_${series//./_}=y" "$def" ||
+      fail "$def: the kernel is $upstream: set BR2_PACKAGE_HOST_LINUX_HEADERS_CUSTOM_${series//./_}=y"
+    hashes=board/vault/patches/linux/linux.hash
+    if ! grep -qE "^sha256 +[0-9a-f]{64} +linux-$upstream\.tar\.xz$" "$hashes" 2>/dev/null; then
+      echo "check.sh: note: $hashes has no sha256 for linux-$upstream.tar.xz yet; Buildroot stops at the download until it is added from kernel.org's signed sha256sums.asc (board/vault/readme.txt)" >&2
+    fi
+  fi
+  grep -qx 'BR2_KERNEL_HEADERS_AS_KERNEL=y' "$def" || fail "$def: missing BR2_KERNEL_HEADERS_AS_KERNEL=y (the toolchain's headers must be those of the kernel it runs on)"
   # The kernel configuration: Kconfig lines only, each symbol once, the appliance's options on,
   # modules off (image/build.sh KERNEL=minimal also checks every line took in a real build).
   grep -qx 'BR2_LINUX_KERNEL_USE_CUSTOM_CONFIG=y' "$def" || fail "$def: missing BR2_LINUX_KERNEL_USE_CUSTOM_CONFIG=y"
