@@ -28,6 +28,10 @@ command -v mcopy >/dev/null || need_apt+=(mtools)
 command -v chromium >/dev/null || need_apt+=(chromium)
 # Exports are encrypted with age: the tests decrypt them with stock `age` (issue 17).
 command -v age >/dev/null || need_apt+=(age)
+# Admins may sign with OpenSSH keys: the CLI tests sign with stock `ssh-keygen -Y sign` and check
+# the FIDO2 vectors against `ssh-keygen -Y verify` (issue 19). shellcheck lints every script.
+command -v ssh-keygen >/dev/null || need_apt+=(openssh-client)
+command -v shellcheck >/dev/null || need_apt+=(shellcheck)
 if ((${#need_apt[@]})); then
   echo "ensure-tools: installing ${need_apt[*]}"
   apt-get update -qq

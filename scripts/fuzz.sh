@@ -5,12 +5,13 @@ set -euo pipefail
 seconds=${1:-60}
 cd "$(dirname "$0")/../fuzz"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-mkdir -p corpus/bundle_decode corpus/policy_toml corpus/frame_decode corpus/manifest_decode corpus/store_files corpus/gpt_entry corpus/relay_decode corpus/audit_decode corpus/export_decode
+mkdir -p corpus/bundle_decode corpus/policy_toml corpus/frame_decode corpus/manifest_decode corpus/store_files corpus/gpt_entry corpus/relay_decode corpus/audit_decode corpus/export_decode corpus/sshsig_decode
 # Seed the corpora with real inputs: the README-style policy and a signed bundle.
 cp ../scripts/fuzz-seeds/*.toml corpus/policy_toml/ 2>/dev/null || true
 cp ../scripts/fuzz-seeds/*.bundle corpus/bundle_decode/ 2>/dev/null || true
 cp ../scripts/fuzz-seeds/*.profile.json corpus/store_files/ 2>/dev/null || true
-for target in bundle_decode policy_toml frame_decode manifest_decode store_files gpt_entry relay_decode audit_decode export_decode; do
+cp ../scripts/fuzz-seeds/*.sshsig corpus/sshsig_decode/ 2>/dev/null || true
+for target in bundle_decode policy_toml frame_decode manifest_decode store_files gpt_entry relay_decode audit_decode export_decode sshsig_decode; do
   echo "== fuzzing $target for ${seconds}s"
   log=$(mktemp)
   if ! RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" --sanitizer none -- \

@@ -23,7 +23,7 @@ fn root_of(version: u64, keys: &[&SigningKey]) -> TrustRoot {
         version,
         threshold: 2,
         export_threshold: 2,
-        admins: keys.iter().enumerate().map(|(i, k)| Admin { name: format!("admin{version}-{i}"), key: k.public_key() }).collect(),
+        admins: keys.iter().enumerate().map(|(i, k)| Admin::raw(format!("admin{version}-{i}"), k.public_key())).collect(),
         caps: Caps::default(),
     }
 }

@@ -29,7 +29,7 @@ pub enum Error {
     WrongPayloadType { found: String, expected: &'static str },
     #[error("too many signatures: {count}, limit {limit}")]
     TooManySignatures { count: usize, limit: usize },
-    #[error("threshold not met for {role}: {valid} valid signature(s) from distinct admin keys, need {threshold} ({invalid} invalid, {unknown} from unknown key ids, {repeated} repeated)")]
+    #[error("threshold not met for {role}: {valid} valid signature(s) from distinct admin keys, need {threshold} ({invalid} invalid, {unknown} from unknown key ids, {repeated} repeated){}", why_invalid(.reasons))]
     ThresholdNotMet {
         role: String,
         valid: usize,
@@ -37,6 +37,9 @@ pub enum Error {
         invalid: usize,
         unknown: usize,
         repeated: usize,
+        /// Why each known admin's invalid signature failed (a security key without user
+        /// presence, a wrong namespace...): at most one per signature, and signatures are bounded.
+        reasons: Vec<String>,
     },
     #[error("wrong vault: bundle is for vault `{bundle}`, this is vault `{vault}`")]
     WrongVault { bundle: String, vault: String },
@@ -95,6 +98,10 @@ pub enum Error {
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+fn why_invalid(reasons: &[String]) -> String {
+    reasons.iter().map(|r| format!("; {r}")).collect()
+}
 
 /// Shorthand for the most common refusal: a field with a bad value.
 pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Error {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use ring::rand::SystemRandom;
 use ring::signature::Ed25519KeyPair;
 use vault_core::keys::{PublicKey, SigningKey};
+use vault_core::policy::root::Admin;
 
 use crate::error::{CliError, Result};
 
@@ -70,4 +71,12 @@ pub fn load_public(path: &Path) -> Result<PublicKey> {
     let text = String::from_utf8(bytes)
         .map_err(|_| CliError::KeyFile { path: path.display().to_string(), reason: "not UTF-8 text".into() })?;
     Ok(PublicKey::parse(&text, &path.display().to_string())?)
+}
+
+/// An admin's public key file: `ed25519:<base64>` from `vaultctl key gen`, or an OpenSSH public
+/// key (`ssh-keygen`'s `.pub`, a security key's included), checked as the root checks it.
+pub fn load_admin(name: &str, path: &Path, user_verification: bool) -> Result<Admin> {
+    let bytes = vault_io::read_bounded(path, MAX_KEY_FILE_BYTES)?;
+    let text = String::from_utf8(bytes).map_err(|_| CliError::KeyFile { path: path.display().to_string(), reason: "not UTF-8 text".into() })?;
+    Ok(Admin::parse(name, &text, user_verification, &path.display().to_string())?)
 }

@@ -12,6 +12,7 @@ mod push;
 mod report;
 mod witness;
 mod restore;
+mod sshsig;
 mod usb;
 
 use std::path::{Path, PathBuf};
@@ -20,7 +21,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use vault_core::policy::bundle::{self, Envelope, Payload, MAX_BUNDLE_BYTES};
 use vault_core::policy::{Policy, MAX_POLICY_TOML_BYTES};
-use vault_core::policy::root::{Admin, Caps, TrustRoot, MAX_ROOT_BYTES};
+use vault_core::policy::root::{Caps, TrustRoot, MAX_ROOT_BYTES};
 use vault_core::policy::schedule::{self, WindowState};
 use vault_core::policy::state::{VaultState, MAX_STATE_BYTES, STATE_FILE};
 use vault_core::units::{Duration, Timestamp};
@@ -234,8 +235,14 @@ struct RootInit {
     #[arg(long)]
     export_threshold: Option<u32>,
     /// An admin's public key file (NAME.pub); the admin is named NAME. Repeat for each admin.
+    /// Either `vaultctl key gen`'s `ed25519:` key or an OpenSSH public key (`ssh-ed25519`, or
+    /// `sk-ssh-ed25519@openssh.com` for a FIDO2 security key), who then signs with `ssh-keygen`.
     #[arg(long = "admin", required = true)]
     admins: Vec<PathBuf>,
+    /// An admin (by NAME) whose security key must verify its user (a PIN) on every signature,
+    /// not only see a touch. Repeat for each.
+    #[arg(long = "user-verification", value_name = "NAME")]
+    user_verification: Vec<String>,
     /// Root version: 1 for a new vault, N+1 for a rotation.
     #[arg(long, default_value_t = 1)]
     version: u64,
@@ -278,6 +285,28 @@ enum PolicyCommand {
         #[arg(long)]
         json: bool,
         bundle: PathBuf,
+    },
+    /// Writes the bytes an admin with an OpenSSH key signs (`ssh-keygen -Y sign`) for a bundle
+    /// or an order, and prints the command with the namespace to use.
+    Payload {
+        /// The bundle or order to sign.
+        signed: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Adds an `ssh-keygen -Y sign` signature (an OpenSSH key, or a FIDO2 security key) to a
+    /// bundle or an order, once it verifies as the vault will verify it.
+    AddSshsig {
+        /// The trust root in force: it lists the admin's OpenSSH key.
+        #[arg(long)]
+        root: PathBuf,
+        /// The signature `ssh-keygen -Y sign` wrote (PAYLOAD.sig).
+        #[arg(long)]
+        sig: PathBuf,
+        /// The bundle or order the payload came from.
+        signed: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -326,6 +355,8 @@ fn run(cli: Cli) -> Result<()> {
             policy_verify(&root, state.as_deref(), at.as_deref(), &bundle)
         }
         Command::Policy(PolicyCommand::Show { json, bundle }) => policy_show(&bundle, json),
+        Command::Policy(PolicyCommand::Payload { signed, out }) => sshsig::payload(&signed, &out),
+        Command::Policy(PolicyCommand::AddSshsig { root, sig, signed, out }) => sshsig::add(&load_root(&root)?, &signed, &sig, &out),
         Command::Order(command) => order::run(command),
         Command::Export(command) => export::run(command),
         Command::Media(MediaCommand::Init { out, label, size, erase }) => {
@@ -508,7 +539,11 @@ fn root_init(args: RootInit) -> Result<()> {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .ok_or_else(|| CliError::Usage(format!("{}: cannot name an admin after this path", path.display())))?;
-        admins.push(Admin { name, key: keyfile::load_public(path)? });
+        let user_verification = args.user_verification.contains(&name);
+        admins.push(keyfile::load_admin(&name, path, user_verification)?);
+    }
+    if let Some(unknown) = args.user_verification.iter().find(|name| !admins.iter().any(|a| &a.name == *name)) {
+        return Err(CliError::Usage(format!("--user-verification {unknown}: no --admin file is named {unknown}.pub")));
     }
     let duration = |flag: &str, text: &str| Duration::parse(text).map_err(|e| CliError::Usage(format!("--{flag}: {e}")));
     let caps = Caps {

@@ -489,3 +489,109 @@ fn an_unfinished_restore_resumes_into_the_same_directory() {
     assert_eq!(std::fs::read(d.join("outside")).unwrap(), b"not to be touched");
     assert!(!out.join(".vault-restore").exists(), "the marker goes once the restore is whole");
 }
+
+// --- admins who sign with OpenSSH: stock ssh-keygen, and FIDO2 security keys -----------------
+
+fn ssh_keygen(dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new("ssh-keygen").args(args).current_dir(dir).output().expect("ssh-keygen (openssh-client) is installed by scripts/ensure-tools.sh");
+    assert!(out.status.success(), "ssh-keygen {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// `a` starts a bundle of policy.toml under `root` (2 of 2) and writes its payload for the
+/// OpenSSH admin to sign.
+fn bundle_for_ssh_admin(d: &Path, root: &str) {
+    ok(d, &["policy", "sign", "--root", root, "--key", "a.key", "--issued", "2026-11-20T00:00:00Z", "policy.toml", "--out", "p.bundle"]);
+    let run = ok(d, &["policy", "payload", "p.bundle", "--out", "p.payload"]);
+    assert!(run.stderr.contains("ssh-keygen -Y sign -f ~/.ssh/id_ed25519_sk -n airgap-vault/policy-bundle/v1 p.payload"), "{}", run.stderr);
+}
+
+#[test]
+fn an_admin_signs_with_stock_ssh_keygen_and_the_namespace_is_checked() {
+    let dir = setup();
+    let d = dir.path();
+    ssh_keygen(d, &["-q", "-t", "ed25519", "-N", "", "-C", "alice@desk", "-f", "alice"]);
+    ok(d, &["root", "init", "--vault-id", "vault-01", "--threshold", "2", "--admin", "a.pub", "--admin", "alice.pub", "--out", "root-ssh.toml"]);
+    assert!(std::fs::read_to_string(d.join("root-ssh.toml")).unwrap().contains("key = \"ssh-ed25519 AAAA"), "the root lists the OpenSSH key");
+    bundle_for_ssh_admin(d, "root-ssh.toml");
+    refused(d, &["policy", "verify", "--root", "root-ssh.toml", "--at", "2026-11-25T00:00:00Z", "p.bundle"], "1 valid signature(s) from distinct admin keys, need 2");
+
+    // Signed in an order's namespace: refused before it is added, with the command to use.
+    ssh_keygen(d, &["-Y", "sign", "-f", "alice", "-n", "airgap-vault/order/v1", "p.payload"]);
+    refused(d, &["policy", "add-sshsig", "--root", "root-ssh.toml", "--sig", "p.payload.sig", "p.bundle", "--out", "p.bundle"], "signed in namespace `airgap-vault/order/v1`, this object is signed in `airgap-vault/policy-bundle/v1`: sign again with `ssh-keygen -Y sign -n airgap-vault/policy-bundle/v1`");
+    std::fs::remove_file(d.join("p.payload.sig")).unwrap();
+    // A key the root does not list.
+    ssh_keygen(d, &["-q", "-t", "ed25519", "-N", "", "-f", "mallory"]);
+    ssh_keygen(d, &["-Y", "sign", "-f", "mallory", "-n", "airgap-vault/policy-bundle/v1", "p.payload"]);
+    refused(d, &["policy", "add-sshsig", "--root", "root-ssh.toml", "--sig", "p.payload.sig", "p.bundle", "--out", "p.bundle"], "which is no admin of root v1");
+    std::fs::remove_file(d.join("p.payload.sig")).unwrap();
+
+    ssh_keygen(d, &["-Y", "sign", "-f", "alice", "-n", "airgap-vault/policy-bundle/v1", "p.payload"]);
+    let run = ok(d, &["policy", "add-sshsig", "--root", "root-ssh.toml", "--sig", "p.payload.sig", "p.bundle", "--out", "p.bundle"]);
+    assert!(run.stderr.contains("added admin `alice`'s OpenSSH signature (SHA256:"), "{}", run.stderr);
+    let run = ok(d, &["policy", "verify", "--root", "root-ssh.toml", "--at", "2026-11-25T00:00:00Z", "p.bundle"]);
+    assert!(run.stdout.contains("signed by a, alice (threshold 2)"), "{}", run.stdout);
+    refused(d, &["policy", "add-sshsig", "--root", "root-ssh.toml", "--sig", "p.payload.sig", "p.bundle", "--out", "p.bundle"], "already signed by key");
+}
+
+/// Plays a FIDO2 token holding `sk-ssh-ed25519@openssh.com` key `seed`: its public key line,
+/// and an armored SSHSIG over `payload` with the authenticator `flags` it reports.
+struct Token(ring::signature::Ed25519KeyPair);
+
+impl Token {
+    fn new(seed: u8) -> Token {
+        Token(ring::signature::Ed25519KeyPair::from_seed_unchecked(&[seed; 32]).unwrap())
+    }
+
+    fn public(&self) -> vault_core::policy::sshsig::SshPublicKey {
+        use ring::signature::KeyPair as _;
+        let key = vault_core::keys::PublicKey::from_bytes(self.0.public_key().as_ref().try_into().unwrap());
+        vault_core::policy::sshsig::SshPublicKey { key, kind: vault_core::policy::sshsig::SshKeyKind::SecurityKey { application: "ssh:".into() } }
+    }
+
+    fn sign(&self, namespace: &str, payload: &[u8], flags: u8) -> String {
+        use vault_core::policy::sshsig::{security_key_signed_bytes, signed_data, SshSignature};
+        let signed = signed_data(namespace, "sha512", ring::digest::digest(&ring::digest::SHA512, payload).as_ref());
+        let sig = self.0.sign(&security_key_signed_bytes("ssh:", flags, 7, &signed));
+        SshSignature::from_parts(self.public(), namespace, "sha512", sig.as_ref().try_into().unwrap(), Some((flags, 7))).to_armored()
+    }
+}
+
+#[test]
+fn a_security_key_signature_needs_a_touch_and_a_pin_where_the_root_asks() {
+    let dir = setup();
+    let d = dir.path();
+    let token = Token::new(9);
+    std::fs::write(d.join("carol.pub"), format!("{} carol@desk\n", token.public().to_line())).unwrap();
+    ok(d, &["root", "init", "--vault-id", "vault-01", "--threshold", "2", "--admin", "a.pub", "--admin", "carol.pub", "--out", "root-sk.toml"]);
+    refused(d, &["root", "init", "--vault-id", "vault-01", "--threshold", "2", "--admin", "a.pub", "--admin", "b.pub", "--user-verification", "b", "--out", "r.toml"], "only a security key");
+    ok(d, &["root", "init", "--vault-id", "vault-01", "--threshold", "2", "--admin", "a.pub", "--admin", "carol.pub", "--user-verification", "carol", "--out", "root-uv.toml"]);
+    bundle_for_ssh_admin(d, "root-sk.toml");
+    let payload = std::fs::read(d.join("p.payload")).unwrap();
+    let ns = "airgap-vault/policy-bundle/v1";
+
+    // Stock OpenSSH accepts these vectors, so they are what a real token's signature looks like.
+    std::fs::write(d.join("allowed_signers"), format!("carol {}\n", token.public().to_line())).unwrap();
+    std::fs::write(d.join("touched.sig"), token.sign(ns, &payload, 0x01)).unwrap();
+    let verify = Command::new("sh").arg("-c").arg(format!("ssh-keygen -Y verify -f allowed_signers -I carol -n {ns} -s touched.sig < p.payload")).current_dir(d).output().unwrap();
+    assert!(verify.status.success(), "ssh-keygen -Y verify: {}", String::from_utf8_lossy(&verify.stderr));
+
+    // No touch (flags 0x00): malware with the token plugged in. Refused by the vault's rule.
+    std::fs::write(d.join("untouched.sig"), token.sign(ns, &payload, 0x00)).unwrap();
+    refused(d, &["policy", "add-sshsig", "--root", "root-sk.toml", "--sig", "untouched.sig", "p.bundle", "--out", "p.bundle"], "admin `carol`: the security key signed without user presence (flags 0x00): sign again and touch the key when it blinks");
+    let mut bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("p.bundle")).unwrap()).unwrap();
+    let blob = vault_core::policy::sshsig::SshSignature::from_armored(token.sign(ns, &payload, 0x00).as_bytes()).unwrap().to_blob();
+    let key_id = token.public().key.key_id();
+    use base64::Engine as _;
+    bundle["signatures"].as_array_mut().unwrap().push(serde_json::json!({ "keyid": key_id, "sshsig": base64::engine::general_purpose::STANDARD.encode(blob) }));
+    std::fs::write(d.join("forced.bundle"), serde_json::to_vec(&bundle).unwrap()).unwrap();
+    refused(d, &["policy", "verify", "--root", "root-sk.toml", "--at", "2026-11-25T00:00:00Z", "forced.bundle"], "admin `carol`: the security key signed without user presence");
+
+    // A touch: counted. Under the root that asks for a PIN, a touch alone is not enough.
+    refused(d, &["policy", "add-sshsig", "--root", "root-uv.toml", "--sig", "touched.sig", "p.bundle", "--out", "p-uv.bundle"], "without user verification (flags 0x01), which the trust root requires of this admin");
+    std::fs::write(d.join("pin.sig"), token.sign(ns, &payload, 0x05)).unwrap();
+    ok(d, &["policy", "add-sshsig", "--root", "root-uv.toml", "--sig", "pin.sig", "p.bundle", "--out", "p-uv.bundle"]);
+    ok(d, &["policy", "add-sshsig", "--root", "root-sk.toml", "--sig", "touched.sig", "p.bundle", "--out", "p.bundle"]);
+    let run = ok(d, &["policy", "verify", "--root", "root-sk.toml", "--at", "2026-11-25T00:00:00Z", "p.bundle"]);
+    assert!(run.stdout.contains("signed by a, carol (threshold 2)"), "{}", run.stdout);
+}

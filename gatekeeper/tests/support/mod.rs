@@ -144,7 +144,7 @@ impl Vault {
             version: 1,
             threshold: 2,
             export_threshold: 2,
-            admins: vec![Admin { name: "alice".into(), key: a.public_key() }, Admin { name: "bob".into(), key: b.public_key() }],
+            admins: vec![Admin::raw("alice", a.public_key()), Admin::raw("bob", b.public_key())],
             caps: Caps::default(),
         };
         let mut pusher_keys = Vec::new();

@@ -33,6 +33,7 @@ use crate::error::{Error, Result};
 use crate::keys::{domain_hash, hex, PublicKey, SigningKey, SIGNATURE_LEN};
 use crate::policy::{Policy, PolicyDoc};
 use crate::policy::root::{RootDoc, TrustRoot};
+use crate::policy::sshsig::{SshSignature, MAX_ARMORED_BYTES};
 use crate::policy::state::VaultState;
 use crate::units::Timestamp;
 
@@ -41,6 +42,9 @@ pub const MAX_BUNDLE_BYTES: usize = 1024 * 1024;
 pub const MAX_SIGNATURES: usize = 64;
 pub const PAYLOAD_TYPE: &str = "application/vnd.airgap-vault.policy+json;version=1";
 const SIGNING_CONTEXT: &str = "airgap-vault/policy-bundle/v1";
+/// The namespace an admin's `ssh-keygen -Y sign -n` names for a bundle's payload: the same
+/// words that separate the raw signatures' domain.
+pub const SSH_NAMESPACE: &str = SIGNING_CONTEXT;
 /// How far a bundle's `issued` may be ahead of the vault's clock. The same tolerance bounds
 /// how far the clock may read behind the time floor before the vault refuses to open.
 pub const CLOCK_TOLERANCE_SECS: i64 = 300;
@@ -74,10 +78,17 @@ pub struct Envelope {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignatureEntry {
-    /// Hex SHA-256 of the signer's public key (see [`PublicKey::key_id`]).
+    /// Hex SHA-256 of the signer's Ed25519 public key (see [`PublicKey::key_id`]), for raw and
+    /// OpenSSH signatures alike.
     pub keyid: String,
-    /// Base64 of the 64-byte Ed25519 signature.
-    pub sig: String,
+    /// Base64 of the 64-byte Ed25519 signature over the domain-separated payload hash: an
+    /// admin the root lists as `ed25519:`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
+    /// Base64 of an SSHSIG blob (PROTOCOL.sshsig) over the payload bytes, in the object's
+    /// namespace: an admin the root lists by OpenSSH key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sshsig: Option<String>,
 }
 
 /// What the admins sign.
@@ -128,11 +139,6 @@ impl Payload {
         canonical::require_canonical(bytes, &payload.to_doc(), "bundle payload")?;
         Ok(payload)
     }
-}
-
-/// The message an admin's key signs for a payload.
-pub fn signing_message(payload: &[u8]) -> [u8; 32] {
-    domain_hash(SIGNING_CONTEXT, payload)
 }
 
 impl Envelope {
@@ -188,17 +194,27 @@ impl Envelope {
 
     /// [`Envelope::sign`] under another object's signing context (an order's).
     pub fn sign_in(&mut self, key: &SigningKey, context: &str) -> Result<()> {
-        let public = key.public_key();
-        let keyid = public.key_id();
-        if self.signatures.iter().any(|s| s.keyid == keyid) {
-            return Err(Error::InvalidField {
-                field: "signatures".into(),
-                reason: format!("already signed by key {keyid}"),
-            });
-        }
+        let keyid = self.new_signer(&key.public_key())?;
         let message = domain_hash(context, &self.payload_bytes()?);
-        self.signatures.push(SignatureEntry { keyid, sig: BASE64.encode(key.sign(&message)) });
+        self.signatures.push(SignatureEntry { keyid, sig: Some(BASE64.encode(key.sign(&message))), sshsig: None });
         Ok(())
+    }
+
+    /// Adds an admin's OpenSSH signature of the payload (`ssh-keygen -Y sign`). Whether it
+    /// verifies is judged with the root, as for every signature.
+    pub fn add_sshsig(&mut self, signature: &SshSignature) -> Result<()> {
+        let keyid = self.new_signer(&signature.public_key.key)?;
+        self.signatures.push(SignatureEntry { keyid, sig: None, sshsig: Some(BASE64.encode(signature.to_blob())) });
+        Ok(())
+    }
+
+    /// The key id of a key that has not signed yet: one key signs once.
+    fn new_signer(&self, key: &PublicKey) -> Result<String> {
+        let keyid = key.key_id();
+        if self.signatures.iter().any(|s| s.keyid == keyid) {
+            return Err(Error::InvalidField { field: "signatures".into(), reason: format!("already signed by key {keyid}") });
+        }
+        Ok(keyid)
     }
 
     pub fn key_ids(&self) -> impl Iterator<Item = &str> {
@@ -213,37 +229,56 @@ struct Tally {
     invalid: usize,
     unknown: usize,
     repeated: usize,
+    /// Why each invalid signature of a known admin failed, for the refusal's message.
+    reasons: Vec<String>,
 }
 
-/// Counts the signatures of `root`'s admins over `message`, once per distinct public key.
-fn tally(root: &TrustRoot, message: &[u8], signatures: &[SignatureEntry]) -> Tally {
+/// Counts the signatures of `root`'s admins over `payload` signed in `context`, once per
+/// distinct public key. An admin listed by raw key counts by a raw signature only, one listed
+/// by OpenSSH key by an SSHSIG only (a security key's flags are checked there).
+fn tally(root: &TrustRoot, context: &str, payload: &[u8], signatures: &[SignatureEntry]) -> Tally {
+    let message = domain_hash(context, payload);
     let mut tally = Tally::default();
     for entry in signatures {
         let Some(admin) = root.admin_by_key_id(&entry.keyid) else {
             tally.unknown += 1;
             continue;
         };
-        let sig_ok = BASE64
-            .decode(&entry.sig)
-            .ok()
-            .filter(|sig| sig.len() == SIGNATURE_LEN)
-            .is_some_and(|sig| admin.key.verify(message, &sig));
-        if !sig_ok {
-            tally.invalid += 1;
-        } else if !tally.signers.insert(admin.key) {
-            tally.repeated += 1;
+        let verdict = match (admin.ssh_key(), &entry.sig, &entry.sshsig) {
+            (None, Some(sig), None) => match BASE64.decode(sig) {
+                Ok(sig) if sig.len() == SIGNATURE_LEN && admin.key.verify(&message, &sig) => Ok(()),
+                _ => Err("its Ed25519 signature does not verify over this payload".to_string()),
+            },
+            (Some(ssh), None, Some(sshsig)) => {
+                let require_uv = admin.ssh.as_ref().is_some_and(|a| a.user_verification);
+                (if sshsig.len() > MAX_ARMORED_BYTES { Err(crate::policy::sshsig::SshsigError::TooLarge { size: sshsig.len() }) } else { Ok(()) })
+                    .and_then(|()| BASE64.decode(sshsig).map_err(|e| crate::policy::sshsig::SshsigError::Base64(e.to_string())))
+                    .and_then(|blob| SshSignature::from_blob(&blob))
+                    .and_then(|signature| signature.verify(&ssh, require_uv, context, payload))
+                    .map_err(|e| e.to_string())
+            }
+            (None, _, _) => Err("the root lists a raw `ed25519:` key for this admin, who signs with `vaultctl policy sign` (one `sig`, no `sshsig`)".to_string()),
+            (Some(_), _, _) => Err("the root lists an OpenSSH key for this admin, who signs with `ssh-keygen -Y sign` and `vaultctl policy add-sshsig` (one `sshsig`, no `sig`)".to_string()),
+        };
+        match verdict {
+            Err(reason) => {
+                tally.invalid += 1;
+                tally.reasons.push(format!("admin `{}`: {reason}", admin.name));
+            }
+            Ok(()) if !tally.signers.insert(admin.key) => tally.repeated += 1,
+            Ok(()) => {}
         }
     }
     tally
 }
 
-fn require_threshold(role: String, root: &TrustRoot, message: &[u8], signatures: &[SignatureEntry]) -> Result<Vec<String>> {
-    require_signers(role, root, root.threshold, message, signatures)
+fn require_threshold(role: String, root: &TrustRoot, payload: &[u8], signatures: &[SignatureEntry]) -> Result<Vec<String>> {
+    require_signers(role, root, root.threshold, SIGNING_CONTEXT, payload, signatures)
 }
 
-/// At least `threshold` distinct admin keys of `root` signed `message`; their names.
-pub(crate) fn require_signers(role: String, root: &TrustRoot, threshold: u32, message: &[u8], signatures: &[SignatureEntry]) -> Result<Vec<String>> {
-    let t = tally(root, message, signatures);
+/// At least `threshold` distinct admin keys of `root` signed `payload` in `context`; their names.
+pub(crate) fn require_signers(role: String, root: &TrustRoot, threshold: u32, context: &str, payload: &[u8], signatures: &[SignatureEntry]) -> Result<Vec<String>> {
+    let t = tally(root, context, payload, signatures);
     if t.signers.len() < threshold as usize {
         return Err(Error::ThresholdNotMet {
             role,
@@ -252,6 +287,7 @@ pub(crate) fn require_signers(role: String, root: &TrustRoot, threshold: u32, me
             invalid: t.invalid,
             unknown: t.unknown,
             repeated: t.repeated,
+            reasons: t.reasons,
         });
     }
     Ok(root.admins.iter().filter(|a| t.signers.contains(&a.key)).map(|a| a.name.clone()).collect())
@@ -277,8 +313,7 @@ pub fn verify(bundle: &[u8], baked_root: &TrustRoot, state: &VaultState, at: Jud
     let root = state.current_root(baked_root)?;
     let envelope = Envelope::from_bytes(bundle)?;
     let payload_bytes = envelope.payload_bytes()?;
-    let message = signing_message(&payload_bytes);
-    let signers = require_threshold(format!("root v{}", root.version), &root, &message, &envelope.signatures)?;
+    let signers = require_threshold(format!("root v{}", root.version), &root, &payload_bytes, &envelope.signatures)?;
 
     let payload = Payload::from_bytes(&payload_bytes)?;
     let policy = payload.policy;
@@ -300,7 +335,7 @@ pub fn verify(bundle: &[u8], baked_root: &TrustRoot, state: &VaultState, at: Jud
             if new_root.vault_id != root.vault_id {
                 return Err(Error::RotationVault { found: new_root.vault_id, vault: root.vault_id });
             }
-            require_threshold(format!("new root v{}", new_root.version), &new_root, &message, &envelope.signatures)?;
+            require_threshold(format!("new root v{}", new_root.version), &new_root, &payload_bytes, &envelope.signatures)?;
             new_root
         }
     };
@@ -351,7 +386,6 @@ pub fn reverify_accepted(bundle: &[u8], baked_root: &TrustRoot, state: &VaultSta
     let root = state.current_root(baked_root)?;
     let envelope = Envelope::from_bytes(bundle)?;
     let payload_bytes = envelope.payload_bytes()?;
-    let message = signing_message(&payload_bytes);
     let payload = Payload::from_bytes(&payload_bytes)?;
     let policy = payload.policy;
     if policy.vault_id != root.vault_id {
@@ -361,7 +395,7 @@ pub fn reverify_accepted(bundle: &[u8], baked_root: &TrustRoot, state: &VaultSta
     if !rotated_here && payload.signed_for_root != root.digest() {
         return Err(Error::WrongTrustRoot { bundle: payload.signed_for_root, vault: root.digest() });
     }
-    require_threshold(format!("root v{} (in force)", root.version), &root, &message, &envelope.signatures)?;
+    require_threshold(format!("root v{} (in force)", root.version), &root, &payload_bytes, &envelope.signatures)?;
     if policy.version != state.accepted_version {
         return Err(Error::AcceptedVersion { found: policy.version, expected: state.accepted_version });
     }

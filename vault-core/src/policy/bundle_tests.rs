@@ -69,9 +69,9 @@ fn tampered_payload_is_refused() {
 #[test]
 fn forged_signature_is_refused() {
     let mut envelope = signed(&payload_for(policy(), &root()), &[1, 2]);
-    let mut sig = BASE64.decode(&envelope.signatures[1].sig).unwrap();
+    let mut sig = BASE64.decode(envelope.signatures[1].sig.as_ref().unwrap()).unwrap();
     sig[10] ^= 1;
-    envelope.signatures[1].sig = BASE64.encode(sig);
+    envelope.signatures[1].sig = Some(BASE64.encode(sig));
     let err = verify_fresh(&envelope.to_bytes()).unwrap_err();
     assert!(matches!(err, Error::ThresholdNotMet { valid: 1, invalid: 1, .. }), "{err}");
     assert!(err.to_string().starts_with("threshold not met for root v1: 1 valid"), "{err}");
@@ -101,7 +101,7 @@ fn fewer_signatures_than_the_threshold_are_refused() {
     let err = verify_fresh(&bundle(policy(), &[2])).unwrap_err();
     assert_eq!(
         err,
-        Error::ThresholdNotMet { role: "root v1".into(), valid: 1, threshold: 2, invalid: 0, unknown: 0, repeated: 0 }
+        Error::ThresholdNotMet { role: "root v1".into(), valid: 1, threshold: 2, invalid: 0, unknown: 0, repeated: 0, reasons: vec![] }
     );
     let err = verify_fresh(&bundle(policy(), &[])).unwrap_err();
     assert!(matches!(err, Error::ThresholdNotMet { valid: 0, .. }), "{err}");
@@ -477,4 +477,94 @@ fn a_bundle_that_rotated_to_the_root_in_force_verifies_under_it() {
     // Re-imaged with a root v3 of other keys: the rotation bundle is not the root in force's.
     let err = reverify_accepted(&bytes, &root_with("vault-01", 3, 2, &[21, 22, 23]), &state).unwrap_err();
     assert!(matches!(err, Error::WrongTrustRoot { .. }), "{err}");
+}
+
+// --- admins who sign with OpenSSH (SSHSIG), plain keys and FIDO2 security keys --------------
+
+use crate::policy::root::Admin;
+use crate::policy::sshsig::tests::{plain_key, security_key, ssh_sign};
+use crate::policy::sshsig::{FLAG_USER_PRESENT, FLAG_USER_VERIFIED};
+
+/// 2 of 3: admin1 signs raw, admin2 with an OpenSSH key file, admin3 with a security key
+/// (user verification as given).
+fn mixed_root(user_verification: bool) -> TrustRoot {
+    let mut root = root_with("vault-01", 1, 2, &[1]);
+    root.admins.push(Admin::ssh("admin2", plain_key(2), false));
+    root.admins.push(Admin::ssh("admin3", security_key(3), user_verification));
+    TrustRoot::from_toml(&root.to_toml()).unwrap()
+}
+
+fn ssh_signed(root: &TrustRoot, raw: &[u8], ssh: &[(u8, u8)]) -> Vec<u8> {
+    let mut envelope = Envelope::new(&payload_for(policy(), root));
+    for seed in raw {
+        envelope.sign(&key(*seed)).unwrap();
+    }
+    let payload = envelope.payload_bytes().unwrap();
+    for (seed, flags) in ssh {
+        let admin_key = root.admins.iter().find(|a| a.key == key(*seed).public_key()).unwrap().ssh_key().unwrap();
+        envelope.add_sshsig(&ssh_sign(*seed, &admin_key, SSH_NAMESPACE, "sha512", &payload, *flags)).unwrap();
+    }
+    envelope.to_bytes()
+}
+
+#[test]
+fn raw_and_openssh_signatures_count_toward_one_quorum() {
+    let root = mixed_root(false);
+    let at = JudgedAt::trusted(now());
+    let verified = verify(&ssh_signed(&root, &[1], &[(3, FLAG_USER_PRESENT)]), &root, &VaultState::default(), at).unwrap();
+    assert_eq!(verified.signers, vec!["admin1".to_string(), "admin3".to_string()]);
+    let verified = verify(&ssh_signed(&root, &[], &[(2, 0), (3, FLAG_USER_PRESENT)]), &root, &VaultState::default(), at).unwrap();
+    assert_eq!(verified.signers, vec!["admin2".to_string(), "admin3".to_string()]);
+    let reloaded = TrustRoot::from_toml(&root.to_toml()).unwrap();
+    assert_eq!(reloaded, root, "OpenSSH admins survive the root's TOML");
+}
+
+#[test]
+fn a_security_key_signature_without_presence_does_not_count_and_the_refusal_says_why() {
+    let root = mixed_root(false);
+    let err = verify(&ssh_signed(&root, &[1], &[(3, 0)]), &root, &VaultState::default(), JudgedAt::trusted(now())).unwrap_err();
+    assert!(matches!(err, Error::ThresholdNotMet { valid: 1, invalid: 1, .. }), "{err}");
+    assert!(err.to_string().contains("admin `admin3`: the security key signed without user presence (flags 0x00)"), "{err}");
+}
+
+#[test]
+fn user_verification_is_required_when_the_root_says_so() {
+    let root = mixed_root(true);
+    let at = JudgedAt::trusted(now());
+    let err = verify(&ssh_signed(&root, &[1], &[(3, FLAG_USER_PRESENT)]), &root, &VaultState::default(), at).unwrap_err();
+    assert!(err.to_string().contains("without user verification"), "{err}");
+    verify(&ssh_signed(&root, &[1], &[(3, FLAG_USER_PRESENT | FLAG_USER_VERIFIED)]), &root, &VaultState::default(), at).unwrap();
+    assert!(root.to_toml().contains("user_verification = true"), "{}", root.to_toml());
+}
+
+#[test]
+fn an_admin_signs_only_the_way_the_root_lists_its_key() {
+    let root = mixed_root(false);
+    // admin2's key bytes, used raw, although the root lists admin2 as an OpenSSH key.
+    let mut envelope = Envelope::new(&payload_for(policy(), &root));
+    envelope.sign(&key(1)).unwrap();
+    envelope.sign(&key(2)).unwrap();
+    let err = verify(&envelope.to_bytes(), &root, &VaultState::default(), JudgedAt::trusted(now())).unwrap_err();
+    assert!(err.to_string().contains("admin `admin2`: the root lists an OpenSSH key"), "{err}");
+    // An SSHSIG made for an order's namespace does not sign a bundle.
+    let mut envelope = Envelope::new(&payload_for(policy(), &root));
+    envelope.sign(&key(1)).unwrap();
+    let payload = envelope.payload_bytes().unwrap();
+    envelope.add_sshsig(&ssh_sign(2, &plain_key(2), crate::policy::orders::ORDER_SIGNING_CONTEXT, "sha512", &payload, 0)).unwrap();
+    let err = verify(&envelope.to_bytes(), &root, &VaultState::default(), JudgedAt::trusted(now())).unwrap_err();
+    assert!(err.to_string().contains("signed in namespace `airgap-vault/order/v1`"), "{err}");
+    // One key signs once, whichever way.
+    assert!(envelope.add_sshsig(&ssh_sign(2, &plain_key(2), SSH_NAMESPACE, "sha512", &payload, 0)).is_err());
+}
+
+#[test]
+fn one_key_listed_raw_and_as_openssh_is_one_admin() {
+    let mut root = root_with("vault-01", 1, 2, &[1, 2]);
+    root.admins.push(Admin::ssh("again", plain_key(1), false));
+    let err = TrustRoot::from_toml(&root.to_toml()).unwrap_err();
+    assert!(matches!(err, Error::DuplicateAdminKey { ref first, ref second, .. } if first == "admin1" && second == "again"), "{err}");
+    let mut root = root_with("vault-01", 1, 1, &[1]);
+    root.admins.push(Admin::ssh("plain", plain_key(2), true));
+    let err = TrustRoot::from_toml(&root.to_toml()).unwrap_err().to_string();
+    assert!(err.contains("admin[1].user_verification") && err.contains("only a security key"), "{err}");
 }

@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod orders;
 pub mod root;
 pub mod schedule;
+pub mod sshsig;
 pub mod state;
 
 use std::net::IpAddr;

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::canonical::{self, check_identifier};
 use crate::error::{Error, Result};
-use crate::keys::{domain_hash, hex};
+use crate::keys::hex;
 use crate::lifecycle::retention::Holds;
 use crate::policy::bundle::{require_signers, Envelope, JudgedAt, CLOCK_PLAUSIBLE_AHEAD_SECS, CLOCK_TOLERANCE_SECS};
 use crate::policy::root::TrustRoot;
@@ -200,11 +200,6 @@ pub fn unsigned(doc: &OrderDoc) -> Envelope {
     Envelope { payload_type: ORDER_PAYLOAD_TYPE.to_string(), payload: base64::engine::general_purpose::STANDARD.encode(canonical::encode(doc)), signatures: Vec::new() }
 }
 
-/// The message an admin's key signs for an order's payload.
-pub fn signing_message(payload: &[u8]) -> [u8; 32] {
-    domain_hash(ORDER_SIGNING_CONTEXT, payload)
-}
-
 /// A purge accepted and waiting out its cooling-off.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -354,11 +349,10 @@ pub fn verify(bytes: &[u8], root: &TrustRoot, state: &OrderState, at: JudgedAt, 
     let payload = envelope.payload_bytes()?;
     // Who signed is counted before the payload is parsed; how many it takes depends on the
     // kind, so the least any kind needs (one) is required first, then the kind's own.
-    let message = signing_message(&payload);
-    require_signers(format!("root v{}", root.version), root, 1, &message, &envelope.signatures)?;
+    require_signers(format!("root v{}", root.version), root, 1, ORDER_SIGNING_CONTEXT, &payload, &envelope.signatures)?;
     let order = Order::from_bytes(&payload)?;
     let kind = order.kind();
-    let signers = require_signers(format!("a {} order under root v{}", kind.name(), root.version), root, kind.threshold(root), &message, &envelope.signatures)?;
+    let signers = require_signers(format!("a {} order under root v{}", kind.name(), root.version), root, kind.threshold(root), ORDER_SIGNING_CONTEXT, &payload, &envelope.signatures)?;
     if order.doc.vault_id != root.vault_id {
         return Err(Error::WrongVault { bundle: order.doc.vault_id, vault: root.vault_id.clone() });
     }

@@ -154,3 +154,25 @@ fn the_order_state_round_trips_through_its_json() {
     assert_eq!(serde_json::from_str::<OrderState>(&text).unwrap(), state);
     assert!(OrderState::default().is_empty() && !state.is_empty());
 }
+
+#[test]
+fn an_admin_with_a_security_key_signs_orders_in_the_orders_namespace() {
+    use crate::policy::root::Admin;
+    use crate::policy::sshsig::tests::{security_key, ssh_sign};
+    use crate::policy::sshsig::FLAG_USER_PRESENT;
+    let mut root = root_with("vault-01", 1, 2, &[1]);
+    root.admins.push(Admin::ssh("carol", security_key(4), false));
+    let order = OrderDoc { signed_for_root: root.digest(), ..doc(OrderKind::Release, 1) };
+    let sign = |namespace: &str| {
+        let mut envelope = unsigned(&order);
+        envelope.sign_in(&key(1), ORDER_SIGNING_CONTEXT).unwrap();
+        let payload = envelope.payload_bytes().unwrap();
+        envelope.add_sshsig(&ssh_sign(4, &security_key(4), namespace, "sha256", &payload, FLAG_USER_PRESENT)).unwrap();
+        envelope.to_bytes()
+    };
+    let accepted = verify(&sign(ORDER_SIGNING_CONTEXT), &root, &OrderState::default(), JudgedAt::trusted(now()), Timestamp::EPOCH).unwrap();
+    assert_eq!(accepted.signers, vec!["admin1".to_string(), "carol".to_string()]);
+    // A signature made for a policy bundle's namespace does not carry over to an order.
+    let err = verify(&sign(crate::policy::bundle::SSH_NAMESPACE), &root, &OrderState::default(), JudgedAt::trusted(now()), Timestamp::EPOCH).unwrap_err().to_string();
+    assert!(err.contains("admin `carol`: signed in namespace `airgap-vault/policy-bundle/v1`"), "{err}");
+}

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::canonical::{self, check_identifier, decode_toml};
 use crate::error::{invalid, Error, Result};
 use crate::keys::{domain_hash, hex, PublicKey};
+use crate::policy::sshsig::{SshKeyKind, SshPublicKey};
 use crate::units::{Duration, SECS_PER_DAY};
 
 pub const MAX_ROOT_BYTES: usize = 64 * 1024;
@@ -54,7 +55,61 @@ impl Default for Caps {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admin {
     pub name: String,
+    /// The Ed25519 key: what quorums count, whichever way the admin signs.
     pub key: PublicKey,
+    /// Set when the root lists the admin's OpenSSH key: the admin then signs with `ssh-keygen
+    /// -Y sign` (SSHSIG), and only that way.
+    pub ssh: Option<SshAdmin>,
+}
+
+/// An admin who signs with OpenSSH: a key file, or a FIDO2 security key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshAdmin {
+    pub kind: SshKeyKind,
+    /// A security key's signature must carry FIDO2's user-verified flag (a PIN or biometric
+    /// checked by the token), not only user presence (a touch), which is always required.
+    pub user_verification: bool,
+}
+
+impl Admin {
+    /// An admin who signs with a raw Ed25519 key (`vaultctl policy sign`).
+    pub fn raw(name: impl Into<String>, key: PublicKey) -> Admin {
+        Admin { name: name.into(), key, ssh: None }
+    }
+
+    /// An admin who signs with OpenSSH.
+    pub fn ssh(name: impl Into<String>, key: SshPublicKey, user_verification: bool) -> Admin {
+        Admin { name: name.into(), key: key.key, ssh: Some(SshAdmin { kind: key.kind, user_verification }) }
+    }
+
+    /// The admin's OpenSSH key, when it signs with one.
+    pub fn ssh_key(&self) -> Option<SshPublicKey> {
+        self.ssh.as_ref().map(|ssh| SshPublicKey { key: self.key, kind: ssh.kind.clone() })
+    }
+
+    /// An admin's key as the root spells it: `ed25519:<base64>` or an OpenSSH public key line
+    /// (its comment dropped: the root writes the line without one).
+    pub fn parse(name: &str, text: &str, user_verification: bool, place: &str) -> Result<Admin> {
+        let admin = if text.trim_start().starts_with("ed25519:") {
+            Admin::raw(name, PublicKey::parse(text, &format!("{place}.key"))?)
+        } else {
+            let ssh = SshPublicKey::parse_line(text).map_err(|e| invalid(format!("{place}.key"), format!("{e}; an admin key is `ed25519:<base64>` or an OpenSSH `ssh-ed25519`/`sk-ssh-ed25519@openssh.com` public key")))?;
+            Admin::ssh(name, ssh, user_verification)
+        };
+        let security_key = admin.ssh.as_ref().is_some_and(|ssh| matches!(ssh.kind, SshKeyKind::SecurityKey { .. }));
+        if user_verification && !security_key {
+            return Err(invalid(format!("{place}.user_verification"), "only a security key (`sk-ssh-ed25519@openssh.com`) can verify its user: remove it, or list the admin's security key"));
+        }
+        Ok(admin)
+    }
+
+    /// The key as the root writes it: `ed25519:<base64>`, or an OpenSSH line without comment.
+    pub fn key_text(&self) -> String {
+        match self.ssh_key() {
+            None => self.key.to_string(),
+            Some(ssh) => ssh.to_line(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,7 +143,13 @@ pub struct RootDoc {
 #[serde(deny_unknown_fields)]
 pub struct AdminDoc {
     pub name: String,
+    /// `ed25519:<base64>`, or an OpenSSH public key (`ssh-ed25519 AAAA…`,
+    /// `sk-ssh-ed25519@openssh.com AAAA…`) for an admin who signs with `ssh-keygen -Y sign`.
     pub key: String,
+    /// Security keys only: require FIDO2's user-verified flag. Written only when true, so
+    /// roots made before it keep their digest.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub user_verification: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,11 +191,12 @@ impl TrustRoot {
             if admins.iter().any(|a: &Admin| a.name == admin.name) {
                 return Err(invalid(format!("admin[{i}].name"), format!("`{}` is listed twice", admin.name)));
             }
-            let key = PublicKey::parse(&admin.key, &format!("admin[{i}].key"))?;
-            if let Some(first) = seen_keys.insert(key, admin.name.clone()) {
-                return Err(Error::DuplicateAdminKey { key_id: key.key_id(), first, second: admin.name.clone() });
+            let parsed = Admin::parse(&admin.name, &admin.key, admin.user_verification, &format!("admin[{i}]"))?;
+            // One key is one admin, whether listed raw or as an OpenSSH key.
+            if let Some(first) = seen_keys.insert(parsed.key, admin.name.clone()) {
+                return Err(Error::DuplicateAdminKey { key_id: parsed.key.key_id(), first, second: admin.name.clone() });
             }
-            admins.push(Admin { name: admin.name.clone(), key });
+            admins.push(parsed);
         }
         if doc.threshold == 0 || doc.threshold as usize > admins.len() {
             return Err(Error::BadThreshold { threshold: doc.threshold, admins: admins.len() });
@@ -172,7 +234,11 @@ impl TrustRoot {
             version: self.version,
             threshold: self.threshold,
             export_threshold: (self.export_threshold != self.threshold).then_some(self.export_threshold),
-            admins: self.admins.iter().map(|a| AdminDoc { name: a.name.clone(), key: a.key.to_string() }).collect(),
+            admins: self
+                .admins
+                .iter()
+                .map(|a| AdminDoc { name: a.name.clone(), key: a.key_text(), user_verification: a.ssh.as_ref().is_some_and(|ssh| ssh.user_verification) })
+                .collect(),
             caps: CapsDoc {
                 max_window: self.caps.max_window.to_string(),
                 max_open_per_day: self.caps.max_open_per_day.to_string(),
@@ -227,7 +293,7 @@ pub(crate) mod tests {
             export_threshold: threshold,
             admins: seeds
                 .iter()
-                .map(|s| Admin { name: format!("admin{s}"), key: key(*s).public_key() })
+                .map(|s| Admin::raw(format!("admin{s}"), key(*s).public_key()))
                 .collect(),
             caps: Caps::default(),
         }
