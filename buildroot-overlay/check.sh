@@ -283,6 +283,7 @@ for overlay in board/*/rootfs_overlay; do
 done
 
 # ---- both builders make the UKI and the disk with the same functions -------------------------
+# shellcheck disable=SC2016 # the patterns match a literal `. "$VAR/...uki-disk.bash"` line
 for script in board/vault/post-image.sh "$BUILD_SH"; do
   if [ ! -f "$script" ]; then
     fail "$script: missing"

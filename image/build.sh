@@ -51,7 +51,7 @@ command -v python3 >/dev/null || need+=(python3)
 command -v lz4 >/dev/null || need+=(lz4)
 # Secure Boot: SB_KEY and SB_CERT (PEM) sign the UKI with the operator's own db key.
 if [ -n "${SB_KEY:-}${SB_CERT:-}" ]; then
-  [ -f "${SB_KEY:-}" ] && [ -f "${SB_CERT:-}" ] || die "Secure Boot signing needs both SB_KEY and SB_CERT (PEM files); got SB_KEY=${SB_KEY:-} SB_CERT=${SB_CERT:-}"
+  if [ ! -f "${SB_KEY:-}" ] || [ ! -f "${SB_CERT:-}" ]; then die "Secure Boot signing needs both SB_KEY and SB_CERT (PEM files); got SB_KEY=${SB_KEY:-} SB_CERT=${SB_CERT:-}"; fi
   command -v sbsign >/dev/null || need+=(sbsigntool)
   command -v openssl >/dev/null || need+=(openssl)
 fi

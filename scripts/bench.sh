@@ -45,8 +45,8 @@ GK_WITH=$GK
 GK_WITHOUT=$PWD/target/without-signals/release/gatekeeper
 
 cleanup() {
-  [ -n "$GK_PID" ] && kill "$GK_PID" 2>/dev/null || true
-  [ -n "$RSYNCD_PID" ] && kill "$RSYNCD_PID" 2>/dev/null || true
+  if [ -n "$GK_PID" ]; then kill "$GK_PID" 2>/dev/null || true; fi
+  if [ -n "$RSYNCD_PID" ]; then kill "$RSYNCD_PID" 2>/dev/null || true; fi
   ip netns del "$VAULT_NS" 2>/dev/null || true
   ip netns del "$PEER_NS" 2>/dev/null || true
   ip netns del "$RSYNC_NS" 2>/dev/null || true
@@ -320,7 +320,7 @@ RECIPIENT=$(age-keygen -y "$WORK/restore.key")
 settle; echo "== export onto the medium"
 t0=$(now); "$GK" --root "$KEYS/root.toml" --state "$WORK/vault/state" --store "$STORE2" export --medium "$WORK/medium" > "$WORK/export.log"; sync; t1=$(now)
 EXPORT=$(elapsed "$t0" "$t1")
-EXPORT_DIR=$(ls -d "$WORK"/medium/vault-exports/*/ | head -1)
+EXPORT_DIR=$(find "$WORK/medium/vault-exports" -mindepth 1 -maxdepth 1 -type d | sort | head -1)
 settle; echo "== restore from the export"
 t0=$(now); "$VC" restore --export "$EXPORT_DIR" --identity "$WORK/restore.key" --snapshot "$SNAP" --vault-key "$VAULT_KEY" --to "$WORK/restore-export" >/dev/null; sync; t1=$(now)
 RESTORE_EXPORT=$(elapsed "$t0" "$t1")
