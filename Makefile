@@ -28,7 +28,7 @@ test: tools
 	$(CARGO) test --workspace --locked --exclude qemu-tests
 	$(CARGO) run --locked -p signals-eval -- --quick
 	scripts/fuzz.sh 5
-	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	$(MAKE) lint
 	buildroot-overlay/check.sh
 	buildroot-overlay/check-test.sh
 	$(MAKE) reproducible
@@ -70,8 +70,10 @@ reproducible-minimal: test-image-minimal
 	diff out/minimal/SHA256SUMS out/minimal-rebuild/SHA256SUMS
 	@echo "reproducible-minimal: two kernel builds, identical SHA256SUMS"
 
+# Clippy with the workspace's lints as errors, and shellcheck over every script.
 lint: tools
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	scripts/lint-shell.sh
 
 # The ransomware signals (vault-core's push::signals) against generated datasets and
 # simulated attacks: detection rates and false alarms, written to target/eval-signals.md;
