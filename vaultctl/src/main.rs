@@ -8,7 +8,11 @@ mod export;
 mod keyfile;
 mod media;
 mod order;
+mod profile;
 mod push;
+mod push_cmd;
+mod exclude;
+mod window;
 mod report;
 mod witness;
 mod restore;
@@ -59,7 +63,7 @@ enum Command {
     #[command(subcommand)]
     Export(export::ExportCommand),
     /// Pushes a directory tree, a file or stdin (`-`) into the vault as one snapshot.
-    Push(PushCli),
+    Push(push_cmd::PushCli),
     /// The vault's audit log, read from its store offline: verify it, show it.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -137,37 +141,6 @@ struct TrustArgs {
     /// trusted. Prints a warning.
     #[arg(long, conflicts_with = "vault_key")]
     insecure_any_vault_key: bool,
-}
-
-#[derive(Args)]
-struct PushCli {
-    /// The vault's address inside the window, HOST:PORT.
-    #[arg(long)]
-    vault: String,
-    /// The vault's public key (`ed25519:...` or a file): the only key this push will talk to.
-    #[arg(long)]
-    vault_key: String,
-    /// This pusher's secret key.
-    #[arg(long)]
-    key: PathBuf,
-    #[arg(long)]
-    dataset: String,
-    /// Where receipts are kept (default ~/.local/share/vaultctl/receipts).
-    #[arg(long)]
-    receipts: Option<PathBuf>,
-    /// The chunk cache file (default ~/.cache/vaultctl/<vault>-<dataset>.json).
-    #[arg(long)]
-    cache: Option<PathBuf>,
-    /// Read every file again, ignoring the cache.
-    #[arg(long)]
-    no_cache: bool,
-    #[arg(long, default_value_t = 10)]
-    connect_timeout_secs: u64,
-    /// A JSON summary on stdout instead of text.
-    #[arg(long)]
-    json: bool,
-    /// A directory, a file, or `-` for stdin.
-    source: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -367,7 +340,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Schedule { policy, from, days } => show_schedule(&policy, from.as_deref(), days),
-        Command::Push(args) => push_command(args),
+        Command::Push(args) => push_cmd::run(args),
         Command::Audit(command) => audit::run(command),
         Command::Report { store, vault_key, out } => report::write(&store, &vault_key, &out),
         Command::Restore { store, export, identity, snapshot, to, trust, keep_going, json } => {
@@ -413,81 +386,6 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
-}
-
-fn home_dir(sub: &str) -> PathBuf {
-    std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from).join(sub)
-}
-
-fn push_command(args: PushCli) -> Result<()> {
-    let vault_key = keyfile::public_key_arg(&args.vault_key)?;
-    let cache = if args.no_cache || args.source.as_os_str() == "-" {
-        None
-    } else {
-        let name = format!("{}-{}.json", &vault_key.key_id()[..16], args.dataset);
-        Some(args.cache.unwrap_or_else(|| home_dir(".cache/vaultctl").join(name)))
-    };
-    let push_args = push::PushArgs {
-        vault: args.vault,
-        vault_key,
-        key_file: args.key,
-        dataset: args.dataset,
-        source: args.source,
-        cache,
-        receipts: args.receipts.unwrap_or_else(|| home_dir(".local/share/vaultctl/receipts")),
-        connect_timeout: std::time::Duration::from_secs(args.connect_timeout_secs),
-        progress: !args.json,
-    };
-    let outcome = push::push(&push_args)?;
-    let r = &outcome.receipt;
-    let secs = outcome.elapsed.as_secs_f64();
-    if args.json {
-        let value = serde_json::json!({
-            "snapshot": r.snapshot_id,
-            "receipt": outcome.receipt_path,
-            "received_at": r.received_at.to_string(),
-            "retain_until": r.retain_until.to_string(),
-            "files": r.files,
-            "logical_bytes": r.logical_bytes,
-            "chunks_total": r.chunks_total,
-            "chunks_new": r.chunks_new,
-            "bytes_new": r.bytes_new,
-            "stats": outcome.stats,
-            "elapsed_s": secs,
-            "suspect": r.suspect,
-            "signals": r.signals,
-            "audit_log": match &outcome.witnessed {
-                Ok(witness::Witnessed::Consistent { entries, from }) => serde_json::json!({ "consistent": true, "entries": entries, "from": from }),
-                Ok(witness::Witnessed::NothingYet) => serde_json::json!({ "consistent": null }),
-                Err(e) => serde_json::json!({ "consistent": false, "error": e.to_string() }),
-            },
-        });
-        println!("{}", serde_json::to_string_pretty(&value).expect("JSON values serialize"));
-    } else {
-        println!("sealed {} in vault {} at {} (vault time)", r.snapshot_id, r.vault_id, r.received_at);
-        println!("  {} files, {} bytes; {} of {} chunks new ({} bytes sent) in {secs:.1}s", r.files, r.logical_bytes, r.chunks_new, r.chunks_total, outcome.stats.bytes_sent);
-        println!("  retained until {}; receipt verified and kept at {}", r.retain_until, outcome.receipt_path.display());
-        match &outcome.witnessed {
-            Ok(witness::Witnessed::Consistent { entries, from: 0 }) => println!("  vault audit log: {entries} entries; its checkpoint is kept to check the next one against"),
-            Ok(witness::Witnessed::Consistent { entries, from }) => println!("  vault audit log: {entries} entries, proven to extend the {from} this pusher saw before"),
-            Ok(witness::Witnessed::NothingYet) => println!("  vault audit log: the vault sent no checkpoint yet"),
-            Err(_) => {}
-        }
-        for signal in &r.signals {
-            println!("  ransomware signal: {signal}");
-        }
-    }
-    outcome.witnessed?;
-    if r.suspect {
-        let signals: Vec<String> = r.signals.iter().map(ToString::to_string).collect();
-        return Err(CliError::Suspect(format!(
-            "snapshot {} is sealed but the vault judged it suspect ({}): it looks like encrypted or destroyed data. Check the source host for ransomware before the next push; the vault holds every earlier snapshot of `{}` until the admins sign a release order",
-            r.snapshot_id,
-            signals.join("; "),
-            r.dataset
-        )));
-    }
-    Ok(())
 }
 
 fn print_restore_report(report: &restore::RestoreReport, json: bool) {

@@ -46,6 +46,8 @@ pub struct PushArgs {
     pub receipts: PathBuf,
     pub connect_timeout: Duration,
     pub progress: bool,
+    /// What a directory push leaves out.
+    pub excludes: crate::exclude::Excludes,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -56,6 +58,10 @@ pub struct PushStats {
     pub chunks_sent: u64,
     pub bytes_sent: u64,
     pub skipped_special_files: u64,
+    /// Entries left out by an exclude pattern (an excluded directory counts once).
+    pub excluded: u64,
+    /// Directories on another file system, kept empty (`--one-file-system`).
+    pub other_file_systems: u64,
 }
 
 pub struct Outcome {
@@ -296,7 +302,8 @@ struct FileToRead {
 
 /// Walks `root` depth-first without following symlinks. Returns the manifest entries (in
 /// walk order; sorted later) and the regular files to read.
-fn walk(root: &Path, stats: &mut PushStats) -> Result<(Vec<Entry>, Vec<FileToRead>)> {
+fn walk(root: &Path, excludes: &crate::exclude::Excludes, stats: &mut PushStats) -> Result<(Vec<Entry>, Vec<FileToRead>)> {
+    let root_device = std::fs::metadata(root).map_err(|e| CliError::Usage(format!("{}: {e}", root.display())))?.dev();
     let mut entries = Vec::new();
     let mut files = Vec::new();
     let mut stack = vec![PathBuf::new()];
@@ -315,9 +322,17 @@ fn walk(root: &Path, stats: &mut PushStats) -> Result<(Vec<Entry>, Vec<FileToRea
             let rel_bytes = rel.as_os_str().as_bytes().to_vec();
             let mode = meta.permissions().mode() & 0o7777;
             let kind = meta.file_type();
+            if excludes.excludes(&rel, kind.is_dir()) {
+                stats.excluded += 1;
+                continue;
+            }
             if kind.is_dir() {
                 entries.push(Entry { path: rel_bytes, mode, mtime: meta.mtime(), kind: EntryKind::Dir });
-                subdirs.push(rel);
+                if excludes.one_file_system && meta.dev() != root_device {
+                    stats.other_file_systems += 1;
+                } else {
+                    subdirs.push(rel);
+                }
             } else if kind.is_symlink() {
                 let target = std::fs::read_link(&path).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
                 entries.push(Entry { path: rel_bytes, mode, mtime: meta.mtime(), kind: EntryKind::Symlink { target: target.as_os_str().as_bytes().to_vec() } });
@@ -332,6 +347,32 @@ fn walk(root: &Path, stats: &mut PushStats) -> Result<(Vec<Entry>, Vec<FileToRea
         stack.extend(subdirs.into_iter().rev());
     }
     Ok((entries, files))
+}
+
+/// What a directory push would send, found without reading a file: for `--dry-run`.
+#[derive(Debug, Default)]
+pub struct Survey {
+    pub files: u64,
+    pub bytes: u64,
+    pub excluded: u64,
+    pub other_file_systems: u64,
+}
+
+pub fn survey(source: &Path, excludes: &crate::exclude::Excludes) -> Result<Survey> {
+    if source.as_os_str() == "-" {
+        return Ok(Survey::default());
+    }
+    let meta = std::fs::symlink_metadata(source).map_err(|e| CliError::Usage(format!("{}: {e}", source.display())))?;
+    if meta.is_file() {
+        std::fs::File::open(source).map_err(|e| CliError::Usage(format!("{}: {e}", source.display())))?;
+        return Ok(Survey { files: 1, bytes: meta.len(), ..Survey::default() });
+    }
+    if !meta.is_dir() {
+        return Err(CliError::Usage(format!("{}: not a directory, a regular file or `-`", source.display())));
+    }
+    let mut stats = PushStats::default();
+    let (_, files) = walk(source, excludes, &mut stats)?;
+    Ok(Survey { files: files.len() as u64, bytes: files.iter().map(|f| f.meta.len()).sum(), excluded: stats.excluded, other_file_systems: stats.other_file_systems })
 }
 
 pub fn push(args: &PushArgs) -> Result<Outcome> {
@@ -363,7 +404,7 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
     } else {
         let meta = std::fs::symlink_metadata(&args.source).map_err(|e| CliError::Usage(format!("{}: {e}", args.source.display())))?;
         let (mut entries, files) = if meta.is_dir() {
-            walk(&args.source, &mut stats)?
+            walk(&args.source, &args.excludes, &mut stats)?
         } else if meta.is_file() {
             let name = args.source.file_name().ok_or_else(|| CliError::Usage(format!("{}: no file name", args.source.display())))?;
             let entry = Entry { path: name.as_bytes().to_vec(), mode: meta.permissions().mode() & 0o7777, mtime: meta.mtime(), kind: EntryKind::File { size: 0, chunks: vec![] } };

@@ -595,3 +595,118 @@ fn a_security_key_signature_needs_a_touch_and_a_pin_where_the_root_asks() {
     let run = ok(d, &["policy", "verify", "--root", "root-sk.toml", "--at", "2026-11-25T00:00:00Z", "p.bundle"]);
     assert!(run.stdout.contains("signed by a, carol (threshold 2)"), "{}", run.stdout);
 }
+
+// --- push settings: profiles, the environment, --dry-run, the window ---------------------------
+
+fn vaultctl_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let Output { status, stdout, stderr } = Command::new(env!("CARGO_BIN_EXE_vaultctl")).args(args).envs(env.iter().copied()).env("XDG_CONFIG_HOME", dir).current_dir(dir).output().unwrap();
+    Run { ok: status.success(), code: status.code(), stdout: String::from_utf8_lossy(&stdout).into(), stderr: String::from_utf8_lossy(&stderr).into() }
+}
+
+/// A source tree, the vault's key, a signed policy copy (a, b), and vaultctl/vaultctl.toml under
+/// the test's XDG_CONFIG_HOME with profile `db` pointing at them, plus `extra` lines.
+fn profile_setup(extra: &str) -> tempfile::TempDir {
+    let dir = setup();
+    let d = dir.path();
+    ok(d, &["key", "gen", "--out", "vault"]);
+    sign_bundle(d, "policy.toml", "p.bundle", &["a", "b"]);
+    for (rel, bytes) in [("src/db.dump", &b"rows"[..]), ("src/scratch.tmp", b"x"), ("src/cache/blob", b"cached"), ("src/keep/notes", b"notes")] {
+        std::fs::create_dir_all(d.join(rel).parent().unwrap()).unwrap();
+        std::fs::write(d.join(rel), bytes).unwrap();
+    }
+    std::fs::create_dir_all(d.join("vaultctl")).unwrap();
+    let config = format!(
+        "[profile.db]\nvault = \"127.0.0.1:9\"\nvault_key = \"{}\"\nkey = \"{}\"\ndataset = \"pg\"\nsource = \"{}\"\npolicy = \"{}\"\nroot = \"{}\"\nexclude = [\"*.tmp\"]\n{extra}",
+        d.join("vault.pub").display(),
+        d.join("pusher.key").display(),
+        d.join("src").display(),
+        d.join("p.bundle").display(),
+        d.join("root.toml").display()
+    );
+    std::fs::write(d.join("vaultctl/vaultctl.toml"), config).unwrap();
+    dir
+}
+
+#[test]
+fn a_profile_gives_every_setting_and_flags_and_the_environment_override_it() {
+    let dir = profile_setup("exclude_file = [\"excludes\"]\n");
+    let d = dir.path();
+    std::fs::write(d.join("excludes"), "# caches\ncache/\n").unwrap();
+    let run = vaultctl_env(d, &["push", "--profile", "db", "--dry-run"], &[]);
+    assert!(run.ok, "{}", run.stderr);
+    assert!(run.stdout.contains("dry run: nothing sent"), "{}", run.stdout);
+    assert!(run.stdout.contains("dataset `pg`"), "{}", run.stdout);
+    assert!(run.stdout.contains("2 files, 9 bytes; 2 entries excluded by 2 pattern(s)"), "*.tmp and cache/ are left out: {}", run.stdout);
+    assert!(run.stdout.contains("window: ") && run.stdout.contains("(policy v3)"), "{}", run.stdout);
+    let run = vaultctl_env(d, &["push", "--profile", "db", "--dry-run"], &[("VAULTCTL_DATASET", "from-env")]);
+    assert!(run.stdout.contains("dataset `from-env`"), "{}", run.stdout);
+    let run = vaultctl_env(d, &["push", "--profile", "db", "--dry-run", "--dataset", "from-flag"], &[("VAULTCTL_DATASET", "from-env")]);
+    assert!(run.stdout.contains("dataset `from-flag`"), "{}", run.stdout);
+    let run = vaultctl_env(d, &["push", "--dry-run"], &[("VAULTCTL_PROFILE", "db"), ("VAULTCTL_DATASET", "bad name!")]);
+    assert!(!run.ok && run.stderr.contains("bad name!"), "a bad dataset name is refused offline: {}", run.stderr);
+}
+
+#[test]
+fn a_missing_setting_or_profile_says_the_three_ways_to_give_it() {
+    let dir = profile_setup("");
+    let d = dir.path();
+    let config = std::fs::read_to_string(d.join("vaultctl/vaultctl.toml")).unwrap().replace("dataset = \"pg\"\n", "");
+    std::fs::write(d.join("vaultctl/vaultctl.toml"), config).unwrap();
+    let run = vaultctl_env(d, &["push", "--profile", "db", "--dry-run"], &[]);
+    assert!(run.stderr.contains("no dataset: give --dataset, set VAULTCTL_DATASET, or put `dataset = ...` in [profile.db] of"), "{}", run.stderr);
+    let run = vaultctl_env(d, &["push", "--profile", "nope", "--dry-run"], &[]);
+    assert!(run.stderr.contains("profile `nope` is not in") && run.stderr.contains("it has: db"), "{}", run.stderr);
+    std::fs::write(d.join("vaultctl/vaultctl.toml"), "[profile.db]\ndatset = \"pg\"\n").unwrap();
+    let run = vaultctl_env(d, &["push", "--profile", "db", "--dry-run"], &[]);
+    assert!(run.stderr.contains("unknown field `datset`"), "a typo is refused, not ignored: {}", run.stderr);
+}
+
+#[test]
+fn a_pusher_the_policy_does_not_list_is_told_before_anything_is_sent() {
+    let dir = profile_setup("");
+    let run = vaultctl_env(dir.path(), &["push", "--profile", "db", "--dry-run", "--key", "a.key"], &[]);
+    assert_eq!(run.code, Some(3), "{}", run.stderr);
+    assert!(run.stderr.contains("is not in vault vault-01's policy v3: the vault refuses its sessions"), "{}", run.stderr);
+}
+
+/// Policy v`version` with one window, once, from `from` to `until` (seconds from now).
+fn one_shot_policy(d: &Path, version: u64, from: i64, until: i64) {
+    let now = vault_core::units::Timestamp::from_unix(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().try_into().unwrap()).unwrap();
+    let at = |secs: i64| vault_core::units::Timestamp::from_unix(now.unix() + secs).unwrap().to_string();
+    write_policy(d, "once.toml", version);
+    let text = std::fs::read_to_string(d.join("once.toml")).unwrap().replace("days = [\"sat\"]\nstart = \"22:00\"\nduration = \"3h\"", &format!("from = \"{}\"\nuntil = \"{}\"", at(from), at(until)));
+    std::fs::write(d.join("once.toml"), text).unwrap();
+    ok(d, &["policy", "sign", "--root", "root.toml", "--key", "a.key", "--issued", &at(-60), "once.toml", "--out", "once.bundle"]);
+    ok(d, &["policy", "sign", "--root", "root.toml", "--key", "b.key", "once.bundle", "--out", "once.bundle"]);
+}
+
+#[test]
+fn a_stream_is_not_started_while_the_window_is_closed() {
+    let dir = profile_setup("");
+    let d = dir.path();
+    one_shot_policy(d, 4, 3600, 7200);
+    let config = std::fs::read_to_string(d.join("vaultctl/vaultctl.toml")).unwrap().replace("exclude = [\"*.tmp\"]\n", "");
+    std::fs::write(d.join("vaultctl/vaultctl.toml"), config).unwrap();
+    let run = vaultctl_env(d, &["push", "--profile", "db", "--policy", "once.bundle", "-"], &[]);
+    assert_eq!(run.code, Some(5), "{}", run.stderr);
+    assert!(run.stderr.contains("the window is closed (vault vault-01 policy v4): the next opens at") && run.stderr.contains("nothing was sent"), "{}", run.stderr);
+    let run = vaultctl_env(d, &["push", "--profile", "db", "--policy", "once.bundle", "--exclude", "x", "-"], &[]);
+    assert!(run.stderr.contains("apply to a directory; the source is a stream"), "{}", run.stderr);
+}
+
+#[test]
+fn wait_for_window_waits_for_the_opening_then_retries_until_it_closes() {
+    let dir = profile_setup("");
+    let d = dir.path();
+    one_shot_policy(d, 4, 2, 8);
+    let started = std::time::Instant::now();
+    // Port 9 on loopback: nothing listens, as when the vault's link is not up yet.
+    let run = vaultctl_env(d, &["push", "--profile", "db", "--policy", "once.bundle", "--wait-for-window"], &[]);
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2), "it waited for the opening");
+    assert_eq!(run.code, Some(5), "{}", run.stderr);
+    assert!(run.stderr.contains("the window is closed; waiting until"), "{}", run.stderr);
+    assert!(run.stderr.contains("retrying in 2s"), "{}", run.stderr);
+    assert!(run.stderr.contains("retried until the window closed at"), "{}", run.stderr);
+    let run = vaultctl_env(d, &["push", "--vault", "127.0.0.1:9", "--vault-key", "vault.pub", "--key", "pusher.key", "--dataset", "pg", "--wait-for-window", "src"], &[]);
+    assert!(run.stderr.contains("--wait-for-window needs the vault's policy: give --policy BUNDLE and --root root.toml"), "{}", run.stderr);
+}
