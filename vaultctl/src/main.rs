@@ -11,6 +11,8 @@ mod order;
 mod profile;
 mod push;
 mod push_cmd;
+#[allow(dead_code)] // wired to `schedule --systemd` in the next step
+mod systemd;
 mod exclude;
 mod window;
 mod report;
@@ -64,6 +66,12 @@ enum Command {
     Export(export::ExportCommand),
     /// Pushes a directory tree, a file or stdin (`-`) into the vault as one snapshot.
     Push(push_cmd::PushCli),
+    /// Writes the man pages and shell completions (bash, zsh, fish) into DIR: for packaging.
+    #[command(hide = true)]
+    Generate {
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// The vault's audit log, read from its store offline: verify it, show it.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -341,6 +349,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Schedule { policy, from, days } => show_schedule(&policy, from.as_deref(), days),
         Command::Push(args) => push_cmd::run(args),
+        Command::Generate { out } => generate(&out),
         Command::Audit(command) => audit::run(command),
         Command::Report { store, vault_key, out } => report::write(&store, &vault_key, &out),
         Command::Restore { store, export, identity, snapshot, to, trust, keep_going, json } => {
@@ -419,6 +428,43 @@ fn time_arg(text: Option<&str>, flag: &str) -> Result<Timestamp> {
         None => Ok(vault_io::clock_now()),
         Some(t) => Timestamp::parse(t).map_err(|e| CliError::Usage(format!("{flag}: {e}"))),
     }
+}
+
+/// Man pages (`man/vaultctl.1`, `man/vaultctl-push.1`, ...) and completions
+/// (`completions/vaultctl.bash`, `_vaultctl`, `vaultctl.fish`), generated from the clap
+/// definitions so they never drift from the commands.
+fn generate(out: &Path) -> Result<()> {
+    use clap::CommandFactory as _;
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
+        move |e| CliError::Usage(format!("{}: {e}", path.display()))
+    }
+    let man = out.join("man");
+    let completions = out.join("completions");
+    for dir in [&man, &completions] {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+    }
+    let mut command = Cli::command();
+    command.build();
+    write_man_pages(&command, &man)?;
+    for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+        clap_complete::generate_to(shell, &mut command, "vaultctl", &completions).map_err(io(&completions))?;
+    }
+    eprintln!("wrote man pages to {} and completions to {}", man.display(), completions.display());
+    Ok(())
+}
+
+/// One page per command and subcommand (`vaultctl-policy-sign.1`), leaving out clap's own
+/// `help` subcommand and hidden ones.
+fn write_man_pages(command: &clap::Command, dir: &Path) -> Result<()> {
+    let name = command.get_display_name().unwrap_or_else(|| command.get_name());
+    let path = dir.join(format!("{name}.1"));
+    let mut page = Vec::new();
+    clap_mangen::Man::new(command.clone()).render(&mut page).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+    std::fs::write(&path, page).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+    for sub in command.get_subcommands().filter(|c| !c.is_hide_set() && c.get_name() != "help") {
+        write_man_pages(sub, dir)?;
+    }
+    Ok(())
 }
 
 fn read_text(path: &Path, limit: usize) -> Result<String> {
