@@ -159,7 +159,8 @@ start_vault() { # $1: store directory
 }
 stop_vault() { kill "$GK_PID"; wait "$GK_PID" 2>/dev/null || true; GK_PID=""; }
 
-VAULT_KEY=$("$GK" --state "$WORK/vault/state" identity)
+# Made here, before the vault first starts (`identity` alone refuses a state without a key).
+VAULT_KEY=$("$GK" --state "$WORK/vault/state" identity --create)
 push() { # $1 dataset, $2 source, then extra flags
   local dataset=$1 source=$2; shift 2
   ip netns exec "$PEER_NS" "$VC" push --vault "$VAULT_IP:7400" --vault-key "$VAULT_KEY" --key "$KEYS/bench.key" \

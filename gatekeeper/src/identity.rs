@@ -38,7 +38,12 @@ impl VaultIdentity {
         let path = state_dir.join(IDENTITY_FILE);
         let bad = |reason: String| GatekeeperError::Identity { path: path.display().to_string(), reason };
         if !path.exists() {
-            return Err(bad("no vault key here: is --state the vault's state directory?".into()));
+            let found = if state_dir.is_dir() { "not there" } else { "not there (no such --state directory)" };
+            return Err(bad(format!(
+                "{found}: is --state the vault's state directory (/data/state on the appliance, where the daemon makes the key on first start)? \
+                 For a new vault that has not started yet, `gatekeeper --state {} identity --create` makes its key",
+                state_dir.display()
+            )));
         }
         let pkcs8 = vault_io::read_bounded(&path, MAX_IDENTITY_BYTES)?;
         let key = SigningKey::from_pkcs8(&pkcs8).map_err(|e| bad(e.to_string()))?;

@@ -45,8 +45,13 @@ enum Command {
     },
     /// Prints the policy in force and what the schedule says now.
     Status,
-    /// Prints the vault's public key (made on first use), for pushers to pin.
-    Identity,
+    /// Prints the vault's public key, for pushers to pin. Refuses when --state holds none (the
+    /// daemon makes it on first start), unless --create.
+    Identity {
+        /// Make the vault key if --state holds none yet (a new vault, before its first start).
+        #[arg(long)]
+        create: bool,
+    },
     /// The daemon: seals every NIC, then opens the vault NIC only inside the policy's windows.
     Run {
         /// How long to wait for carrier when a window opens before giving up on it.
@@ -108,7 +113,9 @@ fn main() -> ExitCode {
             policy_store::carry_out_exports(&root, &cli.state, &cli.store, &medium, &identity, now, &mut events)
         }),
         Command::Status => status(&cli.root, &cli.state),
-        Command::Identity => gatekeeper::identity::VaultIdentity::load_or_create(&cli.state).map(|id| println!("{}", id.public)),
+        // Only on request: a mistyped --state must not give the vault a new identity.
+        Command::Identity { create: true } => gatekeeper::identity::VaultIdentity::load_or_create(&cli.state).map(|id| println!("{}", id.public)),
+        Command::Identity { create: false } => gatekeeper::identity::VaultIdentity::load(&cli.state).map(|id| println!("{}", id.public)),
         Command::Run { carrier_timeout_ms, handshake_timeout_ms, idle_timeout_ms, max_connections, usb_mount, store_reserve, store_reserve_inodes, session_jail_parent, seal_step_pause_ms } => {
             let limits = Limits {
                 handshake: Duration::from_millis(handshake_timeout_ms),

@@ -75,7 +75,7 @@ fn site() -> (Site, String, String) {
         init.arg("--admin").arg(site.path(&format!("{admin}.pub")));
     }
     run(&mut init);
-    let vault_key = String::from_utf8(run(site.gatekeeper().arg("identity")).stdout).unwrap().trim().to_string();
+    let vault_key = String::from_utf8(run(site.gatekeeper().args(["identity", "--create"])).stdout).unwrap().trim().to_string();
     let key = SigningKey::from_pkcs8(&std::fs::read(site.path("state").join("vault-identity.key")).unwrap()).unwrap();
     let (store, _) = vault_store::Store::open(&site.path("store")).unwrap();
     for night in 0..3 {

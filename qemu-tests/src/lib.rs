@@ -651,15 +651,17 @@ impl Workbench {
         out
     }
 
-    /// A stick image holding `bundle` (checked by vaultctl unless `unchecked`).
+    /// A stick image holding `bundle`, verified by vaultctl against the test root unless
+    /// `unchecked` (a bundle the vault is to refuse).
     pub fn stick(&self, bundle: &Path, unchecked: bool) -> PathBuf {
         let out = self.dir.join(format!("{}.img", bundle.file_name().unwrap().to_string_lossy()));
         let _ = std::fs::remove_file(&out);
         let mut cmd = self.vaultctl();
         cmd.args(["usb", "write"]).arg(bundle).arg("--out").arg(&out);
-        if unchecked {
-            cmd.arg("--unchecked");
-        }
+        match unchecked {
+            true => cmd.arg("--unchecked"),
+            false => cmd.arg("--root").arg(self.artifacts.keys.join("root.toml")),
+        };
         run_ok(&mut cmd);
         out
     }
@@ -682,7 +684,7 @@ impl Workbench {
         let out = self.dir.join(format!("{name}.img"));
         let _ = std::fs::remove_file(&out);
         let mut cmd = self.vaultctl();
-        cmd.args(["usb", "write"]);
+        cmd.args(["usb", "write", "--root"]).arg(self.artifacts.keys.join("root.toml"));
         for order in orders {
             cmd.arg("--order").arg(order);
         }

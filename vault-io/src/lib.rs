@@ -5,6 +5,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -30,6 +31,12 @@ pub enum IoError {
     NotRegular { path: PathBuf },
     #[error("{path}: already exists; refusing to overwrite")]
     Exists { path: PathBuf },
+    /// A write given a directory (or a name ending in `/`) where a file name is wanted.
+    #[error("{path}: is a directory, not a file name; give the name of the file to write, e.g. {example}")]
+    IsDirectory { path: PathBuf, example: PathBuf },
+    /// The temp file beside the destination could not be made: named as the file asked for.
+    #[error("{path}: cannot write it: {source} (it is written to a temporary file in {dir} first and renamed; that directory must exist and be writable)")]
+    CannotCreate { path: PathBuf, dir: PathBuf, source: io::Error },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IoError + '_ {
@@ -62,7 +69,14 @@ pub fn read_bounded(path: &Path, limit: usize) -> Result<Vec<u8>, IoError> {
 
 /// Writes `bytes` to `path` so that after a crash the path holds either the old content or
 /// the new, never a mix: temp file in the same directory, fsync, rename, fsync directory.
+/// Errors name `path`, never the temp file, and no failure leaves the temp file behind.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IoError> {
+    check_file_name(path)?;
+    replace(path, bytes, mode)
+}
+
+/// [`write_atomic`] once `path` is known to name a file.
+fn replace(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IoError> {
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let file_name = path.file_name().ok_or_else(|| IoError::NotRegular { path: path.to_path_buf() })?;
     let tmp = dir.join(format!(".{}.tmp", file_name.to_string_lossy()));
@@ -73,21 +87,37 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IoError>
         .mode(mode)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&tmp)
-        .map_err(io_err(&tmp))?;
-    file.write_all(bytes).map_err(io_err(&tmp))?;
-    file.set_permissions(fs::Permissions::from_mode(mode)).map_err(io_err(&tmp))?;
-    file.sync_all().map_err(io_err(&tmp))?;
-    drop(file);
-    fs::rename(&tmp, path).map_err(io_err(path))?;
+        .map_err(|source| IoError::CannotCreate { path: path.to_path_buf(), dir: dir.to_path_buf(), source })?;
+    let written = (|| {
+        file.write_all(bytes)?;
+        file.set_permissions(fs::Permissions::from_mode(mode))?;
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&tmp, path)
+    })();
+    if let Err(source) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(IoError::Io { path: path.to_path_buf(), source });
+    }
     File::open(dir).and_then(|d| d.sync_all()).map_err(io_err(dir))
 }
 
 /// Like [`write_atomic`] but refuses to replace an existing file (keys are never overwritten).
 pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IoError> {
+    check_file_name(path)?;
     if fs::symlink_metadata(path).is_ok() {
         return Err(IoError::Exists { path: path.to_path_buf() });
     }
     write_atomic(path, bytes, mode)
+}
+
+/// A path to write must name a file: not a directory that exists, nor a name ending in `/`
+/// (which `Path::file_name` would quietly read as the directory's own name).
+fn check_file_name(path: &Path) -> Result<(), IoError> {
+    if path.as_os_str().as_bytes().ends_with(b"/") || fs::symlink_metadata(path).is_ok_and(|m| m.is_dir()) {
+        return Err(IoError::IsDirectory { path: path.to_path_buf(), example: path.components().as_path().join("NAME") });
+    }
+    Ok(())
 }
 
 /// Reads the next frame off a blocking stream through the protocol's one reader
@@ -142,5 +172,31 @@ mod tests {
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert!(matches!(write_new(&path, b"three", 0o600), Err(IoError::Exists { .. })));
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left behind");
+    }
+
+    #[test]
+    fn a_failed_write_names_the_destination_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A directory, or a name ending in `/`, is refused before anything is written.
+        let sub = dir.path().join("sub");
+        fs::create_dir(&sub).unwrap();
+        let err = write_atomic(&sub, b"x", 0o644).unwrap_err();
+        assert!(matches!(err, IoError::IsDirectory { .. }) && err.to_string().ends_with(&format!("e.g. {}", sub.join("NAME").display())), "{err}");
+        let slash = PathBuf::from(format!("{}/new/", dir.path().display()));
+        assert!(matches!(write_new(&slash, b"x", 0o644), Err(IoError::IsDirectory { .. })));
+        // No directory to put the temp file in: said of the file asked for.
+        let missing = dir.path().join("missing/x");
+        let text = write_atomic(&missing, b"x", 0o644).unwrap_err().to_string();
+        assert!(text.starts_with(&format!("{}: cannot write it: ", missing.display())) && !text.contains(".x.tmp"), "{text}");
+        assert!(text.contains("must exist and be writable"), "{text}");
+        // A rename that fails (a non-empty directory in the way, as if made after the check)
+        // takes its temp file with it.
+        let in_the_way = sub.join("f");
+        fs::create_dir(&in_the_way).unwrap();
+        fs::write(in_the_way.join("inside"), b"x").unwrap();
+        let text = replace(&in_the_way, b"x", 0o644).unwrap_err().to_string();
+        assert!(text.starts_with(&in_the_way.display().to_string()) && !text.contains(".f.tmp"), "{text}");
+        let names: Vec<_> = fs::read_dir(&sub).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("f")], "no temp file left behind");
     }
 }

@@ -56,7 +56,7 @@ pub use expiry::{Expired, Unreadable};
 pub use gc::{Collected, GcStep};
 pub use immutable::{ensure_immutable, is_immutable, make_immutable, Sealing};
 pub use index::{ChunkLocation, DamagedPack};
-pub use reader::{DamagedChunks, SnapshotHealth, StoreReader, MAX_OPEN_PACKS};
+pub use reader::{check_store_dir, DamagedChunks, SnapshotHealth, StoreReader, MAX_OPEN_PACKS};
 pub use scrub::{BadCopy, Scrubbed};
 pub use space::{fs_space, FsSpace, Reserve};
 pub use signals::SignalsHistory;
@@ -85,6 +85,9 @@ pub enum StoreError {
     DiskFull { path: PathBuf },
     #[error("{path}: corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
+    /// A directory given as a store that is none: missing, empty, or something else.
+    #[error("{path}: {found}, not a vault store: a store directory holds `snapshots/` and `packs/` (the gatekeeper's --store, /data/store on the vault's data disk); pass that directory, or a copy of it")]
+    NotAStore { path: PathBuf, found: &'static str },
     #[error("no sealed snapshot `{id}` in this store")]
     NoSnapshot { id: String },
     #[error("snapshot `{id}` already exists; refusing to overwrite")]

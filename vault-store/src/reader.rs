@@ -128,13 +128,29 @@ fn describe_packs(packs: &[DamagedPack]) -> String {
     packs.iter().map(|d| format!("{}: {}", d.pack.display(), d.reason)).collect::<Vec<_>>().join("; ")
 }
 
+/// That `root` looks like a store (it has `snapshots/`), for the offline readers; a mistyped
+/// path is not a corrupt store, so it says what is there instead.
+pub fn check_store_dir(root: &Path) -> Result<()> {
+    if root.join(SNAPSHOTS_DIR).is_dir() {
+        return Ok(());
+    }
+    let found = match std::fs::read_dir(root) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "no such directory",
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => "not a directory",
+        Err(e) => return Err(io_error(root, e)),
+        Ok(mut entries) => match entries.next() {
+            None => "an empty directory",
+            Some(_) => "a directory without `snapshots/`",
+        },
+    };
+    Err(StoreError::NotAStore { path: root.to_path_buf(), found })
+}
+
 impl StoreReader {
     /// Fails only if `root` is not a store or `packs/` cannot be listed: a bad pack or index
     /// is set aside (see [`StoreReader::damaged_packs`]) and every other pack is used.
     pub fn open(root: &Path) -> Result<StoreReader> {
-        if !root.join(SNAPSHOTS_DIR).is_dir() {
-            return Err(StoreError::Corrupt { path: root.to_path_buf(), reason: "not a vault store (no snapshots/)".into() });
-        }
+        check_store_dir(root)?;
         Ok(StoreReader {
             root: root.to_path_buf(),
             packs: PackSet::load(root)?,

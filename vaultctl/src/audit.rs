@@ -92,6 +92,8 @@ pub fn run(command: AuditCommand) -> Result<()> {
 
 fn verify(store: &Path, vault_key: &str) -> Result<vault_store::audit::Verified> {
     let key = keyfile::public_key_arg(vault_key)?;
+    // A mistyped --store is said as such, not as a log that is not what the vault signed.
+    vault_store::check_store_dir(store)?;
     vault_store::audit::verify(store, &key).map_err(|e| CliError::Untrusted(format!("{e}; the log under {} is not what the vault signed", store.join(vault_store::audit::LOG_DIR).display())))
 }
 
@@ -103,13 +105,13 @@ const MAX_RECEIPTS: usize = 1 << 20;
 fn verify_receipts(dir: &Path, vault_key: &str) -> Result<()> {
     let key = keyfile::public_key_arg(vault_key)?;
     let mut receipts = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| CliError::Usage(format!("--receipts {}: {e}", dir.display())))? {
-        let path = entry.map_err(|e| CliError::Usage(format!("--receipts {}: {e}", dir.display())))?.path();
+    for entry in std::fs::read_dir(dir).map_err(|e| CliError::Failed(format!("--receipts {}: {e}", dir.display())))? {
+        let path = entry.map_err(|e| CliError::Failed(format!("--receipts {}: {e}", dir.display())))?.path();
         if path.extension().is_none_or(|x| x != "json") {
             continue;
         }
         if receipts.len() == MAX_RECEIPTS {
-            return Err(CliError::Usage(format!("--receipts {}: more than {MAX_RECEIPTS} receipts; check them in parts", dir.display())));
+            return Err(CliError::Failed(format!("--receipts {}: more than {MAX_RECEIPTS} receipts; check them in parts", dir.display())));
         }
         let bytes = vault_io::read_bounded(&path, 2 * vault_core::push::receipt::MAX_RECEIPT_BYTES)?;
         let signed = SignedReceipt::from_file_bytes(&bytes).map_err(|e| CliError::Untrusted(format!("{}: {e}", path.display())))?;

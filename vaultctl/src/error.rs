@@ -8,8 +8,19 @@ pub enum CliError {
     File(#[from] vault_io::IoError),
     #[error("{path}: {reason}")]
     KeyFile { path: String, reason: String },
+    /// What was typed is wrong: a flag missing or out of place, a value that does not parse
+    /// or names the wrong kind of thing. Exit 2, as clap's own usage errors.
     #[error("{0}")]
     Usage(String),
+    /// The command could not be carried out: a file, a directory or a device said no.
+    #[error("{0}")]
+    Failed(String),
+    /// `policy sign` of a policy already expired when it is issued: the vault would refuse it.
+    #[error("{path}: expires {expires}, which is not after {at} ({at_is}): the vault refuses an expired bundle. Set `expires` in {path} to a later time (at most {max_validity} after the issue time, the trust root's max_validity), then sign again")]
+    PolicyExpired { path: String, expires: vault_core::units::Timestamp, at: vault_core::units::Timestamp, at_is: &'static str, max_validity: String },
+    /// A bundle or order that does not verify against the trust root given (`usb write`, `schedule --root`).
+    #[error("{path}: does not verify against the trust root {root}: {source}. The vault would refuse it: fix what that names (collect signatures with `vaultctl policy sign` or `vaultctl order sign`, or make a new bundle or order), or check --root{after}")]
+    NotVerified { path: String, root: String, source: Box<vault_core::Error>, after: &'static str },
     #[error("refused: {0}")]
     Refused(String),
     #[error("unreachable: {0}")]
@@ -38,10 +49,11 @@ impl CliError {
     /// looks like: the vault's link is down), 6 incomplete (`restore --keep-going` left files
     /// out, `snapshots` found snapshots not verified or not restorable; each is listed), 7 the
     /// push was sealed but the vault's audit log is not consistent with what this pusher saw, 8
-    /// the push was sealed and judged suspect by the vault's ransomware signals, 1 anything
-    /// else (2 is clap's for bad arguments).
+    /// the push was sealed and judged suspect by the vault's ransomware signals, 2 a usage
+    /// error (clap's, or [`CliError::Usage`]), 1 anything else.
     pub fn exit_code(&self) -> u8 {
         match self {
+            CliError::Usage(_) => 2,
             CliError::Refused(_) => 3,
             CliError::Unreachable(_) => 4,
             CliError::NoAnswer(_) => 5,

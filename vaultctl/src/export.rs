@@ -60,11 +60,11 @@ fn exports_in(dir: &Path) -> Result<Vec<PathBuf>> {
         return Ok(vec![dir.to_path_buf()]);
     }
     let exports = dir.join(EXPORTS_DIR);
-    let entries = std::fs::read_dir(&exports).map_err(|e| CliError::Usage(format!("{}: neither an export (no {MANIFEST_FILE}) nor a medium with exports ({}: {e})", dir.display(), exports.display())))?;
+    let entries = std::fs::read_dir(&exports).map_err(|e| CliError::Failed(format!("{}: neither an export (no {MANIFEST_FILE}) nor a medium with exports ({}: {e})", dir.display(), exports.display())))?;
     let mut found: Vec<PathBuf> = entries.flatten().filter(|e| !e.file_name().to_string_lossy().starts_with('.')).map(|e| e.path()).collect();
     found.sort();
     if found.is_empty() {
-        return Err(CliError::Usage(format!("{}: no finished export on this medium", dir.display())));
+        return Err(CliError::Failed(format!("{}: no finished export on this medium", dir.display())));
     }
     Ok(found)
 }
@@ -121,8 +121,8 @@ pub fn restore_from_export(dir: &Path, identity_file: &Path, snapshot: &str, to:
     let manifest = vault_core::export::manifest::ExportManifest::verify(&signed, vault_key).map_err(|e| CliError::Untrusted(format!("{}: {e}; is --vault-key this vault's?", dir.join(MANIFEST_FILE).display())))?;
     let identities = load_identities(identity_file)?;
     let parent = to.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| CliError::Usage(format!("{}: {e}", parent.display())))?;
-    let scratch = tempfile::Builder::new().prefix(".vaultctl-export-").tempdir_in(parent).map_err(|e| CliError::Usage(format!("{}: no room for a scratch store: {e}", parent.display())))?;
+    std::fs::create_dir_all(parent).map_err(|e| CliError::Failed(format!("{}: {e}", parent.display())))?;
+    let scratch = tempfile::Builder::new().prefix(".vaultctl-export-").tempdir_in(parent).map_err(|e| CliError::Failed(format!("{}: no room for a scratch store: {e}", parent.display())))?;
     let store = scratch.path().join("store");
     decrypt_export(dir, &manifest, &identities, &[snapshot.to_string()], &store)?;
     restore(&store, snapshot, to, &Trust::Pinned(*vault_key), keep_going)

@@ -21,11 +21,12 @@ mod restore;
 mod sshsig;
 mod usb;
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use vault_core::policy::bundle::{self, Envelope, Payload, MAX_BUNDLE_BYTES};
+use vault_core::policy::bundle::{self, Envelope, JudgedAt, Payload, MAX_BUNDLE_BYTES};
 use vault_core::policy::{Policy, MAX_POLICY_TOML_BYTES};
 use vault_core::policy::root::{Caps, TrustRoot, MAX_ROOT_BYTES};
 use vault_core::policy::schedule::{self, WindowState};
@@ -130,10 +131,15 @@ enum Command {
         /// A bundle or a policy.toml.
         #[arg(long)]
         policy: PathBuf,
+        /// The trust root: the bundle is verified against it (as of --from) before its schedule
+        /// is shown. Without it the schedule is shown NOT VERIFIED.
+        #[arg(long)]
+        root: Option<PathBuf>,
         /// Start of the listing (RFC 3339); default now.
         #[arg(long)]
         from: Option<String>,
-        #[arg(long, default_value_t = 7)]
+        /// How many days to list, 1 to 3660.
+        #[arg(long, default_value_t = 7, value_parser = schedule_days)]
         days: u32,
     },
 }
@@ -178,6 +184,8 @@ enum KeyCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Prints the public key and key id of a NAME.pub or NAME.key file (never the secret).
+    Show { path: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -192,7 +200,11 @@ enum UsbCommand {
         orders: Vec<PathBuf>,
         #[arg(long)]
         out: PathBuf,
-        /// Skip the size and shape checks: for testing the vault's refusals.
+        /// The trust root in force: the bundle and every order are verified against it as the
+        /// vault would (its state aside) before anything is written.
+        #[arg(long, required_unless_present = "unchecked", conflicts_with = "unchecked")]
+        root: Option<PathBuf>,
+        /// Skip every check (size, shape, signatures): for testing the vault's refusals.
         #[arg(long, hide = true)]
         unchecked: bool,
     },
@@ -324,10 +336,28 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Key(KeyCommand::Gen { out }) => {
+            // `--out dir/` would write the hidden dir/.key and dir/.pub.
+            if out.as_os_str().as_bytes().ends_with(b"/") || out.is_dir() {
+                let dir = out.components().as_path();
+                return Err(CliError::Usage(format!(
+                    "--out {}: is a directory; --out takes a name, e.g. {}, which writes {} and {}",
+                    out.display(),
+                    dir.join("alice").display(),
+                    dir.join("alice.key").display(),
+                    dir.join("alice.pub").display()
+                )));
+            }
             let public = keyfile::generate(&out)?;
             let (secret_path, public_path) = keyfile::key_paths(&out);
             eprintln!("wrote {} (secret, mode 0600) and {}", secret_path.display(), public_path.display());
             println!("{public}");
+            Ok(())
+        }
+        Command::Key(KeyCommand::Show { path }) => {
+            let (public, what) = keyfile::load_any_public(&path)?;
+            eprintln!("{}: {what}", path.display());
+            println!("public key: {public}");
+            println!("key id: {}", public.key_id());
             Ok(())
         }
         Command::Root(RootCommand::Init(args)) => root_init(args),
@@ -347,7 +377,7 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", made.label.medium_id);
             Ok(())
         }
-        Command::Schedule { policy, from, days } => show_schedule(&policy, from.as_deref(), days),
+        Command::Schedule { policy, root, from, days } => show_schedule(&policy, root.as_deref(), from.as_deref(), days),
         Command::Push(args) => push_cmd::run(args),
         Command::Generate { out } => generate(&out),
         Command::Audit(command) => audit::run(command),
@@ -375,23 +405,30 @@ fn run(cli: Cli) -> Result<()> {
             let trust = restore::Trust::from_args(trust.vault_key.as_deref(), trust.insecure_any_vault_key, "snapshots")?;
             restore::list_snapshots(&store, &trust, json)
         }
-        Command::Usb(UsbCommand::Write { bundle, orders, out, unchecked }) => {
+        Command::Usb(UsbCommand::Write { bundle, orders, out, root, unchecked }) => {
+            out_file(&out, "stick.img")?;
             // Unchecked contents may be oversized on purpose, but never without bound.
             let limit = if unchecked { 256 << 20 } else { MAX_BUNDLE_BYTES };
             let bytes = bundle.as_deref().map(|b| vault_io::read_bounded(b, limit)).transpose()?;
             let contents = bytes.as_deref().map(|bytes| if unchecked { usb::Contents::Unchecked(bytes) } else { usb::Contents::Bundle(bytes) });
-            let orders = orders
+            let order_files = orders
                 .iter()
                 .map(|path| {
                     let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
                     Ok((name, vault_io::read_bounded(path, MAX_BUNDLE_BYTES)?))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            if contents.is_none() && orders.is_empty() {
+            if contents.is_none() && order_files.is_empty() {
                 return Err(CliError::Usage("nothing to write: give a bundle, --order, or both".into()));
             }
-            let size = usb::write_stick(contents, &orders, &out)?;
-            println!("wrote {} ({size} bytes, FAT): {} bundle, {} order(s)", out.display(), if bundle.is_some() { "a" } else { "no" }, orders.len());
+            // A stick the vault would refuse is refused here, where it can still be fixed.
+            if let Some(root_path) = &root {
+                let signed: Vec<(&Path, &[u8])> = orders.iter().map(PathBuf::as_path).zip(order_files.iter().map(|(_, b)| b.as_slice())).collect();
+                check_stick(root_path, bundle.as_deref().zip(bytes.as_deref()), &signed)?;
+            }
+            let size = usb::write_stick(contents, &order_files, &out)?;
+            let checked = if root.is_some() { "verified against --root" } else { "NOT verified (--unchecked)" };
+            println!("wrote {} ({size} bytes, FAT): {} bundle, {} order(s), {checked}", out.display(), if bundle.is_some() { "a" } else { "no" }, order_files.len());
             Ok(())
         }
     }
@@ -436,7 +473,7 @@ fn time_arg(text: Option<&str>, flag: &str) -> Result<Timestamp> {
 fn generate(out: &Path) -> Result<()> {
     use clap::CommandFactory as _;
     fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
-        move |e| CliError::Usage(format!("{}: {e}", path.display()))
+        move |e| CliError::Failed(format!("{}: {e}", path.display()))
     }
     let man = out.join("man");
     let completions = out.join("completions");
@@ -459,8 +496,8 @@ fn write_man_pages(command: &clap::Command, dir: &Path) -> Result<()> {
     let name = command.get_display_name().unwrap_or_else(|| command.get_name());
     let path = dir.join(format!("{name}.1"));
     let mut page = Vec::new();
-    clap_mangen::Man::new(command.clone()).render(&mut page).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
-    std::fs::write(&path, page).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+    clap_mangen::Man::new(command.clone()).render(&mut page).map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
+    std::fs::write(&path, page).map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
     for sub in command.get_subcommands().filter(|c| !c.is_hide_set() && c.get_name() != "help") {
         write_man_pages(sub, dir)?;
     }
@@ -469,14 +506,49 @@ fn write_man_pages(command: &clap::Command, dir: &Path) -> Result<()> {
 
 fn read_text(path: &Path, limit: usize) -> Result<String> {
     let bytes = vault_io::read_bounded(path, limit)?;
-    String::from_utf8(bytes).map_err(|_| CliError::Usage(format!("{}: not UTF-8 text", path.display())))
+    String::from_utf8(bytes).map_err(|_| CliError::Failed(format!("{}: not UTF-8 text", path.display())))
 }
 
 fn load_root(path: &Path) -> Result<TrustRoot> {
     Ok(TrustRoot::from_toml(&read_text(path, MAX_ROOT_BYTES)?)?)
 }
 
+/// An `--out` must name a file. Checked before anything is read or signed; vault-io refuses a
+/// directory too, but without the flag's name.
+fn out_file(path: &Path, example: &str) -> Result<()> {
+    if path.as_os_str().as_bytes().ends_with(b"/") || path.is_dir() {
+        return Err(CliError::Usage(format!(
+            "--out {}: is a directory; --out names the file to write, e.g. {}",
+            path.display(),
+            path.components().as_path().join(example).display()
+        )));
+    }
+    Ok(())
+}
+
+/// An admin as `policy sign` and `order sign` name one: by name when the root lists the key.
+fn signer_name(roots: &[&TrustRoot], key: &vault_core::keys::PublicKey) -> String {
+    match roots.iter().find_map(|root| root.admin_with_key(key)) {
+        Some(admin) => format!("{} (key id {})", admin.name, key.key_id()),
+        None => format!("key id {} (give --root to see the admin's name)", key.key_id()),
+    }
+}
+
+/// `key is not an admin`, with who the admins are.
+fn not_an_admin(key_path: &Path, key: &vault_core::keys::PublicKey, root: &TrustRoot, root_path: &Path) -> CliError {
+    let admins: Vec<&str> = root.admins.iter().map(|a| a.name.as_str()).collect();
+    CliError::Failed(format!(
+        "--key {}: key {} is not an admin of root v{} ({}, admins {}): sign with one of their NAME.key files, or check --root",
+        key_path.display(),
+        key.key_id(),
+        root.version,
+        root_path.display(),
+        admins.join(", ")
+    ))
+}
+
 fn root_init(args: RootInit) -> Result<()> {
+    out_file(&args.out, "root.toml")?;
     let mut admins = Vec::new();
     for path in &args.admins {
         let name = path
@@ -511,7 +583,7 @@ fn root_init(args: RootInit) -> Result<()> {
         root.threshold,
         root.admins.len()
     );
-    println!("{}", root.digest());
+    println!("root digest: {}", root.digest());
     Ok(())
 }
 
@@ -521,9 +593,11 @@ fn looks_like_bundle(bytes: &[u8]) -> bool {
 }
 
 fn policy_sign(args: PolicySign) -> Result<()> {
+    out_file(&args.out, "policy.bundle")?;
     let key = keyfile::load_secret(&args.key)?;
     let input = vault_io::read_bounded(&args.input, MAX_BUNDLE_BYTES.max(MAX_POLICY_TOML_BYTES))?;
     let root = args.root.as_deref().map(load_root).transpose()?;
+    let now = vault_io::clock_now();
     let mut envelope = if looks_like_bundle(&input) {
         if args.new_root.is_some() || args.issued.is_some() {
             return Err(CliError::Usage("--new-root and --issued only apply when starting a bundle from policy.toml".into()));
@@ -533,7 +607,7 @@ fn policy_sign(args: PolicySign) -> Result<()> {
         let root = root.as_ref().ok_or_else(|| {
             CliError::Usage("--root is needed to start a bundle: the bundle names the trust root it is signed for".into())
         })?;
-        let text = String::from_utf8(input).map_err(|_| CliError::Usage(format!("{}: not UTF-8 text", args.input.display())))?;
+        let text = String::from_utf8(input).map_err(|_| CliError::Failed(format!("{}: not UTF-8 text", args.input.display())))?;
         let mut policy = Policy::from_toml(&text)?;
         if policy.vault_id != root.vault_id {
             return Err(vault_core::Error::WrongVault { bundle: policy.vault_id, vault: root.vault_id.clone() }.into());
@@ -542,25 +616,43 @@ fn policy_sign(args: PolicySign) -> Result<()> {
             policy.issued = Some(time_arg(args.issued.as_deref(), "--issued")?);
         }
         let new_root = args.new_root.as_deref().map(load_root).transpose()?;
-        policy.check_against_root(new_root.as_ref().unwrap_or(root))?;
+        let in_force = new_root.as_ref().unwrap_or(root);
+        // Expired when issued (or now): no vault would take it, so nobody signs it.
+        let (at, at_is) = match policy.issued {
+            Some(issued) if args.issued.is_some() => (issued, "the --issued time"),
+            _ => (now, "now"),
+        };
+        if policy.expires <= at {
+            return Err(CliError::PolicyExpired { path: args.input.display().to_string(), expires: policy.expires, at, at_is, max_validity: in_force.caps.max_validity.to_string() });
+        }
+        policy.check_against_root(in_force)?;
         Envelope::new(&Payload { signed_for_root: root.digest(), policy, new_root })
     };
     let payload = envelope.unverified_payload()?;
-    if let Some(root) = &root {
-        let signer = key.public_key();
-        let is_admin = root.admin_with_key(&signer).is_some()
-            || payload.new_root.as_ref().is_some_and(|r| r.admin_with_key(&signer).is_some());
-        if !is_admin {
-            return Err(CliError::Usage(format!("key {} is not an admin of root v{}", signer.key_id(), root.version)));
+    let signer = key.public_key();
+    let roots: Vec<&TrustRoot> = root.iter().chain(payload.new_root.iter()).collect();
+    if let (Some(root), Some(root_path)) = (&root, &args.root) {
+        if !roots.iter().any(|r| r.admin_with_key(&signer).is_some()) {
+            return Err(not_an_admin(&args.key, &signer, root, root_path));
         }
+    }
+    // A bundle being signed on after it expired, or one issued in the past with --issued: signed,
+    // as asked, and said.
+    if payload.policy.expires <= now {
+        let what = if args.issued.is_some() { "signed as of --issued, but" } else { "signed on, but" };
+        eprintln!(
+            "vaultctl: WARNING: {}: expired at {} (now {now}); {what} the vault will refuse it whatever its signatures: start a new bundle from policy.toml with a later `expires`",
+            args.input.display(),
+            payload.policy.expires
+        );
     }
     envelope.sign(&key)?;
     vault_io::write_atomic(&args.out, &envelope.to_bytes(), 0o644)?;
     eprintln!(
-        "signed vault {} policy v{} as key {}; the bundle now has {} signature(s): {}",
+        "signed vault {} policy v{} as {}; the bundle now has {} signature(s): {}",
         payload.policy.vault_id,
         payload.policy.version,
-        key.public_key().key_id(),
+        signer_name(&roots, &signer),
         envelope.signatures.len(),
         args.out.display()
     );
@@ -569,6 +661,19 @@ fn policy_sign(args: PolicySign) -> Result<()> {
 
 fn load_state(dir: Option<&Path>) -> Result<VaultState> {
     let Some(dir) = dir else { return Ok(VaultState::default()) };
+    // A mistyped --state must not check as a new vault; an existing one without a state file is one.
+    let found = match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => None,
+        Ok(_) => Some("not a directory"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("no such directory"),
+        Err(e) => return Err(vault_io::IoError::Io { path: dir.to_path_buf(), source: e }.into()),
+    };
+    if let Some(found) = found {
+        return Err(CliError::Usage(format!(
+            "--state {}: {found}; give the vault's state directory (the gatekeeper's --state, /data/state on the appliance, holding {STATE_FILE}), or leave --state out to check as a new vault would",
+            dir.display()
+        )));
+    }
     let path = dir.join(STATE_FILE);
     if !path.exists() {
         return Ok(VaultState::default());
@@ -629,18 +734,52 @@ fn policy_show(path: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn load_policy_any(path: &Path) -> Result<Policy> {
-    let bytes = vault_io::read_bounded(path, MAX_BUNDLE_BYTES.max(MAX_POLICY_TOML_BYTES))?;
+/// The policy a bundle (unverified) or a policy.toml holds.
+fn policy_of(path: &Path, bytes: Vec<u8>) -> Result<Policy> {
     if looks_like_bundle(&bytes) {
         return Ok(Envelope::from_bytes(&bytes)?.unverified_payload()?.policy);
     }
-    let text = String::from_utf8(bytes).map_err(|_| CliError::Usage(format!("{}: not UTF-8 text", path.display())))?;
+    let text = String::from_utf8(bytes).map_err(|_| CliError::Failed(format!("{}: not UTF-8 text", path.display())))?;
     Ok(Policy::from_toml(&text)?)
 }
 
-fn show_schedule(path: &Path, from: Option<&str>, days: u32) -> Result<()> {
-    let policy = load_policy_any(path)?;
+/// `--days`: a listing of up to ten years.
+fn schedule_days(text: &str) -> std::result::Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(days) if (1..=MAX_SCHEDULE_DAYS).contains(&days) => Ok(days),
+        _ => Err(format!("a whole number of days from 1 to {MAX_SCHEDULE_DAYS} (ten years) is listed at most; list a longer span in parts with --from")),
+    }
+}
+
+const MAX_SCHEDULE_DAYS: u32 = 3660;
+
+fn show_schedule(path: &Path, root: Option<&Path>, from: Option<&str>, days: u32) -> Result<()> {
     let from = time_arg(from, "--from")?;
+    let bytes = vault_io::read_bounded(path, MAX_BUNDLE_BYTES.max(MAX_POLICY_TOML_BYTES))?;
+    let policy = match root {
+        Some(root_path) => {
+            if !looks_like_bundle(&bytes) {
+                return Err(CliError::Usage(format!("--root verifies a signed bundle, and {} is a policy.toml (nothing signed yet): leave --root out to see what it says", path.display())));
+            }
+            let root = load_root(root_path)?;
+            let verified = bundle::verify(&bytes, &root, &VaultState::default(), JudgedAt::trusted(from))
+                .map_err(|source| CliError::NotVerified {
+                    path: path.display().to_string(),
+                    root: root_path.display().to_string(),
+                    source: Box::new(source),
+                    after: " (it is judged as of --from, so a --from before its issue time or at or after its expiry is refused too)",
+                })?;
+            println!("verified against {} (root v{}) as of {from}: signed by {}", root_path.display(), root.version, verified.signers.join(", "));
+            verified.policy
+        }
+        None => {
+            match looks_like_bundle(&bytes) {
+                true => println!("NOT VERIFIED: what {} says, its signatures unchecked (give --root to verify it first)", path.display()),
+                false => println!("NOT SIGNED: what the policy.toml {} says", path.display()),
+            }
+            policy_of(path, bytes)?
+        }
+    };
     match schedule::state_at(&policy, from) {
         WindowState::Open { until } => println!("at {from}: OPEN until {until}"),
         WindowState::Closed { next_open: Some(next) } => println!("at {from}: closed, next opening {next}"),
@@ -651,6 +790,28 @@ fn show_schedule(path: &Path, from: Option<&str>, days: u32) -> Result<()> {
     for iv in openings {
         let length = Duration::from_secs(iv.length_secs()).unwrap_or_default();
         println!("  {} .. {}  ({length})", iv.start, iv.end);
+    }
+    Ok(())
+}
+
+/// `usb write --root`: the bundle and each order verified as the vault would. Offline there
+/// is no vault state: version and serial floors, and whether a vetoed purge still waits, are
+/// the vault's to judge; everything else (signatures, threshold, vault id, root digest,
+/// rotation, caps, expiry) is judged here, now.
+fn check_stick(root_path: &Path, bundle: Option<(&Path, &[u8])>, orders: &[(&Path, &[u8])]) -> Result<()> {
+    let root = load_root(root_path)?;
+    let now = JudgedAt::trusted(vault_io::clock_now());
+    let not_verified = |path: &Path| {
+        let (path, root) = (path.display().to_string(), root_path.display().to_string());
+        move |source| CliError::NotVerified { path, root, source: Box::new(source), after: "; no stick image was written" }
+    };
+    // Orders on the same stick are judged under the root the bundle leaves in force.
+    let in_force = match bundle {
+        Some((path, bytes)) => bundle::verify(bytes, &root, &VaultState::default(), now).map_err(not_verified(path))?.root,
+        None => root,
+    };
+    for (path, bytes) in orders {
+        order::verify_offline(bytes, &in_force, now).map_err(not_verified(path))?;
     }
     Ok(())
 }

@@ -32,7 +32,7 @@ pub struct Initialised {
 pub fn init(out: &Path, name: &str, size: Option<u64>, erase: bool) -> Result<Initialised> {
     let medium_id = random_medium_id()?;
     let label = MediumLabel::new(&medium_id, name)?;
-    let io = |what: &'static str| move |e: std::io::Error| CliError::Usage(format!("{}: {what}: {e}", out.display()));
+    let io = |what: &'static str| move |e: std::io::Error| CliError::Failed(format!("{}: {what}: {e}", out.display()));
     let is_device = std::fs::metadata(out).map(|m| m.file_type().is_block_device()).unwrap_or(false);
     let mut file = if is_device {
         if !erase {
@@ -42,7 +42,7 @@ pub fn init(out: &Path, name: &str, size: Option<u64>, erase: bool) -> Result<In
     } else {
         let size = size.unwrap_or(1024 * MIB);
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(out).map_err(|e| match e.kind() {
-            std::io::ErrorKind::AlreadyExists => CliError::Usage(format!("{} exists; media init writes a new image (or a disk, with --erase)", out.display())),
+            std::io::ErrorKind::AlreadyExists => CliError::Failed(format!("{} exists; media init writes a new image (or a disk, with --erase)", out.display())),
             _ => io("create the image")(e),
         })?;
         file.set_len(size).map_err(io("size the image"))?;
@@ -50,9 +50,9 @@ pub fn init(out: &Path, name: &str, size: Option<u64>, erase: bool) -> Result<In
     };
     let bytes = file.seek(SeekFrom::End(0)).map_err(io("size"))?;
     if bytes < MIN_MEDIUM_BYTES {
-        return Err(CliError::Usage(format!("{}: {bytes} bytes; a medium needs at least {MIN_MEDIUM_BYTES}", out.display())));
+        return Err(CliError::Failed(format!("{}: {bytes} bytes; a medium needs at least {MIN_MEDIUM_BYTES}", out.display())));
     }
-    let partition_len = write_gpt(&mut file, bytes).map_err(|e| CliError::Usage(format!("{}: writing the partition table: {e}", out.display())))?;
+    let partition_len = write_gpt(&mut file, bytes).map_err(|e| CliError::Failed(format!("{}: writing the partition table: {e}", out.display())))?;
     {
         let mut partition = Partition { file: &mut file, start: PARTITION_START, len: partition_len, pos: 0 };
         let volume_id = u32::from_str_radix(&medium_id[..8], 16).expect("a medium id is hex");
@@ -70,7 +70,7 @@ pub fn init(out: &Path, name: &str, size: Option<u64>, erase: bool) -> Result<In
 
 fn random_medium_id() -> Result<String> {
     let mut id = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id).map_err(|_| CliError::Usage("no randomness for a medium id".into()))?;
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id).map_err(|_| CliError::Failed("no randomness for a medium id".into()))?;
     Ok(vault_core::keys::hex(&id))
 }
 

@@ -5,12 +5,13 @@
 use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand, ValueEnum};
-use vault_core::policy::bundle::{Envelope, MAX_BUNDLE_BYTES};
-use vault_core::policy::orders::{self, DatasetDoc, ExportSpec, Order, OrderDoc, OrderKind, ORDER_PAYLOAD_TYPE, ORDER_SIGNING_CONTEXT};
-use vault_core::units::Duration;
+use vault_core::policy::bundle::{Envelope, JudgedAt, MAX_BUNDLE_BYTES};
+use vault_core::policy::orders::{self, DatasetDoc, ExportSpec, Order, OrderDoc, OrderKind, OrderState, PendingPurge, ORDER_PAYLOAD_TYPE, ORDER_SIGNING_CONTEXT};
+use vault_core::policy::root::TrustRoot;
+use vault_core::units::{Duration, Timestamp};
 
 use crate::error::{CliError, Result};
-use crate::{keyfile, load_root, time_arg};
+use crate::{keyfile, load_root, not_an_admin, out_file, signer_name, time_arg};
 
 #[derive(Subcommand)]
 pub enum OrderCommand {
@@ -94,6 +95,7 @@ pub fn run(command: OrderCommand) -> Result<()> {
 }
 
 fn new(args: OrderNew) -> Result<()> {
+    out_file(&args.out, "NAME.order")?;
     let root = load_root(&args.root)?;
     let issued = time_arg(args.issued.as_deref(), "--issued")?;
     let valid_for = Duration::parse(&args.valid_for).map_err(|e| CliError::Usage(format!("--valid-for: {e}")))?;
@@ -151,18 +153,32 @@ fn read_order(path: &Path) -> Result<(Envelope, Order, String)> {
     Ok((envelope, order, id))
 }
 
-fn sign(key: &Path, root: &Path, order: &Path, out: &Path) -> Result<()> {
-    let key = keyfile::load_secret(key)?;
-    let root = load_root(root)?;
+fn sign(key_path: &Path, root_path: &Path, order: &Path, out: &Path) -> Result<()> {
+    out_file(out, "NAME.order")?;
+    let key = keyfile::load_secret(key_path)?;
+    let root = load_root(root_path)?;
     let (mut envelope, parsed, _) = read_order(order)?;
     if root.admin_with_key(&key.public_key()).is_none() {
-        return Err(CliError::Usage(format!("key {} is not an admin of root v{}", key.public_key().key_id(), root.version)));
+        return Err(not_an_admin(key_path, &key.public_key(), &root, root_path));
     }
     envelope.sign_in(&key, ORDER_SIGNING_CONTEXT)?;
     vault_io::write_atomic(out, &envelope.to_bytes(), 0o644)?;
     let needs = parsed.kind().threshold(&root);
-    eprintln!("signed {} order {} as key {}; {} of the {needs} signature(s) it needs: {}", parsed.kind().name(), parsed.doc.serial, key.public_key().key_id(), envelope.signatures.len(), out.display());
+    let signer = signer_name(&[&root], &key.public_key());
+    eprintln!("signed {} order {} as {signer}; {} of the {needs} signature(s) it needs: {}", parsed.kind().name(), parsed.doc.serial, envelope.signatures.len(), out.display());
     Ok(())
+}
+
+/// An order checked as the vault would, without the vault's order state: serial floors start
+/// at 0, and the purge a veto names is taken to be waiting (the vault checks both).
+pub fn verify_offline(bytes: &[u8], root: &TrustRoot, at: JudgedAt) -> vault_core::error::Result<()> {
+    let payload = Envelope::from_bytes_of(bytes, ORDER_PAYLOAD_TYPE)?.payload_bytes()?;
+    let mut state = OrderState::default();
+    if let Some(vetoed) = Order::from_bytes(&payload).ok().and_then(|order| order.doc.vetoes) {
+        let blank = String::new;
+        state.pending_purges.push(PendingPurge { id: vetoed, snapshots: vec![], datasets: vec![], reason: blank(), signers: vec![], accepted_at: blank(), executes_at: blank(), expires: blank() });
+    }
+    orders::verify(bytes, root, &state, at, Timestamp::EPOCH).map(|_| ())
 }
 
 fn show(order: &Path) -> Result<()> {

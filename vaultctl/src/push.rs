@@ -84,7 +84,7 @@ struct Conn {
 impl Conn {
     fn open(args: &PushArgs) -> Result<Conn> {
         let (secret, public) = crate::keyfile::load_secret_der(&args.key_file)?;
-        let config = vault_tls::client_config(&secret, &public, args.vault_key).map_err(|e| CliError::Usage(e.to_string()))?;
+        let config = vault_tls::client_config(&secret, &public, args.vault_key).map_err(|e| CliError::Failed(e.to_string()))?;
         // A closed window gives no answer at all (no ARP reply): a timeout or "host
         // unreachable". Anything else that fails to connect is plain unreachable.
         let connect_failed = |e: std::io::Error| match e.kind() {
@@ -93,13 +93,13 @@ impl Conn {
             }
             _ => CliError::Unreachable(format!("{}: {e}", args.vault)),
         };
-        let addrs: Vec<_> = args.vault.to_socket_addrs().map_err(|e| CliError::Usage(format!("--vault {}: {e}", args.vault)))?.collect();
-        let addr = addrs.first().ok_or_else(|| CliError::Usage(format!("--vault {}: no address", args.vault)))?;
+        let addrs: Vec<_> = args.vault.to_socket_addrs().map_err(|e| CliError::Failed(format!("--vault {}: {e}", args.vault)))?.collect();
+        let addr = addrs.first().ok_or_else(|| CliError::Failed(format!("--vault {}: no address", args.vault)))?;
         let tcp = TcpStream::connect_timeout(addr, args.connect_timeout).map_err(connect_failed)?;
         tcp.set_nodelay(true).ok();
         // The vault closes idle sessions; a stuck vault must not hang the pusher either.
         tcp.set_read_timeout(Some(Duration::from_secs(120))).ok();
-        let conn = ClientConnection::new(config, vault_tls::server_name()).map_err(|e| CliError::Usage(e.to_string()))?;
+        let conn = ClientConnection::new(config, vault_tls::server_name()).map_err(|e| CliError::Failed(e.to_string()))?;
         let mut tls = StreamOwned::new(conn, tcp);
         while tls.conn.is_handshaking() {
             tls.conn.complete_io(&mut tls.sock).map_err(|e| CliError::Refused(format!("TLS handshake: {}", vault_tls::explain(&e))))?;
@@ -274,7 +274,7 @@ fn chunk_reader(source: impl Read, size_hint: Option<u64>, mut each: impl FnMut(
     let mut refs = Vec::new();
     if let Some(size) = size_hint.filter(|s| *s <= IN_MEMORY_FILE) {
         let mut buf = Vec::with_capacity(size as usize);
-        source.take(IN_MEMORY_FILE + 1).read_to_end(&mut buf).map_err(|e| CliError::Usage(format!("read: {e}")))?;
+        source.take(IN_MEMORY_FILE + 1).read_to_end(&mut buf).map_err(|e| CliError::Failed(format!("read: {e}")))?;
         for cut in FastCDC::new(&buf, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
             let data = buf[cut.offset..cut.offset + cut.length].to_vec();
             let id = ChunkId::of(&data);
@@ -284,7 +284,7 @@ fn chunk_reader(source: impl Read, size_hint: Option<u64>, mut each: impl FnMut(
         return Ok(refs);
     }
     for chunk in StreamCDC::new(source, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
-        let chunk = chunk.map_err(|e| CliError::Usage(format!("read: {e}")))?;
+        let chunk = chunk.map_err(|e| CliError::Failed(format!("read: {e}")))?;
         let id = ChunkId::of(&chunk.data);
         refs.push(ChunkRef { id, len: chunk.length as u32 });
         each(id, chunk.data)?;
@@ -310,15 +310,15 @@ fn walk(root: &Path, excludes: &crate::exclude::Excludes, stats: &mut PushStats)
     while let Some(rel_dir) = stack.pop() {
         let dir = root.join(&rel_dir);
         let mut children: Vec<_> = std::fs::read_dir(&dir)
-            .map_err(|e| CliError::Usage(format!("{}: {e}", dir.display())))?
+            .map_err(|e| CliError::Failed(format!("{}: {e}", dir.display())))?
             .collect::<std::io::Result<Vec<_>>>()
-            .map_err(|e| CliError::Usage(format!("{}: {e}", dir.display())))?;
+            .map_err(|e| CliError::Failed(format!("{}: {e}", dir.display())))?;
         children.sort_by_key(|c| c.file_name());
         let mut subdirs = Vec::new();
         for child in children {
             let rel = rel_dir.join(child.file_name());
             let path = child.path();
-            let meta = std::fs::symlink_metadata(&path).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+            let meta = std::fs::symlink_metadata(&path).map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
             let rel_bytes = rel.as_os_str().as_bytes().to_vec();
             let mode = meta.permissions().mode() & 0o7777;
             let kind = meta.file_type();
@@ -334,7 +334,7 @@ fn walk(root: &Path, excludes: &crate::exclude::Excludes, stats: &mut PushStats)
                     subdirs.push(rel);
                 }
             } else if kind.is_symlink() {
-                let target = std::fs::read_link(&path).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+                let target = std::fs::read_link(&path).map_err(|e| CliError::Failed(format!("{}: {e}", path.display())))?;
                 entries.push(Entry { path: rel_bytes, mode, mtime: meta.mtime(), kind: EntryKind::Symlink { target: target.as_os_str().as_bytes().to_vec() } });
             } else if kind.is_file() {
                 entries.push(Entry { path: rel_bytes, mode, mtime: meta.mtime(), kind: EntryKind::File { size: 0, chunks: vec![] } });
@@ -402,15 +402,15 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
         let size = chunks.iter().map(|c| u64::from(c.len)).sum();
         Manifest { entries: vec![Entry { path: b"stream".to_vec(), mode: 0o600, mtime: vault_io::clock_now().unix(), kind: EntryKind::Stream { size, chunks } }] }
     } else {
-        let meta = std::fs::symlink_metadata(&args.source).map_err(|e| CliError::Usage(format!("{}: {e}", args.source.display())))?;
+        let meta = std::fs::symlink_metadata(&args.source).map_err(|e| CliError::Failed(format!("{}: {e}", args.source.display())))?;
         let (mut entries, files) = if meta.is_dir() {
             walk(&args.source, &args.excludes, &mut stats)?
         } else if meta.is_file() {
-            let name = args.source.file_name().ok_or_else(|| CliError::Usage(format!("{}: no file name", args.source.display())))?;
+            let name = args.source.file_name().ok_or_else(|| CliError::Failed(format!("{}: no file name", args.source.display())))?;
             let entry = Entry { path: name.as_bytes().to_vec(), mode: meta.permissions().mode() & 0o7777, mtime: meta.mtime(), kind: EntryKind::File { size: 0, chunks: vec![] } };
             (vec![entry], vec![FileToRead { path: args.source.clone(), rel: name.to_string_lossy().into_owned(), entry: 0, meta }])
         } else {
-            return Err(CliError::Usage(format!("{}: not a directory, a regular file or `-`", args.source.display())));
+            return Err(CliError::Failed(format!("{}: not a directory, a regular file or `-`", args.source.display())));
         };
         let mut uploader = Uploader { conn: &mut conn, settled: HashSet::new(), pending: vec![], pending_bytes: 0, reread: HashSet::new(), stats: &mut stats };
         let mut file_chunks: HashMap<usize, Vec<ChunkRef>> = HashMap::new();
@@ -426,7 +426,7 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
                     chunks
                 }
                 None => {
-                    let f = std::fs::File::open(&file.path).map_err(|e| CliError::Usage(format!("{}: {e}", file.path.display())))?;
+                    let f = std::fs::File::open(&file.path).map_err(|e| CliError::Failed(format!("{}: {e}", file.path.display())))?;
                     chunk_reader(f, Some(meta.size()), |id, data| {
                         read += data.len() as u64;
                         progress.set_position(read);
@@ -441,13 +441,13 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
         // them now, and insist they still cut into the chunks the cache promised.
         for index in std::mem::take(&mut uploader.reread) {
             let (file, meta) = (&files[index], &files[index].meta);
-            let f = std::fs::File::open(&file.path).map_err(|e| CliError::Usage(format!("{}: {e}", file.path.display())))?;
+            let f = std::fs::File::open(&file.path).map_err(|e| CliError::Failed(format!("{}: {e}", file.path.display())))?;
             let chunks = chunk_reader(f, Some(meta.size()), |id, data| {
                 read += data.len() as u64;
                 uploader.add(id, Some(data), index)
             })?;
             if chunks != file_chunks[&index] {
-                return Err(CliError::Usage(format!("{}: changed while being pushed; push again", file.path.display())));
+                return Err(CliError::Failed(format!("{}: changed while being pushed; push again", file.path.display())));
             }
         }
         uploader.flush()?;
@@ -480,7 +480,7 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
     if receipt.manifest_sha256 != expected_manifest || receipt.dataset != args.dataset {
         return Err(CliError::Refused(format!("receipt is for another push (manifest {}, dataset {})", receipt.manifest_sha256, receipt.dataset)));
     }
-    std::fs::create_dir_all(&args.receipts).map_err(|e| CliError::Usage(format!("{}: {e}", args.receipts.display())))?;
+    std::fs::create_dir_all(&args.receipts).map_err(|e| CliError::Failed(format!("{}: {e}", args.receipts.display())))?;
     let receipt_path = args.receipts.join(format!("{}.json", receipt.snapshot_id));
     vault_io::write_atomic(&receipt_path, &signed.to_file_bytes(), 0o644)?;
     // Sealed and kept whatever the log says; a log that fails the check is still an error.

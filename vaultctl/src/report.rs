@@ -21,6 +21,7 @@ const WIDTH: f64 = 960.0;
 /// Writes the report of the log under `store` to `out`.
 pub fn write(store: &Path, vault_key: &str, out: &Path) -> Result<()> {
     let key = crate::keyfile::public_key_arg(vault_key)?;
+    vault_store::check_store_dir(store)?;
     let verified = vault_store::audit::verify(store, &key).map_err(|e| CliError::Untrusted(format!("{e}; the log under {} is not what the vault signed, so no report is made from it", store.display())))?;
     let first = verified.entries.saturating_sub(MAX_ENTRIES);
     let mut events = Vec::new();

@@ -131,7 +131,7 @@ impl RestoreReport {
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
-    move |e| CliError::Usage(format!("{}: {e}", path.display()))
+    move |e| CliError::Failed(format!("{}: {e}", path.display()))
 }
 
 fn len_u64(len: usize) -> u64 {
@@ -152,14 +152,14 @@ pub fn restore(store: &Path, snapshot: &str, to: &Path, trust: &Trust, keep_goin
     let receipt = trust.verify(&reader, snapshot)?;
     let manifest = reader.manifest_checked(snapshot, &receipt)?;
     if manifest.entries.iter().any(|e| e.path == MARKER_DIR.as_bytes()) {
-        return Err(CliError::Usage(format!(
+        return Err(CliError::Failed(format!(
             "snapshot {snapshot} holds a top-level entry named `{MARKER_DIR}`, the name restore keeps its resume marker under; this restore cannot place it"
         )));
     }
     // Known-missing chunks stop a plain restore before anything is written.
     let health = reader.health(&manifest);
     if !health.is_restorable() && !keep_going {
-        return Err(CliError::Usage(format!(
+        return Err(CliError::Failed(format!(
             "snapshot {snapshot} cannot be restored whole: {health}; nothing was written. Pass --keep-going to restore every file whose chunks are there and get a list of the others"
         )));
     }
@@ -185,7 +185,7 @@ pub fn restore(store: &Path, snapshot: &str, to: &Path, trust: &Trust, keep_goin
                     Ok(()) => {}
                     Err(reason) if keep_going => report.not_restored.push(NotRestored { path: entry.display_path(), reason }),
                     Err(reason) => {
-                        return Err(CliError::Usage(format!(
+                        return Err(CliError::Failed(format!(
                             "restore of snapshot {snapshot} stopped at `{}`: {reason}. Nothing partial was left: that file was not \
                              written, and the {} file(s) restored before it are whole. Pass --keep-going to restore every other \
                              file and get a list of what could not be; the same command resumes into {}",
@@ -229,7 +229,7 @@ fn prepare_target(to: &Path, snapshot: &str) -> Result<PathBuf> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => fs::create_dir_all(to).map_err(io(to))?,
         Err(e) => return Err(io(to)(e)),
         Ok(meta) if meta.is_dir() => {}
-        Ok(_) => return Err(CliError::Usage(format!("{}: --to must be a directory (a symlink is not followed); choose another --to", to.display()))),
+        Ok(_) => return Err(CliError::Failed(format!("{}: --to must be a directory (a symlink is not followed); choose another --to", to.display()))),
     }
     match read_marker(&marker)? {
         Some(id) if id == snapshot => {
@@ -242,14 +242,14 @@ fn prepare_target(to: &Path, snapshot: &str) -> Result<PathBuf> {
             eprintln!("vaultctl restore: resuming the earlier restore of {snapshot} in {}: files already there are re-hashed and kept where whole", to.display());
         }
         Some(other) => {
-            return Err(CliError::Usage(format!(
+            return Err(CliError::Failed(format!(
                 "{}: holds an unfinished restore of snapshot {other}, not {snapshot}: resume that one with --snapshot {other}, or choose another --to",
                 to.display()
             )))
         }
         None => {
             if fs::read_dir(to).map_err(io(to))?.next().is_some() {
-                return Err(CliError::Usage(format!(
+                return Err(CliError::Failed(format!(
                     "{}: must be a new or empty directory, or one holding an unfinished restore of snapshot {snapshot} \
                      (marked by {MARKER_DIR}/); it holds other files: choose another --to",
                     to.display()
@@ -270,15 +270,15 @@ fn read_marker(marker: &Path) -> Result<Option<String>> {
         Err(e) => Err(io(marker)(e)),
         Ok(meta) if meta.is_dir() => {
             let bytes = vault_io::read_bounded(&marker.join(MARKER_SNAPSHOT_FILE), MAX_MARKER_BYTES).map_err(|e| {
-                CliError::Usage(format!(
+                CliError::Failed(format!(
                     "{}: an unfinished restore's marker that does not say which snapshot it is of ({e}); choose another --to, or remove the directory if nothing in it is needed",
                     marker.display()
                 ))
             })?;
-            let text = String::from_utf8(bytes).map_err(|_| CliError::Usage(format!("{}: not a restore marker (not UTF-8); choose another --to", marker.display())))?;
+            let text = String::from_utf8(bytes).map_err(|_| CliError::Failed(format!("{}: not a restore marker (not UTF-8); choose another --to", marker.display())))?;
             Ok(Some(text.trim().to_string()))
         }
-        Ok(_) => Err(CliError::Usage(format!("{}: not a restore marker (not a directory); choose another --to", marker.display()))),
+        Ok(_) => Err(CliError::Failed(format!("{}: not a restore marker (not a directory); choose another --to", marker.display()))),
     }
 }
 
@@ -296,7 +296,7 @@ fn ensure_dirs(to: &Path, relative: &Path) -> Result<()> {
                 }
             }
             Ok(_) => {
-                return Err(CliError::Usage(format!(
+                return Err(CliError::Failed(format!(
                     "{}: is a file or symlink where the snapshot has a directory; refusing to write through it: remove it, or restore into a new directory",
                     path.display()
                 )))
@@ -344,7 +344,7 @@ fn restore_file(
         // A symlink is replaced by the rename below, never followed.
         Ok(meta) if meta.is_symlink() => {}
         Ok(_) => {
-            return Err(CliError::Usage(format!(
+            return Err(CliError::Failed(format!(
                 "{}: is a directory or special file where the snapshot has a file: remove it, or restore into a new directory",
                 target.display()
             )))
@@ -416,7 +416,7 @@ fn place_symlink(path: &Path, link: &[u8]) -> Result<()> {
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_symlink() && fs::read_link(path).is_ok_and(|current| current.as_os_str() == link) => return Ok(()),
         Ok(meta) if meta.is_dir() => {
-            return Err(CliError::Usage(format!(
+            return Err(CliError::Failed(format!(
                 "{}: is a directory where the snapshot has a symlink: remove it, or restore into a new directory",
                 path.display()
             )))

@@ -35,7 +35,7 @@ pub const ORDERS_DIR: &str = "vault-orders";
 pub fn write_stick(contents: Option<Contents<'_>>, orders: &[(String, Vec<u8>)], out: &Path) -> Result<u64> {
     for (name, bytes) in orders {
         if bytes.len() > MAX_BUNDLE_BYTES || name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-            return Err(CliError::Usage(format!("order `{name}`: a name of letters, digits, - and _, and at most {MAX_BUNDLE_BYTES} bytes")));
+            return Err(CliError::Failed(format!("order `{name}`: a name of letters, digits, - and _, and at most {MAX_BUNDLE_BYTES} bytes")));
         }
         Envelope::from_bytes_of(bytes, vault_core::policy::orders::ORDER_PAYLOAD_TYPE)?;
     }
@@ -45,7 +45,7 @@ pub fn write_stick(contents: Option<Contents<'_>>, orders: &[(String, Vec<u8>)],
     let bytes = match contents {
         Contents::Bundle(bytes) => {
             if bytes.len() > MAX_BUNDLE_BYTES {
-                return Err(CliError::Usage(format!("bundle is {} bytes; the vault reads at most {MAX_BUNDLE_BYTES}", bytes.len())));
+                return Err(CliError::Failed(format!("bundle is {} bytes; the vault reads at most {MAX_BUNDLE_BYTES}", bytes.len())));
             }
             Envelope::from_bytes(bytes)?;
             bytes
@@ -60,7 +60,7 @@ fn write_fat(bundle_bytes: Option<&[u8]>, orders: &[(String, Vec<u8>)], out: &Pa
     let size = (total as u64 + 4 * MIB).div_ceil(MIB).max(MIN_IMAGE / MIB) * MIB;
     let fat_err = |what: &str| {
         let what = what.to_string();
-        move |e: std::io::Error| CliError::Usage(format!("{}: {what}: {e}", out.display()))
+        move |e: std::io::Error| CliError::Failed(format!("{}: {what}: {e}", out.display()))
     };
     let mut file = OpenOptions::new().read(true).write(true).create_new(true).open(out).map_err(fat_err("create"))?;
     file.set_len(size).map_err(fat_err("size"))?;

@@ -34,6 +34,23 @@ fn refused(dir: &Path, args: &[&str], expected: &str) {
     assert!(run.stderr.contains(expected), "vaultctl {args:?}: expected `{expected}` in: {}", run.stderr);
 }
 
+/// Refused with this exit code (2 a usage error, 1 anything else), saying each of `parts`.
+fn refused_with(dir: &Path, args: &[&str], code: i32, parts: &[&str]) -> Run {
+    let run = vaultctl(dir, args);
+    assert_eq!(run.code, Some(code), "vaultctl {args:?}: {}", run.stderr);
+    for part in parts {
+        assert!(run.stderr.contains(part), "vaultctl {args:?}: expected `{part}` in: {}", run.stderr);
+    }
+    run
+}
+
+/// A directory's entries, sorted (to see that nothing, not even a temp file, was left).
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
 const POLICY: &str = r#"
 vault_id = "vault-01"
 version = VERSION
@@ -339,7 +356,7 @@ fn restore_and_snapshots_need_the_pinned_vault_key() {
     let root = store.root_arg();
     for args in [vec!["restore", "--store", &root, "--snapshot", "s1", "--to", "out"], vec!["snapshots", "--store", &root]] {
         let run = vaultctl(d, &args);
-        assert_eq!(run.code, Some(1), "{args:?}: {}", run.stderr);
+        assert_eq!(run.code, Some(2), "{args:?}: a usage error, as clap's: {}", run.stderr);
         for part in ["needs --vault-key", "`ed25519:...`, or a file holding it", "pass --insecure-any-vault-key instead"] {
             assert!(run.stderr.contains(part), "{args:?}: `{part}` in {}", run.stderr);
         }
@@ -709,4 +726,254 @@ fn wait_for_window_waits_for_the_opening_then_retries_until_it_closes() {
     assert!(run.stderr.contains("retried until the window closed at"), "{}", run.stderr);
     let run = vaultctl_env(d, &["push", "--vault", "127.0.0.1:9", "--vault-key", "vault.pub", "--key", "pusher.key", "--dataset", "pg", "--wait-for-window", "src"], &[]);
     assert!(run.stderr.contains("--wait-for-window needs the vault's policy: give --policy BUNDLE and --root root.toml"), "{}", run.stderr);
+}
+
+// ---- what a new operator runs into: each refusal names the rule, the value, what to do ----
+
+#[test]
+fn a_public_key_given_as_the_secret_key_is_named_as_one() {
+    let dir = setup();
+    let d = dir.path();
+    sign_bundle(d, "policy.toml", "p.bundle", &["a"]);
+    std::fs::write(d.join("id_ed25519.pub"), "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIH1eUm6Nm0GG0y8M0V8oF7dHk2uw2vZ3pQm9S8o1Tn3R admin@laptop\n").unwrap();
+    ok(d, &["order", "new", "--root", "root.toml", "--kind", "hold", "--serial", "1", "--snapshot", "s1", "--reason", "legal hold", "--out", "hold.order"]);
+    let ours = ["a.pub: this is a public key (`ed25519:...`, as NAME.pub holds it), not a secret key", "--key wants the secret key, NAME.key as `vaultctl key gen --out NAME` writes it"];
+    for args in [
+        vec!["policy", "sign", "--root", "root.toml", "--key", "a.pub", "policy.toml", "--out", "q.bundle"],
+        vec!["policy", "sign", "--key", "a.pub", "p.bundle", "--out", "p.bundle"],
+        vec!["order", "sign", "--root", "root.toml", "--key", "a.pub", "hold.order", "--out", "hold.order"],
+        vec!["push", "--vault", "127.0.0.1:9", "--vault-key", "c.pub", "--key", "a.pub", "--dataset", "db", "--receipts", "receipts", "--no-cache", "policy.toml"],
+    ] {
+        let run = refused_with(d, &args, 1, &ours);
+        assert!(!run.stderr.contains("chmod") && !run.stderr.contains("malformed"), "{args:?}: {}", run.stderr);
+    }
+    refused_with(d, &["policy", "sign", "--root", "root.toml", "--key", "id_ed25519.pub", "policy.toml", "--out", "q.bundle"], 1, &[
+        "id_ed25519.pub: this is an OpenSSH public key line (`ssh-ed25519 AAAA...`), not a secret key, and vaultctl keys are not SSH keys",
+        "--key wants the secret key, NAME.key",
+    ]);
+    // And the other way round: a secret key where a public one is wanted.
+    refused_with(d, &["root", "init", "--vault-id", "v", "--threshold", "1", "--admin", "a.key", "--out", "r.toml"], 1, &["a.key: this is a secret key (PEM), where a public key is wanted: give NAME.pub"]);
+    assert!(!d.join("q.bundle").exists() && !d.join("r.toml").exists());
+}
+
+#[test]
+fn key_gen_refuses_a_directory_for_a_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("keys")).unwrap();
+    for out in ["keys/", "keys", "new/"] {
+        refused_with(d, &["key", "gen", "--out", out], 2, &[&format!("--out {out}: is a directory; --out takes a name, e.g. {0}/alice, which writes {0}/alice.key and {0}/alice.pub", out.trim_end_matches('/'))]);
+    }
+    assert!(listing(&d.join("keys")).is_empty() && !d.join("new").exists(), "no hidden .key or .pub written");
+    ok(d, &["key", "gen", "--out", "keys/alice"]);
+    assert_eq!(listing(&d.join("keys")), ["alice.key", "alice.pub"]);
+}
+
+#[test]
+fn key_show_prints_the_public_key_and_its_id_never_the_secret() {
+    let dir = setup();
+    let d = dir.path();
+    let public = std::fs::read_to_string(d.join("a.pub")).unwrap().trim().to_string();
+    let secret = std::fs::read_to_string(d.join("a.key")).unwrap();
+    let secret_body = secret.lines().nth(1).unwrap();
+    for file in ["a.pub", "a.key"] {
+        let run = ok(d, &["key", "show", file]);
+        let key_id = run.stdout.lines().nth(1).and_then(|l| l.strip_prefix("key id: ")).unwrap_or_default().to_string();
+        assert_eq!(run.stdout, format!("public key: {public}\nkey id: {key_id}\n"), "{file}");
+        assert_eq!(key_id.len(), 64, "{file}: {}", run.stdout);
+        assert!(!run.stdout.contains(secret_body) && !run.stderr.contains(secret_body), "{file}: the secret is never shown");
+    }
+    assert!(ok(d, &["key", "show", "a.key"]).stderr.contains("secret key file; its public key (the secret is not shown)"));
+    std::fs::write(d.join("junk"), "hello\n").unwrap();
+    refused_with(d, &["key", "show", "junk"], 1, &["invalid field `junk`: key must start with `ed25519:`"]);
+}
+
+#[test]
+fn root_init_labels_its_digest_and_signers_are_named_from_the_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for name in ["a", "b", "pusher"] {
+        ok(d, &["key", "gen", "--out", name]);
+    }
+    let run = ok(d, &["root", "init", "--vault-id", "vault-01", "--threshold", "2", "--admin", "a.pub", "--admin", "b.pub", "--out", "root.toml"]);
+    let digest = run.stdout.strip_prefix("root digest: ").unwrap_or_else(|| panic!("{}", run.stdout)).trim();
+    assert!(digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()), "{}", run.stdout);
+    write_policy(d, "policy.toml", 3);
+    let id = |name: &str| ok(d, &["key", "show", &format!("{name}.pub")]).stdout.lines().nth(1).unwrap().trim_start_matches("key id: ").to_string();
+    let run = ok(d, &["policy", "sign", "--root", "root.toml", "--key", "a.key", "--issued", "2026-11-20T00:00:00Z", "policy.toml", "--out", "p.bundle"]);
+    assert!(run.stderr.contains(&format!("signed vault vault-01 policy v3 as a (key id {})", id("a"))), "{}", run.stderr);
+    let run = ok(d, &["policy", "sign", "--key", "b.key", "p.bundle", "--out", "p.bundle"]);
+    assert!(run.stderr.contains(&format!("as key id {} (give --root to see the admin's name)", id("b"))), "{}", run.stderr);
+    ok(d, &["order", "new", "--root", "root.toml", "--kind", "hold", "--serial", "1", "--snapshot", "s1", "--reason", "legal hold", "--out", "hold.order"]);
+    let run = ok(d, &["order", "sign", "--root", "root.toml", "--key", "b.key", "hold.order", "--out", "hold.order"]);
+    assert!(run.stderr.contains(&format!("signed hold order 1 as b (key id {})", id("b"))), "{}", run.stderr);
+    let run = refused_with(d, &["order", "sign", "--root", "root.toml", "--key", "pusher.key", "hold.order", "--out", "hold.order"], 1, &[
+        &format!("--key pusher.key: key {} is not an admin of root v1 (root.toml, admins a, b)", id("pusher")),
+        "sign with one of their NAME.key files, or check --root",
+    ]);
+    assert!(run.stdout.is_empty());
+}
+
+#[test]
+fn a_failed_write_names_the_file_asked_for_and_leaves_nothing_behind() {
+    let dir = setup();
+    let d = dir.path();
+    std::fs::create_dir(d.join("out")).unwrap();
+    // --out a directory: said with the flag, before anything is signed.
+    refused_with(d, &["policy", "sign", "--root", "root.toml", "--key", "a.key", "--issued", "2026-11-20T00:00:00Z", "policy.toml", "--out", "out"], 2, &[
+        "--out out: is a directory; --out names the file to write, e.g. out/policy.bundle",
+    ]);
+    // A directory that is not there: the error names the bundle asked for, not a temp file.
+    let run = refused_with(d, &["policy", "sign", "--root", "root.toml", "--key", "a.key", "--issued", "2026-11-20T00:00:00Z", "policy.toml", "--out", "missing/p.bundle"], 1, &[
+        "missing/p.bundle: cannot write it: No such file or directory",
+        "it is written to a temporary file in missing first and renamed; that directory must exist and be writable",
+    ]);
+    assert!(!run.stderr.contains(".p.bundle.tmp"), "{}", run.stderr);
+    let run = refused_with(d, &["key", "gen", "--out", "missing/alice"], 1, &["missing/alice.key: cannot write it: "]);
+    assert!(!run.stderr.contains(".alice.key.tmp"), "{}", run.stderr);
+    assert!(listing(&d.join("out")).is_empty());
+    assert!(!listing(d).iter().any(|name| name.ends_with(".tmp")), "{:?}", listing(d));
+}
+
+#[test]
+fn signing_an_expired_policy_is_refused_with_when_it_expired() {
+    let dir = setup();
+    let d = dir.path();
+    let text = std::fs::read_to_string(d.join("policy.toml")).unwrap();
+    std::fs::write(d.join("policy.toml"), text.replace("2027-01-31T00:00:00Z", "2026-11-10T00:00:00Z")).unwrap();
+    refused_with(d, &["policy", "sign", "--root", "root.toml", "--key", "a.key", "--issued", "2026-11-20T00:00:00Z", "policy.toml", "--out", "p.bundle"], 1, &[
+        "policy.toml: expires 2026-11-10T00:00:00Z, which is not after 2026-11-20T00:00:00Z (the --issued time): the vault refuses an expired bundle",
+        "Set `expires` in policy.toml to a later time (at most 90d after the issue time, the trust root's max_validity)",
+    ]);
+    // Without --issued it is judged now.
+    std::fs::write(d.join("policy.toml"), text.replace("2027-01-31T00:00:00Z", "2020-01-01T00:00:00Z")).unwrap();
+    refused_with(d, &["policy", "sign", "--root", "root.toml", "--key", "a.key", "policy.toml", "--out", "p.bundle"], 1, &["policy.toml: expires 2020-01-01T00:00:00Z, which is not after ", " (now): the vault refuses an expired bundle"]);
+    assert!(!d.join("p.bundle").exists());
+}
+
+#[test]
+fn overlapping_weekly_windows_are_said_by_weekday_not_a_1970_date() {
+    let dir = setup();
+    let d = dir.path();
+    let text = std::fs::read_to_string(d.join("policy.toml")).unwrap();
+    let overlapping = text.replace("[[pusher]]", "[[window]]\ndays = [\"sun\"]\nstart = \"00:30\"\nduration = \"1h\"\n[[pusher]]");
+    std::fs::write(d.join("policy.toml"), overlapping).unwrap();
+    let run = refused_with(d, &["policy", "sign", "--root", "root.toml", "--key", "a.key", "policy.toml", "--out", "p.bundle"], 1, &[
+        "invalid field `window[1]`: overlaps window[0] (both open every sun at 00:30 UTC): move or shorten one of them",
+    ]);
+    assert!(!run.stderr.contains("1970"), "{}", run.stderr);
+}
+
+#[test]
+fn policy_verify_refuses_a_state_directory_that_is_not_there() {
+    let dir = setup();
+    let d = dir.path();
+    sign_bundle(d, "policy.toml", "p.bundle", &["a", "b"]);
+    fn verify(state: &str) -> Vec<&str> {
+        vec!["policy", "verify", "--root", "root.toml", "--state", state, "--at", "2026-11-25T00:00:00Z", "p.bundle"]
+    }
+    let run = refused_with(d, &verify("/nonexistent/state"), 2, &[
+        "--state /nonexistent/state: no such directory; give the vault's state directory (the gatekeeper's --state, /data/state on the appliance, holding state.json), or leave --state out",
+    ]);
+    assert!(!run.stdout.contains("OK"), "{}", run.stdout);
+    refused_with(d, &verify("policy.toml"), 2, &["--state policy.toml: not a directory"]);
+    // A state directory without a state file is a new vault's.
+    std::fs::create_dir(d.join("state")).unwrap();
+    assert!(ok(d, &verify("state")).stdout.starts_with("OK: p.bundle verifies against root v1"));
+}
+
+#[test]
+fn schedule_says_when_it_is_unverified_verifies_with_root_and_bounds_days() {
+    let dir = setup();
+    let d = dir.path();
+    sign_bundle(d, "policy.toml", "under.bundle", &["a"]);
+    sign_bundle(d, "policy.toml", "p.bundle", &["a", "b"]);
+    fn schedule<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+        [&["schedule", "--policy"][..], extra, &["--from", "2026-11-28T23:00:00Z"]].concat()
+    }
+    let run = ok(d, &schedule(&["p.bundle"]));
+    assert!(run.stdout.starts_with("NOT VERIFIED: what p.bundle says, its signatures unchecked (give --root to verify it first)\n"), "{}", run.stdout);
+    assert!(ok(d, &schedule(&["policy.toml"])).stdout.starts_with("NOT SIGNED: what the policy.toml policy.toml says\n"));
+    let run = ok(d, &schedule(&["p.bundle", "--root", "root.toml"]));
+    assert!(run.stdout.starts_with("verified against root.toml (root v1) as of 2026-11-28T23:00:00Z: signed by a, b\n"), "{}", run.stdout);
+    assert!(!run.stdout.contains("NOT VERIFIED"), "{}", run.stdout);
+    let run = refused_with(d, &schedule(&["under.bundle", "--root", "root.toml"]), 1, &["under.bundle: does not verify against the trust root root.toml: threshold not met for root v1: 1 valid signature(s)"]);
+    assert!(run.stdout.is_empty(), "no schedule from a bundle that does not verify: {}", run.stdout);
+    refused_with(d, &schedule(&["policy.toml", "--root", "root.toml"]), 2, &["--root verifies a signed bundle, and policy.toml is a policy.toml"]);
+    // Judged as of --from: before the bundle was issued, it was not in force.
+    refused_with(d, &["schedule", "--policy", "p.bundle", "--root", "root.toml", "--from", "2026-11-01T00:00:00Z"], 1, &[
+        "p.bundle: does not verify against the trust root root.toml: issued in the future: issued 2026-11-20T00:00:00Z, vault time is 2026-11-01T00:00:00Z",
+        "it is judged as of --from",
+    ]);
+
+    // --days is bounded, and a long listing lists every opening up to the expiry: 10 Saturdays.
+    for days in ["0", "3661", "50000"] {
+        refused_with(d, &[&schedule(&["p.bundle"])[..], &["--days", days]].concat(), 2, &[&format!("invalid value '{days}' for '--days <DAYS>': a whole number of days from 1 to 3660")]);
+    }
+    let run = ok(d, &[&schedule(&["p.bundle"])[..], &["--days", "3660"]].concat());
+    assert!(run.stdout.contains("10 opening(s) in the 3660 day(s) from 2026-11-28T23:00:00Z"), "{}", run.stdout);
+}
+
+#[test]
+fn usb_write_verifies_the_bundle_and_orders_against_the_root() {
+    let dir = setup();
+    let d = dir.path();
+    sign_bundle(d, "policy.toml", "under.bundle", &["a"]);
+    // Issued now, so that it is valid now, which is when a stick is checked.
+    ok(d, &["policy", "sign", "--root", "root.toml", "--key", "a.key", "policy.toml", "--out", "p.bundle"]);
+    ok(d, &["policy", "sign", "--root", "root.toml", "--key", "c.key", "p.bundle", "--out", "p.bundle"]);
+    let bundle = std::fs::read_to_string(d.join("p.bundle")).unwrap();
+    let mut tampered: serde_json::Value = serde_json::from_str(&bundle).unwrap();
+    let payload = tampered["payload"].as_str().unwrap().replacen('A', "B", 1);
+    tampered["payload"] = payload.into();
+    std::fs::write(d.join("tampered.bundle"), tampered.to_string()).unwrap();
+
+    refused_with(d, &["usb", "write", "p.bundle", "--out", "s.img"], 2, &["the following required arguments were not provided", "--root <ROOT>"]);
+    for bad in ["under.bundle", "tampered.bundle"] {
+        refused_with(d, &["usb", "write", "--root", "root.toml", bad, "--out", "s.img"], 1, &[
+            &format!("{bad}: does not verify against the trust root root.toml: threshold not met for root v1:"),
+            "The vault would refuse it", "no stick image was written",
+        ]);
+        assert!(!d.join("s.img").exists());
+    }
+    // An order one admin short of its threshold is refused too; the bundle beside it is fine.
+    ok(d, &["order", "new", "--root", "root.toml", "--kind", "purge", "--serial", "1", "--snapshot", "s1", "--reason", "decommissioned", "--out", "purge.order"]);
+    ok(d, &["order", "sign", "--root", "root.toml", "--key", "a.key", "purge.order", "--out", "purge.order"]);
+    refused_with(d, &["usb", "write", "--root", "root.toml", "p.bundle", "--order", "purge.order", "--out", "s.img"], 1, &[
+        "purge.order: does not verify against the trust root root.toml: threshold not met for a purge order under root v1: 1 valid signature(s)",
+    ]);
+    assert!(!d.join("s.img").exists());
+    // Whole, with a veto (its purge is the vault's to find waiting): written, and said so.
+    ok(d, &["order", "sign", "--root", "root.toml", "--key", "b.key", "purge.order", "--out", "purge.order"]);
+    ok(d, &["order", "new", "--root", "root.toml", "--kind", "veto", "--serial", "1", "--vetoes", &"0".repeat(64), "--reason", "no", "--out", "veto.order"]);
+    ok(d, &["order", "sign", "--root", "root.toml", "--key", "c.key", "veto.order", "--out", "veto.order"]);
+    let run = ok(d, &["usb", "write", "--root", "root.toml", "p.bundle", "--order", "purge.order", "--order", "veto.order", "--out", "s.img"]);
+    assert!(run.stdout.contains("a bundle, 2 order(s), verified against --root"), "{}", run.stdout);
+    // --unchecked still writes anything, for testing the vault's refusals.
+    let run = ok(d, &["usb", "write", "--unchecked", "under.bundle", "--out", "u.img"]);
+    assert!(run.stdout.contains("NOT verified (--unchecked)"), "{}", run.stdout);
+}
+
+#[test]
+fn snapshots_and_restore_say_a_store_directory_is_missing_or_empty_not_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("empty")).unwrap();
+    std::fs::create_dir_all(d.join("other/stuff")).unwrap();
+    let key = signing_key().public_key().to_string();
+    for (store, found) in [("missing", "no such directory"), ("empty", "an empty directory"), ("other", "a directory without `snapshots/`")] {
+        for args in [
+            vec!["snapshots", "--store", store, "--vault-key", &key],
+            vec!["restore", "--store", store, "--snapshot", "s1", "--to", "out", "--vault-key", &key],
+            vec!["audit", "verify", "--store", store, "--vault-key", &key],
+            vec!["report", "--store", store, "--vault-key", &key, "--out", "report.html"],
+        ] {
+            let run = refused_with(d, &args, 1, &[
+                &format!("{store}: {found}, not a vault store: a store directory holds `snapshots/` and `packs/`"),
+                "(the gatekeeper's --store, /data/store on the vault's data disk); pass that directory, or a copy of it",
+            ]);
+            assert!(!run.stderr.contains("corrupt") && !run.stderr.contains("not trusted"), "{args:?}: {}", run.stderr);
+        }
+    }
+    assert!(!d.join("out").exists() && !d.join("report.html").exists());
 }

@@ -28,12 +28,16 @@ fn readme_flow_works_as_written() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "README flow failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
+    // Step 2 and 4 print what the README says they print.
+    assert!(stdout.contains("root digest: "), "{stdout}");
+    assert!(stderr.contains("signed vault vault-01 policy v1 as alice (key id "), "{stderr}");
     // Step 4 is refused for the reason the README gives, step 5 passes.
     assert!(stderr.contains("threshold not met for root v1: 1 valid signature(s)"), "{stderr}");
     assert!(stdout.contains("refused, as it should be"), "{stdout}");
     assert!(stdout.contains("OK: policy.bundle verifies against root v1"), "{stdout}");
     assert!(stdout.contains("signed by alice, carol (threshold 2)"), "{stdout}");
     assert!(stdout.contains("window[0]: every mon,tue,wed,thu,fri at 01:00 UTC for 45m"), "{stdout}");
+    assert!(stdout.contains("verified against root.toml (root v1) as of "), "{stdout}");
     assert!(stdout.contains("opening(s) in the 7 day(s)"), "{stdout}");
     let keys = dir.path().join("demo-keys");
     for file in ["alice.key", "alice.pub", "root.toml", "policy.toml", "policy.bundle"] {

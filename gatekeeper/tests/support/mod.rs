@@ -238,7 +238,7 @@ grace = "{}"
 
     /// The vault's public key (made now if this is its first use), as pushers pin it.
     pub fn identity(&self) -> String {
-        let out = Command::new(env!("CARGO_BIN_EXE_gatekeeper")).arg("--state").arg(self.state()).arg("identity").output().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_gatekeeper")).arg("--state").arg(self.state()).args(["identity", "--create"]).output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }

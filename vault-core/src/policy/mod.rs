@@ -674,7 +674,11 @@ fn check_no_overlap(windows: &[Window]) -> Result<()> {
     for (i, iv) in &weekly {
         if let Some((j, end)) = latest_end {
             if iv.start < end && *i != j {
-                return Err(overlap_error(*i, j, iv.start));
+                // The reference fortnight is in 1970: only its weekday and time mean anything.
+                let secs = iv.start.unix();
+                let (day, time) = (secs.div_euclid(SECS_PER_DAY), secs.rem_euclid(SECS_PER_DAY));
+                let when = format!("every {} at {:02}:{:02} UTC", DAY_NAMES[schedule::weekday_of_day(day)], time / SECS_PER_HOUR, (time % SECS_PER_HOUR) / SECS_PER_MINUTE);
+                return Err(overlap_error(*i, j, when));
             }
         }
         if latest_end.is_none_or(|(_, end)| iv.end > end) {
@@ -686,7 +690,7 @@ fn check_no_overlap(windows: &[Window]) -> Result<()> {
         if let Window::Once { from, until } = window {
             for (j, other) in windows.iter().enumerate().filter(|(j, _)| *j != i) {
                 if let Some(hit) = schedule::window_occurrences(other, *from, *until).first() {
-                    return Err(overlap_error(i, j, hit.start.max(*from)));
+                    return Err(overlap_error(i, j, format!("at {}", hit.start.max(*from))));
                 }
             }
         }
@@ -694,9 +698,13 @@ fn check_no_overlap(windows: &[Window]) -> Result<()> {
     Ok(())
 }
 
-fn overlap_error(a: usize, b: usize, at: Timestamp) -> Error {
+/// `when`: `every mon at 01:30 UTC` for weekly windows, `at <time>` with a one-shot one.
+fn overlap_error(a: usize, b: usize, when: String) -> Error {
     let (first, second) = (a.min(b), a.max(b));
-    invalid(format!("window[{second}]"), format!("overlaps window[{first}] (both open at {at})"))
+    invalid(
+        format!("window[{second}]"),
+        format!("overlaps window[{first}] (both open {when}): move or shorten one of them; windows may touch (one ending as the next starts) but not overlap"),
+    )
 }
 
 /// A cadence in whole days within the bounds scrubs and drills share.
@@ -889,13 +897,14 @@ grace = "2m"
         // Recurring vs recurring: Mon 01:00+45m against Mon 01:30.
         let overlap = example_toml() + "[[window]]\ndays = [\"mon\"]\nstart = \"01:30\"\nduration = \"1h\"\n";
         let err = refusal(&overlap);
-        assert!(err.contains("`window[2]`") && err.contains("overlaps window[0]"), "{err}");
+        assert!(err.contains("`window[2]`") && err.contains("overlaps window[0] (both open every mon at 01:30 UTC)"), "{err}");
         // One-shot inside a recurring window (2026-12-01 is a Tuesday).
         let overlap = example_toml() + "[[window]]\nfrom = \"2026-12-01T01:10:00Z\"\nuntil = \"2026-12-01T01:20:00Z\"\n";
-        assert!(refusal(&overlap).contains("overlaps window[0]"));
-        // Sunday night wrapping into Monday's window.
+        assert!(refusal(&overlap).contains("overlaps window[0] (both open at 2026-12-01T01:10:00Z)"));
+        // Sunday night wrapping into Monday's window: said as the weekday, never a 1970 date.
         let overlap = example_toml() + "[[window]]\ndays = [\"sun\"]\nstart = \"23:00\"\nduration = \"2h30m\"\n";
-        assert!(refusal(&overlap).contains("overlaps window[0]"));
+        let err = refusal(&overlap);
+        assert!(err.contains("overlaps window[0] (both open every mon at 01:00 UTC)") && !err.contains("1970"), "{err}");
         // Touching is fine.
         let touching = example_toml() + "[[window]]\ndays = [\"mon\"]\nstart = \"01:45\"\nduration = \"1h\"\n";
         Policy::from_toml(&touching).unwrap();

@@ -5,7 +5,7 @@
 //! Windows that touch are merged, and nothing is open at or after the policy's expiry.
 
 use crate::policy::{Policy, Window};
-use crate::units::{Duration, Timestamp, SECS_PER_DAY};
+use crate::units::{Timestamp, SECS_PER_DAY};
 
 /// A half-open span `[start, end)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +122,8 @@ pub fn state_at(policy: &Policy, now: Timestamp) -> WindowState {
 /// The openings that intersect `[from, from + days)`, each as a merged interval (the first
 /// may have started before `from`). For `vaultctl schedule`.
 pub fn openings(policy: &Policy, from: Timestamp, days: u32) -> Vec<Interval> {
-    let to = from.saturating_add(Duration::from_secs(i64::from(days) * SECS_PER_DAY).unwrap_or_default());
+    // Not through `Duration`, which stops at 100 years: past it the span came out as 0s.
+    let to = Timestamp::from_unix(from.unix().saturating_add(i64::from(days) * SECS_PER_DAY)).unwrap_or(Timestamp::MAX);
     let mut out = merged_intervals(policy, from, to);
     // A run that continues past `to` is reported with its real end.
     if let Some(last) = out.last_mut() {
@@ -139,6 +140,7 @@ pub fn openings(policy: &Policy, from: Timestamp, days: u32) -> Vec<Interval> {
 mod tests {
     use super::*;
     use crate::policy::{Close, Network, NicSelector, Policy, WeekDays, Window};
+    use crate::units::Duration;
     use proptest::prelude::*;
     use time::OffsetDateTime;
 
@@ -219,6 +221,14 @@ mod tests {
         assert_eq!(state_at(&p, t("2026-11-29T23:30:00Z")), WindowState::Open { until: t("2026-11-30T01:00:00Z") });
         let runs = openings(&p, t("2026-11-29T00:00:00Z"), 7);
         assert_eq!(runs, vec![Interval { start: t("2026-11-29T23:00:00Z"), end: t("2026-11-30T01:00:00Z") }]);
+    }
+
+    #[test]
+    fn a_listing_longer_than_a_duration_still_lists() {
+        // 50 000 days is past `Duration`'s 100 years; the listing once came out empty.
+        let p = policy(vec![weekly(&[MON], "01:00", 60)], t("2027-01-01T00:00:00Z"));
+        assert_eq!(openings(&p, t("2026-11-29T00:00:00Z"), 50_000).len(), 5);
+        assert_eq!(openings(&p, t("2026-11-29T00:00:00Z"), u32::MAX).len(), 5);
     }
 
     #[test]
