@@ -32,6 +32,10 @@ command -v age >/dev/null || need_apt+=(age)
 # the FIDO2 vectors against `ssh-keygen -Y verify` (issue 19). shellcheck lints every script.
 command -v ssh-keygen >/dev/null || need_apt+=(openssh-client)
 command -v shellcheck >/dev/null || need_apt+=(shellcheck)
+# The Debian package of vaultctl: built with dpkg-deb, its units checked by systemd-analyze, its
+# dependency read with objdump.
+command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+command -v objdump >/dev/null || need_apt+=(binutils)
 if ((${#need_apt[@]})); then
   echo "ensure-tools: installing ${need_apt[*]}"
   apt-get update -qq

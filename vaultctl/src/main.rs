@@ -11,7 +11,7 @@ mod order;
 mod profile;
 mod push;
 mod push_cmd;
-#[allow(dead_code)] // wired to `schedule --systemd` in the next step
+mod receipts;
 mod systemd;
 mod exclude;
 mod window;
@@ -116,6 +116,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The receipts this pusher kept: list, show, and verify them against the pinned vault key
+    /// and the vault's store.
+    #[command(subcommand)]
+    Receipts(receipts::ReceiptsCommand),
     /// Lists the sealed snapshots in a vault store (offline), each verified and checked
     /// restorable. Exit 6 if any is NOT VERIFIED or UNRESTORABLE.
     Snapshots {
@@ -141,6 +145,10 @@ enum Command {
         /// How many days to list, 1 to 3660.
         #[arg(long, default_value_t = 7, value_parser = schedule_days)]
         days: u32,
+        /// Print the windows as a systemd timer drop-in (`OnCalendar=` lines) for
+        /// vaultctl-push@.timer, instead of the listing.
+        #[arg(long)]
+        systemd: bool,
     },
 }
 
@@ -377,8 +385,9 @@ fn run(cli: Cli) -> Result<()> {
             println!("{}", made.label.medium_id);
             Ok(())
         }
-        Command::Schedule { policy, root, from, days } => show_schedule(&policy, root.as_deref(), from.as_deref(), days),
+        Command::Schedule { policy, root, from, days, systemd } => show_schedule(&policy, root.as_deref(), from.as_deref(), days, systemd),
         Command::Push(args) => push_cmd::run(args),
+        Command::Receipts(command) => receipts::run(command),
         Command::Generate { out } => generate(&out),
         Command::Audit(command) => audit::run(command),
         Command::Report { store, vault_key, out } => report::write(&store, &vault_key, &out),
@@ -753,7 +762,9 @@ fn schedule_days(text: &str) -> std::result::Result<u32, String> {
 
 const MAX_SCHEDULE_DAYS: u32 = 3660;
 
-fn show_schedule(path: &Path, root: Option<&Path>, from: Option<&str>, days: u32) -> Result<()> {
+fn show_schedule(path: &Path, root: Option<&Path>, from: Option<&str>, days: u32, systemd: bool) -> Result<()> {
+    // With --systemd, stdout is the drop-in itself; what was checked goes to stderr.
+    let say = |line: String| if systemd { eprintln!("{line}") } else { println!("{line}") };
     let from = time_arg(from, "--from")?;
     let bytes = vault_io::read_bounded(path, MAX_BUNDLE_BYTES.max(MAX_POLICY_TOML_BYTES))?;
     let policy = match root {
@@ -769,17 +780,21 @@ fn show_schedule(path: &Path, root: Option<&Path>, from: Option<&str>, days: u32
                     source: Box::new(source),
                     after: " (it is judged as of --from, so a --from before its issue time or at or after its expiry is refused too)",
                 })?;
-            println!("verified against {} (root v{}) as of {from}: signed by {}", root_path.display(), root.version, verified.signers.join(", "));
+            say(format!("verified against {} (root v{}) as of {from}: signed by {}", root_path.display(), root.version, verified.signers.join(", ")));
             verified.policy
         }
         None => {
             match looks_like_bundle(&bytes) {
-                true => println!("NOT VERIFIED: what {} says, its signatures unchecked (give --root to verify it first)", path.display()),
-                false => println!("NOT SIGNED: what the policy.toml {} says", path.display()),
+                true => say(format!("NOT VERIFIED: what {} says, its signatures unchecked (give --root to verify it first)", path.display())),
+                false => say(format!("NOT SIGNED: what the policy.toml {} says", path.display())),
             }
             policy_of(path, bytes)?
         }
     };
+    if systemd {
+        print!("{}", systemd::timer_drop_in(&policy, root.is_some(), from));
+        return Ok(());
+    }
     match schedule::state_at(&policy, from) {
         WindowState::Open { until } => println!("at {from}: OPEN until {until}"),
         WindowState::Closed { next_open: Some(next) } => println!("at {from}: closed, next opening {next}"),

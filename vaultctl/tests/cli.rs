@@ -165,6 +165,16 @@ fn show_and_schedule_read_a_bundle() {
     let run = ok(d, &["schedule", "--policy", "p.bundle", "--from", "2026-11-28T23:00:00Z", "--days", "8"]);
     assert!(run.stdout.contains("at 2026-11-28T23:00:00Z: OPEN until 2026-11-29T01:00:00Z"), "{}", run.stdout);
     assert!(run.stdout.contains("2026-12-05T22:00:00Z .. 2026-12-06T01:00:00Z  (3h)"), "{}", run.stdout);
+
+    // The same windows as a timer drop-in; systemd itself parses each calendar expression.
+    let run = ok(d, &["schedule", "--policy", "p.bundle", "--root", "root.toml", "--from", "2026-11-28T23:00:00Z", "--systemd"]);
+    assert!(run.stderr.contains("verified against root.toml"), "{}", run.stderr);
+    let calendars: Vec<&str> = run.stdout.lines().filter_map(|l| l.strip_prefix("OnCalendar=")).collect();
+    assert_eq!(calendars, ["", "Sat *-*-* 22:00:00 UTC"], "{}", run.stdout);
+    assert!(run.stdout.contains("[Timer]\n"), "{}", run.stdout);
+    let parsed = Command::new("systemd-analyze").args(["calendar", calendars[1]]).output().expect("systemd-analyze (scripts/ensure-tools.sh installs systemd)");
+    assert!(parsed.status.success(), "systemd refuses `{}`: {}", calendars[1], String::from_utf8_lossy(&parsed.stderr));
+    assert!(String::from_utf8_lossy(&parsed.stdout).contains("Normalized form: Sat *-*-* 22:00:00 UTC"), "{}", String::from_utf8_lossy(&parsed.stdout));
 }
 
 #[test]
@@ -976,4 +986,43 @@ fn snapshots_and_restore_say_a_store_directory_is_missing_or_empty_not_corrupt()
         }
     }
     assert!(!d.join("out").exists() && !d.join("report.html").exists());
+}
+
+#[test]
+fn receipts_are_listed_shown_and_verified_against_the_pinned_key_and_the_store() {
+    let (store, vault_key, vault) = sealed_store();
+    let d = store.path();
+    let root = store.root_arg();
+    let kept = d.join("receipts");
+    std::fs::create_dir(&kept).unwrap();
+    let reader = vault_store::StoreReader::open(&store.root()).unwrap();
+    std::fs::write(kept.join("s1.json"), reader.receipt("s1").unwrap().to_file_bytes()).unwrap();
+    let kept_arg = kept.display().to_string();
+
+    let run = ok(d, &["receipts", "list", "--receipts", &kept_arg, "--vault-key", &vault_key]);
+    assert!(run.stdout.starts_with("s1  ") && run.stderr.contains("1 receipt(s) in"), "{}{}", run.stdout, run.stderr);
+    let run = ok(d, &["receipts", "show", "--receipts", &kept_arg, "--vault-key", &vault_key, "s1"]);
+    assert!(run.stdout.contains("dataset") && run.stdout.contains("manifest_sha256"), "{}", run.stdout);
+    let run = ok(d, &["receipts", "verify", "--receipts", &kept_arg, "--vault-key", &vault_key, "--store", &root]);
+    assert!(run.stdout.contains("OK      s1") && run.stderr.contains("verify against vault key"), "{}{}", run.stdout, run.stderr);
+
+    // A receipt the same vault signed for a snapshot this store does not hold (a lost disk, a
+    // swapped one), and one a forger signed.
+    let other = TestStore::new();
+    seal_snapshot(&other, &vault, "s9", RETAINED, &TREE);
+    std::fs::write(kept.join("s9.json"), vault_store::StoreReader::open(&other.root()).unwrap().receipt("s9").unwrap().to_file_bytes()).unwrap();
+    let run = vaultctl(d, &["receipts", "verify", "--receipts", &kept_arg, "--vault-key", &vault_key, "--store", &root]);
+    assert_eq!(run.code, Some(6), "{}", run.stderr);
+    assert!(run.stdout.contains("FAILED") && run.stdout.contains("s9.json: the store has no receipt for it"), "{}", run.stdout);
+    assert!(run.stderr.contains("1 of 2 receipt(s) do not verify"), "{}", run.stderr);
+    ok(d, &["receipts", "verify", "--receipts", &kept_arg, "--vault-key", &vault_key]);
+
+    let forger = signing_key();
+    seal_snapshot(&other, &forger, "s8", RETAINED, &TREE);
+    std::fs::write(kept.join("s8.json"), vault_store::StoreReader::open(&other.root()).unwrap().receipt("s8").unwrap().to_file_bytes()).unwrap();
+    let run = vaultctl(d, &["receipts", "list", "--receipts", &kept_arg, "--vault-key", &vault_key]);
+    assert_eq!(run.code, Some(6), "{}", run.stderr);
+    assert!(run.stdout.contains("s8.json  NOT VERIFIED: receipt signature does not verify"), "{}", run.stdout);
+    let run = vaultctl(d, &["receipts", "show", "--receipts", &kept_arg, "--vault-key", &vault_key, "s8"]);
+    assert!(!run.ok && run.stderr.contains("receipt signature does not verify"), "{}", run.stderr);
 }
