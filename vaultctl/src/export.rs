@@ -115,7 +115,7 @@ fn verify(dir: &Path, vault_key: &PublicKey, json: bool) -> Result<()> {
 
 /// Restores `snapshot` from the export in `dir` into `to`, decrypting with the identities in
 /// `identity_file` (an `age-keygen` file).
-pub fn restore_from_export(dir: &Path, identity_file: &Path, snapshot: &str, to: &Path, vault_key: &PublicKey, keep_going: bool) -> Result<RestoreReport> {
+pub fn restore_from_export(dir: &Path, identity_file: &Path, snapshot: &str, to: &Path, vault_key: &PublicKey, keep_going: bool, selection: &crate::restore::Selection) -> Result<RestoreReport> {
     let bytes = vault_io::read_bounded(&dir.join(MANIFEST_FILE), vault_core::export::manifest::MAX_MANIFEST_BYTES)?;
     let signed = vault_core::keys::SignedDoc::from_file_bytes(&bytes, vault_core::export::manifest::MAX_MANIFEST_BYTES, "export manifest")?;
     let manifest = vault_core::export::manifest::ExportManifest::verify(&signed, vault_key).map_err(|e| CliError::Untrusted(format!("{}: {e}; is --vault-key this vault's?", dir.join(MANIFEST_FILE).display())))?;
@@ -125,7 +125,7 @@ pub fn restore_from_export(dir: &Path, identity_file: &Path, snapshot: &str, to:
     let scratch = tempfile::Builder::new().prefix(".vaultctl-export-").tempdir_in(parent).map_err(|e| CliError::Failed(format!("{}: no room for a scratch store: {e}", parent.display())))?;
     let store = scratch.path().join("store");
     decrypt_export(dir, &manifest, &identities, &[snapshot.to_string()], &store)?;
-    restore(&store, snapshot, to, &Trust::Pinned(*vault_key), keep_going)
+    restore(&store, snapshot, to, &Trust::Pinned(*vault_key), keep_going, selection)
 }
 
 fn load_identities(path: &Path) -> Result<Vec<Box<dyn age::Identity>>> {

@@ -101,8 +101,16 @@ enum Command {
         /// The `age` identity file (`age-keygen`) the export was encrypted to.
         #[arg(long, requires = "export")]
         identity: Option<PathBuf>,
+        /// A snapshot id, or `latest` (the newest verified one; with --dataset, of that dataset).
         #[arg(long)]
         snapshot: String,
+        /// With `--snapshot latest`: whose latest.
+        #[arg(long)]
+        dataset: Option<String>,
+        /// Restore only this path of the snapshot (a file, or a directory with all under it);
+        /// repeat for more.
+        #[arg(long = "include", value_name = "PATH")]
+        include: Vec<String>,
         /// A new or empty directory, or one holding an unfinished restore of this snapshot
         /// (resumed: files already there that verify are kept).
         #[arg(long)]
@@ -391,11 +399,19 @@ fn run(cli: Cli) -> Result<()> {
         Command::Generate { out } => generate(&out),
         Command::Audit(command) => audit::run(command),
         Command::Report { store, vault_key, out } => report::write(&store, &vault_key, &out),
-        Command::Restore { store, export, identity, snapshot, to, trust, keep_going, json } => {
+        Command::Restore { store, export, identity, snapshot, dataset, include, to, trust, keep_going, json } => {
             let trust = restore::Trust::from_args(trust.vault_key.as_deref(), trust.insecure_any_vault_key, "restore")?;
+            let selection = restore::Selection::new(&include)?;
+            if dataset.is_some() && snapshot != "latest" {
+                return Err(CliError::Usage(format!("--dataset picks whose `latest` to restore; --snapshot {snapshot} names one already: leave --dataset out")));
+            }
             let report = match (store, export, identity, &trust) {
-                (Some(store), _, _, _) => restore::restore(&store, &snapshot, &to, &trust, keep_going)?,
-                (None, Some(export), Some(identity), restore::Trust::Pinned(key)) => export::restore_from_export(&export, &identity, &snapshot, &to, key, keep_going)?,
+                (Some(store), _, _, _) => {
+                    let snapshot = if snapshot == "latest" { restore::latest(&vault_store::StoreReader::open(&store)?, &trust, dataset.as_deref())? } else { snapshot.clone() };
+                    restore::restore(&store, &snapshot, &to, &trust, keep_going, &selection)?
+                }
+                (None, Some(_), _, _) if snapshot == "latest" => return Err(CliError::Usage("`latest` reads a store; from an export, name the snapshot (`vaultctl export verify` lists them)".into())),
+                (None, Some(export), Some(identity), restore::Trust::Pinned(key)) => export::restore_from_export(&export, &identity, &snapshot, &to, key, keep_going, &selection)?,
                 _ => return Err(CliError::Usage("restore --export needs --identity and --vault-key (an export is only ever read under the pinned vault key)".into())),
             };
             print_restore_report(&report, json);
@@ -403,9 +419,10 @@ fn run(cli: Cli) -> Result<()> {
                 return Ok(());
             }
             Err(CliError::Incomplete(format!(
-                "{} file(s) of snapshot {snapshot} could not be restored (listed); none of them is in {} even in part, and {}/ \
+                "{} file(s) of snapshot {} could not be restored (listed); none of them is in {} even in part, and {}/ \
                  stays there so the same command resumes once the store is repaired",
                 report.not_restored.len(),
+                report.snapshot,
                 to.display(),
                 to.join(restore::MARKER_DIR).display()
             )))

@@ -147,10 +147,70 @@ fn mtime(secs: i64) -> std::time::SystemTime {
     }
 }
 
-pub fn restore(store: &Path, snapshot: &str, to: &Path, trust: &Trust, keep_going: bool) -> Result<RestoreReport> {
+/// `--include PATH` (repeat): the part of a snapshot to restore, each path a file or a
+/// directory (with everything under it) as the snapshot names it, from its top. None: all.
+#[derive(Debug, Default)]
+pub struct Selection {
+    paths: Vec<Vec<u8>>,
+}
+
+impl Selection {
+    pub fn new(includes: &[String]) -> Result<Selection> {
+        let mut paths = Vec::with_capacity(includes.len());
+        for include in includes {
+            let trimmed = include.trim_start_matches("./").trim_matches('/');
+            if trimmed.is_empty() || trimmed.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+                return Err(CliError::Usage(format!("--include `{include}`: give a path inside the snapshot, as `snapshots` and the manifest name it (e.g. `etc/nginx` or `db.dump`), without `..` or empty parts")));
+            }
+            paths.push(trimmed.as_bytes().to_vec());
+        }
+        Ok(Selection { paths })
+    }
+
+    /// An entry is restored when it is an included path or under one; a directory also when
+    /// an included path is under it (so its mode and time are restored too).
+    fn wants(&self, path: &[u8], is_dir: bool) -> bool {
+        let under = |inner: &[u8], outer: &[u8]| inner.len() > outer.len() && inner.starts_with(outer) && inner[outer.len()] == b'/';
+        self.paths.is_empty() || self.paths.iter().any(|inc| path == inc.as_slice() || under(path, inc) || (is_dir && under(inc, path)))
+    }
+
+    /// Every include names something in the manifest: a typo is said, not restored as nothing.
+    fn check(&self, manifest: &vault_core::push::manifest::Manifest, snapshot: &str) -> Result<()> {
+        for inc in &self.paths {
+            if !manifest.entries.iter().any(|e| e.path == *inc || (e.path.len() > inc.len() && e.path.starts_with(inc) && e.path[inc.len()] == b'/')) {
+                return Err(CliError::Usage(format!("--include `{}` matches nothing in snapshot {snapshot}; nothing was written", String::from_utf8_lossy(inc))));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `latest`: the newest snapshot (by the vault's receive time) whose receipt verifies, of
+/// `dataset`, or of the only dataset the store holds.
+pub fn latest(reader: &StoreReader, trust: &Trust, dataset: Option<&str>) -> Result<String> {
+    let mut newest: Option<(vault_core::units::Timestamp, String)> = None;
+    let mut datasets = std::collections::BTreeSet::new();
+    for id in reader.snapshot_ids()? {
+        let Ok(receipt) = trust.verify(reader, &id) else { continue };
+        datasets.insert(receipt.dataset.clone());
+        if dataset.is_none_or(|d| d == receipt.dataset) && newest.as_ref().is_none_or(|(at, _)| receipt.received_at > *at) {
+            newest = Some((receipt.received_at, id));
+        }
+    }
+    if dataset.is_none() && datasets.len() > 1 {
+        return Err(CliError::Usage(format!("`latest` of which dataset? The store holds {}: give --dataset", datasets.into_iter().collect::<Vec<_>>().join(", "))));
+    }
+    newest.map(|(_, id)| id).ok_or_else(|| match dataset {
+        Some(d) => CliError::Usage(format!("`latest`: no verified snapshot of dataset `{d}` in the store (the store holds: {})", datasets.into_iter().collect::<Vec<_>>().join(", "))),
+        None => CliError::Usage("`latest`: the store holds no verified snapshot".into()),
+    })
+}
+
+pub fn restore(store: &Path, snapshot: &str, to: &Path, trust: &Trust, keep_going: bool, selection: &Selection) -> Result<RestoreReport> {
     let reader = StoreReader::open(store)?;
     let receipt = trust.verify(&reader, snapshot)?;
     let manifest = reader.manifest_checked(snapshot, &receipt)?;
+    selection.check(&manifest, snapshot)?;
     if manifest.entries.iter().any(|e| e.path == MARKER_DIR.as_bytes()) {
         return Err(CliError::Failed(format!(
             "snapshot {snapshot} holds a top-level entry named `{MARKER_DIR}`, the name restore keeps its resume marker under; this restore cannot place it"
@@ -170,6 +230,9 @@ pub fn restore(store: &Path, snapshot: &str, to: &Path, trust: &Trust, keep_goin
     let mut dirs = Vec::new();
     for (number, entry) in manifest.entries.iter().enumerate() {
         check_path(&entry.path)?;
+        if !selection.wants(&entry.path, matches!(entry.kind, EntryKind::Dir)) {
+            continue;
+        }
         let relative = Path::new(OsStr::from_bytes(&entry.path));
         let target = to.join(relative);
         match &entry.kind {

@@ -264,6 +264,11 @@ enum Item {
 /// Seals `items` (sorted by path) as snapshot `id`, its receipt signed by `key`, retained
 /// until `retain_until`.
 fn seal_snapshot(store: &TestStore, key: &SigningKey, id: &str, retain_until: i64, items: &[(&str, Item)]) {
+    seal_snapshot_of(store, key, id, None, retain_until, items);
+}
+
+/// [`seal_snapshot`] of `(dataset, received_at)` instead of test-net's defaults.
+fn seal_snapshot_of(store: &TestStore, key: &SigningKey, id: &str, dataset_at: Option<(&str, i64)>, retain_until: i64, items: &[(&str, Item)]) {
     let (vault, _) = Store::open(&store.root()).unwrap();
     let mut pack = vault.begin().unwrap();
     let mut entries = Vec::new();
@@ -286,7 +291,10 @@ fn seal_snapshot(store: &TestStore, key: &SigningKey, id: &str, retain_until: i6
         entries.push(Entry { path: path.as_bytes().to_vec(), mode: if matches!(item, Item::Dir) { 0o750 } else { 0o640 }, mtime: 1_700_000_000, kind });
     }
     let manifest = Manifest { entries }.encode().unwrap();
-    let receipt = test_net::signed_receipt(key, id, &manifest, "db-backup", retain_until);
+    let receipt = match dataset_at {
+        None => test_net::signed_receipt(key, id, &manifest, "db-backup", retain_until),
+        Some((dataset, at)) => test_net::signed_receipt_at(key, id, &manifest, ("db-backup", dataset), at, retain_until),
+    };
     vault.seal_all(pack, SealInput { snapshot_id: id, manifest: &manifest, receipt: &receipt, profile: None }).unwrap();
 }
 
@@ -1025,4 +1033,25 @@ fn receipts_are_listed_shown_and_verified_against_the_pinned_key_and_the_store()
     assert!(run.stdout.contains("s8.json  NOT VERIFIED: receipt signature does not verify"), "{}", run.stdout);
     let run = vaultctl(d, &["receipts", "show", "--receipts", &kept_arg, "--vault-key", &vault_key, "s8"]);
     assert!(!run.ok && run.stderr.contains("receipt signature does not verify"), "{}", run.stderr);
+}
+
+#[test]
+fn restore_takes_latest_and_only_the_included_paths() {
+    let (store, vault_key, vault) = sealed_store();
+    let d = store.path();
+    let root = store.root_arg();
+    seal_snapshot_of(&store, &vault, "s2", Some(("db", 1_800_000_050)), RETAINED, &[("a", Item::File(b"alpha, the newer one")), ("d", Item::Dir), ("d/e", Item::File(b"echo 2"))]);
+    seal_snapshot_of(&store, &vault, "s3", Some(("etc", 1_800_000_100)), RETAINED, &[("hosts", Item::File(b"127.0.0.1 localhost"))]);
+
+    refused(d, &["restore", "--store", &root, "--snapshot", "latest", "--to", "all", "--vault-key", &vault_key], "`latest` of which dataset? The store holds db, etc: give --dataset");
+    let run = ok(d, &["restore", "--store", &root, "--snapshot", "latest", "--dataset", "db", "--include", "d", "--to", "only-d", "--vault-key", &vault_key]);
+    assert!(run.stdout.contains("s2") || run.stderr.contains("s2"), "{}{}", run.stdout, run.stderr);
+    assert_eq!(tree_of(&d.join("only-d")), BTreeMap::from([("d/e".to_string(), "echo 2".to_string())]), "only d/ of the newest db snapshot");
+    ok(d, &["restore", "--store", &root, "--snapshot", "s1", "--include", "./a", "--include", "link", "--to", "two", "--vault-key", &vault_key]);
+    assert_eq!(tree_of(&d.join("two")), BTreeMap::from([("a".to_string(), "alpha: kept whole".to_string()), ("link".to_string(), "-> a".to_string())]));
+    let run = vaultctl(d, &["restore", "--store", &root, "--snapshot", "s1", "--include", "d/nope", "--to", "none", "--vault-key", &vault_key]);
+    assert_eq!(run.code, Some(2), "{}", run.stderr);
+    assert!(run.stderr.contains("--include `d/nope` matches nothing in snapshot s1; nothing was written") && !d.join("none").exists(), "{}", run.stderr);
+    refused(d, &["restore", "--store", &root, "--snapshot", "s1", "--include", "../etc", "--to", "x", "--vault-key", &vault_key], "without `..` or empty parts");
+    refused(d, &["restore", "--store", &root, "--snapshot", "latest", "--dataset", "www", "--to", "x", "--vault-key", &vault_key], "no verified snapshot of dataset `www` in the store (the store holds: db, etc)");
 }
