@@ -2,6 +2,7 @@
 //! the vault from outside: threads inside a network namespace, an ARP prober that also
 //! captures every frame the vault side sends, and deterministic test data with a way to
 //! compare trees byte for byte. Needs root for the namespaces and packet sockets.
+#![forbid(unsafe_code)]
 
 pub mod lifecycle_bench;
 
