@@ -162,7 +162,7 @@ impl Attrs {
     fn and(&mut self, mask: &[u8]) -> &mut Self {
         let zero = vec![0; mask.len()];
         self.expression("bitwise", |e| {
-            e.be32(NFTA_BITWISE_SREG, NFT_REG_1).be32(NFTA_BITWISE_DREG, NFT_REG_1).be32(NFTA_BITWISE_LEN, mask.len() as u32);
+            e.be32(NFTA_BITWISE_SREG, NFT_REG_1).be32(NFTA_BITWISE_DREG, NFT_REG_1).be32(NFTA_BITWISE_LEN, u32::try_from(mask.len()).expect("a mask of a few header bytes"));
             e.nest(NFTA_BITWISE_MASK, |d| {
                 d.put(NFTA_DATA_VALUE, mask);
             });
@@ -341,10 +341,11 @@ fn set_receive_timeout(socket: &Socket, timeout: Duration) -> std::io::Result<()
     use nix::libc;
     use std::os::fd::AsRawFd;
     let value = libc::timeval { tv_sec: timeout.as_secs() as libc::time_t, tv_usec: timeout.subsec_micros() as libc::suseconds_t };
+    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::timeval>()).expect("a timeval is 16 bytes");
     // SAFETY: `value` is a live timeval and the length passed is its size; the kernel copies it
     // and keeps no pointer.
     let result = unsafe {
-        libc::setsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&value as *const libc::timeval).cast(), std::mem::size_of::<libc::timeval>() as libc::socklen_t)
+        libc::setsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&value as *const libc::timeval).cast(), len)
     };
     if result < 0 {
         return Err(std::io::Error::last_os_error());

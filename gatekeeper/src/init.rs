@@ -82,7 +82,10 @@ pub fn report_panics() {
 /// Milliseconds since the kernel started (for boot-time reports).
 pub fn uptime_ms() -> Option<u64> {
     let secs: f64 = std::fs::read_to_string("/proc/uptime").ok()?.split_whitespace().next()?.parse().ok()?;
-    Some((secs * 1000.0) as u64)
+    // why: whole milliseconds are meant (the fraction dropped); `as` saturates, so a nonsense value cannot wrap.
+    #[allow(clippy::cast_possible_truncation)]
+    let ms = (secs * 1000.0) as u64;
+    Some(ms)
 }
 
 fn nix_err(what: &'static str) -> impl FnOnce(nix::Error) -> GatekeeperError {

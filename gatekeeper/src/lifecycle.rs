@@ -373,12 +373,12 @@ mod tests {
     /// One night's push of a 1 MiB file of its own: sealed, or the store's refusal.
     fn push_night(store: &Store, key: &SigningKey, night: i64) -> Result<String, StoreError> {
         use vault_core::push::manifest::{ChunkRef, Entry, EntryKind, Manifest};
-        let mut data = vec![0u8; MIB as usize];
+        let mut data = vec![0u8; usize::try_from(MIB).unwrap()];
         data[..8].copy_from_slice(&night.to_be_bytes());
         let id = format!("pg-night-{night:04}");
         let mut pack = store.begin()?;
         pack.append(ChunkId::of(&data), &data)?;
-        let entry = Entry { path: b"dump".to_vec(), mode: 0o600, mtime: 1, kind: EntryKind::File { size: MIB, chunks: vec![ChunkRef { id: ChunkId::of(&data), len: MIB as u32 }] } };
+        let entry = Entry { path: b"dump".to_vec(), mode: 0o600, mtime: 1, kind: EntryKind::File { size: MIB, chunks: vec![ChunkRef { id: ChunkId::of(&data), len: u32::try_from(MIB).unwrap() }] } };
         let manifest = Manifest { entries: vec![entry] }.encode().unwrap();
         let receipt = test_net::signed_receipt_at(key, &id, &manifest, ("db", "pg"), T0 + night * DAY, T0 + (night + 7) * DAY);
         store.seal_all(pack, vault_store::SealInput { snapshot_id: &id, manifest: &manifest, receipt: &receipt, profile: None })?;
@@ -438,7 +438,7 @@ mod tests {
         let failed: Vec<_> = report.snapshots.iter().filter(|s| s.error_count > 0).collect();
         assert_eq!(failed.len(), 1, "{report:?}");
         let night: i64 = failed[0].snapshot.trim_start_matches("pg-night-").parse().unwrap();
-        let mut data = vec![0u8; MIB as usize];
+        let mut data = vec![0u8; usize::try_from(MIB).unwrap()];
         data[..8].copy_from_slice(&night.to_be_bytes());
         let chunk = ChunkId::of(&data).to_string();
         assert!(failed[0].errors[0].contains(&chunk) && failed[0].errors[0].contains("dump"), "{:?}", failed[0].errors);
@@ -512,7 +512,7 @@ mod tests {
                 Some(len) => pack.prove(chunk, len).unwrap(),
                 None => pack.append(chunk, data).unwrap(),
             }
-            let len = data.len() as u32;
+            let len = u32::try_from(data.len()).unwrap();
             entries.push(Entry { path: name.as_bytes().to_vec(), mode: 0o600, mtime: 1, kind: EntryKind::File { size: u64::from(len), chunks: vec![ChunkRef { id: chunk, len }] } });
         }
         let manifest = Manifest { entries }.encode().unwrap();
@@ -573,7 +573,7 @@ mod tests {
             let oldest_held = (night - 29).max(0);
             let rewritten = usize::from(night >= 30 && oldest_held % 7 != 0);
             assert_eq!(std::fs::read_dir(store.root().join("snapshots")).unwrap().count() as i64, night - oldest_held + 1, "night {night}");
-            assert_eq!(pack_count(), (night - oldest_held + 1) as usize + rewritten, "night {night}");
+            assert_eq!(pack_count(), usize::try_from(night - oldest_held + 1).unwrap() + rewritten, "night {night}");
             let bytes: u64 = std::fs::read_dir(store.root().join("packs")).unwrap().flatten().map(|e| e.metadata().unwrap().len()).sum();
             most_bytes = most_bytes.max(bytes);
         }

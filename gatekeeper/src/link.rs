@@ -257,7 +257,7 @@ impl RtLink {
             carrier: msg.header.flags.contains(LinkFlags::LowerUp),
             operstate: operstate_of(&msg),
             addresses: addresses.iter().filter_map(address_in).map(|a| a.to_string()).collect(),
-            took_ms: since.elapsed().as_millis() as u64,
+            took_ms: u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX),
         })
     }
 
@@ -316,7 +316,7 @@ impl RtLink {
                 return Ok(seen);
             }
             if started.elapsed() > carrier_within {
-                return Err(GatekeeperError::NoCarrier { nic: nic.name.clone(), within_ms: carrier_within.as_millis() as u64, operstate: seen.operstate });
+                return Err(GatekeeperError::NoCarrier { nic: nic.name.clone(), within_ms: u64::try_from(carrier_within.as_millis()).unwrap_or(u64::MAX), operstate: seen.operstate });
             }
             tokio::time::sleep(POLL_EVERY).await;
         }

@@ -230,7 +230,8 @@ fn boot_as_init() -> ! {
         }
         restarts.retain(|at| at.elapsed() < Duration::from_secs(3600));
         restarts.push(std::time::Instant::now());
-        let restarts_this_hour = restarts.len() as u32;
+        // Saturates: past u32::MAX it halts all the same.
+        let restarts_this_hour = u32::try_from(restarts.len()).unwrap_or(u32::MAX);
         if restarts_this_hour > init::MAX_RESTARTS_PER_HOUR {
             init::halt(&format!("the daemon panicked {restarts_this_hour} times within an hour; the vault stays sealed until it is restarted"));
         }

@@ -32,11 +32,11 @@ struct TpacketStats {
 
 /// `A = pkttype; if A == PACKET_OUTGOING return whole frame else return 0 (drop)`.
 fn outgoing_only_program() -> [libc::sock_filter; 4] {
-    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter { code: code as u16, jt, jf, k };
+    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter { code: u16::try_from(code).expect("classic BPF opcodes are 16 bits"), jt, jf, k };
     [
         op(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0, 0, SKF_AD_OFF + SKF_AD_PKTTYPE),
         op(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, 1, PACKET_OUTGOING),
-        op(libc::BPF_RET | libc::BPF_K, 0, 0, FRAME_MAX as u32),
+        op(libc::BPF_RET | libc::BPF_K, 0, 0, u32::try_from(FRAME_MAX).expect("64 KiB")),
         op(libc::BPF_RET | libc::BPF_K, 0, 0, 0),
     ]
 }
@@ -49,10 +49,16 @@ fn check(what: &'static str, result: libc::c_int) -> io::Result<libc::c_int> {
     Ok(result)
 }
 
+/// The size of a `T` passed to the kernel (a socket option or address: a few bytes).
+fn socklen_of<T>() -> libc::socklen_t {
+    libc::socklen_t::try_from(std::mem::size_of::<T>()).expect("a socket option or address is far below 4 GiB")
+}
+
 fn set_option<T>(fd: &OwnedFd, level: libc::c_int, name: libc::c_int, value: &T, what: &'static str) -> io::Result<()> {
+    let len = socklen_of::<T>();
     // SAFETY: `value` is a live, initialised T and the length passed is its size; the kernel
     // copies that many bytes and keeps no pointer.
-    let result = unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, (value as *const T).cast(), std::mem::size_of::<T>() as libc::socklen_t) };
+    let result = unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, (value as *const T).cast(), len) };
     check(what, result).map(drop)
 }
 
@@ -73,7 +79,7 @@ impl OutgoingFrames {
         // SAFETY: `raw` is a fresh descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let program = outgoing_only_program();
-        let fprog = libc::sock_fprog { len: program.len() as u16, filter: program.as_ptr() as *mut libc::sock_filter };
+        let fprog = libc::sock_fprog { len: u16::try_from(program.len()).expect("four instructions"), filter: program.as_ptr() as *mut libc::sock_filter };
         set_option(&fd, libc::SOL_SOCKET, SO_ATTACH_FILTER, &fprog, "attach the outgoing-only filter")?;
         let queue = libc::c_int::try_from(queue_bytes).unwrap_or(libc::c_int::MAX);
         // FORCE passes the system's rmem_max (CAP_NET_ADMIN, which the daemon holds); without
@@ -86,11 +92,12 @@ impl OutgoingFrames {
         // SAFETY: sockaddr_ll is plain data; all-zero is a valid value, the fields that matter
         // are set below.
         let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        address.sll_family = libc::AF_PACKET as u16;
-        address.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        address.sll_family = u16::try_from(libc::AF_PACKET).expect("AF_PACKET is 17");
+        address.sll_protocol = u16::try_from(libc::ETH_P_ALL).expect("ETH_P_ALL is 3").to_be();
         address.sll_ifindex = ifindex as libc::c_int;
+        let len = socklen_of::<libc::sockaddr_ll>();
         // SAFETY: `address` is a live sockaddr_ll and the length passed is its size.
-        let bound = unsafe { libc::bind(fd.as_raw_fd(), (&address as *const libc::sockaddr_ll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t) };
+        let bound = unsafe { libc::bind(fd.as_raw_fd(), (&address as *const libc::sockaddr_ll).cast(), len) };
         check("bind to the NIC", bound)?;
         Ok(OutgoingFrames { fd, buf: vec![0; FRAME_MAX] })
     }
@@ -122,7 +129,7 @@ impl OutgoingFrames {
     pub fn bound_ifindex(&self) -> io::Result<i32> {
         // SAFETY: sockaddr_ll is plain data; all-zero is a valid value to be overwritten.
         let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        let mut len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        let mut len = socklen_of::<libc::sockaddr_ll>();
         // SAFETY: `address` and `len` are live locals; the kernel writes at most `len` bytes.
         let result = unsafe { libc::getsockname(self.fd.as_raw_fd(), (&mut address as *mut libc::sockaddr_ll).cast(), &mut len) };
         check("the socket's NIC", result)?;
@@ -133,7 +140,7 @@ impl OutgoingFrames {
     /// was full, since the last call (the kernel resets both as it reports them).
     pub fn take_counts(&self) -> io::Result<FrameCounts> {
         let mut stats = TpacketStats::default();
-        let mut len = std::mem::size_of::<TpacketStats>() as libc::socklen_t;
+        let mut len = socklen_of::<TpacketStats>();
         // SAFETY: `stats` and `len` are live locals; the kernel writes at most `len` bytes.
         let result = unsafe { libc::getsockopt(self.fd.as_raw_fd(), libc::SOL_PACKET, PACKET_STATISTICS, (&mut stats as *mut TpacketStats).cast(), &mut len) };
         check("packet statistics", result)?;

@@ -47,7 +47,7 @@ fn keep_disk_busy(dir: std::path::PathBuf, stop: std::sync::Arc<std::sync::atomi
 
 fn window_answers_arp_only_inside(tag: &str, busy_disk: bool) {
     let net = Net::new(tag);
-    let start = unix_now().ceil() as i64;
+    let start = unix_now_secs_ceil();
     let (from, until) = (start + 3, start + 6);
     let vault = Vault::with_window(from, until);
     let label = if busy_disk { " (disk busy)" } else { "" };
@@ -152,7 +152,7 @@ fn the_kernels_arp_probe_for_the_pusher_keeps_the_window_open_and_a_real_unsolic
     // The kernel probes a neighbour 1 s after a frame to it that nothing confirmed (5 s by
     // default), so the probe comes while the test watches.
     sh(&["ip", "netns", "exec", &net.vault_ns, "sysctl", "-qw", "net.ipv4.neigh.vault0.delay_first_probe_time=1"]);
-    let start = unix_now().ceil() as i64;
+    let start = unix_now_secs_ceil();
     let (from, until) = (start + 3, start + 60);
     let vault = Vault::build(VaultSpec { window: (from, until), pushers: vec![("db", "1GiB")], early: false, grace: "1s", datasets: vec![] });
     let work = tempfile::tempdir().unwrap();
@@ -229,7 +229,7 @@ fn the_kernels_arp_probe_for_the_pusher_keeps_the_window_open_and_a_real_unsolic
 #[test]
 fn the_watchdog_undoes_a_link_brought_up_outside_a_window() {
     let net = Net::new("dog");
-    let now = unix_now() as i64;
+    let now = unix_now_secs();
     let vault = Vault::with_window(now + 3_600, now + 3_700);
     let prober = Prober::start(&net.probe_site());
     let daemon = Daemon::start(&net, &vault);
@@ -268,7 +268,7 @@ fn the_watchdog_undoes_a_link_brought_up_outside_a_window() {
 #[test]
 fn a_foreign_nic_is_quieted_by_its_name_inside_and_outside_a_window() {
     let net = Net::new("stray");
-    let now = unix_now() as i64;
+    let now = unix_now_secs();
     let vault = Vault::with_window(now + 4, now + 30);
     let daemon = Daemon::start(&net, &vault);
     daemon.wait_for("state_changed", 6.0);
@@ -304,7 +304,7 @@ fn a_foreign_nic_is_quieted_by_its_name_inside_and_outside_a_window() {
 #[test]
 fn a_clock_behind_the_floor_keeps_it_sealed_with_an_alarm() {
     let net = Net::new("clk");
-    let now = unix_now() as i64;
+    let now = unix_now_secs();
     let vault = Vault::with_window(now + 2, now + 5);
     // The floor says it is tomorrow: the host clock is a day behind it.
     let state_path = vault.state().join("state.json");
@@ -339,7 +339,7 @@ fn assert_sealed_until(daemon: Daemon, prober: Prober, until: i64, case: &str) {
 #[test]
 fn a_policy_the_root_in_force_did_not_sign_is_dropped_at_start_and_the_vault_stays_sealed() {
     let net = Net::new("reimage");
-    let now = unix_now() as i64;
+    let now = unix_now_secs();
     let vault = Vault::with_window(now + 1, now + 4);
     let mut root = vault_core::policy::root::TrustRoot::from_toml(&std::fs::read_to_string(vault.root()).unwrap()).unwrap();
     root.admins[1].key = new_key().public_key();

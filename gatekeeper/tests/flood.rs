@@ -88,7 +88,7 @@ fn a_flood_of_tiny_chunks_and_maximal_manifests_is_bounded_and_refused_by_name()
     let sessions = env_or("FLOOD_SESSIONS", 2);
     let chunks = env_or("FLOOD_CHUNKS", MAX_SESSION_NEW_CHUNKS);
     let net = Net::new("flood");
-    let now = unix_now() as i64;
+    let now = unix_now_secs();
     let names: Vec<&'static str> = (0..sessions).map(|i| &*Box::leak(format!("p{i}").into_boxed_str())).collect();
     let vault = Vault::build(VaultSpec { window: (now + 1, now + 900), pushers: names.iter().map(|n| (*n, "64GiB")).collect(), early: false, grace: "1s", datasets: vec![] });
     let daemon = Daemon::start(&net, &vault);
@@ -141,7 +141,7 @@ fn a_flood_of_tiny_chunks_and_maximal_manifests_is_bounded_and_refused_by_name()
 #[test]
 fn sessions_past_the_window_limit_are_refused_by_name() {
     let net = Net::new("sessions");
-    let now = unix_now() as i64;
+    let now = unix_now_secs();
     let vault = Vault::build(VaultSpec { window: (now + 1, now + 300), pushers: vec![("p", "1GiB")], early: false, grace: "1s", datasets: vec![] });
     let daemon = Daemon::start(&net, &vault);
     daemon.wait_for("listening", 8.0);

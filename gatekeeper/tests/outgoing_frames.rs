@@ -42,7 +42,7 @@ fn send_from(ns: &str, from: &'static str, to: &'static str, count: usize) {
         for i in 0..count {
             // The queue may be full for a moment (the kernel's own, not the guard's).
             let mut tries = 0;
-            while let Err(e) = socket.send_to(&(i as u32).to_be_bytes(), to) {
+            while let Err(e) = socket.send_to(&u32::try_from(i).unwrap().to_be_bytes(), to) {
                 tries += 1;
                 assert!(tries < 1_000, "sending from {from}: {e}");
                 std::thread::sleep(Duration::from_millis(1));
@@ -101,7 +101,7 @@ fn frames_the_guard_had_no_room_for_are_counted_once() {
     send_from(&net.vault_ns, "192.0.2.10:0", "192.0.2.1:9", 500);
     std::thread::sleep(Duration::from_millis(200));
     let counts = frames.take_counts().unwrap();
-    let queued = read_all(&mut frames).len() as u32;
+    let queued = u32::try_from(read_all(&mut frames).len()).unwrap();
     println!("MEASURE a full queue: {} frames sent, {queued} queued, {} dropped and counted", counts.sent, counts.dropped);
     assert!(counts.dropped > 0 && queued > 0, "{counts:?}, {queued} queued");
     // Every frame the NIC sent is either read or counted as dropped, none twice.

@@ -46,7 +46,7 @@ fn listening_inode(pid: u32, port: u16) -> u64 {
 #[test]
 fn what_reads_pushers_runs_as_its_own_uid_without_capabilities_or_files_and_still_serves() {
     let net = Net::new("privsep");
-    let start = unix_now().ceil() as i64;
+    let start = unix_now_secs_ceil();
     let vault = Vault::build(VaultSpec { window: (start + 2, start + 60), pushers: vec![("db", "1GiB")], early: false, grace: "2s", datasets: vec![] });
     let daemon = Daemon::start(&net, &vault);
     daemon.wait_for("listening", 10.0);
@@ -111,7 +111,7 @@ fn what_reads_pushers_runs_as_its_own_uid_without_capabilities_or_files_and_stil
 #[test]
 fn a_worker_that_cannot_confine_itself_never_serves_and_the_window_closes() {
     let net = Net::new("privfail");
-    let start = unix_now().ceil() as i64;
+    let start = unix_now_secs_ceil();
     let vault = Vault::build(VaultSpec { window: (start + 2, start + 60), pushers: vec![("db", "1GiB")], early: false, grace: "2s", datasets: vec![] });
     let nowhere = tempfile::tempdir().unwrap();
     let missing = nowhere.path().join("no-such-directory");

@@ -27,7 +27,7 @@ fn make_tree(root: &Path) {
 #[test]
 fn push_incremental_push_early_close_and_byte_exact_restore() {
     let net = Net::new("push");
-    let start = unix_now().ceil() as i64;
+    let start = unix_now_secs_ceil();
     let vault = Vault::build(VaultSpec { window: (start + 2, start + 60), pushers: vec![("db", "1GiB"), ("logs", "1GiB")], early: true, grace: "5s", datasets: vec![] });
     let work = tempfile::tempdir().unwrap();
     let tree = work.path().join("tree");
@@ -69,7 +69,7 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     let received = vault_core::units::Timestamp::parse(body["received_at"].as_str().unwrap()).unwrap();
     let retain = vault_core::units::Timestamp::parse(body["retain_until"].as_str().unwrap()).unwrap();
     assert_eq!(retain.secs_since(received), 86_400);
-    assert!((received.unix() - unix_now() as i64).abs() < 30);
+    assert!((received.unix() - unix_now_secs()).abs() < 30);
 
     // A stream from stdin (`tar c ... | vaultctl push ... -`) is one snapshot too.
     let dump = pseudo_random_bytes(1 << 20, 7);
@@ -206,7 +206,7 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
 #[test]
 fn a_rewound_audit_log_fails_the_next_push_at_the_pusher() {
     let net = Net::new("rewind");
-    let start = unix_now().ceil() as i64;
+    let start = unix_now_secs_ceil();
     let vault = Vault::build(VaultSpec { window: (start + 2, start + 300), pushers: vec![("db", "1GiB")], early: false, grace: "5s", datasets: vec![] });
     let work = tempfile::tempdir().unwrap();
     let tree = work.path().join("tree");
@@ -267,7 +267,7 @@ fn a_rewound_audit_log_fails_the_next_push_at_the_pusher() {
 #[test]
 fn early_close_waits_for_every_dataset_a_pusher_lists() {
     let net = Net::new("datasets");
-    let start = unix_now().ceil() as i64;
+    let start = unix_now_secs_ceil();
     let spec = VaultSpec { window: (start + 1, start + 60), pushers: vec![("db-backup", "1GiB")], early: true, grace: "5s", datasets: vec![("db-backup", "pgdump"), ("db-backup", "etc")] };
     let vault = Vault::build(spec);
     let work = tempfile::tempdir().unwrap();

@@ -37,7 +37,7 @@ impl Rig {
     /// `data_tmpfs`: before the daemon starts, mount a tmpfs of this size and move the state
     /// directory and the store onto it (one filesystem, as /data on the appliance).
     fn start(tag: &str, pushers: Vec<(&'static str, &'static str)>, run_flags: &[&str], data_tmpfs: Option<&str>) -> Rig {
-        let now = unix_now() as i64;
+        let now = unix_now_secs();
         Rig::start_window(tag, pushers, run_flags, data_tmpfs, (now + 1, now + 300))
     }
 
@@ -313,11 +313,11 @@ fn backdated_and_future_client_times_do_not_move_retention() {
     let rig = Rig::start("times", vec![("db", "1GiB")], &[], None);
     // 1970-01-01T00:00:01Z and 2100-01-01T00:00:00Z.
     for (label, client_time) in [("1970", 1i64), ("2100", 4_102_444_800)] {
-        let sent_at = unix_now() as i64;
+        let sent_at = unix_now_secs();
         let data = pseudo_random_bytes(20_000, client_time as u64);
         let receipt = rig.raw("db").push(&format!("claims-{label}"), client_time, &[(b"data.bin", &data)], &rig.vault_key);
         let received_at = receipt.received_at.unix();
-        assert!((sent_at - 1..=unix_now() as i64 + 1).contains(&received_at), "{label}: received_at {} is not the vault's clock (now {sent_at})", receipt.received_at);
+        assert!((sent_at - 1..=unix_now_secs() + 1).contains(&received_at), "{label}: received_at {} is not the vault's clock (now {sent_at})", receipt.received_at);
         assert_eq!(receipt.retain_until.secs_since(receipt.received_at), 86_400, "{label}: retention counts from the vault's clock");
         assert_eq!(receipt.client_time, client_time, "{label}: the claim is kept, as information");
         let (_, sealed) = rig.daemon.wait_for_matching(|e| e["event"] == "snapshot_sealed" && e["snapshot"] == receipt.snapshot_id.as_str(), 5.0);
@@ -351,7 +351,7 @@ fn idle_connections_from_strangers_do_not_keep_a_pusher_out() {
     use vault_core::push::admission::{MAX_HANDSHAKES, MAX_HANDSHAKES_PER_SOURCE};
     let rig = Rig::start("preauth", vec![("db", "1GiB")], &["--max-connections", "2", "--handshake-timeout-ms", "4000"], None);
     let before = rig.baseline("db");
-    let strangers: Vec<std::net::Ipv4Addr> = (0..=(MAX_HANDSHAKES / MAX_HANDSHAKES_PER_SOURCE) as u8).map(|i| std::net::Ipv4Addr::new(192, 0, 2, 100 + i)).collect();
+    let strangers: Vec<std::net::Ipv4Addr> = (0..=u8::try_from(MAX_HANDSHAKES / MAX_HANDSHAKES_PER_SOURCE).unwrap()).map(|i| std::net::Ipv4Addr::new(192, 0, 2, 100 + i)).collect();
     for address in &strangers {
         Command::new("ip").args(["-n", &rig.net.peer_ns, "addr", "add", &format!("{address}/24"), "dev", "tp0"]).status().unwrap();
     }
@@ -428,7 +428,7 @@ fn a_syn_from_an_address_that_never_asked_closes_nothing() {
 /// own end closes it.
 #[test]
 fn strangers_scanning_forging_and_idling_neither_close_nor_fill_the_window() {
-    let now = unix_now() as i64;
+    let now = unix_now_secs();
     let until = now + 40;
     let rig = Rig::start_window("strangers", vec![("db", "1GiB")], &["--max-connections", "2"], None, (now + 1, until));
     let prober = Prober::start(&rig.net.probe_site());

@@ -10,7 +10,7 @@ mod support;
 use std::process::Command;
 
 use test_net::{document_share, encrypt_in_place, prose, share_document};
-use support::{is_root, json_of, refused_stderr, unix_now, vaultctl_push, Daemon, Net, Vault, VaultSpec};
+use support::{is_root, json_of, refused_stderr, unix_now_secs, unix_now_secs_ceil, vaultctl_push, Daemon, Net, Vault, VaultSpec};
 use vault_core::lifecycle::retention::{plan_expiry, Retention};
 use vault_core::policy::orders::{self, DatasetDoc, OrderDoc, OrderKind, ORDER_SIGNING_CONTEXT};
 use vault_core::policy::state::VaultState;
@@ -25,7 +25,7 @@ fn state(vault: &Vault) -> VaultState {
 fn would_expire(vault: &Vault) -> Vec<String> {
     let (store, _) = vault_store::Store::open(&vault.store()).unwrap();
     let (sealed, _) = store.sealed_snapshots().unwrap();
-    let later = Timestamp::from_unix(unix_now() as i64 + 2 * 86_400).unwrap();
+    let later = Timestamp::from_unix(unix_now_secs() + 2 * 86_400).unwrap();
     let share: Vec<_> = sealed.into_iter().filter(|s| s.dataset == "share").collect();
     plan_expiry(&share, later, Retention { keep_last: 1 }, &state(vault).orders.holds()).expire.into_iter().map(|s| s.id).collect()
 }
@@ -46,7 +46,7 @@ fn a_suspect_push_is_sealed_and_marked_holds_the_dataset_and_closes_the_pusher_u
         return;
     }
     let net = Net::new("signals");
-    let start = unix_now().ceil() as i64;
+    let start = unix_now_secs_ceil();
     let spec = VaultSpec { window: (start + 1, start + 600), pushers: vec![("files", "1GiB"), ("db", "1GiB")], early: false, grace: "5s", datasets: vec![] };
     let vault = Vault::build_with(spec, "[signals]\nclose_windows = true\n");
     let work = tempfile::tempdir().unwrap();
@@ -68,7 +68,7 @@ fn a_suspect_push_is_sealed_and_marked_holds_the_dataset_and_closes_the_pusher_u
 
     // The attack: a third of the documents encrypted in place.
     for i in (0..120u64).step_by(3) {
-        encrypt_in_place(&share_document(&tree, i), i as u8);
+        encrypt_in_place(&share_document(&tree, i), u8::try_from(i).unwrap());
     }
     let out = vaultctl_push(&net, &vault, "files", "share", &tree, work.path());
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -121,7 +121,7 @@ fn a_suspect_push_is_sealed_and_marked_holds_the_dataset_and_closes_the_pusher_u
     // One admin is not the quorum a release needs; both are.
     let release = |serial: u64, signers: &[usize]| {
         let root = vault_core::policy::root::TrustRoot::from_toml(&std::fs::read_to_string(vault.root()).unwrap()).unwrap();
-        let now = Timestamp::from_unix(unix_now() as i64).unwrap();
+        let now = Timestamp::from_unix(unix_now_secs()).unwrap();
         let doc = OrderDoc {
             vault_id: "vault-01".into(),
             kind: OrderKind::Release,

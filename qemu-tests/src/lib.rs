@@ -3,6 +3,7 @@
 //! box from outside the way an operator would: USB sticks hot-plugged over QMP, resets,
 //! power cuts. Each VM gets a fresh copy-on-write overlay of the data disk, and its console
 //! log stays under `target/qemu-logs/<test>/` when a test fails.
+#![forbid(unsafe_code)]
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};

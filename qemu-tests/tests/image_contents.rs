@@ -38,7 +38,7 @@ fn read_cpio(lz4: &[u8]) -> BTreeMap<String, (u32, Vec<u8>)> {
         if name == "TRAILER!!!" {
             return entries;
         }
-        entries.insert(name, (mode as u32, data[body..body + size].to_vec()));
+        entries.insert(name, (u32::try_from(mode).unwrap(), data[body..body + size].to_vec()));
         at = (body + size).next_multiple_of(4);
     }
 }
@@ -46,7 +46,7 @@ fn read_cpio(lz4: &[u8]) -> BTreeMap<String, (u32, Vec<u8>)> {
 fn has_interpreter(elf: &[u8]) -> bool {
     assert_eq!(&elf[..4], b"\x7fELF");
     let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
-    let phoff = u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap()) as usize;
+    let phoff = usize::try_from(u64::from_le_bytes(elf[0x20..0x28].try_into().unwrap())).unwrap();
     let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
     (0..phnum).any(|i| u32::from_le_bytes(elf[phoff + i * phentsize..phoff + i * phentsize + 4].try_into().unwrap()) == 3)
 }

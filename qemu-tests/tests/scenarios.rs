@@ -793,7 +793,7 @@ fn an_encrypted_night_is_sealed_marked_suspect_in_its_receipt_and_alarmed_on_the
         assert_eq!(quiet["suspect"], false, "{quiet:#}");
     }
     for i in (0..60).step_by(3) {
-        test_net::encrypt_in_place(&test_net::share_document(&share, i), i as u8);
+        test_net::encrypt_in_place(&test_net::share_document(&share, i), u8::try_from(i).unwrap());
     }
     let out = box_.push("db-backup", "share", &share);
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -132,7 +132,7 @@ pub fn apply(tree: &Tree, attack: Attack, seed: u64) -> (Tree, Vec<String>) {
     let family = Family::new(&mut rng);
     let mut paths: Vec<&String> = tree.keys().collect();
     paths.shuffle(&mut rng);
-    let n = ((paths.len() as f64 * f64::from(attack.percent) / 100.0).round() as usize).clamp(1, paths.len());
+    let n = crate::content::whole((paths.len() as f64 * f64::from(attack.percent) / 100.0).round()).clamp(1, paths.len());
     let mut victims: Vec<String> = paths[..n].iter().map(|p| (*p).clone()).collect();
     victims.sort();
     let mut out = tree.clone();

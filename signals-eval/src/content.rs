@@ -19,7 +19,7 @@ const CITIES: &[&str] = &["Berlin", "Lyon", "Porto", "Gdansk", "Turin", "Leeds",
 /// A word, Zipf-like: the first words of the list far more often than the last.
 pub fn word(rng: &mut Rand) -> &'static str {
     let u: f64 = rng.gen();
-    WORDS[((u * u * u) * WORDS.len() as f64) as usize % WORDS.len()]
+    WORDS[whole((u * u * u) * WORDS.len() as f64) % WORDS.len()]
 }
 
 pub fn name(rng: &mut Rand) -> String {
@@ -309,7 +309,7 @@ pub fn crc32(data: &[u8]) -> u32 {
     let table = TABLE.get_or_init(|| {
         let mut t = [0u32; 256];
         for (i, e) in t.iter_mut().enumerate() {
-            let mut c = i as u32;
+            let mut c = u32::try_from(i).expect("below 256");
             for _ in 0..8 {
                 c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
             }
@@ -329,19 +329,23 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
     out.extend_from_slice(&deflate(data));
     out.extend_from_slice(&crc32(data).to_le_bytes());
-    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    // ISIZE: the length modulo 2^32 (RFC 1952), its low four bytes.
+    out.extend_from_slice(&(data.len() as u64).to_le_bytes()[..4]);
     out
 }
 
 /// A zip archive; each member deflated unless it is already compressed (then stored), as
 /// office suites and zip tools do.
 pub fn zip(members: &[(String, Vec<u8>, bool)]) -> Vec<u8> {
+    // Plain zip (no zip64): what is generated here stays far below its 16- and 32-bit fields.
+    let u16_of = |n: usize| u16::try_from(n).expect("below 64 Ki names or members");
+    let u32_of = |n: usize| u32::try_from(n).expect("below 4 GiB");
     let mut out = Vec::new();
     let mut central = Vec::new();
     for (name, data, compress) in members {
         let (method, body) = if *compress { (8u16, deflate(data)) } else { (0u16, data.clone()) };
         let crc = crc32(data);
-        let offset = out.len() as u32;
+        let offset = u32_of(out.len());
         let header = |sig: u32, central: bool| {
             let mut h = Vec::new();
             h.extend_from_slice(&sig.to_le_bytes());
@@ -351,10 +355,10 @@ pub fn zip(members: &[(String, Vec<u8>, bool)]) -> Vec<u8> {
             for v in [20u16, 0, method, 0x6000, 0x5821] {
                 h.extend_from_slice(&v.to_le_bytes());
             }
-            for v in [crc, body.len() as u32, data.len() as u32] {
+            for v in [crc, u32_of(body.len()), u32_of(data.len())] {
                 h.extend_from_slice(&v.to_le_bytes());
             }
-            h.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            h.extend_from_slice(&u16_of(name.len()).to_le_bytes());
             h.extend_from_slice(&0u16.to_le_bytes());
             if central {
                 for v in [0u16, 0, 0] {
@@ -370,13 +374,13 @@ pub fn zip(members: &[(String, Vec<u8>, bool)]) -> Vec<u8> {
         out.extend_from_slice(&body);
         central.extend_from_slice(&header(0x0201_4b50, true));
     }
-    let cd_offset = out.len() as u32;
+    let cd_offset = u32_of(out.len());
     out.extend_from_slice(&central);
     out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
-    for v in [0u16, 0, members.len() as u16, members.len() as u16] {
+    for v in [0u16, 0, u16_of(members.len()), u16_of(members.len())] {
         out.extend_from_slice(&v.to_le_bytes());
     }
-    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&u32_of(central.len()).to_le_bytes());
     out.extend_from_slice(&cd_offset.to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes());
     out
@@ -451,7 +455,7 @@ pub fn xlsx(csv: &str) -> Vec<u8> {
     for (r, line) in csv.lines().enumerate() {
         xml.push_str(&format!("<row r=\"{}\">", r + 1));
         for (c, cell) in line.split(',').enumerate() {
-            let col = (b'A' + (c % 26) as u8) as char;
+            let col = (b'A' + u8::try_from(c % 26).expect("below 26")) as char;
             if cell.parse::<f64>().is_ok() {
                 xml.push_str(&format!("<c r=\"{col}{}\"><v>{cell}</v></c>", r + 1));
             } else {
@@ -490,7 +494,7 @@ pub fn jpeg(rng: &mut Rand, len: usize) -> Vec<u8> {
 pub fn png(rng: &mut Rand, len: usize) -> Vec<u8> {
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
     let chunk = |out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]| {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        out.extend_from_slice(&u32::try_from(data.len()).expect("a generated PNG chunk is far below 4 GiB").to_be_bytes());
         let start = out.len();
         out.extend_from_slice(kind);
         out.extend_from_slice(data);
@@ -530,7 +534,18 @@ pub fn pdf(rng: &mut Rand, len: usize, scan: bool) -> Vec<u8> {
 pub fn log_size(rng: &mut Rand, lo: usize, hi: usize) -> usize {
     let lo = lo.max(1);
     let (a, b) = ((lo as f64).ln(), (hi.max(lo + 1) as f64).ln());
-    rng.gen_range(a..b).exp() as usize
+    whole(rng.gen_range(a..b).exp())
+}
+
+/// A count or size worked out in floating point (a share of a count or of a size, a
+/// log-uniform size), its fraction dropped; callers `.round()` first where they mean the nearest.
+// why: truncation is the intent, and bounded: every caller passes a finite value >= 0 that is a
+// count or size of the generated data times a factor of at most 1.5 (the scale, a share, a
+// jitter), or the exp() of a value below a usize's logarithm, so it fits a usize; and `as`
+// saturates rather than wraps should that ever not hold.
+#[allow(clippy::cast_possible_truncation)]
+pub fn whole(x: f64) -> usize {
+    x as usize
 }
 
 /// Small edits of a text: a few lines replaced or inserted at random places, as an editor

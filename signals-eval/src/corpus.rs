@@ -22,11 +22,11 @@ pub struct Scale {
 
 impl Scale {
     fn n(&self, full: usize) -> usize {
-        ((full as f64 * self.files).round() as usize).max(1)
+        c::whole((full as f64 * self.files).round()).max(1)
     }
 
     fn b(&self, full: usize) -> usize {
-        ((full as f64 * self.bytes) as usize).max(64)
+        c::whole(full as f64 * self.bytes).max(64)
     }
 }
 
@@ -266,7 +266,7 @@ fn sample(rng: &mut Rand, tree: &Tree, n: usize, keep: impl Fn(&str) -> bool) ->
 /// Edits 1-5% of the files `keep` accepts.
 fn nightly_edits(rng: &mut Rand, tree: &mut Tree, scale: &Scale, day: u32, keep: impl Fn(&str) -> bool) {
     let eligible = tree.keys().filter(|p| keep(p)).count();
-    let n = (eligible as f64 * rng.gen_range(0.01..0.05)).round() as usize;
+    let n = c::whole((eligible as f64 * rng.gen_range(0.01..0.05)).round());
     for path in sample(rng, tree, n, keep) {
         let file = tree[&path].clone();
         tree.insert(path.clone(), edit(rng, &path, &file, scale, day));
@@ -344,7 +344,7 @@ impl Corpus for Fileshare {
         // Photos and scans are rarely touched again; documents are.
         nightly_edits(rng, tree, scale, n, |p| !p.ends_with(".jpg") || rng_free_bool(p));
         let files = tree.len();
-        for _ in 0..(files as f64 * rng.gen_range(0.002..0.01)).round() as usize {
+        for _ in 0..c::whole((files as f64 * rng.gen_range(0.002..0.01)).round()) {
             let kind = pick(rng, OFFICE_MIX);
             let folder = self.folders.choose(rng).expect("folders").clone();
             let path = fresh_path(rng, tree, &folder, kind);
@@ -354,7 +354,7 @@ impl Corpus for Fileshare {
             let kind = if rng.gen_bool(0.6) { Kind::Scan } else { Kind::Jpg };
             tree.insert(format!("{}/scan-{:06}.{}", self.scans, rng.gen_range(0..1_000_000), kind.ext()), make(rng, kind, scale));
         }
-        let gone = (files as f64 * rng.gen_range(0.0..0.004)).round() as usize;
+        let gone = c::whole((files as f64 * rng.gen_range(0.0..0.004)).round());
         for p in sample(rng, tree, gone, |_| true) {
             tree.remove(&p);
         }
@@ -429,7 +429,7 @@ impl SourceTrees {
         }
         let mut packages = Vec::new();
         for (i, pkg) in ["serde-json", "tokio-util", "libpng", "zlib-ng", "requests", "iconpack"].iter().enumerate() {
-            let version = 10 + i as u32;
+            let version = 10 + u32::try_from(i).expect("six packages");
             let dir = format!("{}/vendor/{pkg}-1.{version}", repos[0]);
             if *pkg == "iconpack" {
                 // An icon set: hundreds of SVGs in one folder.
@@ -512,7 +512,7 @@ impl Corpus for SourceTrees {
                 self.loose.push(path);
             }
         }
-        let gone = (files as f64 * rng.gen_range(0.0..0.003)).round() as usize;
+        let gone = c::whole((files as f64 * rng.gen_range(0.0..0.003)).round());
         for p in sample(rng, tree, gone, |p| !p.contains("/.git/")) {
             tree.remove(&p);
         }
@@ -522,7 +522,7 @@ impl Corpus for SourceTrees {
                 let mine: Vec<String> = self.loose.iter().filter(|p| p.starts_with(repo.as_str())).cloned().collect();
                 let bytes: u64 = mine.iter().filter_map(|p| tree.remove(p)).map(|f| f.size).sum();
                 let id = hex(rng, 20);
-                let pack = (bytes as usize * 6 / 10).max(4096);
+                let pack = (usize::try_from(bytes).expect("generated in memory") * 6 / 10).max(4096);
                 tree.insert(format!("{repo}/.git/objects/pack/pack-{id}.pack"), File::new(c::random_bytes(rng, pack)));
                 tree.insert(format!("{repo}/.git/objects/pack/pack-{id}.idx"), File::new(c::random_bytes(rng, pack / 40 + 1024)));
             }
@@ -642,7 +642,7 @@ impl Corpus for Server {
         nightly_edits(rng, tree, scale, n, |p| p.starts_with("etc/") || p.starts_with("home/") || (p.starts_with("srv/www/") && !p.ends_with(".png") && !p.ends_with(".jpg")));
         // Logs grow; logrotate with compress and delaycompress: log -> log.1 -> log.2.gz ...
         for log in &self.logs {
-            let len = (log.daily_bytes as f64 * rng.gen_range(0.5..1.5)) as usize;
+            let len = c::whole(log.daily_bytes as f64 * rng.gen_range(0.5..1.5));
             let growth = c::log_text(rng, log.service, n, len);
             let current = tree[&log.path].content.bytes().into_owned();
             if log.daily || n % 7 == 0 {
@@ -673,7 +673,7 @@ impl Corpus for Server {
                     table = t;
                 }
                 if line.starts_with("UNLOCK TABLES") {
-                    for _ in 0..rng.gen_range(10..((400.0 * scale.bytes) as usize).max(11)) {
+                    for _ in 0..rng.gen_range(10..c::whole(400.0 * scale.bytes).max(11)) {
                         id += 1;
                         out.push_str(&c::sql_row(rng, table, id));
                     }
@@ -786,7 +786,7 @@ impl Corpus for Restic {
                 let s = self.snapshots.remove(0);
                 self.tree.remove(&s);
             }
-            let drop = (self.packs.len() as f64 * self.rng.gen_range(0.02..0.06)).round() as usize + self.rng.gen_range(2..6);
+            let drop = c::whole((self.packs.len() as f64 * self.rng.gen_range(0.02..0.06)).round()) + self.rng.gen_range(2..6);
             for _ in 0..drop.min(self.packs.len()) {
                 let i = self.rng.gen_range(0..self.packs.len());
                 let p = self.packs.swap_remove(i);

@@ -14,6 +14,7 @@
 //! second table shows the 1% attacks with notes dropped in every folder touched.
 //!
 //! `--quick` is the same on smaller datasets, fewer nights and fewer trials (`make test`).
+#![forbid(unsafe_code)]
 
 mod attack;
 mod content;

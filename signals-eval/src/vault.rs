@@ -79,7 +79,7 @@ pub fn chunk(data: &[u8]) -> Vec<Chunk> {
     FastCDC::new(data, FASTCDC_MIN_BYTES, FASTCDC_AVG_BYTES, FASTCDC_MAX_BYTES)
         .map(|c| {
             let bytes = &data[c.offset..c.offset + c.length];
-            Chunk { id: ChunkId::of(bytes), len: c.length as u32, probe: vault_core::push::signals::probe_chunk(bytes) }
+            Chunk { id: ChunkId::of(bytes), len: u32::try_from(c.length).expect("FastCDC cuts at most FASTCDC_MAX_BYTES"), probe: vault_core::push::signals::probe_chunk(bytes) }
         })
         .collect()
 }

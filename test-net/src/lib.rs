@@ -2,6 +2,7 @@
 //! the vault from outside: threads inside a network namespace, an ARP prober that also
 //! captures every frame the vault side sends, and deterministic test data with a way to
 //! compare trees byte for byte. Needs root for the namespaces and packet sockets.
+#![forbid(unsafe_code)]
 
 pub mod lifecycle_bench;
 
@@ -23,6 +24,17 @@ pub fn sh(args: &[&str]) {
 
 pub fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// [`unix_now`] in whole seconds, the fraction dropped.
+pub fn unix_now_secs() -> i64 {
+    i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()).unwrap()
+}
+
+/// [`unix_now`] in whole seconds, rounded up.
+pub fn unix_now_secs_ceil() -> i64 {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    i64::try_from(now.as_secs() + u64::from(now.subsec_nanos() > 0)).unwrap()
 }
 
 pub fn is_root() -> bool {
@@ -130,7 +142,7 @@ fn internet_checksum(bytes: &[u8]) -> u16 {
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }
-    !(sum as u16)
+    !u16::try_from(sum).expect("folded to 16 bits above")
 }
 
 /// An Ethernet frame carrying an IPv4 TCP SYN with correct checksums, from whatever MAC and
@@ -236,7 +248,7 @@ pub fn prose(len: usize, seed: u64) -> Vec<u8> {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        out.extend_from_slice(words[(x % words.len() as u64) as usize].as_bytes());
+        out.extend_from_slice(words[usize::try_from(x % words.len() as u64).expect("below words.len()")].as_bytes());
         out.push(b' ');
     }
     out.truncate(len);
@@ -258,7 +270,7 @@ pub fn document_share(root: &Path, files: u64) {
     for i in 0..files {
         let dir = root.join(format!("dept-{}", i % 6));
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join(format!("doc-{i:03}.txt")), prose(8_000 + (i as usize % 7) * 5_000, i)).unwrap();
+        std::fs::write(dir.join(format!("doc-{i:03}.txt")), prose(8_000 + usize::try_from(i % 7).expect("below 7") * 5_000, i)).unwrap();
     }
 }
 

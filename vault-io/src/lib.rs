@@ -59,7 +59,7 @@ pub fn read_bounded(path: &Path, limit: usize) -> Result<Vec<u8>, IoError> {
     if meta.len() > limit as u64 {
         return Err(IoError::TooLarge { path: path.to_path_buf(), size: meta.len(), limit });
     }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).expect("at most `limit`, a usize (checked above)"));
     file.take(limit as u64 + 1).read_to_end(&mut bytes).map_err(io_err(path))?;
     if bytes.len() > limit {
         return Err(IoError::TooLarge { path: path.to_path_buf(), size: bytes.len() as u64, limit });

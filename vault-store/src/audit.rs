@@ -273,7 +273,7 @@ impl AuditLog {
             }
         }
         let old = self.size;
-        let mut leaf_tile: Vec<u8> = if old % TILE_WIDTH == 0 { Vec::new() } else { DiskTiles { dir: &self.dir }.read_tile(0, old / TILE_WIDTH, old % TILE_WIDTH)?[..((old % TILE_WIDTH) * 32) as usize].to_vec() };
+        let mut leaf_tile: Vec<u8> = if old % TILE_WIDTH == 0 { Vec::new() } else { DiskTiles { dir: &self.dir }.read_tile(0, old / TILE_WIDTH, old % TILE_WIDTH)?[..usize::try_from(old % TILE_WIDTH).expect("below TILE_WIDTH") * 32].to_vec() };
         let mut size = old;
         for entry in entries {
             self.tail.push(entry.clone());

@@ -682,13 +682,13 @@ mod tests {
     fn a_rotating_share_takes_one_pack_in_n_each_turn_every_pack_over_n_turns_and_never_none() {
         for packs in [1u64, 3, 4, 10] {
             let of = 4;
-            let mut seen = vec![0; packs as usize];
+            let mut seen = vec![0; usize::try_from(packs).unwrap()];
             for turn in 0..of {
                 let taken: Vec<u64> = (0..packs).filter(|i| Share::Rotating { turn, of }.takes(*i, packs)).collect();
                 assert!(!taken.is_empty(), "{packs} packs, turn {turn}: none taken");
                 assert!(taken.len() as u64 <= packs.div_ceil(of).max(1), "{packs} packs, turn {turn}: {taken:?}");
                 for i in taken {
-                    seen[i as usize] += 1;
+                    seen[usize::try_from(i).unwrap()] += 1;
                 }
             }
             assert!(packs < of || seen.iter().all(|n| *n == 1), "{packs} packs: {seen:?}");

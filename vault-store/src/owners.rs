@@ -29,8 +29,11 @@ const OWNED_VERSION: u8 = 1;
 const HEADER_BYTES: usize = 4 + 1 + 4;
 const TRAILER_BYTES: usize = 32;
 const ID_BYTES: usize = 32;
-/// A seal gives at most one session's new chunks.
-const MAX_OWNED_BYTES: usize = HEADER_BYTES + MAX_SESSION_NEW_CHUNKS as usize * ID_BYTES + TRAILER_BYTES;
+/// A seal gives at most one session's new chunks: [`MAX_SESSION_NEW_CHUNKS`] as a usize (a const
+/// has no checked conversion; the assertion below ties the two).
+const MAX_OWNED_IDS: usize = 1 << 20;
+const _: () = assert!(MAX_OWNED_IDS as u64 == MAX_SESSION_NEW_CHUNKS);
+const MAX_OWNED_BYTES: usize = HEADER_BYTES + MAX_OWNED_IDS * ID_BYTES + TRAILER_BYTES;
 
 /// An `owned` file naming `ids`.
 pub fn encode(ids: &[ChunkId]) -> Result<Vec<u8>> {

@@ -44,7 +44,7 @@ fn manifest_for(files: &[(&str, &[u8])]) -> (Manifest, Vec<u8>) {
             path: path.as_bytes().to_vec(),
             mode: 0o640,
             mtime: 1,
-            kind: EntryKind::File { size: data.len() as u64, chunks: vec![ChunkRef { id: ChunkId::of(data), len: data.len() as u32 }] },
+            kind: EntryKind::File { size: data.len() as u64, chunks: vec![ChunkRef { id: ChunkId::of(data), len: u32::try_from(data.len()).unwrap() }] },
         })
         .collect();
     let manifest = Manifest { entries };
@@ -823,7 +823,7 @@ fn nightly_snapshots_expire_by_the_retention_rules_whole_and_what_stays_restores
     assert!(unreadable.is_empty());
     assert_eq!(sealed.len(), 40);
     let early_only = ChunkId::of(&test_net::nightly_content("pg", T0));
-    assert_eq!(store.owned_len("db", &early_only), Some(test_net::nightly_content("pg", T0).len() as u32));
+    assert_eq!(store.owned_len("db", &early_only), Some(u32::try_from(test_net::nightly_content("pg", T0).len()).unwrap()));
 
     // Day 45: nights 0..=34 are past their 10 days (night 35 is due at exactly day 45).
     let plan = plan_expiry(&sealed, Timestamp::from_unix(T0 + 45 * DAY).unwrap(), Retention::default(), &Holds::default());
@@ -1074,7 +1074,8 @@ fn a_second_copy_of_a_needed_chunk_is_not_collected() {
 
 /// Bytes no other test's chunk has: `len` of them, from `seed`.
 fn noise(seed: u8, len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).to_be_bytes()[0] ^ seed ^ (i / 251) as u8).collect()
+    // `i / 251` wraps at 256: its low byte.
+    (0..len).map(|i| u32::try_from(i).unwrap().wrapping_mul(2_654_435_761).to_be_bytes()[0] ^ seed ^ (i / 251).to_le_bytes()[0]).collect()
 }
 
 /// s0 (`d`, dead once s0 expires), s1 (`a` big and dead, `b` small and needed by s2: a pack
@@ -1122,7 +1123,7 @@ fn a_mostly_dead_pack_is_rewritten_with_only_its_needed_chunks_and_everything_le
     assert!(done.bytes_freed >= (f.a.len() + f.d.len()) as u64, "{done:?}");
     assert_eq!(pack_stems(&f.tmp.root()), [f.packs[2].clone(), done.packs_written[0].clone()].into_iter().collect());
     assert!(!store.has_chunk(&ChunkId::of(&f.a)) && !store.has_chunk(&ChunkId::of(&f.d)));
-    assert_eq!(store.chunk_len(&ChunkId::of(&f.b)), Some(f.b.len() as u32));
+    assert_eq!(store.chunk_len(&ChunkId::of(&f.b)), Some(u32::try_from(f.b.len()).unwrap()));
     assert_all_immutable(&f.tmp.root());
     let reader = StoreReader::open(&f.tmp.root()).unwrap();
     assert_eq!(reader.read_chunk(&ChunkId::of(&f.b)).unwrap(), f.b);

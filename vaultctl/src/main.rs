@@ -1,6 +1,7 @@
 //! `vaultctl`: the operator's side of the air-gap vault. Keys, the trust root, signing and
 //! checking policy bundles, and the schedule they give. A thin shell: every rule it applies
 //! is vault-core's; this file reads and writes files and prints.
+#![forbid(unsafe_code)]
 
 mod audit;
 mod error;

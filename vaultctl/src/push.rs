@@ -273,12 +273,12 @@ impl Uploader<'_> {
 fn chunk_reader(source: impl Read, size_hint: Option<u64>, mut each: impl FnMut(ChunkId, Vec<u8>) -> Result<()>) -> Result<Vec<ChunkRef>> {
     let mut refs = Vec::new();
     if let Some(size) = size_hint.filter(|s| *s <= IN_MEMORY_FILE) {
-        let mut buf = Vec::with_capacity(size as usize);
+        let mut buf = Vec::with_capacity(usize::try_from(size).expect("at most IN_MEMORY_FILE (8 MiB)"));
         source.take(IN_MEMORY_FILE + 1).read_to_end(&mut buf).map_err(|e| CliError::Failed(format!("read: {e}")))?;
         for cut in FastCDC::new(&buf, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
             let data = buf[cut.offset..cut.offset + cut.length].to_vec();
             let id = ChunkId::of(&data);
-            refs.push(ChunkRef { id, len: data.len() as u32 });
+            refs.push(ChunkRef { id, len: u32::try_from(data.len()).expect("FastCDC cuts at most MAX_CHUNK bytes") });
             each(id, data)?;
         }
         return Ok(refs);
@@ -286,7 +286,7 @@ fn chunk_reader(source: impl Read, size_hint: Option<u64>, mut each: impl FnMut(
     for chunk in StreamCDC::new(source, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
         let chunk = chunk.map_err(|e| CliError::Failed(format!("read: {e}")))?;
         let id = ChunkId::of(&chunk.data);
-        refs.push(ChunkRef { id, len: chunk.length as u32 });
+        refs.push(ChunkRef { id, len: u32::try_from(chunk.length).expect("FastCDC cuts at most MAX_CHUNK bytes") });
         each(id, chunk.data)?;
     }
     Ok(refs)

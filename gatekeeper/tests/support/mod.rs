@@ -6,7 +6,7 @@
 pub mod raw_client;
 
 #[allow(unused_imports)] // each test file uses its own part of the kit
-pub use test_net::{describe, in_netns, is_arp_reply, is_root, pseudo_random_bytes, random_tree, sh, unix_now, ProbeSite, Prober, Seen};
+pub use test_net::{describe, in_netns, is_arp_reply, is_root, pseudo_random_bytes, random_tree, sh, unix_now, unix_now_secs, unix_now_secs_ceil, ProbeSite, Prober, Seen};
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -159,7 +159,7 @@ impl Vault {
         if spec.pushers.is_empty() {
             pushers_toml = format!("[[pusher]]\nname = \"db\"\nkey = \"{}\"\nquota = \"1GiB\"\nretain = \"1d\"\n", new_key().public_key());
         }
-        let now = unix_now() as i64;
+        let now = unix_now_secs();
         let policy = Policy::from_toml(&format!(
             r#"
 vault_id = "vault-01"

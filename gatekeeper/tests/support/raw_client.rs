@@ -125,7 +125,7 @@ pub fn manifest_of(files: &[(&[u8], &[u8])]) -> Vec<u8> {
             mtime: 0,
             kind: EntryKind::File {
                 size: data.len() as u64,
-                chunks: data.chunks(MAX_CHUNK_BYTES).map(|piece| ChunkRef { id: ChunkId::of(piece), len: piece.len() as u32 }).collect(),
+                chunks: data.chunks(MAX_CHUNK_BYTES).map(|piece| ChunkRef { id: ChunkId::of(piece), len: u32::try_from(piece.len()).unwrap() }).collect(),
             },
         })
         .collect();

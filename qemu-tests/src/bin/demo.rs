@@ -4,6 +4,7 @@
 //! the receipt and the link going down as an ARP probe sees it, writes an encrypted export onto a
 //! second USB disk from a signed order, then restores from the vault's own disk and from the
 //! export, and compares.
+#![forbid(unsafe_code)]
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

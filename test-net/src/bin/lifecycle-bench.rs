@@ -1,5 +1,6 @@
 //! `lifecycle-bench DIR SNAPSHOTS CHUNKS_PER_SNAPSHOT CHUNK_BYTES`: see
 //! `test_net::lifecycle_bench`. Prints one line per measure and the ratio against sha256sum.
+#![forbid(unsafe_code)]
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -52,7 +52,7 @@ fn split(n: u64) -> u64 {
 fn range_hash(lo: u64, hi: u64, source: &dyn Subtrees) -> Result<Hash, AuditError> {
     let n = hi - lo;
     if n.is_power_of_two() {
-        let level = n.trailing_zeros() as u8;
+        let level = u8::try_from(n.trailing_zeros()).expect("a u64 has at most 64 trailing zeros");
         return source.subtree(level, lo >> level);
     }
     let k = split(n);
@@ -232,7 +232,8 @@ impl Subtrees for Leaves {
         if hi > self.0.len() as u64 {
             return Err(AuditError::Missing { what: format!("subtree {level}/{index}"), reason: format!("the log has {} entries", self.0.len()) });
         }
-        Ok(subtree_of(&self.0[lo as usize..hi as usize]))
+        let (lo, hi) = (usize::try_from(lo).expect("below hi"), usize::try_from(hi).expect("at most the number of leaves, checked above"));
+        Ok(subtree_of(&self.0[lo..hi]))
     }
 }
 

@@ -13,6 +13,11 @@ fn h(s: &str) -> Hash {
     unhex(s).try_into().unwrap()
 }
 
+/// A tree size or index as a position in memory.
+fn ix(n: u64) -> usize {
+    usize::try_from(n).unwrap()
+}
+
 const LEAVES: [&str; 8] = ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"];
 const ROOTS: [&str; 8] = [
     "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
@@ -50,7 +55,7 @@ fn the_reference_consistency_proofs_are_made_and_verify() {
     for (old, new, expected) in cases {
         let proof = consistency_proof(old, new, &tree).unwrap();
         assert_eq!(proof, expected.iter().map(|x| h(x)).collect::<Vec<_>>(), "{old} -> {new}");
-        verify_consistency(old, &h(ROOTS[old as usize - 1]), new, &h(ROOTS[new as usize - 1]), &proof).unwrap();
+        verify_consistency(old, &h(ROOTS[ix(old) - 1]), new, &h(ROOTS[ix(new) - 1]), &proof).unwrap();
     }
 }
 
@@ -65,7 +70,7 @@ fn the_reference_inclusion_proofs_are_made_and_verify() {
     for (index, size, expected) in cases {
         let proof = inclusion_proof(index, size, &tree).unwrap();
         assert_eq!(proof, expected.iter().map(|x| h(x)).collect::<Vec<_>>(), "{index} in {size}");
-        verify_inclusion(index, size, &tree.0[index as usize], &h(ROOTS[size as usize - 1]), &proof).unwrap();
+        verify_inclusion(index, size, &tree.0[ix(index)], &h(ROOTS[ix(size) - 1]), &proof).unwrap();
     }
 }
 
@@ -110,10 +115,10 @@ proptest! {
             prop_assert!(verify_consistency(old, &roots[0], size, &roots[1], &bad).is_err());
         }
         let path = inclusion_proof(index, size, &tree).unwrap();
-        prop_assert!(verify_inclusion(index, size, &tree.0[index as usize], &roots[1], &path).is_ok());
-        prop_assert!(verify_inclusion((index + 1) % size, size, &tree.0[index as usize], &roots[1], &path).is_err() || size == 1 || tree.0[((index + 1) % size) as usize] == tree.0[index as usize]);
+        prop_assert!(verify_inclusion(index, size, &tree.0[ix(index)], &roots[1], &path).is_ok());
+        prop_assert!(verify_inclusion((index + 1) % size, size, &tree.0[ix(index)], &roots[1], &path).is_err() || size == 1 || tree.0[ix((index + 1) % size)] == tree.0[ix(index)]);
         // The tree of `old` entries, computed from scratch, is the prefix's root.
-        let prefix = Leaves(tree.0[..old as usize].to_vec());
+        let prefix = Leaves(tree.0[..ix(old)].to_vec());
         prop_assert_eq!(tree_hash(old, &prefix).unwrap(), roots[0]);
     }
 }

@@ -17,10 +17,14 @@ use super::AuditError;
 /// Levels of tree per tile level, and hashes per full tile.
 pub const TILE_HEIGHT: u8 = 8;
 pub const TILE_WIDTH: u64 = 256;
+/// [`TILE_WIDTH`] as a usize, for lengths in memory (a const has no checked conversion; the
+/// assertion below ties the two).
+const TILE_ENTRIES: usize = 256;
+const _: () = assert!(TILE_ENTRIES as u64 == TILE_WIDTH);
 /// The largest entry an entry bundle can hold.
 pub const MAX_ENTRY_BYTES: usize = u16::MAX as usize;
 /// The largest entry bundle: 256 entries of the largest size.
-pub const MAX_BUNDLE_BYTES: usize = TILE_WIDTH as usize * (2 + MAX_ENTRY_BYTES);
+pub const MAX_BUNDLE_BYTES: usize = TILE_ENTRIES * (2 + MAX_ENTRY_BYTES);
 
 /// `N` in the path syntax.
 fn index_path(index: u64) -> String {
@@ -80,7 +84,7 @@ pub fn tiles_to_write(old: u64, new: u64) -> Vec<(u8, u64, u64)> {
 /// Encodes entries as a bundle (each at most [`MAX_ENTRY_BYTES`]).
 pub fn encode_bundle(entries: &[&[u8]]) -> Result<Vec<u8>, AuditError> {
     if entries.len() as u64 > TILE_WIDTH {
-        return Err(AuditError::TooLarge { what: "entry bundle (entries)", size: entries.len(), limit: TILE_WIDTH as usize });
+        return Err(AuditError::TooLarge { what: "entry bundle (entries)", size: entries.len(), limit: TILE_ENTRIES });
     }
     let mut out = Vec::new();
     for entry in entries {
@@ -139,8 +143,10 @@ impl TileHashes<'_> {
         if (bytes.len() as u64) < width * 32 || bytes.len() % 32 != 0 {
             return Err(AuditError::TileMismatch { path, reason: format!("{} bytes, {width} hashes need {}", bytes.len(), width * 32) });
         }
-        let start = ((first % TILE_WIDTH) * 32) as usize;
-        Ok(bytes[start..start + (count * 32) as usize].chunks_exact(32).map(|c| c.try_into().expect("32 bytes")).collect())
+        // Both within one tile: `first % TILE_WIDTH` < 256, and `count` is at most 2^8 (`subtree`'s `within` is at most TILE_HEIGHT).
+        let start = usize::try_from(first % TILE_WIDTH).expect("below TILE_WIDTH") * 32;
+        let count = usize::try_from(count).expect("at most TILE_WIDTH");
+        Ok(bytes[start..start + count * 32].chunks_exact(32).map(|c| c.try_into().expect("32 bytes")).collect())
     }
 }
 
@@ -162,7 +168,8 @@ impl Subtrees for TileHashes<'_> {
 /// The `width` hashes of hash tile (`level` >= 1, `index`): the roots of the full tiles one level
 /// down, from `source` (a [`TileHashes`] of the log as it now is). Level 0 holds the leaf hashes.
 pub fn tile_content(level: u8, index: u64, width: u64, source: &dyn Subtrees) -> Result<Vec<u8>, AuditError> {
-    let mut out = Vec::with_capacity((width * 32) as usize);
+    // A tile holds at most TILE_WIDTH hashes; the capacity is only a hint.
+    let mut out = Vec::with_capacity(usize::try_from(width.min(TILE_WIDTH)).expect("at most TILE_WIDTH") * 32);
     for i in 0..width {
         out.extend_from_slice(&source.subtree(level * TILE_HEIGHT, index * TILE_WIDTH + i)?);
     }
@@ -215,7 +222,7 @@ mod tests {
     impl TileReader for MemTiles {
         fn read_tile(&self, level: u8, index: u64, width: u64) -> Result<Vec<u8>, AuditError> {
             let tile = self.0.get(&(level, index)).ok_or_else(|| AuditError::Missing { what: tile_path(level, index, width), reason: "not written".into() })?;
-            Ok(tile[..(width as usize * 32).min(tile.len())].to_vec())
+            Ok(tile[..(usize::try_from(width).unwrap() * 32).min(tile.len())].to_vec())
         }
     }
 
@@ -226,10 +233,10 @@ mod tests {
         let mut size = 0u64;
         for step in [1u64, 2, 253, 1, 300, 65_000, 4_443] {
             let new = size + step;
-            let all = Leaves(leaves[..new as usize].to_vec());
+            let all = Leaves(leaves[..usize::try_from(new).unwrap()].to_vec());
             for (level, index, width) in tiles_to_write(size, new) {
                 let content = if level == 0 {
-                    leaves[(index * TILE_WIDTH) as usize..(index * TILE_WIDTH + width) as usize].concat()
+                    leaves[usize::try_from(index * TILE_WIDTH).unwrap()..usize::try_from(index * TILE_WIDTH + width).unwrap()].concat()
                 } else {
                     tile_content(level, index, width, &TileHashes { size: new, tiles: &tiles }).unwrap()
                 };

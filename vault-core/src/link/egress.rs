@@ -486,7 +486,11 @@ mod tests {
 
     #[test]
     fn at_most_max_peers_are_remembered_the_least_recently_replied_to_dropped() {
-        let peer = |i: usize| (Ipv4Addr::new(198, 51, 100, 0) | Ipv4Addr::from(i as u32), [0x02, 0, 0, 0, (i >> 8) as u8, i as u8]);
+        let peer = |i: usize| {
+            let i = u16::try_from(i).unwrap();
+            let [hi, lo] = i.to_be_bytes();
+            (Ipv4Addr::new(198, 51, 100, 0) | Ipv4Addr::from(u32::from(i)), [0x02, 0, 0, 0, hi, lo])
+        };
         let mut judge = replying_to_the_peer();
         for i in 0..MAX_PEERS - 1 {
             let (ip, mac) = peer(i);

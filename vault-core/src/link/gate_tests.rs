@@ -32,7 +32,7 @@ fn policy(pushers: &[&str], early: bool) -> Policy {
             .enumerate()
             .map(|(i, name)| Pusher {
                 name: name.to_string(),
-                key: key(60 + i as u8).public_key(),
+                key: key(60 + u8::try_from(i).unwrap()).public_key(),
                 quota: ByteSize::from_bytes(1 << 30),
                 retain: Duration::from_secs(86_400).unwrap(),
                 datasets: vec![],

@@ -40,7 +40,7 @@ pub enum WindowState {
 
 /// 0 = Monday .. 6 = Sunday, for the UTC day numbered `day` since 1970-01-01 (a Thursday).
 pub fn weekday_of_day(day: i64) -> usize {
-    (day + 3).rem_euclid(7) as usize
+    usize::try_from((day + 3).rem_euclid(7)).expect("rem_euclid(7) is in 0..7")
 }
 
 /// The occurrences of one window that intersect `[from, to)`, in start order.
@@ -318,6 +318,13 @@ mod tests {
 
     const SECS_PER_HOUR_I: i64 = 3600;
 
+    /// The instant a fraction `s` (in `0..1`) of the way into `span` seconds, whole seconds.
+    // why: `s` is in [0, 1), so the product lies in [0, span) and fits an i64; dropping the fraction is the intended floor.
+    #[allow(clippy::cast_possible_truncation)]
+    fn fraction_of(s: f64, span: i64) -> i64 {
+        (s * span as f64) as i64
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
 
@@ -331,7 +338,7 @@ mod tests {
                     prop_assert!(oracle_open(&p, at(until.secs_since(now) - 1)));
                     prop_assert!(!oracle_open(&p, until), "still open at until {}", until);
                     for s in &samples {
-                        let offset = (s * until.secs_since(now) as f64) as i64;
+                        let offset = fraction_of(*s, until.secs_since(now));
                         prop_assert!(oracle_open(&p, at(offset)), "closed at {} inside Open", at(offset));
                     }
                 }
@@ -343,7 +350,7 @@ mod tests {
                         prop_assert!(oracle_open(&p, next), "not open at next_open {}", next);
                     }
                     for s in &samples {
-                        let offset = (s * gap_end.secs_since(now) as f64) as i64;
+                        let offset = fraction_of(*s, gap_end.secs_since(now));
                         prop_assert!(!oracle_open(&p, at(offset)), "open at {} inside Closed", at(offset));
                     }
                 }

@@ -98,7 +98,7 @@ mod tests {
     fn a_full_pool_makes_way_for_the_newcomer_oldest_first() {
         let mut a = Admission::default();
         let mut id = 0;
-        for host in 0..(MAX_HANDSHAKES / MAX_HANDSHAKES_PER_SOURCE) as u8 {
+        for host in 0..u8::try_from(MAX_HANDSHAKES / MAX_HANDSHAKES_PER_SOURCE).unwrap() {
             for _ in 0..MAX_HANDSHAKES_PER_SOURCE {
                 assert_eq!(a.admit(id, ip(100 + host)), Admit::Yes);
                 id += 1;

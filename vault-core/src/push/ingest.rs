@@ -362,7 +362,7 @@ mod tests {
             let wire = frame.encode().unwrap().len();
             let step = self.session.on_frame(frame, wire, env)?;
             match &step {
-                Step::Store { id, data, probe } => self.staged.0.push((*id, data.len() as u32, *probe)),
+                Step::Store { id, data, probe } => self.staged.0.push((*id, u32::try_from(data.len()).unwrap(), *probe)),
                 Step::Proven { id, len, probe } => self.staged.0.push((*id, *len, *probe)),
                 Step::StoreManifest { bytes } => self.manifest.extend_from_slice(bytes),
                 _ => {}
@@ -385,7 +385,7 @@ mod tests {
                 path: path.as_bytes().to_vec(),
                 mode: 0o644,
                 mtime: 0,
-                kind: EntryKind::File { size: data.len() as u64, chunks: vec![ChunkRef { id: ChunkId::of(data), len: data.len() as u32 }] },
+                kind: EntryKind::File { size: data.len() as u64, chunks: vec![ChunkRef { id: ChunkId::of(data), len: u32::try_from(data.len()).unwrap() }] },
             })
             .collect();
         Manifest { entries }.encode().unwrap()
@@ -430,7 +430,7 @@ mod tests {
     fn another_pushers_chunks_are_neither_confirmed_nor_usable_until_sent_in_full() {
         let theirs = b"content someone else backed up".as_slice();
         let mut env = Env::default();
-        env.others.insert(ChunkId::of(theirs), theirs.len() as u32);
+        env.others.insert(ChunkId::of(theirs), u32::try_from(theirs.len()).unwrap());
         // `have` answers as if the vault had never seen it.
         let mut s = begun(&mut env);
         let have = s.send(ClientFrame::Have { ids: vec![ChunkId::of(theirs), ChunkId::of(b"unknown")] }, &mut env).unwrap();
@@ -443,7 +443,7 @@ mod tests {
         // Sent in full, it is proven (recorded, not stored again), and counts as new to this
         // pusher in the receipt, the same as a chunk the vault never had.
         let mut s = begun(&mut env);
-        assert_eq!(s.send(chunk(theirs), &mut env).unwrap(), Step::Proven { id: ChunkId::of(theirs), len: theirs.len() as u32, probe: probe_chunk(theirs) });
+        assert_eq!(s.send(chunk(theirs), &mut env).unwrap(), Step::Proven { id: ChunkId::of(theirs), len: u32::try_from(theirs.len()).unwrap(), probe: probe_chunk(theirs) });
         assert_eq!(s.session.new_chunks, 1, "a proven chunk takes a new-chunk place");
         s.send(ClientFrame::ManifestPart { bytes: manifest_of(&[("mine now", theirs)]) }, &mut env).unwrap();
         let seal = s.commit(&mut env).unwrap();
@@ -583,7 +583,7 @@ mod tests {
             mtime: 0,
             kind: EntryKind::File {
                 size: chunks.iter().map(|c| c.len() as u64).sum(),
-                chunks: chunks.iter().map(|c| ChunkRef { id: ChunkId::of(c), len: c.len() as u32 }).collect(),
+                chunks: chunks.iter().map(|c| ChunkRef { id: ChunkId::of(c), len: u32::try_from(c.len()).unwrap() }).collect(),
             },
         };
         let bad = Manifest { entries: vec![file(vec![&small, &big])] }.encode().unwrap();

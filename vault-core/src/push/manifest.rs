@@ -372,7 +372,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn file(path: &str, data: &[&[u8]]) -> Entry {
-        let chunks: Vec<ChunkRef> = data.iter().map(|d| ChunkRef { id: ChunkId::of(d), len: d.len() as u32 }).collect();
+        let chunks: Vec<ChunkRef> = data.iter().map(|d| ChunkRef { id: ChunkId::of(d), len: u32::try_from(d.len()).unwrap() }).collect();
         let size = chunks.iter().map(|c| u64::from(c.len)).sum();
         Entry { path: path.as_bytes().to_vec(), mode: 0o644, mtime: 1_700_000_000, kind: EntryKind::File { size, chunks } }
     }

@@ -420,7 +420,7 @@ mod tests {
 
     #[test]
     fn oversize_prefix_and_other_versions_are_refused() {
-        let err = frame_len(((MAX_FRAME_BYTES + 1) as u32).to_be_bytes()).unwrap_err();
+        let err = frame_len(u32::try_from(MAX_FRAME_BYTES + 1).unwrap().to_be_bytes()).unwrap_err();
         assert_eq!(err, Error::FrameTooLarge { size: MAX_FRAME_BYTES + 1, limit: MAX_FRAME_BYTES });
         assert!(frame_len(u32::MAX.to_be_bytes()).is_err());
         assert_eq!(ClientFrame::decode(&[2, VERB_BEGIN]).unwrap_err(), Error::ProtocolVersion { found: 2, supported: 1 });

@@ -148,13 +148,14 @@ const NOTE_WORDS: &[(&[u8], u8)] = &[
 /// For each byte, the range of [`NOTE_WORDS`] that start with it (lowercase).
 const NOTE_WORDS_BY_FIRST: [(u8, u8); 256] = {
     let mut table = [(0u8, 0u8); 256];
-    let mut i = 0;
-    while i < NOTE_WORDS.len() {
-        let first = NOTE_WORDS[i].0[0] as usize;
+    // `i` counted as a u8 (no try_from in a const): more than 255 words overflows it and fails the build.
+    let mut i = 0u8;
+    while (i as usize) < NOTE_WORDS.len() {
+        let first = NOTE_WORDS[i as usize].0[0] as usize;
         if table[first].1 == 0 {
-            table[first].0 = i as u8;
+            table[first].0 = i;
         }
-        table[first].1 = i as u8 + 1;
+        table[first].1 = i + 1;
         i += 1;
     }
     table

@@ -256,7 +256,7 @@ fn surges_are_judged_against_the_datasets_own_baseline() {
     for n in 0..4u64 {
         let mut night = nights.last().unwrap().unchanged();
         for i in 0..10 {
-            night.set(i * 7 + n as usize, 50_000, 1_000_000 + n * 100 + i as u64, 0);
+            night.set(i * 7 + usize::try_from(n).unwrap(), 50_000, 1_000_000 + n * 100 + i as u64, 0);
         }
         nights.push(night);
     }
