@@ -7,7 +7,7 @@ ROOT ?=
 VARIANT ?= production
 KERNEL ?= debian
 
-.PHONY: all tools build test test-keys test-image test-image-minimal test-minimal reproducible reproducible-minimal lint demo bench soak image pins fuzz eval-signals clean
+.PHONY: all tools build deb test-deb test test-keys test-image test-image-minimal test-minimal reproducible reproducible-minimal lint demo bench soak image pins fuzz eval-signals clean
 
 all: build
 
@@ -31,10 +31,20 @@ test: tools
 	$(MAKE) lint
 	buildroot-overlay/check.sh
 	buildroot-overlay/check-test.sh
+	$(MAKE) test-deb
 	$(MAKE) reproducible
 	image/test-pins.sh out/test-keys/root.toml
 	$(CARGO) test -p qemu-tests --locked -- --test-threads=1 --nocapture
 	$(MAKE) test-minimal
+
+# The Debian package of vaultctl (out/vaultctl_<version>_<arch>.deb): the binary, man pages,
+# completions, the systemd push units, an example config.
+deb: tools
+	scripts/deb.sh
+
+# The package installed with dpkg -i, checked where Debian looks, and removed (root only).
+test-deb: tools
+	scripts/test-deb.sh
 
 # The test image again with KERNEL=minimal (out/minimal), the same test keys.
 test-image-minimal: test-keys

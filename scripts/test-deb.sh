@@ -12,7 +12,8 @@ if dpkg -s vaultctl >/dev/null 2>&1; then
 fi
 deb=$(scripts/deb.sh)
 fail() { echo "test-deb: $*" >&2; dpkg -r vaultctl >/dev/null 2>&1 || true; exit 1; }
-dpkg-deb --info "$deb" | grep -q 'Depends: libc6 (>= 2\.' || fail "$deb: no libc6 dependency"
+depends=$(dpkg-deb --field "$deb" Depends)
+[[ "$depends" == "libc6 (>= 2."* ]] || fail "$deb: depends on '$depends', not on libc6 (>= 2.x)"
 dpkg -i "$deb" >/dev/null
 [ "$(command -v vaultctl)" = /usr/bin/vaultctl ] || fail "vaultctl is not /usr/bin/vaultctl on PATH"
 /usr/bin/vaultctl --version | grep -q '^vaultctl ' || fail "vaultctl --version"
@@ -21,7 +22,7 @@ for f in /usr/share/man/man1/vaultctl.1.gz /usr/share/man/man1/vaultctl-push.1.g
   /lib/systemd/system/vaultctl-push@.service /lib/systemd/system/vaultctl-push@.timer /usr/share/doc/vaultctl/examples/vaultctl.toml; do
   [ -f "$f" ] || fail "$f: not installed"
 done
-zcat /usr/share/man/man1/vaultctl-push.1.gz | grep -q -- 'wait\\-for\\-window' || fail "vaultctl-push(1) does not document --wait-for-window"
+zgrep -q -- 'wait\\-for\\-window' /usr/share/man/man1/vaultctl-push.1.gz || fail "vaultctl-push(1) does not document --wait-for-window"
 grep -q 'add-sshsig' /usr/share/bash-completion/completions/vaultctl || fail "bash completion lacks policy add-sshsig"
 # Bash completes the subcommands from the installed file.
 words=$(bash -c 'source /usr/share/bash-completion/completions/vaultctl; COMP_WORDS=(vaultctl pol); COMP_CWORD=1; _vaultctl vaultctl pol vaultctl; echo "${COMPREPLY[*]}"')
