@@ -80,8 +80,10 @@ reproducible-minimal: test-image-minimal
 	diff out/minimal/SHA256SUMS out/minimal-rebuild/SHA256SUMS
 	@echo "reproducible-minimal: two kernel builds, identical SHA256SUMS"
 
-# Clippy with the workspace's lints as errors, and shellcheck over every script.
+# rustfmt's check (rustfmt.toml), clippy with the workspace's lints as errors, and
+# shellcheck over every script.
 lint: tools
+	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	scripts/lint-shell.sh
 

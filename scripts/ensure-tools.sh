@@ -51,6 +51,9 @@ if ! command -v cargo >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cargo rustc
   fi
 fi
+if ! cargo fmt --version >/dev/null 2>&1; then
+  if command -v rustup >/dev/null; then rustup component add rustfmt; else DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rustfmt; fi
+fi
 if ! cargo clippy --version >/dev/null 2>&1 && command -v rustup >/dev/null; then
   rustup component add clippy
 fi

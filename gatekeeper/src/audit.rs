@@ -106,7 +106,8 @@ pub fn start(store: &Path, identity: Arc<VaultIdentity>, mut events: EventLog) {
             Some(log)
         }
         Err(e) => {
-            let detail = format!("the audit log under {} cannot be opened ({e}); it is left as it is for investigation and nothing more is logged until it is repaired; the vault goes on", store.display());
+            let detail =
+                format!("the audit log under {} cannot be opened ({e}); it is left as it is for investigation and nothing more is logged until it is repaired; the vault goes on", store.display());
             events.emit(now(), &Event::Alarm { rule: "audit_log_failed".into(), detail });
             None
         }
@@ -130,7 +131,13 @@ pub fn start(store: &Path, identity: Arc<VaultIdentity>, mut events: EventLog) {
             continue;
         };
         if dropped > 0 {
-            events.emit(now(), &Event::Alarm { rule: "audit_lines_dropped".into(), detail: format!("{dropped} event line(s) could not be queued for the audit log (the queue was full or a line too long); they were printed on the console only") });
+            events.emit(
+                now(),
+                &Event::Alarm {
+                    rule: "audit_lines_dropped".into(),
+                    detail: format!("{dropped} event line(s) could not be queued for the audit log (the queue was full or a line too long); they were printed on the console only"),
+                },
+            );
         }
         let written = writer.append(&batch).and_then(|()| writer.sign(&identity.key));
         match written {
@@ -140,7 +147,10 @@ pub fn start(store: &Path, identity: Arc<VaultIdentity>, mut events: EventLog) {
             }
             Ok(None) => {}
             Err(e) => {
-                events.emit(now(), &Event::Alarm { rule: "audit_log_failed".into(), detail: format!("appending to the audit log failed ({e}); nothing more is logged until the vault restarts; the vault goes on") });
+                events.emit(
+                    now(),
+                    &Event::Alarm { rule: "audit_log_failed".into(), detail: format!("appending to the audit log failed ({e}); nothing more is logged until the vault restarts; the vault goes on") },
+                );
                 log = None;
             }
         }
@@ -158,11 +168,8 @@ pub fn start(store: &Path, identity: Arc<VaultIdentity>, mut events: EventLog) {
 /// a proof: the pusher, not the vault, judges it (and refuses it).
 pub fn evidence(store: &Path, vault_key: &PublicKey, known: u64) -> Option<LogEvidence> {
     let note = vault_store::audit::read_checkpoint(store).ok().flatten()?;
-    let proof = Checkpoint::open(&note, vault_key)
-        .ok()
-        .filter(|newest| known <= newest.size)
-        .and_then(|newest| vault_store::audit::consistency_proof(store, known, newest.size).ok())
-        .unwrap_or_default();
+    let proof =
+        Checkpoint::open(&note, vault_key).ok().filter(|newest| known <= newest.size).and_then(|newest| vault_store::audit::consistency_proof(store, known, newest.size).ok()).unwrap_or_default();
     Some(LogEvidence { checkpoint: String::from_utf8_lossy(&note).into_owned(), proof_from: known, proof })
 }
 

@@ -14,8 +14,8 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use vault_core::link::gate::{Action, Gate, Input, Sighting};
 use vault_core::policy::bundle::JudgedAt;
-use vault_core::policy::{NicSelector, Policy};
 use vault_core::policy::schedule::{self, WindowState};
+use vault_core::policy::{NicSelector, Policy};
 use vault_core::units::Timestamp;
 
 use crate::egress_guard::GuardReport;
@@ -134,10 +134,19 @@ pub enum StateJob {
 /// What the state writer did, back to the loop.
 #[derive(Debug)]
 pub enum StateDone {
-    Floor { floor: Timestamp, result: std::result::Result<(), String> },
-    LastScrub { result: std::result::Result<(), String> },
-    LastDrill { result: std::result::Result<(), String> },
-    LastRotation { result: std::result::Result<(), String> },
+    Floor {
+        floor: Timestamp,
+        result: std::result::Result<(), String>,
+    },
+    LastScrub {
+        result: std::result::Result<(), String>,
+    },
+    LastDrill {
+        result: std::result::Result<(), String>,
+    },
+    LastRotation {
+        result: std::result::Result<(), String>,
+    },
     /// The orders as recorded now, if they changed.
     Orders(Option<vault_core::policy::orders::OrderState>),
     /// The policy of a bundle that was accepted and is durable; `None` if it was refused.
@@ -217,7 +226,19 @@ struct LifecycleRuns {
 impl Default for LifecycleRuns {
     fn default() -> Self {
         let (done_tx, done_rx) = mpsc::channel(1);
-        LifecycleRuns { last_scrub: None, last_scrub_result: None, last_drill: None, drill_overdue_said: false, capacity_due: None, level: vault_core::lifecycle::capacity::Level::Fine, running: false, due: None, sealed: Arc::default(), done_tx, done_rx }
+        LifecycleRuns {
+            last_scrub: None,
+            last_scrub_result: None,
+            last_drill: None,
+            drill_overdue_said: false,
+            capacity_due: None,
+            level: vault_core::lifecycle::capacity::Level::Fine,
+            running: false,
+            due: None,
+            sealed: Arc::default(),
+            done_tx,
+            done_rx,
+        }
     }
 }
 
@@ -266,13 +287,7 @@ pub fn build_time() -> Timestamp {
 }
 
 impl<L: LinkOps, C: VaultClock> Driver<L, C> {
-    pub fn new(
-        gate: Gate,
-        link: L,
-        clock: C,
-        server: SessionServer,
-        session_reports: mpsc::Sender<SessionReport>,
-    ) -> Self {
+    pub fn new(gate: Gate, link: L, clock: C, server: SessionServer, session_reports: mpsc::Sender<SessionReport>) -> Self {
         Driver {
             gate,
             link,
@@ -425,7 +440,10 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         if !self.lifecycle.drill_overdue_said && vault_core::lifecycle::drill::is_overdue(last_drill, drill_rules, since, now) {
             self.lifecycle.drill_overdue_said = true;
             let since = last_drill.map_or_else(|| "no drill has finished since the daemon started".to_string(), |at| format!("the last finished at {at}"));
-            let detail = format!("restore drill overdue: {since}, and one is due every {}. Drills run while the vault is sealed: leave it sealed long enough (a drill reads the drilled snapshots at up to 256 MiB/s)", drill_rules.every);
+            let detail = format!(
+                "restore drill overdue: {since}, and one is due every {}. Drills run while the vault is sealed: leave it sealed long enough (a drill reads the drilled snapshots at up to 256 MiB/s)",
+                drill_rules.every
+            );
             self.emit(Event::Alarm { rule: "drill_overdue".into(), detail });
         }
         use vault_core::lifecycle::capacity::{Level, CRITICAL_PERCENT, WARN_PERCENT};
@@ -595,7 +613,16 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
                     let report = match crate::usb::mount_medium(std::path::Path::new(&source), &mount_point) {
                         Err(reason) => ExportsDone { events: vec![Event::MediumIgnored { source, reason }], done: Vec::new(), rotated: None },
                         Ok(()) => {
-                            let job = crate::export::MediumJob { store: &store, medium: &mount_point, source: &source, vault_id: &vault_id, identity: &identity, rotation: rotation.as_ref(), go_on: &go_on, step_pause };
+                            let job = crate::export::MediumJob {
+                                store: &store,
+                                medium: &mount_point,
+                                source: &source,
+                                vault_id: &vault_id,
+                                identity: &identity,
+                                rotation: rotation.as_ref(),
+                                go_on: &go_on,
+                                step_pause,
+                            };
                             let carried = crate::export::carry_out(&job, &orders, now);
                             crate::usb::unmount_medium(&mount_point);
                             let done = orders.pending_exports.iter().filter(|e| !carried.orders.pending_exports.iter().any(|left| left.id == e.id)).map(|e| e.id.clone()).collect();
@@ -652,7 +679,9 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             StateDone::LastScrub { result: Ok(()) } => {}
             StateDone::LastScrub { result: Err(e) } => self.emit(Event::Alarm { rule: "scrub_time_not_persisted".into(), detail: format!("{e}; the next start scrubs again") }),
             StateDone::LastRotation { result: Ok(()) } => {}
-            StateDone::LastRotation { result: Err(e) } => self.emit(Event::Alarm { rule: "rotation_time_not_persisted".into(), detail: format!("{e}; the next start may say the rotation is overdue early") }),
+            StateDone::LastRotation { result: Err(e) } => {
+                self.emit(Event::Alarm { rule: "rotation_time_not_persisted".into(), detail: format!("{e}; the next start may say the rotation is overdue early") })
+            }
             StateDone::LastDrill { result: Ok(()) } => {}
             StateDone::LastDrill { result: Err(e) } => self.emit(Event::Alarm { rule: "drill_time_not_persisted".into(), detail: format!("{e}; the next start drills again") }),
             StateDone::Bundle(Some(policy)) => self.apply_policy(policy).await,
@@ -748,11 +777,11 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
                 }
             }
             changed |= !out.transitions.is_empty();
-        // A running expiry stops before its next snapshot once the gate leaves Sealed or
-        // doubts its clock.
-        if self.gate.phase() != vault_core::link::gate::Phase::Sealed || self.gate.clock_fault() {
-            self.lifecycle.sealed.store(false, std::sync::atomic::Ordering::SeqCst);
-        }
+            // A running expiry stops before its next snapshot once the gate leaves Sealed or
+            // doubts its clock.
+            if self.gate.phase() != vault_core::link::gate::Phase::Sealed || self.gate.clock_fault() {
+                self.lifecycle.sealed.store(false, std::sync::atomic::Ordering::SeqCst);
+            }
             for action in out.actions {
                 if let Some(next) = self.perform(action).await {
                     queue.push_back(next);

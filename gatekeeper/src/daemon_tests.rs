@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use tokio::sync::mpsc;
-use vault_core::link::gate::Gate;
 use vault_core::keys::SigningKey;
+use vault_core::link::gate::Gate;
 use vault_core::policy::{Close, Network, Pusher, Window};
 use vault_core::units::{ByteSize, Duration};
 
@@ -106,11 +106,7 @@ struct Harness {
 /// The tests play the sessions themselves (they send the reports); this server only holds
 /// the listener until the driver says stop.
 fn holding_server() -> SessionServer {
-    Arc::new(|mut ctx| {
-        Box::pin(async move {
-            while ctx.stop.changed().await.is_ok() && *ctx.stop.borrow() == Stop::Running {}
-        })
-    })
+    Arc::new(|mut ctx| Box::pin(async move { while ctx.stop.changed().await.is_ok() && *ctx.stop.borrow() == Stop::Running {} }))
 }
 
 fn harness(floor: Timestamp) -> Harness {
@@ -130,7 +126,12 @@ impl Harness {
     /// Runs the driver on its inputs for `duration` of tokio's (paused) time.
     async fn run_for(&mut self, duration: StdDuration) {
         let inputs = std::mem::replace(&mut self.inputs, Inputs::none());
-        self.driver.run(inputs, async move { tokio::time::sleep(duration).await; "test over".to_string() }).await;
+        self.driver
+            .run(inputs, async move {
+                tokio::time::sleep(duration).await;
+                "test over".to_string()
+            })
+            .await;
     }
 }
 
@@ -222,7 +223,12 @@ async fn a_slow_state_write_does_not_hold_up_the_link() {
     h.driver.apply_policy(policy(1, 2, false)).await;
     let mut inputs = std::mem::replace(&mut h.inputs, Inputs::none());
     inputs.state = done_rx;
-    h.driver.run(inputs, async { tokio::time::sleep(StdDuration::from_millis(3_800)).await; "test over".to_string() }).await;
+    h.driver
+        .run(inputs, async {
+            tokio::time::sleep(StdDuration::from_millis(3_800)).await;
+            "test over".to_string()
+        })
+        .await;
     let calls = calls_at(&h);
     assert_eq!(calls.iter().map(|c| c.0).take(2).collect::<Vec<_>>(), ["up", "down"], "{calls:?}");
     assert!((1000..1900).contains(&calls[0].1) && (2000..2900).contains(&calls[1].1), "the link waited for the state writer: {calls:?}");

@@ -96,7 +96,10 @@ pub fn carry_out(job: &MediumJob<'_>, orders: &OrderState, now: Timestamp) -> Ca
             match old.and_then(|old| remove_exports(job.medium, &old).map(|()| old)) {
                 Ok(old) if old.is_empty() => {}
                 Ok(old) => carried.events.push(Event::ExportsRemoved { medium: label.medium_id.clone(), medium_name: label.name.clone(), exports: old, keep: rotation.keep }),
-                Err(e) => carried.events.push(Event::Alarm { rule: "export_failed".into(), detail: format!("medium {}: the new export is written, but older ones could not be removed ({e}); it may fill up", label.name) }),
+                Err(e) => carried.events.push(Event::Alarm {
+                    rule: "export_failed".into(),
+                    detail: format!("medium {}: the new export is written, but older ones could not be removed ({e}); it may fill up", label.name),
+                }),
             }
         }
     }

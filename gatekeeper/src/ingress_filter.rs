@@ -344,9 +344,7 @@ fn set_receive_timeout(socket: &Socket, timeout: Duration) -> std::io::Result<()
     let len = libc::socklen_t::try_from(std::mem::size_of::<libc::timeval>()).expect("a timeval is 16 bytes");
     // SAFETY: `value` is a live timeval and the length passed is its size; the kernel copies it
     // and keeps no pointer.
-    let result = unsafe {
-        libc::setsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&value as *const libc::timeval).cast(), len)
-    };
+    let result = unsafe { libc::setsockopt(socket.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&value as *const libc::timeval).cast(), len) };
     if result < 0 {
         return Err(std::io::Error::last_os_error());
     }

@@ -95,12 +95,9 @@ fn nix_err(what: &'static str) -> impl FnOnce(nix::Error) -> GatekeeperError {
 /// The kernel's own filesystems.
 pub fn mount_pseudo_filesystems() -> Result<()> {
     let hardened = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
-    for (source, target, fstype, flags) in [
-        ("proc", "/proc", "proc", hardened),
-        ("sysfs", "/sys", "sysfs", hardened),
-        ("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC),
-        ("tmpfs", "/run", "tmpfs", hardened),
-    ] {
+    for (source, target, fstype, flags) in
+        [("proc", "/proc", "proc", hardened), ("sysfs", "/sys", "sysfs", hardened), ("devtmpfs", "/dev", "devtmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC), ("tmpfs", "/run", "tmpfs", hardened)]
+    {
         let _ = std::fs::create_dir_all(target);
         mount(Some(source), target, Some(fstype), flags, None::<&str>).map_err(nix_err(target_name(target)))?;
     }
@@ -410,10 +407,7 @@ fn gpt_type_of(disk: &Path, number: u32, block_size: u32) -> std::result::Result
 
 /// Mounts the data partition the boot phase found.
 pub fn mount_data(device: std::result::Result<PathBuf, String>) -> Result<PathBuf> {
-    let device = device.map_err(|why| GatekeeperError::Io {
-        what: "find the data partition",
-        source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("{why}, after {DATA_WAIT:?}")),
-    })?;
+    let device = device.map_err(|why| GatekeeperError::Io { what: "find the data partition", source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("{why}, after {DATA_WAIT:?}")) })?;
     std::fs::create_dir_all(DATA_MOUNT).map_err(|source| GatekeeperError::Io { what: "create /data", source })?;
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_NOATIME;
     mount(Some(&device), DATA_MOUNT, Some("ext4"), flags, None::<&str>).map_err(nix_err("mount the data partition"))?;

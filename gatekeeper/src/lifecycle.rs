@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use vault_core::lifecycle::capacity::{self, Level};
-use vault_core::lifecycle::scrub;
 use vault_core::lifecycle::retention::{plan_expiry, Holds, Kept, Retention};
+use vault_core::lifecycle::scrub;
 use vault_core::units::Timestamp;
 use vault_store::Store;
 
@@ -148,13 +148,17 @@ pub fn run(store: &Store, job: &Job, sealed: &AtomicBool) -> LifecycleReport {
 /// dataset they name, except those a hold covers. Returns the events and the ids of the orders
 /// carried out whole (one stopped by a window stays waiting, and runs again).
 /// Returns the events, the ids of the orders carried out whole, and the snapshots that went.
-fn purge(store: &Store, sealed_now: &[vault_core::lifecycle::retention::SealedSnapshot], purges: &[vault_core::policy::orders::PendingPurge], holds: &Holds, sealed: &AtomicBool) -> (Vec<Event>, Vec<String>, Vec<String>) {
+fn purge(
+    store: &Store,
+    sealed_now: &[vault_core::lifecycle::retention::SealedSnapshot],
+    purges: &[vault_core::policy::orders::PendingPurge],
+    holds: &Holds,
+    sealed: &AtomicBool,
+) -> (Vec<Event>, Vec<String>, Vec<String>) {
     let (mut events, mut done, mut gone_ids) = (Vec::new(), Vec::new(), Vec::new());
     for order in purges {
-        let named: Vec<&vault_core::lifecycle::retention::SealedSnapshot> = sealed_now
-            .iter()
-            .filter(|s| order.snapshots.contains(&s.id) || order.datasets.iter().any(|d| d.pusher == s.pusher && d.dataset == s.dataset))
-            .collect();
+        let named: Vec<&vault_core::lifecycle::retention::SealedSnapshot> =
+            sealed_now.iter().filter(|s| order.snapshots.contains(&s.id) || order.datasets.iter().any(|d| d.pusher == s.pusher && d.dataset == s.dataset)).collect();
         let held = |s: &vault_core::lifecycle::retention::SealedSnapshot| holds.covers(s);
         let kept_held: Vec<String> = named.iter().filter(|s| held(s)).map(|s| s.id.clone()).collect();
         let ids: Vec<String> = named.iter().filter(|s| !held(s)).map(|s| s.id.clone()).collect();
@@ -253,7 +257,8 @@ fn drill(store: &Store, job: &DrillJob, now: Timestamp, listed: &[vault_core::li
     let summary = drill_report.summary();
     if drill_report.errors > 0 {
         let failed: Vec<String> = drill_report.snapshots.iter().filter(|s| s.error_count > 0).map(|s| format!("snapshot {}: {}", s.snapshot, s.errors.join("; "))).collect();
-        let detail = format!("restore drill: {summary}. {}. Those snapshots would not restore whole: restore them from another copy, and let the scrub and the next push heal the store", failed.join(" | "));
+        let detail =
+            format!("restore drill: {summary}. {}. Those snapshots would not restore whole: restore them from another copy, and let the scrub and the next push heal the store", failed.join(" | "));
         report.events.push(Event::Alarm { rule: "drill_failed".into(), detail });
     }
     report.events.push(Event::DrillFinished {
@@ -276,7 +281,14 @@ fn drill(store: &Store, job: &DrillJob, now: Timestamp, listed: &[vault_core::li
 /// Expires, at vault time `now`, every snapshot the retention rules let go; stops between two
 /// snapshots as soon as `sealed` turns false.
 /// Also returns the ids of the snapshots that went.
-fn expire(store: &Store, (snapshots, unreadable): &(Vec<vault_core::lifecycle::retention::SealedSnapshot>, vault_store::Unreadable), now: Timestamp, retention: Retention, holds: &Holds, sealed: &AtomicBool) -> (LifecycleReport, Vec<String>) {
+fn expire(
+    store: &Store,
+    (snapshots, unreadable): &(Vec<vault_core::lifecycle::retention::SealedSnapshot>, vault_store::Unreadable),
+    now: Timestamp,
+    retention: Retention,
+    holds: &Holds,
+    sealed: &AtomicBool,
+) -> (LifecycleReport, Vec<String>) {
     let mut events = Vec::new();
     let plan = plan_expiry(snapshots, now, retention, holds);
     let ids: Vec<String> = plan.expire.iter().map(|s| s.id.clone()).collect();
@@ -409,7 +421,14 @@ mod tests {
             step_pause: std::time::Duration::ZERO,
         };
         let drilled = |report: &LifecycleReport| {
-            report.events.iter().find_map(|e| match e { Event::DrillFinished { report, signature, .. } => Some((report.clone(), signature.clone())), _ => None }).expect("a drill ran")
+            report
+                .events
+                .iter()
+                .find_map(|e| match e {
+                    Event::DrillFinished { report, signature, .. } => Some((report.clone(), signature.clone())),
+                    _ => None,
+                })
+                .expect("a drill ran")
         };
 
         let clean = run(&store, &job(2), &sealed);
@@ -442,7 +461,14 @@ mod tests {
         data[..8].copy_from_slice(&night.to_be_bytes());
         let chunk = ChunkId::of(&data).to_string();
         assert!(failed[0].errors[0].contains(&chunk) && failed[0].errors[0].contains("dump"), "{:?}", failed[0].errors);
-        let alarm = broken.events.iter().find_map(|e| match e { Event::Alarm { rule, detail } if rule == "drill_failed" => Some(detail.clone()), _ => None }).expect("an alarm");
+        let alarm = broken
+            .events
+            .iter()
+            .find_map(|e| match e {
+                Event::Alarm { rule, detail } if rule == "drill_failed" => Some(detail.clone()),
+                _ => None,
+            })
+            .expect("an alarm");
         assert!(alarm.contains(&failed[0].snapshot) && alarm.contains(&chunk), "{alarm}");
         assert!(broken.drilled.as_ref().is_some_and(|(_, summary)| summary.contains("errors")), "a failed drill is still a drill that ran: {:?}", broken.drilled);
     }
@@ -469,13 +495,21 @@ mod tests {
         // newest 3, and collects their packs (all older than the grace of 0 here).
         let sealed = AtomicBool::new(true);
         let now = Timestamp::from_unix(T0 + full_at * DAY).unwrap();
-        let job = Job { now, retention: Retention::default(), holds: Holds::default(), gc_grace: std::time::Duration::ZERO, scrub: true, drill: None, purges: vec![], step_pause: std::time::Duration::ZERO };
+        let job =
+            Job { now, retention: Retention::default(), holds: Holds::default(), gc_grace: std::time::Duration::ZERO, scrub: true, drill: None, purges: vec![], step_pause: std::time::Duration::ZERO };
         let report = run(&store, &job, &sealed);
         assert!(report.scrubbed.is_some(), "a whole scrub ran: {:?}", report.events);
         let expired = report.events.iter().filter(|e| matches!(e, Event::SnapshotExpired { .. })).count() as i64;
         // Nights before full_at - 7 are past their week (night full_at - 7 is due at exactly now).
         assert_eq!(expired, full_at - 7, "{:?}", report.events);
-        let freed = report.events.iter().find_map(|e| match e { Event::GarbageCollected { packs_removed, bytes_freed, .. } => Some((*packs_removed, *bytes_freed)), _ => None }).unwrap();
+        let freed = report
+            .events
+            .iter()
+            .find_map(|e| match e {
+                Event::GarbageCollected { packs_removed, bytes_freed, .. } => Some((*packs_removed, *bytes_freed)),
+                _ => None,
+            })
+            .unwrap();
         assert_eq!(freed.0 as i64, expired);
         assert!(freed.1 >= expired as u64 * MIB, "{freed:?}");
         // The filesystem is far from full again, and the run says so.
@@ -541,9 +575,25 @@ mod tests {
         for night in 0..NIGHTS {
             push_week_night(&store, &key, night);
             let now = Timestamp::from_unix(T0 + night * DAY + 3600).unwrap();
-            let job = Job { now, retention: Retention::default(), holds: Holds::default(), gc_grace: std::time::Duration::ZERO, scrub: night % 30 == 29, drill: None, purges: vec![], step_pause: std::time::Duration::ZERO };
+            let job = Job {
+                now,
+                retention: Retention::default(),
+                holds: Holds::default(),
+                gc_grace: std::time::Duration::ZERO,
+                scrub: night % 30 == 29,
+                drill: None,
+                purges: vec![],
+                step_pause: std::time::Duration::ZERO,
+            };
             let report = run(&store, &job, &sealed);
-            let expired: Vec<String> = report.events.iter().filter_map(|e| match e { Event::SnapshotExpired { snapshot, .. } => Some(snapshot.clone()), _ => None }).collect();
+            let expired: Vec<String> = report
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::SnapshotExpired { snapshot, .. } => Some(snapshot.clone()),
+                    _ => None,
+                })
+                .collect();
             // Night n - 30's retain ran out at exactly n's midnight: it goes in the run an hour later.
             let due = night - 30;
             assert_eq!(expired, if due >= 0 { vec![format!("pg-night-{due:04}")] } else { vec![] }, "night {night}");

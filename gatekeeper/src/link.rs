@@ -96,14 +96,7 @@ fn quiet_conf(name: &str) -> Result<()> {
     if Path::new("/proc/sys/net/ipv6").exists() {
         // Each of these alone stops some of the chatter; together with disable_ipv6 there is
         // no IPv6 address on the NIC and nothing to solicit, join or defend.
-        for (key, value) in [
-            ("accept_ra", "0"),
-            ("autoconf", "0"),
-            ("router_solicitations", "0"),
-            ("dad_transmits", "0"),
-            ("addr_gen_mode", "1"),
-            ("disable_ipv6", "1"),
-        ] {
+        for (key, value) in [("accept_ra", "0"), ("autoconf", "0"), ("router_solicitations", "0"), ("dad_transmits", "0"), ("addr_gen_mode", "1"), ("disable_ipv6", "1")] {
             write_sysctl("ipv6", name, key, value)?;
         }
     }
@@ -165,13 +158,18 @@ fn operstate_of(msg: &LinkMessage) -> String {
 }
 
 pub fn address_in(msg: &AddressMessage) -> Option<IpAddr> {
-    msg.attributes.iter().find_map(|a| match a {
-        AddressAttribute::Local(ip) => Some(*ip),
-        _ => None,
-    }).or_else(|| msg.attributes.iter().find_map(|a| match a {
-        AddressAttribute::Address(ip) => Some(*ip),
-        _ => None,
-    }))
+    msg.attributes
+        .iter()
+        .find_map(|a| match a {
+            AddressAttribute::Local(ip) => Some(*ip),
+            _ => None,
+        })
+        .or_else(|| {
+            msg.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(ip) => Some(*ip),
+                _ => None,
+            })
+        })
 }
 
 /// rtnetlink operations on the vault's NICs.
@@ -183,8 +181,7 @@ pub struct RtLink {
 impl RtLink {
     /// Opens a netlink socket; the connection task runs on the current tokio runtime.
     pub fn connect() -> Result<RtLink> {
-        let (connection, handle, _) =
-            rtnetlink::new_connection().map_err(|source| GatekeeperError::Io { what: "netlink socket", source })?;
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(|source| GatekeeperError::Io { what: "netlink socket", source })?;
         tokio::spawn(connection);
         Ok(RtLink { handle })
     }
@@ -195,13 +192,7 @@ impl RtLink {
 
     /// Every NIC except loopback.
     pub async fn non_loopback(&self) -> Result<Vec<Nic>> {
-        Ok(self
-            .all_links()
-            .await?
-            .iter()
-            .filter(|m| m.header.link_layer_type != LinkLayerType::Loopback)
-            .map(nic_of)
-            .collect())
+        Ok(self.all_links().await?.iter().filter(|m| m.header.link_layer_type != LinkLayerType::Loopback).map(nic_of).collect())
     }
 
     /// The NIC the policy names, by name or MAC.
@@ -227,11 +218,7 @@ impl RtLink {
 
     async fn link_message(&self, index: u32) -> Result<LinkMessage> {
         let mut links = self.handle.link().get().match_index(index).execute();
-        links
-            .try_next()
-            .await
-            .map_err(nl("get link"))?
-            .ok_or(GatekeeperError::NicVanished { index })
+        links.try_next().await.map_err(nl("get link"))?.ok_or(GatekeeperError::NicVanished { index })
     }
 
     /// Every address on every NIC.
@@ -240,8 +227,7 @@ impl RtLink {
     }
 
     async fn addresses(&self, index: u32) -> Result<Vec<AddressMessage>> {
-        let all: Vec<AddressMessage> =
-            self.handle.address().get().set_link_index_filter(index).execute().try_collect().await.map_err(nl("list addresses"))?;
+        let all: Vec<AddressMessage> = self.handle.address().get().set_link_index_filter(index).execute().try_collect().await.map_err(nl("list addresses"))?;
         // The filter is applied in user space by some kernels' dumps; check again.
         Ok(all.into_iter().filter(|a| a.header.index == index).collect())
     }
@@ -327,5 +313,3 @@ impl RtLink {
 pub fn shows_up(msg: &LinkMessage) -> bool {
     msg.header.flags.contains(LinkFlags::Up)
 }
-
-

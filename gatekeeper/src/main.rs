@@ -256,11 +256,7 @@ struct Paths {
 fn run(paths: &Paths, carrier_timeout_ms: u64, limits: Limits, reserve: Reserve, events: EventLog) -> error::Result<()> {
     // Two workers: sessions decrypt and re-hash on them while the gate's timers stay
     // responsive. The egress guard and the USB watcher read on their own threads.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|source| error::GatekeeperError::Io { what: "tokio runtime", source })?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().map_err(|source| error::GatekeeperError::Io { what: "tokio runtime", source })?;
     let options = gatekeeper::run::RunOptions {
         carrier_within: Duration::from_millis(carrier_timeout_ms),
         server: push_server_factory(paths, limits, reserve),
@@ -289,7 +285,13 @@ fn push_server_factory(paths: &Paths, limits: Limits, reserve: Reserve) -> gatek
         let store = Arc::new(store);
         let service = PushService { jail_parent, ..PushService::new(store.clone(), identity.clone(), limits) };
         let maintenance = service.maintenance.clone();
-        Ok(gatekeeper::sessions_api::Services { server: gatekeeper::push_server::server(Arc::new(service)), store: Some(store), maintenance, step_pause: limits.seal_step_pause, identity: Some(identity) })
+        Ok(gatekeeper::sessions_api::Services {
+            server: gatekeeper::push_server::server(Arc::new(service)),
+            store: Some(store),
+            maintenance,
+            step_pause: limits.seal_step_pause,
+            identity: Some(identity),
+        })
     })
 }
 
@@ -349,11 +351,7 @@ fn status(root_path: &std::path::Path, state_dir: &std::path::Path) -> error::Re
     };
     match schedule::state_at(&policy, now.max(state.time_floor)) {
         WindowState::Open { until } => println!("policy v{}: window open until {until}", policy.version),
-        WindowState::Closed { next_open } => println!(
-            "policy v{}: sealed; next opening {}",
-            policy.version,
-            next_open.map_or_else(|| "none before expiry".to_string(), |t| t.to_string())
-        ),
+        WindowState::Closed { next_open } => println!("policy v{}: sealed; next opening {}", policy.version, next_open.map_or_else(|| "none before expiry".to_string(), |t| t.to_string())),
     }
     Ok(())
 }

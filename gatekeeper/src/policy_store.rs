@@ -104,9 +104,7 @@ pub fn load_accepted(baked_root: &TrustRoot, state_dir: &Path) -> Result<Option<
         return Ok(None);
     }
     let bytes = vault_io::read_bounded(&path, MAX_BUNDLE_BYTES)?;
-    bundle::reverify_accepted(&bytes, baked_root, &state)
-        .map(Some)
-        .map_err(|source| GatekeeperError::PolicyDropped { version: state.accepted_version, source })
+    bundle::reverify_accepted(&bytes, baked_root, &state).map(Some).map_err(|source| GatekeeperError::PolicyDropped { version: state.accepted_version, source })
 }
 
 /// Verifies order bytes read once (from a stick, or a file) against the root in force and the
@@ -141,7 +139,15 @@ pub fn apply_order(baked_root: &TrustRoot, state_dir: &Path, source: &str, bytes
 /// Carries out what is waiting for the medium mounted at `medium` (export orders, the policy's
 /// rotation) and records the state it leaves (see [`crate::export`]). Fails when anything
 /// failed or was refused (its events say why).
-pub fn carry_out_exports(baked_root: &TrustRoot, state_dir: &Path, store: &Path, medium: &Path, identity: &crate::identity::VaultIdentity, now: vault_core::units::Timestamp, events: &mut EventLog) -> Result<()> {
+pub fn carry_out_exports(
+    baked_root: &TrustRoot,
+    state_dir: &Path,
+    store: &Path,
+    medium: &Path,
+    identity: &crate::identity::VaultIdentity,
+    now: vault_core::units::Timestamp,
+    events: &mut EventLog,
+) -> Result<()> {
     let mut state = load_state(state_dir)?;
     let root = state.current_root(baked_root)?;
     let policy = load_accepted(baked_root, state_dir)?;

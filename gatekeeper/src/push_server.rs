@@ -498,7 +498,8 @@ impl PushService {
                     std::thread::sleep(pause);
                 }
             };
-            let sealed = store.seal_observed(pack, table, &referenced, SealInput { snapshot_id: &snapshot_id, manifest: &manifest, receipt: &signed_for_store, profile: profile.as_deref() }, &observe)?;
+            let sealed =
+                store.seal_observed(pack, table, &referenced, SealInput { snapshot_id: &snapshot_id, manifest: &manifest, receipt: &signed_for_store, profile: profile.as_deref() }, &observe)?;
             Ok::<_, vault_store::StoreError>((sealed, crate::audit::evidence(store.root(), &vault_key, audit_size)))
         })
         .await
@@ -608,7 +609,14 @@ struct Worker {
 impl Worker {
     /// Starts `gatekeeper session-worker` on the window's listener, sends it the window's
     /// settings, and waits for it to say it is confined; a worker that is not is stopped.
-    async fn start(listener: tokio::net::TcpListener, jail_parent: &std::path::Path, identity: &Arc<VaultIdentity>, policy: &Policy, limits: &Limits, reports: mpsc::Sender<SessionReport>) -> GkResult<Worker> {
+    async fn start(
+        listener: tokio::net::TcpListener,
+        jail_parent: &std::path::Path,
+        identity: &Arc<VaultIdentity>,
+        policy: &Policy,
+        limits: &Limits,
+        reports: mpsc::Sender<SessionReport>,
+    ) -> GkResult<Worker> {
         let io = |what: &'static str| move |source: std::io::Error| GatekeeperError::Io { what, source };
         let listener: OwnedFd = listener.into_std().map_err(io("session worker: the listener"))?.into();
         let (relay, relay_for_worker) = std::os::unix::net::UnixStream::pair().map_err(io("session worker: the relay"))?;
@@ -630,7 +638,15 @@ impl Worker {
                 }
             }
         });
-        let mut worker = Worker { child: Some(child), pid, sign: sign_handle, confinement: Confinement { uid: 0, gid: 0, capabilities_permitted: u64::MAX, capabilities_effective: u64::MAX, no_new_privileges: false, sees_files: true }, to, from, frames: FrameReader::with_limit(MAX_RELAY_FRAME) };
+        let mut worker = Worker {
+            child: Some(child),
+            pid,
+            sign: sign_handle,
+            confinement: Confinement { uid: 0, gid: 0, capabilities_permitted: u64::MAX, capabilities_effective: u64::MAX, no_new_privileges: false, sees_files: true },
+            to,
+            from,
+            frames: FrameReader::with_limit(MAX_RELAY_FRAME),
+        };
         let start = ToWorker::Start {
             vault_key: *identity.public.as_bytes(),
             pushers: policy.pushers.iter().map(|p| *p.key.as_bytes()).collect(),

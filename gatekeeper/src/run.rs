@@ -12,14 +12,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use vault_core::link::egress::EgressRule;
 use vault_core::link::gate::{Gate, Sighting};
-use vault_core::policy::{Network, NicSelector, Policy};
 use vault_core::policy::state::STATE_FILE;
+use vault_core::policy::{Network, NicSelector, Policy};
 
 use crate::daemon::{Driver, Inputs, LinkOps, Recheck, StateDone, StateJob, SystemClock};
 use crate::egress_guard::{self, GuardControl};
-use crate::ingress_filter;
 use crate::error::{GatekeeperError, Result};
 use crate::events::{Event, EventLog};
+use crate::ingress_filter;
 use crate::link::{LinkConfirmation, Nic, RtLink};
 use crate::policy_store;
 use crate::sessions_api::ServerFactory;
@@ -282,11 +282,7 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
     // addresses flushed, quiet.
     crate::link::quiet_defaults()?;
     let all = rt.all_links().await?;
-    let loopback: BTreeSet<u32> = all
-        .iter()
-        .filter(|m| m.header.link_layer_type == netlink_packet_route::link::LinkLayerType::Loopback)
-        .map(|m| m.header.index)
-        .collect();
+    let loopback: BTreeSet<u32> = all.iter().filter(|m| m.header.link_layer_type == netlink_packet_route::link::LinkLayerType::Loopback).map(|m| m.header.index).collect();
     for nic in rt.non_loopback().await? {
         let confirmation = rt.take_down(&nic).await?;
         events.emit(vault_io::clock_now(), &Event::LinkDown { why: "start: sealed before anything else".into(), confirmation });
@@ -311,14 +307,7 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
             None
         }
     };
-    events.emit(
-        vault_io::clock_now(),
-        &Event::Started {
-            policy_version: policy.as_ref().map(|p| p.version),
-            time_floor: state.time_floor.to_string(),
-            uptime_ms: crate::init::uptime_ms(),
-        },
-    );
+    events.emit(vault_io::clock_now(), &Event::Started { policy_version: policy.as_ref().map(|p| p.version), time_floor: state.time_floor.to_string(), uptime_ms: crate::init::uptime_ms() });
 
     let (guard_tx, guard_rx) = mpsc::channel(16);
     let link = RtVaultLink {
@@ -344,8 +333,8 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
     }
 
     let (reports_tx, reports_rx) = mpsc::channel(64);
-    let (state_jobs, state_rx) = start_state_writer(root_path.to_path_buf(), state_dir.to_path_buf(), events.sibling())
-        .map_err(|source| crate::error::GatekeeperError::Io { what: "state writer thread", source })?;
+    let (state_jobs, state_rx) =
+        start_state_writer(root_path.to_path_buf(), state_dir.to_path_buf(), events.sibling()).map_err(|source| crate::error::GatekeeperError::Io { what: "state writer thread", source })?;
     let mut driver = Driver::new(Gate::new(state.time_floor).built_at(crate::daemon::build_time()), link, SystemClock, services.server, reports_tx);
     driver.store = services.store;
     driver.maintenance = services.maintenance;

@@ -76,7 +76,10 @@ impl Confinement {
         let problems: Vec<String> = [
             (self.uid == 0, format!("runs as uid {}", self.uid)),
             (self.gid == 0, format!("runs as gid {}", self.gid)),
-            (self.capabilities_permitted != 0 || self.capabilities_effective != 0, format!("holds capabilities (permitted {:#x}, effective {:#x})", self.capabilities_permitted, self.capabilities_effective)),
+            (
+                self.capabilities_permitted != 0 || self.capabilities_effective != 0,
+                format!("holds capabilities (permitted {:#x}, effective {:#x})", self.capabilities_permitted, self.capabilities_effective),
+            ),
             (!self.no_new_privileges, "may gain privileges on exec (no_new_privs unset)".to_string()),
             (self.sees_files, "can see a filesystem".to_string()),
         ]
@@ -184,7 +187,8 @@ pub fn main() -> ! {
     if nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NPROC, 1, 1).is_err() {
         std::process::exit(4);
     }
-    let start = hello.encode().map_err(GatekeeperError::from).and_then(|bytes| relay.write_all(&bytes).map_err(|source| GatekeeperError::Io { what: "relay", source })).and_then(|()| read_start(&mut relay));
+    let start =
+        hello.encode().map_err(GatekeeperError::from).and_then(|bytes| relay.write_all(&bytes).map_err(|source| GatekeeperError::Io { what: "relay", source })).and_then(|()| read_start(&mut relay));
     let Ok(start) = start else { std::process::exit(3) };
     runtime.block_on(serve(relay, std::os::unix::net::UnixStream::from(sign), std::net::TcpListener::from(listener), start));
     std::process::exit(0)
@@ -403,7 +407,6 @@ impl Handshakes {
         self.evict.remove(&id);
     }
 }
-
 
 struct Connection {
     session: SessionNo,

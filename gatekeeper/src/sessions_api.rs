@@ -39,19 +39,33 @@ pub enum Stop {
 /// What a session server tells the gatekeeper.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SessionReport {
-    Started { peer: SocketAddr },
-    Ended { peer: SocketAddr },
+    Started {
+        peer: SocketAddr,
+    },
+    Ended {
+        peer: SocketAddr,
+    },
     /// `pusher` is the policy's name for the authenticated key; `dataset` what it sealed.
-    Committed { pusher: String, dataset: String },
+    Committed {
+        pusher: String,
+        dataset: String,
+    },
     /// The session server cannot serve this window (its worker would not start confined, or
     /// broke the relay's rules): the gate closes the window with an alarm and retries later.
-    ServerFailed { reason: String },
+    ServerFailed {
+        reason: String,
+    },
     /// An event for the console (session accepted or refused, snapshot sealed); it does not
     /// change the gate.
     Note(Box<crate::events::Event>),
     /// A sealed snapshot the ransomware signals judged suspect: the daemon holds its dataset
     /// (and, if the policy says so, refuses its pusher) until a release order.
-    Suspect { pusher: String, dataset: String, snapshot: String, signals: Vec<String> },
+    Suspect {
+        pusher: String,
+        dataset: String,
+        snapshot: String,
+        signals: Vec<String>,
+    },
 }
 
 /// Everything a session server gets for one window.

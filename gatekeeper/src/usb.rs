@@ -30,17 +30,34 @@ pub const READ_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UsbReport {
     /// A USB disk appeared.
-    Inserted { device: String },
+    Inserted {
+        device: String,
+    },
     /// The bundle's bytes, read once from the stick.
-    Bundle { device: String, bytes: Vec<u8> },
+    Bundle {
+        device: String,
+        bytes: Vec<u8>,
+    },
     /// One order file's bytes (`vault-orders/<name>`), read once.
-    Order { device: String, name: String, bytes: Vec<u8> },
+    Order {
+        device: String,
+        name: String,
+        bytes: Vec<u8>,
+    },
     /// A removable medium for exports (`vaultctl media init`): its label's bytes, read once. The
     /// daemon decides whether anything is written to it.
-    Medium { device: String, label: Vec<u8> },
+    Medium {
+        device: String,
+        label: Vec<u8>,
+    },
     /// The stick gave no bundle, and why (bad filesystem, no file, too big, pulled mid-read).
-    Unreadable { device: String, reason: String },
-    Removed { device: String },
+    Unreadable {
+        device: String,
+        reason: String,
+    },
+    Removed {
+        device: String,
+    },
 }
 
 /// A kernel uevent, as far as the watcher needs one.
@@ -255,9 +272,7 @@ fn finish_within<T: Send + 'static>(within: std::time::Duration, work: impl FnOn
             let _ = done_tx.send(work());
         })
         .map_err(|e| format!("stick: no reader thread ({e}); nothing read"))?;
-    done_rx.recv_timeout(within).unwrap_or_else(|_| {
-        Err(format!("stick: no answer within {} s (a slow or failing device); nothing read, pull it out and try another stick", within.as_secs()))
-    })
+    done_rx.recv_timeout(within).unwrap_or_else(|_| Err(format!("stick: no answer within {} s (a slow or failing device); nothing read, pull it out and try another stick", within.as_secs())))
 }
 
 /// Mounts the stick read-only and reads its bundle and its orders once each; always unmounts.
@@ -319,7 +334,8 @@ pub fn read_mounted(root: &Path) -> StickContents {
     let orders = root.join(ORDERS_DIR);
     match std::fs::symlink_metadata(&orders) {
         Ok(meta) if meta.is_dir() => {
-            let mut names: Vec<String> = std::fs::read_dir(&orders).map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).filter(|n| n.ends_with(".order")).collect()).unwrap_or_default();
+            let mut names: Vec<String> =
+                std::fs::read_dir(&orders).map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).filter(|n| n.ends_with(".order")).collect()).unwrap_or_default();
             names.sort();
             if names.len() > MAX_STICK_ORDERS {
                 stick.problems.push(format!("stick: {} orders in {ORDERS_DIR}/, at most {MAX_STICK_ORDERS} are read; not read: {}", names.len(), names[MAX_STICK_ORDERS..].join(", ")));

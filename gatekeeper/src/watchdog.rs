@@ -33,14 +33,9 @@ pub enum WatchReport {
 
 /// Subscribes before returning, so nothing that happens after this call is missed.
 pub fn start(to_daemon: mpsc::Sender<WatchReport>) -> Result<()> {
-    let (mut connection, _handle, mut messages) =
-        rtnetlink::new_connection().map_err(|source| GatekeeperError::Io { what: "netlink watchdog socket", source })?;
+    let (mut connection, _handle, mut messages) = rtnetlink::new_connection().map_err(|source| GatekeeperError::Io { what: "netlink watchdog socket", source })?;
     let groups = SocketAddr::new(0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR);
-    connection
-        .socket_mut()
-        .socket_mut()
-        .bind(&groups)
-        .map_err(|source| GatekeeperError::Io { what: "netlink watchdog subscription", source })?;
+    connection.socket_mut().socket_mut().bind(&groups).map_err(|source| GatekeeperError::Io { what: "netlink watchdog subscription", source })?;
     tokio::spawn(connection);
     tokio::spawn(async move {
         while let Some((message, _)) = messages.next().await {
@@ -57,12 +52,8 @@ pub fn start(to_daemon: mpsc::Sender<WatchReport>) -> Result<()> {
 /// What one netlink message means to the daemon, if anything.
 fn report_of(payload: NetlinkPayload<RouteNetlinkMessage>) -> Option<WatchReport> {
     match payload {
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) if shows_up(&link) => {
-            Some(WatchReport::Seen(Seen { ifindex: link.header.index, sighting: Sighting::LinkUp }))
-        }
-        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(addr)) => {
-            address_in(&addr).map(|ip| WatchReport::Seen(Seen { ifindex: addr.header.index, sighting: Sighting::NewAddress(ip) }))
-        }
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(link)) if shows_up(&link) => Some(WatchReport::Seen(Seen { ifindex: link.header.index, sighting: Sighting::LinkUp })),
+        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewAddress(addr)) => address_in(&addr).map(|ip| WatchReport::Seen(Seen { ifindex: addr.header.index, sighting: Sighting::NewAddress(ip) })),
         NetlinkPayload::Overrun(_) => Some(WatchReport::Overrun),
         _ => None,
     }

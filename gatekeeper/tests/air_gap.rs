@@ -136,7 +136,13 @@ fn stop_monitor(mut monitor: std::process::Child) -> Vec<String> {
 /// the kernel re-checking its neighbour entry (STALE -> DELAY -> PROBE). Recognised here from
 /// the bytes, not by the rule under test.
 fn is_unicast_probe_for_the_peer(frame: &[u8], vault_mac: [u8; 6], peer_mac: [u8; 6]) -> bool {
-    frame.len() >= 42 && frame[0..6] == peer_mac && frame[6..12] == vault_mac && frame[12..14] == [0x08, 0x06] && frame[20..22] == [0, 1] && frame[28..32] == VAULT_IP.octets() && frame[38..42] == PEER_IP.octets()
+    frame.len() >= 42
+        && frame[0..6] == peer_mac
+        && frame[6..12] == vault_mac
+        && frame[12..14] == [0x08, 0x06]
+        && frame[20..22] == [0, 1]
+        && frame[28..32] == VAULT_IP.octets()
+        && frame[38..42] == PEER_IP.octets()
 }
 
 /// Makes the vault's neighbour entry for the pusher STALE (its MAC unchanged): the next frame

@@ -6,10 +6,10 @@ use std::process::Command;
 
 use ring::rand::SystemRandom;
 use ring::signature::Ed25519KeyPair;
-use vault_core::policy::bundle::{Envelope, Payload};
 use vault_core::keys::SigningKey;
-use vault_core::policy::Policy;
+use vault_core::policy::bundle::{Envelope, Payload};
 use vault_core::policy::root::{Admin, Caps, TrustRoot};
+use vault_core::policy::Policy;
 use vault_core::units::{Duration, Timestamp};
 
 fn new_key() -> SigningKey {
@@ -87,26 +87,15 @@ impl Vault {
 
     /// Runs `gatekeeper apply-bundle`; returns success and the parsed event lines.
     fn apply(&self, bundle: &Path) -> (bool, Vec<serde_json::Value>) {
-        let out = Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
-            .arg("--root")
-            .arg(self.dir.path().join("root.toml"))
-            .arg("--state")
-            .arg(self.state_dir())
-            .arg("apply-bundle")
-            .arg(bundle)
-            .output()
-            .unwrap();
+        let out =
+            Command::new(env!("CARGO_BIN_EXE_gatekeeper")).arg("--root").arg(self.dir.path().join("root.toml")).arg("--state").arg(self.state_dir()).arg("apply-bundle").arg(bundle).output().unwrap();
         let events = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         (out.status.success(), events)
     }
 
     /// Every file in the state directory with its bytes, to show a refusal changed nothing.
     fn snapshot(&self) -> Vec<(String, Vec<u8>)> {
-        let mut files: Vec<_> = std::fs::read_dir(self.state_dir())
-            .unwrap()
-            .map(|e| e.unwrap())
-            .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap()))
-            .collect();
+        let mut files: Vec<_> = std::fs::read_dir(self.state_dir()).unwrap().map(|e| e.unwrap()).map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read(e.path()).unwrap())).collect();
         files.sort();
         files
     }
@@ -249,7 +238,10 @@ fn a_re_imaged_root_is_obeyed_and_the_old_roots_policy_dropped() {
     std::fs::write(vault.dir.path().join("root.toml"), new_root.to_toml()).unwrap();
     let (ok, said) = status(&vault);
     assert!(!ok, "{said}");
-    for part in ["policy v4 accepted earlier does not verify under the trust root in force (wrong trust root: bundle was signed for root", "present a stick with a policy signed for this root, version above 4"] {
+    for part in [
+        "policy v4 accepted earlier does not verify under the trust root in force (wrong trust root: bundle was signed for root",
+        "present a stick with a policy signed for this root, version above 4",
+    ] {
         assert!(said.contains(part), "`{part}` in {said}");
     }
     // The new root's admins sign the next version: taken.

@@ -99,7 +99,6 @@ fn age_identity(site: &Site) -> String {
     String::from_utf8(run(Command::new("age-keygen").arg("-y").arg(site.path("identity.txt"))).stdout).unwrap().trim().to_string()
 }
 
-
 #[test]
 fn one_admin_orders_an_export_the_vault_writes_it_and_it_restores_byte_for_byte_elsewhere() {
     let (site, vault_key, medium) = site();
@@ -109,10 +108,21 @@ fn one_admin_orders_an_export_the_vault_writes_it_and_it_restores_byte_for_byte_
     let purge = site.order("purge", &["--kind", "purge", "--serial", "1", "--dataset", "db01/pg", "--reason", "one admin alone", "--valid-for", "10d"], &["alice"]);
     let out = site.gatekeeper().arg("apply-order").arg(&purge).output().unwrap();
     assert!(!out.status.success() && text(&out).contains("need 2"), "{}", text(&out));
-    let out = site.vaultctl().args(["order", "new", "--root"]).arg(site.path("root.toml")).args(["--kind", "hold", "--serial", "1", "--dataset", "db01/pg", "--medium", &medium, "--reason", "x", "--out"]).arg(site.path("wrong.order")).output().unwrap();
+    let out = site
+        .vaultctl()
+        .args(["order", "new", "--root"])
+        .arg(site.path("root.toml"))
+        .args(["--kind", "hold", "--serial", "1", "--dataset", "db01/pg", "--medium", &medium, "--reason", "x", "--out"])
+        .arg(site.path("wrong.order"))
+        .output()
+        .unwrap();
     assert!(!out.status.success() && text(&out).contains("belong to export orders; this is a hold"), "{}", text(&out));
     assert!(!site.path("wrong.order").exists());
-    let export = site.order("export", &["--kind", "export", "--serial", "1", "--dataset", "db01/pg", "--newest", "2", "--medium", &medium, "--recipient", &recipient, "--reason", "weekly off-site copy"], &["alice"]);
+    let export = site.order(
+        "export",
+        &["--kind", "export", "--serial", "1", "--dataset", "db01/pg", "--newest", "2", "--medium", &medium, "--recipient", &recipient, "--reason", "weekly off-site copy"],
+        &["alice"],
+    );
     let shown = text(&run(site.vaultctl().args(["order", "show"]).arg(&export)));
     assert!(shown.contains(&format!("onto medium {medium}")) && shown.contains(&format!("encrypted to {recipient}")) && shown.contains("newest 2 of each dataset"), "{shown}");
     let out = run(site.gatekeeper().arg("apply-order").arg(&export));
@@ -138,7 +148,8 @@ fn one_admin_orders_an_export_the_vault_writes_it_and_it_restores_byte_for_byte_
     let plain = run(Command::new("age").arg("-d").arg("-i").arg(site.path("identity.txt")).arg(&encrypted)).stdout;
     assert_eq!(plain, std::fs::read(site.path("store/snapshots").join(&snapshot).join("manifest")).unwrap());
     let to = site.path("restored");
-    let out = run(site.vaultctl().args(["restore", "--vault-key", &vault_key, "--snapshot", &snapshot, "--identity"]).arg(site.path("identity.txt")).arg("--export").arg(&export_dir).arg("--to").arg(&to));
+    let out =
+        run(site.vaultctl().args(["restore", "--vault-key", &vault_key, "--snapshot", &snapshot, "--identity"]).arg(site.path("identity.txt")).arg("--export").arg(&export_dir).arg("--to").arg(&to));
     println!("{}", text(&out));
     let night: i64 = snapshot.rsplit('-').next().unwrap().parse().unwrap();
     assert_eq!(std::fs::read(to.join("own")).unwrap(), test_net::nightly_content("pg", night));
@@ -154,7 +165,16 @@ fn one_admin_orders_an_export_the_vault_writes_it_and_it_restores_byte_for_byte_
 
     // Someone else's key cannot read it; the wrong vault key does not trust it.
     run(Command::new("age-keygen").arg("-o").arg(site.path("other.txt")));
-    let out = site.vaultctl().args(["restore", "--vault-key", &vault_key, "--snapshot", &snapshot, "--identity"]).arg(site.path("other.txt")).arg("--export").arg(&export_dir).arg("--to").arg(site.path("r2")).output().unwrap();
+    let out = site
+        .vaultctl()
+        .args(["restore", "--vault-key", &vault_key, "--snapshot", &snapshot, "--identity"])
+        .arg(site.path("other.txt"))
+        .arg("--export")
+        .arg(&export_dir)
+        .arg("--to")
+        .arg(site.path("r2"))
+        .output()
+        .unwrap();
     assert!(!out.status.success() && text(&out).contains("is this the identity the export was encrypted to?"), "{}", text(&out));
     let stranger = text(&run(site.vaultctl().args(["key", "gen", "--out"]).arg(site.path("stranger"))));
     let stranger_key = stranger.lines().find(|l| l.starts_with("ed25519:")).unwrap_or_else(|| panic!("{stranger}")).trim().to_string();
@@ -192,8 +212,24 @@ fn apply_rotation_policy(site: &Site, media: &[&str], recipient: &str) {
         media.join(", ")
     );
     std::fs::write(site.path("policy.toml"), toml).unwrap();
-    run(site.vaultctl().args(["policy", "sign", "--root"]).arg(site.path("root.toml")).arg("--key").arg(site.path("alice.key")).arg(site.path("policy.toml")).arg("--out").arg(site.path("policy.bundle")));
-    run(site.vaultctl().args(["policy", "sign", "--root"]).arg(site.path("root.toml")).arg("--key").arg(site.path("bob.key")).arg(site.path("policy.bundle")).arg("--out").arg(site.path("policy.bundle")));
+    run(site
+        .vaultctl()
+        .args(["policy", "sign", "--root"])
+        .arg(site.path("root.toml"))
+        .arg("--key")
+        .arg(site.path("alice.key"))
+        .arg(site.path("policy.toml"))
+        .arg("--out")
+        .arg(site.path("policy.bundle")));
+    run(site
+        .vaultctl()
+        .args(["policy", "sign", "--root"])
+        .arg(site.path("root.toml"))
+        .arg("--key")
+        .arg(site.path("bob.key"))
+        .arg(site.path("policy.bundle"))
+        .arg("--out")
+        .arg(site.path("policy.bundle")));
     run(site.gatekeeper().arg("apply-bundle").arg(site.path("policy.bundle")));
 }
 
@@ -255,7 +291,12 @@ fn a_rotation_medium_is_verified_when_it_returns_replaced_only_after_and_refused
     assert_eq!(std::fs::read(&pack).unwrap(), bytes, "the evidence is left as it came");
 
     // A medium sealed by another vault (same label copied onto it) is refused the same way.
-    std::fs::write(&pack, { let mut b = bytes.clone(); b[60] ^= 0x80; b }).unwrap();
+    std::fs::write(&pack, {
+        let mut b = bytes.clone();
+        b[60] ^= 0x80;
+        b
+    })
+    .unwrap();
     std::fs::remove_file(dir.join("store/README.txt")).unwrap();
     let stranger = SigningKey::from_pkcs8(ring::signature::Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).unwrap().as_ref()).unwrap();
     let label = vault_core::export::medium::MediumLabel::from_bytes(&std::fs::read(site.path("medium/vault-medium.json")).unwrap()).unwrap();

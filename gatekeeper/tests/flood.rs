@@ -51,12 +51,7 @@ fn send_tiny_chunks(client: &mut RawClient<TcpStream>, seed: u32, count: u64) ->
 /// one chunk the vault has sealed.
 fn maximal_manifest(sealed: &[u8]) -> Vec<u8> {
     let chunk = ChunkRef { id: ChunkId::of(sealed), len: u32::try_from(sealed.len()).unwrap() };
-    let entry = |i: usize| Entry {
-        path: format!("f{i:08}").into_bytes(),
-        mode: 0o600,
-        mtime: 0,
-        kind: EntryKind::File { size: u64::from(chunk.len), chunks: vec![chunk.clone()] },
-    };
+    let entry = |i: usize| Entry { path: format!("f{i:08}").into_bytes(), mode: 0o600, mtime: 0, kind: EntryKind::File { size: u64::from(chunk.len), chunks: vec![chunk.clone()] } };
     let per_entry = Manifest { entries: vec![entry(0)] }.encode().unwrap().len() - 9;
     let count = (MAX_MANIFEST_BYTES - 9) / per_entry;
     let bytes = Manifest { entries: (0..count).map(entry).collect() }.encode().unwrap();

@@ -102,8 +102,22 @@ fn one_admin_holds_the_quorum_purges_after_the_cooling_off_and_one_admin_vetoes(
     // And what a stranger signed changes nothing.
     run(Command::new(vaultctl_bin()).args(["key", "gen", "--out"]).arg(admins.dir.path().join("mallory")));
     let stranger = admins.dir.path().join("stranger.order");
-    run(Command::new(vaultctl_bin()).args(["order", "new", "--root"]).arg(admins.root()).args(["--kind", "release", "--serial", "1", "--snapshot", SNAPSHOT, "--reason", "x"]).arg("--out").arg(&stranger));
-    let refused = Command::new(vaultctl_bin()).args(["order", "sign", "--root"]).arg(admins.root()).arg("--key").arg(admins.dir.path().join("mallory.key")).arg(&stranger).arg("--out").arg(&stranger).output().unwrap();
+    run(Command::new(vaultctl_bin())
+        .args(["order", "new", "--root"])
+        .arg(admins.root())
+        .args(["--kind", "release", "--serial", "1", "--snapshot", SNAPSHOT, "--reason", "x"])
+        .arg("--out")
+        .arg(&stranger));
+    let refused = Command::new(vaultctl_bin())
+        .args(["order", "sign", "--root"])
+        .arg(admins.root())
+        .arg("--key")
+        .arg(admins.dir.path().join("mallory.key"))
+        .arg(&stranger)
+        .arg("--out")
+        .arg(&stranger)
+        .output()
+        .unwrap();
     assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("is not an admin of root v1"));
     let before = admins.state();
     let (ok, _) = admins.apply(&stranger);

@@ -34,10 +34,7 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     make_tree(&tree);
     let daemon = Daemon::start(&net, &vault);
     // Before the window: no answer at all, which vaultctl reports as such (exit 5).
-    let early = vaultctl_push_command(&net, &vault.identity(), &vault.pusher_key("db"), "db", &tree, work.path())
-        .args(["--connect-timeout-secs", "1"])
-        .output()
-        .unwrap();
+    let early = vaultctl_push_command(&net, &vault.identity(), &vault.pusher_key("db"), "db", &tree, work.path()).args(["--connect-timeout-secs", "1"]).output().unwrap();
     assert_eq!(early.status.code(), Some(5), "{}", String::from_utf8_lossy(&early.stderr));
     assert!(String::from_utf8_lossy(&early.stderr).contains("window is closed"));
     daemon.wait_for("listening", 8.0);
@@ -158,7 +155,14 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     std::fs::create_dir_all(&logs).unwrap();
     let shot = logs.join("audit-report.png");
     let _ = std::fs::remove_file(&shot);
-    let chromium = |args: &[String]| Command::new("chromium").args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]).arg(format!("--user-data-dir={}", work.path().join("chromium").display())).args(args).output().expect("chromium (scripts/ensure-tools.sh installs it)");
+    let chromium = |args: &[String]| {
+        Command::new("chromium")
+            .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+            .arg(format!("--user-data-dir={}", work.path().join("chromium").display()))
+            .args(args)
+            .output()
+            .expect("chromium (scripts/ensure-tools.sh installs it)")
+    };
     let url = format!("file://{}", page.display());
     let dom = chromium(&["--dump-dom".into(), url.clone()]);
     let dom = String::from_utf8_lossy(&dom.stdout);

@@ -174,11 +174,7 @@ fn tls_refuses_unknown_keys_wrong_vault_keys_replays_downgrades_and_silent_peers
 
     // 4. Downgrade: a TLS 1.2-only client gets no session.
     let mark = rig.daemon.mark();
-    let out = Command::new("ip")
-        .args(["netns", "exec", &rig.net.peer_ns, "openssl", "s_client", "-tls1_2", "-connect", "192.0.2.10:7400"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let out = Command::new("ip").args(["netns", "exec", &rig.net.peer_ns, "openssl", "s_client", "-tls1_2", "-connect", "192.0.2.10:7400"]).stdin(Stdio::null()).output().unwrap();
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(!out.status.success(), "openssl -tls1_2 connected: {said}");
     assert!(said.contains("alert protocol version"), "downgrade: {said}");
@@ -443,7 +439,8 @@ fn strangers_scanning_forging_and_idling_neither_close_nor_fill_the_window() {
     // Forged SYNs to the listener: addresses and MACs no host on the segment has, and a fresh
     // address on the pusher's side whose host already has the vault's MAC cached.
     let vault_mac = rig.net.vault_mac();
-    let forged: Vec<Vec<u8>> = (0..16u8).map(|i| test_net::tcp_syn_frame([0x02, 0x5f, 0, 0, 0, i], vault_mac, std::net::Ipv4Addr::new(192, 0, 2, 150 + i), VAULT_IP, 40_000 + u16::from(i), 7400)).collect();
+    let forged: Vec<Vec<u8>> =
+        (0..16u8).map(|i| test_net::tcp_syn_frame([0x02, 0x5f, 0, 0, 0, i], vault_mac, std::net::Ipv4Addr::new(192, 0, 2, 150 + i), VAULT_IP, 40_000 + u16::from(i), 7400)).collect();
     test_net::send_frames(&rig.net.peer_ns, "tp0", forged);
     let fresh = std::net::Ipv4Addr::new(192, 0, 2, 200);
     Command::new("ip").args(["-n", &rig.net.peer_ns, "addr", "add", &format!("{fresh}/24"), "dev", "tp0"]).status().unwrap();
@@ -569,11 +566,7 @@ fn a_push_killed_mid_way_leaves_nothing_visible() {
     let big = rig.path("big");
     random_tree(&big, 25, 2 * 1024 * 1024, 0x4b111);
     let mark = rig.daemon.mark();
-    let mut push = vaultctl_push_command(&rig.net, &rig.vault_key, &rig.vault.pusher_key("db"), "db", &big, rig.work.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut push = vaultctl_push_command(&rig.net, &rig.vault_key, &rig.vault.pusher_key("db"), "db", &big, rig.work.path()).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while staging_entries(&rig.store()).is_empty() {
         assert!(Instant::now() < deadline, "the push never started staging chunks");

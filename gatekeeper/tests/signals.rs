@@ -9,8 +9,8 @@ mod support;
 
 use std::process::Command;
 
-use test_net::{document_share, encrypt_in_place, prose, share_document};
 use support::{is_root, json_of, refused_stderr, unix_now_secs, unix_now_secs_ceil, vaultctl_push, Daemon, Net, Vault, VaultSpec};
+use test_net::{document_share, encrypt_in_place, prose, share_document};
 use vault_core::lifecycle::retention::{plan_expiry, Retention};
 use vault_core::policy::orders::{self, DatasetDoc, OrderDoc, OrderKind, ORDER_SIGNING_CONTEXT};
 use vault_core::policy::state::VaultState;

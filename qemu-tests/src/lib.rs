@@ -333,10 +333,13 @@ impl Vm {
         self.sticks += 1;
         let id = format!("stick{}", self.sticks);
         let node = format!("{id}-node");
-        self.qmp().execute("blockdev-add", json!({
-            "node-name": node, "driver": "raw", "read-only": !writable,
-            "file": { "driver": "file", "filename": image.display().to_string(), "read-only": !writable }
-        }));
+        self.qmp().execute(
+            "blockdev-add",
+            json!({
+                "node-name": node, "driver": "raw", "read-only": !writable,
+                "file": { "driver": "file", "filename": image.display().to_string(), "read-only": !writable }
+            }),
+        );
         self.qmp().execute("device_add", json!({ "driver": "usb-storage", "bus": "xhci.0", "drive": node, "id": id, "removable": true }));
         id
     }
@@ -900,8 +903,7 @@ pub fn push(net: &VaultNet, bench: &Workbench, pusher: &str, vault_key: &str, da
 pub fn push_command(net: &VaultNet, bench: &Workbench, pusher: &str, vault_key: &str, dataset: &str, source: &Path) -> Command {
     let keys = &bench.artifacts.keys;
     let mut cmd = net.command(&bench.artifacts.vaultctl());
-    cmd
-        .args(["push", "--json", "--connect-timeout-secs", "3", "--vault", &format!("{VAULT_IP}:{VAULT_PORT}"), "--vault-key", vault_key])
+    cmd.args(["push", "--json", "--connect-timeout-secs", "3", "--vault", &format!("{VAULT_IP}:{VAULT_PORT}"), "--vault-key", vault_key])
         .arg("--key")
         .arg(keys.join(format!("{pusher}.key")))
         .args(["--dataset", dataset])

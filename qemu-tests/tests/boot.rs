@@ -32,7 +32,11 @@ fn boots_to_sealed(boot: Boot, name: &str, disk: DataDisk) {
     assert_eq!(status["state"], "sealed", "{status}");
     assert_eq!(status["policy_version"], serde_json::Value::Null, "a fresh disk has no policy: {status}");
     assert_eq!(started["policy_version"], serde_json::Value::Null);
-    assert_eq!(caps["kept"], serde_json::json!(["CAP_LINUX_IMMUTABLE", "CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SYS_ADMIN", "CAP_SYS_CHROOT"]), "{caps}");
+    assert_eq!(
+        caps["kept"],
+        serde_json::json!(["CAP_LINUX_IMMUTABLE", "CAP_NET_ADMIN", "CAP_NET_BIND_SERVICE", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SYS_ADMIN", "CAP_SYS_CHROOT"]),
+        "{caps}"
+    );
     // Fixed at boot on both kernels: no core dump can reach a helper, nothing dumps set-uid.
     for setting in ["kernel/core_pattern=/proc/no-core-dumps", "fs/suid_dumpable=0", "kernel/kptr_restrict=2"] {
         assert!(hardened["set"].as_array().unwrap().iter().any(|s| s == setting), "{setting} not set: {hardened}");

@@ -543,7 +543,8 @@ fn power_cuts_inside_garbage_collection_and_repack_lose_no_live_snapshot() {
         let reached = box_.vm.wait_for(&case, Duration::from_secs(180), |e| e["event"] == "gc_step" || e["event"] == "garbage_collected");
         assert_eq!(reached["event"], "gc_step", "{case}: the collection ended before it: {reached}");
         // Steps of this boot before the planned one pass; the cut comes at the first of its kind.
-        let reached = if reached["step"] == *step { reached } else { box_.vm.wait_for(&case, Duration::from_secs(60), |e| (e["event"] == "gc_step" && e["step"] == *step) || e["event"] == "garbage_collected") };
+        let reached =
+            if reached["step"] == *step { reached } else { box_.vm.wait_for(&case, Duration::from_secs(60), |e| (e["event"] == "gc_step" && e["step"] == *step) || e["event"] == "garbage_collected") };
         assert_eq!(reached["step"], *step, "{case}: {reached}");
         let disk = box_.vm.power_cut();
 
@@ -599,7 +600,14 @@ fn power_cuts_inside_garbage_collection_and_repack_lose_no_live_snapshot() {
 fn a_bit_flipped_on_the_disk_is_named_by_scrub_and_healed_by_the_next_push() {
     let mut box_ = Appliance::boot("scrub-heal", Boot::Direct);
     let t = now_secs();
-    let spec = PolicySpec { windows: vec![(t + 20, t + 60)], pushers: vec![("db-backup".into(), "1GiB".into())], early_close: true, scrub_every: Some("1d".into()), drill: Some(("1d".into(), 2)), ..PolicySpec::new(1, "vault-test") };
+    let spec = PolicySpec {
+        windows: vec![(t + 20, t + 60)],
+        pushers: vec![("db-backup".into(), "1GiB".into())],
+        early_close: true,
+        scrub_every: Some("1d".into()),
+        drill: Some(("1d".into(), 2)),
+        ..PolicySpec::new(1, "vault-test")
+    };
     box_.apply_policy(&spec);
     wait_listening(&mut box_.vm);
     let tree = box_.bench.dir.join("tree");
@@ -610,7 +618,13 @@ fn a_bit_flipped_on_the_disk_is_named_by_scrub_and_healed_by_the_next_push() {
 
     // The biggest pack, one bit in its middle.
     let store = qemu_tests::extract_store(&disk, &box_.bench.dir.join("before-rot"));
-    let (pack, len) = std::fs::read_dir(store.join("packs")).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".pack")).map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len())).max_by_key(|(_, len)| *len).unwrap();
+    let (pack, len) = std::fs::read_dir(store.join("packs"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".pack"))
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len()))
+        .max_by_key(|(_, len)| *len)
+        .unwrap();
     let stem = pack.trim_end_matches(".pack").to_string();
     let rotten = qemu_tests::flip_byte_in_store(&disk, &box_.bench.dir.join("rot"), &format!("packs/{pack}"), len / 2, 0x10);
     box_.reboot_with("scrub-heal-2", rotten, a_day_later());
@@ -649,7 +663,12 @@ fn a_bit_flipped_on_the_disk_is_named_by_scrub_and_healed_by_the_next_push() {
     assert_sealed_exactly(&mut box_, &[(&first, &tree), (&second, &tree)]);
     // Offline, the listing says which snapshot the last drill found broken (from the signed
     // report in the audit log), though the push has since healed it.
-    let listing = std::process::Command::new(box_.bench.artifacts.vaultctl()).args(["snapshots", "--json", "--store"]).arg(box_.bench.dir.join("extracted/store")).args(["--vault-key", &box_.vm.vault_key()]).output().unwrap();
+    let listing = std::process::Command::new(box_.bench.artifacts.vaultctl())
+        .args(["snapshots", "--json", "--store"])
+        .arg(box_.bench.dir.join("extracted/store"))
+        .args(["--vault-key", &box_.vm.vault_key()])
+        .output()
+        .unwrap();
     assert!(listing.status.success(), "{}", String::from_utf8_lossy(&listing.stderr));
     let rows: Vec<serde_json::Value> = serde_json::from_slice(&listing.stdout).unwrap();
     let first_row = rows.iter().find(|r| r["snapshot"] == first["snapshot"]).unwrap();
@@ -695,7 +714,11 @@ fn an_export_order_writes_an_encrypted_copy_onto_a_usb_disk_that_survives_a_pull
     let identity = box_.bench.dir.join("identity.txt");
     qemu_tests::run_ok(std::process::Command::new("age-keygen").arg("-o").arg(&identity));
     let recipient = qemu_tests::run_ok(std::process::Command::new("age-keygen").arg("-y").arg(&identity)).trim().to_string();
-    let order = box_.bench.order("export", &["--kind", "export", "--serial", "1", "--dataset", "db-backup/pgdump", "--medium", &medium_id, "--recipient", &recipient, "--reason", "weekly off-site copy"], &["alice", "bob"]);
+    let order = box_.bench.order(
+        "export",
+        &["--kind", "export", "--serial", "1", "--dataset", "db-backup/pgdump", "--medium", &medium_id, "--recipient", &recipient, "--reason", "weekly off-site copy"],
+        &["alice", "bob"],
+    );
     let stick = box_.bench.order_stick("orders", &[order]);
     let id = box_.vm.plug_stick(&stick);
     let accepted = box_.vm.wait_event("order_accepted", EVENT_WAIT);
@@ -735,7 +758,9 @@ fn an_export_order_writes_an_encrypted_copy_onto_a_usb_disk_that_survives_a_pull
     assert!(plain.status.success() && !plain.stdout.is_empty(), "{}", String::from_utf8_lossy(&plain.stderr));
     let to = box_.bench.dir.join("restored");
     let snapshot = pushed["snapshot"].as_str().unwrap();
-    qemu_tests::run_ok(std::process::Command::new(&vaultctl).args(["restore", "--vault-key", &vault_key, "--snapshot", snapshot, "--identity"]).arg(&identity).arg("--export").arg(&export_dir).arg("--to").arg(&to));
+    qemu_tests::run_ok(
+        std::process::Command::new(&vaultctl).args(["restore", "--vault-key", &vault_key, "--snapshot", snapshot, "--identity"]).arg(&identity).arg("--export").arg(&export_dir).arg("--to").arg(&to),
+    );
     assert_eq!(describe(&to), describe(&tree), "the export restores the pushed tree byte for byte");
 
     // Tampered with while away (one byte of a pack changed on the disk), then brought back
@@ -748,7 +773,11 @@ fn an_export_order_writes_an_encrypted_copy_onto_a_usb_disk_that_survives_a_pull
     let tampered = box_.bench.dir.join("tampered.age");
     std::fs::write(&tampered, &bytes).unwrap();
     qemu_tests::run_ok(std::process::Command::new("mcopy").args(["-o", "-i", &image]).arg(&tampered).arg(&on_medium));
-    let again = box_.bench.order("export2", &["--kind", "export", "--serial", "2", "--dataset", "db-backup/pgdump", "--medium", &medium_id, "--recipient", &recipient, "--reason", "next week"], &["alice", "bob"]);
+    let again = box_.bench.order(
+        "export2",
+        &["--kind", "export", "--serial", "2", "--dataset", "db-backup/pgdump", "--medium", &medium_id, "--recipient", &recipient, "--reason", "next week"],
+        &["alice", "bob"],
+    );
     let stick = box_.bench.order_stick("orders2", &[again]);
     let id = box_.vm.plug_stick(&stick);
     box_.vm.wait_event("order_accepted", EVENT_WAIT);

@@ -43,12 +43,7 @@ pub trait Corpus: Send {
 }
 
 pub fn all(scale: Scale, seed: u64) -> Vec<Box<dyn Corpus>> {
-    vec![
-        Box::new(Fileshare::new(scale, seed ^ 0x0f11)),
-        Box::new(SourceTrees::new(scale, seed ^ 0x50c3)),
-        Box::new(Server::new(scale, seed ^ 0x5e4e)),
-        Box::new(Restic::new(scale, seed ^ 0x4e57)),
-    ]
+    vec![Box::new(Fileshare::new(scale, seed ^ 0x0f11)), Box::new(SourceTrees::new(scale, seed ^ 0x50c3)), Box::new(Server::new(scale, seed ^ 0x5e4e)), Box::new(Restic::new(scale, seed ^ 0x4e57))]
 }
 
 const KB: usize = 1024;
@@ -103,7 +98,28 @@ impl Kind {
 
     fn of(path: &str) -> Option<Kind> {
         let ext = path.rsplit_once('.')?.1;
-        [Kind::Docx, Kind::Xlsx, Kind::Pdf, Kind::Txt, Kind::Csv, Kind::Rtf, Kind::Md, Kind::Jpg, Kind::Png, Kind::Rs, Kind::C, Kind::H, Kind::Py, Kind::Svg, Kind::Html, Kind::Css, Kind::Js, Kind::Conf].into_iter().find(|k| k.ext() == ext)
+        [
+            Kind::Docx,
+            Kind::Xlsx,
+            Kind::Pdf,
+            Kind::Txt,
+            Kind::Csv,
+            Kind::Rtf,
+            Kind::Md,
+            Kind::Jpg,
+            Kind::Png,
+            Kind::Rs,
+            Kind::C,
+            Kind::H,
+            Kind::Py,
+            Kind::Svg,
+            Kind::Html,
+            Kind::Css,
+            Kind::Js,
+            Kind::Conf,
+        ]
+        .into_iter()
+        .find(|k| k.ext() == ext)
     }
 
     fn lang(self) -> Lang {
@@ -530,7 +546,10 @@ impl Corpus for SourceTrees {
         }
         // A release tarball every week.
         if n % 7 == 3 {
-            let members: Vec<(String, Vec<u8>)> = sample(rng, tree, 60, |p| p.starts_with(&self.repos[1]) && (p.ends_with(".rs") || p.ends_with(".md"))).into_iter().map(|p| (p.clone(), tree[&p].content.bytes().into_owned())).collect();
+            let members: Vec<(String, Vec<u8>)> = sample(rng, tree, 60, |p| p.starts_with(&self.repos[1]) && (p.ends_with(".rs") || p.ends_with(".md")))
+                .into_iter()
+                .map(|p| (p.clone(), tree[&p].content.bytes().into_owned()))
+                .collect();
             tree.insert(format!("{}/dist/gateway-0.{}.0.tar.gz", self.repos[1], self.release), File::new(c::gzip(&c::tar(&members))));
             self.release += 1;
         }
@@ -580,7 +599,20 @@ impl Server {
             let path = fresh_path(&mut rng, &tree, dir, Kind::Conf);
             tree.insert(path, make(&mut rng, Kind::Conf, &scale));
         }
-        let services = [("nginx/access.log", "nginx", 3 * MB, true), ("nginx/error.log", "nginx", 60 * KB, false), ("app/app.log", "app", 2 * MB, true), ("app/worker.log", "worker", 800 * KB, true), ("postgresql/postgresql-15-main.log", "postgres", 300 * KB, false), ("syslog", "systemd", 1200 * KB, true), ("auth.log", "sshd", 100 * KB, false), ("kern.log", "kernel", 30 * KB, false), ("cron.log", "cron", 40 * KB, false), ("mail.log", "postfix", 200 * KB, false), ("app/audit.log", "audit", 400 * KB, false), ("dpkg.log", "dpkg", 5 * KB, false)];
+        let services = [
+            ("nginx/access.log", "nginx", 3 * MB, true),
+            ("nginx/error.log", "nginx", 60 * KB, false),
+            ("app/app.log", "app", 2 * MB, true),
+            ("app/worker.log", "worker", 800 * KB, true),
+            ("postgresql/postgresql-15-main.log", "postgres", 300 * KB, false),
+            ("syslog", "systemd", 1200 * KB, true),
+            ("auth.log", "sshd", 100 * KB, false),
+            ("kern.log", "kernel", 30 * KB, false),
+            ("cron.log", "cron", 40 * KB, false),
+            ("mail.log", "postfix", 200 * KB, false),
+            ("app/audit.log", "audit", 400 * KB, false),
+            ("dpkg.log", "dpkg", 5 * KB, false),
+        ];
         let mut logs = Vec::new();
         for (path, service, daily, is_daily) in services {
             let log = Log { path: format!("var/log/{path}"), service, daily_bytes: scale.b(daily), daily: is_daily, keep: if is_daily { 7 } else { 4 } };
@@ -725,7 +757,11 @@ impl Restic {
         let mut r = Restic { tree: Tree::new(), rng: Rand::seed_from_u64(seed ^ 1), scale, snapshots: Vec::new(), packs: Vec::new(), indexes: Vec::new() };
         let seed_of = |rng: &mut Rand| rng.gen::<u64>();
         r.tree.insert("config".into(), File::random(seed_of(&mut rng), 155));
-        let key = format!("{{\"created\":\"2023-06-01T10:00:00Z\",\"username\":\"backup\",\"hostname\":\"db01\",\"kdf\":\"scrypt\",\"N\":32768,\"r\":8,\"p\":5,\"salt\":\"{}\",\"data\":\"{}\"}}", hex(&mut rng, 32), hex(&mut rng, 120));
+        let key = format!(
+            "{{\"created\":\"2023-06-01T10:00:00Z\",\"username\":\"backup\",\"hostname\":\"db01\",\"kdf\":\"scrypt\",\"N\":32768,\"r\":8,\"p\":5,\"salt\":\"{}\",\"data\":\"{}\"}}",
+            hex(&mut rng, 32),
+            hex(&mut rng, 120)
+        );
         r.tree.insert(format!("keys/{}", hex(&mut rng, 32)), File::new(key.into_bytes()));
         for _ in 0..scale.n(150) {
             r.add_pack();

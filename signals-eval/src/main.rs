@@ -127,7 +127,14 @@ fn run_corpus(mut corpus: Box<dyn Corpus>, plan: &Plan, index: u64) -> CorpusRes
         let judged = dataset.judge(corpus.tree());
         if n > 0 {
             let tree = corpus.tree();
-            normal.push(Night { night: n, suspect: judged.assessment.suspect, signals: judged.assessment.signals.clone(), files: tree.len(), bytes: tree.values().map(|f| f.size).sum(), bytes_new: judged.bytes_new });
+            normal.push(Night {
+                night: n,
+                suspect: judged.assessment.suspect,
+                signals: judged.assessment.signals.clone(),
+                files: tree.len(),
+                bytes: tree.values().map(|f| f.size).sum(),
+                bytes_new: judged.bytes_new,
+            });
         }
         dataset.seal(judged);
     }

@@ -36,7 +36,11 @@ pub fn render(plan: &Plan, results: &[CorpusResult], seconds: f64, verbose: bool
     let mut missed = Vec::new();
     let s = &plan.scale;
     let _ = writeln!(out, "# Ransomware signals: evaluation ({})\n", if plan.quick { "quick" } else { "full" });
-    let _ = writeln!(out, "{} normal nights per dataset; attacks on copies of nights {}-{}, judged against the real history up to then. Seed {}. {:.0} s.\n", s.nights, plan.first_attack_night, s.nights, plan.seed, seconds);
+    let _ = writeln!(
+        out,
+        "{} normal nights per dataset; attacks on copies of nights {}-{}, judged against the real history up to then. Seed {}. {:.0} s.\n",
+        s.nights, plan.first_attack_night, s.nights, plan.seed, seconds
+    );
     let _ = writeln!(out, "| dataset | files (night 0) | MiB (night 0) | nights | attack trials | time |\n|---|---:|---:|---:|---:|---:|");
     for r in results {
         let _ = writeln!(out, "| {} | {} | {:.0} | {} | {} | {:.0} s |", r.name, r.files, mib(r.bytes), r.nights.len(), r.trials.len(), r.seconds);
@@ -89,7 +93,14 @@ pub fn render(plan: &Plan, results: &[CorpusResult], seconds: f64, verbose: bool
                 let _ = writeln!(out, "| {name} | {} | {percent}% ({of}) | {compressible} | {} | {flagged} | {:.0}%{target} | {fired} |", variant.label(), trials.len(), rate * 100.0);
                 if verbose {
                     for t in trials.iter().filter(|t| !t.suspect) {
-                        let _ = writeln!(out, "|  | missed on night {} | {} | {} |  |  |  | {} |", t.night, t.victims, t.compressible_victims, t.signals.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "));
+                        let _ = writeln!(
+                            out,
+                            "|  | missed on night {} | {} | {} |  |  |  | {} |",
+                            t.night,
+                            t.victims,
+                            t.compressible_victims,
+                            t.signals.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                        );
                     }
                 }
             }
@@ -123,7 +134,11 @@ pub fn render(plan: &Plan, results: &[CorpusResult], seconds: f64, verbose: bool
                 alone.entry(k).or_default().push(n.night);
             }
         }
-        let alone = if alone.is_empty() { "none".to_string() } else { alone.iter().map(|(k, nights)| format!("{} ({})", k.name(), nights.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))).collect::<Vec<_>>().join("; ") };
+        let alone = if alone.is_empty() {
+            "none".to_string()
+        } else {
+            alone.iter().map(|(k, nights)| format!("{} ({})", k.name(), nights.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))).collect::<Vec<_>>().join("; ")
+        };
         let mut new_bytes: Vec<u64> = r.nights.iter().map(|n| n.bytes_new).collect();
         new_bytes.sort_unstable();
         let median = new_bytes.get(new_bytes.len() / 2).copied().unwrap_or(0);
@@ -132,7 +147,11 @@ pub fn render(plan: &Plan, results: &[CorpusResult], seconds: f64, verbose: bool
             missed.push(format!("{}: normal night {} suspect: {}", r.name, n.night, n.signals.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")));
         }
     }
-    let suspect_nights: Vec<String> = results.iter().flat_map(|r| r.nights.iter().filter(|n| n.suspect || (verbose && !n.signals.is_empty())).map(move |n| (r.name, n))).map(|(name, n)| format!("- {name}, night {}{}: {}", n.night, if n.suspect { " (suspect)" } else { "" }, n.signals.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))).collect();
+    let suspect_nights: Vec<String> = results
+        .iter()
+        .flat_map(|r| r.nights.iter().filter(|n| n.suspect || (verbose && !n.signals.is_empty())).map(move |n| (r.name, n)))
+        .map(|(name, n)| format!("- {name}, night {}{}: {}", n.night, if n.suspect { " (suspect)" } else { "" }, n.signals.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))
+        .collect();
     if !suspect_nights.is_empty() {
         let _ = writeln!(out, "\n{}", suspect_nights.join("\n"));
     }

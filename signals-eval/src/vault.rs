@@ -44,8 +44,13 @@ impl Content {
 pub enum Source {
     #[default]
     None,
-    Docx { text: Arc<String>, picture: Option<Arc<Vec<u8>>> },
-    Xlsx { csv: Arc<String> },
+    Docx {
+        text: Arc<String>,
+        picture: Option<Arc<Vec<u8>>>,
+    },
+    Xlsx {
+        csv: Arc<String>,
+    },
 }
 
 #[derive(Debug, Clone)]

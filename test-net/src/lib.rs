@@ -346,7 +346,14 @@ pub fn signed_receipt(key: &vault_core::keys::SigningKey, snapshot_id: &str, man
 }
 
 /// [`signed_receipt`] for `(pusher, dataset)`, sealed at `received_at_unix`.
-pub fn signed_receipt_at(key: &vault_core::keys::SigningKey, snapshot_id: &str, manifest: &[u8], (pusher, dataset): (&str, &str), received_at_unix: i64, retain_until_unix: i64) -> vault_core::push::receipt::SignedReceipt {
+pub fn signed_receipt_at(
+    key: &vault_core::keys::SigningKey,
+    snapshot_id: &str,
+    manifest: &[u8],
+    (pusher, dataset): (&str, &str),
+    received_at_unix: i64,
+    retain_until_unix: i64,
+) -> vault_core::push::receipt::SignedReceipt {
     use vault_core::units::Timestamp;
     let summary = vault_core::push::manifest::walk(manifest, |_| Ok(())).unwrap_or(vault_core::push::manifest::Summary { entries: 1, files: 1, total_size: 0, chunk_refs: 1 });
     let receipt = vault_core::push::receipt::Receipt {

@@ -143,7 +143,8 @@ pub fn run(dir: &Path, snapshots: usize, chunks_per: usize, chunk_bytes: usize, 
         let receipt = crate::signed_receipt_at(&key, &snapshot, &manifest, ("bench", "small"), T0, T0 + 86_400);
         store.seal_all(pack, vault_store::SealInput { snapshot_id: &snapshot, manifest: &manifest, receipt: &receipt, profile: None }).expect("sealed");
         if let Some(log) = log {
-            let lines: Vec<Vec<u8>> = (0..10).map(|i| format!(r#"{{"event":"seal_line_{i}","time":"2027-01-15T08:00:00Z","snapshot":"{snapshot}","pusher":"bench","dataset":"small","bytes":1024}}"#).into_bytes()).collect();
+            let lines: Vec<Vec<u8>> =
+                (0..10).map(|i| format!(r#"{{"event":"seal_line_{i}","time":"2027-01-15T08:00:00Z","snapshot":"{snapshot}","pusher":"bench","dataset":"small","bytes":1024}}"#).into_bytes()).collect();
             log.append(&lines).expect("appended");
             log.sign(&key).expect("signed");
         }

@@ -96,7 +96,8 @@ pub fn entry_location(header: &[u8], number: u32, logical_block_size: u32) -> Re
 
 /// The type GUID of one partition entry's bytes; all zeros means an unused entry.
 pub fn entry_type(entry: &[u8]) -> Result<Guid> {
-    let type_bytes: [u8; 16] = entry.get(..16).and_then(|b| b.try_into().ok()).ok_or_else(|| Error::Malformed { what: "GPT partition entry", reason: format!("{} bytes, an entry has at least 128", entry.len()) })?;
+    let type_bytes: [u8; 16] =
+        entry.get(..16).and_then(|b| b.try_into().ok()).ok_or_else(|| Error::Malformed { what: "GPT partition entry", reason: format!("{} bytes, an entry has at least 128", entry.len()) })?;
     Ok(Guid(type_bytes))
 }
 

@@ -28,18 +28,10 @@ impl PublicKey {
 
     /// Parses `ed25519:<base64 of 32 bytes>`; `field` names the place for the error.
     pub fn parse(text: &str, field: &str) -> Result<PublicKey> {
-        let encoded = text.trim().strip_prefix(KEY_PREFIX).ok_or_else(|| Error::InvalidField {
-            field: field.to_string(),
-            reason: format!("key must start with `{KEY_PREFIX}`"),
-        })?;
-        let bytes = BASE64.decode(encoded).map_err(|e| Error::InvalidField {
-            field: field.to_string(),
-            reason: format!("key is not valid base64 ({e})"),
-        })?;
-        let bytes: [u8; PUBLIC_KEY_LEN] = bytes.try_into().map_err(|b: Vec<u8>| Error::InvalidField {
-            field: field.to_string(),
-            reason: format!("key is {} bytes, an Ed25519 public key is {PUBLIC_KEY_LEN}", b.len()),
-        })?;
+        let encoded = text.trim().strip_prefix(KEY_PREFIX).ok_or_else(|| Error::InvalidField { field: field.to_string(), reason: format!("key must start with `{KEY_PREFIX}`") })?;
+        let bytes = BASE64.decode(encoded).map_err(|e| Error::InvalidField { field: field.to_string(), reason: format!("key is not valid base64 ({e})") })?;
+        let bytes: [u8; PUBLIC_KEY_LEN] =
+            bytes.try_into().map_err(|b: Vec<u8>| Error::InvalidField { field: field.to_string(), reason: format!("key is {} bytes, an Ed25519 public key is {PUBLIC_KEY_LEN}", b.len()) })?;
         Ok(PublicKey(bytes))
     }
 
@@ -72,14 +64,11 @@ pub struct SigningKey(Ed25519KeyPair);
 
 impl SigningKey {
     pub fn from_pkcs8(der: &[u8]) -> Result<SigningKey> {
-        Ed25519KeyPair::from_pkcs8_maybe_unchecked(der)
-            .map(SigningKey)
-            .map_err(|e| Error::Malformed { what: "secret key", reason: e.to_string() })
+        Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map(SigningKey).map_err(|e| Error::Malformed { what: "secret key", reason: e.to_string() })
     }
 
     pub fn public_key(&self) -> PublicKey {
-        let bytes: [u8; PUBLIC_KEY_LEN] =
-            self.0.public_key().as_ref().try_into().expect("ring Ed25519 public keys are 32 bytes");
+        let bytes: [u8; PUBLIC_KEY_LEN] = self.0.public_key().as_ref().try_into().expect("ring Ed25519 public keys are 32 bytes");
         PublicKey(bytes)
     }
 
@@ -153,8 +142,7 @@ pub(crate) mod test_keys {
     use super::SigningKey;
 
     /// The PKCS#8 v1 prefix for an Ed25519 private key, followed by the 32-byte seed.
-    const PKCS8_V1_PREFIX: [u8; 16] =
-        [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+    const PKCS8_V1_PREFIX: [u8; 16] = [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
 
     pub fn key(seed: u8) -> SigningKey {
         let mut der = PKCS8_V1_PREFIX.to_vec();

@@ -35,13 +35,11 @@ impl Timestamp {
 
     /// RFC 3339, any offset accepted on input (normalised to UTC).
     pub fn parse(text: &str) -> Result<Timestamp, String> {
-        let parsed = OffsetDateTime::parse(text, &Rfc3339)
-            .map_err(|e| format!("`{text}` is not an RFC 3339 time ({e})"))?;
+        let parsed = OffsetDateTime::parse(text, &Rfc3339).map_err(|e| format!("`{text}` is not an RFC 3339 time ({e})"))?;
         if parsed.nanosecond() != 0 {
             return Err(format!("`{text}` has fractional seconds; whole seconds only"));
         }
-        Timestamp::from_unix(parsed.unix_timestamp())
-            .ok_or_else(|| format!("`{text}` is outside 1970-01-01..9999-12-31"))
+        Timestamp::from_unix(parsed.unix_timestamp()).ok_or_else(|| format!("`{text}` is outside 1970-01-01..9999-12-31"))
     }
 
     /// Adds a span, saturating at the end of the supported range.
@@ -63,16 +61,7 @@ impl fmt::Display for Timestamp {
     /// Canonical form: `YYYY-MM-DDTHH:MM:SSZ`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let dt = OffsetDateTime::from_unix_timestamp(self.0).map_err(|_| fmt::Error)?;
-        write!(
-            f,
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-            dt.year(),
-            u8::from(dt.month()),
-            dt.day(),
-            dt.hour(),
-            dt.minute(),
-            dt.second()
-        )
+        write!(f, "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", dt.year(), u8::from(dt.month()), dt.day(), dt.hour(), dt.minute(), dt.second())
     }
 }
 
@@ -81,13 +70,7 @@ impl fmt::Display for Timestamp {
 pub struct Duration(i64);
 
 /// Units from largest to smallest: the canonical spelling uses each at most once, in order.
-const DURATION_UNITS: [(char, i64); 5] = [
-    ('w', SECS_PER_WEEK),
-    ('d', SECS_PER_DAY),
-    ('h', SECS_PER_HOUR),
-    ('m', SECS_PER_MINUTE),
-    ('s', 1),
-];
+const DURATION_UNITS: [(char, i64); 5] = [('w', SECS_PER_WEEK), ('d', SECS_PER_DAY), ('h', SECS_PER_HOUR), ('m', SECS_PER_MINUTE), ('s', 1)];
 
 /// Longest span accepted anywhere (100 years): far beyond any sane retention, far below overflow.
 const MAX_DURATION_SECS: i64 = 100 * 366 * SECS_PER_DAY;
@@ -119,10 +102,7 @@ impl Duration {
                 digits.push(ch);
                 continue;
             }
-            let rank = DURATION_UNITS
-                .iter()
-                .position(|(unit, _)| *unit == ch)
-                .ok_or_else(|| bad(&format!("unknown unit `{ch}`")))?;
+            let rank = DURATION_UNITS.iter().position(|(unit, _)| *unit == ch).ok_or_else(|| bad(&format!("unknown unit `{ch}`")))?;
             if digits.is_empty() {
                 return Err(bad("unit without a number"));
             }
@@ -131,10 +111,7 @@ impl Duration {
             }
             last_unit_rank = Some(rank);
             let value: i64 = digits.parse().map_err(|_| bad("number too long"))?;
-            total = value
-                .checked_mul(DURATION_UNITS[rank].1)
-                .and_then(|secs| total.checked_add(secs))
-                .ok_or_else(|| bad("too long"))?;
+            total = value.checked_mul(DURATION_UNITS[rank].1).and_then(|secs| total.checked_add(secs)).ok_or_else(|| bad("too long"))?;
             digits.clear();
         }
         if !digits.is_empty() {
@@ -166,17 +143,8 @@ impl fmt::Display for Duration {
 pub struct ByteSize(u64);
 
 /// Canonical output uses binary units; decimal units are accepted on input.
-const SIZE_UNITS: [(&str, u64); 9] = [
-    ("TiB", 1 << 40),
-    ("GiB", 1 << 30),
-    ("MiB", 1 << 20),
-    ("KiB", 1 << 10),
-    ("TB", 1_000_000_000_000),
-    ("GB", 1_000_000_000),
-    ("MB", 1_000_000),
-    ("KB", 1_000),
-    ("B", 1),
-];
+const SIZE_UNITS: [(&str, u64); 9] =
+    [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("TB", 1_000_000_000_000), ("GB", 1_000_000_000), ("MB", 1_000_000), ("KB", 1_000), ("B", 1)];
 
 impl ByteSize {
     pub fn from_bytes(bytes: u64) -> ByteSize {
@@ -195,15 +163,7 @@ impl ByteSize {
             return Err(bad("no number"));
         }
         let value: u64 = number.parse().map_err(|_| bad("number too long"))?;
-        let multiplier = if unit.is_empty() {
-            1
-        } else {
-            SIZE_UNITS
-                .iter()
-                .find(|(name, _)| *name == unit)
-                .map(|(_, m)| *m)
-                .ok_or_else(|| bad(&format!("unknown unit `{unit}`")))?
-        };
+        let multiplier = if unit.is_empty() { 1 } else { SIZE_UNITS.iter().find(|(name, _)| *name == unit).map(|(_, m)| *m).ok_or_else(|| bad(&format!("unknown unit `{unit}`")))? };
         value.checked_mul(multiplier).map(ByteSize).ok_or_else(|| bad("too large"))
     }
 }

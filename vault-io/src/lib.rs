@@ -15,9 +15,7 @@ use vault_core::units::Timestamp;
 /// The host's clock as a vault timestamp (the core never reads a clock; callers pass this in).
 /// A clock before 1970 reads as the epoch, which every time floor is above.
 pub fn clock_now() -> Timestamp {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     Timestamp::from_unix(secs).unwrap_or(Timestamp::MAX)
 }
 
@@ -47,11 +45,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> IoError + '_ {
 /// files and FIFOs are refused, and a file that grows while it is read is cut off and
 /// refused rather than read without end.
 pub fn read_bounded(path: &Path, limit: usize) -> Result<Vec<u8>, IoError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path)
-        .map_err(io_err(path))?;
+    let file = OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path).map_err(io_err(path))?;
     let meta = file.metadata().map_err(io_err(path))?;
     if !meta.file_type().is_file() {
         return Err(IoError::NotRegular { path: path.to_path_buf() });
@@ -81,13 +75,11 @@ fn replace(path: &Path, bytes: &[u8], mode: u32) -> Result<(), IoError> {
     let file_name = path.file_name().ok_or_else(|| IoError::NotRegular { path: path.to_path_buf() })?;
     let tmp = dir.join(format!(".{}.tmp", file_name.to_string_lossy()));
     let _ = fs::remove_file(&tmp);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&tmp)
-        .map_err(|source| IoError::CannotCreate { path: path.to_path_buf(), dir: dir.to_path_buf(), source })?;
+    let mut file = OpenOptions::new().write(true).create_new(true).mode(mode).custom_flags(libc::O_NOFOLLOW).open(&tmp).map_err(|source| IoError::CannotCreate {
+        path: path.to_path_buf(),
+        dir: dir.to_path_buf(),
+        source,
+    })?;
     let written = (|| {
         file.write_all(bytes)?;
         file.set_permissions(fs::Permissions::from_mode(mode))?;
@@ -124,11 +116,7 @@ fn check_file_name(path: &Path) -> Result<(), IoError> {
 /// ([`FrameReader`]: the prefix is checked before room is made for the body) and decodes it.
 /// `Ok(None)`: the peer closed between frames. A close inside a frame is `UnexpectedEof`; a
 /// prefix or body the protocol refuses is `InvalidData` carrying the protocol's reason.
-pub fn read_frame<T>(
-    source: &mut impl Read,
-    reader: &mut FrameReader,
-    decode: impl Fn(&[u8]) -> vault_core::error::Result<T>,
-) -> io::Result<Option<T>> {
+pub fn read_frame<T>(source: &mut impl Read, reader: &mut FrameReader, decode: impl Fn(&[u8]) -> vault_core::error::Result<T>) -> io::Result<Option<T>> {
     loop {
         let n = match source.read(reader.unfilled()) {
             Ok(0) if reader.at_frame_boundary() => return Ok(None),

@@ -273,7 +273,11 @@ impl AuditLog {
             }
         }
         let old = self.size;
-        let mut leaf_tile: Vec<u8> = if old % TILE_WIDTH == 0 { Vec::new() } else { DiskTiles { dir: &self.dir }.read_tile(0, old / TILE_WIDTH, old % TILE_WIDTH)?[..usize::try_from(old % TILE_WIDTH).expect("below TILE_WIDTH") * 32].to_vec() };
+        let mut leaf_tile: Vec<u8> = if old % TILE_WIDTH == 0 {
+            Vec::new()
+        } else {
+            DiskTiles { dir: &self.dir }.read_tile(0, old / TILE_WIDTH, old % TILE_WIDTH)?[..usize::try_from(old % TILE_WIDTH).expect("below TILE_WIDTH") * 32].to_vec()
+        };
         let mut size = old;
         for entry in entries {
             self.tail.push(entry.clone());
@@ -377,7 +381,9 @@ pub fn verify(store: &Path, key: &PublicKey) -> Result<Verified> {
         for (i, entry) in entries.iter().enumerate() {
             let n = index * TILE_WIDTH + i as u64;
             if merkle::leaf_hash(entry)[..] != tile[i * 32..i * 32 + 32] {
-                return Err(AuditError::NotIncluded { index: n, reason: format!("entry {n} does not hash to its leaf in {} (the entry or the tile was altered)", tiles::tile_path(0, index, width)) }.into());
+                return Err(
+                    AuditError::NotIncluded { index: n, reason: format!("entry {n} does not hash to its leaf in {} (the entry or the tile was altered)", tiles::tile_path(0, index, width)) }.into()
+                );
             }
         }
         index += 1;

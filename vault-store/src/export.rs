@@ -34,7 +34,9 @@ use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use vault_core::audit::checkpoint::Checkpoint;
-use vault_core::export::manifest::{check_path, ExportManifest, ExportedFile, ExportedSnapshot, ENCRYPTED_SUFFIX, EXPORTS_DIR, FORMAT, MANIFEST_FILE, MAX_EXPORTS_PER_MEDIUM, MAX_EXPORT_FILES, MAX_MANIFEST_BYTES, PARTIAL_SUFFIX};
+use vault_core::export::manifest::{
+    check_path, ExportManifest, ExportedFile, ExportedSnapshot, ENCRYPTED_SUFFIX, EXPORTS_DIR, FORMAT, MANIFEST_FILE, MAX_EXPORTS_PER_MEDIUM, MAX_EXPORT_FILES, MAX_MANIFEST_BYTES, PARTIAL_SUFFIX,
+};
 use vault_core::export::medium::{adoption, Adoption, MediumLabel, MediumSeal, LABEL_FILE, MAX_MEDIUM_FILE_BYTES, SEAL_FILE};
 use vault_core::export::selection::{select, Sealed};
 use vault_core::keys::{hex, PublicKey, SignedDoc, SigningKey};
@@ -133,13 +135,8 @@ pub fn write_export(job: &ExportJob<'_>) -> Result<Written> {
     if label.medium_id != job.order.export.medium {
         return Err(ExportError::Refused(format!("order {} names medium {}, this is {} ({})", job.order.id, job.order.export.medium, label.medium_id, label.name)).into());
     }
-    let recipients = job
-        .order
-        .export
-        .recipients
-        .iter()
-        .map(|r| age::x25519::Recipient::from_str(r).map_err(|e| ExportError::Refused(format!("recipient {r}: {e}"))))
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let recipients =
+        job.order.export.recipients.iter().map(|r| age::x25519::Recipient::from_str(r).map_err(|e| ExportError::Refused(format!("recipient {r}: {e}")))).collect::<std::result::Result<Vec<_>, _>>()?;
 
     // What to export: the order against the receipts, each verified under the vault key.
     let reader = StoreReader::open(job.store)?;
@@ -163,7 +160,8 @@ pub fn write_export(job: &ExportJob<'_>) -> Result<Written> {
     let log_size = Checkpoint::open(&checkpoint, &vault_key)?.size;
 
     // Room on the medium, before anything is written.
-    let need = packs.iter().map(|p| file_len(p) + file_len(&p.with_extension("idx"))).sum::<u64>() + selection.snapshots.len() as u64 * 2 * (MAX_RECEIPT_BYTES as u64) + log_size * 300 + MEDIUM_SLACK_BYTES;
+    let need =
+        packs.iter().map(|p| file_len(p) + file_len(&p.with_extension("idx"))).sum::<u64>() + selection.snapshots.len() as u64 * 2 * (MAX_RECEIPT_BYTES as u64) + log_size * 300 + MEDIUM_SLACK_BYTES;
     let free = crate::space::fs_space(job.medium)?.free_bytes;
     if free < need {
         return Err(ExportError::NoRoom { medium: format!("{} ({})", label.name, label.medium_id), free, need }.into());
@@ -305,7 +303,9 @@ impl ExportWriter<'_> {
     fn create(&mut self, rel: &str, encrypt: bool, fill: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<()> {
         check_path("export file", rel)?;
         if !self.go_on.load(Ordering::SeqCst) {
-            return Err(ExportError::Refused("stopped before it was finished: the vault left Sealed (a window opened); the unfinished export is removed the next time the medium is inserted".into()).into());
+            return Err(
+                ExportError::Refused("stopped before it was finished: the vault left Sealed (a window opened); the unfinished export is removed the next time the medium is inserted".into()).into()
+            );
         }
         let path = self.root.join(rel);
         if let Some(parent) = path.parent() {
@@ -318,7 +318,8 @@ impl ExportWriter<'_> {
             // Said with Debug, never age's Display: that one is built by a localisation macro
             // whose arguments come out in a different order in each build, and the vault's
             // image must build byte for byte the same (`make reproducible`). Unused, LTO drops it.
-            let encryptor = age::Encryptor::with_recipients(self.recipients.iter().map(|r| r as &dyn age::Recipient)).map_err(|e| ExportError::Refused(format!("age refused the recipients: {e:?}")))?;
+            let encryptor =
+                age::Encryptor::with_recipients(self.recipients.iter().map(|r| r as &dyn age::Recipient)).map_err(|e| ExportError::Refused(format!("age refused the recipients: {e:?}")))?;
             let mut stream = encryptor.wrap_output(&mut hashing).map_err(io)?;
             fill(&mut stream)?;
             stream.finish().map_err(io)?;
@@ -354,11 +355,17 @@ impl ExportWriter<'_> {
             let mut at = 0u64;
             let mut copy_to = |to: &mut dyn Write, at: &mut u64, end: u64, check: Option<&ChunkId>| -> Result<()> {
                 if let Some(id) = check {
-                    let n = usize::try_from(end - *at).ok().filter(|n| *n <= MAX_CHUNK_BYTES).ok_or_else(|| StoreError::Corrupt { path: pack.to_path_buf(), reason: format!("chunk {id} is longer than a chunk can be") })?;
+                    let n = usize::try_from(end - *at)
+                        .ok()
+                        .filter(|n| *n <= MAX_CHUNK_BYTES)
+                        .ok_or_else(|| StoreError::Corrupt { path: pack.to_path_buf(), reason: format!("chunk {id} is longer than a chunk can be") })?;
                     file.read_exact_at(&mut buffer[..n], *at).map_err(io)?;
                     let actual = ChunkId::of(&buffer[..n]);
                     if actual != *id {
-                        return Err(StoreError::Corrupt { path: pack.to_path_buf(), reason: format!("chunk {id} reads back as {actual}: the export stops here; run the scrub, and let the next push heal the chunk") });
+                        return Err(StoreError::Corrupt {
+                            path: pack.to_path_buf(),
+                            reason: format!("chunk {id} reads back as {actual}: the export stops here; run the scrub, and let the next push heal the chunk"),
+                        });
                     }
                     to.write_all(&buffer[..n]).map_err(io)?;
                     *at = end;
@@ -391,7 +398,10 @@ pub enum Share {
     All,
     /// Every file that is not a pack, and the packs whose position `i` in the manifest has
     /// `i % of == turn % of` (a returning medium: a different share each time it comes back).
-    Rotating { turn: u64, of: u64 },
+    Rotating {
+        turn: u64,
+        of: u64,
+    },
 }
 
 impl Share {
@@ -472,7 +482,9 @@ fn check_export_while(dir: &Path, vault_key: &PublicKey, share: Share, go_on: &A
         let path = format!("store/{SNAPSHOTS_DIR}/{}/{RECEIPT_FILE}", snapshot.id);
         let receipt = vault_io::read_bounded(&dir.join(&path), 2 * MAX_RECEIPT_BYTES).map_err(StoreError::from).and_then(|b| Ok(SignedReceipt::from_file_bytes(&b)?.verify(vault_key)?));
         match receipt {
-            Ok(r) if r.pusher != snapshot.pusher || r.dataset != snapshot.dataset || r.received_at.to_string() != snapshot.received_at => problem(&path, "does not describe the snapshot the manifest lists".into()),
+            Ok(r) if r.pusher != snapshot.pusher || r.dataset != snapshot.dataset || r.received_at.to_string() != snapshot.received_at => {
+                problem(&path, "does not describe the snapshot the manifest lists".into())
+            }
             Ok(_) => {}
             Err(e) => problem(&path, format!("does not verify: {e}")),
         }
@@ -629,7 +641,9 @@ pub fn decrypt_export(dir: &Path, manifest: &ExportManifest, identities: &[Box<d
         let from = dir.join(rel);
         let source = std::io::BufReader::with_capacity(COPY_BUFFER, open_nofollow(&from)?);
         let decryptor = age::Decryptor::new_buffered(source).map_err(|e| ExportError::Refused(format!("{rel}: {e}")))?;
-        let mut plain = decryptor.decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity)).map_err(|e| ExportError::Refused(format!("{rel}: {e} (is this the identity the export was encrypted to?)")))?;
+        let mut plain = decryptor
+            .decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
+            .map_err(|e| ExportError::Refused(format!("{rel}: {e} (is this the identity the export was encrypted to?)")))?;
         if let Some(parent) = to.parent() {
             std::fs::create_dir_all(parent).map_err(|e| io_error(parent, e))?;
         }

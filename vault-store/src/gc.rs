@@ -400,10 +400,8 @@ fn stem_of(pack: &Path) -> String {
 fn live_chunks(store: &Store) -> Result<HashSet<ChunkId>> {
     let mut live = HashSet::new();
     for snapshot in sorted_entries(&store.root().join(SNAPSHOTS_DIR))? {
-        let chunks = crate::owners::chunks_of(&snapshot).map_err(|reason| StoreError::Corrupt {
-            path: snapshot.clone(),
-            reason: format!("{reason}; garbage collection stopped before removing anything: what this snapshot needs is unknown"),
-        })?;
+        let chunks = crate::owners::chunks_of(&snapshot)
+            .map_err(|reason| StoreError::Corrupt { path: snapshot.clone(), reason: format!("{reason}; garbage collection stopped before removing anything: what this snapshot needs is unknown") })?;
         live.extend(chunks);
     }
     Ok(live)

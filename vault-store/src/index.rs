@@ -56,11 +56,7 @@ pub fn encode(entries: &[(ChunkId, u64, u32)]) -> Result<Vec<u8>> {
 fn parse_entry(raw: &[u8]) -> (ChunkId, u64, u32) {
     let (id, rest) = raw.split_at(32);
     let (offset, len) = rest.split_at(8);
-    (
-        ChunkId(id.try_into().expect("32-byte id")),
-        u64::from_be_bytes(offset.try_into().expect("8-byte offset")),
-        u32::from_be_bytes(len.try_into().expect("4-byte length")),
-    )
+    (ChunkId(id.try_into().expect("32-byte id")), u64::from_be_bytes(offset.try_into().expect("8-byte offset")), u32::from_be_bytes(len.try_into().expect("4-byte length")))
 }
 
 /// Checks a whole index (checksum, header, count, every chunk inside the pack's

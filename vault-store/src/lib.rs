@@ -38,8 +38,8 @@
 
 pub mod audit;
 pub mod drill;
-pub mod export;
 mod expiry;
+pub mod export;
 mod gc;
 mod immutable;
 mod index;
@@ -58,8 +58,8 @@ pub use immutable::{ensure_immutable, is_immutable, make_immutable, Sealing};
 pub use index::{ChunkLocation, DamagedPack};
 pub use reader::{check_store_dir, DamagedChunks, SnapshotHealth, StoreReader, MAX_OPEN_PACKS};
 pub use scrub::{BadCopy, Scrubbed};
-pub use space::{fs_space, FsSpace, Reserve};
 pub use signals::SignalsHistory;
+pub use space::{fs_space, FsSpace, Reserve};
 pub use writer::{Recovery, SealInput, SealStep, Sealed, StagedTable, StagingPack, Store};
 
 pub const PACKS_DIR: &str = "packs";
@@ -86,7 +86,9 @@ pub enum StoreError {
     #[error("{path}: corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     /// A directory given as a store that is none: missing, empty, or something else.
-    #[error("{path}: {found}, not a vault store: a store directory holds `snapshots/` and `packs/` (the gatekeeper's --store, /data/store on the vault's data disk); pass that directory, or a copy of it")]
+    #[error(
+        "{path}: {found}, not a vault store: a store directory holds `snapshots/` and `packs/` (the gatekeeper's --store, /data/store on the vault's data disk); pass that directory, or a copy of it"
+    )]
     NotAStore { path: PathBuf, found: &'static str },
     #[error("no sealed snapshot `{id}` in this store")]
     NoSnapshot { id: String },

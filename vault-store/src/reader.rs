@@ -151,12 +151,7 @@ impl StoreReader {
     /// is set aside (see [`StoreReader::damaged_packs`]) and every other pack is used.
     pub fn open(root: &Path) -> Result<StoreReader> {
         check_store_dir(root)?;
-        Ok(StoreReader {
-            root: root.to_path_buf(),
-            packs: PackSet::load(root)?,
-            open_packs: Mutex::new(OpenPacks::default()),
-            damaged_chunks: OnceLock::new(),
-        })
+        Ok(StoreReader { root: root.to_path_buf(), packs: PackSet::load(root)?, open_packs: Mutex::new(OpenPacks::default()), damaged_chunks: OnceLock::new() })
     }
 
     /// Packs that were set aside, with why.
@@ -168,11 +163,7 @@ impl StoreReader {
     /// Nothing in them is checked yet: see [`StoreReader::receipt`].
     pub fn snapshot_ids(&self) -> Result<Vec<String>> {
         let dir = self.root.join(SNAPSHOTS_DIR);
-        let mut ids: Vec<String> = std::fs::read_dir(&dir)
-            .map_err(|e| io_error(&dir, e))?
-            .filter_map(|e| e.ok())
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
+        let mut ids: Vec<String> = std::fs::read_dir(&dir).map_err(|e| io_error(&dir, e))?.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
         ids.sort();
         Ok(ids)
     }
@@ -296,10 +287,7 @@ impl StoreReader {
             return Err(match self.damaged_pack_of(id) {
                 Some(pack) => {
                     let damaged = &self.packs.damaged[pack];
-                    StoreError::Corrupt {
-                        path: damaged.pack.clone(),
-                        reason: format!("chunk {id} cannot be read: this pack is damaged ({}) and no other pack holds the chunk", damaged.reason),
-                    }
+                    StoreError::Corrupt { path: damaged.pack.clone(), reason: format!("chunk {id} cannot be read: this pack is damaged ({}) and no other pack holds the chunk", damaged.reason) }
                 }
                 None => {
                     let unsure = self.unsure_packs();

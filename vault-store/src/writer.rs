@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use vault_core::push::chunk::ChunkId;
-use vault_core::push::signals::ChunkProbe;
 use vault_core::push::receipt::SignedReceipt;
+use vault_core::push::signals::ChunkProbe;
 
 use crate::immutable::{ensure_immutable, is_sealed, lift_immutable, make_immutable, Sealing};
 use crate::index::{self, PackSet};
@@ -697,7 +697,8 @@ impl StagingPack {
             let id = ChunkId(record[..32].try_into().expect("32 bytes"));
             let offset = u64::from_be_bytes(record[32..40].try_into().expect("8 bytes"));
             let len = u32::from_be_bytes(record[40..44].try_into().expect("4 bytes"));
-            let probe = ChunkProbe::from_byte(record[44]).ok_or_else(|| StoreError::Corrupt { path: self.records_path.clone(), reason: format!("chunk {id} has probe byte {:#04x}, which no probe writes", record[44]) })?;
+            let probe = ChunkProbe::from_byte(record[44])
+                .ok_or_else(|| StoreError::Corrupt { path: self.records_path.clone(), reason: format!("chunk {id} has probe byte {:#04x}, which no probe writes", record[44]) })?;
             entries.push((id, offset, len, probe));
         }
         // A chunk staged twice keeps one record, a stored one before a proven one.

@@ -81,7 +81,17 @@ impl Fixture {
     }
 
     fn export(&self, order: &PendingExport, nonce: u8) -> Result<Written, StoreError> {
-        write_export(&ExportJob { store: &self.store(), medium: &self.medium(), order, vault_id: "vault-01", key: &self.key, now: Timestamp::from_unix(1_800_500_000).unwrap(), nonce: [nonce; 4], go_on: &GO_ON, after_file: &|_| {} })
+        write_export(&ExportJob {
+            store: &self.store(),
+            medium: &self.medium(),
+            order,
+            vault_id: "vault-01",
+            key: &self.key,
+            now: Timestamp::from_unix(1_800_500_000).unwrap(),
+            nonce: [nonce; 4],
+            go_on: &GO_ON,
+            after_file: &|_| {},
+        })
     }
 
     fn export_dir(&self, written: &Written) -> PathBuf {
@@ -94,7 +104,6 @@ impl Drop for Fixture {
         let _ = Command::new("chattr").args(["-R", "-i"]).arg(self.dir.path()).output();
     }
 }
-
 
 #[test]
 fn an_export_is_written_read_back_checked_and_restored_and_stock_age_decrypts_it() {
@@ -255,7 +264,17 @@ fn an_export_stops_when_the_vault_leaves_sealed_and_leaves_only_an_unfinished_di
     let fx = Fixture::new();
     let stop = std::sync::atomic::AtomicBool::new(false);
     let order = fx.order(2);
-    let result = write_export(&ExportJob { store: &fx.store(), medium: &fx.medium(), order: &order, vault_id: "vault-01", key: &fx.key, now: Timestamp::from_unix(1_800_500_000).unwrap(), nonce: [3; 4], go_on: &stop, after_file: &|_| {} });
+    let result = write_export(&ExportJob {
+        store: &fx.store(),
+        medium: &fx.medium(),
+        order: &order,
+        vault_id: "vault-01",
+        key: &fx.key,
+        now: Timestamp::from_unix(1_800_500_000).unwrap(),
+        nonce: [3; 4],
+        go_on: &stop,
+        after_file: &|_| {},
+    });
     let err = result.unwrap_err().to_string();
     assert!(err.contains("the vault left Sealed"), "{err}");
     let left: Vec<String> = std::fs::read_dir(fx.medium().join(EXPORTS_DIR)).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
@@ -275,7 +294,17 @@ fn a_medium_without_room_is_refused_before_anything_is_written() {
     assert!(Command::new("mount").args(["-t", "tmpfs", "-o", "size=4m", "tmpfs"]).arg(&small).status().unwrap().success());
     std::fs::write(small.join(LABEL_FILE), MediumLabel::new(MEDIUM, "weekly-a").unwrap().to_bytes()).unwrap();
     let order = fx.order(3);
-    let result = write_export(&ExportJob { store: &fx.store(), medium: &small, order: &order, vault_id: "vault-01", key: &fx.key, now: Timestamp::from_unix(1_800_500_000).unwrap(), nonce: [1; 4], go_on: &GO_ON, after_file: &|_| {} });
+    let result = write_export(&ExportJob {
+        store: &fx.store(),
+        medium: &small,
+        order: &order,
+        vault_id: "vault-01",
+        key: &fx.key,
+        now: Timestamp::from_unix(1_800_500_000).unwrap(),
+        nonce: [1; 4],
+        go_on: &GO_ON,
+        after_file: &|_| {},
+    });
     let err = result.unwrap_err().to_string();
     let exports_exist = small.join(EXPORTS_DIR).exists();
     let _ = Command::new("umount").arg(&small).status();

@@ -965,7 +965,10 @@ fn a_power_cut_inside_a_collection_loses_nothing_and_raises_no_false_alarm() {
     let stem_of = |night: i64| {
         let chunk = ChunkId::of(&test_net::nightly_content("pg", T0 + night * DAY));
         // Each night wrote its own pack; find it by the chunk's bytes.
-        pack_stems(&tmp.root()).into_iter().find(|stem| std::fs::read(tmp.root().join("packs").join(format!("{stem}.pack"))).unwrap().windows(chunk_len(night)).any(|w| ChunkId::of(w) == chunk)).unwrap()
+        pack_stems(&tmp.root())
+            .into_iter()
+            .find(|stem| std::fs::read(tmp.root().join("packs").join(format!("{stem}.pack"))).unwrap().windows(chunk_len(night)).any(|w| ChunkId::of(w) == chunk))
+            .unwrap()
     };
     fn chunk_len(night: i64) -> usize {
         test_net::nightly_content("pg", T0 + night * DAY).len()
@@ -1002,7 +1005,8 @@ fn a_rotted_chunk_is_found_by_scrub_asked_for_again_and_healed_by_the_next_push_
     // One byte of night 1's own chunk rots on the disk.
     let rotten = test_net::nightly_content("pg", T0 + DAY);
     let chunk = ChunkId::of(&rotten);
-    let pack = pack_stems(&tmp.root()).into_iter().map(|stem| tmp.root().join("packs").join(format!("{stem}.pack"))).find(|p| std::fs::read(p).unwrap().windows(rotten.len()).any(|w| w == rotten)).unwrap();
+    let pack =
+        pack_stems(&tmp.root()).into_iter().map(|stem| tmp.root().join("packs").join(format!("{stem}.pack"))).find(|p| std::fs::read(p).unwrap().windows(rotten.len()).any(|w| w == rotten)).unwrap();
     Command::new("chattr").arg("-i").arg(&pack).output().unwrap();
     let mut bytes = std::fs::read(&pack).unwrap();
     let at = bytes.windows(rotten.len()).position(|w| w == rotten).unwrap();

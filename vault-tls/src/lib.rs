@@ -24,10 +24,7 @@ const ED25519_SPKI_PREFIX: [u8; 12] = [0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b,
 /// The server name the pusher asks for; identity comes from the pinned key, not from names.
 pub const VAULT_SERVER_NAME: &str = "vault";
 
-static ED25519_ONLY: WebPkiSupportedAlgorithms = WebPkiSupportedAlgorithms {
-    all: &[webpki::ring::ED25519],
-    mapping: &[(SignatureScheme::ED25519, &[webpki::ring::ED25519])],
-};
+static ED25519_ONLY: WebPkiSupportedAlgorithms = WebPkiSupportedAlgorithms { all: &[webpki::ring::ED25519], mapping: &[(SignatureScheme::ED25519, &[webpki::ring::ED25519])] };
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

@@ -118,7 +118,8 @@ fn verify_receipts(dir: &Path, vault_key: &str) -> Result<()> {
         let receipt = signed.verify(&key).map_err(|e| CliError::Untrusted(format!("{}: {e}", path.display())))?;
         receipts.push((receipt.received_at, receipt.snapshot_id, signed.audit));
     }
-    let with_evidence: Vec<ReceiptEvidence<'_>> = receipts.iter().filter_map(|(received_at, id, audit)| Some(ReceiptEvidence { name: id, received_at: *received_at, evidence: audit.as_ref()? })).collect();
+    let with_evidence: Vec<ReceiptEvidence<'_>> =
+        receipts.iter().filter_map(|(received_at, id, audit)| Some(ReceiptEvidence { name: id, received_at: *received_at, evidence: audit.as_ref()? })).collect();
     if with_evidence.is_empty() {
         return Err(CliError::Incomplete(format!("none of the {} receipts in {} carries an audit checkpoint: nothing to check", receipts.len(), dir.display())));
     }

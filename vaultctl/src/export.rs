@@ -60,7 +60,8 @@ fn exports_in(dir: &Path) -> Result<Vec<PathBuf>> {
         return Ok(vec![dir.to_path_buf()]);
     }
     let exports = dir.join(EXPORTS_DIR);
-    let entries = std::fs::read_dir(&exports).map_err(|e| CliError::Failed(format!("{}: neither an export (no {MANIFEST_FILE}) nor a medium with exports ({}: {e})", dir.display(), exports.display())))?;
+    let entries =
+        std::fs::read_dir(&exports).map_err(|e| CliError::Failed(format!("{}: neither an export (no {MANIFEST_FILE}) nor a medium with exports ({}: {e})", dir.display(), exports.display())))?;
     let mut found: Vec<PathBuf> = entries.flatten().filter(|e| !e.file_name().to_string_lossy().starts_with('.')).map(|e| e.path()).collect();
     found.sort();
     if found.is_empty() {
@@ -94,7 +95,16 @@ fn verify(dir: &Path, vault_key: &PublicKey, json: bool) -> Result<()> {
     } else {
         for r in &results {
             let verdict = if r.problems.is_empty() { "every file as signed".to_string() } else { format!("{} PROBLEM(S)", r.problems.len()) };
-            println!("export {} (written {}, medium {}): {} snapshot(s), {} files, {} bytes checked, audit log of {} entries: {verdict}", r.export, r.created_at, r.medium, r.snapshots.len(), r.files, r.bytes, r.log_entries.map_or("?".into(), |n| n.to_string()));
+            println!(
+                "export {} (written {}, medium {}): {} snapshot(s), {} files, {} bytes checked, audit log of {} entries: {verdict}",
+                r.export,
+                r.created_at,
+                r.medium,
+                r.snapshots.len(),
+                r.files,
+                r.bytes,
+                r.log_entries.map_or("?".into(), |n| n.to_string())
+            );
             for s in &r.snapshots {
                 println!("  snapshot {s}");
             }
@@ -118,7 +128,8 @@ fn verify(dir: &Path, vault_key: &PublicKey, json: bool) -> Result<()> {
 pub fn restore_from_export(dir: &Path, identity_file: &Path, snapshot: &str, to: &Path, vault_key: &PublicKey, keep_going: bool, selection: &crate::restore::Selection) -> Result<RestoreReport> {
     let bytes = vault_io::read_bounded(&dir.join(MANIFEST_FILE), vault_core::export::manifest::MAX_MANIFEST_BYTES)?;
     let signed = vault_core::keys::SignedDoc::from_file_bytes(&bytes, vault_core::export::manifest::MAX_MANIFEST_BYTES, "export manifest")?;
-    let manifest = vault_core::export::manifest::ExportManifest::verify(&signed, vault_key).map_err(|e| CliError::Untrusted(format!("{}: {e}; is --vault-key this vault's?", dir.join(MANIFEST_FILE).display())))?;
+    let manifest = vault_core::export::manifest::ExportManifest::verify(&signed, vault_key)
+        .map_err(|e| CliError::Untrusted(format!("{}: {e}; is --vault-key this vault's?", dir.join(MANIFEST_FILE).display())))?;
     let identities = load_identities(identity_file)?;
     let parent = to.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| CliError::Failed(format!("{}: {e}", parent.display())))?;
@@ -130,7 +141,8 @@ pub fn restore_from_export(dir: &Path, identity_file: &Path, snapshot: &str, to:
 
 fn load_identities(path: &Path) -> Result<Vec<Box<dyn age::Identity>>> {
     let bytes = vault_io::read_bounded(path, 64 * 1024)?;
-    let file = age::IdentityFile::from_buffer(std::io::BufReader::new(&bytes[..])).map_err(|e| CliError::KeyFile { path: path.display().to_string(), reason: format!("not an age identity file: {e}") })?;
+    let file =
+        age::IdentityFile::from_buffer(std::io::BufReader::new(&bytes[..])).map_err(|e| CliError::KeyFile { path: path.display().to_string(), reason: format!("not an age identity file: {e}") })?;
     let identities = file.into_identities().map_err(|e| CliError::KeyFile { path: path.display().to_string(), reason: format!("not an age identity file: {e}") })?;
     if identities.is_empty() {
         return Err(CliError::KeyFile { path: path.display().to_string(), reason: "holds no identity (make one with age-keygen)".into() });

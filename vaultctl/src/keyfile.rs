@@ -28,8 +28,7 @@ pub fn key_paths(name: &Path) -> (PathBuf, PathBuf) {
 /// Generates a key pair from the OS's randomness and writes both files; refuses to overwrite.
 pub fn generate(name: &Path) -> Result<PublicKey> {
     let (secret_path, public_path) = key_paths(name);
-    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
-        .map_err(|_| CliError::KeyFile { path: secret_path.display().to_string(), reason: "the OS gave no randomness".into() })?;
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).map_err(|_| CliError::KeyFile { path: secret_path.display().to_string(), reason: "the OS gave no randomness".into() })?;
     let public = SigningKey::from_pkcs8(pkcs8.as_ref())?.public_key();
     let pem_text = pem::encode(&pem::Pem::new(PEM_TAG, pkcs8.as_ref().to_vec()));
     vault_io::write_new(&secret_path, pem_text.as_bytes(), 0o600)?;
@@ -49,18 +48,14 @@ pub fn load_secret_der(path: &Path) -> Result<(Vec<u8>, PublicKey)> {
     // Said before the mode check: chmod advice for a public key file would send people astray.
     match public_key_kind(&bytes) {
         Some(PublicKind::Ours) => {
-            return Err(bad(
-                "this is a public key (`ed25519:...`, as NAME.pub holds it), not a secret key: --key wants the secret key, NAME.key as \
+            return Err(bad("this is a public key (`ed25519:...`, as NAME.pub holds it), not a secret key: --key wants the secret key, NAME.key as \
                  `vaultctl key gen --out NAME` writes it (NAME.pub beside it is the public half, for the trust root or the policy)"
-                    .into(),
-            ))
+                .into()))
         }
         Some(PublicKind::OpenSsh) => {
-            return Err(bad(
-                "this is an OpenSSH public key line (`ssh-ed25519 AAAA...`), not a secret key, and vaultctl keys are not SSH keys: \
+            return Err(bad("this is an OpenSSH public key line (`ssh-ed25519 AAAA...`), not a secret key, and vaultctl keys are not SSH keys: \
                  --key wants the secret key, NAME.key as `vaultctl key gen --out NAME` writes it"
-                    .into(),
-            ))
+                .into()))
         }
         None => {}
     }

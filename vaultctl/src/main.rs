@@ -5,6 +5,7 @@
 
 mod audit;
 mod error;
+mod exclude;
 mod export;
 mod keyfile;
 mod media;
@@ -13,14 +14,13 @@ mod profile;
 mod push;
 mod push_cmd;
 mod receipts;
-mod systemd;
-mod exclude;
-mod window;
 mod report;
-mod witness;
 mod restore;
 mod sshsig;
+mod systemd;
 mod usb;
+mod window;
+mod witness;
 
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -28,10 +28,10 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use vault_core::policy::bundle::{self, Envelope, JudgedAt, Payload, MAX_BUNDLE_BYTES};
-use vault_core::policy::{Policy, MAX_POLICY_TOML_BYTES};
 use vault_core::policy::root::{Caps, TrustRoot, MAX_ROOT_BYTES};
 use vault_core::policy::schedule::{self, WindowState};
 use vault_core::policy::state::{VaultState, MAX_STATE_BYTES, STATE_FILE};
+use vault_core::policy::{Policy, MAX_POLICY_TOML_BYTES};
 use vault_core::units::{Duration, Timestamp};
 
 use crate::error::{CliError, Result};
@@ -379,9 +379,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Root(RootCommand::Init(args)) => root_init(args),
         Command::Policy(PolicyCommand::Sign(args)) => policy_sign(args),
-        Command::Policy(PolicyCommand::Verify { root, state, at, bundle }) => {
-            policy_verify(&root, state.as_deref(), at.as_deref(), &bundle)
-        }
+        Command::Policy(PolicyCommand::Verify { root, state, at, bundle }) => policy_verify(&root, state.as_deref(), at.as_deref(), &bundle),
         Command::Policy(PolicyCommand::Show { json, bundle }) => policy_show(&bundle, json),
         Command::Policy(PolicyCommand::Payload { signed, out }) => sshsig::payload(&signed, &out),
         Command::Policy(PolicyCommand::AddSshsig { root, sig, signed, out }) => sshsig::add(&load_root(&root)?, &signed, &sig, &out),
@@ -544,11 +542,7 @@ fn load_root(path: &Path) -> Result<TrustRoot> {
 /// directory too, but without the flag's name.
 fn out_file(path: &Path, example: &str) -> Result<()> {
     if path.as_os_str().as_bytes().ends_with(b"/") || path.is_dir() {
-        return Err(CliError::Usage(format!(
-            "--out {}: is a directory; --out names the file to write, e.g. {}",
-            path.display(),
-            path.components().as_path().join(example).display()
-        )));
+        return Err(CliError::Usage(format!("--out {}: is a directory; --out names the file to write, e.g. {}", path.display(), path.components().as_path().join(example).display())));
     }
     Ok(())
 }
@@ -578,10 +572,7 @@ fn root_init(args: RootInit) -> Result<()> {
     out_file(&args.out, "root.toml")?;
     let mut admins = Vec::new();
     for path in &args.admins {
-        let name = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .ok_or_else(|| CliError::Usage(format!("{}: cannot name an admin after this path", path.display())))?;
+        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).ok_or_else(|| CliError::Usage(format!("{}: cannot name an admin after this path", path.display())))?;
         let user_verification = args.user_verification.contains(&name);
         admins.push(keyfile::load_admin(&name, path, user_verification)?);
     }
@@ -602,14 +593,7 @@ fn root_init(args: RootInit) -> Result<()> {
     // Round-trip through the validating parser: the file written is one the vault accepts.
     let root = TrustRoot::from_doc(&draft.to_doc())?;
     vault_io::write_new(&args.out, root.to_toml().as_bytes(), 0o644)?;
-    eprintln!(
-        "wrote {}: vault {} root v{}, {} of {} admins must sign",
-        args.out.display(),
-        root.vault_id,
-        root.version,
-        root.threshold,
-        root.admins.len()
-    );
+    eprintln!("wrote {}: vault {} root v{}, {} of {} admins must sign", args.out.display(), root.vault_id, root.version, root.threshold, root.admins.len());
     println!("root digest: {}", root.digest());
     Ok(())
 }
@@ -631,9 +615,7 @@ fn policy_sign(args: PolicySign) -> Result<()> {
         }
         Envelope::from_bytes(&input)?
     } else {
-        let root = root.as_ref().ok_or_else(|| {
-            CliError::Usage("--root is needed to start a bundle: the bundle names the trust root it is signed for".into())
-        })?;
+        let root = root.as_ref().ok_or_else(|| CliError::Usage("--root is needed to start a bundle: the bundle names the trust root it is signed for".into()))?;
         let text = String::from_utf8(input).map_err(|_| CliError::Failed(format!("{}: not UTF-8 text", args.input.display())))?;
         let mut policy = Policy::from_toml(&text)?;
         if policy.vault_id != root.vault_id {
@@ -715,12 +697,7 @@ fn policy_verify(root_path: &Path, state_dir: Option<&Path>, at: Option<&str>, b
     let bytes = vault_io::read_bounded(bundle_path, MAX_BUNDLE_BYTES)?;
     let verified = bundle::verify(&bytes, &root, &state, bundle::JudgedAt::trusted(at))?;
     println!("OK: {} verifies against root v{} at {at}", bundle_path.display(), state.current_root(&root)?.version);
-    println!(
-        "signed by {} (threshold {}); payload sha256 {}",
-        verified.signers.join(", "),
-        state.current_root(&root)?.threshold,
-        verified.payload_sha256
-    );
+    println!("signed by {} (threshold {}); payload sha256 {}", verified.signers.join(", "), state.current_root(&root)?.threshold, verified.payload_sha256);
     if verified.rotated {
         println!("rotates the trust root to v{} ({} of {} admins)", verified.root.version, verified.root.threshold, verified.root.admins.len());
     }
@@ -791,13 +768,12 @@ fn show_schedule(path: &Path, root: Option<&Path>, from: Option<&str>, days: u32
                 return Err(CliError::Usage(format!("--root verifies a signed bundle, and {} is a policy.toml (nothing signed yet): leave --root out to see what it says", path.display())));
             }
             let root = load_root(root_path)?;
-            let verified = bundle::verify(&bytes, &root, &VaultState::default(), JudgedAt::trusted(from))
-                .map_err(|source| CliError::NotVerified {
-                    path: path.display().to_string(),
-                    root: root_path.display().to_string(),
-                    source: Box::new(source),
-                    after: " (it is judged as of --from, so a --from before its issue time or at or after its expiry is refused too)",
-                })?;
+            let verified = bundle::verify(&bytes, &root, &VaultState::default(), JudgedAt::trusted(from)).map_err(|source| CliError::NotVerified {
+                path: path.display().to_string(),
+                root: root_path.display().to_string(),
+                source: Box::new(source),
+                after: " (it is judged as of --from, so a --from before its issue time or at or after its expiry is refused too)",
+            })?;
             say(format!("verified against {} (root v{}) as of {from}: signed by {}", root_path.display(), root.version, verified.signers.join(", ")));
             verified.policy
         }

@@ -210,4 +210,3 @@ mod tests {
         assert_eq!(disk.partitions().values().next().unwrap().name, PARTITION_NAME);
     }
 }
-

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use fastcdc::v2020::{FastCDC, StreamCDC};
 use serde::{Deserialize, Serialize};
-use vault_core::push::chunk::ChunkId;
 use vault_core::keys::PublicKey;
+use vault_core::push::chunk::ChunkId;
 use vault_core::push::manifest::{ChunkRef, Entry, EntryKind, Manifest};
 use vault_core::push::protocol::{encode_chunk_frame, ClientFrame, FrameReader, VaultFrame, MAX_HAVE_IDS, MAX_MANIFEST_PART};
 use vault_core::push::receipt::{Receipt, SignedReceipt};
@@ -88,9 +88,7 @@ impl Conn {
         // A closed window gives no answer at all (no ARP reply): a timeout or "host
         // unreachable". Anything else that fails to connect is plain unreachable.
         let connect_failed = |e: std::io::Error| match e.kind() {
-            std::io::ErrorKind::TimedOut | std::io::ErrorKind::HostUnreachable => {
-                CliError::NoAnswer(format!("{}: {e} (the vault's window is closed, or it is off)", args.vault))
-            }
+            std::io::ErrorKind::TimedOut | std::io::ErrorKind::HostUnreachable => CliError::NoAnswer(format!("{}: {e} (the vault's window is closed, or it is off)", args.vault)),
             _ => CliError::Unreachable(format!("{}: {e}", args.vault)),
         };
         let addrs: Vec<_> = args.vault.to_socket_addrs().map_err(|e| CliError::Failed(format!("--vault {}: {e}", args.vault)))?.collect();
@@ -115,9 +113,7 @@ impl Conn {
         match self.tls.write_all(frame) {
             Ok(()) => Ok(()),
             // The vault closes after a refusal; its reason is waiting to be read.
-            Err(write_err) => Err(CliError::Refused(
-                self.refusal_after_failed_write().unwrap_or_else(|| format!("connection closed by the vault: {write_err}")),
-            )),
+            Err(write_err) => Err(CliError::Refused(self.refusal_after_failed_write().unwrap_or_else(|| format!("connection closed by the vault: {write_err}")))),
         }
     }
 
@@ -177,9 +173,7 @@ fn identity_of(meta: &std::fs::Metadata) -> (u64, u64, u64, i128, i128) {
 impl Cache {
     fn load(path: Option<&Path>) -> Cache {
         // A cache that is missing or unreadable only costs a re-read.
-        path.and_then(|p| vault_io::read_bounded(p, MAX_CACHE_BYTES).ok())
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default()
+        path.and_then(|p| vault_io::read_bounded(p, MAX_CACHE_BYTES).ok()).and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default()
     }
 
     fn lookup(&self, rel: &str, meta: &std::fs::Metadata) -> Option<Vec<ChunkRef>> {
@@ -499,9 +493,7 @@ fn progress_bar(wanted: bool) -> indicatif::ProgressBar {
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new_spinner();
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{spinner} {bytes} read ({bytes_per_sec}) [{elapsed}]").expect("valid template"),
-    );
+    bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {bytes} read ({bytes_per_sec}) [{elapsed}]").expect("valid template"));
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
 }

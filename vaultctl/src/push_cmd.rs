@@ -242,7 +242,15 @@ fn dry_run(args: &push::PushArgs, policy: Option<&vault_core::policy::Policy>, j
         if args.source.as_os_str() == "-" {
             println!("  source: standard input (a stream)");
         } else {
-            println!("  source {}: {} files, {} bytes; {} entries excluded by {} pattern(s), {} directories on other file systems", args.source.display(), walk.files, walk.bytes, walk.excluded, args.excludes.count, walk.other_file_systems);
+            println!(
+                "  source {}: {} files, {} bytes; {} entries excluded by {} pattern(s), {} directories on other file systems",
+                args.source.display(),
+                walk.files,
+                walk.bytes,
+                walk.excluded,
+                args.excludes.count,
+                walk.other_file_systems
+            );
         }
         println!("  receipts kept in {}", args.receipts.display());
         match window {

@@ -22,7 +22,8 @@ const WIDTH: f64 = 960.0;
 pub fn write(store: &Path, vault_key: &str, out: &Path) -> Result<()> {
     let key = crate::keyfile::public_key_arg(vault_key)?;
     vault_store::check_store_dir(store)?;
-    let verified = vault_store::audit::verify(store, &key).map_err(|e| CliError::Untrusted(format!("{e}; the log under {} is not what the vault signed, so no report is made from it", store.display())))?;
+    let verified =
+        vault_store::audit::verify(store, &key).map_err(|e| CliError::Untrusted(format!("{e}; the log under {} is not what the vault signed, so no report is made from it", store.display())))?;
     let first = verified.entries.saturating_sub(MAX_ENTRIES);
     let mut events = Vec::new();
     let mut from = first;
@@ -123,7 +124,14 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
             let found = e["found"].as_array().map_or(0, Vec::len);
             format!("scrub: {} chunks in {} packs read back, {found} bad copies, {} chunks without a good copy", text(&e["chunks"]), text(&e["packs"]), text(&e["unrecoverable_chunks"]))
         } else {
-            format!("restore drill: {} snapshots, {} files, {} bytes rebuilt at {} bytes/s, {} errors", e["snapshots"].as_array().map_or(0, Vec::len), text(&e["files"]), text(&e["bytes"]), text(&e["bytes_per_sec"]), text(&e["errors"]))
+            format!(
+                "restore drill: {} snapshots, {} files, {} bytes rebuilt at {} bytes/s, {} errors",
+                e["snapshots"].as_array().map_or(0, Vec::len),
+                text(&e["files"]),
+                text(&e["bytes"]),
+                text(&e["bytes_per_sec"]),
+                text(&e["errors"])
+            )
         }
     });
     capacity(&mut page, events, start, end);
@@ -135,7 +143,8 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
 fn timeline(page: &mut String, events: &[Value], start: i64, end: i64) {
     let span = (end - start).max(1) as f64;
     let x = |t: i64| 40.0 + (t - start) as f64 / span * (WIDTH - 60.0);
-    let _ = write!(page, "<h2>Timeline</h2>\n<svg id=\"timeline\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"150\" role=\"img\" aria-label=\"link windows and events over time\">\n");
+    let _ =
+        write!(page, "<h2>Timeline</h2>\n<svg id=\"timeline\" xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"150\" role=\"img\" aria-label=\"link windows and events over time\">\n");
     for (row, label) in [(20, "link"), (60, "commits"), (90, "refusals"), (120, "alarms")] {
         let _ = writeln!(page, "<text x=\"0\" y=\"{}\" font-size=\"11\">{label}</text>", row + 4);
     }
@@ -146,7 +155,14 @@ fn timeline(page: &mut String, events: &[Value], start: i64, end: i64) {
             "link_up" => up = Some(t),
             "link_down" => {
                 if let Some(from) = up.take() {
-                    let _ = writeln!(page, "<rect class=\"window\" x=\"{:.1}\" y=\"10\" width=\"{:.1}\" height=\"20\" fill=\"#4a8\"><title>link up {} .. {}</title></rect>", x(from), (x(t) - x(from)).max(2.0), when(from), when(t));
+                    let _ = writeln!(
+                        page,
+                        "<rect class=\"window\" x=\"{:.1}\" y=\"10\" width=\"{:.1}\" height=\"20\" fill=\"#4a8\"><title>link up {} .. {}</title></rect>",
+                        x(from),
+                        (x(t) - x(from)).max(2.0),
+                        when(from),
+                        when(t)
+                    );
                 }
             }
             kind => {
@@ -162,7 +178,13 @@ fn timeline(page: &mut String, events: &[Value], start: i64, end: i64) {
     }
     let _ = writeln!(page, "<text x=\"40\" y=\"146\" font-size=\"11\">{}</text><text x=\"{}\" y=\"146\" font-size=\"11\" text-anchor=\"end\">{}</text>", when(start), WIDTH - 20.0, when(end));
     if let Some(from) = up {
-        let _ = writeln!(page, "<rect class=\"window\" x=\"{:.1}\" y=\"10\" width=\"{:.1}\" height=\"20\" fill=\"#8c8\"><title>link up since {}</title></rect>", x(from), (x(end) - x(from)).max(2.0), when(from));
+        let _ = writeln!(
+            page,
+            "<rect class=\"window\" x=\"{:.1}\" y=\"10\" width=\"{:.1}\" height=\"20\" fill=\"#8c8\"><title>link up since {}</title></rect>",
+            x(from),
+            (x(end) - x(from)).max(2.0),
+            when(from)
+        );
     }
     page.push_str("</svg>\n");
 }

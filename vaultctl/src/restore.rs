@@ -160,7 +160,9 @@ impl Selection {
         for include in includes {
             let trimmed = include.trim_start_matches("./").trim_matches('/');
             if trimmed.is_empty() || trimmed.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
-                return Err(CliError::Usage(format!("--include `{include}`: give a path inside the snapshot, as `snapshots` and the manifest name it (e.g. `etc/nginx` or `db.dump`), without `..` or empty parts")));
+                return Err(CliError::Usage(format!(
+                    "--include `{include}`: give a path inside the snapshot, as `snapshots` and the manifest name it (e.g. `etc/nginx` or `db.dump`), without `..` or empty parts"
+                )));
             }
             paths.push(trimmed.as_bytes().to_vec());
         }
@@ -212,9 +214,7 @@ pub fn restore(store: &Path, snapshot: &str, to: &Path, trust: &Trust, keep_goin
     let manifest = reader.manifest_checked(snapshot, &receipt)?;
     selection.check(&manifest, snapshot)?;
     if manifest.entries.iter().any(|e| e.path == MARKER_DIR.as_bytes()) {
-        return Err(CliError::Failed(format!(
-            "snapshot {snapshot} holds a top-level entry named `{MARKER_DIR}`, the name restore keeps its resume marker under; this restore cannot place it"
-        )));
+        return Err(CliError::Failed(format!("snapshot {snapshot} holds a top-level entry named `{MARKER_DIR}`, the name restore keeps its resume marker under; this restore cannot place it")));
     }
     // Known-missing chunks stop a plain restore before anything is written.
     let health = reader.health(&manifest);
@@ -305,10 +305,7 @@ fn prepare_target(to: &Path, snapshot: &str) -> Result<PathBuf> {
             eprintln!("vaultctl restore: resuming the earlier restore of {snapshot} in {}: files already there are re-hashed and kept where whole", to.display());
         }
         Some(other) => {
-            return Err(CliError::Failed(format!(
-                "{}: holds an unfinished restore of snapshot {other}, not {snapshot}: resume that one with --snapshot {other}, or choose another --to",
-                to.display()
-            )))
+            return Err(CliError::Failed(format!("{}: holds an unfinished restore of snapshot {other}, not {snapshot}: resume that one with --snapshot {other}, or choose another --to", to.display())))
         }
         None => {
             if fs::read_dir(to).map_err(io(to))?.next().is_some() {
@@ -387,14 +384,7 @@ impl Drop for TempFile<'_> {
 
 /// Restores one file. `Ok(Err(reason))`: a chunk could not be read, and nothing of the file
 /// is left at `target`; `Err`: writing the target failed, which stops the restore.
-fn restore_file(
-    reader: &StoreReader,
-    entry: &Entry,
-    chunks: &[ChunkRef],
-    target: &Path,
-    temp: &Path,
-    report: &mut RestoreReport,
-) -> Result<std::result::Result<(), String>> {
+fn restore_file(reader: &StoreReader, entry: &Entry, chunks: &[ChunkRef], target: &Path, temp: &Path, report: &mut RestoreReport) -> Result<std::result::Result<(), String>> {
     match fs::symlink_metadata(target) {
         Ok(meta) if meta.is_file() => {
             if meta.len() == entry.size() && holds_chunks(target, chunks) {
@@ -406,12 +396,7 @@ fn restore_file(
         }
         // A symlink is replaced by the rename below, never followed.
         Ok(meta) if meta.is_symlink() => {}
-        Ok(_) => {
-            return Err(CliError::Failed(format!(
-                "{}: is a directory or special file where the snapshot has a file: remove it, or restore into a new directory",
-                target.display()
-            )))
-        }
+        Ok(_) => return Err(CliError::Failed(format!("{}: is a directory or special file where the snapshot has a file: remove it, or restore into a new directory", target.display()))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(target)(e)),
     }
@@ -478,12 +463,7 @@ fn place_symlink(path: &Path, link: &[u8]) -> Result<()> {
     let link = OsStr::from_bytes(link);
     match fs::symlink_metadata(path) {
         Ok(meta) if meta.is_symlink() && fs::read_link(path).is_ok_and(|current| current.as_os_str() == link) => return Ok(()),
-        Ok(meta) if meta.is_dir() => {
-            return Err(CliError::Failed(format!(
-                "{}: is a directory where the snapshot has a symlink: remove it, or restore into a new directory",
-                path.display()
-            )))
-        }
+        Ok(meta) if meta.is_dir() => return Err(CliError::Failed(format!("{}: is a directory where the snapshot has a symlink: remove it, or restore into a new directory", path.display()))),
         Ok(_) => fs::remove_file(path).map_err(io(path))?,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(io(path)(e)),

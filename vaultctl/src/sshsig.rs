@@ -22,9 +22,7 @@ fn read_signed(path: &Path) -> Result<Signed> {
     let bytes = vault_io::read_bounded(path, MAX_BUNDLE_BYTES)?;
     match Envelope::from_bytes_of(&bytes, PAYLOAD_TYPE) {
         Ok(envelope) => Ok(Signed { envelope, namespace: bundle::SSH_NAMESPACE, what: "policy bundle" }),
-        Err(vault_core::Error::WrongPayloadType { .. }) => {
-            Ok(Signed { envelope: Envelope::from_bytes_of(&bytes, ORDER_PAYLOAD_TYPE)?, namespace: ORDER_SIGNING_CONTEXT, what: "order" })
-        }
+        Err(vault_core::Error::WrongPayloadType { .. }) => Ok(Signed { envelope: Envelope::from_bytes_of(&bytes, ORDER_PAYLOAD_TYPE)?, namespace: ORDER_SIGNING_CONTEXT, what: "order" }),
         Err(e) => Err(e.into()),
     }
 }

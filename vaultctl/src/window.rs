@@ -57,10 +57,7 @@ pub fn open_until(policy: &Policy, now: Timestamp) -> Result<Timestamp> {
 }
 
 fn never_opens(policy: &Policy) -> CliError {
-    CliError::NoAnswer(format!(
-        "no window opens before vault {}'s policy v{} expires at {}: the vault stays shut. Ask the admins for a new policy",
-        policy.vault_id, policy.version, policy.expires
-    ))
+    CliError::NoAnswer(format!("no window opens before vault {}'s policy v{} expires at {}: the vault stays shut. Ask the admins for a new policy", policy.vault_id, policy.version, policy.expires))
 }
 
 /// One line about the window at `now`, for `--dry-run`.
@@ -179,25 +176,40 @@ duration = "3h"
     fn retries_back_off_inside_the_window_and_stop_at_its_end_or_at_a_refusal() {
         let time = FakeTime(Cell::new(at("2026-12-05T22:00:00Z").unix()));
         let tries = Cell::new(0);
-        let result: Result<()> = retry_while_open(Some(at("2026-12-05T22:01:00Z")), || time.now(), |d| time.sleep(d), || {
-            tries.set(tries.get() + 1);
-            Err(CliError::Unreachable("connection refused".into()))
-        });
+        let result: Result<()> = retry_while_open(
+            Some(at("2026-12-05T22:01:00Z")),
+            || time.now(),
+            |d| time.sleep(d),
+            || {
+                tries.set(tries.get() + 1);
+                Err(CliError::Unreachable("connection refused".into()))
+            },
+        );
         let err = result.unwrap_err();
         assert!(matches!(err, CliError::NoAnswer(_)) && err.to_string().contains("retried until the window closed at 2026-12-05T22:01:00Z"), "{err}");
         assert_eq!(tries.get(), 5, "2 + 4 + 8 + 16 s of pauses, then too little window left for 32");
         let refusals = Cell::new(0);
-        let refused: Result<()> = retry_while_open(Some(at("2026-12-05T23:00:00Z")), || time.now(), |d| time.sleep(d), || {
-            refusals.set(refusals.get() + 1);
-            Err(CliError::Refused("quota exceeded".into()))
-        });
+        let refused: Result<()> = retry_while_open(
+            Some(at("2026-12-05T23:00:00Z")),
+            || time.now(),
+            |d| time.sleep(d),
+            || {
+                refusals.set(refusals.get() + 1);
+                Err(CliError::Refused("quota exceeded".into()))
+            },
+        );
         assert!(matches!(refused, Err(CliError::Refused(_))));
         assert_eq!(refusals.get(), 1, "a refusal is not retried");
         let once = Cell::new(0);
-        let _ = retry_while_open::<()>(None, || time.now(), |_| panic!("no retry without a window"), || {
-            once.set(once.get() + 1);
-            Err(CliError::NoAnswer("timed out".into()))
-        });
+        let _ = retry_while_open::<()>(
+            None,
+            || time.now(),
+            |_| panic!("no retry without a window"),
+            || {
+                once.set(once.get() + 1);
+                Err(CliError::NoAnswer("timed out".into()))
+            },
+        );
         assert_eq!(once.get(), 1);
     }
 }

@@ -12,14 +12,8 @@ struct Run {
 }
 
 fn vaultctl(dir: &Path, args: &[&str]) -> Run {
-    let Output { status, stdout, stderr } =
-        Command::new(env!("CARGO_BIN_EXE_vaultctl")).args(args).current_dir(dir).output().unwrap();
-    Run {
-        ok: status.success(),
-        code: status.code(),
-        stdout: String::from_utf8_lossy(&stdout).into(),
-        stderr: String::from_utf8_lossy(&stderr).into(),
-    }
+    let Output { status, stdout, stderr } = Command::new(env!("CARGO_BIN_EXE_vaultctl")).args(args).current_dir(dir).output().unwrap();
+    Run { ok: status.success(), code: status.code(), stdout: String::from_utf8_lossy(&stdout).into(), stderr: String::from_utf8_lossy(&stderr).into() }
 }
 
 fn ok(dir: &Path, args: &[&str]) -> Run {
@@ -124,7 +118,11 @@ fn a_secret_key_readable_by_others_is_refused() {
 #[test]
 fn root_init_refuses_a_bad_threshold_and_a_repeated_key() {
     let dir = setup();
-    refused(dir.path(), &["root", "init", "--vault-id", "v", "--threshold", "3", "--admin", "a.pub", "--admin", "b.pub", "--out", "r.toml"], "threshold 3 must be between 1 and the number of admin keys (2)");
+    refused(
+        dir.path(),
+        &["root", "init", "--vault-id", "v", "--threshold", "3", "--admin", "a.pub", "--admin", "b.pub", "--out", "r.toml"],
+        "threshold 3 must be between 1 and the number of admin keys (2)",
+    );
     std::fs::copy(dir.path().join("a.pub"), dir.path().join("a2.pub")).unwrap();
     refused(dir.path(), &["root", "init", "--vault-id", "v", "--threshold", "1", "--admin", "a.pub", "--admin", "a2.pub", "--out", "r.toml"], "is listed more than once (as `a` and `a2`)");
 }
@@ -412,11 +410,7 @@ fn a_store_signed_by_another_key_is_refused_by_restore_and_flagged_by_snapshots(
 
     let run = vaultctl(d, &["restore", "--store", &root, "--snapshot", "s2", "--to", "out", "--vault-key", &vault_key]);
     assert_eq!(run.code, Some(1), "{}", run.stderr);
-    let expected = format!(
-        "snapshot s2: its receipt is signed by vault key id {}, not the pinned vault key id {}",
-        forger.public_key().key_id(),
-        vault.public_key().key_id()
-    );
+    let expected = format!("snapshot s2: its receipt is signed by vault key id {}, not the pinned vault key id {}", forger.public_key().key_id(), vault.public_key().key_id());
     assert!(run.stderr.contains(&expected), "{}", run.stderr);
     assert!(!d.join("out").exists(), "nothing is written for an untrusted snapshot");
 
@@ -553,7 +547,11 @@ fn an_admin_signs_with_stock_ssh_keygen_and_the_namespace_is_checked() {
 
     // Signed in an order's namespace: refused before it is added, with the command to use.
     ssh_keygen(d, &["-Y", "sign", "-f", "alice", "-n", "airgap-vault/order/v1", "p.payload"]);
-    refused(d, &["policy", "add-sshsig", "--root", "root-ssh.toml", "--sig", "p.payload.sig", "p.bundle", "--out", "p.bundle"], "signed in namespace `airgap-vault/order/v1`, this object is signed in `airgap-vault/policy-bundle/v1`: sign again with `ssh-keygen -Y sign -n airgap-vault/policy-bundle/v1`");
+    refused(
+        d,
+        &["policy", "add-sshsig", "--root", "root-ssh.toml", "--sig", "p.payload.sig", "p.bundle", "--out", "p.bundle"],
+        "signed in namespace `airgap-vault/order/v1`, this object is signed in `airgap-vault/policy-bundle/v1`: sign again with `ssh-keygen -Y sign -n airgap-vault/policy-bundle/v1`",
+    );
     std::fs::remove_file(d.join("p.payload.sig")).unwrap();
     // A key the root does not list.
     ssh_keygen(d, &["-q", "-t", "ed25519", "-N", "", "-f", "mallory"]);
@@ -613,7 +611,11 @@ fn a_security_key_signature_needs_a_touch_and_a_pin_where_the_root_asks() {
 
     // No touch (flags 0x00): malware with the token plugged in. Refused by the vault's rule.
     std::fs::write(d.join("untouched.sig"), token.sign(ns, &payload, 0x00)).unwrap();
-    refused(d, &["policy", "add-sshsig", "--root", "root-sk.toml", "--sig", "untouched.sig", "p.bundle", "--out", "p.bundle"], "admin `carol`: the security key signed without user presence (flags 0x00): sign again and touch the key when it blinks");
+    refused(
+        d,
+        &["policy", "add-sshsig", "--root", "root-sk.toml", "--sig", "untouched.sig", "p.bundle", "--out", "p.bundle"],
+        "admin `carol`: the security key signed without user presence (flags 0x00): sign again and touch the key when it blinks",
+    );
     let mut bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("p.bundle")).unwrap()).unwrap();
     let blob = vault_core::policy::sshsig::SshSignature::from_armored(token.sign(ns, &payload, 0x00).as_bytes()).unwrap().to_blob();
     let key_id = token.public().key.key_id();
@@ -623,7 +625,11 @@ fn a_security_key_signature_needs_a_touch_and_a_pin_where_the_root_asks() {
     refused(d, &["policy", "verify", "--root", "root-sk.toml", "--at", "2026-11-25T00:00:00Z", "forced.bundle"], "admin `carol`: the security key signed without user presence");
 
     // A touch: counted. Under the root that asks for a PIN, a touch alone is not enough.
-    refused(d, &["policy", "add-sshsig", "--root", "root-uv.toml", "--sig", "touched.sig", "p.bundle", "--out", "p-uv.bundle"], "without user verification (flags 0x01), which the trust root requires of this admin");
+    refused(
+        d,
+        &["policy", "add-sshsig", "--root", "root-uv.toml", "--sig", "touched.sig", "p.bundle", "--out", "p-uv.bundle"],
+        "without user verification (flags 0x01), which the trust root requires of this admin",
+    );
     std::fs::write(d.join("pin.sig"), token.sign(ns, &payload, 0x05)).unwrap();
     ok(d, &["policy", "add-sshsig", "--root", "root-uv.toml", "--sig", "pin.sig", "p.bundle", "--out", "p-uv.bundle"]);
     ok(d, &["policy", "add-sshsig", "--root", "root-sk.toml", "--sig", "touched.sig", "p.bundle", "--out", "p.bundle"]);
@@ -765,12 +771,19 @@ fn a_public_key_given_as_the_secret_key_is_named_as_one() {
         let run = refused_with(d, &args, 1, &ours);
         assert!(!run.stderr.contains("chmod") && !run.stderr.contains("malformed"), "{args:?}: {}", run.stderr);
     }
-    refused_with(d, &["policy", "sign", "--root", "root.toml", "--key", "id_ed25519.pub", "policy.toml", "--out", "q.bundle"], 1, &[
-        "id_ed25519.pub: this is an OpenSSH public key line (`ssh-ed25519 AAAA...`), not a secret key, and vaultctl keys are not SSH keys",
-        "--key wants the secret key, NAME.key",
-    ]);
+    refused_with(
+        d,
+        &["policy", "sign", "--root", "root.toml", "--key", "id_ed25519.pub", "policy.toml", "--out", "q.bundle"],
+        1,
+        &["id_ed25519.pub: this is an OpenSSH public key line (`ssh-ed25519 AAAA...`), not a secret key, and vaultctl keys are not SSH keys", "--key wants the secret key, NAME.key"],
+    );
     // And the other way round: a secret key where a public one is wanted.
-    refused_with(d, &["root", "init", "--vault-id", "v", "--threshold", "1", "--admin", "a.key", "--out", "r.toml"], 1, &["a.key: this is a secret key (PEM), where a public key is wanted: give NAME.pub"]);
+    refused_with(
+        d,
+        &["root", "init", "--vault-id", "v", "--threshold", "1", "--admin", "a.key", "--out", "r.toml"],
+        1,
+        &["a.key: this is a secret key (PEM), where a public key is wanted: give NAME.pub"],
+    );
     assert!(!d.join("q.bundle").exists() && !d.join("r.toml").exists());
 }
 
@@ -780,7 +793,12 @@ fn key_gen_refuses_a_directory_for_a_name() {
     let d = dir.path();
     std::fs::create_dir(d.join("keys")).unwrap();
     for out in ["keys/", "keys", "new/"] {
-        refused_with(d, &["key", "gen", "--out", out], 2, &[&format!("--out {out}: is a directory; --out takes a name, e.g. {0}/alice, which writes {0}/alice.key and {0}/alice.pub", out.trim_end_matches('/'))]);
+        refused_with(
+            d,
+            &["key", "gen", "--out", out],
+            2,
+            &[&format!("--out {out}: is a directory; --out takes a name, e.g. {0}/alice, which writes {0}/alice.key and {0}/alice.pub", out.trim_end_matches('/'))],
+        );
     }
     assert!(listing(&d.join("keys")).is_empty() && !d.join("new").exists(), "no hidden .key or .pub written");
     ok(d, &["key", "gen", "--out", "keys/alice"]);
@@ -825,10 +843,12 @@ fn root_init_labels_its_digest_and_signers_are_named_from_the_root() {
     ok(d, &["order", "new", "--root", "root.toml", "--kind", "hold", "--serial", "1", "--snapshot", "s1", "--reason", "legal hold", "--out", "hold.order"]);
     let run = ok(d, &["order", "sign", "--root", "root.toml", "--key", "b.key", "hold.order", "--out", "hold.order"]);
     assert!(run.stderr.contains(&format!("signed hold order 1 as b (key id {})", id("b"))), "{}", run.stderr);
-    let run = refused_with(d, &["order", "sign", "--root", "root.toml", "--key", "pusher.key", "hold.order", "--out", "hold.order"], 1, &[
-        &format!("--key pusher.key: key {} is not an admin of root v1 (root.toml, admins a, b)", id("pusher")),
-        "sign with one of their NAME.key files, or check --root",
-    ]);
+    let run = refused_with(
+        d,
+        &["order", "sign", "--root", "root.toml", "--key", "pusher.key", "hold.order", "--out", "hold.order"],
+        1,
+        &[&format!("--key pusher.key: key {} is not an admin of root v1 (root.toml, admins a, b)", id("pusher")), "sign with one of their NAME.key files, or check --root"],
+    );
     assert!(run.stdout.is_empty());
 }
 
@@ -838,14 +858,19 @@ fn a_failed_write_names_the_file_asked_for_and_leaves_nothing_behind() {
     let d = dir.path();
     std::fs::create_dir(d.join("out")).unwrap();
     // --out a directory: said with the flag, before anything is signed.
-    refused_with(d, &["policy", "sign", "--root", "root.toml", "--key", "a.key", "--issued", "2026-11-20T00:00:00Z", "policy.toml", "--out", "out"], 2, &[
-        "--out out: is a directory; --out names the file to write, e.g. out/policy.bundle",
-    ]);
+    refused_with(
+        d,
+        &["policy", "sign", "--root", "root.toml", "--key", "a.key", "--issued", "2026-11-20T00:00:00Z", "policy.toml", "--out", "out"],
+        2,
+        &["--out out: is a directory; --out names the file to write, e.g. out/policy.bundle"],
+    );
     // A directory that is not there: the error names the bundle asked for, not a temp file.
-    let run = refused_with(d, &["policy", "sign", "--root", "root.toml", "--key", "a.key", "--issued", "2026-11-20T00:00:00Z", "policy.toml", "--out", "missing/p.bundle"], 1, &[
-        "missing/p.bundle: cannot write it: No such file or directory",
-        "it is written to a temporary file in missing first and renamed; that directory must exist and be writable",
-    ]);
+    let run = refused_with(
+        d,
+        &["policy", "sign", "--root", "root.toml", "--key", "a.key", "--issued", "2026-11-20T00:00:00Z", "policy.toml", "--out", "missing/p.bundle"],
+        1,
+        &["missing/p.bundle: cannot write it: No such file or directory", "it is written to a temporary file in missing first and renamed; that directory must exist and be writable"],
+    );
     assert!(!run.stderr.contains(".p.bundle.tmp"), "{}", run.stderr);
     let run = refused_with(d, &["key", "gen", "--out", "missing/alice"], 1, &["missing/alice.key: cannot write it: "]);
     assert!(!run.stderr.contains(".alice.key.tmp"), "{}", run.stderr);
@@ -859,13 +884,23 @@ fn signing_an_expired_policy_is_refused_with_when_it_expired() {
     let d = dir.path();
     let text = std::fs::read_to_string(d.join("policy.toml")).unwrap();
     std::fs::write(d.join("policy.toml"), text.replace("2027-01-31T00:00:00Z", "2026-11-10T00:00:00Z")).unwrap();
-    refused_with(d, &["policy", "sign", "--root", "root.toml", "--key", "a.key", "--issued", "2026-11-20T00:00:00Z", "policy.toml", "--out", "p.bundle"], 1, &[
-        "policy.toml: expires 2026-11-10T00:00:00Z, which is not after 2026-11-20T00:00:00Z (the --issued time): the vault refuses an expired bundle",
-        "Set `expires` in policy.toml to a later time (at most 90d after the issue time, the trust root's max_validity)",
-    ]);
+    refused_with(
+        d,
+        &["policy", "sign", "--root", "root.toml", "--key", "a.key", "--issued", "2026-11-20T00:00:00Z", "policy.toml", "--out", "p.bundle"],
+        1,
+        &[
+            "policy.toml: expires 2026-11-10T00:00:00Z, which is not after 2026-11-20T00:00:00Z (the --issued time): the vault refuses an expired bundle",
+            "Set `expires` in policy.toml to a later time (at most 90d after the issue time, the trust root's max_validity)",
+        ],
+    );
     // Without --issued it is judged now.
     std::fs::write(d.join("policy.toml"), text.replace("2027-01-31T00:00:00Z", "2020-01-01T00:00:00Z")).unwrap();
-    refused_with(d, &["policy", "sign", "--root", "root.toml", "--key", "a.key", "policy.toml", "--out", "p.bundle"], 1, &["policy.toml: expires 2020-01-01T00:00:00Z, which is not after ", " (now): the vault refuses an expired bundle"]);
+    refused_with(
+        d,
+        &["policy", "sign", "--root", "root.toml", "--key", "a.key", "policy.toml", "--out", "p.bundle"],
+        1,
+        &["policy.toml: expires 2020-01-01T00:00:00Z, which is not after ", " (now): the vault refuses an expired bundle"],
+    );
     assert!(!d.join("p.bundle").exists());
 }
 
@@ -876,9 +911,12 @@ fn overlapping_weekly_windows_are_said_by_weekday_not_a_1970_date() {
     let text = std::fs::read_to_string(d.join("policy.toml")).unwrap();
     let overlapping = text.replace("[[pusher]]", "[[window]]\ndays = [\"sun\"]\nstart = \"00:30\"\nduration = \"1h\"\n[[pusher]]");
     std::fs::write(d.join("policy.toml"), overlapping).unwrap();
-    let run = refused_with(d, &["policy", "sign", "--root", "root.toml", "--key", "a.key", "policy.toml", "--out", "p.bundle"], 1, &[
-        "invalid field `window[1]`: overlaps window[0] (both open every sun at 00:30 UTC): move or shorten one of them",
-    ]);
+    let run = refused_with(
+        d,
+        &["policy", "sign", "--root", "root.toml", "--key", "a.key", "policy.toml", "--out", "p.bundle"],
+        1,
+        &["invalid field `window[1]`: overlaps window[0] (both open every sun at 00:30 UTC): move or shorten one of them"],
+    );
     assert!(!run.stderr.contains("1970"), "{}", run.stderr);
 }
 
@@ -890,9 +928,12 @@ fn policy_verify_refuses_a_state_directory_that_is_not_there() {
     fn verify(state: &str) -> Vec<&str> {
         vec!["policy", "verify", "--root", "root.toml", "--state", state, "--at", "2026-11-25T00:00:00Z", "p.bundle"]
     }
-    let run = refused_with(d, &verify("/nonexistent/state"), 2, &[
-        "--state /nonexistent/state: no such directory; give the vault's state directory (the gatekeeper's --state, /data/state on the appliance, holding state.json), or leave --state out",
-    ]);
+    let run = refused_with(
+        d,
+        &verify("/nonexistent/state"),
+        2,
+        &["--state /nonexistent/state: no such directory; give the vault's state directory (the gatekeeper's --state, /data/state on the appliance, holding state.json), or leave --state out"],
+    );
     assert!(!run.stdout.contains("OK"), "{}", run.stdout);
     refused_with(d, &verify("policy.toml"), 2, &["--state policy.toml: not a directory"]);
     // A state directory without a state file is a new vault's.
@@ -915,14 +956,21 @@ fn schedule_says_when_it_is_unverified_verifies_with_root_and_bounds_days() {
     let run = ok(d, &schedule(&["p.bundle", "--root", "root.toml"]));
     assert!(run.stdout.starts_with("verified against root.toml (root v1) as of 2026-11-28T23:00:00Z: signed by a, b\n"), "{}", run.stdout);
     assert!(!run.stdout.contains("NOT VERIFIED"), "{}", run.stdout);
-    let run = refused_with(d, &schedule(&["under.bundle", "--root", "root.toml"]), 1, &["under.bundle: does not verify against the trust root root.toml: threshold not met for root v1: 1 valid signature(s)"]);
+    let run = refused_with(
+        d,
+        &schedule(&["under.bundle", "--root", "root.toml"]),
+        1,
+        &["under.bundle: does not verify against the trust root root.toml: threshold not met for root v1: 1 valid signature(s)"],
+    );
     assert!(run.stdout.is_empty(), "no schedule from a bundle that does not verify: {}", run.stdout);
     refused_with(d, &schedule(&["policy.toml", "--root", "root.toml"]), 2, &["--root verifies a signed bundle, and policy.toml is a policy.toml"]);
     // Judged as of --from: before the bundle was issued, it was not in force.
-    refused_with(d, &["schedule", "--policy", "p.bundle", "--root", "root.toml", "--from", "2026-11-01T00:00:00Z"], 1, &[
-        "p.bundle: does not verify against the trust root root.toml: issued in the future: issued 2026-11-20T00:00:00Z, vault time is 2026-11-01T00:00:00Z",
-        "it is judged as of --from",
-    ]);
+    refused_with(
+        d,
+        &["schedule", "--policy", "p.bundle", "--root", "root.toml", "--from", "2026-11-01T00:00:00Z"],
+        1,
+        &["p.bundle: does not verify against the trust root root.toml: issued in the future: issued 2026-11-20T00:00:00Z, vault time is 2026-11-01T00:00:00Z", "it is judged as of --from"],
+    );
 
     // --days is bounded, and a long listing lists every opening up to the expiry: 10 Saturdays.
     for days in ["0", "3661", "50000"] {
@@ -948,18 +996,23 @@ fn usb_write_verifies_the_bundle_and_orders_against_the_root() {
 
     refused_with(d, &["usb", "write", "p.bundle", "--out", "s.img"], 2, &["the following required arguments were not provided", "--root <ROOT>"]);
     for bad in ["under.bundle", "tampered.bundle"] {
-        refused_with(d, &["usb", "write", "--root", "root.toml", bad, "--out", "s.img"], 1, &[
-            &format!("{bad}: does not verify against the trust root root.toml: threshold not met for root v1:"),
-            "The vault would refuse it", "no stick image was written",
-        ]);
+        refused_with(
+            d,
+            &["usb", "write", "--root", "root.toml", bad, "--out", "s.img"],
+            1,
+            &[&format!("{bad}: does not verify against the trust root root.toml: threshold not met for root v1:"), "The vault would refuse it", "no stick image was written"],
+        );
         assert!(!d.join("s.img").exists());
     }
     // An order one admin short of its threshold is refused too; the bundle beside it is fine.
     ok(d, &["order", "new", "--root", "root.toml", "--kind", "purge", "--serial", "1", "--snapshot", "s1", "--reason", "decommissioned", "--out", "purge.order"]);
     ok(d, &["order", "sign", "--root", "root.toml", "--key", "a.key", "purge.order", "--out", "purge.order"]);
-    refused_with(d, &["usb", "write", "--root", "root.toml", "p.bundle", "--order", "purge.order", "--out", "s.img"], 1, &[
-        "purge.order: does not verify against the trust root root.toml: threshold not met for a purge order under root v1: 1 valid signature(s)",
-    ]);
+    refused_with(
+        d,
+        &["usb", "write", "--root", "root.toml", "p.bundle", "--order", "purge.order", "--out", "s.img"],
+        1,
+        &["purge.order: does not verify against the trust root root.toml: threshold not met for a purge order under root v1: 1 valid signature(s)"],
+    );
     assert!(!d.join("s.img").exists());
     // Whole, with a veto (its purge is the vault's to find waiting): written, and said so.
     ok(d, &["order", "sign", "--root", "root.toml", "--key", "b.key", "purge.order", "--out", "purge.order"]);
@@ -986,10 +1039,15 @@ fn snapshots_and_restore_say_a_store_directory_is_missing_or_empty_not_corrupt()
             vec!["audit", "verify", "--store", store, "--vault-key", &key],
             vec!["report", "--store", store, "--vault-key", &key, "--out", "report.html"],
         ] {
-            let run = refused_with(d, &args, 1, &[
-                &format!("{store}: {found}, not a vault store: a store directory holds `snapshots/` and `packs/`"),
-                "(the gatekeeper's --store, /data/store on the vault's data disk); pass that directory, or a copy of it",
-            ]);
+            let run = refused_with(
+                d,
+                &args,
+                1,
+                &[
+                    &format!("{store}: {found}, not a vault store: a store directory holds `snapshots/` and `packs/`"),
+                    "(the gatekeeper's --store, /data/store on the vault's data disk); pass that directory, or a copy of it",
+                ],
+            );
             assert!(!run.stderr.contains("corrupt") && !run.stderr.contains("not trusted"), "{args:?}: {}", run.stderr);
         }
     }
@@ -1053,5 +1111,9 @@ fn restore_takes_latest_and_only_the_included_paths() {
     assert_eq!(run.code, Some(2), "{}", run.stderr);
     assert!(run.stderr.contains("--include `d/nope` matches nothing in snapshot s1; nothing was written") && !d.join("none").exists(), "{}", run.stderr);
     refused(d, &["restore", "--store", &root, "--snapshot", "s1", "--include", "../etc", "--to", "x", "--vault-key", &vault_key], "without `..` or empty parts");
-    refused(d, &["restore", "--store", &root, "--snapshot", "latest", "--dataset", "www", "--to", "x", "--vault-key", &vault_key], "no verified snapshot of dataset `www` in the store (the store holds: db, etc)");
+    refused(
+        d,
+        &["restore", "--store", &root, "--snapshot", "latest", "--dataset", "www", "--to", "x", "--vault-key", &vault_key],
+        "no verified snapshot of dataset `www` in the store (the store holds: db, etc)",
+    );
 }

@@ -19,12 +19,7 @@ fn readme_flow_works_as_written() {
     let dir = tempfile::tempdir().unwrap();
     let bin_dir = Path::new(env!("CARGO_BIN_EXE_vaultctl")).parent().unwrap().to_path_buf();
     let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
-    let output = Command::new("bash")
-        .args(["-euo", "pipefail", "-c", &readme_flow()])
-        .current_dir(dir.path())
-        .env("PATH", path)
-        .output()
-        .unwrap();
+    let output = Command::new("bash").args(["-euo", "pipefail", "-c", &readme_flow()]).current_dir(dir.path()).env("PATH", path).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "README flow failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}");

@@ -195,10 +195,7 @@ fn first_tree() -> Vec<Node> {
 
 /// Snapshot 2: reuses snapshot 1's chunks (so it spans two packs) and links outside the tree.
 fn second_tree() -> Vec<Node> {
-    vec![
-        node("again", 0o644, 1_790_100_000, Item::File(vec![data(40_000, 1), data(35_000, 2), data(50_000, 5), b"tail".to_vec()])),
-        node("etc-link", 0o777, 1_790_100_001, Item::Link("/etc/passwd")),
-    ]
+    vec![node("again", 0o644, 1_790_100_000, Item::File(vec![data(40_000, 1), data(35_000, 2), data(50_000, 5), b"tail".to_vec()])), node("etc-link", 0o777, 1_790_100_001, Item::Link("/etc/passwd"))]
 }
 
 fn stream_tree() -> Vec<Node> {
@@ -262,10 +259,8 @@ fn assert_restored(dest: &Path, nodes: &[Node]) {
 fn sealed_store() -> (TestStore, Vec<String>, SigningKey) {
     let store = TestStore::new();
     let vault = key(21);
-    let ids: Vec<String> = [(1_795_601_700, 0x01), (1_795_605_300, 0x02), (1_795_608_900, 0x03)]
-        .iter()
-        .map(|(secs, suffix)| snapshot_id(at(*secs), "db", [0xab, 0xcd, 0xef, *suffix]).unwrap())
-        .collect();
+    let ids: Vec<String> =
+        [(1_795_601_700, 0x01), (1_795_605_300, 0x02), (1_795_608_900, 0x03)].iter().map(|(secs, suffix)| snapshot_id(at(*secs), "db", [0xab, 0xcd, 0xef, *suffix]).unwrap()).collect();
     seal(&store.root(), &vault, &ids[0], at(1_795_601_700), &first_tree());
     seal(&store.root(), &vault, &ids[1], at(1_795_605_300), &second_tree());
     seal(&store.root(), &vault, &ids[2], at(1_795_608_900), &stream_tree());
@@ -297,10 +292,7 @@ fn the_python_reader_lists_and_restores_what_the_vault_sealed() {
         assert_restored(&dest, &tree);
         // vaultctl restores the same tree: the document describes what the code does.
         let by_vaultctl = store.path().join(format!("vaultctl-{id}"));
-        let out = Command::new(env!("CARGO_BIN_EXE_vaultctl"))
-            .args(["restore", "--store", &arg(&store.root()), "--snapshot", id, "--to", &arg(&by_vaultctl), "--vault-key", &key])
-            .output()
-            .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_vaultctl")).args(["restore", "--store", &arg(&store.root()), "--snapshot", id, "--to", &arg(&by_vaultctl), "--vault-key", &key]).output().unwrap();
         assert!(out.status.success(), "vaultctl restore of {id}: {}", String::from_utf8_lossy(&out.stderr));
         assert_restored(&by_vaultctl, &tree);
     }

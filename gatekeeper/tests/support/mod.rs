@@ -18,10 +18,10 @@ use std::time::Duration as StdDuration;
 
 use ring::rand::SystemRandom;
 use ring::signature::Ed25519KeyPair;
-use vault_core::policy::bundle::{Envelope, Payload};
 use vault_core::keys::SigningKey;
-use vault_core::policy::Policy;
+use vault_core::policy::bundle::{Envelope, Payload};
 use vault_core::policy::root::{Admin, Caps, TrustRoot};
+use vault_core::policy::Policy;
 use vault_core::units::Timestamp;
 
 pub const VAULT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
@@ -356,9 +356,7 @@ impl Drop for Daemon {
 /// A TCP connection from the peer namespace to the vault's listener. The socket stays in
 /// that namespace, so the caller may use it from any thread.
 pub fn peer_connect(net: &Net) -> std::io::Result<std::net::TcpStream> {
-    in_netns(&net.peer_ns, || std::net::TcpStream::connect_timeout(&"192.0.2.10:7400".parse().unwrap(), StdDuration::from_secs(2)))
-        .join()
-        .unwrap()
+    in_netns(&net.peer_ns, || std::net::TcpStream::connect_timeout(&"192.0.2.10:7400".parse().unwrap(), StdDuration::from_secs(2))).join().unwrap()
 }
 
 pub fn tcp_connect_from(net: &Net) -> std::io::Result<()> {
@@ -370,7 +368,6 @@ pub fn tcp_connect_from(net: &Net) -> std::io::Result<()> {
     .join()
     .unwrap()
 }
-
 
 // ---- vaultctl, as operators run it ------------------------------------------------------
 

@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use vault_core::push::chunk::{ChunkId, MAX_CHUNK_BYTES};
 use vault_core::keys::{PublicKey, SigningKey};
+use vault_core::push::chunk::{ChunkId, MAX_CHUNK_BYTES};
 use vault_core::push::manifest::{ChunkRef, Entry, EntryKind, Manifest};
 use vault_core::push::protocol::{ClientFrame, FrameReader, VaultFrame};
 use vault_core::push::receipt::Receipt;

@@ -78,11 +78,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(3));
     let replies = arp_replies(&vault.finish_capture());
     let last = replies.iter().copied().fold(f64::MIN, f64::max);
-    println!(
-        "    the last ARP reply came {:+.0} ms after the receipt reached the pusher; none in the {:.1} s since (a probe every 50 ms)",
-        (last - pushed_at) * 1000.0,
-        unix_now() - last
-    );
+    println!("    the last ARP reply came {:+.0} ms after the receipt reached the pusher; none in the {:.1} s since (a probe every 50 ms)", (last - pushed_at) * 1000.0, unix_now() - last);
 
     say("An off-site copy without a network path: a medium (vaultctl media init), an age recipient, an export order two admins sign, on the policy stick.");
     let vaultctl = vault.bench.artifacts.vaultctl();
@@ -92,7 +88,11 @@ fn main() {
     run_ok(Command::new("age-keygen").arg("-o").arg(&identity).stderr(Stdio::null()));
     let recipient = run_ok(Command::new("age-keygen").arg("-y").arg(&identity)).trim().to_string();
     println!("    medium {medium_id}, recipient {recipient}");
-    let order = vault.bench.order("export", &["--kind", "export", "--serial", "1", "--dataset", "db-backup/demo", "--medium", &medium_id, "--recipient", &recipient, "--reason", "off-site copy"], &["alice", "carol"]);
+    let order = vault.bench.order(
+        "export",
+        &["--kind", "export", "--serial", "1", "--dataset", "db-backup/demo", "--medium", &medium_id, "--recipient", &recipient, "--reason", "off-site copy"],
+        &["alice", "carol"],
+    );
     let stick = vault.bench.order_stick("orders", &[order]);
     let id = vault.vm.plug_stick(&stick);
     println!("    {}", vault.vm.wait_event("order_accepted", Duration::from_secs(90)));
@@ -123,7 +123,12 @@ fn main() {
     print!("{}", run_ok(Command::new(&vaultctl).args(["export", "verify", "--vault-key", &vault_key]).arg(&copied)));
     let from_export = vault.bench.dir.join("restored-from-export");
     let export_dir = copied.join("vault-exports").join(written["export"].as_str().unwrap());
-    print!("{}", run_ok(Command::new(&vaultctl).args(["restore", "--vault-key", &vault_key, "--snapshot", &snapshot, "--identity"]).arg(&identity).arg("--export").arg(&export_dir).arg("--to").arg(&from_export)));
+    print!(
+        "{}",
+        run_ok(
+            Command::new(&vaultctl).args(["restore", "--vault-key", &vault_key, "--snapshot", &snapshot, "--identity"]).arg(&identity).arg("--export").arg(&export_dir).arg("--to").arg(&from_export)
+        )
+    );
     let same = describe(&from_export) == describe(&sample);
     println!("    restored from the export == pushed tree, byte for byte: {same}");
     assert!(same, "the restore from the export differs from what was pushed");

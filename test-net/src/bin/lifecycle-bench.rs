@@ -18,7 +18,14 @@ fn main() {
     println!("audit log            {:7.2} s  {:7.0} entries/s ({} entries, a signed checkpoint per 4096)", m.audit_secs, m.audit_entries as f64 / m.audit_secs, m.audit_entries);
     println!("small pushes sealed  {:7.0} /s without the log, {:.0} /s with their ten lines logged and signed", m.seals_per_sec_unlogged, m.seals_per_sec_logged);
     println!("expire half          {:7.2} s", m.expire_secs);
-    println!("garbage collection   {:7.2} s  ({} packs removed, {} of them repacked: {} chunks copied; {:.1} MiB freed)", m.gc_secs, m.packs_removed, m.packs_repacked, m.chunks_copied, m.bytes_freed as f64 / 1048576.0);
+    println!(
+        "garbage collection   {:7.2} s  ({} packs removed, {} of them repacked: {} chunks copied; {:.1} MiB freed)",
+        m.gc_secs,
+        m.packs_removed,
+        m.packs_repacked,
+        m.chunks_copied,
+        m.bytes_freed as f64 / 1048576.0
+    );
     println!("RATIO scrub / sha256sum rate            {:.2}x", m.sha256sum_secs / m.scrub_secs);
     println!("RATIO logged / unlogged seal rate       {:.2}x   (the audit log's cost per push)", m.seals_per_sec_logged / m.seals_per_sec_unlogged);
     println!("RATIO drill / sha256sum rate            {:.2}x   (drill bytes / s over sha256sum's pack bytes / s)", (m.drill_bytes as f64 / m.drill_secs) / (m.pack_bytes as f64 / m.sha256sum_secs));

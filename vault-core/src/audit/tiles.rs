@@ -108,7 +108,8 @@ pub fn decode_bundle(bytes: &[u8], width: u64) -> Result<Vec<&[u8]>, AuditError>
         }
         let (len, tail) = rest.split_at_checked(2).ok_or_else(|| AuditError::Malformed { what: "entry bundle", reason: "a length cut short".into() })?;
         let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
-        let (entry, tail) = tail.split_at_checked(len).ok_or_else(|| AuditError::Malformed { what: "entry bundle", reason: format!("entry {} says {len} bytes, {} are left", entries.len(), tail.len()) })?;
+        let (entry, tail) =
+            tail.split_at_checked(len).ok_or_else(|| AuditError::Malformed { what: "entry bundle", reason: format!("entry {} says {len} bytes, {} are left", entries.len(), tail.len()) })?;
         entries.push(entry);
         rest = tail;
     }

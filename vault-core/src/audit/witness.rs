@@ -79,16 +79,15 @@ pub fn witness(evidence: &LogEvidence, held: Option<&Checkpoint>, vault_key: &Pu
         return Ok(newer);
     };
     if newer.size < held.size {
-        return Err(AuditError::Inconsistent(format!(
-            "the vault's log now has {} entries, fewer than the {} of the checkpoint this pusher holds: it was rewound or replaced",
-            newer.size, held.size
-        )));
+        return Err(AuditError::Inconsistent(format!("the vault's log now has {} entries, fewer than the {} of the checkpoint this pusher holds: it was rewound or replaced", newer.size, held.size)));
     }
     if evidence.proof_from != held.size {
         return Err(AuditError::Inconsistent(format!("the vault proved its log from {} entries, not from the {} this pusher holds", evidence.proof_from, held.size)));
     }
     held.check_extended_by(&newer, &evidence.proof).map_err(|e| match e {
-        AuditError::Inconsistent(why) => AuditError::Inconsistent(format!("the vault's log of {} entries does not extend the {} this pusher holds ({why}): it was rewritten or forked", newer.size, held.size)),
+        AuditError::Inconsistent(why) => {
+            AuditError::Inconsistent(format!("the vault's log of {} entries does not extend the {} this pusher holds ({why}): it was rewritten or forked", newer.size, held.size))
+        }
         other => other,
     })?;
     Ok(newer)
@@ -123,7 +122,10 @@ pub struct ReceiptEvidence<'a> {
 pub fn check_receipts(receipts: &[ReceiptEvidence<'_>], vault_key: &PublicKey) -> Result<ReceiptChain, AuditError> {
     let opened = receipts
         .iter()
-        .map(|r| Checkpoint::open(r.evidence.checkpoint.as_bytes(), vault_key).map_err(|e| AuditError::Inconsistent(format!("the receipt of {}: {}", r.name, e.to_string().trim_start_matches("audit log not consistent: ")))))
+        .map(|r| {
+            Checkpoint::open(r.evidence.checkpoint.as_bytes(), vault_key)
+                .map_err(|e| AuditError::Inconsistent(format!("the receipt of {}: {}", r.name, e.to_string().trim_start_matches("audit log not consistent: "))))
+        })
         .collect::<Result<Vec<Checkpoint>, AuditError>>()?;
     let mut chain = ReceiptChain { checkpoints: receipts.len(), links_proven: 0, unlinked: 0, newest: opened.iter().map(|c| c.size).max().unwrap_or(0) };
     for (receipt, checkpoint) in receipts.iter().zip(&opened) {
@@ -133,20 +135,27 @@ pub fn check_receipts(receipts: &[ReceiptEvidence<'_>], vault_key: &PublicKey) -
                 return Err(AuditError::Inconsistent(format!("the receipts of {} and {name} show logs of {} entries with different roots: the log was forked", other.name, seen.size)));
             }
             if other.received_at < receipt.received_at && seen.size > checkpoint.size {
-                let why = format!("the receipt of {name} shows a log of {} entries, fewer than the {} shown by the older receipt of {}: the log was rewound or replaced", checkpoint.size, seen.size, other.name);
+                let why = format!(
+                    "the receipt of {name} shows a log of {} entries, fewer than the {} shown by the older receipt of {}: the log was rewound or replaced",
+                    checkpoint.size, seen.size, other.name
+                );
                 return Err(AuditError::Inconsistent(why));
             }
         }
         let from = receipt.evidence.proof_from;
         if from > checkpoint.size {
-            return Err(AuditError::Inconsistent(format!("the receipt of {name} shows a log of {} entries, fewer than the {from} its pusher had seen: the log was rewound or replaced", checkpoint.size)));
+            return Err(AuditError::Inconsistent(format!(
+                "the receipt of {name} shows a log of {} entries, fewer than the {from} its pusher had seen: the log was rewound or replaced",
+                checkpoint.size
+            )));
         }
         if from == 0 || from == checkpoint.size {
             continue;
         }
         match receipts.iter().zip(&opened).find(|(_, c)| c.size == from) {
             Some((older, seen)) => {
-                seen.check_extended_by(checkpoint, &receipt.evidence.proof).map_err(|e| AuditError::Inconsistent(format!("the log shown by the receipt of {name} does not extend the one of {from} entries shown by the receipt of {} ({e})", older.name)))?;
+                seen.check_extended_by(checkpoint, &receipt.evidence.proof)
+                    .map_err(|e| AuditError::Inconsistent(format!("the log shown by the receipt of {name} does not extend the one of {from} entries shown by the receipt of {} ({e})", older.name)))?;
                 chain.links_proven += 1;
             }
             None => chain.unlinked += 1,

@@ -49,7 +49,10 @@ pub fn select(order: &PendingExport, sealed: &[Sealed]) -> Result<Selection> {
         chosen.extend(of_dataset.into_iter().take(newest).map(|s| s.id.clone()));
     }
     if chosen.len() > MAX_EXPORT_SNAPSHOTS {
-        return Err(invalid("export", format!("the order comes to {} snapshots, at most {MAX_EXPORT_SNAPSHOTS} go in one export: sign orders with a smaller `newest` or a later `since`", chosen.len())));
+        return Err(invalid(
+            "export",
+            format!("the order comes to {} snapshots, at most {MAX_EXPORT_SNAPSHOTS} go in one export: sign orders with a smaller `newest` or a later `since`", chosen.len()),
+        ));
     }
     Ok(Selection { snapshots: chosen.into_iter().collect(), missing })
 }

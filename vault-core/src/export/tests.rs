@@ -9,7 +9,7 @@ use crate::error::Error;
 use crate::keys::test_keys::key;
 use crate::keys::SignedDoc;
 use crate::policy::bundle::JudgedAt;
-use crate::policy::orders::{self, exports_for, export_done, DatasetDoc, OrderDoc, OrderKind, OrderState, PendingExport, ORDER_SIGNING_CONTEXT};
+use crate::policy::orders::{self, export_done, exports_for, DatasetDoc, OrderDoc, OrderKind, OrderState, PendingExport, ORDER_SIGNING_CONTEXT};
 use crate::policy::root::tests::root_with;
 use crate::units::Timestamp;
 
@@ -236,7 +236,8 @@ fn an_export_manifest_verifies_under_the_vault_key_and_refuses_every_bad_field()
 }
 
 fn rotation_toml(extra: &str) -> String {
-    crate::policy::tests::example_toml() + &format!("[rotation]\nmedia = [\"{MEDIUM}\", \"ffffffffffffffffffffffffffffffff\"]\nevery = \"1d\"\nrecipients = [\"{RECIPIENT}\"]\ndatasets = [\"db01/pg\"]\n{extra}")
+    crate::policy::tests::example_toml()
+        + &format!("[rotation]\nmedia = [\"{MEDIUM}\", \"ffffffffffffffffffffffffffffffff\"]\nevery = \"1d\"\nrecipients = [\"{RECIPIENT}\"]\ndatasets = [\"db01/pg\"]\n{extra}")
 }
 
 #[test]

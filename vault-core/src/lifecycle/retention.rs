@@ -197,11 +197,10 @@ mod tests {
         assert_eq!(plan.expire.len(), 362);
         assert_eq!(plan.expire.first().unwrap().id, "pg-00000", "oldest first");
         assert_eq!(plan.expire.last().unwrap().id, "pg-00361");
-        assert_eq!(plan.kept.iter().map(|(s, why)| (s.id.as_str(), why.clone())).collect::<Vec<_>>(), vec![
-            ("pg-00364", Kept::Newest { rank: 1, keep_last: 3 }),
-            ("pg-00363", Kept::Newest { rank: 2, keep_last: 3 }),
-            ("pg-00362", Kept::Newest { rank: 3, keep_last: 3 }),
-        ]);
+        assert_eq!(
+            plan.kept.iter().map(|(s, why)| (s.id.as_str(), why.clone())).collect::<Vec<_>>(),
+            vec![("pg-00364", Kept::Newest { rank: 1, keep_last: 3 }), ("pg-00363", Kept::Newest { rank: 2, keep_last: 3 }), ("pg-00362", Kept::Newest { rank: 3, keep_last: 3 }),]
+        );
         assert_eq!(plan.next_due, None);
         // While it still pushes (day 365 + 1): only what is 35 days old goes.
         let plan = plan_expiry(&snapshots, at(300), Retention::default(), &Holds::default());

@@ -456,7 +456,8 @@ mod tests {
         let what = unsolicited(judge.judge(&probe_for([0x02, 0, 0, 0, 0, 0x99], PEER)));
         assert_eq!(what, "ARP request who-has 192.0.2.1 tell 192.0.2.10 sent to 02:00:00:00:00:99, not to the peer's MAC 02:00:5e:00:00:01");
         assert!(unsolicited(judge.judge(&arp_frame(PEER_MAC, 1, US, [0x02, 0, 0, 0, 0, 0x99], PEER))).contains("neither zero nor the peer's 02:00:5e:00:00:01"));
-        assert!(unsolicited(judge.judge(&probe_for(PEER_MAC, PEER).into_iter().enumerate().map(|(i, b)| if i == 31 { 99 } else { b }).collect::<Vec<_>>())).contains("not our 02:00:5e:00:00:10 at 192.0.2.10"));
+        assert!(unsolicited(judge.judge(&probe_for(PEER_MAC, PEER).into_iter().enumerate().map(|(i, b)| if i == 31 { 99 } else { b }).collect::<Vec<_>>()))
+            .contains("not our 02:00:5e:00:00:10 at 192.0.2.10"));
         // And a gratuitous request stays gratuitous, peers or not.
         assert!(unsolicited(judge.judge(&probe_for(PEER_MAC, US))).starts_with("gratuitous ARP (oper 1)"));
     }

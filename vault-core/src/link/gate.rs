@@ -28,8 +28,8 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::policy::bundle::CLOCK_TOLERANCE_SECS;
-use crate::policy::{NicSelector, Policy};
 use crate::policy::schedule::{self, WindowState};
+use crate::policy::{NicSelector, Policy};
 use crate::units::{Duration, Timestamp};
 
 /// The floor is persisted when it has risen this much since the last write: a power cut loses
@@ -86,32 +86,48 @@ pub enum Input {
     /// A clock reading (the host clock, as vault time) and the monotonic clock at the same
     /// moment (time since any fixed origin, e.g. the daemon's start), which tells a jump of the
     /// wall clock from time passing. Ticks drive the schedule.
-    Tick { clock: Timestamp, monotonic: std::time::Duration },
+    Tick {
+        clock: Timestamp,
+        monotonic: std::time::Duration,
+    },
     /// A verified policy is now in force (at start, or a new bundle).
     PolicyApplied(Box<Policy>),
     /// Netlink confirmed the NIC up with carrier and the static address on it.
     LinkConfirmedUp,
     /// Bring-up failed (no such NIC, no carrier in time, netlink error, the listener could
     /// not bind, ...).
-    LinkUpFailed { reason: String },
+    LinkUpFailed {
+        reason: String,
+    },
     /// Netlink confirmed the NIC down with no address.
     LinkConfirmedDown,
     /// Taking the link down failed; the gate asks again on the next tick.
-    LinkDownFailed { reason: String },
+    LinkDownFailed {
+        reason: String,
+    },
     SessionStarted,
     SessionEnded,
     /// A pusher's snapshot of `dataset` is durable and acknowledged.
-    Committed { pusher: String, dataset: String },
+    Committed {
+        pusher: String,
+        dataset: String,
+    },
     /// The netlink watchdog saw something on the vault NIC.
     Watchdog(Sighting),
     /// The egress guard saw the vault NIC send a frame it does not owe.
-    UnsolicitedFrame { summary: String },
+    UnsolicitedFrame {
+        summary: String,
+    },
     /// The egress guard cannot vouch for what the NIC sent: frames went by unjudged, or it
     /// stopped reading. Handled like an unsolicited frame: nobody watches, nothing may pass.
-    EgressUnwatched { reason: String },
+    EgressUnwatched {
+        reason: String,
+    },
     /// The netlink watchdog stopped: nothing would report a link raised behind the gate's back.
     /// The vault seals and stays sealed until the daemon restarts.
-    WatchdogStopped { reason: String },
+    WatchdogStopped {
+        reason: String,
+    },
     /// The pushers with a suspect hold, whenever that set changes (see
     /// [`crate::policy::orders::OrderState::suspect_pushers`]).
     SuspectPushers(BTreeSet<String>),
@@ -121,9 +137,16 @@ pub enum Input {
 pub enum Action {
     /// Set the NIC's sysctls so it sends nothing by itself, add the address, set it up, wait
     /// for carrier, confirm from netlink; answer with `LinkConfirmedUp` or `LinkUpFailed`.
-    BringLinkUp { nic: NicSelector, address: IpAddr, prefix: u8 },
+    BringLinkUp {
+        nic: NicSelector,
+        address: IpAddr,
+        prefix: u8,
+    },
     /// Bind the listener to exactly this address and port and start the session server.
-    StartListening { address: IpAddr, port: u16 },
+    StartListening {
+        address: IpAddr,
+        port: u16,
+    },
     /// Close the listener; in-flight sessions continue.
     StopAccepting,
     /// Abort every in-flight session now.
@@ -139,22 +162,58 @@ pub enum Action {
 /// Something the admins must hear about. Each names its rule and the values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Alarm {
-    ClockBehindFloor { clock: Timestamp, floor: Timestamp, tolerance_secs: i64 },
+    ClockBehindFloor {
+        clock: Timestamp,
+        floor: Timestamp,
+        tolerance_secs: i64,
+    },
     /// The first reading since the start is past the policy's expiry.
-    ClockPastExpiry { clock: Timestamp, expires: Timestamp },
+    ClockPastExpiry {
+        clock: Timestamp,
+        expires: Timestamp,
+    },
     /// Before the image was built, or too far past anything the vault can vouch for.
-    ClockImplausible { clock: Timestamp, doubt: ClockDoubt },
+    ClockImplausible {
+        clock: Timestamp,
+        doubt: ClockDoubt,
+    },
     /// The wall clock moved ahead of the monotonic clock while running.
-    ClockJumped { from: Timestamp, to: Timestamp, elapsed_secs: i64 },
-    WatchdogLinkUp { phase: Phase },
-    WatchdogNewAddress { address: IpAddr, phase: Phase },
-    UnsolicitedFrame { summary: String, phase: Phase },
-    EgressUnwatched { reason: String, phase: Phase },
-    WatchdogStopped { reason: String, phase: Phase },
-    LinkUpFailed { reason: String },
-    LinkDownFailed { reason: String },
-    UnknownPusherCommitted { pusher: String },
-    UnsupportedAddress { address: IpAddr },
+    ClockJumped {
+        from: Timestamp,
+        to: Timestamp,
+        elapsed_secs: i64,
+    },
+    WatchdogLinkUp {
+        phase: Phase,
+    },
+    WatchdogNewAddress {
+        address: IpAddr,
+        phase: Phase,
+    },
+    UnsolicitedFrame {
+        summary: String,
+        phase: Phase,
+    },
+    EgressUnwatched {
+        reason: String,
+        phase: Phase,
+    },
+    WatchdogStopped {
+        reason: String,
+        phase: Phase,
+    },
+    LinkUpFailed {
+        reason: String,
+    },
+    LinkDownFailed {
+        reason: String,
+    },
+    UnknownPusherCommitted {
+        pusher: String,
+    },
+    UnsupportedAddress {
+        address: IpAddr,
+    },
 }
 
 impl Alarm {
@@ -181,10 +240,9 @@ impl Alarm {
 impl fmt::Display for Alarm {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Alarm::ClockBehindFloor { clock, floor, tolerance_secs } => write!(
-                f,
-                "clock behind floor: clock reads {clock}, time floor is {floor} (tolerance {tolerance_secs}s); sealed until a new policy is applied"
-            ),
+            Alarm::ClockBehindFloor { clock, floor, tolerance_secs } => {
+                write!(f, "clock behind floor: clock reads {clock}, time floor is {floor} (tolerance {tolerance_secs}s); sealed until a new policy is applied")
+            }
             Alarm::ClockPastExpiry { clock, expires } => write!(
                 f,
                 "clock past expiry: the first reading since the start is {clock}, and the policy expired {expires}; the time floor stays put and the vault \
@@ -247,19 +305,34 @@ pub enum ClockDoubt {
 /// Why the phase changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
-    WindowOpened { until: Timestamp },
+    WindowOpened {
+        until: Timestamp,
+    },
     LinkConfirmedUp,
-    WindowEnded { until: Timestamp },
-    PolicyExpired { expires: Timestamp },
+    WindowEnded {
+        until: Timestamp,
+    },
+    PolicyExpired {
+        expires: Timestamp,
+    },
     /// Every expected commit arrived: each listed pusher's, or each of its listed datasets
     /// (`pusher/dataset`).
-    AllExpectedCommitted { expected: Vec<String> },
+    AllExpectedCommitted {
+        expected: Vec<String>,
+    },
     /// Every pusher of the policy is refused until a release order (the policy's
     /// `signals.close_windows`): the window stays shut, or closes.
-    AllPushersSuspect { until: Timestamp },
-    PolicyReplaced { version: u64 },
+    AllPushersSuspect {
+        until: Timestamp,
+    },
+    PolicyReplaced {
+        version: u64,
+    },
     SessionsDrained,
-    GraceExpired { deadline: Timestamp, sessions: u32 },
+    GraceExpired {
+        deadline: Timestamp,
+        sessions: u32,
+    },
     LinkConfirmedDown,
     Alarm(Alarm),
 }
@@ -628,11 +701,7 @@ impl Gate {
             Phase::Opening | Phase::Open => {
                 let until = self.window_until.unwrap_or(self.now);
                 if self.now >= until || matches!(wanted, WindowState::Closed { .. }) {
-                    let reason = if self.now >= expires {
-                        Reason::PolicyExpired { expires }
-                    } else {
-                        Reason::WindowEnded { until }
-                    };
+                    let reason = if self.now >= expires { Reason::PolicyExpired { expires } } else { Reason::WindowEnded { until } };
                     let grace = policy.close.grace;
                     self.begin_closing(reason, until.saturating_add(grace), out);
                 }
@@ -646,11 +715,7 @@ impl Gate {
                         }
                         self.down_requested = true;
                         out.actions.push(Action::TakeLinkDown);
-                        out.transitions.push(Transition {
-                            from: Phase::Closing,
-                            to: Phase::Closing,
-                            reason: Reason::GraceExpired { deadline, sessions },
-                        });
+                        out.transitions.push(Transition { from: Phase::Closing, to: Phase::Closing, reason: Reason::GraceExpired { deadline, sessions } });
                     }
                 }
             }
@@ -726,9 +791,12 @@ impl Gate {
         // A pusher that lists its datasets is done when each is committed; one that does not,
         // at its first commit.
         let refused = |p: &crate::policy::Pusher| policy.signals.close_windows && self.suspects.contains(&p.name);
-        let done = |p: &crate::policy::Pusher| refused(p) || match p.datasets.is_empty() {
-            true => self.committed.iter().any(|(name, _)| *name == p.name),
-            false => p.datasets.iter().all(|d| self.committed.contains(&(p.name.clone(), d.clone()))),
+        let done = |p: &crate::policy::Pusher| {
+            refused(p)
+                || match p.datasets.is_empty() {
+                    true => self.committed.iter().any(|(name, _)| *name == p.name),
+                    false => p.datasets.iter().all(|d| self.committed.contains(&(p.name.clone(), d.clone()))),
+                }
         };
         if policy.close.early && policy.pushers.iter().all(done) && self.phase == Phase::Open {
             let expected = policy

@@ -20,12 +20,7 @@ fn policy(pushers: &[&str], early: bool) -> Policy {
         version: 3,
         issued: Some(at(T0)),
         expires: at(EXPIRES),
-        network: Network {
-            nic: NicSelector::Name("vault0".into()),
-            address: "192.0.2.10".parse().unwrap(),
-            prefix_len: 24,
-            port: 7400,
-        },
+        network: Network { nic: NicSelector::Name("vault0".into()), address: "192.0.2.10".parse().unwrap(), prefix_len: 24, port: 7400 },
         windows: vec![Window::Once { from: at(OPEN_AT), until: at(CLOSE_AT) }],
         pushers: pushers
             .iter()
@@ -74,10 +69,7 @@ fn tick(gate: &mut Gate, secs: i64) -> Output {
 fn open_gate(policy: Policy) -> Gate {
     let mut gate = gate_with(policy);
     let out = tick(&mut gate, OPEN_AT);
-    assert_eq!(
-        out.actions,
-        vec![Action::BringLinkUp { nic: NicSelector::Name("vault0".into()), address: "192.0.2.10".parse().unwrap(), prefix: 24 }]
-    );
+    assert_eq!(out.actions, vec![Action::BringLinkUp { nic: NicSelector::Name("vault0".into()), address: "192.0.2.10".parse().unwrap(), prefix: 24 }]);
     let out = gate.handle(Input::LinkConfirmedUp);
     assert_eq!(out.actions, vec![Action::StartListening { address: "192.0.2.10".parse().unwrap(), port: 7400 }]);
     assert_eq!(gate.phase(), Phase::Open);

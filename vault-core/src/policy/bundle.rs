@@ -31,10 +31,10 @@ use serde::{Deserialize, Serialize};
 use crate::canonical::{self, check_size};
 use crate::error::{Error, Result};
 use crate::keys::{domain_hash, hex, PublicKey, SigningKey, SIGNATURE_LEN};
-use crate::policy::{Policy, PolicyDoc};
 use crate::policy::root::{RootDoc, TrustRoot};
 use crate::policy::sshsig::{SshSignature, MAX_ARMORED_BYTES};
 use crate::policy::state::VaultState;
+use crate::policy::{Policy, PolicyDoc};
 use crate::units::Timestamp;
 
 /// Everything about a bundle is bounded before it is parsed.
@@ -112,11 +112,7 @@ pub struct PayloadDoc {
 
 impl Payload {
     pub fn to_doc(&self) -> PayloadDoc {
-        PayloadDoc {
-            signed_for_root: self.signed_for_root.clone(),
-            policy: self.policy.to_doc(),
-            new_root: self.new_root.as_ref().map(TrustRoot::to_doc),
-        }
+        PayloadDoc { signed_for_root: self.signed_for_root.clone(), policy: self.policy.to_doc(), new_root: self.new_root.as_ref().map(TrustRoot::to_doc) }
     }
 
     pub fn canonical_bytes(&self) -> Vec<u8> {
@@ -131,11 +127,7 @@ impl Payload {
         if policy.issued.is_none() {
             return Err(Error::InvalidField { field: "issued".into(), reason: "missing in a signed policy".into() });
         }
-        let payload = Payload {
-            signed_for_root: doc.signed_for_root.clone(),
-            policy,
-            new_root: doc.new_root.as_ref().map(TrustRoot::from_doc).transpose()?,
-        };
+        let payload = Payload { signed_for_root: doc.signed_for_root.clone(), policy, new_root: doc.new_root.as_ref().map(TrustRoot::from_doc).transpose()? };
         canonical::require_canonical(bytes, &payload.to_doc(), "bundle payload")?;
         Ok(payload)
     }
@@ -144,11 +136,7 @@ impl Payload {
 impl Envelope {
     /// A bundle with no signatures yet, ready for the first admin.
     pub fn new(payload: &Payload) -> Envelope {
-        Envelope {
-            payload_type: PAYLOAD_TYPE.to_string(),
-            payload: BASE64.encode(payload.canonical_bytes()),
-            signatures: Vec::new(),
-        }
+        Envelope { payload_type: PAYLOAD_TYPE.to_string(), payload: BASE64.encode(payload.canonical_bytes()), signatures: Vec::new() }
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Envelope> {
@@ -177,9 +165,7 @@ impl Envelope {
     }
 
     pub fn payload_bytes(&self) -> Result<Vec<u8>> {
-        BASE64
-            .decode(&self.payload)
-            .map_err(|e| Error::Malformed { what: "bundle payload", reason: format!("not base64 ({e})") })
+        BASE64.decode(&self.payload).map_err(|e| Error::Malformed { what: "bundle payload", reason: format!("not base64 ({e})") })
     }
 
     /// The payload without any signature check: for display only, never for applying.
@@ -280,15 +266,7 @@ fn require_threshold(role: String, root: &TrustRoot, payload: &[u8], signatures:
 pub(crate) fn require_signers(role: String, root: &TrustRoot, threshold: u32, context: &str, payload: &[u8], signatures: &[SignatureEntry]) -> Result<Vec<String>> {
     let t = tally(root, context, payload, signatures);
     if t.signers.len() < threshold as usize {
-        return Err(Error::ThresholdNotMet {
-            role,
-            valid: t.signers.len(),
-            threshold,
-            invalid: t.invalid,
-            unknown: t.unknown,
-            repeated: t.repeated,
-            reasons: t.reasons,
-        });
+        return Err(Error::ThresholdNotMet { role, valid: t.signers.len(), threshold, invalid: t.invalid, unknown: t.unknown, repeated: t.repeated, reasons: t.reasons });
     }
     Ok(root.admins.iter().filter(|a| t.signers.contains(&a.key)).map(|a| a.name.clone()).collect())
 }
@@ -365,14 +343,7 @@ pub fn verify(bundle: &[u8], baked_root: &TrustRoot, state: &VaultState, at: Jud
         orders: state.orders.clone(),
         last_rotation: state.last_rotation,
     };
-    Ok(Verified {
-        policy,
-        root: next_root,
-        rotated,
-        signers,
-        payload_sha256: hex(ring::digest::digest(&ring::digest::SHA256, &payload_bytes).as_ref()),
-        new_state,
-    })
+    Ok(Verified { policy, root: next_root, rotated, signers, payload_sha256: hex(ring::digest::digest(&ring::digest::SHA256, &payload_bytes).as_ref()), new_state })
 }
 
 /// Verifies again, at every start, the bundle the vault accepted earlier, against the root in

@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::keys::test_keys::key;
-use crate::policy::tests::example_toml;
 use crate::policy::root::tests::root_with;
+use crate::policy::tests::example_toml;
 use crate::units::Duration;
 
 const ADMINS: [u8; 3] = [1, 2, 3];
@@ -99,10 +99,7 @@ fn what_is_applied_is_exactly_what_was_verified() {
 #[test]
 fn fewer_signatures_than_the_threshold_are_refused() {
     let err = verify_fresh(&bundle(policy(), &[2])).unwrap_err();
-    assert_eq!(
-        err,
-        Error::ThresholdNotMet { role: "root v1".into(), valid: 1, threshold: 2, invalid: 0, unknown: 0, repeated: 0, reasons: vec![] }
-    );
+    assert_eq!(err, Error::ThresholdNotMet { role: "root v1".into(), valid: 1, threshold: 2, invalid: 0, unknown: 0, repeated: 0, reasons: vec![] });
     let err = verify_fresh(&bundle(policy(), &[])).unwrap_err();
     assert!(matches!(err, Error::ThresholdNotMet { valid: 0, .. }), "{err}");
 }
@@ -358,12 +355,7 @@ fn a_wrong_payload_type_is_refused() {
 
 #[test]
 fn a_window_longer_than_the_cap_is_refused() {
-    let p = with_policy(|p| {
-        p.windows[1] = crate::policy::Window::Once {
-            from: Timestamp::parse("2026-12-01T02:00:00Z").unwrap(),
-            until: Timestamp::parse("2026-12-01T07:00:00Z").unwrap(),
-        }
-    });
+    let p = with_policy(|p| p.windows[1] = crate::policy::Window::Once { from: Timestamp::parse("2026-12-01T02:00:00Z").unwrap(), until: Timestamp::parse("2026-12-01T07:00:00Z").unwrap() });
     let err = verify_fresh(&bundle(p, &[1, 2])).unwrap_err();
     assert_eq!(err.to_string(), "cap exceeded: window[1] length is 5h, the trust root allows at most 4h");
 }
@@ -400,10 +392,7 @@ fn the_caps_hold_for_windows_as_merged() {
     // Two touching 3h windows across midnight: each within the 4h cap, one 6h run together.
     let p = with_once_windows(&[("2026-12-05T22:00:00Z", 3), ("2026-12-06T01:00:00Z", 3)]);
     let err = verify_fresh(&bundle(p, &[1, 2])).unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "cap exceeded: open run from 2026-12-05T22:00:00Z to 2026-12-06T04:00:00Z (touching windows merged) is 6h, the trust root allows at most 4h"
-    );
+    assert_eq!(err.to_string(), "cap exceeded: open run from 2026-12-05T22:00:00Z to 2026-12-06T04:00:00Z (touching windows merged) is 6h, the trust root allows at most 4h");
     // 9h in the 24 hours from Saturday 14:00, though no UTC day holds more than 6h of it.
     let p = with_once_windows(&[("2026-12-05T14:00:00Z", 3), ("2026-12-05T19:00:00Z", 3), ("2026-12-06T01:00:00Z", 3)]);
     let err = verify_fresh(&bundle(p, &[1, 2])).unwrap_err();

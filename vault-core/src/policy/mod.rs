@@ -17,12 +17,12 @@ use serde::{Deserialize, Serialize};
 use crate::canonical::{check_identifier, decode_toml};
 use crate::error::{invalid, Error, Result};
 use crate::keys::PublicKey;
-use crate::policy::root::TrustRoot;
-use schedule::Interval;
-use crate::lifecycle::retention::{Retention, MAX_KEEP_LAST};
 use crate::lifecycle::drill::{Drill, MAX_SAMPLE};
+use crate::lifecycle::retention::{Retention, MAX_KEEP_LAST};
 use crate::lifecycle::scrub::{Scrub, MAX_EVERY_DAYS, MIN_EVERY_DAYS};
+use crate::policy::root::TrustRoot;
 use crate::units::{ByteSize, Duration, Timestamp, SECS_PER_DAY, SECS_PER_HOUR, SECS_PER_MINUTE};
+use schedule::Interval;
 
 pub const MAX_POLICY_TOML_BYTES: usize = 1024 * 1024;
 pub const MAX_WINDOWS: usize = 64;
@@ -275,12 +275,7 @@ impl Policy {
         if doc.windows.len() > MAX_WINDOWS {
             return Err(invalid("window", format!("{} windows, at most {MAX_WINDOWS}", doc.windows.len())));
         }
-        let windows = doc
-            .windows
-            .iter()
-            .enumerate()
-            .map(|(i, w)| parse_window(&format!("window[{i}]"), w))
-            .collect::<Result<Vec<_>>>()?;
+        let windows = doc.windows.iter().enumerate().map(|(i, w)| parse_window(&format!("window[{i}]"), w)).collect::<Result<Vec<_>>>()?;
         check_no_overlap(&windows)?;
         if doc.pushers.len() > MAX_PUSHERS {
             return Err(invalid("pusher", format!("{} pushers, at most {MAX_PUSHERS}", doc.pushers.len())));
@@ -335,23 +330,12 @@ impl Policy {
             version: self.version,
             issued: self.issued.map(|t| t.to_string()),
             expires: self.expires.to_string(),
-            network: NetworkDoc {
-                interface,
-                mac,
-                address: format!("{}/{}", self.network.address, self.network.prefix_len),
-                port: self.network.port,
-            },
+            network: NetworkDoc { interface, mac, address: format!("{}/{}", self.network.address, self.network.prefix_len), port: self.network.port },
             windows: self.windows.iter().map(window_doc).collect(),
             pushers: self
                 .pushers
                 .iter()
-                .map(|p| PusherDoc {
-                    name: p.name.clone(),
-                    key: p.key.to_string(),
-                    quota: p.quota.to_string(),
-                    retain: p.retain.to_string(),
-                    datasets: p.datasets.clone(),
-                })
+                .map(|p| PusherDoc { name: p.name.clone(), key: p.key.to_string(), quota: p.quota.to_string(), retain: p.retain.to_string(), datasets: p.datasets.clone() })
                 .collect(),
             close: Some(CloseDoc { early: self.close.early, grace: self.close.grace.to_string() }),
             retention: (self.retention != Retention::default()).then_some(RetentionDoc { keep_last: self.retention.keep_last }),
@@ -424,11 +408,7 @@ impl Policy {
     pub fn describe(&self) -> Vec<String> {
         let mut lines = vec![
             format!("vault {} policy v{}", self.vault_id, self.version),
-            format!(
-                "valid {} until {}",
-                self.issued.map_or_else(|| "(not yet issued)".to_string(), |t| t.to_string()),
-                self.expires
-            ),
+            format!("valid {} until {}", self.issued.map_or_else(|| "(not yet issued)".to_string(), |t| t.to_string()), self.expires),
             format!(
                 "network: {} address {}/{} port {}",
                 match &self.network.nic {
@@ -454,11 +434,7 @@ impl Policy {
         for p in &self.pushers {
             lines.push(format!("pusher {}: key {} quota {} per window, retain {}", p.name, p.key, p.quota, p.retain));
         }
-        lines.push(format!(
-            "close: {}, grace {}",
-            if self.close.early { "early once every pusher has committed" } else { "at window end" },
-            self.close.grace
-        ));
+        lines.push(format!("close: {}, grace {}", if self.close.early { "early once every pusher has committed" } else { "at window end" }, self.close.grace));
         lines.push(format!("retention: each snapshot kept until its retain_until, and the newest {} of each dataset always", self.retention.keep_last));
         lines.push(format!("scrub: everything sealed read back and re-hashed every {}", self.scrub.every));
         lines.push(format!("restore drill: every {}, each dataset's newest snapshot and {} older ones", self.drill.every, self.drill.sample));
@@ -492,9 +468,7 @@ fn parse_duration(field: &str, text: &str) -> Result<Duration> {
 fn parse_network(doc: &NetworkDoc) -> Result<Network> {
     let nic = match (&doc.interface, &doc.mac) {
         (Some(name), None) => {
-            let ok = !name.is_empty()
-                && name.len() <= 15
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            let ok = !name.is_empty() && name.len() <= 15 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
             if !ok {
                 return Err(invalid("network.interface", format!("`{}` is not an interface name (1-15 of a-z, 0-9, -, _, .)", name.escape_default())));
             }
@@ -503,23 +477,11 @@ fn parse_network(doc: &NetworkDoc) -> Result<Network> {
         (None, Some(mac)) => NicSelector::Mac(parse_mac(mac)?),
         _ => return Err(invalid("network", "give exactly one of `interface` or `mac`")),
     };
-    let (addr_text, prefix_text) = doc
-        .address
-        .split_once('/')
-        .ok_or_else(|| invalid("network.address", format!("`{}` needs a prefix length, e.g. 192.0.2.10/24", doc.address)))?;
-    let address: IpAddr = addr_text
-        .parse()
-        .map_err(|_| invalid("network.address", format!("`{addr_text}` is not an IP address")))?;
+    let (addr_text, prefix_text) = doc.address.split_once('/').ok_or_else(|| invalid("network.address", format!("`{}` needs a prefix length, e.g. 192.0.2.10/24", doc.address)))?;
+    let address: IpAddr = addr_text.parse().map_err(|_| invalid("network.address", format!("`{addr_text}` is not an IP address")))?;
     let max_prefix = if address.is_ipv4() { 32 } else { 128 };
-    let prefix_len: u8 = prefix_text
-        .parse()
-        .ok()
-        .filter(|p| (1..=max_prefix).contains(p))
-        .ok_or_else(|| invalid("network.address", format!("prefix `/{prefix_text}` must be 1..={max_prefix}")))?;
-    let unusable = address.is_unspecified()
-        || address.is_loopback()
-        || address.is_multicast()
-        || matches!(address, IpAddr::V4(v4) if v4.is_broadcast());
+    let prefix_len: u8 = prefix_text.parse().ok().filter(|p| (1..=max_prefix).contains(p)).ok_or_else(|| invalid("network.address", format!("prefix `/{prefix_text}` must be 1..={max_prefix}")))?;
+    let unusable = address.is_unspecified() || address.is_loopback() || address.is_multicast() || matches!(address, IpAddr::V4(v4) if v4.is_broadcast());
     if unusable {
         return Err(invalid("network.address", format!("{address} cannot be a host address")));
     }
@@ -560,9 +522,7 @@ fn parse_window(field: &str, doc: &WindowDoc) -> Result<Window> {
         (true, true) => Err(invalid(field, "mixes recurring (days/start/duration) and one-shot (from/until) fields")),
         (false, false) => Err(invalid(field, "needs either days/start/duration or from/until")),
         (true, false) => {
-            let need = |name: &str, v: &Option<String>| {
-                v.clone().ok_or_else(|| invalid(format!("{field}.{name}"), "missing in a recurring window"))
-            };
+            let need = |name: &str, v: &Option<String>| v.clone().ok_or_else(|| invalid(format!("{field}.{name}"), "missing in a recurring window"));
             let day_names = doc.days.clone().ok_or_else(|| invalid(format!("{field}.days"), "missing in a recurring window"))?;
             let start_text = need("start", &doc.start)?;
             let duration_text = need("duration", &doc.duration)?;
@@ -572,10 +532,7 @@ fn parse_window(field: &str, doc: &WindowDoc) -> Result<Window> {
             let mut indices = Vec::new();
             for (j, name) in day_names.iter().enumerate() {
                 let day_field = format!("{field}.days[{j}]");
-                let index = DAY_NAMES
-                    .iter()
-                    .position(|d| *d == name.as_str())
-                    .ok_or_else(|| invalid(&day_field, format!("`{}` is not one of {}", name.escape_default(), DAY_NAMES.join(", "))))?;
+                let index = DAY_NAMES.iter().position(|d| *d == name.as_str()).ok_or_else(|| invalid(&day_field, format!("`{}` is not one of {}", name.escape_default(), DAY_NAMES.join(", "))))?;
                 if indices.contains(&index) {
                     return Err(invalid(&day_field, format!("`{name}` is listed twice")));
                 }
@@ -624,11 +581,7 @@ fn window_doc(window: &Window) -> WindowDoc {
             duration: Some(duration.to_string()),
             ..WindowDoc::default()
         },
-        Window::Once { from, until } => WindowDoc {
-            from: Some(from.to_string()),
-            until: Some(until.to_string()),
-            ..WindowDoc::default()
-        },
+        Window::Once { from, until } => WindowDoc { from: Some(from.to_string()), until: Some(until.to_string()), ..WindowDoc::default() },
     }
 }
 
@@ -701,10 +654,7 @@ fn check_no_overlap(windows: &[Window]) -> Result<()> {
 /// `when`: `every mon at 01:30 UTC` for weekly windows, `at <time>` with a one-shot one.
 fn overlap_error(a: usize, b: usize, when: String) -> Error {
     let (first, second) = (a.min(b), a.max(b));
-    invalid(
-        format!("window[{second}]"),
-        format!("overlaps window[{first}] (both open {when}): move or shorten one of them; windows may touch (one ending as the next starts) but not overlap"),
-    )
+    invalid(format!("window[{second}]"), format!("overlaps window[{first}] (both open {when}): move or shorten one of them; windows may touch (one ending as the next starts) but not overlap"))
 }
 
 /// A cadence in whole days within the bounds scrubs and drills share.

@@ -414,7 +414,10 @@ pub fn verify(bytes: &[u8], root: &TrustRoot, state: &OrderState, at: JudgedAt, 
         }
         OrderKind::Export => {
             if next.pending_exports.len() >= MAX_PENDING_EXPORTS {
-                return Err(Error::InvalidField { field: "export".into(), reason: format!("{MAX_PENDING_EXPORTS} exports are already waiting for their media; insert those or let them expire first") });
+                return Err(Error::InvalidField {
+                    field: "export".into(),
+                    reason: format!("{MAX_PENDING_EXPORTS} exports are already waiting for their media; insert those or let them expire first"),
+                });
             }
             next.pending_exports.push(PendingExport {
                 id: id.clone(),

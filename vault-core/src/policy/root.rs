@@ -93,7 +93,8 @@ impl Admin {
         let admin = if text.trim_start().starts_with("ed25519:") {
             Admin::raw(name, PublicKey::parse(text, &format!("{place}.key"))?)
         } else {
-            let ssh = SshPublicKey::parse_line(text).map_err(|e| invalid(format!("{place}.key"), format!("{e}; an admin key is `ed25519:<base64>` or an OpenSSH `ssh-ed25519`/`sk-ssh-ed25519@openssh.com` public key")))?;
+            let ssh = SshPublicKey::parse_line(text)
+                .map_err(|e| invalid(format!("{place}.key"), format!("{e}; an admin key is `ed25519:<base64>` or an OpenSSH `ssh-ed25519`/`sk-ssh-ed25519@openssh.com` public key")))?;
             Admin::ssh(name, ssh, user_verification)
         };
         let security_key = admin.ssh.as_ref().is_some_and(|ssh| matches!(ssh.kind, SshKeyKind::SecurityKey { .. }));
@@ -234,11 +235,7 @@ impl TrustRoot {
             version: self.version,
             threshold: self.threshold,
             export_threshold: (self.export_threshold != self.threshold).then_some(self.export_threshold),
-            admins: self
-                .admins
-                .iter()
-                .map(|a| AdminDoc { name: a.name.clone(), key: a.key_text(), user_verification: a.ssh.as_ref().is_some_and(|ssh| ssh.user_verification) })
-                .collect(),
+            admins: self.admins.iter().map(|a| AdminDoc { name: a.name.clone(), key: a.key_text(), user_verification: a.ssh.as_ref().is_some_and(|ssh| ssh.user_verification) }).collect(),
             caps: CapsDoc {
                 max_window: self.caps.max_window.to_string(),
                 max_open_per_day: self.caps.max_open_per_day.to_string(),
@@ -291,10 +288,7 @@ pub(crate) mod tests {
             version,
             threshold,
             export_threshold: threshold,
-            admins: seeds
-                .iter()
-                .map(|s| Admin::raw(format!("admin{s}"), key(*s).public_key()))
-                .collect(),
+            admins: seeds.iter().map(|s| Admin::raw(format!("admin{s}"), key(*s).public_key())).collect(),
             caps: Caps::default(),
         }
     }

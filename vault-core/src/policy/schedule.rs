@@ -154,12 +154,7 @@ mod tests {
             version: 1,
             issued: None,
             expires,
-            network: Network {
-                nic: NicSelector::Name("eth0".into()),
-                address: "192.0.2.10".parse().unwrap(),
-                prefix_len: 24,
-                port: 7400,
-            },
+            network: Network { nic: NicSelector::Name("eth0".into()), address: "192.0.2.10".parse().unwrap(), prefix_len: 24, port: 7400 },
             windows,
             pushers: vec![],
             close: Close { early: false, grace: Duration::ZERO },
@@ -268,25 +263,15 @@ mod tests {
                 let date = dt.date() - time::Duration::days(back);
                 let midnight = date.midnight().assume_utc().unix_timestamp();
                 let start = midnight + start_secs;
-                days.contains(date.weekday().number_days_from_monday() as usize)
-                    && start <= at.unix()
-                    && at.unix() < start + duration.secs()
+                days.contains(date.weekday().number_days_from_monday() as usize) && start <= at.unix() && at.unix() < start + duration.secs()
             }),
         })
     }
 
     // Instants near the awkward places: year ends, leap days, midnights.
     fn interesting_instant() -> impl Strategy<Value = Timestamp> {
-        let anchors = prop::sample::select(vec![
-            "2027-12-31T23:00:00Z",
-            "2028-02-28T22:00:00Z",
-            "2028-02-29T23:00:00Z",
-            "2100-02-28T23:00:00Z",
-            "2026-11-29T23:30:00Z",
-            "2030-06-15T12:00:00Z",
-        ]);
-        (anchors, -3 * SECS_PER_DAY..3 * SECS_PER_DAY)
-            .prop_map(|(anchor, offset)| Timestamp::from_unix(t(anchor).unix() + offset).unwrap())
+        let anchors = prop::sample::select(vec!["2027-12-31T23:00:00Z", "2028-02-28T22:00:00Z", "2028-02-29T23:00:00Z", "2100-02-28T23:00:00Z", "2026-11-29T23:30:00Z", "2030-06-15T12:00:00Z"]);
+        (anchors, -3 * SECS_PER_DAY..3 * SECS_PER_DAY).prop_map(|(anchor, offset)| Timestamp::from_unix(t(anchor).unix() + offset).unwrap())
     }
 
     fn arbitrary_window(around: Timestamp) -> impl Strategy<Value = Window> {
@@ -304,15 +289,10 @@ mod tests {
 
     fn scenario() -> impl Strategy<Value = (Policy, Timestamp, Vec<f64>)> {
         interesting_instant().prop_flat_map(|now| {
-            (
-                prop::collection::vec(arbitrary_window(now), 0..4),
-                SECS_PER_HOUR_I..40 * SECS_PER_DAY,
-                prop::collection::vec(0.0f64..1.0, 16),
-            )
-                .prop_map(move |(windows, expiry_offset, samples)| {
-                    let expires = Timestamp::from_unix(now.unix() + expiry_offset).unwrap();
-                    (policy(windows, expires), now, samples)
-                })
+            (prop::collection::vec(arbitrary_window(now), 0..4), SECS_PER_HOUR_I..40 * SECS_PER_DAY, prop::collection::vec(0.0f64..1.0, 16)).prop_map(move |(windows, expiry_offset, samples)| {
+                let expires = Timestamp::from_unix(now.unix() + expiry_offset).unwrap();
+                (policy(windows, expires), now, samples)
+            })
         })
     }
 

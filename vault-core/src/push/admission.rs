@@ -41,9 +41,7 @@ impl Admission {
     pub fn admit(&mut self, id: ConnectionId, source: IpAddr) -> Admit {
         let from_source = self.per_source.get(&source).copied().unwrap_or(0);
         if from_source >= MAX_HANDSHAKES_PER_SOURCE {
-            return Admit::No(format!(
-                "too many handshakes from {source}: {from_source} in flight, at most {MAX_HANDSHAKES_PER_SOURCE} per address (finish TLS within the handshake deadline)"
-            ));
+            return Admit::No(format!("too many handshakes from {source}: {from_source} in flight, at most {MAX_HANDSHAKES_PER_SOURCE} per address (finish TLS within the handshake deadline)"));
         }
         let evicted = if self.in_flight.len() >= MAX_HANDSHAKES { self.in_flight.front().map(|(oldest, _)| *oldest) } else { None };
         if let Some(oldest) = evicted {

@@ -79,12 +79,22 @@ pub enum Step {
     Reply(VaultFrame),
     /// A chunk whose bytes were verified against its id: stage it (bytes and record, with
     /// its probe).
-    Store { id: ChunkId, data: Vec<u8>, probe: ChunkProbe },
+    Store {
+        id: ChunkId,
+        data: Vec<u8>,
+        probe: ChunkProbe,
+    },
     /// A chunk another pusher already sealed, sent in full and verified: stage only its
     /// record (no bytes, its probe), so that sealing makes it this pusher's too.
-    Proven { id: ChunkId, len: u32, probe: ChunkProbe },
+    Proven {
+        id: ChunkId,
+        len: u32,
+        probe: ChunkProbe,
+    },
     /// The next part of the manifest: stage it.
-    StoreManifest { bytes: Vec<u8> },
+    StoreManifest {
+        bytes: Vec<u8>,
+    },
     /// The commit names the manifest that was received: read back the staged manifest and
     /// chunk table and call [`IngestSession::check_manifest`].
     CheckManifest,
@@ -131,10 +141,7 @@ pub struct IngestSession {
 pub fn check_dataset(name: &str) -> Result<()> {
     check_identifier("dataset", name)?;
     if name.len() > MAX_DATASET_BYTES {
-        return Err(Error::InvalidField {
-            field: "dataset".into(),
-            reason: format!("`{name}` is {} characters, at most {MAX_DATASET_BYTES} (it becomes part of the snapshot id)", name.len()),
-        });
+        return Err(Error::InvalidField { field: "dataset".into(), reason: format!("`{name}` is {} characters, at most {MAX_DATASET_BYTES} (it becomes part of the snapshot id)", name.len()) });
     }
     Ok(())
 }
@@ -245,10 +252,7 @@ impl IngestSession {
         }
         let actual = ring::digest::digest(&ring::digest::SHA256, manifest_bytes);
         if actual.as_ref() != self.manifest_sha256 {
-            return Err(Error::ManifestHashMismatch {
-                claimed: hex(&self.manifest_sha256),
-                actual: format!("{} as read back from staging ({} bytes)", hex(actual.as_ref()), manifest_bytes.len()),
-            });
+            return Err(Error::ManifestHashMismatch { claimed: hex(&self.manifest_sha256), actual: format!("{} as read back from staging ({} bytes)", hex(actual.as_ref()), manifest_bytes.len()) });
         }
         let mut referenced = vec![false; staged.count()];
         let (mut chunks_new, mut bytes_new) = (0u64, 0u64);
@@ -270,12 +274,7 @@ impl IngestSession {
                 };
                 match present_len {
                     Some(len) if len == chunk.len => {}
-                    Some(len) => {
-                        return Err(Error::Malformed {
-                            what: "manifest",
-                            reason: format!("`{}` names chunk {} as {} bytes, it is {len}", entry.display_path(), chunk.id, chunk.len),
-                        })
-                    }
+                    Some(len) => return Err(Error::Malformed { what: "manifest", reason: format!("`{}` names chunk {} as {} bytes, it is {len}", entry.display_path(), chunk.id, chunk.len) }),
                     None => return Err(Error::MissingChunk { id: chunk.id.to_hex(), path: entry.display_path() }),
                 }
             }
@@ -581,10 +580,7 @@ mod tests {
             path: b"f".to_vec(),
             mode: 0o600,
             mtime: 0,
-            kind: EntryKind::File {
-                size: chunks.iter().map(|c| c.len() as u64).sum(),
-                chunks: chunks.iter().map(|c| ChunkRef { id: ChunkId::of(c), len: u32::try_from(c.len()).unwrap() }).collect(),
-            },
+            kind: EntryKind::File { size: chunks.iter().map(|c| c.len() as u64).sum(), chunks: chunks.iter().map(|c| ChunkRef { id: ChunkId::of(c), len: u32::try_from(c.len()).unwrap() }).collect() },
         };
         let bad = Manifest { entries: vec![file(vec![&small, &big])] }.encode().unwrap();
         s.send(ClientFrame::ManifestPart { bytes: bad }, &mut env).unwrap();

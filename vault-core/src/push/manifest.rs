@@ -5,8 +5,8 @@
 
 use std::collections::HashSet;
 
-use crate::push::chunk::{ChunkId, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES};
 use crate::error::{Error, Result};
+use crate::push::chunk::{ChunkId, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES};
 use crate::wire::{Reader, Writer};
 
 pub const MANIFEST_MAGIC: &[u8; 4] = b"VMAN";
@@ -27,11 +27,19 @@ pub struct ChunkRef {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
-    File { size: u64, chunks: Vec<ChunkRef> },
+    File {
+        size: u64,
+        chunks: Vec<ChunkRef>,
+    },
     Dir,
-    Symlink { target: Vec<u8> },
+    Symlink {
+        target: Vec<u8>,
+    },
     /// The one entry of a stream snapshot (`vaultctl push ... -`).
-    Stream { size: u64, chunks: Vec<ChunkRef> },
+    Stream {
+        size: u64,
+        chunks: Vec<ChunkRef>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

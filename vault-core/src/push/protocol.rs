@@ -11,8 +11,8 @@
 //! session closed.
 
 use crate::audit::witness::LogEvidence;
-use crate::push::chunk::{ChunkId, MAX_CHUNK_BYTES};
 use crate::error::{Error, Result};
+use crate::push::chunk::{ChunkId, MAX_CHUNK_BYTES};
 use crate::wire::{Reader, Writer};
 
 pub const PROTOCOL_VERSION: u8 = 1;
@@ -113,8 +113,7 @@ impl ClientFrame {
         let verb = check_header(&mut r)?;
         let frame = match verb {
             VERB_BEGIN => {
-                let dataset = String::from_utf8(r.short_bytes("dataset")?.to_vec())
-                    .map_err(|_| Error::BadName { name: "(not UTF-8)".into(), reason: "dataset names are UTF-8" })?;
+                let dataset = String::from_utf8(r.short_bytes("dataset")?.to_vec()).map_err(|_| Error::BadName { name: "(not UTF-8)".into(), reason: "dataset names are UTF-8" })?;
                 ClientFrame::Begin { dataset, client_time: r.i64("client time")?, audit_size: r.u64("audit size")? }
             }
             VERB_HAVE => {

@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 use crate::audit::witness::LogEvidence;
 use crate::canonical;
 use crate::error::{invalid, Error, Result};
-use crate::push::signals::Signal;
 use crate::keys::{domain_hash, PublicKey, SigningKey, SIGNATURE_LEN};
+use crate::push::signals::Signal;
 use crate::units::Timestamp;
 
 const RECEIPT_CONTEXT: &str = "airgap-vault/receipt/v1";
@@ -193,11 +193,8 @@ struct SignedReceiptDoc {
 impl SignedReceipt {
     pub fn to_file_bytes(&self) -> Vec<u8> {
         use base64::Engine as _;
-        let doc = SignedReceiptDoc {
-            receipt: String::from_utf8_lossy(&self.body).into_owned(),
-            signature: base64::engine::general_purpose::STANDARD.encode(self.signature),
-            audit: self.audit.clone(),
-        };
+        let doc =
+            SignedReceiptDoc { receipt: String::from_utf8_lossy(&self.body).into_owned(), signature: base64::engine::general_purpose::STANDARD.encode(self.signature), audit: self.audit.clone() };
         let mut out = serde_json::to_vec_pretty(&doc).expect("receipt files serialize");
         out.push(b'\n');
         out

@@ -129,7 +129,12 @@ impl SignalKind {
     /// What `value` and `limit` count.
     pub fn unit(self) -> &'static str {
         match self {
-            SignalKind::TurnedIncompressible | SignalKind::ReplacedByIncompressible | SignalKind::RansomNote | SignalKind::RewrittenInPlace | SignalKind::MassDeletion | SignalKind::RenamesInFolder => "files",
+            SignalKind::TurnedIncompressible
+            | SignalKind::ReplacedByIncompressible
+            | SignalKind::RansomNote
+            | SignalKind::RewrittenInPlace
+            | SignalKind::MassDeletion
+            | SignalKind::RenamesInFolder => "files",
             SignalKind::ChurnSurge | SignalKind::NewBytesSurge => "per mille",
             SignalKind::SizeTrend => "percent of the median",
             SignalKind::NewExtensions => "extensions",
@@ -175,7 +180,8 @@ pub fn assess(arrived: &[Arrived], manifest: &[u8], bytes_new: u64, history: &Hi
     let previous_path = |j: usize| previous[j].path.get(previous_manifest);
     let by_path = match_paths(arrived, manifest, previous, previous_manifest);
     let by_content: HashMap<[u8; 16], usize> = previous.iter().enumerate().map(|(j, f)| (f.content, j)).collect();
-    let marks: Vec<FileMark> = arrived.iter().zip(&by_path).map(|(file, same)| complete_mark(file, same.map(|j| &previous[j as usize]), by_content.get(&file.content).map(|j| &previous[*j]))).collect();
+    let marks: Vec<FileMark> =
+        arrived.iter().zip(&by_path).map(|(file, same)| complete_mark(file, same.map(|j| &previous[j as usize]), by_content.get(&file.content).map(|j| &previous[*j]))).collect();
 
     let mut stats = ChangeStats { files: len_u64(arrived.len()), logical_bytes: arrived.iter().map(|f| f.size).sum(), bytes_new, ..ChangeStats::default() };
     let mut kept = vec![false; previous.len()];
@@ -218,7 +224,8 @@ pub fn assess(arrived: &[Arrived], manifest: &[u8], bytes_new: u64, history: &Hi
     stats.deleted = len_u64(deleted.len());
 
     let seen = &history.extensions;
-    let replaced = replaced_by_incompressible(Side { files: arrived, manifest, marks: &marks, picked: &added }, Side { files: previous, manifest: previous_manifest, marks: &[], picked: &deleted }, seen);
+    let replaced =
+        replaced_by_incompressible(Side { files: arrived, manifest, marks: &marks, picked: &added }, Side { files: previous, manifest: previous_manifest, marks: &[], picked: &deleted }, seen);
     let mut notes = Tally::default();
     // Only chunks probed in this session carry the note mark: an old note does not fire twice.
     for (i, _) in arrived.iter().zip(&marks).enumerate().filter(|(_, (f, m))| m.is_note() && f.size <= len_u64(NOTE_MAX_BYTES)) {
@@ -240,7 +247,13 @@ pub fn assess(arrived: &[Arrived], manifest: &[u8], bytes_new: u64, history: &Hi
     fire(SignalKind::RansomNote, notes.count, 1, notes.count >= 1, notes.example);
 
     let new_extensions: BTreeSet<String> = added.iter().filter_map(|i| extension_of(path(*i))).filter(|e| !seen.contains(e)).collect();
-    fire(SignalKind::NewExtensions, len_u64(new_extensions.len()), NEW_EXTENSIONS_ABOVE, judged && len_u64(new_extensions.len()) > NEW_EXTENSIONS_ABOVE, new_extensions.iter().next().map(|e| format!(".{e}")));
+    fire(
+        SignalKind::NewExtensions,
+        len_u64(new_extensions.len()),
+        NEW_EXTENSIONS_ABOVE,
+        judged && len_u64(new_extensions.len()) > NEW_EXTENSIONS_ABOVE,
+        new_extensions.iter().next().map(|e| format!(".{e}")),
+    );
     // Content the probe cannot see (already encrypted) is judged by how its files behave: a
     // dataset that rewrote no file in a week of snapshots does not rewrite one in 200.
     let compared = history.baseline.iter().filter(|s| s.files > s.added);
@@ -348,7 +361,8 @@ fn replaced_by_incompressible(added: Side<'_, Arrived>, deleted: Side<'_, FileFa
             let was_compressible = original.mark.incompressible_percent().is_some_and(|p| p <= COMPRESSIBLE_AT_MOST_PERCENT);
             was_compressible || (named_after && new_extension)
         };
-        let found = sizes.range(file.size.saturating_sub(slack)..=file.size).rev().flat_map(|(_, js)| js.iter().copied()).filter(|j| !used.contains(j)).take(MAX_REPLACEMENT_CANDIDATES).find(|j| fits(*j));
+        let found =
+            sizes.range(file.size.saturating_sub(slack)..=file.size).rev().flat_map(|(_, js)| js.iter().copied()).filter(|j| !used.contains(j)).take(MAX_REPLACEMENT_CANDIDATES).find(|j| fits(*j));
         if let Some(j) = found {
             used.insert(j);
             tally.add(path);
@@ -372,7 +386,10 @@ fn deletes_of_one_extension<'m>(count: usize, path_of: &dyn Fn(usize) -> &'m [u8
             *had.entry(key.as_str()).or_default() += 1;
         }
     }
-    gone.iter().filter(|(ext, n)| **n * 2 > had.get(ext.as_str()).copied().unwrap_or(0)).max_by_key(|(ext, n)| (**n, std::cmp::Reverse((*ext).clone()))).map_or((0, None), |(e, n)| (*n, Some(e.clone())))
+    gone.iter()
+        .filter(|(ext, n)| **n * 2 > had.get(ext.as_str()).copied().unwrap_or(0))
+        .max_by_key(|(ext, n)| (**n, std::cmp::Reverse((*ext).clone())))
+        .map_or((0, None), |(e, n)| (*n, Some(e.clone())))
 }
 
 /// Above `factor` times the baseline's median and at least `margin` above it.
@@ -401,7 +418,7 @@ fn file_name(path: &[u8]) -> &[u8] {
 
 fn display(path: &[u8]) -> String {
     let text = String::from_utf8_lossy(path);
-    let text = if text.is_empty() { "." .into() } else { text };
+    let text = if text.is_empty() { ".".into() } else { text };
     text.chars().take(EXAMPLE_CHARS).flat_map(char::escape_default).collect()
 }
 
@@ -428,9 +445,20 @@ impl Tally {
 /// One manifest entry as its session measured it (`None` for directories and symlinks):
 /// `probe_of` gives the probe of each chunk that arrived in this session, `None` for one
 /// the pusher already owned. The vault's commit check and the evaluation suite both use it.
-pub fn arrived_file(entry: &crate::push::manifest::EntryRef<'_>, manifest: &[u8], mut probe_of: impl FnMut(&crate::push::manifest::ChunkRef) -> Option<crate::push::signals::ChunkProbe>) -> Option<Arrived> {
+pub fn arrived_file(
+    entry: &crate::push::manifest::EntryRef<'_>,
+    manifest: &[u8],
+    mut probe_of: impl FnMut(&crate::push::manifest::ChunkRef) -> Option<crate::push::signals::ChunkProbe>,
+) -> Option<Arrived> {
     let chunks = entry.chunks()?;
-    let mut file = Arrived { path: PathAt::of(entry.path, manifest), size: 0, content: crate::push::signals::profile::content_key(chunks.iter().map(|c| c.id)), measured_bytes: 0, incompressible_bytes: 0, note: false };
+    let mut file = Arrived {
+        path: PathAt::of(entry.path, manifest),
+        size: 0,
+        content: crate::push::signals::profile::content_key(chunks.iter().map(|c| c.id)),
+        measured_bytes: 0,
+        incompressible_bytes: 0,
+        note: false,
+    };
     for chunk in chunks.iter() {
         let len = u64::from(chunk.len);
         file.size += len;

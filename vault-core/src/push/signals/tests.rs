@@ -333,7 +333,8 @@ fn a_folder_renamed_moves_its_files_and_only_new_names_count_as_renames() {
 
 #[test]
 fn a_text_about_encryption_payments_and_whom_to_contact_is_no_note_without_the_channel() {
-    let guideline = b"All company laptops are encrypted. Never send payment details by e-mail. If you lose a device, contact us at the helpdesk and we will help you restore your files from the backup.";
+    let guideline =
+        b"All company laptops are encrypted. Never send payment details by e-mail. If you lose a device, contact us at the helpdesk and we will help you restore your files from the backup.";
     assert!(!reads_like_ransom_note(guideline));
     let note = b"Your files are encrypted. To get the decryption tool contact us: download Tor Browser and open our .onion chat.";
     assert!(reads_like_ransom_note(note), "no payment word, but the lock, the contact and the channel");
