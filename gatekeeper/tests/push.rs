@@ -199,7 +199,7 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     std::fs::set_permissions(&bundle, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     std::fs::write(&bundle, &bytes).unwrap();
     let altered = audit(&["verify"]);
-    assert_eq!(altered.status.code(), Some(1), "{}", String::from_utf8_lossy(&altered.stdout));
+    assert_eq!(altered.status.code(), Some(3), "{}", String::from_utf8_lossy(&altered.stdout));
     assert!(String::from_utf8_lossy(&altered.stderr).contains(&format!("entry {committed_index} ")), "{}", String::from_utf8_lossy(&altered.stderr));
 }
 

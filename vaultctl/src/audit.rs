@@ -45,13 +45,11 @@ pub enum AuditCommand {
         /// Only entries before this time (RFC 3339).
         #[arg(long)]
         until: Option<String>,
-        /// One JSON object per line (the entries as logged) instead of text.
-        #[arg(long)]
-        json: bool,
     },
 }
 
-pub fn run(command: AuditCommand) -> Result<()> {
+/// `json`: the global `--json`; `show` then prints one JSON object per line (the entries as logged).
+pub fn run(command: AuditCommand, json: bool) -> Result<()> {
     match command {
         AuditCommand::Verify { store: None, receipts: Some(dir), vault_key } => verify_receipts(&dir, &vault_key),
         AuditCommand::Verify { store, vault_key, .. } => {
@@ -61,7 +59,7 @@ pub fn run(command: AuditCommand) -> Result<()> {
             print!("{}", verified.checkpoint.to_text());
             Ok(())
         }
-        AuditCommand::Show { store, vault_key, kind, since, until, json } => {
+        AuditCommand::Show { store, vault_key, kind, since, until } => {
             let verified = verify(&store, &vault_key)?;
             let since = since.as_deref().map(|t| crate::time_arg(Some(t), "--since")).transpose()?;
             let until = until.as_deref().map(|t| crate::time_arg(Some(t), "--until")).transpose()?;

@@ -44,25 +44,53 @@ pub enum CliError {
 }
 
 impl CliError {
-    /// Exit codes scripts can tell apart: 3 the vault refused, 4 unreachable (no route, or
-    /// something answered "connection refused"), 5 no answer at all (what a closed window
-    /// looks like: the vault's link is down), 6 incomplete (`restore --keep-going` left files
-    /// out, `snapshots` found snapshots not verified or not restorable; each is listed), 7 the
-    /// push was sealed but the vault's audit log is not consistent with what this pusher saw, 8
-    /// the push was sealed and judged suspect by the vault's ransomware signals, 2 a usage
-    /// error (clap's, or [`CliError::Usage`]), 1 anything else.
-    pub fn exit_code(&self) -> u8 {
+    /// What kind of failure it is: what scripts branch on, each with its exit code.
+    ///
+    /// | class | exit | |
+    /// |---|---|---|
+    /// | `failed` | 1 | the command could not be carried out: a file, a directory, a device or the store said no |
+    /// | `usage` | 2 | what was typed is wrong: a flag, a value, a key file of the wrong kind (also clap's own) |
+    /// | `refused` | 3 | a rule refused it: the vault, or the same rule checked here (a threshold, a cap, an expiry, a signature, a pinned key) |
+    /// | `unreachable` | 4 | no route to the vault, or "connection refused" |
+    /// | `no_answer` | 5 | no answer at all, what a closed window looks like; or the window is closed by the policy |
+    /// | `incomplete` | 6 | done as far as it could go, what is missing listed (`restore --keep-going`, `snapshots`, `receipts`) |
+    /// | `audit_inconsistent` | 7 | sealed, but the vault's audit log is not consistent with what this pusher saw |
+    /// | `suspect` | 8 | sealed, and judged suspect by the vault's ransomware signals |
+    pub fn class(&self) -> &'static str {
         match self {
-            CliError::Usage(_) => 2,
-            CliError::Refused(_) => 3,
-            CliError::Unreachable(_) => 4,
-            CliError::NoAnswer(_) => 5,
-            CliError::Incomplete(_) => 6,
-            CliError::AuditInconsistent(_) => 7,
-            CliError::Suspect(_) => 8,
+            CliError::File(_) | CliError::Failed(_) | CliError::Store(_) => "failed",
+            CliError::Usage(_) | CliError::KeyFile { .. } => "usage",
+            CliError::Core(_) | CliError::PolicyExpired { .. } | CliError::NotVerified { .. } | CliError::Refused(_) | CliError::Untrusted(_) => "refused",
+            CliError::Unreachable(_) => "unreachable",
+            CliError::NoAnswer(_) => "no_answer",
+            CliError::Incomplete(_) => "incomplete",
+            CliError::AuditInconsistent(_) => "audit_inconsistent",
+            CliError::Suspect(_) => "suspect",
+        }
+    }
+
+    /// The exit code of [`CliError::class`].
+    pub fn exit_code(&self) -> u8 {
+        match self.class() {
+            "usage" => 2,
+            "refused" => 3,
+            "unreachable" => 4,
+            "no_answer" => 5,
+            "incomplete" => 6,
+            "audit_inconsistent" => 7,
+            "suspect" => 8,
             _ => 1,
         }
     }
+
+    /// `{"error": {"class", "exit_code", "message"}}`, what `--json` prints for a failure.
+    pub fn to_json(&self) -> serde_json::Value {
+        error_json(self.class(), self.exit_code(), &self.to_string())
+    }
+}
+
+pub fn error_json(class: &str, exit_code: u8, message: &str) -> serde_json::Value {
+    serde_json::json!({ "error": { "class": class, "exit_code": exit_code, "message": message } })
 }
 
 pub type Result<T> = std::result::Result<T, CliError>;

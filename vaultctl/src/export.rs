@@ -27,14 +27,12 @@ pub enum ExportCommand {
         /// The vault's public key (`ed25519:...` or a file holding it).
         #[arg(long)]
         vault_key: String,
-        #[arg(long)]
-        json: bool,
     },
 }
 
-pub fn run(command: ExportCommand) -> Result<()> {
+pub fn run(command: ExportCommand, json: bool) -> Result<()> {
     match command {
-        ExportCommand::Verify { dir, vault_key, json } => verify(&dir, &keyfile::public_key_arg(&vault_key)?, json),
+        ExportCommand::Verify { dir, vault_key } => verify(&dir, &keyfile::public_key_arg(&vault_key)?, json),
     }
 }
 

@@ -39,6 +39,10 @@ use crate::error::{CliError, Result};
 #[derive(Parser)]
 #[command(name = "vaultctl", version, about = "Keys, trust root and signed policy for the air-gap vault")]
 struct Cli {
+    /// Print the result as JSON on stdout, and an error as one line of JSON on stderr,
+    /// `{"error": {"class", "exit_code", "message"}}` (any command, before or after its name).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -122,8 +126,6 @@ enum Command {
         /// out (never partial) and listed at the end.
         #[arg(long)]
         keep_going: bool,
-        #[arg(long)]
-        json: bool,
     },
     /// The receipts this pusher kept: list, show, and verify them against the pinned vault key
     /// and the vault's store.
@@ -136,8 +138,6 @@ enum Command {
         store: PathBuf,
         #[command(flatten)]
         trust: TrustArgs,
-        #[arg(long)]
-        json: bool,
     },
     /// The openings a policy gives, in UTC.
     Schedule {
@@ -291,11 +291,7 @@ enum PolicyCommand {
         bundle: PathBuf,
     },
     /// Shows what a bundle says, without verifying it.
-    Show {
-        #[arg(long)]
-        json: bool,
-        bundle: PathBuf,
-    },
+    Show { bundle: PathBuf },
     /// Writes the bytes an admin with an OpenSSH key signs (`ssh-keygen -Y sign`) for a bundle
     /// or an order, and prints the command with the namespace to use.
     Payload {
@@ -341,8 +337,24 @@ struct PolicySign {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    // Known before parsing, so that a usage error clap finds is printed as JSON too.
+    let json = std::env::args_os().skip(1).any(|arg| arg == "--json");
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if json && e.use_stderr() => {
+            let message = e.to_string();
+            eprintln!("{}", error::error_json("usage", 2, message.trim_start_matches("error: ").trim_end()));
+            return ExitCode::from(2);
+        }
+        Err(e) => e.exit(),
+    };
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        // On stderr, so stdout holds only the command's own JSON (a partial restore's report).
+        Err(err) if json => {
+            eprintln!("{}", err.to_json());
+            ExitCode::from(err.exit_code())
+        }
         Err(err) => {
             eprintln!("vaultctl: {err}");
             ExitCode::from(err.exit_code())
@@ -351,6 +363,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let json = cli.json;
     match cli.command {
         Command::Key(KeyCommand::Gen { out }) => {
             // `--out dir/` would write the hidden dir/.key and dir/.pub.
@@ -380,11 +393,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Root(RootCommand::Init(args)) => root_init(args),
         Command::Policy(PolicyCommand::Sign(args)) => policy_sign(args),
         Command::Policy(PolicyCommand::Verify { root, state, at, bundle }) => policy_verify(&root, state.as_deref(), at.as_deref(), &bundle),
-        Command::Policy(PolicyCommand::Show { json, bundle }) => policy_show(&bundle, json),
+        Command::Policy(PolicyCommand::Show { bundle }) => policy_show(&bundle, json),
         Command::Policy(PolicyCommand::Payload { signed, out }) => sshsig::payload(&signed, &out),
         Command::Policy(PolicyCommand::AddSshsig { root, sig, signed, out }) => sshsig::add(&load_root(&root)?, &signed, &sig, &out),
         Command::Order(command) => order::run(command),
-        Command::Export(command) => export::run(command),
+        Command::Export(command) => export::run(command, json),
         Command::Media(MediaCommand::Init { out, label, size, erase }) => {
             let size = size.map(|s| vault_core::units::ByteSize::parse(&s).map(|b| b.bytes()).map_err(|e| CliError::Usage(format!("--size: {e}")))).transpose()?;
             let made = media::init(&out, &label, size, erase)?;
@@ -393,12 +406,12 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Schedule { policy, root, from, days, systemd } => show_schedule(&policy, root.as_deref(), from.as_deref(), days, systemd),
-        Command::Push(args) => push_cmd::run(args),
-        Command::Receipts(command) => receipts::run(command),
+        Command::Push(args) => push_cmd::run(args, json),
+        Command::Receipts(command) => receipts::run(command, json),
         Command::Generate { out } => generate(&out),
-        Command::Audit(command) => audit::run(command),
+        Command::Audit(command) => audit::run(command, json),
         Command::Report { store, vault_key, out } => report::write(&store, &vault_key, &out),
-        Command::Restore { store, export, identity, snapshot, dataset, include, to, trust, keep_going, json } => {
+        Command::Restore { store, export, identity, snapshot, dataset, include, to, trust, keep_going } => {
             let trust = restore::Trust::from_args(trust.vault_key.as_deref(), trust.insecure_any_vault_key, "restore")?;
             let selection = restore::Selection::new(&include)?;
             if dataset.is_some() && snapshot != "latest" {
@@ -426,7 +439,7 @@ fn run(cli: Cli) -> Result<()> {
                 to.join(restore::MARKER_DIR).display()
             )))
         }
-        Command::Snapshots { store, trust, json } => {
+        Command::Snapshots { store, trust } => {
             let trust = restore::Trust::from_args(trust.vault_key.as_deref(), trust.insecure_any_vault_key, "snapshots")?;
             restore::list_snapshots(&store, &trust, json)
         }

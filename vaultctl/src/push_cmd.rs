@@ -44,9 +44,6 @@ pub struct PushCli {
     /// Seconds to wait for the vault to answer a connection (default 10).
     #[arg(long)]
     connect_timeout_secs: Option<u64>,
-    /// A JSON summary on stdout instead of text.
-    #[arg(long)]
-    json: bool,
     /// Leave out what matches (repeat): `*.tmp` at any depth, `var/cache/*` from the top,
     /// `cache/` directories only.
     #[arg(long = "exclude", value_name = "PATTERN")]
@@ -81,7 +78,7 @@ struct Resolved {
     policy: Option<vault_core::policy::Policy>,
 }
 
-fn resolve(cli: &PushCli) -> Result<Resolved> {
+fn resolve(cli: &PushCli, json: bool) -> Result<Resolved> {
     let (base, sources) = profile::load(cli.config.as_deref(), cli.profile.as_deref())?;
     let given = Profile {
         vault: cli.vault.clone(),
@@ -132,21 +129,21 @@ fn resolve(cli: &PushCli) -> Result<Resolved> {
             cache,
             receipts: settings.receipts.clone().unwrap_or_else(profile::default_receipts),
             connect_timeout: Duration::from_secs(settings.connect_timeout_secs.unwrap_or(10)),
-            progress: !cli.json,
+            progress: !json,
             excludes,
         },
         policy,
     })
 }
 
-pub fn run(cli: PushCli) -> Result<()> {
-    let Resolved { args, policy } = resolve(&cli)?;
+pub fn run(cli: PushCli, json: bool) -> Result<()> {
+    let Resolved { args, policy } = resolve(&cli, json)?;
     let pusher = keyfile::load_secret(&args.key_file)?.public_key();
     if let Some(policy) = &policy {
         window::check_pusher(policy, &pusher)?;
     }
     if cli.dry_run {
-        return dry_run(&args, policy.as_ref(), cli.json);
+        return dry_run(&args, policy.as_ref(), json);
     }
     if cli.wait_for_window && policy.is_none() {
         return Err(CliError::Usage("--wait-for-window needs the vault's policy: give --policy BUNDLE and --root root.toml (or `policy`/`root` in the profile)".into()));
@@ -166,7 +163,7 @@ pub fn run(cli: PushCli) -> Result<()> {
     let outcome = window::retry_while_open(retry_until, vault_io::clock_now, std::thread::sleep, || push::push(&args))?;
     let r = &outcome.receipt;
     let secs = outcome.elapsed.as_secs_f64();
-    if cli.json {
+    if json {
         let value = serde_json::json!({
             "snapshot": r.snapshot_id,
             "receipt": outcome.receipt_path,

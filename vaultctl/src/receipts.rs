@@ -22,8 +22,6 @@ pub enum ReceiptsCommand {
     List {
         #[command(flatten)]
         place: Place,
-        #[arg(long)]
-        json: bool,
     },
     /// One receipt in full (by snapshot id or file), verified.
     Show {
@@ -31,8 +29,6 @@ pub enum ReceiptsCommand {
         place: Place,
         /// A snapshot id, or a receipt file.
         snapshot: String,
-        #[arg(long)]
-        json: bool,
     },
     /// Verifies every kept receipt (or the ones named) against the pinned vault key and, with
     /// --store, against the vault's own copy and manifest. Exit 6 if any does not verify.
@@ -44,8 +40,6 @@ pub enum ReceiptsCommand {
         store: Option<PathBuf>,
         /// Snapshot ids; none: every kept receipt.
         snapshots: Vec<String>,
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -65,11 +59,11 @@ impl Place {
     }
 }
 
-pub fn run(command: ReceiptsCommand) -> Result<()> {
+pub fn run(command: ReceiptsCommand, json: bool) -> Result<()> {
     match command {
-        ReceiptsCommand::List { place, json } => list(&place, json),
-        ReceiptsCommand::Show { place, snapshot, json } => show(&place, &snapshot, json),
-        ReceiptsCommand::Verify { place, store, snapshots, json } => verify(&place, store.as_deref(), &snapshots, json),
+        ReceiptsCommand::List { place } => list(&place, json),
+        ReceiptsCommand::Show { place, snapshot } => show(&place, &snapshot, json),
+        ReceiptsCommand::Verify { place, store, snapshots } => verify(&place, store.as_deref(), &snapshots, json),
     }
 }
 

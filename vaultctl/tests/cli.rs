@@ -28,7 +28,7 @@ fn refused(dir: &Path, args: &[&str], expected: &str) {
     assert!(run.stderr.contains(expected), "vaultctl {args:?}: expected `{expected}` in: {}", run.stderr);
 }
 
-/// Refused with this exit code (2 a usage error, 1 anything else), saying each of `parts`.
+/// Refused with this exit code (`CliError::class`: 1 failed, 2 usage, 3 refused by a rule, ...), saying each of `parts`.
 fn refused_with(dir: &Path, args: &[&str], code: i32, parts: &[&str]) -> Run {
     let run = vaultctl(dir, args);
     assert_eq!(run.code, Some(code), "vaultctl {args:?}: {}", run.stderr);
@@ -409,7 +409,7 @@ fn a_store_signed_by_another_key_is_refused_by_restore_and_flagged_by_snapshots(
     seal_snapshot(&store, &forger, "s2", 4_000_000_000, &TREE);
 
     let run = vaultctl(d, &["restore", "--store", &root, "--snapshot", "s2", "--to", "out", "--vault-key", &vault_key]);
-    assert_eq!(run.code, Some(1), "{}", run.stderr);
+    assert_eq!(run.code, Some(3), "{}", run.stderr);
     let expected = format!("snapshot s2: its receipt is signed by vault key id {}, not the pinned vault key id {}", forger.public_key().key_id(), vault.public_key().key_id());
     assert!(run.stderr.contains(&expected), "{}", run.stderr);
     assert!(!d.join("out").exists(), "nothing is written for an untrusted snapshot");
@@ -768,20 +768,20 @@ fn a_public_key_given_as_the_secret_key_is_named_as_one() {
         vec!["order", "sign", "--root", "root.toml", "--key", "a.pub", "hold.order", "--out", "hold.order"],
         vec!["push", "--vault", "127.0.0.1:9", "--vault-key", "c.pub", "--key", "a.pub", "--dataset", "db", "--receipts", "receipts", "--no-cache", "policy.toml"],
     ] {
-        let run = refused_with(d, &args, 1, &ours);
+        let run = refused_with(d, &args, 2, &ours);
         assert!(!run.stderr.contains("chmod") && !run.stderr.contains("malformed"), "{args:?}: {}", run.stderr);
     }
     refused_with(
         d,
         &["policy", "sign", "--root", "root.toml", "--key", "id_ed25519.pub", "policy.toml", "--out", "q.bundle"],
-        1,
+        2,
         &["id_ed25519.pub: this is an OpenSSH public key line (`ssh-ed25519 AAAA...`), not a secret key, and vaultctl keys are not SSH keys", "--key wants the secret key, NAME.key"],
     );
     // And the other way round: a secret key where a public one is wanted.
     refused_with(
         d,
         &["root", "init", "--vault-id", "v", "--threshold", "1", "--admin", "a.key", "--out", "r.toml"],
-        1,
+        2,
         &["a.key: this is a secret key (PEM), where a public key is wanted: give NAME.pub"],
     );
     assert!(!d.join("q.bundle").exists() && !d.join("r.toml").exists());
@@ -821,7 +821,7 @@ fn key_show_prints_the_public_key_and_its_id_never_the_secret() {
     }
     assert!(ok(d, &["key", "show", "a.key"]).stderr.contains("secret key file; its public key (the secret is not shown)"));
     std::fs::write(d.join("junk"), "hello\n").unwrap();
-    refused_with(d, &["key", "show", "junk"], 1, &["invalid field `junk`: key must start with `ed25519:`"]);
+    refused_with(d, &["key", "show", "junk"], 3, &["invalid field `junk`: key must start with `ed25519:`"]);
 }
 
 #[test]
@@ -887,7 +887,7 @@ fn signing_an_expired_policy_is_refused_with_when_it_expired() {
     refused_with(
         d,
         &["policy", "sign", "--root", "root.toml", "--key", "a.key", "--issued", "2026-11-20T00:00:00Z", "policy.toml", "--out", "p.bundle"],
-        1,
+        3,
         &[
             "policy.toml: expires 2026-11-10T00:00:00Z, which is not after 2026-11-20T00:00:00Z (the --issued time): the vault refuses an expired bundle",
             "Set `expires` in policy.toml to a later time (at most 90d after the issue time, the trust root's max_validity)",
@@ -898,7 +898,7 @@ fn signing_an_expired_policy_is_refused_with_when_it_expired() {
     refused_with(
         d,
         &["policy", "sign", "--root", "root.toml", "--key", "a.key", "policy.toml", "--out", "p.bundle"],
-        1,
+        3,
         &["policy.toml: expires 2020-01-01T00:00:00Z, which is not after ", " (now): the vault refuses an expired bundle"],
     );
     assert!(!d.join("p.bundle").exists());
@@ -914,7 +914,7 @@ fn overlapping_weekly_windows_are_said_by_weekday_not_a_1970_date() {
     let run = refused_with(
         d,
         &["policy", "sign", "--root", "root.toml", "--key", "a.key", "policy.toml", "--out", "p.bundle"],
-        1,
+        3,
         &["invalid field `window[1]`: overlaps window[0] (both open every sun at 00:30 UTC): move or shorten one of them"],
     );
     assert!(!run.stderr.contains("1970"), "{}", run.stderr);
@@ -959,7 +959,7 @@ fn schedule_says_when_it_is_unverified_verifies_with_root_and_bounds_days() {
     let run = refused_with(
         d,
         &schedule(&["under.bundle", "--root", "root.toml"]),
-        1,
+        3,
         &["under.bundle: does not verify against the trust root root.toml: threshold not met for root v1: 1 valid signature(s)"],
     );
     assert!(run.stdout.is_empty(), "no schedule from a bundle that does not verify: {}", run.stdout);
@@ -968,7 +968,7 @@ fn schedule_says_when_it_is_unverified_verifies_with_root_and_bounds_days() {
     refused_with(
         d,
         &["schedule", "--policy", "p.bundle", "--root", "root.toml", "--from", "2026-11-01T00:00:00Z"],
-        1,
+        3,
         &["p.bundle: does not verify against the trust root root.toml: issued in the future: issued 2026-11-20T00:00:00Z, vault time is 2026-11-01T00:00:00Z", "it is judged as of --from"],
     );
 
@@ -999,7 +999,7 @@ fn usb_write_verifies_the_bundle_and_orders_against_the_root() {
         refused_with(
             d,
             &["usb", "write", "--root", "root.toml", bad, "--out", "s.img"],
-            1,
+            3,
             &[&format!("{bad}: does not verify against the trust root root.toml: threshold not met for root v1:"), "The vault would refuse it", "no stick image was written"],
         );
         assert!(!d.join("s.img").exists());
@@ -1010,7 +1010,7 @@ fn usb_write_verifies_the_bundle_and_orders_against_the_root() {
     refused_with(
         d,
         &["usb", "write", "--root", "root.toml", "p.bundle", "--order", "purge.order", "--out", "s.img"],
-        1,
+        3,
         &["purge.order: does not verify against the trust root root.toml: threshold not met for a purge order under root v1: 1 valid signature(s)"],
     );
     assert!(!d.join("s.img").exists());
@@ -1116,4 +1116,26 @@ fn restore_takes_latest_and_only_the_included_paths() {
         &["restore", "--store", &root, "--snapshot", "latest", "--dataset", "www", "--to", "x", "--vault-key", &vault_key],
         "no verified snapshot of dataset `www` in the store (the store holds: db, etc)",
     );
+}
+
+#[test]
+fn with_json_an_error_is_one_json_line_with_its_class_and_exit_code() {
+    let dir = setup();
+    let d = dir.path();
+    sign_bundle(d, "policy.toml", "p.bundle", &["a"]);
+    let cases: [(&[&str], &str, i32, &str); 4] = [
+        (&["--json", "policy", "verify", "--root", "root.toml", "p.bundle"], "refused", 3, "threshold not met for root v1"),
+        (&["policy", "verify", "--json", "--root", "root.toml", "nope.bundle"], "failed", 1, "nope.bundle"),
+        (&["--json", "policy", "verify", "--root", "root.toml"], "usage", 2, "the following required arguments were not provided"),
+        (&["--json", "policy", "sign", "--root", "root.toml", "--key", "a.pub", "policy.toml", "--out", "q.bundle"], "usage", 2, "this is a public key"),
+    ];
+    for (args, class, code, message) in cases {
+        let run = vaultctl(d, args);
+        assert_eq!(run.code, Some(code), "{args:?}: {}", run.stderr);
+        let error: serde_json::Value = serde_json::from_str(run.stderr.trim()).unwrap_or_else(|e| panic!("{args:?}: stderr is not one JSON value ({e}): {}", run.stderr));
+        assert_eq!(error["error"]["class"], class, "{args:?}: {error}");
+        assert_eq!(error["error"]["exit_code"], code, "{args:?}: {error}");
+        assert!(error["error"]["message"].as_str().unwrap().contains(message), "{args:?}: {error}");
+        assert!(run.stdout.is_empty(), "{args:?}: stdout holds only a command's own JSON: {}", run.stdout);
+    }
 }
