@@ -1,6 +1,9 @@
 //! The one error type of the core. Each refusal is its own variant, and its message names
 //! the rule that refused and the values that broke it, so an operator reading a console line
-//! knows what to fix without reading code.
+//! knows what to fix without reading code. Refusals are nested by subsystem, as rustls nests
+//! `Error::InvalidMessage(InvalidMessage)`: [`Error::Policy`] for the trust root, bundles and
+//! orders, [`Error::Push`] for push sessions, [`Error::Audit`] for the audit log; what any
+//! decoder can say (too large, malformed, not canonical, an invalid field) stays at the top.
 
 use crate::units::Timestamp;
 
@@ -16,6 +19,23 @@ pub enum Error {
     #[error("invalid field `{field}`: {reason}")]
     InvalidField { field: String, reason: String },
 
+    // --- signed policy: the trust root, bundles and orders, verified as TUF verifies ------
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+
+    // --- push sessions: each is also a refusal the vault sends before closing -------------
+    #[error(transparent)]
+    Push(#[from] PushError),
+
+    // --- the audit log --------------------------------------------------------------------
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+}
+
+/// Refusals of the policy subsystem (`policy/`): the trust root, bundles and orders, each
+/// naming the rule and the values that broke it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
     // --- trust root -----------------------------------------------------------------------
     #[error("root: admin key {key_id} is listed more than once (as `{first}` and `{second}`)")]
     DuplicateAdminKey { key_id: String, first: String, second: String },
@@ -65,8 +85,12 @@ pub enum Error {
     RetainBelowMinimum { pusher: String, retain: String, min_retain: String },
     #[error("pusher `{pusher}` uses admin key `{admin}`: admin keys may not push")]
     PusherIsAdmin { pusher: String, admin: String },
+}
 
-    // --- push sessions: each is also a refusal the vault sends before closing -------------
+/// Refusals of a push session (`push/`): each is also what the vault sends the pusher before
+/// it closes the session.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PushError {
     #[error("unsupported protocol version {found}, this vault speaks {supported}")]
     ProtocolVersion { found: u8, supported: u8 },
     #[error("unknown verb 0x{verb:02x}: a pusher may only begin, ask have, send chunks and commit")]
@@ -91,10 +115,6 @@ pub enum Error {
     ManifestHashMismatch { claimed: String, actual: String },
     #[error("receipt signature does not verify against vault key {vault_key}")]
     BadReceiptSignature { vault_key: String },
-
-    // --- the audit log --------------------------------------------------------------------
-    #[error(transparent)]
-    Audit(#[from] crate::audit::AuditError),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

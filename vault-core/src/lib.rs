@@ -46,4 +46,4 @@ pub mod push;
 pub mod units;
 pub mod wire;
 
-pub use error::Error;
+pub use error::{Error, PolicyError, PushError};

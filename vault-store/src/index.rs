@@ -12,6 +12,7 @@ use vault_core::push::chunk::ChunkId;
 use vault_core::wire::Writer;
 
 use crate::{Result, PACKS_DIR};
+use vault_core::error::PushError;
 
 const INDEX_MAGIC: &[u8; 4] = b"VIDX";
 const INDEX_VERSION: u8 = 1;
@@ -41,7 +42,7 @@ pub struct DamagedPack {
 /// The index of a pack holding `entries` (sorted by id). A session stages at most
 /// [`vault_core::push::limits::MAX_SESSION_NEW_CHUNKS`] chunks, so the count always fits.
 pub fn encode(entries: &[(ChunkId, u64, u32)]) -> Result<Vec<u8>> {
-    let count = u32::try_from(entries.len()).map_err(|_| vault_core::Error::Limit { limit: "index_entries", detail: format!("{} chunks in one pack", entries.len()) })?;
+    let count = u32::try_from(entries.len()).map_err(|_| vault_core::Error::Push(PushError::Limit { limit: "index_entries", detail: format!("{} chunks in one pack", entries.len()) }))?;
     let mut w = Writer::default();
     w.raw(INDEX_MAGIC).u8(INDEX_VERSION).u32(count);
     for (id, offset, len) in entries {

@@ -22,6 +22,7 @@ use vault_core::push::receipt::{SignedReceipt, MAX_RECEIPT_BYTES};
 use vault_core::wire::Writer;
 
 use crate::{Result, MANIFEST_FILE, OWNED_FILE, RECEIPT_FILE, SNAPSHOTS_DIR};
+use vault_core::error::PushError;
 
 const OWNED_MAGIC: &[u8; 4] = b"VOWN";
 const OWNED_VERSION: u8 = 1;
@@ -37,7 +38,7 @@ const MAX_OWNED_BYTES: usize = HEADER_BYTES + MAX_OWNED_IDS * ID_BYTES + TRAILER
 
 /// An `owned` file naming `ids`.
 pub fn encode(ids: &[ChunkId]) -> Result<Vec<u8>> {
-    let count = u32::try_from(ids.len()).map_err(|_| vault_core::Error::Limit { limit: "owned_chunks", detail: format!("{} chunks in one seal", ids.len()) })?;
+    let count = u32::try_from(ids.len()).map_err(|_| vault_core::Error::Push(PushError::Limit { limit: "owned_chunks", detail: format!("{} chunks in one seal", ids.len()) }))?;
     let mut w = Writer::default();
     w.raw(OWNED_MAGIC).u8(OWNED_VERSION).u32(count);
     for id in ids {

@@ -35,6 +35,7 @@ use vault_core::policy::{Policy, MAX_POLICY_TOML_BYTES};
 use vault_core::units::{Duration, Timestamp};
 
 use crate::error::{CliError, Result};
+use vault_core::error::PolicyError;
 
 #[derive(Parser)]
 #[command(name = "vaultctl", version, about = "Keys, trust root and signed policy for the air-gap vault")]
@@ -632,7 +633,7 @@ fn policy_sign(args: PolicySign) -> Result<()> {
         let text = String::from_utf8(input).map_err(|_| CliError::Failed(format!("{}: not UTF-8 text", args.input.display())))?;
         let mut policy = Policy::from_toml(&text)?;
         if policy.vault_id != root.vault_id {
-            return Err(vault_core::Error::WrongVault { bundle: policy.vault_id, vault: root.vault_id.clone() }.into());
+            return Err(vault_core::Error::Policy(PolicyError::WrongVault { bundle: policy.vault_id, vault: root.vault_id.clone() }).into());
         }
         if args.issued.is_some() || policy.issued.is_none() {
             policy.issued = Some(time_arg(args.issued.as_deref(), "--issued")?);

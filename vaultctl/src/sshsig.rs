@@ -10,6 +10,7 @@ use vault_core::policy::root::TrustRoot;
 use vault_core::policy::sshsig::{SshSignature, MAX_ARMORED_BYTES};
 
 use crate::error::{CliError, Result};
+use vault_core::error::PolicyError;
 
 /// A signed object on disk: a policy bundle or an order, and the namespace its SSHSIG is in.
 struct Signed {
@@ -22,7 +23,9 @@ fn read_signed(path: &Path) -> Result<Signed> {
     let bytes = vault_io::read_bounded(path, MAX_BUNDLE_BYTES)?;
     match Envelope::from_bytes_of(&bytes, PAYLOAD_TYPE) {
         Ok(envelope) => Ok(Signed { envelope, namespace: bundle::SSH_NAMESPACE, what: "policy bundle" }),
-        Err(vault_core::Error::WrongPayloadType { .. }) => Ok(Signed { envelope: Envelope::from_bytes_of(&bytes, ORDER_PAYLOAD_TYPE)?, namespace: ORDER_SIGNING_CONTEXT, what: "order" }),
+        Err(vault_core::Error::Policy(PolicyError::WrongPayloadType { .. })) => {
+            Ok(Signed { envelope: Envelope::from_bytes_of(&bytes, ORDER_PAYLOAD_TYPE)?, namespace: ORDER_SIGNING_CONTEXT, what: "order" })
+        }
         Err(e) => Err(e.into()),
     }
 }

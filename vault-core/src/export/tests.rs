@@ -6,6 +6,7 @@ use super::medium::{adoption, Adoption, MediumLabel, MediumSeal};
 use super::selection::{select, Sealed};
 use super::*;
 use crate::error::Error;
+use crate::error::PolicyError;
 use crate::keys::test_keys::key;
 use crate::keys::SignedDoc;
 use crate::policy::bundle::JudgedAt;
@@ -83,7 +84,7 @@ fn an_export_order_needs_the_roots_export_threshold_and_waits_for_its_medium() {
     assert_eq!((pending.id.as_str(), &pending.export, pending.signers.len()), (accepted.id.as_str(), &spec(), 2));
     // Replayed: its own serial floor.
     let err = orders::verify(&signed(&doc, &[1, 3]), &root, &accepted.state, judged, Timestamp::EPOCH).unwrap_err();
-    assert!(matches!(err, Error::OrderRollback { kind: "export", serial: 1, accepted: 1 }), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::OrderRollback { kind: "export", serial: 1, accepted: 1 })), "{err}");
 
     let (due, state) = exports_for(&accepted.state, MEDIUM, at("2026-12-01T00:00:00Z"));
     assert_eq!(due.len(), 1);

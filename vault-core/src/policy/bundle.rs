@@ -48,6 +48,7 @@ pub const SSH_NAMESPACE: &str = SIGNING_CONTEXT;
 /// How far a bundle's `issued` may be ahead of the vault's clock. The same tolerance bounds
 /// how far the clock may read behind the time floor before the vault refuses to open.
 pub const CLOCK_TOLERANCE_SECS: i64 = 300;
+use crate::error::PolicyError;
 pub use crate::link::gate::CLOCK_PLAUSIBLE_AHEAD_SECS;
 
 /// The vault's time a bundle is judged at: the clock, and whether the vault believes it (the
@@ -149,10 +150,10 @@ impl Envelope {
         check_size(bytes.len(), MAX_BUNDLE_BYTES, "bundle")?;
         let envelope: Envelope = canonical::decode(bytes, "bundle")?;
         if envelope.payload_type != payload_type {
-            return Err(Error::WrongPayloadType { found: envelope.payload_type, expected: payload_type });
+            return Err(Error::Policy(PolicyError::WrongPayloadType { found: envelope.payload_type, expected: payload_type }));
         }
         if envelope.signatures.len() > MAX_SIGNATURES {
-            return Err(Error::TooManySignatures { count: envelope.signatures.len(), limit: MAX_SIGNATURES });
+            return Err(Error::Policy(PolicyError::TooManySignatures { count: envelope.signatures.len(), limit: MAX_SIGNATURES }));
         }
         Ok(envelope)
     }
@@ -266,7 +267,7 @@ fn require_threshold(role: String, root: &TrustRoot, payload: &[u8], signatures:
 pub(crate) fn require_signers(role: String, root: &TrustRoot, threshold: u32, context: &str, payload: &[u8], signatures: &[SignatureEntry]) -> Result<Vec<String>> {
     let t = tally(root, context, payload, signatures);
     if t.signers.len() < threshold as usize {
-        return Err(Error::ThresholdNotMet { role, valid: t.signers.len(), threshold, invalid: t.invalid, unknown: t.unknown, repeated: t.repeated, reasons: t.reasons });
+        return Err(Error::Policy(PolicyError::ThresholdNotMet { role, valid: t.signers.len(), threshold, invalid: t.invalid, unknown: t.unknown, repeated: t.repeated, reasons: t.reasons }));
     }
     Ok(root.admins.iter().filter(|a| t.signers.contains(&a.key)).map(|a| a.name.clone()).collect())
 }
@@ -296,11 +297,11 @@ pub fn verify(bundle: &[u8], baked_root: &TrustRoot, state: &VaultState, at: Jud
     let payload = Payload::from_bytes(&payload_bytes)?;
     let policy = payload.policy;
     if policy.vault_id != root.vault_id {
-        return Err(Error::WrongVault { bundle: policy.vault_id, vault: root.vault_id });
+        return Err(Error::Policy(PolicyError::WrongVault { bundle: policy.vault_id, vault: root.vault_id }));
     }
     let vault_root_digest = root.digest();
     if payload.signed_for_root != vault_root_digest {
-        return Err(Error::WrongTrustRoot { bundle: payload.signed_for_root, vault: vault_root_digest });
+        return Err(Error::Policy(PolicyError::WrongTrustRoot { bundle: payload.signed_for_root, vault: vault_root_digest }));
     }
 
     let next_root = match payload.new_root {
@@ -308,10 +309,10 @@ pub fn verify(bundle: &[u8], baked_root: &TrustRoot, state: &VaultState, at: Jud
         Some(new_root) => {
             let expected = root.version + 1;
             if new_root.version != expected {
-                return Err(Error::RotationVersion { current: root.version, expected, found: new_root.version });
+                return Err(Error::Policy(PolicyError::RotationVersion { current: root.version, expected, found: new_root.version }));
             }
             if new_root.vault_id != root.vault_id {
-                return Err(Error::RotationVault { found: new_root.vault_id, vault: root.vault_id });
+                return Err(Error::Policy(PolicyError::RotationVault { found: new_root.vault_id, vault: root.vault_id }));
             }
             require_threshold(format!("new root v{}", new_root.version), &new_root, &payload_bytes, &envelope.signatures)?;
             new_root
@@ -320,17 +321,17 @@ pub fn verify(bundle: &[u8], baked_root: &TrustRoot, state: &VaultState, at: Jud
     let rotated = next_root.version != state.current_root(baked_root)?.version;
 
     if policy.version <= state.accepted_version {
-        return Err(Error::Rollback { version: policy.version, accepted: state.accepted_version });
+        return Err(Error::Policy(PolicyError::Rollback { version: policy.version, accepted: state.accepted_version }));
     }
     // A distrusted clock counts for nothing: the floor is the vault's time.
     let vault_now = if at.clock_trusted { at.now.max(state.time_floor) } else { state.time_floor };
     if policy.expires <= vault_now {
-        return Err(Error::Expired { expires: policy.expires, now: vault_now });
+        return Err(Error::Policy(PolicyError::Expired { expires: policy.expires, now: vault_now }));
     }
     let issued = policy.issued.expect("Payload::from_bytes requires issued");
     let ahead = if at.clock_trusted { CLOCK_TOLERANCE_SECS } else { CLOCK_PLAUSIBLE_AHEAD_SECS };
     if issued.secs_since(vault_now) > ahead {
-        return Err(Error::IssuedInFuture { issued, now: vault_now, tolerance_secs: ahead });
+        return Err(Error::Policy(PolicyError::IssuedInFuture { issued, now: vault_now, tolerance_secs: ahead }));
     }
     policy.check_against_root(&next_root)?;
 
@@ -360,15 +361,15 @@ pub fn reverify_accepted(bundle: &[u8], baked_root: &TrustRoot, state: &VaultSta
     let payload = Payload::from_bytes(&payload_bytes)?;
     let policy = payload.policy;
     if policy.vault_id != root.vault_id {
-        return Err(Error::WrongVault { bundle: policy.vault_id, vault: root.vault_id });
+        return Err(Error::Policy(PolicyError::WrongVault { bundle: policy.vault_id, vault: root.vault_id }));
     }
     let rotated_here = payload.new_root.as_ref() == Some(&root);
     if !rotated_here && payload.signed_for_root != root.digest() {
-        return Err(Error::WrongTrustRoot { bundle: payload.signed_for_root, vault: root.digest() });
+        return Err(Error::Policy(PolicyError::WrongTrustRoot { bundle: payload.signed_for_root, vault: root.digest() }));
     }
     require_threshold(format!("root v{} (in force)", root.version), &root, &payload_bytes, &envelope.signatures)?;
     if policy.version != state.accepted_version {
-        return Err(Error::AcceptedVersion { found: policy.version, expected: state.accepted_version });
+        return Err(Error::Policy(PolicyError::AcceptedVersion { found: policy.version, expected: state.accepted_version }));
     }
     policy.check_against_root(&root)?;
     Ok(policy)

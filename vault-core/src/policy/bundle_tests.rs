@@ -1,6 +1,7 @@
 //! Every "Signed policy bundles" threat in shared/THREATS.md, each asserting its refusal.
 
 use super::*;
+use crate::error::PolicyError;
 use crate::keys::test_keys::key;
 use crate::policy::root::tests::root_with;
 use crate::policy::tests::example_toml;
@@ -63,7 +64,7 @@ fn tampered_payload_is_refused() {
     let tampered = payload_for(with_policy(|p| p.pushers[0].quota = crate::units::ByteSize::from_bytes(1 << 50)), &root());
     envelope.payload = BASE64.encode(tampered.canonical_bytes());
     let err = verify_fresh(&envelope.to_bytes()).unwrap_err();
-    assert!(matches!(err, Error::ThresholdNotMet { valid: 0, invalid: 2, .. }), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::ThresholdNotMet { valid: 0, invalid: 2, .. })), "{err}");
 }
 
 #[test]
@@ -73,7 +74,7 @@ fn forged_signature_is_refused() {
     sig[10] ^= 1;
     envelope.signatures[1].sig = Some(BASE64.encode(sig));
     let err = verify_fresh(&envelope.to_bytes()).unwrap_err();
-    assert!(matches!(err, Error::ThresholdNotMet { valid: 1, invalid: 1, .. }), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::ThresholdNotMet { valid: 1, invalid: 1, .. })), "{err}");
     assert!(err.to_string().starts_with("threshold not met for root v1: 1 valid"), "{err}");
 }
 
@@ -84,7 +85,7 @@ fn signatures_over_other_bytes_do_not_carry_over() {
     let mut b = Envelope::new(&payload_for(with_policy(|p| p.version = 8), &root()));
     b.signatures = a.signatures.clone();
     let err = verify_fresh(&b.to_bytes()).unwrap_err();
-    assert!(matches!(err, Error::ThresholdNotMet { valid: 0, invalid: 2, .. }), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::ThresholdNotMet { valid: 0, invalid: 2, .. })), "{err}");
 }
 
 #[test]
@@ -99,9 +100,9 @@ fn what_is_applied_is_exactly_what_was_verified() {
 #[test]
 fn fewer_signatures_than_the_threshold_are_refused() {
     let err = verify_fresh(&bundle(policy(), &[2])).unwrap_err();
-    assert_eq!(err, Error::ThresholdNotMet { role: "root v1".into(), valid: 1, threshold: 2, invalid: 0, unknown: 0, repeated: 0, reasons: vec![] });
+    assert_eq!(err, Error::Policy(PolicyError::ThresholdNotMet { role: "root v1".into(), valid: 1, threshold: 2, invalid: 0, unknown: 0, repeated: 0, reasons: vec![] }));
     let err = verify_fresh(&bundle(policy(), &[])).unwrap_err();
-    assert!(matches!(err, Error::ThresholdNotMet { valid: 0, .. }), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::ThresholdNotMet { valid: 0, .. })), "{err}");
 }
 
 #[test]
@@ -109,7 +110,7 @@ fn a_repeated_signature_counts_once() {
     let mut envelope = signed(&payload_for(policy(), &root()), &[1]);
     envelope.signatures.push(envelope.signatures[0].clone());
     let err = verify_fresh(&envelope.to_bytes()).unwrap_err();
-    assert!(matches!(err, Error::ThresholdNotMet { valid: 1, repeated: 1, .. }), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::ThresholdNotMet { valid: 1, repeated: 1, .. })), "{err}");
 }
 
 #[test]
@@ -120,7 +121,7 @@ fn a_second_key_id_for_the_same_key_counts_once() {
     alias.keyid = alias.keyid.to_uppercase();
     envelope.signatures.push(alias);
     let err = verify_fresh(&envelope.to_bytes()).unwrap_err();
-    assert!(matches!(err, Error::ThresholdNotMet { valid: 1, unknown: 1, .. }), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::ThresholdNotMet { valid: 1, unknown: 1, .. })), "{err}");
 
     // A root that names one public key twice (as loading refuses, see root tests) still
     // counts that key once when built by hand.
@@ -128,13 +129,13 @@ fn a_second_key_id_for_the_same_key_counts_once() {
     two_names.admins[1].key = two_names.admins[0].key;
     let envelope = signed(&payload_for(policy(), &two_names), &[1]);
     let err = verify(&envelope.to_bytes(), &two_names, &VaultState::default(), JudgedAt::trusted(now())).unwrap_err();
-    assert!(matches!(err, Error::ThresholdNotMet { valid: 1, .. }), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::ThresholdNotMet { valid: 1, .. })), "{err}");
 }
 
 #[test]
 fn signatures_from_keys_outside_the_root_do_not_count() {
     let err = verify_fresh(&bundle(policy(), &[1, 7, 8])).unwrap_err();
-    assert!(matches!(err, Error::ThresholdNotMet { valid: 1, unknown: 2, .. }), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::ThresholdNotMet { valid: 1, unknown: 2, .. })), "{err}");
 }
 
 #[test]
@@ -150,7 +151,7 @@ fn rollback_is_refused() {
     let err = verify(&bundle(with_policy(|p| p.version = 3), &[1, 2]), &root(), &state, JudgedAt::trusted(now())).unwrap_err();
     assert_eq!(err.to_string(), "rollback: version 3 <= accepted 5");
     let err = verify(&bundle(with_policy(|p| p.version = 5), &[1, 2]), &root(), &state, JudgedAt::trusted(now())).unwrap_err();
-    assert_eq!(err, Error::Rollback { version: 5, accepted: 5 });
+    assert_eq!(err, Error::Policy(PolicyError::Rollback { version: 5, accepted: 5 }));
 }
 
 #[test]
@@ -165,7 +166,7 @@ fn freeze_with_the_clock_turned_back_is_refused_by_the_time_floor() {
     // The clock says 2026-11-25, but the vault has already seen (signed) time past expiry.
     let state = VaultState { time_floor: Timestamp::parse("2027-03-01T00:00:00Z").unwrap(), ..VaultState::default() };
     let err = verify(&bundle(policy(), &[1, 2]), &root(), &state, JudgedAt::trusted(now())).unwrap_err();
-    assert!(matches!(err, Error::Expired { now, .. } if now == state.time_floor), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::Expired { now, .. }) if now == state.time_floor), "{err}");
 }
 
 /// Issue 14, item 2: while the vault distrusts its clock (an RTC at 1970 or 2099), a stick is
@@ -181,14 +182,14 @@ fn with_the_clock_distrusted_a_stick_is_judged_by_the_floor_and_its_issue_time()
     let verified = verify(&bundle(policy(), &[1, 2]), &root(), &state, distrusted).expect("a valid stick recovers a vault with a wrong clock");
     assert_eq!(verified.new_state.time_floor, policy().issued.unwrap(), "the floor rises to the signed issue time");
     let err = verify(&bundle(policy(), &[1, 2]), &root(), &state, JudgedAt::trusted(rtc_1970)).unwrap_err();
-    assert!(matches!(err, Error::IssuedInFuture { .. }), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::IssuedInFuture { .. })), "{err}");
     // Distrusted is not anything goes: an issue time implausibly far past the floor is refused.
     let far = with_policy(|p| {
         p.issued = Some(built.saturating_add(Duration::from_secs(CLOCK_PLAUSIBLE_AHEAD_SECS + 86_400).unwrap()));
         p.expires = p.issued.unwrap().saturating_add(Duration::from_secs(86_400).unwrap());
     });
     let err = verify(&bundle(far, &[1, 2]), &root(), &state, distrusted).unwrap_err();
-    assert!(matches!(err, Error::IssuedInFuture { tolerance_secs: CLOCK_PLAUSIBLE_AHEAD_SECS, .. }), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::IssuedInFuture { tolerance_secs: CLOCK_PLAUSIBLE_AHEAD_SECS, .. })), "{err}");
     // And a 2099 clock expires nothing: judged at the floor, the stick is current.
     let rtc_2099 = Timestamp::parse("2099-01-01T00:00:00Z").unwrap();
     assert!(verify(&bundle(policy(), &[1, 2]), &root(), &state, JudgedAt { now: rtc_2099, clock_trusted: false }).is_ok());
@@ -198,7 +199,7 @@ fn with_the_clock_distrusted_a_stick_is_judged_by_the_floor_and_its_issue_time()
 fn issued_in_the_future_is_refused() {
     let p = with_policy(|p| p.issued = Some(now().saturating_add(Duration::from_secs(3600).unwrap())));
     let err = verify_fresh(&bundle(p, &[1, 2])).unwrap_err();
-    assert!(matches!(err, Error::IssuedInFuture { .. }), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::IssuedInFuture { .. })), "{err}");
 }
 
 #[test]
@@ -215,7 +216,7 @@ fn a_bundle_for_another_trust_root_is_refused() {
     other_root.caps.max_window = Duration::from_secs(24 * 3600).unwrap();
     let envelope = signed(&payload_for(policy(), &other_root), &[1, 2]);
     let err = verify_fresh(&envelope.to_bytes()).unwrap_err();
-    assert!(matches!(err, Error::WrongTrustRoot { ref vault, .. } if *vault == root().digest()), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::WrongTrustRoot { ref vault, .. }) if *vault == root().digest()), "{err}");
 }
 
 // ---- trust-root rotation -------------------------------------------------------------------
@@ -243,7 +244,7 @@ fn rotation_to_the_next_version_signed_by_both_sets_is_accepted() {
     assert_eq!(verify(&by_new, &root(), &state, JudgedAt::trusted(now())).unwrap().policy.version, 8);
     let by_old = signed(&payload_for(next, &new_root(2)), &[1, 2]).to_bytes();
     let err = verify(&by_old, &root(), &state, JudgedAt::trusted(now())).unwrap_err();
-    assert!(matches!(err, Error::ThresholdNotMet { ref role, valid: 0, unknown: 2, .. } if role == "root v2"), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::ThresholdNotMet { ref role, valid: 0, unknown: 2, .. }) if role == "root v2"), "{err}");
 }
 
 #[test]
@@ -251,27 +252,27 @@ fn rotation_that_skips_a_version_is_refused() {
     let err = verify_fresh(&rotation(new_root(3), &[1, 2, 11, 12])).unwrap_err();
     assert_eq!(err.to_string(), "root rotation: must go from version 1 to exactly 2, bundle carries version 3");
     let err = verify_fresh(&rotation(new_root(1), &[1, 2, 11, 12])).unwrap_err();
-    assert!(matches!(err, Error::RotationVersion { found: 1, .. }), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::RotationVersion { found: 1, .. })), "{err}");
 }
 
 #[test]
 fn rotation_signed_by_the_new_keys_alone_is_refused() {
     let err = verify_fresh(&rotation(new_root(2), &[11, 12, 13])).unwrap_err();
-    assert!(matches!(err, Error::ThresholdNotMet { ref role, valid: 0, .. } if role == "root v1"), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::ThresholdNotMet { ref role, valid: 0, .. }) if role == "root v1"), "{err}");
 }
 
 #[test]
 fn rotation_signed_by_the_old_keys_alone_is_refused() {
     let err = verify_fresh(&rotation(new_root(2), &[1, 2, 3])).unwrap_err();
-    assert!(matches!(err, Error::ThresholdNotMet { ref role, valid: 0, .. } if role == "new root v2"), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::ThresholdNotMet { ref role, valid: 0, .. }) if role == "new root v2"), "{err}");
     let err = verify_fresh(&rotation(new_root(2), &[1, 2, 11])).unwrap_err();
-    assert!(matches!(err, Error::ThresholdNotMet { ref role, valid: 1, .. } if role == "new root v2"), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::ThresholdNotMet { ref role, valid: 1, .. }) if role == "new root v2"), "{err}");
 }
 
 #[test]
 fn rotation_to_another_vault_is_refused() {
     let err = verify_fresh(&rotation(root_with("vault-02", 2, 2, &NEW_ADMINS), &[1, 2, 11, 12])).unwrap_err();
-    assert!(matches!(err, Error::RotationVault { .. }), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::RotationVault { .. })), "{err}");
 }
 
 #[test]
@@ -279,7 +280,7 @@ fn caps_of_the_new_root_apply_to_a_rotation_bundle() {
     let mut tight = new_root(2);
     tight.caps.max_window = Duration::from_secs(30 * 60).unwrap();
     let err = verify_fresh(&rotation(tight, &[1, 2, 11, 12])).unwrap_err();
-    assert!(matches!(err, Error::CapExceeded { ref what, .. } if what == "window[0] length"), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::CapExceeded { ref what, .. }) if what == "window[0] length"), "{err}");
 }
 
 // ---- endless data --------------------------------------------------------------------------
@@ -329,7 +330,7 @@ fn too_many_signatures_are_refused() {
     let mut envelope = signed(&payload_for(policy(), &root()), &[1]);
     envelope.signatures = vec![envelope.signatures[0].clone(); MAX_SIGNATURES + 1];
     let err = verify_fresh(&envelope.to_bytes()).unwrap_err();
-    assert_eq!(err, Error::TooManySignatures { count: MAX_SIGNATURES + 1, limit: MAX_SIGNATURES });
+    assert_eq!(err, Error::Policy(PolicyError::TooManySignatures { count: MAX_SIGNATURES + 1, limit: MAX_SIGNATURES }));
 }
 
 #[test]
@@ -348,7 +349,7 @@ fn a_non_canonical_payload_is_refused_even_when_signed() {
 fn a_wrong_payload_type_is_refused() {
     let mut envelope = signed(&payload_for(policy(), &root()), &[1, 2]);
     envelope.payload_type = "application/json".into();
-    assert!(matches!(verify_fresh(&envelope.to_bytes()), Err(Error::WrongPayloadType { .. })));
+    assert!(matches!(verify_fresh(&envelope.to_bytes()), Err(Error::Policy(PolicyError::WrongPayloadType { .. }))));
 }
 
 // ---- policy beyond the root's caps ---------------------------------------------------------
@@ -406,7 +407,7 @@ fn the_caps_hold_for_windows_as_merged() {
 fn validity_and_grace_beyond_the_caps_are_refused() {
     let p = with_policy(|p| p.expires = Timestamp::parse("2027-06-01T00:00:00Z").unwrap());
     let err = verify_fresh(&bundle(p, &[1, 2])).unwrap_err();
-    assert!(matches!(err, Error::CapExceeded { ref what, .. } if what.starts_with("validity")), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::CapExceeded { ref what, .. }) if what.starts_with("validity")), "{err}");
     let p = with_policy(|p| p.close.grace = Duration::from_secs(3600).unwrap());
     let err = verify_fresh(&bundle(p, &[1, 2])).unwrap_err();
     assert_eq!(err.to_string(), "cap exceeded: close.grace is 1h, the trust root allows at most 15m");
@@ -434,10 +435,10 @@ fn a_re_imaged_root_drops_the_policy_the_old_root_signed() {
     let state = verify_fresh(&bytes).unwrap().new_state;
     // Re-imaged with new admin keys: same vault, same version number, other root.
     let err = reverify_accepted(&bytes, &root_with("vault-01", 1, 2, &NEW_ADMINS), &state).unwrap_err();
-    assert!(matches!(err, Error::WrongTrustRoot { .. }), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::WrongTrustRoot { .. })), "{err}");
     // Re-imaged with the next root version: the old bundle is not signed for it either.
     let err = reverify_accepted(&bytes, &new_root(2), &state).unwrap_err();
-    assert!(matches!(err, Error::WrongTrustRoot { .. }), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::WrongTrustRoot { .. })), "{err}");
     // Same keys, tighter caps: the policy's windows no longer fit and it is not signed for it.
     let mut tighter = root();
     tighter.caps.max_window = Duration::from_secs(60).unwrap();
@@ -451,11 +452,11 @@ fn an_accepted_bundle_altered_or_swapped_on_disk_is_dropped() {
     // One signature short of the threshold (someone edited the stored file).
     let thin = bundle(policy(), &[1]);
     let err = reverify_accepted(&thin, &root(), &state).unwrap_err();
-    assert!(matches!(err, Error::ThresholdNotMet { valid: 1, .. }), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::ThresholdNotMet { valid: 1, .. })), "{err}");
     // A validly signed older policy put in its place.
     let older = bundle(with_policy(|p| p.version -= 1), &[1, 2]);
     let err = reverify_accepted(&older, &root(), &state).unwrap_err();
-    assert!(matches!(err, Error::AcceptedVersion { .. }), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::AcceptedVersion { .. })), "{err}");
 }
 
 #[test]
@@ -465,7 +466,7 @@ fn a_bundle_that_rotated_to_the_root_in_force_verifies_under_it() {
     assert_eq!(reverify_accepted(&bytes, &root(), &state).unwrap().version, policy().version);
     // Re-imaged with a root v3 of other keys: the rotation bundle is not the root in force's.
     let err = reverify_accepted(&bytes, &root_with("vault-01", 3, 2, &[21, 22, 23]), &state).unwrap_err();
-    assert!(matches!(err, Error::WrongTrustRoot { .. }), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::WrongTrustRoot { .. })), "{err}");
 }
 
 // --- admins who sign with OpenSSH (SSHSIG), plain keys and FIDO2 security keys --------------
@@ -512,7 +513,7 @@ fn raw_and_openssh_signatures_count_toward_one_quorum() {
 fn a_security_key_signature_without_presence_does_not_count_and_the_refusal_says_why() {
     let root = mixed_root(false);
     let err = verify(&ssh_signed(&root, &[1], &[(3, 0)]), &root, &VaultState::default(), JudgedAt::trusted(now())).unwrap_err();
-    assert!(matches!(err, Error::ThresholdNotMet { valid: 1, invalid: 1, .. }), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::ThresholdNotMet { valid: 1, invalid: 1, .. })), "{err}");
     assert!(err.to_string().contains("admin `admin3`: the security key signed without user presence (flags 0x00)"), "{err}");
 }
 
@@ -551,7 +552,7 @@ fn one_key_listed_raw_and_as_openssh_is_one_admin() {
     let mut root = root_with("vault-01", 1, 2, &[1, 2]);
     root.admins.push(Admin::ssh("again", plain_key(1), false));
     let err = TrustRoot::from_toml(&root.to_toml()).unwrap_err();
-    assert!(matches!(err, Error::DuplicateAdminKey { ref first, ref second, .. } if first == "admin1" && second == "again"), "{err}");
+    assert!(matches!(err, Error::Policy(PolicyError::DuplicateAdminKey { ref first, ref second, .. }) if first == "admin1" && second == "again"), "{err}");
     let mut root = root_with("vault-01", 1, 1, &[1]);
     root.admins.push(Admin::ssh("plain", plain_key(2), true));
     let err = TrustRoot::from_toml(&root.to_toml()).unwrap_err().to_string();

@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::canonical::{check_identifier, decode_toml};
+use crate::error::PolicyError;
 use crate::error::{invalid, Error, Result};
 use crate::keys::PublicKey;
 use crate::lifecycle::drill::{Drill, MAX_SAMPLE};
@@ -355,13 +356,13 @@ impl Policy {
     pub fn check_against_root(&self, root: &TrustRoot) -> Result<()> {
         for pusher in &self.pushers {
             if let Some(admin) = root.admin_with_key(&pusher.key) {
-                return Err(Error::PusherIsAdmin { pusher: pusher.name.clone(), admin: admin.name.clone() });
+                return Err(Error::Policy(PolicyError::PusherIsAdmin { pusher: pusher.name.clone(), admin: admin.name.clone() }));
             }
         }
         let caps = &root.caps;
         for pusher in &self.pushers {
             if pusher.retain < caps.min_retain {
-                return Err(Error::RetainBelowMinimum { pusher: pusher.name.clone(), retain: pusher.retain.to_string(), min_retain: caps.min_retain.to_string() });
+                return Err(Error::Policy(PolicyError::RetainBelowMinimum { pusher: pusher.name.clone(), retain: pusher.retain.to_string(), min_retain: caps.min_retain.to_string() }));
             }
         }
         for (i, window) in self.windows.iter().enumerate() {
@@ -371,11 +372,11 @@ impl Policy {
         let issued = self.issued.ok_or_else(|| invalid("issued", "a signed policy must say when it was issued"))?;
         let validity_secs = self.expires.secs_since(issued);
         if validity_secs > caps.max_validity.secs() {
-            return Err(Error::CapExceeded {
+            return Err(Error::Policy(PolicyError::CapExceeded {
                 what: format!("validity (issued {issued} to expires {})", self.expires),
                 value: Duration::from_secs(validity_secs).map_or_else(|| "over 100 years".to_string(), |d| d.to_string()),
                 cap: caps.max_validity.to_string(),
-            });
+            }));
         }
         // The caps hold for what the link will do, so for windows as merged (two touching
         // windows are one run): no run longer than `max_window`, and no 24 hours, wherever
@@ -392,11 +393,11 @@ impl Policy {
             let day_end = run.start.saturating_add(day);
             let open: i64 = runs[i..].iter().take_while(|r| r.start < day_end).map(|r| r.clip(run.start, day_end).length_secs()).sum();
             if open > caps.max_open_per_day.secs() {
-                return Err(Error::CapExceeded {
+                return Err(Error::Policy(PolicyError::CapExceeded {
                     what: format!("open time in the 24 hours from {}", run.start),
                     value: Duration::from_secs(open).unwrap_or_default().to_string(),
                     cap: caps.max_open_per_day.to_string(),
-                });
+                }));
             }
         }
         Ok(())
@@ -452,7 +453,7 @@ impl Policy {
 
 fn exceeds(what: String, value: Duration, cap: Duration) -> Result<()> {
     if value > cap {
-        return Err(Error::CapExceeded { what, value: value.to_string(), cap: cap.to_string() });
+        return Err(Error::Policy(PolicyError::CapExceeded { what, value: value.to_string(), cap: cap.to_string() }));
     }
     Ok(())
 }

@@ -27,6 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use crate::canonical::{self, check_identifier};
+use crate::error::PolicyError;
 use crate::error::{Error, Result};
 use crate::keys::hex;
 use crate::lifecycle::retention::Holds;
@@ -354,22 +355,22 @@ pub fn verify(bytes: &[u8], root: &TrustRoot, state: &OrderState, at: JudgedAt, 
     let kind = order.kind();
     let signers = require_signers(format!("a {} order under root v{}", kind.name(), root.version), root, kind.threshold(root), ORDER_SIGNING_CONTEXT, &payload, &envelope.signatures)?;
     if order.doc.vault_id != root.vault_id {
-        return Err(Error::WrongVault { bundle: order.doc.vault_id, vault: root.vault_id.clone() });
+        return Err(Error::Policy(PolicyError::WrongVault { bundle: order.doc.vault_id, vault: root.vault_id.clone() }));
     }
     if order.doc.signed_for_root != root.digest() {
-        return Err(Error::WrongTrustRoot { bundle: order.doc.signed_for_root, vault: root.digest() });
+        return Err(Error::Policy(PolicyError::WrongTrustRoot { bundle: order.doc.signed_for_root, vault: root.digest() }));
     }
     let floor = state.serials.get(&kind).copied().unwrap_or(0);
     if order.doc.serial <= floor {
-        return Err(Error::OrderRollback { kind: kind.name(), serial: order.doc.serial, accepted: floor });
+        return Err(Error::Policy(PolicyError::OrderRollback { kind: kind.name(), serial: order.doc.serial, accepted: floor }));
     }
     let now = if at.clock_trusted { at.now.max(time_floor) } else { time_floor };
     if order.expires <= now {
-        return Err(Error::Expired { expires: order.expires, now });
+        return Err(Error::Policy(PolicyError::Expired { expires: order.expires, now }));
     }
     let ahead = if at.clock_trusted { CLOCK_TOLERANCE_SECS } else { CLOCK_PLAUSIBLE_AHEAD_SECS };
     if order.issued.secs_since(now) > ahead {
-        return Err(Error::IssuedInFuture { issued: order.issued, now, tolerance_secs: ahead });
+        return Err(Error::Policy(PolicyError::IssuedInFuture { issued: order.issued, now, tolerance_secs: ahead }));
     }
     let id = hex(ring::digest::digest(&ring::digest::SHA256, &payload).as_ref());
     let mut next = state.clone();

@@ -2,6 +2,7 @@
 //! cooling-off, the veto, rollback per kind, and every binding a bundle has.
 
 use super::*;
+use crate::error::PolicyError;
 use crate::keys::test_keys::key;
 use crate::policy::root::tests::root_with;
 
@@ -105,25 +106,25 @@ fn serials_only_rise_and_each_kind_has_its_own() {
 fn an_order_is_bound_to_its_vault_root_and_time_like_a_bundle() {
     let mut other_vault = doc(OrderKind::Hold, 1);
     other_vault.vault_id = "vault-02".into();
-    assert!(matches!(judge(&signed(&other_vault, &[1]), &OrderState::default()), Err(Error::WrongVault { .. })));
+    assert!(matches!(judge(&signed(&other_vault, &[1]), &OrderState::default()), Err(Error::Policy(PolicyError::WrongVault { .. }))));
     let mut other_root = doc(OrderKind::Hold, 1);
     other_root.signed_for_root = root_with("vault-01", 2, 2, &[1, 2, 3]).digest();
-    assert!(matches!(judge(&signed(&other_root, &[1]), &OrderState::default()), Err(Error::WrongTrustRoot { .. })));
+    assert!(matches!(judge(&signed(&other_root, &[1]), &OrderState::default()), Err(Error::Policy(PolicyError::WrongTrustRoot { .. }))));
     let mut expired = doc(OrderKind::Hold, 1);
     expired.expires = "2026-11-25T09:30:00Z".into();
-    assert!(matches!(judge(&signed(&expired, &[1]), &OrderState::default()), Err(Error::Expired { .. })));
+    assert!(matches!(judge(&signed(&expired, &[1]), &OrderState::default()), Err(Error::Policy(PolicyError::Expired { .. }))));
     let mut future = doc(OrderKind::Hold, 1);
     future.issued = "2026-11-26T00:00:00Z".into();
-    assert!(matches!(judge(&signed(&future, &[1]), &OrderState::default()), Err(Error::IssuedInFuture { .. })));
+    assert!(matches!(judge(&signed(&future, &[1]), &OrderState::default()), Err(Error::Policy(PolicyError::IssuedInFuture { .. }))));
     // A stranger's signature counts for nothing, and a policy bundle's signing context does
     // not make an order: the same keys, another message.
     assert!(judge(&signed(&doc(OrderKind::Hold, 1), &[9]), &OrderState::default()).is_err());
     let mut as_policy = unsigned(&doc(OrderKind::Hold, 1));
     as_policy.sign(&key(1)).unwrap();
-    assert!(matches!(judge(&as_policy.to_bytes(), &OrderState::default()), Err(Error::ThresholdNotMet { invalid: 1, .. })));
+    assert!(matches!(judge(&as_policy.to_bytes(), &OrderState::default()), Err(Error::Policy(PolicyError::ThresholdNotMet { invalid: 1, .. }))));
     // A policy bundle is not an order, and an order is not a bundle.
     let bundle_type = Envelope { payload_type: crate::policy::bundle::PAYLOAD_TYPE.into(), ..unsigned(&doc(OrderKind::Hold, 1)) };
-    assert!(matches!(judge(&bundle_type.to_bytes(), &OrderState::default()), Err(Error::WrongPayloadType { .. })));
+    assert!(matches!(judge(&bundle_type.to_bytes(), &OrderState::default()), Err(Error::Policy(PolicyError::WrongPayloadType { .. }))));
 }
 
 #[test]

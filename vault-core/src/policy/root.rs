@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::canonical::{self, check_identifier, decode_toml};
+use crate::error::PolicyError;
 use crate::error::{invalid, Error, Result};
 use crate::keys::{domain_hash, hex, PublicKey};
 use crate::policy::sshsig::{SshKeyKind, SshPublicKey};
@@ -195,12 +196,12 @@ impl TrustRoot {
             let parsed = Admin::parse(&admin.name, &admin.key, admin.user_verification, &format!("admin[{i}]"))?;
             // One key is one admin, whether listed raw or as an OpenSSH key.
             if let Some(first) = seen_keys.insert(parsed.key, admin.name.clone()) {
-                return Err(Error::DuplicateAdminKey { key_id: parsed.key.key_id(), first, second: admin.name.clone() });
+                return Err(Error::Policy(PolicyError::DuplicateAdminKey { key_id: parsed.key.key_id(), first, second: admin.name.clone() }));
             }
             admins.push(parsed);
         }
         if doc.threshold == 0 || doc.threshold as usize > admins.len() {
-            return Err(Error::BadThreshold { threshold: doc.threshold, admins: admins.len() });
+            return Err(Error::Policy(PolicyError::BadThreshold { threshold: doc.threshold, admins: admins.len() }));
         }
         let export_threshold = doc.export_threshold.unwrap_or(doc.threshold);
         if export_threshold == 0 || export_threshold as usize > admins.len() {
@@ -353,16 +354,16 @@ pub(crate) mod tests {
         let mut doc = root_with("vault-01", 1, 2, &[1, 2, 3]).to_doc();
         doc.admins[2].key = doc.admins[0].key.clone();
         let err = TrustRoot::from_doc(&doc).unwrap_err();
-        assert!(matches!(err, Error::DuplicateAdminKey { ref first, ref second, .. } if first == "admin1" && second == "admin3"), "{err}");
+        assert!(matches!(err, Error::Policy(PolicyError::DuplicateAdminKey { ref first, ref second, .. }) if first == "admin1" && second == "admin3"), "{err}");
     }
 
     #[test]
     fn threshold_out_of_range_is_refused() {
         let mut doc = root_with("vault-01", 1, 2, &[1, 2]).to_doc();
         doc.threshold = 3;
-        assert_eq!(TrustRoot::from_doc(&doc).unwrap_err(), Error::BadThreshold { threshold: 3, admins: 2 });
+        assert_eq!(TrustRoot::from_doc(&doc).unwrap_err(), Error::Policy(PolicyError::BadThreshold { threshold: 3, admins: 2 }));
         doc.threshold = 0;
-        assert_eq!(TrustRoot::from_doc(&doc).unwrap_err(), Error::BadThreshold { threshold: 0, admins: 2 });
+        assert_eq!(TrustRoot::from_doc(&doc).unwrap_err(), Error::Policy(PolicyError::BadThreshold { threshold: 0, admins: 2 }));
     }
 
     #[test]

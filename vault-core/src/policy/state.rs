@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::canonical::{self, check_size};
+use crate::error::PolicyError;
 use crate::error::{invalid, Error, Result};
 use crate::policy::orders::OrderState;
 use crate::policy::root::{RootDoc, TrustRoot};
@@ -95,13 +96,13 @@ impl VaultState {
     pub fn current_root(&self, baked: &TrustRoot) -> Result<TrustRoot> {
         let Some(rotated) = &self.rotated_root else { return Ok(baked.clone()) };
         if rotated.vault_id != baked.vault_id {
-            return Err(Error::WrongVault { bundle: rotated.vault_id.clone(), vault: baked.vault_id.clone() });
+            return Err(Error::Policy(PolicyError::WrongVault { bundle: rotated.vault_id.clone(), vault: baked.vault_id.clone() }));
         }
         match rotated.version.cmp(&baked.version) {
             std::cmp::Ordering::Greater => Ok(rotated.clone()),
             std::cmp::Ordering::Less => Ok(baked.clone()),
             std::cmp::Ordering::Equal if rotated == baked => Ok(baked.clone()),
-            std::cmp::Ordering::Equal => Err(Error::RootConflict { stored: rotated.version, baked: baked.version }),
+            std::cmp::Ordering::Equal => Err(Error::Policy(PolicyError::RootConflict { stored: rotated.version, baked: baked.version })),
         }
     }
 
@@ -142,8 +143,8 @@ mod tests {
         assert_eq!(state.current_root(&baked).unwrap(), rotated);
         assert_eq!(state.current_root(&root_with("vault-01", 3, 1, &[3])).unwrap().version, 3);
         state.rotated_root = Some(root_with("vault-01", 1, 1, &[4]));
-        assert_eq!(state.current_root(&baked).unwrap_err(), Error::RootConflict { stored: 1, baked: 1 });
+        assert_eq!(state.current_root(&baked).unwrap_err(), Error::Policy(PolicyError::RootConflict { stored: 1, baked: 1 }));
         state.rotated_root = Some(root_with("vault-02", 2, 1, &[4]));
-        assert!(matches!(state.current_root(&baked), Err(Error::WrongVault { .. })));
+        assert!(matches!(state.current_root(&baked), Err(Error::Policy(PolicyError::WrongVault { .. }))));
     }
 }

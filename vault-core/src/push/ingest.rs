@@ -21,6 +21,7 @@
 //! the commit's check, the receipt's new bytes) is the same as if it did not.
 
 use crate::canonical::check_identifier;
+use crate::error::PushError;
 use crate::error::{Error, Result};
 use crate::keys::hex;
 use crate::push::chunk::ChunkId;
@@ -183,7 +184,7 @@ impl IngestSession {
         let (pusher, quota) = (self.pusher.as_str(), self.quota);
         let wire_bytes = u64::try_from(wire_bytes).unwrap_or(u64::MAX);
         let quota_left = env.account(|a| a.charge_bytes(pusher, quota, wire_bytes))?;
-        let out_of_order = |phase: Phase, frame: &ClientFrame| Error::OutOfOrder { verb: frame.verb_name(), phase: phase.describe() };
+        let out_of_order = |phase: Phase, frame: &ClientFrame| Error::Push(PushError::OutOfOrder { verb: frame.verb_name(), phase: phase.describe() });
         match (self.phase, frame) {
             (Phase::AwaitBegin, ClientFrame::Begin { dataset, client_time, audit_size }) => {
                 check_dataset(&dataset)?;
@@ -200,7 +201,7 @@ impl IngestSession {
             (Phase::Transfer, ClientFrame::Chunk { id, data }) => {
                 let actual = ChunkId::of(&data);
                 if actual != id {
-                    return Err(Error::ChunkHashMismatch { claimed: id.to_hex(), actual: actual.to_hex() });
+                    return Err(Error::Push(PushError::ChunkHashMismatch { claimed: id.to_hex(), actual: actual.to_hex() }));
                 }
                 if env.owned_len(&id).is_some() {
                     return Ok(Step::Nothing);
@@ -230,10 +231,10 @@ impl IngestSession {
             (Phase::Transfer | Phase::Manifest, ClientFrame::Commit { manifest_sha256, manifest_len }) => {
                 let actual = self.manifest_hash.clone().finish();
                 if actual.as_ref() != manifest_sha256 || u64::try_from(self.manifest_len).ok() != Some(manifest_len) {
-                    return Err(Error::ManifestHashMismatch {
+                    return Err(Error::Push(PushError::ManifestHashMismatch {
                         claimed: format!("{} ({manifest_len} bytes)", hex(&manifest_sha256)),
                         actual: format!("{} ({} bytes)", hex(actual.as_ref()), self.manifest_len),
-                    });
+                    }));
                 }
                 self.manifest_sha256 = manifest_sha256;
                 self.phase = Phase::Checking;
@@ -248,11 +249,14 @@ impl IngestSession {
     /// (stored or proven) or that this pusher owns, at their true lengths.
     pub fn check_manifest(&mut self, manifest_bytes: &[u8], staged: &impl StagedChunks, env: &mut impl IngestEnv) -> Result<SealRequest> {
         if self.phase != Phase::Checking {
-            return Err(Error::OutOfOrder { verb: "commit", phase: self.phase.describe() });
+            return Err(Error::Push(PushError::OutOfOrder { verb: "commit", phase: self.phase.describe() }));
         }
         let actual = ring::digest::digest(&ring::digest::SHA256, manifest_bytes);
         if actual.as_ref() != self.manifest_sha256 {
-            return Err(Error::ManifestHashMismatch { claimed: hex(&self.manifest_sha256), actual: format!("{} as read back from staging ({} bytes)", hex(actual.as_ref()), manifest_bytes.len()) });
+            return Err(Error::Push(PushError::ManifestHashMismatch {
+                claimed: hex(&self.manifest_sha256),
+                actual: format!("{} as read back from staging ({} bytes)", hex(actual.as_ref()), manifest_bytes.len()),
+            }));
         }
         let mut referenced = vec![false; staged.count()];
         let (mut chunks_new, mut bytes_new) = (0u64, 0u64);
@@ -275,7 +279,7 @@ impl IngestSession {
                 match present_len {
                     Some(len) if len == chunk.len => {}
                     Some(len) => return Err(Error::Malformed { what: "manifest", reason: format!("`{}` names chunk {} as {} bytes, it is {len}", entry.display_path(), chunk.id, chunk.len) }),
-                    None => return Err(Error::MissingChunk { id: chunk.id.to_hex(), path: entry.display_path() }),
+                    None => return Err(Error::Push(PushError::MissingChunk { id: chunk.id.to_hex(), path: entry.display_path() })),
                 }
             }
             if signals::ENABLED {
@@ -437,7 +441,7 @@ mod tests {
         // Naming it in a manifest without sending it is refused exactly like an unknown chunk.
         s.send(ClientFrame::ManifestPart { bytes: manifest_of(&[("guess", theirs)]) }, &mut env).unwrap();
         let err = s.commit(&mut env).unwrap_err();
-        assert!(matches!(err, Error::MissingChunk { ref path, .. } if path == "guess"), "{err}");
+        assert!(matches!(err, Error::Push(PushError::MissingChunk { ref path, .. }) if path == "guess"), "{err}");
 
         // Sent in full, it is proven (recorded, not stored again), and counts as new to this
         // pusher in the receipt, the same as a chunk the vault never had.
@@ -467,13 +471,13 @@ mod tests {
         let mut env = Env::default();
         let mut s = Driver { session: IngestSession::start("p", QUOTA, &mut env).unwrap(), staged: Staged::default(), manifest: vec![] };
         let err = s.send(chunk(b"x"), &mut env).unwrap_err();
-        assert_eq!(err, Error::OutOfOrder { verb: "chunk", phase: "before begin" });
+        assert_eq!(err, Error::Push(PushError::OutOfOrder { verb: "chunk", phase: "before begin" }));
         let mut s = begun(&mut env);
         let err = s.send(ClientFrame::Begin { dataset: "again".into(), client_time: 0, audit_size: 0 }, &mut env).unwrap_err();
-        assert!(matches!(err, Error::OutOfOrder { verb: "begin", .. }));
+        assert!(matches!(err, Error::Push(PushError::OutOfOrder { verb: "begin", .. })));
         s.send(ClientFrame::ManifestPart { bytes: vec![1] }, &mut env).unwrap();
         let err = s.send(chunk(b"x"), &mut env).unwrap_err();
-        assert_eq!(err, Error::OutOfOrder { verb: "chunk", phase: "after the manifest started" });
+        assert_eq!(err, Error::Push(PushError::OutOfOrder { verb: "chunk", phase: "after the manifest started" }));
     }
 
     #[test]
@@ -481,7 +485,7 @@ mod tests {
         let mut env = Env::default();
         let mut s = begun(&mut env);
         let err = s.send(ClientFrame::Chunk { id: ChunkId::of(b"claimed"), data: b"actual".to_vec() }, &mut env).unwrap_err();
-        assert!(matches!(err, Error::ChunkHashMismatch { ref claimed, ref actual } if *claimed == ChunkId::of(b"claimed").to_hex() && *actual == ChunkId::of(b"actual").to_hex()));
+        assert!(matches!(err, Error::Push(PushError::ChunkHashMismatch { ref claimed, ref actual }) if *claimed == ChunkId::of(b"claimed").to_hex() && *actual == ChunkId::of(b"actual").to_hex()));
     }
 
     #[test]
@@ -490,7 +494,7 @@ mod tests {
         let mut s = begun(&mut env);
         s.send(ClientFrame::ManifestPart { bytes: manifest_of(&[("a", b"never sent")]) }, &mut env).unwrap();
         let err = s.commit(&mut env).unwrap_err();
-        assert!(matches!(err, Error::MissingChunk { ref path, .. } if path == "a"), "{err}");
+        assert!(matches!(err, Error::Push(PushError::MissingChunk { ref path, .. }) if path == "a"), "{err}");
 
         env.owned.insert(ChunkId::of(b"sealed"), 99);
         let mut s = begun(&mut env);
@@ -506,7 +510,7 @@ mod tests {
         s.send(chunk(b"x"), &mut env).unwrap();
         s.send(ClientFrame::ManifestPart { bytes: manifest_of(&[("../escape", b"x")]) }, &mut env).unwrap();
         let err = s.commit(&mut env).unwrap_err();
-        assert!(matches!(err, Error::BadName { reason: "`..` component", .. }), "{err}");
+        assert!(matches!(err, Error::Push(PushError::BadName { reason: "`..` component", .. })), "{err}");
     }
 
     #[test]
@@ -526,7 +530,7 @@ mod tests {
         let mut s = begun(&mut env);
         s.send(ClientFrame::ManifestPart { bytes: manifest_of(&[]) }, &mut env).unwrap();
         let err = s.send(commit_frame(b"something else"), &mut env).unwrap_err();
-        assert!(matches!(err, Error::ManifestHashMismatch { .. }), "{err}");
+        assert!(matches!(err, Error::Push(PushError::ManifestHashMismatch { .. })), "{err}");
     }
 
     #[test]
@@ -546,7 +550,7 @@ mod tests {
         let mut s = Driver { session: IngestSession::start("db-backup", 100, &mut env).unwrap(), staged: Staged::default(), manifest: vec![] };
         s.send(ClientFrame::Begin { dataset: "db".into(), client_time: 0, audit_size: 0 }, &mut env).unwrap();
         let err = s.send(ClientFrame::ManifestPart { bytes: vec![0; 200] }, &mut env).unwrap_err();
-        assert!(matches!(err, Error::QuotaExceeded { quota: 100, .. }), "{err}");
+        assert!(matches!(err, Error::Push(PushError::QuotaExceeded { quota: 100, .. })), "{err}");
         assert!(s.manifest.is_empty(), "nothing was staged for a refused frame");
     }
 
@@ -556,13 +560,13 @@ mod tests {
         for _ in 0..MAX_SESSIONS_PER_WINDOW {
             IngestSession::start("p", QUOTA, &mut env).unwrap();
         }
-        assert!(matches!(IngestSession::start("p", QUOTA, &mut env), Err(Error::Limit { limit: "sessions_per_window", .. })));
+        assert!(matches!(IngestSession::start("p", QUOTA, &mut env), Err(Error::Push(PushError::Limit { limit: "sessions_per_window", .. }))));
 
         let mut env = Env::default();
         let mut s = begun(&mut env);
         s.session.new_chunks = MAX_SESSION_NEW_CHUNKS;
         let err = s.send(chunk(b"one more"), &mut env).unwrap_err();
-        assert!(matches!(err, Error::Limit { limit: "new_chunks_per_session", .. }), "{err}");
+        assert!(matches!(err, Error::Push(PushError::Limit { limit: "new_chunks_per_session", .. })), "{err}");
         // A chunk the vault already has costs bytes, not a new-chunk place.
         env.owned.insert(ChunkId::of(b"old"), 3);
         assert_eq!(s.send(chunk(b"old"), &mut env).unwrap(), Step::Nothing);
@@ -585,7 +589,7 @@ mod tests {
         let bad = Manifest { entries: vec![file(vec![&small, &big])] }.encode().unwrap();
         s.send(ClientFrame::ManifestPart { bytes: bad }, &mut env).unwrap();
         let err = s.commit(&mut env).unwrap_err();
-        assert!(matches!(err, Error::ShortChunk { index: 0, len: 4, .. }), "{err}");
+        assert!(matches!(err, Error::Push(PushError::ShortChunk { index: 0, len: 4, .. })), "{err}");
 
         let mut s = begun(&mut env);
         s.send(chunk(&big), &mut env).unwrap();

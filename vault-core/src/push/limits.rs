@@ -6,6 +6,7 @@
 //! fit in the daemon's memory and cannot use up the disk's inodes. README's "Limits" table
 //! lists each with its reason.
 
+use crate::error::PushError;
 use crate::error::{Error, Result};
 
 /// New chunks one session may stage. At commit the vault reads the session's chunk table
@@ -49,7 +50,7 @@ impl WindowAccount {
     pub fn charge_bytes(&mut self, pusher: &str, quota: u64, bytes: u64) -> Result<u64> {
         let would_be = self.bytes.saturating_add(bytes);
         if would_be > quota {
-            return Err(Error::QuotaExceeded { pusher: pusher.to_string(), quota, would_be });
+            return Err(Error::Push(PushError::QuotaExceeded { pusher: pusher.to_string(), quota, would_be }));
         }
         self.bytes = would_be;
         Ok(quota - would_be)
@@ -76,7 +77,7 @@ impl WindowAccount {
 /// `Ok` while `count` is below `max`; else the named limit, with `detail` saying what to do.
 fn below(count: u64, max: u64, limit: &'static str, detail: impl FnOnce() -> String) -> Result<()> {
     if count >= max {
-        return Err(Error::Limit { limit, detail: detail() });
+        return Err(Error::Push(PushError::Limit { limit, detail: detail() }));
     }
     Ok(())
 }
@@ -100,7 +101,7 @@ mod tests {
         let mut account = WindowAccount::default();
         assert_eq!(account.charge_bytes("p", 10, 6).unwrap(), 4);
         let err = account.charge_bytes("p", 10, 5).unwrap_err();
-        assert_eq!(err, Error::QuotaExceeded { pusher: "p".into(), quota: 10, would_be: 11 });
+        assert_eq!(err, Error::Push(PushError::QuotaExceeded { pusher: "p".into(), quota: 10, would_be: 11 }));
         assert_eq!(account.bytes, 6, "a refused charge spends nothing");
         assert_eq!(account.quota_left(10), 4);
     }

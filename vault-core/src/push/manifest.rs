@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 
+use crate::error::PushError;
 use crate::error::{Error, Result};
 use crate::push::chunk::{ChunkId, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES};
 use crate::wire::{Reader, Writer};
@@ -85,7 +86,7 @@ const KIND_STREAM: u8 = 4;
 
 /// Checks one relative path. Used for manifest entries and for what restore writes.
 pub fn check_path(path: &[u8]) -> Result<()> {
-    let bad = |reason: &'static str| Err(Error::BadName { name: String::from_utf8_lossy(path).escape_default().to_string(), reason });
+    let bad = |reason: &'static str| Err(Error::Push(PushError::BadName { name: String::from_utf8_lossy(path).escape_default().to_string(), reason }));
     if path.is_empty() {
         return bad("empty path");
     }
@@ -323,7 +324,7 @@ fn entry_size(entry: &EntryRef<'_>) -> u64 {
 fn check_entry(entry: &EntryRef<'_>, previous: Option<&[u8]>, not_dirs: &HashSet<&[u8]>, count: usize) -> Result<()> {
     check_path(entry.path)?;
     let name = || String::from_utf8_lossy(entry.path).escape_default().to_string();
-    let bad = |reason: &'static str| Err(Error::BadName { name: name(), reason });
+    let bad = |reason: &'static str| Err(Error::Push(PushError::BadName { name: name(), reason }));
     if let Some(prev) = previous {
         if prev == entry.path {
             return bad("listed twice");
@@ -356,7 +357,7 @@ fn check_entry(entry: &EntryRef<'_>, previous: Option<&[u8]>, not_dirs: &HashSet
                     return bad("chunk length out of range");
                 }
                 if i < last && (c.len as usize) < MIN_CHUNK_BYTES {
-                    return Err(Error::ShortChunk { path: name(), index: i, len: c.len, min: MIN_CHUNK_BYTES });
+                    return Err(Error::Push(PushError::ShortChunk { path: name(), index: i, len: c.len, min: MIN_CHUNK_BYTES }));
                 }
                 sum += u64::from(c.len);
             }

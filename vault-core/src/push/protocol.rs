@@ -11,6 +11,7 @@
 //! session closed.
 
 use crate::audit::witness::LogEvidence;
+use crate::error::PushError;
 use crate::error::{Error, Result};
 use crate::push::chunk::{ChunkId, MAX_CHUNK_BYTES};
 use crate::wire::{Reader, Writer};
@@ -113,7 +114,7 @@ impl ClientFrame {
         let verb = check_header(&mut r)?;
         let frame = match verb {
             VERB_BEGIN => {
-                let dataset = String::from_utf8(r.short_bytes("dataset")?.to_vec()).map_err(|_| Error::BadName { name: "(not UTF-8)".into(), reason: "dataset names are UTF-8" })?;
+                let dataset = String::from_utf8(r.short_bytes("dataset")?.to_vec()).map_err(|_| Error::Push(PushError::BadName { name: "(not UTF-8)".into(), reason: "dataset names are UTF-8" }))?;
                 ClientFrame::Begin { dataset, client_time: r.i64("client time")?, audit_size: r.u64("audit size")? }
             }
             VERB_HAVE => {
@@ -140,7 +141,7 @@ impl ClientFrame {
                 ClientFrame::ManifestPart { bytes: bytes.to_vec() }
             }
             VERB_COMMIT => ClientFrame::Commit { manifest_sha256: r.array("manifest hash")?, manifest_len: r.u64("manifest length")? },
-            verb => return Err(Error::UnknownVerb { verb }),
+            verb => return Err(Error::Push(PushError::UnknownVerb { verb })),
         };
         r.finish()?;
         Ok(frame)
@@ -170,7 +171,7 @@ fn check_range(what: &'static str, len: usize, max: usize) -> Result<()> {
 /// The length prefix of a body of `body_len` bytes, refused past [`MAX_FRAME_BYTES`].
 fn prefix_of(body_len: usize) -> Result<[u8; LENGTH_PREFIX]> {
     if body_len > MAX_FRAME_BYTES {
-        return Err(Error::FrameTooLarge { size: body_len, limit: MAX_FRAME_BYTES });
+        return Err(Error::Push(PushError::FrameTooLarge { size: body_len, limit: MAX_FRAME_BYTES }));
     }
     Ok(u32::try_from(body_len).expect("MAX_FRAME_BYTES fits a u32").to_be_bytes())
 }
@@ -233,7 +234,7 @@ impl VaultFrame {
                 VaultFrame::Receipt { body, signature, audit }
             }
             VERB_REFUSED => VaultFrame::Refused { reason: String::from_utf8_lossy(r.short_bytes("reason")?).into_owned() },
-            verb => return Err(Error::UnknownVerb { verb }),
+            verb => return Err(Error::Push(PushError::UnknownVerb { verb })),
         };
         r.finish()?;
         Ok(frame)
@@ -243,7 +244,7 @@ impl VaultFrame {
 fn check_header(r: &mut Reader<'_>) -> Result<u8> {
     let version = r.u8("version")?;
     if version != PROTOCOL_VERSION {
-        return Err(Error::ProtocolVersion { found: version, supported: PROTOCOL_VERSION });
+        return Err(Error::Push(PushError::ProtocolVersion { found: version, supported: PROTOCOL_VERSION }));
     }
     r.u8("verb")
 }
@@ -266,7 +267,7 @@ pub fn frame_len(prefix: [u8; LENGTH_PREFIX]) -> Result<usize> {
 pub fn frame_len_within(prefix: [u8; LENGTH_PREFIX], limit: usize) -> Result<usize> {
     let len = usize::try_from(u32::from_be_bytes(prefix)).unwrap_or(usize::MAX);
     if len > limit {
-        return Err(Error::FrameTooLarge { size: len, limit });
+        return Err(Error::Push(PushError::FrameTooLarge { size: len, limit }));
     }
     if len < 2 {
         return Err(Error::Malformed { what: "frame", reason: format!("length {len} is shorter than a header") });
@@ -408,7 +409,7 @@ mod tests {
         let mut accepted = vec![];
         for verb in 0..=255u8 {
             match ClientFrame::decode(&[PROTOCOL_VERSION, verb]) {
-                Err(Error::UnknownVerb { verb: v }) => assert_eq!(v, verb),
+                Err(Error::Push(PushError::UnknownVerb { verb: v })) => assert_eq!(v, verb),
                 _ => accepted.push(verb),
             }
         }
@@ -420,10 +421,10 @@ mod tests {
     #[test]
     fn oversize_prefix_and_other_versions_are_refused() {
         let err = frame_len(u32::try_from(MAX_FRAME_BYTES + 1).unwrap().to_be_bytes()).unwrap_err();
-        assert_eq!(err, Error::FrameTooLarge { size: MAX_FRAME_BYTES + 1, limit: MAX_FRAME_BYTES });
+        assert_eq!(err, Error::Push(PushError::FrameTooLarge { size: MAX_FRAME_BYTES + 1, limit: MAX_FRAME_BYTES }));
         assert!(frame_len(u32::MAX.to_be_bytes()).is_err());
-        assert_eq!(ClientFrame::decode(&[2, VERB_BEGIN]).unwrap_err(), Error::ProtocolVersion { found: 2, supported: 1 });
-        assert_eq!(ClientFrame::decode(&[0, VERB_BEGIN]).unwrap_err(), Error::ProtocolVersion { found: 0, supported: 1 });
+        assert_eq!(ClientFrame::decode(&[2, VERB_BEGIN]).unwrap_err(), Error::Push(PushError::ProtocolVersion { found: 2, supported: 1 }));
+        assert_eq!(ClientFrame::decode(&[0, VERB_BEGIN]).unwrap_err(), Error::Push(PushError::ProtocolVersion { found: 0, supported: 1 }));
     }
 
     #[test]
@@ -485,7 +486,7 @@ mod tests {
     fn the_frame_reader_refuses_an_oversize_prefix_before_making_room_for_it() {
         let mut reader = FrameReader::default();
         reader.unfilled().copy_from_slice(&u32::MAX.to_be_bytes());
-        assert!(matches!(reader.filled(4), Err(Error::FrameTooLarge { .. })));
+        assert!(matches!(reader.filled(4), Err(Error::Push(PushError::FrameTooLarge { .. }))));
         assert!(reader.unfilled().len() <= LENGTH_PREFIX, "no room was made for the body");
     }
 

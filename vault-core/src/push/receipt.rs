@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::witness::LogEvidence;
 use crate::canonical;
+use crate::error::PushError;
 use crate::error::{invalid, Error, Result};
 use crate::keys::{domain_hash, PublicKey, SigningKey, SIGNATURE_LEN};
 use crate::push::signals::Signal;
@@ -160,11 +161,11 @@ impl Receipt {
     pub fn verify(body: &[u8], signature: &[u8], pinned_vault_key: &PublicKey) -> Result<Receipt> {
         canonical::check_size(body.len(), MAX_RECEIPT_BYTES, "receipt")?;
         if !pinned_vault_key.verify(&domain_hash(RECEIPT_CONTEXT, body), signature) {
-            return Err(Error::BadReceiptSignature { vault_key: pinned_vault_key.to_string() });
+            return Err(Error::Push(PushError::BadReceiptSignature { vault_key: pinned_vault_key.to_string() }));
         }
         let receipt = Receipt::from_bytes(body)?;
         if receipt.vault_key != *pinned_vault_key {
-            return Err(Error::BadReceiptSignature { vault_key: pinned_vault_key.to_string() });
+            return Err(Error::Push(PushError::BadReceiptSignature { vault_key: pinned_vault_key.to_string() }));
         }
         Ok(receipt)
     }
@@ -258,7 +259,7 @@ mod tests {
         let (body, sig) = receipt.sign(&vault);
         assert_eq!(Receipt::verify(&body, &sig, &vault.public_key()).unwrap(), receipt);
         let err = Receipt::verify(&body, &sig, &key(41).public_key()).unwrap_err();
-        assert!(matches!(err, Error::BadReceiptSignature { .. }), "{err}");
+        assert!(matches!(err, Error::Push(PushError::BadReceiptSignature { .. })), "{err}");
         let mut tampered = body.clone();
         let pos = tampered.iter().position(|b| *b == b'7').unwrap();
         tampered[pos] = b'8';

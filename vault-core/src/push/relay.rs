@@ -16,6 +16,7 @@
 //! by the daemon; each [`ToWorker::Consumed`] gives credit back. The daemon's queue per session
 //! is therefore bounded by the protocol, and a worker that overruns it is in breach.
 
+use crate::error::PushError;
 use crate::error::{Error, Result};
 use crate::push::protocol::{LENGTH_PREFIX, MAX_FRAME_BYTES};
 use crate::wire::{Reader, Writer};
@@ -107,7 +108,7 @@ impl FromWorker {
             }
             FromWorker::Frame { session, wire_bytes, body } => {
                 if body.len() > MAX_FRAME_BYTES {
-                    return Err(Error::FrameTooLarge { size: body.len(), limit: MAX_FRAME_BYTES });
+                    return Err(Error::Push(PushError::FrameTooLarge { size: body.len(), limit: MAX_FRAME_BYTES }));
                 }
                 w.u8(FRAME).u64(*session).u32(*wire_bytes).raw(body);
             }
@@ -142,7 +143,7 @@ impl FromWorker {
                 let (session, wire_bytes) = (r.u64("session")?, r.u32("wire bytes")?);
                 let body = r.rest();
                 if body.len() > MAX_FRAME_BYTES {
-                    return Err(Error::FrameTooLarge { size: body.len(), limit: MAX_FRAME_BYTES });
+                    return Err(Error::Push(PushError::FrameTooLarge { size: body.len(), limit: MAX_FRAME_BYTES }));
                 }
                 FromWorker::Frame { session, wire_bytes, body: body.to_vec() }
             }
@@ -174,7 +175,7 @@ impl ToWorker {
             }
             ToWorker::Send { session, frame } => {
                 if frame.len() > MAX_FRAME_BYTES {
-                    return Err(Error::FrameTooLarge { size: frame.len(), limit: MAX_FRAME_BYTES });
+                    return Err(Error::Push(PushError::FrameTooLarge { size: frame.len(), limit: MAX_FRAME_BYTES }));
                 }
                 w.u8(SEND).u64(*session).raw(frame);
             }
@@ -184,7 +185,7 @@ impl ToWorker {
             ToWorker::Finish { session, frame } => {
                 w.u8(FINISH).u64(*session);
                 match frame {
-                    Some(frame) if frame.len() > MAX_FRAME_BYTES => return Err(Error::FrameTooLarge { size: frame.len(), limit: MAX_FRAME_BYTES }),
+                    Some(frame) if frame.len() > MAX_FRAME_BYTES => return Err(Error::Push(PushError::FrameTooLarge { size: frame.len(), limit: MAX_FRAME_BYTES })),
                     Some(frame) => w.u8(1).raw(frame),
                     None => w.u8(0),
                 };
@@ -217,7 +218,7 @@ impl ToWorker {
                 let session = r.u64("session")?;
                 let frame = r.rest();
                 if frame.len() > MAX_FRAME_BYTES {
-                    return Err(Error::FrameTooLarge { size: frame.len(), limit: MAX_FRAME_BYTES });
+                    return Err(Error::Push(PushError::FrameTooLarge { size: frame.len(), limit: MAX_FRAME_BYTES }));
                 }
                 ToWorker::Send { session, frame: frame.to_vec() }
             }
@@ -241,7 +242,7 @@ impl ToWorker {
 
 fn with_prefix(body: Vec<u8>) -> Result<Vec<u8>> {
     if body.len() > MAX_RELAY_FRAME {
-        return Err(Error::FrameTooLarge { size: body.len(), limit: MAX_RELAY_FRAME });
+        return Err(Error::Push(PushError::FrameTooLarge { size: body.len(), limit: MAX_RELAY_FRAME }));
     }
     let mut out = Vec::with_capacity(LENGTH_PREFIX + body.len());
     out.extend_from_slice(&u32::try_from(body.len()).expect("MAX_RELAY_FRAME fits a u32").to_be_bytes());
@@ -363,8 +364,8 @@ mod tests {
         let sent = ToWorker::Send { session: 1, frame }.encode().unwrap();
         assert!(sent.len() - LENGTH_PREFIX <= MAX_RELAY_FRAME);
         let over = vec![0u8; MAX_FRAME_BYTES + 1];
-        assert!(matches!(FromWorker::Frame { session: 1, wire_bytes: 0, body: over.clone() }.encode(), Err(Error::FrameTooLarge { .. })));
-        assert!(matches!(ToWorker::Send { session: 1, frame: over }.encode(), Err(Error::FrameTooLarge { .. })));
+        assert!(matches!(FromWorker::Frame { session: 1, wire_bytes: 0, body: over.clone() }.encode(), Err(Error::Push(PushError::FrameTooLarge { .. }))));
+        assert!(matches!(ToWorker::Send { session: 1, frame: over }.encode(), Err(Error::Push(PushError::FrameTooLarge { .. }))));
     }
 
     #[test]
@@ -372,7 +373,7 @@ mod tests {
         let mut reader = FrameReader::with_limit(MAX_RELAY_FRAME);
         let prefix = u32::try_from(MAX_RELAY_FRAME + 1).unwrap().to_be_bytes();
         reader.unfilled()[..4].copy_from_slice(&prefix);
-        assert!(matches!(reader.filled(4), Err(Error::FrameTooLarge { size, limit }) if size == MAX_RELAY_FRAME + 1 && limit == MAX_RELAY_FRAME));
+        assert!(matches!(reader.filled(4), Err(Error::Push(PushError::FrameTooLarge { size, limit })) if size == MAX_RELAY_FRAME + 1 && limit == MAX_RELAY_FRAME));
     }
 
     #[test]
