@@ -26,6 +26,12 @@ pub enum Event {
         source: String,
         reason: String,
     },
+    /// The bundle presented is the very one in force (a stick left in, presented again):
+    /// nothing to do, and nothing wrong.
+    PolicyUnchanged {
+        source: String,
+        version: u64,
+    },
     /// At start, the accepted policy did not verify again under the root in force (a
     /// re-imaged root, an altered state directory): not obeyed, the vault stays sealed.
     PolicyDropped {

@@ -98,7 +98,11 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::ApplyBundle { bundle } => policy_store::load_root(&cli.root).and_then(|root| {
             std::fs::create_dir_all(&cli.state).map_err(|source| vault_io::IoError::Io { path: cli.state.clone(), source })?;
-            policy_store::apply_bundle(&root, &cli.state, &bundle, vault_core::policy::bundle::JudgedAt::trusted(vault_io::clock_now()), &mut EventLog::default()).map(|_| ())
+            // The policy in force presented again is nothing to do, not a failure.
+            match policy_store::apply_bundle(&root, &cli.state, &bundle, vault_core::policy::bundle::JudgedAt::trusted(vault_io::clock_now()), &mut EventLog::default()) {
+                Ok(_) | Err(gatekeeper::error::GatekeeperError::AlreadyInForce { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
         }),
         Command::ApplyOrder { order } => policy_store::load_root(&cli.root).and_then(|root| {
             std::fs::create_dir_all(&cli.state).map_err(|source| vault_io::IoError::Io { path: cli.state.clone(), source })?;

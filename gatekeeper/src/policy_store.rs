@@ -69,6 +69,9 @@ pub fn apply_bytes(baked_root: &TrustRoot, state_dir: &Path, source: &str, bytes
                 },
             );
         }
+        Err(GatekeeperError::AlreadyInForce { version }) => {
+            events.emit(now, &Event::PolicyUnchanged { source: source.to_string(), version: *version });
+        }
         Err(err) => {
             events.emit(now, &Event::PolicyRefused { source: source.to_string(), reason: err.to_string() });
         }

@@ -296,7 +296,7 @@ impl Vm {
     pub fn present_stick(&mut self, stick: &Path) -> Value {
         let id = self.plug_stick(stick);
         self.wait_event("usb_inserted", Duration::from_secs(60));
-        let verdict = self.wait_for("the policy verdict", Duration::from_secs(60), |e| e["event"] == "policy_accepted" || e["event"] == "policy_refused");
+        let verdict = self.wait_for("the policy verdict", Duration::from_secs(60), |e| e["event"] == "policy_accepted" || e["event"] == "policy_refused" || e["event"] == "policy_unchanged");
         self.unplug_stick(&id);
         self.wait_event("usb_removed", Duration::from_secs(60));
         verdict
