@@ -19,9 +19,10 @@ build: tools
 
 # Unit, property and integration tests of every crate, the ransomware signals' evaluation on
 # small datasets (signals-eval --quick), a short fuzz run of each decoder
-# (so the targets keep building and the seeds keep passing), lints as errors, the Buildroot
-# tree's checks, then the appliance: the test image built twice (reproducible), the QEMU
-# suite booting it, and the image with the minimal kernel through the suite's boot, USB and
+# (so the targets keep building and the seeds keep passing), rustfmt, clippy and shellcheck as
+# errors, the Buildroot tree's checks (and that they refuse what they must), then the test image
+# built twice (reproducible), vaultctl's Debian package installed and removed, the QEMU suite
+# booting the image, and the image with the minimal kernel through the suite's boot, USB and
 # push tests.
 test: tools
 	$(CARGO) build --workspace --locked
@@ -31,9 +32,9 @@ test: tools
 	$(MAKE) lint
 	buildroot-overlay/check.sh
 	buildroot-overlay/check-test.sh
-	$(MAKE) test-deb
 	$(MAKE) reproducible
 	image/test-pins.sh out/test-keys/root.toml
+	$(MAKE) test-deb
 	$(CARGO) test -p qemu-tests --locked -- --test-threads=1 --nocapture
 	$(MAKE) test-minimal
 
