@@ -65,14 +65,7 @@ fn the_packaged_unit_waits_for_the_window_and_pushes_its_profile() {
     std::fs::create_dir_all(&cache).unwrap();
 
     let words = exec_start("nightly", &config);
-    let out = Command::new("ip")
-        .args(["netns", "exec", &net.peer_ns])
-        .args(&words)
-        .env("STATE_DIRECTORY", &state)
-        .env("CACHE_DIRECTORY", &cache)
-        .env_remove("XDG_CONFIG_HOME")
-        .output()
-        .unwrap();
+    let out = Command::new("ip").args(["netns", "exec", &net.peer_ns]).args(&words).env("STATE_DIRECTORY", &state).env("CACHE_DIRECTORY", &cache).env_remove("XDG_CONFIG_HOME").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "the unit's push failed ({:?}): {stderr}", out.status.code());
     assert!(stderr.contains("the window is closed; waiting until"), "started before the window, it waited: {stderr}");
@@ -87,13 +80,7 @@ fn the_packaged_unit_waits_for_the_window_and_pushes_its_profile() {
     let signed = vault_core::push::receipt::SignedReceipt::from_file_bytes(&std::fs::read(&kept[0]).unwrap()).unwrap();
     let receipt = vault_core::push::receipt::Receipt::from_bytes(&signed.body).unwrap();
     assert_eq!((receipt.dataset.as_str(), receipt.files), ("app", 1), "one file pushed, the .tmp excluded: {receipt:?}");
-    let verify = Command::new(vaultctl_bin())
-        .args(["receipts", "verify", "--receipts"])
-        .arg(&receipts)
-        .args(["--vault-key", &vault.identity(), "--store"])
-        .arg(vault.store())
-        .output()
-        .unwrap();
+    let verify = Command::new(vaultctl_bin()).args(["receipts", "verify", "--receipts"]).arg(&receipts).args(["--vault-key", &vault.identity(), "--store"]).arg(vault.store()).output().unwrap();
     assert!(verify.status.success(), "{}{}", String::from_utf8_lossy(&verify.stdout), String::from_utf8_lossy(&verify.stderr));
     daemon.stop();
 }

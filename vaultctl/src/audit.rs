@@ -51,12 +51,15 @@ pub enum AuditCommand {
 /// `json`: the global `--json`; `show` then prints one JSON object per line (the entries as logged).
 pub fn run(command: AuditCommand, json: bool) -> Result<()> {
     match command {
-        AuditCommand::Verify { store: None, receipts: Some(dir), vault_key } => verify_receipts(&dir, &vault_key),
+        AuditCommand::Verify { store: None, receipts: Some(dir), vault_key } => verify_receipts(&dir, &vault_key, json),
         AuditCommand::Verify { store, vault_key, .. } => {
             let store = store.expect("clap requires --store or --receipts");
             let verified = verify(&store, &vault_key)?;
-            println!("audit log verified: {} entries, root {}", verified.entries, verified.checkpoint.root_base64());
-            print!("{}", verified.checkpoint.to_text());
+            let value = serde_json::json!({ "verified": true, "entries": verified.entries, "root": verified.checkpoint.root_base64(), "checkpoint": verified.checkpoint.to_text() });
+            crate::output::emit(json, value, || {
+                println!("audit log verified: {} entries, root {}", verified.entries, verified.checkpoint.root_base64());
+                print!("{}", verified.checkpoint.to_text());
+            });
             Ok(())
         }
         AuditCommand::Show { store, vault_key, kind, since, until } => {
@@ -100,7 +103,7 @@ const MAX_RECEIPTS: usize = 1 << 20;
 
 /// `audit verify --receipts`: the receipts in `dir`, each verified under the vault key, and their
 /// checkpoints checked against one another.
-fn verify_receipts(dir: &Path, vault_key: &str) -> Result<()> {
+fn verify_receipts(dir: &Path, vault_key: &str, json: bool) -> Result<()> {
     let key = keyfile::public_key_arg(vault_key)?;
     let mut receipts = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(|e| CliError::Failed(format!("--receipts {}: {e}", dir.display())))? {
@@ -122,14 +125,17 @@ fn verify_receipts(dir: &Path, vault_key: &str) -> Result<()> {
         return Err(CliError::Incomplete(format!("none of the {} receipts in {} carries an audit checkpoint: nothing to check", receipts.len(), dir.display())));
     }
     let chain = check_receipts(&with_evidence, &key).map_err(|e| CliError::AuditInconsistent(e.to_string()))?;
-    println!(
-        "audit log consistent across {} receipts: {} entries at the newest, {} proofs checked, {} from checkpoints not among these receipts, {} receipts without a checkpoint",
-        chain.checkpoints,
-        chain.newest,
-        chain.links_proven,
-        chain.unlinked,
-        receipts.len() - chain.checkpoints
-    );
+    let value = serde_json::json!({ "consistent": true, "checkpoints": chain.checkpoints, "newest": chain.newest, "proofs_checked": chain.links_proven, "unlinked": chain.unlinked, "receipts_without_checkpoint": receipts.len() - chain.checkpoints });
+    crate::output::emit(json, value, || {
+        println!(
+            "audit log consistent across {} receipts: {} entries at the newest, {} proofs checked, {} from checkpoints not among these receipts, {} receipts without a checkpoint",
+            chain.checkpoints,
+            chain.newest,
+            chain.links_proven,
+            chain.unlinked,
+            receipts.len() - chain.checkpoints
+        )
+    });
     Ok(())
 }
 

@@ -10,6 +10,7 @@ mod export;
 mod keyfile;
 mod media;
 mod order;
+mod output;
 mod profile;
 mod push;
 mod push_cmd;
@@ -381,37 +382,43 @@ fn run(cli: Cli) -> Result<()> {
             let public = keyfile::generate(&out)?;
             let (secret_path, public_path) = keyfile::key_paths(&out);
             eprintln!("wrote {} (secret, mode 0600) and {}", secret_path.display(), public_path.display());
-            println!("{public}");
+            output::emit(json, serde_json::json!({ "public_key": public.to_string(), "key_id": public.key_id(), "secret_key_file": secret_path, "public_key_file": public_path }), || {
+                println!("{public}")
+            });
             Ok(())
         }
         Command::Key(KeyCommand::Show { path }) => {
             let (public, what) = keyfile::load_any_public(&path)?;
             eprintln!("{}: {what}", path.display());
-            println!("public key: {public}");
-            println!("key id: {}", public.key_id());
+            output::emit(json, serde_json::json!({ "file": path, "public_key": public.to_string(), "key_id": public.key_id() }), || {
+                println!("public key: {public}");
+                println!("key id: {}", public.key_id());
+            });
             Ok(())
         }
-        Command::Root(RootCommand::Init(args)) => root_init(args),
-        Command::Policy(PolicyCommand::Sign(args)) => policy_sign(args),
-        Command::Policy(PolicyCommand::Verify { root, state, at, bundle }) => policy_verify(&root, state.as_deref(), at.as_deref(), &bundle),
+        Command::Root(RootCommand::Init(args)) => root_init(args, json),
+        Command::Policy(PolicyCommand::Sign(args)) => policy_sign(args, json),
+        Command::Policy(PolicyCommand::Verify { root, state, at, bundle }) => policy_verify(&root, state.as_deref(), at.as_deref(), &bundle, json),
         Command::Policy(PolicyCommand::Show { bundle }) => policy_show(&bundle, json),
-        Command::Policy(PolicyCommand::Payload { signed, out }) => sshsig::payload(&signed, &out),
-        Command::Policy(PolicyCommand::AddSshsig { root, sig, signed, out }) => sshsig::add(&load_root(&root)?, &signed, &sig, &out),
-        Command::Order(command) => order::run(command),
+        Command::Policy(PolicyCommand::Payload { signed, out }) => sshsig::payload(&signed, &out, json),
+        Command::Policy(PolicyCommand::AddSshsig { root, sig, signed, out }) => sshsig::add(&load_root(&root)?, &signed, &sig, &out, json),
+        Command::Order(command) => order::run(command, json),
         Command::Export(command) => export::run(command, json),
         Command::Media(MediaCommand::Init { out, label, size, erase }) => {
             let size = size.map(|s| vault_core::units::ByteSize::parse(&s).map(|b| b.bytes()).map_err(|e| CliError::Usage(format!("--size: {e}")))).transpose()?;
             let made = media::init(&out, &label, size, erase)?;
             eprintln!("{}: medium `{}`, {} bytes, one FAT32 partition; export orders name it by its id:", out.display(), made.label.name, made.bytes);
-            println!("{}", made.label.medium_id);
+            output::emit(json, serde_json::json!({ "out": out, "medium_id": made.label.medium_id.to_string(), "label": made.label.name, "bytes": made.bytes }), || {
+                println!("{}", made.label.medium_id)
+            });
             Ok(())
         }
-        Command::Schedule { policy, root, from, days, systemd } => show_schedule(&policy, root.as_deref(), from.as_deref(), days, systemd),
+        Command::Schedule { policy, root, from, days, systemd } => show_schedule(&policy, root.as_deref(), from.as_deref(), days, systemd, json),
         Command::Push(args) => push_cmd::run(args, json),
         Command::Receipts(command) => receipts::run(command, json),
-        Command::Generate { out } => generate(&out),
+        Command::Generate { out } => generate(&out, json),
         Command::Audit(command) => audit::run(command, json),
-        Command::Report { store, vault_key, out } => report::write(&store, &vault_key, &out),
+        Command::Report { store, vault_key, out } => report::write(&store, &vault_key, &out, json),
         Command::Restore { store, export, identity, snapshot, dataset, include, to, trust, keep_going } => {
             let trust = restore::Trust::from_args(trust.vault_key.as_deref(), trust.insecure_any_vault_key, "restore")?;
             let selection = restore::Selection::new(&include)?;
@@ -467,7 +474,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             let size = usb::write_stick(contents, &order_files, &out)?;
             let checked = if root.is_some() { "verified against --root" } else { "NOT verified (--unchecked)" };
-            println!("wrote {} ({size} bytes, FAT): {} bundle, {} order(s), {checked}", out.display(), if bundle.is_some() { "a" } else { "no" }, order_files.len());
+            let value = serde_json::json!({ "out": out, "bytes": size, "bundle": bundle, "orders": orders, "verified": root.is_some() });
+            output::emit(json, value, || println!("wrote {} ({size} bytes, FAT): {} bundle, {} order(s), {checked}", out.display(), if bundle.is_some() { "a" } else { "no" }, order_files.len()));
             Ok(())
         }
     }
@@ -509,7 +517,7 @@ fn time_arg(text: Option<&str>, flag: &str) -> Result<Timestamp> {
 /// Man pages (`man/vaultctl.1`, `man/vaultctl-push.1`, ...) and completions
 /// (`completions/vaultctl.bash`, `_vaultctl`, `vaultctl.fish`), generated from the clap
 /// definitions so they never drift from the commands.
-fn generate(out: &Path) -> Result<()> {
+fn generate(out: &Path, json: bool) -> Result<()> {
     use clap::CommandFactory as _;
     fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
         move |e| CliError::Failed(format!("{}: {e}", path.display()))
@@ -526,6 +534,7 @@ fn generate(out: &Path) -> Result<()> {
         clap_complete::generate_to(shell, &mut command, "vaultctl", &completions).map_err(io(&completions))?;
     }
     eprintln!("wrote man pages to {} and completions to {}", man.display(), completions.display());
+    output::emit(json, serde_json::json!({ "man": man, "completions": completions }), || {});
     Ok(())
 }
 
@@ -582,7 +591,7 @@ fn not_an_admin(key_path: &Path, key: &vault_core::keys::PublicKey, root: &Trust
     ))
 }
 
-fn root_init(args: RootInit) -> Result<()> {
+fn root_init(args: RootInit, json: bool) -> Result<()> {
     out_file(&args.out, "root.toml")?;
     let mut admins = Vec::new();
     for path in &args.admins {
@@ -608,7 +617,8 @@ fn root_init(args: RootInit) -> Result<()> {
     let root = TrustRoot::from_doc(&draft.to_doc())?;
     vault_io::write_new(&args.out, root.to_toml().as_bytes(), 0o644)?;
     eprintln!("wrote {}: vault {} root v{}, {} of {} admins must sign", args.out.display(), root.vault_id, root.version, root.threshold, root.admins.len());
-    println!("root digest: {}", root.digest());
+    let value = serde_json::json!({ "out": args.out, "vault_id": root.vault_id, "version": root.version, "threshold": root.threshold, "admins": root.admins.iter().map(|a| &a.name).collect::<Vec<_>>(), "digest": root.digest() });
+    output::emit(json, value, || println!("root digest: {}", root.digest()));
     Ok(())
 }
 
@@ -617,7 +627,7 @@ fn looks_like_bundle(bytes: &[u8]) -> bool {
     bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
 }
 
-fn policy_sign(args: PolicySign) -> Result<()> {
+fn policy_sign(args: PolicySign, json: bool) -> Result<()> {
     out_file(&args.out, "policy.bundle")?;
     let key = keyfile::load_secret(&args.key)?;
     let input = vault_io::read_bounded(&args.input, MAX_BUNDLE_BYTES.max(MAX_POLICY_TOML_BYTES))?;
@@ -679,6 +689,9 @@ fn policy_sign(args: PolicySign) -> Result<()> {
         envelope.signatures.len(),
         args.out.display()
     );
+    let value =
+        serde_json::json!({ "out": args.out, "vault_id": payload.policy.vault_id, "version": payload.policy.version, "signer": signer_name(&roots, &signer), "signatures": envelope.signatures.len() });
+    output::emit(json, value, || {});
     Ok(())
 }
 
@@ -704,12 +717,25 @@ fn load_state(dir: Option<&Path>) -> Result<VaultState> {
     Ok(VaultState::from_bytes(&vault_io::read_bounded(&path, MAX_STATE_BYTES)?)?)
 }
 
-fn policy_verify(root_path: &Path, state_dir: Option<&Path>, at: Option<&str>, bundle_path: &Path) -> Result<()> {
+fn policy_verify(root_path: &Path, state_dir: Option<&Path>, at: Option<&str>, bundle_path: &Path, json: bool) -> Result<()> {
     let root = load_root(root_path)?;
     let state = load_state(state_dir)?;
     let at = time_arg(at, "--at")?;
     let bytes = vault_io::read_bounded(bundle_path, MAX_BUNDLE_BYTES)?;
     let verified = bundle::verify(&bytes, &root, &state, bundle::JudgedAt::trusted(at))?;
+    if json {
+        let value = serde_json::json!({
+            "verified": true,
+            "at": at.to_string(),
+            "root_version": state.current_root(&root)?.version,
+            "signers": verified.signers,
+            "payload_sha256": verified.payload_sha256,
+            "rotates_to_root": verified.rotated.then_some(verified.root.version),
+            "policy": verified.policy.to_doc(),
+        });
+        output::emit(true, value, || {});
+        return Ok(());
+    }
     println!("OK: {} verifies against root v{} at {at}", bundle_path.display(), state.current_root(&root)?.version);
     println!("signed by {} (threshold {}); payload sha256 {}", verified.signers.join(", "), state.current_root(&root)?.threshold, verified.payload_sha256);
     if verified.rotated {
@@ -771,9 +797,9 @@ fn schedule_days(text: &str) -> std::result::Result<u32, String> {
 
 const MAX_SCHEDULE_DAYS: u32 = 3660;
 
-fn show_schedule(path: &Path, root: Option<&Path>, from: Option<&str>, days: u32, systemd: bool) -> Result<()> {
-    // With --systemd, stdout is the drop-in itself; what was checked goes to stderr.
-    let say = |line: String| if systemd { eprintln!("{line}") } else { println!("{line}") };
+fn show_schedule(path: &Path, root: Option<&Path>, from: Option<&str>, days: u32, systemd: bool, json: bool) -> Result<()> {
+    // With --systemd or --json, stdout is the drop-in or the JSON itself; what was checked goes to stderr.
+    let say = |line: String| if systemd || json { eprintln!("{line}") } else { println!("{line}") };
     let from = time_arg(from, "--from")?;
     let bytes = vault_io::read_bounded(path, MAX_BUNDLE_BYTES.max(MAX_POLICY_TOML_BYTES))?;
     let policy = match root {
@@ -801,6 +827,16 @@ fn show_schedule(path: &Path, root: Option<&Path>, from: Option<&str>, days: u32
     };
     if systemd {
         print!("{}", systemd::timer_drop_in(&policy, root.is_some(), from));
+        return Ok(());
+    }
+    if json {
+        let (open_until, next_open) = match schedule::state_at(&policy, from) {
+            WindowState::Open { until } => (Some(until.to_string()), None),
+            WindowState::Closed { next_open } => (None, next_open.map(|t| t.to_string())),
+        };
+        let openings: Vec<_> = schedule::openings(&policy, from, days).into_iter().map(|iv| serde_json::json!({ "start": iv.start.to_string(), "end": iv.end.to_string() })).collect();
+        let value = serde_json::json!({ "verified": root.is_some(), "vault_id": policy.vault_id, "version": policy.version, "from": from.to_string(), "days": days, "open_until": open_until, "next_open": next_open, "openings": openings });
+        output::emit(true, value, || {});
         return Ok(());
     }
     match schedule::state_at(&policy, from) {

@@ -86,15 +86,15 @@ pub struct OrderNew {
     out: PathBuf,
 }
 
-pub fn run(command: OrderCommand) -> Result<()> {
+pub fn run(command: OrderCommand, json: bool) -> Result<()> {
     match command {
-        OrderCommand::New(args) => new(args),
-        OrderCommand::Sign { key, root, order, out } => sign(&key, &root, &order, &out),
-        OrderCommand::Show { order } => show(&order),
+        OrderCommand::New(args) => new(args, json),
+        OrderCommand::Sign { key, root, order, out } => sign(&key, &root, &order, &out, json),
+        OrderCommand::Show { order } => show(&order, json),
     }
 }
 
-fn new(args: OrderNew) -> Result<()> {
+fn new(args: OrderNew, json: bool) -> Result<()> {
     out_file(&args.out, "NAME.order")?;
     let root = load_root(&args.root)?;
     let issued = time_arg(args.issued.as_deref(), "--issued")?;
@@ -141,6 +141,7 @@ fn new(args: OrderNew) -> Result<()> {
     Order::from_doc(doc.clone())?;
     vault_io::write_atomic(&args.out, &orders::unsigned(&doc).to_bytes(), 0o644)?;
     eprintln!("{} order {} for vault {} written, unsigned: {}", kind.name(), doc.serial, doc.vault_id, args.out.display());
+    crate::output::emit(json, serde_json::json!({ "out": args.out, "order": doc }), || {});
     Ok(())
 }
 
@@ -153,7 +154,7 @@ fn read_order(path: &Path) -> Result<(Envelope, Order, String)> {
     Ok((envelope, order, id))
 }
 
-fn sign(key_path: &Path, root_path: &Path, order: &Path, out: &Path) -> Result<()> {
+fn sign(key_path: &Path, root_path: &Path, order: &Path, out: &Path, json: bool) -> Result<()> {
     out_file(out, "NAME.order")?;
     let key = keyfile::load_secret(key_path)?;
     let root = load_root(root_path)?;
@@ -166,6 +167,11 @@ fn sign(key_path: &Path, root_path: &Path, order: &Path, out: &Path) -> Result<(
     let needs = parsed.kind().threshold(&root);
     let signer = signer_name(&[&root], &key.public_key());
     eprintln!("signed {} order {} as {signer}; {} of the {needs} signature(s) it needs: {}", parsed.kind().name(), parsed.doc.serial, envelope.signatures.len(), out.display());
+    crate::output::emit(
+        json,
+        serde_json::json!({ "out": out, "kind": parsed.kind().name(), "serial": parsed.doc.serial, "signer": signer, "signatures": envelope.signatures.len(), "needs": needs }),
+        || {},
+    );
     Ok(())
 }
 
@@ -181,8 +187,13 @@ pub fn verify_offline(bytes: &[u8], root: &TrustRoot, at: JudgedAt) -> vault_cor
     orders::verify(bytes, root, &state, at, Timestamp::EPOCH).map(|_| ())
 }
 
-fn show(order: &Path) -> Result<()> {
+fn show(order: &Path, json: bool) -> Result<()> {
     let (envelope, parsed, id) = read_order(order)?;
+    if json {
+        let value = serde_json::json!({ "id": id, "verified": false, "order": parsed.doc, "signature_key_ids": envelope.key_ids().collect::<Vec<_>>() });
+        crate::output::emit(true, value, || {});
+        return Ok(());
+    }
     let doc = &parsed.doc;
     println!("{} order {} for vault {} (id {id})", doc.kind.name(), doc.serial, doc.vault_id);
     println!("issued {}, expires {}; reason: {}", doc.issued, doc.expires, doc.reason);

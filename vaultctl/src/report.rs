@@ -19,7 +19,7 @@ const MAX_ENTRIES: u64 = 1 << 20;
 const WIDTH: f64 = 960.0;
 
 /// Writes the report of the log under `store` to `out`.
-pub fn write(store: &Path, vault_key: &str, out: &Path) -> Result<()> {
+pub fn write(store: &Path, vault_key: &str, out: &Path, json: bool) -> Result<()> {
     let key = crate::keyfile::public_key_arg(vault_key)?;
     vault_store::check_store_dir(store)?;
     let verified =
@@ -38,7 +38,9 @@ pub fn write(store: &Path, vault_key: &str, out: &Path) -> Result<()> {
     }
     let page = render(&events, &Header { vault_key: key.to_string(), entries: verified.entries, first, root: verified.checkpoint.root_base64(), origin: verified.checkpoint.origin.clone() });
     vault_io::write_atomic(out, page.as_bytes(), 0o644)?;
-    println!("wrote {} ({} entries of the audit log, {} bytes)", out.display(), verified.entries - first, page.len());
+    crate::output::emit(json, serde_json::json!({ "out": out, "entries": verified.entries - first, "bytes": page.len() }), || {
+        println!("wrote {} ({} entries of the audit log, {} bytes)", out.display(), verified.entries - first, page.len())
+    });
     Ok(())
 }
 

@@ -31,20 +31,21 @@ fn read_signed(path: &Path) -> Result<Signed> {
 }
 
 /// Writes the payload an admin signs with `ssh-keygen -Y sign`, and prints how.
-pub fn payload(signed_path: &Path, out: &Path) -> Result<()> {
+pub fn payload(signed_path: &Path, out: &Path, json: bool) -> Result<()> {
     let signed = read_signed(signed_path)?;
     vault_io::write_new(out, &signed.envelope.payload_bytes()?, 0o644)?;
     eprintln!("wrote the {}'s payload to {}; sign it with your OpenSSH key or security key:", signed.what, out.display());
     eprintln!("  ssh-keygen -Y sign -f ~/.ssh/id_ed25519_sk -n {} {}", signed.namespace, out.display());
     eprintln!("then add the signature:");
     eprintln!("  vaultctl policy add-sshsig --root root.toml --sig {}.sig {} --out {}", out.display(), signed_path.display(), signed_path.display());
+    crate::output::emit(json, serde_json::json!({ "out": out, "what": signed.what, "namespace": signed.namespace }), || {});
     Ok(())
 }
 
 /// Adds `ssh-keygen`'s signature to a bundle or an order once it verifies as the vault will
 /// verify it: the root lists the key, the namespace is this object's, a security key saw a
 /// touch (and a PIN where the root asks for one), and the signature covers these bytes.
-pub fn add(root: &TrustRoot, signed_path: &Path, sig_path: &Path, out: &Path) -> Result<()> {
+pub fn add(root: &TrustRoot, signed_path: &Path, sig_path: &Path, out: &Path, json: bool) -> Result<()> {
     let mut signed = read_signed(signed_path)?;
     let armored = vault_io::read_bounded(sig_path, MAX_ARMORED_BYTES)?;
     let refuse = |reason: String| CliError::Refused(format!("{}: {reason}", sig_path.display()));
@@ -75,5 +76,7 @@ pub fn add(root: &TrustRoot, signed_path: &Path, sig_path: &Path, out: &Path) ->
         signed.envelope.signatures.len(),
         out.display()
     );
+    let value = serde_json::json!({ "out": out, "admin": admin.name, "fingerprint": signature.public_key.fingerprint(), "signatures": signed.envelope.signatures.len() });
+    crate::output::emit(json, value, || {});
     Ok(())
 }

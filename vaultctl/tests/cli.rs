@@ -1139,3 +1139,29 @@ fn with_json_an_error_is_one_json_line_with_its_class_and_exit_code() {
         assert!(run.stdout.is_empty(), "{args:?}: stdout holds only a command's own JSON: {}", run.stdout);
     }
 }
+
+#[test]
+fn with_json_every_command_prints_one_json_value() {
+    let dir = setup();
+    let d = dir.path();
+    let json = |args: &[&str]| -> serde_json::Value {
+        let run = ok(d, &[&["--json"], args].concat());
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{args:?}: stdout is not one JSON value ({e}): {}", run.stdout))
+    };
+    assert!(json(&["key", "gen", "--out", "dave"])["public_key"].as_str().unwrap().starts_with("ed25519:"));
+    assert_eq!(json(&["key", "show", "dave.key"])["key_id"].as_str().unwrap().len(), 64);
+    assert_eq!(json(&["root", "init", "--vault-id", "vault-01", "--threshold", "2", "--admin", "a.pub", "--admin", "b.pub", "--out", "r2.toml"])["admins"], serde_json::json!(["a", "b"]));
+    assert_eq!(json(&["policy", "sign", "--root", "root.toml", "--key", "a.key", "--issued", "2026-11-20T00:00:00Z", "policy.toml", "--out", "p.bundle"])["signatures"], 1);
+    assert_eq!(json(&["policy", "sign", "--root", "root.toml", "--key", "b.key", "p.bundle", "--out", "p.bundle"])["signatures"], 2);
+    let verified = json(&["policy", "verify", "--root", "root.toml", "--at", "2026-11-25T00:00:00Z", "p.bundle"]);
+    assert_eq!((verified["verified"].as_bool(), verified["policy"]["version"].as_u64()), (Some(true), Some(3)), "{verified}");
+    let schedule = json(&["schedule", "--policy", "p.bundle", "--root", "root.toml", "--from", "2026-11-28T23:00:00Z", "--days", "8"]);
+    assert_eq!((schedule["open_until"].as_str(), schedule["openings"].as_array().map(Vec::len)), (Some("2026-11-29T01:00:00Z"), Some(2)), "{schedule}");
+    assert_eq!(json(&["policy", "payload", "p.bundle", "--out", "p.payload"])["namespace"], "airgap-vault/policy-bundle/v1");
+    assert_eq!(json(&["usb", "write", "--root", "root.toml", "p.bundle", "--out", "stick.img"])["verified"], true);
+    json(&["order", "new", "--root", "root.toml", "--kind", "hold", "--serial", "1", "--snapshot", "s1", "--reason", "legal hold", "--out", "hold.order"]);
+    assert_eq!(json(&["order", "sign", "--root", "root.toml", "--key", "a.key", "hold.order", "--out", "hold.order"])["signatures"], 1);
+    assert_eq!(json(&["order", "show", "hold.order"])["order"]["kind"], "hold");
+    assert!(json(&["media", "init", "--out", "medium.img", "--size", "64MiB", "--label", "offsite-1"])["medium_id"].is_string());
+    assert!(json(&["generate", "--out", "gen"])["man"].is_string());
+}
