@@ -1165,3 +1165,23 @@ fn with_json_every_command_prints_one_json_value() {
     assert!(json(&["media", "init", "--out", "medium.img", "--size", "64MiB", "--label", "offsite-1"])["medium_id"].is_string());
     assert!(json(&["generate", "--out", "gen"])["man"].is_string());
 }
+
+#[test]
+fn one_file_system_keeps_a_mount_point_empty() {
+    if !test_net::is_root() {
+        eprintln!("skipped: needs root to mount a tmpfs");
+        return;
+    }
+    let dir = profile_setup("");
+    let d = dir.path();
+    let mnt = d.join("src/mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"]).arg(&mnt).status().unwrap();
+    assert!(mounted.success());
+    std::fs::write(mnt.join("other-fs.dat"), b"on another file system").unwrap();
+    let crossing = vaultctl_env(d, &["push", "--profile", "db", "--dry-run"], &[]);
+    let staying = vaultctl_env(d, &["push", "--profile", "db", "--dry-run", "--one-file-system"], &[]);
+    let _ = Command::new("umount").arg(&mnt).status();
+    assert!(crossing.stdout.contains("4 files") && crossing.stdout.contains("0 directories on other file systems"), "{}", crossing.stdout);
+    assert!(staying.stdout.contains("3 files") && staying.stdout.contains("1 directories on other file systems"), "{}", staying.stdout);
+}
