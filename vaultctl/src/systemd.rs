@@ -43,15 +43,9 @@ mod tests {
 
     #[test]
     fn weekly_and_one_shot_windows_become_calendar_lines() {
-        let policy = Policy::from_toml(
-            r#"vault_id = "vault-01"
-version = 2
-expires = "2027-01-31T00:00:00Z"
-[network]
-mac = "52:54:00:12:34:56"
-address = "192.0.2.10/24"
-port = 7400
-[[window]]
+        let policy = crate::window::tests::policy_with_windows(
+            2,
+            r#"[[window]]
 days = ["mon", "tue", "wed", "thu", "fri"]
 start = "01:00"
 duration = "45m"
@@ -66,8 +60,7 @@ until = "2026-12-24T11:00:00Z"
 from = "2026-11-24T10:00:00Z"
 until = "2026-11-24T11:00:00Z"
 "#,
-        )
-        .unwrap();
+        );
         let text = timer_drop_in(&policy, true, Timestamp::parse("2026-12-01T00:00:00Z").unwrap());
         let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
         assert_eq!(lines, ["[Timer]", "OnCalendar=", "OnCalendar=Mon,Tue,Wed,Thu,Fri *-*-* 01:00:00 UTC", "OnCalendar=Sat *-*-* 22:30:00 UTC", "OnCalendar=2026-12-24 10:00:00 UTC"], "{text}");

@@ -112,28 +112,21 @@ pub fn retry_while_open<T>(until: Option<Timestamp>, clock: impl Fn() -> Timesta
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::cell::Cell;
 
     use super::*;
 
+    /// Policy v`version` of vault-01, expiring 2027-01-31, with these `[[window]]` tables: the
+    /// fixture of this module's tests and `systemd`'s.
+    pub(crate) fn policy_with_windows(version: u64, windows: &str) -> Policy {
+        let header = format!("vault_id = \"vault-01\"\nversion = {version}\nexpires = \"2027-01-31T00:00:00Z\"\n[network]\nmac = \"52:54:00:12:34:56\"\naddress = \"192.0.2.10/24\"\nport = 7400\n");
+        Policy::from_toml(&(header + windows)).unwrap()
+    }
+
+    /// Saturdays 22:00-01:00 UTC.
     fn policy() -> Policy {
-        // Saturdays 22:00-01:00 UTC, expiring 2027-01-31.
-        Policy::from_toml(
-            r#"vault_id = "vault-01"
-version = 3
-expires = "2027-01-31T00:00:00Z"
-[network]
-mac = "52:54:00:12:34:56"
-address = "192.0.2.10/24"
-port = 7400
-[[window]]
-days = ["sat"]
-start = "22:00"
-duration = "3h"
-"#,
-        )
-        .unwrap()
+        policy_with_windows(3, "[[window]]\ndays = [\"sat\"]\nstart = \"22:00\"\nduration = \"3h\"\n")
     }
 
     fn at(text: &str) -> Timestamp {
