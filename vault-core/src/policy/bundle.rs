@@ -32,7 +32,7 @@ use crate::canonical::{self, check_size};
 use crate::error::{Error, Result};
 use crate::keys::{domain_hash, hex, PublicKey, SigningKey, SIGNATURE_LEN};
 use crate::policy::root::{RootDoc, TrustRoot};
-use crate::policy::sshsig::{SshSignature, MAX_ARMORED_BYTES};
+use crate::policy::sshsig::SshSignature;
 use crate::policy::state::VaultState;
 use crate::policy::{Policy, PolicyDoc};
 use crate::units::Timestamp;
@@ -238,11 +238,7 @@ fn tally(root: &TrustRoot, context: &str, payload: &[u8], signatures: &[Signatur
             },
             (Some(ssh), None, Some(sshsig)) => {
                 let require_uv = admin.ssh.as_ref().is_some_and(|a| a.user_verification);
-                (if sshsig.len() > MAX_ARMORED_BYTES { Err(crate::policy::sshsig::SshsigError::TooLarge { size: sshsig.len() }) } else { Ok(()) })
-                    .and_then(|()| BASE64.decode(sshsig).map_err(|e| crate::policy::sshsig::SshsigError::Base64(e.to_string())))
-                    .and_then(|blob| SshSignature::from_blob(&blob))
-                    .and_then(|signature| signature.verify(&ssh, require_uv, context, payload))
-                    .map_err(|e| e.to_string())
+                SshSignature::from_base64(sshsig).and_then(|signature| signature.verify(&ssh, require_uv, context, payload)).map_err(|e| e.to_string())
             }
             (None, _, _) => Err("the root lists a raw `ed25519:` key for this admin, who signs with `vaultctl policy sign` (one `sig`, no `sshsig`)".to_string()),
             (Some(_), _, _) => Err("the root lists an OpenSSH key for this admin, who signs with `ssh-keygen -Y sign` and `vaultctl policy add-sshsig` (one `sshsig`, no `sig`)".to_string()),

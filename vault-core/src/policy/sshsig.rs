@@ -186,6 +186,14 @@ impl SshSignature {
         SshSignature::from_blob(&blob)
     }
 
+    /// Decodes a bundle's `sshsig` member: the blob in base64, bounded before it is decoded.
+    pub fn from_base64(text: &str) -> Result<SshSignature, SshsigError> {
+        if text.len() > MAX_ARMORED_BYTES {
+            return Err(SshsigError::TooLarge { size: text.len() });
+        }
+        SshSignature::from_blob(&BASE64.decode(text).map_err(|e| SshsigError::Base64(e.to_string()))?)
+    }
+
     /// Decodes the binary blob (what a bundle's `sshsig` member holds, base64).
     pub fn from_blob(blob: &[u8]) -> Result<SshSignature, SshsigError> {
         if blob.len() > MAX_ARMORED_BYTES {
