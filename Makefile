@@ -43,7 +43,9 @@ test: tools
 deb: tools
 	scripts/deb.sh
 
-# The package installed with dpkg -i, checked where Debian looks, and removed (root only).
+# The package installed with dpkg -i, checked where Debian looks, its timer unit run by a real
+# systemd (a container booted from this host's system) to push a profile, and removed (root
+# only; after `cargo build --workspace`).
 test-deb: tools
 	scripts/test-deb.sh
 

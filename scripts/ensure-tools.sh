@@ -35,6 +35,8 @@ command -v shellcheck >/dev/null || need_apt+=(shellcheck)
 # The Debian package of vaultctl: built with dpkg-deb, its units checked by systemd-analyze, its
 # dependency read with objdump.
 command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+# ... and its push unit run by a real systemd: this host's system booted in a container.
+command -v systemd-nspawn >/dev/null || need_apt+=(systemd-container)
 command -v objdump >/dev/null || need_apt+=(binutils)
 if ((${#need_apt[@]})); then
   echo "ensure-tools: installing ${need_apt[*]}"

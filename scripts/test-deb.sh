@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The Debian package as a user gets it: built (scripts/deb.sh), installed with dpkg -i, its
 # binary, man pages, completions and systemd units where Debian looks for them (the units
-# checked by systemd-analyze verify), then removed again, leaving nothing behind. Root only.
+# checked by systemd-analyze verify), its timer and service run by a real systemd to push a
+# profile into a vault (gatekeeper/tests/push_unit.rs, in a container booted from this host's
+# system), then removed again, leaving nothing behind. Root only.
 set -euo pipefail
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 cd "$TOP"
@@ -30,7 +32,10 @@ words=$(bash -c 'source /usr/share/bash-completion/completions/vaultctl; COMP_WO
 if command -v systemd-analyze >/dev/null; then
   systemd-analyze verify --man=no /lib/systemd/system/vaultctl-push@test.service /lib/systemd/system/vaultctl-push@test.timer || fail "systemd-analyze verify refused the units"
 fi
+# The installed timer and service, started by systemd, push a profile into a vault.
+cargo test -p gatekeeper --locked --test push_unit -- --ignored --exact the_installed_package_pushes_from_a_systemd_timer_unit ||
+  fail "the installed package's timer unit did not push (above)"
 dpkg -r vaultctl >/dev/null
 [ ! -e /usr/bin/vaultctl ] || fail "dpkg -r left /usr/bin/vaultctl"
 [ ! -e /lib/systemd/system/vaultctl-push@.service ] || fail "dpkg -r left the units"
-echo "test-deb: $deb installs vaultctl, its man pages, completions and units, and removes them"
+echo "test-deb: $deb installs vaultctl, its man pages, completions and units, pushes from its timer unit under systemd, and is removed"
