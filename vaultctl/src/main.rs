@@ -557,7 +557,7 @@ fn read_text(path: &Path, limit: usize) -> Result<String> {
     String::from_utf8(bytes).map_err(|_| CliError::Failed(format!("{}: not UTF-8 text", path.display())))
 }
 
-fn load_root(path: &Path) -> Result<TrustRoot> {
+pub(crate) fn load_root(path: &Path) -> Result<TrustRoot> {
     Ok(TrustRoot::from_toml(&read_text(path, MAX_ROOT_BYTES)?)?)
 }
 

@@ -172,19 +172,23 @@ impl Selection {
     /// An entry is restored when it is an included path or under one; a directory also when
     /// an included path is under it (so its mode and time are restored too).
     fn wants(&self, path: &[u8], is_dir: bool) -> bool {
-        let under = |inner: &[u8], outer: &[u8]| inner.len() > outer.len() && inner.starts_with(outer) && inner[outer.len()] == b'/';
         self.paths.is_empty() || self.paths.iter().any(|inc| path == inc.as_slice() || under(path, inc) || (is_dir && under(inc, path)))
     }
 
     /// Every include names something in the manifest: a typo is said, not restored as nothing.
     fn check(&self, manifest: &vault_core::push::manifest::Manifest, snapshot: &str) -> Result<()> {
         for inc in &self.paths {
-            if !manifest.entries.iter().any(|e| e.path == *inc || (e.path.len() > inc.len() && e.path.starts_with(inc) && e.path[inc.len()] == b'/')) {
+            if !manifest.entries.iter().any(|e| e.path == *inc || under(&e.path, inc)) {
                 return Err(CliError::Usage(format!("--include `{}` matches nothing in snapshot {snapshot}; nothing was written", String::from_utf8_lossy(inc))));
             }
         }
         Ok(())
     }
+}
+
+/// `inner` is a path below the directory `outer` (both as a manifest names them).
+fn under(inner: &[u8], outer: &[u8]) -> bool {
+    inner.len() > outer.len() && inner.starts_with(outer) && inner[outer.len()] == b'/'
 }
 
 /// `latest`: the newest snapshot (by the vault's receive time) whose receipt verifies, of

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use vault_core::keys::PublicKey;
 use vault_core::policy::bundle::{self, JudgedAt, MAX_BUNDLE_BYTES};
-use vault_core::policy::root::{TrustRoot, MAX_ROOT_BYTES};
 use vault_core::policy::schedule::{self, WindowState};
 use vault_core::policy::state::VaultState;
 use vault_core::policy::Policy;
@@ -25,8 +24,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Verifies the policy copy against the root, at `now`, with no state (a pusher knows no
 /// floors): threshold, vault id, root binding, caps, expiry.
 pub fn load_policy(policy: &Path, root: &Path, now: Timestamp) -> Result<Policy> {
-    let root_text = String::from_utf8(vault_io::read_bounded(root, MAX_ROOT_BYTES)?).map_err(|_| CliError::Usage(format!("--root {}: not UTF-8 text", root.display())))?;
-    let root = TrustRoot::from_toml(&root_text)?;
+    let root = crate::load_root(root)?;
     let bytes = vault_io::read_bounded(policy, MAX_BUNDLE_BYTES)?;
     let verified = bundle::verify(&bytes, &root, &VaultState::default(), JudgedAt::trusted(now))
         .map_err(|e| CliError::Usage(format!("--policy {}: {e} (the vault would refuse it too; get the bundle the vault runs)", policy.display())))?;
