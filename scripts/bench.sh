@@ -34,6 +34,7 @@ GK=$PWD/target/release/gatekeeper
 VC=$PWD/target/release/vaultctl
 GK_PID=""
 RSYNCD_PID=""
+PERF_PID=""
 
 command -v rsync >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsync; }
 cargo build --release --workspace --locked
@@ -43,10 +44,17 @@ cargo build --release --workspace --locked
 cargo build --release --locked --workspace --features gatekeeper/without-signals --target-dir target/without-signals
 GK_WITH=$GK
 GK_WITHOUT=$PWD/target/without-signals/release/gatekeeper
+if [ -n "${BENCH_PROFILE:-}" ]; then
+  # The same build with its symbols kept, so perf can name the functions.
+  command -v perf >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf; }
+  CARGO_PROFILE_RELEASE_STRIP=false cargo build --release --locked --workspace --target-dir target/profiling
+  GK=$PWD/target/profiling/release/gatekeeper GK_WITH=$GK VC=$PWD/target/profiling/release/vaultctl
+fi
 
 cleanup() {
   if [ -n "$GK_PID" ]; then kill "$GK_PID" 2>/dev/null || true; fi
   if [ -n "$RSYNCD_PID" ]; then kill "$RSYNCD_PID" 2>/dev/null || true; fi
+  if [ -n "$PERF_PID" ]; then kill "$PERF_PID" 2>/dev/null || true; fi
   ip netns del "$VAULT_NS" 2>/dev/null || true
   ip netns del "$PEER_NS" 2>/dev/null || true
   ip netns del "$RSYNC_NS" 2>/dev/null || true
@@ -194,7 +202,15 @@ for round in 1 2; do
   if [ "$round" = 2 ]; then stop_vault; start_vault "$WORK/vault/store-round2"; fi
   settle; echo "== initial push, round $round"
   gk_cpu0=$(cpu_of "$GK_PID")
+  # BENCH_PROFILE=1: the first round's push is recorded by perf, every process on the machine
+  # (pusher, session worker, daemon), and where the cycles went is printed at the end.
+  if [ -n "${BENCH_PROFILE:-}" ] && [ "$round" = 1 ]; then
+    perf record -a -F 999 -o "$WORK/push1.perf" -- sleep 3600 >/dev/null 2>&1 &
+    PERF_PID=$!
+    sleep 1
+  fi
   t0=$(now); { time push all "$DATA" > "$WORK/push1.json"; } 2> "$WORK/push1.cpu"; t1=$(now)
+  if [ -n "${PERF_PID:-}" ]; then kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true; PERF_PID=""; fi
   PUSH1=$(best "$PUSH1" "$(elapsed "$t0" "$t1")")
   GK_CPU1=$(python3 -c "print(f'{$(cpu_of "$GK_PID") - $gk_cpu0:.2f}')")
   PUSHER_CPU1=$(awk '{printf "%.2f", $1 + $2}' "$WORK/push1.cpu")
@@ -289,6 +305,12 @@ print(f"RATIO ingest / sha256sum rate            {sha / push1:.2f}x   (target >=
 print(f"RATIO ingest with / without the signals  {nosig / push1:.2f}x   (target >= 0.90)")
 print(f"RSS   gatekeeper peak, 8 pushes          {rss_kb / 1024:.1f} MiB (target <= 64)")
 PY
+
+if [ -n "${BENCH_PROFILE:-}" ]; then
+  echo; echo "== where the initial push's cycles went (perf, every process)"
+  perf report -i "$WORK/push1.perf" --sort comm --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -12
+  perf report -i "$WORK/push1.perf" --sort comm,dso,sym --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40
+fi
 
 # BENCH_PUSH_ONLY=1: stop after the push measurements (1-4), e.g. after changing ingest.
 [ -n "${BENCH_PUSH_ONLY:-}" ] && exit 0

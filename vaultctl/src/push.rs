@@ -6,12 +6,14 @@
 //! read again. The push ends with the manifest, the commit, and the vault's signed receipt,
 //! checked against the vault key the operator pinned and kept on disk.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::io::{IsTerminal, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
 use fastcdc::v2020::{FastCDC, StreamCDC};
@@ -32,7 +34,17 @@ use vault_core::push::chunk::{FASTCDC_AVG_BYTES as AVG_CHUNK, FASTCDC_MAX_BYTES 
 /// Files up to this size are read whole and chunked in memory.
 const IN_MEMORY_FILE: u64 = 8 * 1024 * 1024;
 /// Ask the vault about this much chunk data at a time.
-const BATCH_BYTES: usize = 32 * 1024 * 1024;
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// `have` batches sent and not yet answered: the vault looks up the next batches while the
+/// chunks of an earlier one are on the wire. Its answers are a few KiB each, so they always
+/// fit the socket's buffers and neither side can wait on the other.
+const HAVE_IN_FLIGHT: usize = 4;
+/// Threads that read, cut and hash files at once: one per core, at most this many.
+const MAX_CHUNKERS: usize = 8;
+/// Chunks cut and hashed but not yet taken by the sender: how far the chunkers may run ahead
+/// (each chunk at most `MAX_CHUNK`, so 32 MiB). With the batches above and one file buffer per
+/// chunker, a push holds at most about 40 + 32 + 8 x 8 MiB of data whatever it sends.
+const CUT_QUEUE: usize = 64;
 const MAX_CACHE_BYTES: usize = 512 * 1024 * 1024;
 
 pub struct PushArgs {
@@ -201,37 +213,65 @@ struct Pending {
     file: usize,
 }
 
+/// Asks the vault which chunks it lacks, [`HAVE_IN_FLIGHT`] batches ahead of its answers, and
+/// sends those it lacks as each answer comes.
 struct Uploader<'a> {
     conn: &'a mut Conn,
-    /// Chunks the vault has or was sent in this session.
-    settled: HashSet<ChunkId>,
+    /// Chunks asked about (or sent) in this session: each is asked once.
+    asked: HashSet<ChunkId>,
     pending: Vec<Pending>,
     pending_bytes: usize,
+    /// Batches asked about, oldest first, whose answers have not been read.
+    in_flight: VecDeque<Vec<Pending>>,
     /// Cached files whose chunks the vault turned out not to have.
     reread: HashSet<usize>,
     stats: &'a mut PushStats,
 }
 
-impl Uploader<'_> {
+impl<'a> Uploader<'a> {
+    fn new(conn: &'a mut Conn, stats: &'a mut PushStats) -> Self {
+        Uploader { conn, asked: HashSet::new(), pending: vec![], pending_bytes: 0, in_flight: VecDeque::new(), reread: HashSet::new(), stats }
+    }
+
     fn add(&mut self, id: ChunkId, data: Option<Vec<u8>>, file: usize) -> Result<()> {
-        if self.settled.contains(&id) {
+        if !self.asked.insert(id) {
             return Ok(());
         }
         self.pending_bytes += data.as_ref().map_or(0, Vec::len);
         self.pending.push(Pending { id, data, file });
         if self.pending.len() >= MAX_HAVE_IDS || self.pending_bytes >= BATCH_BYTES {
-            self.flush()?;
+            self.ask()?;
         }
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<()> {
+    /// Sends the pending batch's `have`; settles the oldest batch once too many are in flight.
+    fn ask(&mut self) -> Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.pending);
         self.pending_bytes = 0;
         self.conn.send(&ClientFrame::Have { ids: batch.iter().map(|p| p.id).collect() })?;
+        self.in_flight.push_back(batch);
+        while self.in_flight.len() > HAVE_IN_FLIGHT {
+            self.settle_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// Asks about what is pending and settles every batch in flight.
+    fn finish(&mut self) -> Result<()> {
+        self.ask()?;
+        while !self.in_flight.is_empty() {
+            self.settle_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// Reads the answer to the oldest `have` and sends the chunks it names.
+    fn settle_oldest(&mut self) -> Result<()> {
+        let Some(batch) = self.in_flight.pop_front() else { return Ok(()) };
         let VaultFrame::Need { needed } = self.conn.recv()? else {
             return Err(CliError::Refused("vault answered `have` with something other than `need`".into()));
         };
@@ -239,20 +279,16 @@ impl Uploader<'_> {
             return Err(CliError::Refused(format!("vault answered {} flags for {} ids", needed.len(), batch.len())));
         }
         for (pending, need) in batch.into_iter().zip(needed) {
-            if self.settled.contains(&pending.id) {
-                continue; // the same chunk twice in one batch
-            }
             match (need, pending.data) {
-                (false, _) => {
-                    self.settled.insert(pending.id);
-                }
+                (false, _) => {}
                 (true, Some(data)) => {
                     self.conn.send_encoded(&encode_chunk_frame(&pending.id, &data)?)?;
                     self.stats.chunks_sent += 1;
                     self.stats.bytes_sent += data.len() as u64;
-                    self.settled.insert(pending.id);
                 }
                 (true, None) => {
+                    // Asked again, with its bytes, when the file is read.
+                    self.asked.remove(&pending.id);
                     self.reread.insert(pending.file);
                 }
             }
@@ -369,6 +405,103 @@ pub fn survey(source: &Path, excludes: &crate::exclude::Excludes) -> Result<Surv
     Ok(Survey { files: files.len() as u64, bytes: files.iter().map(|f| f.meta.len()).sum(), excluded: stats.excluded, other_file_systems: stats.other_file_systems })
 }
 
+// ---- cutting files on every core --------------------------------------------------------
+
+/// What a chunker hands the sending thread.
+enum Cut {
+    /// A chunk of a file, with its bytes, or without them when the cache named it.
+    Chunk {
+        file: usize,
+        id: ChunkId,
+        data: Option<Vec<u8>>,
+    },
+    /// A file's whole chunk list, after its last chunk.
+    File {
+        file: usize,
+        chunks: Vec<ChunkRef>,
+        from_cache: bool,
+    },
+    Failed(CliError),
+}
+
+fn send_cut(tx: &SyncSender<Cut>, cut: Cut) -> Result<()> {
+    // The sender stopped (it failed, and says why itself): this chunker stops too.
+    tx.send(cut).map_err(|_| CliError::Failed("the push stopped".into()))
+}
+
+/// Takes what the chunkers cut and hands it to the uploader, until every chunker is done.
+/// Returns each file's chunk list. On an error, returning drops the receiver: the chunkers
+/// stop at their next chunk.
+fn send_cuts(rx: &Receiver<Cut>, uploader: &mut Uploader, progress: &indicatif::ProgressBar) -> Result<HashMap<usize, Vec<ChunkRef>>> {
+    let mut file_chunks = HashMap::new();
+    let mut read = 0u64;
+    for cut in rx {
+        match cut {
+            Cut::Chunk { file, id, data } => {
+                if let Some(data) = &data {
+                    read += data.len() as u64;
+                    progress.set_position(read);
+                }
+                uploader.add(id, data, file)?;
+            }
+            Cut::File { file, chunks, from_cache } => {
+                uploader.stats.files_from_cache += u64::from(from_cache);
+                file_chunks.insert(file, chunks);
+            }
+            Cut::Failed(e) => return Err(e),
+        }
+    }
+    uploader.stats.bytes_read += read;
+    Ok(file_chunks)
+}
+
+/// One file's chunks, from the cache if it names the file as it is, else read and cut.
+fn chunk_file(file: &FileToRead, index: usize, cache: &Cache, tx: &SyncSender<Cut>) -> Result<(Vec<ChunkRef>, bool)> {
+    if let Some(chunks) = cache.lookup(&file.rel, &file.meta) {
+        for c in &chunks {
+            send_cut(tx, Cut::Chunk { file: index, id: c.id, data: None })?;
+        }
+        return Ok((chunks, true));
+    }
+    let f = std::fs::File::open(&file.path).map_err(|e| CliError::Failed(format!("{}: {e}", file.path.display())))?;
+    let chunks = chunk_reader(f, Some(file.meta.size()), |id, data| send_cut(tx, Cut::Chunk { file: index, id, data: Some(data) }))?;
+    Ok((chunks, false))
+}
+
+/// Reads, cuts and hashes `files` on a bounded pool of threads (one per core) while this
+/// thread talks to the vault. Files are taken in walk order; a file's chunks stay in order.
+fn chunk_in_parallel(files: &[FileToRead], cache: &Cache, uploader: &mut Uploader, progress: &indicatif::ProgressBar) -> Result<HashMap<usize, Vec<ChunkRef>>> {
+    let chunkers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).clamp(1, MAX_CHUNKERS).min(files.len().max(1));
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = sync_channel(CUT_QUEUE);
+    std::thread::scope(|scope| {
+        for _ in 0..chunkers {
+            let (tx, next) = (tx.clone(), &next);
+            scope.spawn(move || loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                let Some(file) = files.get(index) else { return };
+                match chunk_file(file, index, cache, &tx) {
+                    Ok((chunks, from_cache)) => {
+                        if send_cut(&tx, Cut::File { file: index, chunks, from_cache }).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Cut::Failed(e));
+                        return;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let cut = send_cuts(&rx, uploader, progress);
+        // Before the scope waits for the chunkers: a chunker blocked on a full queue wakes
+        // to a closed one and stops.
+        drop(rx);
+        cut
+    })
+}
+
 pub fn push(args: &PushArgs) -> Result<Outcome> {
     let started = Instant::now();
     let mut stats = PushStats::default();
@@ -383,16 +516,21 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
     let mut fresh_cache = Cache::default();
 
     let manifest = if args.source.as_os_str() == "-" {
-        let mut uploader = Uploader { conn: &mut conn, settled: HashSet::new(), pending: vec![], pending_bytes: 0, reread: HashSet::new(), stats: &mut stats };
-        let mut read = 0u64;
-        let chunks = chunk_reader(std::io::stdin().lock(), None, |id, data| {
-            read += data.len() as u64;
-            progress.set_position(read);
-            uploader.add(id, Some(data), 0)
+        let mut uploader = Uploader::new(&mut conn, &mut stats);
+        let (tx, rx) = sync_channel(CUT_QUEUE);
+        // One stream has one chunker: it cuts ahead while this thread sends.
+        let mut chunks = std::thread::scope(|scope| {
+            scope.spawn(move || {
+                let result = chunk_reader(std::io::stdin().lock(), None, |id, data| send_cut(&tx, Cut::Chunk { file: 0, id, data: Some(data) }));
+                let _ = tx.send(result.map_or_else(Cut::Failed, |chunks| Cut::File { file: 0, chunks, from_cache: false }));
+            });
+            let cut = send_cuts(&rx, &mut uploader, &progress);
+            drop(rx); // see chunk_in_parallel
+            cut
         })?;
-        uploader.flush()?;
-        stats.bytes_read = read;
+        uploader.finish()?;
         stats.files = 1;
+        let chunks = chunks.remove(&0).unwrap_or_default();
         let size = chunks.iter().map(|c| u64::from(c.len)).sum();
         Manifest { entries: vec![Entry { path: b"stream".to_vec(), mode: 0o600, mtime: vault_io::clock_now().unix(), kind: EntryKind::Stream { size, chunks } }] }
     } else {
@@ -406,33 +544,12 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
         } else {
             return Err(CliError::Failed(format!("{}: not a directory, a regular file or `-`", args.source.display())));
         };
-        let mut uploader = Uploader { conn: &mut conn, settled: HashSet::new(), pending: vec![], pending_bytes: 0, reread: HashSet::new(), stats: &mut stats };
-        let mut file_chunks: HashMap<usize, Vec<ChunkRef>> = HashMap::new();
-        let mut read = 0u64;
-        for (index, file) in files.iter().enumerate() {
-            let meta = &file.meta;
-            let chunks = match cache.lookup(&file.rel, meta) {
-                Some(chunks) => {
-                    for c in &chunks {
-                        uploader.add(c.id, None, index)?;
-                    }
-                    uploader.stats.files_from_cache += 1;
-                    chunks
-                }
-                None => {
-                    let f = std::fs::File::open(&file.path).map_err(|e| CliError::Failed(format!("{}: {e}", file.path.display())))?;
-                    chunk_reader(f, Some(meta.size()), |id, data| {
-                        read += data.len() as u64;
-                        progress.set_position(read);
-                        uploader.add(id, Some(data), index)
-                    })?
-                }
-            };
-            file_chunks.insert(index, chunks);
-        }
-        uploader.flush()?;
+        let mut uploader = Uploader::new(&mut conn, &mut stats);
+        let mut file_chunks = chunk_in_parallel(&files, &cache, &mut uploader, &progress)?;
+        uploader.finish()?;
         // Cached files whose chunks the vault lacks (another vault, or a lost store): read
         // them now, and insist they still cut into the chunks the cache promised.
+        let mut read = 0u64;
         for index in std::mem::take(&mut uploader.reread) {
             let (file, meta) = (&files[index], &files[index].meta);
             let f = std::fs::File::open(&file.path).map_err(|e| CliError::Failed(format!("{}: {e}", file.path.display())))?;
@@ -444,8 +561,8 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
                 return Err(CliError::Failed(format!("{}: changed while being pushed; push again", file.path.display())));
             }
         }
-        uploader.flush()?;
-        stats.bytes_read = read;
+        uploader.finish()?;
+        stats.bytes_read += read;
         for (index, file) in files.iter().enumerate() {
             let chunks = file_chunks.remove(&index).expect("every file was chunked");
             fresh_cache.record(file.rel.clone(), &file.meta, &chunks);
