@@ -3,16 +3,18 @@
 # the same run on the same data, between two network namespaces joined by a veth pair.
 #
 #   1. a generated 2 GiB mixed dataset (16 000 small files + 8 large ones, in 8 parts);
-#   2. initial push vs initial rsync (best of two rounds each); sha256sum over the same files;
+#   2. initial push vs initial rsync (best of two rounds each), restic (to rclone's append-only
+#      REST server) and borg (serve --append-only); sha256sum over the same files;
 #      the same push into a gatekeeper built without the ransomware signals (what they cost);
-#   3. 1% of the data changed; incremental push (with its cache) vs incremental rsync;
+#   3. 1% of the data changed; incremental push (with its cache) vs incremental rsync, restic
+#      and borg;
 #   4. 8 concurrent pushes (one per part) into a fresh store: the gatekeeper's peak RSS;
 #   5. getting the initial snapshot back: restore from the store, an export written onto a
 #      medium (a directory on the same disk), restore from that export, against `tar x` of
 #      the same tree on the same disk;
 #   6. the lifecycle on 1000 snapshots and 1 M chunks: scrub vs sha256sum, garbage collection;
 #   7. a stolen pusher key's flood against the gatekeeper's memory.
-# Prints throughput and ratios; the targets are in issue 4 and README.md.
+# Prints throughput and ratios; the targets are in issues 4 and 20 and README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,8 +37,13 @@ VC=$PWD/target/release/vaultctl
 GK_PID=""
 RSYNCD_PID=""
 PERF_PID=""
+RCLONE_PID=""
 
-command -v rsync >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsync; }
+# The peers, from Debian: rsync (daemon over TCP), restic with rclone's append-only REST
+# server, borg.
+for tool in rsync restic rclone borg; do
+  command -v "$tool" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsync restic rclone borgbackup; break; }
+done
 cargo build --release --workspace --locked
 # The comparison build: everything the same but the signals (never used outside this script).
 # The whole workspace, as above: its crates' features unify the same way, so the two
@@ -55,6 +62,7 @@ cleanup() {
   if [ -n "$GK_PID" ]; then kill "$GK_PID" 2>/dev/null || true; fi
   if [ -n "$RSYNCD_PID" ]; then kill "$RSYNCD_PID" 2>/dev/null || true; fi
   if [ -n "$PERF_PID" ]; then kill "$PERF_PID" 2>/dev/null || true; fi
+  if [ -n "$RCLONE_PID" ]; then kill "$RCLONE_PID" 2>/dev/null || true; fi
   ip netns del "$VAULT_NS" 2>/dev/null || true
   ip netns del "$PEER_NS" 2>/dev/null || true
   ip netns del "$RSYNC_NS" 2>/dev/null || true
@@ -229,6 +237,33 @@ for round in 1 2; do
   chattr -R -i "$WORK/vault/store-without-signals-$round"; rm -rf "$WORK/vault/store-without-signals-$round"
   start_vault "$kept_store"
 done
+# restic pushing to `rclone serve restic --append-only` (the nearest open-source append-only
+# peer: a stolen client key cannot delete), over plain HTTP in rsync's namespace; and borg
+# into a repository served `borg serve --append-only`, reached through a pipe (BORG_RSH runs
+# the server here: borg's own client and server, without ssh's cipher). Both with their
+# defaults (restic: compression auto, AES-256 + Poly1305; borg: repokey, lz4), from a fresh
+# repository, then again after the change below with their own caches.
+RESTIC_REPO=rest:http://$RSYNC_IP:8000/
+export RESTIC_PASSWORD=bench BORG_PASSPHRASE=bench BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=yes BORG_RELOCATED_REPO_ACCESS_IS_OK=yes
+export BORG_RSH="$WORK/borg-rsh"
+rm -rf "$WORK/restic-repo" "$WORK/restic-cache" "$WORK/borg-repo" "$WORK/borg-cache"
+# borg runs `$BORG_RSH host borg serve ...`: this one drops the host and runs the server here.
+printf '#!/bin/sh\nshift\nexec "$@"\n' > "$BORG_RSH"
+chmod +x "$BORG_RSH"
+ip netns exec "$RSYNC_NS" rclone serve restic --append-only --addr "$RSYNC_IP:8000" "$WORK/restic-repo" > "$WORK/rclone.log" 2>&1 &
+RCLONE_PID=$!
+sleep 1
+restic_run() { ip netns exec "$PEER_NS" restic -q -r "$RESTIC_REPO" --cache-dir "$WORK/restic-cache" backup "$DATA" >/dev/null; }
+borg_run() { BORG_CACHE_DIR=$WORK/borg-cache borg create "ssh://peer$WORK/borg-repo::$1" "$DATA"; }
+ip netns exec "$PEER_NS" restic -q -r "$RESTIC_REPO" --cache-dir "$WORK/restic-cache" init >/dev/null
+BORG_CACHE_DIR=$WORK/borg-cache borg init --encryption=repokey "ssh://peer$WORK/borg-repo" --append-only
+settle; echo "== initial restic"
+t0=$(now); restic_run; t1=$(now)
+RESTIC1=$(elapsed "$t0" "$t1")
+settle; echo "== initial borg"
+t0=$(now); borg_run initial; t1=$(now)
+BORG1=$(elapsed "$t0" "$t1")
+
 settle; echo "== sha256sum"
 t0=$(now); find "$DATA" -type f -print0 | xargs -0 sha256sum > /dev/null; t1=$(now)
 SHA=$(elapsed "$t0" "$t1")
@@ -263,6 +298,13 @@ PUSH2=$(elapsed "$t0" "$t1")
 settle; echo "== incremental rsync"
 t0=$(now); rsync_run round2; t1=$(now)
 RSYNC2=$(elapsed "$t0" "$t1")
+settle; echo "== incremental restic"
+t0=$(now); restic_run; t1=$(now)
+RESTIC2=$(elapsed "$t0" "$t1")
+settle; echo "== incremental borg"
+t0=$(now); borg_run incremental; t1=$(now)
+BORG2=$(elapsed "$t0" "$t1")
+kill "$RCLONE_PID" 2>/dev/null || true; RCLONE_PID=""
 stop_vault
 
 # ---- 4. 8 concurrent pushes into a fresh store: peak RSS -------------------------------------
@@ -288,19 +330,28 @@ python3 - <<PY
 bytes_, push1, rsync1, sha = $BYTES, $PUSH1, $RSYNC1, $SHA
 push2, rsync2, conc, rss_kb, changed, new2 = $PUSH2, $RSYNC2, $CONC, $RSS_KB, $CHANGED, $NEW2
 nosig = $PUSH_NOSIG
+restic1, restic2, borg1, borg2 = $RESTIC1, $RESTIC2, $BORG1, $BORG2
 mb = lambda s: bytes_ / s / 1e6
 print()
 print(f"dataset              {bytes_ / 2**30:.2f} GiB in $FILES files")
 print(f"initial push (best of 2)  {push1:5.2f} s  {mb(push1):7.1f} MB/s  (CPU: pusher $PUSHER_CPU1 s, gatekeeper $GK_CPU1 s)")
 print(f"initial rsync (best of 2) {rsync1:5.2f} s  {mb(rsync1):7.1f} MB/s")
 print(f"initial push without the signals (best of 2)  {nosig:5.2f} s  {mb(nosig):7.1f} MB/s")
+print(f"initial restic (rclone --append-only)  {restic1:5.2f} s  {mb(restic1):7.1f} MB/s")
+print(f"initial borg (serve --append-only)     {borg1:5.2f} s  {mb(borg1):7.1f} MB/s")
 print(f"sha256sum            {sha:7.2f} s  {mb(sha):7.1f} MB/s")
 print(f"incremental push     {push2:7.2f} s  ({new2 / 2**20:.1f} MiB new chunks sent; {changed / 2**20:.1f} MiB changed)")
 print(f"incremental rsync    {rsync2:7.2f} s")
+print(f"incremental restic   {restic2:7.2f} s")
+print(f"incremental borg     {borg2:7.2f} s")
 print(f"8 concurrent pushes  {conc:7.2f} s  {mb(conc):7.1f} MB/s; gatekeeper peak RSS {rss_kb / 1024:.1f} MiB")
 print()
-print(f"RATIO initial push / rsync throughput   {rsync1 / push1:.2f}x   (target >= 1.0)")
-print(f"RATIO incremental push / rsync time      {push2 / rsync2:.2f}x   (target <= 1.0)")
+print(f"RATIO initial push / rsync throughput   {rsync1 / push1:.2f}x   (target >= 1.5)")
+print(f"RATIO initial push / restic throughput  {restic1 / push1:.2f}x   (target >= 3.0)")
+print(f"RATIO initial push / borg throughput    {borg1 / push1:.2f}x")
+print(f"RATIO incremental push / rsync time      {push2 / rsync2:.2f}x   (target <= 0.5)")
+print(f"RATIO incremental push / restic time     {push2 / restic2:.2f}x")
+print(f"RATIO incremental push / borg time       {push2 / borg2:.2f}x")
 print(f"RATIO ingest / sha256sum rate            {sha / push1:.2f}x   (target >= 0.60)")
 print(f"RATIO ingest with / without the signals  {nosig / push1:.2f}x   (target >= 0.90)")
 print(f"RSS   gatekeeper peak, 8 pushes          {rss_kb / 1024:.1f} MiB (target <= 64)")
