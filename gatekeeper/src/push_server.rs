@@ -27,7 +27,7 @@ use vault_core::push::ingest::{IngestEnv, IngestSession, SealRequest, Step};
 use vault_core::push::limits::WindowAccount;
 use vault_core::push::protocol::{ClientFrame, Filled, FrameReader, VaultFrame};
 use vault_core::push::receipt::{snapshot_id, Receipt, SignedReceipt};
-use vault_core::push::relay::{FromWorker, SessionNo, ToWorker, FRAME_CREDIT, MAX_RELAY_FRAME};
+use vault_core::push::relay::{FromWorker, InPlace, SessionNo, ToWorker, FRAME_CREDIT, MAX_RELAY_FRAME};
 use vault_core::units::TimeProvider;
 use vault_store::{SealInput, Sealed, StagedTable, StagingPack, Store};
 
@@ -132,7 +132,8 @@ impl PushService {
                 }
                 message = worker.recv(), if worker_alive => {
                     let breach = match message {
-                        Ok(message) => window.on_message(message).await.err(),
+                        Ok(Relayed::Message(message)) => window.on_message(message).await.err(),
+                        Ok(Relayed::Frame { session, input }) => window.route(session, input).err(),
                         Err(e) => Some(format!("the relay ended: {e}")),
                     };
                     if let Some(reason) = breach {
@@ -195,7 +196,8 @@ impl WindowSessions {
                 }
                 self.admit(session, peer, PublicKey::from_bytes(key)).await?;
             }
-            FromWorker::Frame { session, wire_bytes, body } => self.route(session, Inbound::Frame { body, wire_bytes })?,
+            // Never made by Worker::recv, which decodes frames in place (Relayed::Frame).
+            FromWorker::Frame { session, .. } => return Err(format!("session {session}: a frame that was not decoded in place")),
             FromWorker::Ended { session, reason, .. } => self.route(session, Inbound::Ended { reason })?,
             FromWorker::Finished { session, error } => self.route(session, Inbound::Finished(error))?,
         }
@@ -260,13 +262,27 @@ impl WindowSessions {
     }
 }
 
+/// A worker's message as the daemon reads it: a pusher's frame decoded for its session, or
+/// anything else.
+enum Relayed {
+    Frame { session: SessionNo, input: Inbound },
+    Message(FromWorker),
+}
+
 /// Room for a session's relayed frames (its credit) and the two messages that may end it.
 const INBOX_CAPACITY: usize = FRAME_CREDIT as usize + 2;
 
 /// What the worker relays for one session.
 enum Inbound {
-    Frame { body: Vec<u8>, wire_bytes: u32 },
-    Ended { reason: String },
+    /// A pusher's frame, decoded by the daemon (or why it does not decode), and at least how
+    /// many bytes it took on the wire.
+    Frame {
+        frame: std::result::Result<ClientFrame, vault_core::Error>,
+        wire_bytes: usize,
+    },
+    Ended {
+        reason: String,
+    },
     Finished(Option<String>),
 }
 
@@ -283,12 +299,9 @@ impl Conn {
     /// the wire.
     async fn next_frame(&mut self) -> Result<(ClientFrame, usize), Refusal> {
         match self.inbox.recv().await {
-            Some(Inbound::Frame { body, wire_bytes }) => {
+            Some(Inbound::Frame { frame, wire_bytes }) => {
                 self.relay_send(ToWorker::Consumed { session: self.session, frames: 1 }).await.map_err(Refusal::gone)?;
-                let frame = ClientFrame::decode(&body).map_err(Refusal::from)?;
-                // What the wire carried is at least the body and its prefix, whatever the worker says.
-                let least = body.len().saturating_add(vault_core::push::protocol::LENGTH_PREFIX);
-                Ok((frame, usize::try_from(wire_bytes).unwrap_or(usize::MAX).max(least)))
+                Ok((frame.map_err(Refusal::from)?, wire_bytes))
             }
             // The worker told the pusher already, if it was to be told.
             Some(Inbound::Ended { reason, .. }) => Err(Refusal::gone(reason)),
@@ -656,11 +669,12 @@ impl Worker {
         let _ = worker.to.send(start).await;
         let hello = tokio::time::timeout(WORKER_START_DEADLINE, worker.recv()).await;
         let confinement = match hello {
-            Ok(Ok(FromWorker::Confined { uid, gid, capabilities_permitted, capabilities_effective, no_new_privileges, sees_files })) => {
+            Ok(Ok(Relayed::Message(FromWorker::Confined { uid, gid, capabilities_permitted, capabilities_effective, no_new_privileges, sees_files }))) => {
                 Confinement { uid, gid, capabilities_permitted, capabilities_effective, no_new_privileges, sees_files }
             }
-            Ok(Ok(FromWorker::Refused { peer, reason })) if peer.is_empty() => return Err(GatekeeperError::Worker { reason }),
-            Ok(Ok(other)) => return Err(GatekeeperError::Worker { reason: format!("its first message was not its confinement: {other:?}") }),
+            Ok(Ok(Relayed::Message(FromWorker::Refused { peer, reason }))) if peer.is_empty() => return Err(GatekeeperError::Worker { reason }),
+            Ok(Ok(Relayed::Message(other))) => return Err(GatekeeperError::Worker { reason: format!("its first message was not its confinement: {other:?}") }),
+            Ok(Ok(Relayed::Frame { session, .. })) => return Err(GatekeeperError::Worker { reason: format!("its first message was not its confinement: a frame of session {session}") }),
             Ok(Err(e)) => return Err(GatekeeperError::Worker { reason: format!("it stopped before it was confined ({e}); the console shows why") }),
             Err(_) => return Err(GatekeeperError::Worker { reason: format!("it did not say it was confined within {WORKER_START_DEADLINE:?}") }),
         };
@@ -671,15 +685,25 @@ impl Worker {
         Ok(worker)
     }
 
-    /// The worker's next message. Cancel-safe: a partial frame stays in the reader.
-    async fn recv(&mut self) -> GkResult<FromWorker> {
+    /// The worker's next message. Cancel-safe: a partial frame stays in the reader. A pusher's
+    /// frame is decoded here again (the worker checked it too, but is not trusted), straight
+    /// from the relay's buffer: its bytes are copied once.
+    async fn recv(&mut self) -> GkResult<Relayed> {
         loop {
             let n = self.from.read(self.frames.unfilled()).await.map_err(|source| GatekeeperError::Io { what: "the relay", source })?;
             if n == 0 {
                 return Err(GatekeeperError::Worker { reason: "it closed the relay".into() });
             }
             if let Filled::Frame { body, .. } = self.frames.filled(n)? {
-                return Ok(FromWorker::decode(body)?);
+                return Ok(match FromWorker::decode_in_place(body)? {
+                    InPlace::Frame { session, wire_bytes, body } => {
+                        // What the wire carried is at least the body and its prefix, whatever the worker says.
+                        let least = body.len().saturating_add(vault_core::push::protocol::LENGTH_PREFIX);
+                        let wire_bytes = usize::try_from(wire_bytes).unwrap_or(usize::MAX).max(least);
+                        Relayed::Frame { session, input: Inbound::Frame { frame: ClientFrame::decode(body), wire_bytes } }
+                    }
+                    InPlace::Message(message) => Relayed::Message(message),
+                });
             }
         }
     }

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use vault_core::keys::PublicKey;
 use vault_core::push::admission::{Admission, Admit, ConnectionId, MAX_HANDSHAKES};
-use vault_core::push::protocol::{ClientFrame, Filled, FrameReader, VaultFrame};
+use vault_core::push::protocol::{Checked, ClientFrame, Filled, FrameReader, VaultFrame};
 use vault_core::push::relay::{FromWorker, SessionNo, ToWorker, FRAME_CREDIT, MAX_RELAY_FRAME};
 
 use crate::error::{GatekeeperError, Result};
@@ -258,11 +258,11 @@ async fn serve(relay: std::os::unix::net::UnixStream, sign: std::os::unix::net::
     let (Ok(()), Ok(())) = (relay.set_nonblocking(true), listener.set_nonblocking(true)) else { return };
     let (Ok(relay), Ok(listener)) = (UnixStream::from_std(relay), TcpListener::from_std(listener)) else { return };
     let (relay_in, mut relay_out) = relay.into_split();
-    let (out_tx, mut out_rx) = mpsc::channel::<FromWorker>(256);
+    // Messages for the daemon, already encoded (a pusher's frame straight from the bytes read).
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
     // The relay writer: one message at a time, in order.
     tokio::spawn(async move {
-        while let Some(message) = out_rx.recv().await {
-            let Ok(bytes) = message.encode() else { continue };
+        while let Some(bytes) = out_rx.recv().await {
             if relay_out.write_all(&bytes).await.is_err() {
                 std::process::exit(0);
             }
@@ -299,7 +299,9 @@ async fn serve(relay: std::os::unix::net::UnixStream, sign: std::os::unix::net::
         let admitted = admission.lock().expect("handshakes lock").admit(next, peer.ip(), evict_tx);
         if let Err(reason) = admitted {
             drop(stream);
-            let _ = out_tx.send(FromWorker::Refused { peer: peer.to_string(), reason }).await;
+            if let Ok(bytes) = (FromWorker::Refused { peer: peer.to_string(), reason }).encode() {
+                let _ = out_tx.send(bytes).await;
+            }
             continue;
         }
         let (admit_tx, admit_rx) = oneshot::channel();
@@ -411,7 +413,7 @@ impl Handshakes {
 struct Connection {
     session: SessionNo,
     peer: SocketAddr,
-    out: mpsc::Sender<FromWorker>,
+    out: mpsc::Sender<Vec<u8>>,
     limits: Arc<Start>,
 }
 
@@ -475,7 +477,9 @@ impl Connection {
     }
 
     async fn tell(&self, message: FromWorker) {
-        let _ = self.out.send(message).await;
+        if let Ok(bytes) = message.encode() {
+            let _ = self.out.send(bytes).await;
+        }
     }
 
     /// Reads, checks and decodes frames, and forwards each to the daemon while the session has
@@ -489,17 +493,18 @@ impl Connection {
                 Ok(permit) => permit.forget(),
                 Err(_) => return Refusal::gone("the session's credit was closed".into()),
             }
-            let (body, wire_bytes) = match read_frame(reader, &mut frames, self.limits.idle).await {
-                Ok(frame) => frame,
+            // Checked as the daemon will decode it, then copied once, into the relay message.
+            let relayed = read_frame(reader, &mut frames, self.limits.idle, |body, wire_bytes| {
+                let checked = ClientFrame::check(body).map_err(|e| Refusal::told(e.to_string()))?;
+                let message = FromWorker::encode_frame(self.session, u32::try_from(wire_bytes).unwrap_or(u32::MAX), body).map_err(|e| Refusal::told(e.to_string()))?;
+                Ok((checked, message))
+            });
+            let (checked, message) = match relayed.await {
+                Ok(relayed) => relayed,
                 Err(ending) => return ending,
             };
-            let frame = match ClientFrame::decode(&body) {
-                Ok(frame) => frame,
-                Err(e) => return Refusal::told(e.to_string()),
-            };
-            let wire_bytes = u32::try_from(wire_bytes).unwrap_or(u32::MAX);
-            self.tell(FromWorker::Frame { session: self.session, wire_bytes, body }).await;
-            if matches!(frame, ClientFrame::Commit { .. }) {
+            let _ = self.out.send(message).await;
+            if checked == Checked::Commit {
                 return std::future::pending().await;
             }
         }
@@ -508,8 +513,13 @@ impl Connection {
 
 /// Reads one frame through the protocol's frame reader: the length prefix is checked before
 /// room is made for the body, and each part (prefix, body) must arrive within the idle
-/// deadline, so a slow trickle ends there. Returns the body and its size on the wire.
-async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S, frames: &mut FrameReader, idle: Duration) -> std::result::Result<(Vec<u8>, usize), Refusal> {
+/// deadline, so a slow trickle ends there. Hands `take` the body and its size on the wire.
+async fn read_frame<S: AsyncRead + Unpin, T>(
+    stream: &mut S,
+    frames: &mut FrameReader,
+    idle: Duration,
+    take: impl FnOnce(&[u8], usize) -> std::result::Result<T, Refusal>,
+) -> std::result::Result<T, Refusal> {
     let mut deadline = tokio::time::Instant::now() + idle;
     loop {
         let at_boundary = frames.at_frame_boundary();
@@ -524,7 +534,7 @@ async fn read_frame<S: AsyncRead + Unpin>(stream: &mut S, frames: &mut FrameRead
         match frames.filled(n).map_err(|e| Refusal::told(e.to_string()))? {
             Filled::More => {}
             Filled::BodyNext { .. } => deadline = tokio::time::Instant::now() + idle,
-            Filled::Frame { body, wire_bytes } => return Ok((body.to_vec(), wire_bytes)),
+            Filled::Frame { body, wire_bytes } => return take(body, wire_bytes),
         }
     }
 }

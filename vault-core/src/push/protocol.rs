@@ -110,42 +110,80 @@ impl ClientFrame {
 
     /// Decodes a frame body (after the length prefix). Strict: exact lengths, known verbs.
     pub fn decode(body: &[u8]) -> Result<ClientFrame> {
-        let mut r = Reader::new(body, "frame");
-        let verb = check_header(&mut r)?;
-        let frame = match verb {
-            VERB_BEGIN => {
-                let dataset = String::from_utf8(r.short_bytes("dataset")?.to_vec()).map_err(|_| Error::Push(PushError::BadName { name: "(not UTF-8)".into(), reason: "dataset names are UTF-8" }))?;
-                ClientFrame::Begin { dataset, client_time: r.i64("client time")?, audit_size: r.u64("audit size")? }
-            }
-            VERB_HAVE => {
-                let n = usize::from(r.u16("id count")?);
-                if n > MAX_HAVE_IDS {
-                    return Err(r.malformed(format!("{n} ids in one have, at most {MAX_HAVE_IDS}")));
-                }
-                let ids = (0..n).map(|_| r.array("chunk id").map(ChunkId)).collect::<Result<Vec<_>>>()?;
-                ClientFrame::Have { ids }
-            }
-            VERB_CHUNK => {
-                let id = ChunkId(r.array("chunk id")?);
-                let data = r.rest();
-                if data.is_empty() || data.len() > MAX_CHUNK_BYTES {
-                    return Err(r.malformed(format!("chunk of {} bytes, must be 1..={MAX_CHUNK_BYTES}", data.len())));
-                }
-                ClientFrame::Chunk { id, data: data.to_vec() }
-            }
-            VERB_MANIFEST => {
-                let bytes = r.rest();
-                if bytes.is_empty() || bytes.len() > MAX_MANIFEST_PART {
-                    return Err(r.malformed(format!("manifest part of {} bytes, must be 1..={MAX_MANIFEST_PART}", bytes.len())));
-                }
-                ClientFrame::ManifestPart { bytes: bytes.to_vec() }
-            }
-            VERB_COMMIT => ClientFrame::Commit { manifest_sha256: r.array("manifest hash")?, manifest_len: r.u64("manifest length")? },
-            verb => return Err(Error::Push(PushError::UnknownVerb { verb })),
-        };
-        r.finish()?;
-        Ok(frame)
+        Ok(match parse(body)? {
+            Parsed::Begin { dataset, client_time, audit_size } => ClientFrame::Begin { dataset, client_time, audit_size },
+            Parsed::Have { ids } => ClientFrame::Have { ids },
+            Parsed::Chunk { id, data } => ClientFrame::Chunk { id, data: data.to_vec() },
+            Parsed::ManifestPart { bytes } => ClientFrame::ManifestPart { bytes: bytes.to_vec() },
+            Parsed::Commit { manifest_sha256, manifest_len } => ClientFrame::Commit { manifest_sha256, manifest_len },
+        })
     }
+
+    /// Checks a frame body exactly as [`ClientFrame::decode`] does, without copying its chunk or
+    /// manifest bytes: what the session worker does to every frame before it relays the body.
+    /// Returns whether it is the commit.
+    pub fn check(body: &[u8]) -> Result<Checked> {
+        Ok(match parse(body)? {
+            Parsed::Commit { .. } => Checked::Commit,
+            _ => Checked::BeforeCommit,
+        })
+    }
+}
+
+/// What [`ClientFrame::check`] found a frame to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Checked {
+    BeforeCommit,
+    /// The pusher's last frame: nothing follows it but the vault's answer.
+    Commit,
+}
+
+/// A client frame's body parsed in place: the one parser behind [`ClientFrame::decode`] and
+/// [`ClientFrame::check`].
+enum Parsed<'a> {
+    Begin { dataset: String, client_time: i64, audit_size: u64 },
+    Have { ids: Vec<ChunkId> },
+    Chunk { id: ChunkId, data: &'a [u8] },
+    ManifestPart { bytes: &'a [u8] },
+    Commit { manifest_sha256: [u8; 32], manifest_len: u64 },
+}
+
+fn parse(body: &[u8]) -> Result<Parsed<'_>> {
+    let mut r = Reader::new(body, "frame");
+    let verb = check_header(&mut r)?;
+    let frame = match verb {
+        VERB_BEGIN => {
+            let dataset = String::from_utf8(r.short_bytes("dataset")?.to_vec()).map_err(|_| Error::Push(PushError::BadName { name: "(not UTF-8)".into(), reason: "dataset names are UTF-8" }))?;
+            Parsed::Begin { dataset, client_time: r.i64("client time")?, audit_size: r.u64("audit size")? }
+        }
+        VERB_HAVE => {
+            let n = usize::from(r.u16("id count")?);
+            if n > MAX_HAVE_IDS {
+                return Err(r.malformed(format!("{n} ids in one have, at most {MAX_HAVE_IDS}")));
+            }
+            let ids = (0..n).map(|_| r.array("chunk id").map(ChunkId)).collect::<Result<Vec<_>>>()?;
+            Parsed::Have { ids }
+        }
+        VERB_CHUNK => {
+            let id = ChunkId(r.array("chunk id")?);
+            let data = r.rest();
+            if data.is_empty() || data.len() > MAX_CHUNK_BYTES {
+                return Err(r.malformed(format!("chunk of {} bytes, must be 1..={MAX_CHUNK_BYTES}", data.len())));
+            }
+            Parsed::Chunk { id, data }
+        }
+        VERB_MANIFEST => {
+            let bytes = r.rest();
+            if bytes.is_empty() || bytes.len() > MAX_MANIFEST_PART {
+                return Err(r.malformed(format!("manifest part of {} bytes, must be 1..={MAX_MANIFEST_PART}", bytes.len())));
+            }
+            Parsed::ManifestPart { bytes }
+        }
+        VERB_COMMIT => Parsed::Commit { manifest_sha256: r.array("manifest hash")?, manifest_len: r.u64("manifest length")? },
+        verb => return Err(Error::Push(PushError::UnknownVerb { verb })),
+    };
+    r.finish()?;
+    Ok(frame)
 }
 
 /// A chunk frame straight from a borrowed slice, so the pusher does not copy chunk data.
@@ -511,6 +549,18 @@ mod tests {
         fn decoding_arbitrary_bytes_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
             let _ = ClientFrame::decode(&bytes);
             let _ = VaultFrame::decode(&bytes);
+        }
+
+        /// The worker's check and the daemon's decode refuse the same bodies alike.
+        #[test]
+        fn the_check_passes_exactly_what_decodes(verb in prop::sample::select(vec![VERB_BEGIN, VERB_HAVE, VERB_CHUNK, VERB_MANIFEST, VERB_COMMIT, 0x7f]), rest in prop::collection::vec(any::<u8>(), 0..300)) {
+            let mut body = vec![PROTOCOL_VERSION, verb];
+            body.extend_from_slice(&rest);
+            match (ClientFrame::decode(&body), ClientFrame::check(&body)) {
+                (Ok(frame), Ok(checked)) => prop_assert_eq!(checked == Checked::Commit, matches!(frame, ClientFrame::Commit { .. })),
+                (Err(decoded), Err(checked)) => prop_assert_eq!(decoded.to_string(), checked.to_string()),
+                (decoded, checked) => prop_assert!(false, "decode {:?}, check {:?}", decoded.map(|f| f.verb_name()), checked),
+            }
         }
     }
 }

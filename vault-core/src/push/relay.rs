@@ -106,12 +106,7 @@ impl FromWorker {
                 text(&mut w, peer)?;
                 w.raw(key);
             }
-            FromWorker::Frame { session, wire_bytes, body } => {
-                if body.len() > MAX_FRAME_BYTES {
-                    return Err(Error::Push(PushError::FrameTooLarge { size: body.len(), limit: MAX_FRAME_BYTES }));
-                }
-                w.u8(FRAME).u64(*session).u32(*wire_bytes).raw(body);
-            }
+            FromWorker::Frame { session, wire_bytes, body } => return FromWorker::encode_frame(*session, *wire_bytes, body),
             FromWorker::Ended { session, reason, told_peer } => {
                 w.u8(ENDED).u64(*session).u8(u8::from(*told_peer));
                 text(&mut w, reason)?;
@@ -124,9 +119,35 @@ impl FromWorker {
         with_prefix(w.bytes)
     }
 
+    /// [`FromWorker::Frame`] encoded straight from the bytes the worker read: the pusher's
+    /// bytes are copied once, into the message.
+    pub fn encode_frame(session: SessionNo, wire_bytes: u32, body: &[u8]) -> Result<Vec<u8>> {
+        if body.len() > MAX_FRAME_BYTES {
+            return Err(Error::Push(PushError::FrameTooLarge { size: body.len(), limit: MAX_FRAME_BYTES }));
+        }
+        const HEADER: usize = 1 + 8 + 4;
+        let len = HEADER + body.len();
+        let mut out = Vec::with_capacity(LENGTH_PREFIX + len);
+        out.extend_from_slice(&u32::try_from(len).expect("within MAX_RELAY_FRAME").to_be_bytes());
+        out.push(FRAME);
+        out.extend_from_slice(&session.to_be_bytes());
+        out.extend_from_slice(&wire_bytes.to_be_bytes());
+        out.extend_from_slice(body);
+        Ok(out)
+    }
+
     /// Decodes a body (after the length prefix). Strict: known kinds, exact lengths, UTF-8 text
     /// within [`MAX_TEXT`].
     pub fn decode(body: &[u8]) -> Result<FromWorker> {
+        Ok(match FromWorker::decode_in_place(body)? {
+            InPlace::Frame { session, wire_bytes, body } => FromWorker::Frame { session, wire_bytes, body: body.to_vec() },
+            InPlace::Message(message) => message,
+        })
+    }
+
+    /// [`FromWorker::decode`], leaving a pusher's frame where it is, so the daemon decodes it
+    /// straight from the relay's buffer.
+    pub fn decode_in_place(body: &[u8]) -> Result<InPlace<'_>> {
         let mut r = Reader::new(body, "relay message from the session worker");
         let message = match r.u8("kind")? {
             CONFINED => FromWorker::Confined {
@@ -145,15 +166,28 @@ impl FromWorker {
                 if body.len() > MAX_FRAME_BYTES {
                     return Err(Error::Push(PushError::FrameTooLarge { size: body.len(), limit: MAX_FRAME_BYTES }));
                 }
-                FromWorker::Frame { session, wire_bytes, body: body.to_vec() }
+                r.finish()?;
+                return Ok(InPlace::Frame { session, wire_bytes, body });
             }
             ENDED => FromWorker::Ended { session: r.u64("session")?, told_peer: flag(&mut r, "told peer")?, reason: read_text(&mut r, "reason")? },
             FINISHED => FromWorker::Finished { session: r.u64("session")?, error: read_optional_text(&mut r, "error")? },
             kind => return Err(r.malformed(format!("unknown kind {kind:#04x}"))),
         };
         r.finish()?;
-        Ok(message)
+        Ok(InPlace::Message(message))
     }
+}
+
+/// A worker's message as [`FromWorker::decode_in_place`] reads it.
+#[derive(Debug)]
+pub enum InPlace<'a> {
+    /// [`FromWorker::Frame`], its body borrowed.
+    Frame {
+        session: SessionNo,
+        wire_bytes: u32,
+        body: &'a [u8],
+    },
+    Message(FromWorker),
 }
 
 impl ToWorker {
@@ -408,6 +442,9 @@ mod tests {
             if let Ok(m) = FromWorker::decode(&bytes) {
                 let encoded = m.encode().unwrap();
                 prop_assert_eq!(body(&encoded), &bytes[..]);
+                if let FromWorker::Frame { session, wire_bytes, body } = &m {
+                    prop_assert_eq!(FromWorker::encode_frame(*session, *wire_bytes, body).unwrap(), encoded);
+                }
             }
             if let Ok(m) = ToWorker::decode(&bytes) {
                 let encoded = m.encode().unwrap();
