@@ -54,10 +54,12 @@ test-image-minimal: test-keys
 	KERNEL=minimal ROOT=out/test-keys/root.toml OUT=$(CURDIR)/out/minimal image/build.sh
 
 # What the kernel changes: booting (every disk bus, through firmware), the image's contents,
-# USB sticks, and a push through its network stack.
+# USB sticks, and a push through its network stack. Secure Boot is left to the Debian run:
+# the firmware checks the UKI's signature whatever kernel it holds, and the firmware boot
+# here already runs the minimal kernel's EFI stub.
 MINIMAL_SUITE = VAULT_IMAGE_DIR=$(CURDIR)/out/minimal VAULT_TEST_KEYS=$(CURDIR)/out/test-keys $(CARGO) test -p qemu-tests --locked
 test-minimal: test-image-minimal
-	$(MINIMAL_SUITE) --test boot --test image_contents --test usb_policy -- --test-threads=1 --nocapture
+	$(MINIMAL_SUITE) --test boot --test image_contents --test usb_policy -- --test-threads=1 --nocapture --skip under_secure_boot
 	$(MINIMAL_SUITE) --test scenarios -- --test-threads=1 --nocapture push_receipt_early_close_restore_and_an_incremental_push
 
 # The image the QEMU suite boots: a trust root from test keys (out/test-keys, made once).

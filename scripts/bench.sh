@@ -252,7 +252,10 @@ printf '#!/bin/sh\nshift\nexec "$@"\n' > "$BORG_RSH"
 chmod +x "$BORG_RSH"
 ip netns exec "$RSYNC_NS" rclone serve restic --append-only --addr "$RSYNC_IP:8000" "$WORK/restic-repo" > "$WORK/rclone.log" 2>&1 &
 RCLONE_PID=$!
-sleep 1
+for _ in $(seq 100); do
+  ip netns exec "$PEER_NS" bash -c "echo > /dev/tcp/$RSYNC_IP/8000" 2>/dev/null && break
+  sleep 0.2
+done
 restic_run() { ip netns exec "$PEER_NS" restic -q -r "$RESTIC_REPO" --cache-dir "$WORK/restic-cache" backup "$DATA" >/dev/null; }
 borg_run() { BORG_CACHE_DIR=$WORK/borg-cache borg create "ssh://peer$WORK/borg-repo::$1" "$DATA"; }
 ip netns exec "$PEER_NS" restic -q -r "$RESTIC_REPO" --cache-dir "$WORK/restic-cache" init >/dev/null
