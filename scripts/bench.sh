@@ -38,6 +38,7 @@ GK_PID=""
 RSYNCD_PID=""
 PERF_PID=""
 RCLONE_PID=""
+TMPFS_MOUNTED=""
 
 # The peers, from Debian: rsync (daemon over TCP), restic with rclone's append-only REST
 # server, borg.
@@ -63,6 +64,7 @@ cleanup() {
   if [ -n "$RSYNCD_PID" ]; then kill "$RSYNCD_PID" 2>/dev/null || true; fi
   if [ -n "$PERF_PID" ]; then kill "$PERF_PID" 2>/dev/null || true; fi
   if [ -n "$RCLONE_PID" ]; then kill "$RCLONE_PID" 2>/dev/null || true; fi
+  if [ -n "$TMPFS_MOUNTED" ]; then umount "$WORK/vault/store-tmpfs" 2>/dev/null || true; fi
   ip netns del "$VAULT_NS" 2>/dev/null || true
   ip netns del "$PEER_NS" 2>/dev/null || true
   ip netns del "$RSYNC_NS" 2>/dev/null || true
@@ -237,6 +239,30 @@ for round in 1 2; do
   chattr -R -i "$WORK/vault/store-without-signals-$round"; rm -rf "$WORK/vault/store-without-signals-$round"
   start_vault "$kept_store"
 done
+# What durability costs, measured beside the rest: a push answers only after its pack is on
+# the disk (fsync at sealing), rsync never waits for the disk. So: rsync --fsync (each file
+# fsynced, as durable as the push); the disk's own rate for 2 GiB written and fdatasync'd (dd:
+# no durable push can beat it); and the same push into a store in memory (tmpfs), which shows
+# what the CPU path sustains without the disk.
+settle; echo "== initial rsync --fsync"
+t0=$(now); ip netns exec "$PEER_NS" rsync -a --fsync "$DATA/" "rsync://$RSYNC_IP:8730/bench/fsync/"; t1=$(now)
+RSYNC_FSYNC=$(elapsed "$t0" "$t1")
+settle; echo "== the disk: 2 GiB written and fdatasync'd"
+t0=$(now); dd if=/dev/zero of="$WORK/vault/dd.tmp" bs=1M count=2048 conv=fdatasync status=none; t1=$(now)
+DISK=$(elapsed "$t0" "$t1")
+rm -f "$WORK/vault/dd.tmp"
+stop_vault
+mkdir -p "$WORK/vault/store-tmpfs"
+mount -t tmpfs -o size=4G vault-bench "$WORK/vault/store-tmpfs"
+TMPFS_MOUNTED=1
+start_vault "$WORK/vault/store-tmpfs"
+settle; echo "== initial push into a store in memory (tmpfs)"
+t0=$(now); push all-tmpfs "$DATA" > /dev/null; t1=$(now)
+PUSH_TMPFS=$(elapsed "$t0" "$t1")
+stop_vault
+umount "$WORK/vault/store-tmpfs"; TMPFS_MOUNTED=""
+start_vault "$WORK/vault/store-round2"
+
 # restic pushing to `rclone serve restic --append-only` (the nearest open-source append-only
 # peer: a stolen client key cannot delete), over plain HTTP in rsync's namespace; and borg
 # into a repository served `borg serve --append-only`, reached through a pipe (BORG_RSH runs
@@ -334,12 +360,16 @@ bytes_, push1, rsync1, sha = $BYTES, $PUSH1, $RSYNC1, $SHA
 push2, rsync2, conc, rss_kb, changed, new2 = $PUSH2, $RSYNC2, $CONC, $RSS_KB, $CHANGED, $NEW2
 nosig = $PUSH_NOSIG
 restic1, restic2, borg1, borg2 = $RESTIC1, $RESTIC2, $BORG1, $BORG2
+rsync_fsync, disk, push_tmpfs = $RSYNC_FSYNC, $DISK, $PUSH_TMPFS
 mb = lambda s: bytes_ / s / 1e6
 print()
 print(f"dataset              {bytes_ / 2**30:.2f} GiB in $FILES files")
 print(f"initial push (best of 2)  {push1:5.2f} s  {mb(push1):7.1f} MB/s  (CPU: pusher $PUSHER_CPU1 s, gatekeeper $GK_CPU1 s)")
 print(f"initial rsync (best of 2) {rsync1:5.2f} s  {mb(rsync1):7.1f} MB/s")
 print(f"initial push without the signals (best of 2)  {nosig:5.2f} s  {mb(nosig):7.1f} MB/s")
+print(f"initial rsync --fsync {rsync_fsync:6.2f} s  {mb(rsync_fsync):7.1f} MB/s  (each file on disk before the next, as durable as the push)")
+print(f"the disk, 2 GiB fdatasync'd {disk:5.2f} s  {2**31 / disk / 1e6:7.1f} MB/s  (no durable push of this dataset can beat {bytes_ / (2**31 / disk):.2f} s)")
+print(f"initial push into tmpfs {push_tmpfs:5.2f} s  {mb(push_tmpfs):7.1f} MB/s  (the CPU path without the disk)")
 print(f"initial restic (rclone --append-only)  {restic1:5.2f} s  {mb(restic1):7.1f} MB/s")
 print(f"initial borg (serve --append-only)     {borg1:5.2f} s  {mb(borg1):7.1f} MB/s")
 print(f"sha256sum            {sha:7.2f} s  {mb(sha):7.1f} MB/s")
@@ -350,6 +380,9 @@ print(f"incremental borg     {borg2:7.2f} s")
 print(f"8 concurrent pushes  {conc:7.2f} s  {mb(conc):7.1f} MB/s; gatekeeper peak RSS {rss_kb / 1024:.1f} MiB")
 print()
 print(f"RATIO initial push / rsync throughput   {rsync1 / push1:.2f}x   (target >= 1.5)")
+print(f"RATIO initial push / rsync --fsync throughput  {rsync_fsync / push1:.2f}x")
+print(f"RATIO initial push / the disk's fdatasync rate  {(bytes_ / (2**31 / disk)) / push1:.2f}x   (1.0 is the ceiling)")
+print(f"RATIO initial push into tmpfs / rsync throughput  {rsync1 / push_tmpfs:.2f}x")
 print(f"RATIO initial push / restic throughput  {restic1 / push1:.2f}x   (target >= 3.0)")
 print(f"RATIO initial push / borg throughput    {borg1 / push1:.2f}x")
 print(f"RATIO incremental push / rsync time      {push2 / rsync2:.2f}x   (target <= 0.5)")
