@@ -76,6 +76,15 @@ now() { date +%s.%N; }
 # Each timed step starts with no dirty pages left by the one before it.
 settle() { sync; sleep 1; }
 elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
+# timed VAR LABEL COMMAND...: runs the command after settling (its output dropped) and sets
+# VAR to its wall time in seconds.
+timed() {
+  local var=$1 label=$2 t0 t1
+  shift 2
+  settle; echo "== $label"
+  t0=$(now); "$@" > /dev/null; t1=$(now)
+  printf -v "$var" '%s' "$(elapsed "$t0" "$t1")"
+}
 rate() { python3 -c "print(f'{$1 / ($2) / 1e6:.1f}')"; } # bytes, seconds -> MB/s
 
 # ---- 1. the dataset ---------------------------------------------------------------------
@@ -244,21 +253,15 @@ done
 # fsynced, as durable as the push); the disk's own rate for 2 GiB written and fdatasync'd (dd:
 # no durable push can beat it); and the same push into a store in memory (tmpfs), which shows
 # what the CPU path sustains without the disk.
-settle; echo "== initial rsync --fsync"
-t0=$(now); ip netns exec "$PEER_NS" rsync -a --fsync "$DATA/" "rsync://$RSYNC_IP:8730/bench/fsync/"; t1=$(now)
-RSYNC_FSYNC=$(elapsed "$t0" "$t1")
-settle; echo "== the disk: 2 GiB written and fdatasync'd"
-t0=$(now); dd if=/dev/zero of="$WORK/vault/dd.tmp" bs=1M count=2048 conv=fdatasync status=none; t1=$(now)
-DISK=$(elapsed "$t0" "$t1")
+timed RSYNC_FSYNC "initial rsync --fsync" ip netns exec "$PEER_NS" rsync -a --fsync "$DATA/" "rsync://$RSYNC_IP:8730/bench/fsync/"
+timed DISK "the disk: 2 GiB written and fdatasync'd" dd if=/dev/zero of="$WORK/vault/dd.tmp" bs=1M count=2048 conv=fdatasync status=none
 rm -f "$WORK/vault/dd.tmp"
 stop_vault
 mkdir -p "$WORK/vault/store-tmpfs"
 mount -t tmpfs -o size=4G vault-bench "$WORK/vault/store-tmpfs"
 TMPFS_MOUNTED=1
 start_vault "$WORK/vault/store-tmpfs"
-settle; echo "== initial push into a store in memory (tmpfs)"
-t0=$(now); push all-tmpfs "$DATA" > /dev/null; t1=$(now)
-PUSH_TMPFS=$(elapsed "$t0" "$t1")
+timed PUSH_TMPFS "initial push into a store in memory (tmpfs)" push all-tmpfs "$DATA"
 stop_vault
 umount "$WORK/vault/store-tmpfs"; TMPFS_MOUNTED=""
 start_vault "$WORK/vault/store-round2"
@@ -286,12 +289,8 @@ restic_run() { ip netns exec "$PEER_NS" restic -q -r "$RESTIC_REPO" --cache-dir 
 borg_run() { BORG_CACHE_DIR=$WORK/borg-cache borg create "ssh://peer$WORK/borg-repo::$1" "$DATA"; }
 ip netns exec "$PEER_NS" restic -q -r "$RESTIC_REPO" --cache-dir "$WORK/restic-cache" init >/dev/null
 BORG_CACHE_DIR=$WORK/borg-cache borg init --encryption=repokey "ssh://peer$WORK/borg-repo" --append-only
-settle; echo "== initial restic"
-t0=$(now); restic_run; t1=$(now)
-RESTIC1=$(elapsed "$t0" "$t1")
-settle; echo "== initial borg"
-t0=$(now); borg_run initial; t1=$(now)
-BORG1=$(elapsed "$t0" "$t1")
+timed RESTIC1 "initial restic" restic_run
+timed BORG1 "initial borg" borg_run initial
 
 settle; echo "== sha256sum"
 t0=$(now); find "$DATA" -type f -print0 | xargs -0 sha256sum > /dev/null; t1=$(now)
@@ -327,12 +326,8 @@ PUSH2=$(elapsed "$t0" "$t1")
 settle; echo "== incremental rsync"
 t0=$(now); rsync_run round2; t1=$(now)
 RSYNC2=$(elapsed "$t0" "$t1")
-settle; echo "== incremental restic"
-t0=$(now); restic_run; t1=$(now)
-RESTIC2=$(elapsed "$t0" "$t1")
-settle; echo "== incremental borg"
-t0=$(now); borg_run incremental; t1=$(now)
-BORG2=$(elapsed "$t0" "$t1")
+timed RESTIC2 "incremental restic" restic_run
+timed BORG2 "incremental borg" borg_run incremental
 kill "$RCLONE_PID" 2>/dev/null || true; RCLONE_PID=""
 stop_vault
 
