@@ -142,10 +142,14 @@ impl Conn {
             // WouldBlock only means no more plaintext yet; what was read is kept.
             let _ = self.tls.conn.reader().read_to_end(&mut plaintext);
         }
-        match vault_io::read_frame(&mut plaintext.as_slice(), &mut FrameReader::default(), VaultFrame::decode) {
-            Ok(Some(VaultFrame::Refused { reason })) => Some(reason),
-            _ => None,
+        // Answers to `have`s still in flight may come first: the refusal is the last frame.
+        let (mut unread, mut frames) = (plaintext.as_slice(), FrameReader::default());
+        while let Ok(Some(frame)) = vault_io::read_frame(&mut unread, &mut frames, VaultFrame::decode) {
+            if let VaultFrame::Refused { reason } = frame {
+                return Some(reason);
+            }
         }
+        None
     }
 
     fn recv(&mut self) -> Result<VaultFrame> {
@@ -518,19 +522,19 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
     let manifest = if args.source.as_os_str() == "-" {
         let mut uploader = Uploader::new(&mut conn, &mut stats);
         let (tx, rx) = sync_channel(CUT_QUEUE);
-        // One stream has one chunker: it cuts ahead while this thread sends.
-        let mut chunks = std::thread::scope(|scope| {
-            scope.spawn(move || {
-                let result = chunk_reader(std::io::stdin().lock(), None, |id, data| send_cut(&tx, Cut::Chunk { file: 0, id, data: Some(data) }));
-                let _ = tx.send(result.map_or_else(Cut::Failed, |chunks| Cut::File { file: 0, chunks, from_cache: false }));
-            });
-            let cut = send_cuts(&rx, &mut uploader, &progress);
-            drop(rx); // see chunk_in_parallel
-            cut
-        })?;
+        // One stream has one chunker: it cuts ahead while this thread sends. Not joined on an
+        // error: it may be blocked reading a producer that writes nothing more for hours, and
+        // the refusal is said now (it stops at its next chunk; a stream is never retried).
+        let chunker = std::thread::spawn(move || {
+            let result = chunk_reader(std::io::stdin().lock(), None, |id, data| send_cut(&tx, Cut::Chunk { file: 0, id, data: Some(data) }));
+            let _ = tx.send(result.map_or_else(Cut::Failed, |chunks| Cut::File { file: 0, chunks, from_cache: false }));
+        });
+        let mut chunks = send_cuts(&rx, &mut uploader, &progress)?;
+        // Every cut was taken, so the chunker has ended.
+        let _ = chunker.join();
         uploader.finish()?;
         stats.files = 1;
-        let chunks = chunks.remove(&0).unwrap_or_default();
+        let chunks = chunks.remove(&0).ok_or_else(|| CliError::Failed("stdin: the chunker ended without the stream's chunk list".into()))?;
         let size = chunks.iter().map(|c| u64::from(c.len)).sum();
         Manifest { entries: vec![Entry { path: b"stream".to_vec(), mode: 0o600, mtime: vault_io::clock_now().unix(), kind: EntryKind::Stream { size, chunks } }] }
     } else {
