@@ -494,7 +494,7 @@ fn strangers_scanning_forging_and_idling_neither_close_nor_fill_the_window() {
 
 #[test]
 fn quota_stops_a_flooding_pusher_and_spares_the_others() {
-    let rig = Rig::start("quota", vec![("db", "1GiB"), ("flood", "64KiB")], &[], None);
+    let rig = Rig::start("quota", vec![("db", "1GiB"), ("flood", "64KiB"), ("deep", "48MiB")], &[], None);
     let before = rig.baseline("db");
 
     // 13. 200 KiB against a 64 KiB quota.
@@ -507,6 +507,14 @@ fn quota_stops_a_flooding_pusher_and_spares_the_others() {
     let reason = rig.daemon.refusal_after(mark, 5.0);
     assert!(reason.starts_with(expected), "flood: {reason}");
     assert_store_unchanged(&rig.store(), &before, "quota exceeded");
+
+    // 96 MiB against 48 MiB: refused deep in the push, with answers to `have`s still in flight
+    // ahead of the refusal; the pusher still says the vault's reason.
+    let deep = rig.path("deep");
+    random_tree(&deep, 1, 96 << 20, 0xdee9);
+    let stderr = refused_stderr(&rig.push("deep", "deep", &deep));
+    assert!(stderr.contains("quota exceeded: pusher `deep` may send 50331648 bytes per window"), "deep: {stderr}");
+    assert_store_unchanged(&rig.store(), &before, "quota exceeded deep in a push");
 
     // Another pusher in the same window is not charged for it.
     let pushed = json_of(&rig.push("db", "db", &flood));
