@@ -467,9 +467,14 @@ fn chunk_file(file: &FileToRead, index: usize, cache: &Cache, tx: &SyncSender<Cu
         }
         return Ok((chunks, true));
     }
-    let f = std::fs::File::open(&file.path).map_err(|e| CliError::Failed(format!("{}: {e}", file.path.display())))?;
-    let chunks = chunk_reader(f, Some(file.meta.size()), |id, data| send_cut(tx, Cut::Chunk { file: index, id, data: Some(data) }))?;
+    let chunks = read_and_cut(file, |id, data| send_cut(tx, Cut::Chunk { file: index, id, data: Some(data) }))?;
     Ok((chunks, false))
+}
+
+/// Opens a file and cuts it, handing each chunk to `each`; returns its chunk list.
+fn read_and_cut(file: &FileToRead, each: impl FnMut(ChunkId, Vec<u8>) -> Result<()>) -> Result<Vec<ChunkRef>> {
+    let f = std::fs::File::open(&file.path).map_err(|e| CliError::Failed(format!("{}: {e}", file.path.display())))?;
+    chunk_reader(f, Some(file.meta.size()), each)
 }
 
 /// Reads, cuts and hashes `files` on a bounded pool of threads (one per core) while this
@@ -555,9 +560,8 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
         // them now, and insist they still cut into the chunks the cache promised.
         let mut read = 0u64;
         for index in std::mem::take(&mut uploader.reread) {
-            let (file, meta) = (&files[index], &files[index].meta);
-            let f = std::fs::File::open(&file.path).map_err(|e| CliError::Failed(format!("{}: {e}", file.path.display())))?;
-            let chunks = chunk_reader(f, Some(meta.size()), |id, data| {
+            let file = &files[index];
+            let chunks = read_and_cut(file, |id, data| {
                 read += data.len() as u64;
                 uploader.add(id, Some(data), index)
             })?;
