@@ -476,7 +476,7 @@ fn strangers_scanning_forging_and_idling_neither_close_nor_fill_the_window() {
     assert!(unix_now() < until as f64 - 5.0, "the attacks took the whole window; nothing was shown");
     let (closed_at, _) = rig.daemon.wait_for_matching_after(mark, |e| e["event"] == "state_changed" && e["from"] == "open", (until as f64 - unix_now()) + 5.0);
     assert!(closed_at >= until as f64 - 0.5, "the window closed at {closed_at}, before its end {until}");
-    assert!(!rig.daemon.all().iter().any(|e| e["event"] == "alarm"));
+    assert!(!rig.daemon.all().iter().any(|e| e["event"] == "alarm"), "{:?}", rig.daemon.all().iter().filter(|e| e["event"] == "alarm").collect::<Vec<_>>());
 
     // Everything the vault's MAC sent, in order, is what the egress rule allows.
     let frames = prober.finish().0;
