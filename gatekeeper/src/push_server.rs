@@ -27,7 +27,7 @@ use vault_core::push::ingest::{IngestEnv, IngestSession, SealRequest, Step};
 use vault_core::push::limits::WindowAccount;
 use vault_core::push::protocol::{ClientFrame, Filled, FrameReader, VaultFrame};
 use vault_core::push::receipt::{snapshot_id, Receipt, SignedReceipt};
-use vault_core::push::relay::{FromWorker, InPlace, SessionNo, ToWorker, FRAME_CREDIT, MAX_RELAY_FRAME};
+use vault_core::push::relay::{credit_cost, FromWorker, InPlace, SessionNo, ToWorker, MAX_FRAMES_IN_CREDIT, MAX_RELAY_FRAME, RELAY_CREDIT};
 use vault_core::units::TimeProvider;
 use vault_store::{SealInput, Sealed, StagedTable, StagingPack, Store};
 
@@ -170,7 +170,7 @@ struct WindowSessions {
     window: Arc<Window>,
     slots: Arc<Semaphore>,
     /// Where each admitted session's relayed input goes.
-    routes: HashMap<SessionNo, mpsc::Sender<Inbound>>,
+    routes: HashMap<SessionNo, Route>,
     peers: HashMap<tokio::task::Id, (SessionNo, SocketAddr)>,
     tasks: JoinSet<()>,
     reports: mpsc::Sender<SessionReport>,
@@ -230,10 +230,11 @@ impl WindowSessions {
         };
         self.tell(ToWorker::Admit { session })?;
         let (tx, inbox) = mpsc::channel(INBOX_CAPACITY);
-        self.routes.insert(session, tx);
+        let credit = Arc::new(CreditInUse::default());
+        self.routes.insert(session, Route { inbox: tx, credit: credit.clone() });
         let _ = self.reports.send(SessionReport::Started { peer }).await;
         self.note(Event::SessionAccepted { peer: peer.to_string(), pusher: pusher.name.clone() }).await;
-        let conn = Conn { session, inbox, relay: self.relay.clone() };
+        let conn = Conn { session, inbox, relay: self.relay.clone(), credit };
         let (service, window, reports) = (self.service.clone(), self.window.clone(), self.reports.clone());
         let task = self.tasks.spawn(async move {
             let _slot = slot;
@@ -247,9 +248,15 @@ impl WindowSessions {
     /// worker sent it before it heard); more than the credit allows is a breach.
     fn route(&mut self, session: SessionNo, input: Inbound) -> Result<(), Breach> {
         let Some(route) = self.routes.get(&session) else { return Ok(()) };
-        match route.try_send(input) {
+        if let Inbound::Frame { wire_bytes, .. } = &input {
+            route
+                .credit
+                .charge(credit_cost(*wire_bytes))
+                .map_err(|in_use| format!("session {session}: {in_use} bytes of frames relayed before the daemon took them, over the credit of {RELAY_CREDIT}"))?;
+        }
+        match route.inbox.try_send(input) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(_)) => Err(format!("session {session}: more than {FRAME_CREDIT} frames relayed before the daemon took them")),
+            Err(mpsc::error::TrySendError::Full(_)) => Err(format!("session {session}: more than {MAX_FRAMES_IN_CREDIT} frames relayed before the daemon took them")),
         }
     }
 
@@ -269,8 +276,39 @@ enum Relayed {
     Message(FromWorker),
 }
 
-/// Room for a session's relayed frames (its credit) and the two messages that may end it.
-const INBOX_CAPACITY: usize = FRAME_CREDIT as usize + 2;
+/// Room for a session's relayed frames (the most its credit lets wait) and the two messages
+/// that may end it.
+const INBOX_CAPACITY: usize = MAX_FRAMES_IN_CREDIT + 2;
+
+/// One admitted session, as the window's loop reaches it.
+struct Route {
+    inbox: mpsc::Sender<Inbound>,
+    credit: Arc<CreditInUse>,
+}
+
+/// The daemon's own count of a session's credit in use: the cost of the frames the worker
+/// relayed that the session has not taken. The worker is not trusted to keep to its credit;
+/// this is what holds it to it, so a session's queued frames never pass [`RELAY_CREDIT`] bytes.
+#[derive(Debug, Default)]
+struct CreditInUse(std::sync::atomic::AtomicU32);
+
+impl CreditInUse {
+    /// A relayed frame of this cost: `Err` with the credit it would put in use if that is more
+    /// than [`RELAY_CREDIT`].
+    fn charge(&self, cost: u32) -> Result<(), u64> {
+        use std::sync::atomic::Ordering;
+        let within = |in_use: u32| in_use.checked_add(cost).filter(|after| *after <= RELAY_CREDIT);
+        match self.0.fetch_update(Ordering::AcqRel, Ordering::Acquire, within) {
+            Ok(_) => Ok(()),
+            Err(in_use) => Err(u64::from(in_use) + u64::from(cost)),
+        }
+    }
+
+    /// The session took a frame of this cost (released before the worker hears of it).
+    fn release(&self, cost: u32) {
+        let _ = self.0.fetch_update(std::sync::atomic::Ordering::AcqRel, std::sync::atomic::Ordering::Acquire, |in_use| Some(in_use.saturating_sub(cost)));
+    }
+}
 
 /// What the worker relays for one session.
 enum Inbound {
@@ -291,16 +329,19 @@ struct Conn {
     session: SessionNo,
     inbox: mpsc::Receiver<Inbound>,
     relay: mpsc::Sender<ToWorker>,
+    credit: Arc<CreditInUse>,
 }
 
 impl Conn {
     /// The next frame, decoded here again (the worker decoded it too, but is not trusted);
-    /// taking it gives the worker one frame of credit back. Returns the frame and its size on
+    /// taking it gives the worker its cost of credit back. Returns the frame and its size on
     /// the wire.
     async fn next_frame(&mut self) -> Result<(ClientFrame, usize), Refusal> {
         match self.inbox.recv().await {
             Some(Inbound::Frame { frame, wire_bytes }) => {
-                self.relay_send(ToWorker::Consumed { session: self.session, frames: 1 }).await.map_err(Refusal::gone)?;
+                let cost = credit_cost(wire_bytes);
+                self.credit.release(cost);
+                self.relay_send(ToWorker::Consumed { session: self.session, credit: cost }).await.map_err(Refusal::gone)?;
                 Ok((frame.map_err(Refusal::from)?, wire_bytes))
             }
             // The worker told the pusher already, if it was to be told.
@@ -829,6 +870,34 @@ mod tests {
         line.write_all(message).ok()?;
         let mut signature = [0u8; 64];
         line.read_exact(&mut signature).ok().map(|()| signature)
+    }
+
+    #[test]
+    fn a_worker_relaying_past_its_credit_is_caught_in_bytes_and_in_frames() {
+        let credit = CreditInUse::default();
+        let largest = credit_cost(vault_core::push::protocol::MAX_FRAME_BYTES + vault_core::push::protocol::LENGTH_PREFIX);
+        for _ in 0..4 {
+            credit.charge(largest).unwrap();
+        }
+        // A fifth chunk at the maximum before the daemon took one: over, and by how much.
+        let over = credit.charge(largest).unwrap_err();
+        assert_eq!(over, 5 * u64::from(largest));
+        // Taken frames give their cost back; small frames cost the minimum, so the credit also
+        // bounds how many wait (the inbox has room for exactly that many and the two endings).
+        let small = CreditInUse::default();
+        for _ in 0..MAX_FRAMES_IN_CREDIT {
+            small.charge(credit_cost(100)).unwrap();
+        }
+        assert!(small.charge(credit_cost(100)).is_err());
+        small.release(credit_cost(100));
+        small.release(credit_cost(100));
+        small.charge(credit_cost(100)).unwrap();
+        assert_eq!(INBOX_CAPACITY, MAX_FRAMES_IN_CREDIT + 2);
+        // Releasing more than is in use cannot wrap around into fresh credit.
+        let empty = CreditInUse::default();
+        empty.release(RELAY_CREDIT);
+        empty.charge(RELAY_CREDIT).unwrap();
+        assert!(empty.charge(1).is_err());
     }
 
     #[test]

@@ -30,7 +30,7 @@ use tokio_rustls::TlsAcceptor;
 use vault_core::keys::PublicKey;
 use vault_core::push::admission::{Admission, Admit, ConnectionId, MAX_HANDSHAKES};
 use vault_core::push::protocol::{Checked, ClientFrame, Filled, FrameReader, VaultFrame};
-use vault_core::push::relay::{FromWorker, SessionNo, ToWorker, FRAME_CREDIT, MAX_RELAY_FRAME};
+use vault_core::push::relay::{credit_cost, FromWorker, SessionNo, ToWorker, MAX_RELAY_FRAME, RELAY_CREDIT};
 
 use crate::error::{GatekeeperError, Result};
 use crate::sessions_api::Refusal;
@@ -306,7 +306,7 @@ async fn serve(relay: std::os::unix::net::UnixStream, sign: std::os::unix::net::
         }
         let (admit_tx, admit_rx) = oneshot::channel();
         let (to_peer_tx, to_peer_rx) = mpsc::unbounded_channel();
-        let credit = Arc::new(Semaphore::new(FRAME_CREDIT as usize));
+        let credit = Arc::new(Semaphore::new(RELAY_CREDIT as usize));
         let connection = Connection { session: next, peer, out: out_tx.clone(), limits: limits.clone() };
         let pre_auth = PreAuth { handshakes: admission.clone(), evicted: evict_rx };
         let (tls, task_credit, task_sessions) = (tls.clone(), credit.clone(), sessions.clone());
@@ -353,11 +353,11 @@ async fn read_relay(mut relay: tokio::net::unix::OwnedReadHalf, sessions: Sessio
                     let _ = s.to_peer.send(Outgoing::Frame(frame));
                 }
             }
-            ToWorker::Consumed { session, frames } => {
+            ToWorker::Consumed { session, credit } => {
                 if let Some(s) = sessions.get(&session) {
                     // Never more than the credit the session started with.
-                    let room = (FRAME_CREDIT as usize).saturating_sub(s.credit.available_permits());
-                    s.credit.add_permits(room.min(frames as usize));
+                    let room = (RELAY_CREDIT as usize).saturating_sub(s.credit.available_permits());
+                    s.credit.add_permits(room.min(credit as usize));
                 }
             }
             ToWorker::Finish { session, frame } => {
@@ -483,26 +483,28 @@ impl Connection {
     }
 
     /// Reads, checks and decodes frames, and forwards each to the daemon while the session has
-    /// credit. After a commit it reads no more (the pusher waits for its receipt). Returns
-    /// why the connection ended.
+    /// credit ([`credit_cost`] of it per frame). After a commit it reads no more (the pusher waits
+    /// for its receipt). Returns why the connection ended.
     async fn forward_frames<R: AsyncRead + Unpin>(&self, reader: &mut R, credit: &Semaphore) -> Refusal {
         let mut frames = FrameReader::default();
         loop {
-            // Waiting for the daemon is not the pusher being idle: the deadline starts after.
-            match credit.acquire().await {
-                Ok(permit) => permit.forget(),
-                Err(_) => return Refusal::gone("the session's credit was closed".into()),
-            }
             // Checked as the daemon will decode it, then copied once, into the relay message.
             let relayed = read_frame(reader, &mut frames, self.limits.idle, |body, wire_bytes| {
                 let checked = ClientFrame::check(body).map_err(|e| Refusal::told(e.to_string()))?;
                 let message = FromWorker::encode_frame(self.session, u32::try_from(wire_bytes).unwrap_or(u32::MAX), body).map_err(|e| Refusal::told(e.to_string()))?;
-                Ok((checked, message))
+                Ok((checked, credit_cost(wire_bytes), message))
             });
-            let (checked, message) = match relayed.await {
+            let (checked, cost, message) = match relayed.await {
                 Ok(relayed) => relayed,
                 Err(ending) => return ending,
             };
+            // Waiting for the daemon is not the pusher being idle: the next read's deadline
+            // starts after. Meanwhile this one frame waits here, and the pusher's further
+            // frames wait in TCP.
+            match credit.acquire_many(cost).await {
+                Ok(permit) => permit.forget(),
+                Err(_) => return Refusal::gone("the session's credit was closed".into()),
+            }
             let _ = self.out.send(message).await;
             if checked == Checked::Commit {
                 return std::future::pending().await;

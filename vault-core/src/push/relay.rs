@@ -12,9 +12,13 @@
 //! length prefix, then the body) with a larger cap, [`MAX_RELAY_FRAME`]. A body is
 //! `u8 kind | fields`, big-endian, decoded strictly ([`FromWorker::decode`], [`ToWorker::decode`]).
 //!
-//! Flow control: a session may have at most [`FRAME_CREDIT`] frames forwarded and not yet taken
-//! by the daemon; each [`ToWorker::Consumed`] gives credit back. The daemon's queue per session
-//! is therefore bounded by the protocol, and a worker that overruns it is in breach.
+//! Flow control: a session may have at most [`RELAY_CREDIT`] bytes of frames forwarded and not
+//! yet taken by the daemon, each frame costing at least [`MIN_FRAME_COST`] ([`credit_cost`]), so
+//! at most [`MAX_FRAMES_IN_CREDIT`] frames wait; each [`ToWorker::Consumed`] gives the cost of
+//! what the daemon took back. The daemon's queue per session is therefore bounded by the
+//! protocol in bytes and in frames, and a worker that overruns it is in breach. Counted in bytes,
+//! the credit lets many small frames (small files) flow while never letting more than four
+//! chunks at the protocol's maximum wait.
 
 use crate::error::PushError;
 use crate::error::{Error, Result};
@@ -23,8 +27,20 @@ use crate::wire::{Reader, Writer};
 
 /// A relay body: a push frame body and a small header.
 pub const MAX_RELAY_FRAME: usize = MAX_FRAME_BYTES + 64;
-/// Frames a session may have forwarded and not yet taken by the daemon.
-pub const FRAME_CREDIT: u32 = 4;
+/// Bytes on the wire a session may have forwarded and not yet taken by the daemon: four chunk
+/// frames at the protocol's maximum (4 MiB and their headers).
+pub const RELAY_CREDIT: u32 = (4 << 20) + 4096;
+/// What a frame smaller than this costs of the credit.
+pub const MIN_FRAME_COST: u32 = 64 << 10;
+/// Most frames of one session waiting for the daemon.
+pub const MAX_FRAMES_IN_CREDIT: usize = (RELAY_CREDIT / MIN_FRAME_COST) as usize;
+const _: () = assert!(4 * (MAX_FRAME_BYTES + LENGTH_PREFIX) <= RELAY_CREDIT as usize, "four of the largest frames fit the credit");
+
+/// What a frame of `wire_bytes` costs of its session's [`RELAY_CREDIT`]: its size, at least
+/// [`MIN_FRAME_COST`], at most the whole credit (a frame the protocol allows always fits).
+pub fn credit_cost(wire_bytes: usize) -> u32 {
+    u32::try_from(wire_bytes).unwrap_or(u32::MAX).clamp(MIN_FRAME_COST, RELAY_CREDIT)
+}
 /// Longest text (a peer address, a reason) the relay carries; longer is cut at a character.
 pub const MAX_TEXT: usize = 1024;
 /// Most pusher keys a [`ToWorker::Start`] carries (a policy lists fewer).
@@ -63,8 +79,8 @@ pub enum ToWorker {
     Admit { session: SessionNo },
     /// Write this (encoded) vault frame to the session's pusher.
     Send { session: SessionNo, frame: Vec<u8> },
-    /// The daemon took `frames` of the session's frames: that much credit back.
-    Consumed { session: SessionNo, frames: u32 },
+    /// The daemon took frames of the session costing `credit` ([`credit_cost`]): that much back.
+    Consumed { session: SessionNo, credit: u32 },
     /// Write this last frame (if any), shut the connection down, answer [`FromWorker::Finished`].
     Finish { session: SessionNo, frame: Option<Vec<u8>> },
     /// Close the connection without a word.
@@ -213,8 +229,8 @@ impl ToWorker {
                 }
                 w.u8(SEND).u64(*session).raw(frame);
             }
-            ToWorker::Consumed { session, frames } => {
-                w.u8(CONSUMED).u64(*session).u32(*frames);
+            ToWorker::Consumed { session, credit } => {
+                w.u8(CONSUMED).u64(*session).u32(*credit);
             }
             ToWorker::Finish { session, frame } => {
                 w.u8(FINISH).u64(*session);
@@ -256,7 +272,7 @@ impl ToWorker {
                 }
                 ToWorker::Send { session, frame: frame.to_vec() }
             }
-            CONSUMED => ToWorker::Consumed { session: r.u64("session")?, frames: r.u32("frames")? },
+            CONSUMED => ToWorker::Consumed { session: r.u64("session")?, credit: r.u32("credit")? },
             FINISH => {
                 let session = r.u64("session")?;
                 let frame = match flag(&mut r, "has frame")? {
@@ -358,7 +374,7 @@ mod tests {
             ToWorker::Start { vault_key: [1; 32], pushers: vec![[2; 32], [3; 32]], handshake_ms: 5000, idle_ms: 30_000 },
             ToWorker::Admit { session: 1 },
             ToWorker::Send { session: 1, frame: vec![0, 0, 0, 2, 1, 0x81] },
-            ToWorker::Consumed { session: 1, frames: 1 },
+            ToWorker::Consumed { session: 1, credit: MIN_FRAME_COST },
             ToWorker::Finish { session: 1, frame: Some(vec![0, 0, 0, 2, 1, 0x84]) },
             ToWorker::Finish { session: 2, frame: None },
             ToWorker::Drop { session: 3 },
@@ -400,6 +416,18 @@ mod tests {
         let over = vec![0u8; MAX_FRAME_BYTES + 1];
         assert!(matches!(FromWorker::Frame { session: 1, wire_bytes: 0, body: over.clone() }.encode(), Err(Error::Push(PushError::FrameTooLarge { .. }))));
         assert!(matches!(ToWorker::Send { session: 1, frame: over }.encode(), Err(Error::Push(PushError::FrameTooLarge { .. }))));
+    }
+
+    #[test]
+    fn the_credit_bounds_both_bytes_and_frames() {
+        assert_eq!(credit_cost(0), MIN_FRAME_COST);
+        assert_eq!(credit_cost(40_000), MIN_FRAME_COST);
+        assert_eq!(credit_cost(700_000), 700_000);
+        assert_eq!(credit_cost(usize::MAX), RELAY_CREDIT);
+        // Four chunks at the protocol's maximum fit, a fifth does not.
+        let largest = credit_cost(MAX_FRAME_BYTES + LENGTH_PREFIX);
+        assert!(4 * largest <= RELAY_CREDIT && 5 * largest > RELAY_CREDIT);
+        assert_eq!(MAX_FRAMES_IN_CREDIT, 64);
     }
 
     #[test]
