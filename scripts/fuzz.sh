@@ -11,6 +11,7 @@ cp ../scripts/fuzz-seeds/*.toml corpus/policy_toml/ 2>/dev/null || true
 cp ../scripts/fuzz-seeds/*.bundle corpus/bundle_decode/ 2>/dev/null || true
 cp ../scripts/fuzz-seeds/*.profile.json corpus/store_files/ 2>/dev/null || true
 cp ../scripts/fuzz-seeds/*.sshsig corpus/sshsig_decode/ 2>/dev/null || true
+cp ../scripts/fuzz-seeds/*.frame corpus/frame_decode/ 2>/dev/null || true
 for target in bundle_decode policy_toml frame_decode manifest_decode store_files gpt_entry relay_decode audit_decode export_decode sshsig_decode; do
   echo "== fuzzing $target for ${seconds}s"
   log=$(mktemp)

@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use vault_core::keys::PublicKey;
 use vault_core::policy::{Policy, Pusher};
 use vault_core::push::chunk::ChunkId;
-use vault_core::push::ingest::{IngestEnv, IngestSession, SealRequest, Step};
+use vault_core::push::ingest::{ChunkStep, IngestEnv, IngestSession, SealRequest, Step};
 use vault_core::push::limits::WindowAccount;
 use vault_core::push::protocol::{ClientFrame, Filled, FrameReader, VaultFrame};
 use vault_core::push::receipt::{snapshot_id, Receipt, SignedReceipt};
@@ -442,10 +442,16 @@ impl PushService {
             let step = session.on_frame(frame, wire_bytes, &mut env).map_err(Refusal::from)?;
             match step {
                 Step::Reply(reply) => conn.send(reply.encode().map_err(Refusal::from)?).await?,
-                Step::Store { id, data, probe } => self.staging(&mut staging)?.append_probed(id, &data, probe).map_err(Refusal::from)?,
-                Step::Proven { id, len, probe } => self.staging(&mut staging)?.prove_probed(id, len, probe).map_err(Refusal::from)?,
+                Step::Chunks(chunks) => {
+                    for chunk in chunks {
+                        match chunk {
+                            ChunkStep::Store { id, data, probe } => self.staging(&mut staging)?.append_probed(id, &data, probe).map_err(Refusal::from)?,
+                            ChunkStep::Proven { id, len, probe } => self.staging(&mut staging)?.prove_probed(id, len, probe).map_err(Refusal::from)?,
+                            ChunkStep::AlreadyOwned => {}
+                        }
+                    }
+                }
                 Step::StoreManifest { bytes } => self.staging(&mut staging)?.append_manifest(&bytes).map_err(Refusal::from)?,
-                Step::Nothing => {}
                 Step::CheckManifest => {
                     let mut pack = match staging.take() {
                         Some(pack) => pack,

@@ -209,7 +209,7 @@ fn frame_rules_refuse_and_close_the_session() {
 
     // 6. Inside an open snapshot no other verb exists: not read, list, overwrite or delete,
     //    and not the vault's own answer verbs either.
-    for verb in [0x06u8, 0x10, 0x20, 0x7f, 0x81, 0x84, 0xff] {
+    for verb in [0x07u8, 0x10, 0x20, 0x7f, 0x81, 0x84, 0xff] {
         rig.refused_session(&before, &format!("verb 0x{verb:02x} after begin"), &format!("unknown verb 0x{verb:02x}:"), |c| {
             c.begin("db", 0);
             c.send_bytes(&frame(PROTOCOL_VERSION, verb)).unwrap();
@@ -229,6 +229,13 @@ fn frame_rules_refuse_and_close_the_session() {
     rig.refused_session(&before, "chunk hash mismatch", &format!("chunk hash mismatch: claimed {claimed}, bytes hash to {}", ChunkId::of(b"other bytes")), |c| {
         c.begin("db", 0);
         c.send(&ClientFrame::Chunk { id: claimed, data: b"other bytes".to_vec() });
+    });
+
+    // 9b. The same forgery inside a `chunks` frame, behind an honest chunk: the whole session
+    // is refused, and the honest chunk is not kept either.
+    rig.refused_session(&before, "chunk hash mismatch in a chunks frame", &format!("chunk hash mismatch: claimed {claimed}, bytes hash to {}", ChunkId::of(b"other bytes")), |c| {
+        c.begin("db", 0);
+        c.send(&ClientFrame::Chunks { chunks: vec![(ChunkId::of(b"honest"), b"honest".to_vec()), (claimed, b"other bytes".to_vec())] });
     });
 
     // 10. A manifest naming a chunk that was never sent and is not in the store.

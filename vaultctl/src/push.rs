@@ -21,7 +21,9 @@ use serde::{Deserialize, Serialize};
 use vault_core::keys::PublicKey;
 use vault_core::push::chunk::ChunkId;
 use vault_core::push::manifest::{ChunkRef, Entry, EntryKind, Manifest};
-use vault_core::push::protocol::{encode_chunk_frame, ClientFrame, FrameReader, VaultFrame, MAX_HAVE_IDS, MAX_MANIFEST_PART};
+use vault_core::push::protocol::{
+    encode_chunk_frame, encode_chunks_frame, ClientFrame, FrameReader, VaultFrame, BATCHED_CHUNK_OVERHEAD, BATCH_HEADER_BYTES, MAX_BATCH_CHUNKS, MAX_FRAME_BYTES, MAX_HAVE_IDS, MAX_MANIFEST_PART,
+};
 use vault_core::push::receipt::{Receipt, SignedReceipt};
 
 use crate::witness::{Witness, Witnessed};
@@ -273,7 +275,8 @@ impl<'a> Uploader<'a> {
         Ok(())
     }
 
-    /// Reads the answer to the oldest `have` and sends the chunks it names.
+    /// Reads the answer to the oldest `have` and sends the chunks it names, as many to a
+    /// frame as fit one (`chunks`): small files cost the vault a frame each no more.
     fn settle_oldest(&mut self) -> Result<()> {
         let Some(batch) = self.in_flight.pop_front() else { return Ok(()) };
         let VaultFrame::Need { needed } = self.conn.recv()? else {
@@ -282,13 +285,17 @@ impl<'a> Uploader<'a> {
         if needed.len() != batch.len() {
             return Err(CliError::Refused(format!("vault answered {} flags for {} ids", needed.len(), batch.len())));
         }
+        let mut frame = ChunksFrame::default();
         for (pending, need) in batch.into_iter().zip(needed) {
             match (need, pending.data) {
                 (false, _) => {}
                 (true, Some(data)) => {
-                    self.conn.send_encoded(&encode_chunk_frame(&pending.id, &data)?)?;
+                    if !frame.has_room_for(data.len()) {
+                        self.send_chunks(&mut frame)?;
+                    }
                     self.stats.chunks_sent += 1;
                     self.stats.bytes_sent += data.len() as u64;
+                    frame.push(pending.id, data);
                 }
                 (true, None) => {
                     // Asked again, with its bytes, when the file is read.
@@ -297,7 +304,41 @@ impl<'a> Uploader<'a> {
                 }
             }
         }
-        Ok(())
+        self.send_chunks(&mut frame)
+    }
+
+    /// Sends the chunks gathered (if any) in one frame, and empties it.
+    fn send_chunks(&mut self, frame: &mut ChunksFrame) -> Result<()> {
+        let chunks = std::mem::take(frame).chunks;
+        match chunks.as_slice() {
+            [] => Ok(()),
+            [(id, data)] => self.conn.send_encoded(&encode_chunk_frame(id, data)?),
+            many => self.conn.send_encoded(&encode_chunks_frame(&many.iter().map(|(id, data)| (*id, data.as_slice())).collect::<Vec<_>>())?),
+        }
+    }
+}
+
+/// How full a `chunks` frame is made: small enough that large files' chunks (128 KiB on
+/// average) still flow a frame or two at a time through the vault's pipeline.
+const GATHER_BYTES: usize = 256 * 1024;
+const _: () = assert!(GATHER_BYTES <= MAX_FRAME_BYTES);
+
+/// Chunks gathered for one `chunks` frame, kept within what the protocol allows in one.
+#[derive(Default)]
+struct ChunksFrame {
+    chunks: Vec<(ChunkId, Vec<u8>)>,
+    body_bytes: usize,
+}
+
+impl ChunksFrame {
+    fn has_room_for(&self, len: usize) -> bool {
+        let body = self.body_bytes.max(BATCH_HEADER_BYTES) + BATCHED_CHUNK_OVERHEAD + len;
+        self.chunks.is_empty() || (self.chunks.len() < MAX_BATCH_CHUNKS && body <= GATHER_BYTES)
+    }
+
+    fn push(&mut self, id: ChunkId, data: Vec<u8>) {
+        self.body_bytes = self.body_bytes.max(BATCH_HEADER_BYTES) + BATCHED_CHUNK_OVERHEAD + data.len();
+        self.chunks.push((id, data));
     }
 }
 
@@ -621,4 +662,48 @@ fn progress_bar(wanted: bool) -> indicatif::ProgressBar {
     bar.set_style(indicatif::ProgressStyle::with_template("{spinner} {bytes} read ({bytes_per_sec}) [{elapsed}]").expect("valid template"));
     bar.enable_steady_tick(Duration::from_millis(200));
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Gathers chunks of these sizes as `settle_oldest` does; returns each frame's chunk count.
+    fn gathered(sizes: &[usize]) -> Vec<usize> {
+        let mut frames = vec![];
+        let mut frame = ChunksFrame::default();
+        let mut flush = |frame: &mut ChunksFrame| {
+            let chunks = std::mem::take(frame).chunks;
+            if chunks.is_empty() {
+                return;
+            }
+            let refs: Vec<(ChunkId, &[u8])> = chunks.iter().map(|(id, data)| (*id, data.as_slice())).collect();
+            let encoded = encode_chunks_frame(&refs).expect("every gathered frame is one the protocol allows");
+            let decoded = ClientFrame::decode(&encoded[4..]).unwrap();
+            assert_eq!(decoded, ClientFrame::Chunks { chunks: chunks.clone() });
+            frames.push(chunks.len());
+        };
+        for (i, len) in sizes.iter().enumerate() {
+            if !frame.has_room_for(*len) {
+                flush(&mut frame);
+            }
+            let data = vec![u8::try_from(i % 251).unwrap(); *len];
+            frame.push(ChunkId::of(&data), data);
+        }
+        flush(&mut frame);
+        frames
+    }
+
+    #[test]
+    fn chunks_are_gathered_into_as_few_frames_as_the_protocol_allows() {
+        // Small files: up to the count limit per frame.
+        assert_eq!(gathered(&vec![10; MAX_BATCH_CHUNKS + 5]), vec![MAX_BATCH_CHUNKS, 5]);
+        // Up to GATHER_BYTES: 32 KiB chunks, 7 to a frame (8 do not fit with their headers).
+        let per_frame = (GATHER_BYTES - BATCH_HEADER_BYTES) / (BATCHED_CHUNK_OVERHEAD + 32 * 1024);
+        assert_eq!(per_frame, 7);
+        assert_eq!(gathered(&[32 * 1024; 20]), vec![7, 7, 6]);
+        // A chunk larger than that goes alone (a frame holds at least one chunk, whatever its size).
+        let max = usize::try_from(MAX_CHUNK).unwrap();
+        assert_eq!(gathered(&[max, max, 100, 100]), vec![1, 1, 2]);
+    }
 }

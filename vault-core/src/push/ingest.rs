@@ -16,7 +16,7 @@
 //! Storage is deduplicated across pushers, knowledge is not: `have` and the manifest check
 //! count only chunks this pusher owns (ones its own sealed snapshots name). A chunk another
 //! pusher stored must be sent in full once; its bytes prove the pusher holds the content, it
-//! is recorded as theirs ([`Step::Proven`]) and not stored twice. So a pusher cannot learn
+//! is recorded as theirs ([`ChunkStep::Proven`]) and not stored twice. So a pusher cannot learn
 //! whether guessed content exists in someone else's backups: every answer it gets (`need`,
 //! the commit's check, the receipt's new bytes) is the same as if it did not.
 
@@ -78,20 +78,9 @@ impl Phase {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
     Reply(VaultFrame),
-    /// A chunk whose bytes were verified against its id: stage it (bytes and record, with
-    /// its probe).
-    Store {
-        id: ChunkId,
-        data: Vec<u8>,
-        probe: ChunkProbe,
-    },
-    /// A chunk another pusher already sealed, sent in full and verified: stage only its
-    /// record (no bytes, its probe), so that sealing makes it this pusher's too.
-    Proven {
-        id: ChunkId,
-        len: u32,
-        probe: ChunkProbe,
-    },
+    /// The chunks of a `chunk` or `chunks` frame, each verified against its id: do what each
+    /// says, in order.
+    Chunks(Vec<ChunkStep>),
     /// The next part of the manifest: stage it.
     StoreManifest {
         bytes: Vec<u8>,
@@ -99,8 +88,18 @@ pub enum Step {
     /// The commit names the manifest that was received: read back the staged manifest and
     /// chunk table and call [`IngestSession::check_manifest`].
     CheckManifest,
-    /// Nothing to do (a chunk this pusher already owns).
-    Nothing,
+}
+
+/// What to do with one chunk that arrived and matched its id.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ChunkStep {
+    /// New to the store: stage it (bytes and record, with its probe).
+    Store { id: ChunkId, data: Vec<u8>, probe: ChunkProbe },
+    /// Another pusher already sealed it, and it was sent in full: stage only its record (no
+    /// bytes, its probe), so that sealing makes it this pusher's too.
+    Proven { id: ChunkId, len: u32, probe: ChunkProbe },
+    /// Nothing to do: this pusher already owns it.
+    AlreadyOwned,
 }
 
 /// Every check passed: seal this snapshot, then call [`IngestSession::sealed`].
@@ -198,25 +197,13 @@ impl IngestSession {
                 let needed = ids.iter().map(|id| env.owned_len(id).is_none()).collect();
                 Ok(Step::Reply(VaultFrame::Need { needed }))
             }
-            (Phase::Transfer, ClientFrame::Chunk { id, data }) => {
-                let actual = ChunkId::of(&data);
-                if actual != id {
-                    return Err(Error::Push(PushError::ChunkHashMismatch { claimed: id.to_hex(), actual: actual.to_hex() }));
+            (Phase::Transfer, ClientFrame::Chunk { id, data }) => Ok(Step::Chunks(vec![self.on_chunk(id, data, env)?])),
+            (Phase::Transfer, ClientFrame::Chunks { chunks }) => {
+                let mut steps = Vec::with_capacity(chunks.len());
+                for (id, data) in chunks {
+                    steps.push(self.on_chunk(id, data, env)?);
                 }
-                if env.owned_len(&id).is_some() {
-                    return Ok(Step::Nothing);
-                }
-                // New to this pusher: a record is staged either way, so either way it takes a
-                // new-chunk place.
-                let in_session = self.new_chunks;
-                env.account(|a| a.charge_new_chunk(pusher, in_session))?;
-                self.new_chunks += 1;
-                // Probed while the bytes are here: the signals never read a chunk twice.
-                let probe = probe_chunk(&data);
-                match env.sealed_len(&id) {
-                    Some(len) => Ok(Step::Proven { id, len, probe }),
-                    None => Ok(Step::Store { id, data, probe }),
-                }
+                Ok(Step::Chunks(steps))
             }
             (Phase::Transfer | Phase::Manifest, ClientFrame::ManifestPart { bytes }) => {
                 let total = self.manifest_len.saturating_add(bytes.len());
@@ -242,6 +229,29 @@ impl IngestSession {
             }
             (phase, frame) => Err(out_of_order(phase, &frame)),
         }
+    }
+
+    /// One chunk (of a `chunk` frame, or one of a `chunks` frame's), its frame already charged:
+    /// re-hashed against its id, then charged a new-chunk place unless this pusher owns it.
+    fn on_chunk(&mut self, id: ChunkId, data: Vec<u8>, env: &mut impl IngestEnv) -> Result<ChunkStep> {
+        let actual = ChunkId::of(&data);
+        if actual != id {
+            return Err(Error::Push(PushError::ChunkHashMismatch { claimed: id.to_hex(), actual: actual.to_hex() }));
+        }
+        if env.owned_len(&id).is_some() {
+            return Ok(ChunkStep::AlreadyOwned);
+        }
+        // New to this pusher: a record is staged either way, so either way it takes a
+        // new-chunk place.
+        let (pusher, in_session) = (self.pusher.as_str(), self.new_chunks);
+        env.account(|a| a.charge_new_chunk(pusher, in_session))?;
+        self.new_chunks += 1;
+        // Probed while the bytes are here: the signals never read a chunk twice.
+        let probe = probe_chunk(&data);
+        Ok(match env.sealed_len(&id) {
+            Some(len) => ChunkStep::Proven { id, len, probe },
+            None => ChunkStep::Store { id, data, probe },
+        })
     }
 
     /// The staged manifest and chunk table, read back: the manifest must be the one the
@@ -365,8 +375,15 @@ mod tests {
             let wire = frame.encode().unwrap().len();
             let step = self.session.on_frame(frame, wire, env)?;
             match &step {
-                Step::Store { id, data, probe } => self.staged.0.push((*id, u32::try_from(data.len()).unwrap(), *probe)),
-                Step::Proven { id, len, probe } => self.staged.0.push((*id, *len, *probe)),
+                Step::Chunks(steps) => {
+                    for chunk in steps {
+                        match chunk {
+                            ChunkStep::Store { id, data, probe } => self.staged.0.push((*id, u32::try_from(data.len()).unwrap(), *probe)),
+                            ChunkStep::Proven { id, len, probe } => self.staged.0.push((*id, *len, *probe)),
+                            ChunkStep::AlreadyOwned => {}
+                        }
+                    }
+                }
                 Step::StoreManifest { bytes } => self.manifest.extend_from_slice(bytes),
                 _ => {}
             }
@@ -419,7 +436,7 @@ mod tests {
         let have = s.send(ClientFrame::Have { ids: vec![ChunkId::of(b"old"), ChunkId::of(b"new")] }, &mut env).unwrap();
         assert_eq!(have, Step::Reply(VaultFrame::Need { needed: vec![false, true] }));
         let store = s.send(chunk(b"new"), &mut env).unwrap();
-        assert_eq!(store, Step::Store { id: ChunkId::of(b"new"), data: b"new".to_vec(), probe: probe_chunk(b"new") });
+        assert_eq!(store, Step::Chunks(vec![ChunkStep::Store { id: ChunkId::of(b"new"), data: b"new".to_vec(), probe: probe_chunk(b"new") }]));
         let manifest = manifest_of(&[("a", b"old"), ("b", b"new")]);
         s.send(ClientFrame::ManifestPart { bytes: manifest.clone() }, &mut env).unwrap();
         let seal = s.commit(&mut env).unwrap();
@@ -446,11 +463,57 @@ mod tests {
         // Sent in full, it is proven (recorded, not stored again), and counts as new to this
         // pusher in the receipt, the same as a chunk the vault never had.
         let mut s = begun(&mut env);
-        assert_eq!(s.send(chunk(theirs), &mut env).unwrap(), Step::Proven { id: ChunkId::of(theirs), len: u32::try_from(theirs.len()).unwrap(), probe: probe_chunk(theirs) });
+        assert_eq!(s.send(chunk(theirs), &mut env).unwrap(), Step::Chunks(vec![ChunkStep::Proven { id: ChunkId::of(theirs), len: u32::try_from(theirs.len()).unwrap(), probe: probe_chunk(theirs) }]));
         assert_eq!(s.session.new_chunks, 1, "a proven chunk takes a new-chunk place");
         s.send(ClientFrame::ManifestPart { bytes: manifest_of(&[("mine now", theirs)]) }, &mut env).unwrap();
         let seal = s.commit(&mut env).unwrap();
         assert_eq!((seal.chunks_new, seal.bytes_new, seal.referenced), (1, theirs.len() as u64, vec![true]));
+    }
+
+    #[test]
+    fn a_chunks_frame_is_each_of_its_chunks_sent_alone() {
+        let theirs = b"content someone else backed up".as_slice();
+        let mut env = Env::default();
+        env.owned.insert(ChunkId::of(b"old"), 3);
+        env.others.insert(ChunkId::of(theirs), u32::try_from(theirs.len()).unwrap());
+        let mut s = begun(&mut env);
+        let batch = ClientFrame::Chunks { chunks: [b"new".as_slice(), b"old", theirs].iter().map(|d| (ChunkId::of(d), d.to_vec())).collect() };
+        let (wire, before) = (batch.encode().unwrap().len() as u64, env.account.bytes);
+        let step = s.send(batch, &mut env).unwrap();
+        assert_eq!(
+            step,
+            Step::Chunks(vec![
+                ChunkStep::Store { id: ChunkId::of(b"new"), data: b"new".to_vec(), probe: probe_chunk(b"new") },
+                ChunkStep::AlreadyOwned,
+                ChunkStep::Proven { id: ChunkId::of(theirs), len: u32::try_from(theirs.len()).unwrap(), probe: probe_chunk(theirs) },
+            ])
+        );
+        // The whole frame is charged to the quota; each new chunk takes its own place.
+        assert_eq!(s.session.new_chunks, 2);
+        assert_eq!(env.account.bytes - before, wire);
+        s.send(ClientFrame::ManifestPart { bytes: manifest_of(&[("a", b"new"), ("b", b"old"), ("c", theirs)]) }, &mut env).unwrap();
+        let seal = s.commit(&mut env).unwrap();
+        assert_eq!((seal.chunks_new, seal.bytes_new, seal.summary.entries), (2, 3 + theirs.len() as u64, 3));
+    }
+
+    #[test]
+    fn one_bad_chunk_refuses_its_whole_chunks_frame_and_the_limits_count_each_chunk() {
+        let mut env = Env::default();
+        let mut s = begun(&mut env);
+        let forged = ClientFrame::Chunks { chunks: vec![(ChunkId::of(b"fine"), b"fine".to_vec()), (ChunkId::of(b"claimed"), b"actual".to_vec())] };
+        let err = s.send(forged, &mut env).unwrap_err();
+        assert!(matches!(err, Error::Push(PushError::ChunkHashMismatch { ref claimed, .. }) if *claimed == ChunkId::of(b"claimed").to_hex()), "{err}");
+
+        let mut s = begun(&mut env);
+        s.session.new_chunks = MAX_SESSION_NEW_CHUNKS - 1;
+        let two = ClientFrame::Chunks { chunks: vec![(ChunkId::of(b"last"), b"last".to_vec()), (ChunkId::of(b"one too many"), b"one too many".to_vec())] };
+        let err = s.send(two, &mut env).unwrap_err();
+        assert!(matches!(err, Error::Push(PushError::Limit { limit: "new_chunks_per_session", .. })), "{err}");
+        // And a chunks frame is a chunk verb: out of order after the manifest started.
+        let mut s = begun(&mut env);
+        s.send(ClientFrame::ManifestPart { bytes: vec![1] }, &mut env).unwrap();
+        let late = ClientFrame::Chunks { chunks: vec![(ChunkId::of(b"x"), b"x".to_vec())] };
+        assert_eq!(s.send(late, &mut env).unwrap_err(), Error::Push(PushError::OutOfOrder { verb: "chunks", phase: "after the manifest started" }));
     }
 
     #[test]
@@ -569,7 +632,7 @@ mod tests {
         assert!(matches!(err, Error::Push(PushError::Limit { limit: "new_chunks_per_session", .. })), "{err}");
         // A chunk the vault already has costs bytes, not a new-chunk place.
         env.owned.insert(ChunkId::of(b"old"), 3);
-        assert_eq!(s.send(chunk(b"old"), &mut env).unwrap(), Step::Nothing);
+        assert_eq!(s.send(chunk(b"old"), &mut env).unwrap(), Step::Chunks(vec![ChunkStep::AlreadyOwned]));
     }
 
     #[test]

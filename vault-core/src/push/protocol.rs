@@ -4,7 +4,7 @@
 //! prefix, then parse the body: mini-redis's `Frame::check` / `Frame::parse`), and every
 //! encoder checks its lengths instead of casting them.
 //!
-//! The pusher has exactly five verbs and the vault exactly four answers, as the two enums
+//! The pusher has exactly six verbs and the vault exactly four answers, as the two enums
 //! below. There is no verb to read, list, overwrite or delete: adding one means adding a
 //! variant here, a code in [`ClientFrame::decode`], and a phase rule in
 //! [`crate::push::ingest`], all of which a reviewer sees. Any other verb byte is refused and the
@@ -25,6 +25,12 @@ pub const LENGTH_PREFIX: usize = 4;
 pub const MAX_HAVE_IDS: usize = 4096;
 /// Largest manifest part in one frame.
 pub const MAX_MANIFEST_PART: usize = 1024 * 1024;
+/// Most chunks one `chunks` frame may carry.
+pub const MAX_BATCH_CHUNKS: usize = 1024;
+/// A `chunks` frame's body before its first chunk: version, verb, count.
+pub const BATCH_HEADER_BYTES: usize = 4;
+/// What each chunk adds to a `chunks` frame's body besides its bytes: its id and length.
+pub const BATCHED_CHUNK_OVERHEAD: usize = 32 + 4;
 
 // Verb bytes. Pusher verbs are below 0x80, vault answers above.
 const VERB_BEGIN: u8 = 0x01;
@@ -32,6 +38,7 @@ const VERB_HAVE: u8 = 0x02;
 const VERB_CHUNK: u8 = 0x03;
 const VERB_MANIFEST: u8 = 0x04;
 const VERB_COMMIT: u8 = 0x05;
+const VERB_CHUNKS: u8 = 0x06;
 const VERB_READY: u8 = 0x81;
 const VERB_NEED: u8 = 0x82;
 const VERB_RECEIPT: u8 = 0x83;
@@ -48,6 +55,9 @@ pub enum ClientFrame {
     Have { ids: Vec<ChunkId> },
     /// One chunk; the vault re-hashes it.
     Chunk { id: ChunkId, data: Vec<u8> },
+    /// Several chunks in one frame (small files), each exactly as if sent in a `Chunk` of its
+    /// own: the vault re-hashes, charges and stages each.
+    Chunks { chunks: Vec<(ChunkId, Vec<u8>)> },
     /// The next part of the manifest.
     ManifestPart { bytes: Vec<u8> },
     /// Seal the snapshot whose manifest (all parts together) has this hash and length.
@@ -74,6 +84,7 @@ impl ClientFrame {
             ClientFrame::Begin { .. } => "begin",
             ClientFrame::Have { .. } => "have",
             ClientFrame::Chunk { .. } => "chunk",
+            ClientFrame::Chunks { .. } => "chunks",
             ClientFrame::ManifestPart { .. } => "manifest",
             ClientFrame::Commit { .. } => "commit",
         }
@@ -97,6 +108,7 @@ impl ClientFrame {
                 }
             }
             ClientFrame::Chunk { id, data } => return encode_chunk_frame(id, data),
+            ClientFrame::Chunks { chunks } => return encode_chunks_frame(&chunks.iter().map(|(id, data)| (*id, data.as_slice())).collect::<Vec<_>>()),
             ClientFrame::ManifestPart { bytes } => {
                 check_range("manifest part", bytes.len(), MAX_MANIFEST_PART)?;
                 w.u8(VERB_MANIFEST).raw(bytes);
@@ -114,6 +126,7 @@ impl ClientFrame {
             Parsed::Begin { dataset, client_time, audit_size } => ClientFrame::Begin { dataset, client_time, audit_size },
             Parsed::Have { ids } => ClientFrame::Have { ids },
             Parsed::Chunk { id, data } => ClientFrame::Chunk { id, data: data.to_vec() },
+            Parsed::Chunks { chunks } => ClientFrame::Chunks { chunks: chunks.into_iter().map(|(id, data)| (id, data.to_vec())).collect() },
             Parsed::ManifestPart { bytes } => ClientFrame::ManifestPart { bytes: bytes.to_vec() },
             Parsed::Commit { manifest_sha256, manifest_len } => ClientFrame::Commit { manifest_sha256, manifest_len },
         })
@@ -144,6 +157,7 @@ enum Parsed<'a> {
     Begin { dataset: String, client_time: i64, audit_size: u64 },
     Have { ids: Vec<ChunkId> },
     Chunk { id: ChunkId, data: &'a [u8] },
+    Chunks { chunks: Vec<(ChunkId, &'a [u8])> },
     ManifestPart { bytes: &'a [u8] },
     Commit { manifest_sha256: [u8; 32], manifest_len: u64 },
 }
@@ -172,6 +186,22 @@ fn parse(body: &[u8]) -> Result<Parsed<'_>> {
             }
             Parsed::Chunk { id, data }
         }
+        VERB_CHUNKS => {
+            let n = usize::from(r.u16("chunk count")?);
+            if n == 0 || n > MAX_BATCH_CHUNKS {
+                return Err(r.malformed(format!("{n} chunks in one chunks frame, must be 1..={MAX_BATCH_CHUNKS}")));
+            }
+            let mut chunks = Vec::with_capacity(n);
+            for _ in 0..n {
+                let id = ChunkId(r.array("chunk id")?);
+                let len = r.len_u32("chunk length")?;
+                if len == 0 || len > MAX_CHUNK_BYTES {
+                    return Err(r.malformed(format!("chunk of {len} bytes, must be 1..={MAX_CHUNK_BYTES}")));
+                }
+                chunks.push((id, r.take(len, "chunk")?));
+            }
+            Parsed::Chunks { chunks }
+        }
         VERB_MANIFEST => {
             let bytes = r.rest();
             if bytes.is_empty() || bytes.len() > MAX_MANIFEST_PART {
@@ -195,6 +225,29 @@ pub fn encode_chunk_frame(id: &ChunkId, data: &[u8]) -> Result<Vec<u8>> {
     out.extend_from_slice(&[PROTOCOL_VERSION, VERB_CHUNK]);
     out.extend_from_slice(&id.0);
     out.extend_from_slice(data);
+    Ok(out)
+}
+
+/// A `chunks` frame straight from borrowed slices: 1..=[`MAX_BATCH_CHUNKS`] chunks, each
+/// 1..=[`MAX_CHUNK_BYTES`], the whole within [`MAX_FRAME_BYTES`] (refused, never cut).
+pub fn encode_chunks_frame(chunks: &[(ChunkId, &[u8])]) -> Result<Vec<u8>> {
+    if chunks.is_empty() || chunks.len() > MAX_BATCH_CHUNKS {
+        return Err(Error::Malformed { what: "frame", reason: format!("{} chunks in one chunks frame, must be 1..={MAX_BATCH_CHUNKS}", chunks.len()) });
+    }
+    let mut body_len = BATCH_HEADER_BYTES;
+    for (_, data) in chunks {
+        check_range("chunk", data.len(), MAX_CHUNK_BYTES)?;
+        body_len = body_len.saturating_add(BATCHED_CHUNK_OVERHEAD + data.len());
+    }
+    let mut out = Vec::with_capacity(LENGTH_PREFIX + body_len.min(MAX_FRAME_BYTES));
+    out.extend_from_slice(&prefix_of(body_len)?);
+    out.extend_from_slice(&[PROTOCOL_VERSION, VERB_CHUNKS]);
+    out.extend_from_slice(&u16::try_from(chunks.len()).expect("MAX_BATCH_CHUNKS fits a u16").to_be_bytes());
+    for (id, data) in chunks {
+        out.extend_from_slice(&id.0);
+        out.extend_from_slice(&u32::try_from(data.len()).expect("MAX_CHUNK_BYTES fits a u32").to_be_bytes());
+        out.extend_from_slice(data);
+    }
     Ok(out)
 }
 
@@ -420,6 +473,7 @@ mod tests {
         round_trip_client(ClientFrame::Have { ids: vec![ChunkId::of(b"a"), ChunkId::of(b"b")] });
         round_trip_client(ClientFrame::Chunk { id: ChunkId::of(b"a"), data: b"a".to_vec() });
         round_trip_client(ClientFrame::ManifestPart { bytes: vec![1, 2, 3] });
+        round_trip_client(ClientFrame::Chunks { chunks: vec![(ChunkId::of(b"a"), b"a".to_vec()), (ChunkId::of(b"bc"), b"bc".to_vec())] });
         round_trip_client(ClientFrame::Commit { manifest_sha256: [7; 32], manifest_len: 99 });
     }
 
@@ -443,7 +497,7 @@ mod tests {
 
     #[test]
     fn no_verb_reads_lists_overwrites_or_deletes() {
-        // Every verb byte a pusher could send: only the five known ones decode to a frame.
+        // Every verb byte a pusher could send: only the six known ones decode to a frame.
         let mut accepted = vec![];
         for verb in 0..=255u8 {
             match ClientFrame::decode(&[PROTOCOL_VERSION, verb]) {
@@ -451,9 +505,46 @@ mod tests {
                 _ => accepted.push(verb),
             }
         }
-        assert_eq!(accepted, vec![VERB_BEGIN, VERB_HAVE, VERB_CHUNK, VERB_MANIFEST, VERB_COMMIT]);
+        assert_eq!(accepted, vec![VERB_BEGIN, VERB_HAVE, VERB_CHUNK, VERB_MANIFEST, VERB_COMMIT, VERB_CHUNKS]);
         let err = ClientFrame::decode(&[PROTOCOL_VERSION, 0x10, b'x']).unwrap_err();
         assert_eq!(err.to_string(), "unknown verb 0x10: a pusher may only begin, ask have, send chunks and commit");
+    }
+
+    #[test]
+    fn a_chunks_frame_is_bounded_in_count_size_and_layout() {
+        let one = |len: usize| (ChunkId::of(b"x"), vec![1u8; len]);
+        let encode = |chunks: Vec<(ChunkId, Vec<u8>)>| ClientFrame::Chunks { chunks }.encode();
+        // What fits: as many small chunks as allowed, or as many bytes as a frame holds.
+        assert!(encode(vec![one(1); MAX_BATCH_CHUNKS]).is_ok());
+        let fill = MAX_FRAME_BYTES - BATCH_HEADER_BYTES - 2 * BATCHED_CHUNK_OVERHEAD;
+        let full = encode(vec![one(MAX_CHUNK_BYTES / 2), one(fill - MAX_CHUNK_BYTES / 2)]).unwrap();
+        assert_eq!(full.len(), LENGTH_PREFIX + MAX_FRAME_BYTES);
+        // What does not: refused by the encoder, never cut.
+        assert!(encode(vec![]).unwrap_err().to_string().contains("0 chunks in one chunks frame, must be 1..=1024"));
+        assert!(encode(vec![one(1); MAX_BATCH_CHUNKS + 1]).unwrap_err().to_string().contains("1025 chunks"));
+        assert!(encode(vec![one(1), one(0)]).unwrap_err().to_string().contains("chunk of 0 bytes"));
+        assert!(matches!(encode(vec![one(MAX_CHUNK_BYTES / 2), one(fill - MAX_CHUNK_BYTES / 2 + 1)]), Err(Error::Push(PushError::FrameTooLarge { .. }))));
+        // And the decoder refuses the same, naming where.
+        let body = |count: u16, chunks: &[(&[u8; 32], u32, &[u8])]| {
+            let mut b = vec![PROTOCOL_VERSION, VERB_CHUNKS];
+            b.extend_from_slice(&count.to_be_bytes());
+            for (id, len, data) in chunks {
+                b.extend_from_slice(*id);
+                b.extend_from_slice(&len.to_be_bytes());
+                b.extend_from_slice(data);
+            }
+            b
+        };
+        let id = ChunkId::of(b"a").0;
+        assert_eq!(ClientFrame::decode(&body(1, &[(&id, 1, b"a")])).unwrap(), ClientFrame::Chunks { chunks: vec![(ChunkId(id), b"a".to_vec())] });
+        let refused = |b: Vec<u8>| ClientFrame::decode(&b).unwrap_err().to_string();
+        assert!(refused(body(0, &[])).contains("0 chunks in one chunks frame"));
+        assert!(refused(body(1025, &[])).contains("1025 chunks in one chunks frame"));
+        assert!(refused(body(1, &[(&id, 0, b"")])).contains("chunk of 0 bytes"));
+        assert!(refused(body(1, &[(&id, u32::MAX, b"a")])).contains("chunk of 4294967295 bytes"));
+        assert!(refused(body(2, &[(&id, 1, b"a")])).contains("truncated in chunk id"));
+        assert!(refused(body(1, &[(&id, 2, b"a")])).contains("truncated in chunk: need 2 bytes, 1 left"));
+        assert!(refused(body(1, &[(&id, 1, b"ab")])).contains("1 trailing bytes"));
     }
 
     #[test]
@@ -553,7 +644,7 @@ mod tests {
 
         /// The worker's check and the daemon's decode refuse the same bodies alike.
         #[test]
-        fn the_check_passes_exactly_what_decodes(verb in prop::sample::select(vec![VERB_BEGIN, VERB_HAVE, VERB_CHUNK, VERB_MANIFEST, VERB_COMMIT, 0x7f]), rest in prop::collection::vec(any::<u8>(), 0..300)) {
+        fn the_check_passes_exactly_what_decodes(verb in prop::sample::select(vec![VERB_BEGIN, VERB_HAVE, VERB_CHUNK, VERB_MANIFEST, VERB_COMMIT, VERB_CHUNKS, 0x7f]), rest in prop::collection::vec(any::<u8>(), 0..300)) {
             let mut body = vec![PROTOCOL_VERSION, verb];
             body.extend_from_slice(&rest);
             match (ClientFrame::decode(&body), ClientFrame::check(&body)) {
