@@ -103,12 +103,22 @@ fn a_flood_of_tiny_chunks_and_maximal_manifests_is_bounded_and_refused_by_name()
     // Connected one after another (the vault lets an address have only 4 TLS handshakes in
     // flight), then all flooding at once.
     let clients: Vec<RawClient<TcpStream>> = names.iter().map(|name| connect(&net, &vault, name, &vault_key)).collect();
-    std::thread::scope(|scope| {
-        for (i, client) in clients.into_iter().enumerate() {
-            let (manifest, vault_key) = (&manifest, &vault_key);
-            scope.spawn(move || hostile_session(client, u32::try_from(i).unwrap(), chunks, manifest, vault_key));
+    let flooded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        std::thread::scope(|scope| {
+            for (i, client) in clients.into_iter().enumerate() {
+                let (manifest, vault_key) = (&manifest, &vault_key);
+                scope.spawn(move || hostile_session(client, u32::try_from(i).unwrap(), chunks, manifest, vault_key));
+            }
+        });
+    }));
+    if let Err(panic) = flooded {
+        // A session the vault ended early: say why, from the vault's own events.
+        let telling = |name: &str| ["refused", "failed", "alarm", "closed"].iter().any(|word| name.contains(word));
+        for event in daemon.all().iter().filter(|e| telling(e["event"].as_str().unwrap_or(""))) {
+            eprintln!("vault: {event}");
         }
-    });
+        std::panic::resume_unwind(panic);
+    }
     let flood_secs = started.elapsed().as_secs_f64();
     let peak = peak_rss(&daemon);
 
