@@ -331,13 +331,17 @@ struct ChunksFrame {
 }
 
 impl ChunksFrame {
+    /// The frame's body with one more chunk of `len` bytes.
+    fn body_with(&self, len: usize) -> usize {
+        self.body_bytes.max(BATCH_HEADER_BYTES) + BATCHED_CHUNK_OVERHEAD + len
+    }
+
     fn has_room_for(&self, len: usize) -> bool {
-        let body = self.body_bytes.max(BATCH_HEADER_BYTES) + BATCHED_CHUNK_OVERHEAD + len;
-        self.chunks.is_empty() || (self.chunks.len() < MAX_BATCH_CHUNKS && body <= GATHER_BYTES)
+        self.chunks.is_empty() || (self.chunks.len() < MAX_BATCH_CHUNKS && self.body_with(len) <= GATHER_BYTES)
     }
 
     fn push(&mut self, id: ChunkId, data: Vec<u8>) {
-        self.body_bytes = self.body_bytes.max(BATCH_HEADER_BYTES) + BATCHED_CHUNK_OVERHEAD + data.len();
+        self.body_bytes = self.body_with(data.len());
         self.chunks.push((id, data));
     }
 }
