@@ -369,13 +369,13 @@ fn two_pushers_within_their_quotas_and_one_over_it() {
 const SEAL_STEP_PAUSE: &str = "vault.seal_step_pause_ms=1000";
 
 /// Power cuts after every step of the seal (`POWER_CUT_ROUNDS` rounds of one cut per step:
-/// 3 in `make test`, 21 cuts; 10 in `make soak`), then one in the middle of a big push. After each cut
+/// 2 in `make test`, 14 cuts, which keeps it within its hour; 10 in `make soak`), then one in the middle of a big push. After each cut
 /// the disk holds exactly the snapshots sealed so far, each restoring byte for byte, with
 /// every sealed file immutable on the disk; the next start removes what the cut left half
 /// done and re-flags the one directory a cut can catch between its rename and its flag.
 #[test]
 fn power_cuts_at_every_seal_step_and_mid_push_lose_nothing_sealed() {
-    let rounds: usize = std::env::var("POWER_CUT_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let rounds: usize = std::env::var("POWER_CUT_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
     let mut box_ = Appliance::boot_with("power-cut", Boot::Direct, vec![SEAL_STEP_PAUSE.into()]);
     let hook = box_.vm.wait_anywhere("the test hook's notice", EVENT_WAIT, |e| e["event"] == "alarm" && e["rule"] == "test_hook_enabled");
     assert!(hook["detail"].as_str().unwrap().contains("each seal and collection step pauses 1000 ms"), "{hook}");
