@@ -181,9 +181,7 @@ fn parse(body: &[u8]) -> Result<Parsed<'_>> {
         VERB_CHUNK => {
             let id = ChunkId(r.array("chunk id")?);
             let data = r.rest();
-            if data.is_empty() || data.len() > MAX_CHUNK_BYTES {
-                return Err(r.malformed(format!("chunk of {} bytes, must be 1..={MAX_CHUNK_BYTES}", data.len())));
-            }
+            check_chunk_len(&r, data.len())?;
             Parsed::Chunk { id, data }
         }
         VERB_CHUNKS => {
@@ -195,9 +193,7 @@ fn parse(body: &[u8]) -> Result<Parsed<'_>> {
             for _ in 0..n {
                 let id = ChunkId(r.array("chunk id")?);
                 let len = r.len_u32("chunk length")?;
-                if len == 0 || len > MAX_CHUNK_BYTES {
-                    return Err(r.malformed(format!("chunk of {len} bytes, must be 1..={MAX_CHUNK_BYTES}")));
-                }
+                check_chunk_len(&r, len)?;
                 chunks.push((id, r.take(len, "chunk")?));
             }
             Parsed::Chunks { chunks }
@@ -214,6 +210,14 @@ fn parse(body: &[u8]) -> Result<Parsed<'_>> {
     };
     r.finish()?;
     Ok(frame)
+}
+
+/// A chunk's length as a decoder meets it (in a `chunk` or a `chunks` frame): 1..=[`MAX_CHUNK_BYTES`].
+fn check_chunk_len(r: &Reader<'_>, len: usize) -> Result<()> {
+    if len == 0 || len > MAX_CHUNK_BYTES {
+        return Err(r.malformed(format!("chunk of {len} bytes, must be 1..={MAX_CHUNK_BYTES}")));
+    }
+    Ok(())
 }
 
 /// A chunk frame straight from a borrowed slice, so the pusher does not copy chunk data.
