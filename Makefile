@@ -7,7 +7,7 @@ ROOT ?=
 VARIANT ?= production
 KERNEL ?= debian
 
-.PHONY: all tools build deb test-deb test test-keys test-image test-image-minimal test-minimal reproducible reproducible-minimal lint demo bench soak image pins fuzz eval-signals clean
+.PHONY: all tools build deb test-deb test test-keys test-image test-image-minimal test-minimal test-minimal-suite reproducible reproducible-rebuild reproducible-minimal lint demo bench soak image pins fuzz eval-signals clean
 
 all: build
 
@@ -23,20 +23,10 @@ build: tools
 # errors, the Buildroot tree's checks (and that they refuse what they must), then the test image
 # built twice (reproducible), vaultctl's Debian package installed and removed, the QEMU suite
 # booting the image, and the image with the minimal kernel through the suite's boot, USB and
-# push tests.
+# push tests. scripts/test.sh runs the stages and times each; the minimal image and the
+# reproducible rebuild run beside the QEMU suite, on the core its guest leaves idle.
 test: tools
-	$(CARGO) build --workspace --locked
-	$(CARGO) test --workspace --locked --exclude qemu-tests
-	$(CARGO) run --locked -p signals-eval -- --quick
-	scripts/fuzz.sh 5
-	$(MAKE) lint
-	buildroot-overlay/check.sh
-	buildroot-overlay/check-test.sh
-	$(MAKE) reproducible
-	image/test-pins.sh out/test-keys/root.toml
-	$(MAKE) test-deb
-	$(CARGO) test -p qemu-tests --locked -- --test-threads=1 --nocapture
-	$(MAKE) test-minimal
+	scripts/test.sh
 
 # The Debian package of vaultctl (out/vaultctl_<version>_<arch>.deb): the binary, man pages,
 # completions, the systemd push units, an example config.
@@ -59,6 +49,10 @@ test-image-minimal: test-keys
 # here already runs the minimal kernel's EFI stub.
 MINIMAL_SUITE = VAULT_IMAGE_DIR=$(CURDIR)/out/minimal VAULT_TEST_KEYS=$(CURDIR)/out/test-keys $(CARGO) test -p qemu-tests --locked
 test-minimal: test-image-minimal
+	$(MAKE) test-minimal-suite
+
+# The suite alone, on the minimal image already in out/minimal.
+test-minimal-suite:
 	$(MINIMAL_SUITE) --test boot --test image_contents --test usb_policy -- --test-threads=1 --nocapture --skip under_secure_boot
 	$(MINIMAL_SUITE) --test scenarios -- --test-threads=1 --nocapture push_receipt_early_close_restore_and_an_incremental_push
 
@@ -73,6 +67,10 @@ test-keys: tools
 # Two builds from the same inputs, the second with a fresh cargo target dir, must give the
 # same SHA256SUMS.
 reproducible: test-image
+	$(MAKE) reproducible-rebuild
+
+# The second build of `reproducible` alone, against the test image already in out/.
+reproducible-rebuild:
 	ROOT=out/test-keys/root.toml OUT=$(CURDIR)/out/rebuild CARGO_TARGET_DIR=$(CURDIR)/target/rebuild image/build.sh
 	diff out/SHA256SUMS out/rebuild/SHA256SUMS
 	@echo "reproducible: two builds, identical SHA256SUMS"
