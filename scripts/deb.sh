@@ -8,11 +8,13 @@
 set -euo pipefail
 TOP=$(cd "$(dirname "$0")/.." && pwd)
 cd "$TOP"
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
 [ -n "$version" ] || { echo "deb: no version in Cargo.toml's [workspace.package]" >&2; exit 1; }
 arch=$(dpkg --print-architecture)
+# Built as every other build of target/release/vaultctl is (exported below, SOURCE_DATE_EPOCH
+# would make cargo rebuild ring and all above it, which read it, twice in a `make test`).
 cargo build --release --locked -p vaultctl >&2
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
