@@ -34,7 +34,7 @@ use vault_store::{SealInput, Sealed, StagedTable, StagingPack, Store};
 use crate::error::{GatekeeperError, Result as GkResult};
 use crate::events::{Event, EventLog};
 use crate::identity::VaultIdentity;
-use crate::session_worker::{Confinement, LISTENER_FD, RELAY_FD, SIGN_FD};
+use crate::session_worker::{Confinement, LISTENER_FD, RELAY_FD, RELAY_WRITE_BUFFER, SIGN_FD};
 use crate::sessions_api::{Refusal, SessionContext, SessionReport, SessionServer, Stop};
 
 /// Deadlines and caps, checked before anything is allocated for a peer.
@@ -647,6 +647,11 @@ impl IngestEnv for Env<'_> {
 /// idle deadline); one that takes longer is treated as gone.
 const RELAY_DEADLINE: Duration = Duration::from_secs(30);
 
+/// The daemon's queue of messages for one worker: room for a credit message for every frame
+/// that sixteen sessions may have in flight ([`MAX_FRAMES_IN_CREDIT`] each), so giving credit
+/// back seldom waits for room.
+const RELAY_OUTBOX: usize = 16 * MAX_FRAMES_IN_CREDIT;
+
 /// How long a new worker may take to confine itself and say so.
 const WORKER_START_DEADLINE: Duration = Duration::from_secs(10);
 /// The longest message the signing line carries (a TLS 1.3 CertificateVerify is 130 or 146).
@@ -687,13 +692,28 @@ impl Worker {
         let sign_handle = sign.try_clone().ok();
         std::thread::Builder::new().name("handshake-signer".into()).spawn(move || serve_signatures(sign, &key, &reports)).map_err(io("session worker: the signing thread"))?;
         relay.set_nonblocking(true).map_err(io("session worker: the relay"))?;
-        let (from, mut relay_out) = tokio::net::UnixStream::from_std(relay).map_err(io("session worker: the relay"))?.into_split();
-        let (to, mut outbox) = mpsc::channel::<ToWorker>(256);
+        let (from, relay_out) = tokio::net::UnixStream::from_std(relay).map_err(io("session worker: the relay"))?.into_split();
+        let (to, mut outbox) = mpsc::channel::<ToWorker>(RELAY_OUTBOX);
         tokio::spawn(async move {
+            // Messages queued together go out in one write (most are a few bytes: credit given
+            // back, replies), flushed as soon as none is waiting.
+            let mut relay_out = tokio::io::BufWriter::with_capacity(RELAY_WRITE_BUFFER, relay_out);
             while let Some(message) = outbox.recv().await {
-                let Ok(bytes) = message.encode() else { continue };
+                // At most a queue's worth per deadline, so a steady stream is not one endless batch.
+                let batch = async {
+                    let mut next = Some(message);
+                    let mut left = RELAY_OUTBOX;
+                    while let Some(message) = next.take() {
+                        if let Ok(bytes) = message.encode() {
+                            relay_out.write_all(&bytes).await?;
+                        }
+                        left -= 1;
+                        next = if left > 0 { outbox.try_recv().ok() } else { None };
+                    }
+                    relay_out.flush().await
+                };
                 // A worker that stops reading loses its relay (and then exits).
-                if !matches!(tokio::time::timeout(RELAY_DEADLINE, relay_out.write_all(&bytes)).await, Ok(Ok(()))) {
+                if !matches!(tokio::time::timeout(RELAY_DEADLINE, batch).await, Ok(Ok(()))) {
                     return;
                 }
             }

@@ -254,16 +254,29 @@ enum Outgoing {
 
 type Sessions = Arc<Mutex<HashMap<SessionNo, SessionHandle>>>;
 
+/// The buffer each end of the relay writes through (and the worker reads the daemon's messages
+/// through): small messages go many to a syscall; a frame larger than this goes straight through.
+pub const RELAY_WRITE_BUFFER: usize = 64 << 10;
+
 async fn serve(relay: std::os::unix::net::UnixStream, sign: std::os::unix::net::UnixStream, listener: std::net::TcpListener, start: Start) {
     let (Ok(()), Ok(())) = (relay.set_nonblocking(true), listener.set_nonblocking(true)) else { return };
     let (Ok(relay), Ok(listener)) = (UnixStream::from_std(relay), TcpListener::from_std(listener)) else { return };
-    let (relay_in, mut relay_out) = relay.into_split();
+    let (relay_in, relay_out) = relay.into_split();
     // Messages for the daemon, already encoded (a pusher's frame straight from the bytes read).
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
-    // The relay writer: one message at a time, in order.
+    // The relay writer: in order, messages queued together in one write (a frame larger than
+    // the buffer goes straight through), flushed as soon as none is waiting.
     tokio::spawn(async move {
+        let mut relay_out = tokio::io::BufWriter::with_capacity(RELAY_WRITE_BUFFER, relay_out);
         while let Some(bytes) = out_rx.recv().await {
-            if relay_out.write_all(&bytes).await.is_err() {
+            let mut next = Some(bytes);
+            while let Some(bytes) = next.take() {
+                if relay_out.write_all(&bytes).await.is_err() {
+                    std::process::exit(0);
+                }
+                next = out_rx.try_recv().ok();
+            }
+            if relay_out.flush().await.is_err() {
                 std::process::exit(0);
             }
         }
@@ -326,7 +339,9 @@ async fn serve(relay: std::os::unix::net::UnixStream, sign: std::os::unix::net::
 
 /// The daemon's messages, to the sessions they name. The relay closing (the window is over, or
 /// the daemon is gone) or a message that does not decode ends the process.
-async fn read_relay(mut relay: tokio::net::unix::OwnedReadHalf, sessions: Sessions, stop_accepting: Arc<Notify>) {
+async fn read_relay(relay: tokio::net::unix::OwnedReadHalf, sessions: Sessions, stop_accepting: Arc<Notify>) {
+    // The daemon's messages are small and come many to a write: read many to a syscall.
+    let mut relay = tokio::io::BufReader::with_capacity(RELAY_WRITE_BUFFER, relay);
     let mut reader = FrameReader::with_limit(MAX_RELAY_FRAME);
     loop {
         let n = match relay.read(reader.unfilled()).await {

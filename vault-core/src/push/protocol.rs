@@ -376,7 +376,11 @@ pub fn frame_len_within(prefix: [u8; LENGTH_PREFIX], limit: usize) -> Result<usi
 /// complete body is handed back for [`ClientFrame::decode`] or [`VaultFrame::decode`].
 #[derive(Debug)]
 pub struct FrameReader {
+    /// Kept at the largest part read so far: a frame's body is read over the last one's
+    /// bytes, not into freshly zeroed memory (which cost a pass over every byte received).
     buf: Vec<u8>,
+    /// How many bytes of `buf` the current part (prefix or body) takes.
+    part_len: usize,
     filled: usize,
     part: Part,
     /// The largest body a prefix may announce.
@@ -411,17 +415,18 @@ impl Default for FrameReader {
 impl FrameReader {
     /// A reader whose prefixes may announce at most `limit` bytes (the same framing, another cap).
     pub fn with_limit(limit: usize) -> FrameReader {
-        FrameReader { buf: vec![0; LENGTH_PREFIX], filled: 0, part: Part::Prefix, limit }
+        FrameReader { buf: vec![0; LENGTH_PREFIX], part_len: LENGTH_PREFIX, filled: 0, part: Part::Prefix, limit }
     }
 
-    /// Where the next bytes go: the rest of the prefix, or the rest of the body.
+    /// Where the next bytes go: the rest of the prefix, or the rest of the body. Never more
+    /// than the current part, so a read never takes bytes of the next frame.
     pub fn unfilled(&mut self) -> &mut [u8] {
         if self.part == Part::Done {
-            self.buf.resize(LENGTH_PREFIX, 0);
+            self.part_len = LENGTH_PREFIX;
             self.filled = 0;
             self.part = Part::Prefix;
         }
-        &mut self.buf[self.filled..]
+        &mut self.buf[self.filled..self.part_len]
     }
 
     /// Nothing of a next frame has been read: a place where the peer may cleanly stop.
@@ -431,21 +436,25 @@ impl FrameReader {
 
     /// `n` bytes were read into [`FrameReader::unfilled`].
     pub fn filled(&mut self, n: usize) -> Result<Filled<'_>> {
-        self.filled = self.filled.checked_add(n).filter(|f| *f <= self.buf.len()).expect("filled() reports at most what unfilled() offered");
-        if self.filled < self.buf.len() {
+        self.filled = self.filled.checked_add(n).filter(|f| *f <= self.part_len).expect("filled() reports at most what unfilled() offered");
+        if self.filled < self.part_len {
             return Ok(Filled::More);
         }
         match self.part {
             Part::Prefix => {
                 let len = frame_len_within(self.buf[..LENGTH_PREFIX].try_into().expect("prefix"), self.limit)?;
-                self.buf.resize(len, 0);
+                // Room is made only now, after the check, and only once for the largest body.
+                if self.buf.len() < len {
+                    self.buf.resize(len, 0);
+                }
+                self.part_len = len;
                 self.filled = 0;
                 self.part = Part::Body;
                 Ok(Filled::BodyNext { len })
             }
             Part::Body | Part::Done => {
                 self.part = Part::Done;
-                Ok(Filled::Frame { body: &self.buf, wire_bytes: LENGTH_PREFIX + self.buf.len() })
+                Ok(Filled::Frame { body: &self.buf[..self.part_len], wire_bytes: LENGTH_PREFIX + self.part_len })
             }
         }
     }
@@ -613,6 +622,17 @@ mod tests {
             let sizes: Vec<usize> = read.iter().map(|(_, wire_bytes)| *wire_bytes).collect();
             assert_eq!(sizes, frames.iter().map(|f| f.encode().unwrap().len()).collect::<Vec<_>>());
         }
+    }
+
+    #[test]
+    fn a_short_frame_after_a_long_one_is_only_its_own_bytes() {
+        let long = ClientFrame::Chunk { id: ChunkId::of(&[7; 5000]), data: vec![7; 5000] };
+        let short = ClientFrame::Commit { manifest_sha256: [1; 32], manifest_len: 3 };
+        let begin = ClientFrame::Begin { dataset: "d".into(), client_time: 0, audit_size: 0 };
+        let wire: Vec<u8> = [&long, &short, &begin, &long].iter().flat_map(|f| f.encode().unwrap()).collect();
+        let read = read_all(&wire, 4096).unwrap();
+        let decoded: Vec<ClientFrame> = read.iter().map(|(body, _)| ClientFrame::decode(body).unwrap()).collect();
+        assert_eq!(decoded, vec![long.clone(), short, begin, long]);
     }
 
     #[test]
