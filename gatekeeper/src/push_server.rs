@@ -17,7 +17,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 use vault_core::keys::PublicKey;
@@ -34,7 +34,7 @@ use vault_store::{SealInput, Sealed, StagedTable, StagingPack, Store};
 use crate::error::{GatekeeperError, Result as GkResult};
 use crate::events::{Event, EventLog};
 use crate::identity::VaultIdentity;
-use crate::session_worker::{Confinement, LISTENER_FD, RELAY_FD, RELAY_WRITE_BUFFER, SIGN_FD};
+use crate::session_worker::{write_queued, Confinement, LISTENER_FD, RELAY_FD, RELAY_WRITE_BUFFER, SIGN_FD};
 use crate::sessions_api::{Refusal, SessionContext, SessionReport, SessionServer, Stop};
 
 /// Deadlines and caps, checked before anything is allocated for a peer.
@@ -699,19 +699,7 @@ impl Worker {
             // back, replies), flushed as soon as none is waiting.
             let mut relay_out = tokio::io::BufWriter::with_capacity(RELAY_WRITE_BUFFER, relay_out);
             while let Some(message) = outbox.recv().await {
-                // At most a queue's worth per deadline, so a steady stream is not one endless batch.
-                let batch = async {
-                    let mut next = Some(message);
-                    let mut left = RELAY_OUTBOX;
-                    while let Some(message) = next.take() {
-                        if let Ok(bytes) = message.encode() {
-                            relay_out.write_all(&bytes).await?;
-                        }
-                        left -= 1;
-                        next = if left > 0 { outbox.try_recv().ok() } else { None };
-                    }
-                    relay_out.flush().await
-                };
+                let batch = write_queued(&mut relay_out, message, &mut outbox, RELAY_OUTBOX, |m: ToWorker| m.encode().ok());
                 // A worker that stops reading loses its relay (and then exits).
                 if !matches!(tokio::time::timeout(RELAY_DEADLINE, batch).await, Ok(Ok(()))) {
                     return;

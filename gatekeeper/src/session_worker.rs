@@ -258,25 +258,43 @@ type Sessions = Arc<Mutex<HashMap<SessionNo, SessionHandle>>>;
 /// through): small messages go many to a syscall; a frame larger than this goes straight through.
 pub const RELAY_WRITE_BUFFER: usize = 64 << 10;
 
+/// The worker's queue of messages for the daemon.
+const WORKER_OUTBOX: usize = 256;
+
+/// One write of the relay (either end): `first`, then whatever else is already queued, at most
+/// `max` messages in all (a steady stream is not one endless batch), then a flush. A message
+/// `encode` turns to `None` is skipped.
+pub async fn write_queued<W: AsyncWrite + Unpin, M>(
+    out: &mut tokio::io::BufWriter<W>,
+    first: M,
+    queue: &mut mpsc::Receiver<M>,
+    max: usize,
+    encode: impl Fn(M) -> Option<Vec<u8>>,
+) -> std::io::Result<()> {
+    let mut next = Some(first);
+    let mut left = max;
+    while let Some(message) = next.take() {
+        if let Some(bytes) = encode(message) {
+            out.write_all(&bytes).await?;
+        }
+        left = left.saturating_sub(1);
+        next = if left > 0 { queue.try_recv().ok() } else { None };
+    }
+    out.flush().await
+}
+
 async fn serve(relay: std::os::unix::net::UnixStream, sign: std::os::unix::net::UnixStream, listener: std::net::TcpListener, start: Start) {
     let (Ok(()), Ok(())) = (relay.set_nonblocking(true), listener.set_nonblocking(true)) else { return };
     let (Ok(relay), Ok(listener)) = (UnixStream::from_std(relay), TcpListener::from_std(listener)) else { return };
     let (relay_in, relay_out) = relay.into_split();
     // Messages for the daemon, already encoded (a pusher's frame straight from the bytes read).
-    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
+    let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(WORKER_OUTBOX);
     // The relay writer: in order, messages queued together in one write (a frame larger than
     // the buffer goes straight through), flushed as soon as none is waiting.
     tokio::spawn(async move {
         let mut relay_out = tokio::io::BufWriter::with_capacity(RELAY_WRITE_BUFFER, relay_out);
         while let Some(bytes) = out_rx.recv().await {
-            let mut next = Some(bytes);
-            while let Some(bytes) = next.take() {
-                if relay_out.write_all(&bytes).await.is_err() {
-                    std::process::exit(0);
-                }
-                next = out_rx.try_recv().ok();
-            }
-            if relay_out.flush().await.is_err() {
+            if write_queued(&mut relay_out, bytes, &mut out_rx, WORKER_OUTBOX, Some).await.is_err() {
                 std::process::exit(0);
             }
         }
