@@ -6,6 +6,7 @@
 #   2. initial push vs initial rsync (best of two rounds each), restic (to rclone's append-only
 #      REST server) and borg (serve --append-only); sha256sum over the same files;
 #      the same push into a gatekeeper built without the ransomware signals (what they cost);
+#      push and rsync again with each side pinned to a core of its own (taskset);
 #   3. 1% of the data changed; incremental push (with its cache) vs incremental rsync, restic
 #      and borg;
 #   4. 8 concurrent pushes (one per part) into a fresh store: the gatekeeper's peak RSS;
@@ -35,6 +36,9 @@ RSYNC_PEER_IP=198.51.100.1
 GK=$PWD/target/release/gatekeeper
 VC=$PWD/target/release/vaultctl
 GK_PID=""
+# Commands the vault and the pusher start under (the pinned round sets them to `taskset`).
+VAULT_PIN=()
+PUSHER_PIN=()
 RSYNCD_PID=""
 PERF_PID=""
 RCLONE_PID=""
@@ -168,7 +172,7 @@ start_vault() { # $1: store directory
   # would rightly call a fresh store's log a rewound one (exit 7).
   RECEIPTS=$WORK/pusher/receipts-$(basename "$1")
   "$GK" --root "$KEYS/root.toml" --state "$WORK/vault/state" apply-bundle "$KEYS/policy.bundle" >/dev/null 2>&1 || true
-  ip netns exec "$VAULT_NS" "$GK" --root "$KEYS/root.toml" --state "$WORK/vault/state" --store "$1" run > "$WORK/vault/events-$(basename "$1").log" &
+  ip netns exec "$VAULT_NS" "${VAULT_PIN[@]}" "$GK" --root "$KEYS/root.toml" --state "$WORK/vault/state" --store "$1" run > "$WORK/vault/events-$(basename "$1").log" &
   GK_PID=$!
   # The pusher forgets the last vault's neighbour entry: a stale one costs the next connect
   # seconds of ARP retries, which would be timed as the push's.
@@ -190,7 +194,7 @@ stop_vault() { kill "$GK_PID"; wait "$GK_PID" 2>/dev/null || true; GK_PID=""; }
 VAULT_KEY=$("$GK" --state "$WORK/vault/state" identity --create)
 push() { # $1 dataset, $2 source, then extra flags
   local dataset=$1 source=$2; shift 2
-  ip netns exec "$PEER_NS" "$VC" push --vault "$VAULT_IP:7400" --vault-key "$VAULT_KEY" --key "$KEYS/bench.key" \
+  ip netns exec "$PEER_NS" "${PUSHER_PIN[@]}" "$VC" push --vault "$VAULT_IP:7400" --vault-key "$VAULT_KEY" --key "$KEYS/bench.key" \
     --dataset "$dataset" --receipts "$RECEIPTS" --cache "$WORK/pusher/$dataset.cache" --json "$@" "$source"
 }
 
@@ -264,6 +268,18 @@ start_vault "$WORK/vault/store-tmpfs"
 timed PUSH_TMPFS "initial push into a store in memory (tmpfs)" push all-tmpfs "$DATA"
 stop_vault
 umount "$WORK/vault/store-tmpfs"; TMPFS_MOUNTED=""
+# Each side on a core of its own, as machines of their own would give them: the gatekeeper
+# (daemon and session worker) on CPU 1 and the pusher on CPU 0, into a fresh store; rsync's
+# daemon (its forks inherit) on CPU 1 and its client on CPU 0, into a fresh target.
+VAULT_PIN=(taskset -c 1); PUSHER_PIN=(taskset -c 0)
+start_vault "$WORK/vault/store-pinned"
+timed PUSH_PINNED "initial push, each side on a core of its own" push all-pinned "$DATA"
+stop_vault
+VAULT_PIN=(); PUSHER_PIN=()
+chattr -R -i "$WORK/vault/store-pinned"; rm -rf "$WORK/vault/store-pinned"
+taskset -a -p -c 1 "$RSYNCD_PID" >/dev/null
+timed RSYNC_PINNED "initial rsync, each side on a core of its own" ip netns exec "$PEER_NS" taskset -c 0 rsync -a "$DATA/" "rsync://$RSYNC_IP:8730/bench/pinned/"
+taskset -a -p -c 0-"$(($(nproc) - 1))" "$RSYNCD_PID" >/dev/null
 start_vault "$WORK/vault/store-round2"
 
 # restic pushing to `rclone serve restic --append-only` (the nearest open-source append-only
@@ -356,6 +372,7 @@ push2, rsync2, conc, rss_kb, changed, new2 = $PUSH2, $RSYNC2, $CONC, $RSS_KB, $C
 nosig = $PUSH_NOSIG
 restic1, restic2, borg1, borg2 = $RESTIC1, $RESTIC2, $BORG1, $BORG2
 rsync_fsync, disk, push_tmpfs = $RSYNC_FSYNC, $DISK, $PUSH_TMPFS
+push_pinned, rsync_pinned = $PUSH_PINNED, $RSYNC_PINNED
 mb = lambda s: bytes_ / s / 1e6
 print()
 print(f"dataset              {bytes_ / 2**30:.2f} GiB in $FILES files")
@@ -365,6 +382,8 @@ print(f"initial push without the signals (best of 2)  {nosig:5.2f} s  {mb(nosig)
 print(f"initial rsync --fsync {rsync_fsync:6.2f} s  {mb(rsync_fsync):7.1f} MB/s  (each file on disk before the next, as durable as the push)")
 print(f"the disk, 2 GiB fdatasync'd {disk:5.2f} s  {2**31 / disk / 1e6:7.1f} MB/s  (no durable push of this dataset can beat {bytes_ / (2**31 / disk):.2f} s)")
 print(f"initial push into tmpfs {push_tmpfs:5.2f} s  {mb(push_tmpfs):7.1f} MB/s  (the CPU path without the disk)")
+print(f"initial push, each side on its own core  {push_pinned:5.2f} s  {mb(push_pinned):7.1f} MB/s  (pusher on CPU 0, gatekeeper on CPU 1)")
+print(f"initial rsync, each side on its own core {rsync_pinned:5.2f} s  {mb(rsync_pinned):7.1f} MB/s  (client on CPU 0, daemon on CPU 1)")
 print(f"initial restic (rclone --append-only)  {restic1:5.2f} s  {mb(restic1):7.1f} MB/s")
 print(f"initial borg (serve --append-only)     {borg1:5.2f} s  {mb(borg1):7.1f} MB/s")
 print(f"sha256sum            {sha:7.2f} s  {mb(sha):7.1f} MB/s")
@@ -378,6 +397,7 @@ print(f"RATIO initial push / rsync throughput   {rsync1 / push1:.2f}x   (target 
 print(f"RATIO initial push / rsync --fsync throughput  {rsync_fsync / push1:.2f}x")
 print(f"RATIO initial push / the disk's fdatasync rate  {(bytes_ / (2**31 / disk)) / push1:.2f}x   (1.0 is the ceiling)")
 print(f"RATIO initial push into tmpfs / rsync throughput  {rsync1 / push_tmpfs:.2f}x")
+print(f"RATIO initial push / rsync, each side on its own core  {rsync_pinned / push_pinned:.2f}x")
 print(f"RATIO initial push / restic throughput  {restic1 / push1:.2f}x   (target >= 3.0)")
 print(f"RATIO initial push / borg throughput    {borg1 / push1:.2f}x")
 print(f"RATIO incremental push / rsync time      {push2 / rsync2:.2f}x   (target <= 0.5)")

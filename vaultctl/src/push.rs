@@ -22,7 +22,7 @@ use vault_core::keys::PublicKey;
 use vault_core::push::chunk::ChunkId;
 use vault_core::push::manifest::{ChunkRef, Entry, EntryKind, Manifest};
 use vault_core::push::protocol::{
-    encode_chunk_frame, encode_chunks_frame, ClientFrame, FrameReader, VaultFrame, BATCHED_CHUNK_OVERHEAD, BATCH_HEADER_BYTES, MAX_BATCH_CHUNKS, MAX_FRAME_BYTES, MAX_HAVE_IDS, MAX_MANIFEST_PART,
+    ChunkFramePieces, ClientFrame, FrameReader, VaultFrame, BATCHED_CHUNK_OVERHEAD, BATCH_HEADER_BYTES, MAX_BATCH_CHUNKS, MAX_FRAME_BYTES, MAX_HAVE_IDS, MAX_MANIFEST_PART,
 };
 use vault_core::push::receipt::{Receipt, SignedReceipt};
 
@@ -124,7 +124,13 @@ impl Conn {
     }
 
     fn send_encoded(&mut self, frame: &[u8]) -> Result<()> {
-        match self.tls.write_all(frame) {
+        self.send_pieces(&[frame])
+    }
+
+    /// Writes a frame given in pieces (a chunk frame's headers and the chunks' own buffers)
+    /// without joining them first: TLS encrypts them into its records straight from there.
+    fn send_pieces(&mut self, pieces: &[&[u8]]) -> Result<()> {
+        match write_all_vectored(&mut vault_tls::rustls::Stream::new(&mut self.tls.conn, &mut self.tls.sock), pieces) {
             Ok(()) => Ok(()),
             // The vault closes after a refusal; its reason is waiting to be read.
             Err(write_err) => Err(CliError::Refused(self.refusal_after_failed_write().unwrap_or_else(|| format!("connection closed by the vault: {write_err}")))),
@@ -163,6 +169,23 @@ impl Conn {
             frame => Ok(frame),
         }
     }
+}
+
+/// `Write::write_all_vectored`, which std has not stabilised: every byte of `pieces`, in order.
+fn write_all_vectored(out: &mut impl Write, pieces: &[&[u8]]) -> std::io::Result<()> {
+    let mut slices: Vec<std::io::IoSlice> = pieces.iter().map(|p| std::io::IoSlice::new(p)).collect();
+    let mut rest = slices.as_mut_slice();
+    // Leading empty pieces would read as a writer that took nothing.
+    std::io::IoSlice::advance_slices(&mut rest, 0);
+    while !rest.is_empty() {
+        match out.write_vectored(rest) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => std::io::IoSlice::advance_slices(&mut rest, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 // ---- the cache ------------------------------------------------------------------------
@@ -307,14 +330,16 @@ impl<'a> Uploader<'a> {
         self.send_chunks(&mut frame)
     }
 
-    /// Sends the chunks gathered (if any) in one frame, and empties it.
+    /// Sends the chunks gathered (if any) in one frame, and empties it. The chunks' bytes go
+    /// from their own buffers into TLS: the frame is never assembled in one.
     fn send_chunks(&mut self, frame: &mut ChunksFrame) -> Result<()> {
         let chunks = std::mem::take(frame).chunks;
-        match chunks.as_slice() {
-            [] => Ok(()),
-            [(id, data)] => self.conn.send_encoded(&encode_chunk_frame(id, data)?),
-            many => self.conn.send_encoded(&encode_chunks_frame(&many.iter().map(|(id, data)| (*id, data.as_slice())).collect::<Vec<_>>())?),
-        }
+        let pieces = match chunks.as_slice() {
+            [] => return Ok(()),
+            [(id, data)] => ChunkFramePieces::chunk(id, data)?,
+            many => ChunkFramePieces::chunks(&many.iter().map(|(id, data)| (*id, data.as_slice())).collect::<Vec<_>>())?,
+        };
+        self.conn.send_pieces(&pieces.slices())
     }
 }
 
@@ -354,8 +379,11 @@ fn chunk_reader(source: impl Read, size_hint: Option<u64>, mut each: impl FnMut(
     if let Some(size) = size_hint.filter(|s| *s <= IN_MEMORY_FILE) {
         let mut buf = Vec::with_capacity(usize::try_from(size).expect("at most IN_MEMORY_FILE (8 MiB)"));
         source.take(IN_MEMORY_FILE + 1).read_to_end(&mut buf).map_err(|e| CliError::Failed(format!("read: {e}")))?;
-        for cut in FastCDC::new(&buf, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
-            let data = buf[cut.offset..cut.offset + cut.length].to_vec();
+        let cuts: Vec<(usize, usize)> = FastCDC::new(&buf, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK).map(|cut| (cut.offset, cut.length)).collect();
+        // A file of one chunk (most small files) is handed on in the buffer it was read into.
+        let whole = cuts.len() == 1;
+        for (offset, length) in cuts {
+            let data = if whole { std::mem::take(&mut buf) } else { buf[offset..offset + length].to_vec() };
             let id = ChunkId::of(&data);
             refs.push(ChunkRef { id, len: u32::try_from(data.len()).expect("FastCDC cuts at most MAX_CHUNK bytes") });
             each(id, data)?;
@@ -682,7 +710,7 @@ mod tests {
                 return;
             }
             let refs: Vec<(ChunkId, &[u8])> = chunks.iter().map(|(id, data)| (*id, data.as_slice())).collect();
-            let encoded = encode_chunks_frame(&refs).expect("every gathered frame is one the protocol allows");
+            let encoded = ChunkFramePieces::chunks(&refs).expect("every gathered frame is one the protocol allows").concat();
             let decoded = ClientFrame::decode(&encoded[4..]).unwrap();
             assert_eq!(decoded, ClientFrame::Chunks { chunks: chunks.clone() });
             frames.push(chunks.len());
@@ -696,6 +724,47 @@ mod tests {
         }
         flush(&mut frame);
         frames
+    }
+
+    /// A writer that takes at most 3 bytes a call, of the first slice only (as `Write`'s
+    /// default `write_vectored` does), and is interrupted every other call.
+    struct Trickle {
+        taken: Vec<u8>,
+        calls: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.calls += 1;
+            if self.calls % 2 == 0 {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            let n = buf.len().min(3);
+            self.taken.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_vectored_write_sends_every_piece_in_order_however_little_each_call_takes() {
+        let mut out = Trickle { taken: vec![], calls: 0 };
+        write_all_vectored(&mut out, &[b"", b"head", b"", b"a", b"data of a chunk", b""]).unwrap();
+        assert_eq!(out.taken, b"headadata of a chunk");
+        struct Full;
+        impl Write for Full {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Ok(0)
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        assert_eq!(write_all_vectored(&mut Full, &[b"x"]).unwrap_err().kind(), std::io::ErrorKind::WriteZero);
+        write_all_vectored(&mut Full, &[b"", b""]).unwrap();
     }
 
     #[test]

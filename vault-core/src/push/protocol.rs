@@ -220,39 +220,87 @@ fn check_chunk_len(r: &Reader<'_>, len: usize) -> Result<()> {
     Ok(())
 }
 
-/// A chunk frame straight from a borrowed slice, so the pusher does not copy chunk data.
+/// A `chunk` frame, straight from a borrowed chunk.
 pub fn encode_chunk_frame(id: &ChunkId, data: &[u8]) -> Result<Vec<u8>> {
-    check_range("chunk", data.len(), MAX_CHUNK_BYTES)?;
-    let body_len = 2 + 32 + data.len();
-    let mut out = Vec::with_capacity(LENGTH_PREFIX + body_len);
-    out.extend_from_slice(&prefix_of(body_len)?);
-    out.extend_from_slice(&[PROTOCOL_VERSION, VERB_CHUNK]);
-    out.extend_from_slice(&id.0);
-    out.extend_from_slice(data);
-    Ok(out)
+    Ok(ChunkFramePieces::chunk(id, data)?.concat())
 }
 
 /// A `chunks` frame straight from borrowed slices: 1..=[`MAX_BATCH_CHUNKS`] chunks, each
 /// 1..=[`MAX_CHUNK_BYTES`], the whole within [`MAX_FRAME_BYTES`] (refused, never cut).
 pub fn encode_chunks_frame(chunks: &[(ChunkId, &[u8])]) -> Result<Vec<u8>> {
-    if chunks.is_empty() || chunks.len() > MAX_BATCH_CHUNKS {
-        return Err(Error::Malformed { what: "frame", reason: format!("{} chunks in one chunks frame, must be 1..={MAX_BATCH_CHUNKS}", chunks.len()) });
-    }
-    let mut body_len = BATCH_HEADER_BYTES;
-    for (_, data) in chunks {
+    Ok(ChunkFramePieces::chunks(chunks)?.concat())
+}
+
+/// A `chunk` or `chunks` frame as the pieces a vectored write sends without copying the
+/// chunks' bytes: the frame's own bytes (length prefix, version, verb, and each chunk's header)
+/// and the chunks' data, borrowed. The one encoder of both verbs; [`encode_chunk_frame`] and
+/// [`encode_chunks_frame`] join its pieces.
+#[derive(Debug)]
+pub struct ChunkFramePieces<'a> {
+    /// Every byte of the frame that is not chunk data, in order.
+    own: Vec<u8>,
+    /// Each chunk's data, after `own[..end]`.
+    data: Vec<(usize, &'a [u8])>,
+    /// The whole frame, its length prefix included.
+    len: usize,
+}
+
+impl<'a> ChunkFramePieces<'a> {
+    /// One chunk of 1..=[`MAX_CHUNK_BYTES`] as a `chunk` frame.
+    pub fn chunk(id: &ChunkId, data: &'a [u8]) -> Result<Self> {
         check_range("chunk", data.len(), MAX_CHUNK_BYTES)?;
-        body_len = body_len.saturating_add(BATCHED_CHUNK_OVERHEAD + data.len());
+        let body_len = 2 + 32 + data.len();
+        let mut own = Vec::with_capacity(LENGTH_PREFIX + 2 + 32);
+        own.extend_from_slice(&prefix_of(body_len)?);
+        own.extend_from_slice(&[PROTOCOL_VERSION, VERB_CHUNK]);
+        own.extend_from_slice(&id.0);
+        Ok(ChunkFramePieces { data: vec![(own.len(), data)], own, len: LENGTH_PREFIX + body_len })
     }
-    let mut out = Vec::with_capacity(LENGTH_PREFIX + body_len.min(MAX_FRAME_BYTES));
-    out.extend_from_slice(&prefix_of(body_len)?);
-    out.extend_from_slice(&[PROTOCOL_VERSION, VERB_CHUNKS]);
-    out.extend_from_slice(&u16::try_from(chunks.len()).expect("MAX_BATCH_CHUNKS fits a u16").to_be_bytes());
-    for (id, data) in chunks {
-        out.extend_from_slice(&id.0);
-        out.extend_from_slice(&u32::try_from(data.len()).expect("MAX_CHUNK_BYTES fits a u32").to_be_bytes());
-        out.extend_from_slice(data);
+
+    /// 1..=[`MAX_BATCH_CHUNKS`] chunks, each 1..=[`MAX_CHUNK_BYTES`], as one `chunks` frame
+    /// within [`MAX_FRAME_BYTES`] (refused, never cut).
+    pub fn chunks(chunks: &[(ChunkId, &'a [u8])]) -> Result<Self> {
+        if chunks.is_empty() || chunks.len() > MAX_BATCH_CHUNKS {
+            return Err(Error::Malformed { what: "frame", reason: format!("{} chunks in one chunks frame, must be 1..={MAX_BATCH_CHUNKS}", chunks.len()) });
+        }
+        let mut body_len = BATCH_HEADER_BYTES;
+        for (_, data) in chunks {
+            check_range("chunk", data.len(), MAX_CHUNK_BYTES)?;
+            body_len = body_len.saturating_add(BATCHED_CHUNK_OVERHEAD + data.len());
+        }
+        let mut own = Vec::with_capacity(LENGTH_PREFIX + BATCH_HEADER_BYTES + chunks.len() * BATCHED_CHUNK_OVERHEAD);
+        own.extend_from_slice(&prefix_of(body_len)?);
+        own.extend_from_slice(&[PROTOCOL_VERSION, VERB_CHUNKS]);
+        own.extend_from_slice(&u16::try_from(chunks.len()).expect("MAX_BATCH_CHUNKS fits a u16").to_be_bytes());
+        let mut data = Vec::with_capacity(chunks.len());
+        for (id, bytes) in chunks {
+            own.extend_from_slice(&id.0);
+            own.extend_from_slice(&u32::try_from(bytes.len()).expect("MAX_CHUNK_BYTES fits a u32").to_be_bytes());
+            data.push((own.len(), *bytes));
+        }
+        Ok(ChunkFramePieces { own, data, len: LENGTH_PREFIX + body_len })
     }
-    Ok(out)
+
+    /// The frame's bytes in order, as slices (headers and data alternating).
+    pub fn slices(&self) -> Vec<&[u8]> {
+        let mut slices = Vec::with_capacity(2 * self.data.len());
+        let mut from = 0;
+        for (end, data) in &self.data {
+            slices.push(&self.own[from..*end]);
+            slices.push(*data);
+            from = *end;
+        }
+        slices
+    }
+
+    /// The frame in one buffer.
+    pub fn concat(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len);
+        for slice in self.slices() {
+            out.extend_from_slice(slice);
+        }
+        out
+    }
 }
 
 /// `len` must be 1..=`max`.
@@ -676,6 +724,23 @@ mod tests {
                 (Err(decoded), Err(checked)) => prop_assert_eq!(decoded.to_string(), checked.to_string()),
                 (decoded, checked) => prop_assert!(false, "decode {:?}, check {:?}", decoded.map(|f| f.verb_name()), checked),
             }
+        }
+
+        /// The pieces a vectored write sends are the frame, byte for byte, and decode back to its chunks.
+        #[test]
+        fn a_frames_pieces_are_the_frame(datas in prop::collection::vec(prop::collection::vec(any::<u8>(), 1..200), 1..20)) {
+            let chunks: Vec<(ChunkId, &[u8])> = datas.iter().map(|d| (ChunkId::of(d), d.as_slice())).collect();
+            let pieces = ChunkFramePieces::chunks(&chunks).unwrap();
+            let wire: Vec<u8> = pieces.slices().concat();
+            prop_assert_eq!(&wire, &pieces.concat());
+            // The data pieces are the chunks themselves, borrowed, never copied.
+            let data_pieces: Vec<*const u8> = pieces.slices().iter().skip(1).step_by(2).map(|s| s.as_ptr()).collect();
+            prop_assert_eq!(data_pieces, chunks.iter().map(|(_, d)| d.as_ptr()).collect::<Vec<_>>());
+            let owned: Vec<(ChunkId, Vec<u8>)> = datas.iter().map(|d| (ChunkId::of(d), d.clone())).collect();
+            prop_assert_eq!(ClientFrame::decode(&wire[LENGTH_PREFIX..]).unwrap(), ClientFrame::Chunks { chunks: owned });
+            let single = ChunkFramePieces::chunk(&chunks[0].0, chunks[0].1).unwrap().concat();
+            prop_assert_eq!(ClientFrame::decode(&single[LENGTH_PREFIX..]).unwrap(), ClientFrame::Chunk { id: chunks[0].0, data: datas[0].clone() });
+            prop_assert_eq!(frame_len(single[..LENGTH_PREFIX].try_into().unwrap()).unwrap(), single.len() - LENGTH_PREFIX);
         }
     }
 }
