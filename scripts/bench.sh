@@ -73,12 +73,36 @@ cleanup() {
   ip netns del "$PEER_NS" 2>/dev/null || true
   ip netns del "$RSYNC_NS" 2>/dev/null || true
   chattr -R -i "$WORK/vault" 2>/dev/null || true
+  rm -f "$WORK/memory-filler"
 }
 trap cleanup EXIT
 
 now() { date +%s.%N; }
-# Each timed step starts with no dirty pages left by the one before it.
-settle() { sync; sleep 1; }
+# These VMs' hosts back guest memory lazily and take freed memory back within seconds
+# (virtio-balloon's free page reporting): writing 2 GiB into memory not used for a few seconds
+# took 4.7-7.8 s of system time here, into memory in use 0.6-1.5 s. Which contender hits fresh
+# memory would depend on what ran before it, so the memory is kept full of clean page cache
+# that every write reclaims alike, as on a machine whose memory is in use: a sparse file (no
+# disk I/O) grown by what is free, less 1 GiB, and read into the cache.
+fill_memory() {
+  python3 - "$WORK/memory-filler" <<'PY'
+import os, sys
+free = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemFree:")) * 1024
+spare = free - (1 << 30)
+if spare > 0:
+    fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o600)
+    size = os.fstat(fd).st_size
+    os.ftruncate(fd, size + spare)
+    pos = size
+    while pos < size + spare:
+        n = len(os.pread(fd, 1 << 20, pos))
+        if n == 0:
+            break
+        pos += n
+PY
+}
+# Each timed step starts with no dirty pages left by the one before it, and memory in use.
+settle() { sync; fill_memory; sleep 1; }
 elapsed() { python3 -c "print(f'{$2 - $1:.3f}')"; }
 # timed VAR LABEL COMMAND...: runs the command after settling (its output dropped) and sets
 # VAR to its wall time in seconds.
@@ -117,7 +141,9 @@ fi
 BYTES=$(du -sb --apparent-size "$DATA" | cut -f1)
 FILES=$(find "$DATA" -type f | wc -l)
 echo "dataset: $FILES files, $BYTES bytes"
-# Everything read from the page cache alike: warm it once for all contenders.
+# Everything read from the page cache alike: warm it once for all contenders (after the
+# memory is filled, so the dataset is the newest in the cache).
+fill_memory
 find "$DATA" -type f -print0 | xargs -0 cat > /dev/null
 
 # ---- the network and the vault -----------------------------------------------------------
@@ -215,6 +241,19 @@ sleep 0.5
 
 rsync_run() { ip netns exec "$PEER_NS" rsync -a "$DATA/" "rsync://$RSYNC_IP:8730/bench/$1/"; }
 
+# BENCH_PROFILE=1: perf records every process on the machine (pusher, session worker, daemon)
+# from profile_start NAME to profile_stop, into $WORK/NAME.perf; where the cycles went is
+# printed at the end.
+profile_start() {
+  [ -n "${BENCH_PROFILE:-}" ] || return 0
+  perf record -a -F 999 -o "$WORK/$1.perf" -- sleep 3600 >/dev/null 2>&1 &
+  PERF_PID=$!
+  sleep 1
+}
+profile_stop() {
+  if [ -n "$PERF_PID" ]; then kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true; PERF_PID=""; fi
+}
+
 cpu_of() { awk -v tck="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / tck}' "/proc/$1/stat"; }
 
 # ---- 2. initial: best of two rounds, each into an empty store and an empty rsync target ---
@@ -225,15 +264,9 @@ for round in 1 2; do
   if [ "$round" = 2 ]; then stop_vault; start_vault "$WORK/vault/store-round2"; fi
   settle; echo "== initial push, round $round"
   gk_cpu0=$(cpu_of "$GK_PID")
-  # BENCH_PROFILE=1: the first round's push is recorded by perf, every process on the machine
-  # (pusher, session worker, daemon), and where the cycles went is printed at the end.
-  if [ -n "${BENCH_PROFILE:-}" ] && [ "$round" = 1 ]; then
-    perf record -a -F 999 -o "$WORK/push1.perf" -- sleep 3600 >/dev/null 2>&1 &
-    PERF_PID=$!
-    sleep 1
-  fi
+  if [ "$round" = 1 ]; then profile_start push1; fi
   t0=$(now); { time push all "$DATA" > "$WORK/push1.json"; } 2> "$WORK/push1.cpu"; t1=$(now)
-  if [ -n "${PERF_PID:-}" ]; then kill -INT "$PERF_PID"; wait "$PERF_PID" 2>/dev/null || true; PERF_PID=""; fi
+  profile_stop
   PUSH1=$(best "$PUSH1" "$(elapsed "$t0" "$t1")")
   GK_CPU1=$(python3 -c "print(f'{$(cpu_of "$GK_PID") - $gk_cpu0:.2f}')")
   PUSHER_CPU1=$(awk '{printf "%.2f", $1 + $2}' "$WORK/push1.cpu")
@@ -273,7 +306,9 @@ umount "$WORK/vault/store-tmpfs"; TMPFS_MOUNTED=""
 # daemon (its forks inherit) on CPU 1 and its client on CPU 0, into a fresh target.
 VAULT_PIN=(taskset -c 1); PUSHER_PIN=(taskset -c 0)
 start_vault "$WORK/vault/store-pinned"
+profile_start pinned
 timed PUSH_PINNED "initial push, each side on a core of its own" push all-pinned "$DATA"
+profile_stop
 stop_vault
 VAULT_PIN=(); PUSHER_PIN=()
 chattr -R -i "$WORK/vault/store-pinned"; rm -rf "$WORK/vault/store-pinned"
@@ -409,9 +444,16 @@ print(f"RSS   gatekeeper peak, 8 pushes          {rss_kb / 1024:.1f} MiB (target
 PY
 
 if [ -n "${BENCH_PROFILE:-}" ]; then
+  # perf's top lines only; `head` closing the pipe early is not a failure.
+  perf_top() { { perf report "$@" --stdio 2>/dev/null || true; } | grep -v -e '^#' -e '^$' | head -"$TOP" || true; }
   echo; echo "== where the initial push's cycles went (perf, every process)"
-  perf report -i "$WORK/push1.perf" --sort comm --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -12
-  perf report -i "$WORK/push1.perf" --sort comm,dso,sym --stdio 2>/dev/null | grep -v '^#' | grep -v '^$' | head -40
+  TOP=12 perf_top -i "$WORK/push1.perf" --sort comm
+  TOP=40 perf_top -i "$WORK/push1.perf" --sort comm,dso,sym
+  echo; echo "== each side on its own core: the vault's core (CPU 1), then the pusher's (CPU 0)"
+  for cpu in 1 0; do
+    TOP=6 perf_top -i "$WORK/pinned.perf" --cpu "$cpu" --sort comm
+    TOP=30 perf_top -i "$WORK/pinned.perf" --cpu "$cpu" --sort comm,dso,sym
+  done
 fi
 
 # BENCH_PUSH_ONLY=1: stop after the push measurements (1-4), e.g. after changing ingest.
