@@ -445,14 +445,18 @@ PY
 
 if [ -n "${BENCH_PROFILE:-}" ]; then
   # perf's top lines only; `head` closing the pipe early is not a failure.
-  perf_top() { { perf report "$@" --stdio 2>/dev/null || true; } | grep -v -e '^#' -e '^$' | head -"$TOP" || true; }
+  perf_top() { # perf_top LINES REPORT-ARGS...
+  local lines=$1
+  shift
+  { perf report "$@" --stdio 2>/dev/null || true; } | grep -v -e '^#' -e '^$' | head -"$lines" || true
+}
   echo; echo "== where the initial push's cycles went (perf, every process)"
-  TOP=12 perf_top -i "$WORK/push1.perf" --sort comm
-  TOP=40 perf_top -i "$WORK/push1.perf" --sort comm,dso,sym
+  perf_top 12 -i "$WORK/push1.perf" --sort comm
+  perf_top 40 -i "$WORK/push1.perf" --sort comm,dso,sym
   echo; echo "== each side on its own core: the vault's core (CPU 1), then the pusher's (CPU 0)"
   for cpu in 1 0; do
-    TOP=6 perf_top -i "$WORK/pinned.perf" --cpu "$cpu" --sort comm
-    TOP=30 perf_top -i "$WORK/pinned.perf" --cpu "$cpu" --sort comm,dso,sym
+    perf_top 6 -i "$WORK/pinned.perf" --cpu "$cpu" --sort comm
+    perf_top 30 -i "$WORK/pinned.perf" --cpu "$cpu" --sort comm,dso,sym
   done
 fi
 

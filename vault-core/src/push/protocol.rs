@@ -241,8 +241,6 @@ pub struct ChunkFramePieces<'a> {
     own: Vec<u8>,
     /// Each chunk's data, after `own[..end]`.
     data: Vec<(usize, &'a [u8])>,
-    /// The whole frame, its length prefix included.
-    len: usize,
 }
 
 impl<'a> ChunkFramePieces<'a> {
@@ -254,7 +252,7 @@ impl<'a> ChunkFramePieces<'a> {
         own.extend_from_slice(&prefix_of(body_len)?);
         own.extend_from_slice(&[PROTOCOL_VERSION, VERB_CHUNK]);
         own.extend_from_slice(&id.0);
-        Ok(ChunkFramePieces { data: vec![(own.len(), data)], own, len: LENGTH_PREFIX + body_len })
+        Ok(ChunkFramePieces { data: vec![(own.len(), data)], own })
     }
 
     /// 1..=[`MAX_BATCH_CHUNKS`] chunks, each 1..=[`MAX_CHUNK_BYTES`], as one `chunks` frame
@@ -278,7 +276,7 @@ impl<'a> ChunkFramePieces<'a> {
             own.extend_from_slice(&u32::try_from(bytes.len()).expect("MAX_CHUNK_BYTES fits a u32").to_be_bytes());
             data.push((own.len(), *bytes));
         }
-        Ok(ChunkFramePieces { own, data, len: LENGTH_PREFIX + body_len })
+        Ok(ChunkFramePieces { own, data })
     }
 
     /// The frame's bytes in order, as slices (headers and data alternating).
@@ -295,11 +293,7 @@ impl<'a> ChunkFramePieces<'a> {
 
     /// The frame in one buffer.
     pub fn concat(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.len);
-        for slice in self.slices() {
-            out.extend_from_slice(slice);
-        }
-        out
+        self.slices().concat()
     }
 }
 
