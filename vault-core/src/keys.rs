@@ -80,7 +80,35 @@ impl SigningKey {
 
 /// Lowercase hex, for digests and key ids.
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
+    }
+    out
+}
+
+/// The byte two hex digits (either case) spell; `None` for anything else, signs included
+/// (`u8::from_str_radix` would take `+f`).
+pub fn hex_byte(pair: &str) -> Option<u8> {
+    let digit = |c: u8| char::from(c).to_digit(16);
+    match pair.as_bytes() {
+        [high, low] => u8::try_from(digit(*high)? << 4 | digit(*low)?).ok(),
+        _ => None,
+    }
+}
+
+/// `N` bytes from exactly `2 * N` hex digits.
+pub fn unhex<const N: usize>(text: &str) -> Option<[u8; N]> {
+    if text.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = hex_byte(text.get(2 * i..2 * i + 2)?)?;
+    }
+    Some(out)
 }
 
 /// SHA-256 of `context || 0x00 || data`: every hash the vault signs or compares is bound to
@@ -154,6 +182,27 @@ pub(crate) mod test_keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn hex_is_lowercase_two_digits_a_byte_and_unhex_reverses_it(bytes in proptest::array::uniform32(proptest::num::u8::ANY)) {
+            let text = hex(&bytes);
+            let per_byte: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            proptest::prop_assert_eq!(&text, &per_byte);
+            proptest::prop_assert_eq!(unhex::<32>(&text), Some(bytes));
+            proptest::prop_assert_eq!(unhex::<32>(&text.to_uppercase()), Some(bytes));
+        }
+    }
+
+    #[test]
+    fn unhex_takes_exactly_its_digits_and_nothing_else() {
+        assert_eq!(unhex::<2>("0aFf"), Some([0x0a, 0xff]));
+        for bad in ["0a", "0aff00", "+a00", "0a+f", "-1ff", " aff", "0g00", "0aé"] {
+            assert_eq!(unhex::<2>(bad), None, "{bad}");
+        }
+        assert_eq!(hex_byte("+f"), None);
+        assert_eq!(hex_byte("f"), None);
+    }
 
     #[test]
     fn parse_and_display_round_trip() {

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::time::{Duration, Instant};
 
-use fastcdc::v2020::{FastCDC, StreamCDC};
+use fastcdc::v2020::FastCDC;
 use serde::{Deserialize, Serialize};
 use vault_core::keys::PublicKey;
 use vault_core::push::chunk::ChunkId;
@@ -33,8 +33,9 @@ use crate::error::{CliError, Result};
 
 // FastCDC sizes: vault-core's, which the evaluation of the signals cuts with too.
 use vault_core::push::chunk::{FASTCDC_AVG_BYTES as AVG_CHUNK, FASTCDC_MAX_BYTES as MAX_CHUNK, FASTCDC_MIN_BYTES as MIN_CHUNK};
-/// Files up to this size are read whole and chunked in memory.
-const IN_MEMORY_FILE: u64 = 8 * 1024 * 1024;
+/// Sources are read this much at a time, and cut in memory: a file up to this size in one read.
+const READ_BLOCK: usize = 8 * 1024 * 1024;
+const _: () = assert!(READ_BLOCK > MAX_CHUNK as usize);
 /// Ask the vault about this much chunk data at a time.
 const BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// `have` batches sent and not yet answered: the vault looks up the next batches while the
@@ -374,29 +375,62 @@ impl ChunksFrame {
 // ---- reading the source ---------------------------------------------------------------
 
 /// Chunks a reader, handing each chunk to `each`; returns the chunk list.
-fn chunk_reader(source: impl Read, size_hint: Option<u64>, mut each: impl FnMut(ChunkId, Vec<u8>) -> Result<()>) -> Result<Vec<ChunkRef>> {
+///
+/// The source is read a block (at most [`READ_BLOCK`]) at a time into one buffer and cut
+/// there: each chunk is copied out once, and only the part after the block's last cut (less
+/// than one chunk) moves to the buffer's front before the next read. A cut is made only
+/// where at least `MAX_CHUNK` bytes follow it in the buffer, or the source has ended, so the
+/// cuts are FastCDC's over the whole source, whatever the reads return. (fastcdc's own
+/// `StreamCDC` moves its whole 512 KiB window and zero-fills it for every chunk, which cost
+/// more than the cutting.) A source that is one chunk (most small files) is handed on in the
+/// buffer it was read into.
+fn chunk_reader(source: impl Read, size_hint: Option<u64>, each: impl FnMut(ChunkId, Vec<u8>) -> Result<()>) -> Result<Vec<ChunkRef>> {
+    chunk_reader_in_blocks(source, size_hint, READ_BLOCK, each)
+}
+
+/// [`chunk_reader`], reading `block` bytes at a time (more than `MAX_CHUNK`).
+fn chunk_reader_in_blocks(mut source: impl Read, size_hint: Option<u64>, block: usize, mut each: impl FnMut(ChunkId, Vec<u8>) -> Result<()>) -> Result<Vec<ChunkRef>> {
+    // One byte more than a small file, so its first read also finds its end.
+    let first_capacity = size_hint.map_or(block, |size| usize::try_from(size).map_or(block, |size| size.saturating_add(1).min(block)));
+    let mut buf: Vec<u8> = Vec::with_capacity(first_capacity);
     let mut refs = Vec::new();
-    if let Some(size) = size_hint.filter(|s| *s <= IN_MEMORY_FILE) {
-        let mut buf = Vec::with_capacity(usize::try_from(size).expect("at most IN_MEMORY_FILE (8 MiB)"));
-        source.take(IN_MEMORY_FILE + 1).read_to_end(&mut buf).map_err(|e| CliError::Failed(format!("read: {e}")))?;
-        let cuts: Vec<(usize, usize)> = FastCDC::new(&buf, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK).map(|cut| (cut.offset, cut.length)).collect();
-        // A file of one chunk (most small files) is handed on in the buffer it was read into.
-        let whole = cuts.len() == 1;
-        for (offset, length) in cuts {
-            let data = if whole { std::mem::take(&mut buf) } else { buf[offset..offset + length].to_vec() };
+    let mut ended = false;
+    loop {
+        if buf.len() == buf.capacity() {
+            // A file that grew past its size while being read: read on in whole blocks.
+            buf.reserve_exact(block.saturating_sub(buf.len()).max(1));
+        }
+        let room = buf.capacity() - buf.len();
+        let read = (&mut source).take(u64::try_from(room).expect("a block fits a u64")).read_to_end(&mut buf).map_err(|e| CliError::Failed(format!("read: {e}")))?;
+        ended = ended || read < room;
+        let filled = buf.len();
+        let mut start = 0;
+        for end in cut_points(&buf, ended) {
+            let data = if ended && start == 0 && end == filled { std::mem::take(&mut buf) } else { buf[start..end].to_vec() };
             let id = ChunkId::of(&data);
             refs.push(ChunkRef { id, len: u32::try_from(data.len()).expect("FastCDC cuts at most MAX_CHUNK bytes") });
             each(id, data)?;
+            start = end;
         }
-        return Ok(refs);
+        if ended {
+            return Ok(refs);
+        }
+        buf.drain(..start);
     }
-    for chunk in StreamCDC::new(source, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK) {
-        let chunk = chunk.map_err(|e| CliError::Failed(format!("read: {e}")))?;
-        let id = ChunkId::of(&chunk.data);
-        refs.push(ChunkRef { id, len: u32::try_from(chunk.length).expect("FastCDC cuts at most MAX_CHUNK bytes") });
-        each(id, chunk.data)?;
+}
+
+/// Where FastCDC cuts `buf` (each chunk's end): all of it if the source has `ended`, else
+/// only where at least `MAX_CHUNK` bytes follow, since bytes yet unread could move a later cut.
+fn cut_points(buf: &[u8], ended: bool) -> Vec<usize> {
+    let max_chunk = usize::try_from(MAX_CHUNK).expect("MAX_CHUNK fits a usize");
+    let cdc = FastCDC::new(buf, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK);
+    let mut ends = Vec::new();
+    let mut start = 0;
+    while start < buf.len() && (ended || buf.len() - start >= max_chunk) {
+        start = cdc.cut(start, buf.len() - start).1;
+        ends.push(start);
     }
-    Ok(refs)
+    ends
 }
 
 struct FileToRead {
@@ -550,18 +584,28 @@ fn read_and_cut(file: &FileToRead, each: impl FnMut(ChunkId, Vec<u8>) -> Result<
     chunk_reader(f, Some(file.meta.size()), each)
 }
 
+/// The order the chunkers take files in: largest first, ties in walk order. A large file
+/// taken last would be cut on one core while the others wait for it; taken first, the small
+/// files fill the other cores meanwhile (longest-processing-time-first scheduling).
+fn largest_first(files: &[FileToRead]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(files[i].meta.size()));
+    order
+}
+
 /// Reads, cuts and hashes `files` on a bounded pool of threads (one per core) while this
-/// thread talks to the vault. Files are taken in walk order; a file's chunks stay in order.
+/// thread talks to the vault. Files are taken largest first; a file's chunks stay in order.
 fn chunk_in_parallel(files: &[FileToRead], cache: &Cache, uploader: &mut Uploader, progress: &indicatif::ProgressBar) -> Result<HashMap<usize, Vec<ChunkRef>>> {
     let chunkers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).clamp(1, MAX_CHUNKERS).min(files.len().max(1));
+    let order = largest_first(files);
     let next = AtomicUsize::new(0);
     let (tx, rx) = sync_channel(CUT_QUEUE);
     std::thread::scope(|scope| {
         for _ in 0..chunkers {
-            let (tx, next) = (tx.clone(), &next);
+            let (tx, next, order) = (tx.clone(), &next, &order);
             scope.spawn(move || loop {
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                let Some(file) = files.get(index) else { return };
+                let Some(&index) = order.get(next.fetch_add(1, Ordering::Relaxed)) else { return };
+                let file = &files[index];
                 match chunk_file(file, index, cache, &tx) {
                     Ok((chunks, from_cache)) => {
                         if send_cut(&tx, Cut::File { file: index, chunks, from_cache }).is_err() {
@@ -594,7 +638,6 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
         return Err(CliError::Refused("vault did not answer `begin` with `ready`".into()));
     };
     let progress = progress_bar(args.progress);
-    let cache = Cache::load(args.cache.as_deref());
     let mut fresh_cache = Cache::default();
 
     let manifest = if args.source.as_os_str() == "-" {
@@ -616,6 +659,9 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
         let size = chunks.iter().map(|c| u64::from(c.len)).sum();
         Manifest { entries: vec![Entry { path: b"stream".to_vec(), mode: 0o600, mtime: vault_io::clock_now().unix(), kind: EntryKind::Stream { size, chunks } }] }
     } else {
+        // Parsed while the source is walked.
+        let cache_path = args.cache.clone();
+        let cache_loader = std::thread::spawn(move || Cache::load(cache_path.as_deref()));
         let meta = std::fs::symlink_metadata(&args.source).map_err(|e| CliError::Failed(format!("{}: {e}", args.source.display())))?;
         let (mut entries, files) = if meta.is_dir() {
             walk(&args.source, &args.excludes, &mut stats)?
@@ -626,6 +672,7 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
         } else {
             return Err(CliError::Failed(format!("{}: not a directory, a regular file or `-`", args.source.display())));
         };
+        let cache = cache_loader.join().map_err(|_| CliError::Failed("the chunk cache's loader panicked".into()))?;
         let mut uploader = Uploader::new(&mut conn, &mut stats);
         let mut file_chunks = chunk_in_parallel(&files, &cache, &mut uploader, &progress)?;
         uploader.finish()?;
@@ -724,6 +771,94 @@ mod tests {
         }
         flush(&mut frame);
         frames
+    }
+
+    /// A reader that returns what it holds in pieces of the given sizes (in turn), with an
+    /// interruption before every third.
+    struct Pieces {
+        data: Vec<u8>,
+        at: usize,
+        sizes: Vec<usize>,
+        calls: usize,
+    }
+
+    impl Read for Pieces {
+        fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+            self.calls += 1;
+            if self.calls % 3 == 0 {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            let n = self.sizes[self.calls % self.sizes.len()].min(out.len()).min(self.data.len() - self.at);
+            out[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    /// Bytes that FastCDC cuts as it would real data (a counter hashed: no repeats, no runs).
+    fn noise(len: usize, seed: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(len + 32);
+        let mut counter = seed;
+        while out.len() < len {
+            out.extend_from_slice(ring::digest::digest(&ring::digest::SHA256, &counter.to_le_bytes()).as_ref());
+            counter += 1;
+        }
+        out.truncate(len);
+        out
+    }
+
+    /// Chunks `data` read in pieces of `sizes`, `block` bytes at a time; returns what `each`
+    /// was handed, and the chunk list.
+    fn chunked(data: &[u8], size_hint: Option<u64>, block: usize, sizes: Vec<usize>) -> (Vec<(ChunkId, Vec<u8>)>, Vec<ChunkRef>) {
+        let mut handed = vec![];
+        let source = Pieces { data: data.to_vec(), at: 0, sizes, calls: 0 };
+        let refs = chunk_reader_in_blocks(source, size_hint, block, |id, chunk| {
+            handed.push((id, chunk));
+            Ok(())
+        })
+        .unwrap();
+        (handed, refs)
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// However the source is read (pieces of any size, a block barely larger than a chunk
+        /// or many, a size hint that is right, short, long or absent), the chunks are
+        /// FastCDC's over the whole source, and each is handed on with its own bytes.
+        #[test]
+        fn the_chunks_are_fastcdcs_over_the_whole_source_however_it_is_read(
+            len in 0usize..(3 << 20),
+            seed in 0u64..1000,
+            block_extra in 1usize..(1 << 20),
+            sizes in proptest::collection::vec(1usize..(1 << 20), 1..6),
+            hint in 0u8..4,
+        ) {
+            let data = noise(len, seed);
+            let expected: Vec<(ChunkId, Vec<u8>)> = FastCDC::new(&data, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK)
+                .map(|c| (ChunkId::of(&data[c.offset..c.offset + c.length]), data[c.offset..c.offset + c.length].to_vec()))
+                .collect();
+            let size_hint = match hint {
+                0 => None,
+                1 => Some(len as u64),
+                2 => Some(len as u64 / 2),
+                _ => Some(len as u64 * 2 + 1),
+            };
+            let (handed, refs) = chunked(&data, size_hint, MAX_CHUNK as usize + block_extra, sizes);
+            proptest::prop_assert_eq!(refs, expected.iter().map(|(id, chunk)| ChunkRef { id: *id, len: u32::try_from(chunk.len()).unwrap() }).collect::<Vec<_>>());
+            proptest::prop_assert!(handed == expected, "the chunks handed on differ from FastCDC's");
+        }
+    }
+
+    #[test]
+    fn a_source_of_one_chunk_is_handed_on_in_the_buffer_it_was_read_into() {
+        let data = noise(20_000, 7);
+        let (handed, refs) = chunked(&data, Some(20_000), READ_BLOCK, vec![4096]);
+        assert_eq!(refs, vec![ChunkRef { id: ChunkId::of(&data), len: 20_000 }]);
+        assert_eq!(handed[0].1, data);
+        // Its buffer was made for the file and a byte more (to see its end), and kept.
+        assert_eq!(handed[0].1.capacity(), 20_001);
+        // An empty source has no chunks.
+        assert_eq!(chunked(&[], Some(0), READ_BLOCK, vec![1]).1, vec![]);
     }
 
     /// A writer that takes at most 3 bytes a call, of the first slice only (as `Write`'s

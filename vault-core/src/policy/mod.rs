@@ -501,10 +501,7 @@ pub fn parse_mac(text: &str) -> Result<[u8; 6]> {
     }
     let mut mac = [0u8; 6];
     for (byte, part) in mac.iter_mut().zip(parts) {
-        if part.len() != 2 {
-            return Err(bad());
-        }
-        *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        *byte = crate::keys::hex_byte(part).ok_or_else(bad)?;
     }
     if mac[0] & 1 == 1 {
         return Err(invalid("network.mac", format!("{text} is a multicast address")));
@@ -830,6 +827,10 @@ grace = "2m"
         assert!(err.contains("exactly one of"), "{err}");
         let policy = Policy::from_toml(&example_toml().replace(r#"interface = "eth0""#, r#"mac = "52:54:00:AB:34:56""#)).unwrap();
         assert_eq!(policy.to_doc().network.mac.as_deref(), Some("52:54:00:ab:34:56"));
+        // Two hex digits a byte, no signs.
+        for bad in ["+2:54:00:12:34:56", "52:54:00:12:34:5", "52:54:00:12:34:567"] {
+            assert!(parse_mac(bad).unwrap_err().to_string().contains("is not a MAC address"), "{bad}");
+        }
         let err = refusal(&example_toml().replace(r#"interface = "eth0""#, r#"mac = "01:54:00:ab:34:56""#));
         assert!(err.contains("multicast"), "{err}");
     }

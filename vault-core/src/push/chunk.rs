@@ -32,14 +32,7 @@ impl ChunkId {
     }
 
     pub fn from_hex(text: &str) -> Option<ChunkId> {
-        if text.len() != 64 {
-            return None;
-        }
-        let mut out = [0u8; 32];
-        for (i, byte) in out.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-        }
-        Some(ChunkId(out))
+        crate::keys::unhex(text).map(ChunkId)
     }
 }
 
