@@ -17,6 +17,7 @@ pub mod modules;
 pub mod outgoing_frames;
 pub mod policy_store;
 pub mod push_server;
+pub mod read_ahead;
 pub mod run;
 pub mod session_worker;
 pub mod sessions_api;

@@ -33,6 +33,7 @@ use vault_core::push::protocol::{Checked, ClientFrame, Filled, FrameReader, Vaul
 use vault_core::push::relay::{credit_cost, FromWorker, SessionNo, ToWorker, MAX_RELAY_FRAME, RELAY_CREDIT};
 
 use crate::error::{GatekeeperError, Result};
+use crate::read_ahead::{ReadAhead, SESSION_READ_AHEAD};
 use crate::sessions_api::Refusal;
 
 /// The worker's subcommand: `gatekeeper session-worker`, checked before anything else runs.
@@ -457,11 +458,11 @@ impl Connection {
         let PreAuth { handshakes, evicted } = pre_auth;
         let handshake = self.limits.handshake;
         let outcome = tokio::select! {
-            done = tokio::time::timeout(handshake, tls.accept(stream)) => Some(done),
+            done = tokio::time::timeout(handshake, tls.accept(ReadAhead::new(stream))) => Some(done),
             _ = evicted => None,
         };
         handshakes.lock().expect("handshakes lock").finished(self.session);
-        let stream = match outcome {
+        let mut stream = match outcome {
             Some(Ok(Ok(stream))) => stream,
             Some(Ok(Err(e))) => return self.tell(refuse(format!("TLS handshake failed: {}", vault_tls::explain(&e)))).await,
             Some(Err(_)) => return self.tell(refuse(format!("TLS handshake not finished within {handshake:?}"))).await,
@@ -475,6 +476,7 @@ impl Connection {
         if admitted.await.is_err() {
             return;
         }
+        stream.get_mut().0.read_ahead(SESSION_READ_AHEAD);
         let (mut reader, mut writer) = tokio::io::split(stream);
         let incoming = self.forward_frames(&mut reader, &credit);
         tokio::pin!(incoming);
