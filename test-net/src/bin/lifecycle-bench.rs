@@ -6,8 +6,11 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let number = |i: usize, default: usize| args.get(i).map_or(default, |a| a.parse().expect("a number"));
     let dir = std::path::PathBuf::from(args.get(1).cloned().unwrap_or_else(|| "/var/tmp/vault-lifecycle-bench".into()));
-    let _ = std::process::Command::new("chattr").args(["-R", "-i"]).arg(&dir).status();
-    let _ = std::fs::remove_dir_all(&dir);
+    // A store left by an earlier run (its sealed files immutable) is removed first.
+    if dir.exists() {
+        let _ = std::process::Command::new("chattr").args(["-R", "-i"]).arg(&dir).status();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     std::fs::create_dir_all(&dir).expect("the bench directory");
     let m = test_net::lifecycle_bench::run(&dir, number(2, 1000), number(3, 1000), number(4, 1024), true);
     let mb = |secs: f64| m.pack_bytes as f64 / secs / 1e6;
