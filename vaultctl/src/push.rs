@@ -406,7 +406,10 @@ fn chunk_reader_in_blocks(mut source: impl Read, size_hint: Option<u64>, block: 
         let filled = buf.len();
         let mut start = 0;
         for end in cut_points(&buf, ended) {
-            let data = if ended && start == 0 && end == filled { std::mem::take(&mut buf) } else { buf[start..end].to_vec() };
+            // The buffer itself only when it was made for this source (a small file, its size
+            // known): a block's last chunk, or a file that shrank, would hold the whole block.
+            let whole = ended && start == 0 && end == filled && buf.capacity() <= filled + 1;
+            let data = if whole { std::mem::take(&mut buf) } else { buf[start..end].to_vec() };
             let id = ChunkId::of(&data);
             refs.push(ChunkRef { id, len: u32::try_from(data.len()).expect("FastCDC cuts at most MAX_CHUNK bytes") });
             each(id, data)?;
@@ -659,20 +662,22 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
         let size = chunks.iter().map(|c| u64::from(c.len)).sum();
         Manifest { entries: vec![Entry { path: b"stream".to_vec(), mode: 0o600, mtime: vault_io::clock_now().unix(), kind: EntryKind::Stream { size, chunks } }] }
     } else {
-        // Parsed while the source is walked.
-        let cache_path = args.cache.clone();
-        let cache_loader = std::thread::spawn(move || Cache::load(cache_path.as_deref()));
         let meta = std::fs::symlink_metadata(&args.source).map_err(|e| CliError::Failed(format!("{}: {e}", args.source.display())))?;
-        let (mut entries, files) = if meta.is_dir() {
-            walk(&args.source, &args.excludes, &mut stats)?
+        let (mut entries, files, cache) = if meta.is_dir() {
+            // The cache is parsed while the tree is walked.
+            let cache_path = args.cache.clone();
+            let cache_loader = std::thread::spawn(move || Cache::load(cache_path.as_deref()));
+            let walked = walk(&args.source, &args.excludes, &mut stats);
+            let cache = cache_loader.join().map_err(|_| CliError::Failed("the chunk cache's loader panicked".into()))?;
+            let (entries, files) = walked?;
+            (entries, files, cache)
         } else if meta.is_file() {
             let name = args.source.file_name().ok_or_else(|| CliError::Failed(format!("{}: no file name", args.source.display())))?;
             let entry = Entry { path: name.as_bytes().to_vec(), mode: meta.permissions().mode() & 0o7777, mtime: meta.mtime(), kind: EntryKind::File { size: 0, chunks: vec![] } };
-            (vec![entry], vec![FileToRead { path: args.source.clone(), rel: name.to_string_lossy().into_owned(), entry: 0, meta }])
+            (vec![entry], vec![FileToRead { path: args.source.clone(), rel: name.to_string_lossy().into_owned(), entry: 0, meta }], Cache::load(args.cache.as_deref()))
         } else {
             return Err(CliError::Failed(format!("{}: not a directory, a regular file or `-`", args.source.display())));
         };
-        let cache = cache_loader.join().map_err(|_| CliError::Failed("the chunk cache's loader panicked".into()))?;
         let mut uploader = Uploader::new(&mut conn, &mut stats);
         let mut file_chunks = chunk_in_parallel(&files, &cache, &mut uploader, &progress)?;
         uploader.finish()?;
@@ -846,6 +851,11 @@ mod tests {
             let (handed, refs) = chunked(&data, size_hint, MAX_CHUNK as usize + block_extra, sizes);
             proptest::prop_assert_eq!(refs, expected.iter().map(|(id, chunk)| ChunkRef { id: *id, len: u32::try_from(chunk.len()).unwrap() }).collect::<Vec<_>>());
             proptest::prop_assert!(handed == expected, "the chunks handed on differ from FastCDC's");
+            // No chunk holds more memory than its bytes (and the byte a small file's read
+            // buffer has for seeing its end): the queues' bounds count chunks by their length.
+            for (_, chunk) in &handed {
+                proptest::prop_assert!(chunk.capacity() <= chunk.len() + 1, "a {} byte chunk holds {} bytes", chunk.len(), chunk.capacity());
+            }
         }
     }
 
