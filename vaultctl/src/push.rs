@@ -382,8 +382,8 @@ impl ChunksFrame {
 /// where at least `MAX_CHUNK` bytes follow it in the buffer, or the source has ended, so the
 /// cuts are FastCDC's over the whole source, whatever the reads return. (fastcdc's own
 /// `StreamCDC` moves its whole 512 KiB window and zero-fills it for every chunk, which cost
-/// more than the cutting.) A source that is one chunk (most small files) is handed on in the
-/// buffer it was read into.
+/// more than the cutting.) A small file of known size that is one chunk (most small files) is
+/// handed on in the buffer it was read into.
 fn chunk_reader(source: impl Read, size_hint: Option<u64>, each: impl FnMut(ChunkId, Vec<u8>) -> Result<()>) -> Result<Vec<ChunkRef>> {
     chunk_reader_in_blocks(source, size_hint, READ_BLOCK, each)
 }
