@@ -532,7 +532,7 @@ mod tests {
     fn kind_bytes(kind: vault_core::gpt::Guid) -> [u8; 16] {
         // The on-disk order, read back through the decoder's own Display for a check.
         let text = kind.to_string().replace('-', "");
-        let hex: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).unwrap()).collect();
+        let hex: [u8; 16] = vault_core::keys::unhex(&text).unwrap();
         [hex[3], hex[2], hex[1], hex[0], hex[5], hex[4], hex[7], hex[6], hex[8], hex[9], hex[10], hex[11], hex[12], hex[13], hex[14], hex[15]]
     }
 
