@@ -203,6 +203,60 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     assert!(String::from_utf8_lossy(&altered.stderr).contains(&format!("entry {committed_index} ")), "{}", String::from_utf8_lossy(&altered.stderr));
 }
 
+/// A cache that names chunks the vault does not hold (it was written for another vault, or a
+/// purge took them since) costs re-reads, never a snapshot. The pusher asks about the chunks
+/// its cache names without their bytes: those of unchanged files, and the unchanged chunks of
+/// a changed file. When the vault says it lacks them, those files are read again and sent,
+/// and the snapshot restores byte for byte.
+#[test]
+fn chunks_the_cache_names_but_the_vault_lacks_are_read_again() {
+    let net = Net::new("reread");
+    let start = unix_now_secs_ceil();
+    let spec = || VaultSpec { window: (start + 2, start + 300), pushers: vec![("db", "1GiB")], early: false, grace: "5s", datasets: vec![] };
+    let (first_vault, second_vault) = (Vault::build(spec()), Vault::build(spec()));
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    make_tree(&tree);
+    let (to_first, to_second) = (work.path().join("first"), work.path().join("second"));
+
+    // The first vault gets the tree, and the pusher's cache names every chunk of it.
+    let daemon = Daemon::start(&net, &first_vault);
+    daemon.wait_for("listening", 8.0);
+    let first = json_of(&vaultctl_push(&net, &first_vault, "db", "db", &tree, &to_first));
+    daemon.stop();
+    let total_bytes: u64 = test_net::walk(&tree, |_| false).iter().filter(|w| w.meta.is_file()).map(|w| w.meta.len()).sum();
+    assert_eq!(first["stats"]["bytes_read"], total_bytes);
+
+    // 4 KiB changed in the middle of the 3 MiB file: its other chunks are as they were.
+    let data = tree.join("var/lib/db/data.bin");
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[1 << 20..(1 << 20) + 4096].fill(0x5a);
+    std::fs::write(&data, &bytes).unwrap();
+
+    // The same cache, pushing to a vault that holds none of those chunks.
+    std::fs::create_dir_all(&to_second).unwrap();
+    let cache_name = |vault: &Vault| format!("{}-db.cache", vault.pusher_key("db").file_stem().unwrap().to_string_lossy());
+    std::fs::copy(to_first.join(cache_name(&first_vault)), to_second.join(cache_name(&second_vault))).unwrap();
+    // This pusher still holds the first vault's neighbour entry; the second learns the
+    // pusher's MAC only from its ARP request.
+    assert!(Command::new("ip").args(["-n", &net.peer_ns, "neigh", "flush", "all"]).status().unwrap().success());
+    let daemon = Daemon::start(&net, &second_vault);
+    daemon.wait_for("listening", 8.0);
+    let second = json_of(&vaultctl_push(&net, &second_vault, "db", "db", &tree, &to_second));
+    daemon.stop();
+    // Every file but the changed one came from the cache; the vault needed every chunk, so
+    // every file was read again after the changed one was read once.
+    assert_eq!(second["stats"]["files_from_cache"], 52, "{second:#}");
+    assert_eq!(second["chunks_new"], second["chunks_total"], "{second:#}");
+    assert_eq!(second["stats"]["bytes_read"], total_bytes + bytes.len() as u64, "{second:#}");
+    assert_eq!(second["stats"]["bytes_sent"], total_bytes, "{second:#}");
+
+    let restored = work.path().join("restored");
+    let out = vaultctl_restore(&second_vault.store(), second["snapshot"].as_str().unwrap(), &second_vault.identity(), &restored);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(describe(&restored), describe(&tree));
+}
+
 /// Issue 16: the log leaves the vault in every receipt, so every pusher is a witness. An older
 /// copy of the log put back on the disk (what an intruder with the disk would do to hide what
 /// the vault recorded) is found by the next push, at the pusher: exit 7, "audit log not

@@ -205,6 +205,10 @@ struct CachedFile {
 #[derive(Default, Serialize, Deserialize)]
 struct Cache {
     files: BTreeMap<String, CachedFile>,
+    /// Every chunk the files above name: all were in the snapshot the vault sealed when this
+    /// cache was written.
+    #[serde(skip)]
+    sealed: HashSet<ChunkId>,
 }
 
 fn identity_of(meta: &std::fs::Metadata) -> (u64, u64, u64, i128, i128) {
@@ -215,7 +219,14 @@ fn identity_of(meta: &std::fs::Metadata) -> (u64, u64, u64, i128, i128) {
 impl Cache {
     fn load(path: Option<&Path>) -> Cache {
         // A cache that is missing or unreadable only costs a re-read.
-        path.and_then(|p| vault_io::read_bounded(p, MAX_CACHE_BYTES).ok()).and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default()
+        let mut cache: Cache = path.and_then(|p| vault_io::read_bounded(p, MAX_CACHE_BYTES).ok()).and_then(|bytes| serde_json::from_slice(&bytes).ok()).unwrap_or_default();
+        cache.sealed = cache.files.values().flat_map(|file| &file.chunks).filter_map(|(id, _)| ChunkId::from_hex(id)).collect();
+        cache
+    }
+
+    /// Whether the chunk was in the snapshot sealed when this cache was written.
+    fn sealed_before(&self, id: &ChunkId) -> bool {
+        self.sealed.contains(id)
     }
 
     fn lookup(&self, rel: &str, meta: &std::fs::Metadata) -> Option<Vec<ChunkRef>> {
@@ -374,22 +385,48 @@ impl ChunksFrame {
 
 // ---- reading the source ---------------------------------------------------------------
 
-/// Chunks a reader, handing each chunk to `each`; returns the chunk list.
+/// A chunk just cut, where it was read: the taker hashes it in place, and takes its bytes
+/// only if it sends them (a chunk the vault already holds is never copied).
+struct CutBytes<'a> {
+    buf: &'a mut Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The chunk is the whole buffer, which was made for this source alone.
+    whole: bool,
+}
+
+impl CutBytes<'_> {
+    fn as_slice(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// The chunk's bytes in a buffer of their own: the read buffer itself when it was made
+    /// for this source (a small file, its size known), else a copy, since a block's last
+    /// chunk, or a file that shrank, would hold the whole block.
+    fn into_vec(self) -> Vec<u8> {
+        if self.whole {
+            std::mem::take(self.buf)
+        } else {
+            self.buf[self.start..self.end].to_vec()
+        }
+    }
+}
+
+/// Chunks a reader, handing each chunk's id and bytes to `each`; returns the chunk list.
 ///
 /// The source is read a block (at most [`READ_BLOCK`]) at a time into one buffer and cut
-/// there: each chunk is copied out once, and only the part after the block's last cut (less
-/// than one chunk) moves to the buffer's front before the next read. A cut is made only
-/// where at least `MAX_CHUNK` bytes follow it in the buffer, or the source has ended, so the
-/// cuts are FastCDC's over the whole source, whatever the reads return. (fastcdc's own
-/// `StreamCDC` moves its whole 512 KiB window and zero-fills it for every chunk, which cost
-/// more than the cutting.) A small file of known size that is one chunk (most small files) is
-/// handed on in the buffer it was read into.
-fn chunk_reader(source: impl Read, size_hint: Option<u64>, each: impl FnMut(ChunkId, Vec<u8>) -> Result<()>) -> Result<Vec<ChunkRef>> {
+/// there, each chunk hashed as soon as it is cut (while its bytes are in the core's cache);
+/// only the part after the block's last cut (less than one chunk) moves to the buffer's front
+/// before the next read. A cut is made only where at least `MAX_CHUNK` bytes follow it in the
+/// buffer, or the source has ended, so the cuts are FastCDC's over the whole source, whatever
+/// the reads return. (fastcdc's own `StreamCDC` moves its whole 512 KiB window and zero-fills
+/// it for every chunk, which cost more than the cutting.)
+fn chunk_reader(source: impl Read, size_hint: Option<u64>, each: impl FnMut(ChunkId, CutBytes) -> Result<()>) -> Result<Vec<ChunkRef>> {
     chunk_reader_in_blocks(source, size_hint, READ_BLOCK, each)
 }
 
 /// [`chunk_reader`], reading `block` bytes at a time (more than `MAX_CHUNK`).
-fn chunk_reader_in_blocks(mut source: impl Read, size_hint: Option<u64>, block: usize, mut each: impl FnMut(ChunkId, Vec<u8>) -> Result<()>) -> Result<Vec<ChunkRef>> {
+fn chunk_reader_in_blocks(mut source: impl Read, size_hint: Option<u64>, block: usize, mut each: impl FnMut(ChunkId, CutBytes) -> Result<()>) -> Result<Vec<ChunkRef>> {
     // One byte more than a small file, so its first read also finds its end.
     let first_capacity = size_hint.map_or(block, |size| usize::try_from(size).map_or(block, |size| size.saturating_add(1).min(block)));
     let mut buf: Vec<u8> = Vec::with_capacity(first_capacity);
@@ -405,14 +442,12 @@ fn chunk_reader_in_blocks(mut source: impl Read, size_hint: Option<u64>, block: 
         ended = ended || read < room;
         let filled = buf.len();
         let mut start = 0;
-        for end in cut_points(&buf, ended) {
-            // The buffer itself only when it was made for this source (a small file, its size
-            // known): a block's last chunk, or a file that shrank, would hold the whole block.
+        while let Some(end) = next_cut(&buf, start, ended) {
             let whole = ended && start == 0 && end == filled && buf.capacity() <= filled + 1;
-            let data = if whole { std::mem::take(&mut buf) } else { buf[start..end].to_vec() };
-            let id = ChunkId::of(&data);
-            refs.push(ChunkRef { id, len: u32::try_from(data.len()).expect("FastCDC cuts at most MAX_CHUNK bytes") });
-            each(id, data)?;
+            let chunk = CutBytes { buf: &mut buf, start, end, whole };
+            let id = ChunkId::of(chunk.as_slice());
+            refs.push(ChunkRef { id, len: u32::try_from(end - start).expect("FastCDC cuts at most MAX_CHUNK bytes") });
+            each(id, chunk)?;
             start = end;
         }
         if ended {
@@ -422,18 +457,13 @@ fn chunk_reader_in_blocks(mut source: impl Read, size_hint: Option<u64>, block: 
     }
 }
 
-/// Where FastCDC cuts `buf` (each chunk's end): all of it if the source has `ended`, else
-/// only where at least `MAX_CHUNK` bytes follow, since bytes yet unread could move a later cut.
-fn cut_points(buf: &[u8], ended: bool) -> Vec<usize> {
+/// Where FastCDC ends the chunk that begins at `start` in `buf`, if that is known yet: always
+/// once the source has `ended`, else only if at least `MAX_CHUNK` bytes follow `start`, since
+/// bytes yet unread could move a later cut. `None` when nothing is left to cut.
+fn next_cut(buf: &[u8], start: usize, ended: bool) -> Option<usize> {
     let max_chunk = usize::try_from(MAX_CHUNK).expect("MAX_CHUNK fits a usize");
-    let cdc = FastCDC::new(buf, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK);
-    let mut ends = Vec::new();
-    let mut start = 0;
-    while start < buf.len() && (ended || buf.len() - start >= max_chunk) {
-        start = cdc.cut(start, buf.len() - start).1;
-        ends.push(start);
-    }
-    ends
+    let left = buf.len().checked_sub(start).filter(|&left| left > 0)?;
+    (ended || left >= max_chunk).then(|| FastCDC::new(buf, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK).cut(start, left).1)
 }
 
 struct FileToRead {
@@ -523,11 +553,14 @@ pub fn survey(source: &Path, excludes: &crate::exclude::Excludes) -> Result<Surv
 
 /// What a chunker hands the sending thread.
 enum Cut {
-    /// A chunk of a file, with its bytes, or without them when the cache named it.
+    /// A chunk of a file, with its bytes, or without them when the cache named it (the file
+    /// was not read, or the chunk was in a snapshot sealed before).
     Chunk {
         file: usize,
         id: ChunkId,
         data: Option<Vec<u8>>,
+        /// Bytes read from the file for it: its length, or 0 when the file was not read.
+        read: usize,
     },
     /// A file's whole chunk list, after its last chunk.
     File {
@@ -551,9 +584,9 @@ fn send_cuts(rx: &Receiver<Cut>, uploader: &mut Uploader, progress: &indicatif::
     let mut read = 0u64;
     for cut in rx {
         match cut {
-            Cut::Chunk { file, id, data } => {
-                if let Some(data) = &data {
-                    read += data.len() as u64;
+            Cut::Chunk { file, id, data, read: chunk_read } => {
+                if chunk_read > 0 {
+                    read += chunk_read as u64;
                     progress.set_position(read);
                 }
                 uploader.add(id, data, file)?;
@@ -573,16 +606,23 @@ fn send_cuts(rx: &Receiver<Cut>, uploader: &mut Uploader, progress: &indicatif::
 fn chunk_file(file: &FileToRead, index: usize, cache: &Cache, tx: &SyncSender<Cut>) -> Result<(Vec<ChunkRef>, bool)> {
     if let Some(chunks) = cache.lookup(&file.rel, &file.meta) {
         for c in &chunks {
-            send_cut(tx, Cut::Chunk { file: index, id: c.id, data: None })?;
+            send_cut(tx, Cut::Chunk { file: index, id: c.id, data: None, read: 0 })?;
         }
         return Ok((chunks, true));
     }
-    let chunks = read_and_cut(file, |id, data| send_cut(tx, Cut::Chunk { file: index, id, data: Some(data) }))?;
+    let chunks = read_and_cut(file, |id, chunk| {
+        let read = chunk.as_slice().len();
+        // A chunk of a snapshot sealed before is asked about without its bytes: the vault
+        // almost always still has it (only a purge after that snapshot expired takes it away),
+        // and if it does not, the file is read again.
+        let data = (!cache.sealed_before(&id)).then(|| chunk.into_vec());
+        send_cut(tx, Cut::Chunk { file: index, id, data, read })
+    })?;
     Ok((chunks, false))
 }
 
 /// Opens a file and cuts it, handing each chunk to `each`; returns its chunk list.
-fn read_and_cut(file: &FileToRead, each: impl FnMut(ChunkId, Vec<u8>) -> Result<()>) -> Result<Vec<ChunkRef>> {
+fn read_and_cut(file: &FileToRead, each: impl FnMut(ChunkId, CutBytes) -> Result<()>) -> Result<Vec<ChunkRef>> {
     let f = std::fs::File::open(&file.path).map_err(|e| CliError::Failed(format!("{}: {e}", file.path.display())))?;
     chunk_reader(f, Some(file.meta.size()), each)
 }
@@ -650,7 +690,10 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
         // error: it may be blocked reading a producer that writes nothing more for hours, and
         // the refusal is said now (it stops at its next chunk; a stream is never retried).
         let chunker = std::thread::spawn(move || {
-            let result = chunk_reader(std::io::stdin().lock(), None, |id, data| send_cut(&tx, Cut::Chunk { file: 0, id, data: Some(data) }));
+            let result = chunk_reader(std::io::stdin().lock(), None, |id, chunk| {
+                let read = chunk.as_slice().len();
+                send_cut(&tx, Cut::Chunk { file: 0, id, data: Some(chunk.into_vec()), read })
+            });
             let _ = tx.send(result.map_or_else(Cut::Failed, |chunks| Cut::File { file: 0, chunks, from_cache: false }));
         });
         let mut chunks = send_cuts(&rx, &mut uploader, &progress)?;
@@ -681,12 +724,14 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
         let mut uploader = Uploader::new(&mut conn, &mut stats);
         let mut file_chunks = chunk_in_parallel(&files, &cache, &mut uploader, &progress)?;
         uploader.finish()?;
-        // Cached files whose chunks the vault lacks (another vault, or a lost store): read
-        // them now, and insist they still cut into the chunks the cache promised.
+        // Files with chunks the vault lacks that were asked about without their bytes, since
+        // the cache named them (another vault, a lost store, or a purge since): read them
+        // now, and insist they still cut into the same chunks.
         let mut read = 0u64;
         for index in std::mem::take(&mut uploader.reread) {
             let file = &files[index];
-            let chunks = read_and_cut(file, |id, data| {
+            let chunks = read_and_cut(file, |id, chunk| {
+                let data = chunk.into_vec();
                 read += data.len() as u64;
                 uploader.add(id, Some(data), index)
             })?;
@@ -818,7 +863,7 @@ mod tests {
         let mut handed = vec![];
         let source = Pieces { data: data.to_vec(), at: 0, sizes, calls: 0 };
         let refs = chunk_reader_in_blocks(source, size_hint, block, |id, chunk| {
-            handed.push((id, chunk));
+            handed.push((id, chunk.into_vec()));
             Ok(())
         })
         .unwrap();
