@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use fastcdc::v2020::FastCDC;
@@ -582,7 +582,21 @@ fn send_cut(tx: &SyncSender<Cut>, cut: Cut) -> Result<()> {
 fn send_cuts(rx: &Receiver<Cut>, uploader: &mut Uploader, progress: &indicatif::ProgressBar) -> Result<HashMap<usize, Vec<ChunkRef>>> {
     let mut file_chunks = HashMap::new();
     let mut read = 0u64;
-    for cut in rx {
+    loop {
+        let cut = match rx.try_recv() {
+            Ok(cut) => cut,
+            Err(TryRecvError::Empty) => {
+                // Nothing cut yet: ask about what is pending now, so the vault looks it up (and
+                // takes what it lacks) while the chunkers work. A push that finds most chunks
+                // sealed before would otherwise fill its first batch only near its end.
+                uploader.ask()?;
+                match rx.recv() {
+                    Ok(cut) => cut,
+                    Err(_) => break,
+                }
+            }
+            Err(TryRecvError::Disconnected) => break,
+        };
         match cut {
             Cut::Chunk { file, id, data, read: chunk_read } => {
                 if chunk_read > 0 {
