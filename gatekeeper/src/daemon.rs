@@ -16,7 +16,7 @@ use vault_core::link::gate::{Action, Gate, Input, Sighting};
 use vault_core::policy::bundle::JudgedAt;
 use vault_core::policy::schedule::{self, WindowState};
 use vault_core::policy::{NicSelector, Policy};
-use vault_core::units::Timestamp;
+use vault_core::units::{TimeProvider, Timestamp};
 
 use crate::egress_guard::GuardReport;
 use crate::error::Result;
@@ -29,27 +29,25 @@ use crate::watchdog::{Seen, WatchReport};
 /// The longest the loop sleeps between clock checks.
 pub const CLOCK_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
-/// The vault's clock, and where on tokio's timeline a vault instant falls.
-pub trait VaultClock {
-    fn now(&self) -> Timestamp;
+/// The vault's clock ([`TimeProvider::now`]), and where on tokio's timeline a vault instant
+/// falls. The daemon hands a copy to each window's sessions, so receipts and seal steps read
+/// the clock the gate reads.
+pub trait VaultClock: TimeProvider + Clone + 'static {
     /// The tokio instant at which `now()` reaches `at` (now if already past).
     fn instant_of(&self, at: Timestamp) -> Instant;
 }
 
 /// The host clock.
+#[derive(Clone, Copy)]
 pub struct SystemClock;
 
-impl vault_core::units::TimeProvider for SystemClock {
+impl TimeProvider for SystemClock {
     fn now(&self) -> Timestamp {
         vault_io::clock_now()
     }
 }
 
 impl VaultClock for SystemClock {
-    fn now(&self) -> Timestamp {
-        vault_io::clock_now()
-    }
-
     fn instant_of(&self, at: Timestamp) -> Instant {
         let target = std::time::UNIX_EPOCH + std::time::Duration::from_secs(at.unix().max(0) as u64);
         let ahead = target.duration_since(std::time::SystemTime::now()).unwrap_or_default();
@@ -853,7 +851,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         let bound = listener.local_addr()?;
         let (stop_tx, stop_rx) = watch::channel(Stop::Running);
         let policy = Arc::new(self.gate.policy().cloned().expect("listening implies a policy"));
-        let clock = Arc::new(vault_core::units::FlooredClock { clock: SystemClock, floor: self.gate.time_floor() });
+        let clock = Arc::new(vault_core::units::FlooredClock { clock: self.clock.clone(), floor: self.gate.time_floor() });
         let ctx = SessionContext { listener, policy, stop: stop_rx, reports: self.session_reports.clone(), clock, suspects: self.suspects.subscribe() };
         tokio::spawn((self.server)(ctx));
         self.stop = Some(stop_tx);

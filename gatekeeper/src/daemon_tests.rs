@@ -20,14 +20,18 @@ fn at(secs: i64) -> Timestamp {
 }
 
 /// Vault time = BASE + seconds elapsed on tokio's clock since the test started.
+#[derive(Clone, Copy)]
 struct TestClock {
     start: Instant,
 }
 
-impl VaultClock for TestClock {
+impl TimeProvider for TestClock {
     fn now(&self) -> Timestamp {
         at(BASE + self.start.elapsed().as_secs() as i64)
     }
+}
+
+impl VaultClock for TestClock {
     fn instant_of(&self, t: Timestamp) -> Instant {
         self.start + StdDuration::from_secs((t.unix() - BASE).max(0) as u64)
     }
@@ -186,6 +190,27 @@ async fn a_floor_ahead_of_the_clock_keeps_it_sealed_through_the_window() {
     assert!(!calls_at(&h).iter().any(|c| c.0 == "up"));
     let alarm = kept(&h).into_iter().find(|e| e["event"] == "alarm").expect("an alarm");
     assert_eq!(alarm["rule"], "clock_behind_floor");
+}
+
+/// A window's sessions read the daemon's clock (floored as the gate floors it), not the host's:
+/// receipts and seal steps carry the time the gate decides by.
+#[tokio::test(start_paused = true)]
+async fn sessions_read_the_daemons_clock() {
+    let mut h = harness(at(BASE));
+    let read: Arc<Mutex<Vec<Timestamp>>> = Arc::default();
+    let seen = read.clone();
+    h.driver.server = Arc::new(move |mut ctx| {
+        let seen = seen.clone();
+        Box::pin(async move {
+            seen.lock().unwrap().push(ctx.clock.now());
+            tokio::time::sleep(StdDuration::from_secs(2)).await;
+            seen.lock().unwrap().push(ctx.clock.now());
+            while ctx.stop.changed().await.is_ok() && *ctx.stop.borrow() == Stop::Running {}
+        })
+    });
+    h.driver.apply_policy(policy(3, 60, false)).await;
+    h.run_for(StdDuration::from_secs(10)).await;
+    assert_eq!(*read.lock().unwrap(), [at(BASE + 3), at(BASE + 5)], "the test clock's time, on tokio's paused timeline");
 }
 
 /// Not a timed assertion: prints how long the loop takes from a commit report to asking the

@@ -549,11 +549,11 @@ impl PushService {
         let (signed_for_store, referenced) = (signed.clone(), request.referenced);
         // fsyncs and renames: off the async threads. Each step is on the console as it
         // happens (always: seven short lines per push), so a power-cut test can cut after any.
-        let pause = self.limits.seal_step_pause;
+        let (pause, clock) = (self.limits.seal_step_pause, window.clock.clone());
         let sealed = tokio::task::spawn_blocking(move || {
             let _maintenance = maintenance;
             let observe = |step| {
-                EventLog::default().emit(vault_io::clock_now(), &Event::SealStep { snapshot: snapshot_id.clone(), step });
+                EventLog::default().emit(clock.now(), &Event::SealStep { snapshot: snapshot_id.clone(), step });
                 if !pause.is_zero() {
                     std::thread::sleep(pause);
                 }
