@@ -301,6 +301,15 @@ impl<'a> Uploader<'a> {
         Ok(())
     }
 
+    /// Asks about what is pending if fewer than [`HAVE_IN_FLIGHT`] batches are: an early ask
+    /// never waits for an answer.
+    fn ask_while_none_waits(&mut self) -> Result<()> {
+        if self.in_flight.len() < HAVE_IN_FLIGHT {
+            self.ask()?;
+        }
+        Ok(())
+    }
+
     /// Asks about what is pending and settles every batch in flight.
     fn finish(&mut self) -> Result<()> {
         self.ask()?;
@@ -586,10 +595,11 @@ fn send_cuts(rx: &Receiver<Cut>, uploader: &mut Uploader, progress: &indicatif::
         let cut = match rx.try_recv() {
             Ok(cut) => cut,
             Err(TryRecvError::Empty) => {
-                // Nothing cut yet: ask about what is pending now, so the vault looks it up (and
-                // takes what it lacks) while the chunkers work. A push that finds most chunks
-                // sealed before would otherwise fill its first batch only near its end.
-                uploader.ask()?;
+                // Nothing cut yet: ask about what is pending now if that waits on no answer,
+                // so the vault looks it up (and takes what it lacks) while the chunkers work. A
+                // push that finds most chunks sealed before would otherwise fill its first
+                // batch only near its end.
+                uploader.ask_while_none_waits()?;
                 match rx.recv() {
                     Ok(cut) => cut,
                     Err(_) => break,
