@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
-use vault_core::link::gate::{Action, Gate, Input, Sighting};
+use vault_core::link::gate::{Action, Gate, Input, JudgedTime, Sighting};
 use vault_core::policy::bundle::JudgedAt;
 use vault_core::policy::schedule::{self, WindowState};
 use vault_core::policy::{NicSelector, Policy};
@@ -35,6 +35,21 @@ pub const CLOCK_CHECK_EVERY: std::time::Duration = std::time::Duration::from_sec
 pub trait VaultClock: TimeProvider + Clone + 'static {
     /// The tokio instant at which `now()` reaches `at` (now if already past).
     fn instant_of(&self, at: Timestamp) -> Instant;
+}
+
+/// The clock a window's sessions read (receipts, seal steps): the daemon's clock, judged as
+/// the daemon's own events are, by the gate's last tick ([`JudgedTime::at`]).
+struct JudgedClock<C> {
+    clock: C,
+    judged: watch::Receiver<JudgedTime>,
+    /// The daemon's origin of monotonic time, which its ticks hand to the gate.
+    started: Instant,
+}
+
+impl<C: VaultClock> TimeProvider for JudgedClock<C> {
+    fn now(&self) -> Timestamp {
+        self.judged.borrow().at(self.clock.now(), self.started.elapsed())
+    }
 }
 
 /// The host clock.
@@ -191,6 +206,8 @@ pub struct Driver<L, C> {
     status_due: Instant,
     /// The origin of the monotonic time handed to the gate with each clock reading.
     started: Instant,
+    /// What the gate judged at its last input, for the window's sessions' clock.
+    judged: watch::Sender<JudgedTime>,
     /// The vault's time at the first lifecycle run: a vault that never drilled is overdue a
     /// week after it.
     started_at: Option<Timestamp>,
@@ -286,6 +303,7 @@ pub fn build_time() -> Timestamp {
 
 impl<L: LinkOps, C: VaultClock> Driver<L, C> {
     pub fn new(gate: Gate, link: L, clock: C, server: SessionServer, session_reports: mpsc::Sender<SessionReport>) -> Self {
+        let judged = watch::Sender::new(gate.judged());
         Driver {
             gate,
             link,
@@ -310,6 +328,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             last_commit: None,
             status_due: Instant::now(),
             started: Instant::now(),
+            judged,
             started_at: None,
         }
     }
@@ -466,8 +485,11 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         }
     }
 
+    /// Emits an event stamped with the clock as the gate judges it between ticks: fresh, as the
+    /// sessions' lines are, so the console's times follow its order.
     fn emit(&mut self, event: Event) {
-        self.events.emit(self.gate.now(), &event);
+        let at = self.gate.judged().at(self.clock.now(), self.started.elapsed());
+        self.events.emit(at, &event);
     }
 
     /// Applies a policy, then ticks at once so the gate decides without waiting.
@@ -763,6 +785,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         let mut changed = false;
         while let Some(input) = queue.pop_front() {
             let out = self.gate.handle(input);
+            self.judged.send_if_modified(|judged| std::mem::replace(judged, self.gate.judged()) != *judged);
             for t in &out.transitions {
                 let event = Event::StateChanged { from: t.from.to_string(), to: t.to.to_string(), reason: t.reason.to_string() };
                 self.emit(event);
@@ -851,7 +874,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         let bound = listener.local_addr()?;
         let (stop_tx, stop_rx) = watch::channel(Stop::Running);
         let policy = Arc::new(self.gate.policy().cloned().expect("listening implies a policy"));
-        let clock = Arc::new(vault_core::units::FlooredClock { clock: self.clock.clone(), floor: self.gate.time_floor() });
+        let clock = Arc::new(JudgedClock { clock: self.clock.clone(), judged: self.judged.subscribe(), started: self.started });
         let ctx = SessionContext { listener, policy, stop: stop_rx, reports: self.session_reports.clone(), clock, suspects: self.suspects.subscribe() };
         tokio::spawn((self.server)(ctx));
         self.stop = Some(stop_tx);

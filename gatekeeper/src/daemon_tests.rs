@@ -19,15 +19,19 @@ fn at(secs: i64) -> Timestamp {
     Timestamp::from_unix(secs).unwrap()
 }
 
-/// Vault time = BASE + seconds elapsed on tokio's clock since the test started.
+/// Vault time = BASE + seconds elapsed on tokio's clock since the test started (plus `jump`'s
+/// seconds once that much has elapsed: an RTC set ahead while the vault runs).
 #[derive(Clone, Copy)]
 struct TestClock {
     start: Instant,
+    jump: Option<(StdDuration, i64)>,
 }
 
 impl TimeProvider for TestClock {
     fn now(&self) -> Timestamp {
-        at(BASE + self.start.elapsed().as_secs() as i64)
+        let elapsed = self.start.elapsed();
+        let jumped = self.jump.filter(|(from, _)| elapsed >= *from).map_or(0, |(_, by)| by);
+        at(BASE + elapsed.as_secs() as i64 + jumped)
     }
 }
 
@@ -120,7 +124,7 @@ fn harness(floor: Timestamp) -> Harness {
     let (reports, sessions) = mpsc::channel(8);
     let (guard_tx, guard) = mpsc::channel(8);
     let (seen_tx, watchdog) = mpsc::channel(8);
-    let mut driver = Driver::new(Gate::new(floor), link, TestClock { start }, holding_server(), reports.clone());
+    let mut driver = Driver::new(Gate::new(floor), link, TestClock { start, jump: None }, holding_server(), reports.clone());
     driver.bind_override = Some("127.0.0.1:0".parse().unwrap());
     driver.events.keep = true;
     Harness { driver, calls, reports, inputs: Inputs { sessions, watchdog, guard, usb: mpsc::channel(1).1, state: mpsc::channel(1).1 }, start, _guard_tx: guard_tx, seen_tx }
@@ -211,6 +215,37 @@ async fn sessions_read_the_daemons_clock() {
     h.driver.apply_policy(policy(3, 60, false)).await;
     h.run_for(StdDuration::from_secs(10)).await;
     assert_eq!(*read.lock().unwrap(), [at(BASE + 3), at(BASE + 5)], "the test clock's time, on tokio's paused timeline");
+}
+
+/// An RTC set 10 000 s ahead between two ticks: the next tick judges it (an alarm, the window
+/// closes). Until then a session reading the clock gets no more than the monotonic clock
+/// vouches for, and no line on the console carries the jumped time.
+#[tokio::test(start_paused = true)]
+async fn a_clock_jump_between_ticks_is_written_down_nowhere() {
+    let mut h = harness(at(BASE));
+    h.driver.clock.jump = Some((StdDuration::from_millis(4_500), 10_000));
+    let read: Arc<Mutex<Vec<Timestamp>>> = Arc::default();
+    let seen = read.clone();
+    h.driver.server = Arc::new(move |mut ctx| {
+        let seen = seen.clone();
+        Box::pin(async move {
+            seen.lock().unwrap().push(ctx.clock.now());
+            // 4.6 s: past the jump, before the tick that judges it.
+            tokio::time::sleep(StdDuration::from_millis(1_600)).await;
+            seen.lock().unwrap().push(ctx.clock.now());
+            while ctx.stop.changed().await.is_ok() && *ctx.stop.borrow() == Stop::Running {}
+        })
+    });
+    h.driver.apply_policy(policy(3, 60, false)).await;
+    h.run_for(StdDuration::from_secs(8)).await;
+    // Believed at the 4 s tick: at most a second past it.
+    assert_eq!(*read.lock().unwrap(), [at(BASE + 3), at(BASE + 5)]);
+    let lines = kept(&h);
+    assert!(lines.iter().any(|l| l["event"] == "alarm" && l["rule"] == "clock_jumped"), "{lines:?}");
+    for line in &lines {
+        let time = Timestamp::parse(line["time"].as_str().unwrap()).unwrap();
+        assert!(time <= at(BASE + 8), "stamped with the jumped clock: {line}");
+    }
 }
 
 /// Not a timed assertion: prints how long the loop takes from a commit report to asking the

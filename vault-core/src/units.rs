@@ -187,37 +187,10 @@ pub trait TimeProvider: Send + Sync {
     fn now(&self) -> Timestamp;
 }
 
-/// The vault's time as the gate counts it: a clock reading, never earlier than the time
-/// floor (a clock set back cannot make retention start in the past).
-pub struct FlooredClock<C> {
-    pub clock: C,
-    pub floor: Timestamp,
-}
-
-impl<C: TimeProvider> TimeProvider for FlooredClock<C> {
-    fn now(&self) -> Timestamp {
-        self.clock.now().max(self.floor)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    struct Fixed(i64);
-    impl TimeProvider for Fixed {
-        fn now(&self) -> Timestamp {
-            Timestamp::from_unix(self.0).unwrap()
-        }
-    }
-
-    #[test]
-    fn the_floored_clock_never_reads_before_the_floor() {
-        let floor = Timestamp::from_unix(1_000).unwrap();
-        assert_eq!(FlooredClock { clock: Fixed(10), floor }.now(), floor);
-        assert_eq!(FlooredClock { clock: Fixed(2_000), floor }.now().unix(), 2_000);
-    }
 
     #[test]
     fn timestamps_parse_and_print_canonically() {

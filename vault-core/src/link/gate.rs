@@ -399,6 +399,9 @@ pub struct Gate {
     newest_issued: Option<Timestamp>,
     /// The effective vault time: max(last plausible clock reading, floor).
     now: Timestamp,
+    /// The last reading a tick believed, and the monotonic time it was taken at (none before
+    /// the first plausible tick, and none once the clock is doubted).
+    believed: Option<(Timestamp, std::time::Duration)>,
     clock_fault: bool,
     /// The watchdog stopped: sealed for the rest of this run.
     watch_lost: bool,
@@ -420,6 +423,33 @@ pub struct Gate {
     down_retry: bool,
 }
 
+/// What the gate believed at its last tick, for stamping what happens between ticks (events,
+/// seal steps, receipts): the daemon hands a copy to each window's sessions, so one rule says
+/// what time it is wherever a time is written down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JudgedTime {
+    now: Timestamp,
+    believed: Option<(Timestamp, std::time::Duration)>,
+}
+
+impl JudgedTime {
+    /// The time of something that happens when the clock reads `reading` and the monotonic
+    /// clock `monotonic` (on the timeline the ticks use). The reading itself, within two bounds:
+    /// - never before the gate's time (a clock set back cannot stamp into the past);
+    /// - never further past the last believed reading than the monotonic clock has run since,
+    ///   plus a second for readings in whole seconds. A clock that jumps between ticks is the
+    ///   next tick's to judge; until then nothing is stamped with it.
+    ///
+    /// While the clock is doubted (or before its first tick), the gate's time.
+    pub fn at(&self, reading: Timestamp, monotonic: std::time::Duration) -> Timestamp {
+        let Some((believed, then)) = self.believed else { return self.now };
+        let passed = i64::try_from(monotonic.saturating_sub(then).as_secs()).unwrap_or(i64::MAX).saturating_add(1);
+        // A span past any duration (a century of monotonic time) bounds nothing.
+        let latest = Duration::from_secs(passed).map_or(reading, |passed| believed.saturating_add(passed));
+        reading.clamp(self.now, latest.max(self.now))
+    }
+}
+
 impl Gate {
     /// A sealed gate with no policy. `time_floor` is the persisted floor (`VaultState::time_floor`).
     pub fn new(time_floor: Timestamp) -> Gate {
@@ -433,6 +463,7 @@ impl Gate {
             vouched_at_start: time_floor,
             newest_issued: None,
             now: time_floor,
+            believed: None,
             clock_fault: false,
             watch_lost: false,
             window_until: None,
@@ -471,6 +502,11 @@ impl Gate {
     /// The effective vault time the gate last decided on.
     pub fn now(&self) -> Timestamp {
         self.now
+    }
+
+    /// What the last tick judged, for the times read between ticks ([`JudgedTime::at`]).
+    pub fn judged(&self) -> JudgedTime {
+        JudgedTime { now: self.now, believed: self.believed }
     }
 
     pub fn clock_fault(&self) -> bool {
@@ -621,6 +657,7 @@ impl Gate {
             self.latch_clock_fault(alarm, out);
             return;
         }
+        self.believed = Some((clock, monotonic));
         self.floor = self.floor.max(clock);
         self.now = self.floor;
         if self.floor.secs_since(self.persisted_floor) >= FLOOR_PERSIST_STEP_SECS {
@@ -662,6 +699,7 @@ impl Gate {
 
     fn latch_clock_fault(&mut self, alarm: Alarm, out: &mut Output) {
         self.clock_fault = true;
+        self.believed = None;
         out.actions.push(Action::RaiseAlarm(alarm.clone()));
         if self.phase != Phase::Sealed {
             self.close_now(Reason::Alarm(alarm), true, out);

@@ -596,3 +596,78 @@ proptest! {
         OPENED_RUNS.fetch_add(u64::from(opened > 0), std::sync::atomic::Ordering::Relaxed);
     }
 }
+
+#[test]
+fn between_ticks_a_reading_is_believed_as_far_as_time_has_passed() {
+    let mut gate = gate_with(policy(&["db"], false));
+    // Before the first tick nothing is believed: the floor.
+    assert_eq!(gate.judged().at(at(T0 + 40), mono(T0 + 40)), at(T0));
+    tick(&mut gate, T0 + 10);
+    let judged = gate.judged();
+    assert_eq!(judged.at(at(T0 + 10), mono(T0 + 10)), at(T0 + 10));
+    // Time passing, a second of it still to be ticked: believed.
+    assert_eq!(judged.at(at(T0 + 12), mono(T0 + 11)), at(T0 + 12));
+    // A jump ahead between ticks stops at what the monotonic clock vouches for.
+    assert_eq!(judged.at(at(T0 + 5_000), mono(T0 + 10)), at(T0 + 11));
+    assert_eq!(judged.at(at(T0 + 5_000), mono(T0 + 13)), at(T0 + 14));
+    // A clock set back never stamps before the gate's time.
+    assert_eq!(judged.at(at(T0 - 3_000), mono(T0 + 12)), at(T0 + 10));
+}
+
+#[test]
+fn a_doubted_clock_stamps_nothing_past_the_gates_time() {
+    let mut gate = gate_with(policy(&["db"], false));
+    tick(&mut gate, T0 + 10);
+    // 10 000 s on the clock in one second of monotonic time: a jump.
+    let out = gate.handle(Input::Tick { clock: at(T0 + 10_011), monotonic: mono(T0 + 11) });
+    assert!(out.actions.iter().any(|a| matches!(a, Action::RaiseAlarm(Alarm::ClockJumped { .. }))), "{out:?}");
+    let judged = gate.judged();
+    assert_eq!(judged.at(at(T0 + 10_011), mono(T0 + 11)), at(T0 + 10));
+    assert_eq!(judged.at(at(T0 + 10_500), mono(T0 + 500)), at(T0 + 10), "latched: time passing proves nothing");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    #[test]
+    fn a_stamp_is_never_before_the_gate_nor_past_what_the_monotonic_clock_vouches_for(
+        floor in T0 - 500..T0 + 500,
+        steps in prop::collection::vec(arbitrary_step(), 1..60),
+        readings in prop::collection::vec((-400i64..400, 0u64..5_000), 60),
+    ) {
+        let mut gate = Gate::new(at(floor));
+        gate.handle(Input::PolicyApplied(Box::new(policy(&["db"], false))));
+        let mut clock_secs = floor + 60;
+        let mut monotonic = 0;
+        let mut believed: Option<(i64, u64)> = None;
+        for (step, (off, after_ms)) in steps.into_iter().zip(readings) {
+            let input = match step {
+                Step::Advance(d) => { clock_secs += d; monotonic += d; Input::Tick { clock: at(clock_secs), monotonic: mono(monotonic) } }
+                Step::JumpTo(s) => { clock_secs = s; monotonic += 1; Input::Tick { clock: at(s), monotonic: mono(monotonic) } }
+                Step::Other(input) => input,
+            };
+            let tick = match &input { Input::Tick { clock, monotonic } => Some((clock.unix(), u64::try_from(monotonic.as_millis()).unwrap())), _ => None };
+            gate.handle(input);
+            if gate.clock_fault() {
+                believed = None;
+            } else if let Some(t) = tick {
+                believed = Some(t);
+            }
+            // A reading `after_ms` after the last tick, `off` seconds from where the clock should be.
+            let now_ms = u64::try_from(monotonic).unwrap() * 1_000 + after_ms;
+            let reading = at(clock_secs + i64::try_from(after_ms / 1_000).unwrap() + off);
+            let stamp = gate.judged().at(reading, std::time::Duration::from_millis(now_ms));
+            prop_assert!(stamp >= gate.now(), "{stamp} before the gate's {}", gate.now());
+            match believed {
+                None => prop_assert_eq!(stamp, gate.now()),
+                Some((clock, then_ms)) => {
+                    let vouched = at(clock + i64::try_from((now_ms - then_ms) / 1_000).unwrap() + 1).max(gate.now());
+                    prop_assert!(stamp <= vouched, "{stamp} past the vouched-for {vouched}");
+                    if reading >= gate.now() && reading <= vouched {
+                        prop_assert_eq!(stamp, reading, "a reading in bounds is the stamp");
+                    }
+                }
+            }
+        }
+    }
+}
