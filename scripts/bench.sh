@@ -262,14 +262,21 @@ PUSH1=999999; RSYNC1=999999; PUSH_NOSIG=999999
 TIMEFORMAT='%U %S'
 for round in 1 2; do
   if [ "$round" = 2 ]; then stop_vault; start_vault "$WORK/vault/store-round2"; fi
+  # Each round is an initial push: no chunk cache. Round 1's cache names chunks the fresh store
+  # of round 2 lacks, which would time the re-read path (every file read twice), not a first push.
+  rm -f "$WORK/pusher/all.cache" "$WORK/pusher/all-nosignals.cache"
   settle; echo "== initial push, round $round"
   gk_cpu0=$(cpu_of "$GK_PID")
   if [ "$round" = 1 ]; then profile_start push1; fi
   t0=$(now); { time push all "$DATA" > "$WORK/push1.json"; } 2> "$WORK/push1.cpu"; t1=$(now)
   profile_stop
-  PUSH1=$(best "$PUSH1" "$(elapsed "$t0" "$t1")")
-  GK_CPU1=$(python3 -c "print(f'{$(cpu_of "$GK_PID") - $gk_cpu0:.2f}')")
-  PUSHER_CPU1=$(awk '{printf "%.2f", $1 + $2}' "$WORK/push1.cpu")
+  took=$(elapsed "$t0" "$t1")
+  # The CPU columns are the faster round's.
+  if python3 -c "import sys; sys.exit(0 if $took < $PUSH1 else 1)"; then
+    GK_CPU1=$(python3 -c "print(f'{$(cpu_of "$GK_PID") - $gk_cpu0:.2f}')")
+    PUSHER_CPU1=$(awk '{printf "%.2f", $1 + $2}' "$WORK/push1.cpu")
+  fi
+  PUSH1=$(best "$PUSH1" "$took")
   settle; echo "== initial rsync, round $round"
   t0=$(now); rsync_run "round$round"; t1=$(now)
   RSYNC1=$(best "$RSYNC1" "$(elapsed "$t0" "$t1")")
