@@ -8,6 +8,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, watch};
@@ -37,18 +38,28 @@ pub trait VaultClock: TimeProvider + Clone + 'static {
     fn instant_of(&self, at: Timestamp) -> Instant;
 }
 
-/// The clock a window's sessions read (receipts, seal steps): the daemon's clock, judged as
-/// the daemon's own events are, by the gate's last tick ([`JudgedTime::at`]).
+/// The time everything the daemon and its sessions write down is stamped with (events, seal
+/// steps, receipts, holds, the verdict on a stick): the daemon's clock as the gate judged it at
+/// its last input ([`JudgedTime::at`]), and never before a stamp already given, by the daemon or
+/// any session (a clock set back, or doubted after a reading was believed, holds the stamps
+/// where they were rather than writing an earlier time after a later one). One per daemon; each
+/// window's sessions get a clone.
+#[derive(Clone)]
 struct JudgedClock<C> {
     clock: C,
     judged: watch::Receiver<JudgedTime>,
     /// The daemon's origin of monotonic time, which its ticks hand to the gate.
     started: Instant,
+    /// The latest stamp given (Unix seconds). Only judged stamps get here, so no implausible
+    /// reading can pin it.
+    latest: Arc<AtomicI64>,
 }
 
 impl<C: VaultClock> TimeProvider for JudgedClock<C> {
     fn now(&self) -> Timestamp {
-        self.judged.borrow().at(self.clock.now(), self.started.elapsed())
+        let judged = self.judged.borrow().at(self.clock.now(), self.started.elapsed());
+        let latest = self.latest.fetch_max(judged.unix(), Ordering::SeqCst);
+        Timestamp::from_unix(latest).map_or(judged, |latest| latest.max(judged))
     }
 }
 
@@ -172,7 +183,6 @@ pub const STATUS_EVERY: std::time::Duration = std::time::Duration::from_secs(60)
 pub struct Driver<L, C> {
     pub gate: Gate,
     pub link: L,
-    pub clock: C,
     pub events: EventLog,
     pub server: SessionServer,
     /// Where session reports go (a clone is handed to each window's server).
@@ -204,10 +214,12 @@ pub struct Driver<L, C> {
     stop: Option<watch::Sender<Stop>>,
     last_commit: Option<(String, Timestamp)>,
     status_due: Instant,
-    /// The origin of the monotonic time handed to the gate with each clock reading.
-    started: Instant,
-    /// What the gate judged at its last input, for the window's sessions' clock.
+    /// What the gate judged at its last input, for [`JudgedClock`]s.
     judged: watch::Sender<JudgedTime>,
+    /// The vault's clock (read only through this), what the daemon stamps with, and what each
+    /// window's sessions get a clone of; its `started` is the origin of the monotonic time
+    /// handed to the gate with each clock reading.
+    stamps: JudgedClock<C>,
     /// The vault's time at the first lifecycle run: a vault that never drilled is overdue a
     /// week after it.
     started_at: Option<Timestamp>,
@@ -304,10 +316,10 @@ pub fn build_time() -> Timestamp {
 impl<L: LinkOps, C: VaultClock> Driver<L, C> {
     pub fn new(gate: Gate, link: L, clock: C, server: SessionServer, session_reports: mpsc::Sender<SessionReport>) -> Self {
         let judged = watch::Sender::new(gate.judged());
+        let stamps = JudgedClock { clock, judged: judged.subscribe(), started: Instant::now(), latest: Arc::default() };
         Driver {
             gate,
             link,
-            clock,
             events: EventLog::default(),
             server,
             session_reports,
@@ -327,8 +339,8 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             stop: None,
             last_commit: None,
             status_due: Instant::now(),
-            started: Instant::now(),
             judged,
+            stamps,
             started_at: None,
         }
     }
@@ -339,8 +351,8 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
     pub async fn tick(&mut self) {
         // Orders read at start are said before the first tick can open a window.
         self.sync_suspects().await;
-        let clock = self.clock.now();
-        let monotonic = self.started.elapsed();
+        let clock = self.stamps.clock.now();
+        let monotonic = self.stamps.started.elapsed();
         self.feed(Input::Tick { clock, monotonic }).await;
         self.survey().await;
         self.maybe_run_lifecycle();
@@ -485,11 +497,10 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         }
     }
 
-    /// Emits an event stamped with the clock as the gate judges it between ticks: fresh, as the
-    /// sessions' lines are, so the console's times follow its order.
+    /// Emits an event stamped by the one rule the sessions' lines follow too ([`JudgedClock`]),
+    /// so the console's times follow its order.
     fn emit(&mut self, event: Event) {
-        let at = self.gate.judged().at(self.clock.now(), self.started.elapsed());
-        self.events.emit(at, &event);
+        self.events.emit(self.stamps.now(), &event);
     }
 
     /// Applies a policy, then ticks at once so the gate decides without waiting.
@@ -512,7 +523,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             let check_by = Instant::now() + CLOCK_CHECK_EVERY;
             let wake = match self.gate.next_deadline() {
                 // A millisecond late rather than early: the clock then reads the deadline.
-                Some(at) => self.clock.instant_of(at).max(Instant::now()).min(check_by) + std::time::Duration::from_millis(1),
+                Some(at) => self.stamps.clock.instant_of(at).max(Instant::now()).min(check_by) + std::time::Duration::from_millis(1),
                 None => check_by,
             };
             tokio::select! {
@@ -548,7 +559,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             }
             SessionReport::Committed { pusher, dataset } => {
                 self.emit(Event::Committed { pusher: pusher.clone(), dataset: dataset.clone() });
-                self.last_commit = Some((pusher.clone(), self.gate.now()));
+                self.last_commit = Some((pusher.clone(), self.stamps.now()));
                 Input::Committed { pusher, dataset }
             }
             SessionReport::ServerFailed { reason } => Input::LinkUpFailed { reason: format!("session server: {reason}") },
@@ -562,7 +573,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
     /// pusher already meets it) and then in the state file; the console raises the alarm.
     async fn on_suspect(&mut self, pusher: String, dataset: String, snapshot: String, signals: Vec<String>) {
         let closed = self.gate.policy().is_some_and(|p| p.signals.close_windows);
-        let at = self.gate.now();
+        let at = self.stamps.now();
         self.orders.hold_suspect(&pusher, &dataset, &snapshot, at);
         let what = if closed { format!("and pusher `{pusher}` is refused in every window") } else { "while the pusher may go on pushing".to_string() };
         let detail = format!(
@@ -593,12 +604,12 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             UsbReport::Removed { device } => self.emit(Event::UsbRemoved { device }),
             UsbReport::Unreadable { device, reason } => self.emit(Event::PolicyRefused { source: device, reason }),
             UsbReport::Order { device, name, bytes } => {
-                let at = JudgedAt { now: self.clock.now(), clock_trusted: !self.gate.clock_fault() };
+                let at = JudgedAt { now: self.stamps.now(), clock_trusted: !self.gate.clock_fault() };
                 self.hand_to_state_writer(StateJob::Order { source: format!("{device}:{}/{name}", crate::usb::ORDERS_DIR), bytes, at });
             }
             UsbReport::Bundle { device, bytes } => {
                 // While a clock fault is latched, the stick's signed issue time is trusted over the clock.
-                let at = JudgedAt { now: self.clock.now(), clock_trusted: !self.gate.clock_fault() };
+                let at = JudgedAt { now: self.stamps.now(), clock_trusted: !self.gate.clock_fault() };
                 self.hand_to_state_writer(StateJob::Bundle { source: device, bytes, at });
             }
             UsbReport::Medium { device, label } => self.on_medium(device, &label),
@@ -874,7 +885,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         let bound = listener.local_addr()?;
         let (stop_tx, stop_rx) = watch::channel(Stop::Running);
         let policy = Arc::new(self.gate.policy().cloned().expect("listening implies a policy"));
-        let clock = Arc::new(JudgedClock { clock: self.clock.clone(), judged: self.judged.subscribe(), started: self.started });
+        let clock = Arc::new(self.stamps.clone());
         let ctx = SessionContext { listener, policy, stop: stop_rx, reports: self.session_reports.clone(), clock, suspects: self.suspects.subscribe() };
         tokio::spawn((self.server)(ctx));
         self.stop = Some(stop_tx);

@@ -77,8 +77,8 @@ pub struct SessionContext {
     pub stop: watch::Receiver<Stop>,
     pub reports: mpsc::Sender<SessionReport>,
     /// The vault's time for this window (receipts' `received_at`, the retention base): the
-    /// daemon's clock as the gate judged it at its last tick (never before the gate's time,
-    /// never a jump the next tick has not judged yet).
+    /// daemon's clock as the gate judged it at its last input (never before the gate's time nor
+    /// a stamp already given, never a jump the next tick has not judged yet).
     pub clock: Arc<dyn vault_core::units::TimeProvider>,
     /// Pushers with a suspect hold, kept current by the daemon: refused while the policy's
     /// `signals.close_windows` is set.
