@@ -196,22 +196,29 @@ async fn a_floor_ahead_of_the_clock_keeps_it_sealed_through_the_window() {
     assert_eq!(alarm["rule"], "clock_behind_floor");
 }
 
-/// A window's sessions read the daemon's clock (judged as the gate judges it), not the host's:
-/// receipts and seal steps carry the time the gate decides by.
-#[tokio::test(start_paused = true)]
-async fn sessions_read_the_daemons_clock() {
-    let mut h = harness(at(BASE));
+/// A session server that reads its window's clock when the window opens and again `later`,
+/// then holds until stopped: what it read.
+fn read_the_clock_twice(h: &mut Harness, later: StdDuration) -> Arc<Mutex<Vec<Timestamp>>> {
     let read: Arc<Mutex<Vec<Timestamp>>> = Arc::default();
     let seen = read.clone();
     h.driver.server = Arc::new(move |mut ctx| {
         let seen = seen.clone();
         Box::pin(async move {
             seen.lock().unwrap().push(ctx.clock.now());
-            tokio::time::sleep(StdDuration::from_secs(2)).await;
+            tokio::time::sleep(later).await;
             seen.lock().unwrap().push(ctx.clock.now());
             while ctx.stop.changed().await.is_ok() && *ctx.stop.borrow() == Stop::Running {}
         })
     });
+    read
+}
+
+/// A window's sessions read the daemon's clock (judged as the gate judges it), not the host's:
+/// receipts and seal steps carry the time the gate decides by.
+#[tokio::test(start_paused = true)]
+async fn sessions_read_the_daemons_clock() {
+    let mut h = harness(at(BASE));
+    let read = read_the_clock_twice(&mut h, StdDuration::from_secs(2));
     h.driver.apply_policy(policy(3, 60, false)).await;
     h.run_for(StdDuration::from_secs(10)).await;
     assert_eq!(*read.lock().unwrap(), [at(BASE + 3), at(BASE + 5)], "the test clock's time, on tokio's paused timeline");
@@ -225,18 +232,8 @@ async fn sessions_read_the_daemons_clock() {
 async fn a_clock_jump_between_ticks_is_written_down_nowhere() {
     let mut h = harness(at(BASE));
     h.driver.stamps.clock.jump = Some((StdDuration::from_millis(4_500), 10_000));
-    let read: Arc<Mutex<Vec<Timestamp>>> = Arc::default();
-    let seen = read.clone();
-    h.driver.server = Arc::new(move |mut ctx| {
-        let seen = seen.clone();
-        Box::pin(async move {
-            seen.lock().unwrap().push(ctx.clock.now());
-            // 4.6 s: past the jump, before the tick that judges it.
-            tokio::time::sleep(StdDuration::from_millis(1_600)).await;
-            seen.lock().unwrap().push(ctx.clock.now());
-            while ctx.stop.changed().await.is_ok() && *ctx.stop.borrow() == Stop::Running {}
-        })
-    });
+    // 4.6 s: past the jump, before the tick that judges it.
+    let read = read_the_clock_twice(&mut h, StdDuration::from_millis(1_600));
     h.driver.apply_policy(policy(3, 60, false)).await;
     h.run_for(StdDuration::from_secs(8)).await;
     // Believed at the 4 s tick: at most a second past it.
