@@ -796,7 +796,8 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
         let mut changed = false;
         while let Some(input) = queue.pop_front() {
             let out = self.gate.handle(input);
-            self.judged.send_if_modified(|judged| std::mem::replace(judged, self.gate.judged()) != *judged);
+            // Read, never awaited: no receiver needs telling.
+            self.judged.send_replace(self.gate.judged());
             for t in &out.transitions {
                 let event = Event::StateChanged { from: t.from.to_string(), to: t.to.to_string(), reason: t.reason.to_string() };
                 self.emit(event);
