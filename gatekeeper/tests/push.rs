@@ -52,6 +52,18 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     assert_eq!(second["chunks_new"], 1, "{second:#}");
     assert_eq!(second["bytes_new"], 8);
 
+    // A large file changed in place: cut again with its cached chunk list (where its chunks
+    // still hash to their ids, their cuts are kept without FastCDC), only the chunks around
+    // the change are new, and it restores byte for byte (below).
+    let data = tree.join("var/lib/db/data.bin");
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[1 << 20..(1 << 20) + 4096].copy_from_slice(&pseudo_random_bytes(4096, 99));
+    std::fs::write(&data, &bytes).unwrap();
+    let third = json_of(&vaultctl_push(&net, &vault, "db", "db", &tree, work.path()));
+    assert_eq!(third["stats"]["files_from_cache"], 52, "{third:#}");
+    assert!((1..=3).contains(&third["chunks_new"].as_u64().unwrap()), "{third:#}");
+    assert!(third["bytes_new"].as_u64().unwrap() <= 3 * 512 * 1024, "{third:#}");
+
     // Each receipt carries the vault's audit checkpoint; the pusher keeps the newest and the
     // next receipt proves the log grew from it.
     assert_eq!(first["audit_log"]["consistent"], true, "{first:#}");
@@ -90,7 +102,7 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     println!("MEASURE last commit -> link down (event times): {:.1} ms", (down_at - committed_at) * 1000.0);
     assert!(unix_now() < (start + 60) as f64, "closed early, well before the window end");
     let events = daemon.stop();
-    assert_eq!(events.iter().filter(|e| e["event"] == "snapshot_sealed").count(), 4);
+    assert_eq!(events.iter().filter(|e| e["event"] == "snapshot_sealed").count(), 5);
     // Each seal reports its steps in order, the last before the receipt went out; nothing
     // needed fixing at start; every sealed file and directory carries the flag.
     let first_id = first["snapshot"].as_str().unwrap();
@@ -118,16 +130,16 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     // last words (`stopped`) included.
     assert!(logged.len() == printed.len() && logged.iter().zip(&printed).all(|(a, b)| a == *b), "the log is what the console said:\n{logged:#?}\n{printed:#?}");
     assert_eq!(logged.last().map(|e| e["event"].clone()), Some(serde_json::json!("stopped")));
-    assert!(logged.iter().filter(|e| e["event"] == "committed").count() == 4, "every commit is in the log: {logged:#?}");
+    assert!(logged.iter().filter(|e| e["event"] == "committed").count() == 5, "every commit is in the log: {logged:#?}");
     assert!(logged.iter().any(|e| e["event"] == "started"), "and what came before the store was open");
     let checkpoints: Vec<&serde_json::Value> = events.iter().filter(|e| e["event"] == "audit_checkpoint").collect();
     assert!(checkpoints.len() >= 2 && checkpoints.windows(2).all(|w| w[0]["entries"].as_u64() < w[1]["entries"].as_u64()), "{checkpoints:#?}");
 
     // Offline: list and restore each snapshot from the store, compare with the source.
     let store = vault.store();
-    assert_eq!(vaultctl_snapshots(&store, &vault.identity()).len(), 4);
+    assert_eq!(vaultctl_snapshots(&store, &vault.identity()).len(), 5);
     let restored = work.path().join("restored");
-    let out = vaultctl_restore(&store, second["snapshot"].as_str().unwrap(), &vault.identity(), &restored);
+    let out = vaultctl_restore(&store, third["snapshot"].as_str().unwrap(), &vault.identity(), &restored);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(describe(&restored), describe(&tree));
     let restored_stream = work.path().join("restored-stream");
@@ -135,17 +147,17 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read(restored_stream.join("stream")).unwrap(), dump);
     // Restoring into a non-empty directory (a finished restore) is refused.
-    let again = vaultctl_restore(&store, second["snapshot"].as_str().unwrap(), &vault.identity(), &restored);
+    let again = vaultctl_restore(&store, third["snapshot"].as_str().unwrap(), &vault.identity(), &restored);
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("must be a new or empty directory"));
 
     // The audit log, from the pusher's receipts alone.
     let from_receipts = Command::new(vaultctl_bin()).args(["audit", "verify", "--receipts"]).arg(work.path().join("receipts")).args(["--vault-key", &vault.identity()]).output().unwrap();
     assert!(from_receipts.status.success(), "{}", String::from_utf8_lossy(&from_receipts.stderr));
-    assert!(String::from_utf8_lossy(&from_receipts.stdout).starts_with("audit log consistent across 4 receipts"), "{}", String::from_utf8_lossy(&from_receipts.stdout));
+    assert!(String::from_utf8_lossy(&from_receipts.stdout).starts_with("audit log consistent across 5 receipts"), "{}", String::from_utf8_lossy(&from_receipts.stdout));
 
     // The report a person reads: one page from the log, opened in headless Chromium, which
-    // shows the four snapshots, the three datasets and the window; a screenshot is kept.
+    // shows the five snapshots, the three datasets and the window; a screenshot is kept.
     let page = work.path().join("report.html");
     let made = Command::new(vaultctl_bin()).args(["report", "--store"]).arg(&store).args(["--vault-key", &vault.identity(), "--out"]).arg(&page).output().unwrap();
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
@@ -166,7 +178,7 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     let url = format!("file://{}", page.display());
     let dom = chromium(&["--dump-dom".into(), url.clone()]);
     let dom = String::from_utf8_lossy(&dom.stdout);
-    for shown in ["Pushes per dataset", "<td>db</td>", "<td>dump</td>", "<td>syslog</td>", "id=\"sealed\">4<", "class=\"window\"", "Capacity"] {
+    for shown in ["Pushes per dataset", "<td>db</td>", "<td>dump</td>", "<td>syslog</td>", "id=\"sealed\">5<", "class=\"window\"", "Capacity"] {
         assert!(dom.contains(shown), "the rendered page shows `{shown}`:\n{dom}");
     }
     let screenshot = chromium(&[format!("--screenshot={}", shot.display()), "--window-size=1100,1600".into(), url]);

@@ -235,7 +235,12 @@ impl Cache {
         if (cached.dev, cached.ino, cached.size, cached.mtime_ns, cached.ctime_ns) != (dev, ino, size, mtime_ns, ctime_ns) {
             return None;
         }
-        cached.chunks.iter().map(|(id, len)| Some(ChunkRef { id: ChunkId::from_hex(id)?, len: *len })).collect()
+        self.previous(rel)
+    }
+
+    /// The chunks the file at `rel` had when this cache was written, whatever it is now.
+    fn previous(&self, rel: &str) -> Option<Vec<ChunkRef>> {
+        self.files.get(rel)?.chunks.iter().map(|(id, len)| Some(ChunkRef { id: ChunkId::from_hex(id)?, len: *len })).collect()
     }
 
     fn record(&mut self, rel: String, meta: &std::fs::Metadata, chunks: &[ChunkRef]) {
@@ -430,20 +435,35 @@ impl CutBytes<'_> {
 /// buffer, or the source has ended, so the cuts are FastCDC's over the whole source, whatever
 /// the reads return. (fastcdc's own `StreamCDC` moves its whole 512 KiB window and zero-fills
 /// it for every chunk, which cost more than the cutting.)
-fn chunk_reader(source: impl Read, size_hint: Option<u64>, each: impl FnMut(ChunkId, CutBytes) -> Result<()>) -> Result<Vec<ChunkRef>> {
-    chunk_reader_in_blocks(source, size_hint, READ_BLOCK, each)
+///
+/// `previous` is the source's chunk list when it was last pushed (empty if none): where its
+/// bytes are unchanged, those cuts are taken without running FastCDC ([`Previous`]).
+fn chunk_reader(source: impl Read, size_hint: Option<u64>, previous: &[ChunkRef], each: impl FnMut(ChunkId, CutBytes) -> Result<()>) -> Result<Vec<ChunkRef>> {
+    chunk_reader_in_blocks(source, size_hint, READ_BLOCK, previous, each)
 }
 
 /// [`chunk_reader`], reading `block` bytes at a time (more than `MAX_CHUNK`).
-fn chunk_reader_in_blocks(mut source: impl Read, size_hint: Option<u64>, block: usize, mut each: impl FnMut(ChunkId, CutBytes) -> Result<()>) -> Result<Vec<ChunkRef>> {
+fn chunk_reader_in_blocks(mut source: impl Read, size_hint: Option<u64>, block: usize, previous: &[ChunkRef], mut each: impl FnMut(ChunkId, CutBytes) -> Result<()>) -> Result<Vec<ChunkRef>> {
     // One byte more than a small file, so its first read also finds its end.
     let first_capacity = size_hint.map_or(block, |size| usize::try_from(size).map_or(block, |size| size.saturating_add(1).min(block)));
     let mut buf: Vec<u8> = Vec::with_capacity(first_capacity);
     let mut refs = Vec::new();
     let mut ended = false;
+    let mut previous = Previous::new(previous);
+    // Where `buf[0]` is in the source.
+    let mut buf_offset = 0u64;
+    // Where in `buf` a chunk starts whose bytes a check of the previous cuts already hashed:
+    // (start, length, id).
+    let mut hashed: Option<(usize, usize, ChunkId)> = None;
+    // Bytes a check of the previous cuts waits for, from the buffer's front.
+    let mut wanted = 0;
     loop {
+        if buf.capacity() < wanted {
+            buf.reserve_exact(wanted - buf.len());
+        }
         if buf.len() == buf.capacity() {
-            // A file that grew past its size while being read: read on in whole blocks.
+            // A file that grew past its size while being read, or a previous cut waiting for
+            // the bytes after it: read on in whole blocks.
             buf.reserve_exact(block.saturating_sub(buf.len()).max(1));
         }
         let room = buf.capacity() - buf.len();
@@ -451,10 +471,26 @@ fn chunk_reader_in_blocks(mut source: impl Read, size_hint: Option<u64>, block: 
         ended = ended || read < room;
         let filled = buf.len();
         let mut start = 0;
-        while let Some(end) = next_cut(&buf, start, ended) {
+        // (A chunk handed on in the whole buffer took it: then nothing is left.)
+        while start < buf.len() {
+            let offset = buf_offset + start as u64;
+            let known = hashed.take().filter(|(at, _, _)| *at == start).map(|(_, len, id)| (len, id));
+            let cut = match previous.unchanged_cut(&buf[start..], offset, ended, known) {
+                Unchanged::Cut { len, id, next_len, next_id } => {
+                    hashed = Some((start + len, next_len, next_id));
+                    Some((start + len, Some(id)))
+                }
+                Unchanged::ReadMore { need } => {
+                    hashed = known.map(|(len, id)| (start, len, id));
+                    wanted = need;
+                    break;
+                }
+                Unchanged::No(known) => next_cut(&buf, start, ended).map(|end| (end, known.filter(|(len, _)| *len == end - start).map(|(_, id)| id))),
+            };
+            let Some((end, id)) = cut else { break };
             let whole = ended && start == 0 && end == filled && buf.capacity() <= filled + 1;
             let chunk = CutBytes { buf: &mut buf, start, end, whole };
-            let id = ChunkId::of(chunk.as_slice());
+            let id = id.unwrap_or_else(|| ChunkId::of(chunk.as_slice()));
             refs.push(ChunkRef { id, len: u32::try_from(end - start).expect("FastCDC cuts at most MAX_CHUNK bytes") });
             each(id, chunk)?;
             start = end;
@@ -463,6 +499,73 @@ fn chunk_reader_in_blocks(mut source: impl Read, size_hint: Option<u64>, block: 
             return Ok(refs);
         }
         buf.drain(..start);
+        buf_offset += start as u64;
+        hashed = hashed.map(|(at, len, id)| (at - start, len, id));
+    }
+}
+
+/// The chunk list a file had when it was last pushed, walked by offset as the file is cut
+/// again. Where a previous chunk and the one after it both still hash to their ids, the first
+/// ends where it did. FastCDC's cut depends only on the chunk's bytes, the byte after it (the
+/// next chunk's first), and how much is left: with at least `MAX_CHUNK` left it scans every
+/// place the previous cut's scan did, with the same masks. So those cuts are taken
+/// without running FastCDC, and only SHA-256 (needed for the ids anyway) reads them. A file
+/// changed in place (a database, a disk image) or appended to is cut at the speed of hashing
+/// everywhere but around its changes; anywhere else FastCDC cuts, as for a new file. The ids
+/// are always the bytes' own, so a wrong list (a stale or damaged cache) costs only time.
+struct Previous<'a> {
+    chunks: &'a [ChunkRef],
+    /// The first chunk at or after `offset`, and where it starts.
+    next: usize,
+    offset: u64,
+}
+
+/// What the previous chunk list says about the cut at a position.
+enum Unchanged {
+    /// The chunk there is unchanged and so is the one after it: cut `len` bytes on. The next
+    /// chunk's `next_len` bytes hash to `next_id` (hashed here).
+    Cut { len: usize, id: ChunkId, next_len: usize, next_id: ChunkId },
+    /// A previous chunk starts here, but the `need` bytes to check it and the one after (and
+    /// at least `MAX_CHUNK`) are not all read yet.
+    ReadMore { need: usize },
+    /// Cut with FastCDC; `Some((len, id))`: the id of the first `len` bytes, if they were hashed.
+    No(Option<(usize, ChunkId)>),
+}
+
+impl<'a> Previous<'a> {
+    fn new(chunks: &'a [ChunkRef]) -> Previous<'a> {
+        Previous { chunks, next: 0, offset: 0 }
+    }
+
+    /// The cut of the chunk at `offset`, whose bytes (and what follows, as read so far) are
+    /// `left`; `hashed` is the id of its first bytes, if a check before hashed them.
+    fn unchanged_cut(&mut self, left: &[u8], offset: u64, ended: bool, hashed: Option<(usize, ChunkId)>) -> Unchanged {
+        while self.offset < offset {
+            let Some(chunk) = self.chunks.get(self.next) else { return Unchanged::No(hashed) };
+            self.offset += u64::from(chunk.len);
+            self.next += 1;
+        }
+        let (Some(this), Some(after)) = (self.chunks.get(self.next), self.chunks.get(self.next + 1)) else { return Unchanged::No(hashed) };
+        if self.offset != offset || !(MIN_CHUNK..=MAX_CHUNK).contains(&this.len) || !(1..=MAX_CHUNK).contains(&after.len) {
+            return Unchanged::No(hashed);
+        }
+        let (len, after_len) = (this.len as usize, after.len as usize);
+        let need = (len + after_len).max(MAX_CHUNK as usize);
+        if left.len() < need {
+            return if ended { Unchanged::No(hashed) } else { Unchanged::ReadMore { need } };
+        }
+        let id = match hashed {
+            Some((hashed_len, id)) if hashed_len == len => id,
+            _ => ChunkId::of(&left[..len]),
+        };
+        if id != this.id {
+            return Unchanged::No(Some((len, id)));
+        }
+        let next_id = ChunkId::of(&left[len..len + after_len]);
+        if next_id != after.id {
+            return Unchanged::No(Some((len, id)));
+        }
+        Unchanged::Cut { len, id, next_len: after_len, next_id }
     }
 }
 
@@ -634,7 +737,9 @@ fn chunk_file(file: &FileToRead, index: usize, cache: &Cache, tx: &SyncSender<Cu
         }
         return Ok((chunks, true));
     }
-    let chunks = read_and_cut(file, |id, chunk| {
+    // Changed since the last push: its unchanged parts keep their cuts.
+    let previous = cache.previous(&file.rel).unwrap_or_default();
+    let chunks = read_and_cut(file, &previous, |id, chunk| {
         let read = chunk.as_slice().len();
         // A chunk of a snapshot sealed before is asked about without its bytes: the vault
         // almost always still has it (only a purge after that snapshot expired takes it away),
@@ -645,10 +750,11 @@ fn chunk_file(file: &FileToRead, index: usize, cache: &Cache, tx: &SyncSender<Cu
     Ok((chunks, false))
 }
 
-/// Opens a file and cuts it, handing each chunk to `each`; returns its chunk list.
-fn read_and_cut(file: &FileToRead, each: impl FnMut(ChunkId, CutBytes) -> Result<()>) -> Result<Vec<ChunkRef>> {
+/// Opens a file and cuts it, handing each chunk to `each`; returns its chunk list. `previous`:
+/// its chunks when it was last pushed, if known ([`Previous`]).
+fn read_and_cut(file: &FileToRead, previous: &[ChunkRef], each: impl FnMut(ChunkId, CutBytes) -> Result<()>) -> Result<Vec<ChunkRef>> {
     let f = std::fs::File::open(&file.path).map_err(|e| CliError::Failed(format!("{}: {e}", file.path.display())))?;
-    chunk_reader(f, Some(file.meta.size()), each)
+    chunk_reader(f, Some(file.meta.size()), previous, each)
 }
 
 /// The order the chunkers take files in: largest first, ties in walk order. A large file
@@ -714,7 +820,7 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
         // error: it may be blocked reading a producer that writes nothing more for hours, and
         // the refusal is said now (it stops at its next chunk; a stream is never retried).
         let chunker = std::thread::spawn(move || {
-            let result = chunk_reader(std::io::stdin().lock(), None, |id, chunk| {
+            let result = chunk_reader(std::io::stdin().lock(), None, &[], |id, chunk| {
                 let read = chunk.as_slice().len();
                 send_cut(&tx, Cut::Chunk { file: 0, id, data: Some(chunk.into_vec()), read })
             });
@@ -754,7 +860,7 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
         let mut read = 0u64;
         for index in std::mem::take(&mut uploader.reread) {
             let file = &files[index];
-            let chunks = read_and_cut(file, |id, chunk| {
+            let chunks = read_and_cut(file, &cache.previous(&file.rel).unwrap_or_default(), |id, chunk| {
                 let data = chunk.into_vec();
                 read += data.len() as u64;
                 uploader.add(id, Some(data), index)
@@ -884,9 +990,14 @@ mod tests {
     /// Chunks `data` read in pieces of `sizes`, `block` bytes at a time; returns what `each`
     /// was handed, and the chunk list.
     fn chunked(data: &[u8], size_hint: Option<u64>, block: usize, sizes: Vec<usize>) -> (Vec<(ChunkId, Vec<u8>)>, Vec<ChunkRef>) {
+        chunked_after(data, size_hint, block, sizes, &[])
+    }
+
+    /// [`chunked`], with the chunk list the source had when it was last pushed.
+    fn chunked_after(data: &[u8], size_hint: Option<u64>, block: usize, sizes: Vec<usize>, previous: &[ChunkRef]) -> (Vec<(ChunkId, Vec<u8>)>, Vec<ChunkRef>) {
         let mut handed = vec![];
         let source = Pieces { data: data.to_vec(), at: 0, sizes, calls: 0 };
-        let refs = chunk_reader_in_blocks(source, size_hint, block, |id, chunk| {
+        let refs = chunk_reader_in_blocks(source, size_hint, block, previous, |id, chunk| {
             handed.push((id, chunk.into_vec()));
             Ok(())
         })
@@ -926,6 +1037,82 @@ mod tests {
                 proptest::prop_assert!(chunk.capacity() <= chunk.len() + 1, "a {} byte chunk holds {} bytes", chunk.len(), chunk.capacity());
             }
         }
+    }
+
+    fn fastcdc_refs(data: &[u8]) -> Vec<ChunkRef> {
+        FastCDC::new(data, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK).map(|c| ChunkRef { id: ChunkId::of(&data[c.offset..c.offset + c.length]), len: u32::try_from(c.length).unwrap() }).collect()
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// A file cut again with the chunk list it had when last pushed (changed in place,
+        /// appended to, truncated, with bytes inserted or removed, a chunk's first byte changed,
+        /// or not at all) is cut exactly
+        /// as FastCDC cuts it from scratch, however it is read.
+        #[test]
+        fn a_changed_file_cut_with_its_previous_cuts_is_cut_as_fastcdc_cuts_it(
+            len in 0usize..(3 << 20),
+            seed in 0u64..1000,
+            change in 0u8..7,
+            at_permille in 0usize..1000,
+            span in 1usize..(1 << 20),
+            block_extra in 1usize..(2 << 20),
+            sizes in proptest::collection::vec(1usize..(1 << 20), 1..6),
+        ) {
+            let old = noise(len, seed);
+            let at = len * at_permille / 1000;
+            let fresh = noise(span, seed + 1_000_000);
+            let new: Vec<u8> = match change {
+                0 => old.clone(),
+                1 => { let mut new = old.clone(); let end = (at + span).min(len); new[at..end].copy_from_slice(&fresh[..end - at]); new }
+                2 => [old.as_slice(), &fresh].concat(),
+                3 => old[..at].to_vec(),
+                4 => [&old[..at], fresh.as_slice(), &old[at..]].concat(),
+                5 => [&old[..at], &old[(at + span).min(len)..]].concat(),
+                // The first byte of a chunk changed: the cut before it may move, though the
+                // chunk before is unchanged.
+                _ => {
+                    let mut new = old.clone();
+                    let starts: Vec<usize> = FastCDC::new(&old, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK).map(|c| c.offset).skip(1).collect();
+                    if let Some(&start) = starts.get(starts.len() * at_permille / 1000) {
+                        new[start] ^= 0x5a;
+                    }
+                    new
+                }
+            };
+            let (handed, refs) = chunked_after(&new, Some(new.len() as u64), MAX_CHUNK as usize + block_extra, sizes, &fastcdc_refs(&old));
+            proptest::prop_assert_eq!(&refs, &fastcdc_refs(&new));
+            let mut offset = 0;
+            for ((id, chunk), r) in handed.iter().zip(&refs) {
+                proptest::prop_assert!(*id == r.id && chunk.as_slice() == &new[offset..offset + r.len as usize]);
+                offset += r.len as usize;
+            }
+            proptest::prop_assert_eq!(handed.len(), refs.len());
+        }
+    }
+
+    /// The previous cuts are taken where the bytes still hash to them, without FastCDC: a list
+    /// FastCDC would never make (even 200 000-byte pieces) is followed wherever it holds, and
+    /// every id is still the bytes' own.
+    #[test]
+    fn previous_cuts_are_taken_where_the_bytes_still_hash_to_them() {
+        let mut data = noise(3 << 20, 11);
+        let piece = 200_000;
+        let pieces = |data: &[u8]| -> Vec<ChunkRef> { data.chunks(piece).map(|c| ChunkRef { id: ChunkId::of(c), len: u32::try_from(c.len()).unwrap() }).collect() };
+        let previous = pieces(&data);
+        let (_, refs) = chunked_after(&data, Some(data.len() as u64), READ_BLOCK, vec![1 << 16], &previous);
+        // Every piece but the last few: those within MAX_CHUNK of the end are FastCDC's.
+        let followed = refs.iter().zip(&previous).take_while(|(a, b)| a == b).count();
+        let near_end = (MAX_CHUNK as usize).div_ceil(piece) + 1;
+        assert!(followed >= previous.len() - near_end, "followed {followed} of {} pieces", previous.len());
+        assert_ne!(refs, fastcdc_refs(&data), "FastCDC cuts elsewhere: the pieces were taken from the list");
+        // One byte changed in piece 5: pieces 4 (its next byte changed) and 5 are cut anew.
+        data[5 * piece + 10] ^= 1;
+        let (handed, refs) = chunked_after(&data, Some(data.len() as u64), READ_BLOCK, vec![1 << 16], &previous);
+        assert_eq!(refs[..4], previous[..4]);
+        assert_ne!(refs[4], previous[4]);
+        assert_eq!(handed.iter().flat_map(|(_, chunk)| chunk.iter().copied()).collect::<Vec<u8>>(), data);
+        assert!(handed.iter().all(|(id, chunk)| *id == ChunkId::of(chunk)));
     }
 
     #[test]
