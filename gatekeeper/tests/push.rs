@@ -54,13 +54,16 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
 
     // A large file changed in place: cut again with its cached chunk list (where its chunks
     // still hash to their ids, their cuts are kept without FastCDC), only the chunks around
-    // the change are new, and it restores byte for byte (below).
+    // the change are new, and it restores byte for byte (below). (The second push's changed
+    // file was one chunk: nothing to keep.)
     let data = tree.join("var/lib/db/data.bin");
     let mut bytes = std::fs::read(&data).unwrap();
     bytes[1 << 20..(1 << 20) + 4096].copy_from_slice(&pseudo_random_bytes(4096, 99));
     std::fs::write(&data, &bytes).unwrap();
     let third = json_of(&vaultctl_push(&net, &vault, "db", "db", &tree, work.path()));
     assert_eq!(third["stats"]["files_from_cache"], 52, "{third:#}");
+    assert!(third["stats"]["cuts_kept"].as_u64().unwrap() > 0, "the unchanged parts kept their cuts: {third:#}");
+    assert_eq!(second["stats"]["cuts_kept"], 0, "{second:#}");
     assert!((1..=3).contains(&third["chunks_new"].as_u64().unwrap()), "{third:#}");
     assert!(third["bytes_new"].as_u64().unwrap() <= 3 * 512 * 1024, "{third:#}");
 

@@ -69,6 +69,9 @@ pub struct PushArgs {
 pub struct PushStats {
     pub files: u64,
     pub files_from_cache: u64,
+    /// Chunks of changed files cut where they were at the last push, without FastCDC (their
+    /// bytes, and the next chunk's, unchanged: [`Previous`]).
+    pub cuts_kept: u64,
     pub bytes_read: u64,
     pub chunks_sent: u64,
     pub bytes_sent: u64,
@@ -204,11 +207,21 @@ struct CachedFile {
 
 #[derive(Default, Serialize, Deserialize)]
 struct Cache {
+    /// How its chunk lists were cut ([`cut_rule`]): a changed file's old cuts are kept only if
+    /// they were FastCDC's with these sizes ([`Previous`]). Absent in caches written before.
+    #[serde(default)]
+    cuts: String,
     files: BTreeMap<String, CachedFile>,
     /// Every chunk the files above name: all were in the snapshot the vault sealed when this
     /// cache was written.
     #[serde(skip)]
     sealed: HashSet<ChunkId>,
+}
+
+/// The chunking a cache's lists were made with: FastCDC (the `fastcdc` crate's v2020) and its
+/// three sizes.
+fn cut_rule() -> String {
+    format!("fastcdc-v2020 {MIN_CHUNK}/{AVG_CHUNK}/{MAX_CHUNK}")
 }
 
 fn identity_of(meta: &std::fs::Metadata) -> (u64, u64, u64, i128, i128) {
@@ -235,12 +248,21 @@ impl Cache {
         if (cached.dev, cached.ino, cached.size, cached.mtime_ns, cached.ctime_ns) != (dev, ino, size, mtime_ns, ctime_ns) {
             return None;
         }
-        self.previous(rel)
+        self.chunks(rel)
     }
 
     /// The chunks the file at `rel` had when this cache was written, whatever it is now.
-    fn previous(&self, rel: &str) -> Option<Vec<ChunkRef>> {
+    fn chunks(&self, rel: &str) -> Option<Vec<ChunkRef>> {
         self.files.get(rel)?.chunks.iter().map(|(id, len)| Some(ChunkRef { id: ChunkId::from_hex(id)?, len: *len })).collect()
+    }
+
+    /// [`Cache::chunks`], if they were cut as this pusher cuts: the cuts a changed file may keep.
+    fn previous(&self, rel: &str) -> Vec<ChunkRef> {
+        if self.cuts == cut_rule() {
+            self.chunks(rel).unwrap_or_default()
+        } else {
+            Vec::new()
+        }
     }
 
     fn record(&mut self, rel: String, meta: &std::fs::Metadata, chunks: &[ChunkRef]) {
@@ -436,20 +458,19 @@ impl CutBytes<'_> {
 /// the reads return. (fastcdc's own `StreamCDC` moves its whole 512 KiB window and zero-fills
 /// it for every chunk, which cost more than the cutting.)
 ///
-/// `previous` is the source's chunk list when it was last pushed (empty if none): where its
-/// bytes are unchanged, those cuts are taken without running FastCDC ([`Previous`]).
-fn chunk_reader(source: impl Read, size_hint: Option<u64>, previous: &[ChunkRef], each: impl FnMut(ChunkId, CutBytes) -> Result<()>) -> Result<Vec<ChunkRef>> {
+/// `previous` holds the source's chunk list when it was last pushed (empty if none): where its
+/// bytes are unchanged, those cuts are taken without running FastCDC, and counted there.
+fn chunk_reader(source: impl Read, size_hint: Option<u64>, previous: &mut Previous, each: impl FnMut(ChunkId, CutBytes) -> Result<()>) -> Result<Vec<ChunkRef>> {
     chunk_reader_in_blocks(source, size_hint, READ_BLOCK, previous, each)
 }
 
 /// [`chunk_reader`], reading `block` bytes at a time (more than `MAX_CHUNK`).
-fn chunk_reader_in_blocks(mut source: impl Read, size_hint: Option<u64>, block: usize, previous: &[ChunkRef], mut each: impl FnMut(ChunkId, CutBytes) -> Result<()>) -> Result<Vec<ChunkRef>> {
+fn chunk_reader_in_blocks(mut source: impl Read, size_hint: Option<u64>, block: usize, previous: &mut Previous, mut each: impl FnMut(ChunkId, CutBytes) -> Result<()>) -> Result<Vec<ChunkRef>> {
     // One byte more than a small file, so its first read also finds its end.
     let first_capacity = size_hint.map_or(block, |size| usize::try_from(size).map_or(block, |size| size.saturating_add(1).min(block)));
     let mut buf: Vec<u8> = Vec::with_capacity(first_capacity);
     let mut refs = Vec::new();
     let mut ended = false;
-    let mut previous = Previous::new(previous);
     // Where `buf[0]` is in the source.
     let mut buf_offset = 0u64;
     // Where in `buf` a chunk starts whose bytes a check of the previous cuts already hashed:
@@ -485,7 +506,12 @@ fn chunk_reader_in_blocks(mut source: impl Read, size_hint: Option<u64>, block: 
                     wanted = need;
                     break;
                 }
-                Unchanged::No(known) => next_cut(&buf, start, ended).map(|end| (end, known.filter(|(len, _)| *len == end - start).map(|(_, id)| id))),
+                Unchanged::No(first, then) => next_cut(&buf, start, ended).map(|end| {
+                    let id = first.filter(|(len, _)| *len == end - start).map(|(_, id)| id);
+                    // FastCDC cut where the old chunk ended: the next chunk's bytes were hashed too.
+                    hashed = id.and(then).map(|(len, id)| (end, len, id));
+                    (end, id)
+                }),
             };
             let Some((end, id)) = cut else { break };
             let whole = ended && start == 0 && end == filled && buf.capacity() <= filled + 1;
@@ -518,6 +544,8 @@ struct Previous<'a> {
     /// The first chunk at or after `offset`, and where it starts.
     next: usize,
     offset: u64,
+    /// Cuts taken from the list.
+    kept: u64,
 }
 
 /// What the previous chunk list says about the cut at a position.
@@ -528,43 +556,45 @@ enum Unchanged {
     /// A previous chunk starts here, but the `need` bytes to check it and the one after (and
     /// at least `MAX_CHUNK`) are not all read yet.
     ReadMore { need: usize },
-    /// Cut with FastCDC; `Some((len, id))`: the id of the first `len` bytes, if they were hashed.
-    No(Option<(usize, ChunkId)>),
+    /// Cut with FastCDC. What was hashed on the way, as `(len, id)`: the first `len` bytes, and
+    /// the `len` bytes after those.
+    No(Option<(usize, ChunkId)>, Option<(usize, ChunkId)>),
 }
 
 impl<'a> Previous<'a> {
     fn new(chunks: &'a [ChunkRef]) -> Previous<'a> {
-        Previous { chunks, next: 0, offset: 0 }
+        Previous { chunks, next: 0, offset: 0, kept: 0 }
     }
 
     /// The cut of the chunk at `offset`, whose bytes (and what follows, as read so far) are
     /// `left`; `hashed` is the id of its first bytes, if a check before hashed them.
     fn unchanged_cut(&mut self, left: &[u8], offset: u64, ended: bool, hashed: Option<(usize, ChunkId)>) -> Unchanged {
         while self.offset < offset {
-            let Some(chunk) = self.chunks.get(self.next) else { return Unchanged::No(hashed) };
+            let Some(chunk) = self.chunks.get(self.next) else { return Unchanged::No(hashed, None) };
             self.offset += u64::from(chunk.len);
             self.next += 1;
         }
-        let (Some(this), Some(after)) = (self.chunks.get(self.next), self.chunks.get(self.next + 1)) else { return Unchanged::No(hashed) };
+        let (Some(this), Some(after)) = (self.chunks.get(self.next), self.chunks.get(self.next + 1)) else { return Unchanged::No(hashed, None) };
         if self.offset != offset || !(MIN_CHUNK..=MAX_CHUNK).contains(&this.len) || !(1..=MAX_CHUNK).contains(&after.len) {
-            return Unchanged::No(hashed);
+            return Unchanged::No(hashed, None);
         }
         let (len, after_len) = (this.len as usize, after.len as usize);
         let need = (len + after_len).max(MAX_CHUNK as usize);
         if left.len() < need {
-            return if ended { Unchanged::No(hashed) } else { Unchanged::ReadMore { need } };
+            return if ended { Unchanged::No(hashed, None) } else { Unchanged::ReadMore { need } };
         }
         let id = match hashed {
             Some((hashed_len, id)) if hashed_len == len => id,
             _ => ChunkId::of(&left[..len]),
         };
         if id != this.id {
-            return Unchanged::No(Some((len, id)));
+            return Unchanged::No(Some((len, id)), None);
         }
         let next_id = ChunkId::of(&left[len..len + after_len]);
         if next_id != after.id {
-            return Unchanged::No(Some((len, id)));
+            return Unchanged::No(Some((len, id)), Some((after_len, next_id)));
         }
+        self.kept += 1;
         Unchanged::Cut { len, id, next_len: after_len, next_id }
     }
 }
@@ -679,6 +709,8 @@ enum Cut {
         file: usize,
         chunks: Vec<ChunkRef>,
         from_cache: bool,
+        /// Its chunks cut where they were at the last push ([`PushStats::cuts_kept`]).
+        cuts_kept: u64,
     },
     Failed(CliError),
 }
@@ -718,8 +750,9 @@ fn send_cuts(rx: &Receiver<Cut>, uploader: &mut Uploader, progress: &indicatif::
                 }
                 uploader.add(id, data, file)?;
             }
-            Cut::File { file, chunks, from_cache } => {
+            Cut::File { file, chunks, from_cache, cuts_kept } => {
                 uploader.stats.files_from_cache += u64::from(from_cache);
+                uploader.stats.cuts_kept += cuts_kept;
                 file_chunks.insert(file, chunks);
             }
             Cut::Failed(e) => return Err(e),
@@ -730,16 +763,17 @@ fn send_cuts(rx: &Receiver<Cut>, uploader: &mut Uploader, progress: &indicatif::
 }
 
 /// One file's chunks, from the cache if it names the file as it is, else read and cut.
-fn chunk_file(file: &FileToRead, index: usize, cache: &Cache, tx: &SyncSender<Cut>) -> Result<(Vec<ChunkRef>, bool)> {
+fn chunk_file(file: &FileToRead, index: usize, cache: &Cache, tx: &SyncSender<Cut>) -> Result<Cut> {
     if let Some(chunks) = cache.lookup(&file.rel, &file.meta) {
         for c in &chunks {
             send_cut(tx, Cut::Chunk { file: index, id: c.id, data: None, read: 0 })?;
         }
-        return Ok((chunks, true));
+        return Ok(Cut::File { file: index, chunks, from_cache: true, cuts_kept: 0 });
     }
     // Changed since the last push: its unchanged parts keep their cuts.
-    let previous = cache.previous(&file.rel).unwrap_or_default();
-    let chunks = read_and_cut(file, &previous, |id, chunk| {
+    let previous = cache.previous(&file.rel);
+    let mut previous = Previous::new(&previous);
+    let chunks = read_and_cut(file, &mut previous, |id, chunk| {
         let read = chunk.as_slice().len();
         // A chunk of a snapshot sealed before is asked about without its bytes: the vault
         // almost always still has it (only a purge after that snapshot expired takes it away),
@@ -747,12 +781,12 @@ fn chunk_file(file: &FileToRead, index: usize, cache: &Cache, tx: &SyncSender<Cu
         let data = (!cache.sealed_before(&id)).then(|| chunk.into_vec());
         send_cut(tx, Cut::Chunk { file: index, id, data, read })
     })?;
-    Ok((chunks, false))
+    Ok(Cut::File { file: index, chunks, from_cache: false, cuts_kept: previous.kept })
 }
 
 /// Opens a file and cuts it, handing each chunk to `each`; returns its chunk list. `previous`:
-/// its chunks when it was last pushed, if known ([`Previous`]).
-fn read_and_cut(file: &FileToRead, previous: &[ChunkRef], each: impl FnMut(ChunkId, CutBytes) -> Result<()>) -> Result<Vec<ChunkRef>> {
+/// its chunks when it was last pushed, if known.
+fn read_and_cut(file: &FileToRead, previous: &mut Previous, each: impl FnMut(ChunkId, CutBytes) -> Result<()>) -> Result<Vec<ChunkRef>> {
     let f = std::fs::File::open(&file.path).map_err(|e| CliError::Failed(format!("{}: {e}", file.path.display())))?;
     chunk_reader(f, Some(file.meta.size()), previous, each)
 }
@@ -780,8 +814,8 @@ fn chunk_in_parallel(files: &[FileToRead], cache: &Cache, uploader: &mut Uploade
                 let Some(&index) = order.get(next.fetch_add(1, Ordering::Relaxed)) else { return };
                 let file = &files[index];
                 match chunk_file(file, index, cache, &tx) {
-                    Ok((chunks, from_cache)) => {
-                        if send_cut(&tx, Cut::File { file: index, chunks, from_cache }).is_err() {
+                    Ok(done) => {
+                        if send_cut(&tx, done).is_err() {
                             return;
                         }
                     }
@@ -811,7 +845,7 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
         return Err(CliError::Refused("vault did not answer `begin` with `ready`".into()));
     };
     let progress = progress_bar(args.progress);
-    let mut fresh_cache = Cache::default();
+    let mut fresh_cache = Cache { cuts: cut_rule(), ..Cache::default() };
 
     let manifest = if args.source.as_os_str() == "-" {
         let mut uploader = Uploader::new(&mut conn, &mut stats);
@@ -820,11 +854,11 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
         // error: it may be blocked reading a producer that writes nothing more for hours, and
         // the refusal is said now (it stops at its next chunk; a stream is never retried).
         let chunker = std::thread::spawn(move || {
-            let result = chunk_reader(std::io::stdin().lock(), None, &[], |id, chunk| {
+            let result = chunk_reader(std::io::stdin().lock(), None, &mut Previous::new(&[]), |id, chunk| {
                 let read = chunk.as_slice().len();
                 send_cut(&tx, Cut::Chunk { file: 0, id, data: Some(chunk.into_vec()), read })
             });
-            let _ = tx.send(result.map_or_else(Cut::Failed, |chunks| Cut::File { file: 0, chunks, from_cache: false }));
+            let _ = tx.send(result.map_or_else(Cut::Failed, |chunks| Cut::File { file: 0, chunks, from_cache: false, cuts_kept: 0 }));
         });
         let mut chunks = send_cuts(&rx, &mut uploader, &progress)?;
         // Every cut was taken, so the chunker has ended.
@@ -860,7 +894,8 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
         let mut read = 0u64;
         for index in std::mem::take(&mut uploader.reread) {
             let file = &files[index];
-            let chunks = read_and_cut(file, &cache.previous(&file.rel).unwrap_or_default(), |id, chunk| {
+            let previous = cache.previous(&file.rel);
+            let chunks = read_and_cut(file, &mut Previous::new(&previous), |id, chunk| {
                 let data = chunk.into_vec();
                 read += data.len() as u64;
                 uploader.add(id, Some(data), index)
@@ -989,20 +1024,26 @@ mod tests {
 
     /// Chunks `data` read in pieces of `sizes`, `block` bytes at a time; returns what `each`
     /// was handed, and the chunk list.
-    fn chunked(data: &[u8], size_hint: Option<u64>, block: usize, sizes: Vec<usize>) -> (Vec<(ChunkId, Vec<u8>)>, Vec<ChunkRef>) {
-        chunked_after(data, size_hint, block, sizes, &[])
+    fn chunked(data: &[u8], size_hint: Option<u64>, block: usize, sizes: Vec<usize>) -> (Handed, Vec<ChunkRef>) {
+        let (handed, refs, _) = chunked_after(data, size_hint, block, sizes, &[]);
+        (handed, refs)
     }
 
-    /// [`chunked`], with the chunk list the source had when it was last pushed.
-    fn chunked_after(data: &[u8], size_hint: Option<u64>, block: usize, sizes: Vec<usize>, previous: &[ChunkRef]) -> (Vec<(ChunkId, Vec<u8>)>, Vec<ChunkRef>) {
+    /// The chunks handed on (id and bytes), in order.
+    type Handed = Vec<(ChunkId, Vec<u8>)>;
+
+    /// [`chunked`], with the chunk list the source had when it was last pushed; also returns how
+    /// many of its cuts were kept.
+    fn chunked_after(data: &[u8], size_hint: Option<u64>, block: usize, sizes: Vec<usize>, previous: &[ChunkRef]) -> (Handed, Vec<ChunkRef>, u64) {
         let mut handed = vec![];
         let source = Pieces { data: data.to_vec(), at: 0, sizes, calls: 0 };
-        let refs = chunk_reader_in_blocks(source, size_hint, block, previous, |id, chunk| {
+        let mut previous = Previous::new(previous);
+        let refs = chunk_reader_in_blocks(source, size_hint, block, &mut previous, |id, chunk| {
             handed.push((id, chunk.into_vec()));
             Ok(())
         })
         .unwrap();
-        (handed, refs)
+        (handed, refs, previous.kept)
     }
 
     proptest::proptest! {
@@ -1080,8 +1121,12 @@ mod tests {
                     new
                 }
             };
-            let (handed, refs) = chunked_after(&new, Some(new.len() as u64), MAX_CHUNK as usize + block_extra, sizes, &fastcdc_refs(&old));
+            let (handed, refs, kept) = chunked_after(&new, Some(new.len() as u64), MAX_CHUNK as usize + block_extra, sizes, &fastcdc_refs(&old));
             proptest::prop_assert_eq!(&refs, &fastcdc_refs(&new));
+            // The old cuts were taken, not cut again (an unchanged file's, but near its end).
+            if change == 0 && len >= 2 << 20 {
+                proptest::prop_assert!(kept >= (refs.len() as u64).saturating_sub(12), "kept {kept} of {} cuts", refs.len());
+            }
             let mut offset = 0;
             for ((id, chunk), r) in handed.iter().zip(&refs) {
                 proptest::prop_assert!(*id == r.id && chunk.as_slice() == &new[offset..offset + r.len as usize]);
@@ -1100,19 +1145,35 @@ mod tests {
         let piece = 200_000;
         let pieces = |data: &[u8]| -> Vec<ChunkRef> { data.chunks(piece).map(|c| ChunkRef { id: ChunkId::of(c), len: u32::try_from(c.len()).unwrap() }).collect() };
         let previous = pieces(&data);
-        let (_, refs) = chunked_after(&data, Some(data.len() as u64), READ_BLOCK, vec![1 << 16], &previous);
+        let (_, refs, kept) = chunked_after(&data, Some(data.len() as u64), READ_BLOCK, vec![1 << 16], &previous);
         // Every piece but the last few: those within MAX_CHUNK of the end are FastCDC's.
         let followed = refs.iter().zip(&previous).take_while(|(a, b)| a == b).count();
+        assert_eq!(kept, followed as u64);
         let near_end = (MAX_CHUNK as usize).div_ceil(piece) + 1;
         assert!(followed >= previous.len() - near_end, "followed {followed} of {} pieces", previous.len());
         assert_ne!(refs, fastcdc_refs(&data), "FastCDC cuts elsewhere: the pieces were taken from the list");
         // One byte changed in piece 5: pieces 4 (its next byte changed) and 5 are cut anew.
         data[5 * piece + 10] ^= 1;
-        let (handed, refs) = chunked_after(&data, Some(data.len() as u64), READ_BLOCK, vec![1 << 16], &previous);
+        let (handed, refs, _) = chunked_after(&data, Some(data.len() as u64), READ_BLOCK, vec![1 << 16], &previous);
         assert_eq!(refs[..4], previous[..4]);
         assert_ne!(refs[4], previous[4]);
         assert_eq!(handed.iter().flat_map(|(_, chunk)| chunk.iter().copied()).collect::<Vec<u8>>(), data);
         assert!(handed.iter().all(|(id, chunk)| *id == ChunkId::of(chunk)));
+    }
+
+    /// Old cuts are kept only from a cache that says they are this pusher's FastCDC cuts (a
+    /// cache written before it said so, or with other sizes, is still used for unchanged files).
+    #[test]
+    fn only_a_cache_cut_as_this_pusher_cuts_lends_its_cuts() {
+        let list = vec![(ChunkId::of(b"a").to_hex(), 1)];
+        let file = CachedFile { dev: 1, ino: 2, size: 1, mtime_ns: 3, ctime_ns: 4, chunks: list };
+        let with = |cuts: &str| Cache { cuts: cuts.into(), files: BTreeMap::from([("f".to_string(), file.clone())]), sealed: HashSet::new() };
+        assert_eq!(with(&cut_rule()).previous("f"), vec![ChunkRef { id: ChunkId::of(b"a"), len: 1 }]);
+        assert!(with("").previous("f").is_empty());
+        assert!(with("fastcdc-v2020 16384/65536/262144").previous("f").is_empty());
+        assert!(with(&cut_rule()).previous("other").is_empty());
+        let old: Cache = serde_json::from_str(r#"{"files":{"f":{"dev":1,"ino":2,"size":1,"mtime_ns":3,"ctime_ns":4,"chunks":[]}}}"#).unwrap();
+        assert!(old.cuts.is_empty() && old.files.contains_key("f"));
     }
 
     #[test]
