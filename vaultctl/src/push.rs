@@ -1046,6 +1046,10 @@ mod tests {
         (handed, refs, previous.kept)
     }
 
+    fn fastcdc_refs(data: &[u8]) -> Vec<ChunkRef> {
+        FastCDC::new(data, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK).map(|c| ChunkRef { id: ChunkId::of(&data[c.offset..c.offset + c.length]), len: u32::try_from(c.length).unwrap() }).collect()
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
         /// However the source is read (pieces of any size, a block barely larger than a chunk
@@ -1078,18 +1082,10 @@ mod tests {
                 proptest::prop_assert!(chunk.capacity() <= chunk.len() + 1, "a {} byte chunk holds {} bytes", chunk.len(), chunk.capacity());
             }
         }
-    }
 
-    fn fastcdc_refs(data: &[u8]) -> Vec<ChunkRef> {
-        FastCDC::new(data, MIN_CHUNK, AVG_CHUNK, MAX_CHUNK).map(|c| ChunkRef { id: ChunkId::of(&data[c.offset..c.offset + c.length]), len: u32::try_from(c.length).unwrap() }).collect()
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
         /// A file cut again with the chunk list it had when last pushed (changed in place,
         /// appended to, truncated, with bytes inserted or removed, a chunk's first byte changed,
-        /// or not at all) is cut exactly
-        /// as FastCDC cuts it from scratch, however it is read.
+        /// or not at all) is cut exactly as FastCDC cuts it from scratch, however it is read.
         #[test]
         fn a_changed_file_cut_with_its_previous_cuts_is_cut_as_fastcdc_cuts_it(
             len in 0usize..(3 << 20),
