@@ -7,8 +7,8 @@
 #      REST server) and borg (serve --append-only); sha256sum over the same files;
 #      the same push into a gatekeeper built without the ransomware signals (what they cost);
 #      push and rsync again with each side pinned to a core of its own (taskset);
-#   3. 1% of the data changed; incremental push (with its cache) vs incremental rsync, restic
-#      and borg;
+#   3. 1% of the data changed, INCREMENTAL_ROUNDS times (3); incremental push (with its cache)
+#      vs incremental rsync each round (the median ratio reported), restic and borg in the first;
 #   4. 8 concurrent pushes (one per part) into a fresh store: the gatekeeper's peak RSS;
 #   5. getting the initial snapshot back: restore from the store, an export written onto a
 #      medium (a directory on the same disk), restore from that export, against `tar x` of
@@ -366,6 +366,7 @@ SHA=$(elapsed "$t0" "$t1")
 # other; one round's ratio moved between 0.29x and 0.53x across runs, so the ratio reported
 # is the median of the rounds' (restic and borg run in the first round only).
 INCREMENTAL_ROUNDS=${INCREMENTAL_ROUNDS:-3}
+[[ $INCREMENTAL_ROUNDS =~ ^[1-9][0-9]*$ ]] || { echo "INCREMENTAL_ROUNDS=$INCREMENTAL_ROUNDS: give a whole number of rounds, 1 or more"; exit 2; }
 change_one_percent() { # prints the bytes changed
   python3 - "$DATA" "$PARTS" "$SMALL_PER_PART" <<'PY'
 import os, random, sys
