@@ -111,6 +111,10 @@ pub enum PushError {
     Limit { limit: &'static str, detail: String },
     #[error("manifest names chunk {id} ({path}), which this pusher has not sent: a chunk counts only once this pusher has sent it, in this session or one it sealed before; send it")]
     MissingChunk { id: String, path: String },
+    /// A chunk this session proved against another pusher's copy, which collection has
+    /// removed since: the snapshot would name bytes the store no longer holds.
+    #[error("chunk {id} ({path}) was proven against a copy the store held when it arrived, and that copy has since been collected (its snapshots expired): nothing was sealed; push again, and the chunk is stored this time")]
+    ProvenChunkCollected { id: String, path: String },
     #[error("manifest hash mismatch: commit says {claimed}, received manifest hashes to {actual}")]
     ManifestHashMismatch { claimed: String, actual: String },
     #[error("receipt signature does not verify against vault key {vault_key}")]

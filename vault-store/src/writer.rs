@@ -5,6 +5,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
+use vault_core::error::PushError;
 use vault_core::push::chunk::ChunkId;
 use vault_core::push::receipt::SignedReceipt;
 use vault_core::push::signals::ChunkProbe;
@@ -158,6 +159,10 @@ impl vault_core::push::ingest::StagedChunks for StagedTable {
 
     fn probe(&self, index: usize) -> ChunkProbe {
         self.entries.get(index).map_or(ChunkProbe::UNMEASURED, |e| e.3)
+    }
+
+    fn is_proven(&self, index: usize) -> bool {
+        self.entries.get(index).is_some_and(|e| e.1 == PROVEN_OFFSET)
     }
 }
 
@@ -342,6 +347,12 @@ impl Store {
             position += 1;
             referenced.get(position - 1).copied().unwrap_or(false)
         });
+        // The last word on a proven chunk (the manifest check asked too): its copy must still be
+        // live, or the snapshot would name bytes collection removed while the session ran.
+        // The caller holds off collection from that check to the end of the seal.
+        if let Some((id, _, _, _)) = entries.iter().find(|(id, offset, len, _)| *offset == PROVEN_OFFSET && self.chunk_len(id) != Some(*len)) {
+            return Err(vault_core::Error::Push(PushError::ProvenChunkCollected { id: id.to_hex(), path: format!("snapshot `{}`", input.snapshot_id) }).into());
+        }
         let owned: Vec<ChunkId> = entries.iter().map(|(id, _, _, _)| *id).collect();
         // The probes are done with; same size, so this reuses the table's memory.
         let entries: Vec<(ChunkId, u64, u32)> = entries.into_iter().filter(|(_, offset, _, _)| *offset != PROVEN_OFFSET).map(|(id, offset, len, _)| (id, offset, len)).collect();

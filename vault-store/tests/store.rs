@@ -1241,3 +1241,45 @@ fn collect_and_die_after_a_step() {
     store.collect_garbage_observed(years_later(), std::time::Duration::ZERO, &|| true, &die).unwrap();
     panic!("collected without reaching step {at}");
 }
+
+/// A session proves chunk X (another pusher sealed it) while a collection that began before
+/// the window opened is removing X's pack. The seal refuses, naming X, and nothing is
+/// sealed: a snapshot never names a chunk the store no longer holds (review finding 1).
+#[test]
+fn a_chunk_proven_while_collection_removes_its_pack_is_refused_at_seal() {
+    use std::cell::RefCell;
+    use vault_core::units::Timestamp;
+    let tmp = TempStore::new();
+    let key = vault_key();
+    let (store, _) = Store::open(&tmp.root()).unwrap();
+    let x: &[u8] = b"chunk X: only in pusher a's old snapshot";
+    let y: &[u8] = b"chunk Y: in pusher a's newer snapshot";
+    seal_for(&store, &key, "a", "old", x);
+    seal_for(&store, &key, "a", "new", y);
+    store.expire(&["old".to_string()], &|| true).unwrap();
+    let session: RefCell<Option<vault_store::StagingPack>> = RefCell::new(None);
+    let xid = ChunkId::of(x);
+    let prove_x = |step: vault_store::GcStep, _pack: &str| {
+        if step == vault_store::GcStep::IndexRemoved && session.borrow().is_none() {
+            // The in-memory pack set still offers X until the collection reloads it.
+            let len = store.chunk_len(&xid).expect("offered while its pack is being removed");
+            let mut pack = store.begin().unwrap();
+            pack.prove(xid, len).unwrap();
+            *session.borrow_mut() = Some(pack);
+        }
+    };
+    let done = store.collect_garbage_observed(Timestamp::from_unix(T0 + 4000 * DAY).unwrap(), std::time::Duration::ZERO, &|| true, &prove_x).unwrap();
+    assert_eq!(done.packs_removed.len(), 1, "{done:?}");
+    assert!(!store.has_chunk(&xid));
+    let pack = session.into_inner().expect("the session proved X during the collection");
+    let (_, bytes) = manifest_for(&[("f", x)]);
+    let r = receipt_by(&key, "b-new", &bytes, "b");
+    let err = store.seal_all(pack, SealInput { snapshot_id: "b-new", manifest: &bytes, receipt: &r, profile: None }).unwrap_err();
+    assert!(err.to_string().contains(&xid.to_hex()) && err.to_string().contains("push again"), "{err}");
+    assert!(!store.snapshot_exists("b-new"));
+    // Pushed again, X is stored, and the snapshot restores.
+    seal_for(&store, &key, "b", "b-new", x);
+    let reader = StoreReader::open(&tmp.root()).unwrap();
+    assert!(reader.snapshot_health("b-new").unwrap().is_restorable());
+    assert_eq!(reader.read_chunk(&xid).unwrap(), x);
+}

@@ -50,6 +50,9 @@ pub trait StagedChunks {
     fn find(&self, id: &ChunkId) -> Option<(usize, u32)>;
     /// What probing the chunk at a position found when it arrived.
     fn probe(&self, index: usize) -> ChunkProbe;
+    /// Whether the chunk at a position was proven ([`ChunkStep::Proven`]): staged without
+    /// bytes, against a copy the store held then.
+    fn is_proven(&self, index: usize) -> bool;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -256,7 +259,10 @@ impl IngestSession {
 
     /// The staged manifest and chunk table, read back: the manifest must be the one the
     /// commit named, follow every manifest rule, and name only chunks that were staged
-    /// (stored or proven) or that this pusher owns, at their true lengths.
+    /// (stored or proven) or that this pusher owns, at their true lengths. A proven chunk is
+    /// asked of the store again: collection may have removed the copy it was proven against
+    /// while the session ran, and the daemon calls this where no collection can run until
+    /// the seal is done.
     pub fn check_manifest(&mut self, manifest_bytes: &[u8], staged: &impl StagedChunks, env: &mut impl IngestEnv) -> Result<SealRequest> {
         if self.phase != Phase::Checking {
             return Err(Error::Push(PushError::OutOfOrder { verb: "commit", phase: self.phase.describe() }));
@@ -279,6 +285,9 @@ impl IngestSession {
                     Some((index, len)) => {
                         let first = !std::mem::replace(&mut referenced[index], true);
                         if first {
+                            if staged.is_proven(index) && env.sealed_len(&chunk.id) != Some(len) {
+                                return Err(Error::Push(PushError::ProvenChunkCollected { id: chunk.id.to_hex(), path: entry.display_path() }));
+                            }
                             chunks_new += 1;
                             bytes_new += u64::from(len);
                         }
@@ -347,17 +356,20 @@ mod tests {
 
     /// What the daemon stages, as it reads it back at commit: sorted by id.
     #[derive(Default)]
-    struct Staged(Vec<(ChunkId, u32, ChunkProbe)>);
+    struct Staged(Vec<(ChunkId, u32, ChunkProbe, bool)>);
 
     impl StagedChunks for Staged {
         fn count(&self) -> usize {
             self.0.len()
         }
         fn find(&self, id: &ChunkId) -> Option<(usize, u32)> {
-            self.0.binary_search_by(|(c, _, _)| c.cmp(id)).ok().map(|i| (i, self.0[i].1))
+            self.0.binary_search_by(|(c, _, _, _)| c.cmp(id)).ok().map(|i| (i, self.0[i].1))
         }
         fn probe(&self, index: usize) -> ChunkProbe {
             self.0[index].2
+        }
+        fn is_proven(&self, index: usize) -> bool {
+            self.0[index].3
         }
     }
 
@@ -378,8 +390,8 @@ mod tests {
                 Step::Chunks(steps) => {
                     for chunk in steps {
                         match chunk {
-                            ChunkStep::Store { id, data, probe } => self.staged.0.push((*id, u32::try_from(data.len()).unwrap(), *probe)),
-                            ChunkStep::Proven { id, len, probe } => self.staged.0.push((*id, *len, *probe)),
+                            ChunkStep::Store { id, data, probe } => self.staged.0.push((*id, u32::try_from(data.len()).unwrap(), *probe, false)),
+                            ChunkStep::Proven { id, len, probe } => self.staged.0.push((*id, *len, *probe, true)),
                             ChunkStep::AlreadyOwned => {}
                         }
                     }
@@ -393,7 +405,7 @@ mod tests {
         fn commit(&mut self, env: &mut Env) -> Result<SealRequest> {
             let manifest = self.manifest.clone();
             assert_eq!(self.send(commit_frame(&manifest), env)?, Step::CheckManifest);
-            self.staged.0.sort_by_key(|(id, _, _)| *id);
+            self.staged.0.sort_by_key(|(id, _, _, _)| *id);
             self.session.check_manifest(&manifest, &self.staged, env)
         }
     }
@@ -468,6 +480,28 @@ mod tests {
         s.send(ClientFrame::ManifestPart { bytes: manifest_of(&[("mine now", theirs)]) }, &mut env).unwrap();
         let seal = s.commit(&mut env).unwrap();
         assert_eq!((seal.chunks_new, seal.bytes_new, seal.referenced), (1, theirs.len() as u64, vec![true]));
+    }
+
+    #[test]
+    fn a_proven_chunk_whose_copy_was_collected_meanwhile_is_refused_at_commit() {
+        let theirs = b"content someone else backed up, expiring".as_slice();
+        let mut env = Env::default();
+        env.others.insert(ChunkId::of(theirs), u32::try_from(theirs.len()).unwrap());
+        let mut s = begun(&mut env);
+        let step = s.send(chunk(theirs), &mut env).unwrap();
+        assert!(matches!(step, Step::Chunks(ref steps) if matches!(steps[..], [ChunkStep::Proven { .. }])), "{step:?}");
+        s.send(ClientFrame::ManifestPart { bytes: manifest_of(&[("kept?", theirs)]) }, &mut env).unwrap();
+        // Collection removes the only copy before the commit is checked.
+        env.others.clear();
+        let err = s.commit(&mut env).unwrap_err();
+        assert!(matches!(err, Error::Push(PushError::ProvenChunkCollected { ref id, ref path }) if *id == ChunkId::of(theirs).to_hex() && path == "kept?"), "{err}");
+        assert!(err.to_string().contains("push again"), "{err}");
+
+        // Pushed again, the chunk is new to the store: stored, and the snapshot seals.
+        let mut s = begun(&mut env);
+        assert!(matches!(s.send(chunk(theirs), &mut env).unwrap(), Step::Chunks(ref steps) if matches!(steps[..], [ChunkStep::Store { .. }])));
+        s.send(ClientFrame::ManifestPart { bytes: manifest_of(&[("kept?", theirs)]) }, &mut env).unwrap();
+        assert_eq!(s.commit(&mut env).unwrap().referenced, vec![true]);
     }
 
     #[test]
