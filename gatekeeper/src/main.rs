@@ -108,7 +108,7 @@ fn main() -> ExitCode {
             std::fs::create_dir_all(&cli.state).map_err(|source| vault_io::IoError::Io { path: cli.state.clone(), source })?;
             let bytes = vault_io::read_bounded(&order, vault_core::policy::bundle::MAX_BUNDLE_BYTES)?;
             let at = vault_core::policy::bundle::JudgedAt::trusted(vault_io::clock_now());
-            policy_store::apply_order(&root, &cli.state, &order.display().to_string(), &bytes, at, &mut EventLog::default()).map(|_| ())
+            policy_store::apply_order(&root, (&cli.state, Some(&cli.store)), &order.display().to_string(), &bytes, at, &mut EventLog::default()).map(|_| ())
         }),
         Command::Export { medium } => policy_store::load_root(&cli.root).and_then(|root| {
             let identity = gatekeeper::identity::VaultIdentity::load(&cli.state)?;

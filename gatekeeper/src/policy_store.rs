@@ -28,6 +28,22 @@ pub fn load_state(state_dir: &Path) -> Result<VaultState> {
     Ok(VaultState::from_bytes(&vault_io::read_bounded(&path, MAX_STATE_BYTES)?)?)
 }
 
+/// Writes the vault's state atomically, refused (nothing written) if it would be larger than
+/// the daemon reads back: the state on disk is always one that loads.
+pub fn save_state(state_dir: &Path, state: &VaultState) -> Result<()> {
+    Ok(vault_io::write_atomic(&state_dir.join(STATE_FILE), &state.to_bytes_bounded()?, 0o600)?)
+}
+
+/// The snapshots sealed in the store at this path (none without a store): what a hold may name.
+pub struct StoreSnapshots<'a>(pub Option<&'a Path>);
+
+impl vault_core::policy::orders::SnapshotInventory for StoreSnapshots<'_> {
+    fn has_snapshot(&self, id: &str) -> bool {
+        // Order decoding checked the id is an identifier: no path separators.
+        self.0.is_some_and(|store| store.join(vault_store::SNAPSHOTS_DIR).join(id).is_dir())
+    }
+}
+
 /// Verifies the bundle at `source` and, if it passes, makes it the vault's policy. Every
 /// outcome is an event; a refusal leaves the state directory untouched.
 pub fn apply_bundle(baked_root: &TrustRoot, state_dir: &Path, source: &Path, at: JudgedAt, events: &mut EventLog) -> Result<Verified> {
@@ -50,7 +66,7 @@ pub fn apply_bytes(baked_root: &TrustRoot, state_dir: &Path, source: &str, bytes
     let now = at.now;
     let outcome = verify_bytes(baked_root, state_dir, &bytes, at).and_then(|(verified, previous_root_version)| {
         vault_io::write_atomic(&state_dir.join(ACCEPTED_BUNDLE_FILE), &bytes, 0o600)?;
-        vault_io::write_atomic(&state_dir.join(STATE_FILE), &verified.new_state.to_bytes(), 0o600)?;
+        save_state(state_dir, &verified.new_state)?;
         Ok((verified, previous_root_version))
     });
     // Said only once it is true: accepted means verified and durable.
@@ -110,16 +126,18 @@ pub fn load_accepted(baked_root: &TrustRoot, state_dir: &Path) -> Result<Option<
     bundle::reverify_accepted(&bytes, baked_root, &state).map(Some).map_err(|source| GatekeeperError::PolicyDropped { version: state.accepted_version, source })
 }
 
-/// Verifies order bytes read once (from a stick, or a file) against the root in force and the
-/// vault's order state and, if they pass, records the new order state. Every outcome is an
+/// Verifies order bytes read once (from a stick, or a file) against the root in force, the
+/// vault's order state and the snapshots of the store at `dirs.1` and, if they pass, records
+/// the new order state in the state directory `dirs.0`. Every outcome is an
 /// event (`order_accepted` once durable, or `order_refused`); a refusal changes nothing.
-pub fn apply_order(baked_root: &TrustRoot, state_dir: &Path, source: &str, bytes: &[u8], at: JudgedAt, events: &mut EventLog) -> Result<vault_core::policy::orders::Accepted> {
+pub fn apply_order(baked_root: &TrustRoot, dirs: (&Path, Option<&Path>), source: &str, bytes: &[u8], at: JudgedAt, events: &mut EventLog) -> Result<vault_core::policy::orders::Accepted> {
+    let (state_dir, store) = dirs;
     let outcome = (|| -> Result<vault_core::policy::orders::Accepted> {
         let mut state = load_state(state_dir)?;
         let root = state.current_root(baked_root)?;
-        let accepted = vault_core::policy::orders::verify(bytes, &root, &state.orders, at, state.time_floor)?;
+        let accepted = vault_core::policy::orders::verify(bytes, &root, &state.orders, at, state.time_floor, &StoreSnapshots(store))?;
         state.orders = accepted.state.clone();
-        vault_io::write_atomic(&state_dir.join(STATE_FILE), &state.to_bytes(), 0o600)?;
+        save_state(state_dir, &state)?;
         Ok(accepted)
     })();
     match &outcome {
@@ -163,7 +181,7 @@ pub fn carry_out_exports(
         if carried.rotated {
             state.last_rotation = Some(now);
         }
-        vault_io::write_atomic(&state_dir.join(STATE_FILE), &state.to_bytes(), 0o600)?;
+        save_state(state_dir, &state)?;
     }
     let mut failed = None;
     for event in &carried.events {

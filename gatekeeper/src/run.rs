@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use vault_core::link::egress::EgressRule;
 use vault_core::link::gate::{Gate, Sighting};
-use vault_core::policy::state::STATE_FILE;
 use vault_core::policy::{Network, NicSelector, Policy};
 
 use crate::daemon::{Driver, Inputs, LinkOps, Recheck, StateDone, StateJob, SystemClock};
@@ -181,7 +180,7 @@ impl LinkOps for RtVaultLink {
 /// (read, raise, write atomically) and bundles from sticks (verified against the baked root,
 /// persisted, the outcome on the console), in the order they come. Its results come back to
 /// the loop as [`StateDone`].
-fn start_state_writer(root_path: PathBuf, state_dir: PathBuf, mut events: EventLog) -> std::io::Result<(std::sync::mpsc::Sender<StateJob>, mpsc::Receiver<StateDone>)> {
+fn start_state_writer(root_path: PathBuf, state_dir: PathBuf, store_dir: Option<PathBuf>, mut events: EventLog) -> std::io::Result<(std::sync::mpsc::Sender<StateJob>, mpsc::Receiver<StateDone>)> {
     let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<StateJob>();
     let (done_tx, done_rx) = mpsc::channel(16);
     std::thread::Builder::new().name("state-writer".into()).spawn(move || {
@@ -190,13 +189,13 @@ fn start_state_writer(root_path: PathBuf, state_dir: PathBuf, mut events: EventL
             let update = |change: &mut dyn FnMut(&mut vault_core::policy::state::VaultState)| -> Result<vault_core::policy::state::VaultState> {
                 let mut state = policy_store::load_state(&state_dir)?;
                 change(&mut state);
-                vault_io::write_atomic(&state_dir.join(STATE_FILE), &state.to_bytes(), 0o600)?;
+                policy_store::save_state(&state_dir, &state)?;
                 Ok(state)
             };
             let done = match job {
                 StateJob::Floor(floor) => StateDone::Floor { floor, result: update(&mut |state| state.observe_time(floor)).map(|_| ()).map_err(|e| e.to_string()) },
                 StateJob::Order { source, bytes, at } => {
-                    let applied = policy_store::load_root(&root_path).and_then(|root| policy_store::apply_order(&root, &state_dir, &source, &bytes, at, &mut events));
+                    let applied = policy_store::load_root(&root_path).and_then(|root| policy_store::apply_order(&root, (&state_dir, store_dir.as_deref()), &source, &bytes, at, &mut events));
                     StateDone::Orders(applied.ok().map(|accepted| accepted.state))
                 }
                 StateJob::PurgesDone { executed, lapsed } => {
@@ -333,8 +332,8 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
     }
 
     let (reports_tx, reports_rx) = mpsc::channel(64);
-    let (state_jobs, state_rx) =
-        start_state_writer(root_path.to_path_buf(), state_dir.to_path_buf(), events.sibling()).map_err(|source| crate::error::GatekeeperError::Io { what: "state writer thread", source })?;
+    let (state_jobs, state_rx) = start_state_writer(root_path.to_path_buf(), state_dir.to_path_buf(), store_dir.clone(), events.sibling())
+        .map_err(|source| crate::error::GatekeeperError::Io { what: "state writer thread", source })?;
     let mut driver = Driver::new(Gate::new(state.time_floor).built_at(crate::daemon::build_time()), link, SystemClock, services.server, reports_tx);
     driver.store = services.store;
     driver.maintenance = services.maintenance;

@@ -27,6 +27,8 @@ impl Admins {
             init.arg("--admin").arg(dir.path().join(format!("{admin}.pub")));
         }
         run(&mut init);
+        // The vault's store has the one snapshot the holds name.
+        std::fs::create_dir_all(dir.path().join("store/snapshots").join(SNAPSHOT)).unwrap();
         Admins { dir }
     }
 
@@ -46,7 +48,17 @@ impl Admins {
 
     /// `gatekeeper apply-order`: its exit, and the event it printed.
     fn apply(&self, order: &Path) -> (bool, serde_json::Value) {
-        let out = Command::new(env!("CARGO_BIN_EXE_gatekeeper")).arg("--root").arg(self.root()).arg("--state").arg(self.dir.path().join("state")).arg("apply-order").arg(order).output().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_gatekeeper"))
+            .arg("--root")
+            .arg(self.root())
+            .arg("--state")
+            .arg(self.dir.path().join("state"))
+            .arg("--store")
+            .arg(self.dir.path().join("store"))
+            .arg("apply-order")
+            .arg(order)
+            .output()
+            .unwrap();
         let event = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).next_back().expect("an event");
         (out.status.success(), event)
     }
@@ -123,4 +135,29 @@ fn one_admin_holds_the_quorum_purges_after_the_cooling_off_and_one_admin_vetoes(
     let (ok, _) = admins.apply(&stranger);
     assert!(!ok);
     assert_eq!(admins.state(), before);
+}
+
+/// One admin key (below the threshold) tries to grow the vault's state with holds on made-up
+/// snapshot ids (review finding 2): each is refused, naming the snapshot, and the state stays
+/// one the vault reads back.
+#[test]
+fn one_admin_cannot_hold_made_up_snapshots_or_grow_the_state_past_what_loads() {
+    let admins = Admins::new();
+    let made_up: Vec<String> = (0..1000).map(|i| format!("20261120T010000Z-pg-{i:08x}")).collect();
+    for serial in 1..=5 {
+        let mut args = vec!["--kind".to_string(), "hold".into(), "--serial".into(), serial.to_string(), "--reason".into(), "grow the state".into()];
+        for id in &made_up {
+            args.extend(["--snapshot".to_string(), id.clone()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, event) = admins.apply(&admins.order(&format!("grow{serial}"), &args, &["carol"]));
+        assert!(!ok, "{event}");
+        assert!(event["reason"].as_str().unwrap().contains("the vault has no snapshot `20261120T010000Z-pg-00000000`"), "{event}");
+    }
+    assert!(!admins.dir.path().join("state/state.json").exists(), "nothing refused was written");
+    // The real one is held, and the state loads.
+    let (ok, event) = admins.apply(&admins.order("hold", &["--kind", "hold", "--serial", "6", "--snapshot", SNAPSHOT, "--reason", "legal hold"], &["carol"]));
+    assert!(ok, "{event}");
+    let status = Command::new(env!("CARGO_BIN_EXE_gatekeeper")).arg("--root").arg(admins.root()).arg("--state").arg(admins.dir.path().join("state")).arg("status").output().unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
 }

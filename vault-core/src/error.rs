@@ -73,6 +73,8 @@ pub enum PolicyError {
     RotationVault { found: String, vault: String },
     #[error("rollback: version {version} <= accepted {accepted}")]
     Rollback { version: u64, accepted: u64 },
+    #[error("version {version} leaps too far: the accepted version is {accepted}, and a new one may be at most {highest} (2^32 above it), so that no version can freeze the ones after it; sign it with a version in that range")]
+    VersionLeap { version: u64, accepted: u64, highest: u64 },
     #[error("expired: bundle expired at {expires}, vault time is {now}")]
     Expired { expires: Timestamp, now: Timestamp },
     #[error("issued in the future: issued {issued}, vault time is {now} (tolerance {tolerance_secs}s)")]
@@ -81,6 +83,8 @@ pub enum PolicyError {
     CapExceeded { what: String, value: String, cap: String },
     #[error("rollback: {kind} order serial {serial} <= accepted {accepted}; sign a new {kind} order with a serial above {accepted}")]
     OrderRollback { kind: &'static str, serial: u64, accepted: u64 },
+    #[error("{kind} order serial {serial} leaps too far: the last accepted is {accepted}, and a new one may be at most {highest} (2^32 above it), so that no serial can freeze the ones after it; sign it with a serial in that range")]
+    OrderSerialLeap { kind: &'static str, serial: u64, accepted: u64, highest: u64 },
     #[error("pusher `{pusher}` keeps snapshots for {retain}, shorter than the trust root's min_retain {min_retain}: raise its `retain` (the root's floor can only be lowered by rotating the root)")]
     RetainBelowMinimum { pusher: String, retain: String, min_retain: String },
     #[error("pusher `{pusher}` uses admin key `{admin}`: admin keys may not push")]

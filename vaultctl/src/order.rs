@@ -184,7 +184,7 @@ pub fn verify_offline(bytes: &[u8], root: &TrustRoot, at: JudgedAt) -> vault_cor
         let blank = String::new;
         state.pending_purges.push(PendingPurge { id: vetoed, snapshots: vec![], datasets: vec![], reason: blank(), signers: vec![], accepted_at: blank(), executes_at: blank(), expires: blank() });
     }
-    orders::verify(bytes, root, &state, at, Timestamp::EPOCH).map(|_| ())
+    orders::verify(bytes, root, &state, at, Timestamp::EPOCH, &orders::AnySnapshot).map(|_| ())
 }
 
 fn show(order: &Path, json: bool) -> Result<()> {

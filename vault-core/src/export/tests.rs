@@ -74,16 +74,16 @@ fn an_export_order_needs_the_roots_export_threshold_and_waits_for_its_medium() {
     root.export_threshold = 2;
     let judged = JudgedAt::trusted(at("2026-11-25T10:00:00Z"));
     let doc = export_doc(1, &root);
-    let err = orders::verify(&signed(&doc, &[1]), &root, &OrderState::default(), judged, Timestamp::EPOCH).unwrap_err().to_string();
+    let err = orders::verify(&signed(&doc, &[1]), &root, &OrderState::default(), judged, Timestamp::EPOCH, &orders::AnySnapshot).unwrap_err().to_string();
     assert!(err.contains("threshold not met for a export order under root v1: 1 valid signature(s) from distinct admin keys, need 2"), "{err}");
     // Two of three: less than a purge needs, what the root says an export needs.
-    let accepted = orders::verify(&signed(&doc, &[1, 3]), &root, &OrderState::default(), judged, Timestamp::EPOCH).unwrap();
+    let accepted = orders::verify(&signed(&doc, &[1, 3]), &root, &OrderState::default(), judged, Timestamp::EPOCH, &orders::AnySnapshot).unwrap();
     assert_eq!(accepted.kind, OrderKind::Export);
     assert_eq!(accepted.state.pending_exports.len(), 1);
     let pending = &accepted.state.pending_exports[0];
     assert_eq!((pending.id.as_str(), &pending.export, pending.signers.len()), (accepted.id.as_str(), &spec(), 2));
     // Replayed: its own serial floor.
-    let err = orders::verify(&signed(&doc, &[1, 3]), &root, &accepted.state, judged, Timestamp::EPOCH).unwrap_err();
+    let err = orders::verify(&signed(&doc, &[1, 3]), &root, &accepted.state, judged, Timestamp::EPOCH, &orders::AnySnapshot).unwrap_err();
     assert!(matches!(err, Error::Policy(PolicyError::OrderRollback { kind: "export", serial: 1, accepted: 1 })), "{err}");
 
     let (due, state) = exports_for(&accepted.state, MEDIUM, at("2026-12-01T00:00:00Z"));
@@ -100,7 +100,7 @@ fn export_fields_are_checked_by_name() {
     let refuse = |change: &dyn Fn(&mut OrderDoc), expect: &str| {
         let mut doc = export_doc(1, &root);
         change(&mut doc);
-        let err = orders::verify(&signed(&doc, &[1]), &root, &OrderState::default(), JudgedAt::trusted(at("2026-11-25T10:00:00Z")), Timestamp::EPOCH).unwrap_err().to_string();
+        let err = orders::verify(&signed(&doc, &[1]), &root, &OrderState::default(), JudgedAt::trusted(at("2026-11-25T10:00:00Z")), Timestamp::EPOCH, &orders::AnySnapshot).unwrap_err().to_string();
         assert!(err.contains(expect), "expected `{expect}` in: {err}");
     };
     refuse(&|d| d.export = None, "an export order says onto which medium");

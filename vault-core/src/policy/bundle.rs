@@ -282,6 +282,16 @@ pub struct Verified {
     pub new_state: VaultState,
 }
 
+/// The most a policy version or an order serial may rise above the last accepted one. They
+/// need only rise, but one at the top of the range would refuse every honest bundle or order
+/// after it (a root rotation too); 2^32 leaves room for numbers made from dates or Unix times.
+pub const MAX_RISE: u64 = 1 << 32;
+
+/// The highest version or serial accepted after `accepted`.
+pub fn highest_next(accepted: u64) -> u64 {
+    accepted.saturating_add(MAX_RISE)
+}
+
 /// Verifies a bundle read once into memory. `baked_root` is the image's root; `state` may
 /// hold a newer, rotated one. `now` is the vault's clock.
 pub fn verify(bundle: &[u8], baked_root: &TrustRoot, state: &VaultState, at: JudgedAt) -> Result<Verified> {
@@ -316,8 +326,12 @@ pub fn verify(bundle: &[u8], baked_root: &TrustRoot, state: &VaultState, at: Jud
     };
     let rotated = next_root.version != state.current_root(baked_root)?.version;
 
+    let highest = highest_next(state.accepted_version);
     if policy.version <= state.accepted_version {
         return Err(Error::Policy(PolicyError::Rollback { version: policy.version, accepted: state.accepted_version }));
+    }
+    if policy.version > highest {
+        return Err(Error::Policy(PolicyError::VersionLeap { version: policy.version, accepted: state.accepted_version, highest }));
     }
     // A distrusted clock counts for nothing: the floor is the vault's time.
     let vault_now = if at.clock_trusted { at.now.max(state.time_floor) } else { state.time_floor };

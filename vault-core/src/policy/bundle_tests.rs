@@ -155,6 +155,18 @@ fn rollback_is_refused() {
 }
 
 #[test]
+fn a_version_may_not_leap_so_far_that_it_freezes_every_later_bundle() {
+    // A coerced quorum's version u64::MAX would make every later bundle, a root rotation
+    // included, a rollback: it is refused, and a leap of exactly 2^32 is not.
+    let state = VaultState { accepted_version: 5, ..VaultState::default() };
+    let err = verify(&bundle(with_policy(|p| p.version = u64::MAX), &[1, 2]), &root(), &state, JudgedAt::trusted(now())).unwrap_err();
+    assert_eq!(err, Error::Policy(PolicyError::VersionLeap { version: u64::MAX, accepted: 5, highest: 5 + (1 << 32) }));
+    assert!(err.to_string().contains("may be at most 4294967301"), "{err}");
+    let verified = verify(&bundle(with_policy(|p| p.version = 5 + (1 << 32)), &[1, 2]), &root(), &state, JudgedAt::trusted(now())).unwrap();
+    assert_eq!(verified.new_state.accepted_version, 5 + (1 << 32));
+}
+
+#[test]
 fn an_expired_bundle_is_refused() {
     let late = Timestamp::parse("2027-02-01T00:00:00Z").unwrap();
     let err = verify(&bundle(policy(), &[1, 2]), &root(), &VaultState::default(), JudgedAt::trusted(late)).unwrap_err();

@@ -31,7 +31,7 @@ use crate::error::PolicyError;
 use crate::error::{Error, Result};
 use crate::keys::hex;
 use crate::lifecycle::retention::Holds;
-use crate::policy::bundle::{require_signers, Envelope, JudgedAt, CLOCK_PLAUSIBLE_AHEAD_SECS, CLOCK_TOLERANCE_SECS};
+use crate::policy::bundle::{highest_next, require_signers, Envelope, JudgedAt, CLOCK_PLAUSIBLE_AHEAD_SECS, CLOCK_TOLERANCE_SECS};
 use crate::policy::root::TrustRoot;
 use crate::units::Timestamp;
 
@@ -44,6 +44,13 @@ pub const MAX_ORDER_DATASETS: usize = 64;
 pub const MAX_REASON_CHARS: usize = 500;
 /// Purges waiting at once (more are refused until some execute, expire or are vetoed).
 pub const MAX_PENDING_PURGES: usize = 64;
+/// Snapshots and datasets held by orders at once. A hold needs one admin key: without a bound,
+/// one key could grow the vault's state past what it reads back.
+pub const MAX_HELD_SNAPSHOTS: usize = 1000;
+pub const MAX_HELD_DATASETS: usize = 256;
+/// The encoded order state at most (holds, waiting purges and exports, suspects): with the
+/// rest of the vault's state it stays below [`crate::policy::state::MAX_STATE_BYTES`].
+pub const MAX_ORDER_STATE_BYTES: usize = 160 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -343,9 +350,26 @@ pub struct Accepted {
     pub executes_at: Option<Timestamp>,
 }
 
+/// Whether a snapshot id names a sealed snapshot of this vault: a hold may name only those
+/// (ids are the vault's own, never predictable, so one not there now never will be).
+pub trait SnapshotInventory {
+    fn has_snapshot(&self, id: &str) -> bool;
+}
+
+/// For checks made away from the vault (`vaultctl order check`), which cannot know: every
+/// snapshot is taken to exist, and the vault checks again when the order arrives.
+pub struct AnySnapshot;
+
+impl SnapshotInventory for AnySnapshot {
+    fn has_snapshot(&self, _id: &str) -> bool {
+        true
+    }
+}
+
 /// Verifies an order read once into memory against the root in force and the vault's order
 /// state, and applies it: checks in the order a bundle's are made, stopping at the first.
-pub fn verify(bytes: &[u8], root: &TrustRoot, state: &OrderState, at: JudgedAt, time_floor: Timestamp) -> Result<Accepted> {
+/// Holds may name only snapshots `inventory` has.
+pub fn verify(bytes: &[u8], root: &TrustRoot, state: &OrderState, at: JudgedAt, time_floor: Timestamp, inventory: &impl SnapshotInventory) -> Result<Accepted> {
     let envelope = Envelope::from_bytes_of(bytes, ORDER_PAYLOAD_TYPE)?;
     let payload = envelope.payload_bytes()?;
     // Who signed is counted before the payload is parsed; how many it takes depends on the
@@ -360,9 +384,18 @@ pub fn verify(bytes: &[u8], root: &TrustRoot, state: &OrderState, at: JudgedAt, 
     if order.doc.signed_for_root != root.digest() {
         return Err(Error::Policy(PolicyError::WrongTrustRoot { bundle: order.doc.signed_for_root, vault: root.digest() }));
     }
+    // A veto is not held to the serial floor: it names one purge by the hash of its payload,
+    // and every purge's payload is new (purge serials rise), so a replayed veto can only cancel
+    // the purge it was signed for. A veto is then never refused for a serial spent before.
     let floor = state.serials.get(&kind).copied().unwrap_or(0);
-    if order.doc.serial <= floor {
-        return Err(Error::Policy(PolicyError::OrderRollback { kind: kind.name(), serial: order.doc.serial, accepted: floor }));
+    if kind != OrderKind::Veto {
+        let (serial, highest) = (order.doc.serial, highest_next(floor));
+        if serial <= floor {
+            return Err(Error::Policy(PolicyError::OrderRollback { kind: kind.name(), serial, accepted: floor }));
+        }
+        if serial > highest {
+            return Err(Error::Policy(PolicyError::OrderSerialLeap { kind: kind.name(), serial, accepted: floor, highest }));
+        }
     }
     let now = if at.clock_trusted { at.now.max(time_floor) } else { time_floor };
     if order.expires <= now {
@@ -374,12 +407,28 @@ pub fn verify(bytes: &[u8], root: &TrustRoot, state: &OrderState, at: JudgedAt, 
     }
     let id = hex(ring::digest::digest(&ring::digest::SHA256, &payload).as_ref());
     let mut next = state.clone();
-    next.serials.insert(kind, order.doc.serial);
+    if kind != OrderKind::Veto {
+        next.serials.insert(kind, order.doc.serial);
+    }
     let mut executes_at = None;
     match kind {
         OrderKind::Hold => {
+            if let Some(missing) = order.doc.snapshots.iter().find(|id| !inventory.has_snapshot(id)) {
+                return Err(Error::InvalidField {
+                    field: "snapshots".into(),
+                    reason: format!("the vault has no snapshot `{missing}`: a hold names sealed snapshots (the console's snapshot lines and the receipts give their ids), or datasets"),
+                });
+            }
             next.held_snapshots.extend(order.doc.snapshots.iter().cloned());
             next.held_datasets.extend(order.doc.datasets.iter().cloned());
+            for (field, held, limit) in [("snapshots", next.held_snapshots.len(), MAX_HELD_SNAPSHOTS), ("datasets", next.held_datasets.len(), MAX_HELD_DATASETS)] {
+                if held > limit {
+                    return Err(Error::InvalidField {
+                        field: field.into(),
+                        reason: format!("the hold would make {held} held {field}, at most {limit}: hold whole datasets instead of their snapshots, or have the quorum release holds no longer needed"),
+                    });
+                }
+            }
         }
         OrderKind::Release => {
             for id in &order.doc.snapshots {
@@ -439,6 +488,15 @@ pub fn verify(bytes: &[u8], root: &TrustRoot, state: &OrderState, at: JudgedAt, 
                 return Err(Error::InvalidField { field: "vetoes".into(), reason: format!("no purge order {vetoed} is waiting (it executed, lapsed or was vetoed already)") });
             }
         }
+    }
+    let encoded = canonical::encode(&next).len();
+    if encoded > MAX_ORDER_STATE_BYTES {
+        return Err(Error::InvalidField {
+            field: kind.name().into(),
+            reason: format!(
+                "accepting it would make the vault's order state {encoded} bytes, at most {MAX_ORDER_STATE_BYTES}: name fewer snapshots (datasets instead), or wait until waiting purges and exports are done or released holds free room"
+            ),
+        });
     }
     Ok(Accepted { kind, id, signers, reason: order.doc.reason, state: next, executes_at })
 }

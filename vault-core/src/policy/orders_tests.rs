@@ -43,7 +43,16 @@ fn signed(doc: &OrderDoc, seeds: &[u8]) -> Vec<u8> {
 }
 
 fn judge(bytes: &[u8], state: &OrderState) -> Result<Accepted> {
-    verify(bytes, &root(), state, JudgedAt::trusted(now()), Timestamp::EPOCH)
+    verify(bytes, &root(), state, JudgedAt::trusted(now()), Timestamp::EPOCH, &AnySnapshot)
+}
+
+/// A vault that has exactly these snapshots.
+struct Has(BTreeSet<String>);
+
+impl SnapshotInventory for Has {
+    fn has_snapshot(&self, id: &str) -> bool {
+        self.0.contains(id)
+    }
 }
 
 #[test]
@@ -171,9 +180,93 @@ fn an_admin_with_a_security_key_signs_orders_in_the_orders_namespace() {
         envelope.add_sshsig(&ssh_sign(4, &security_key(4), namespace, "sha256", &payload, FLAG_USER_PRESENT)).unwrap();
         envelope.to_bytes()
     };
-    let accepted = verify(&sign(ORDER_SIGNING_CONTEXT), &root, &OrderState::default(), JudgedAt::trusted(now()), Timestamp::EPOCH).unwrap();
+    let accepted = verify(&sign(ORDER_SIGNING_CONTEXT), &root, &OrderState::default(), JudgedAt::trusted(now()), Timestamp::EPOCH, &AnySnapshot).unwrap();
     assert_eq!(accepted.signers, vec!["admin1".to_string(), "carol".to_string()]);
     // A signature made for a policy bundle's namespace does not carry over to an order.
-    let err = verify(&sign(crate::policy::bundle::SSH_NAMESPACE), &root, &OrderState::default(), JudgedAt::trusted(now()), Timestamp::EPOCH).unwrap_err().to_string();
+    let err = verify(&sign(crate::policy::bundle::SSH_NAMESPACE), &root, &OrderState::default(), JudgedAt::trusted(now()), Timestamp::EPOCH, &AnySnapshot).unwrap_err().to_string();
     assert!(err.contains("admin `carol`: signed in namespace `airgap-vault/policy-bundle/v1`"), "{err}");
+}
+
+#[test]
+fn a_hold_names_only_snapshots_the_vault_has_and_holds_are_bounded() {
+    let held = "20261120T010000Z-pg-1a2b3c4d".to_string();
+    let vault = Has(BTreeSet::from([held.clone()]));
+    let judge_on = |bytes: &[u8], state: &OrderState| verify(bytes, &root(), state, JudgedAt::trusted(now()), Timestamp::EPOCH, &vault);
+    assert!(judge_on(&signed(&doc(OrderKind::Hold, 1), &[1]), &OrderState::default()).is_ok());
+    let mut made_up = doc(OrderKind::Hold, 1);
+    made_up.snapshots = vec![held.clone(), "20261120T010000Z-pg-00000000".into()];
+    let err = judge_on(&signed(&made_up, &[1]), &OrderState::default()).unwrap_err().to_string();
+    assert!(err.contains("the vault has no snapshot `20261120T010000Z-pg-00000000`"), "{err}");
+    // Held snapshots and datasets stop at their bounds, whatever the orders' serials.
+    let state = OrderState { held_snapshots: (0..MAX_HELD_SNAPSHOTS).map(|i| format!("20261120T010000Z-pg-{i:08x}")).collect(), ..OrderState::default() };
+    let err = judge(&signed(&doc(OrderKind::Hold, 1), &[1]), &state).unwrap_err().to_string();
+    assert!(err.contains(&format!("the hold would make {} held snapshots, at most {MAX_HELD_SNAPSHOTS}", MAX_HELD_SNAPSHOTS + 1)), "{err}");
+    let mut datasets = doc(OrderKind::Hold, 1);
+    datasets.snapshots.clear();
+    datasets.datasets = (0..MAX_ORDER_DATASETS).map(|i| DatasetDoc { pusher: "db01".into(), dataset: format!("d{i}") }).collect();
+    let mut state = OrderState::default();
+    for serial in 1..=u64::try_from(MAX_HELD_DATASETS / MAX_ORDER_DATASETS).unwrap() {
+        datasets.serial = serial;
+        datasets.datasets.iter_mut().for_each(|d| d.pusher = format!("db{serial:02}"));
+        state = judge(&signed(&datasets, &[1]), &state).unwrap().state;
+    }
+    datasets.serial += 1;
+    datasets.datasets.iter_mut().for_each(|d| d.pusher = "db99".into());
+    let err = judge(&signed(&datasets, &[1]), &state).unwrap_err().to_string();
+    assert!(err.contains(&format!("held datasets, at most {MAX_HELD_DATASETS}")), "{err}");
+    // What the quorum lifts makes room again.
+    let mut release = doc(OrderKind::Release, 1);
+    release.snapshots.clear();
+    release.datasets = state.held_datasets.iter().take(MAX_ORDER_DATASETS).cloned().collect();
+    let state = judge(&signed(&release, &[1, 2]), &state).unwrap().state;
+    assert!(judge(&signed(&datasets, &[1]), &state).is_ok());
+}
+
+#[test]
+fn the_order_state_stays_below_its_bound_whatever_the_quorum_signs() {
+    // Purges of 1000 snapshots each (the quorum's; up to 64 may wait) until the state is full.
+    let mut purge = doc(OrderKind::Purge, 1);
+    purge.snapshots = (0..MAX_ORDER_SNAPSHOTS).map(|i| format!("20261120T010000Z-some-dataset-{i:08x}")).collect();
+    let mut state = OrderState::default();
+    let err = loop {
+        match judge(&signed(&purge, &[1, 2]), &state) {
+            Ok(accepted) => state = accepted.state,
+            Err(e) => break e.to_string(),
+        }
+        purge.serial += 1;
+        assert!(purge.serial < 64, "the bound is reached before the count of waiting purges");
+    };
+    assert!(err.contains(&format!("at most {MAX_ORDER_STATE_BYTES}")), "{err}");
+    assert!(canonical::encode(&state).len() <= MAX_ORDER_STATE_BYTES);
+}
+
+#[test]
+fn a_serial_may_not_leap_so_far_that_it_freezes_the_orders_after_it() {
+    let err = judge(&signed(&doc(OrderKind::Hold, u64::MAX), &[1]), &OrderState::default()).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "hold order serial 18446744073709551615 leaps too far: the last accepted is 0, and a new one may be at most 4294967296 (2^32 above it), so that no serial can freeze the ones after it; sign it with a serial in that range"
+    );
+    // A serial made from a Unix time is within reach, and the next one after it too.
+    let state = judge(&signed(&doc(OrderKind::Hold, 1_796_000_000), &[1]), &OrderState::default()).unwrap().state;
+    assert!(judge(&signed(&doc(OrderKind::Hold, 1_796_000_000 + (1 << 32)), &[1]), &state).is_ok());
+    assert!(judge(&signed(&doc(OrderKind::Hold, 1_796_000_001 + (1 << 32)), &[1]), &state).is_err());
+}
+
+#[test]
+fn a_veto_is_never_refused_for_a_serial_another_veto_spent() {
+    // A coerced quorum starts a throw-away purge and vetoes it with the highest serial a veto
+    // could have; the next purge can still be vetoed by one honest admin with serial 1.
+    let throw_away = judge(&signed(&doc(OrderKind::Purge, 1), &[1, 2]), &OrderState::default()).unwrap();
+    let mut veto = doc(OrderKind::Veto, u64::MAX);
+    veto.vetoes = Some(throw_away.id.clone());
+    let state = judge(&signed(&veto, &[1]), &throw_away.state).unwrap().state;
+    let real = judge(&signed(&doc(OrderKind::Purge, 2), &[1, 2]), &state).unwrap();
+    let mut honest = doc(OrderKind::Veto, 1);
+    honest.vetoes = Some(real.id.clone());
+    let vetoed = judge(&signed(&honest, &[3]), &real.state).unwrap();
+    assert!(vetoed.state.pending_purges.is_empty());
+    // Replayed, a veto finds nothing to cancel: it names its own purge only.
+    let err = judge(&signed(&honest, &[3]), &vetoed.state).unwrap_err().to_string();
+    assert!(err.contains("no purge order"), "{err}");
 }

@@ -91,6 +91,15 @@ impl VaultState {
         })
     }
 
+    /// [`VaultState::to_bytes`], refused if the daemon could not read it back
+    /// ([`MAX_STATE_BYTES`]): a state that grew too large is never written, so the state
+    /// on disk stays the last one that can be read.
+    pub fn to_bytes_bounded(&self) -> Result<Vec<u8>> {
+        let bytes = self.to_bytes();
+        check_size(bytes.len(), MAX_STATE_BYTES, "vault state")?;
+        Ok(bytes)
+    }
+
     /// The root in force: the newer of the baked one and the rotated one. Two different
     /// roots claiming the same version, or a root for another vault, is a hard error.
     pub fn current_root(&self, baked: &TrustRoot) -> Result<TrustRoot> {
@@ -133,6 +142,16 @@ mod tests {
         assert!(err.to_string().contains("unknown field `x`"), "{err}");
         let huge = vec![b' '; MAX_STATE_BYTES + 1];
         assert!(matches!(VaultState::from_bytes(&huge), Err(Error::TooLarge { .. })));
+    }
+
+    #[test]
+    fn a_state_too_large_to_read_back_is_never_encoded_for_writing() {
+        let mut state = VaultState::default();
+        state.orders.held_snapshots = (0..6000).map(|i| format!("20261120T010000Z-some-long-dataset-name-{i:08x}")).collect();
+        let err = state.to_bytes_bounded().unwrap_err();
+        assert!(matches!(err, Error::TooLarge { what: "vault state", limit: MAX_STATE_BYTES, .. }), "{err}");
+        state.orders.held_snapshots.clear();
+        assert_eq!(VaultState::from_bytes(&state.to_bytes_bounded().unwrap()).unwrap(), state);
     }
 
     #[test]
