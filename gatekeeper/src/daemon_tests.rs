@@ -402,7 +402,7 @@ async fn snapshots_past_their_retention_expire_while_sealed_and_the_newest_stay(
     assert_eq!((runs[0]["expired"].as_u64(), runs[0]["next_due"].as_str()), (Some(15), Some(at(BASE).to_string().as_str())));
     assert_eq!((runs[1]["expired"].as_u64(), runs[1]["next_due"].as_str()), (Some(1), Some(at(BASE + DAY).to_string().as_str())));
     assert_eq!(runs[1]["kept_as_newest"].as_u64(), Some(0));
-    assert_eq!(nightly.left(), 4);
+    assert_eq!(nightly.left(), 3);
     // Each run then collects: the packs only expired nights needed go (night -20's also holds
     // the chunk every night shares, so it stays).
     let removed: u64 = events.iter().filter(|e| e["event"] == "garbage_collected").map(|e| e["packs_removed"].as_u64().unwrap()).sum();
@@ -523,13 +523,15 @@ async fn a_hold_keeps_what_expiry_would_take_and_a_purge_deletes_what_it_names_o
         held_snapshots: [night(-9)].into(),
         pending_purges: vec![PendingPurge {
             id: "a".repeat(64),
-            snapshots: vec![night(-1), night(-9)],
+            // -1 is younger than min_retain, -9 held: only -2 goes.
+            snapshots: vec![night(-1), night(-2), night(-9)],
             datasets: vec![],
             reason: "ticket 4711".into(),
             signers: vec!["alice".into(), "bob".into()],
-            accepted_at: at(BASE - 3 * DAY).to_string(),
+            accepted_at: at(BASE - DAY / 2).to_string(),
             executes_at: at(BASE + 3).to_string(),
             expires: at(BASE + DAY).to_string(),
+            min_retain: Some("36h".into()),
         }],
         ..OrderState::default()
     };
@@ -540,8 +542,12 @@ async fn a_hold_keeps_what_expiry_would_take_and_a_purge_deletes_what_it_names_o
     assert_eq!(expired, [-10, -8, -7, -6, -5, -4].map(night).to_vec(), "the held night and the newest three stay");
     let purged = events.iter().find(|e| e["event"] == "purge_executed").expect("the purge ran once its cooling-off was over");
     assert!(purged["time"].as_str().unwrap() >= at(BASE + 3).to_string().as_str(), "{purged}");
-    assert_eq!(purged["expired"], serde_json::json!([night(-1)]), "{purged}");
+    assert_eq!(purged["expired"], serde_json::json!([night(-2)]), "{purged}");
     assert_eq!(purged["kept_held"], serde_json::json!([night(-9)]), "a hold stops a purge too: {purged}");
+    let kept: Vec<&str> = purged["kept"].as_array().unwrap().iter().map(|k| k.as_str().unwrap()).collect();
+    assert_eq!(kept.len(), 2, "{purged}");
+    assert_eq!(kept[0], format!("{}: held", night(-9)), "{purged}");
+    assert!(kept[1].starts_with(&format!("{}: younger than the root's min_retain", night(-1))), "{purged}");
     assert_eq!(events.iter().filter(|e| e["event"] == "purge_executed").count(), 1);
     assert!(h.driver.orders.pending_purges.is_empty());
     assert_eq!(nightly.left(), 3);
@@ -563,6 +569,7 @@ async fn a_purge_that_lapsed_is_said_once_and_deletes_nothing() {
             accepted_at: at(BASE - 10 * DAY).to_string(),
             executes_at: at(BASE - 7 * DAY).to_string(),
             expires: at(BASE - DAY).to_string(),
+            min_retain: None,
         }],
         ..OrderState::default()
     };

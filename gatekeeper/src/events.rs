@@ -241,14 +241,16 @@ pub enum Event {
         source: String,
         reason: String,
     },
-    /// A purge order's cooling-off ended and it was carried out: the snapshots it deleted, and
-    /// those it could not because a hold covers them.
+    /// A purge order's cooling-off ended and it was carried out: the snapshots it deleted,
+    /// those it could not because a hold covers them, and every one it named that a rule kept
+    /// (`id: rule`: a hold, the root's min_retain, sealed after the order).
     PurgeExecuted {
         order: String,
         reason: String,
         signers: Vec<String>,
         expired: Vec<String>,
         kept_held: Vec<String>,
+        kept: Vec<String>,
     },
     /// An export was written onto a removable medium, read back from it, and made visible
     /// there: what it holds (`missing`: snapshots the order named that were no longer sealed).

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use vault_core::lifecycle::capacity::{self, Level};
-use vault_core::lifecycle::retention::{plan_expiry, Holds, Kept, Retention};
+use vault_core::lifecycle::retention::{plan_expiry, plan_purge, Holds, Kept, PurgeKept, Retention};
 use vault_core::lifecycle::scrub;
 use vault_core::units::Timestamp;
 use vault_store::Store;
@@ -88,7 +88,7 @@ pub fn run(store: &Store, job: &Job, sealed: &AtomicBool) -> LifecycleReport {
             return LifecycleReport { events: vec![alarm], ..LifecycleReport::default() };
         }
     };
-    let (purge_events, purged, purged_ids) = purge(store, &listed.0, &job.purges, &job.holds, sealed);
+    let (purge_events, purged, purged_ids) = purge(store, &listed.0, &job.purges, &job.holds, (now, sealed));
     listed.0.retain(|s| !purged_ids.contains(&s.id));
     let (mut report, expired_ids) = expire(store, &listed, now, job.retention, &job.holds, sealed);
     listed.0.retain(|s| !expired_ids.contains(&s.id));
@@ -144,31 +144,38 @@ pub fn run(store: &Store, job: &Job, sealed: &AtomicBool) -> LifecycleReport {
     report
 }
 
-/// Carries out purge orders whose cooling-off is over: every snapshot they name, or of a
-/// dataset they name, except those a hold covers. Returns the events and the ids of the orders
-/// carried out whole (one stopped by a window stays waiting, and runs again).
-/// Returns the events, the ids of the orders carried out whole, and the snapshots that went.
+/// Carries out purge orders whose cooling-off is over ([`plan_purge`]): what each names, less
+/// what a rule keeps (a hold, the root's `min_retain`, sealed after the order). Returns the
+/// events, the ids of the orders carried out whole (one stopped by a window stays waiting, and
+/// runs again), and the snapshots that went.
 fn purge(
     store: &Store,
     sealed_now: &[vault_core::lifecycle::retention::SealedSnapshot],
     purges: &[vault_core::policy::orders::PendingPurge],
     holds: &Holds,
-    sealed: &AtomicBool,
+    (now, sealed): (Timestamp, &AtomicBool),
 ) -> (Vec<Event>, Vec<String>, Vec<String>) {
     let (mut events, mut done, mut gone_ids) = (Vec::new(), Vec::new(), Vec::new());
     for order in purges {
-        let named: Vec<&vault_core::lifecycle::retention::SealedSnapshot> =
-            sealed_now.iter().filter(|s| order.snapshots.contains(&s.id) || order.datasets.iter().any(|d| d.pusher == s.pusher && d.dataset == s.dataset)).collect();
-        let held = |s: &vault_core::lifecycle::retention::SealedSnapshot| holds.covers(s);
-        let kept_held: Vec<String> = named.iter().filter(|s| held(s)).map(|s| s.id.clone()).collect();
-        let ids: Vec<String> = named.iter().filter(|s| !held(s)).map(|s| s.id.clone()).collect();
+        // Unreadable times or floor: the order is not carried out (fail closed), and says so.
+        let (accepted_at, min_retain) = match (Timestamp::parse(&order.accepted_at), order.min_retain()) {
+            (Ok(accepted_at), Ok(min_retain)) => (accepted_at, min_retain),
+            (Err(why), _) | (_, Err(why)) => {
+                events.push(Event::Alarm { rule: "purge_failed".into(), detail: format!("purge order {}: its record does not read ({why}); nothing was deleted", order.id) });
+                continue;
+            }
+        };
+        let plan = plan_purge(sealed_now, |s| order.names(s), accepted_at, min_retain, now, holds);
+        let ids: Vec<String> = plan.purge.iter().map(|s| s.id.clone()).collect();
+        let kept_held = plan.kept.iter().filter(|(_, why)| matches!(why, PurgeKept::HeldSnapshot | PurgeKept::HeldDataset)).map(|(s, _)| s.id.clone()).collect();
+        let kept = plan.kept.iter().map(|(s, why)| format!("{}: {why}", s.id)).collect();
         match store.expire(&ids, &|| sealed.load(Ordering::SeqCst)) {
             Ok(gone) if !gone.stopped_early => {
                 for (id, why) in &gone.failed {
                     events.push(Event::Alarm { rule: "purge_failed".into(), detail: format!("purge order {}: snapshot `{id}` stays: {why}", order.id) });
                 }
                 gone_ids.extend(gone.expired.iter().cloned());
-                events.push(Event::PurgeExecuted { order: order.id.clone(), reason: order.reason.clone(), signers: order.signers.clone(), expired: gone.expired, kept_held });
+                events.push(Event::PurgeExecuted { order: order.id.clone(), reason: order.reason.clone(), signers: order.signers.clone(), expired: gone.expired, kept_held, kept });
                 done.push(order.id.clone());
             }
             Ok(gone) => gone_ids.extend(gone.expired),

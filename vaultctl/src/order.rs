@@ -182,7 +182,17 @@ pub fn verify_offline(bytes: &[u8], root: &TrustRoot, at: JudgedAt) -> vault_cor
     let mut state = OrderState::default();
     if let Some(vetoed) = Order::from_bytes(&payload).ok().and_then(|order| order.doc.vetoes) {
         let blank = String::new;
-        state.pending_purges.push(PendingPurge { id: vetoed, snapshots: vec![], datasets: vec![], reason: blank(), signers: vec![], accepted_at: blank(), executes_at: blank(), expires: blank() });
+        state.pending_purges.push(PendingPurge {
+            id: vetoed,
+            snapshots: vec![],
+            datasets: vec![],
+            reason: blank(),
+            signers: vec![],
+            accepted_at: blank(),
+            executes_at: blank(),
+            expires: blank(),
+            min_retain: None,
+        });
     }
     orders::verify(bytes, root, &state, at, Timestamp::EPOCH, &orders::AnySnapshot).map(|_| ())
 }

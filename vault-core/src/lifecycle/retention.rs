@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::units::Timestamp;
+use crate::units::{Duration, Timestamp};
 
 /// How many snapshots of each (pusher, dataset) are kept whatever their age, unless a policy
 /// says otherwise.
@@ -168,6 +168,70 @@ pub fn plan_expiry(snapshots: &[SealedSnapshot], now: Timestamp, retention: Rete
     plan
 }
 
+/// Why a snapshot a due purge order names stays.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurgeKept {
+    /// Sealed after the order was accepted: the admins who signed it never saw it.
+    SealedAfterOrder { accepted_at: Timestamp },
+    /// Younger than the trust root's `min_retain`: not even the quorum deletes it sooner.
+    MinRetain { until: Timestamp },
+    /// A hold covers the snapshot.
+    HeldSnapshot,
+    /// A hold covers its (pusher, dataset), or its pusher.
+    HeldDataset,
+}
+
+impl std::fmt::Display for PurgeKept {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PurgeKept::SealedAfterOrder { accepted_at } => write!(f, "sealed after the order was accepted ({accepted_at})"),
+            PurgeKept::MinRetain { until } => write!(f, "younger than the root's min_retain (kept until {until})"),
+            PurgeKept::HeldSnapshot => f.write_str("held"),
+            PurgeKept::HeldDataset => f.write_str("its dataset is held"),
+        }
+    }
+}
+
+/// What one due purge order comes to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PurgePlan {
+    /// Named by the order and not kept: these go, oldest first.
+    pub purge: Vec<SealedSnapshot>,
+    /// Named by the order but kept, with the rule that keeps each, oldest first.
+    pub kept: Vec<(SealedSnapshot, PurgeKept)>,
+}
+
+/// Decides, at vault time `now`, which of the sealed snapshots a purge order takes. It names
+/// snapshots or (pusher, dataset)s (`names`); it takes only those sealed before it was
+/// accepted (a dataset purge is matched when it runs, days later) and older than the root's
+/// `min_retain`, and never a held one. The policy's `keep_last` does not bind it: a purge is
+/// the quorum's explicit order, after a cooling-off any one admin can veto, and decommissions
+/// a dataset whole; the root's `min_retain`, which no policy can lower, does.
+pub fn plan_purge(snapshots: &[SealedSnapshot], names: impl Fn(&SealedSnapshot) -> bool, accepted_at: Timestamp, min_retain: Duration, now: Timestamp, holds: &Holds) -> PurgePlan {
+    let mut plan = PurgePlan::default();
+    for snapshot in snapshots.iter().filter(|s| names(s)) {
+        let until = snapshot.received_at.saturating_add(min_retain);
+        let kept = if snapshot.received_at > accepted_at {
+            Some(PurgeKept::SealedAfterOrder { accepted_at })
+        } else if now < until {
+            Some(PurgeKept::MinRetain { until })
+        } else if holds.snapshots.contains(&snapshot.id) {
+            Some(PurgeKept::HeldSnapshot)
+        } else if holds.covers_dataset(&snapshot.pusher, &snapshot.dataset) {
+            Some(PurgeKept::HeldDataset)
+        } else {
+            None
+        };
+        match kept {
+            Some(why) => plan.kept.push((snapshot.clone(), why)),
+            None => plan.purge.push(snapshot.clone()),
+        }
+    }
+    plan.purge.sort_by(|a, b| (a.received_at, &a.id).cmp(&(b.received_at, &b.id)));
+    plan.kept.sort_by(|(a, _), (b, _)| (a.received_at, &a.id).cmp(&(b.received_at, &b.id)));
+    plan
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,6 +346,44 @@ mod tests {
             // Every snapshot is accounted for exactly once: expired, kept, or not yet due.
             let due = snapshots.iter().filter(|s| at(now) > s.retain_until).count();
             prop_assert_eq!(plan.expire.len() + plan.kept.len(), due);
+        }
+    }
+
+    #[test]
+    fn a_purge_takes_only_what_was_sealed_before_it_and_older_than_min_retain_and_never_a_held_one() {
+        let snapshots: Vec<SealedSnapshot> = (0..10).map(|day| nightly("db", "pg", day, 365)).chain([nightly("db", "etc", 1, 365)]).collect();
+        let holds = Holds { snapshots: ["pg-00002".to_string()].into(), ..Holds::default() };
+        let accepted_at = at(7);
+        let (min_retain, now) = (Duration::from_secs(5 * DAY).unwrap(), at(10));
+        let plan = plan_purge(&snapshots, |s| s.dataset == "pg", accepted_at, min_retain, now, &holds);
+        assert_eq!(ids(&plan.purge), ["pg-00000", "pg-00001", "pg-00003", "pg-00004", "pg-00005"]);
+        let kept: Vec<(String, String)> = plan.kept.iter().map(|(s, why)| (s.id.clone(), why.to_string())).collect();
+        assert_eq!(
+            kept,
+            [
+                ("pg-00002".to_string(), "held".to_string()),
+                ("pg-00006".into(), format!("younger than the root's min_retain (kept until {})", at(11))),
+                ("pg-00007".into(), format!("younger than the root's min_retain (kept until {})", at(12))),
+                ("pg-00008".into(), format!("sealed after the order was accepted ({})", at(7))),
+                ("pg-00009".into(), format!("sealed after the order was accepted ({})", at(7))),
+            ]
+        );
+        // A dataset's newest may go (a decommission), and what the order does not name stays.
+        let plan = plan_purge(&snapshots, |s| s.dataset == "etc", at(9), Duration::ZERO, now, &Holds::default());
+        assert_eq!(ids(&plan.purge), ["etc-00001"]);
+    }
+
+    proptest! {
+        #[test]
+        fn a_purge_never_takes_a_held_snapshot_one_sealed_after_it_or_one_younger_than_min_retain(
+            snapshots in proptest::collection::vec(snapshot_strategy(), 0..60), accepted in 0..400i64, now in 0..500i64, min_days in 0..100i64,
+        ) {
+            let holds = Holds { snapshots: snapshots.iter().step_by(3).map(|s| s.id.clone()).collect(), ..Holds::default() };
+            let plan = plan_purge(&snapshots, |_| true, at(accepted), Duration::from_secs(min_days * DAY).unwrap(), at(now), &holds);
+            prop_assert_eq!(plan.purge.len() + plan.kept.len(), snapshots.len());
+            for gone in &plan.purge {
+                prop_assert!(gone.received_at <= at(accepted) && gone.received_at.saturating_add(Duration::from_secs(min_days * DAY).unwrap()) <= at(now) && !holds.covers(gone));
+            }
         }
     }
 }

@@ -225,6 +225,23 @@ pub struct PendingPurge {
     pub executes_at: String,
     /// Not at or after this: then it lapses, having deleted nothing.
     pub expires: String,
+    /// The root's `min_retain` when it was accepted: nothing younger goes. Absent in purges
+    /// accepted before the rule existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_retain: Option<String>,
+}
+
+impl PendingPurge {
+    /// The root's `min_retain` it carries (zero when absent); `Err` for a value that does not
+    /// parse, and then the purge must not run.
+    pub fn min_retain(&self) -> std::result::Result<crate::units::Duration, String> {
+        self.min_retain.as_deref().map_or(Ok(crate::units::Duration::ZERO), crate::units::Duration::parse)
+    }
+
+    /// Whether it names the snapshot, by id or by its (pusher, dataset).
+    pub fn names(&self, snapshot: &crate::lifecycle::retention::SealedSnapshot) -> bool {
+        self.snapshots.contains(&snapshot.id) || self.datasets.iter().any(|d| d.pusher == snapshot.pusher && d.dataset == snapshot.dataset)
+    }
 }
 
 /// What the vault remembers of orders: the serial floor of each kind, the holds in force, the
@@ -459,6 +476,7 @@ pub fn verify(bytes: &[u8], root: &TrustRoot, state: &OrderState, at: JudgedAt, 
                 accepted_at: now.to_string(),
                 executes_at: at.to_string(),
                 expires: order.expires.to_string(),
+                min_retain: Some(root.caps.min_retain.to_string()),
             });
             executes_at = Some(at);
         }
