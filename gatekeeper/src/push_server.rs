@@ -24,7 +24,7 @@ use vault_core::keys::PublicKey;
 use vault_core::policy::{Policy, Pusher};
 use vault_core::push::chunk::ChunkId;
 use vault_core::push::ingest::{ChunkStep, IngestEnv, IngestSession, SealRequest, Step};
-use vault_core::push::limits::WindowAccount;
+use vault_core::push::limits::{places_per_pusher, Progress, WindowAccount};
 use vault_core::push::protocol::{ClientFrame, Filled, FrameReader, VaultFrame};
 use vault_core::push::receipt::{snapshot_id, Receipt, SignedReceipt};
 use vault_core::push::relay::{credit_cost, FromWorker, InPlace, SessionNo, ToWorker, MAX_FRAMES_IN_CREDIT, MAX_RELAY_FRAME, RELAY_CREDIT};
@@ -105,6 +105,7 @@ impl PushService {
             slots: Arc::new(Semaphore::new(self.limits.max_connections)),
             routes: HashMap::new(),
             peers: HashMap::new(),
+            holding: HashMap::new(),
             tasks: JoinSet::new(),
             reports: reports.clone(),
             relay: worker.to.clone(),
@@ -171,7 +172,9 @@ struct WindowSessions {
     slots: Arc<Semaphore>,
     /// Where each admitted session's relayed input goes.
     routes: HashMap<SessionNo, Route>,
-    peers: HashMap<tokio::task::Id, (SessionNo, SocketAddr)>,
+    peers: HashMap<tokio::task::Id, (SessionNo, SocketAddr, String)>,
+    /// Session places each pusher holds now.
+    holding: HashMap<String, usize>,
     tasks: JoinSet<()>,
     reports: mpsc::Sender<SessionReport>,
     relay: mpsc::Sender<ToWorker>,
@@ -222,12 +225,26 @@ impl WindowSessions {
             self.note(refuse(None, format!("authenticated key {key} is not a pusher of this policy"))).await;
             return Ok(());
         };
-        // A pusher: now it takes a session's place, and the gate counts it.
+        // A pusher: now it takes a session's place, and the gate counts it. One pusher holds
+        // at most its share of the places, so one key cannot keep the others out.
+        let (places, pushers) = (self.service.limits.max_connections, self.window.policy.pushers.len());
+        let share = places_per_pusher(places, pushers);
+        let holding = self.holding.get(&pusher.name).copied().unwrap_or(0);
+        if holding >= share {
+            self.tell(ToWorker::Drop { session })?;
+            let reason = format!(
+                "too many sessions of pusher `{}`: {holding} already in progress, at most {share} (the vault's {places} session places shared by the policy's {pushers} pushers); push again when one has ended",
+                pusher.name
+            );
+            self.note(refuse(Some(pusher.name.clone()), reason)).await;
+            return Ok(());
+        }
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
             self.tell(ToWorker::Drop { session })?;
-            self.note(refuse(Some(pusher.name.clone()), format!("too many sessions: {} already in progress", self.service.limits.max_connections))).await;
+            self.note(refuse(Some(pusher.name.clone()), format!("too many sessions: {places} already in progress"))).await;
             return Ok(());
         };
+        *self.holding.entry(pusher.name.clone()).or_default() += 1;
         self.tell(ToWorker::Admit { session })?;
         let (tx, inbox) = mpsc::channel(INBOX_CAPACITY);
         let credit = Arc::new(CreditInUse::default());
@@ -236,11 +253,12 @@ impl WindowSessions {
         self.note(Event::SessionAccepted { peer: peer.to_string(), pusher: pusher.name.clone() }).await;
         let conn = Conn { session, inbox, relay: self.relay.clone(), credit };
         let (service, window, reports) = (self.service.clone(), self.window.clone(), self.reports.clone());
+        let name = pusher.name.clone();
         let task = self.tasks.spawn(async move {
             let _slot = slot;
             service.run_session(conn, peer, &pusher, &window, reports).await;
         });
-        self.peers.insert(task.id(), (session, peer));
+        self.peers.insert(task.id(), (session, peer, name));
         Ok(())
     }
 
@@ -262,8 +280,11 @@ impl WindowSessions {
 
     /// A session task ended: the gate hears the session end, and the worker drops the connection.
     async fn ended(&mut self, task: tokio::task::Id) -> Result<(), Breach> {
-        let Some((session, peer)) = self.peers.remove(&task) else { return Ok(()) };
+        let Some((session, peer, pusher)) = self.peers.remove(&task) else { return Ok(()) };
         self.routes.remove(&session);
+        if let Some(holding) = self.holding.get_mut(&pusher) {
+            *holding = holding.saturating_sub(1);
+        }
         let _ = self.reports.send(SessionReport::Ended { peer }).await;
         self.tell(ToWorker::Drop { session })
     }
@@ -437,8 +458,10 @@ impl PushService {
         let mut env = Env { store: &self.store, accounts: &window.accounts, pusher: &pusher.name };
         let mut session = IngestSession::start(&pusher.name, pusher.quota.bytes(), &mut env).map_err(Refusal::from)?;
         let mut staging: Option<StagingPack> = None;
+        let (started, mut progress) = (tokio::time::Instant::now(), Progress::default());
         loop {
             let (frame, wire_bytes) = conn.next_frame().await?;
+            progress.on_frame(&pusher.name, started.elapsed(), u64::try_from(wire_bytes).unwrap_or(u64::MAX)).map_err(Refusal::from)?;
             let step = session.on_frame(frame, wire_bytes, &mut env).map_err(Refusal::from)?;
             match step {
                 Step::Reply(reply) => conn.send(reply.encode().map_err(Refusal::from)?).await?,

@@ -600,3 +600,54 @@ fn a_push_killed_mid_way_leaves_nothing_visible() {
     assert_store_unchanged(&rig.store(), &before, "killed push");
     assert_eq!(vaultctl_snapshots(&rig.store(), &rig.vault_key), earlier);
 }
+
+/// Review finding 5: a pusher key in hostile hands held every session place for a whole
+/// window with an empty `have` each half minute. Now one pusher holds at most its share of
+/// the places (4 places, 2 pushers: 2 each), so the other pushes meanwhile, and a session that
+/// sends less than the floor in a minute is closed, naming the rule.
+#[test]
+fn one_pusher_holds_only_its_share_of_the_places_and_a_trickling_session_is_closed() {
+    use vault_core::push::limits::MIN_SESSION_BYTES_PER_MINUTE;
+    let rig = Rig::start("places", vec![("db", "1GiB"), ("files", "1GiB")], &["--max-connections", "4"], None);
+    let mut held: Vec<RawClient<TcpStream>> = (0..2)
+        .map(|_| {
+            let mut client = rig.raw("db");
+            client.begin("trickle", 0);
+            client
+        })
+        .collect();
+    let mark = rig.daemon.mark();
+    let _third = rig.raw("db");
+    let reason = rig.daemon.refusal_after(mark, 5.0);
+    assert!(reason.starts_with("too many sessions of pusher `db`: 2 already in progress, at most 2 (the vault's 4 session places shared by the policy's 2 pushers)"), "{reason}");
+
+    // The other pusher is not kept out.
+    let tree = rig.path("files");
+    random_tree(&tree, 2, 20_000, 0xf11e5);
+    assert_eq!(json_of(&rig.push("files", "files", &tree))["files"], 2);
+
+    // An empty `have` every 20 s keeps the idle deadline away, but not the progress floor.
+    let started = Instant::now();
+    let mut told = Vec::new();
+    while !held.is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(150), "the trickling sessions were not closed");
+        std::thread::sleep(Duration::from_secs(20));
+        held.retain_mut(|client| {
+            client.send(&ClientFrame::Have { ids: vec![] });
+            match client.recv() {
+                Ok(VaultFrame::Need { .. }) => true,
+                Ok(VaultFrame::Refused { reason }) => {
+                    told.push(reason);
+                    false
+                }
+                other => panic!("expected an answer or a refusal, got {other:?}"),
+            }
+        });
+    }
+    assert!(started.elapsed() >= Duration::from_secs(55), "closed before a whole minute: {:?}", started.elapsed());
+    for reason in &told {
+        assert!(reason.starts_with("limit `session_progress`: pusher `db` sent ") && reason.contains(&format!("at least {MIN_SESSION_BYTES_PER_MINUTE} a minute")), "{reason}");
+    }
+    // Its places are free again.
+    assert_eq!(json_of(&rig.push("db", "db", &tree))["files"], 2);
+}

@@ -25,6 +25,53 @@ pub const MAX_SESSIONS_PER_WINDOW: u32 = 16;
 /// directory, its manifest and its receipt.
 pub const INODES_PER_SESSION: u32 = 5;
 
+/// The session places one pusher may hold at once, of `places` shared by `pushers`: an even
+/// share, at least one. Places are few (the daemon's `max_connections`), and one pusher key
+/// in hostile hands must not keep the others out for a whole window.
+pub fn places_per_pusher(places: usize, pushers: usize) -> usize {
+    (places / pushers.max(1)).max(1)
+}
+
+/// The least a session must send per minute (frame bytes, charged to its quota like any):
+/// a session that holds a place must use it. Low, so that a push reading a slow source whose
+/// data the vault has already still passes (a `have` names 128 KiB of data in 32 bytes: this
+/// is 16 MiB of data a minute); what it ends is a session kept alive only by the idle
+/// deadline (an empty `have` every half minute is 80 bytes a minute).
+pub const MIN_SESSION_BYTES_PER_MINUTE: u64 = 4 * 1024;
+
+/// A session's progress, measured minute by minute from its start. Sans clock: the daemon
+/// passes the time since the session started with each frame (frames come at least every idle
+/// deadline, well inside a minute, so every minute is judged).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Start of the minute being counted (since the session started).
+    minute_started: std::time::Duration,
+    bytes_this_minute: u64,
+}
+
+impl Progress {
+    /// A frame of `bytes` arrived `elapsed` after the session started: `Err` if the minute that
+    /// just ended carried less than [`MIN_SESSION_BYTES_PER_MINUTE`].
+    pub fn on_frame(&mut self, pusher: &str, elapsed: std::time::Duration, bytes: u64) -> Result<()> {
+        const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
+        if elapsed.saturating_sub(self.minute_started) >= MINUTE {
+            if self.bytes_this_minute < MIN_SESSION_BYTES_PER_MINUTE {
+                let (sent, since) = (self.bytes_this_minute, elapsed.saturating_sub(self.minute_started).as_secs());
+                return Err(Error::Push(PushError::Limit {
+                    limit: "session_progress",
+                    detail: format!(
+                        "pusher `{pusher}` sent {sent} bytes in the last {since} s of this session, at least {MIN_SESSION_BYTES_PER_MINUTE} a minute: a session holds one of the vault's few places and must use it; push again"
+                    ),
+                }));
+            }
+            self.minute_started = elapsed;
+            self.bytes_this_minute = 0;
+        }
+        self.bytes_this_minute = self.bytes_this_minute.saturating_add(bytes);
+        Ok(())
+    }
+}
+
 /// What one pusher has spent in the current window, shared by its concurrent sessions.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WindowAccount {
@@ -94,6 +141,39 @@ mod tests {
         }
         let err = account.start_session("p").unwrap_err().to_string();
         assert!(err.starts_with("limit `sessions_per_window`: pusher `p` already started 16 sessions"), "{err}");
+    }
+
+    #[test]
+    fn places_are_shared_evenly_and_every_pusher_has_one() {
+        assert_eq!(places_per_pusher(16, 1), 16);
+        assert_eq!(places_per_pusher(16, 3), 5);
+        assert_eq!(places_per_pusher(16, 40), 1);
+        assert_eq!(places_per_pusher(16, 0), 16);
+    }
+
+    #[test]
+    fn a_session_that_trickles_is_refused_once_a_minute_of_it_carried_too_little() {
+        use std::time::Duration;
+        let secs = Duration::from_secs;
+        // An honest session: plenty each minute, however the frames fall.
+        let mut busy = Progress::default();
+        for second in 0..600 {
+            busy.on_frame("p", secs(second), 4096).unwrap();
+        }
+        // An empty `have` (about 40 bytes) every 29 s: the first whole minute ends it.
+        let mut trickle = Progress::default();
+        trickle.on_frame("p", secs(0), 40).unwrap();
+        trickle.on_frame("p", secs(29), 40).unwrap();
+        trickle.on_frame("p", secs(58), 40).unwrap();
+        let err = trickle.on_frame("p", secs(87), 40).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "limit `session_progress`: pusher `p` sent 120 bytes in the last 87 s of this session, at least 4096 a minute: a session holds one of the vault's few places and must use it; push again"
+        );
+        // Exactly the floor in a minute is enough.
+        let mut floor = Progress::default();
+        floor.on_frame("p", secs(1), MIN_SESSION_BYTES_PER_MINUTE).unwrap();
+        floor.on_frame("p", secs(61), 1).unwrap();
     }
 
     #[test]
