@@ -469,7 +469,7 @@ impl PushService {
                     for chunk in chunks {
                         match chunk {
                             ChunkStep::Store { id, data, probe } => self.staging(&mut staging)?.append_probed(id, &data, probe).map_err(Refusal::from)?,
-                            ChunkStep::Proven { id, len, probe } => self.staging(&mut staging)?.prove_probed(id, len, probe).map_err(Refusal::from)?,
+                            ChunkStep::Proven { id, data, probe } => self.staging(&mut staging)?.prove_sent(id, &data, probe).map_err(Refusal::from)?,
                             ChunkStep::AlreadyOwned => {}
                         }
                     }

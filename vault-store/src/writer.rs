@@ -386,8 +386,11 @@ impl Store {
         sync_dir(&staged.path)?;
         observe(SealStep::StagedFiles);
 
-        // 2-4. The pack durable, renamed into place and indexed (the index makes it live).
-        let new_pack = self.publish_pack(&mut pack, (!entries.is_empty()).then_some(&index_bytes[..]), &|step, _| observe(step))?;
+        // 2-4. The pack durable, renamed into place and indexed (the index makes it live). A
+        //    pack of only dead bytes (proven or unnamed chunks) is published all the same, with
+        //    an empty index, for collection to reclaim: the same work as any other commit.
+        let keep = !entries.is_empty() || pack.bytes() > 0;
+        let new_pack = self.publish_pack(&mut pack, keep.then_some(&index_bytes[..]), &|step, _| observe(step))?;
 
         // 5. Every file flagged and fsynced under its final name (the snapshot's files keep
         //    theirs when their directory moves).
@@ -597,7 +600,8 @@ pub(crate) fn sync_dir(path: &Path) -> Result<()> {
 /// A staged chunk record: id, offset in the pack, length (the pack index's entry).
 /// A staged chunk's record: id, offset in the pack, length, probe.
 const RECORD_BYTES: usize = 32 + 8 + 4 + 1;
-/// The offset of a proven chunk's record: its bytes are in a sealed pack already.
+/// The offset of a proven chunk's record: its bytes are in a sealed pack already (the copy
+/// the session sent, if any, is dead bytes in its own pack).
 const PROVEN_OFFSET: u64 = u64::MAX;
 /// The same, for byte counts (44 always fits).
 const RECORD_BYTES_U64: u64 = RECORD_BYTES as u64;
@@ -610,31 +614,46 @@ impl StagingPack {
 
     /// Appends a verified chunk and its record. A full disk is reported as such.
     pub fn append_probed(&mut self, id: ChunkId, data: &[u8], probe: ChunkProbe) -> Result<()> {
-        let len = u32::try_from(data.len()).map_err(|_| StoreError::Corrupt { path: self.path.clone(), reason: format!("chunk of {} bytes", data.len()) })?;
-        self.ensure_room(u64::from(len).saturating_add(RECORD_BYTES_U64))?;
+        let offset = self.offset;
+        self.write_bytes(data)?;
+        self.write_record(id, offset, self.len_of(data)?, probe)
+    }
+
+    /// Records a chunk the store already holds under another pusher, whose bytes this
+    /// session sent and verified: sealing makes it this pusher's too, without a second copy.
+    /// Records only: for tools and tests. The daemon uses [`StagingPack::prove_sent`].
+    pub fn prove(&mut self, id: ChunkId, len: u32) -> Result<()> {
+        self.ensure_room(RECORD_BYTES_U64)?;
+        self.write_record(id, PROVEN_OFFSET, len, ChunkProbe::UNMEASURED)
+    }
+
+    /// [`StagingPack::prove`] for a chunk a pusher sent, with what probing its bytes found.
+    /// The bytes are written to the pack like a stored chunk's and left there dead (not
+    /// indexed; collection reclaims them), so a commit does the same disk work whether or not
+    /// another pusher stored the chunk, and its timing does not tell the pusher which.
+    pub fn prove_sent(&mut self, id: ChunkId, data: &[u8], probe: ChunkProbe) -> Result<()> {
+        self.write_bytes(data)?;
+        self.write_record(id, PROVEN_OFFSET, self.len_of(data)?, probe)
+    }
+
+    fn len_of(&self, data: &[u8]) -> Result<u32> {
+        u32::try_from(data.len()).map_err(|_| StoreError::Corrupt { path: self.path.clone(), reason: format!("chunk of {} bytes", data.len()) })
+    }
+
+    /// Appends chunk bytes to the pack (room for them and their record checked first), and
+    /// hands what was written to writeback every few MiB.
+    fn write_bytes(&mut self, data: &[u8]) -> Result<()> {
+        let len = u64::from(self.len_of(data)?);
+        self.ensure_room(len.saturating_add(RECORD_BYTES_U64))?;
         let file = self.file.as_mut().expect("append before seal");
         file.write_all(data).map_err(|e| io_error(&self.path, e))?;
-        self.write_record(id, self.offset, len, probe)?;
-        self.offset += u64::from(len);
-        let file = self.file.as_mut().expect("append before seal");
+        self.offset += len;
         if self.offset - self.written_back >= WRITEBACK_EVERY {
             file.flush().map_err(|e| io_error(&self.path, e))?;
             start_writeback(file.get_ref(), self.written_back, self.offset - self.written_back);
             self.written_back = self.offset;
         }
         Ok(())
-    }
-
-    /// Records a chunk the store already holds under another pusher, whose bytes this
-    /// session sent and verified: sealing makes it this pusher's too, without a second copy.
-    pub fn prove(&mut self, id: ChunkId, len: u32) -> Result<()> {
-        self.prove_probed(id, len, ChunkProbe::UNMEASURED)
-    }
-
-    /// [`StagingPack::prove`], with what probing its bytes found.
-    pub fn prove_probed(&mut self, id: ChunkId, len: u32, probe: ChunkProbe) -> Result<()> {
-        self.ensure_room(RECORD_BYTES_U64)?;
-        self.write_record(id, PROVEN_OFFSET, len, probe)
     }
 
     fn write_record(&mut self, id: ChunkId, offset: u64, len: u32, probe: ChunkProbe) -> Result<()> {

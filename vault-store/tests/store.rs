@@ -1283,3 +1283,36 @@ fn a_chunk_proven_while_collection_removes_its_pack_is_refused_at_seal() {
     assert!(reader.snapshot_health("b-new").unwrap().is_restorable());
     assert_eq!(reader.read_chunk(&xid).unwrap(), x);
 }
+
+/// Review finding 8: a commit whose chunks were all proven used to write no pack, and its
+/// timing told the pusher another had stored them. The bytes it sent are now sealed as dead
+/// bytes in a pack of the same size (an empty index), which collection reclaims.
+#[test]
+fn a_proven_chunk_costs_the_commit_the_same_pack_as_a_stored_one() {
+    use vault_core::push::signals::ChunkProbe;
+    use vault_core::units::Timestamp;
+    let tmp = TempStore::new();
+    let key = vault_key();
+    let (store, _) = Store::open(&tmp.root()).unwrap();
+    let data = noise(0x8f, 200_000);
+    seal_for(&store, &key, "a", "theirs", &data);
+    let packs_before = pack_stems(&tmp.root());
+    let mut pack = store.begin().unwrap();
+    pack.prove_sent(ChunkId::of(&data), &data, ChunkProbe::UNMEASURED).unwrap();
+    assert_eq!(pack.bytes(), data.len() as u64, "the sent bytes are staged");
+    let (_, bytes) = manifest_for(&[("f", &data)]);
+    store.seal_all(pack, SealInput { snapshot_id: "mine", manifest: &bytes, receipt: &receipt_by(&key, "mine", &bytes, "b"), profile: None }).unwrap();
+    let new: Vec<String> = pack_stems(&tmp.root()).into_iter().filter(|stem| !packs_before.contains(stem)).collect();
+    assert_eq!(new.len(), 1, "a pack is published for the proven chunk too");
+    let packs = tmp.root().join("packs");
+    assert_eq!(std::fs::metadata(packs.join(format!("{}.pack", new[0]))).unwrap().len(), data.len() as u64);
+    assert!(is_immutable(&packs.join(format!("{}.pack", new[0]))).unwrap());
+    // Its index lists nothing: the chunk is read from the first copy, and `b` owns it.
+    assert_eq!(store.owned_len("b", &ChunkId::of(&data)), Some(u32::try_from(data.len()).unwrap()));
+    assert!(StoreReader::open(&tmp.root()).unwrap().snapshot_health("mine").unwrap().is_restorable());
+    // Collection reclaims the dead pack and keeps the live one.
+    let done = store.collect_garbage(Timestamp::from_unix(T0 + 4000 * DAY).unwrap(), std::time::Duration::ZERO, &|| true).unwrap();
+    assert_eq!(done.packs_removed, new, "{done:?}");
+    assert_eq!(pack_stems(&tmp.root()), packs_before);
+    assert_eq!(StoreReader::open(&tmp.root()).unwrap().read_chunk(&ChunkId::of(&data)).unwrap(), data);
+}

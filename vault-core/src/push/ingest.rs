@@ -18,7 +18,9 @@
 //! pusher stored must be sent in full once; its bytes prove the pusher holds the content, it
 //! is recorded as theirs ([`ChunkStep::Proven`]) and not stored twice. So a pusher cannot learn
 //! whether guessed content exists in someone else's backups: every answer it gets (`need`,
-//! the commit's check, the receipt's new bytes) is the same as if it did not.
+//! the commit's check, the receipt's new bytes) is the same as if it did not, and so is the
+//! disk work behind them (a proven chunk's bytes are staged and sealed as dead bytes, so the
+//! commit writes, syncs and publishes a pack of the same size either way).
 
 use crate::canonical::check_identifier;
 use crate::error::PushError;
@@ -98,9 +100,11 @@ pub enum Step {
 pub enum ChunkStep {
     /// New to the store: stage it (bytes and record, with its probe).
     Store { id: ChunkId, data: Vec<u8>, probe: ChunkProbe },
-    /// Another pusher already sealed it, and it was sent in full: stage only its record (no
-    /// bytes, its probe), so that sealing makes it this pusher's too.
-    Proven { id: ChunkId, len: u32, probe: ChunkProbe },
+    /// Another pusher already sealed it, and it was sent in full: stage its record as proven
+    /// (its probe), so that sealing makes it this pusher's too without indexing a second
+    /// copy. The bytes are staged too, as dead bytes, so that the commit costs the disk the
+    /// same as for a new chunk and its timing does not tell the pusher what others stored.
+    Proven { id: ChunkId, data: Vec<u8>, probe: ChunkProbe },
     /// Nothing to do: this pusher already owns it.
     AlreadyOwned,
 }
@@ -252,7 +256,7 @@ impl IngestSession {
         // Probed while the bytes are here: the signals never read a chunk twice.
         let probe = probe_chunk(&data);
         Ok(match env.sealed_len(&id) {
-            Some(len) => ChunkStep::Proven { id, len, probe },
+            Some(_) => ChunkStep::Proven { id, data, probe },
             None => ChunkStep::Store { id, data, probe },
         })
     }
@@ -391,7 +395,7 @@ mod tests {
                     for chunk in steps {
                         match chunk {
                             ChunkStep::Store { id, data, probe } => self.staged.0.push((*id, u32::try_from(data.len()).unwrap(), *probe, false)),
-                            ChunkStep::Proven { id, len, probe } => self.staged.0.push((*id, *len, *probe, true)),
+                            ChunkStep::Proven { id, data, probe } => self.staged.0.push((*id, u32::try_from(data.len()).unwrap(), *probe, true)),
                             ChunkStep::AlreadyOwned => {}
                         }
                     }
@@ -475,7 +479,7 @@ mod tests {
         // Sent in full, it is proven (recorded, not stored again), and counts as new to this
         // pusher in the receipt, the same as a chunk the vault never had.
         let mut s = begun(&mut env);
-        assert_eq!(s.send(chunk(theirs), &mut env).unwrap(), Step::Chunks(vec![ChunkStep::Proven { id: ChunkId::of(theirs), len: u32::try_from(theirs.len()).unwrap(), probe: probe_chunk(theirs) }]));
+        assert_eq!(s.send(chunk(theirs), &mut env).unwrap(), Step::Chunks(vec![ChunkStep::Proven { id: ChunkId::of(theirs), data: theirs.to_vec(), probe: probe_chunk(theirs) }]));
         assert_eq!(s.session.new_chunks, 1, "a proven chunk takes a new-chunk place");
         s.send(ClientFrame::ManifestPart { bytes: manifest_of(&[("mine now", theirs)]) }, &mut env).unwrap();
         let seal = s.commit(&mut env).unwrap();
@@ -519,7 +523,7 @@ mod tests {
             Step::Chunks(vec![
                 ChunkStep::Store { id: ChunkId::of(b"new"), data: b"new".to_vec(), probe: probe_chunk(b"new") },
                 ChunkStep::AlreadyOwned,
-                ChunkStep::Proven { id: ChunkId::of(theirs), len: u32::try_from(theirs.len()).unwrap(), probe: probe_chunk(theirs) },
+                ChunkStep::Proven { id: ChunkId::of(theirs), data: theirs.to_vec(), probe: probe_chunk(theirs) },
             ])
         );
         // The whole frame is charged to the quota; each new chunk takes its own place.
