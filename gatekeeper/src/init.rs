@@ -385,12 +385,18 @@ fn data_partition_doubt(partition_sysfs: &Path, dev: &Path, number: u32) -> Opti
         Ok(_) => return Some(format!("{disk} is removable media")),
         Err(e) => return Some(format!("{disk}: removable flag unreadable ({e})")),
     }
-    let block_size: u32 = std::fs::read_to_string(disk_sysfs.join("queue/logical_block_size")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(512);
-    match gpt_type_of(&dev.join(&disk), number, block_size) {
+    match partition_type(disk_sysfs, &disk, dev, number) {
         Ok(found) if found == vault_core::gpt::VAULT_DATA_TYPE => None,
         Ok(found) => Some(format!("partition type {found}, not the vault's")),
-        Err(e) => Some(format!("GPT of {disk} unreadable: {e}")),
+        Err(e) => Some(e),
     }
+}
+
+/// The GPT type of partition `number` of `disk` (its sysfs directory `disk_sysfs`, its device
+/// under `dev`), read from the disk's primary GPT at the disk's logical block size.
+pub(crate) fn partition_type(disk_sysfs: &Path, disk: &str, dev: &Path, number: u32) -> std::result::Result<vault_core::gpt::Guid, String> {
+    let block_size: u32 = std::fs::read_to_string(disk_sysfs.join("queue/logical_block_size")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(512);
+    gpt_type_of(&dev.join(disk), number, block_size).map_err(|e| format!("GPT of {disk} unreadable: {e}"))
 }
 
 /// Reads partition `number`'s type from the disk's primary GPT: the header, then that entry.
@@ -503,12 +509,12 @@ pub fn halt(reason: &str) -> ! {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// A disk as sysfs and /dev show it: the partition's uevent, the disk's removable flag and
     /// block size, and the disk's first sectors with a GPT whose entry `partn` has `kind`.
-    fn fake_disk(root: &Path, devices: &str, disk: &str, partn: u32, name: &str, kind: vault_core::gpt::Guid, removable: &str) {
+    pub(crate) fn fake_disk(root: &Path, devices: &str, disk: &str, partn: u32, name: &str, kind: vault_core::gpt::Guid, removable: &str) {
         let part = format!("{disk}{partn}");
         let disk_dir = root.join("sys").join(devices).join(disk);
         std::fs::create_dir_all(disk_dir.join(&part)).unwrap();
@@ -516,6 +522,7 @@ mod tests {
         std::fs::write(disk_dir.join("removable"), format!("{removable}\n")).unwrap();
         std::fs::write(disk_dir.join("queue/logical_block_size"), "512\n").unwrap();
         std::fs::write(disk_dir.join(&part).join("uevent"), format!("MAJOR=8\nMINOR=2\nDEVNAME={part}\nDEVTYPE=partition\nPARTN={partn}\nPARTNAME={name}\n")).unwrap();
+        std::fs::write(disk_dir.join(&part).join("partition"), format!("{partn}\n")).unwrap();
         std::fs::create_dir_all(root.join("sys/class/block")).unwrap();
         std::os::unix::fs::symlink(disk_dir.join(&part), root.join("sys/class/block").join(&part)).unwrap();
         let mut image = vec![0u8; 512 * 34];
@@ -537,8 +544,8 @@ mod tests {
     }
 
     const VIRTIO: &str = "devices/pci0000:00/0000:00:04.0/virtio1/block";
-    const USB: &str = "devices/pci0000:00/0000:00:05.0/usb2/2-1/2-1:1.0/host0/target0:0:0/0:0:0:0/block";
-    const LINUX_DATA: vault_core::gpt::Guid = vault_core::gpt::Guid::from_text_form(0x0fc6_3daf, 0x8483, 0x4772, [0x8e, 0x79, 0x3d, 0x69, 0xd8, 0x47, 0x7d, 0xe4]);
+    pub(crate) const USB: &str = "devices/pci0000:00/0000:00:05.0/usb2/2-1/2-1:1.0/host0/target0:0:0/0:0:0:0/block";
+    pub(crate) const LINUX_DATA: vault_core::gpt::Guid = vault_core::gpt::Guid::from_text_form(0x0fc6_3daf, 0x8483, 0x4772, [0x8e, 0x79, 0x3d, 0x69, 0xd8, 0x47, 0x7d, 0xe4]);
 
     fn find(root: &Path) -> std::result::Result<PathBuf, String> {
         find_data_partition(&root.join("sys/class/block"), &root.join("dev"))

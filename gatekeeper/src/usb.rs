@@ -210,7 +210,14 @@ impl Watcher {
                     match read_stick_within(PathBuf::from(&device), mount_point, READ_WITHIN) {
                         Ok(stick) => {
                             if let Some(label) = stick.medium {
-                                reports.push(UsbReport::Medium { device: device.clone(), label });
+                                // Exports are written only to a partition made for them.
+                                match export_partition_doubt(&sysfs, &self.dev) {
+                                    None => reports.push(UsbReport::Medium { device: device.clone(), label }),
+                                    Some(doubt) => reports.push(UsbReport::Unreadable {
+                                        device: device.clone(),
+                                        reason: format!("medium: {doubt}, not the vault's export type {}: refused (make export media with `vaultctl media init`)", vault_core::gpt::VAULT_EXPORT_TYPE),
+                                    }),
+                                }
                             }
                             if let Some(bytes) = stick.bundle {
                                 reports.push(UsbReport::Bundle { device: device.clone(), bytes });
@@ -230,6 +237,22 @@ impl Watcher {
             _ => {}
         }
         reports.into_iter().all(|report| self.to_daemon.blocking_send(report).is_ok())
+    }
+}
+
+/// Why the block device at `sysfs` (a partition's sysfs directory) is not an export medium's
+/// partition, if it is not: a whole disk, or a partition of another GPT type.
+fn export_partition_doubt(sysfs: &Path, dev: &Path) -> Option<String> {
+    let Some(number) = std::fs::read_to_string(sysfs.join("partition")).ok().and_then(|n| n.trim().parse::<u32>().ok()) else {
+        return Some("a filesystem on the whole device, not on a GPT partition".into());
+    };
+    let Some((disk_sysfs, disk)) = sysfs.parent().and_then(|parent| Some((parent, parent.file_name()?.to_string_lossy().to_string()))) else {
+        return Some(format!("no disk above {}", sysfs.display()));
+    };
+    match crate::init::partition_type(disk_sysfs, &disk, dev, number) {
+        Ok(found) if found == vault_core::gpt::VAULT_EXPORT_TYPE => None,
+        Ok(found) => Some(format!("partition type {found}")),
+        Err(e) => Some(e),
     }
 }
 
@@ -436,6 +459,23 @@ mod tests {
         assert!(!is_under_usb("/devices/virtual/block/usbdisk"));
         assert!(!is_under_usb("/devices/pci0000:00/usb/block/sdb"));
         assert!(!is_under_usb("/devices/virtual/block/loop0"));
+    }
+
+    /// Exports go only to a GPT partition of the vault's export type (`vaultctl media init`),
+    /// whatever label file another filesystem carries.
+    #[test]
+    fn an_export_medium_is_a_partition_of_the_export_type() {
+        use crate::init::tests::{fake_disk, LINUX_DATA, USB};
+        let root = tempfile::tempdir().unwrap();
+        let dev = root.path().join("dev");
+        fake_disk(root.path(), USB, "sdb", 1, "vault-export", vault_core::gpt::VAULT_EXPORT_TYPE, "1");
+        let disks = root.path().join("sys").join(USB);
+        assert_eq!(export_partition_doubt(&disks.join("sdb/sdb1"), &dev), None);
+        fake_disk(root.path(), USB, "sdc", 1, "vault-export", LINUX_DATA, "1");
+        assert_eq!(export_partition_doubt(&disks.join("sdc/sdc1"), &dev), Some(format!("partition type {LINUX_DATA}")));
+        // A filesystem on the whole stick has no partition type at all.
+        let doubt = export_partition_doubt(&disks.join("sdc"), &dev).unwrap();
+        assert!(doubt.contains("on the whole device"), "{doubt}");
     }
 
     #[test]
