@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use vault_core::lifecycle::retention::SealedSnapshot;
 
-use crate::immutable::lift_immutable;
+use crate::immutable::with_flags_lifted;
 use crate::owners::Owners;
 use crate::writer::{remove_entry_lifting_flags, sorted_entries, sync_dir};
 use crate::{io_error, Result, Store, StoreError, EXPIRED_DIR, SNAPSHOTS_DIR};
@@ -84,9 +84,8 @@ impl Store {
         if !fs::symlink_metadata(&dir).is_ok_and(|m| m.is_dir()) {
             return Err(StoreError::NoSnapshot { id: id.to_string() });
         }
-        lift_immutable(&dir)?;
         let gone = expired.join(id);
-        fs::rename(&dir, &gone).map_err(|e| io_error(&dir, e))?;
+        with_flags_lifted(&[&dir], || fs::rename(&dir, &gone).map_err(|e| io_error(&dir, e)))?;
         sync_dir(&snapshots)?;
         sync_dir(&expired)?;
         remove_entry_lifting_flags(&gone)?;

@@ -38,7 +38,7 @@ use vault_core::lifecycle::collection::{repack_has_room, worth_repacking};
 use vault_core::push::chunk::ChunkId;
 use vault_core::units::Timestamp;
 
-use crate::immutable::{lift_immutable, make_immutable, Sealing};
+use crate::immutable::{make_immutable, with_flags_lifted, Sealing};
 use crate::index::PackSet;
 use crate::writer::{sorted_entries, sync_dir, SealStep, StagingPack};
 use crate::{io_error, Result, Store, StoreError, PACKS_DIR, SNAPSHOTS_DIR};
@@ -353,9 +353,9 @@ impl Store {
         let index = pack.with_extension("idx");
         let name = stem_of(pack);
         let freed = [pack, &index].iter().map(|p| fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum::<u64>();
-        lift_immutable(pack)?;
-        lift_immutable(&index)?;
-        fs::remove_file(&index).map_err(|e| io_error(&index, e))?;
+        // Both flagged again if the index stays; once it is gone the pack is an orphan, which
+        // the next open removes should its unlink below fail.
+        with_flags_lifted(&[pack, &index], || fs::remove_file(&index).map_err(|e| io_error(&index, e)))?;
         sync_dir(&dir)?;
         observe(GcStep::IndexRemoved, &name);
         fs::remove_file(pack).map_err(|e| io_error(pack, e))?;

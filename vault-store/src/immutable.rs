@@ -101,3 +101,41 @@ pub(crate) fn lift_immutable(path: &Path) -> Result<()> {
         _ => Ok(()),
     }
 }
+
+/// Runs `change` (the rename or unlink of a sealed entry) with the flags of `paths` lifted.
+/// If a lift or the change fails, every path still there gets its flag back before the error
+/// is returned: a step that did not happen never leaves a sealed entry writable until the next
+/// start (the reason is said if a flag cannot be set again).
+pub(crate) fn with_flags_lifted<T>(paths: &[&Path], change: impl FnOnce() -> Result<T>) -> Result<T> {
+    let mut lifted = Vec::new();
+    let outcome = paths.iter().try_for_each(|path| lift_immutable(path).map(|()| lifted.push(*path))).and_then(|()| change());
+    let Err(failed) = outcome else { return outcome };
+    let not_again: Vec<String> =
+        lifted.into_iter().filter(|path| std::fs::symlink_metadata(path).is_ok()).filter_map(|path| make_immutable(path).err().map(|e| format!("{}: {e}", path.display()))).collect();
+    if not_again.is_empty() {
+        return Err(failed);
+    }
+    let why = format!("{failed}; and the immutable flag could not be set again on {} (the next start sets it)", not_again.join(", "));
+    Err(crate::StoreError::Io { path: paths[0].to_path_buf(), source: std::io::Error::other(why) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sealed file whose change fails is sealed again at once; one whose change happened is not.
+    #[test]
+    fn a_change_that_fails_leaves_its_entries_flagged() {
+        let dir = tempfile::tempdir().unwrap();
+        let sealed = dir.path().join("sealed");
+        std::fs::write(&sealed, b"x").unwrap();
+        if make_immutable(&sealed).unwrap() != Sealing::Immutable {
+            return; // no flags on this filesystem: nothing to lift
+        }
+        let err = with_flags_lifted(&[&sealed], || -> Result<()> { Err(io_error(&sealed, std::io::Error::other("rename refused"))) }).unwrap_err();
+        assert!(err.to_string().contains("rename refused"), "{err}");
+        assert!(is_immutable(&sealed).unwrap(), "flagged again after the failed change");
+        with_flags_lifted(&[&sealed], || std::fs::remove_file(&sealed).map_err(|e| io_error(&sealed, e))).unwrap();
+        assert!(!sealed.exists());
+    }
+}
