@@ -1,6 +1,7 @@
 //! Applying a policy bundle to the vault's state directory: read the file once into memory,
 //! verify those bytes, and persist exactly them. The bundle is written before the state that
-//! names its version, so a crash in between leaves a newer bundle that simply verifies again.
+//! names its version, so a crash in between leaves a newer bundle that verifies again: the
+//! next start completes the apply ([`finish_interrupted_apply`]), as the same stick would.
 
 use std::path::Path;
 
@@ -110,6 +111,26 @@ fn verify_bytes(baked_root: &TrustRoot, state_dir: &Path, bytes: &[u8], at: Judg
     }
     let verified = bundle::verify(bytes, baked_root, &state, at)?;
     Ok((verified, previous_root_version))
+}
+
+/// Completes an apply that a power cut or crash stopped between its two writes: the bundle
+/// in the state directory is newer than the version the state names. It is verified again in
+/// full, as from a stick (`at`), and only then named by the state; one that no longer passes
+/// (expired meanwhile, say) stays unobeyed, and the previous policy is dropped as before.
+/// `Ok(None)` when there was nothing to complete.
+pub fn finish_interrupted_apply(baked_root: &TrustRoot, state_dir: &Path, at: JudgedAt, events: &mut EventLog) -> Result<Option<Verified>> {
+    let state = load_state(state_dir)?;
+    let path = state_dir.join(ACCEPTED_BUNDLE_FILE);
+    if !path.exists() {
+        return Ok(None);
+    }
+    let bytes = vault_io::read_bounded(&path, MAX_BUNDLE_BYTES)?;
+    let newer = bundle::Envelope::from_bytes(&bytes).and_then(|e| e.unverified_payload()).is_ok_and(|p| p.policy.version > state.accepted_version);
+    if !newer {
+        return Ok(None);
+    }
+    let source = format!("{} (an apply a restart interrupted)", path.display());
+    apply_bytes(baked_root, state_dir, &source, bytes, at, events).map(Some)
 }
 
 /// The policy of the accepted bundle in the state directory, or `None` before the first.

@@ -293,7 +293,11 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
     // 3. The store and the vault key; without them the vault stays sealed.
     let services = server(&mut events)?;
 
-    // 4. The policy in force, if any. Without one the vault stays sealed.
+    // 4. The policy in force, if any. Without one the vault stays sealed. An apply cut between
+    //    its two writes is completed first (verified again in full), or its events say why not.
+    if let Ok(root) = policy_store::load_root(root_path) {
+        let _ = policy_store::finish_interrupted_apply(&root, state_dir, vault_core::policy::bundle::JudgedAt::trusted(vault_io::clock_now()), &mut events);
+    }
     let state = policy_store::load_state(state_dir)?;
     let policy: Option<Policy> = match policy_store::load_root(root_path).and_then(|root| policy_store::load_accepted(&root, state_dir)) {
         Ok(policy) => policy,

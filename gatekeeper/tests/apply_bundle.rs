@@ -220,6 +220,31 @@ fn a_crash_between_bundle_and_state_is_completed_by_the_same_stick() {
     assert_eq!(events[0]["event"], "policy_unchanged", "{events:?}");
 }
 
+/// Review (suspected): a power cut between the bundle's write and the state's dropped the
+/// policy until the stick came back. The next start now completes the apply, verifying the
+/// bundle again in full; one that no longer verifies is not obeyed.
+#[test]
+fn a_crash_between_bundle_and_state_is_completed_at_the_next_start() {
+    use gatekeeper::events::EventLog;
+    use gatekeeper::policy_store::{finish_interrupted_apply, load_accepted};
+    use vault_core::policy::bundle::JudgedAt;
+    let (a, b) = (new_key(), new_key());
+    let root = root_of(1, &[&a, &b]);
+    let vault = Vault::new(&root);
+    assert!(vault.apply(&vault.stick_file("v5.bundle", &bundle(policy(5), &root, None, &[&a, &b]))).0);
+    std::fs::write(vault.state_dir().join("accepted.bundle"), bundle(policy(6), &root, None, &[&a, &b])).unwrap();
+    assert!(load_accepted(&root, &vault.state_dir()).is_err(), "as it was: the state names v5, the bundle is v6");
+    let done = finish_interrupted_apply(&root, &vault.state_dir(), JudgedAt::trusted(now()), &mut EventLog::default()).unwrap();
+    assert_eq!(done.map(|v| v.policy.version), Some(6));
+    assert_eq!(load_accepted(&root, &vault.state_dir()).unwrap().map(|p| p.version), Some(6));
+    assert!(finish_interrupted_apply(&root, &vault.state_dir(), JudgedAt::trusted(now()), &mut EventLog::default()).unwrap().is_none(), "nothing left to complete");
+    // A newer bundle that does not verify (one signature of two) is not completed: fail closed.
+    std::fs::write(vault.state_dir().join("accepted.bundle"), bundle(policy(7), &root, None, &[&a])).unwrap();
+    let err = finish_interrupted_apply(&root, &vault.state_dir(), JudgedAt::trusted(now()), &mut EventLog::default()).unwrap_err();
+    assert!(err.to_string().contains("threshold not met"), "{err}");
+    assert!(load_accepted(&root, &vault.state_dir()).is_err());
+}
+
 /// Issue 13, item 3: re-imaged with a new root (the way out of a suspected admin-key
 /// compromise), the vault stops obeying the policy the old root's admins signed, and a policy
 /// signed for the new root is taken.
