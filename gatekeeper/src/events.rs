@@ -325,6 +325,12 @@ pub enum Event {
         pusher: Option<String>,
         reason: String,
     },
+    /// At a window's end: strangers' refused connections past the budget of those recorded
+    /// one by one per source (`source: count`, most first), only counted.
+    RefusalsCounted {
+        sources: Vec<String>,
+        total: u64,
+    },
     /// `seal_ms`: from the commit to the snapshot being durable and visible (fsyncs, renames).
     SnapshotSealed {
         snapshot: String,

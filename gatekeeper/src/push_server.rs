@@ -106,6 +106,7 @@ impl PushService {
             routes: HashMap::new(),
             peers: HashMap::new(),
             holding: HashMap::new(),
+            refusals: Default::default(),
             tasks: JoinSet::new(),
             reports: reports.clone(),
             relay: worker.to.clone(),
@@ -159,6 +160,11 @@ impl PushService {
             }
             if !accepting && window.tasks.is_empty() {
                 worker.stop();
+                let counted = window.refusals.unrecorded();
+                if !counted.is_empty() {
+                    let total = counted.iter().map(|(_, n)| n).sum();
+                    window.note(Event::RefusalsCounted { sources: counted.into_iter().map(|(source, n)| format!("{source}: {n}")).collect(), total }).await;
+                }
                 return;
             }
         }
@@ -175,6 +181,7 @@ struct WindowSessions {
     peers: HashMap<tokio::task::Id, (SessionNo, SocketAddr, String)>,
     /// Session places each pusher holds now.
     holding: HashMap<String, usize>,
+    refusals: vault_core::push::admission::RefusalBudget,
     tasks: JoinSet<()>,
     reports: mpsc::Sender<SessionReport>,
     relay: mpsc::Sender<ToWorker>,
@@ -191,7 +198,12 @@ impl WindowSessions {
     async fn on_message(&mut self, message: FromWorker) -> Result<(), Breach> {
         match message {
             FromWorker::Confined { .. } => return Err("it said it was confined a second time".into()),
-            FromWorker::Refused { peer, reason } => self.note(Event::SessionRefused { peer, pusher: None, reason }).await,
+            FromWorker::Refused { peer, reason } => {
+                // Strangers' refusals are recorded up to a budget per source, then counted.
+                if self.refusals.record(peer.parse::<SocketAddr>().ok().map(|p| p.ip())) {
+                    self.note(Event::SessionRefused { peer, pusher: None, reason }).await;
+                }
+            }
             FromWorker::Authenticated { session, peer, key } => {
                 let peer: SocketAddr = peer.parse().map_err(|_| format!("session {session}: `{peer}` is not a peer address"))?;
                 if self.routes.contains_key(&session) {

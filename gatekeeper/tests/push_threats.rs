@@ -651,3 +651,31 @@ fn one_pusher_holds_only_its_share_of_the_places_and_a_trickling_session_is_clos
     // Its places are free again.
     assert_eq!(json_of(&rig.push("db", "db", &tree))["files"], 2);
 }
+
+/// Review (suspected): every stranger's refused connection was an event in the audit log on
+/// the data disk, without bound. Now one source's are recorded up to a budget per window, and
+/// the rest only counted.
+#[test]
+fn a_strangers_failed_handshakes_are_recorded_up_to_a_budget() {
+    use vault_core::push::admission::MAX_RECORDED_REFUSALS_PER_SOURCE;
+    let now = unix_now_secs();
+    let rig = Rig::start_window("refusal-budget", vec![("db", "1GiB")], &[], None, (now + 1, now + 20));
+    let mark = rig.daemon.mark();
+    let attempts = MAX_RECORDED_REFUSALS_PER_SOURCE as usize + 20;
+    for _ in 0..attempts {
+        let mut tcp = rig.tcp();
+        // Not a TLS ClientHello: the handshake fails at once.
+        tcp.write_all(&[0x16, 0x03, 0x01, 0x00, 0x05, 1, 2, 3, 4, 5]).unwrap();
+        time_until_closed(&mut tcp);
+    }
+    // The pusher still gets in, and its own refusals are not the strangers' budget.
+    let tree = rig.path("after");
+    random_tree(&tree, 1, 10_000, 0xb0d9e7);
+    assert_eq!(json_of(&rig.push("db", "after", &tree))["files"], 1);
+    let refused = rig.daemon.count_after(mark, "session_refused");
+    assert_eq!(refused, MAX_RECORDED_REFUSALS_PER_SOURCE as usize, "{attempts} failed handshakes, {refused} recorded");
+    // The window's end says how many were only counted, and from where.
+    let (_, counted) = rig.daemon.wait_for("refusals_counted", 40.0);
+    assert_eq!(counted["total"], attempts - MAX_RECORDED_REFUSALS_PER_SOURCE as usize, "{counted}");
+    assert_eq!(counted["sources"], serde_json::json!([format!("192.0.2.1: {}", attempts - MAX_RECORDED_REFUSALS_PER_SOURCE as usize)]), "{counted}");
+}

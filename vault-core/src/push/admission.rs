@@ -70,10 +70,88 @@ impl Admission {
     }
 }
 
+/// Refusals of strangers (connections that never proved a pusher key) recorded one by one per
+/// source in a window; past this they are only counted. Every event is written to the audit
+/// log on the data disk and to the console, so without a bound anyone on the segment could
+/// fill both by failing handshakes.
+pub const MAX_RECORDED_REFUSALS_PER_SOURCE: u32 = 32;
+/// Sources tracked in a window; refusals from any further source are counted together.
+pub const MAX_REFUSAL_SOURCES: usize = 256;
+
+/// The window's budget of recorded refusals, by source: an IPv4 address, or an IPv6 /64 (one
+/// host may hold a whole /64).
+#[derive(Debug, Default)]
+pub struct RefusalBudget {
+    per_source: HashMap<IpAddr, (u32, u64)>,
+    others: u64,
+}
+
+impl RefusalBudget {
+    /// A stranger's connection from `source` was refused: whether to record it (else it is
+    /// counted, for [`RefusalBudget::unrecorded`]).
+    pub fn record(&mut self, source: Option<IpAddr>) -> bool {
+        let tracked = source.map(source_key).filter(|key| self.per_source.contains_key(key) || self.per_source.len() < MAX_REFUSAL_SOURCES);
+        let Some(key) = tracked else {
+            self.others += 1;
+            return false;
+        };
+        let (recorded, counted) = self.per_source.entry(key).or_default();
+        if *recorded < MAX_RECORDED_REFUSALS_PER_SOURCE {
+            *recorded += 1;
+            return true;
+        }
+        *counted += 1;
+        false
+    }
+
+    /// Refusals counted but not recorded, by source (`other sources` for the rest), most
+    /// first: what the window's summary says.
+    pub fn unrecorded(&self) -> Vec<(String, u64)> {
+        let mut counted: Vec<(String, u64)> = self.per_source.iter().filter(|(_, (_, n))| *n > 0).map(|(key, (_, n))| (key.to_string(), *n)).collect();
+        counted.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        if self.others > 0 {
+            counted.push(("other sources".into(), self.others));
+        }
+        counted
+    }
+}
+
+/// The source a refusal is counted under: the address, or for IPv6 its /64.
+fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn strangers_refusals_are_recorded_up_to_a_budget_per_source_then_counted() {
+        let mut budget = RefusalBudget::default();
+        let recorded = (0..100).filter(|_| budget.record(Some(ip(66)))).count();
+        assert_eq!(recorded, MAX_RECORDED_REFUSALS_PER_SOURCE as usize);
+        assert!(budget.record(Some(ip(1))), "another source has its own budget");
+        // One IPv6 host hopping through its /64 is one source.
+        let host = |low: u16| Some(IpAddr::from([0xfd00, 0, 0, 0x42, 0, 0, 0, low]));
+        let recorded = (0..100).filter(|n| budget.record(host(*n))).count();
+        assert_eq!(recorded, MAX_RECORDED_REFUSALS_PER_SOURCE as usize);
+        // Sources past the bound, and refusals without one, are counted together.
+        for n in 0..MAX_REFUSAL_SOURCES * 2 {
+            budget.record(Some(IpAddr::from([198, 51, (n / 256) as u8, (n % 256) as u8])));
+        }
+        assert!(!budget.record(None));
+        let unrecorded = budget.unrecorded();
+        assert_eq!(unrecorded[0], ("192.0.2.66".to_string(), 68));
+        assert_eq!(unrecorded[1], ("fd00:0:0:42::".to_string(), 68));
+        let others = unrecorded.last().unwrap();
+        assert_eq!(others.0, "other sources");
+        assert_eq!(others.1, (MAX_REFUSAL_SOURCES * 2 - (MAX_REFUSAL_SOURCES - 3)) as u64 + 1);
+        assert!(budget.per_source.len() <= MAX_REFUSAL_SOURCES);
+    }
 
     fn ip(last: u8) -> IpAddr {
         IpAddr::from([192, 0, 2, last])
