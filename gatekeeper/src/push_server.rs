@@ -682,10 +682,14 @@ impl IngestEnv for Env<'_> {
 /// idle deadline); one that takes longer is treated as gone.
 const RELAY_DEADLINE: Duration = Duration::from_secs(30);
 
-/// The daemon's queue of messages for one worker: room for a credit message for every frame
-/// that sixteen sessions may have in flight ([`MAX_FRAMES_IN_CREDIT`] each), so giving credit
-/// back seldom waits for room.
-const RELAY_OUTBOX: usize = 16 * MAX_FRAMES_IN_CREDIT;
+/// The daemon's queue of messages for one worker, for `places` sessions: room for a credit
+/// message and a reply for every frame each may have in flight ([`MAX_FRAMES_IN_CREDIT`]), and
+/// beside them for the window loop's own (an admit or a drop for each handshake the pool
+/// holds, and for each place). The window loop never waits for room (a full queue is a breach
+/// that stops the worker), so honest traffic must never fill it, however the frames fall.
+fn relay_outbox(places: usize) -> usize {
+    2 * places * MAX_FRAMES_IN_CREDIT + vault_core::push::admission::MAX_HANDSHAKES + places
+}
 
 /// How long a new worker may take to confine itself and say so.
 const WORKER_START_DEADLINE: Duration = Duration::from_secs(10);
@@ -728,13 +732,14 @@ impl Worker {
         std::thread::Builder::new().name("handshake-signer".into()).spawn(move || serve_signatures(sign, &key, &reports)).map_err(io("session worker: the signing thread"))?;
         relay.set_nonblocking(true).map_err(io("session worker: the relay"))?;
         let (from, relay_out) = tokio::net::UnixStream::from_std(relay).map_err(io("session worker: the relay"))?.into_split();
-        let (to, mut outbox) = mpsc::channel::<ToWorker>(RELAY_OUTBOX);
+        let outbox_room = relay_outbox(limits.max_connections);
+        let (to, mut outbox) = mpsc::channel::<ToWorker>(outbox_room);
         tokio::spawn(async move {
             // Messages queued together go out in one write (most are a few bytes: credit given
             // back, replies), flushed as soon as none is waiting.
             let mut relay_out = tokio::io::BufWriter::with_capacity(RELAY_WRITE_BUFFER, relay_out);
             while let Some(message) = outbox.recv().await {
-                let batch = write_queued(&mut relay_out, message, &mut outbox, RELAY_OUTBOX, |m: ToWorker| m.encode().ok());
+                let batch = write_queued(&mut relay_out, message, &mut outbox, outbox_room, |m: ToWorker| m.encode().ok());
                 // A worker that stops reading loses its relay (and then exits).
                 if !matches!(tokio::time::timeout(RELAY_DEADLINE, batch).await, Ok(Ok(()))) {
                     return;
