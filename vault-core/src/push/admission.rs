@@ -141,7 +141,7 @@ mod tests {
         assert_eq!(recorded, MAX_RECORDED_REFUSALS_PER_SOURCE as usize);
         // Sources past the bound, and refusals without one, are counted together.
         for n in 0..MAX_REFUSAL_SOURCES * 2 {
-            budget.record(Some(IpAddr::from(u32::from_be_bytes([198, 51, 0, 0]) + u32::try_from(n).unwrap())));
+            budget.record(Some(IpAddr::from(std::net::Ipv4Addr::from(u32::from_be_bytes([198, 51, 0, 0]) + u32::try_from(n).unwrap()))));
         }
         assert!(!budget.record(None));
         let unrecorded = budget.unrecorded();
