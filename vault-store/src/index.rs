@@ -146,6 +146,10 @@ pub fn named_by_damaged(damaged: &DamagedPack) -> (Vec<ChunkId>, bool) {
 pub struct PackSet {
     pub packs: Vec<PathBuf>,
     pub chunks: HashMap<ChunkId, ChunkLocation>,
+    /// Further live copies of chunks more than one pack holds (two pushes that stored the same
+    /// new chunk at once, a copy healed beside one never listed bad): kept apart so the common
+    /// single copy costs nothing more, and tried in turn when the first does not re-hash.
+    pub other_copies: HashMap<ChunkId, Vec<ChunkLocation>>,
     /// Packs without an index: a seal that did not finish. Never referenced by a snapshot.
     pub orphans: Vec<PathBuf>,
     /// Packs set aside, with why; every other pack is live.
@@ -202,7 +206,7 @@ impl PackSet {
         for raw in entries_of(bytes).chunks_exact(ENTRY_BYTES) {
             let (id, offset, len) = parse_entry(raw);
             if !is_bad(&id) {
-                self.chunks.entry(id).or_insert(ChunkLocation { pack: number, offset, len });
+                self.locate(id, ChunkLocation { pack: number, offset, len });
             }
         }
         self.packs.push(pack);
@@ -213,8 +217,30 @@ impl PackSet {
         let pack_number = u32::try_from(self.packs.len()).expect("fewer than 2^32 packs on one filesystem");
         self.packs.push(pack);
         for (id, offset, len) in entries {
-            self.chunks.entry(*id).or_insert(ChunkLocation { pack: pack_number, offset: *offset, len: *len });
+            self.locate(*id, ChunkLocation { pack: pack_number, offset: *offset, len: *len });
         }
+    }
+
+    /// The first copy of a chunk is where it is read from; any further one is kept beside it.
+    fn locate(&mut self, id: ChunkId, at: ChunkLocation) {
+        match self.chunks.entry(id) {
+            std::collections::hash_map::Entry::Vacant(first) => {
+                first.insert(at);
+            }
+            std::collections::hash_map::Entry::Occupied(first) if *first.get() != at => self.other_copies.entry(id).or_default().push(at),
+            std::collections::hash_map::Entry::Occupied(_) => {}
+        }
+    }
+
+    /// Every live copy of a chunk, the one read first first.
+    pub fn copies(&self, id: &ChunkId) -> impl Iterator<Item = ChunkLocation> + '_ {
+        self.chunks.get(id).copied().into_iter().chain(self.other_copies.get(id).into_iter().flatten().copied())
+    }
+
+    /// The path of a live pack by its number.
+    pub fn pack_path(&self, location: &ChunkLocation) -> &Path {
+        // A pack number comes from a u32 and indexes this Vec.
+        usize::try_from(location.pack).ok().and_then(|n| self.packs.get(n)).expect("a chunk's pack number names a live pack")
     }
 }
 

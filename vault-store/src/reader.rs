@@ -17,7 +17,7 @@ use vault_core::push::chunk::ChunkId;
 use vault_core::push::manifest::{Manifest, MAX_MANIFEST_BYTES};
 use vault_core::push::receipt::{Receipt, SignedReceipt, MAX_RECEIPT_BYTES};
 
-use crate::index::{self, DamagedPack, PackSet};
+use crate::index::{self, ChunkLocation, DamagedPack, PackSet};
 use crate::{io_error, Result, StoreError, MANIFEST_FILE, RECEIPT_FILE, SNAPSHOTS_DIR};
 
 /// Pack files kept open at once: well under the usual 1024-descriptor limit, and enough that
@@ -275,8 +275,7 @@ impl StoreReader {
         let mut packs = std::collections::BTreeSet::new();
         for (_, chunk) in manifest.chunk_refs() {
             let loc = self.packs.chunks.get(&chunk.id).ok_or_else(|| format!("chunk {} is in no live pack", chunk.id))?;
-            let pack = usize::try_from(loc.pack).ok().and_then(|n| self.packs.packs.get(n)).expect("a chunk's pack number names a live pack");
-            packs.insert(pack.clone());
+            packs.insert(self.packs.pack_path(loc).to_path_buf());
         }
         Ok(packs)
     }
@@ -296,14 +295,30 @@ impl StoreReader {
                 }
             });
         };
-        // A pack number and a length come from u32s and index a Vec: they fit a usize.
-        let pack_path = usize::try_from(loc.pack).ok().and_then(|n| self.packs.packs.get(n)).expect("a chunk's pack number names a live pack");
-        let mut data = vec![0u8; usize::try_from(loc.len).expect("a u32 length fits a usize")];
-        let file = self.open_packs.lock().expect("pack file cache").get(loc.pack, pack_path)?;
-        file.read_exact_at(&mut data, loc.offset).map_err(|e| io_error(pack_path, e))?;
+        // Any copy that re-hashes is the chunk (docs/STORE-FORMAT.md): each live copy is tried in
+        // turn, so one that rotted since the last scrub (or whose listing was lost) costs nothing
+        // while another is sound.
+        let mut tried = Vec::new();
+        for copy in self.packs.copies(id) {
+            match self.read_copy(id, &copy) {
+                Ok(data) => return Ok(data),
+                Err(why) => tried.push(why),
+            }
+        }
+        let path = self.packs.pack_path(&loc).to_path_buf();
+        Err(StoreError::Corrupt { path, reason: format!("chunk {id}: no live copy re-hashes ({})", tried.join("; ")) })
+    }
+
+    /// One copy of a chunk, re-hashed; `Err` says which pack and why not.
+    fn read_copy(&self, id: &ChunkId, copy: &ChunkLocation) -> std::result::Result<Vec<u8>, String> {
+        let pack_path = self.packs.pack_path(copy);
+        // A length comes from a u32: it fits a usize.
+        let mut data = vec![0u8; usize::try_from(copy.len).expect("a u32 length fits a usize")];
+        let file = self.open_packs.lock().expect("pack file cache").get(copy.pack, pack_path).map_err(|e| e.to_string())?;
+        file.read_exact_at(&mut data, copy.offset).map_err(|e| format!("{}: {e}", pack_path.display()))?;
         let actual = ChunkId::of(&data);
         if actual != *id {
-            return Err(StoreError::Corrupt { path: pack_path.clone(), reason: format!("chunk {id} reads back as {actual}") });
+            return Err(format!("{}: reads back as {actual}", pack_path.display()));
         }
         Ok(data)
     }

@@ -1316,3 +1316,46 @@ fn a_proven_chunk_costs_the_commit_the_same_pack_as_a_stored_one() {
     assert_eq!(pack_stems(&tmp.root()), packs_before);
     assert_eq!(StoreReader::open(&tmp.root()).unwrap().read_chunk(&ChunkId::of(&data)).unwrap(), data);
 }
+
+/// Flips one byte of `data` inside the pack that holds it (flags lifted and put back).
+fn rot_in_pack(pack: &Path, data: &[u8]) {
+    Command::new("chattr").arg("-i").arg(pack).output().unwrap();
+    let mut bytes = std::fs::read(pack).unwrap();
+    let at = bytes.windows(data.len()).position(|w| w == data).unwrap();
+    bytes[at] ^= 0x01;
+    std::fs::write(pack, &bytes).unwrap();
+    Command::new("chattr").arg("+i").arg(pack).output().unwrap();
+}
+
+/// Review finding 7: two live packs hold chunk X, one copy rotted, and no damaged-chunks list
+/// says which (no scrub yet, or the list lost). Whichever pack sorts first, the reader tries
+/// each copy and hands out the good one; with both rotten it names each copy and why.
+#[test]
+fn the_reader_falls_back_to_another_good_copy_whichever_pack_sorts_first() {
+    for rot_first_by_name in [true, false] {
+        let tmp = TempStore::new();
+        let key = vault_key();
+        let (store, _) = Store::open(&tmp.root()).unwrap();
+        let x = noise(0x77, 5000);
+        let mut copies = Vec::new();
+        for id in ["s1", "s2"] {
+            // Stored twice, as two concurrent pushes of the same new chunk store it.
+            let before = pack_stems(&tmp.root());
+            let mut pack = store.begin().unwrap();
+            pack.append(ChunkId::of(&x), &x).unwrap();
+            let (_, bytes) = manifest_for(&[("x", &x)]);
+            store.seal_all(pack, SealInput { snapshot_id: id, manifest: &bytes, receipt: &receipt(&key, id, &bytes), profile: None }).unwrap();
+            let stem = pack_stems(&tmp.root()).into_iter().find(|s| !before.contains(s)).unwrap();
+            copies.push(tmp.root().join("packs").join(format!("{stem}.pack")));
+        }
+        // By name is the order packs are loaded in, so the copy found first.
+        copies.sort();
+        rot_in_pack(&copies[usize::from(!rot_first_by_name)], &x);
+        assert!(!tmp.root().join("damaged-chunks").exists());
+        let reader = StoreReader::open(&tmp.root()).unwrap();
+        assert_eq!(reader.read_chunk(&ChunkId::of(&x)).unwrap(), x, "rotten copy first by name: {rot_first_by_name}");
+        rot_in_pack(&copies[usize::from(rot_first_by_name)], &x);
+        let err = StoreReader::open(&tmp.root()).unwrap().read_chunk(&ChunkId::of(&x)).unwrap_err().to_string();
+        assert!(err.contains("no live copy re-hashes") && copies.iter().all(|p| err.contains(&p.display().to_string())), "{err}");
+    }
+}
