@@ -16,7 +16,9 @@
 //! ```
 //!
 //! Decrypted, `store/` is a store of format 1 (docs/STORE-FORMAT.md). Every chunk is re-hashed
-//! on its way out, so an export never carries a copy the store holds damaged. The export is
+//! on its way out, so an export never carries a copy the store holds damaged: a copy a scrub
+//! listed bad goes out as dead bytes its pack's exported index does not name (the good copy a
+//! push healed goes in its own pack). The export is
 //! written under `vault-exports/.<id>.partial`, flushed, read back from the device (the page
 //! cache dropped first) against the manifest, and only then renamed to `<id>`: a medium pulled
 //! mid-write holds a `.partial` directory that is not an export, removed the next time.
@@ -180,11 +182,19 @@ pub fn write_export(job: &ExportJob<'_>) -> Result<Written> {
     std::fs::create_dir(&partial).map_err(|e| io_error(&partial, e))?;
     let mut out = ExportWriter { root: partial.clone(), files: Vec::new(), recipients, go_on: job.go_on, after_file: job.after_file };
 
+    // Copies a scrub listed bad (the store reads each such chunk from another copy, or from
+    // none) go out as dead bytes their pack's exported index does not name.
+    let listed_bad = crate::scrub::load(job.store).unwrap_or_default();
     for pack in &packs {
         let stem = pack.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
-        out.put_pack(pack, &format!("store/{PACKS_DIR}/{stem}.pack{ENCRYPTED_SUFFIX}"))?;
-        let idx = pack.with_extension("idx");
-        out.put(&format!("store/{PACKS_DIR}/{stem}.idx{ENCRYPTED_SUFFIX}"), &mut open_nofollow(&idx)?, true)?;
+        let bad: BTreeSet<ChunkId> = listed_bad.iter().filter(|(in_pack, _)| *in_pack == stem).map(|(_, id)| *id).collect();
+        let kept = out.put_pack(pack, &format!("store/{PACKS_DIR}/{stem}.pack{ENCRYPTED_SUFFIX}"), &bad)?;
+        let idx_rel = format!("store/{PACKS_DIR}/{stem}.idx{ENCRYPTED_SUFFIX}");
+        if bad.is_empty() {
+            out.put(&idx_rel, &mut open_nofollow(&pack.with_extension("idx"))?, true)?;
+        } else {
+            out.put(&idx_rel, &mut &index::encode(&kept)?[..], true)?;
+        }
     }
     let mut exported = Vec::new();
     for id in &selection.snapshots {
@@ -342,10 +352,13 @@ impl ExportWriter<'_> {
         })
     }
 
-    /// A pack, every chunk its index names re-hashed on the way (bytes between chunks, which
-    /// no index names, are copied as they are).
-    fn put_pack(&mut self, pack: &Path, rel: &str) -> Result<()> {
-        let mut entries = index::entries_of_pack(pack).map_err(|reason| StoreError::Corrupt { path: pack.to_path_buf(), reason })?;
+    /// A pack, every chunk its index names re-hashed on the way except the copies in `bad`
+    /// (listed bad by a scrub), which are copied as they are like bytes no index names. Returns
+    /// the index entries that went out checked, sorted by id: the exported pack's index.
+    fn put_pack(&mut self, pack: &Path, rel: &str, bad: &BTreeSet<ChunkId>) -> Result<Vec<(ChunkId, u64, u32)>> {
+        let all = index::entries_of_pack(pack).map_err(|reason| StoreError::Corrupt { path: pack.to_path_buf(), reason })?;
+        let kept: Vec<(ChunkId, u64, u32)> = all.into_iter().filter(|(id, _, _)| !bad.contains(id)).collect();
+        let mut entries = kept.clone();
         entries.sort_by_key(|(_, offset, _)| *offset);
         let file = open_nofollow(pack)?;
         let len = file.metadata().map_err(|e| io_error(pack, e))?.len();
@@ -388,7 +401,8 @@ impl ExportWriter<'_> {
                 copy_to(to, &mut at, offset + u64::from(*chunk_len), Some(id))?;
             }
             copy_to(to, &mut at, len, None)
-        })
+        })?;
+        Ok(kept)
     }
 }
 

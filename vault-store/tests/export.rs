@@ -13,6 +13,7 @@ use vault_core::export::medium::{MediumLabel, MediumSeal, LABEL_FILE, SEAL_FILE}
 use vault_core::keys::SigningKey;
 use vault_core::lifecycle::drill::DrillReport;
 use vault_core::policy::orders::{DatasetDoc, ExportSpec, PendingExport};
+use vault_core::push::chunk::ChunkId;
 use vault_core::units::Timestamp;
 use vault_store::audit::AuditLog;
 use vault_store::export::{check_export, decrypt_export, write_export, ExportJob, Share, Written};
@@ -348,4 +349,57 @@ fn a_returning_medium_is_checked_against_the_vaults_own_log_and_bounded() {
     }
     let err = verify_returning(&fx.medium(), MEDIUM, &fx.store(), &fx.key.public_key(), Share::All, &GO_ON).unwrap_err().to_string();
     assert!(err.contains("more than 64 exports"), "{err}");
+}
+
+/// Review finding 6: a chunk rots in a pack that also holds a chunk still needed, a scrub lists
+/// the bad copy, a push heals it into a new pack. Exports of snapshots needing that pack were
+/// then refused for as long as it lived; now the listed copy goes out as dead bytes its
+/// exported index does not name, the healed copy goes with it, and the export restores.
+#[test]
+fn an_export_after_a_healed_rot_carries_the_good_copy_and_restores() {
+    let fx = Fixture::new();
+    let night0 = fx.ids[0].clone();
+    let own = test_net::nightly_content("pg", 1_800_000_000);
+    let x = ChunkId::of(&own);
+    let pack =
+        test_net::files_under(&fx.store().join("packs")).into_iter().find(|p| p.extension().is_some_and(|e| e == "pack") && std::fs::read(p).unwrap().windows(own.len()).any(|w| w == own)).unwrap();
+    assert!(std::fs::read(&pack).unwrap().windows(test_net::NIGHTLY_SHARED.len()).any(|w| w == test_net::NIGHTLY_SHARED), "the rotting pack also holds the shared chunk");
+    let _ = Command::new("chattr").arg("-i").arg(&pack).output();
+    let mut bytes = std::fs::read(&pack).unwrap();
+    let at = bytes.windows(own.len()).position(|w| w == own).unwrap();
+    bytes[at] ^= 0x20;
+    std::fs::write(&pack, &bytes).unwrap();
+    let _ = Command::new("chattr").arg("+i").arg(&pack).output();
+    let (store, _) = Store::open(&fx.store()).unwrap();
+    assert_eq!(store.scrub(&|| true, &|_| {}).unwrap().found.len(), 1);
+    // The next push carrying the same bytes heals it.
+    let mut staged = store.begin().unwrap();
+    staged.append(x, &own).unwrap();
+    let manifest = vault_core::push::manifest::Manifest {
+        entries: vec![vault_core::push::manifest::Entry {
+            path: b"own".to_vec(),
+            mode: 0o640,
+            mtime: 1,
+            kind: vault_core::push::manifest::EntryKind::File { size: own.len() as u64, chunks: vec![vault_core::push::manifest::ChunkRef { id: x, len: u32::try_from(own.len()).unwrap() }] },
+        }],
+    }
+    .encode()
+    .unwrap();
+    let receipt = test_net::signed_receipt_at(&fx.key, "heal", &manifest, ("db01", "pg"), 1_800_300_000, 1_900_000_000);
+    assert_eq!(store.seal_all(staged, vault_store::SealInput { snapshot_id: "heal", manifest: &manifest, receipt: &receipt, profile: None }).unwrap().healed, vec![x]);
+    drop(store);
+
+    let order = PendingExport { snapshots: vec![night0.clone()], datasets: vec![], ..fx.order(1) };
+    let written = fx.export(&order, 7).unwrap_or_else(|e| panic!("the export of the healed night is refused: {e}"));
+    assert_eq!(written.snapshots, vec![night0.clone()]);
+    let dir = fx.export_dir(&written);
+    let all = check_export(&dir, &fx.key.public_key(), Share::All).unwrap();
+    assert!(all.problems.is_empty(), "{:?}", all.problems);
+    let identities: Vec<Box<dyn age::Identity>> = vec![Box::new(age::x25519::Identity::from_str(&secrecy_text(&fx.identity)).unwrap())];
+    let scratch = fx.dir.path().join("scratch");
+    decrypt_export(&dir, &all.manifest, &identities, std::slice::from_ref(&night0), &scratch).unwrap();
+    let reader = StoreReader::open(&scratch).unwrap();
+    assert!(reader.snapshot_health(&night0).unwrap().is_restorable());
+    assert_eq!(reader.read_chunk(&x).unwrap(), own);
+    assert_eq!(reader.read_chunk(&ChunkId::of(test_net::NIGHTLY_SHARED)).unwrap(), test_net::NIGHTLY_SHARED);
 }
