@@ -163,6 +163,9 @@ impl Store {
                     pace(unpaced);
                     unpaced = 0;
                 }
+                // A read that failed is tried once more, afresh, before the copy is called bad: a
+                // listed copy is never offered again, and one glitch must not cost it for good.
+                let read = read.or_else(|first| read_again(first, || File::open(pack).and_then(|f| std::os::unix::fs::FileExt::read_exact_at(&f, &mut buf, offset))));
                 match read {
                     Ok(()) if ChunkId::of(&buf) == id => {}
                     Ok(()) => done.found.push((stem.clone(), id, format!("reads back as {}", ChunkId::of(&buf)))),
@@ -208,9 +211,21 @@ impl Store {
     }
 }
 
+/// A second read after a `first` that failed: `Ok` if it succeeds, else both reasons.
+fn read_again(first: String, again: impl FnOnce() -> std::io::Result<()>) -> std::result::Result<(), String> {
+    again().map_err(|second| format!("{first}, and again: {second}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_read_that_fails_once_is_tried_again_before_the_copy_is_called_bad() {
+        assert_eq!(read_again("EIO".into(), || Ok(())), Ok(()));
+        let err = read_again("Input/output error (os error 5)".into(), || Err(std::io::Error::from_raw_os_error(libc::EIO))).unwrap_err();
+        assert_eq!(err, "Input/output error (os error 5), and again: Input/output error (os error 5)");
+    }
 
     #[test]
     fn the_list_round_trips_and_every_flaw_is_refused_by_name() {
