@@ -74,6 +74,13 @@ fn a_purge_waits_out_its_cooling_off_and_one_admin_can_veto_it() {
     assert!(judge(&signed(&purge, &[3]), &OrderState::default()).unwrap_err().to_string().contains("need 2"));
     let accepted = judge(&signed(&purge, &[1, 3]), &OrderState::default()).unwrap();
     assert_eq!(accepted.executes_at, Some(at("2026-11-28T10:00:00Z")), "72 hours after acceptance, on the vault's clock");
+    // The root's min_retain goes with it, and reads back (a purge that cannot read it never runs).
+    assert_eq!(accepted.state.pending_purges[0].min_retain(), Ok(root().caps.min_retain));
+    let mut longer = root();
+    longer.caps.min_retain = crate::units::Duration::parse("30d").unwrap();
+    let purge_longer = OrderDoc { signed_for_root: longer.digest(), ..purge.clone() };
+    let under_longer = verify(&signed(&purge_longer, &[1, 3]), &longer, &OrderState::default(), JudgedAt::trusted(now()), Timestamp::EPOCH, &AnySnapshot).unwrap();
+    assert_eq!(under_longer.state.pending_purges[0].min_retain.as_deref(), Some("30d"));
     let pending = &accepted.state;
     let (due, lapsed, _) = purges_due(pending, at("2026-11-28T09:59:59Z"));
     assert!(due.is_empty() && lapsed.is_empty());
