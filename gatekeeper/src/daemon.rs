@@ -174,7 +174,8 @@ pub enum StateDone {
     /// The orders as recorded now, if they changed.
     Orders(Option<vault_core::policy::orders::OrderState>),
     /// The policy of a bundle that was accepted and is durable; `None` if it was refused.
-    Bundle(Option<Policy>),
+    /// An accepted policy, and the `keep_last` floor its acceptance left.
+    Bundle(Option<(Policy, Option<vault_core::lifecycle::retention::KeepLastFloor>)>),
 }
 
 /// How often the console shows the state even when nothing changes.
@@ -203,6 +204,9 @@ pub struct Driver<L, C> {
     pub identity: Option<Arc<crate::identity::VaultIdentity>>,
     /// Holds and purges in force (from the state file at start, then as orders are accepted).
     pub orders: vault_core::policy::orders::OrderState,
+    /// A higher `keep_last` expiry still keeps to after a policy lowered it (from the state
+    /// file at start, then with each accepted bundle).
+    pub keep_last_floor: Option<vault_core::lifecycle::retention::KeepLastFloor>,
     /// Where export media are mounted read-write, one directory each; none: no exports (tests
     /// without USB).
     pub export_mount: Option<std::path::PathBuf>,
@@ -331,6 +335,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             step_pause: std::time::Duration::ZERO,
             identity: None,
             orders: Default::default(),
+            keep_last_floor: None,
             export_mount: None,
             lifecycle: LifecycleRuns::default(),
             exports: ExportRuns::default(),
@@ -378,7 +383,8 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             return;
         }
         let policy = self.gate.policy();
-        let retention = policy.map(|p| p.retention).unwrap_or_default();
+        let mut retention = policy.map(|p| p.retention).unwrap_or_default();
+        retention.keep_last = vault_core::lifecycle::retention::effective_keep_last(retention.keep_last, self.keep_last_floor, now);
         let now = policy.map_or(now, |p| vault_core::lifecycle::retention::expiry_time(now, p.expires));
         // No pack younger than a day, or than the longest window, is collected.
         let longest_window = policy.and_then(|p| p.windows.iter().map(|w| w.length()).max());
@@ -715,7 +721,10 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
             }
             StateDone::LastDrill { result: Ok(()) } => {}
             StateDone::LastDrill { result: Err(e) } => self.emit(Event::Alarm { rule: "drill_time_not_persisted".into(), detail: format!("{e}; the next start drills again") }),
-            StateDone::Bundle(Some(policy)) => self.apply_policy(policy).await,
+            StateDone::Bundle(Some((policy, floor))) => {
+                self.keep_last_floor = floor;
+                self.apply_policy(policy).await;
+            }
             StateDone::Bundle(None) => {}
         }
     }

@@ -512,6 +512,23 @@ async fn capacity_is_said_once_a_day_and_alarms_only_when_a_level_is_crossed() {
     assert_eq!(said(&h, "capacity_warning"), 2, "crossed again after it fell back");
 }
 
+/// A policy lowered `keep_last` (3 now, 10 before): until the cooling-off ends the vault keeps
+/// to 10, so a coerced quorum's lower value takes nothing at once; then 3 counts.
+#[tokio::test(start_paused = true)]
+async fn a_lowered_keep_last_waits_out_its_cooling_off() {
+    let nightly = NightlyStore::new(-20..0, 5);
+    let mut h = harness(at(BASE));
+    h.driver.store = Some(nightly.store.clone());
+    h.driver.keep_last_floor = Some((10, at(BASE + 2 * DAY)));
+    h.driver.apply_policy(policy(600, 660, false)).await;
+    h.run_for(StdDuration::from_secs(5)).await;
+    let expired = kept(&h).iter().filter(|e| e["event"] == "snapshot_expired").count();
+    assert_eq!((expired, nightly.left()), (10, 10), "the newest 10 stay while the floor holds");
+    h.driver.keep_last_floor = Some((10, at(BASE + 1)));
+    h.run_for(StdDuration::from_secs(2 * 3600)).await;
+    assert_eq!(nightly.left(), 4, "then the policy's 3, and night -4 whose retention runs a day longer");
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_hold_keeps_what_expiry_would_take_and_a_purge_deletes_what_it_names_once_its_cooling_off_is_over() {
     use vault_core::policy::orders::{OrderState, PendingPurge};

@@ -219,7 +219,7 @@ fn start_state_writer(root_path: PathBuf, state_dir: PathBuf, store_dir: Option<
                             events.emit(now, &Event::PolicyRefused { source: source.clone(), reason: format!("trust root unreadable: {e}") });
                         })
                         .and_then(|root| policy_store::apply_bytes(&root, &state_dir, &source, bytes, at, &mut events));
-                    StateDone::Bundle(applied.ok().map(|verified| verified.policy))
+                    StateDone::Bundle(applied.ok().map(|verified| (verified.policy, verified.new_state.keep_last_floor)))
                 }
             };
             if done_tx.blocking_send(done).is_err() {
@@ -343,6 +343,7 @@ pub async fn run<S: std::future::Future<Output = String>>(root_path: &Path, stat
     driver.maintenance = services.maintenance;
     driver.step_pause = services.step_pause;
     driver.set_last_checks(state.last_scrub, state.last_drill.clone(), state.last_rotation);
+    driver.keep_last_floor = state.keep_last_floor;
     driver.identity = services.identity;
     driver.orders = state.orders.clone();
     driver.events = events;

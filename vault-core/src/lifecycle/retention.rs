@@ -33,6 +33,30 @@ impl Default for Retention {
     }
 }
 
+/// A higher `keep_last` still kept to until a time, after a policy lowered it.
+pub type KeepLastFloor = (u32, Timestamp);
+
+/// The floor after a policy with `new` as its `keep_last` is accepted at `now`: when it lowers
+/// the `previous` policy's, the higher value stays in force for the root's `purge_delay`
+/// (`cooling`), as a purge would wait, so a coerced quorum's lower `keep_last` deletes nothing
+/// any one admin could not see coming on the console. A floor still in force is kept (the
+/// higher value, the later end). `previous` is `None` before the first policy.
+pub fn keep_last_floor(previous: Option<u32>, floor: Option<KeepLastFloor>, new: u32, now: Timestamp, cooling: Duration) -> Option<KeepLastFloor> {
+    let still = floor.filter(|(_, until)| now < *until);
+    match previous {
+        Some(previous) if new < previous => {
+            let until = now.saturating_add(cooling);
+            Some(still.map_or((previous, until), |(kept, kept_until)| (kept.max(previous), kept_until.max(until))))
+        }
+        _ => still,
+    }
+}
+
+/// The `keep_last` expiry keeps to at `now`: the policy's, or a floor still in force if higher.
+pub fn effective_keep_last(policy: u32, floor: Option<KeepLastFloor>, now: Timestamp) -> u32 {
+    floor.filter(|(_, until)| now < *until).map_or(policy, |(kept, _)| kept.max(policy))
+}
+
 /// What the rules need to know of one sealed snapshot (from its signed receipt).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SealedSnapshot {
@@ -385,5 +409,24 @@ mod tests {
                 prop_assert!(gone.received_at <= at(accepted) && gone.received_at.saturating_add(Duration::from_secs(min_days * DAY).unwrap()) <= at(now) && !holds.covers(gone));
             }
         }
+    }
+
+    #[test]
+    fn a_lowered_keep_last_waits_out_the_cooling_off_and_a_raised_one_counts_at_once() {
+        let cooling = Duration::from_secs(3 * DAY).unwrap();
+        // Lowered from 30 to 1 on day 10: 30 stays until day 13.
+        let floor = keep_last_floor(Some(30), None, 1, at(10), cooling);
+        assert_eq!(floor, Some((30, at(13))));
+        assert_eq!(effective_keep_last(1, floor, at(12)), 30);
+        assert_eq!(effective_keep_last(1, floor, at(13)), 1);
+        // Lowered again meanwhile: the higher value, the later end.
+        assert_eq!(keep_last_floor(Some(1), floor, 1, at(11), cooling), Some((30, at(13))));
+        assert_eq!(keep_last_floor(Some(20), floor, 5, at(12), cooling), Some((30, at(15))));
+        // Raised, or the first policy: nothing to wait for; a floor that ended is dropped.
+        assert_eq!(keep_last_floor(Some(3), None, 10, at(10), cooling), None);
+        assert_eq!(keep_last_floor(None, None, 1, at(10), cooling), None);
+        assert_eq!(keep_last_floor(Some(1), floor, 2, at(20), cooling), None);
+        // A raised policy above a floor counts at once.
+        assert_eq!(effective_keep_last(40, floor, at(12)), 40);
     }
 }

@@ -353,6 +353,8 @@ pub fn verify(bundle: &[u8], baked_root: &TrustRoot, state: &VaultState, at: Jud
         last_drill: state.last_drill.clone(),
         orders: state.orders.clone(),
         last_rotation: state.last_rotation,
+        accepted_keep_last: Some(policy.retention.keep_last),
+        keep_last_floor: crate::lifecycle::retention::keep_last_floor(state.accepted_keep_last, state.keep_last_floor, policy.retention.keep_last, vault_now, next_root.caps.purge_delay),
     };
     Ok(Verified { policy, root: next_root, rotated, signers, payload_sha256: hex(ring::digest::digest(&ring::digest::SHA256, &payload_bytes).as_ref()), new_state })
 }

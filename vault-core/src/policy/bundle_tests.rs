@@ -155,6 +155,18 @@ fn rollback_is_refused() {
 }
 
 #[test]
+fn a_lowered_keep_last_is_recorded_with_the_higher_one_kept_for_the_purge_delay() {
+    use crate::lifecycle::retention::Retention;
+    let first = verify_fresh(&bundle(with_policy(|p| p.retention = Retention { keep_last: 30 }), &[1, 2])).unwrap().new_state;
+    assert_eq!((first.accepted_keep_last, first.keep_last_floor), (Some(30), None));
+    let lowered = verify(&bundle(with_policy(|p| (p.version, p.retention) = (8, Retention { keep_last: 1 })), &[1, 2]), &root(), &first, JudgedAt::trusted(now())).unwrap().new_state;
+    assert_eq!(lowered.accepted_keep_last, Some(1));
+    assert_eq!(lowered.keep_last_floor, Some((30, now().saturating_add(root().caps.purge_delay))));
+    // It survives the state file.
+    assert_eq!(VaultState::from_bytes(&lowered.to_bytes()).unwrap(), lowered);
+}
+
+#[test]
 fn a_version_may_not_leap_so_far_that_it_freezes_every_later_bundle() {
     // A coerced quorum's version u64::MAX would make every later bundle, a root rotation
     // included, a rollback: it is refused, and a leap of exactly 2^32 is not.

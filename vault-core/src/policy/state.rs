@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::canonical::{self, check_size};
 use crate::error::PolicyError;
 use crate::error::{invalid, Error, Result};
+use crate::lifecycle::retention::KeepLastFloor;
 use crate::policy::orders::OrderState;
 use crate::policy::root::{RootDoc, TrustRoot};
 use crate::units::Timestamp;
@@ -32,6 +33,11 @@ pub struct VaultState {
     pub orders: OrderState,
     /// When a medium of the policy's rotation set was last written (vault time).
     pub last_rotation: Option<Timestamp>,
+    /// The accepted policy's `keep_last` (`None` before the first policy, or in a state written
+    /// before it was recorded), and a higher one still kept to after a policy lowered it
+    /// ([`crate::lifecycle::retention::keep_last_floor`]).
+    pub accepted_keep_last: Option<u32>,
+    pub keep_last_floor: Option<KeepLastFloor>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,11 +57,27 @@ pub struct StateDoc {
     pub orders: OrderState,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accepted_keep_last: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last_floor: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_last_floor_until: Option<String>,
 }
 
 impl Default for VaultState {
     fn default() -> Self {
-        VaultState { accepted_version: 0, time_floor: Timestamp::EPOCH, rotated_root: None, last_scrub: None, last_drill: None, orders: OrderState::default(), last_rotation: None }
+        VaultState {
+            accepted_version: 0,
+            time_floor: Timestamp::EPOCH,
+            rotated_root: None,
+            last_scrub: None,
+            last_drill: None,
+            orders: OrderState::default(),
+            last_rotation: None,
+            accepted_keep_last: None,
+            keep_last_floor: None,
+        }
     }
 }
 
@@ -75,6 +97,12 @@ impl VaultState {
             },
             orders: doc.orders.clone(),
             last_rotation: doc.last_rotation.as_deref().map(|t| Timestamp::parse(t).map_err(|reason| invalid("last_rotation", reason))).transpose()?,
+            accepted_keep_last: doc.accepted_keep_last,
+            keep_last_floor: match (doc.keep_last_floor, &doc.keep_last_floor_until) {
+                (Some(kept), Some(until)) => Some((kept, Timestamp::parse(until).map_err(|reason| invalid("keep_last_floor_until", reason))?)),
+                (None, None) => None,
+                _ => return Err(invalid("keep_last_floor", "a kept keep_last and its end go together")),
+            },
         })
     }
 
@@ -88,6 +116,9 @@ impl VaultState {
             last_drill_result: self.last_drill.as_ref().map(|(_, result)| result.clone()),
             orders: self.orders.clone(),
             last_rotation: self.last_rotation.map(|t| t.to_string()),
+            accepted_keep_last: self.accepted_keep_last,
+            keep_last_floor: self.keep_last_floor.map(|(kept, _)| kept),
+            keep_last_floor_until: self.keep_last_floor.map(|(_, until)| until.to_string()),
         })
     }
 
@@ -136,6 +167,8 @@ mod tests {
             last_drill: Some((Timestamp::parse("2026-11-21T00:00:00Z").unwrap(), "3 snapshots: no errors".into())),
             orders: OrderState::default(),
             last_rotation: Some(Timestamp::parse("2026-11-22T00:00:00Z").unwrap()),
+            accepted_keep_last: Some(3),
+            keep_last_floor: Some((30, Timestamp::parse("2026-11-28T00:00:00Z").unwrap())),
         };
         assert_eq!(VaultState::from_bytes(&state.to_bytes()).unwrap(), state);
         let err = VaultState::from_bytes(br#"{"accepted_version":1,"time_floor":"2026-11-25T00:00:00Z","x":1}"#).unwrap_err();
