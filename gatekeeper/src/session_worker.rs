@@ -425,10 +425,14 @@ struct Handshakes {
 impl Handshakes {
     /// Admits a connection or says why not; ends the handshake the rule evicts to make room.
     fn admit(&mut self, id: ConnectionId, source: std::net::IpAddr, evict: oneshot::Sender<()>) -> std::result::Result<(), String> {
-        match self.rule.admit(id, source) {
+        // Which handshake makes way when the pool is full is picked at random (rustls already
+        // draws from the same source for every handshake).
+        let mut pick = [0u8; 8];
+        let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut pick);
+        match self.rule.admit(id, source, u64::from_le_bytes(pick)) {
             Admit::No(reason) => return Err(reason),
-            Admit::YesEvicting(oldest) => {
-                if let Some(end) = self.evict.remove(&oldest) {
+            Admit::YesEvicting(evicted) => {
+                if let Some(end) = self.evict.remove(&evicted) {
                     let _ = end.send(());
                 }
             }

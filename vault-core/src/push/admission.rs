@@ -2,8 +2,11 @@
 //! open TCP connections, so connections that have not finished TLS share a pool of their own
 //! and never take a session's place: at most [`MAX_HANDSHAKES`] at once, at most
 //! [`MAX_HANDSHAKES_PER_SOURCE`] from one address (a newer one from that address is
-//! refused), and when the pool is full the oldest handshake in it makes way for the newcomer,
-//! so a stranger holding idle connections cannot keep a pusher out. A handshake also has a
+//! refused), and when the pool is full a handshake makes way for the newcomer: one picked at
+//! random among those of the sources holding the most, so a stranger holding idle connections
+//! cannot keep a pusher out, and one opening connections from many addresses as fast as it can
+//! evicts a pusher's handshake only by chance (oldest-first would evict it every time the
+//! stranger's rate passed the pool's size per handshake time). A handshake also has a
 //! short deadline (the daemon's). Sessions (after TLS, pusher known) are counted apart.
 //!
 //! Sans I/O: the daemon asks [`Admission::admit`] at accept, ends the handshake it is told
@@ -38,12 +41,14 @@ pub struct Admission {
 }
 
 impl Admission {
-    pub fn admit(&mut self, id: ConnectionId, source: IpAddr) -> Admit {
+    /// A connection from `source`: `pick` is a random number, used only to choose which
+    /// handshake makes way when the pool is full.
+    pub fn admit(&mut self, id: ConnectionId, source: IpAddr, pick: u64) -> Admit {
         let from_source = self.per_source.get(&source).copied().unwrap_or(0);
         if from_source >= MAX_HANDSHAKES_PER_SOURCE {
             return Admit::No(format!("too many handshakes from {source}: {from_source} in flight, at most {MAX_HANDSHAKES_PER_SOURCE} per address (finish TLS within the handshake deadline)"));
         }
-        let evicted = if self.in_flight.len() >= MAX_HANDSHAKES { self.in_flight.front().map(|(oldest, _)| *oldest) } else { None };
+        let evicted = if self.in_flight.len() >= MAX_HANDSHAKES { self.to_evict(pick) } else { None };
         if let Some(oldest) = evicted {
             self.finished(oldest);
         }
@@ -67,6 +72,15 @@ impl Admission {
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+
+    /// The handshake that makes way: among those of the sources with the most in flight, the
+    /// `pick`-th (modulo their number).
+    fn to_evict(&self, pick: u64) -> Option<ConnectionId> {
+        let most = self.per_source.values().copied().max()?;
+        let candidates: Vec<ConnectionId> = self.in_flight.iter().filter(|(_, source)| self.per_source.get(source) == Some(&most)).map(|(id, _)| *id).collect();
+        let at = usize::try_from(pick % u64::try_from(candidates.len()).ok()?).ok()?;
+        candidates.get(at).copied()
     }
 }
 
@@ -161,40 +175,54 @@ mod tests {
     fn one_address_holds_at_most_its_share_and_others_still_get_in() {
         let mut a = Admission::default();
         for id in 0..MAX_HANDSHAKES_PER_SOURCE as u64 {
-            assert_eq!(a.admit(id, ip(66)), Admit::Yes);
+            assert_eq!(a.admit(id, ip(66), 0), Admit::Yes);
         }
-        let Admit::No(why) = a.admit(99, ip(66)) else { panic!("admitted past the per-address cap") };
+        let Admit::No(why) = a.admit(99, ip(66), 0) else { panic!("admitted past the per-address cap") };
         assert!(why.starts_with("too many handshakes from 192.0.2.66: 4 in flight, at most 4 per address"), "{why}");
-        assert_eq!(a.admit(100, ip(1)), Admit::Yes, "the pusher's address is not affected");
+        assert_eq!(a.admit(100, ip(1), 0), Admit::Yes, "the pusher's address is not affected");
         a.finished(0);
-        assert_eq!(a.admit(101, ip(66)), Admit::Yes, "a place freed is a place again");
+        assert_eq!(a.admit(101, ip(66), 0), Admit::Yes, "a place freed is a place again");
     }
 
     #[test]
-    fn a_full_pool_makes_way_for_the_newcomer_oldest_first() {
+    fn a_full_pool_makes_way_for_the_newcomer_at_random_among_the_sources_holding_most() {
         let mut a = Admission::default();
         let mut id = 0;
-        for host in 0..u8::try_from(MAX_HANDSHAKES / MAX_HANDSHAKES_PER_SOURCE).unwrap() {
-            for _ in 0..MAX_HANDSHAKES_PER_SOURCE {
-                assert_eq!(a.admit(id, ip(100 + host)), Admit::Yes);
-                id += 1;
-            }
+        // The pusher's handshake first (the oldest), then strangers fill the pool, 4 each.
+        assert_eq!(a.admit(id, ip(1), 0), Admit::Yes);
+        id += 1;
+        while a.in_flight() < MAX_HANDSHAKES {
+            let host = 100 + u8::try_from((id - 1) / MAX_HANDSHAKES_PER_SOURCE as u64).unwrap();
+            let _ = a.admit(id, ip(host), 0);
+            id += 1;
         }
-        assert_eq!(a.in_flight(), MAX_HANDSHAKES);
-        assert_eq!(a.admit(1000, ip(1)), Admit::YesEvicting(0));
-        assert_eq!(a.admit(1001, ip(1)), Admit::YesEvicting(1));
-        assert_eq!(a.in_flight(), MAX_HANDSHAKES);
+        // Newcomers evict the strangers' handshakes, never the pusher's, whatever is picked.
+        for pick in 0..200u64 {
+            let Admit::YesEvicting(gone) = a.admit(10_000 + pick, ip(200 + u8::try_from(pick % 50).unwrap()), pick.wrapping_mul(0x9e37_79b9_7f4a_7c15)) else { panic!("the pool is full") };
+            assert_ne!(gone, 0, "the pusher's handshake was evicted");
+            assert_eq!(a.in_flight(), MAX_HANDSHAKES);
+        }
+    }
+
+    #[test]
+    fn with_one_handshake_per_source_the_one_evicted_is_the_picked_one() {
+        let mut a = Admission::default();
+        for n in 0..MAX_HANDSHAKES as u64 {
+            assert_eq!(a.admit(n, IpAddr::from(std::net::Ipv4Addr::from(0xc000_0200 + u32::try_from(n).unwrap())), 0), Admit::Yes);
+        }
+        assert_eq!(a.admit(1000, ip(250), 5), Admit::YesEvicting(5));
+        assert_eq!(a.admit(1001, ip(251), 5 + MAX_HANDSHAKES as u64), Admit::YesEvicting(6), "modulo the candidates (one fewer after the first)");
     }
 
     proptest! {
         /// Whatever arrives and ends in whatever order, the counts stay within both caps and
         /// agree with what is in flight.
         #[test]
-        fn the_caps_always_hold(ops in prop::collection::vec((any::<bool>(), 0u64..200, 0u8..20), 0..600)) {
+        fn the_caps_always_hold(ops in prop::collection::vec((any::<bool>(), 0u64..200, 0u8..20, any::<u64>()), 0..600)) {
             let mut a = Admission::default();
-            for (arrive, id, host) in ops {
+            for (arrive, id, host, pick) in ops {
                 if arrive {
-                    let _ = a.admit(id, ip(host));
+                    let _ = a.admit(id, ip(host), pick);
                 } else {
                     a.finished(id);
                 }
