@@ -37,6 +37,7 @@
 //! gatekeeper calls only for what the retention rules of `vault_core::lifecycle` let go.
 
 pub mod audit;
+mod direct;
 pub mod drill;
 mod expiry;
 pub mod export;

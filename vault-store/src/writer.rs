@@ -10,18 +10,13 @@ use vault_core::push::chunk::ChunkId;
 use vault_core::push::receipt::SignedReceipt;
 use vault_core::push::signals::ChunkProbe;
 
+use crate::direct::Appender;
 use crate::immutable::{ensure_immutable, is_sealed, lift_immutable, make_immutable, Sealing};
 use crate::index::{self, PackSet};
 use crate::owners::{self, Owners};
 use crate::space::{Need, Reserve, Space};
 use crate::{io_error, random_hex, Result, StoreError, EXPIRED_DIR, MANIFEST_FILE, OWNED_FILE, PACKS_DIR, PROFILE_FILE, RECEIPT_FILE, SNAPSHOTS_DIR, STAGING_DIR};
 
-/// Large enough that chunk writes become few big writes.
-const PACK_BUFFER_BYTES: usize = 1024 * 1024;
-/// Start writeback of each this many bytes as they arrive, so the fsync at sealing finds
-/// little left to write instead of the whole push (the kernel would otherwise hold up to
-/// gigabytes of dirty pages until then).
-const WRITEBACK_EVERY: u64 = 32 * 1024 * 1024;
 /// Files a session stages (`begin`): pack, chunk records, manifest parts.
 const STAGING_FILES: u64 = 3;
 /// Inodes sealing adds at its peak: staging directory, manifest, receipt, `owned` list,
@@ -121,15 +116,14 @@ pub struct Recovery {
 /// records are read back once, at commit. Removed on drop unless sealed.
 pub struct StagingPack {
     path: PathBuf,
-    file: Option<BufWriter<File>>,
+    /// The pack's bytes, written around the page cache where the filesystem allows.
+    file: Option<Appender>,
     records_path: PathBuf,
     records: BufWriter<File>,
     manifest_path: PathBuf,
     manifest: BufWriter<File>,
     count: u64,
     offset: u64,
-    /// Bytes already handed to writeback.
-    written_back: u64,
     space: Arc<Space>,
     /// Bytes of the reserve check this pack holds (see [`crate::space`]).
     granted: u64,
@@ -290,19 +284,19 @@ impl Store {
             let file = OpenOptions::new().read(true).write(true).create_new(true).open(&path).map_err(|e| io_error(&path, e))?;
             Ok((path, file))
         };
-        let (path, file) = create("pack")?;
+        let path = stem.with_extension("pack");
+        let file = Appender::create(&path, true).map_err(|e| io_error(&path, e))?;
         let (records_path, records) = create("records")?;
         let (manifest_path, manifest) = create("manifest")?;
         Ok(StagingPack {
             path,
-            file: Some(BufWriter::with_capacity(PACK_BUFFER_BYTES, file)),
+            file: Some(file),
             records_path,
             records: BufWriter::new(records),
             manifest_path,
             manifest: BufWriter::new(manifest),
             count: 0,
             offset: 0,
-            written_back: 0,
             space: self.space.clone(),
             granted,
             staged: 0,
@@ -433,7 +427,7 @@ impl Store {
     pub(crate) fn publish_pack(&self, pack: &mut StagingPack, index: Option<&[u8]>, observe: &dyn Fn(SealStep, &str)) -> Result<Option<(PathBuf, PathBuf)>> {
         let name = random_hex(8);
         let file = pack.file.take().expect("a staging pack is published once");
-        let file = file.into_inner().map_err(|e| io_error(&pack.path, e.into_error()))?;
+        let file = file.finish().map_err(|e| io_error(&pack.path, e))?;
         file.sync_all().map_err(|e| io_error(&pack.path, e))?;
         drop(file);
         observe(SealStep::PackDurable, &name);
@@ -582,17 +576,6 @@ fn write_durable(path: &Path, bytes: &[u8]) -> Result<()> {
     file.sync_all().map_err(|e| io_error(path, e))
 }
 
-/// Asks the kernel to start writing `len` bytes at `offset` to disk, without waiting. Only a
-/// hint for speed: durability comes from the fsync at sealing, so a failure is ignored.
-fn start_writeback(file: &File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else { return };
-    // SAFETY: the descriptor is valid for the call (borrowed from a live File), and
-    // sync_file_range with SYNC_FILE_RANGE_WRITE only schedules I/O on that file's pages;
-    // it touches no memory of ours.
-    let _ = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
-}
-
 pub(crate) fn sync_dir(path: &Path) -> Result<()> {
     File::open(path).and_then(|d| d.sync_all()).map_err(|e| io_error(path, e))
 }
@@ -640,19 +623,13 @@ impl StagingPack {
         u32::try_from(data.len()).map_err(|_| StoreError::Corrupt { path: self.path.clone(), reason: format!("chunk of {} bytes", data.len()) })
     }
 
-    /// Appends chunk bytes to the pack (room for them and their record checked first), and
-    /// hands what was written to writeback every few MiB.
+    /// Appends chunk bytes to the pack (room for them and their record checked first).
     fn write_bytes(&mut self, data: &[u8]) -> Result<()> {
         let len = u64::from(self.len_of(data)?);
         self.ensure_room(len.saturating_add(RECORD_BYTES_U64))?;
         let file = self.file.as_mut().expect("append before seal");
         file.write_all(data).map_err(|e| io_error(&self.path, e))?;
         self.offset += len;
-        if self.offset - self.written_back >= WRITEBACK_EVERY {
-            file.flush().map_err(|e| io_error(&self.path, e))?;
-            start_writeback(file.get_ref(), self.written_back, self.offset - self.written_back);
-            self.written_back = self.offset;
-        }
         Ok(())
     }
 
