@@ -86,7 +86,41 @@ impl Holds {
 
     /// Whether any hold covers the snapshot.
     pub fn covers(&self, snapshot: &SealedSnapshot) -> bool {
-        self.snapshots.contains(&snapshot.id) || self.covers_dataset(&snapshot.pusher, &snapshot.dataset)
+        self.held(snapshot, self.covers_dataset(&snapshot.pusher, &snapshot.dataset)).is_some()
+    }
+
+    /// Which hold keeps the snapshot, if any: one naming it, else one on its dataset or pusher
+    /// (`dataset_held`, which callers going dataset by dataset ask once per dataset).
+    fn held(&self, snapshot: &SealedSnapshot, dataset_held: bool) -> Option<Held> {
+        if self.snapshots.contains(&snapshot.id) {
+            Some(Held::Snapshot)
+        } else {
+            dataset_held.then_some(Held::Dataset)
+        }
+    }
+}
+
+/// Which kind of hold keeps a snapshot, whichever rule would otherwise take it.
+enum Held {
+    Snapshot,
+    Dataset,
+}
+
+impl From<Held> for Kept {
+    fn from(held: Held) -> Kept {
+        match held {
+            Held::Snapshot => Kept::HeldSnapshot,
+            Held::Dataset => Kept::HeldDataset,
+        }
+    }
+}
+
+impl From<Held> for PurgeKept {
+    fn from(held: Held) -> PurgeKept {
+        match held {
+            Held::Snapshot => PurgeKept::HeldSnapshot,
+            Held::Dataset => PurgeKept::HeldDataset,
+        }
     }
 }
 
@@ -173,15 +207,7 @@ pub fn plan_expiry(snapshots: &[SealedSnapshot], now: Timestamp, retention: Rete
                 continue;
             }
             let rank = u32::try_from(index + 1).unwrap_or(u32::MAX);
-            let kept = if rank <= keep_last {
-                Some(Kept::Newest { rank, keep_last })
-            } else if holds.snapshots.contains(&snapshot.id) {
-                Some(Kept::HeldSnapshot)
-            } else if dataset_held {
-                Some(Kept::HeldDataset)
-            } else {
-                None
-            };
+            let kept = if rank <= keep_last { Some(Kept::Newest { rank, keep_last }) } else { holds.held(snapshot, dataset_held).map(Kept::from) };
             match kept {
                 Some(why) => plan.kept.push((snapshot.clone(), why)),
                 None => plan.expire.push(snapshot.clone()),
@@ -239,12 +265,8 @@ pub fn plan_purge(snapshots: &[SealedSnapshot], names: impl Fn(&SealedSnapshot) 
             Some(PurgeKept::SealedAfterOrder { accepted_at })
         } else if now < until {
             Some(PurgeKept::MinRetain { until })
-        } else if holds.snapshots.contains(&snapshot.id) {
-            Some(PurgeKept::HeldSnapshot)
-        } else if holds.covers_dataset(&snapshot.pusher, &snapshot.dataset) {
-            Some(PurgeKept::HeldDataset)
         } else {
-            None
+            holds.held(snapshot, holds.covers_dataset(&snapshot.pusher, &snapshot.dataset)).map(PurgeKept::from)
         };
         match kept {
             Some(why) => plan.kept.push((snapshot.clone(), why)),
