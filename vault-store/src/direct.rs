@@ -82,7 +82,7 @@ impl Appender {
                 self.write_buffer(BUFFER_BYTES)?;
                 self.at += BUFFER_BYTES as u64;
                 self.filled = 0;
-                self.start_writeback()?;
+                self.start_writeback();
             }
         }
         Ok(())
@@ -140,18 +140,17 @@ impl Appender {
     /// Through the page cache, asks the kernel to start writing what arrived since the last
     /// time, every [`WRITEBACK_EVERY`] bytes. Only a hint for speed: durability comes from the
     /// fsync at sealing, so a failure is ignored.
-    fn start_writeback(&mut self) -> io::Result<()> {
+    fn start_writeback(&mut self) {
         use std::os::fd::AsRawFd;
         if self.direct || self.at - self.written_back < WRITEBACK_EVERY {
-            return Ok(());
+            return;
         }
-        let (Ok(offset), Ok(len)) = (i64::try_from(self.written_back), i64::try_from(self.at - self.written_back)) else { return Ok(()) };
+        let (Ok(offset), Ok(len)) = (i64::try_from(self.written_back), i64::try_from(self.at - self.written_back)) else { return };
         // SAFETY: the descriptor is valid for the call (borrowed from a live File), and
         // sync_file_range with SYNC_FILE_RANGE_WRITE only schedules I/O on that file's pages;
         // it touches no memory of ours.
         let _ = unsafe { libc::sync_file_range(self.file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
         self.written_back = self.at;
-        Ok(())
     }
 }
 
