@@ -139,6 +139,9 @@ struct WriteBehind {
     in_flight: bool,
     /// The buffer not being filled, when it is not being written (allocated when first needed).
     spare: Option<Block>,
+    /// A write failed: its bytes are not in the file, so nothing more is written and the pack
+    /// can never be finished (whatever the caller does after the first error).
+    failed: bool,
 }
 
 impl WriteBehind {
@@ -154,7 +157,7 @@ impl WriteBehind {
                 }
             }
         })?;
-        Ok(WriteBehind { jobs: Some(jobs), done, thread: Some(thread), in_flight: false, spare: None })
+        Ok(WriteBehind { jobs: Some(jobs), done, thread: Some(thread), in_flight: false, spare: None, failed: false })
     }
 
     fn stopped() -> io::Error {
@@ -162,18 +165,26 @@ impl WriteBehind {
     }
 
     fn send(&mut self, block: Block, at: u64) -> io::Result<()> {
-        self.jobs.as_ref().ok_or_else(Self::stopped)?.send((block, at)).map_err(|_| Self::stopped())?;
-        self.in_flight = true;
-        Ok(())
+        let sent = self.jobs.as_ref().ok_or_else(Self::stopped).and_then(|jobs| jobs.send((block, at)).map_err(|_| Self::stopped()));
+        self.failed = sent.is_err();
+        self.in_flight = sent.is_ok();
+        sent
     }
 
     /// Waits for the write in flight, if any, keeping its buffer as the spare: how it went.
     fn settle(&mut self) -> io::Result<()> {
+        if self.failed {
+            return Err(io::Error::other("an earlier write of this staging pack failed: its bytes are not all in the file"));
+        }
         if !std::mem::take(&mut self.in_flight) {
             return Ok(());
         }
-        let (block, result) = self.done.recv().map_err(|_| Self::stopped())?;
-        self.spare = Some(block);
+        let outcome = self.done.recv().map_err(|_| Self::stopped());
+        let result = outcome.and_then(|(block, result)| {
+            self.spare = Some(block);
+            result
+        });
+        self.failed = result.is_err();
         result
     }
 
@@ -199,13 +210,18 @@ impl Appender {
     /// filesystem allows it.
     pub fn create(path: &Path, direct: bool) -> io::Result<Appender> {
         let file = OpenOptions::new().read(true).write(true).create_new(true).open(path)?;
+        Ok(Appender::over(file, direct))
+    }
+
+    /// Appends to `file`, which is empty.
+    fn over(file: File, direct: bool) -> Appender {
         // Set after the file is made (an open with O_DIRECT on a filesystem without it can
         // fail after creating the file): a filesystem without direct I/O refuses the flag.
         let direct = direct && set_direct(&file, true).is_ok();
         let target = Arc::new(Target { file, direct: AtomicBool::new(direct) });
         // Without a thread (the process is at its limit), the same bytes are written here.
         let behind = WriteBehind::start(&target).ok();
-        Ok(Appender { target, block: Block::new(), filled: 0, at: 0, behind })
+        Appender { target, block: Block::new(), filled: 0, at: 0, behind }
     }
 
     /// Whether the bytes go around the page cache.
@@ -340,6 +356,27 @@ mod tests {
                 assert!(was_direct || !(direct && ext4), "direct I/O asked for on ext4, and not used");
             }
         }
+    }
+
+    /// A full buffer's write that fails in the writer thread is returned by the next call that
+    /// waits for it, and from then on every call fails: a pack missing a MiB is never finished.
+    #[test]
+    fn a_failed_write_behind_is_reported_and_the_pack_never_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pack");
+        std::fs::write(&path, b"").unwrap();
+        // Opened for reading only: every write fails (EBADF).
+        let mut appender = Appender::over(File::open(&path).unwrap(), false);
+        assert!(appender.behind.is_some());
+        // The first full buffer is handed over; the call that next needs a buffer waits for it.
+        appender.write_all(&pattern(BUFFER_BYTES, 1)).unwrap();
+        let failed = appender.write_all(&pattern(BUFFER_BYTES, 2)).unwrap_err();
+        assert_eq!(failed.raw_os_error(), Some(libc::EBADF), "{failed}");
+        let again = appender.flush().unwrap_err();
+        assert!(again.to_string().contains("an earlier write of this staging pack failed"), "{again}");
+        assert!(appender.write_all(&pattern(BUFFER_BYTES, 3)).is_err());
+        assert!(appender.finish().is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"");
     }
 
     #[test]
