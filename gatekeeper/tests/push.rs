@@ -218,6 +218,49 @@ fn push_incremental_push_early_close_and_byte_exact_restore() {
     assert!(String::from_utf8_lossy(&altered.stderr).contains(&format!("entry {committed_index} ")), "{}", String::from_utf8_lossy(&altered.stderr));
 }
 
+/// A stream whose producer writes slowly keeps its session: the pusher cuts it as its bytes
+/// arrive and, while it waits for more, sends what it cut, so no gap between its frames reaches
+/// the vault's idle deadline (3 s here) though the stream takes more than twice that. Read a
+/// block (8 MiB) at a time, as before, it sent nothing until the stream ended and was refused.
+#[test]
+fn a_slowly_written_stream_keeps_its_session() {
+    use std::io::Write;
+    use std::time::{Duration, Instant};
+    let net = Net::new("slowstream");
+    let start = unix_now_secs_ceil();
+    let vault = Vault::build(VaultSpec { window: (start + 2, start + 300), pushers: vec![("db", "1GiB")], early: false, grace: "5s", datasets: vec![] });
+    let work = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start_with(&net, &vault, &["--idle-timeout-ms", "3000"]);
+    daemon.wait_for("listening", 8.0);
+    let dump = pseudo_random_bytes(3 << 20, 9);
+    let mut pusher = vaultctl_push_command(&net, &vault.identity(), &vault.pusher_key("db"), "slow", Path::new("-"), work.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = pusher.stdin.take().unwrap();
+    // 64 KiB every 150 ms: about 430 KB/s, 7.2 s for the 3 MiB.
+    let began = Instant::now();
+    for piece in dump.chunks(64 * 1024) {
+        stdin.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    drop(stdin);
+    let out = pusher.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(began.elapsed() > Duration::from_secs(6), "the stream took {:?}: not slow enough to test anything", began.elapsed());
+    let stream = json_of(&out);
+    assert_eq!(stream["logical_bytes"], dump.len());
+    let events = daemon.stop();
+    assert!(!events.iter().any(|e| e["event"] == "session_refused"), "{events:#?}");
+
+    let restored = work.path().join("restored");
+    let out = vaultctl_restore(&vault.store(), stream["snapshot"].as_str().unwrap(), &vault.identity(), &restored);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(std::fs::read(restored.join("stream")).unwrap(), dump);
+}
+
 /// A cache that names chunks the vault does not hold (it was written for another vault, or a
 /// purge took them since) costs re-reads, never a snapshot. The pusher asks about the chunks
 /// its cache names without their bytes: those of unchanged files, and the unchanged chunks of

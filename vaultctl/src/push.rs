@@ -13,7 +13,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError};
 use std::time::{Duration, Instant};
 
 use fastcdc::v2020::FastCDC;
@@ -36,6 +36,13 @@ use vault_core::push::chunk::{FASTCDC_AVG_BYTES as AVG_CHUNK, FASTCDC_MAX_BYTES 
 /// Sources are read this much at a time, and cut in memory: a file up to this size in one read.
 const READ_BLOCK: usize = 8 * 1024 * 1024;
 const _: () = assert!(READ_BLOCK > MAX_CHUNK as usize);
+/// A stream (stdin) is read and cut this much at a time, and its chunks handed to the sender
+/// this much at a time: a producer that gives about 1 MiB per 30 s keeps its session (it
+/// needed 8 MiB when a stream was read a block at a time).
+const STREAM_STEP: usize = MAX_CHUNK as usize;
+/// When the chunkers have handed on nothing for this long, the sender sends what they cut
+/// before (the vault ends a session that sends nothing for 30 s).
+const SLOW_SOURCE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Ask the vault about this much chunk data at a time.
 const BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// `have` batches sent and not yet answered: the vault looks up the next batches while the
@@ -343,8 +350,9 @@ impl<'a> Uploader<'a> {
         Ok(())
     }
 
-    /// Asks about what is pending and settles every batch in flight.
-    fn finish(&mut self) -> Result<()> {
+    /// Asks about what is pending and settles every batch in flight (at the end, and while the
+    /// source is slow).
+    fn settle_all(&mut self) -> Result<()> {
         self.ask()?;
         while !self.in_flight.is_empty() {
             self.settle_oldest()?;
@@ -456,10 +464,13 @@ impl CutBytes<'_> {
 
 /// Chunks a reader, handing each chunk's id and bytes to `each`; returns the chunk list.
 ///
-/// The source is read a block (at most [`READ_BLOCK`]) at a time into one buffer and cut
-/// there, each chunk hashed as soon as it is cut (while its bytes are in the core's cache);
-/// only the part after the block's last cut (less than one chunk) moves to the buffer's front
-/// before the next read. A cut is made only where at least `MAX_CHUNK` bytes follow it in the
+/// The source is read into one buffer of a block (at most [`READ_BLOCK`]) and cut there, each
+/// chunk hashed as soon as it is cut (while its bytes are in the core's cache); once the
+/// buffer has no room left, only the part after its last cut (less than one chunk) moves to
+/// its front. A file is read a whole block at a time; a stream (no size) [`STREAM_STEP`] at a
+/// time, and cut after each, so a producer that writes slowly has its chunks sent as they
+/// come instead of once a whole block has arrived (the vault ends a session that sends
+/// nothing for 30 s). A cut is made only where at least `MAX_CHUNK` bytes follow it in the
 /// buffer, or the source has ended, so the cuts are FastCDC's over the whole source, whatever
 /// the reads return. (fastcdc's own `StreamCDC` moves its whole 512 KiB window and zero-fills
 /// it for every chunk, which cost more than the cutting.)
@@ -483,8 +494,17 @@ fn chunk_reader_in_blocks(mut source: impl Read, size_hint: Option<u64>, block: 
     // (start, length, id).
     let mut hashed: Option<(usize, usize, ChunkId)> = None;
     // Bytes a check of the previous cuts waits for, from the buffer's front.
-    let mut wanted = 0;
+    let mut wanted: usize = 0;
+    // Where in `buf` the next chunk starts: the bytes before it are cut and handed on.
+    let mut start = 0;
     loop {
+        if buf.capacity() - buf.len() < STREAM_STEP.min(block) {
+            buf.drain(..start);
+            buf_offset += start as u64;
+            hashed = hashed.map(|(at, len, id)| (at - start, len, id));
+            wanted = wanted.saturating_sub(start);
+            start = 0;
+        }
         if buf.capacity() < wanted {
             buf.reserve_exact(wanted - buf.len());
         }
@@ -494,10 +514,10 @@ fn chunk_reader_in_blocks(mut source: impl Read, size_hint: Option<u64>, block: 
             buf.reserve_exact(block.saturating_sub(buf.len()).max(1));
         }
         let room = buf.capacity() - buf.len();
-        let read = (&mut source).take(u64::try_from(room).expect("a block fits a u64")).read_to_end(&mut buf).map_err(|e| CliError::Failed(format!("read: {e}")))?;
-        ended = ended || read < room;
+        let step = if size_hint.is_some() { room } else { room.min(STREAM_STEP) };
+        let read = (&mut source).take(u64::try_from(step).expect("a block fits a u64")).read_to_end(&mut buf).map_err(|e| CliError::Failed(format!("read: {e}")))?;
+        ended = ended || read < step;
         let filled = buf.len();
-        let mut start = 0;
         // (A chunk handed on in the whole buffer took it: then nothing is left.)
         while start < buf.len() {
             let offset = buf_offset + start as u64;
@@ -509,7 +529,7 @@ fn chunk_reader_in_blocks(mut source: impl Read, size_hint: Option<u64>, block: 
                 }
                 Unchanged::ReadMore { need } => {
                     hashed = known.map(|(len, id)| (start, len, id));
-                    wanted = need;
+                    wanted = start + need;
                     break;
                 }
                 Unchanged::No(first, then) => next_cut(&buf, start, ended).map(|end| {
@@ -530,9 +550,6 @@ fn chunk_reader_in_blocks(mut source: impl Read, size_hint: Option<u64>, block: 
         if ended {
             return Ok(refs);
         }
-        buf.drain(..start);
-        buf_offset += start as u64;
-        hashed = hashed.map(|(at, len, id)| (at - start, len, id));
     }
 }
 
@@ -721,17 +738,19 @@ enum Cut {
     Failed(CliError),
 }
 
-/// A chunker's cuts on their way to the sender, handed over [`HAND_OVER_BYTES`] at a time, in
-/// the order they were cut.
+/// A chunker's cuts on their way to the sender, handed over `limit` bytes (files:
+/// [`HAND_OVER_BYTES`], a stream: [`STREAM_STEP`]) or [`HAND_OVER_CUTS`] cuts at a time, in the
+/// order they were cut.
 struct HandOver<'a> {
     tx: &'a SyncSender<Vec<Cut>>,
+    limit: usize,
     cuts: Vec<Cut>,
     bytes: usize,
 }
 
 impl<'a> HandOver<'a> {
-    fn new(tx: &'a SyncSender<Vec<Cut>>) -> Self {
-        HandOver { tx, cuts: Vec::new(), bytes: 0 }
+    fn new(tx: &'a SyncSender<Vec<Cut>>, limit: usize) -> Self {
+        HandOver { tx, limit, cuts: Vec::new(), bytes: 0 }
     }
 
     fn push(&mut self, cut: Cut) -> Result<()> {
@@ -740,7 +759,7 @@ impl<'a> HandOver<'a> {
         }
         let failed = matches!(cut, Cut::Failed(_));
         self.cuts.push(cut);
-        if failed || self.bytes >= HAND_OVER_BYTES || self.cuts.len() >= HAND_OVER_CUTS {
+        if failed || self.bytes >= self.limit || self.cuts.len() >= HAND_OVER_CUTS {
             self.flush()?;
         }
         Ok(())
@@ -772,9 +791,16 @@ fn send_cuts(rx: &Receiver<Vec<Cut>>, uploader: &mut Uploader, progress: &indica
                 // push that finds most chunks sealed before would otherwise fill its first
                 // batch only near its end.
                 uploader.ask_while_none_waits()?;
-                match rx.recv() {
+                match rx.recv_timeout(SLOW_SOURCE_WAIT) {
                     Ok(cuts) => cuts,
-                    Err(_) => break,
+                    Err(RecvTimeoutError::Timeout) => {
+                        // The source is slow (a producer that writes little at a time): what
+                        // was cut goes now (every answer read, its chunks sent), so the
+                        // session keeps sending while it waits for more.
+                        uploader.settle_all()?;
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
             }
             Err(TryRecvError::Disconnected) => break,
@@ -848,7 +874,7 @@ fn chunk_in_parallel(files: &[FileToRead], cache: &Cache, uploader: &mut Uploade
         for _ in 0..chunkers {
             let (tx, next, order) = (tx.clone(), &next, &order);
             scope.spawn(move || {
-                let mut out = HandOver::new(&tx);
+                let mut out = HandOver::new(&tx, HAND_OVER_BYTES);
                 while let Some(&index) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
                     let done = chunk_file(&files[index], index, cache, &mut out).unwrap_or_else(Cut::Failed);
                     let failed = matches!(done, Cut::Failed(_));
@@ -887,7 +913,7 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
         // error: it may be blocked reading a producer that writes nothing more for hours, and
         // the refusal is said now (it stops at its next chunk; a stream is never retried).
         let chunker = std::thread::spawn(move || {
-            let mut out = HandOver::new(&tx);
+            let mut out = HandOver::new(&tx, STREAM_STEP);
             let result = chunk_reader(std::io::stdin().lock(), None, &mut Previous::new(&[]), |id, chunk| {
                 let read = chunk.as_slice().len();
                 out.push(Cut::Chunk { file: 0, id, data: Some(chunk.into_vec()), read })
@@ -898,7 +924,7 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
         let mut chunks = send_cuts(&rx, &mut uploader, &progress)?;
         // Every cut was taken, so the chunker has ended.
         let _ = chunker.join();
-        uploader.finish()?;
+        uploader.settle_all()?;
         stats.files = 1;
         let chunks = chunks.remove(&0).ok_or_else(|| CliError::Failed("stdin: the chunker ended without the stream's chunk list".into()))?;
         let size = chunks.iter().map(|c| u64::from(c.len)).sum();
@@ -922,7 +948,7 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
         };
         let mut uploader = Uploader::new(&mut conn, &mut stats);
         let mut file_chunks = chunk_in_parallel(&files, &cache, &mut uploader, &progress)?;
-        uploader.finish()?;
+        uploader.settle_all()?;
         // Files with chunks the vault lacks that were asked about without their bytes, since
         // the cache named them (another vault, a lost store, or a purge since): read them
         // now, and insist they still cut into the same chunks.
@@ -939,7 +965,7 @@ pub fn push(args: &PushArgs) -> Result<Outcome> {
                 return Err(CliError::Failed(format!("{}: changed while being pushed; push again", file.path.display())));
             }
         }
-        uploader.finish()?;
+        uploader.settle_all()?;
         stats.bytes_read += read;
         for (index, file) in files.iter().enumerate() {
             let chunks = file_chunks.remove(&index).expect("every file was chunked");
@@ -1205,6 +1231,51 @@ mod tests {
         assert!(with(&cut_rule()).previous("other").is_empty());
         let old: Cache = serde_json::from_str(r#"{"files":{"f":{"dev":1,"ino":2,"size":1,"mtime_ns":3,"ctime_ns":4,"chunks":[]}}}"#).unwrap();
         assert!(old.cuts.is_empty() && old.files.contains_key("f"));
+    }
+
+    /// A stream is cut as its bytes arrive: each chunk is handed on once FastCDC can cut it
+    /// (`MAX_CHUNK` bytes ahead, read [`STREAM_STEP`] at a time), not once a whole block has
+    /// been read, so a producer that writes slowly is not left silent past the vault's idle
+    /// deadline. A file is still read a block at a time. The cuts are FastCDC's either way.
+    #[test]
+    fn a_stream_is_cut_as_its_bytes_arrive() {
+        use std::cell::Cell;
+        use std::rc::Rc;
+        /// Gives 64 KiB a read (a pipe's most) and counts what it gave.
+        struct Counted {
+            data: Vec<u8>,
+            given: Rc<Cell<usize>>,
+        }
+        impl Read for Counted {
+            fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                let at = self.given.get();
+                let n = out.len().min(64 * 1024).min(self.data.len() - at);
+                out[..n].copy_from_slice(&self.data[at..at + n]);
+                self.given.set(at + n);
+                Ok(n)
+            }
+        }
+        let data = noise(6 << 20, 11);
+        for size_hint in [None, Some(data.len() as u64)] {
+            let given = Rc::new(Cell::new(0));
+            // For each chunk handed on: how far it ends in the source, and how much had been read.
+            let mut handed = vec![];
+            let mut end = 0;
+            let source = Counted { data: data.clone(), given: Rc::clone(&given) };
+            let refs = chunk_reader(source, size_hint, &mut Previous::new(&[]), |_, chunk| {
+                end += chunk.as_slice().len();
+                handed.push((end, given.get()));
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(refs, fastcdc_refs(&data));
+            let furthest_read_ahead = handed.iter().map(|(end, read)| read - end).max().unwrap();
+            if size_hint.is_none() {
+                assert!(furthest_read_ahead <= MAX_CHUNK as usize + STREAM_STEP, "a stream was read {furthest_read_ahead} bytes ahead of a chunk handed on");
+            } else {
+                assert_eq!(handed[0].1, data.len().min(READ_BLOCK), "a file is read a block at a time");
+            }
+        }
     }
 
     #[test]
