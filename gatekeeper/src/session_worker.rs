@@ -204,7 +204,7 @@ const KEEP_FREED_BYTES: i32 = 128 << 20;
 /// Keeps the memory of relayed frames for the next ones. Each frame (up to 1 MiB) is copied
 /// into a message of its own and freed once the daemon has it; with glibc's defaults the heap
 /// was handed back and faulted in again, page by page, for every few frames: 85 000 page
-/// faults in the worker for a 2 GiB push (2 300 with this), most of its kernel time. The
+/// faults in the worker for a 2 GiB push (2 300 with this), about a third of its kernel time. The
 /// worker's memory stays bounded by its address-space limit and the sessions' relay credit.
 fn keep_freed_heap() {
     // SAFETY: mallopt only sets the allocator's thresholds; it is called before the runtime
