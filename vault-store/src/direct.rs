@@ -166,7 +166,7 @@ impl WriteBehind {
 
     fn send(&mut self, block: Block, at: u64) -> io::Result<()> {
         let sent = self.jobs.as_ref().ok_or_else(Self::stopped).and_then(|jobs| jobs.send((block, at)).map_err(|_| Self::stopped()));
-        self.failed = sent.is_err();
+        self.failed |= sent.is_err();
         self.in_flight = sent.is_ok();
         sent
     }
