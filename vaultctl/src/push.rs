@@ -57,9 +57,9 @@ const MAX_CHUNKERS: usize = 8;
 const HAND_OVER_BYTES: usize = 1024 * 1024;
 const HAND_OVER_CUTS: usize = 256;
 /// Hand-overs cut and hashed but not yet taken by the sender: how far the chunkers may run
-/// ahead (each at most `HAND_OVER_BYTES` + `MAX_CHUNK`, so 10 MiB; one more being filled by
+/// ahead (each at most `HAND_OVER_BYTES` + `MAX_CHUNK`, so 12 MiB; one more being filled by
 /// each chunker). With the batches above and one file buffer per chunker, a push holds at most
-/// about 40 + 10 + 8 x 9.3 MiB of data whatever it sends.
+/// about 40 + 12 + 8 x 9.5 MiB of data whatever it sends.
 const CUT_QUEUE: usize = 8;
 const MAX_CACHE_BYTES: usize = 512 * 1024 * 1024;
 
