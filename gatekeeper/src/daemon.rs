@@ -493,7 +493,11 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
                     Event::Capacity { used_percent, free_bytes, days_until_full, .. } => (*used_percent, *free_bytes, *days_until_full),
                     _ => (0, 0, None),
                 };
-                let forecast = days.map_or_else(|| "no ingest in 30 days".to_string(), |d| format!("full in about {d} days at the last 30 days' rate"));
+                let forecast = match days {
+                    None => "no ingest in 30 days".to_string(),
+                    Some(d) if d > 36_500 => "not full within a century at the last 30 days' rate".to_string(),
+                    Some(d) => format!("full in about {d} days at the last 30 days' rate"),
+                };
                 let detail = format!(
                     "the store's filesystem is {used} % used (at least {percent} %), {free} bytes free, {forecast}: shorten retention in the next policy, or give the vault a larger data disk"
                 );

@@ -108,7 +108,7 @@ fn window_answers_arp_only_inside(tag: &str, busy_disk: bool) {
     let closing = downs.iter().find(|e| e["why"] == "gate").expect("the gate took the link down");
     println!("MEASURE{label} link down request -> netlink confirmed down: {} ms", closing["confirmation"]["took_ms"]);
     assert!(downs.iter().all(|e| e["confirmation"]["admin_up"] == false && e["confirmation"]["addresses"] == serde_json::json!([])));
-    assert!(!events.iter().any(|e| e["event"] == "alarm"), "{events:#?}");
+    assert!(!events.iter().any(is_alarm), "{events:#?}");
     let down = net.link_json();
     assert!(!down["flags"].as_array().unwrap().iter().any(|f| f == "UP"), "{down}");
 
@@ -185,7 +185,7 @@ fn the_kernels_arp_probe_for_the_pusher_keeps_the_window_open_and_a_real_unsolic
     }
     // The guard judged it too (an alarm is an event within a millisecond or so): no alarm.
     std::thread::sleep(StdDuration::from_millis(200));
-    assert!(!daemon.all().iter().any(|e| e["event"] == "alarm"), "{:#?}", daemon.all());
+    assert!(!daemon.all().iter().any(is_alarm), "{:#?}", daemon.all());
     drop(idle);
 
     // A push with the entry stale again as it starts: it goes through, receipt and all.
@@ -197,7 +197,7 @@ fn the_kernels_arp_probe_for_the_pusher_keeps_the_window_open_and_a_real_unsolic
 
     // The window is still open: no alarm, the link never taken down, the listener accepting.
     let events = daemon.all();
-    assert!(!events.iter().any(|e| e["event"] == "alarm" || (e["event"] == "link_down" && e["why"] == "gate")), "{events:#?}");
+    assert!(!events.iter().any(|e| is_alarm(e) || (e["event"] == "link_down" && e["why"] == "gate")), "{events:#?}");
     assert!(tcp_connect_from(&net).is_ok(), "the listener stopped accepting inside the window");
     let frames = prober.frames();
     let probes = probes_in(&frames);
@@ -215,7 +215,7 @@ fn the_kernels_arp_probe_for_the_pusher_keeps_the_window_open_and_a_real_unsolic
     // window long before its end.
     let sent_at = unix_now();
     in_netns(&net.vault_ns, || std::net::UdpSocket::bind("192.0.2.10:0")?.send_to(b"leak", "192.0.2.1:9")).join().unwrap().expect("send from the vault namespace");
-    let (alarm_at, alarm) = daemon.wait_for_matching(|e| e["event"] == "alarm", 3.0);
+    let (alarm_at, alarm) = daemon.wait_for_matching(is_alarm, 3.0);
     assert_eq!(alarm["rule"], "unsolicited_frame", "{alarm}");
     let detail = alarm["detail"].as_str().unwrap();
     assert!(detail.contains("UDP 192.0.2.10 -> 192.0.2.1"), "{detail}");
@@ -225,7 +225,7 @@ fn the_kernels_arp_probe_for_the_pusher_keeps_the_window_open_and_a_real_unsolic
     assert!(tcp_connect_from(&net).is_err(), "connected after the unsolicited frame");
     let events = daemon.stop();
     let (frames, _) = prober.finish();
-    assert!(events.iter().filter(|e| e["event"] == "alarm").all(|e| e["rule"] == "unsolicited_frame"), "{events:#?}");
+    assert!(events.iter().filter(|e| is_alarm(e)).all(|e| e["rule"] == "unsolicited_frame"), "{events:#?}");
     // The datagram was on the wire, and not one broadcast ARP request in the whole window.
     assert!(frames.iter().any(|s| s.frame.len() >= 34 && s.frame[12..14] == [0x08, 0x00] && s.frame[23] == 17), "the datagram was not on the wire");
     let broadcast_arp = |s: &&Seen| s.frame.len() >= 42 && s.frame[0..6] == [0xff; 6] && s.frame[12..14] == [0x08, 0x06] && s.frame[20..22] == [0, 1];
@@ -242,7 +242,7 @@ fn the_watchdog_undoes_a_link_brought_up_outside_a_window() {
 
     let before = daemon.mark();
     sh(&["ip", "-n", &net.vault_ns, "link", "set", "vault0", "up"]);
-    let (_, alarm) = daemon.wait_for("alarm", 3.0);
+    let (_, alarm) = daemon.wait_for_matching(is_alarm, 3.0);
     assert_eq!(alarm["rule"], "watchdog_link_up", "{alarm}");
     // The state is read once the daemon says it took the link down, not after a guess.
     let taken_down = |e: &serde_json::Value| e["event"] == "link_down" && e["why"] == "gate";
@@ -320,7 +320,7 @@ fn a_clock_behind_the_floor_keeps_it_sealed_with_an_alarm() {
 
     let prober = Prober::start(&net.probe_site());
     let daemon = Daemon::start(&net, &vault);
-    let (_, alarm) = daemon.wait_for("alarm", 3.0);
+    let (_, alarm) = daemon.wait_for_matching(is_alarm, 3.0);
     assert_eq!(alarm["rule"], "clock_behind_floor");
     let detail = alarm["detail"].as_str().unwrap();
     assert!(detail.contains(&ts(now + 86_400).to_string()) && detail.contains("tolerance 300s"), "{detail}");

@@ -419,7 +419,7 @@ fn a_syn_from_an_address_that_never_asked_closes_nothing() {
     }
     // Long enough for the kernel's ARP retries, had it sent any.
     std::thread::sleep(Duration::from_secs(2));
-    let said: Vec<serde_json::Value> = rig.daemon.all().into_iter().skip(mark).filter(|e| e["event"] == "alarm" || e["event"] == "state_changed").collect();
+    let said: Vec<serde_json::Value> = rig.daemon.all().into_iter().skip(mark).filter(|e| is_alarm(e) || e["event"] == "state_changed").collect();
     assert!(said.is_empty(), "strangers' SYNs moved the gate: {said:?}");
     let tree = rig.path("after");
     random_tree(&tree, 1, 5_000, 0xf4e5);
@@ -481,12 +481,12 @@ fn strangers_scanning_forging_and_idling_neither_close_nor_fill_the_window() {
     drop(idle);
 
     // Open until its own end: no alarm, no early close, the listener accepting up to the end.
-    let said_early: Vec<serde_json::Value> = rig.daemon.all().into_iter().skip(mark).filter(|e| e["event"] == "alarm" || e["event"] == "state_changed").collect();
+    let said_early: Vec<serde_json::Value> = rig.daemon.all().into_iter().skip(mark).filter(|e| is_alarm(e) || e["event"] == "state_changed").collect();
     assert!(said_early.is_empty(), "strangers moved the gate: {said_early:?}");
     assert!(unix_now() < until as f64 - 5.0, "the attacks took the whole window; nothing was shown");
     let (closed_at, _) = rig.daemon.wait_for_matching_after(mark, |e| e["event"] == "state_changed" && e["from"] == "open", (until as f64 - unix_now()) + 5.0);
     assert!(closed_at >= until as f64 - 0.5, "the window closed at {closed_at}, before its end {until}");
-    assert!(!rig.daemon.all().iter().any(|e| e["event"] == "alarm"), "{:?}", rig.daemon.all().iter().filter(|e| e["event"] == "alarm").collect::<Vec<_>>());
+    assert!(!rig.daemon.all().iter().any(is_alarm), "{:?}", rig.daemon.all().iter().filter(|e| is_alarm(e)).collect::<Vec<_>>());
 
     // Everything the vault's MAC sent, in order, is what the egress rule allows.
     let frames = prober.finish().0;
