@@ -48,7 +48,7 @@ fn listing(dir: &Path) -> Vec<String> {
 const POLICY: &str = r#"
 vault_id = "vault-01"
 version = VERSION
-expires = "2027-01-31T00:00:00Z"
+expires = "EXPIRES"
 [network]
 mac = "52:54:00:12:34:56"
 address = "192.0.2.10/24"
@@ -75,20 +75,55 @@ fn setup() -> tempfile::TempDir {
     dir
 }
 
+/// When the fixture's bundles are issued and expire, for the tests that judge them at a given
+/// time (`--at`, `--from`, `--issued`): fixed, so what those print can be compared.
+const ISSUED: &str = "2026-11-20T00:00:00Z";
+const EXPIRES: &str = "2027-01-31T00:00:00Z";
+
+/// The real clock, `offset_secs` from now: for the bundles of the commands that judge a bundle
+/// by today's date (push, `usb write`, signing without `--issued`), which a fixed date would
+/// expire under once the calendar passes it.
+fn today(offset_secs: i64) -> String {
+    let now: i64 = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().try_into().unwrap();
+    vault_core::units::Timestamp::from_unix(now + offset_secs).unwrap().to_string()
+}
+
+/// Within the trust root's 90-day maximum validity from [`today`]'s issue time.
+const TODAY_VALID_SECS: i64 = 30 * 86_400;
+
+/// The fixture policy, expiring at [`EXPIRES`].
 fn write_policy(dir: &Path, name: &str, version: u64) {
+    write_policy_expiring(dir, name, version, EXPIRES);
+}
+
+/// The fixture policy, valid for a month from today.
+fn write_policy_for_today(dir: &Path, name: &str, version: u64) {
+    write_policy_expiring(dir, name, version, &today(TODAY_VALID_SECS));
+}
+
+fn write_policy_expiring(dir: &Path, name: &str, version: u64, expires: &str) {
     let pusher = std::fs::read_to_string(dir.join("pusher.pub")).unwrap();
-    let text = POLICY.replace("VERSION", &version.to_string()).replace("PUSHER", pusher.trim());
+    let text = POLICY.replace("VERSION", &version.to_string()).replace("PUSHER", pusher.trim()).replace("EXPIRES", expires);
     std::fs::write(dir.join(name), text).unwrap();
 }
 
-/// The first signer starts the bundle from the policy (issued at a fixed time); the others
-/// each add their signature to it.
+/// The first signer starts the bundle from the policy (issued at [`ISSUED`]); the others each
+/// add their signature to it.
 fn sign_bundle(dir: &Path, policy: &str, out: &str, signers: &[&str]) {
+    sign_bundle_issued(dir, ISSUED, policy, out, signers);
+}
+
+/// [`sign_bundle`] of a policy written by [`write_policy_for_today`], issued a minute ago.
+fn sign_bundle_for_today(dir: &Path, policy: &str, out: &str, signers: &[&str]) {
+    sign_bundle_issued(dir, &today(-60), policy, out, signers);
+}
+
+fn sign_bundle_issued(dir: &Path, issued: &str, policy: &str, out: &str, signers: &[&str]) {
     for (i, signer) in signers.iter().enumerate() {
         let key = format!("{signer}.key");
         let mut args = vec!["policy", "sign", "--root", "root.toml", "--key", &key];
         if i == 0 {
-            args.extend(["--issued", "2026-11-20T00:00:00Z", policy]);
+            args.extend(["--issued", issued, policy]);
         } else {
             args.push(out);
         }
@@ -132,7 +167,7 @@ fn sign_and_verify_with_state_and_time() {
     let dir = setup();
     let d = dir.path();
     refused(d, &["policy", "sign", "--key", "a.key", "policy.toml", "--out", "p.bundle"], "--root is needed to start a bundle");
-    refused(d, &["policy", "sign", "--root", "root.toml", "--key", "pusher.key", "policy.toml", "--out", "p.bundle"], "is not an admin of root v1");
+    refused(d, &["policy", "sign", "--root", "root.toml", "--key", "pusher.key", "--issued", ISSUED, "policy.toml", "--out", "p.bundle"], "is not an admin of root v1");
     sign_bundle(d, "policy.toml", "p.bundle", &["a", "b"]);
     refused(d, &["policy", "sign", "--root", "root.toml", "--key", "b.key", "p.bundle", "--out", "p.bundle"], "already signed by key");
 
@@ -181,7 +216,11 @@ fn a_policy_beyond_the_caps_is_refused_at_signing() {
     let d = dir.path();
     let text = std::fs::read_to_string(d.join("policy.toml")).unwrap().replace("duration = \"3h\"", "duration = \"5h\"");
     std::fs::write(d.join("policy.toml"), text).unwrap();
-    refused(d, &["policy", "sign", "--root", "root.toml", "--key", "a.key", "policy.toml", "--out", "p.bundle"], "cap exceeded: window[0] length is 5h, the trust root allows at most 4h");
+    refused(
+        d,
+        &["policy", "sign", "--root", "root.toml", "--key", "a.key", "--issued", ISSUED, "policy.toml", "--out", "p.bundle"],
+        "cap exceeded: window[0] length is 5h, the trust root allows at most 4h",
+    );
 }
 
 #[test]
@@ -192,7 +231,7 @@ fn root_rotation_through_the_cli() {
         ok(d, &["key", "gen", "--out", name]);
     }
     ok(d, &["root", "init", "--version", "2", "--vault-id", "vault-01", "--threshold", "2", "--admin", "x.pub", "--admin", "y.pub", "--out", "root2.toml"]);
-    ok(d, &["policy", "sign", "--root", "root.toml", "--new-root", "root2.toml", "--issued", "2026-11-20T00:00:00Z", "--key", "a.key", "policy.toml", "--out", "rot.bundle"]);
+    ok(d, &["policy", "sign", "--root", "root.toml", "--new-root", "root2.toml", "--issued", ISSUED, "--key", "a.key", "policy.toml", "--out", "rot.bundle"]);
     for signer in ["b", "x"] {
         ok(d, &["policy", "sign", "--root", "root.toml", "--key", &format!("{signer}.key"), "rot.bundle", "--out", "rot.bundle"]);
     }
@@ -530,7 +569,7 @@ fn ssh_keygen(dir: &Path, args: &[&str]) -> Output {
 /// `a` starts a bundle of policy.toml under `root` (2 of 2) and writes its payload for the
 /// OpenSSH admin to sign.
 fn bundle_for_ssh_admin(d: &Path, root: &str) {
-    ok(d, &["policy", "sign", "--root", root, "--key", "a.key", "--issued", "2026-11-20T00:00:00Z", "policy.toml", "--out", "p.bundle"]);
+    ok(d, &["policy", "sign", "--root", root, "--key", "a.key", "--issued", ISSUED, "policy.toml", "--out", "p.bundle"]);
     let run = ok(d, &["policy", "payload", "p.bundle", "--out", "p.payload"]);
     assert!(run.stderr.contains("ssh-keygen -Y sign -f ~/.ssh/id_ed25519_sk -n airgap-vault/policy-bundle/v1 p.payload"), "{}", run.stderr);
 }
@@ -650,7 +689,9 @@ fn profile_setup(extra: &str) -> tempfile::TempDir {
     let dir = setup();
     let d = dir.path();
     ok(d, &["key", "gen", "--out", "vault"]);
-    sign_bundle(d, "policy.toml", "p.bundle", &["a", "b"]);
+    // Push judges the policy copy by today's date.
+    write_policy_for_today(d, "today.toml", 3);
+    sign_bundle_for_today(d, "today.toml", "p.bundle", &["a", "b"]);
     for (rel, bytes) in [("src/db.dump", &b"rows"[..]), ("src/scratch.tmp", b"x"), ("src/cache/blob", b"cached"), ("src/keep/notes", b"notes")] {
         std::fs::create_dir_all(d.join(rel).parent().unwrap()).unwrap();
         std::fs::write(d.join(rel), bytes).unwrap();
@@ -712,13 +753,11 @@ fn a_pusher_the_policy_does_not_list_is_told_before_anything_is_sent() {
 
 /// Policy v`version` with one window, once, from `from` to `until` (seconds from now).
 fn one_shot_policy(d: &Path, version: u64, from: i64, until: i64) {
-    let now = vault_core::units::Timestamp::from_unix(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs().try_into().unwrap()).unwrap();
-    let at = |secs: i64| vault_core::units::Timestamp::from_unix(now.unix() + secs).unwrap().to_string();
-    write_policy(d, "once.toml", version);
-    let text = std::fs::read_to_string(d.join("once.toml")).unwrap().replace("days = [\"sat\"]\nstart = \"22:00\"\nduration = \"3h\"", &format!("from = \"{}\"\nuntil = \"{}\"", at(from), at(until)));
+    write_policy_for_today(d, "once.toml", version);
+    let text =
+        std::fs::read_to_string(d.join("once.toml")).unwrap().replace("days = [\"sat\"]\nstart = \"22:00\"\nduration = \"3h\"", &format!("from = \"{}\"\nuntil = \"{}\"", today(from), today(until)));
     std::fs::write(d.join("once.toml"), text).unwrap();
-    ok(d, &["policy", "sign", "--root", "root.toml", "--key", "a.key", "--issued", &at(-60), "once.toml", "--out", "once.bundle"]);
-    ok(d, &["policy", "sign", "--root", "root.toml", "--key", "b.key", "once.bundle", "--out", "once.bundle"]);
+    sign_bundle_for_today(d, "once.toml", "once.bundle", &["a", "b"]);
 }
 
 #[test]
@@ -836,7 +875,7 @@ fn root_init_labels_its_digest_and_signers_are_named_from_the_root() {
     assert!(digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()), "{}", run.stdout);
     write_policy(d, "policy.toml", 3);
     let id = |name: &str| ok(d, &["key", "show", &format!("{name}.pub")]).stdout.lines().nth(1).unwrap().trim_start_matches("key id: ").to_string();
-    let run = ok(d, &["policy", "sign", "--root", "root.toml", "--key", "a.key", "--issued", "2026-11-20T00:00:00Z", "policy.toml", "--out", "p.bundle"]);
+    let run = ok(d, &["policy", "sign", "--root", "root.toml", "--key", "a.key", "--issued", ISSUED, "policy.toml", "--out", "p.bundle"]);
     assert!(run.stderr.contains(&format!("signed vault vault-01 policy v3 as a (key id {})", id("a"))), "{}", run.stderr);
     let run = ok(d, &["policy", "sign", "--key", "b.key", "p.bundle", "--out", "p.bundle"]);
     assert!(run.stderr.contains(&format!("as key id {} (give --root to see the admin's name)", id("b"))), "{}", run.stderr);
@@ -860,14 +899,14 @@ fn a_failed_write_names_the_file_asked_for_and_leaves_nothing_behind() {
     // --out a directory: said with the flag, before anything is signed.
     refused_with(
         d,
-        &["policy", "sign", "--root", "root.toml", "--key", "a.key", "--issued", "2026-11-20T00:00:00Z", "policy.toml", "--out", "out"],
+        &["policy", "sign", "--root", "root.toml", "--key", "a.key", "--issued", ISSUED, "policy.toml", "--out", "out"],
         2,
         &["--out out: is a directory; --out names the file to write, e.g. out/policy.bundle"],
     );
     // A directory that is not there: the error names the bundle asked for, not a temp file.
     let run = refused_with(
         d,
-        &["policy", "sign", "--root", "root.toml", "--key", "a.key", "--issued", "2026-11-20T00:00:00Z", "policy.toml", "--out", "missing/p.bundle"],
+        &["policy", "sign", "--root", "root.toml", "--key", "a.key", "--issued", ISSUED, "policy.toml", "--out", "missing/p.bundle"],
         1,
         &["missing/p.bundle: cannot write it: No such file or directory", "it is written to a temporary file in missing first and renamed; that directory must exist and be writable"],
     );
@@ -883,10 +922,10 @@ fn signing_an_expired_policy_is_refused_with_when_it_expired() {
     let dir = setup();
     let d = dir.path();
     let text = std::fs::read_to_string(d.join("policy.toml")).unwrap();
-    std::fs::write(d.join("policy.toml"), text.replace("2027-01-31T00:00:00Z", "2026-11-10T00:00:00Z")).unwrap();
+    std::fs::write(d.join("policy.toml"), text.replace(EXPIRES, "2026-11-10T00:00:00Z")).unwrap();
     refused_with(
         d,
-        &["policy", "sign", "--root", "root.toml", "--key", "a.key", "--issued", "2026-11-20T00:00:00Z", "policy.toml", "--out", "p.bundle"],
+        &["policy", "sign", "--root", "root.toml", "--key", "a.key", "--issued", ISSUED, "policy.toml", "--out", "p.bundle"],
         3,
         &[
             "policy.toml: expires 2026-11-10T00:00:00Z, which is not after 2026-11-20T00:00:00Z (the --issued time): the vault refuses an expired bundle",
@@ -894,7 +933,7 @@ fn signing_an_expired_policy_is_refused_with_when_it_expired() {
         ],
     );
     // Without --issued it is judged now.
-    std::fs::write(d.join("policy.toml"), text.replace("2027-01-31T00:00:00Z", "2020-01-01T00:00:00Z")).unwrap();
+    std::fs::write(d.join("policy.toml"), text.replace(EXPIRES, "2020-01-01T00:00:00Z")).unwrap();
     refused_with(
         d,
         &["policy", "sign", "--root", "root.toml", "--key", "a.key", "policy.toml", "--out", "p.bundle"],
@@ -984,10 +1023,10 @@ fn schedule_says_when_it_is_unverified_verifies_with_root_and_bounds_days() {
 fn usb_write_verifies_the_bundle_and_orders_against_the_root() {
     let dir = setup();
     let d = dir.path();
-    sign_bundle(d, "policy.toml", "under.bundle", &["a"]);
-    // Issued now, so that it is valid now, which is when a stick is checked.
-    ok(d, &["policy", "sign", "--root", "root.toml", "--key", "a.key", "policy.toml", "--out", "p.bundle"]);
-    ok(d, &["policy", "sign", "--root", "root.toml", "--key", "c.key", "p.bundle", "--out", "p.bundle"]);
+    // Valid today, which is when a stick is checked.
+    write_policy_for_today(d, "today.toml", 3);
+    sign_bundle_for_today(d, "today.toml", "under.bundle", &["a"]);
+    sign_bundle_for_today(d, "today.toml", "p.bundle", &["a", "c"]);
     let bundle = std::fs::read_to_string(d.join("p.bundle")).unwrap();
     let mut tampered: serde_json::Value = serde_json::from_str(&bundle).unwrap();
     let payload = tampered["payload"].as_str().unwrap().replacen('A', "B", 1);
@@ -1151,14 +1190,17 @@ fn with_json_every_command_prints_one_json_value() {
     assert!(json(&["key", "gen", "--out", "dave"])["public_key"].as_str().unwrap().starts_with("ed25519:"));
     assert_eq!(json(&["key", "show", "dave.key"])["key_id"].as_str().unwrap().len(), 64);
     assert_eq!(json(&["root", "init", "--vault-id", "vault-01", "--threshold", "2", "--admin", "a.pub", "--admin", "b.pub", "--out", "r2.toml"])["admins"], serde_json::json!(["a", "b"]));
-    assert_eq!(json(&["policy", "sign", "--root", "root.toml", "--key", "a.key", "--issued", "2026-11-20T00:00:00Z", "policy.toml", "--out", "p.bundle"])["signatures"], 1);
+    assert_eq!(json(&["policy", "sign", "--root", "root.toml", "--key", "a.key", "--issued", ISSUED, "policy.toml", "--out", "p.bundle"])["signatures"], 1);
     assert_eq!(json(&["policy", "sign", "--root", "root.toml", "--key", "b.key", "p.bundle", "--out", "p.bundle"])["signatures"], 2);
     let verified = json(&["policy", "verify", "--root", "root.toml", "--at", "2026-11-25T00:00:00Z", "p.bundle"]);
     assert_eq!((verified["verified"].as_bool(), verified["policy"]["version"].as_u64()), (Some(true), Some(3)), "{verified}");
     let schedule = json(&["schedule", "--policy", "p.bundle", "--root", "root.toml", "--from", "2026-11-28T23:00:00Z", "--days", "8"]);
     assert_eq!((schedule["open_until"].as_str(), schedule["openings"].as_array().map(Vec::len)), (Some("2026-11-29T01:00:00Z"), Some(2)), "{schedule}");
     assert_eq!(json(&["policy", "payload", "p.bundle", "--out", "p.payload"])["namespace"], "airgap-vault/policy-bundle/v1");
-    assert_eq!(json(&["usb", "write", "--root", "root.toml", "p.bundle", "--out", "stick.img"])["verified"], true);
+    // A stick is checked at today's date.
+    write_policy_for_today(d, "today.toml", 3);
+    sign_bundle_for_today(d, "today.toml", "today.bundle", &["a", "b"]);
+    assert_eq!(json(&["usb", "write", "--root", "root.toml", "today.bundle", "--out", "stick.img"])["verified"], true);
     json(&["order", "new", "--root", "root.toml", "--kind", "hold", "--serial", "1", "--snapshot", "s1", "--reason", "legal hold", "--out", "hold.order"]);
     assert_eq!(json(&["order", "sign", "--root", "root.toml", "--key", "a.key", "hold.order", "--out", "hold.order"])["signatures"], 1);
     assert_eq!(json(&["order", "show", "hold.order"])["order"]["kind"], "hold");
