@@ -63,6 +63,16 @@ impl<C: VaultClock> TimeProvider for JudgedClock<C> {
     }
 }
 
+/// The alarms the store's fill raises: it is the filesystem's, so a store sharing a disk (a
+/// test's on the host) reports the whole disk.
+pub const CAPACITY_WARNING: &str = "capacity_warning";
+pub const CAPACITY_CRITICAL: &str = "capacity_critical";
+
+/// Whether an alarm's rule is one of the capacity alarms.
+pub fn is_capacity_alarm(rule: &str) -> bool {
+    [CAPACITY_WARNING, CAPACITY_CRITICAL].contains(&rule)
+}
+
 /// The host clock.
 #[derive(Clone, Copy)]
 pub struct SystemClock;
@@ -488,7 +498,7 @@ impl<L: LinkOps, C: VaultClock> Driver<L, C> {
                 self.emit(event.clone());
             }
             if level > self.lifecycle.level {
-                let (rule, percent) = if level == Level::Critical { ("capacity_critical", CRITICAL_PERCENT) } else { ("capacity_warning", WARN_PERCENT) };
+                let (rule, percent) = if level == Level::Critical { (CAPACITY_CRITICAL, CRITICAL_PERCENT) } else { (CAPACITY_WARNING, WARN_PERCENT) };
                 let (used, free, days) = match &event {
                     Event::Capacity { used_percent, free_bytes, days_until_full, .. } => (*used_percent, *free_bytes, *days_until_full),
                     _ => (0, 0, None),

@@ -359,7 +359,7 @@ impl Drop for Daemon {
 /// host's disk, and those alarms report its fill truthfully (a CI machine 80 % full raises
 /// `capacity_warning`); their rule is judged with set figures in vault-core and the lifecycle tests.
 pub fn is_alarm(event: &serde_json::Value) -> bool {
-    event["event"] == "alarm" && !event["rule"].as_str().is_some_and(|rule| rule.starts_with("capacity_"))
+    event["event"] == "alarm" && !event["rule"].as_str().is_some_and(gatekeeper::daemon::is_capacity_alarm)
 }
 
 pub fn peer_connect(net: &Net) -> std::io::Result<std::net::TcpStream> {
