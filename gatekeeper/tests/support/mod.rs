@@ -353,8 +353,6 @@ impl Drop for Daemon {
     }
 }
 
-/// A TCP connection from the peer namespace to the vault's listener. The socket stays in
-/// that namespace, so the caller may use it from any thread.
 /// An alarm a test raises or forbids: any but the capacity alarms. The tests' stores sit on the
 /// host's disk, and those alarms report its fill truthfully (a CI machine 80 % full raises
 /// `capacity_warning`); their rule is judged with set figures in vault-core and the lifecycle tests.
@@ -362,6 +360,8 @@ pub fn is_alarm(event: &serde_json::Value) -> bool {
     event["event"] == "alarm" && !event["rule"].as_str().is_some_and(gatekeeper::daemon::is_capacity_alarm)
 }
 
+/// A TCP connection from the peer namespace to the vault's listener. The socket stays in
+/// that namespace, so the caller may use it from any thread.
 pub fn peer_connect(net: &Net) -> std::io::Result<std::net::TcpStream> {
     in_netns(&net.peer_ns, || std::net::TcpStream::connect_timeout(&"192.0.2.10:7400".parse().unwrap(), StdDuration::from_secs(2))).join().unwrap()
 }
