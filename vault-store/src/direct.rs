@@ -129,6 +129,57 @@ fn set_direct(file: &File, on: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// How much of a file's range is in the page cache, in pages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachedPages {
+    /// Pages of the range in the cache.
+    pub cached: u64,
+    /// Pages the range spans (up to the file's end as it is now).
+    pub of: u64,
+}
+
+/// `cachestat(2)` (Linux 6.5): its number is the same on every architecture, and libc names
+/// it for a few only.
+const SYS_CACHESTAT: libc::c_long = 451;
+
+/// The kernel's `struct cachestat_range`.
+#[repr(C)]
+struct CachestatRange {
+    off: u64,
+    len: u64,
+}
+
+/// The kernel's `struct cachestat`.
+#[repr(C)]
+#[derive(Default)]
+struct Cachestat {
+    nr_cache: u64,
+    nr_dirty: u64,
+    nr_writeback: u64,
+    nr_evicted: u64,
+    nr_recently_evicted: u64,
+}
+
+/// How much of `file`'s first `len` bytes is in the page cache, asked without reading or
+/// mapping them; `None` where the kernel cannot say (before Linux 6.5, or a file it does not
+/// count). A hint only: the answer may change at once.
+pub fn cached_pages(file: &File, len: u64) -> Option<CachedPages> {
+    use std::os::fd::AsRawFd;
+    let of = len.div_ceil(ALIGN as u64);
+    // A zero length would ask about the whole file.
+    if of == 0 {
+        return Some(CachedPages { cached: 0, of });
+    }
+    let range = CachestatRange { off: 0, len };
+    let mut stat = Cachestat::default();
+    // SAFETY: the descriptor is valid for the call (borrowed from a live File); the kernel
+    // only reads `range` and writes one `struct cachestat` into `stat`, both live locals laid
+    // out as the kernel's structs (repr(C), u64 fields in its order) and not aliased; flags
+    // must be 0.
+    let result = unsafe { libc::syscall(SYS_CACHESTAT, file.as_raw_fd(), &range as *const CachestatRange, &mut stat as *mut Cachestat, 0 as libc::c_uint) };
+    (result == 0).then_some(CachedPages { cached: stat.nr_cache.min(of), of })
+}
+
 /// The pack's writer thread: takes full buffers (and where they go), writes each, and hands
 /// it back with the outcome. Ended and joined on drop.
 struct WriteBehind {
@@ -300,6 +351,36 @@ impl Appender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_page_cache_share_of_a_file_is_what_was_read_or_written_and_not_dropped() {
+        use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("source");
+        let len = 4 * 1024 * 1024 + 100;
+        std::fs::write(&path, pattern(len, 7)).unwrap();
+        let file = File::open(&path).unwrap();
+        file.sync_all().unwrap();
+        let Some(written) = cached_pages(&file, len as u64) else {
+            eprintln!("this kernel has no cachestat(2) (Linux 6.5): nothing to check");
+            return;
+        };
+        if nix::sys::statfs::statfs(dir.path()).unwrap().filesystem_type() == nix::sys::statfs::TMPFS_MAGIC {
+            eprintln!("the temporary directory is on tmpfs, whose pages are the files: nothing to drop");
+            return;
+        }
+        let pages = (len as u64).div_ceil(ALIGN as u64);
+        assert_eq!(written, CachedPages { cached: pages, of: pages }, "just written");
+        posix_fadvise(&file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED).unwrap();
+        assert_eq!(cached_pages(&file, len as u64), Some(CachedPages { cached: 0, of: pages }), "dropped once clean");
+        let mut half = vec![0u8; len / 2];
+        std::io::Read::read_exact(&mut &file, &mut half).unwrap();
+        let read = cached_pages(&file, len as u64).unwrap();
+        assert!(read.cached >= pages / 2 && read.of == pages, "read half: {read:?}");
+        assert_eq!(cached_pages(&file, 0), Some(CachedPages { cached: 0, of: 0 }), "an empty range");
+        // A range past the file's end spans pages that are not there: none of them cached.
+        assert_eq!(cached_pages(&file, 2 * len as u64).map(|c| c.of), Some((2 * len as u64).div_ceil(ALIGN as u64)));
+    }
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
         (0..len).map(|i| (i % 251).to_le_bytes()[0].wrapping_mul(31).wrapping_add(seed)).collect()

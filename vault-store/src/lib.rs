@@ -53,6 +53,7 @@ mod writer;
 
 use std::path::PathBuf;
 
+pub use direct::{cached_pages, CachedPages};
 pub use expiry::{Expired, Unreadable};
 pub use gc::{Collected, GcStep};
 pub use immutable::{ensure_immutable, is_immutable, make_immutable, Sealing};

@@ -49,8 +49,12 @@ const BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// chunks of an earlier one are on the wire. Its answers are a few KiB each, so they always
 /// fit the socket's buffers and neither side can wait on the other.
 const HAVE_IN_FLIGHT: usize = 4;
-/// Threads that read, cut and hash files at once: one per core, at most this many.
+/// Threads that read, cut and hash files at once: one per core (two per core while the
+/// source is mostly not in the page cache), at most this many.
 const MAX_CHUNKERS: usize = 8;
+/// Files whose page cache share is asked about before a push picks how many chunkers: the
+/// largest this many, and this many more spread over the rest.
+const CACHE_SAMPLE_FILES: usize = 32;
 /// A chunker hands its cuts to the sender this many bytes (or [`HAND_OVER_CUTS`] cuts) at a
 /// time: a wake-up of each thread per MiB instead of per chunk (6% of the pusher's core was
 /// spent waking and switching with a hand-over per chunk).
@@ -863,11 +867,43 @@ fn largest_first(files: &[FileToRead]) -> Vec<usize> {
     order
 }
 
+/// How many chunkers cut `files` (in `order`, largest first): one per core, and one more per
+/// core when most of their bytes are not in the page cache. A chunker then spends much of its
+/// time waiting for the device, and another one keeps its core busy meanwhile (the bench's
+/// dataset, not cached: 5.12 s against 5.70 s with one per core, four pushes each); when the
+/// bytes are cached, more chunkers only switch more (4.34 s against 4.20 s).
+fn chunkers_for(files: &[FileToRead], order: &[usize], cache: &Cache) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let readers = if mostly_not_cached(files, order, cache) == Some(true) { cores.saturating_mul(2) } else { cores };
+    readers.clamp(1, MAX_CHUNKERS).min(files.len().max(1))
+}
+
+/// Whether most bytes of a sample of `files` (the largest, and some spread over the rest) that
+/// will be read (the chunk cache does not name them) are not in the page cache; `None` if the
+/// kernel cannot say.
+fn mostly_not_cached(files: &[FileToRead], order: &[usize], cache: &Cache) -> Option<bool> {
+    let (largest, rest) = order.split_at(order.len().min(CACHE_SAMPLE_FILES));
+    let stride = (rest.len() / CACHE_SAMPLE_FILES).max(1);
+    let (mut cached, mut pages) = (0u64, 0u64);
+    for &index in largest.iter().chain(rest.iter().step_by(stride)) {
+        let file = &files[index];
+        if cache.lookup(&file.rel, &file.meta).is_some() {
+            continue;
+        }
+        // A file that cannot be opened now is reported when it is read.
+        let Ok(open) = std::fs::File::open(&file.path) else { continue };
+        let share = vault_store::cached_pages(&open, file.meta.size())?;
+        cached += share.cached;
+        pages += share.of;
+    }
+    Some(cached.saturating_mul(2) < pages)
+}
+
 /// Reads, cuts and hashes `files` on a bounded pool of threads (one per core) while this
 /// thread talks to the vault. Files are taken largest first; a file's chunks stay in order.
 fn chunk_in_parallel(files: &[FileToRead], cache: &Cache, uploader: &mut Uploader, progress: &indicatif::ProgressBar) -> Result<HashMap<usize, Vec<ChunkRef>>> {
-    let chunkers = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).clamp(1, MAX_CHUNKERS).min(files.len().max(1));
     let order = largest_first(files);
+    let chunkers = chunkers_for(files, &order, cache);
     let next = AtomicUsize::new(0);
     let (tx, rx) = sync_channel(CUT_QUEUE);
     std::thread::scope(|scope| {
@@ -1220,6 +1256,47 @@ mod tests {
 
     /// Old cuts are kept only from a cache that says they are this pusher's FastCDC cuts (a
     /// cache written before it said so, or with other sizes, is still used for unchanged files).
+    #[test]
+    fn a_source_mostly_out_of_the_page_cache_gets_a_second_chunker_per_core() {
+        use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+        let dir = tempfile::tempdir().unwrap();
+        for n in 0..2 * MAX_CHUNKERS {
+            let file = std::fs::File::create(dir.path().join(format!("f{n}"))).unwrap();
+            std::io::Write::write_all(&mut &file, &noise(64 * 1024 + n, n as u64)).unwrap();
+            file.sync_all().unwrap();
+        }
+        let (_, files) = walk(dir.path(), &crate::exclude::Excludes::default(), &mut PushStats::default()).unwrap();
+        let order = largest_first(&files);
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+        if mostly_not_cached(&files, &order, &Cache::default()).is_none() {
+            eprintln!("this kernel has no cachestat(2) (Linux 6.5): one chunker per core, nothing to check");
+            assert_eq!(chunkers_for(&files, &order, &Cache::default()), cores.min(MAX_CHUNKERS));
+            return;
+        }
+        if nix::sys::statfs::statfs(dir.path()).unwrap().filesystem_type() == nix::sys::statfs::TMPFS_MAGIC {
+            eprintln!("the temporary directory is on tmpfs, whose pages are the files: nothing to drop");
+            return;
+        }
+        assert_eq!(mostly_not_cached(&files, &order, &Cache::default()), Some(false), "just written, so cached");
+        assert_eq!(chunkers_for(&files, &order, &Cache::default()), cores.min(MAX_CHUNKERS));
+        for file in &files {
+            posix_fadvise(std::fs::File::open(&file.path).unwrap(), 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED).unwrap();
+        }
+        assert_eq!(mostly_not_cached(&files, &order, &Cache::default()), Some(true), "dropped from the cache");
+        assert_eq!(chunkers_for(&files, &order, &Cache::default()), (2 * cores).min(MAX_CHUNKERS));
+        // Files the chunk cache names are not read, so their pages do not count.
+        let mut named = Cache::default();
+        for file in &files {
+            named.record(file.rel.clone(), &file.meta, &[]);
+        }
+        assert_eq!(mostly_not_cached(&files, &order, &named), Some(false), "every file named by the chunk cache");
+        // Read again, they are cached again.
+        for file in &files {
+            std::fs::read(&file.path).unwrap();
+        }
+        assert_eq!(chunkers_for(&files, &order, &Cache::default()), cores.min(MAX_CHUNKERS));
+    }
+
     #[test]
     fn only_a_cache_cut_as_this_pusher_cuts_lends_its_cuts() {
         let list = vec![(ChunkId::of(b"a").to_hex(), 1)];
