@@ -163,8 +163,16 @@ struct Cachestat {
 /// How much of `file`'s first `len` bytes is in the page cache, asked without reading or
 /// mapping them; `None` where the kernel cannot say (before Linux 6.5, or a file it does not
 /// count). A hint only: the answer may change at once.
+///
+/// Not asked under a seccomp filter (a hardened systemd unit, such as the package's
+/// `vaultctl-push@.service` with `SystemCallFilter=@system-service`): a filter written before
+/// the call existed kills the process that makes it (SIGSYS) instead of failing it.
 pub fn cached_pages(file: &File, len: u64) -> Option<CachedPages> {
     use std::os::fd::AsRawFd;
+    static FILTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    if *FILTERED.get_or_init(|| std::fs::read_to_string("/proc/self/status").map_or(true, |status| under_seccomp_filter(&status))) {
+        return None;
+    }
     let of = len.div_ceil(ALIGN as u64);
     // A zero length would ask about the whole file.
     if of == 0 {
@@ -178,6 +186,13 @@ pub fn cached_pages(file: &File, len: u64) -> Option<CachedPages> {
     // must be 0.
     let result = unsafe { libc::syscall(SYS_CACHESTAT, file.as_raw_fd(), &range as *const CachestatRange, &mut stat as *mut Cachestat, 0 as libc::c_uint) };
     (result == 0).then_some(CachedPages { cached: stat.nr_cache.min(of), of })
+}
+
+/// Whether `/proc/self/status` says a seccomp filter is on (`Seccomp: 2`; 1 is strict mode, in
+/// which nothing but read, write and exit runs at all). A status without the field (a kernel
+/// without seccomp) says no.
+fn under_seccomp_filter(status: &str) -> bool {
+    status.lines().find_map(|line| line.strip_prefix("Seccomp:")).is_some_and(|mode| mode.trim() != "0")
 }
 
 /// The pack's writer thread: takes full buffers (and where they go), writes each, and hands
@@ -351,6 +366,13 @@ impl Appender {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_seccomp_filter_is_read_from_the_process_status() {
+        assert!(under_seccomp_filter("Name:\tvaultctl\nSeccomp:\t2\nSeccomp_filters:\t1\n"));
+        assert!(!under_seccomp_filter("Name:\tvaultctl\nSeccomp:\t0\nSeccomp_filters:\t0\n"));
+        assert!(!under_seccomp_filter("Name:\tvaultctl\n"), "a kernel without seccomp");
+    }
 
     #[test]
     fn the_page_cache_share_of_a_file_is_what_was_read_or_written_and_not_dropped() {
