@@ -899,7 +899,7 @@ fn mostly_not_cached(files: &[FileToRead], order: &[usize], cache: &Cache) -> Op
     Some(cached.saturating_mul(2) < pages)
 }
 
-/// Reads, cuts and hashes `files` on a bounded pool of threads (one per core) while this
+/// Reads, cuts and hashes `files` on a bounded pool of threads ([`chunkers_for`]) while this
 /// thread talks to the vault. Files are taken largest first; a file's chunks stay in order.
 fn chunk_in_parallel(files: &[FileToRead], cache: &Cache, uploader: &mut Uploader, progress: &indicatif::ProgressBar) -> Result<HashMap<usize, Vec<ChunkRef>>> {
     let order = largest_first(files);
@@ -1254,8 +1254,6 @@ mod tests {
         assert!(handed.iter().all(|(id, chunk)| *id == ChunkId::of(chunk)));
     }
 
-    /// Old cuts are kept only from a cache that says they are this pusher's FastCDC cuts (a
-    /// cache written before it said so, or with other sizes, is still used for unchanged files).
     #[test]
     fn a_source_mostly_out_of_the_page_cache_gets_a_second_chunker_per_core() {
         use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
@@ -1297,6 +1295,8 @@ mod tests {
         assert_eq!(chunkers_for(&files, &order, &Cache::default()), cores.min(MAX_CHUNKERS));
     }
 
+    /// Old cuts are kept only from a cache that says they are this pusher's FastCDC cuts (a
+    /// cache written before it said so, or with other sizes, is still used for unchanged files).
     #[test]
     fn only_a_cache_cut_as_this_pusher_cuts_lends_its_cuts() {
         let list = vec![(ChunkId::of(b"a").to_hex(), 1)];
