@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 use vault_core::keys::PublicKey;
 use vault_core::policy::{Policy, Pusher};
 use vault_core::push::chunk::ChunkId;
-use vault_core::push::ingest::{ChunkStep, IngestEnv, IngestSession, SealRequest, Step};
+use vault_core::push::ingest::{ChunkStep, HashedFrame, IngestEnv, IngestSession, SealRequest, Step};
 use vault_core::push::limits::{places_per_pusher, Progress, WindowAccount};
 use vault_core::push::protocol::{ClientFrame, Filled, FrameReader, VaultFrame};
 use vault_core::push::receipt::{snapshot_id, Receipt, SignedReceipt};
@@ -68,11 +68,15 @@ pub struct PushService {
     /// Held shared from a commit's chunk check to the end of its seal; the lifecycle (expiry,
     /// collection, scrub) holds it exclusively ([`crate::lifecycle::Maintenance`]).
     pub maintenance: crate::lifecycle::Maintenance,
+    /// Whether a session's next frame is hashed on another thread while it stores the one
+    /// before ([`Conn::next_frame`]): only where the daemon may run on more than one CPU.
+    pub hash_ahead: bool,
 }
 
 impl PushService {
     pub fn new(store: Arc<Store>, identity: Arc<VaultIdentity>, limits: Limits) -> PushService {
-        PushService { jail_parent: crate::session_worker::JAIL_PARENT.into(), store, identity, limits, commits: Semaphore::new(1), maintenance: Arc::default() }
+        let hash_ahead = std::thread::available_parallelism().is_ok_and(|cpus| cpus.get() > 1);
+        PushService { jail_parent: crate::session_worker::JAIL_PARENT.into(), store, identity, limits, commits: Semaphore::new(1), maintenance: Arc::default(), hash_ahead }
     }
 }
 
@@ -263,7 +267,7 @@ impl WindowSessions {
         self.routes.insert(session, Route { inbox: tx, credit: credit.clone() });
         let _ = self.reports.send(SessionReport::Started { peer }).await;
         self.note(Event::SessionAccepted { peer: peer.to_string(), pusher: pusher.name.clone() }).await;
-        let conn = Conn { session, inbox, relay: self.relay.clone(), credit };
+        let conn = Conn { session, inbox, relay: self.relay.clone(), credit, hash_ahead: self.service.hash_ahead, ahead: None };
         let (service, window, reports) = (self.service.clone(), self.window.clone(), self.reports.clone());
         let name = pusher.name.clone();
         let task = self.tasks.spawn(async move {
@@ -363,25 +367,81 @@ struct Conn {
     inbox: mpsc::Receiver<Inbound>,
     relay: mpsc::Sender<ToWorker>,
     credit: Arc<CreditInUse>,
+    /// [`PushService::hash_ahead`].
+    hash_ahead: bool,
+    /// What the inbox held after the frame the session has now, taken out so that a frame's
+    /// chunks are hashed while the session stores the one before.
+    ahead: Option<Ahead>,
+}
+
+/// What was taken from a session's inbox before the session asked for it.
+enum Ahead {
+    /// A frame whose chunks a blocking thread is hashing ([`HashedFrame::of`]), and its size
+    /// on the wire. Its credit is still in use: it is given back when the session takes it,
+    /// so a session's frames in the inbox and ahead together stay within [`RELAY_CREDIT`].
+    Hashing { hashed: tokio::task::JoinHandle<HashedFrame>, wire_bytes: usize },
+    /// Anything else (a frame that did not decode, the end of the session), as received;
+    /// `None` once the worker stopped.
+    Received(Option<Inbound>),
+}
+
+/// Only a frame of at least this many chunk bytes, in at most this many chunks, is hashed
+/// ahead; the session hashes any other itself. Handing a frame to another thread costs some
+/// microseconds, more than hashing a few KiB; and a decoded frame of thousands of tiny chunks
+/// (a flood of them is how a hostile pusher spends the vault's memory) takes more memory
+/// than its bytes on the wire, so a second one held ahead would add to the session's.
+const HASH_AHEAD_MIN_BYTES: usize = 32 * 1024;
+const HASH_AHEAD_MAX_CHUNKS: usize = 256;
+
+impl Ahead {
+    /// A frame with chunks to hash starts hashing on a blocking thread if `on_another_thread`;
+    /// anything else is kept as received.
+    fn start(inbound: Option<Inbound>, on_another_thread: bool) -> Ahead {
+        match inbound {
+            Some(Inbound::Frame { frame: Ok(frame), wire_bytes }) if on_another_thread && worth_hashing_ahead(&frame) => {
+                Ahead::Hashing { hashed: tokio::task::spawn_blocking(move || HashedFrame::of(frame)), wire_bytes }
+            }
+            other => Ahead::Received(other),
+        }
+    }
+}
+
+fn worth_hashing_ahead(frame: &ClientFrame) -> bool {
+    let bytes = match frame {
+        ClientFrame::Chunk { data, .. } => data.len(),
+        ClientFrame::Chunks { chunks } if chunks.len() <= HASH_AHEAD_MAX_CHUNKS => chunks.iter().map(|(_, data)| data.len()).sum(),
+        _ => return false,
+    };
+    bytes >= HASH_AHEAD_MIN_BYTES
 }
 
 impl Conn {
-    /// The next frame, decoded here again (the worker decoded it too, but is not trusted);
-    /// taking it gives the worker its cost of credit back. Returns the frame and its size on
-    /// the wire.
-    async fn next_frame(&mut self) -> Result<(ClientFrame, usize), Refusal> {
-        match self.inbox.recv().await {
-            Some(Inbound::Frame { frame, wire_bytes }) => {
-                let cost = credit_cost(wire_bytes);
-                self.credit.release(cost);
-                self.relay_send(ToWorker::Consumed { session: self.session, credit: cost }).await.map_err(Refusal::gone)?;
-                Ok((frame.map_err(Refusal::from)?, wire_bytes))
+    /// The next frame, decoded here again (the worker decoded it too, but is not trusted) and
+    /// its chunks hashed; the frame after it, if the worker relayed it already, starts
+    /// hashing on another thread meanwhile. Taking a frame gives the worker its cost of
+    /// credit back. Returns the frame and its size on the wire.
+    async fn next_frame(&mut self) -> Result<(HashedFrame, usize), Refusal> {
+        let next = match self.ahead.take() {
+            Some(ahead) => ahead,
+            None => Ahead::start(self.inbox.recv().await, self.hash_ahead),
+        };
+        if matches!(next, Ahead::Hashing { .. }) {
+            if let Ok(after) = self.inbox.try_recv() {
+                self.ahead = Some(Ahead::start(Some(after), true));
             }
-            // The worker told the pusher already, if it was to be told.
-            Some(Inbound::Ended { reason, .. }) => Err(Refusal::gone(reason)),
-            Some(Inbound::Finished(_)) => Err(Refusal::gone("the session worker finished a session the daemon had not finished".into())),
-            None => Err(Refusal::gone("the session worker stopped".into())),
         }
+        let (frame, wire_bytes) = match next {
+            Ahead::Hashing { hashed, wire_bytes } => (hashed.await.map_err(|e| Refusal::gone(format!("hashing a frame's chunks failed: {e}"))), wire_bytes),
+            Ahead::Received(Some(Inbound::Frame { frame, wire_bytes })) => (frame.map(HashedFrame::of).map_err(Refusal::from), wire_bytes),
+            // The worker told the pusher already, if it was to be told.
+            Ahead::Received(Some(Inbound::Ended { reason, .. })) => return Err(Refusal::gone(reason)),
+            Ahead::Received(Some(Inbound::Finished(_))) => return Err(Refusal::gone("the session worker finished a session the daemon had not finished".into())),
+            Ahead::Received(None) => return Err(Refusal::gone("the session worker stopped".into())),
+        };
+        let cost = credit_cost(wire_bytes);
+        self.credit.release(cost);
+        self.relay_send(ToWorker::Consumed { session: self.session, credit: cost }).await.map_err(Refusal::gone)?;
+        Ok((frame?, wire_bytes))
     }
 
     /// A message for the worker, waited for at most [`RELAY_DEADLINE`].
@@ -401,9 +461,18 @@ impl Conn {
     /// connection down: `Ok` only then, and within [`RELAY_DEADLINE`].
     async fn finish(&mut self, frame: Option<Vec<u8>>) -> Result<(), String> {
         self.relay_send(ToWorker::Finish { session: self.session, frame }).await?;
+        // What was taken ahead is read first: the session's end may be in it.
+        let mut taken = match self.ahead.take() {
+            Some(Ahead::Received(inbound)) => Some(inbound),
+            Some(Ahead::Hashing { .. }) | None => None,
+        };
         let answer = tokio::time::timeout(RELAY_DEADLINE, async {
             loop {
-                match self.inbox.recv().await {
+                let inbound = match taken.take() {
+                    Some(inbound) => inbound,
+                    None => self.inbox.recv().await,
+                };
+                match inbound {
                     Some(Inbound::Finished(None)) => return Ok(()),
                     Some(Inbound::Finished(Some(error))) => return Err(error),
                     Some(Inbound::Ended { reason, .. }) => return Err(reason),
@@ -474,7 +543,7 @@ impl PushService {
         loop {
             let (frame, wire_bytes) = conn.next_frame().await?;
             progress.on_frame(&pusher.name, started.elapsed(), u64::try_from(wire_bytes).unwrap_or(u64::MAX)).map_err(Refusal::from)?;
-            let step = session.on_frame(frame, wire_bytes, &mut env).map_err(Refusal::from)?;
+            let step = session.on_hashed(frame, wire_bytes, &mut env).map_err(Refusal::from)?;
             match step {
                 Step::Reply(reply) => conn.send(reply.encode().map_err(Refusal::from)?).await?,
                 Step::Chunks(chunks) => {
@@ -952,6 +1021,46 @@ mod tests {
         empty.release(RELAY_CREDIT);
         empty.charge(RELAY_CREDIT).unwrap();
         assert!(empty.charge(1).is_err());
+    }
+
+    /// A session's frames come out in order, each giving its credit back (and the worker told)
+    /// only when the session takes it, whether the next is hashed ahead on another thread or
+    /// not; an end that was taken ahead is still seen, by the next read and by `finish`.
+    #[tokio::test]
+    async fn frames_come_out_in_order_and_their_credit_comes_back_as_the_session_takes_each() {
+        for hash_ahead in [false, true] {
+            let (to_session, inbox) = mpsc::channel(INBOX_CAPACITY);
+            let (relay, mut to_worker) = mpsc::channel(16);
+            let credit = Arc::new(CreditInUse::default());
+            let mut conn = Conn { session: 7, inbox, relay, credit: credit.clone(), hash_ahead, ahead: None };
+            let frames: Vec<(Vec<u8>, usize)> = (0..3u8).map(|i| (vec![i; 1000 + usize::from(i)], 5000 + usize::from(i))).collect();
+            for (data, wire_bytes) in &frames {
+                credit.charge(credit_cost(*wire_bytes)).unwrap();
+                to_session.send(Inbound::Frame { frame: Ok(ClientFrame::Chunk { id: ChunkId::of(data), data: data.clone() }), wire_bytes: *wire_bytes }).await.unwrap();
+            }
+            to_session.send(Inbound::Ended { reason: "the pusher hung up".into() }).await.unwrap();
+            let in_use = |credit: &CreditInUse| credit.0.load(std::sync::atomic::Ordering::Acquire);
+            for (taken, (_, wire_bytes)) in frames.iter().enumerate() {
+                let (_, wire) = conn.next_frame().await.unwrap();
+                assert_eq!(wire, *wire_bytes, "frame {taken} out of order (hash ahead: {hash_ahead})");
+                let Ok(ToWorker::Consumed { session: 7, credit: given }) = to_worker.try_recv() else { panic!("the worker was not told frame {taken} was taken") };
+                assert_eq!(given, credit_cost(*wire_bytes));
+                // Frames taken ahead still hold their credit.
+                let still: u32 = frames[taken + 1..].iter().map(|(_, w)| credit_cost(*w)).sum();
+                assert_eq!(in_use(&credit), still, "after frame {taken} (hash ahead: {hash_ahead})");
+            }
+            let ended = conn.next_frame().await.map(drop).unwrap_err();
+            assert_eq!(ended.reason, "the pusher hung up");
+            // The same end taken ahead of the session's last frame: `finish` answers with it at once.
+            let (to_session, inbox) = mpsc::channel(INBOX_CAPACITY);
+            let (relay, _to_worker) = mpsc::channel(16);
+            let mut conn = Conn { session: 8, inbox, relay, credit: Arc::default(), hash_ahead, ahead: None };
+            to_session.send(Inbound::Frame { frame: Ok(ClientFrame::Chunk { id: ChunkId::of(b"x"), data: b"x".to_vec() }), wire_bytes: 100 }).await.unwrap();
+            to_session.send(Inbound::Ended { reason: "the pusher hung up".into() }).await.unwrap();
+            conn.next_frame().await.unwrap();
+            let finished = tokio::time::timeout(Duration::from_secs(5), conn.finish(None)).await.expect("finish waited for an end it had taken already");
+            assert_eq!(finished, Err("the pusher hung up".to_string()));
+        }
     }
 
     #[test]

@@ -130,6 +130,28 @@ pub struct SealRequest {
     pub arrived: Vec<Arrived>,
 }
 
+/// A pusher's frame with the SHA-256 of each of its chunks' bytes, computed here: made only by
+/// [`HashedFrame::of`], so the session compares a chunk's claimed id with a hash the vault
+/// computed itself, whoever holds the frame in between. Hashing is most of a session's work
+/// and needs nothing of its state, so the daemon hashes the next frame while the session
+/// stores this one (at most one frame ahead of the session's charge for it).
+pub struct HashedFrame {
+    frame: ClientFrame,
+    /// One per chunk of a `chunk` or `chunks` frame, in order; empty for any other frame.
+    actual: Vec<ChunkId>,
+}
+
+impl HashedFrame {
+    pub fn of(frame: ClientFrame) -> HashedFrame {
+        let actual = match &frame {
+            ClientFrame::Chunk { data, .. } => vec![ChunkId::of(data)],
+            ClientFrame::Chunks { chunks } => chunks.iter().map(|(_, data)| ChunkId::of(data)).collect(),
+            _ => Vec::new(),
+        };
+        HashedFrame { frame, actual }
+    }
+}
+
 pub struct IngestSession {
     pusher: String,
     quota: u64,
@@ -184,9 +206,19 @@ impl IngestSession {
         self.phase == Phase::Done
     }
 
-    /// Applies one frame that took `wire_bytes` on the wire. Every frame is charged to the
-    /// pusher's quota first, whatever it is. An `Err` is a refusal: send it and close.
+    /// Applies one frame that took `wire_bytes` on the wire: [`IngestSession::on_hashed`] with
+    /// its chunks hashed here.
     pub fn on_frame(&mut self, frame: ClientFrame, wire_bytes: usize, env: &mut impl IngestEnv) -> Result<Step> {
+        self.on_hashed(HashedFrame::of(frame), wire_bytes, env)
+    }
+
+    /// Applies one frame that took `wire_bytes` on the wire, its chunks already hashed (so
+    /// the daemon can hash the next frame while this one is stored). Every frame is charged
+    /// to the pusher's quota first, whatever it is, before anything is stored or answered. An
+    /// `Err` is a refusal: send it and close.
+    pub fn on_hashed(&mut self, hashed: HashedFrame, wire_bytes: usize, env: &mut impl IngestEnv) -> Result<Step> {
+        let HashedFrame { frame, actual } = hashed;
+        let mut actual = actual.into_iter();
         let (pusher, quota) = (self.pusher.as_str(), self.quota);
         let wire_bytes = u64::try_from(wire_bytes).unwrap_or(u64::MAX);
         let quota_left = env.account(|a| a.charge_bytes(pusher, quota, wire_bytes))?;
@@ -204,11 +236,11 @@ impl IngestSession {
                 let needed = ids.iter().map(|id| env.owned_len(id).is_none()).collect();
                 Ok(Step::Reply(VaultFrame::Need { needed }))
             }
-            (Phase::Transfer, ClientFrame::Chunk { id, data }) => Ok(Step::Chunks(vec![self.on_chunk(id, data, env)?])),
+            (Phase::Transfer, ClientFrame::Chunk { id, data }) => Ok(Step::Chunks(vec![self.on_chunk(id, data, actual.next(), env)?])),
             (Phase::Transfer, ClientFrame::Chunks { chunks }) => {
                 let mut steps = Vec::with_capacity(chunks.len());
                 for (id, data) in chunks {
-                    steps.push(self.on_chunk(id, data, env)?);
+                    steps.push(self.on_chunk(id, data, actual.next(), env)?);
                 }
                 Ok(Step::Chunks(steps))
             }
@@ -239,9 +271,12 @@ impl IngestSession {
     }
 
     /// One chunk (of a `chunk` frame, or one of a `chunks` frame's), its frame already charged:
-    /// re-hashed against its id, then charged a new-chunk place unless this pusher owns it.
-    fn on_chunk(&mut self, id: ChunkId, data: Vec<u8>, env: &mut impl IngestEnv) -> Result<ChunkStep> {
-        let actual = ChunkId::of(&data);
+    /// its bytes' hash (from [`HashedFrame::of`]) checked against its id, then charged a
+    /// new-chunk place unless this pusher owns it.
+    fn on_chunk(&mut self, id: ChunkId, data: Vec<u8>, actual: Option<ChunkId>, env: &mut impl IngestEnv) -> Result<ChunkStep> {
+        // `HashedFrame::of` hashed every chunk of the frame, in order: never `None`, but
+        // hashed here rather than trusted if it were.
+        let actual = actual.unwrap_or_else(|| ChunkId::of(&data));
         if actual != id {
             return Err(Error::Push(PushError::ChunkHashMismatch { claimed: id.to_hex(), actual: actual.to_hex() }));
         }
