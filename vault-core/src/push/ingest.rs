@@ -130,26 +130,33 @@ pub struct SealRequest {
     pub arrived: Vec<Arrived>,
 }
 
-/// A pusher's frame with the SHA-256 of each of its chunks' bytes, computed here: made only by
-/// [`HashedFrame::of`], so the session compares a chunk's claimed id with a hash the vault
-/// computed itself, whoever holds the frame in between. Hashing is most of a session's work
-/// and needs nothing of its state, so the daemon hashes the next frame while the session
-/// stores this one (at most one frame ahead of the session's charge for it).
+/// A pusher's frame with the SHA-256 of each of its chunks' bytes and their probe for the
+/// signals, computed here: made only by [`HashedFrame::of`], so the session compares a
+/// chunk's claimed id with a hash the vault computed itself, whoever holds the frame in
+/// between. Hashing is most of a session's work and needs nothing of its state, so the daemon
+/// hashes the next frame while the session stores this one (at most one frame ahead of the
+/// session's charge for it).
 pub struct HashedFrame {
     frame: ClientFrame,
     /// One per chunk of a `chunk` or `chunks` frame, in order; empty for any other frame.
-    actual: Vec<ChunkId>,
+    actual: Vec<(ChunkId, ChunkProbe)>,
 }
 
 impl HashedFrame {
     pub fn of(frame: ClientFrame) -> HashedFrame {
         let actual = match &frame {
-            ClientFrame::Chunk { data, .. } => vec![ChunkId::of(data)],
-            ClientFrame::Chunks { chunks } => chunks.iter().map(|(_, data)| ChunkId::of(data)).collect(),
+            ClientFrame::Chunk { data, .. } => vec![hash_and_probe(data)],
+            ClientFrame::Chunks { chunks } => chunks.iter().map(|(_, data)| hash_and_probe(data)).collect(),
             _ => Vec::new(),
         };
         HashedFrame { frame, actual }
     }
+}
+
+/// What the session needs of a chunk's bytes besides storing them. Probed while the bytes are
+/// at hand: the signals never read a chunk twice.
+fn hash_and_probe(data: &[u8]) -> (ChunkId, ChunkProbe) {
+    (ChunkId::of(data), probe_chunk(data))
 }
 
 pub struct IngestSession {
@@ -273,10 +280,10 @@ impl IngestSession {
     /// One chunk (of a `chunk` frame, or one of a `chunks` frame's), its frame already charged:
     /// its bytes' hash (from [`HashedFrame::of`]) checked against its id, then charged a
     /// new-chunk place unless this pusher owns it.
-    fn on_chunk(&mut self, id: ChunkId, data: Vec<u8>, actual: Option<ChunkId>, env: &mut impl IngestEnv) -> Result<ChunkStep> {
+    fn on_chunk(&mut self, id: ChunkId, data: Vec<u8>, hashed: Option<(ChunkId, ChunkProbe)>, env: &mut impl IngestEnv) -> Result<ChunkStep> {
         // `HashedFrame::of` hashed every chunk of the frame, in order: never `None`, but
         // hashed here rather than trusted if it were.
-        let actual = actual.unwrap_or_else(|| ChunkId::of(&data));
+        let (actual, probe) = hashed.unwrap_or_else(|| hash_and_probe(&data));
         if actual != id {
             return Err(Error::Push(PushError::ChunkHashMismatch { claimed: id.to_hex(), actual: actual.to_hex() }));
         }
@@ -288,8 +295,6 @@ impl IngestSession {
         let (pusher, in_session) = (self.pusher.as_str(), self.new_chunks);
         env.account(|a| a.charge_new_chunk(pusher, in_session))?;
         self.new_chunks += 1;
-        // Probed while the bytes are here: the signals never read a chunk twice.
-        let probe = probe_chunk(&data);
         Ok(match env.sealed_len(&id) {
             Some(_) => ChunkStep::Proven { id, data, probe },
             None => ChunkStep::Store { id, data, probe },
