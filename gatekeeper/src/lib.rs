@@ -8,6 +8,7 @@ pub mod egress_guard;
 pub mod error;
 pub mod events;
 pub mod export;
+pub mod heap;
 pub mod identity;
 pub mod ingress_filter;
 pub mod init;

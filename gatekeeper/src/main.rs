@@ -90,6 +90,8 @@ fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|arg| arg == gatekeeper::session_worker::SUBCOMMAND) {
         gatekeeper::session_worker::main();
     }
+    // Before any thread: the daemon's frames are freed on other threads than made them.
+    gatekeeper::heap::keep_freed_heap();
     // On the appliance the kernel starts us as /init, with its own idea of arguments.
     if gatekeeper::init::is_pid1() {
         boot_as_init();

@@ -172,7 +172,7 @@ pub fn main() -> ! {
             std::process::exit(2);
         }
     };
-    keep_freed_heap();
+    crate::heap::keep_freed_heap();
     let hello = FromWorker::Confined {
         uid: confinement.uid,
         gid: confinement.gid,
@@ -194,25 +194,6 @@ pub fn main() -> ! {
     let Ok(start) = start else { std::process::exit(3) };
     runtime.block_on(serve(relay, std::os::unix::net::UnixStream::from(sign), std::net::TcpListener::from(listener), start));
     std::process::exit(0)
-}
-
-/// Allocations up to this size (every frame) come from the heap, not a mapping of their own.
-const HEAP_UP_TO_BYTES: i32 = 4 << 20;
-/// Freed heap up to this much is kept for the next frames instead of handed back.
-const KEEP_FREED_BYTES: i32 = 128 << 20;
-
-/// Keeps the memory of relayed frames for the next ones. Each frame (up to 1 MiB) is copied
-/// into a message of its own and freed once the daemon has it; with glibc's defaults the heap
-/// was handed back and faulted in again, page by page, for every few frames: 85 000 page
-/// faults in the worker for a 2 GiB push (2 300 with this), about a third of its kernel time. The
-/// worker's memory stays bounded by its address-space limit and the sessions' relay credit.
-fn keep_freed_heap() {
-    // SAFETY: mallopt only sets the allocator's thresholds; it is called before the runtime
-    // starts, while this process has one thread, and a refused setting changes nothing.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, HEAP_UP_TO_BYTES);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, KEEP_FREED_BYTES);
-    }
 }
 
 /// The window's settings, the daemon's first message.
