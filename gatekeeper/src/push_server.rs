@@ -1033,7 +1033,8 @@ mod tests {
             let (relay, mut to_worker) = mpsc::channel(16);
             let credit = Arc::new(CreditInUse::default());
             let mut conn = Conn { session: 7, inbox, relay, credit: credit.clone(), hash_ahead, ahead: None };
-            let frames: Vec<(Vec<u8>, usize)> = (0..3u8).map(|i| (vec![i; 1000 + usize::from(i)], 5000 + usize::from(i))).collect();
+            // Large enough to be worth hashing ahead.
+            let frames: Vec<(Vec<u8>, usize)> = (0..3u8).map(|i| (vec![i; HASH_AHEAD_MIN_BYTES + usize::from(i)], HASH_AHEAD_MIN_BYTES + 100 + usize::from(i))).collect();
             for (data, wire_bytes) in &frames {
                 credit.charge(credit_cost(*wire_bytes)).unwrap();
                 to_session.send(Inbound::Frame { frame: Ok(ClientFrame::Chunk { id: ChunkId::of(data), data: data.clone() }), wire_bytes: *wire_bytes }).await.unwrap();
@@ -1055,9 +1056,11 @@ mod tests {
             let (to_session, inbox) = mpsc::channel(INBOX_CAPACITY);
             let (relay, _to_worker) = mpsc::channel(16);
             let mut conn = Conn { session: 8, inbox, relay, credit: Arc::default(), hash_ahead, ahead: None };
-            to_session.send(Inbound::Frame { frame: Ok(ClientFrame::Chunk { id: ChunkId::of(b"x"), data: b"x".to_vec() }), wire_bytes: 100 }).await.unwrap();
+            let (data, wire_bytes) = frames[0].clone();
+            to_session.send(Inbound::Frame { frame: Ok(ClientFrame::Chunk { id: ChunkId::of(&data), data }), wire_bytes }).await.unwrap();
             to_session.send(Inbound::Ended { reason: "the pusher hung up".into() }).await.unwrap();
             conn.next_frame().await.unwrap();
+            assert_eq!(matches!(conn.ahead, Some(Ahead::Received(Some(Inbound::Ended { .. })))), hash_ahead, "the end was taken ahead only when hashing ahead");
             let finished = tokio::time::timeout(Duration::from_secs(5), conn.finish(None)).await.expect("finish waited for an end it had taken already");
             assert_eq!(finished, Err("the pusher hung up".to_string()));
         }
