@@ -163,7 +163,8 @@ ip -n "$RSYNC_NS" link set lo up
 
 KEYS=$WORK/keys
 chattr -R -i "$WORK/vault" 2>/dev/null || true
-LEFT_BY_LAST_RUN=$(find "$WORK/rsync-dst" "$WORK/vault" -maxdepth 0 2>/dev/null | wc -l)
+# (find fails on a first run, where neither exists: nothing was left then.)
+LEFT_BY_LAST_RUN=$( (find "$WORK/rsync-dst" "$WORK/vault" -maxdepth 0 2>/dev/null || true) | wc -l)
 rm -rf "$KEYS" "$WORK/vault" "$WORK/rsync-dst" "$WORK/pusher"
 if [ "$LEFT_BY_LAST_RUN" -gt 0 ]; then
   # The last run's rsync targets were 64 000 files. ext4 without a journal (this disk) does not

@@ -111,7 +111,7 @@ pub struct Recovery {
 }
 
 /// A session's chunks and manifest on their way in, all in staging: the chunk bytes (the
-/// pack), one 44-byte record per chunk (id, offset, length), and the manifest parts. Nothing
+/// pack), one 45-byte record per chunk (id, offset, length, probe), and the manifest parts. Nothing
 /// per chunk is kept in memory, so a session's memory does not grow with what it sends; the
 /// records are read back once, at commit. Removed on drop unless sealed.
 pub struct StagingPack {
@@ -123,7 +123,6 @@ pub struct StagingPack {
     manifest_path: PathBuf,
     manifest: BufWriter<File>,
     count: u64,
-    offset: u64,
     space: Arc<Space>,
     /// Bytes of the reserve check this pack holds (see [`crate::space`]).
     granted: u64,
@@ -296,7 +295,6 @@ impl Store {
             manifest_path,
             manifest: BufWriter::new(manifest),
             count: 0,
-            offset: 0,
             space: self.space.clone(),
             granted,
             staged: 0,
@@ -580,13 +578,12 @@ pub(crate) fn sync_dir(path: &Path) -> Result<()> {
     File::open(path).and_then(|d| d.sync_all()).map_err(|e| io_error(path, e))
 }
 
-/// A staged chunk record: id, offset in the pack, length (the pack index's entry).
-/// A staged chunk's record: id, offset in the pack, length, probe.
+/// A staged chunk's record: id, offset in the pack, length (the pack index's entry), probe.
 const RECORD_BYTES: usize = 32 + 8 + 4 + 1;
 /// The offset of a proven chunk's record: its bytes are in a sealed pack already (the copy
 /// the session sent, if any, is dead bytes in its own pack).
 const PROVEN_OFFSET: u64 = u64::MAX;
-/// The same, for byte counts (44 always fits).
+/// The same, for byte counts (45 always fits).
 const RECORD_BYTES_U64: u64 = RECORD_BYTES as u64;
 
 impl StagingPack {
@@ -597,7 +594,7 @@ impl StagingPack {
 
     /// Appends a verified chunk and its record. A full disk is reported as such.
     pub fn append_probed(&mut self, id: ChunkId, data: &[u8], probe: ChunkProbe) -> Result<()> {
-        let offset = self.offset;
+        let offset = self.bytes();
         self.write_bytes(data)?;
         self.write_record(id, offset, self.len_of(data)?, probe)
     }
@@ -628,9 +625,7 @@ impl StagingPack {
         let len = u64::from(self.len_of(data)?);
         self.ensure_room(len.saturating_add(RECORD_BYTES_U64))?;
         let file = self.file.as_mut().expect("append before seal");
-        file.write_all(data).map_err(|e| io_error(&self.path, e))?;
-        self.offset += len;
-        Ok(())
+        file.write_all(data).map_err(|e| io_error(&self.path, e))
     }
 
     fn write_record(&mut self, id: ChunkId, offset: u64, len: u32, probe: ChunkProbe) -> Result<()> {
@@ -644,8 +639,9 @@ impl StagingPack {
         Ok(())
     }
 
+    /// Chunk bytes appended to the pack so far: where the next chunk starts.
     pub fn bytes(&self) -> u64 {
-        self.offset
+        self.file.as_ref().map_or(0, Appender::len)
     }
 
     /// Appends the next part of the manifest.
