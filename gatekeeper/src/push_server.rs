@@ -775,9 +775,17 @@ struct Worker {
     confinement: Confinement,
     /// To the relay writer.
     to: mpsc::Sender<ToWorker>,
-    from: tokio::net::unix::OwnedReadHalf,
+    /// The worker's messages, read through a small buffer: many small ones to a syscall.
+    from: tokio::io::BufReader<tokio::net::unix::OwnedReadHalf>,
     frames: FrameReader,
 }
+
+/// The daemon reads the relay through this buffer. The worker writes small messages many to a
+/// write (a flood of tiny chunk frames is about 55 bytes a message); read one part at a time,
+/// each took a syscall of its own, two a frame, and they were most of the daemon's CPU in
+/// such a flood. A body at least this large is read around the buffer, straight into the
+/// frame reader, so a large frame has at most this much of it copied once more.
+const RELAY_READ_BUFFER: usize = 8 << 10;
 
 impl Worker {
     /// Starts `gatekeeper session-worker` on the window's listener, sends it the window's
@@ -821,7 +829,7 @@ impl Worker {
             sign: sign_handle,
             confinement: Confinement { uid: 0, gid: 0, capabilities_permitted: u64::MAX, capabilities_effective: u64::MAX, no_new_privileges: false, sees_files: true },
             to,
-            from,
+            from: tokio::io::BufReader::with_capacity(RELAY_READ_BUFFER, from),
             frames: FrameReader::with_limit(MAX_RELAY_FRAME),
         };
         let start = ToWorker::Start {
