@@ -15,7 +15,7 @@
 #      the same tree on the same disk;
 #   6. the lifecycle on 1000 snapshots and 1 M chunks: scrub vs sha256sum, garbage collection;
 #   7. a stolen pusher key's flood against the gatekeeper's memory.
-# Prints throughput and ratios; the targets are in issues 4 and 20 and README.md.
+# Prints throughput and ratios; the targets are in issues 4 and 20, the results in docs/PERFORMANCE.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
