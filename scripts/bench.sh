@@ -16,10 +16,21 @@
 #   6. the lifecycle on 1000 snapshots and 1 M chunks: scrub vs sha256sum, garbage collection;
 #   7. a stolen pusher key's flood against the gatekeeper's memory.
 # Prints throughput and ratios; the targets are in issues 4 and 20, the results in docs/PERFORMANCE.md.
+#
+# BENCH_SHORT=1 (make test's short version): every step on a small dataset, so the script itself
+# is proved to run from a fresh machine; its figures mean nothing. It builds no second
+# gatekeeper (the without-signals rounds run the same build) and leaves the flood to make
+# test's own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 WORK=${BENCH_DIR:-/var/tmp/vault-bench}
+BENCH_SHORT=${BENCH_SHORT:-}
+if [ -n "$BENCH_SHORT" ]; then
+  echo "== a short run (BENCH_SHORT): every step on a small dataset; its figures and ratios mean nothing"
+  SMALL_PER_PART=${SMALL_PER_PART:-100}; LARGE_MIB=${LARGE_MIB:-2}; INCREMENTAL_ROUNDS=${INCREMENTAL_ROUNDS:-1}
+  LIFECYCLE_SNAPSHOTS=${LIFECYCLE_SNAPSHOTS:-20}; LIFECYCLE_CHUNKS=${LIFECYCLE_CHUNKS:-50}
+fi
 SMALL_PER_PART=${SMALL_PER_PART:-2000}
 LARGE_MIB=${LARGE_MIB:-192}
 PARTS=8
@@ -49,13 +60,21 @@ TMPFS_MOUNTED=""
 for tool in rsync restic rclone borg; do
   command -v "$tool" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsync restic rclone borgbackup; break; }
 done
-cargo build --release --workspace --locked
+if [ -n "$BENCH_SHORT" ]; then
+  cargo build --release --locked -p gatekeeper -p vaultctl -p test-net --bin lifecycle-bench
+else
+  cargo build --release --workspace --locked
+fi
 # The comparison build: everything the same but the signals (never used outside this script).
 # The whole workspace, as above: its crates' features unify the same way, so the two
 # gatekeepers differ in the signals only.
-cargo build --release --locked --workspace --features gatekeeper/without-signals --target-dir target/without-signals
 GK_WITH=$GK
-GK_WITHOUT=$PWD/target/without-signals/release/gatekeeper
+if [ -n "$BENCH_SHORT" ]; then
+  GK_WITHOUT=$GK
+else
+  cargo build --release --locked --workspace --features gatekeeper/without-signals --target-dir target/without-signals
+  GK_WITHOUT=$PWD/target/without-signals/release/gatekeeper
+fi
 if [ -n "${BENCH_PROFILE:-}" ]; then
   # The same build with its symbols kept, so perf can name the functions.
   command -v perf >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf; }
@@ -85,6 +104,8 @@ now() { date +%s.%N; }
 # that every write reclaims alike, as on a machine whose memory is in use: a sparse file (no
 # disk I/O) grown by what is free, less 1 GiB, and read into the cache.
 fill_memory() {
+  # (Fairness between contenders, which a short run does not measure.)
+  [ -z "$BENCH_SHORT" ] || return 0
   python3 - "$WORK/memory-filler" <<'PY'
 import os, sys
 free = next(int(line.split()[1]) for line in open("/proc/meminfo") if line.startswith("MemFree:")) * 1024
@@ -553,12 +574,14 @@ rm -rf "$WORK/restore-tar" "$WORK/restore-store" "$WORK/restore-export" "$WORK/d
 
 # ---- 6. the lifecycle: scrub against sha256sum on the same packs, and garbage collection ------
 # 1000 snapshots of 1000 new 1 KiB chunks each (1 M chunks); half expire, then a collection.
-echo "== lifecycle: 1000 snapshots, 1 M chunks"
+echo "== lifecycle: ${LIFECYCLE_SNAPSHOTS:-1000} snapshots of ${LIFECYCLE_CHUNKS:-1000} chunks"
 target/release/lifecycle-bench "$WORK/lifecycle" "${LIFECYCLE_SNAPSHOTS:-1000}" "${LIFECYCLE_CHUNKS:-1000}" 1024
 
 # ---- 7. a stolen pusher key against the daemon's memory -------------------------------------
 # 16 concurrent hostile sessions, each staging the most new chunks a session may (4-byte
 # chunks) and committing a maximal manifest, then one chunk too many: the gatekeeper's peak
 # RSS (target <= 256 MiB; one session's <= 128 MiB is checked by make test with two).
-echo "== flood: 16 hostile sessions"
-FLOOD_SESSIONS=16 cargo test --release --locked -p gatekeeper --test flood -- --nocapture a_flood_of_tiny_chunks 2>&1 | grep -E "^flood:|test result"
+if [ -z "$BENCH_SHORT" ]; then
+  echo "== flood: 16 hostile sessions"
+  FLOOD_SESSIONS=16 cargo test --release --locked -p gatekeeper --test flood -- --nocapture a_flood_of_tiny_chunks 2>&1 | grep -E "^flood:|test result"
+fi

@@ -5,8 +5,8 @@
 # machine the other core would idle for half an hour. The two builds that only the last stages
 # need (the minimal-kernel image, and the test image's second, reproducible build) run beside the
 # suite on that core, at the lowest CPU priority so the guests keep theirs. They start after the
-# package test, the last stage that installs anything (dpkg's lock is not shared), and after the
-# first image build, whose download cache they read.
+# package test and the short bench, the last stages that install anything (dpkg's lock is not
+# shared), and after the first image build, whose download cache they read.
 set -euo pipefail
 self=$(realpath "$0")
 cd "$(dirname "$self")/.."
@@ -50,6 +50,12 @@ stage "Buildroot checks refuse" buildroot-overlay/check-test.sh
 stage "test image" "${MAKE_CMD[@]}" test-image
 stage "image pins refuse" image/test-pins.sh out/test-keys/root.toml
 stage "Debian package" "${MAKE_CMD[@]}" test-deb
+# make bench's every step on a small dataset (its own directory, so a real run's is untouched);
+# it installs its peers (rsync, restic, rclone, borg) before the background builds start.
+bench_dir=$(mktemp -d /var/tmp/vault-bench-short.XXXXXX)
+stage "bench, short" env BENCH_SHORT=1 BENCH_DIR="$bench_dir" scripts/bench.sh
+chattr -R -i "$bench_dir" 2>/dev/null || true
+rm -rf "$bench_dir"
 
 # The background builds: their own process group, so a failing foreground stage takes them down.
 mkdir -p target
