@@ -61,7 +61,7 @@ for tool in rsync restic rclone borg; do
   command -v "$tool" >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsync restic rclone borgbackup; break; }
 done
 if [ -n "$BENCH_SHORT" ]; then
-  cargo build --release --locked -p gatekeeper -p vaultctl -p test-net --bin lifecycle-bench
+  cargo build --release --locked -p gatekeeper -p vaultctl -p test-net --bins
 else
   cargo build --release --workspace --locked
 fi
