@@ -66,8 +66,8 @@ else
   cargo build --release --workspace --locked
 fi
 # The comparison build: everything the same but the signals (never used outside this script).
-# The whole workspace, as above: its crates' features unify the same way, so the two
-# gatekeepers differ in the signals only.
+# The whole workspace, as the full run's first build: its crates' features unify the same way,
+# so the two gatekeepers differ in the signals only. A short run builds none.
 GK_WITH=$GK
 if [ -n "$BENCH_SHORT" ]; then
   GK_WITHOUT=$GK

@@ -639,7 +639,7 @@ impl StagingPack {
         Ok(())
     }
 
-    /// Chunk bytes appended to the pack so far: where the next chunk starts.
+    /// Chunk bytes appended to the pack so far: where the next chunk starts (0 once published).
     pub fn bytes(&self) -> u64 {
         self.file.as_ref().map_or(0, Appender::len)
     }
