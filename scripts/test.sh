@@ -52,10 +52,14 @@ stage "image pins refuse" image/test-pins.sh out/test-keys/root.toml
 stage "Debian package" "${MAKE_CMD[@]}" test-deb
 # make bench's every step on a small dataset (its own directory, so a real run's is untouched);
 # it installs its peers (rsync, restic, rclone, borg) before the background builds start.
+# A failed run leaves its directory to be looked at; the next make test removes it.
+remove_bench_dir() { chattr -R -i "$1" 2>/dev/null || true; rm -rf "$1"; }
+for left in /var/tmp/vault-bench-short.*; do
+  if [ -d "$left" ]; then remove_bench_dir "$left"; fi
+done
 bench_dir=$(mktemp -d /var/tmp/vault-bench-short.XXXXXX)
 stage "bench, short" env BENCH_SHORT=1 BENCH_DIR="$bench_dir" scripts/bench.sh
-chattr -R -i "$bench_dir" 2>/dev/null || true
-rm -rf "$bench_dir"
+remove_bench_dir "$bench_dir"
 
 # The background builds: their own process group, so a failing foreground stage takes them down.
 mkdir -p target
