@@ -160,23 +160,30 @@ struct Cachestat {
     nr_recently_evicted: u64,
 }
 
-/// How much of `file`'s first `len` bytes is in the page cache, asked without reading or
-/// mapping them; `None` where the kernel cannot say (before Linux 6.5, or a file it does not
-/// count). A hint only: the answer may change at once.
+/// How much of `file`'s first `len` bytes is in the page cache; `None` where the kernel cannot
+/// say. A hint only: the answer may change at once.
 ///
-/// Not asked under a seccomp filter (a hardened systemd unit, such as the package's
-/// `vaultctl-push@.service` with `SystemCallFilter=@system-service`): a filter written before
-/// the call existed kills the process that makes it (SIGSYS) instead of failing it.
+/// Counted exactly by `cachestat(2)` (Linux 6.5), which reads and maps nothing. Where that
+/// cannot be asked, estimated from [`PROBED_PAGES`] pages spread over the range
+/// ([`probed_cached_pages`]): before Linux 6.5, and under a seccomp filter (a hardened systemd
+/// unit, such as the package's `vaultctl-push@.service` with `SystemCallFilter=@system-service`,
+/// whose list predates the call and kills the process that makes it, SIGSYS, instead of failing
+/// it).
 pub fn cached_pages(file: &File, len: u64) -> Option<CachedPages> {
+    let of = len.div_ceil(ALIGN as u64);
+    // A zero length would ask cachestat about the whole file.
+    if of == 0 {
+        return Some(CachedPages { cached: 0, of });
+    }
+    counted_cached_pages(file, len, of).or_else(|| probed_cached_pages(file, of))
+}
+
+/// `cachestat(2)`'s count, or `None` under a seccomp filter or where the kernel lacks it.
+fn counted_cached_pages(file: &File, len: u64, of: u64) -> Option<CachedPages> {
     use std::os::fd::AsRawFd;
     static FILTERED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     if *FILTERED.get_or_init(|| std::fs::read_to_string("/proc/self/status").map_or(true, |status| under_seccomp_filter(&status))) {
         return None;
-    }
-    let of = len.div_ceil(ALIGN as u64);
-    // A zero length would ask about the whole file.
-    if of == 0 {
-        return Some(CachedPages { cached: 0, of });
     }
     let range = CachestatRange { off: 0, len };
     let mut stat = Cachestat::default();
@@ -186,6 +193,44 @@ pub fn cached_pages(file: &File, len: u64) -> Option<CachedPages> {
     // must be 0.
     let result = unsafe { libc::syscall(SYS_CACHESTAT, file.as_raw_fd(), &range as *const CachestatRange, &mut stat as *mut Cachestat, 0 as libc::c_uint) };
     (result == 0).then_some(CachedPages { cached: stat.nr_cache.min(of), of })
+}
+
+/// How many pages of a range [`probed_cached_pages`] reads.
+const PROBED_PAGES: u64 = 16;
+
+/// An estimate of how many of a file's first `of` pages are in the page cache: one byte of each
+/// of [`PROBED_PAGES`] pages spread evenly over them is read with `preadv2(RWF_NOWAIT)`, which
+/// fails with `EAGAIN` instead of waiting for the device (Linux 4.14; `@basic-io` in systemd's
+/// filters). `None` where the kernel or the filesystem cannot read without waiting.
+///
+/// A probe that misses starts the kernel reading that page (and, at the file's start, its
+/// first read-ahead), without waiting for it: at most a few pages a file, of files that are
+/// about to be read anyway. Each probe asks about a page no earlier probe asked about, so
+/// what an earlier miss started reading is not found as cached.
+fn probed_cached_pages(file: &File, of: u64) -> Option<CachedPages> {
+    use std::os::fd::AsRawFd;
+    let probes = of.min(PROBED_PAGES);
+    let mut hits = 0u64;
+    let mut byte = 0u8;
+    // Last page first: probes going forward a page at a time would look like a file being read
+    // in order, and the kernel would read ahead of them, finding pages that were not there.
+    for probe in (0..probes).rev() {
+        let page = probe * of / probes;
+        let offset = libc::off_t::try_from(page.checked_mul(ALIGN as u64)?).ok()?;
+        let iov = libc::iovec { iov_base: (&mut byte as *mut u8).cast(), iov_len: 1 };
+        // SAFETY: the descriptor is valid for the call (borrowed from a live File); `iov`
+        // names one live, writable byte, the only memory the kernel writes, and is not kept.
+        let read = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+        match read {
+            1 => hits += 1,
+            // Past the file's end (it shrank since its size was taken): not there.
+            0 => {}
+            _ if std::io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) => {}
+            // EOPNOTSUPP (a filesystem that cannot), ENOSYS, EINVAL (flags unknown): no answer.
+            _ => return None,
+        }
+    }
+    Some(CachedPages { cached: hits * of / probes, of })
 }
 
 /// Whether `/proc/self/status` says a seccomp filter is on (`Seccomp: 2`; 1 is strict mode, in
@@ -402,6 +447,126 @@ mod tests {
         assert_eq!(cached_pages(&file, 0), Some(CachedPages { cached: 0, of: 0 }), "an empty range");
         // A range past the file's end spans pages that are not there: none of them cached.
         assert_eq!(cached_pages(&file, 2 * len as u64).map(|c| c.of), Some((2 * len as u64).div_ceil(ALIGN as u64)));
+    }
+
+    #[test]
+    fn the_probed_page_cache_share_of_a_file_is_what_was_written_and_not_dropped() {
+        use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("source");
+        let len = 4 * 1024 * 1024 + 100;
+        std::fs::write(&path, pattern(len, 9)).unwrap();
+        let file = File::open(&path).unwrap();
+        file.sync_all().unwrap();
+        let pages = (len as u64).div_ceil(ALIGN as u64);
+        assert_eq!(probed_cached_pages(&file, pages), Some(CachedPages { cached: pages, of: pages }), "just written");
+        if nix::sys::statfs::statfs(dir.path()).unwrap().filesystem_type() == nix::sys::statfs::TMPFS_MAGIC {
+            eprintln!("the temporary directory is on tmpfs, whose pages are the files: nothing to drop");
+            return;
+        }
+        posix_fadvise(&file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED).unwrap();
+        // The first probe starts the kernel reading the file's first pages: at most one of the
+        // sixteen may be found by the time the next probes look.
+        let dropped = probed_cached_pages(&file, pages).unwrap();
+        assert!(dropped.cached <= pages / PROBED_PAGES && dropped.of == pages, "dropped once clean: {dropped:?}");
+        // Read the second half back: the probes there find it, those in the first half do not.
+        // Read whole first, so that no page the probes asked for is still being read (a page
+        // under I/O is not dropped).
+        std::io::Read::read_to_end(&mut &file, &mut Vec::new()).unwrap();
+        posix_fadvise(&file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED).unwrap();
+        let mut half = vec![0u8; len / 2];
+        std::os::unix::fs::FileExt::read_exact_at(&file, &mut half, (len / 2) as u64).unwrap();
+        let read = probed_cached_pages(&file, pages).unwrap();
+        assert!(read.cached >= pages / 2 && read.cached <= pages / 2 + pages / PROBED_PAGES, "second half read: {read:?}");
+        // A dropped file of as many pages as probes: each page is probed, and none is found
+        // cached because an earlier probe started the kernel reading ahead.
+        let sixteen = dir.path().join("sixteen");
+        std::fs::write(&sixteen, pattern(usize::try_from(PROBED_PAGES).unwrap() * ALIGN, 2)).unwrap();
+        let sixteen = File::open(&sixteen).unwrap();
+        sixteen.sync_all().unwrap();
+        posix_fadvise(&sixteen, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED).unwrap();
+        assert_eq!(probed_cached_pages(&sixteen, PROBED_PAGES), Some(CachedPages { cached: 0, of: PROBED_PAGES }), "a small file dropped");
+        // Fewer pages than probes: each is probed once.
+        let small = dir.path().join("small");
+        std::fs::write(&small, pattern(3 * ALIGN, 1)).unwrap();
+        assert_eq!(probed_cached_pages(&File::open(&small).unwrap(), 3), Some(CachedPages { cached: 3, of: 3 }));
+        // A range past the file's end (the file shrank) counts those pages as not there.
+        assert_eq!(probed_cached_pages(&File::open(&small).unwrap(), 6), Some(CachedPages { cached: 3, of: 6 }));
+    }
+
+    /// What the package's hardened unit does to a pusher (`SystemCallFilter=`, systemd 252):
+    /// `cachestat(2)` kills the process. Under such a filter the share is still known, from
+    /// the probes, and asking does not kill: this test runs the next one in a child process
+    /// whose filter kills it on `cachestat`.
+    #[test]
+    fn under_a_filter_that_kills_cachestat_the_share_is_probed_instead() {
+        use std::os::unix::process::{CommandExt, ExitStatusExt};
+        let dir = tempfile::tempdir().unwrap();
+        if nix::sys::statfs::statfs(dir.path()).unwrap().filesystem_type() == nix::sys::statfs::TMPFS_MAGIC {
+            eprintln!("the temporary directory is on tmpfs, whose pages are the files: nothing to drop");
+            return;
+        }
+        let path = dir.path().join("source");
+        std::fs::write(&path, pattern(1 << 20, 3)).unwrap();
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap());
+        child.args(["--exact", "direct::tests::the_share_of_a_dropped_file_under_a_filter", "--ignored", "--nocapture", "--test-threads=1"]);
+        child.env(FILTERED_CHILD_FILE, &path);
+        let program = kill_on_cachestat();
+        let len = u16::try_from(program.len()).unwrap();
+        // SAFETY: between fork and exec the closure makes two system calls (prctl, seccomp)
+        // on memory it owns (the filter program, built before the fork and moved in) and
+        // allocates nothing, as a forked child of a multi-threaded process must.
+        unsafe {
+            child.pre_exec(move || {
+                let fprog = libc::sock_fprog { len, filter: program.as_ptr() as *mut libc::sock_filter };
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &fprog as *const libc::sock_fprog) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let out = child.output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert_ne!(out.status.signal(), Some(libc::SIGSYS), "the filter killed the child: cachestat was called under it\n{said}");
+        assert!(out.status.success(), "{}\n{said}", out.status);
+        assert!(said.contains("1 passed"), "the child ran no test:\n{said}");
+    }
+
+    /// Where [`under_a_filter_that_kills_cachestat_the_share_is_probed_instead`] names the file.
+    const FILTERED_CHILD_FILE: &str = "VAULT_STORE_TEST_FILTERED_FILE";
+
+    /// Run only as that test's child, under its filter.
+    #[test]
+    #[ignore = "run by under_a_filter_that_kills_cachestat_the_share_is_probed_instead, under a seccomp filter"]
+    fn the_share_of_a_dropped_file_under_a_filter() {
+        use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+        let path = std::env::var_os(FILTERED_CHILD_FILE).expect("run by under_a_filter_that_kills_cachestat_the_share_is_probed_instead");
+        assert!(under_seccomp_filter(&std::fs::read_to_string("/proc/self/status").unwrap()), "not under the filter");
+        let file = File::open(path).unwrap();
+        let pages = (1u64 << 20).div_ceil(ALIGN as u64);
+        assert_eq!(cached_pages(&file, 1 << 20), Some(CachedPages { cached: pages, of: pages }), "just written");
+        file.sync_all().unwrap();
+        posix_fadvise(&file, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED).unwrap();
+        let dropped = cached_pages(&file, 1 << 20).unwrap();
+        assert!(dropped.cached <= pages / PROBED_PAGES, "dropped: {dropped:?}");
+    }
+
+    /// A seccomp program that kills the process on `cachestat` and allows everything else, as
+    /// a filter whose list of allowed calls predates `cachestat` does to it.
+    fn kill_on_cachestat() -> Vec<libc::sock_filter> {
+        const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+        let statement = |code: u32, k: u32| libc::sock_filter { code: u16::try_from(code).unwrap(), jt: 0, jf: 0, k };
+        let jump = |k: u32, jt: u8, jf: u8| libc::sock_filter { code: u16::try_from(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K).unwrap(), jt, jf, k };
+        // struct seccomp_data: nr at offset 0, arch at 4.
+        vec![
+            statement(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 4),
+            jump(AUDIT_ARCH_X86_64, 1, 0),
+            statement(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+            statement(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0),
+            jump(u32::try_from(SYS_CACHESTAT).unwrap(), 0, 1),
+            statement(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_KILL_PROCESS),
+            statement(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+        ]
     }
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {

@@ -1267,7 +1267,7 @@ mod tests {
         let order = largest_first(&files);
         let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         if mostly_not_cached(&files, &order, &Cache::default()).is_none() {
-            eprintln!("this kernel has no cachestat(2) (Linux 6.5): one chunker per core, nothing to check");
+            eprintln!("the kernel cannot say what is cached (no cachestat(2), no preadv2 RWF_NOWAIT here): one chunker per core, nothing to check");
             assert_eq!(chunkers_for(&files, &order, &Cache::default()), cores.min(MAX_CHUNKERS));
             return;
         }
