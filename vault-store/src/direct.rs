@@ -429,7 +429,7 @@ mod tests {
         let file = File::open(&path).unwrap();
         file.sync_all().unwrap();
         let Some(written) = cached_pages(&file, len as u64) else {
-            eprintln!("this kernel has no cachestat(2) (Linux 6.5): nothing to check");
+            eprintln!("the kernel cannot say what is cached (no cachestat(2), no preadv2 RWF_NOWAIT here): nothing to check");
             return;
         };
         if nix::sys::statfs::statfs(dir.path()).unwrap().filesystem_type() == nix::sys::statfs::TMPFS_MAGIC {
